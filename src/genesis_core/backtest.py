@@ -1,0 +1,197 @@
+"""The one backtest path: config -> data window -> features -> strategy -> engine -> metrics.
+
+``genesis backtest`` and the optimizer both call ``Backtester.run``; there is no second path.
+``build_config`` is the one function that turns (base config, champion, trial parameters)
+into the effective configuration.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+from pydantic import Field
+
+from genesis_core import __version__
+from genesis_core.config import StrictModel, deep_merge, parse_model
+from genesis_core.data import Candles, Window, format_ts, load_candles
+from genesis_core.engine import EXIT_REASONS, TRADE_COLUMNS, Costs, EngineResult, run_engine
+from genesis_core.errors import ConfigError
+from genesis_core.features import FeatureStore
+from genesis_core.fingerprint import code_version, fingerprint
+from genesis_core.metrics import compute_metrics
+from genesis_core.strategy import get_strategy
+
+DEFAULT_DATA = "data/BTCUSD_1h_bitfinex.csv.gz"
+
+
+class DataSpec(StrictModel):
+    """The candles and the window. ``start`` and ``end`` are inclusive (a bare date ``end`` means
+    that whole day); ``warmup_bars`` come from before ``start`` (None: what the strategy needs)."""
+
+    path: str = DEFAULT_DATA
+    timeframe: str | None = None
+    start: str | None = None
+    end: str | None = None
+    warmup_bars: int | None = Field(None, ge=0)
+
+
+class BacktestConfig(StrictModel):
+    strategy: str = "reference"
+    params: dict[str, Any] = Field(default_factory=dict)
+    data: DataSpec = DataSpec()
+    costs: Costs = Costs()
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from disk, or ConfigError saying what is wrong with the file."""
+    path = Path(path)
+    try:
+        loaded = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    return loaded
+
+
+def build_config(
+    base: dict[str, Any], champion: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
+) -> BacktestConfig:
+    """Base config, then the champion's params, then overrides (trial params, CLI flags): validated,
+    with the strategy's parameter defaults filled in, so the result is the whole effective config."""
+    merged = deep_merge(base, {"params": champion} if champion else {})
+    merged = deep_merge(merged, overrides or {})
+    config = parse_model(BacktestConfig, merged)
+    strategy = get_strategy(config.strategy)
+    params = parse_model(strategy.Params, config.params, "params")
+    return config.model_copy(update={"params": params.model_dump(mode="json")})
+
+
+@dataclass(frozen=True)
+class BacktestResult:
+    config: BacktestConfig  # effective: every default and the warm-up filled in
+    config_fingerprint: str
+    window: Window
+    data_file_fingerprint: str
+    resources: dict[str, str]
+    metrics: dict[str, float | int]
+    trace: dict[str, Any]
+    engine: EngineResult
+
+    def trades(self) -> list[dict[str, Any]]:
+        ts = self.window.candles.timestamps
+        rows = []
+        for row in self.engine.trades:
+            t = dict(zip(TRADE_COLUMNS, row.tolist(), strict=True))
+            rows.append({
+                "entry_time": format_ts(ts[int(t["entry_bar"])]),
+                "exit_time": format_ts(ts[int(t["exit_bar"])]),
+                "side": "long" if t["side"] > 0 else "short",
+                "entry_price": t["entry_price"],
+                "exit_price": t["exit_price"],
+                "units": t["units"],
+                "pnl": t["pnl"],
+                "fees": t["fees"],
+                "bars_held": int(t["exit_bar"] - t["entry_bar"]),
+                "exit_reason": EXIT_REASONS[int(t["exit_reason"])],
+            })
+        return rows
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result JSON: enough to re-run it (effective config) and to prove what produced it."""
+        return {
+            "genesis_core_version": __version__,
+            "code_version": code_version(),
+            "effective_config": self.config.model_dump(mode="json"),
+            "fingerprints": {
+                "config": self.config_fingerprint,
+                "data_window": self.window.fingerprint,
+                "data_file": self.data_file_fingerprint,
+                **{f"resource:{k}": v for k, v in sorted(self.resources.items())},
+            },
+            "window": {
+                "first_bar": self.window.first_bar,
+                "last_bar": self.window.last_bar,
+                "bars": self.window.bars,
+                "warmup_bars": self.window.start_index,
+                "timeframe": self.window.candles.timeframe,
+            },
+            "metrics": self.metrics,
+            "trace": self.trace,
+            "trades": self.trades(),
+        }
+
+
+class Backtester:
+    """Runs backtests; holds data read once per process and feature caches shared by all runs."""
+
+    def __init__(self, feature_cache_dir: Path | None = None) -> None:
+        self._cache_dir = feature_cache_dir
+        self._candles: dict[tuple[str, str | None], Candles] = {}
+        self._windows: dict[tuple[str, str | None, str | None, int], Window] = {}
+        self._features: dict[str, FeatureStore] = {}
+
+    def candles(self, path: str, timeframe: str | None = None) -> Candles:
+        key = (str(Path(path).resolve()), timeframe)
+        if key not in self._candles:
+            self._candles[key] = load_candles(path, timeframe)
+        return self._candles[key]
+
+    def _window(self, candles: Candles, spec: DataSpec, warmup: int) -> Window:
+        key = (candles.fingerprint, spec.start, spec.end, warmup)
+        if key not in self._windows:
+            self._windows[key] = candles.window(spec.start, spec.end, warmup)
+        return self._windows[key]
+
+    def features(self, window: Window) -> FeatureStore:
+        key = window.candles.fingerprint
+        if key not in self._features:
+            self._features[key] = FeatureStore(window.candles, self._cache_dir)
+        return self._features[key]
+
+    def run(self, config: BacktestConfig) -> BacktestResult:
+        """Backtest an effective config (from ``build_config``)."""
+        strategy = get_strategy(config.strategy)
+        params = strategy.Params.model_validate(config.params)
+        candles = self.candles(config.data.path, config.data.timeframe)
+        warmup = config.data.warmup_bars
+        if warmup is None:
+            warmup = strategy.warmup_bars(params, candles.timeframe_seconds)
+            config = config.model_copy(update={"data": config.data.model_copy(update={"warmup_bars": warmup})})
+        window = self._window(candles, config.data, warmup)
+        decisions = strategy.decide(self.features(window), params, window.start_index)
+        engine = run_engine(window.candles, decisions, window.start_index, config.costs)
+        resources = strategy.resources(params)
+        metrics = compute_metrics(engine, candles.timeframe_seconds)
+        st = decisions.trace
+        reasons = engine.trade_column("exit_reason").astype(np.int64)
+        trace = {
+            "bars_in_window": window.bars,
+            "warmup_bars_in_window": st.warmup_bars_in_window,
+            "bars_evaluated": st.bars_evaluated,
+            "signals": st.signals,
+            "candidates": st.candidates,
+            "blocked": {
+                **st.blocked,
+                "in_position": engine.counters["blocked_in_position"],
+                "cooldown": engine.counters["blocked_cooldown"],
+            },
+            **{k: engine.counters[k] for k in ("orders", "fills", "trades_opened", "trades_closed")},
+            "exits": {name: int((reasons == i).sum()) for i, name in enumerate(EXIT_REASONS)},
+        }
+        config_fp = fingerprint({
+            "strategy": config.strategy,
+            "params": config.params,
+            "costs": config.costs.model_dump(mode="json"),
+            "warmup_bars": warmup,
+            "resources": resources,
+        })
+        return BacktestResult(config, config_fp, window, candles.fingerprint, resources, metrics, trace, engine)

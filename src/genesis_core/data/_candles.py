@@ -1,0 +1,183 @@
+"""The read-only candle container, timeframes, gaps and date windows with warm-up."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from functools import cached_property
+
+import numpy as np
+import pandas as pd
+
+from genesis_core.errors import DataError
+from genesis_core.fingerprint import fingerprint_arrays
+
+_TF_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_timeframe(text: str) -> int:
+    """'15m', '1h', '4h', '1d', '1w' -> seconds."""
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdwMHDW])\s*", text)
+    if not m or int(m.group(1)) <= 0:
+        raise DataError(f"bad timeframe {text!r}: expected a number and a unit m/h/d/w, e.g. '1h' or '4h'")
+    return int(m.group(1)) * _TF_UNITS[m.group(2).lower()]
+
+
+def format_timeframe(seconds: int) -> str:
+    """Inverse of parse_timeframe, choosing the largest whole unit."""
+    for unit, size in sorted(_TF_UNITS.items(), key=lambda kv: -kv[1]):
+        if seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
+
+
+def format_ts(seconds: int | np.integer) -> str:
+    """Epoch seconds -> ISO-8601 UTC, the one text form of a timestamp in outputs."""
+    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_ts(text: str | datetime, *, end_of_day: bool = False) -> int:
+    """ISO date or datetime (UTC unless an offset is given) -> epoch seconds.
+
+    With ``end_of_day`` a bare date means its last second, which is what makes an inclusive
+    ``end: 2022-12-31`` include every bar of that day.
+    """
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError) as exc:
+        raise DataError(f"cannot parse date {text!r}: use ISO-8601, e.g. 2022-01-01 or 2022-01-01T06:00Z") from exc
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    seconds = int(ts.timestamp())
+    if end_of_day and isinstance(text, str) and _DATE_ONLY.match(text.strip()):
+        seconds += 86400 - 1
+    return seconds
+
+
+@dataclass(frozen=True)
+class GapReport:
+    """Gaps (missing bars) in a candle series; reported as a warning, never an error."""
+
+    count: int
+    missing_bars: int
+    largest_seconds: int
+    largest_at: str | None  # timestamp of the last bar before the largest gap
+
+    def describe(self, timeframe_seconds: int) -> str:
+        if self.count == 0:
+            return "no gaps"
+        return (
+            f"{self.count} gap(s), {self.missing_bars} missing bar(s), largest "
+            f"{format_timeframe(self.largest_seconds)} after {self.largest_at}"
+        )
+
+
+@dataclass(frozen=True, eq=False)
+class Candles:
+    """OHLCV bars as read-only numpy arrays; timestamps are bar open times in epoch seconds (UTC)."""
+
+    timestamps: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    timeframe_seconds: int
+    source: str = ""
+
+    def __post_init__(self) -> None:
+        for name in ("timestamps", "open", "high", "low", "close", "volume"):
+            getattr(self, name).flags.writeable = False
+
+    def __len__(self) -> int:
+        return len(self.timestamps)
+
+    @property
+    def timeframe(self) -> str:
+        return format_timeframe(self.timeframe_seconds)
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Content hash: the same bars give the same fingerprint whatever file format held them."""
+        return fingerprint_arrays(
+            self.timestamps, self.open, self.high, self.low, self.close, self.volume,
+            label=f"candles/{self.timeframe_seconds}",
+        )
+
+    def slice(self, first: int, stop: int) -> Candles:
+        """Bars ``first`` .. ``stop - 1`` as a new container (views, no copy)."""
+        return Candles(
+            self.timestamps[first:stop], self.open[first:stop], self.high[first:stop],
+            self.low[first:stop], self.close[first:stop], self.volume[first:stop],
+            self.timeframe_seconds, self.source,
+        )
+
+    def gaps(self) -> GapReport:
+        diffs = np.diff(self.timestamps)
+        over = np.flatnonzero(diffs > self.timeframe_seconds)
+        if len(over) == 0:
+            return GapReport(0, 0, 0, None)
+        missing = int(((diffs[over] // self.timeframe_seconds) - 1).sum())
+        worst = over[np.argmax(diffs[over])]
+        return GapReport(len(over), missing, int(diffs[worst]), format_ts(self.timestamps[worst]))
+
+    def window(self, start: str | None, end: str | None, warmup_bars: int) -> Window:
+        """Bars from ``start`` to ``end`` (both inclusive) plus ``warmup_bars`` bars before ``start``.
+
+        Warm-up bars always come from before ``start`` so the window's first decision already has
+        warm indicators; if the data cannot supply them the window is refused, never shortened.
+        """
+        ts = self.timestamps
+        if len(ts) == 0:
+            raise DataError(f"{self.source or 'candles'}: no bars")
+        if start is None:
+            first = min(warmup_bars, len(ts) - 1)
+        else:
+            s = parse_ts(start)
+            if s > ts[-1]:
+                raise DataError(f"window start {start} is after the data's last bar {format_ts(ts[-1])}")
+            first = int(np.searchsorted(ts, s, side="left"))
+        if end is None:
+            last = len(ts) - 1
+        else:
+            e = parse_ts(end, end_of_day=True)
+            if e > ts[-1] + self.timeframe_seconds - 1:
+                raise DataError(
+                    f"window end {end} is after the data's last bar {format_ts(ts[-1])}: "
+                    "the data does not cover the window"
+                )
+            last = int(np.searchsorted(ts, e, side="right")) - 1
+        if last < first:
+            raise DataError(f"window {start} .. {end} holds no bars")
+        if first < warmup_bars:
+            raise DataError(
+                f"window start {format_ts(ts[first])} needs {warmup_bars} warm-up bars before it but the data "
+                f"({self.source or 'candles'}) has only {first}; start later or lower warmup_bars"
+            )
+        return Window(self.slice(first - warmup_bars, last + 1), warmup_bars)
+
+
+@dataclass(frozen=True, eq=False)
+class Window:
+    """A backtest window: warm-up bars followed by the decision bars from ``start_index`` on."""
+
+    candles: Candles
+    start_index: int
+
+    @property
+    def bars(self) -> int:
+        return len(self.candles) - self.start_index
+
+    @property
+    def first_bar(self) -> str:
+        return format_ts(self.candles.timestamps[self.start_index])
+
+    @property
+    def last_bar(self) -> str:
+        return format_ts(self.candles.timestamps[-1])
+
+    @cached_property
+    def fingerprint(self) -> str:
+        """Covers every bar the result can depend on, warm-up included, and where decisions start."""
+        return fingerprint_arrays(np.array([self.start_index]), label=self.candles.fingerprint)

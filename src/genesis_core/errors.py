@@ -1,0 +1,21 @@
+"""Exceptions with messages a user can act on; the CLI maps each to an exit code."""
+
+from __future__ import annotations
+
+
+class GenesisError(Exception):
+    """Base of every error Genesis-Core raises on purpose (never a bug)."""
+
+    exit_code = 1
+
+
+class DataError(GenesisError):
+    """Candles that cannot be trusted: the message names the file, row and problem."""
+
+    exit_code = 2
+
+
+class ConfigError(GenesisError):
+    """A configuration that does not validate: the message names the key path."""
+
+    exit_code = 2

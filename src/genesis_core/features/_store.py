@@ -1,0 +1,220 @@
+"""Named, parameterised features computed once per candle set and cached in memory and on disk.
+
+A feature is named by a spec string ``name:arg:arg`` (``rsi:14``, ``htf_trend:4h:50``), so a
+strategy or a model file can ask for any period, not a fixed menu. The cache key is the candles'
+fingerprint plus the spec, so edited data can never be served stale features.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from genesis_core.data import Candles, parse_timeframe, resample
+from genesis_core.errors import ConfigError
+from genesis_core.features import _indicators as ind
+
+_Compute = Callable[..., np.ndarray]
+_Warmup = Callable[..., int]
+_REGISTRY: dict[str, tuple[_Compute, str, _Warmup]] = {}
+
+
+def _feature(name: str, signature: str, warmup: _Warmup) -> Callable[[_Compute], _Compute]:
+    """Register a feature; ``warmup(base_seconds, *args)`` is the index of its first valid value."""
+
+    def register(fn: _Compute) -> _Compute:
+        _REGISTRY[name] = (fn, signature, warmup)
+        return fn
+
+    return register
+
+
+def _htf_bars(base_seconds: int, timeframe: str, htf_bars: int) -> int:
+    """Base bars needed for ``htf_bars`` complete HTF bars, plus one HTF bar of alignment slack."""
+    ratio = parse_timeframe(timeframe) // base_seconds
+    return (htf_bars + 1) * ratio
+
+
+def _parse_arg(text: str) -> int | float | str:
+    if re.fullmatch(r"-?\d+", text):
+        return int(text)
+    if re.fullmatch(r"-?\d+\.\d*", text):
+        return float(text)
+    return text
+
+
+def parse_spec(spec: str) -> tuple[str, tuple[int | float | str, ...]]:
+    """'rsi:14' -> ('rsi', (14,)), checked against the registry so typos fail early."""
+    name, *args = spec.split(":")
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown feature {name!r} in {spec!r}; known: {', '.join(sorted(_REGISTRY))}")
+    signature = _REGISTRY[name][1]
+    expected = len(signature.split(":")) - 1 if ":" in signature else 0
+    if len(args) != expected:
+        raise ConfigError(f"feature {spec!r} takes {expected} argument(s): {signature}")
+    return name, tuple(_parse_arg(a) for a in args)
+
+
+def warmup_bars(spec: str, base_seconds: int) -> int:
+    """Bars a feature needs before its first valid value (its lookback)."""
+    name, args = parse_spec(spec)
+    return _REGISTRY[name][2](base_seconds, *args)
+
+
+def feature_names() -> dict[str, str]:
+    """Every known feature and its spec signature, for docs and error messages."""
+    return {name: sig for name, (_, sig, _w) in sorted(_REGISTRY.items())}
+
+
+class FeatureStore:
+    """Features of one candle set; every array it returns is read-only and computed at most once."""
+
+    def __init__(self, candles: Candles, cache_dir: Path | None = None) -> None:
+        self.candles = candles
+        self._cache: dict[str, np.ndarray] = {}
+        self._htf: dict[str, tuple[Candles, np.ndarray]] = {}
+        self._disk = cache_dir / candles.fingerprint[:32] if cache_dir is not None else None
+
+    def get(self, spec: str) -> np.ndarray:
+        """The feature named by ``spec``, from memory, then disk, then computed."""
+        hit = self._cache.get(spec)
+        if hit is not None:
+            return hit
+        name, args = parse_spec(spec)
+        path = self._disk / f"{spec.replace(':', '_')}.npy" if self._disk is not None else None
+        if path is not None and path.exists():
+            values = np.load(path)
+        else:
+            values = np.ascontiguousarray(_REGISTRY[name][0](self, *args), dtype=np.float64)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                tmp = path.with_suffix(f".{id(self)}.tmp.npy")
+                np.save(tmp, values)
+                tmp.replace(path)
+        values.flags.writeable = False
+        self._cache[spec] = values
+        return values
+
+    def memo(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        """Cache an array derived from features (a regime, a model's probabilities) under ``key``."""
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = compute()
+            hit.flags.writeable = False
+            self._cache[key] = hit
+        return hit
+
+    def htf(self, timeframe: str) -> tuple[Candles, np.ndarray]:
+        """Higher-timeframe candles and the as-of index map (see ``genesis_core.data.resample``)."""
+        if timeframe not in self._htf:
+            self._htf[timeframe] = resample(self.candles, timeframe)
+        return self._htf[timeframe]
+
+    def _on_htf(self, timeframe: str, values: np.ndarray) -> np.ndarray:
+        """Map an HTF series to base bars through the as-of map (NaN before the first complete bar)."""
+        _, asof = self.htf(timeframe)
+        out = np.where(asof >= 0, values[np.maximum(asof, 0)], np.nan)
+        return out
+
+
+@_feature("sma", "sma:period", lambda b, p: p - 1)
+def _sma(s: FeatureStore, period: int) -> np.ndarray:
+    return ind.sma(s.candles.close, period)
+
+
+@_feature("ema", "ema:period", lambda b, p: p - 1)
+def _ema(s: FeatureStore, period: int) -> np.ndarray:
+    return ind.ema(s.candles.close, period)
+
+
+@_feature("ema_slope", "ema_slope:period:bars", lambda b, p, k: p - 1 + k)
+def _ema_slope(s: FeatureStore, period: int, bars: int) -> np.ndarray:
+    """Relative change of the EMA over ``bars`` bars."""
+    e = s.get(f"ema:{period}")
+    out = np.full(len(e), np.nan)
+    out[bars:] = e[bars:] / e[:-bars] - 1.0
+    return out
+
+
+@_feature("ema_dist", "ema_dist:period", lambda b, p: p - 1)
+def _ema_dist(s: FeatureStore, period: int) -> np.ndarray:
+    """Close relative to its EMA."""
+    return s.candles.close / s.get(f"ema:{period}") - 1.0
+
+
+@_feature("ret", "ret:bars", lambda b, k: k)
+def _ret(s: FeatureStore, bars: int) -> np.ndarray:
+    c = s.candles.close
+    out = np.full(len(c), np.nan)
+    out[bars:] = c[bars:] / c[:-bars] - 1.0
+    return out
+
+
+@_feature("rsi", "rsi:period", lambda b, p: p)
+def _rsi(s: FeatureStore, period: int) -> np.ndarray:
+    return ind.rsi(s.candles.close, period)
+
+
+@_feature("atr", "atr:period", lambda b, p: p)
+def _atr(s: FeatureStore, period: int) -> np.ndarray:
+    c = s.candles
+    return ind.atr(c.high, c.low, c.close, period)
+
+
+@_feature("atr_rel", "atr_rel:period", lambda b, p: p)
+def _atr_rel(s: FeatureStore, period: int) -> np.ndarray:
+    """ATR as a fraction of the close, comparable across price levels."""
+    return s.get(f"atr:{period}") / s.candles.close
+
+
+@_feature("atr_pct", "atr_pct:period:window", lambda b, p, w: p + w - 1)
+def _atr_pct(s: FeatureStore, period: int, window: int) -> np.ndarray:
+    """Percentile of the current ATR among the last ``window`` ATRs: the volatility-zone input."""
+    return ind.rolling_percentile(s.get(f"atr:{period}"), window)
+
+
+@_feature("adx", "adx:period", lambda b, p: 2 * p - 1)
+def _adx(s: FeatureStore, period: int) -> np.ndarray:
+    c = s.candles
+    return ind.adx(c.high, c.low, c.close, period)
+
+
+@_feature("bb_position", "bb_position:period:width", lambda b, p, w: p - 1)
+def _bb_position(s: FeatureStore, period: int, width: float) -> np.ndarray:
+    """Where the close sits in its Bollinger band: 0 at the lower band, 1 at the upper, 0.5 if flat."""
+    z = ind.rolling_zscore(s.candles.close, period)
+    return 0.5 + z / (2.0 * width)
+
+
+@_feature("volume_z", "volume_z:window", lambda b, w: w - 1)
+def _volume_z(s: FeatureStore, window: int) -> np.ndarray:
+    return ind.rolling_zscore(s.candles.volume, window)
+
+
+@_feature("htf_trend", "htf_trend:timeframe:period", lambda b, tf, p: _htf_bars(b, tf, max(p, 15)))
+def _htf_trend(s: FeatureStore, timeframe: str, period: int) -> np.ndarray:
+    """(HTF close - HTF EMA) / HTF ATR(14) of the last completed HTF bar: signed trend strength."""
+    h, _ = s.htf(timeframe)
+    e = ind.ema(h.close, period)
+    a = ind.atr(h.high, h.low, h.close, 14)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        strength = np.where(a > 0, (h.close - e) / a, 0.0)
+    strength[np.isnan(e) | np.isnan(a)] = np.nan
+    return s._on_htf(timeframe, strength)
+
+
+@_feature("fib_dist", "fib_dist:timeframe:swing_bars:atr_period", lambda b, tf, k, a: max(_htf_bars(b, tf, 3 * (2 * k + 1)), a))
+def _fib_dist(s: FeatureStore, timeframe: str, swing_bars: int, atr_period: int) -> np.ndarray:
+    """Distance of the close to the nearest HTF Fibonacci retracement, in base-timeframe ATRs.
+
+    Valid once both a swing high and a swing low are confirmed, which depends on the data; the
+    declared warm-up allows three swing spans and the decision trace counts any bar still cold.
+    """
+    h, _ = s.htf(timeframe)
+    sh, sl = ind.swings(h.high, h.low, swing_bars)
+    return ind.fib_distance(
+        s.candles.close, s._on_htf(timeframe, sh), s._on_htf(timeframe, sl), s.get(f"atr:{atr_period}")
+    )

@@ -1,0 +1,65 @@
+"""Canonical JSON and sha256 fingerprints, the one way every object in Genesis-Core is identified."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def _normalise(value: Any) -> Any:
+    """Turn a value into plain JSON types so that equal configs always serialise identically."""
+    if isinstance(value, dict):
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_normalise(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        f = float(value)
+        if not math.isfinite(f):
+            raise ValueError(f"cannot fingerprint a non-finite float: {f}")
+        return 0.0 if f == 0.0 else f  # -0.0 and 0.0 are the same parameter
+    if isinstance(value, Path):
+        return value.as_posix()
+    if value is None or isinstance(value, str):
+        return value
+    raise TypeError(f"cannot fingerprint a value of type {type(value).__name__}")
+
+
+def canonical_json(value: Any) -> str:
+    """Sorted keys, no whitespace, floats as shortest round-trip repr."""
+    return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
+
+
+def fingerprint(value: Any) -> str:
+    """sha256 hex digest of the canonical JSON of ``value``."""
+    return hashlib.sha256(canonical_json(value).encode()).hexdigest()
+
+
+def fingerprint_arrays(*arrays: np.ndarray, label: str = "") -> str:
+    """sha256 over a label and the little-endian bytes of each array (dtype and shape included)."""
+    h = hashlib.sha256(label.encode())
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(f"{a.dtype.str}{a.shape}".encode())
+        h.update(a.astype(a.dtype.newbyteorder("<"), copy=False).tobytes())
+    return h.hexdigest()
+
+
+@functools.cache
+def code_version() -> str:
+    """Hash of the package's own source, so a result records exactly which code produced it."""
+    root = Path(__file__).resolve().parent
+    h = hashlib.sha256()
+    for path in sorted(root.rglob("*.py")):
+        h.update(path.relative_to(root).as_posix().encode())
+        h.update(path.read_bytes())
+    return h.hexdigest()

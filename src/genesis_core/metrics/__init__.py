@@ -1,0 +1,95 @@
+"""Performance metrics and the default score, each defined once here and bounded.
+
+Definitions (r = per-bar returns of the equity curve over the decision bars; P = bars per year,
+365 days of the candles' timeframe, since crypto trades every day):
+- total_return: final equity / initial equity - 1.
+- sharpe: mean(r) / std(r, ddof=1) * sqrt(P); 0 when std is 0 or fewer than 2 bars.
+- sortino: mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P); 0 without downside.
+- max_drawdown: largest fall from a running peak of equity, as a fraction (0..1).
+- return_to_dd: total_return / max(max_drawdown, DD_FLOOR), so a tiny drawdown cannot explode it.
+- win_rate: winning trades / trades (net of fees); 0 without trades.
+- profit_factor: gross profit / gross loss, capped at PF_CAP (also when there is no loss but a
+  profit); 0 without trades or without profit.
+- avg_bars_held: mean number of bar closes a trade was held through (exit bar - entry bar; a
+  stop hit on the entry bar counts 0).
+- max_loss_streak: the longest run of consecutive losing trades.
+- exposure: share of decision bars with a position open after the bar's open.
+- total_fees: sum of fees paid, in account currency.
+- score: sharpe + total_return + 0.25 * return_to_dd + clip(win_rate - 0.4, -0.2, 0.2),
+  as the system Genesis-Core replaces defines it, with the drawdown floor above.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from genesis_core.engine import TRADE_COLUMNS, EngineResult
+
+DD_FLOOR = 0.02
+PF_CAP = 10.0
+_YEAR_SECONDS = 365 * 86400
+
+METRIC_NAMES = (
+    "total_return", "sharpe", "sortino", "max_drawdown", "return_to_dd", "win_rate", "profit_factor",
+    "num_trades", "avg_bars_held", "max_loss_streak", "exposure", "total_fees", "final_equity", "score",
+)
+
+
+def _max_streak(losing: np.ndarray) -> int:
+    best = run = 0
+    for lost in losing:
+        run = run + 1 if lost else 0
+        best = max(best, run)
+    return best
+
+
+def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, float | int]:
+    """Every metric of the module docstring, as plain Python numbers in METRIC_NAMES order."""
+    eq = result.equity
+    bars = len(eq) - 1
+    r = eq[1:] / eq[:-1] - 1.0
+    periods = _YEAR_SECONDS / timeframe_seconds
+    total_return = float(eq[-1] / eq[0] - 1.0)
+    std = float(r.std(ddof=1)) if bars >= 2 else 0.0
+    sharpe = float(r.mean() / std * math.sqrt(periods)) if std > 0 else 0.0
+    downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))) if bars else 0.0
+    sortino = float(r.mean() / downside * math.sqrt(periods)) if downside > 0 else 0.0
+    peaks = np.maximum.accumulate(eq)
+    max_dd = float(np.max(1.0 - eq / peaks))
+    return_to_dd = total_return / max(max_dd, DD_FLOOR)
+
+    pnl = result.trades[:, TRADE_COLUMNS.index("pnl")]
+    n = len(pnl)
+    wins = pnl[pnl > 0].sum()
+    losses = -pnl[pnl < 0].sum()
+    win_rate = float((pnl > 0).mean()) if n else 0.0
+    if wins <= 0:
+        profit_factor = 0.0
+    elif losses <= 0:
+        profit_factor = PF_CAP
+    else:
+        profit_factor = float(min(wins / losses, PF_CAP))
+    held = result.trades[:, TRADE_COLUMNS.index("exit_bar")] - result.trades[:, TRADE_COLUMNS.index("entry_bar")]
+    score = sharpe + total_return + 0.25 * return_to_dd + min(max(win_rate - 0.4, -0.2), 0.2)
+    values = {
+        "total_return": total_return,
+        "sharpe": sharpe,
+        "sortino": sortino,
+        "max_drawdown": max_dd,
+        "return_to_dd": return_to_dd,
+        "win_rate": win_rate,
+        "profit_factor": profit_factor,
+        "num_trades": n,
+        "avg_bars_held": float(held.mean()) if n else 0.0,
+        "max_loss_streak": _max_streak(pnl < 0),
+        "exposure": result.counters["bars_in_position"] / bars if bars else 0.0,
+        "total_fees": float(result.trades[:, TRADE_COLUMNS.index("fees")].sum()),
+        "final_equity": float(eq[-1]),
+        "score": score,
+    }
+    return {k: values[k] for k in METRIC_NAMES}
+
+
+__all__ = ["DD_FLOOR", "METRIC_NAMES", "PF_CAP", "compute_metrics"]

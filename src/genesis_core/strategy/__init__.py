@@ -1,0 +1,15 @@
+"""Strategies: typed parameters -> per-bar decisions and a trace of why."""
+
+from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, get_strategy, register_strategy
+from genesis_core.strategy.reference import ReferenceStrategy
+from genesis_core.strategy.sma_cross import SmaCrossStrategy
+
+__all__ = [
+    "Decisions",
+    "ReferenceStrategy",
+    "SmaCrossStrategy",
+    "Strategy",
+    "StrategyTrace",
+    "get_strategy",
+    "register_strategy",
+]

@@ -1,0 +1,102 @@
+"""What a strategy is: typed parameters and a pure function from features to per-bar decisions."""
+
+from __future__ import annotations
+
+import importlib
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+from genesis_core.config import StrictModel
+from genesis_core.errors import ConfigError
+from genesis_core.features import FeatureStore
+
+
+@dataclass(frozen=True)
+class Decisions:
+    """Per-bar orders for the engine, decided at each bar's close and filled at the next open.
+
+    ``side`` is +1 (long candidate), -1 (short candidate) or 0; ``size`` the fraction of equity;
+    distances are in price units (NaN = no such stop); ``exit_long``/``exit_short`` ask to close
+    an open position of that side. ``trace`` holds the strategy's counters (see ``StrategyTrace``).
+    """
+
+    side: np.ndarray
+    size: np.ndarray
+    stop_dist: np.ndarray
+    take_dist: np.ndarray
+    trail_dist: np.ndarray
+    exit_long: np.ndarray
+    exit_short: np.ndarray
+    trace: StrategyTrace
+    cooldown_bars: int = 0
+    max_bars_held: int = 0
+
+    @staticmethod
+    def empty(n: int, trace: StrategyTrace) -> Decisions:
+        """No orders, no stops, no exits: a base that simple strategies fill in."""
+        nan = np.full(n, np.nan)
+        no = np.zeros(n, dtype=np.bool_)
+        return Decisions(np.zeros(n, np.int8), np.zeros(n), nan, nan, nan, no, no, trace)
+
+
+@dataclass(frozen=True)
+class StrategyTrace:
+    """Why a strategy traded as it did, counted over the decision bars of the window.
+
+    ``warmup_bars_in_window`` bars had an input still warming up and were not evaluated;
+    ``signals`` are evaluated bars where the strategy had a direction; each signal either becomes a
+    ``candidate`` or is counted once in ``blocked`` under the first check it failed.
+    """
+
+    bars_evaluated: int
+    warmup_bars_in_window: int
+    signals: int
+    candidates: int
+    blocked: dict[str, int] = field(default_factory=dict)
+
+
+class Strategy(ABC):
+    """Subclass, set ``name`` and ``Params``, implement ``warmup_bars`` and ``decide``."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[StrictModel]]
+
+    @abstractmethod
+    def warmup_bars(self, params: Any, timeframe_seconds: int) -> int:
+        """Bars of history the decisions need before the first decision bar."""
+
+    @abstractmethod
+    def decide(self, features: FeatureStore, params: Any, start: int) -> Decisions:
+        """Decisions for every bar of ``features.candles``; only bars ``start``.. are acted on."""
+
+    def resources(self, params: Any) -> dict[str, str]:
+        """Fingerprints of files the strategy reads (e.g. a model), so results can name them."""
+        return {}
+
+
+_REGISTRY: dict[str, type[Strategy]] = {}
+
+
+def register_strategy(cls: type[Strategy]) -> type[Strategy]:
+    """Class decorator: make a strategy selectable by its ``name``."""
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def get_strategy(name: str) -> Strategy:
+    """A registered strategy by name, or a user's class by ``package.module:Class``."""
+    if ":" in name:
+        module_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as exc:
+            raise ConfigError(f"strategy {name!r}: cannot import {attr} from {module_name}: {exc}") from exc
+        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+            raise ConfigError(f"strategy {name!r} is not a genesis_core.strategy.Strategy subclass")
+        return cls()
+    if name not in _REGISTRY:
+        raise ConfigError(f"unknown strategy {name!r}; known: {', '.join(sorted(_REGISTRY))} (or module:Class)")
+    return _REGISTRY[name]()
