@@ -37,12 +37,15 @@ def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
     return list(getattr(current, "model_fields", {}))
 
 
-def describe_validation_error(model: type[BaseModel], error: ValidationError, where: str = "") -> str:
-    """One line per problem: ``path: message`` plus 'did you mean' for unknown keys."""
+def describe_validation_error(model: type[BaseModel], error: ValidationError, prefix: str = "") -> str:
+    """One line per problem: ``path: message`` plus 'did you mean' for unknown keys.
+
+    ``prefix`` is where ``model`` sits in the whole config (``params``), so paths are complete.
+    """
     lines = []
     for e in error.errors():
         loc = tuple(e["loc"])
-        path = ".".join(str(p) for p in loc) or "(top level)"
+        path = ".".join([prefix] * bool(prefix) + [str(p) for p in loc]) or "(top level)"
         if e["type"] == "extra_forbidden":
             known = _fields_at(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
@@ -50,16 +53,15 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError, wh
             lines.append(f"{path}: unknown key{hint}")
         else:
             lines.append(f"{path}: {e['msg']}")
-    prefix = f"{where}: " if where else ""
-    return f"{prefix}invalid configuration\n  " + "\n  ".join(lines)
+    return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
-def parse_model(model: type[M], data: Any, where: str = "") -> M:
+def parse_model(model: type[M], data: Any, prefix: str = "") -> M:
     """Validate ``data`` into ``model`` or raise ConfigError with a readable message."""
     try:
         return model.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(describe_validation_error(model, exc, where)) from None
+        raise ConfigError(describe_validation_error(model, exc, prefix)) from None
 
 
 def deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:

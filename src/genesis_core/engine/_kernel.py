@@ -4,7 +4,8 @@ Rules (each has a hand-computed test in tests/engine):
 - A decision at bar t's close fills at bar t+1's open; nothing fills beyond the last bar.
 - Fill prices carry slippage against the trader: buy at price * (1 + slip), sell at price * (1 - slip);
   each fill pays fee = notional * fee rate.
-- Entry size: fraction of equity marked at the fill bar's open, in units of the asset.
+- Entry size: notional plus entry fee equal the fraction of equity marked at the fill bar's open
+  (no hidden leverage from fees); units of the asset are fractional.
 - Stop, take-profit and trailing levels are set from the entry bar's raw open and the distances
   decided at the signal bar; they are checked from the entry bar on, against the bar's low/high.
 - Within one bar: a gap through a level fills at the open; otherwise, if both the stop and the
@@ -90,7 +91,7 @@ def run_bars(
             if mark > 0.0:
                 ref = open_[t]
                 entry_px = ref * (1.0 + pend_side * slip)
-                units = mark * size[pend_i] / entry_px
+                units = mark * size[pend_i] / (entry_px * (1.0 + fee_rate))
                 entry_fee = units * entry_px * fee_rate
                 cash -= pend_side * units * entry_px + entry_fee
                 pos = pend_side

@@ -1,0 +1,40 @@
+"""Fixtures on the real data shipped in data/."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from genesis_core.data import Candles, load_candles
+
+ROOT = Path(__file__).resolve().parents[1]
+BTC_FILE = ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"
+SAMPLE_FILE = ROOT / "data" / "tBTCUSD_1h_sample.csv.gz"
+
+
+@pytest.fixture(scope="session")
+def btc() -> Candles:
+    """All 49,724 Bitfinex BTC/USD 1h bars."""
+    return load_candles(BTC_FILE)
+
+
+@pytest.fixture(scope="session")
+def btc_year(btc: Candles) -> Candles:
+    """2022 plus 1,000 bars before it: a realistic backtest slice."""
+    return btc.window("2022-01-01", "2022-12-31", 1000).candles
+
+
+@pytest.fixture(scope="session")
+def sample() -> Candles:
+    return load_candles(SAMPLE_FILE)
+
+
+def make_candles(open_, high, low, close, start: int = 1_640_995_200, step: int = 3600) -> Candles:
+    """Hand-built candles for engine cases (volume 1, hourly from 2022-01-01)."""
+    o = np.asarray(open_, dtype=np.float64)
+    return Candles(
+        start + step * np.arange(len(o), dtype=np.int64), o, np.asarray(high, dtype=np.float64),
+        np.asarray(low, dtype=np.float64), np.asarray(close, dtype=np.float64), np.ones(len(o)), step,
+    )

@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from genesis_core.data import format_ts, parse_ts, resample
+from genesis_core.errors import DataError
+
+
+def test_start_and_end_are_inclusive_and_a_bare_end_date_is_the_whole_day(btc):
+    w = btc.window("2022-01-01", "2022-12-31", 100)
+    assert w.first_bar == "2022-01-01T00:00:00Z"
+    assert w.last_bar == "2022-12-31T23:00:00Z"
+    assert w.bars == 365 * 24 - 4  # four bars missing on 2022-10-12
+    w2 = btc.window("2022-01-01T05:00Z", "2022-01-02T05:00:00Z", 0)
+    assert (w2.first_bar, w2.last_bar, w2.bars) == ("2022-01-01T05:00:00Z", "2022-01-02T05:00:00Z", 25)
+
+
+def test_warmup_comes_from_before_start(btc):
+    w = btc.window("2022-01-01", "2022-01-31", 300)
+    assert w.start_index == 300
+    assert format_ts(w.candles.timestamps[0]) == format_ts(parse_ts("2022-01-01") - 300 * 3600)
+
+
+def test_window_is_refused_when_data_cannot_supply_it(btc):
+    with pytest.raises(DataError, match="needs 500 warm-up bars .* has only 17"):
+        btc.window("2018-05-16", "2018-06-30", 500)
+    with pytest.raises(DataError, match="after the data's last bar"):
+        btc.window("2023-06-01", "2024-06-30", 10)
+    with pytest.raises(DataError, match="holds no bars"):
+        btc.window("2022-10-12T08:00Z", "2022-10-12T11:00Z", 10)
+
+
+def test_window_fingerprint_covers_warmup(btc):
+    a = btc.window("2022-01-01", "2022-01-31", 300)
+    b = btc.window("2022-01-01", "2022-01-31", 301)
+    assert a.fingerprint != b.fingerprint
+    assert a.fingerprint == btc.window("2022-01-01", "2022-01-31", 300).fingerprint
+
+
+def test_resample_matches_pandas_on_complete_buckets(btc_year):
+    htf, _ = resample(btc_year, "4h")
+    frame = pd.DataFrame(
+        {"open": btc_year.open, "high": btc_year.high, "low": btc_year.low, "close": btc_year.close, "volume": btc_year.volume},
+        index=pd.to_datetime(btc_year.timestamps, unit="s", utc=True),
+    )
+    expected = frame.resample("4h").agg({"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}).dropna()
+    assert np.array_equal(htf.timestamps, expected.index.as_unit("s").asi8)
+    for col in ("open", "high", "low", "close"):
+        assert np.array_equal(getattr(htf, col), expected[col].to_numpy())
+    assert np.allclose(htf.volume, expected["volume"].to_numpy())
+
+
+@pytest.mark.parametrize("timeframe", ["4h", "1d"])
+def test_a_bar_sees_only_completed_higher_timeframe_bars(btc_year, timeframe):
+    htf, asof = resample(btc_year, timeframe)
+    ends = htf.timestamps + htf.timeframe_seconds
+    closes = btc_year.timestamps + btc_year.timeframe_seconds
+    seen = asof >= 0
+    assert np.all(ends[asof[seen]] <= closes[seen])  # the mapped bar is complete
+    nxt = np.minimum(asof + 1, len(htf) - 1)
+    assert np.all((ends[nxt] > closes) | (asof + 1 >= len(htf)))  # and it is the latest complete one
+    rng = np.random.default_rng(7)
+    for t in rng.integers(100, len(btc_year), 40):
+        part, part_asof = resample(btc_year.slice(0, t + 1), timeframe)
+        if asof[t] >= 0:
+            k = part_asof[t]
+            assert k == asof[t]
+            assert (part.high[k], part.low[k], part.close[k]) == (htf.high[k], htf.low[k], htf.close[k])
+
+
+def test_resample_refuses_a_lower_timeframe(btc_year):
+    with pytest.raises(DataError, match="must be a multiple"):
+        resample(btc_year, "30m")

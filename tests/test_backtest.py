@@ -1,0 +1,115 @@
+"""The backtest path as a user meets it: the CLI, its result JSON, determinism and re-runs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from genesis_core.backtest import Backtester, build_config, read_config_file
+from genesis_core.fingerprint import canonical_json, code_version, fingerprint
+
+ROOT = Path(__file__).resolve().parents[1]
+GENESIS = [sys.executable, "-m", "genesis_core"]
+
+
+def _cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env = {**os.environ, "COLUMNS": "120"}
+    return subprocess.run([*GENESIS, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+@pytest.fixture(scope="module")
+def short_config(tmp_path_factory) -> Path:
+    cfg = read_config_file(ROOT / "configs" / "reference.yaml")
+    cfg["data"].update(path=str(ROOT / cfg["data"]["path"]), start="2022-03-01", end="2022-05-31")
+    path = tmp_path_factory.mktemp("cfg") / "strategy.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def test_same_command_twice_gives_byte_identical_metrics(short_config, tmp_path):
+    outs = []
+    for i in range(2):
+        out = tmp_path / f"r{i}.json"
+        proc = _cli("backtest", "-c", str(short_config), "--out", str(out), "--json")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout) == json.loads(out.read_text())
+        outs.append(json.loads(out.read_text()))
+    a, b = outs
+    assert canonical_json(a["metrics"]) == canonical_json(b["metrics"])
+    assert a == b
+    # and the same numbers in this process, with another feature cache state
+    inproc = Backtester().run(build_config(read_config_file(short_config))).to_dict()
+    assert inproc["metrics"] == a["metrics"] and inproc["fingerprints"] == a["fingerprints"]
+
+
+def test_result_json_holds_what_proves_and_reproduces_it(short_config, tmp_path):
+    out = tmp_path / "r.json"
+    proc = _cli("backtest", "-c", str(short_config), "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    assert "result written to" in proc.stdout and "Decision trace" in proc.stdout
+    result = json.loads(out.read_text())
+    eff = result["effective_config"]
+    assert eff["data"]["warmup_bars"] == result["window"]["warmup_bars"] > 0
+    assert eff["params"]["exits"]["trailing_stop_atr"] is None  # defaults are filled in, not left out
+    assert eff["params"]["gates"]["fib"]["swing_bars"] == 3
+    assert result["code_version"] == code_version()
+    assert result["window"]["first_bar"] == "2022-03-01T00:00:00Z" and result["window"]["last_bar"] == "2022-05-31T23:00:00Z"
+    assert len(result["trades"]) == result["metrics"]["num_trades"] > 0
+    assert result["metrics"]["final_equity"] == pytest.approx(10_000 + sum(t["pnl"] for t in result["trades"]))
+    # re-run from the stored effective config alone: same fingerprints, same metrics, bit for bit
+    rerun = Backtester().run(build_config(eff)).to_dict()
+    assert rerun["fingerprints"] == result["fingerprints"]
+    assert canonical_json(rerun["metrics"]) == canonical_json(result["metrics"])
+    assert fingerprint(rerun["trades"]) == fingerprint(result["trades"])
+
+
+def test_cli_window_flags_override_the_config(short_config, tmp_path):
+    out = tmp_path / "r.json"
+    proc = _cli("backtest", "-c", str(short_config), "--start", "2022-04-01", "--end", "2022-04-30", "--out", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    w = json.loads(proc.stdout)["window"]
+    assert (w["first_bar"], w["last_bar"], w["bars"]) == ("2022-04-01T00:00:00Z", "2022-04-30T23:00:00Z", 720)
+
+
+def test_bad_data_exits_2_naming_the_row_and_writes_nothing(short_config, tmp_path):
+    with gzip.open(ROOT / "data" / "tBTCUSD_1h_sample.csv.gz", "rt") as fh:
+        lines = fh.read().splitlines()
+    fields = lines[5].split(",")
+    fields[2] = str(float(fields[4]) - 50)  # high below close
+    lines[5] = ",".join(fields)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "never.json"
+    proc = _cli("backtest", "-c", str(short_config), "--data", str(bad), "--out", str(out))
+    assert proc.returncode == 2
+    assert "row 5, line 6" in proc.stderr and "high" in proc.stderr and "Traceback" not in proc.stderr
+    assert not out.exists()
+    proc = _cli("data", "check", str(bad))
+    assert proc.returncode == 2 and "row 5, line 6" in proc.stderr
+
+
+def test_unknown_config_key_exits_2_with_a_suggestion(short_config, tmp_path):
+    cfg = yaml.safe_load(short_config.read_text())
+    cfg["params"]["exits"]["stop_los_atr"] = 1.0
+    path = tmp_path / "typo.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    proc = _cli("backtest", "-c", str(path), "--out", str(tmp_path / "never.json"))
+    assert proc.returncode == 2
+    assert "params.exits.stop_los_atr: unknown key; did you mean 'stop_loss_atr'?" in proc.stderr
+    assert not (tmp_path / "never.json").exists()
+    proc = _cli("backtest", "-c", str(tmp_path / "missing.yaml"))
+    assert proc.returncode == 2 and "cannot read config" in proc.stderr
+
+
+def test_data_check_summarises_the_bundled_file():
+    proc = _cli("data", "check", "data/BTCUSD_1h_bitfinex.csv.gz", "--json")
+    assert proc.returncode == 0
+    summary = json.loads(proc.stdout)
+    assert (summary["bars"], summary["gaps"], summary["missing_bars"], summary["timeframe"]) == (49_724, 6, 13, "1h")
