@@ -135,12 +135,12 @@ class Backtester:
 
     def __init__(self, feature_cache_dir: Path | None = None) -> None:
         self._cache_dir = feature_cache_dir
-        self._candles: dict[tuple[str, str | None], Candles] = {}
+        self._candles: dict[tuple[str, str | None], Candles] = {}  # data is read once per process
         self._windows: dict[tuple[str, str | None, str | None, int], Window] = {}
         self._features: dict[str, FeatureStore] = {}
 
     def candles(self, path: str, timeframe: str | None = None) -> Candles:
-        key = (str(Path(path).resolve()), timeframe)
+        key = (path, timeframe)
         if key not in self._candles:
             self._candles[key] = load_candles(path, timeframe)
         return self._candles[key]

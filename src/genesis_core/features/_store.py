@@ -7,6 +7,7 @@ fingerprint plus the spec, so edited data can never be served stale features.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,7 @@ def _parse_arg(text: str) -> int | float | str:
     return text
 
 
+@functools.lru_cache(maxsize=4096)
 def parse_spec(spec: str) -> tuple[str, tuple[int | float | str, ...]]:
     """'rsi:14' -> ('rsi', (14,)), checked against the registry so typos fail early."""
     name, *args = spec.split(":")
@@ -58,6 +60,7 @@ def parse_spec(spec: str) -> tuple[str, tuple[int | float | str, ...]]:
     return name, tuple(_parse_arg(a) for a in args)
 
 
+@functools.lru_cache(maxsize=4096)
 def warmup_bars(spec: str, base_seconds: int) -> int:
     """Bars a feature needs before its first valid value (its lookback)."""
     name, args = parse_spec(spec)

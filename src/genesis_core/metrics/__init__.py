@@ -38,11 +38,9 @@ METRIC_NAMES = (
 
 
 def _max_streak(losing: np.ndarray) -> int:
-    best = run = 0
-    for lost in losing:
-        run = run + 1 if lost else 0
-        best = max(best, run)
-    return best
+    """Longest run of True values."""
+    edges = np.diff(np.r_[0, losing.astype(np.int8), 0])
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max(initial=0))
 
 
 def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, float | int]:
