@@ -2,6 +2,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from genesis_core.backtest import Backtester, build_config, read_config_file
@@ -91,6 +92,23 @@ def test_exits_are_read(bt):
     assert no_hold.trace["exits"]["max_bars_held"] == 0 < base.trace["exits"]["max_bars_held"]
 
 
+def test_decisions_at_t_use_no_bar_after_t(bt):
+    """End-to-end no lookahead: the strategy's decision at bar t equals the one made on candles[:t+1]."""
+    from genesis_core.features import FeatureStore
+    from genesis_core.strategy import ReferenceStrategy
+
+    result = _run(bt, {"gates": {"fib": {"enabled": True}}, "exits": {"trailing_stop_atr": 1.5}})
+    candles, start = result.window.candles, result.window.start_index
+    strategy = ReferenceStrategy()
+    params = strategy.Params.model_validate(result.config.params)
+    full = strategy.decide(FeatureStore(candles), params, start)
+    rng = np.random.default_rng(3)
+    for t in rng.integers(start, len(candles), 12):
+        part = strategy.decide(FeatureStore(candles.slice(0, t + 1)), params, start)
+        for name in ("side", "size", "stop_dist", "take_dist", "trail_dist", "exit_long", "exit_short"):
+            assert np.array_equal(getattr(part, name)[t], getattr(full, name)[t], equal_nan=True), (name, t)
+
+
 def test_unknown_keys_suggest_the_closest(bt):
     with pytest.raises(ConfigError, match=r"params.thresholds.entry_conf_overal: unknown key; did you mean 'entry_conf_overall'"):
         build_config(BASE, overrides={"params": {"thresholds": {"entry_conf_overal": 0.5}}})
@@ -98,6 +116,8 @@ def test_unknown_keys_suggest_the_closest(bt):
         build_config(BASE, overrides={"costs": {"fees_bps": 5}})
     with pytest.raises(ConfigError, match=r"risk_map confidences must ascend"):
         build_config(BASE, overrides={"params": {"risk": {"risk_map": [[0.6, 0.5], [0.55, 0.2]]}}})
+    with pytest.raises(ConfigError, match=r"params.gates.htf.timeframe: Value error, bad timeframe '4 hours'"):
+        build_config(BASE, overrides={"params": {"gates": {"htf": {"timeframe": "4 hours"}}}})
     with pytest.raises(ConfigError, match=r"risk_cap_pct: Input should be less than or equal to 1"):
         build_config(BASE, overrides={"params": {"risk": {"risk_cap_pct": 30}}})
 

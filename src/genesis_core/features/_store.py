@@ -8,6 +8,7 @@ fingerprint plus the spec, so edited data can never be served stale features.
 from __future__ import annotations
 
 import functools
+import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -94,7 +95,7 @@ class FeatureStore:
             values = np.ascontiguousarray(_REGISTRY[name][0](self, *args), dtype=np.float64)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{id(self)}.tmp.npy")
+                tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp.npy")
                 np.save(tmp, values)
                 tmp.replace(path)
         values.flags.writeable = False

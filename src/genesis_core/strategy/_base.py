@@ -37,9 +37,10 @@ class Decisions:
     @staticmethod
     def empty(n: int, trace: StrategyTrace) -> Decisions:
         """No orders, no stops, no exits: a base that simple strategies fill in."""
-        nan = np.full(n, np.nan)
-        no = np.zeros(n, dtype=np.bool_)
-        return Decisions(np.zeros(n, np.int8), np.zeros(n), nan, nan, nan, no, no, trace)
+        return Decisions(
+            np.zeros(n, np.int8), np.zeros(n), np.full(n, np.nan), np.full(n, np.nan), np.full(n, np.nan),
+            np.zeros(n, np.bool_), np.zeros(n, np.bool_), trace,
+        )
 
 
 @dataclass(frozen=True)

@@ -13,15 +13,25 @@ from typing import Annotated
 
 import numpy as np
 from numba import njit
-from pydantic import Field, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from genesis_core.config import StrictModel
 from genesis_core.data import parse_timeframe
+from genesis_core.errors import DataError
 from genesis_core.features import FeatureStore, warmup_bars
 from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, register_strategy
 from genesis_core.strategy.model import load_model
 
+def _timeframe(text: str) -> str:
+    try:
+        parse_timeframe(text)
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
 Prob = Annotated[float, Field(ge=0.0, le=1.0)]
+Timeframe = Annotated[str, AfterValidator(_timeframe)]
 REGIMES = ("bull", "bear", "ranging", "balanced")
 ZONES = ("low", "mid", "high")
 BLOCK_REASONS = ("min_edge", "entry_conf", "regime_proba", "htf_gate", "fib_gate", "size_zero")
@@ -90,7 +100,7 @@ class HtfGate(StrictModel):
     """Longs need HTF trend strength >= min_strength, shorts <= -min_strength (in HTF ATRs)."""
 
     enabled: bool = True
-    timeframe: str = "4h"
+    timeframe: Timeframe = "4h"
     ema_period: int = Field(50, ge=2)
     min_strength: float = Field(0.0, ge=0.0)
 
@@ -99,7 +109,7 @@ class FibGate(StrictModel):
     """Entries only within ``max_distance_atr`` ATRs of an HTF Fibonacci retracement level."""
 
     enabled: bool = False
-    timeframe: str = "4h"
+    timeframe: Timeframe = "4h"
     swing_bars: int = Field(3, ge=1)
     max_distance_atr: float = Field(1.0, gt=0.0)
 
@@ -242,8 +252,6 @@ class ReferenceStrategy(Strategy):
 
     def decide(self, features: FeatureStore, params: ReferenceParams, start: int) -> Decisions:
         p = params
-        for tf in {p.gates.htf.timeframe, p.gates.fib.timeframe}:
-            parse_timeframe(tf)
         model, sha = load_model(p.model)
         p_buy = features.memo(f"model:{sha}", lambda: model.p_buy(features))
         r = p.regime
