@@ -30,8 +30,10 @@ _STOP, _TAKE, _TRAIL, _SIGNAL, _MAXHOLD, _REVERSE, _END = range(7)
 
 
 @njit(cache=True, inline="always")
-def _close(book, k, entry_bar, t, pos, entry_px, units, entry_fee, raw_price, reason, slip, fee_rate):
-    """Write trade row ``k`` for closing at ``raw_price``; return the cash the exit brings in."""
+def _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw_price, reason, slip, fee_rate):
+    """Write trade row ``k`` for closing at ``raw_price``, count the fill; return the cash it brings in."""
+    counters[1] += 1
+    counters[3] += 1
     fill = raw_price * (1.0 - pos * slip)
     fee = units * fill * fee_rate
     book[k, 0] = entry_bar
@@ -79,10 +81,8 @@ def run_bars(
     for t in range(start, n):
         # 1. orders decided at the previous close fill at this open
         if pend_exit and pos != 0:
-            cash += _close(book, k, entry_bar, t, pos, entry_px, units, entry_fee, open_[t], pend_reason, slip, fee_rate)
+            cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, open_[t], pend_reason, slip, fee_rate)
             k += 1
-            counters[1] += 1
-            counters[3] += 1
             pos = 0
             units = 0.0
             last_exit = t
@@ -136,10 +136,8 @@ def run_bars(
             if t == n - 1 and np.isnan(raw):
                 raw, reason = close[t], _END
             if not np.isnan(raw):
-                cash += _close(book, k, entry_bar, t, pos, entry_px, units, entry_fee, raw, reason, slip, fee_rate)
+                cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw, reason, slip, fee_rate)
                 k += 1
-                counters[1] += 1
-                counters[3] += 1
                 pos = 0
                 units = 0.0
                 last_exit = t

@@ -165,11 +165,9 @@ def rolling_zscore(x: np.ndarray, window: int) -> np.ndarray:
     """(x - mean) / population std over the last ``window`` values; 0 when the window is flat."""
     n = len(x)
     out = np.full(n, _NAN)
+    mean = sma(x, window)
     for t in range(window - 1, n):
-        s = 0.0
-        for j in range(t - window + 1, t + 1):
-            s += x[j]
-        m = s / window
+        m = mean[t]
         q = 0.0
         for j in range(t - window + 1, t + 1):
             q += (x[j] - m) * (x[j] - m)
