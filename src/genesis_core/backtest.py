@@ -7,6 +7,7 @@ into the effective configuration.
 
 from __future__ import annotations
 
+import difflib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import compute_metrics
-from genesis_core.strategy import get_strategy
+from genesis_core.strategy import Strategy, get_strategy
 
 DEFAULT_DATA = "data/BTCUSD_1h_bitfinex.csv.gz"
 
@@ -62,17 +63,65 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
     return loaded
 
 
+def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params") -> None:
+    """Set ``a.b.0.c`` inside a filled-in params tree; unknown keys suggest the closest one."""
+    parts = path.split(".")
+    node: Any = tree
+    for depth, part in enumerate(parts):
+        here = ".".join([prefix, *parts[: depth + 1]])
+        last = depth == len(parts) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"{here}: no element {part} in a list of {len(node)}")
+            key: Any = int(part)
+            if isinstance(node[key], tuple):
+                node[key] = list(node[key])
+        elif isinstance(node, dict):
+            if part not in node:
+                close = difflib.get_close_matches(part, list(node), n=1, cutoff=0.5)
+                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(node)}"
+                raise ConfigError(f"{here}: unknown key{hint}")
+            key = part
+        else:
+            raise ConfigError(f"{here}: cannot go inside {node!r} (set the parent in the base config first)")
+        if last:
+            node[key] = value
+        else:
+            node = node[key]
+
+
 def build_config(
-    base: dict[str, Any], champion: dict[str, Any] | None = None, overrides: dict[str, Any] | None = None
+    base: dict[str, Any],
+    champion: dict[str, Any] | None = None,
+    overrides: dict[str, Any] | None = None,
+    trial_params: dict[str, Any] | None = None,
 ) -> BacktestConfig:
-    """Base config, then the champion's params, then overrides (trial params, CLI flags): validated,
-    with the strategy's parameter defaults filled in, so the result is the whole effective config."""
+    """The one way to make an effective config: the base config, then the champion's params, then
+    overrides (window, CLI flags), then trial parameters given as dotted paths inside ``params``
+    (``risk.risk_map.0.1`` sets a list element). Validated, every strategy default filled in."""
     merged = deep_merge(base, {"params": champion} if champion else {})
     merged = deep_merge(merged, overrides or {})
     config = parse_model(BacktestConfig, merged)
     strategy = get_strategy(config.strategy)
-    params = parse_model(strategy.Params, config.params, "params")
-    return config.model_copy(update={"params": params.model_dump(mode="json")})
+    params = parse_model(strategy.Params, config.params, "params").model_dump(mode="json")
+    if trial_params:
+        for path, value in trial_params.items():
+            set_path(params, path, value)
+        params = parse_model(strategy.Params, params, "params").model_dump(mode="json")
+    return config.model_copy(update={"params": params})
+
+
+@dataclass(frozen=True)
+class Plan:
+    """A backtest ready to run: effective config with the warm-up resolved, window, fingerprint."""
+
+    config: BacktestConfig
+    strategy: Strategy
+    params: Any
+    candles: Candles
+    window: Window
+    resources: dict[str, str]
+    config_fingerprint: str
 
 
 @dataclass(frozen=True)
@@ -157,8 +206,8 @@ class Backtester:
             self._features[key] = FeatureStore(window.candles, self._cache_dir)
         return self._features[key]
 
-    def run(self, config: BacktestConfig) -> BacktestResult:
-        """Backtest an effective config (from ``build_config``)."""
+    def plan(self, config: BacktestConfig) -> Plan:
+        """Resolve the warm-up and the window and fingerprint the run, without running it."""
         strategy = get_strategy(config.strategy)
         params = strategy.Params.model_validate(config.params)
         candles = self.candles(config.data.path, config.data.timeframe)
@@ -167,14 +216,24 @@ class Backtester:
             warmup = strategy.warmup_bars(params, candles.timeframe_seconds)
             config = config.model_copy(update={"data": config.data.model_copy(update={"warmup_bars": warmup})})
         window = self._window(candles, config.data, warmup)
-        decisions = strategy.decide(self.features(window), params, window.start_index)
-        engine = run_engine(window.candles, decisions, window.start_index, config.costs)
         resources = strategy.resources(params)
-        metrics = compute_metrics(engine, candles.timeframe_seconds)
+        config_fp = fingerprint({
+            "strategy": config.strategy,
+            "params": config.params,
+            "costs": config.costs.model_dump(mode="json"),
+            "warmup_bars": warmup,
+            "resources": resources,
+        })
+        return Plan(config, strategy, params, candles, window, resources, config_fp)
+
+    def execute(self, plan: Plan) -> BacktestResult:
+        decisions = plan.strategy.decide(self.features(plan.window), plan.params, plan.window.start_index)
+        engine = run_engine(plan.window.candles, decisions, plan.window.start_index, plan.config.costs)
+        metrics = compute_metrics(engine, plan.candles.timeframe_seconds)
         st = decisions.trace
         reasons = engine.trade_column("exit_reason").astype(np.int64)
         trace = {
-            "bars_in_window": window.bars,
+            "bars_in_window": plan.window.bars,
             "warmup_bars_in_window": st.warmup_bars_in_window,
             "bars_evaluated": st.bars_evaluated,
             "signals": st.signals,
@@ -187,11 +246,10 @@ class Backtester:
             **{k: engine.counters[k] for k in ("orders", "fills", "trades_opened", "trades_closed")},
             "exits": {name: int((reasons == i).sum()) for i, name in enumerate(EXIT_REASONS)},
         }
-        config_fp = fingerprint({
-            "strategy": config.strategy,
-            "params": config.params,
-            "costs": config.costs.model_dump(mode="json"),
-            "warmup_bars": warmup,
-            "resources": resources,
-        })
-        return BacktestResult(config, config_fp, window, candles.fingerprint, resources, metrics, trace, engine)
+        return BacktestResult(
+            plan.config, plan.config_fingerprint, plan.window, plan.candles.fingerprint, plan.resources, metrics, trace, engine
+        )
+
+    def run(self, config: BacktestConfig) -> BacktestResult:
+        """Backtest an effective config (from ``build_config``)."""
+        return self.execute(self.plan(config))

@@ -122,6 +122,41 @@ def backtest(
     out.print(f"result written to {path}")
 
 
+@app.command()
+@_handle_errors
+def optimize(
+    config: Annotated[Path, typer.Argument(help="Optimizer YAML (meta, parameters, constraints, scoring).")],
+    storage: Annotated[str | None, typer.Option(help="Storage URL (sqlite:///... or postgresql://...); overrides meta.storage.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes on this machine; overrides meta.n_workers.")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Total trials in the study; overrides meta.stop.max_trials.")] = None,
+    force_resume: Annotated[bool, typer.Option(help="Resume although the study signature differs (recorded).")] = False,
+    backfill_signature: Annotated[bool, typer.Option(help="Adopt the current signature for a study that has none.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Search strategy parameters with Optuna; resumable, cached, with per-trial artifacts."""
+    from genesis_core.optimizer import RunOptions
+    from genesis_core.optimizer import optimize as run_optimize
+
+    options = RunOptions(storage, workers, max_trials, force_resume, backfill_signature)
+    summary = run_optimize(config, options, progress=not as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+    else:
+        s = summary["session"]
+        out.print(f"{summary['cache']['total_trials']} trials in the study; this session {s['seconds']} s with {s['workers']} worker(s)")
+        out.print(f"outcomes: {summary['outcomes']}  cache: {summary['cache']}")
+        if summary["best_trial"]:
+            out.print(f"best trial #{summary['best_trial']['number']}: production score {summary['best_trial']['score_phase2']:.4f}")
+        out.print(f"artifacts in {summary['run_dir']}")
+    for line in [*summary["session"]["notes"], *summary["warnings"]]:
+        err.print(f"[yellow]warning:[/] {line}")
+    if summary["session"]["stopped_reason"]:
+        err.print(f"[yellow]explore stopped early:[/] {summary['session']['stopped_reason']}")
+    if summary.get("resume_hint"):
+        err.print(f"interrupted; resume with: {summary['resume_hint']}")
+        raise typer.Exit(130)
+
+
 @model_app.command("train")
 @_handle_errors
 def model_train(

@@ -1,0 +1,430 @@
+"""Running a study: trials, the duplicate cache, the resume guard, workers and artifacts."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import multiprocessing
+import os
+import platform
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numba
+import optuna
+from optuna.trial import TrialState
+
+from genesis_core import __version__
+from genesis_core.backtest import Backtester, BacktestConfig, build_config, read_config_file
+from genesis_core.data import parse_ts
+from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.fingerprint import code_version, fingerprint
+from genesis_core.optimizer._config import OptimizerConfig, load_optimizer_config
+from genesis_core.optimizer._signature import SIGNATURE_ATTR, SPACE_ATTR, ResumeBlocked, signature_diff
+from genesis_core.optimizer._space import SearchSpace
+from genesis_core.optimizer._storage import ScoreCache, default_storage_url, open_storage, redact
+from genesis_core.scoring import Outcome, score
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+# heartbeats and stale-trial retry are marked experimental but are what makes a killed worker recoverable
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+SUMMARY_METRICS = ("num_trades", "total_return", "sharpe", "max_drawdown", "profit_factor", "win_rate", "score")
+FEATURE_CACHE = Path(".cache/genesis/features")
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    storage: str | None = None
+    workers: int | None = None
+    max_trials: int | None = None
+    force_resume: bool = False
+    backfill_signature: bool = False
+
+
+@dataclass
+class Study:
+    """Everything a worker needs, built the same way in every process from the config file."""
+
+    config_path: str
+    config: OptimizerConfig
+    space: SearchSpace
+    base: dict[str, Any]
+    champion: dict[str, Any] | None
+    overrides: dict[str, Any]
+    storage_url: str
+    run_dir: Path
+    fixed: BacktestConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fixed = build_config(self.base, self.champion, self.overrides)
+
+    @property
+    def scoring_fingerprint(self) -> str:
+        return fingerprint({"scoring": self.config.scoring.model_dump(mode="json"),
+                            "constraints": self.config.constraints.model_dump(mode="json")})
+
+    def signature(self, data_fingerprint: str) -> dict[str, str]:
+        fixed = self.fixed.model_dump(mode="json")
+        fixed["data"].pop("path")  # the content is in 'data'; a moved file is the same data
+        return {
+            "search_space": self.space.fingerprint,
+            "fixed_config": fingerprint(fixed),
+            "scoring": self.scoring_fingerprint,
+            "data": fingerprint({"file": data_fingerprint, "start": self.fixed.data.start, "end": self.fixed.data.end,
+                                 "warmup_bars": self.fixed.data.warmup_bars}),
+            "code": code_version(),
+            "mode": "explore",
+        }
+
+
+def load_study_spec(config_path: str | Path, storage: str | None = None) -> Study:
+    cfg = load_optimizer_config(config_path)
+    m = cfg.meta
+    base = read_config_file(m.base_config)
+    champion = None if m.skip_champion_merge else champion_params(m.results_dir, m.symbol, m.timeframe)
+    data: dict[str, Any] = {"start": m.sample_start, "end": m.sample_end}
+    if m.data is not None:
+        data["path"] = m.data
+    if m.warmup_bars is not None:
+        data["warmup_bars"] = m.warmup_bars
+    url = storage or m.storage or default_storage_url(m.results_dir)
+    study = Study(str(config_path), cfg, SearchSpace(cfg), base, champion, {"data": data}, url,
+                  Path(m.results_dir) / "runs" / m.study_name)
+    build_config(base, champion, study.overrides, study.space.midpoint())  # every searched path exists
+    return study
+
+
+def champion_params(results_dir: str, symbol: str, timeframe: str) -> dict[str, Any] | None:
+    """The current champion's strategy params, if there is a champion for (symbol, timeframe)."""
+    path = Path(results_dir) / "champions" / f"{symbol}_{timeframe}.json"
+    if not path.exists():
+        return None
+    try:
+        return json.loads(path.read_text())["effective_config"]["params"]
+    except (OSError, ValueError, KeyError) as exc:
+        raise ConfigError(f"champion file {path} is unreadable: {exc}") from None
+
+
+def _sampler(study: Study) -> optuna.samplers.BaseSampler:
+    s = study.config.meta.sampler
+    kwargs = dict(s.kwargs)
+    if s.name == "tpe":
+        return optuna.samplers.TPESampler(**kwargs)
+    if s.name == "random":
+        return optuna.samplers.RandomSampler(**kwargs)
+    if s.name == "cmaes":
+        return optuna.samplers.CmaEsSampler(**kwargs)
+    if s.name == "gp":
+        return optuna.samplers.GPSampler(**kwargs)
+    if not study.space.grid or len(study.space.grid) != len(study.space.distributions):
+        raise ConfigError("meta.sampler grid: every searched parameter must be categorical or grid")
+    return optuna.samplers.GridSampler(study.space.grid, **kwargs)
+
+
+def _pruner(study: Study) -> optuna.pruners.BasePruner:
+    p = study.config.meta.pruner
+    if p.name == "median":
+        return optuna.pruners.MedianPruner(**p.kwargs)
+    if p.name == "hyperband":
+        return optuna.pruners.HyperbandPruner(**p.kwargs)
+    return optuna.pruners.NopPruner()
+
+
+def _suggest(trial: optuna.Trial, path: str, dist: optuna.distributions.BaseDistribution) -> None:
+    if isinstance(dist, optuna.distributions.FloatDistribution):
+        trial.suggest_float(path, dist.low, dist.high, step=dist.step, log=dist.log)
+    elif isinstance(dist, optuna.distributions.IntDistribution):
+        trial.suggest_int(path, dist.low, dist.high, step=dist.step, log=dist.log)
+    else:
+        trial.suggest_categorical(path, dist.choices)
+
+
+def _atomic_write(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+class Worker:
+    """Evaluates trials of one study in one process."""
+
+    def __init__(self, study: Study) -> None:
+        self.study = study
+        self.backtester = Backtester(FEATURE_CACHE)
+        self.cache = ScoreCache(study.storage_url)
+        self.streak = 0
+        self.stopped_reason: str | None = None
+
+    def objective(self, trial: optuna.Trial) -> float:
+        s = self.study
+        for path, dist in s.space.distributions.items():
+            _suggest(trial, path, dist)
+        phase = 1 if trial.number < s.config.scoring.phase1.trials else 2
+        trial.set_user_attr("phase", phase)
+        config = build_config(s.base, s.champion, s.overrides, s.space.trial_params(trial))
+        plan = self.backtester.plan(config)
+        key = fingerprint({"config": plan.config_fingerprint, "window": plan.window.fingerprint,
+                           "code": code_version(), "scoring": s.scoring_fingerprint})
+        trial.set_user_attr("config_fingerprint", plan.config_fingerprint)
+        trial.set_user_attr("cache_key", key)
+        cached = self.cache.claim(key, trial.number)
+        if cached is not None:
+            self.streak += 1
+            trial.set_user_attr("outcome", Outcome.DUPLICATE.value)
+            trial.set_user_attr("original_outcome", cached["score"]["outcome"])
+            trial.set_user_attr("cached", True)
+            trial.set_user_attr("cache_reused", cached["trial_number"])
+            self._set_scores(trial, cached["score"], cached["metrics"])
+            return float(cached["score"][f"phase{phase}"])
+        self.streak = 0
+        try:
+            result = self.backtester.execute(plan)
+            sc = score(result.metrics, result.trace, s.config.scoring, s.config.constraints)
+            metrics = {k: result.metrics[k] for k in SUMMARY_METRICS}
+            artifact = {"trial_number": trial.number, "params": s.space.trial_params(trial), "score": sc.to_dict(),
+                        **result.to_dict()}
+            _atomic_write(s.run_dir / "trials" / f"{trial.number:06d}.json", json.dumps(artifact, indent=1))
+            self.cache.store(key, {"trial_number": trial.number, "score": sc.to_dict(), "metrics": metrics})
+        except BaseException:
+            self.cache.release(key)
+            raise
+        trial.set_user_attr("outcome", sc.outcome.value)
+        trial.set_user_attr("cached", False)
+        self._set_scores(trial, sc.to_dict(), metrics)
+        return sc.value(phase)
+
+    @staticmethod
+    def _set_scores(trial: optuna.Trial, sc: dict[str, Any], metrics: dict[str, Any]) -> None:
+        trial.set_user_attr("score_phase1", sc["phase1"])
+        trial.set_user_attr("score_phase2", sc["phase2"])
+        trial.set_user_attr("constraints_failed", sc["constraints_failed"])
+        for k, v in metrics.items():
+            trial.set_user_attr(k, v)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.streak >= self.study.config.meta.duplicate_streak_limit:
+            self.stopped_reason = f"{self.streak} duplicate parameter sets in a row (meta.duplicate_streak_limit)"
+            study.stop()
+        bootstrap = self.study.config.meta.bootstrap_random_trials
+        if bootstrap and trial.number + 1 >= bootstrap and isinstance(study.sampler, optuna.samplers.RandomSampler):
+            study.sampler = _sampler(self.study)
+
+    def run(self, n_trials: int, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
+        s = self.study
+        storage = open_storage(s.storage_url)
+        study = optuna.load_study(study_name=s.config.meta.study_name, storage=storage, sampler=_sampler(s), pruner=_pruner(s))
+        if s.config.meta.bootstrap_random_trials and len(study.get_trials(deepcopy=False)) < s.config.meta.bootstrap_random_trials:
+            seed = s.config.meta.sampler.kwargs.get("seed")
+            study.sampler = optuna.samplers.RandomSampler(seed=seed)
+        callbacks = [lambda st, tr: self.after_trial(st, tr)]
+        if on_trial is not None:
+            callbacks.append(lambda st, tr: on_trial())
+        study.optimize(self.objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
+                       catch=(GenesisError,), gc_after_trial=False)
+
+
+def _worker_process(config_path: str, storage: str, n_trials: int, timeout: float | None, cwd: str) -> None:
+    os.chdir(cwd)
+    Worker(load_study_spec(config_path, storage)).run(n_trials, timeout)
+
+
+def _deadline(cfg: OptimizerConfig) -> float | None:
+    limits = []
+    if cfg.meta.stop.timeout_seconds is not None:
+        limits.append(cfg.meta.stop.timeout_seconds)
+    if cfg.meta.stop.end_at is not None:
+        limits.append(parse_ts(cfg.meta.stop.end_at) - time.time())
+    return min(limits) if limits else None
+
+
+def check_signature(optuna_study: optuna.Study, study: Study, current: dict[str, str], options: RunOptions) -> list[str]:
+    """Stop before any trial if the study was made with other settings; returns notes to record."""
+    stored = optuna_study.user_attrs.get(SIGNATURE_ATTR)
+    n_trials = len(optuna_study.get_trials(deepcopy=False))
+    notes: list[str] = []
+    if stored is None:
+        if n_trials and not options.backfill_signature:
+            raise ResumeBlocked(
+                f"study {study.config.meta.study_name!r} has {n_trials} trials but no signature; "
+                "rerun with --backfill-signature to adopt the current one"
+            )
+        if n_trials:
+            notes.append("signature backfilled by --backfill-signature")
+    else:
+        diff = signature_diff(stored, current, optuna_study.user_attrs.get(SPACE_ATTR, {}), study.space.spec)
+        if diff and not options.force_resume:
+            raise ResumeBlocked("resume blocked: study signature mismatch\n  " + "\n  ".join(diff)
+                                + "\n(use a new study name, or --force-resume to continue anyway)")
+        if diff:
+            notes.append("resumed despite signature mismatch (--force-resume): " + "; ".join(diff))
+    optuna_study.set_user_attr(SIGNATURE_ATTR, current)
+    optuna_study.set_user_attr(SPACE_ATTR, study.space.spec)
+    return notes
+
+
+def optimize(config_path: str | Path, options: RunOptions = RunOptions(), progress: bool = True) -> dict[str, Any]:
+    """Run (or resume) the study of ``config_path``; write artifacts; return the run summary."""
+    started = time.time()
+    study = load_study_spec(config_path, options.storage)
+    cfg = study.config
+    storage = open_storage(study.storage_url)
+    optuna_study = optuna.create_study(storage=storage, study_name=cfg.meta.study_name, direction="maximize",
+                                       load_if_exists=True, sampler=_sampler(study), pruner=_pruner(study))
+    data_fp = Backtester().candles(study.fixed.data.path, study.fixed.data.timeframe).fingerprint
+    notes = check_signature(optuna_study, study, study.signature(data_fp), options)
+    optuna.storages.fail_stale_trials(optuna_study)
+    max_trials = options.max_trials or cfg.meta.stop.max_trials
+    done = len([t for t in optuna_study.get_trials(deepcopy=False) if t.state.is_finished()])
+    remaining = max(0, max_trials - done) if max_trials else 10**9
+    workers = options.workers or cfg.meta.n_workers
+    timeout = _deadline(cfg)
+    if max_trials is None and timeout is None:
+        raise ConfigError("meta.stop: set max_trials, timeout_seconds or end_at, or the run never ends")
+    shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=_worker_process, args=(str(config_path), study.storage_url, n, timeout, os.getcwd()))
+             for n in shares[1:] if n > 0]
+    for p in procs:
+        p.start()
+    worker = Worker(study)
+    interrupted = False
+    try:
+        if shares[0] > 0:
+            if progress:
+                _run_with_progress(worker, optuna_study, shares[0], remaining, timeout)
+            else:
+                worker.run(shares[0], timeout)
+    except KeyboardInterrupt:
+        interrupted = True
+        for p in procs:
+            p.terminate()
+    for p in procs:
+        p.join()
+    failed_workers = [p.exitcode for p in procs if p.exitcode not in (0, None) and not interrupted]
+    summary = write_artifacts(study, optuna_study, {
+        "started": _iso(started), "finished": _iso(time.time()), "seconds": round(time.time() - started, 3),
+        "workers": workers, "max_trials": max_trials, "interrupted": interrupted,
+        "stopped_reason": worker.stopped_reason, "notes": notes, "failed_workers": failed_workers,
+    })
+    if interrupted:
+        summary["resume_hint"] = f"genesis optimize {config_path}  (the study resumes where it stopped)"
+    return summary
+
+
+def _iso(t: float) -> str:
+    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _run_with_progress(worker: Worker, optuna_study: optuna.Study, own: int, total: int, timeout: float | None) -> None:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    start_n = len(optuna_study.get_trials(deepcopy=False))
+    columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]:.1f}/s"),
+               TextColumn("best {task.fields[best]}"), TextColumn("hits {task.fields[hits]}"), TimeRemainingColumn()]
+    t0 = time.time()
+    last = [0.0]
+    with Progress(*columns, transient=False, console=None) as bar:
+        task = bar.add_task("trials", total=total, rate=0.0, best="-", hits="-")
+
+        def tick() -> None:
+            now = time.time()
+            if now - last[0] < 0.25:
+                return
+            last[0] = now
+            trials = optuna_study.get_trials(deepcopy=False)
+            mine = [t for t in trials[start_n:] if t.state.is_finished()]
+            valid = [t.user_attrs.get("score_phase2") for t in trials if t.user_attrs.get("outcome") == "VALID"]
+            hits = sum(1 for t in mine if t.user_attrs.get("cached"))
+            bar.update(task, completed=len(mine), rate=len(mine) / max(now - t0, 1e-9),
+                       best=f"{max(valid):.2f}" if valid else "-", hits=f"{hits / max(len(mine), 1):.0%}")
+
+        worker.run(own, timeout, on_trial=tick)
+        last[0] = 0.0
+        tick()
+
+
+def _trial_rows(trials: list[optuna.trial.FrozenTrial], space: SearchSpace) -> list[dict[str, Any]]:
+    rows = []
+    for t in trials:
+        a = t.user_attrs
+        row = {
+            "number": t.number, "state": t.state.name, "outcome": a.get("outcome", ""), "value": t.value,
+            "phase": a.get("phase", ""), "score_phase1": a.get("score_phase1"), "score_phase2": a.get("score_phase2"),
+            "cached": a.get("cached", ""), "cache_reused_from": a.get("cache_reused", ""),
+            "constraints_failed": ";".join(a.get("constraints_failed", [])),
+            **{f"param:{p}": v for p, v in space.trial_params(t).items()},
+            **{m: a.get(m) for m in SUMMARY_METRICS},
+            "config_fingerprint": a.get("config_fingerprint", ""),
+            "duration_ms": round(t.duration.total_seconds() * 1e3, 3) if t.duration else "",
+        }
+        rows.append(row)
+    return rows
+
+
+def _best(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The best evaluated (not duplicate) VALID trial by production score; ties to the earlier trial."""
+    valid = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("outcome") == "VALID"]
+    return max(valid, key=lambda t: (t.user_attrs["score_phase2"], -t.number), default=None)
+
+
+def write_artifacts(study: Study, optuna_study: optuna.Study, session: dict[str, Any]) -> dict[str, Any]:
+    """trials.csv, best_trial.json and run.json in the run folder, each written atomically."""
+    trials = optuna_study.get_trials(deepcopy=False)
+    rows = _trial_rows(trials, study.space)
+    columns: list[str] = []
+    for r in rows:
+        columns += [k for k in r if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    _atomic_write(study.run_dir / "trials.csv", buf.getvalue())
+
+    finished = [t for t in trials if t.state.is_finished()]
+    hits = sum(1 for t in finished if t.user_attrs.get("cached"))
+    cache = {"total_trials": len(finished), "cache_hits": hits, "hit_rate": round(hits / len(finished), 4) if finished else 0.0,
+             "unique_backtests": sum(1 for t in finished if t.user_attrs.get("cached") is False)}
+    best = _best(trials)
+    best_payload = None
+    if best is not None:
+        artifact = study.run_dir / "trials" / f"{best.number:06d}.json"
+        best_payload = {"number": best.number, "value": best.value, "score_phase2": best.user_attrs["score_phase2"],
+                        "params": study.space.trial_params(best), "result": json.loads(artifact.read_text())}
+        _atomic_write(study.run_dir / "best_trial.json", json.dumps(best_payload, indent=1))
+    run_path = study.run_dir / "run.json"
+    previous = json.loads(run_path.read_text()) if run_path.exists() else {}
+    states: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+        if "outcome" in t.user_attrs:
+            outcomes[t.user_attrs["outcome"]] = outcomes.get(t.user_attrs["outcome"], 0) + 1
+    run = {
+        "study_name": study.config.meta.study_name,
+        "storage": redact(study.storage_url),
+        "signature": optuna_study.user_attrs.get(SIGNATURE_ATTR),
+        "search_space": study.space.spec,
+        "optimizer_config": study.config.model_dump(mode="json"),
+        "fixed_config": study.fixed.model_dump(mode="json"),
+        "versions": {"genesis_core": __version__, "code": code_version(), "optuna": optuna.__version__,
+                     "numba": numba.__version__, "python": platform.python_version()},
+        "sessions": [*previous.get("sessions", []), session],
+        "cache": cache,
+        "states": states,
+        "outcomes": outcomes,
+        "best_trial": None if best is None else {"number": best.number, "score_phase2": best.user_attrs["score_phase2"]},
+    }
+    _atomic_write(run_path, json.dumps(run, indent=1))
+    warnings = []
+    if cache["hit_rate"] > 0.8:
+        warnings.append(f"cache hit rate {cache['hit_rate']:.0%}: the sampler keeps proposing known parameter sets; "
+                        "widen the space or use a finer step")
+    return {"run_dir": str(study.run_dir), "cache": cache, "states": states, "outcomes": outcomes,
+            "best_trial": run["best_trial"], "session": session, "warnings": warnings}

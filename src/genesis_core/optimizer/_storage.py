@@ -1,0 +1,145 @@
+"""Durable state in one database: the Optuna study and the score cache beside it.
+
+SQLite (one machine; WAL and a busy timeout so several local workers can write) or PostgreSQL
+(many machines). The cache is keyed by effective-config fingerprint + data-window fingerprint +
+code and scoring versions; a worker claims a key before evaluating it, so no parameter set is
+evaluated twice, and a claim whose worker died is taken over after ``stale_seconds``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import optuna
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from genesis_core.errors import GenesisError
+
+_META = sa.MetaData()
+_CACHE = sa.Table(
+    "genesis_score_cache",
+    _META,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("state", sa.String(8), nullable=False),  # running | done
+    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("payload", sa.Text, nullable=True),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+HEARTBEAT_SECONDS = 10
+GRACE_SECONDS = 30
+
+
+class StorageError(GenesisError):
+    exit_code = 2
+
+
+def default_storage_url(results_dir: str) -> str:
+    path = Path(results_dir) / "optuna.db"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{path}"
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    return {"pool_pre_ping": True}
+
+
+def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.close()
+
+
+def make_engine(url: str) -> sa.Engine:
+    engine = sa.create_engine(url, **_engine_kwargs(url))
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", _sqlite_wal)
+    return engine
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """Optuna RDB storage with heartbeats: trials of a killed worker are failed and re-queued."""
+    if url.startswith("sqlite"):
+        with make_engine(url).connect() as conn:  # switch the file to WAL before Optuna opens it
+            conn.exec_driver_sql("SELECT 1")
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            engine_kwargs=_engine_kwargs(url),
+            heartbeat_interval=HEARTBEAT_SECONDS,
+            grace_period=GRACE_SECONDS,
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
+        )
+    except (OperationalError, sa.exc.ArgumentError, ImportError) as exc:
+        raise StorageError(f"cannot open storage {redact(url)}: {exc}") from None
+
+
+def redact(url: str) -> str:
+    """A storage URL safe to print or store (no password)."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "<unparseable url>"
+
+
+class ScoreCache:
+    """Finished evaluations by key, in the study's database."""
+
+    def __init__(self, url: str, stale_seconds: float = GRACE_SECONDS) -> None:
+        self._engine = make_engine(url)
+        _META.create_all(self._engine, checkfirst=True)
+        self._stale = stale_seconds
+
+    def claim(self, key: str, trial_number: int, wait_seconds: float = 120.0) -> dict[str, Any] | None:
+        """None: the caller owns ``key`` and must ``store`` (or ``release``) it. Otherwise the
+        finished payload, waiting while another worker evaluates the same key."""
+        deadline = time.monotonic() + wait_seconds
+        while True:
+            now = time.time()
+            try:
+                with self._engine.begin() as conn:
+                    conn.execute(sa.insert(_CACHE).values(key=key, state="running", trial_number=trial_number, updated=now))
+                return None
+            except IntegrityError:
+                pass
+            with self._engine.begin() as conn:
+                row = conn.execute(sa.select(_CACHE).where(_CACHE.c.key == key)).one_or_none()
+                if row is None:
+                    continue  # released meanwhile: try to claim again
+                if row.state == "done":
+                    return json.loads(row.payload)
+                if now - row.updated > self._stale:  # its worker died: take the claim over
+                    taken = conn.execute(
+                        sa.update(_CACHE)
+                        .where(_CACHE.c.key == key, _CACHE.c.state == "running", _CACHE.c.updated == row.updated)
+                        .values(trial_number=trial_number, updated=now)
+                    )
+                    if taken.rowcount == 1:
+                        return None
+            if time.monotonic() > deadline:
+                raise StorageError(f"waited {wait_seconds:.0f} s for another worker to finish parameter set {key[:12]}")
+            time.sleep(0.005)
+
+    def store(self, key: str, payload: dict[str, Any]) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(
+                sa.update(_CACHE).where(_CACHE.c.key == key).values(state="done", payload=json.dumps(payload), updated=time.time())
+            )
+
+    def release(self, key: str) -> None:
+        """Give a claim back after a failed evaluation, so a later trial may try again."""
+        with self._engine.begin() as conn:
+            conn.execute(sa.delete(_CACHE).where(_CACHE.c.key == key, _CACHE.c.state == "running"))
+
+    def count(self) -> int:
+        with self._engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(_CACHE).where(_CACHE.c.state == "done")).scalar_one())
+
+    def dispose(self) -> None:
+        self._engine.dispose()

@@ -1,0 +1,153 @@
+"""Outcome classes and scores: what one backtest is worth to the optimizer.
+
+Every trial gets exactly one outcome class. Degenerate classes get fixed penalties below any
+score a VALID trial can reach (VALID scores are clipped to [VALID_MIN, VALID_MAX]), so a trial
+that did not trade can never look better than one that lost money.
+
+Two scores are computed for every trial and both are stored:
+- phase 1, feasibility in [0, 1]: the mean of three parts, each 1 inside its target and falling
+  off proportionally outside it: trade rate (trades per 1,000 bars) inside [rate_lo, rate_hi],
+  max drawdown <= dd_target, average bars held >= min_hold_bars.
+- phase 2, production: ``100*R - 60*DD + 10*log1p(clip(PF, 0, 5)) - 15*p_streak - 10*p_rate_hi``
+  (R total return capped at 10, DD max drawdown, p_streak = clip(loss streak / streak_limit - 1, 0, 1),
+  p_rate_hi = clip(rate / rate_hi - 1, 0, 1)); or ``classic``, the backtest's own ``score`` metric.
+  Each violated constraint (min trades, min profit factor, max drawdown) subtracts
+  ``constraint_penalty``.
+The objective value is the phase-1 score for the first ``phase1_trials`` trials, then phase 2.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import Field
+
+from genesis_core.config import StrictModel
+
+VALID_MIN = -1000.0
+VALID_MAX = 1000.0
+
+
+class Outcome(str, Enum):
+    VALID = "VALID"
+    INVALID_NUMERIC = "INVALID_NUMERIC"  # NaN or inf in any metric
+    ZERO_TRADES_SIGNAL_DEAD = "ZERO_TRADES_SIGNAL_DEAD"  # no signal after warm-up
+    ZERO_TRADES_BLOCKED = "ZERO_TRADES_BLOCKED"  # signals, but every one blocked (see trace.blocked)
+    EXECUTION_BLOCKED = "EXECUTION_BLOCKED"  # candidates, but the engine filled no trade
+    DUPLICATE = "DUPLICATE"  # a parameter set already evaluated: answered from the cache
+
+
+class Penalties(StrictModel):
+    """Fixed objective values of degenerate outcomes; each must lie below VALID_MIN."""
+
+    invalid_numeric: float = Field(-5000.0, lt=VALID_MIN)
+    zero_trades_signal_dead: float = Field(-1500.0, lt=VALID_MIN)
+    zero_trades_blocked: float = Field(-2000.0, lt=VALID_MIN)
+    execution_blocked: float = Field(-2200.0, lt=VALID_MIN)
+
+
+class Constraints(StrictModel):
+    min_trades: int = Field(10, ge=0)
+    min_profit_factor: float = Field(0.0, ge=0.0)
+    max_drawdown: float = Field(1.0, gt=0.0, le=1.0)
+
+
+class Phase1(StrictModel):
+    trials: int = Field(30, ge=0)
+    rate_lo: float = Field(2.0, ge=0.0)  # trades per 1,000 bars
+    rate_hi: float = Field(40.0, gt=0.0)
+    dd_target: float = Field(0.25, gt=0.0, le=1.0)
+    min_hold_bars: float = Field(2.0, ge=0.0)
+
+
+class Scoring(StrictModel):
+    objective: Literal["production", "classic"] = "production"
+    phase1: Phase1 = Phase1()
+    streak_limit: int = Field(8, ge=1)
+    constraint_penalty: float = Field(100.0, ge=0.0)
+    penalties: Penalties = Penalties()
+
+
+@dataclass(frozen=True)
+class Score:
+    outcome: Outcome
+    phase1: float
+    phase2: float
+    constraints_failed: tuple[str, ...]
+
+    def value(self, phase: int) -> float:
+        return self.phase1 if phase == 1 else self.phase2
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["outcome"] = self.outcome.value
+        d["constraints_failed"] = list(self.constraints_failed)
+        return d
+
+
+def classify(metrics: dict[str, float | int], trace: dict[str, Any]) -> Outcome:
+    """The one outcome class of a backtest."""
+    if any(isinstance(v, float) and not math.isfinite(v) for v in metrics.values()):
+        return Outcome.INVALID_NUMERIC
+    if metrics["num_trades"] > 0:
+        return Outcome.VALID
+    if trace["signals"] == 0:
+        return Outcome.ZERO_TRADES_SIGNAL_DEAD
+    if trace["candidates"] == 0:
+        return Outcome.ZERO_TRADES_BLOCKED
+    return Outcome.EXECUTION_BLOCKED
+
+
+def _within(x: float, lo: float, hi: float) -> float:
+    """1 inside [lo, hi], proportionally less outside."""
+    if x < lo:
+        return x / lo if lo > 0 else 1.0
+    if x > hi:
+        return hi / x
+    return 1.0
+
+
+def constraints_failed(metrics: dict[str, float | int], constraints: Constraints) -> tuple[str, ...]:
+    """Names of the constraints a VALID backtest violates."""
+    failed = []
+    if metrics["num_trades"] < constraints.min_trades:
+        failed.append("min_trades")
+    if metrics["profit_factor"] < constraints.min_profit_factor:
+        failed.append("min_profit_factor")
+    if metrics["max_drawdown"] > constraints.max_drawdown:
+        failed.append("max_drawdown")
+    return tuple(failed)
+
+
+def score(metrics: dict[str, float | int], trace: dict[str, Any], scoring: Scoring, constraints: Constraints) -> Score:
+    """Outcome class plus both phase scores of one backtest."""
+    outcome = classify(metrics, trace)
+    if outcome is not Outcome.VALID:
+        penalty = getattr(scoring.penalties, outcome.value.lower())
+        return Score(outcome, penalty, penalty, ())
+    p1 = scoring.phase1
+    rate = 1000.0 * metrics["num_trades"] / max(trace["bars_in_window"], 1)
+    feasibility = (
+        _within(rate, p1.rate_lo, p1.rate_hi)
+        + _within(metrics["max_drawdown"], 0.0, p1.dd_target)
+        + _within(metrics["avg_bars_held"], p1.min_hold_bars, math.inf)
+    ) / 3.0
+    if scoring.objective == "classic":
+        production = float(metrics["score"])
+    else:
+        p_streak = min(max(metrics["max_loss_streak"] / scoring.streak_limit - 1.0, 0.0), 1.0)
+        p_rate_hi = min(max(rate / p1.rate_hi - 1.0, 0.0), 1.0)
+        production = (
+            100.0 * min(metrics["total_return"], 10.0)
+            - 60.0 * metrics["max_drawdown"]
+            + 10.0 * math.log1p(min(max(metrics["profit_factor"], 0.0), 5.0))
+            - 15.0 * p_streak
+            - 10.0 * p_rate_hi
+        )
+    failed = constraints_failed(metrics, constraints)
+    production -= scoring.constraint_penalty * len(failed)
+    production = min(max(production, VALID_MIN), VALID_MAX)
+    return Score(outcome, feasibility, production, failed)
