@@ -154,9 +154,9 @@ class BacktestResult:
             })
         return rows
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, trades: bool = True) -> dict[str, Any]:
         """The result JSON: enough to re-run it (effective config) and to prove what produced it."""
-        return {
+        payload = {
             "genesis_core_version": __version__,
             "code_version": code_version(),
             "effective_config": self.config.model_dump(mode="json"),
@@ -175,8 +175,10 @@ class BacktestResult:
             },
             "metrics": self.metrics,
             "trace": self.trace,
-            "trades": self.trades(),
         }
+        if trades:
+            payload["trades"] = self.trades()
+        return payload
 
 
 class Backtester:

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import difflib
-from typing import Any, TypeVar
+from types import UnionType
+from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -18,23 +19,47 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _fields_at(model: type[BaseModel], loc: tuple[Any, ...]) -> list[str]:
-    """Known field names of the (nested) model at ``loc``, for suggestions."""
+def _unwrap(annotation: Any) -> Any:
+    while get_origin(annotation) is Annotated:
+        annotation = get_args(annotation)[0]
+    return annotation
+
+
+def _step(annotation: Any, part: Any) -> tuple[Any, bool]:
+    """Follow one error-location part; returns the next annotation and whether ``part`` was a
+    discriminator tag (pydantic puts the tag of a tagged union into the location)."""
+    annotation = _unwrap(annotation)
+    origin = get_origin(annotation)
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        field = annotation.model_fields.get(part)
+        return (field.annotation if field else None), False
+    if origin in (dict, list, tuple):
+        return (get_args(annotation)[-1] if get_args(annotation) else None), False
+    if origin in (Union, UnionType):
+        models = [_unwrap(a) for a in get_args(annotation) if isinstance(_unwrap(a), type) and issubclass(_unwrap(a), BaseModel)]
+        for m in models:
+            tag = m.model_fields.get("type")
+            if tag is not None and part in get_args(tag.annotation):
+                return m, True
+        return (_step(models[0], part) if models else (None, False))
+    return None, False
+
+
+def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], tuple[Any, ...]]:
+    """Known keys where the last part of ``loc`` was given, and ``loc`` without union tags."""
     current: Any = model
-    for part in loc:
-        if isinstance(part, int):
-            continue
-        fields = getattr(current, "model_fields", None)
-        if fields is None or part not in fields:
-            return []
-        annotation = fields[part].annotation
-        current = next(
-            (a for a in (annotation, *getattr(annotation, "__args__", ())) if isinstance(a, type) and issubclass(a, BaseModel)),
-            None,
-        )
+    shown: list[Any] = []
+    for part in loc[:-1]:
+        current, is_tag = _step(current, part)
+        if not is_tag:
+            shown.append(part)
         if current is None:
-            return []
-    return list(getattr(current, "model_fields", {}))
+            return [], (*shown, loc[-1])
+    current = _unwrap(current)
+    if get_origin(current) in (Union, UnionType):
+        current = next((a for a in map(_unwrap, get_args(current)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
+    known = list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
+    return known, (*shown, loc[-1])
 
 
 def describe_validation_error(model: type[BaseModel], error: ValidationError, prefix: str = "") -> str:
@@ -44,10 +69,9 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError, pr
     """
     lines = []
     for e in error.errors():
-        loc = tuple(e["loc"])
+        known, loc = _locate(model, tuple(e["loc"])) if e["loc"] else ([], ())
         path = ".".join([prefix] * bool(prefix) + [str(p) for p in loc]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            known = _fields_at(model, loc[:-1])
             close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else (f"; known keys: {', '.join(known)}" if known else "")
             lines.append(f"{path}: unknown key{hint}")

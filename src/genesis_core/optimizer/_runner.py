@@ -31,7 +31,7 @@ from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import ScoreCache, default_storage_url, open_storage, redact
 from genesis_core.scoring import Outcome, score
 
-optuna.logging.set_verbosity(optuna.logging.WARNING)
+optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
 # heartbeats and stale-trial retry are marked experimental but are what makes a killed worker recoverable
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
 SUMMARY_METRICS = ("num_trades", "total_return", "sharpe", "max_drawdown", "profit_factor", "win_rate", "score")
@@ -167,46 +167,42 @@ class Worker:
         for path, dist in s.space.distributions.items():
             _suggest(trial, path, dist)
         phase = 1 if trial.number < s.config.scoring.phase1.trials else 2
-        trial.set_user_attr("phase", phase)
-        config = build_config(s.base, s.champion, s.overrides, s.space.trial_params(trial))
-        plan = self.backtester.plan(config)
+        try:
+            config = build_config(s.base, s.champion, s.overrides, s.space.trial_params(trial))
+            plan = self.backtester.plan(config)
+        except GenesisError as exc:  # this parameter combination is invalid: FAIL, never a number
+            trial.set_user_attr("error", str(exc))
+            raise
         key = fingerprint({"config": plan.config_fingerprint, "window": plan.window.fingerprint,
                            "code": code_version(), "scoring": s.scoring_fingerprint})
-        trial.set_user_attr("config_fingerprint", plan.config_fingerprint)
-        trial.set_user_attr("cache_key", key)
+        attrs: dict[str, Any] = {"phase": phase, "config_fingerprint": plan.config_fingerprint, "cache_key": key}
         cached = self.cache.claim(key, trial.number)
         if cached is not None:
             self.streak += 1
-            trial.set_user_attr("outcome", Outcome.DUPLICATE.value)
-            trial.set_user_attr("original_outcome", cached["score"]["outcome"])
-            trial.set_user_attr("cached", True)
-            trial.set_user_attr("cache_reused", cached["trial_number"])
-            self._set_scores(trial, cached["score"], cached["metrics"])
-            return float(cached["score"][f"phase{phase}"])
-        self.streak = 0
-        try:
-            result = self.backtester.execute(plan)
-            sc = score(result.metrics, result.trace, s.config.scoring, s.config.constraints)
-            metrics = {k: result.metrics[k] for k in SUMMARY_METRICS}
-            artifact = {"trial_number": trial.number, "params": s.space.trial_params(trial), "score": sc.to_dict(),
-                        **result.to_dict()}
-            _atomic_write(s.run_dir / "trials" / f"{trial.number:06d}.json", json.dumps(artifact, indent=1))
-            self.cache.store(key, {"trial_number": trial.number, "score": sc.to_dict(), "metrics": metrics})
-        except BaseException:
-            self.cache.release(key)
-            raise
-        trial.set_user_attr("outcome", sc.outcome.value)
-        trial.set_user_attr("cached", False)
-        self._set_scores(trial, sc.to_dict(), metrics)
-        return sc.value(phase)
-
-    @staticmethod
-    def _set_scores(trial: optuna.Trial, sc: dict[str, Any], metrics: dict[str, Any]) -> None:
-        trial.set_user_attr("score_phase1", sc["phase1"])
-        trial.set_user_attr("score_phase2", sc["phase2"])
-        trial.set_user_attr("constraints_failed", sc["constraints_failed"])
-        for k, v in metrics.items():
-            trial.set_user_attr(k, v)
+            outcome = Outcome.DUPLICATE.value
+            attrs.update(cached=True, cache_reused=cached["trial_number"], original_outcome=cached["score"]["outcome"])
+            sc, metrics = cached["score"], cached["metrics"]
+        else:
+            self.streak = 0
+            try:
+                result = self.backtester.execute(plan)
+                score_ = score(result.metrics, result.trace, s.config.scoring, s.config.constraints)
+                sc, metrics = score_.to_dict(), {k: result.metrics[k] for k in SUMMARY_METRICS}
+                artifact = {"trial_number": trial.number, "params": s.space.trial_params(trial), "score": sc,
+                            **result.to_dict(trades=False)}
+                _atomic_write(s.run_dir / "trials" / f"{trial.number:06d}.json", json.dumps(artifact))
+                self.cache.store(key, {"trial_number": trial.number, "score": sc, "metrics": metrics})
+            except BaseException:
+                self.cache.release(key)
+                raise
+            outcome = sc["outcome"]
+            attrs["cached"] = False
+        attrs.update(score_phase1=sc["phase1"], score_phase2=sc["phase2"], constraints_failed=sc["constraints_failed"],
+                     metrics=metrics)
+        # two writes per trial: each user attribute is its own storage transaction
+        trial.set_user_attr("outcome", outcome)
+        trial.set_user_attr("genesis", attrs)
+        return float(sc[f"phase{phase}"])
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.streak >= self.study.config.meta.duplicate_streak_limit:
@@ -263,10 +259,22 @@ def check_signature(optuna_study: optuna.Study, study: Study, current: dict[str,
             raise ResumeBlocked("resume blocked: study signature mismatch\n  " + "\n  ".join(diff)
                                 + "\n(use a new study name, or --force-resume to continue anyway)")
         if diff:
+            _refuse_incompatible_space(optuna_study.user_attrs.get(SPACE_ATTR, {}), study.space.spec)
             notes.append("resumed despite signature mismatch (--force-resume): " + "; ".join(diff))
     optuna_study.set_user_attr(SIGNATURE_ATTR, current)
     optuna_study.set_user_attr(SPACE_ATTR, study.space.spec)
     return notes
+
+
+def _refuse_incompatible_space(stored: dict[str, Any], current: dict[str, Any]) -> None:
+    """Optuna cannot mix a parameter's old and new categorical choices or types: say so, not crash."""
+    for path in sorted(set(stored) & set(current)):
+        old, new = stored[path], current[path]
+        if old["type"] != new["type"] or (old["type"] in ("categorical", "grid") and old != new):
+            raise ResumeBlocked(
+                f"cannot resume even with --force-resume: parameter {path} changed from {old} to {new}, "
+                "which Optuna cannot mix in one study; use a new study name"
+            )
 
 
 def optimize(config_path: str | Path, options: RunOptions = RunOptions(), progress: bool = True) -> dict[str, Any]:
@@ -340,8 +348,8 @@ def _run_with_progress(worker: Worker, optuna_study: optuna.Study, own: int, tot
             last[0] = now
             trials = optuna_study.get_trials(deepcopy=False)
             mine = [t for t in trials[start_n:] if t.state.is_finished()]
-            valid = [t.user_attrs.get("score_phase2") for t in trials if t.user_attrs.get("outcome") == "VALID"]
-            hits = sum(1 for t in mine if t.user_attrs.get("cached"))
+            valid = [_g(t)["score_phase2"] for t in trials if t.user_attrs.get("outcome") == "VALID"]
+            hits = sum(1 for t in mine if _g(t).get("cached"))
             bar.update(task, completed=len(mine), rate=len(mine) / max(now - t0, 1e-9),
                        best=f"{max(valid):.2f}" if valid else "-", hits=f"{hits / max(len(mine), 1):.0%}")
 
@@ -350,28 +358,33 @@ def _run_with_progress(worker: Worker, optuna_study: optuna.Study, own: int, tot
         tick()
 
 
+def _g(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """The Genesis attributes of a trial (empty for a trial that failed before scoring)."""
+    return t.user_attrs.get("genesis", {})
+
+
 def _trial_rows(trials: list[optuna.trial.FrozenTrial], space: SearchSpace) -> list[dict[str, Any]]:
     rows = []
     for t in trials:
-        a = t.user_attrs
-        row = {
-            "number": t.number, "state": t.state.name, "outcome": a.get("outcome", ""), "value": t.value,
-            "phase": a.get("phase", ""), "score_phase1": a.get("score_phase1"), "score_phase2": a.get("score_phase2"),
-            "cached": a.get("cached", ""), "cache_reused_from": a.get("cache_reused", ""),
-            "constraints_failed": ";".join(a.get("constraints_failed", [])),
+        g = _g(t)
+        rows.append({
+            "number": t.number, "state": t.state.name, "outcome": t.user_attrs.get("outcome", ""), "value": t.value,
+            "phase": g.get("phase", ""), "score_phase1": g.get("score_phase1"), "score_phase2": g.get("score_phase2"),
+            "cached": g.get("cached", ""), "cache_reused_from": g.get("cache_reused", ""),
+            "constraints_failed": ";".join(g.get("constraints_failed", [])),
             **{f"param:{p}": v for p, v in space.trial_params(t).items()},
-            **{m: a.get(m) for m in SUMMARY_METRICS},
-            "config_fingerprint": a.get("config_fingerprint", ""),
+            **{m: g.get("metrics", {}).get(m) for m in SUMMARY_METRICS},
+            "config_fingerprint": g.get("config_fingerprint", ""),
+            "fail_reason": t.user_attrs.get("error", ""),
             "duration_ms": round(t.duration.total_seconds() * 1e3, 3) if t.duration else "",
-        }
-        rows.append(row)
+        })
     return rows
 
 
 def _best(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
     """The best evaluated (not duplicate) VALID trial by production score; ties to the earlier trial."""
     valid = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("outcome") == "VALID"]
-    return max(valid, key=lambda t: (t.user_attrs["score_phase2"], -t.number), default=None)
+    return max(valid, key=lambda t: (_g(t)["score_phase2"], -t.number), default=None)
 
 
 def write_artifacts(study: Study, optuna_study: optuna.Study, session: dict[str, Any]) -> dict[str, Any]:
@@ -388,14 +401,14 @@ def write_artifacts(study: Study, optuna_study: optuna.Study, session: dict[str,
     _atomic_write(study.run_dir / "trials.csv", buf.getvalue())
 
     finished = [t for t in trials if t.state.is_finished()]
-    hits = sum(1 for t in finished if t.user_attrs.get("cached"))
+    hits = sum(1 for t in finished if _g(t).get("cached"))
     cache = {"total_trials": len(finished), "cache_hits": hits, "hit_rate": round(hits / len(finished), 4) if finished else 0.0,
-             "unique_backtests": sum(1 for t in finished if t.user_attrs.get("cached") is False)}
+             "unique_backtests": sum(1 for t in finished if _g(t).get("cached") is False)}
     best = _best(trials)
     best_payload = None
     if best is not None:
         artifact = study.run_dir / "trials" / f"{best.number:06d}.json"
-        best_payload = {"number": best.number, "value": best.value, "score_phase2": best.user_attrs["score_phase2"],
+        best_payload = {"number": best.number, "value": best.value, "score_phase2": _g(best)["score_phase2"],
                         "params": study.space.trial_params(best), "result": json.loads(artifact.read_text())}
         _atomic_write(study.run_dir / "best_trial.json", json.dumps(best_payload, indent=1))
     run_path = study.run_dir / "run.json"
@@ -419,7 +432,7 @@ def write_artifacts(study: Study, optuna_study: optuna.Study, session: dict[str,
         "cache": cache,
         "states": states,
         "outcomes": outcomes,
-        "best_trial": None if best is None else {"number": best.number, "score_phase2": best.user_attrs["score_phase2"]},
+        "best_trial": None if best is None else {"number": best.number, "score_phase2": _g(best)["score_phase2"]},
     }
     _atomic_write(run_path, json.dumps(run, indent=1))
     warnings = []

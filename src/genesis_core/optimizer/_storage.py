@@ -38,9 +38,7 @@ class StorageError(GenesisError):
 
 
 def default_storage_url(results_dir: str) -> str:
-    path = Path(results_dir) / "optuna.db"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{path}"
+    return f"sqlite:///{Path(results_dir) / 'optuna.db'}"
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:
@@ -65,7 +63,8 @@ def make_engine(url: str) -> sa.Engine:
 
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """Optuna RDB storage with heartbeats: trials of a killed worker are failed and re-queued."""
-    if url.startswith("sqlite"):
+    if url.startswith("sqlite:///"):
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         with make_engine(url).connect() as conn:  # switch the file to WAL before Optuna opens it
             conn.exec_driver_sql("SELECT 1")
     try:

@@ -1,0 +1,172 @@
+"""The optimizer on the bundled BTC data: duplicates, phases, resume guard, artifacts, parity."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from genesis_core.backtest import Backtester, build_config
+from genesis_core.errors import ConfigError
+from genesis_core.fingerprint import canonical_json
+from genesis_core.optimizer import ResumeBlocked, RunOptions, load_optimizer_config, optimize
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def write_config(tmp_path: Path, name: str = "opt.yaml", **changes) -> Path:
+    cfg = {
+        "meta": {
+            "base_config": str(ROOT / "configs" / "reference.yaml"),
+            "data": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+            "sample_start": "2022-03-01", "sample_end": "2022-05-31",
+            "study_name": "t", "results_dir": str(tmp_path / "results"),
+            "sampler": {"name": "tpe", "kwargs": {"seed": 7, "n_startup_trials": 5}},
+            "stop": {"max_trials": 12},
+        },
+        "parameters": {
+            "exits.max_bars_held": {"type": "categorical", "choices": [12, 24]},
+            "thresholds.signal_adaptation.zones.mid.entry_conf_overall": {"type": "categorical", "choices": [0.53, 0.55]},
+        },
+        "scoring": {"phase1": {"trials": 4}},
+    }
+    for section, values in changes.items():
+        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _trials(summary) -> list[dict]:
+    with open(Path(summary["run_dir"]) / "trials.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_duplicates_get_their_real_cached_score_and_are_never_rerun(tmp_path):
+    summary = optimize(write_config(tmp_path), progress=False)
+    rows = _trials(summary)
+    assert len(rows) == 12 and all(r["state"] == "COMPLETE" for r in rows)
+    assert summary["cache"]["unique_backtests"] == 4  # a 2 x 2 space
+    assert summary["cache"]["cache_hits"] == 8 and summary["cache"]["hit_rate"] == pytest.approx(8 / 12, abs=1e-4)
+    first = {}
+    for r in rows:
+        key = r["config_fingerprint"]
+        if r["cached"] == "False":
+            first[key] = r
+    for r in rows:
+        orig = first[r["config_fingerprint"]]
+        assert r["score_phase1"] == orig["score_phase1"] and r["score_phase2"] == orig["score_phase2"]
+        if r["cached"] == "True":
+            assert r["outcome"] == "DUPLICATE" and int(r["cache_reused_from"]) == int(orig["number"])
+        phase = 1 if int(r["number"]) < 4 else 2
+        assert float(r["value"]) == float(r[f"score_phase{phase}"])  # the phase switch, with real values
+        assert float(r["value"]) not in (0.0, -1e6)
+    artifacts = sorted((Path(summary["run_dir"]) / "trials").glob("*.json"))
+    assert len(artifacts) == 4  # one per evaluated parameter set
+
+
+def test_duplicate_streak_ends_explore_cleanly(tmp_path):
+    path = write_config(tmp_path, meta={"duplicate_streak_limit": 3, "stop": {"max_trials": 40}})
+    summary = optimize(path, progress=False)
+    assert "3 duplicate parameter sets in a row" in summary["session"]["stopped_reason"]
+    assert summary["cache"]["total_trials"] < 40
+    assert (Path(summary["run_dir"]) / "best_trial.json").exists()
+
+
+def test_resume_reuses_the_cache_and_extends_by_stop_policy(tmp_path):
+    optimize(write_config(tmp_path, meta={"stop": {"max_trials": 4}}), progress=False)
+    summary = optimize(write_config(tmp_path, meta={"stop": {"max_trials": 10}}), progress=False)
+    assert summary["cache"]["total_trials"] == 10
+    assert summary["cache"]["unique_backtests"] == 4  # no set evaluated again after the resume
+    run = json.loads((Path(summary["run_dir"]) / "run.json").read_text())
+    assert len(run["sessions"]) == 2
+
+
+def test_signature_mismatch_blocks_resume_naming_what_changed(tmp_path):
+    optimize(write_config(tmp_path, meta={"stop": {"max_trials": 3}}), progress=False)
+    changed = write_config(tmp_path, "changed.yaml", parameters={
+        "exits.max_bars_held": {"type": "categorical", "choices": [12, 24, 48]},
+        "thresholds.signal_adaptation.zones.mid.entry_conf_overall": {"type": "categorical", "choices": [0.53, 0.55]},
+    })
+    with pytest.raises(ResumeBlocked, match=r"(?s)resume blocked: study signature mismatch.*search_space: exits.max_bars_held"):
+        optimize(changed, progress=False)
+    scoring = write_config(tmp_path, "scoring.yaml", scoring={"phase1": {"trials": 5}})
+    with pytest.raises(ResumeBlocked, match=r"scoring: "):
+        optimize(scoring, progress=False)
+    window = write_config(tmp_path, "window.yaml", meta={"sample_end": "2022-05-30", "stop": {"max_trials": 3}})
+    with pytest.raises(ResumeBlocked, match=r"data: .*\n.*fixed_config"):
+        optimize(window, progress=False)
+    with pytest.raises(ResumeBlocked, match=r"cannot resume even with --force-resume: parameter exits.max_bars_held"):
+        optimize(changed, RunOptions(force_resume=True), progress=False)
+    forced = optimize(scoring, RunOptions(force_resume=True, max_trials=5), progress=False)
+    assert "resumed despite signature mismatch" in forced["session"]["notes"][0]
+    assert forced["cache"]["total_trials"] == 5
+
+
+def test_a_failing_parameter_set_is_fail_not_a_number(tmp_path):
+    path = write_config(tmp_path, parameters={
+        "risk.risk_map.0.0": {"type": "categorical", "choices": [0.53, 0.9]},  # 0.9 breaks the ascending order
+        "exits.max_bars_held": {"type": "categorical", "choices": [12, 24]},
+    })
+    summary = optimize(path, progress=False)
+    rows = _trials(summary)
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert failed and all(r["value"] == "" and "risk_map confidences must ascend" in r["fail_reason"] for r in failed)
+    assert all(r["param:risk.risk_map.0.0"] == "0.9" for r in failed)
+    assert any(r["state"] == "COMPLETE" for r in rows)
+
+
+def test_best_trial_reproduces_with_genesis_backtest(tmp_path):
+    summary = optimize(write_config(tmp_path), progress=False)
+    best = json.loads((Path(summary["run_dir"]) / "best_trial.json").read_text())
+    stored = best["result"]
+    rerun = Backtester().run(build_config(stored["effective_config"])).to_dict()
+    assert rerun["fingerprints"] == stored["fingerprints"]
+    assert canonical_json(rerun["metrics"]) == canonical_json(stored["metrics"])
+
+
+def test_two_worker_processes_share_the_study_and_cache(tmp_path):
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 10}}, parameters={
+        "exits.max_bars_held": {"type": "int", "low": 6, "high": 60},
+        "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0, "step": 0.5},
+    })
+    summary = optimize(path, RunOptions(workers=2), progress=False)
+    rows = _trials(summary)
+    assert len(rows) == 10 and summary["session"]["failed_workers"] == []
+    evaluated = [r["config_fingerprint"] for r in rows if r["cached"] == "False"]
+    assert len(evaluated) == len(set(evaluated))  # no parameter set evaluated twice
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'results' / 'optuna.db'}")
+    assert len(optuna.load_study(study_name="t", storage=storage).trials) == 10
+
+
+def test_bad_configs_are_refused_before_anything_is_written(tmp_path):
+    cases = [
+        ({"meta": {"study_nam": "x"}}, r"meta.study_nam: unknown key; did you mean 'study_name'"),
+        ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 3.0, "high": 1.0}}}, r"low \(3.0\) must be below high"),
+        ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "step": 5}}}, r"step \(5.0\) is larger"),
+        ({"parameters": {"exits.stop_los_atr": {"type": "float", "low": 1.0, "high": 2.0}}}, r"params.exits.stop_los_atr: unknown key; did you mean 'stop_loss_atr'"),
+        ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "lg": True}}}, r"lg: unknown key; did you mean 'log'"),
+        ({"parameters": {"exits": {"stop_loss_atr": 2.0}}}, r"parameters.exits.stop_loss_atr: expected a parameter spec"),
+    ]
+    for i, (change, pattern) in enumerate(cases):
+        raw = yaml.safe_load(write_config(tmp_path, f"c{i}.yaml").read_text())
+        for section, values in change.items():
+            if section == "meta":
+                raw["meta"].update(values)
+            else:
+                raw["parameters"] = values
+        path = tmp_path / f"bad{i}.yaml"
+        path.write_text(yaml.safe_dump(raw))
+        with pytest.raises(ConfigError, match=pattern):
+            optimize(path, progress=False)
+    assert not (tmp_path / "results").exists()
+
+
+def test_dot_notation_and_nesting_mean_the_same(tmp_path):
+    nested = write_config(tmp_path, "n.yaml", parameters={"exits": {"stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0}}})
+    dotted = write_config(tmp_path, "d.yaml", parameters={"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0}})
+    assert load_optimizer_config(nested).parameters == load_optimizer_config(dotted).parameters
