@@ -14,6 +14,7 @@ from genesis_core.backtest import Backtester, build_config
 from genesis_core.errors import ConfigError
 from genesis_core.fingerprint import canonical_json
 from genesis_core.optimizer import ResumeBlocked, RunOptions, load_optimizer_config, optimize
+from genesis_core.optimizer._storage import open_storage
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -139,7 +140,7 @@ def test_two_worker_processes_share_the_study_and_cache(tmp_path):
     assert len(rows) == 10 and summary["session"]["failed_workers"] == []
     evaluated = [r["config_fingerprint"] for r in rows if r["cached"] == "False"]
     assert len(evaluated) == len(set(evaluated))  # no parameter set evaluated twice
-    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 'results' / 'optuna.db'}")
+    storage = open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}")
     assert len(optuna.load_study(study_name="t", storage=storage).trials) == 10
 
 
@@ -170,3 +171,62 @@ def test_dot_notation_and_nesting_mean_the_same(tmp_path):
     nested = write_config(tmp_path, "n.yaml", parameters={"exits": {"stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0}}})
     dotted = write_config(tmp_path, "d.yaml", parameters={"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0}})
     assert load_optimizer_config(nested).parameters == load_optimizer_config(dotted).parameters
+
+
+def test_kill_9_mid_run_then_resume_loses_and_corrupts_nothing(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 2000}, "stale_trial_seconds": 1.0}, parameters={
+        "exits.max_bars_held": {"type": "int", "low": 6, "high": 60},
+        "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0},
+    })
+    proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "optimize", str(path), "--json"], cwd=ROOT,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    journal = tmp_path / "results" / "optuna.journal"
+    deadline = time.time() + 120
+    while time.time() < deadline and not (tmp_path / "results" / "runs" / "t" / "trials" / "000020.json").exists():
+        time.sleep(0.1)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    assert journal.exists()
+    time.sleep(1.5)  # past stale_trial_seconds: whatever was running belongs to a dead worker
+    before = optuna.load_study(study_name="t", storage=open_storage(f"journal:///{journal}")).trials
+    assert len(before) >= 20
+    summary = optimize(path, RunOptions(max_trials=len(before) + 10), progress=False)
+    after = optuna.load_study(study_name="t", storage=open_storage(f"journal:///{journal}")).trials
+    assert all(t.state.name != "RUNNING" for t in after)
+    assert len([t for t in after if t.state.is_finished()]) >= len(before) + 10 - 1
+    running_before = [t for t in before if t.state.name == "RUNNING"]
+    if running_before:
+        assert "queued again" in " ".join(summary["session"]["notes"])
+        retried = {t.user_attrs.get("retry_of") for t in after}
+        assert {t.number for t in running_before} <= retried
+    for t in after:  # every evaluated trial's artifact is complete JSON (atomic writes)
+        if t.state.name == "COMPLETE" and not t.user_attrs["genesis"]["cached"]:
+            artifact = tmp_path / "results" / "runs" / "t" / "trials" / f"{t.number:06d}.json"
+            assert json.loads(artifact.read_text())["trial_number"] == t.number
+
+
+@pytest.mark.parametrize("scheme", ["journal", "sqlite"])
+def test_a_trial_left_running_is_failed_and_queued_again(tmp_path, scheme):
+    import time
+
+    from genesis_core.optimizer._storage import recover_stale_trials
+
+    url = f"journal:///{tmp_path / 'x.journal'}" if scheme == "journal" else f"sqlite:///{tmp_path / 'x.db'}"
+    storage = open_storage(url, grace_seconds=2.0)
+    study = optuna.create_study(storage=storage, study_name="s")
+    dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
+    orphan = study.ask(dist)
+    if scheme == "sqlite":
+        storage.record_heartbeat(orphan._trial_id)  # what study.optimize does while a trial runs
+    study.tell(study.ask(dist), 1.0)
+    time.sleep(3.5)  # heartbeat times are stored to the second: stay clear of the 2 s grace
+    assert recover_stale_trials(study, grace_seconds=2.0) == 1
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "WAITING"]
+    again = study.ask(dist)
+    assert again.number == 2 and again.params["x"] == orphan.params["x"]  # the same parameters run again

@@ -28,7 +28,14 @@ from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.optimizer._config import OptimizerConfig, load_optimizer_config
 from genesis_core.optimizer._signature import SIGNATURE_ATTR, SPACE_ATTR, ResumeBlocked, signature_diff
 from genesis_core.optimizer._space import SearchSpace
-from genesis_core.optimizer._storage import ScoreCache, default_storage_url, open_storage, redact
+from genesis_core.optimizer._storage import (
+    ScoreCache,
+    cache_url,
+    default_storage_url,
+    open_storage,
+    recover_stale_trials,
+    redact,
+)
 from genesis_core.scoring import Outcome, score
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
@@ -158,7 +165,7 @@ class Worker:
     def __init__(self, study: Study) -> None:
         self.study = study
         self.backtester = Backtester(FEATURE_CACHE)
-        self.cache = ScoreCache(study.storage_url)
+        self.cache = ScoreCache(cache_url(study.storage_url), study.config.meta.stale_trial_seconds)
         self.streak = 0
         self.stopped_reason: str | None = None
 
@@ -214,7 +221,7 @@ class Worker:
 
     def run(self, n_trials: int, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
         s = self.study
-        storage = open_storage(s.storage_url)
+        storage = open_storage(s.storage_url, s.config.meta.stale_trial_seconds)
         study = optuna.load_study(study_name=s.config.meta.study_name, storage=storage, sampler=_sampler(s), pruner=_pruner(s))
         if s.config.meta.bootstrap_random_trials and len(study.get_trials(deepcopy=False)) < s.config.meta.bootstrap_random_trials:
             seed = s.config.meta.sampler.kwargs.get("seed")
@@ -282,12 +289,14 @@ def optimize(config_path: str | Path, options: RunOptions = RunOptions(), progre
     started = time.time()
     study = load_study_spec(config_path, options.storage)
     cfg = study.config
-    storage = open_storage(study.storage_url)
+    storage = open_storage(study.storage_url, cfg.meta.stale_trial_seconds)
     optuna_study = optuna.create_study(storage=storage, study_name=cfg.meta.study_name, direction="maximize",
                                        load_if_exists=True, sampler=_sampler(study), pruner=_pruner(study))
     data_fp = Backtester().candles(study.fixed.data.path, study.fixed.data.timeframe).fingerprint
     notes = check_signature(optuna_study, study, study.signature(data_fp), options)
-    optuna.storages.fail_stale_trials(optuna_study)
+    recovered = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds)
+    if recovered:
+        notes.append(f"{recovered} trial(s) left running by a stopped worker were failed and queued again")
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     done = len([t for t in optuna_study.get_trials(deepcopy=False) if t.state.is_finished()])
     remaining = max(0, max_trials - done) if max_trials else 10**9
