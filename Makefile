@@ -18,6 +18,7 @@ demo: $(STAMP)
 	$(BIN)/genesis backtest --config configs/reference.yaml
 
 test: $(STAMP)
+	scripts/ensure-postgres.sh
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

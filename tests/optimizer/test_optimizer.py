@@ -35,8 +35,8 @@ def write_config(tmp_path: Path, name: str = "opt.yaml", **changes) -> Path:
         },
         "scoring": {"phase1": {"trials": 4}},
     }
-    for section, values in changes.items():
-        cfg[section] = {**cfg.get(section, {}), **values} if isinstance(values, dict) else values
+    for section, values in changes.items():  # parameters are replaced whole, other sections merged
+        cfg[section] = values if section == "parameters" else {**cfg.get(section, {}), **values}
     path = tmp_path / name
     path.write_text(yaml.safe_dump(cfg))
     return path

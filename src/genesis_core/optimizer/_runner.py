@@ -41,6 +41,7 @@ from genesis_core.scoring import Outcome, score
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
 # heartbeats and stale-trial retry are marked experimental but are what makes a killed worker recoverable
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+_FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
 SUMMARY_METRICS = ("num_trades", "total_return", "sharpe", "max_drawdown", "profit_factor", "win_rate", "score")
 FEATURE_CACHE = Path(".cache/genesis/features")
 
@@ -118,9 +119,13 @@ def champion_params(results_dir: str, symbol: str, timeframe: str) -> dict[str, 
         raise ConfigError(f"champion file {path} is unreadable: {exc}") from None
 
 
-def _sampler(study: Study) -> optuna.samplers.BaseSampler:
+def _sampler(study: Study, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    """The configured sampler; with a seed, worker i uses seed + i so workers do not propose the
+    same points (which the cache would answer, but which would waste the workers)."""
     s = study.config.meta.sampler
     kwargs = dict(s.kwargs)
+    if kwargs.get("seed") is not None:
+        kwargs["seed"] = int(kwargs["seed"]) + worker_index
     if s.name == "tpe":
         return optuna.samplers.TPESampler(**kwargs)
     if s.name == "random":
@@ -162,8 +167,10 @@ def _atomic_write(path: Path, text: str) -> None:
 class Worker:
     """Evaluates trials of one study in one process."""
 
-    def __init__(self, study: Study) -> None:
+    def __init__(self, study: Study, max_trials: int | None = None, index: int = 0) -> None:
         self.study = study
+        self.max_trials = max_trials
+        self.index = index
         self.backtester = Backtester(FEATURE_CACHE)
         self.cache = ScoreCache(cache_url(study.storage_url), study.config.meta.stale_trial_seconds)
         self.streak = 0
@@ -212,20 +219,23 @@ class Worker:
         return float(sc[f"phase{phase}"])
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.max_trials is not None and len(study.get_trials(deepcopy=False, states=_FINISHED)) >= self.max_trials:
+            study.stop()  # the budget is the study's, shared by every worker on every machine
         if self.streak >= self.study.config.meta.duplicate_streak_limit:
             self.stopped_reason = f"{self.streak} duplicate parameter sets in a row (meta.duplicate_streak_limit)"
             study.stop()
         bootstrap = self.study.config.meta.bootstrap_random_trials
         if bootstrap and trial.number + 1 >= bootstrap and isinstance(study.sampler, optuna.samplers.RandomSampler):
-            study.sampler = _sampler(self.study)
+            study.sampler = _sampler(self.study, self.index)
 
     def run(self, n_trials: int, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
         s = self.study
         storage = open_storage(s.storage_url, s.config.meta.stale_trial_seconds)
-        study = optuna.load_study(study_name=s.config.meta.study_name, storage=storage, sampler=_sampler(s), pruner=_pruner(s))
+        study = optuna.load_study(study_name=s.config.meta.study_name, storage=storage, sampler=_sampler(s, self.index),
+                                  pruner=_pruner(s))
         if s.config.meta.bootstrap_random_trials and len(study.get_trials(deepcopy=False)) < s.config.meta.bootstrap_random_trials:
             seed = s.config.meta.sampler.kwargs.get("seed")
-            study.sampler = optuna.samplers.RandomSampler(seed=seed)
+            study.sampler = optuna.samplers.RandomSampler(seed=None if seed is None else int(seed) + self.index)
         callbacks = [lambda st, tr: self.after_trial(st, tr)]
         if on_trial is not None:
             callbacks.append(lambda st, tr: on_trial())
@@ -233,9 +243,11 @@ class Worker:
                        catch=(GenesisError,), gc_after_trial=False)
 
 
-def _worker_process(config_path: str, storage: str, n_trials: int, timeout: float | None, cwd: str) -> None:
+def _worker_process(
+    config_path: str, storage: str, n_trials: int, max_trials: int | None, timeout: float | None, cwd: str, index: int
+) -> None:
     os.chdir(cwd)
-    Worker(load_study_spec(config_path, storage)).run(n_trials, timeout)
+    Worker(load_study_spec(config_path, storage), max_trials, index).run(n_trials, timeout)
 
 
 def _deadline(cfg: OptimizerConfig) -> float | None:
@@ -298,7 +310,7 @@ def optimize(config_path: str | Path, options: RunOptions = RunOptions(), progre
     if recovered:
         notes.append(f"{recovered} trial(s) left running by a stopped worker were failed and queued again")
     max_trials = options.max_trials or cfg.meta.stop.max_trials
-    done = len([t for t in optuna_study.get_trials(deepcopy=False) if t.state.is_finished()])
+    done = len(optuna_study.get_trials(deepcopy=False, states=_FINISHED))
     remaining = max(0, max_trials - done) if max_trials else 10**9
     workers = options.workers or cfg.meta.n_workers
     timeout = _deadline(cfg)
@@ -306,11 +318,11 @@ def optimize(config_path: str | Path, options: RunOptions = RunOptions(), progre
         raise ConfigError("meta.stop: set max_trials, timeout_seconds or end_at, or the run never ends")
     shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_process, args=(str(config_path), study.storage_url, n, timeout, os.getcwd()))
-             for n in shares[1:] if n > 0]
+    procs = [ctx.Process(target=_worker_process, args=(str(config_path), study.storage_url, n, max_trials, timeout, os.getcwd(), i))
+             for i, n in enumerate(shares) if i > 0 and n > 0]
     for p in procs:
         p.start()
-    worker = Worker(study)
+    worker = Worker(study, max_trials)
     interrupted = False
     try:
         if shares[0] > 0:

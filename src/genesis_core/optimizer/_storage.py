@@ -14,9 +14,11 @@ evaluated twice, and a claim whose worker died is taken over after ``stale_secon
 from __future__ import annotations
 
 import json
+import random
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 import sqlalchemy as sa
@@ -24,6 +26,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 
 from genesis_core.errors import GenesisError
 
+T = TypeVar("T")
 _META = sa.MetaData()
 _CACHE = sa.Table(
     "genesis_score_cache",
@@ -88,15 +91,27 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS) -> optuna.stora
         with make_engine(url).connect() as conn:  # switch the file to WAL before Optuna opens it
             conn.exec_driver_sql("SELECT 1")
     try:
-        return optuna.storages.RDBStorage(
+        return _creating_schema(lambda: optuna.storages.RDBStorage(
             url,
             engine_kwargs=_engine_kwargs(url),
             heartbeat_interval=max(1, int(grace_seconds // 3)),
             grace_period=max(2, int(grace_seconds)),
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-        )
+        ))
     except (OperationalError, sa.exc.ArgumentError, ImportError) as exc:
         raise StorageError(f"cannot open storage {redact(url)}: {exc}") from None
+
+
+def _creating_schema(create: Callable[[], T]) -> T:
+    """Run ``create``, retrying when workers started together race to create the same tables."""
+    for attempt in range(10):
+        try:
+            return create()
+        except (IntegrityError, sa.exc.ProgrammingError):
+            if attempt == 9:
+                raise
+            time.sleep(0.05 + random.random() * 0.2)  # the other worker finishes creating them
+    raise AssertionError("unreachable")
 
 
 def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECONDS) -> int:
@@ -133,7 +148,7 @@ class ScoreCache:
 
     def __init__(self, url: str, stale_seconds: float = GRACE_SECONDS) -> None:
         self._engine = make_engine(url)
-        _META.create_all(self._engine, checkfirst=True)
+        _creating_schema(lambda: _META.create_all(self._engine, checkfirst=True))
         self._stale = stale_seconds
 
     def claim(self, key: str, trial_number: int, wait_seconds: float = 120.0) -> dict[str, Any] | None:
