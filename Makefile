@@ -22,7 +22,9 @@ test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)
+	scripts/ensure-postgres.sh
 	$(BIN)/python benchmarks/bench_backtest.py
+	$(BIN)/python benchmarks/bench_optimizer.py
 
 clean:
 	rm -rf $(VENV) .cache results .pytest_cache
