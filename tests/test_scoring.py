@@ -53,3 +53,22 @@ def test_feasibility_falls_off_outside_targets_and_classic_objective():
     few = score(_m(num_trades=5), BASE_TRACE, Scoring(), Constraints(min_trades=10))
     assert few.constraints_failed == ("min_trades",)
     assert few.phase2 == pytest.approx(score(_m(num_trades=5), BASE_TRACE, Scoring(), Constraints(min_trades=0)).phase2 - 100)
+
+
+def test_checkpoints_use_only_their_prefix():
+    import numpy as np
+
+    from genesis_core.scoring import Pruning, checkpoints, prune_reason
+
+    equity = np.array([100.0, 110.0, 99.0, 99.0, 120.0])  # 4 decision bars
+    exit_bars = np.array([0, 1, 3])
+    pnls = np.array([-1.0, -2.0, 5.0])
+    p1, p2 = checkpoints(equity, exit_bars, pnls, 2)
+    assert (p1.bar, p1.trades, p1.max_loss_streak) == (2, 2, 2)  # trades exiting on bars 0 and 1
+    assert p1.total_return == pytest.approx(-0.01) and p1.max_drawdown == pytest.approx(0.1)
+    assert (p2.bar, p2.trades, p2.total_return) == (4, 3, pytest.approx(0.2))
+    assert prune_reason([p1, p2], 10, Pruning()) is None  # off unless enabled
+    assert prune_reason([p1, p2], 0, Pruning(enabled=True)) == (0, "no signals")
+    assert prune_reason([p1, p2], 10, Pruning(enabled=True, max_drawdown=0.05))[0] == 0
+    assert prune_reason([p1, p2], 10, Pruning(enabled=True, max_loss_streak=1))[1] == "2 losses in a row by bar 2 (limit 1)"
+    assert prune_reason([p1, p2], 10, Pruning(enabled=True, audit_bars=2)) is None  # two trades by bar 2

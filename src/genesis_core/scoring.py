@@ -63,12 +63,70 @@ class Phase1(StrictModel):
     min_hold_bars: float = Field(2.0, ge=0.0)
 
 
+class Pruning(StrictModel):
+    """Early stopping of doomed trials, judged at checkpoints from the bars up to each one only."""
+
+    enabled: bool = False
+    checkpoints: int = Field(4, ge=1, le=100)  # equal slices of the window
+    audit_bars: int = Field(0, ge=0)  # no trade closed by this decision bar -> pruned (0: off)
+    max_drawdown: float = Field(1.0, gt=0.0, le=1.0)  # drawdown so far above this -> pruned
+    max_loss_streak: int = Field(0, ge=0)  # losing trades in a row so far above this -> pruned (0: off)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    bar: int  # decision bars elapsed
+    total_return: float
+    max_drawdown: float
+    trades: int
+    max_loss_streak: int
+
+
+def checkpoints(equity: Any, exit_bars: Any, pnls: Any, count: int) -> list[Checkpoint]:
+    """Running results at ``count`` equal steps through the window, each from its prefix only.
+
+    ``equity[i]`` is the equity after decision bar i-1 (``equity[0]`` the initial); ``exit_bars``
+    are trades' exit bars counted from the window's first decision bar.
+    """
+    import numpy as np
+
+    bars = len(equity) - 1
+    out = []
+    for k in range(1, count + 1):
+        b = max(1, bars * k // count)
+        eq = equity[: b + 1]
+        closed = exit_bars < b
+        losing = (pnls[closed] < 0).astype(np.int8)
+        edges = np.diff(np.r_[0, losing, 0])
+        streak = int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max(initial=0))
+        out.append(Checkpoint(b, float(eq[-1] / eq[0] - 1.0), float(np.max(1.0 - eq / np.maximum.accumulate(eq))),
+                              int(closed.sum()), streak))
+    return out
+
+
+def prune_reason(points: list[Checkpoint], signals: int, pruning: Pruning) -> tuple[int, str] | None:
+    """The first checkpoint index at which a rule prunes, and why; None if none does."""
+    if not pruning.enabled:
+        return None
+    if signals == 0:
+        return 0, "no signals"
+    for i, p in enumerate(points):
+        if pruning.audit_bars and p.bar >= pruning.audit_bars and p.trades == 0:
+            return i, f"no trade in the first {pruning.audit_bars} bars"
+        if p.max_drawdown > pruning.max_drawdown:
+            return i, f"drawdown {p.max_drawdown:.3f} above {pruning.max_drawdown} by bar {p.bar}"
+        if pruning.max_loss_streak and p.max_loss_streak > pruning.max_loss_streak:
+            return i, f"{p.max_loss_streak} losses in a row by bar {p.bar} (limit {pruning.max_loss_streak})"
+    return None
+
+
 class Scoring(StrictModel):
     objective: Literal["production", "classic"] = "production"
     phase1: Phase1 = Phase1()
     streak_limit: int = Field(8, ge=1)
     constraint_penalty: float = Field(100.0, ge=0.0)
     penalties: Penalties = Penalties()
+    pruning: Pruning = Pruning()
 
 
 @dataclass(frozen=True)

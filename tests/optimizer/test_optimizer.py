@@ -211,6 +211,7 @@ def test_kill_9_mid_run_then_resume_loses_and_corrupts_nothing(tmp_path):
             assert json.loads(artifact.read_text())["trial_number"] == t.number
 
 
+@pytest.mark.filterwarnings("ignore:Heartbeat of storage is supposed to be used with Study.optimize")
 @pytest.mark.parametrize("scheme", ["journal", "sqlite"])
 def test_a_trial_left_running_is_failed_and_queued_again(tmp_path, scheme):
     import time
@@ -230,3 +231,26 @@ def test_a_trial_left_running_is_failed_and_queued_again(tmp_path, scheme):
     assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "WAITING"]
     again = study.ask(dist)
     assert again.number == 2 and again.params["x"] == orphan.params["x"]  # the same parameters run again
+
+
+def test_pruning_rules_prune_with_a_reason_and_duplicates_stay_pruned(tmp_path):
+    path = write_config(tmp_path, scoring={"phase1": {"trials": 4}, "pruning": {"enabled": True, "max_drawdown": 0.05}})
+    summary = optimize(path, progress=False)
+    rows = _trials(summary)
+    assert {r["state"] for r in rows} == {"PRUNED"}
+    assert all("drawdown" in r["pruned"] and "above 0.05" in r["pruned"] for r in rows)
+    assert summary["cache"]["unique_backtests"] == 4 and summary["cache"]["cache_hits"] == 8
+    study = optuna.load_study(study_name="t", storage=open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}"))
+    evaluated = [t for t in study.trials if not t.user_attrs["genesis"]["cached"]]
+    assert all(t.intermediate_values for t in evaluated)  # checkpoint values were reported
+    assert summary["best_trial"] is None
+
+
+def test_median_pruner_works_when_configured(tmp_path):
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 25}, "pruner": {"name": "median", "kwargs": {"n_startup_trials": 3}}},
+                        parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+                                    "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0}})
+    rows = _trials(optimize(path, progress=False))
+    pruned = [r for r in rows if r["state"] == "PRUNED"]
+    assert pruned and all(r["pruned"].startswith("MedianPruner at bar") for r in pruned)
+    assert any(r["state"] == "COMPLETE" for r in rows)

@@ -21,7 +21,7 @@ import optuna
 from optuna.trial import TrialState
 
 from genesis_core import __version__
-from genesis_core.backtest import Backtester, BacktestConfig, build_config, read_config_file
+from genesis_core.backtest import Backtester, BacktestConfig, BacktestResult, build_config, read_config_file
 from genesis_core.data import parse_ts
 from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
@@ -36,7 +36,7 @@ from genesis_core.optimizer._storage import (
     recover_stale_trials,
     redact,
 )
-from genesis_core.scoring import Outcome, score
+from genesis_core.scoring import Outcome, checkpoints, prune_reason, score
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
 # heartbeats and stale-trial retry are marked experimental but are what makes a killed worker recoverable
@@ -175,6 +175,7 @@ class Worker:
         self.cache = ScoreCache(cache_url(study.storage_url), study.config.meta.stale_trial_seconds)
         self.streak = 0
         self.stopped_reason: str | None = None
+        self.pruner = _pruner(study)
 
     def objective(self, trial: optuna.Trial) -> float:
         s = self.study
@@ -195,28 +196,47 @@ class Worker:
             self.streak += 1
             outcome = Outcome.DUPLICATE.value
             attrs.update(cached=True, cache_reused=cached["trial_number"], original_outcome=cached["score"]["outcome"])
-            sc, metrics = cached["score"], cached["metrics"]
+            sc, metrics, pruned = cached["score"], cached["metrics"], cached.get("pruned")
         else:
             self.streak = 0
             try:
                 result = self.backtester.execute(plan)
                 score_ = score(result.metrics, result.trace, s.config.scoring, s.config.constraints)
                 sc, metrics = score_.to_dict(), {k: result.metrics[k] for k in SUMMARY_METRICS}
+                pruned = self._prune(trial, result, phase)
                 artifact = {"trial_number": trial.number, "params": s.space.trial_params(trial), "score": sc,
-                            **result.to_dict(trades=False)}
+                            "pruned": pruned, **result.to_dict(trades=False)}
                 _atomic_write(s.run_dir / "trials" / f"{trial.number:06d}.json", json.dumps(artifact))
-                self.cache.store(key, {"trial_number": trial.number, "score": sc, "metrics": metrics})
+                self.cache.store(key, {"trial_number": trial.number, "score": sc, "metrics": metrics, "pruned": pruned})
             except BaseException:
                 self.cache.release(key)
                 raise
             outcome = sc["outcome"]
             attrs["cached"] = False
         attrs.update(score_phase1=sc["phase1"], score_phase2=sc["phase2"], constraints_failed=sc["constraints_failed"],
-                     metrics=metrics)
+                     metrics=metrics, pruned=pruned)
         # two writes per trial: each user attribute is its own storage transaction
         trial.set_user_attr("outcome", outcome)
         trial.set_user_attr("genesis", attrs)
+        if pruned is not None:
+            raise optuna.TrialPruned(pruned)
         return float(sc[f"phase{phase}"])
+
+    def _prune(self, trial: optuna.Trial, result: BacktestResult, phase: int) -> str | None:
+        """Report checkpoint values (for Optuna's pruners) and apply the pruning rules."""
+        cfg = self.study.config.scoring.pruning
+        if not cfg.enabled and isinstance(self.pruner, optuna.pruners.NopPruner):
+            return None
+        exit_bars = result.engine.trade_column("exit_bar") - result.window.start_index
+        points = checkpoints(result.engine.equity, exit_bars, result.engine.trade_column("pnl"), cfg.checkpoints)
+        rule = prune_reason(points, result.trace["signals"], cfg)
+        for i, p in enumerate(points):
+            trial.report(p.total_return, step=p.bar)
+            if rule is not None and rule[0] == i:
+                return rule[1]
+            if i < len(points) - 1 and trial.should_prune():
+                return f"{type(self.pruner).__name__} at bar {p.bar}"
+        return None
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.max_trials is not None and len(study.get_trials(deepcopy=False, states=_FINISHED)) >= self.max_trials:
@@ -232,7 +252,7 @@ class Worker:
         s = self.study
         storage = open_storage(s.storage_url, s.config.meta.stale_trial_seconds)
         study = optuna.load_study(study_name=s.config.meta.study_name, storage=storage, sampler=_sampler(s, self.index),
-                                  pruner=_pruner(s))
+                                  pruner=self.pruner)
         if s.config.meta.bootstrap_random_trials and len(study.get_trials(deepcopy=False)) < s.config.meta.bootstrap_random_trials:
             seed = s.config.meta.sampler.kwargs.get("seed")
             study.sampler = optuna.samplers.RandomSampler(seed=None if seed is None else int(seed) + self.index)
@@ -393,6 +413,7 @@ def _trial_rows(trials: list[optuna.trial.FrozenTrial], space: SearchSpace) -> l
             "phase": g.get("phase", ""), "score_phase1": g.get("score_phase1"), "score_phase2": g.get("score_phase2"),
             "cached": g.get("cached", ""), "cache_reused_from": g.get("cache_reused", ""),
             "constraints_failed": ";".join(g.get("constraints_failed", [])),
+            "pruned": g.get("pruned") or "",
             **{f"param:{p}": v for p, v in space.trial_params(t).items()},
             **{m: g.get("metrics", {}).get(m) for m in SUMMARY_METRICS},
             "config_fingerprint": g.get("config_fingerprint", ""),
