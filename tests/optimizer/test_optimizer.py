@@ -254,3 +254,91 @@ def test_median_pruner_works_when_configured(tmp_path):
     pruned = [r for r in rows if r["state"] == "PRUNED"]
     assert pruned and all(r["pruned"].startswith("MedianPruner at bar") for r in pruned)
     assert any(r["state"] == "COMPLETE" for r in rows)
+
+
+def test_ctrl_c_finishes_trials_in_flight_writes_everything_and_says_how_to_resume(tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 5000}}, parameters={
+        "exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+        "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0},
+    })
+    proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "optimize", str(path), "--workers", "2"], cwd=ROOT,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 30:
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)  # to the main process only: it passes the signal on to its worker
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted; resume with: genesis optimize" in err
+    rows = _trials({"run_dir": str(tmp_path / "results" / "runs" / "t")})
+    assert len(rows) >= 30 and {r["state"] for r in rows} == {"COMPLETE"}  # nothing left running or failed
+    run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
+    assert run["sessions"][-1]["interrupted"] is True
+    resumed = optimize(path, RunOptions(max_trials=len(rows) + 5), progress=False)
+    assert resumed["cache"]["total_trials"] >= len(rows) + 5
+
+
+@pytest.mark.parametrize("storage", ["journal", "sqlite"])
+def test_optuna_dashboard_opens_the_storage_unchanged(tmp_path, storage):
+    from wsgiref.util import setup_testing_defaults
+
+    from optuna_dashboard import wsgi
+
+    url = None if storage == "journal" else f"sqlite:///{tmp_path / 'results' / 'optuna.db'}"
+    summary = optimize(write_config(tmp_path, meta={"stop": {"max_trials": 6}}), RunOptions(storage=url), progress=False)
+    app = wsgi(open_storage(url or f"journal:///{tmp_path / 'results' / 'optuna.journal'}"))
+
+    def get(path: str) -> dict:
+        environ: dict = {"PATH_INFO": path, "REQUEST_METHOD": "GET"}
+        setup_testing_defaults(environ)
+        status: list[str] = []
+        body = b"".join(app(environ, lambda s, h, exc_info=None: status.append(s)))
+        assert status[0].startswith("200"), (path, status)
+        return json.loads(body)
+
+    studies = get("/api/studies")["study_summaries"]
+    assert [s["study_name"] for s in studies] == ["t"]
+    detail = get(f"/api/studies/{studies[0]['study_id']}")
+    assert len(detail["trials"]) == summary["cache"]["total_trials"] == 6
+    assert {a["key"] for a in detail["trials"][0]["user_attrs"]} >= {"outcome", "genesis"}
+
+
+def test_a_study_without_signature_warns_and_can_be_backfilled(tmp_path):
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 3}})
+    storage = open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}")
+    legacy = optuna.create_study(storage=storage, study_name="t", direction="maximize")
+    legacy.optimize(lambda t: t.suggest_categorical("exits.max_bars_held", [12, 24]) / 100, n_trials=1)
+    warned = optimize(path, progress=False)
+    assert "has 1 trials but no signature" in warned["session"]["notes"][0]
+    assert "genesis_signature" not in optuna.load_study(study_name="t", storage=storage).user_attrs
+    filled = optimize(path, RunOptions(backfill_signature=True, max_trials=4), progress=False)
+    assert filled["session"]["notes"] == ["signature backfilled by --backfill-signature"]
+    assert "genesis_signature" in optuna.load_study(study_name="t", storage=storage).user_attrs
+    assert optimize(path, RunOptions(max_trials=5), progress=False)["session"]["notes"] == []
+
+
+def test_cli_optimize_json_and_exit_codes(tmp_path):
+    import subprocess
+    import sys
+
+    def cli(*args):
+        return subprocess.run([sys.executable, "-m", "genesis_core", "optimize", *args], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    ok = cli(str(write_config(tmp_path, meta={"stop": {"max_trials": 4}})), "--json")
+    assert ok.returncode == 0, ok.stderr
+    summary = json.loads(ok.stdout)
+    assert summary["cache"]["total_trials"] == 4 and summary["best_trial"] is not None
+    bad = write_config(tmp_path, "bad.yaml", meta={"stop": {"max_trial": 4}, "results_dir": str(tmp_path / "never")})
+    proc = cli(str(bad))
+    assert proc.returncode == 2 and "meta.stop.max_trial: unknown key; did you mean 'max_trials'?" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "never").exists()
+    changed = write_config(tmp_path, "changed.yaml", scoring={"objective": "classic"})
+    proc = cli(str(changed))
+    assert proc.returncode == 2 and "resume blocked: study signature mismatch" in proc.stderr and "scoring:" in proc.stderr

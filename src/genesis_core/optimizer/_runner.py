@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import io
 import json
 import multiprocessing
 import os
 import platform
+import signal
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -176,6 +178,8 @@ class Worker:
         self.streak = 0
         self.stopped_reason: str | None = None
         self.pruner = _pruner(study)
+        self.interrupted = False
+        self.children: list[multiprocessing.process.BaseProcess] = []  # worker processes to pass Ctrl-C on to
 
     def objective(self, trial: optuna.Trial) -> float:
         s = self.study
@@ -239,6 +243,8 @@ class Worker:
         return None
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.interrupted:
+            study.stop()  # Ctrl-C: the trial in flight has finished; stop here
         if self.max_trials is not None and len(study.get_trials(deepcopy=False, states=_FINISHED)) >= self.max_trials:
             study.stop()  # the budget is the study's, shared by every worker on every machine
         if self.streak >= self.study.config.meta.duplicate_streak_limit:
@@ -262,12 +268,30 @@ class Worker:
         study.optimize(self.objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
                        catch=(GenesisError,), gc_after_trial=False)
 
+    @contextlib.contextmanager
+    def stopping_on_sigint(self) -> Iterator[None]:
+        """Ctrl-C finishes the trial in flight, then stops; the signal is passed on to child workers."""
+
+        def on_sigint(signum: int, frame: object) -> None:
+            self.interrupted = True
+            for child in self.children:
+                if child.is_alive() and child.pid is not None:
+                    os.kill(child.pid, signal.SIGINT)
+
+        previous = signal.signal(signal.SIGINT, on_sigint)
+        try:
+            yield
+        finally:
+            signal.signal(signal.SIGINT, previous)
+
 
 def _worker_process(
     config_path: str, storage: str, n_trials: int, max_trials: int | None, timeout: float | None, cwd: str, index: int
 ) -> None:
     os.chdir(cwd)
-    Worker(load_study_spec(config_path, storage), max_trials, index).run(n_trials, timeout)
+    worker = Worker(load_study_spec(config_path, storage), max_trials, index)
+    with worker.stopping_on_sigint():
+        worker.run(n_trials, timeout)
 
 
 def _deadline(cfg: OptimizerConfig) -> float | None:
@@ -280,16 +304,18 @@ def _deadline(cfg: OptimizerConfig) -> float | None:
 
 
 def check_signature(optuna_study: optuna.Study, study: Study, current: dict[str, str], options: RunOptions) -> list[str]:
-    """Stop before any trial if the study was made with other settings; returns notes to record."""
+    """Stop before any trial if the study was made with other settings (warn if it has no signature);
+    returns notes to record in the run metadata."""
     stored = optuna_study.user_attrs.get(SIGNATURE_ATTR)
     n_trials = len(optuna_study.get_trials(deepcopy=False))
     notes: list[str] = []
     if stored is None:
         if n_trials and not options.backfill_signature:
-            raise ResumeBlocked(
-                f"study {study.config.meta.study_name!r} has {n_trials} trials but no signature; "
-                "rerun with --backfill-signature to adopt the current one"
+            notes.append(
+                f"study {study.config.meta.study_name!r} has {n_trials} trials but no signature, so nothing proves they "
+                "were made with this config; --backfill-signature adopts the current one"
             )
+            return notes
         if n_trials:
             notes.append("signature backfilled by --backfill-signature")
     else:
@@ -343,19 +369,16 @@ def optimize(config_path: str | Path, options: RunOptions = RunOptions(), progre
     for p in procs:
         p.start()
     worker = Worker(study, max_trials)
-    interrupted = False
-    try:
+    worker.children = procs
+    with worker.stopping_on_sigint():
         if shares[0] > 0:
             if progress:
                 _run_with_progress(worker, optuna_study, shares[0], remaining, timeout)
             else:
                 worker.run(shares[0], timeout)
-    except KeyboardInterrupt:
-        interrupted = True
         for p in procs:
-            p.terminate()
-    for p in procs:
-        p.join()
+            p.join()
+    interrupted = worker.interrupted
     failed_workers = [p.exitcode for p in procs if p.exitcode not in (0, None) and not interrupted]
     summary = write_artifacts(study, optuna_study, {
         "started": _iso(started), "finished": _iso(time.time()), "seconds": round(time.time() - started, 3),
