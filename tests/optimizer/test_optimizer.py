@@ -342,3 +342,36 @@ def test_cli_optimize_json_and_exit_codes(tmp_path):
     changed = write_config(tmp_path, "changed.yaml", scoring={"objective": "classic"})
     proc = cli(str(changed))
     assert proc.returncode == 2 and "resume blocked: study signature mismatch" in proc.stderr and "scoring:" in proc.stderr
+
+
+def test_grid_sampler_walks_the_grid_and_high_hit_rates_warn(tmp_path):
+    grid = write_config(tmp_path, meta={"sampler": {"name": "grid"}, "stop": {"max_trials": 12}}, parameters={
+        "exits.max_bars_held": {"type": "grid", "values": [12, 24]},
+        "exits.stop_loss_atr": {"type": "grid", "values": [1.5, 2.5]},
+    })
+    rows = _trials(optimize(grid, progress=False))
+    assert sorted((r["param:exits.max_bars_held"], r["param:exits.stop_loss_atr"]) for r in rows) == [
+        ("12", "1.5"), ("12", "2.5"), ("24", "1.5"), ("24", "2.5")]  # each point once, then the grid is done
+    tiny = write_config(tmp_path, "tiny.yaml", meta={"study_name": "tiny", "stop": {"max_trials": 12}},
+                        parameters={"exits.max_bars_held": {"type": "categorical", "choices": [12, 24]}})
+    summary = optimize(tiny, progress=False)
+    assert summary["cache"]["hit_rate"] > 0.8 and "cache hit rate" in summary["warnings"][0]
+    mixed = write_config(tmp_path, "mixed.yaml", meta={"study_name": "m", "sampler": {"name": "grid"}},
+                         parameters={"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0}})
+    with pytest.raises(ConfigError, match="every searched parameter must be categorical or grid"):
+        optimize(mixed, progress=False)
+
+
+def test_the_champion_is_merged_unless_skipped(tmp_path):
+    champions = tmp_path / "results" / "champions"
+    champions.mkdir(parents=True)
+    (champions / "BTCUSD_1h.json").write_text(json.dumps({"effective_config": {"params": {"exits": {"take_profit_atr": 5.5}}}}))
+
+    def take_profit_used(path: Path) -> set:
+        summary = optimize(path, progress=False)
+        return {json.loads(f.read_text())["effective_config"]["params"]["exits"]["take_profit_atr"]
+                for f in (Path(summary["run_dir"]) / "trials").glob("*.json")}
+
+    assert take_profit_used(write_config(tmp_path, meta={"stop": {"max_trials": 3}})) == {5.5}
+    skipped = write_config(tmp_path, "skip.yaml", meta={"study_name": "s", "skip_champion_merge": True, "stop": {"max_trials": 3}})
+    assert take_profit_used(skipped) == {3.0}  # the base config's value
