@@ -58,10 +58,9 @@ class RunOptions:
 
 
 @dataclass
-class Study:
+class StudySpec:
     """Everything a worker needs, built the same way in every process from the config file."""
 
-    config_path: str
     config: OptimizerConfig
     space: SearchSpace
     base: dict[str, Any]
@@ -93,7 +92,7 @@ class Study:
         }
 
 
-def load_study_spec(config_path: str | Path, storage: str | None = None) -> Study:
+def load_study_spec(config_path: str | Path, storage: str | None = None) -> StudySpec:
     cfg = load_optimizer_config(config_path)
     m = cfg.meta
     base = read_config_file(m.base_config)
@@ -104,9 +103,10 @@ def load_study_spec(config_path: str | Path, storage: str | None = None) -> Stud
     if m.warmup_bars is not None:
         data["warmup_bars"] = m.warmup_bars
     url = storage or m.storage or default_storage_url(m.results_dir)
-    study = Study(str(config_path), cfg, SearchSpace(cfg), base, champion, {"data": data}, url,
-                  Path(m.results_dir) / "runs" / m.study_name)
+    study = StudySpec(cfg, SearchSpace(cfg), base, champion, {"data": data}, url, Path(m.results_dir) / "runs" / m.study_name)
     build_config(base, champion, study.overrides, study.space.midpoint())  # every searched path exists
+    _sampler(study)  # sampler and pruner kwargs are checked too, before anything is written
+    _pruner(study)
     return study
 
 
@@ -121,7 +121,14 @@ def champion_params(results_dir: str, symbol: str, timeframe: str) -> dict[str, 
         raise ConfigError(f"champion file {path} is unreadable: {exc}") from None
 
 
-def _sampler(study: Study, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+def _sampler(study: StudySpec, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+    try:
+        return _make_sampler(study, worker_index)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"meta.sampler: {study.config.meta.sampler.name} does not accept these kwargs: {exc}") from None
+
+
+def _make_sampler(study: StudySpec, worker_index: int) -> optuna.samplers.BaseSampler:
     """The configured sampler; with a seed, worker i uses seed + i so workers do not propose the
     same points (which the cache would answer, but which would waste the workers)."""
     s = study.config.meta.sampler
@@ -141,13 +148,13 @@ def _sampler(study: Study, worker_index: int = 0) -> optuna.samplers.BaseSampler
     return optuna.samplers.GridSampler(study.space.grid, **kwargs)
 
 
-def _pruner(study: Study) -> optuna.pruners.BasePruner:
+def _pruner(study: StudySpec) -> optuna.pruners.BasePruner:
     p = study.config.meta.pruner
-    if p.name == "median":
-        return optuna.pruners.MedianPruner(**p.kwargs)
-    if p.name == "hyperband":
-        return optuna.pruners.HyperbandPruner(**p.kwargs)
-    return optuna.pruners.NopPruner()
+    make = {"median": optuna.pruners.MedianPruner, "hyperband": optuna.pruners.HyperbandPruner}.get(p.name)
+    try:
+        return make(**p.kwargs) if make else optuna.pruners.NopPruner()
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"meta.pruner: {p.name} does not accept these kwargs: {exc}") from None
 
 
 def _suggest(trial: optuna.Trial, path: str, dist: optuna.distributions.BaseDistribution) -> None:
@@ -169,7 +176,7 @@ def _atomic_write(path: Path, text: str) -> None:
 class Worker:
     """Evaluates trials of one study in one process."""
 
-    def __init__(self, study: Study, max_trials: int | None = None, index: int = 0) -> None:
+    def __init__(self, study: StudySpec, max_trials: int | None = None, index: int = 0) -> None:
         self.study = study
         self.max_trials = max_trials
         self.index = index
@@ -303,7 +310,7 @@ def _deadline(cfg: OptimizerConfig) -> float | None:
     return min(limits) if limits else None
 
 
-def check_signature(optuna_study: optuna.Study, study: Study, current: dict[str, str], options: RunOptions) -> list[str]:
+def check_signature(optuna_study: optuna.Study, study: StudySpec, current: dict[str, str], options: RunOptions) -> list[str]:
     """Stop before any trial if the study was made with other settings (warn if it has no signature);
     returns notes to record in the run metadata."""
     stored = optuna_study.user_attrs.get(SIGNATURE_ATTR)
@@ -452,7 +459,7 @@ def _best(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | 
     return max(valid, key=lambda t: (_g(t)["score_phase2"], -t.number), default=None)
 
 
-def write_artifacts(study: Study, optuna_study: optuna.Study, session: dict[str, Any]) -> dict[str, Any]:
+def write_artifacts(study: StudySpec, optuna_study: optuna.Study, session: dict[str, Any]) -> dict[str, Any]:
     """trials.csv, best_trial.json and run.json in the run folder, each written atomically."""
     trials = optuna_study.get_trials(deepcopy=False)
     rows = _trial_rows(trials, study.space)
