@@ -375,3 +375,21 @@ def test_the_champion_is_merged_unless_skipped(tmp_path):
     assert take_profit_used(write_config(tmp_path, meta={"stop": {"max_trials": 3}})) == {5.5}
     skipped = write_config(tmp_path, "skip.yaml", meta={"study_name": "s", "skip_champion_merge": True, "stop": {"max_trials": 3}})
     assert take_profit_used(skipped) == {3.0}  # the base config's value
+
+
+def test_bootstrap_random_trials_come_first(tmp_path):
+    space = {"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+             "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0}}
+    path = write_config(tmp_path, meta={"bootstrap_random_trials": 3, "stop": {"max_trials": 5},
+                                        "sampler": {"name": "tpe", "kwargs": {"seed": 11, "n_startup_trials": 0}}},
+                        parameters=space)
+    rows = _trials(optimize(path, progress=False))
+    reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=11))
+    for r in rows[:3]:
+        t = reference.ask()
+        t.suggest_int("exits.max_bars_held", 6, 96)
+        t.suggest_float("exits.stop_loss_atr", 0.5, 5.0)
+        assert (int(r["param:exits.max_bars_held"]), float(r["param:exits.stop_loss_atr"])) == (
+            t.params["exits.max_bars_held"], t.params["exits.stop_loss_atr"])
+        reference.tell(t, 0.0)
+    assert len(rows) == 5
