@@ -393,3 +393,15 @@ def test_bootstrap_random_trials_come_first(tmp_path):
             t.params["exits.max_bars_held"], t.params["exits.stop_loss_atr"])
         reference.tell(t, 0.0)
     assert len(rows) == 5
+
+
+def test_duplicate_streak_can_widen_before_it_stops(tmp_path):
+    path = write_config(tmp_path, meta={"duplicate_streak_limit": 3, "duplicate_streak_action": "widen", "stop": {"max_trials": 40}},
+                        parameters={"exits.max_bars_held": {"type": "categorical", "choices": [12, 24]}})
+    summary = optimize(path, progress=False)
+    s = summary["session"]
+    assert s["widened"] == 1
+    assert "even when sampling at random: the space looks exhausted" in s["stopped_reason"]
+    assert summary["cache"]["unique_backtests"] == 2 and summary["cache"]["total_trials"] < 40
+    rows = _trials(summary)
+    assert [r["outcome"] for r in rows[-6:]] == ["DUPLICATE"] * 6  # a streak of 3, widening, 3 more, stop

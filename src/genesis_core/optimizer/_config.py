@@ -110,6 +110,9 @@ class Meta(StrictModel):
     n_workers: int = Field(1, ge=1)
     bootstrap_random_trials: int = Field(0, ge=0)
     duplicate_streak_limit: int = Field(50, ge=1)
+    # stop: end the explore phase; widen: sample at random for as many trials, then go back (and
+    # stop if duplicates go on even then: the space is exhausted)
+    duplicate_streak_action: Literal["stop", "widen"] = "stop"
     stale_trial_seconds: float = Field(30.0, gt=0)  # a RUNNING trial or cache claim older than this is a dead worker's
     skip_champion_merge: bool = False
 

@@ -185,6 +185,8 @@ class Worker:
         self.streak = 0
         self.stopped_reason: str | None = None
         self.pruner = _pruner(study)
+        self.random_until = 0  # trials before this number are sampled at random (bootstrap, widening)
+        self.widened = 0
         self.interrupted = False
         self.children: list[multiprocessing.process.BaseProcess] = []  # worker processes to pass Ctrl-C on to
 
@@ -254,21 +256,32 @@ class Worker:
             study.stop()  # Ctrl-C: the trial in flight has finished; stop here
         if self.max_trials is not None and len(study.get_trials(deepcopy=False, states=_FINISHED)) >= self.max_trials:
             study.stop()  # the budget is the study's, shared by every worker on every machine
-        if self.streak >= self.study.config.meta.duplicate_streak_limit:
-            self.stopped_reason = f"{self.streak} duplicate parameter sets in a row (meta.duplicate_streak_limit)"
-            study.stop()
-        bootstrap = self.study.config.meta.bootstrap_random_trials
-        if bootstrap and trial.number + 1 >= bootstrap and isinstance(study.sampler, optuna.samplers.RandomSampler):
-            study.sampler = _sampler(self.study, self.index)
+        meta = self.study.config.meta
+        if self.streak >= meta.duplicate_streak_limit:
+            if meta.duplicate_streak_action == "widen" and self.random_until <= trial.number:
+                self.random_until = trial.number + 1 + meta.duplicate_streak_limit
+                self.widened += 1
+                self.streak = 0
+                study.sampler = self._random_sampler(trial.number + 1)
+            else:
+                exhausted = " even when sampling at random: the space looks exhausted" if meta.duplicate_streak_action == "widen" else ""
+                self.stopped_reason = f"{self.streak} duplicate parameter sets in a row (meta.duplicate_streak_limit){exhausted}"
+                study.stop()
+        elif trial.number + 1 >= self.random_until and isinstance(study.sampler, optuna.samplers.RandomSampler):
+            study.sampler = _sampler(self.study, self.index)  # bootstrap or widening done: back to the configured one
+
+    def _random_sampler(self, offset: int) -> optuna.samplers.RandomSampler:
+        seed = self.study.config.meta.sampler.kwargs.get("seed")
+        return optuna.samplers.RandomSampler(seed=None if seed is None else int(seed) + self.index + offset)
 
     def run(self, n_trials: int, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
         s = self.study
         storage = open_storage(s.storage_url, s.config.meta.stale_trial_seconds)
         study = optuna.load_study(study_name=s.config.meta.study_name, storage=storage, sampler=_sampler(s, self.index),
                                   pruner=self.pruner)
-        if s.config.meta.bootstrap_random_trials and len(study.get_trials(deepcopy=False)) < s.config.meta.bootstrap_random_trials:
-            seed = s.config.meta.sampler.kwargs.get("seed")
-            study.sampler = optuna.samplers.RandomSampler(seed=None if seed is None else int(seed) + self.index)
+        self.random_until = s.config.meta.bootstrap_random_trials
+        if len(study.get_trials(deepcopy=False)) < self.random_until:
+            study.sampler = self._random_sampler(0)
         callbacks = [lambda st, tr: self.after_trial(st, tr)]
         if on_trial is not None:
             callbacks.append(lambda st, tr: on_trial())
@@ -390,7 +403,7 @@ def optimize(config_path: str | Path, options: RunOptions = RunOptions(), progre
     summary = write_artifacts(study, optuna_study, {
         "started": _iso(started), "finished": _iso(time.time()), "seconds": round(time.time() - started, 3),
         "workers": workers, "max_trials": max_trials, "interrupted": interrupted,
-        "stopped_reason": worker.stopped_reason, "notes": notes, "failed_workers": failed_workers,
+        "stopped_reason": worker.stopped_reason, "widened": worker.widened, "notes": notes, "failed_workers": failed_workers,
     })
     if interrupted:
         summary["resume_hint"] = f"genesis optimize {config_path}  (the study resumes where it stopped)"
