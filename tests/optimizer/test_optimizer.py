@@ -206,7 +206,7 @@ def test_kill_9_mid_run_then_resume_loses_and_corrupts_nothing(tmp_path):
         retried = {t.user_attrs.get("retry_of") for t in after}
         assert {t.number for t in running_before} <= retried
     for t in after:  # every evaluated trial's artifact is complete JSON (atomic writes)
-        if t.state.name == "COMPLETE" and not t.user_attrs["genesis"]["cached"]:
+        if t.state.name == "COMPLETE" and not t.user_attrs["cached"]:
             artifact = tmp_path / "results" / "runs" / "t" / "trials" / f"{t.number:06d}.json"
             assert json.loads(artifact.read_text())["trial_number"] == t.number
 
@@ -241,7 +241,7 @@ def test_pruning_rules_prune_with_a_reason_and_duplicates_stay_pruned(tmp_path):
     assert all("drawdown" in r["pruned"] and "above 0.05" in r["pruned"] for r in rows)
     assert summary["cache"]["unique_backtests"] == 4 and summary["cache"]["cache_hits"] == 8
     study = optuna.load_study(study_name="t", storage=open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}"))
-    evaluated = [t for t in study.trials if not t.user_attrs["genesis"]["cached"]]
+    evaluated = [t for t in study.trials if not t.user_attrs["cached"]]
     assert all(t.intermediate_values for t in evaluated)  # checkpoint values were reported
     assert summary["best_trial"] is None
 
@@ -306,7 +306,7 @@ def test_optuna_dashboard_opens_the_storage_unchanged(tmp_path, storage):
     assert [s["study_name"] for s in studies] == ["t"]
     detail = get(f"/api/studies/{studies[0]['study_id']}")
     assert len(detail["trials"]) == summary["cache"]["total_trials"] == 6
-    assert {a["key"] for a in detail["trials"][0]["user_attrs"]} >= {"outcome", "genesis"}
+    assert {a["key"] for a in detail["trials"][0]["user_attrs"]} >= {"outcome", "cached", "score_phase1", "score_phase2", "genesis"}
 
 
 def test_a_study_without_signature_warns_and_can_be_backfilled(tmp_path):
