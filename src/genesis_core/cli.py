@@ -157,6 +157,34 @@ def optimize(
         raise typer.Exit(130)
 
 
+@app.command("check-equivalence")
+@_handle_errors
+def check_equivalence(
+    run: Annotated[str, typer.Argument(help="Run folder, or a study name under results/runs.")],
+    trial: Annotated[list[int] | None, typer.Option("--trial", help="Trial number (repeatable); default: --all.")] = None,
+    all_trials: Annotated[bool, typer.Option("--all", help="Every evaluated trial of the run.")] = False,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-run trials from their stored artifacts alone; exit 1 if anything differs."""
+    from genesis_core.validation import check_equivalence as check, resolve_run
+
+    if trial and all_trials:
+        raise typer.BadParameter("give --trial or --all, not both")
+    results = check(resolve_run(run), None if all_trials or not trial else list(trial))
+    failed = [r for r in results if not r.ok]
+    if as_json:
+        sys.stdout.write(json.dumps([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results], indent=2) + "\n")
+    else:
+        table = Table(title=f"Re-run from artifacts: {len(results) - len(failed)} of {len(results)} identical")
+        table.add_column("trial", justify="right")
+        table.add_column("result")
+        for r in results:
+            table.add_row(str(r.trial), "[green]OK[/]" if r.ok else "[red]" + "\n".join(r.differences[:10]) + "[/]")
+        out.print(table)
+    if failed:
+        raise typer.Exit(1)
+
+
 @model_app.command("train")
 @_handle_errors
 def model_train(

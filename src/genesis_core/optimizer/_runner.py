@@ -449,8 +449,25 @@ def _g(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     return t.user_attrs.get("genesis", {})
 
 
+def _same_outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
+    """Evaluated trial -> the first earlier trial whose config differs but whose metrics are identical:
+    a sign that a searched parameter changes nothing. Configs that never trade are left out: they agree trivially."""
+    first: dict[str, tuple[int, str]] = {}
+    same: dict[int, int] = {}
+    for t in trials:
+        g = _g(t)
+        if t.user_attrs.get("cached") is not False or not g.get("metrics", {}).get("num_trades"):
+            continue
+        key = fingerprint(g["metrics"])
+        if key in first and first[key][1] != g["config_fingerprint"]:
+            same[t.number] = first[key][0]
+        first.setdefault(key, (t.number, g["config_fingerprint"]))
+    return same
+
+
 def _trial_rows(trials: list[optuna.trial.FrozenTrial], space: SearchSpace) -> list[dict[str, Any]]:
     rows = []
+    same = _same_outcomes(trials)
     for t in trials:
         g, a = _g(t), t.user_attrs
         rows.append({
@@ -462,6 +479,7 @@ def _trial_rows(trials: list[optuna.trial.FrozenTrial], space: SearchSpace) -> l
             **{f"param:{p}": v for p, v in space.trial_params(t).items()},
             **{m: g.get("metrics", {}).get(m) for m in SUMMARY_METRICS},
             "config_fingerprint": g.get("config_fingerprint", ""),
+            "same_outcome_as": same.get(t.number, ""),
             "fail_reason": t.user_attrs.get("error", ""),
             "duration_ms": round(t.duration.total_seconds() * 1e3, 3) if t.duration else "",
         })
@@ -520,9 +538,13 @@ def write_artifacts(study: StudySpec, optuna_study: optuna.Study, session: dict[
         "states": states,
         "outcomes": outcomes,
         "best_trial": None if best is None else {"number": best.number, "score_phase2": best.user_attrs["score_phase2"]},
+        "identical_outcomes": len(_same_outcomes(trials)),
     }
     _atomic_write(run_path, json.dumps(run, indent=1))
     warnings = []
+    if run["identical_outcomes"]:
+        warnings.append(f"{run['identical_outcomes']} evaluated trial(s) gave exactly the metrics of an earlier, different "
+                        "config (trials.csv: same_outcome_as): some searched parameter may change nothing")
     if cache["hit_rate"] > 0.8:
         warnings.append(f"cache hit rate {cache['hit_rate']:.0%}: the sampler keeps proposing known parameter sets; "
                         "widen the space or use a finer step")

@@ -1,0 +1,72 @@
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genesis_core.errors import ConfigError
+from genesis_core.optimizer import optimize
+from genesis_core.validation import check_equivalence, resolve_run
+from tests.optimizer.test_optimizer import ROOT, _trials, write_config
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("eq")
+    path = write_config(tmp, meta={"stop": {"max_trials": 8}}, parameters={
+        "exits.max_bars_held": {"type": "categorical", "choices": [12, 24]},  # 8 trials must repeat one
+        "thresholds.entry_conf_overall": {"type": "float", "low": 0.5, "high": 0.6},  # inert: zones override it
+    })
+    return Path(optimize(path, progress=False)["run_dir"])
+
+
+def test_every_trial_reproduces_from_its_artifact(run_dir):
+    results = check_equivalence(run_dir)
+    assert len(results) == len(list((run_dir / "trials").glob("*.json"))) >= 5
+    assert all(r.ok for r in results), [r.differences for r in results if not r.ok]
+
+
+def test_a_corrupted_artifact_is_detected_with_exit_code_1(run_dir, tmp_path):
+    import shutil
+
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    first = sorted((copy / "trials").glob("*.json"))[0]
+    artifact = json.loads(first.read_text())
+    artifact["effective_config"]["params"]["exits"]["stop_loss_atr"] = 3.3  # edited config, fingerprint kept
+    artifact["metrics"]["sharpe"] = 9.99  # and a doctored metric
+    first.write_text(json.dumps(artifact))
+    (bad,) = [r for r in check_equivalence(copy) if not r.ok]
+    assert bad.trial == artifact["trial_number"]
+    assert any(d.startswith("fingerprints.config: stored") for d in bad.differences)
+    assert any(d.startswith("metrics.sharpe: stored 9.99") for d in bad.differences)
+    proc = subprocess.run([sys.executable, "-m", "genesis_core", "check-equivalence", str(copy), "--all"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "metrics.sharpe" in proc.stdout
+    ok = subprocess.run([sys.executable, "-m", "genesis_core", "check-equivalence", str(run_dir), "--trial", "0", "--json"],
+                        cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0 and json.loads(ok.stdout) == [{"trial": 0, "ok": True, "differences": []}]
+
+
+def test_identical_outcomes_of_different_configs_are_recorded(run_dir):
+    """The searched top-level threshold is overridden by the zones: configs differ, outcomes do not."""
+    rows = [r for r in _trials({"run_dir": str(run_dir)}) if r["cached"] == "False"]
+    by_hold: dict[str, list[dict]] = {}
+    for r in rows:
+        by_hold.setdefault(r["param:exits.max_bars_held"], []).append(r)
+    repeats = [group for group in by_hold.values() if len(group) > 1]
+    assert repeats
+    for group in repeats:
+        assert all(r["same_outcome_as"] == group[0]["number"] for r in group[1:])
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["identical_outcomes"] == sum(len(g) - 1 for g in repeats)
+
+
+def test_unknown_runs_and_trials_are_clear_errors(run_dir):
+    with pytest.raises(ConfigError, match="no run at nowhere"):
+        resolve_run("nowhere")
+    with pytest.raises(ConfigError, match="no artifact for trial"):
+        check_equivalence(run_dir, [999])
