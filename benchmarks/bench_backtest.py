@@ -19,7 +19,6 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from genesis_core.backtest import Backtester, build_config, read_config_file

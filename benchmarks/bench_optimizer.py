@@ -31,12 +31,12 @@ sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
-from genesis_core.backtest import Backtester, build_config, read_config_file  # noqa: E402
-from genesis_core.optimizer import RunOptions, load_study_spec, optimize  # noqa: E402
-from genesis_core.optimizer._runner import _suggest  # noqa: E402
-from genesis_core.optimizer._storage import open_storage  # noqa: E402
-from genesis_core.scoring import score  # noqa: E402
-from tests.pgserver import fresh_database, server_bindir, throwaway_postgres  # noqa: E402
+from genesis_core.backtest import Backtester, build_config, read_config_file
+from genesis_core.optimizer import RunOptions, load_study_spec, optimize
+from genesis_core.optimizer._runner import _suggest
+from genesis_core.optimizer._storage import open_storage
+from genesis_core.scoring import score
+from tests.pgserver import fresh_database, server_bindir, throwaway_postgres
 
 SPACE = {
     "thresholds.signal_adaptation.zones.low.entry_conf_overall": {"type": "float", "low": 0.5, "high": 0.62},

@@ -19,9 +19,9 @@ import pytest
 from genesis_core.backtest import Backtester, build_config
 
 backtesting = pytest.importorskip("backtesting")
-from backtesting import Backtest, Strategy  # noqa: E402
-from backtesting.lib import crossover  # noqa: E402
-from backtesting.test import GOOG, SMA  # noqa: E402
+from backtesting import Backtest, Strategy
+from backtesting.lib import crossover
+from backtesting.test import GOOG, SMA
 
 CASH = 1_000_000_000  # large, so whole-share rounding is negligible
 

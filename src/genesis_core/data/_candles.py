@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from functools import cached_property
 
 import numpy as np
@@ -35,7 +35,7 @@ def format_timeframe(seconds: int) -> str:
 
 def format_ts(seconds: int | np.integer) -> str:
     """Epoch seconds -> ISO-8601 UTC, the one text form of a timestamp in outputs."""
-    return datetime.fromtimestamp(int(seconds), tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(int(seconds), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def parse_ts(text: str | datetime, *, end_of_day: bool = False) -> int:

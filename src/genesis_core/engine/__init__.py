@@ -44,4 +44,4 @@ def run_engine(candles: Candles, decisions: Decisions, start: int, costs: Costs)
     return EngineResult(equity, trades, dict(zip(COUNTERS, counters.tolist(), strict=True)))
 
 
-__all__ = ["COUNTERS", "Costs", "EXIT_REASONS", "EngineResult", "TRADE_COLUMNS", "run_engine"]
+__all__ = ["COUNTERS", "EXIT_REASONS", "TRADE_COLUMNS", "Costs", "EngineResult", "run_engine"]

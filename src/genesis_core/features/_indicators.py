@@ -219,7 +219,6 @@ def fib_distance(price: np.ndarray, swing_high: np.ndarray, swing_low: np.ndarra
         best = np.inf
         for r in (0.382, 0.5, 0.618):
             d = abs(price[t] - (lo + r * (h - lo)))
-            if d < best:
-                best = d
+            best = min(best, d)
         out[t] = best / scale[t]
     return out

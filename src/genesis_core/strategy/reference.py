@@ -22,6 +22,7 @@ from genesis_core.features import FeatureStore, warmup_bars
 from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, register_strategy
 from genesis_core.strategy.model import load_model
 
+
 def _timeframe(text: str) -> str:
     try:
         parse_timeframe(text)
