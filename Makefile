@@ -16,6 +16,7 @@ setup: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/genesis backtest --config configs/reference.yaml
+	$(BIN)/genesis optimize configs/optimize_reference.yaml
 
 test: $(STAMP)
 	scripts/ensure-postgres.sh

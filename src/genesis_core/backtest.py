@@ -90,6 +90,17 @@ def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params"
             node = node[key]
 
 
+def get_path(tree: dict[str, Any], path: str) -> Any:
+    """The value at ``a.b.0.c`` inside a params tree; KeyError naming the path if absent."""
+    node: Any = tree
+    for part in path.split("."):
+        try:
+            node = node[int(part)] if isinstance(node, list) and part.isdigit() else node[part]
+        except (KeyError, IndexError, TypeError):
+            raise KeyError(path) from None
+    return node
+
+
 def build_config(
     base: dict[str, Any],
     champion: dict[str, Any] | None = None,

@@ -15,13 +15,20 @@ from rich.console import Console
 from rich.table import Table
 
 from genesis_core import __version__
-from genesis_core.errors import GenesisError
+from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.files import atomic_write
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
 model_app = typer.Typer(help="Train and inspect signal models.", no_args_is_help=True)
 data_app = typer.Typer(help="Check candle files.", no_args_is_help=True)
+champion_app = typer.Typer(help="The promoted config per symbol and timeframe: show, promote, history, rollback.",
+                           no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
+app.add_typer(champion_app, name="champion")
+Symbol = Annotated[str, typer.Option(help="Symbol of the champion.")]
+Timeframe = Annotated[str, typer.Option(help="Timeframe of the champion.")]
+ResultsDir = Annotated[Path, typer.Option(help="Results folder holding champions/.")]
 
 # Piped output gets a fixed width wide enough for the trade table, instead of rich's 80 columns.
 out = Console(width=None if sys.stdout.isatty() else 120)
@@ -45,11 +52,7 @@ def _handle_errors(fn: F) -> F:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    """Atomic write: a crash never leaves a half-written file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(payload, indent=2) + "\n")
 
 
 def _fmt(value: Any) -> str:
@@ -61,7 +64,11 @@ def _fmt(value: Any) -> str:
 @app.command()
 @_handle_errors
 def backtest(
-    config: Annotated[Path, typer.Option("--config", "-c", help="Strategy YAML (strategy, params, data, costs).")],
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Strategy YAML (strategy, params, data, costs).")] = None,
+    champion: Annotated[bool, typer.Option("--champion", help="Run the current champion's effective config.")] = False,
+    symbol: Annotated[str, typer.Option(help="With --champion: the champion's symbol.")] = "BTCUSD",
+    timeframe: Annotated[str, typer.Option(help="With --champion: the champion's timeframe.")] = "1h",
+    results_dir: Annotated[Path, typer.Option(help="With --champion: the results folder holding champions/.")] = Path("results"),
     data: Annotated[str | None, typer.Option(help="Candle file; overrides data.path.")] = None,
     start: Annotated[str | None, typer.Option(help="First bar, inclusive (ISO date/time, UTC).")] = None,
     end: Annotated[str | None, typer.Option(help="Last bar, inclusive; a bare date means the whole day.")] = None,
@@ -69,11 +76,22 @@ def backtest(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result JSON instead of tables.")] = False,
     trades: Annotated[int, typer.Option(help="How many of the last trades to show.")] = 10,
 ) -> None:
-    """Backtest a strategy config on candles and write a result JSON."""
+    """Backtest a strategy config (or the champion) on candles and write a result JSON."""
     from genesis_core.backtest import Backtester, build_config, read_config_file
 
     overrides: dict[str, Any] = {"data": {k: v for k, v in (("path", data), ("start", start), ("end", end)) if v is not None}}
-    cfg = build_config(read_config_file(config), overrides=overrides)
+    if champion == (config is not None):
+        raise typer.BadParameter("give --config or --champion (one of them)")
+    if champion:
+        from genesis_core.champion import load_champion
+
+        current = load_champion(results_dir, symbol, timeframe)
+        if current is None:
+            raise ConfigError(f"no {symbol} {timeframe} champion in {results_dir}/champions (see `genesis champion promote`)")
+        base = current["effective_config"]
+    else:
+        base = read_config_file(config)
+    cfg = build_config(base, overrides=overrides)
     bt = Backtester(FEATURE_CACHE)
     candles = bt.candles(cfg.data.path, cfg.data.timeframe)
     result = bt.run(cfg)
@@ -131,14 +149,23 @@ def optimize(
     max_trials: Annotated[int | None, typer.Option(help="Total trials in the study; overrides meta.stop.max_trials.")] = None,
     force_resume: Annotated[bool, typer.Option(help="Resume although the study signature differs (recorded).")] = False,
     backfill_signature: Annotated[bool, typer.Option(help="Adopt the current signature for a study that has none.")] = False,
+    skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks (recorded in run.json).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
-    """Search strategy parameters with Optuna; resumable, cached, with per-trial artifacts."""
+    """Preflight, then search strategy parameters with Optuna (resumable, cached, per-trial
+    artifacts), then validate and promote when the config enables them."""
     from genesis_core.optimizer import RunOptions
-    from genesis_core.optimizer import optimize as run_optimize
+    from genesis_core.workflow import PreflightFailed, run
 
     options = RunOptions(storage, workers, max_trials, force_resume, backfill_signature)
-    summary = run_optimize(config, options, progress=not as_json)
+    try:
+        summary = run(config, options, skip_preflight, progress=not as_json)
+    except PreflightFailed as exc:
+        if as_json:
+            sys.stdout.write(json.dumps(exc.report, indent=2) + "\n")
+        else:
+            _print_checks(exc.report)
+        raise
     if as_json:
         sys.stdout.write(json.dumps(summary, indent=2) + "\n")
     else:
@@ -155,6 +182,93 @@ def optimize(
     if summary.get("resume_hint"):
         err.print(f"interrupted; resume with: {summary['resume_hint']}")
         raise typer.Exit(130)
+    if not as_json and "validation" in summary:
+        from genesis_core.validation import load_validation
+
+        _print_validation(load_validation(Path(summary["run_dir"])))
+    if not as_json and "promotion" in summary:
+        p = summary["promotion"]
+        out.print(("[green]promoted[/]: " if p["promoted"] else "[yellow]not promoted[/]: ") + p["reason"])
+
+
+def _print_checks(report: dict[str, Any]) -> None:
+    colour = {"pass": "green", "warn": "yellow", "fail": "red"}
+    table = Table(title=f"Preflight: {report['failed']} failed, {report['warnings']} warnings")
+    table.add_column("check")
+    table.add_column("status")
+    table.add_column("detail", overflow="fold")
+    for c in report["checks"]:
+        table.add_row(c["name"], f"[{colour[c['status']]}]{c['status']}[/]", c["detail"])
+    out.print(table)
+
+
+@app.command()
+@_handle_errors
+def preflight(
+    config: Annotated[Path, typer.Argument(help="Optimizer YAML.")],
+    storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Check an optimizer config before a long run; exit 1 if any check fails. Writes nothing."""
+    from genesis_core.preflight import preflight as run_checks
+    from genesis_core.preflight import to_dict
+
+    report = to_dict(run_checks(config, storage))
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        _print_checks(report)
+    if not report["ok"]:
+        raise typer.Exit(1)
+
+
+def _print_validation(report: dict[str, Any]) -> None:
+    v = report["validation"]
+    table = Table(title=f"Validation of {report['run']}: top {v['top_n']} of {report['evaluated_trials']} evaluated trials, "
+                        f"ranked by {v['ranking']} window score")
+    for col in ("rank", "trial", "window", "score", "return", "max dd", "PF", "trades", "val score", "result"):
+        table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=col == "window")
+    for c in report["candidates"]:
+        verdict = "[green]pass[/]" if c["passed"] else "[red]fail[/]"
+        rows = [("explore", c["explore"]["score"], c["explore"]["metrics"], verdict)]
+        rows += [(f"{w['start']}..{w['end']}", w["score"], w["metrics"], "; ".join(w["reasons"])) for w in c["windows"]]
+        for i, (label, sc, m, result) in enumerate(rows):
+            first = i == 0
+            table.add_row(str(c["rank"]) if first else "", str(c["trial"]) if first else "", label, f"{sc:.2f}",
+                          f"{m['total_return']:+.2%}", f"{m['max_drawdown']:.2%}", f"{m['profit_factor']:.2f}", str(m["num_trades"]),
+                          f"{c['validation_score']:.2f}" if first else "", result)
+        table.add_section()
+    out.print(table)
+    dsr = report["overfitting"].get("deflated_sharpe")
+    if dsr and dsr["dsr"] is not None:
+        out.print(f"deflated Sharpe ratio of trial {dsr['trial']} given {dsr['n_trials']} evaluated configs: {dsr['dsr']:.3f} "
+                  f"(per-bar Sharpe {dsr['sharpe_per_bar']:.4f} vs {dsr['sr0_per_bar']:.4f} expected from luck alone)")
+    out.print(f"passed: {report['passed'] or 'none'}; best: {report['best']}")
+
+
+@app.command()
+@_handle_errors
+def validate(
+    run: Annotated[str, typer.Argument(help="Run folder, or a study name under results/runs.")],
+    config: Annotated[Path | None, typer.Option(help="Optimizer YAML whose validation section to use instead of the run's.")] = None,
+    top_n: Annotated[int | None, typer.Option(min=1, help="Candidates to re-run; overrides validation.top_n.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Re-run a finished run's top candidates on the out-of-sample windows; writes validation.json."""
+    from genesis_core.optimizer import load_optimizer_config
+    from genesis_core.validation import load_run, resolve_run
+    from genesis_core.validation import validate as run_validation
+
+    run_dir = resolve_run(run)
+    v = (load_optimizer_config(config) if config else load_run(run_dir)[1]).validation
+    if top_n is not None:
+        v = v.model_copy(update={"top_n": top_n})
+    report = run_validation(run_dir, v)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+    else:
+        _print_validation(report)
+        out.print(f"written to {run_dir / 'validation.json'}")
 
 
 @app.command("check-equivalence")
@@ -166,7 +280,8 @@ def check_equivalence(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Re-run trials from their stored artifacts alone; exit 1 if anything differs."""
-    from genesis_core.validation import check_equivalence as check, resolve_run
+    from genesis_core.validation import check_equivalence as check
+    from genesis_core.validation import resolve_run
 
     if trial and all_trials:
         raise typer.BadParameter("give --trial or --all, not both")
@@ -183,6 +298,125 @@ def check_equivalence(
         out.print(table)
     if failed:
         raise typer.Exit(1)
+
+
+@app.command("walk-forward")
+@_handle_errors
+def walk_forward(
+    config: Annotated[Path, typer.Argument(help="Optimizer YAML with a validation.walk_forward section.")],
+    storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
+    workers: Annotated[int | None, typer.Option(help="Worker processes; overrides meta.n_workers.")] = None,
+    max_trials: Annotated[int | None, typer.Option(help="Trials per fold; overrides meta.stop.max_trials.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Explore and validate on rolling folds; writes walk_forward.json with each fold and an aggregate."""
+    from genesis_core.optimizer import RunOptions
+    from genesis_core.validation import walk_forward as run_folds
+
+    report = run_folds(config, RunOptions(storage, workers, max_trials), progress=not as_json)
+    if as_json:
+        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        return
+    table = Table(title=f"Walk-forward of {report['study']}: {len(report['folds'])} folds")
+    for col in ("fold", "explore", "validation", "top trial", "explore score", "val score", "gap", "passed", "DSR"):
+        table.add_column(col, justify="left" if col in ("explore", "validation") else "right")
+    for f in report["folds"]:
+        t, dsr = f["top"], f["deflated_sharpe"]
+        table.add_row(str(f["fold"]), "..".join(f["explore"]), "..".join(f["validation"]),
+                      *(["-"] * 4 if t is None else [str(t["trial"]), f"{t['explore_score']:.2f}", f"{t['validation_score']:.2f}",
+                                                      f"{t['gap']:+.2f}"]),
+                      f"{len(f['passed'])}", "-" if not dsr or dsr["dsr"] is None else f"{dsr['dsr']:.3f}")
+    out.print(table)
+    out.print(f"aggregate: {report['aggregate']}")
+    out.print(f"written to {report['path']}")
+
+
+def _print_decision(decision: Any, as_json: bool) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps({"promoted": decision.promoted, "reason": decision.reason,
+                                     "gates": [vars(g) for g in decision.gates], "champion": decision.champion}, indent=2) + "\n")
+        return
+    for g in decision.gates:
+        out.print(f"  {'[green]pass[/]' if g.passed else '[red]fail[/]'}  {g.name}: {g.detail}")
+    out.print(("[green]promoted[/]: " if decision.promoted else "[red]refused[/]: ") + decision.reason)
+
+
+@champion_app.command("show")
+@_handle_errors
+def champion_show(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", results_dir: ResultsDir = Path("results"),
+                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """The current champion: where it came from, what it was measured on, its metrics."""
+    from genesis_core.champion import load_champion
+
+    c = load_champion(results_dir, symbol, timeframe)
+    if c is None:
+        raise ConfigError(f"no {symbol} {timeframe} champion in {results_dir}/champions")
+    if as_json:
+        sys.stdout.write(json.dumps(c, indent=2) + "\n")
+        return
+    out.print(f"[bold]{symbol} {timeframe} champion[/] {c['config_fingerprint'][:16]}  from run {c['run']['study']} "
+              f"trial {c['run']['trial']}, promoted {c['created']}, code {c['code_version'][:12]}")
+    out.print(f"explore {c['data']['explore']['first_bar']} .. {c['data']['explore']['last_bar']}: "
+              f"score {c['scores']['explore']:.3f}; validation ({c['scores']['ranking']}) {c['scores']['validation']:.3f}")
+    table = Table(title="Metrics")
+    table.add_column("window")
+    for col in ("return", "sharpe", "max dd", "PF", "trades"):
+        table.add_column(col, justify="right")
+    windows = [("explore", c["metrics"]["explore"])]
+    windows += [(f"{w['start']}..{w['end']}", m) for w, m in zip(c["data"]["validation"], c["metrics"]["validation"], strict=True)]
+    for label, m in windows:
+        table.add_row(label, f"{m['total_return']:+.2%}", f"{m['sharpe']:.2f}", f"{m['max_drawdown']:.2%}",
+                      f"{m['profit_factor']:.2f}", str(m["num_trades"]))
+    out.print(table)
+
+
+@champion_app.command("promote")
+@_handle_errors
+def champion_promote(
+    run: Annotated[str, typer.Argument(help="Run folder, or a study name under results/runs.")],
+    trial: Annotated[int | None, typer.Option(help="Trial number; default: the best candidate that passed validation.")] = None,
+    min_improvement: Annotated[float | None, typer.Option(help="Overrides promotion.min_improvement.")] = None,
+    as_json: Annotated[bool, typer.Option("--json")] = False,
+) -> None:
+    """Promote a validated trial through the gates; exit 1 if refused (recorded either way)."""
+    from genesis_core.champion import promote
+    from genesis_core.validation import resolve_run
+
+    decision = promote(resolve_run(run), trial, min_improvement)
+    _print_decision(decision, as_json)
+    if not decision.promoted:
+        raise typer.Exit(1)
+
+
+@champion_app.command("history")
+@_handle_errors
+def champion_history(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", results_dir: ResultsDir = Path("results"),
+                     as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Every promotion, refusal and rollback, oldest first."""
+    from genesis_core.champion import load_history
+
+    history = load_history(results_dir, symbol, timeframe)
+    if as_json:
+        sys.stdout.write(json.dumps([{k: v for k, v in e.items() if k != "champion"} for e in history], indent=2) + "\n")
+        return
+    table = Table(title=f"{symbol} {timeframe} champion history")
+    for col in ("time", "action", "run", "trial", "config", "reason"):
+        table.add_column(col, overflow="fold")
+    for e in history:
+        table.add_row(e["time"][:19], e["action"], str(e.get("study", e.get("run", ""))), str(e.get("trial", "")),
+                      (e.get("config_fingerprint") or "")[:12], e["reason"])
+    out.print(table)
+
+
+@champion_app.command("rollback")
+@_handle_errors
+def champion_rollback(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", results_dir: ResultsDir = Path("results"),
+                      to: Annotated[str | None, typer.Option(help="Fingerprint prefix of an earlier champion (see history).")] = None,
+                      as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Restore the champion the current one replaced (or --to an earlier one); recorded in the history."""
+    from genesis_core.champion import rollback
+
+    _print_decision(rollback(results_dir, symbol, timeframe, to), as_json)
 
 
 @model_app.command("train")

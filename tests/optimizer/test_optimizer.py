@@ -340,7 +340,9 @@ def test_cli_optimize_json_and_exit_codes(tmp_path):
     assert proc.returncode == 2 and "meta.stop.max_trial: unknown key; did you mean 'max_trials'?" in proc.stderr
     assert "Traceback" not in proc.stderr and not (tmp_path / "never").exists()
     changed = write_config(tmp_path, "changed.yaml", scoring={"objective": "classic"})
-    proc = cli(str(changed))
+    proc = cli(str(changed))  # preflight sees it first
+    assert proc.returncode == 1 and "storage: study 't' (4 trials) was made with other settings: scoring:" in proc.stderr
+    proc = cli(str(changed), "--skip-preflight")  # and the optimizer's own guard stops it too
     assert proc.returncode == 2 and "resume blocked: study signature mismatch" in proc.stderr and "scoring:" in proc.stderr
 
 

@@ -10,7 +10,8 @@ from pydantic import Field, model_validator
 
 from genesis_core.backtest import read_config_file
 from genesis_core.config import StrictModel, parse_model
-from genesis_core.errors import ConfigError
+from genesis_core.data import parse_ts
+from genesis_core.errors import ConfigError, DataError
 from genesis_core.scoring import Constraints, Scoring
 
 
@@ -75,6 +76,16 @@ def _check_range(low: float, high: float, step: float | None, log: bool) -> None
         raise ValueError("log scale and step cannot be combined")
 
 
+def _check_span(start: str, end: str) -> None:
+    """Both dates parse and ``start`` is not after ``end`` (a bare-date end means its whole day)."""
+    try:
+        first, last = parse_ts(start), parse_ts(end, end_of_day=True)
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
+    if first > last:
+        raise ValueError(f"start {start} is after end {end}")
+
+
 class SamplerConfig(StrictModel):
     name: Literal["tpe", "random", "cmaes", "gp", "grid"] = "tpe"
     kwargs: dict[str, Any] = Field(default_factory=dict)
@@ -116,17 +127,82 @@ class Meta(StrictModel):
     stale_trial_seconds: float = Field(30.0, gt=0)  # a RUNNING trial or cache claim older than this is a dead worker's
     skip_champion_merge: bool = False
 
+    @model_validator(mode="after")
+    def _span(self) -> Meta:
+        _check_span(self.sample_start, self.sample_end)
+        return self
+
+
+class WindowSpec(StrictModel):
+    """An out-of-sample window; both ends inclusive, like the explore window."""
+
+    start: str
+    end: str
+
+    @model_validator(mode="after")
+    def _span(self) -> WindowSpec:
+        _check_span(self.start, self.end)
+        return self
+
+
+class ValidationConstraints(Constraints):
+    """Usually stricter than the explore constraints; all must hold on every window."""
+
+    include_scoring_failures: bool = False  # also re-run VALID explore trials that broke explore constraints
+
+
+class WalkForward(StrictModel):
+    """Rolling scheme: [start, end] cut into folds + 1 equal blocks; fold i explores block i-1 and
+    validates on block i, each fold a study of its own with the same space and scoring."""
+
+    folds: int = Field(3, ge=1, le=20)
+    start: str
+    end: str
+
+    @model_validator(mode="after")
+    def _span(self) -> WalkForward:
+        _check_span(self.start, self.end)
+        return self
+
+
+class ValidationConfig(StrictModel):
+    enabled: bool = False
+    windows: list[WindowSpec] = Field(default_factory=list)
+    top_n: int = Field(5, ge=1)
+    constraints: ValidationConstraints = ValidationConstraints()
+    # worst window, mean of windows, or robust = (1 - robust_weight) * mean + robust_weight * worst
+    ranking: Literal["worst", "mean", "robust"] = "worst"
+    robust_weight: float = Field(0.5, ge=0.0, le=1.0)
+    walk_forward: WalkForward | None = None
+
+    @model_validator(mode="after")
+    def _windows(self) -> ValidationConfig:
+        if self.enabled and not self.windows:
+            raise ValueError("windows: give at least one out-of-sample window when validation is enabled")
+        return self
+
+
+class PromotionConfig(StrictModel):
+    """Off unless enabled: a smoke run must never replace the champion."""
+
+    enabled: bool = False
+    min_improvement: float = Field(0.0, ge=0.0)  # validation score units over the current champion
+
 
 class OptimizerConfig(StrictModel):
     meta: Meta
     parameters: dict[str, ParamSpec]  # flattened: dotted path inside the strategy's params -> spec
     constraints: Constraints = Constraints()
     scoring: Scoring = Scoring()
+    validation: ValidationConfig = ValidationConfig()
+    promotion: PromotionConfig = PromotionConfig()
 
     @model_validator(mode="after")
     def _something_to_search(self) -> OptimizerConfig:
         if not any(not isinstance(p, FixedParam) for p in self.parameters.values()):
             raise ValueError("parameters: nothing to search (every parameter is fixed)")
+        if self.promotion.enabled and not self.validation.enabled:
+            raise ValueError("promotion.enabled needs validation.enabled: only validated candidates can be promoted")
         return self
 
 

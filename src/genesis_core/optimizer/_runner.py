@@ -14,7 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,10 @@ import optuna
 from optuna.trial import TrialState
 
 from genesis_core import __version__
-from genesis_core.backtest import Backtester, BacktestConfig, BacktestResult, build_config, read_config_file
+from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config, read_config_file
 from genesis_core.data import parse_ts
 from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.files import atomic_write
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.optimizer._config import OptimizerConfig, load_optimizer_config
 from genesis_core.optimizer._signature import SIGNATURE_ATTR, SPACE_ATTR, ResumeBlocked, signature_diff
@@ -55,6 +56,7 @@ class RunOptions:
     max_trials: int | None = None
     force_resume: bool = False
     backfill_signature: bool = False
+    preflight: dict[str, Any] | None = None  # what preflight said before this session (recorded in run.json)
 
 
 @dataclass
@@ -110,9 +112,14 @@ def load_study_spec(config_path: str | Path, storage: str | None = None) -> Stud
     return study
 
 
+def champion_file(results_dir: str | Path, symbol: str, timeframe: str) -> Path:
+    """Where the champion of (symbol, timeframe) lives; written only by genesis_core.champion."""
+    return Path(results_dir) / "champions" / f"{symbol}_{timeframe}.json"
+
+
 def champion_params(results_dir: str, symbol: str, timeframe: str) -> dict[str, Any] | None:
     """The current champion's strategy params, if there is a champion for (symbol, timeframe)."""
-    path = Path(results_dir) / "champions" / f"{symbol}_{timeframe}.json"
+    path = champion_file(results_dir, symbol, timeframe)
     if not path.exists():
         return None
     try:
@@ -166,13 +173,6 @@ def _suggest(trial: optuna.Trial, path: str, dist: optuna.distributions.BaseDist
         trial.suggest_categorical(path, dist.choices)
 
 
-def _atomic_write(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
-
-
 class Worker:
     """Evaluates trials of one study in one process."""
 
@@ -221,7 +221,7 @@ class Worker:
                 pruned = self._prune(trial, result, phase)
                 artifact = {"trial_number": trial.number, "params": s.space.trial_params(trial), "score": sc,
                             "pruned": pruned, **result.to_dict(trades=False)}
-                _atomic_write(s.run_dir / "trials" / f"{trial.number:06d}.json", json.dumps(artifact))
+                atomic_write(s.run_dir / "trials" / f"{trial.number:06d}.json", json.dumps(artifact))
                 self.cache.store(key, {"trial_number": trial.number, "score": sc, "metrics": metrics, "pruned": pruned})
             except BaseException:
                 self.cache.release(key)
@@ -406,6 +406,7 @@ def optimize(config_path: str | Path, options: RunOptions = RunOptions(), progre
         "started": _iso(started), "finished": _iso(time.time()), "seconds": round(time.time() - started, 3),
         "workers": workers, "max_trials": max_trials, "interrupted": interrupted,
         "stopped_reason": worker.stopped_reason, "widened": worker.widened, "notes": notes, "failed_workers": failed_workers,
+        "preflight": options.preflight,
     })
     if interrupted:
         summary["resume_hint"] = f"genesis optimize {config_path}  (the study resumes where it stopped)"
@@ -413,7 +414,7 @@ def optimize(config_path: str | Path, options: RunOptions = RunOptions(), progre
 
 
 def _iso(t: float) -> str:
-    return datetime.fromtimestamp(t, tz=timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def _run_with_progress(worker: Worker, optuna_study: optuna.Study, own: int, total: int, timeout: float | None) -> None:
@@ -503,7 +504,7 @@ def write_artifacts(study: StudySpec, optuna_study: optuna.Study, session: dict[
     writer = csv.DictWriter(buf, fieldnames=columns)
     writer.writeheader()
     writer.writerows(rows)
-    _atomic_write(study.run_dir / "trials.csv", buf.getvalue())
+    atomic_write(study.run_dir / "trials.csv", buf.getvalue())
 
     finished = [t for t in trials if t.state.is_finished()]
     hits = sum(1 for t in finished if t.user_attrs.get("cached"))
@@ -515,7 +516,7 @@ def write_artifacts(study: StudySpec, optuna_study: optuna.Study, session: dict[
         artifact = study.run_dir / "trials" / f"{best.number:06d}.json"
         best_payload = {"number": best.number, "value": best.value, "score_phase2": best.user_attrs["score_phase2"],
                         "params": study.space.trial_params(best), "result": json.loads(artifact.read_text())}
-        _atomic_write(study.run_dir / "best_trial.json", json.dumps(best_payload, indent=1))
+        atomic_write(study.run_dir / "best_trial.json", json.dumps(best_payload, indent=1))
     run_path = study.run_dir / "run.json"
     previous = json.loads(run_path.read_text()) if run_path.exists() else {}
     states: dict[str, int] = {}
@@ -540,7 +541,7 @@ def write_artifacts(study: StudySpec, optuna_study: optuna.Study, session: dict[
         "best_trial": None if best is None else {"number": best.number, "score_phase2": best.user_attrs["score_phase2"]},
         "identical_outcomes": len(_same_outcomes(trials)),
     }
-    _atomic_write(run_path, json.dumps(run, indent=1))
+    atomic_write(run_path, json.dumps(run, indent=1))
     warnings = []
     if run["identical_outcomes"]:
         warnings.append(f"{run['identical_outcomes']} evaluated trial(s) gave exactly the metrics of an earlier, different "

@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import json
+import random
 from typing import Any
 
 import optuna
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
 from genesis_core.fingerprint import fingerprint
-from genesis_core.optimizer._config import CategoricalParam, FixedParam, FloatParam, GridParam, IntParam, OptimizerConfig
+from genesis_core.optimizer._config import (
+    CategoricalParam,
+    FixedParam,
+    FloatParam,
+    GridParam,
+    IntParam,
+    OptimizerConfig,
+)
 
 
 def _choice(value: Any) -> Any:
@@ -52,5 +60,45 @@ class SearchSpace:
                 point[path] = (d.low + d.high) // 2
             else:
                 mid = (d.low + d.high) / 2
-                point[path] = mid if d.step is None else d.low + round((mid - d.low) / d.step) * d.step
+                point[path] = mid if d.step is None else round(d.low + round((mid - d.low) / d.step) * d.step, 12)
         return point
+
+    def random_point(self, rng: random.Random) -> dict[str, Any]:
+        """A point drawn uniformly from the space, on its grid (preflight's extra base points)."""
+        point: dict[str, Any] = dict(self.fixed)
+        for path, d in self.distributions.items():
+            if isinstance(d, CategoricalDistribution):
+                point[path] = _unchoice(rng.choice(d.choices))
+            elif isinstance(d, IntDistribution):
+                point[path] = d.low + rng.randrange((d.high - d.low) // d.step + 1) * d.step
+            elif d.step is not None:
+                point[path] = round(d.low + rng.randrange(round((d.high - d.low) / d.step) + 1) * d.step, 12)
+            else:
+                point[path] = rng.uniform(d.low, d.high)
+        return point
+
+    def outside(self, path: str, value: Any) -> str | None:
+        """Why ``value`` is not a point the sampler can propose for ``path``; None if it is."""
+        d = self.distributions[path]
+        if isinstance(d, CategoricalDistribution):
+            return None if _choice(value) in d.choices else f"{value!r} is not one of {[_unchoice(c) for c in d.choices]}"
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"{value!r} is not a number"
+        if not d.low <= value <= d.high:
+            return f"{value} is outside {d.low} .. {d.high}"
+        if d.step is not None and abs((value - d.low) / d.step - round((value - d.low) / d.step)) > 1e-9:
+            return f"{value} is off the step grid ({d.low} + k * {d.step})"
+        return None
+
+    def sweep(self, path: str, points: int = 5) -> list[Any]:
+        """Values spread across the range of ``path`` (every choice of a categorical), on its grid."""
+        d = self.distributions[path]
+        if isinstance(d, CategoricalDistribution):
+            return [_unchoice(c) for c in d.choices]
+        values = []
+        for k in range(points):
+            x = d.low + (d.high - d.low) * k / (points - 1)
+            if d.step is not None:
+                x = d.low + round((x - d.low) / d.step) * d.step
+            values.append(round(x) if isinstance(d, IntDistribution) else round(x, 12))
+        return sorted(set(values))

@@ -14,8 +14,10 @@ evaluated twice, and a claim whose worker died is taken over after ``stale_secon
 from __future__ import annotations
 
 import json
+import os
 import random
 import time
+import uuid
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -102,6 +104,31 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS) -> optuna.stora
         raise StorageError(f"cannot open storage {redact(url)}: {exc}") from None
 
 
+def probe_storage(url: str) -> optuna.storages.BaseStorage | None:
+    """Prove the storage at ``url`` can be written, creating no file: the open storage if it exists
+    (None for a file not created yet); StorageError saying why not otherwise. A database server
+    is proven by creating and deleting a throwaway study."""
+    path = _journal_path(url) or (Path(url.removeprefix("sqlite:///")) if url.startswith("sqlite:///") else None)
+    if path is not None:
+        if path.exists():
+            if not os.access(path, os.R_OK | os.W_OK):
+                raise StorageError(f"{path} exists but is not readable and writable")
+            return open_storage(url)
+        ancestor = path.parent
+        while not ancestor.exists():
+            ancestor = ancestor.parent
+        if not os.access(ancestor, os.W_OK | os.X_OK):
+            raise StorageError(f"cannot create {path}: {ancestor} is not writable")
+        return None
+    storage = open_storage(url)
+    try:
+        study_id = storage.create_new_study([optuna.study.StudyDirection.MAXIMIZE], f"genesis-preflight-{uuid.uuid4().hex}")
+        storage.delete_study(study_id)
+    except (OperationalError, sa.exc.ProgrammingError) as exc:
+        raise StorageError(f"storage {redact(url)} is reachable but not writable: {exc}") from None
+    return storage
+
+
 def _creating_schema(create: Callable[[], T]) -> T:
     """Run ``create``, retrying when workers started together race to create the same tables."""
     for attempt in range(10):
@@ -120,12 +147,12 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
     RDB storage knows from heartbeats; a journal has none, so a RUNNING trial older than the grace
     period counts as dead (a live trial takes milliseconds).
     """
-    if isinstance(study._storage, optuna.storages.JournalStorage):  # noqa: SLF001 - the study's own storage
+    if isinstance(study._storage, optuna.storages.JournalStorage):
         now = time.time()
         stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                  if t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_seconds]
         for t in stale:
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)  # noqa: SLF001
+            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
         return len(stale)
     before = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))

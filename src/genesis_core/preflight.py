@@ -1,0 +1,210 @@
+"""Preflight: refuse a bad optimizer run before it starts.
+
+Each check reports pass, warn or fail; any fail means the run should not start (``genesis
+optimize`` runs these first unless ``--skip-preflight``, which it records). Nothing here writes
+a file: storage is proven writable without creating one (a database server by a throwaway study).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from genesis_core.backtest import Backtester, BacktestResult, build_config, get_path
+from genesis_core.data import format_ts, parse_ts
+from genesis_core.errors import GenesisError
+from genesis_core.fingerprint import fingerprint
+from genesis_core.optimizer import load_study_spec
+from genesis_core.optimizer._runner import FEATURE_CACHE, StudySpec
+from genesis_core.optimizer._signature import SIGNATURE_ATTR, SPACE_ATTR, signature_diff
+from genesis_core.optimizer._storage import probe_storage, redact
+from genesis_core.scoring import score
+
+Status = Literal["pass", "warn", "fail"]
+SWEEP_POINTS = 5
+EXTRA_BASE_POINTS = 2
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: Status
+    detail: str
+
+
+def _windows(study: StudySpec) -> list[tuple[str, str, str]]:
+    """(label, start, end) of every window the run will backtest."""
+    m, v = study.config.meta, study.config.validation
+    out = [("explore", m.sample_start, m.sample_end)]
+    out += [(f"validation {i + 1}", w.start, w.end) for i, w in enumerate(v.windows)]
+    if v.walk_forward is not None:
+        out.append(("walk-forward", v.walk_forward.start, v.walk_forward.end))
+    return out
+
+
+def _check_windows(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> list[Check]:
+    problems, covered = [], []
+    for label, start, end in _windows(study):
+        config = build_config(study.base, study.champion, {"data": {**study.overrides["data"], "start": start, "end": end}}, point)
+        try:
+            plan = bt.plan(config)
+        except GenesisError as exc:
+            problems.append(f"{label} {start}..{end}: {exc}")
+            continue
+        covered.append(f"{label} {plan.window.first_bar[:10]}..{plan.window.last_bar[:10]} (+{plan.window.start_index} warm-up)")
+    checks = [Check("windows covered", "fail" if problems else "pass", "; ".join(problems or covered))]
+    m = study.config.meta
+    explore = (parse_ts(m.sample_start), parse_ts(m.sample_end, end_of_day=True))
+    overlaps = [f"{w.start}..{w.end}" for w in study.config.validation.windows
+                if parse_ts(w.start) <= explore[1] and parse_ts(w.end, end_of_day=True) >= explore[0]]
+    if overlaps:
+        checks.append(Check("out of sample", "warn", f"validation window(s) {', '.join(overlaps)} overlap the explore "
+                            f"window {m.sample_start}..{m.sample_end}: not out of sample"))
+    return checks
+
+
+def _check_champion(study: StudySpec) -> tuple[Check, dict[str, Any]]:
+    """Is the champion inside the space; the base point for the smoke run and the sweeps."""
+    midpoint = study.space.midpoint()
+    m = study.config.meta
+    if m.skip_champion_merge:
+        return Check("champion in space", "pass", "champion merge skipped (meta.skip_champion_merge); base point: midpoint"), midpoint
+    if study.champion is None:
+        return Check("champion in space", "pass", f"no {m.symbol} {m.timeframe} champion yet; base point: midpoint"), midpoint
+    point, outside = dict(study.space.fixed), []
+    for path in study.space.distributions:
+        try:
+            value = get_path(study.fixed.params, path)
+        except KeyError:
+            outside.append(f"{path}: absent")
+            continue
+        why = study.space.outside(path, value)
+        if why:
+            outside.append(f"{path}: {why}")
+        point[path] = value if why is None else midpoint[path]
+    if outside:
+        return Check("champion in space", "warn", "the champion lies outside the space, the search cannot return to it: "
+                     + "; ".join(outside)), point
+    return Check("champion in space", "pass", f"all {len(study.space.distributions)} searched values inside; base point: champion"), point
+
+
+def _run(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> BacktestResult:
+    return bt.run(build_config(study.base, study.champion, study.overrides, point))
+
+
+def _outcome_key(result: BacktestResult) -> str:
+    return fingerprint({"metrics": result.metrics, "trace": result.trace})
+
+
+def _check_inert(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> Check:
+    """Move each searched parameter across its range with the others fixed, at the base point and
+    at EXTRA_BASE_POINTS random points; inert = no change at any of them (a parameter may matter
+    only in part of the space, e.g. a risk step that a high entry threshold never reaches)."""
+    rng = random.Random(0)
+    bases = [point] + [study.space.random_point(rng) for _ in range(EXTRA_BASE_POINTS)]
+    inert, skipped = [], []
+    for path in study.space.distributions:
+        values = study.space.sweep(path, SWEEP_POINTS)
+        changes, runs = False, 0
+        for base in bases:
+            outcomes = set()
+            for value in values:
+                try:
+                    outcomes.add(_outcome_key(_run(study, bt, {**base, path: value})))
+                except GenesisError:
+                    continue  # an invalid combination is the optimizer's FAIL, not inertness
+            runs += len(outcomes) > 0
+            if len(outcomes) > 1:
+                changes = True
+                break
+        if not runs:
+            skipped.append(path)
+        elif not changes:
+            inert.append(f"{path} ({len(values)} values {values[0]} .. {values[-1]})")
+    n = len(study.space.distributions)
+    if inert:
+        return Check("inert parameters", "fail", f"{len(inert)} of {n} searched parameters changed nothing (identical metrics and "
+                     f"trace across the range, others fixed, at {len(bases)} points of the space): " + "; ".join(inert)
+                     + ". Is something overriding them (e.g. signal_adaptation.zones override top-level thresholds)?")
+    extra = f"; no valid value for {', '.join(skipped)}" if skipped else ""
+    return Check("inert parameters", "warn" if skipped else "pass", f"each of {n} searched parameters changes the outcome{extra}")
+
+
+def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Check:
+    url, name = study.storage_url, study.config.meta.study_name
+    try:
+        storage = probe_storage(url)
+    except GenesisError as exc:
+        return Check("storage", "fail", str(exc))
+    if storage is None:
+        return Check("storage", "pass", f"{redact(url)} will be created; study {name!r} is new")
+    try:
+        study_id = storage.get_study_id_from_name(name)
+    except KeyError:
+        return Check("storage", "pass", f"{redact(url)} writable; study {name!r} is new")
+    trials = len(storage.get_all_trials(study_id, deepcopy=False))
+    attrs = storage.get_study_user_attrs(study_id)
+    stored = attrs.get(SIGNATURE_ATTR)
+    if stored is None:
+        status: Status = "warn" if trials else "pass"
+        return Check("storage", status, f"study {name!r} exists with {trials} trials and no signature (see --backfill-signature)")
+    data_fp = bt.candles(study.fixed.data.path, study.fixed.data.timeframe).fingerprint
+    diff = signature_diff(stored, study.signature(data_fp), attrs.get(SPACE_ATTR, {}), study.space.spec)
+    if diff:
+        forced = " (resuming anyway: --force-resume)" if force_resume else ""
+        return Check("storage", "warn" if force_resume else "fail",
+                     f"study {name!r} ({trials} trials) was made with other settings{forced}: " + "; ".join(diff))
+    return Check("storage", "pass", f"{redact(url)} writable; study {name!r} resumes ({trials} trials, signature matches)")
+
+
+def preflight(config_path: str | Path, storage: str | None = None, workers: int | None = None,
+              max_trials: int | None = None, force_resume: bool = False) -> list[Check]:
+    """Every check of the module docstring; stops early only when later checks cannot run."""
+    try:
+        study = load_study_spec(config_path, storage)
+    except GenesisError as exc:
+        return [Check("config", "fail", str(exc))]
+    checks = [Check("config", "pass", f"{len(study.space.distributions)} searched, {len(study.space.fixed)} fixed parameters")]
+    bt = Backtester(FEATURE_CACHE)
+    try:
+        candles = bt.candles(study.fixed.data.path, study.fixed.data.timeframe)
+    except GenesisError as exc:
+        return [*checks, Check("data", "fail", str(exc))]
+    checks.append(Check("data", "pass", f"{candles.source}: {len(candles):,} bars {format_ts(candles.timestamps[0])} .. "
+                        f"{format_ts(candles.timestamps[-1])}, fingerprint {candles.fingerprint[:12]}"))
+    champion, point = _check_champion(study)
+    checks += _check_windows(study, bt, point)
+    checks.append(champion)
+    if any(c.status == "fail" for c in checks):
+        return checks  # a smoke run needs the windows
+    try:
+        _run(study, bt, point)  # compiles and fills the caches, so the timing below is one trial's
+        t0 = time.perf_counter()
+        result = _run(study, bt, point)
+        trial_seconds = time.perf_counter() - t0
+    except GenesisError as exc:
+        return [*checks, Check("smoke run", "fail", f"the base point does not run: {exc}")]
+    sc = score(result.metrics, result.trace, study.config.scoring, study.config.constraints)
+    trades = result.metrics["num_trades"]
+    checks.append(Check("smoke run", "pass" if trades else "fail",
+                        f"{trades} trades, outcome {sc.outcome.value}, score {sc.phase2:.3f}" if trades else
+                        f"no trade at the base point: {sc.outcome.value}, blocked {result.trace['blocked']}"))
+    checks.append(_check_inert(study, bt, point) if trades else
+                  Check("inert parameters", "warn", "not checked: the base point does not trade"))
+    checks.append(_check_storage(study, bt, force_resume))
+    n_trials = max_trials or study.config.meta.stop.max_trials
+    n_workers = workers or study.config.meta.n_workers
+    eta = "unbounded (no max_trials)" if n_trials is None else (
+        f"~{trial_seconds * n_trials / n_workers:.1f} s of backtests: {trial_seconds * 1e3:.2f} ms a trial x {n_trials} trials"
+        f" / {n_workers} worker(s), plus the sampler and storage (~10-20 ms a trial)")
+    checks.append(Check("expected run time", "pass", eta))
+    return checks
+
+
+def to_dict(checks: list[Check]) -> dict[str, Any]:
+    failed = sum(c.status == "fail" for c in checks)
+    return {"ok": failed == 0, "failed": failed, "warnings": sum(c.status == "warn" for c in checks),
+            "checks": [asdict(c) for c in checks]}

@@ -1,0 +1,48 @@
+"""A small explore -> validate run on the bundled data, shared by the validation and champion tests."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.optimizer.test_optimizer import write_config
+
+PARAMETERS = {
+    "exits.max_bars_held": {"type": "categorical", "choices": [12, 24, 48]},
+    "exits.stop_loss_atr": {"type": "categorical", "choices": [1.5, 2.5]},
+    "thresholds.signal_adaptation.zones.mid.entry_conf_overall": {"type": "categorical", "choices": [0.53, 0.55]},
+}
+# Explore 2022-03..05 (see write_config); validate on the two following quarters. A 20% drawdown
+# limit is what the explore favourites break out of sample on this data.
+VALIDATION = {
+    "enabled": True, "top_n": 4,
+    "windows": [{"start": "2022-06-01", "end": "2022-08-31"}, {"start": "2022-09-01", "end": "2022-11-30"}],
+    "constraints": {"min_trades": 5, "min_profit_factor": 0.0, "max_drawdown": 0.2},
+}
+
+
+def validated_config(tmp_path: Path, name: str = "opt.yaml", **changes) -> Path:
+    sections = {"parameters": PARAMETERS, "validation": VALIDATION, "meta": {"stop": {"max_trials": 16}}, **changes}
+    return write_config(tmp_path, name, **sections)
+
+
+@pytest.fixture(scope="session")
+def validated_run(tmp_path_factory) -> Path:
+    """A finished run (explore + validation.json), no champion; copy it before promoting."""
+    from genesis_core.optimizer import optimize
+    from genesis_core.validation import validate
+
+    tmp = tmp_path_factory.mktemp("validated")
+    run_dir = Path(optimize(validated_config(tmp), progress=False)["run_dir"])
+    validate(run_dir)
+    return run_dir
+
+
+@pytest.fixture
+def fresh_run(validated_run: Path, tmp_path: Path) -> Path:
+    """The shared run copied into an empty results folder of this test's own."""
+    copy = tmp_path / "results" / "runs" / validated_run.name
+    shutil.copytree(validated_run, copy)
+    return copy

@@ -1,0 +1,144 @@
+"""Champions: gated promotion, history, rollback, atomic writes, backtest --champion, merge."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genesis_core import champion as champion_module
+from genesis_core.champion import load_champion, load_history, promote, rollback
+from genesis_core.errors import ConfigError
+from genesis_core.optimizer import load_study_spec
+from tests.optimizer.test_optimizer import ROOT
+from tests.validation.conftest import validated_config
+
+
+def _report(run_dir: Path) -> dict:
+    return json.loads((run_dir / "validation.json").read_text())
+
+
+def test_the_in_sample_best_that_fails_out_of_sample_is_not_promoted(tmp_path):
+    """The whole workflow from the CLI: preflight, explore, validate, automatic promotion."""
+    path = validated_config(tmp_path, promotion={"enabled": True})
+    proc = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    run_dir = tmp_path / "results" / "runs" / "t"
+    report = _report(run_dir)
+    explore_best = max(report["candidates"], key=lambda c: c["explore"]["score"])
+    assert not explore_best["passed"]
+    current = load_champion(tmp_path / "results", "BTCUSD", "1h")
+    assert current["run"]["trial"] == report["best"] != explore_best["trial"]
+    assert "promoted" in proc.stdout and "Validation of t" in proc.stdout
+    run = json.loads((run_dir / "run.json").read_text())
+    assert run["sessions"][-1]["preflight"]["ok"] is True
+    # asked for by number, the favourite is refused with the reason, and that is recorded
+    decision = promote(run_dir, explore_best["trial"])
+    assert not decision.promoted and decision.reason.startswith("validated: failed validation: ")
+    assert "max_drawdown" in decision.reason
+    last = load_history(tmp_path / "results", "BTCUSD", "1h")[-1]
+    assert last["action"] == "reject" and last["trial"] == explore_best["trial"] and last["reason"] == decision.reason
+    assert load_champion(tmp_path / "results", "BTCUSD", "1h") == current
+
+
+def test_min_improvement_refusal_promotion_and_rollback(fresh_run):
+    results = fresh_run.parent.parent
+    first, second = _report(fresh_run)["passed"][:2]  # ranked: `first` scores better out of sample
+    assert promote(fresh_run, second).promoted  # no champion yet
+    gain = next(c["validation_score"] for c in _report(fresh_run)["candidates"] if c["trial"] == first) - \
+        next(c["validation_score"] for c in _report(fresh_run)["candidates"] if c["trial"] == second)
+    assert gain > 0
+    refused = promote(fresh_run, first, min_improvement=gain + 1.0)
+    assert not refused.promoted
+    assert f"{gain:+.4f} (below min_improvement {gain + 1.0:g}" in refused.reason
+    assert load_champion(results, "BTCUSD", "1h")["run"]["trial"] == second
+    done = promote(fresh_run, first, min_improvement=gain / 2)
+    assert done.promoted and load_champion(results, "BTCUSD", "1h")["run"]["trial"] == first
+    worse = promote(fresh_run, second)
+    assert not worse.promoted and "not above the champion" in worse.reason
+    assert not promote(fresh_run, first).promoted  # already the champion
+
+    back = rollback(results, "BTCUSD", "1h")
+    assert back.promoted and load_champion(results, "BTCUSD", "1h")["run"]["trial"] == second
+    actions = [e["action"] for e in load_history(results, "BTCUSD", "1h")]
+    assert actions == ["promote", "reject", "promote", "reject", "reject", "rollback"]
+    with pytest.raises(ConfigError, match="nothing earlier to roll back to"):
+        rollback(results, "BTCUSD", "1h")
+    target = load_history(results, "BTCUSD", "1h")[2]["config_fingerprint"]
+    assert rollback(results, "BTCUSD", "1h", to=target[:8]).champion["run"]["trial"] == first
+
+
+def test_the_champion_file_says_what_it_is_and_runs_with_backtest_champion(fresh_run):
+    results = fresh_run.parent.parent
+    decision = promote(fresh_run)
+    assert decision.promoted
+    c = load_champion(results, "BTCUSD", "1h")
+    artifact = json.loads((fresh_run / "trials" / f"{c['run']['trial']:06d}.json").read_text())
+    assert c["effective_config"] == artifact["effective_config"]
+    assert c["config_fingerprint"] == artifact["fingerprints"]["config"]
+    assert c["data"]["file"] == artifact["fingerprints"]["data_file"]
+    assert [w["start"] for w in c["data"]["validation"]] == ["2022-06-01", "2022-09-01"]
+    assert c["metrics"]["explore"] == artifact["metrics"] and len(c["metrics"]["validation"]) == 2
+    assert {"code_version", "created", "scores", "symbol", "timeframe"} <= set(c)
+    proc = subprocess.run([sys.executable, "-m", "genesis_core", "backtest", "--champion", "--results-dir", str(results),
+                           "--json", "--out", str(results / "bt.json")], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    rerun = json.loads(proc.stdout)
+    assert rerun["metrics"] == c["metrics"]["explore"] and rerun["fingerprints"]["config"] == c["config_fingerprint"]
+    # the optimizer merges the champion into trials, unless told not to
+    config = validated_config(fresh_run.parent.parent.parent, "merge.yaml")
+    assert load_study_spec(config).champion == c["effective_config"]["params"]
+    skip = validated_config(fresh_run.parent.parent.parent, "skip.yaml", meta={"stop": {"max_trials": 16}, "skip_champion_merge": True})
+    assert load_study_spec(skip).champion is None
+
+
+def test_a_crash_mid_promotion_never_leaves_a_half_written_champion(fresh_run, monkeypatch):
+    results = fresh_run.parent.parent
+    first, second = _report(fresh_run)["passed"][:2]
+    assert promote(fresh_run, second).promoted
+    before = (results / "champions" / "BTCUSD_1h.json").read_text()
+
+    def crash(path: Path, text: str) -> None:
+        path.with_suffix(".json.123.tmp").write_text(text[: len(text) // 2])  # died while writing the temporary file
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(champion_module, "atomic_write", crash)
+    with pytest.raises(KeyboardInterrupt):
+        promote(fresh_run, first)
+    monkeypatch.undo()
+    assert (results / "champions" / "BTCUSD_1h.json").read_text() == before  # the old champion, whole
+
+    # dying after the champion is replaced but before the history entry: recorded at the next operation
+    real = champion_module.atomic_write
+    monkeypatch.setattr(champion_module, "atomic_write",
+                        lambda path, text: real(path, text) if path.name == "BTCUSD_1h.json" else (_ for _ in ()).throw(KeyboardInterrupt))
+    with pytest.raises(KeyboardInterrupt):
+        promote(fresh_run, first)
+    monkeypatch.undo()
+    assert load_champion(results, "BTCUSD", "1h")["run"]["trial"] == first
+    assert rollback(results, "BTCUSD", "1h").champion["run"]["trial"] == second
+    actions = [e["action"] for e in load_history(results, "BTCUSD", "1h")]
+    assert actions == ["promote", "recovered", "rollback"]
+
+
+def test_champion_cli_show_history_promote_rollback(fresh_run):
+    results = fresh_run.parent.parent
+
+    def genesis(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+    missing = genesis("champion", "show", "--results-dir", str(results))
+    assert missing.returncode == 2 and "no BTCUSD 1h champion" in missing.stderr
+    first, second = _report(fresh_run)["passed"][:2]
+    assert genesis("champion", "promote", str(fresh_run), "--trial", str(second)).returncode == 0
+    refused = genesis("champion", "promote", str(fresh_run), "--trial", str(first), "--min-improvement", "1000", "--json")
+    assert refused.returncode == 1 and json.loads(refused.stdout)["promoted"] is False
+    shown = genesis("champion", "show", "--results-dir", str(results), "--json")
+    assert json.loads(shown.stdout)["run"]["trial"] == second
+    table = genesis("champion", "history", "--results-dir", str(results))
+    assert "promote" in table.stdout and "reject" in table.stdout and "min_improvement" in table.stdout
+    assert genesis("champion", "rollback", "--results-dir", str(results)).returncode == 2  # the first champion

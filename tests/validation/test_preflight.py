@@ -1,0 +1,104 @@
+"""Preflight on the bundled data: each check catches what it is for, and writes nothing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+from genesis_core.champion import promote
+from genesis_core.optimizer import optimize
+from genesis_core.preflight import preflight
+from tests.optimizer.test_optimizer import ROOT, write_config
+from tests.validation.conftest import PARAMETERS, VALIDATION, validated_config
+
+
+def _by_name(checks):
+    return {c.name: c for c in checks}
+
+
+def test_a_good_config_passes_every_check_and_writes_nothing(tmp_path):
+    checks = _by_name(preflight(validated_config(tmp_path)))
+    assert {n: c.status for n, c in checks.items()} == {
+        "config": "pass", "data": "pass", "windows covered": "pass", "champion in space": "pass", "smoke run": "pass",
+        "inert parameters": "pass", "storage": "pass", "expected run time": "pass"}
+    assert "will be created" in checks["storage"].detail and "16 trials / 1 worker(s)" in checks["expected run time"].detail
+    assert not (tmp_path / "results").exists()
+
+
+def test_the_zones_override_case_is_caught_as_inert(tmp_path):
+    """Top-level entry thresholds are overridden by signal_adaptation.zones: searching them changes nothing."""
+    path = validated_config(tmp_path, parameters={**PARAMETERS,
+                                                  "thresholds.entry_conf_overall": {"type": "float", "low": 0.5, "high": 0.6},
+                                                  "thresholds.regime_proba.balanced": {"type": "float", "low": 0.5, "high": 0.6}})
+    inert = _by_name(preflight(path))["inert parameters"]
+    assert inert.status == "fail"
+    assert "2 of 5 searched parameters changed nothing" in inert.detail
+    assert "thresholds.entry_conf_overall" in inert.detail and "thresholds.regime_proba.balanced" in inert.detail
+    assert "exits.max_bars_held" not in inert.detail
+
+
+def test_a_window_outside_the_data_fails(tmp_path):
+    path = validated_config(tmp_path, validation={**VALIDATION, "windows": [{"start": "2023-12-01", "end": "2024-03-31"}]})
+    checks = _by_name(preflight(path))
+    assert checks["windows covered"].status == "fail"
+    assert "validation 1 2023-12-01..2024-03-31" in checks["windows covered"].detail
+    assert "does not cover the window" in checks["windows covered"].detail
+    assert "smoke run" not in checks  # nothing to run on
+    early = write_config(tmp_path, "early.yaml", meta={"sample_start": "2018-05-16", "sample_end": "2018-06-30"})
+    detail = _by_name(preflight(early))["windows covered"].detail
+    assert "needs" in detail and "warm-up bars" in detail
+
+
+def test_validation_overlapping_explore_is_a_warning(tmp_path):
+    path = validated_config(tmp_path, validation={**VALIDATION, "windows": [{"start": "2022-05-01", "end": "2022-06-30"}]})
+    check = _by_name(preflight(path))["out of sample"]
+    assert check.status == "warn" and "overlap the explore window" in check.detail
+
+
+def test_a_champion_outside_the_space_is_named(validated_run, tmp_path):
+    import shutil
+
+    run_dir = tmp_path / "results" / "runs" / "t"
+    shutil.copytree(validated_run, run_dir)
+    assert promote(run_dir).promoted
+    narrow = {**PARAMETERS, "exits.stop_loss_atr": {"type": "float", "low": 3.0, "high": 4.0, "step": 0.5}}
+    check = _by_name(preflight(validated_config(tmp_path, "narrow.yaml", parameters=narrow)))["champion in space"]
+    assert check.status == "warn"
+    assert "exits.stop_loss_atr: " in check.detail and "is outside 3.0 .. 4.0" in check.detail
+    inside = _by_name(preflight(validated_config(tmp_path, "same.yaml")))["champion in space"]
+    assert inside.status == "pass" and "base point: champion" in inside.detail
+
+
+def test_an_existing_study_with_another_signature_fails_and_a_matching_one_passes(tmp_path):
+    path = validated_config(tmp_path, meta={"stop": {"max_trials": 3}})
+    optimize(path, progress=False)
+    assert "signature matches" in _by_name(preflight(path))["storage"].detail
+    changed = validated_config(tmp_path, "changed.yaml", constraints={"min_trades": 99})
+    storage = _by_name(preflight(changed))["storage"]
+    assert storage.status == "fail" and "scoring:" in storage.detail
+    assert _by_name(preflight(changed, force_resume=True))["storage"].status == "warn"
+
+
+def test_cli_exit_codes_json_and_optimize_refusing_to_start(tmp_path):
+    bad = validated_config(tmp_path, "bad.yaml", parameters={**PARAMETERS, "thresholds.entry_conf_overall":
+                                                             {"type": "float", "low": 0.5, "high": 0.6}})
+
+    def genesis(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+    proc = genesis("preflight", str(bad), "--json")
+    report = json.loads(proc.stdout)
+    assert proc.returncode == 1 and report["ok"] is False and report["failed"] == 1
+    assert [c["name"] for c in report["checks"] if c["status"] == "fail"] == ["inert parameters"]
+    assert "Preflight: 1 failed" in genesis("preflight", str(bad)).stdout
+    refused = genesis("optimize", str(bad))
+    assert refused.returncode == 1 and "preflight failed (run not started" in refused.stderr
+    assert not (tmp_path / "results").exists()
+    skipped = genesis("optimize", str(bad), "--skip-preflight", "--max-trials", "2")
+    assert skipped.returncode == 0, skipped.stderr
+    run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
+    assert run["sessions"][-1]["preflight"] == {"skipped": True}
+    broken = write_config(tmp_path, "broken.yaml", meta={"sample_start": "not a date"})
+    proc = genesis("preflight", str(broken), "--json")
+    assert proc.returncode == 1 and json.loads(proc.stdout)["checks"][0]["name"] == "config"

@@ -1,0 +1,152 @@
+"""Explore -> validate on the bundled data: candidates, constraints on every window, ranking, report."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from genesis_core.backtest import Backtester, build_config
+from genesis_core.errors import ConfigError
+from genesis_core.optimizer._config import ValidationConfig
+from genesis_core.validation import evaluate_candidate, load_run, select_candidates, validate
+from genesis_core.validation._validate import evaluated_trials
+from tests.optimizer.test_optimizer import ROOT, write_config
+from tests.validation.conftest import VALIDATION, validated_config
+
+
+def test_candidates_are_the_top_distinct_valid_trials_by_explore_score(validated_run):
+    trials = evaluated_trials(validated_run)
+    report = json.loads((validated_run / "validation.json").read_text())
+    valid = [t for t in trials if t["score"]["outcome"] == "VALID" and not t["score"]["constraints_failed"]]
+    expected = sorted(valid, key=lambda t: -t["score"]["phase2"])[: VALIDATION["top_n"]]
+    assert sorted(c["trial"] for c in report["candidates"]) == sorted(t["trial_number"] for t in expected)
+    assert len({c["config_fingerprint"] for c in report["candidates"]}) == len(report["candidates"])
+    assert report["evaluated_trials"] == len(trials)
+
+
+def test_each_window_is_a_rerun_of_the_same_effective_config_on_that_window(validated_run):
+    report = json.loads((validated_run / "validation.json").read_text())
+    c = report["candidates"][0]
+    artifact = json.loads((validated_run / "trials" / f"{c['trial']:06d}.json").read_text())
+    for w in c["windows"]:
+        effective = build_config(artifact["effective_config"], overrides={"data": {"start": w["start"], "end": w["end"]}})
+        assert effective.params == artifact["effective_config"]["params"]  # only the window moved
+        result = Backtester().run(effective)
+        assert result.metrics == w["metrics"] and result.window.fingerprint == w["data_window"]
+        assert w["first_bar"] == f"{w['start']}T00:00:00Z" and w["last_bar"] == f"{w['end']}T23:00:00Z"
+
+
+def test_a_candidate_passes_only_if_every_constraint_holds_on_every_window(validated_run):
+    report = json.loads((validated_run / "validation.json").read_text())
+    limit = VALIDATION["constraints"]["max_drawdown"]
+    for c in report["candidates"]:
+        breaks = [w for w in c["windows"] if w["metrics"]["max_drawdown"] > limit or w["metrics"]["num_trades"] < 5]
+        assert c["passed"] == (not breaks)
+        for w in breaks:
+            assert any(r.startswith(f"{w['start']}..{w['end']}: max_drawdown") or "min_trades" in r for r in c["reasons"])
+    passed = [c for c in report["candidates"] if c["passed"]]
+    failed = [c for c in report["candidates"] if not c["passed"]]
+    assert passed and failed  # this data gives both, so the test shows the split
+    assert report["passed"] == [c["trial"] for c in passed] and report["best"] == passed[0]["trial"]
+    # the in-sample favourite is among those that fail out of sample
+    explore_best = max(report["candidates"], key=lambda c: c["explore"]["score"])
+    assert not explore_best["passed"] and any("max_drawdown" in r for r in explore_best["reasons"])
+
+
+def test_ranking_worst_mean_robust_and_ties_by_explore_score(validated_run):
+    _, cfg = load_run(validated_run)
+    artifact = json.loads(next((validated_run / "trials").glob("*.json")).read_text())
+    bt = Backtester()
+    scores = {}
+    for ranking in ("worst", "mean", "robust"):
+        v = cfg.validation.model_copy(update={"ranking": ranking, "robust_weight": 0.25})
+        result = evaluate_candidate(bt, artifact["effective_config"], cfg.scoring, v)
+        scores[ranking] = result["validation_score"]
+        window_scores = [w["score"] for w in result["windows"]]
+    assert scores["worst"] == min(window_scores)
+    assert scores["mean"] == pytest.approx(sum(window_scores) / 2)
+    assert scores["robust"] == pytest.approx(0.75 * scores["mean"] + 0.25 * scores["worst"])
+    report = json.loads((validated_run / "validation.json").read_text())
+    keys = [(not c["passed"], -c["validation_score"], -c["explore"]["score"]) for c in report["candidates"]]
+    assert keys == sorted(keys) and [c["rank"] for c in report["candidates"]] == list(range(1, len(keys) + 1))
+    for c in report["candidates"]:
+        assert c["gap"] == pytest.approx(c["explore"]["score"] - c["validation_score"])
+
+
+def test_include_scoring_failures_widens_the_candidates():
+    trials = [
+        {"trial_number": 0, "score": {"outcome": "VALID", "phase2": 5.0, "constraints_failed": ["min_trades"]},
+         "pruned": None, "fingerprints": {"config": "a"}},
+        {"trial_number": 1, "score": {"outcome": "VALID", "phase2": 3.0, "constraints_failed": []},
+         "pruned": None, "fingerprints": {"config": "b"}},
+        {"trial_number": 2, "score": {"outcome": "ZERO_TRADES_BLOCKED", "phase2": -2000.0, "constraints_failed": []},
+         "pruned": None, "fingerprints": {"config": "c"}},
+        {"trial_number": 3, "score": {"outcome": "VALID", "phase2": 9.0, "constraints_failed": []},
+         "pruned": "drawdown 0.4 above 0.3 by bar 100", "fingerprints": {"config": "d"}},
+    ]
+    assert [t["trial_number"] for t in select_candidates(trials, 5, False)] == [1]
+    assert [t["trial_number"] for t in select_candidates(trials, 5, True)] == [0, 1]
+
+
+def test_overfitting_statistics_are_reported(validated_run):
+    report = json.loads((validated_run / "validation.json").read_text())
+    dsr = report["overfitting"]["deflated_sharpe"]
+    assert dsr["trial"] == report["candidates"][0]["trial"]
+    assert dsr["n_trials"] == report["evaluated_trials"] and dsr["bars"] > 2000
+    assert 0.0 <= dsr["dsr"] <= 1.0 and dsr["sr0_per_bar"] > 0
+    assert report["overfitting"]["mean_gap"] == pytest.approx(
+        sum(c["gap"] for c in report["candidates"]) / len(report["candidates"]))
+
+
+def test_validate_cli_writes_the_report_and_a_table(fresh_run):
+    (fresh_run / "validation.json").unlink()
+    proc = subprocess.run([sys.executable, "-m", "genesis_core", "validate", str(fresh_run), "--top-n", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "Validation of t" in proc.stdout and "explore" in proc.stdout and "2022-06-01..2022-08-31" in proc.stdout
+    report = json.loads((fresh_run / "validation.json").read_text())
+    assert len(report["candidates"]) == 2 and report["validation"]["top_n"] == 2
+
+
+def test_a_run_without_validation_windows_is_a_clear_error(tmp_path):
+    from genesis_core.optimizer import optimize
+
+    run_dir = Path(optimize(write_config(tmp_path, meta={"stop": {"max_trials": 2}}), progress=False)["run_dir"])
+    with pytest.raises(ConfigError, match="no validation windows"):
+        validate(run_dir)
+    # ... unless another config's validation section is given
+    report = validate(run_dir, ValidationConfig.model_validate(VALIDATION))
+    assert report["candidates"]
+
+
+def test_validation_without_windows_or_promotion_without_validation_is_refused(tmp_path):
+    from genesis_core.optimizer import load_optimizer_config
+
+    with pytest.raises(ConfigError, match="windows: give at least one"):
+        load_optimizer_config(validated_config(tmp_path, validation={**VALIDATION, "windows": []}))
+    with pytest.raises(ConfigError, match="promotion.enabled needs validation.enabled"):
+        load_optimizer_config(write_config(tmp_path, promotion={"enabled": True}))
+
+
+def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
+    from genesis_core.validation import walk_forward
+
+    path = validated_config(tmp_path, meta={"stop": {"max_trials": 6}},
+                            validation={**VALIDATION, "walk_forward": {"folds": 2, "start": "2022-01-01", "end": "2022-09-30"}})
+    report = walk_forward(path)
+    assert report["complete"] and len(report["folds"]) == 2
+    blocks = report["blocks"]
+    assert blocks[0][0] == "2022-01-01" and blocks[-1][1] == "2022-09-30"
+    for f, (explore, validation) in zip(report["folds"], itertools.pairwise(blocks), strict=True):
+        assert f["explore"] == list(explore) and f["validation"] == list(validation)
+        v = json.loads((Path(f["run_dir"]) / "validation.json").read_text())
+        assert v["validation"]["windows"] == [{"start": validation[0], "end": validation[1]}]
+        assert Path(f["config"]).exists() and f["evaluated_trials"] >= 1
+    tops = [f["top"] for f in report["folds"] if f["top"]]
+    assert report["aggregate"]["worst_validation_score"] == min(t["validation_score"] for t in tops)
+    assert json.loads(Path(report["path"]).read_text())["folds"] == report["folds"]
