@@ -419,6 +419,34 @@ def champion_rollback(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", re
     _print_decision(rollback(results_dir, symbol, timeframe, to), as_json)
 
 
+@app.command()
+@_handle_errors
+def mcp(
+    http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP at POST /mcp instead of stdio.")] = False,
+    host: Annotated[str, typer.Option(help="HTTP bind address; anything but loopback is exposed to the network.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="HTTP port.")] = 8765,
+    results_dir: Annotated[Path, typer.Option(help="The results folder served (runs, champions).")] = Path("results"),
+    configs_dir: Annotated[Path, typer.Option(help="The folder optimizer configs are read from (preflight, runs).")] = Path("configs"),
+    allow_write: Annotated[bool, typer.Option(help="Add tools that start runs and promote champions "
+                                                   "(HTTP then needs the token in $GENESIS_MCP_TOKEN).")] = False,
+) -> None:
+    """Serve runs, trials and champions to AI assistants over MCP (read-only unless --allow-write)."""
+    import ipaddress
+    import os
+
+    from genesis_core.mcp_server import TOKEN_ENV, serve
+
+    if http:
+        try:
+            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            loopback = False
+        if not loopback:
+            err.print(f"[yellow]warning:[/] binding {host}: the MCP server is reachable from the network")
+        err.print(f"genesis MCP server ({'read-write' if allow_write else 'read-only'}) at http://{host}:{port}/mcp")
+    serve(results_dir, configs_dir, allow_write, "http" if http else "stdio", host, port, os.environ.get(TOKEN_ENV))
+
+
 @model_app.command("train")
 @_handle_errors
 def model_train(

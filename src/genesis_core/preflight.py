@@ -18,7 +18,7 @@ from genesis_core.data import format_ts, parse_ts
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import fingerprint
 from genesis_core.optimizer import load_study_spec
-from genesis_core.optimizer._runner import FEATURE_CACHE, StudySpec
+from genesis_core.optimizer._runner import StudySpec
 from genesis_core.optimizer._signature import SIGNATURE_ATTR, SPACE_ATTR, signature_diff
 from genesis_core.optimizer._storage import probe_storage, redact
 from genesis_core.scoring import score
@@ -168,7 +168,7 @@ def preflight(config_path: str | Path, storage: str | None = None, workers: int 
     except GenesisError as exc:
         return [Check("config", "fail", str(exc))]
     checks = [Check("config", "pass", f"{len(study.space.distributions)} searched, {len(study.space.fixed)} fixed parameters")]
-    bt = Backtester(FEATURE_CACHE)
+    bt = Backtester()  # memory caches only: preflight writes no file
     try:
         candles = bt.candles(study.fixed.data.path, study.fixed.data.timeframe)
     except GenesisError as exc:

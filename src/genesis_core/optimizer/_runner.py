@@ -10,6 +10,7 @@ import multiprocessing
 import os
 import platform
 import signal
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -292,7 +293,11 @@ class Worker:
 
     @contextlib.contextmanager
     def stopping_on_sigint(self) -> Iterator[None]:
-        """Ctrl-C finishes the trial in flight, then stops; the signal is passed on to child workers."""
+        """Ctrl-C finishes the trial in flight, then stops; the signal is passed on to child workers.
+        Off the main thread (a run started by a server) signals are not ours to handle."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
 
         def on_sigint(signum: int, frame: object) -> None:
             self.interrupted = True

@@ -1,0 +1,332 @@
+"""``genesis mcp``: runs, trials and champions over the Model Context Protocol, safely.
+
+Read-only unless started with ``allow_write``: then tools that start an optimization or a
+validation and that promote a champion are added (never listed otherwise), and on HTTP every
+request must carry ``Authorization: Bearer <token>``. Every path argument is resolved inside a
+configured folder (the results folder; config files inside the configs folder) and refused if it
+is absolute, has a ``..`` part or escapes through a symlink. Responses are paginated and
+size-limited; errors are a JSON object with a message and an id (the server log has the rest),
+never a traceback.
+"""
+
+from __future__ import annotations
+
+import csv
+import hmac
+import json
+import logging
+import math
+import uuid
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver.exceptions import ToolError
+from mcp_types import ToolAnnotations
+
+from genesis_core import __version__
+from genesis_core.errors import GenesisError
+
+log = logging.getLogger("genesis_core.mcp")
+F = TypeVar("F", bound=Callable[..., Any])
+MAX_RESPONSE_BYTES = 256_000
+MAX_PAGE = 200
+READ = ToolAnnotations(read_only_hint=True, destructive_hint=False, idempotent_hint=True, open_world_hint=False)
+WRITE = ToolAnnotations(read_only_hint=False, destructive_hint=False, idempotent_hint=False, open_world_hint=False)
+PROMOTE = ToolAnnotations(read_only_hint=False, destructive_hint=True, idempotent_hint=False, open_world_hint=False)
+TOKEN_ENV = "GENESIS_MCP_TOKEN"
+
+
+class RequestError(GenesisError):
+    """A bad request from the client: its message goes back as is."""
+
+
+def inside(root: Path, relative: str) -> Path:
+    """``relative`` resolved inside ``root``, or RequestError: no absolute paths, no ``..``,
+    no symlink leading out."""
+    if not relative or "\x00" in relative:
+        raise RequestError("empty or invalid path")
+    candidate = Path(relative)
+    if candidate.is_absolute() or relative.startswith(("/", "\\")) or ".." in candidate.parts:
+        raise RequestError(f"path {relative!r} must be relative to the served folder, without '..'")
+    base = root.resolve()
+    resolved = (base / candidate).resolve()
+    if not resolved.is_relative_to(base):
+        raise RequestError(f"path {relative!r} leads outside the served folder")
+    return resolved
+
+
+def _guarded(fn: F) -> F:
+    """Structured errors: the message for expected failures, an id for everything."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        error_id = uuid.uuid4().hex[:12]
+        try:
+            result = fn(*args, **kwargs)
+        except (GenesisError, KeyError, ValueError) as exc:  # KeyError: unknown run or trial fields
+            log.info("tool %s failed (%s): %s", fn.__name__, error_id, exc)
+            message = str(exc) if not isinstance(exc, KeyError) else f"not found: {exc}"
+            raise ToolError(json.dumps({"error": {"message": message, "id": error_id}})) from None
+        except Exception:
+            log.exception("tool %s crashed (%s)", fn.__name__, error_id)
+            raise ToolError(json.dumps({"error": {"message": "internal error; the server log has the details",
+                                                  "id": error_id}})) from None
+        size = len(json.dumps(result))
+        if size > MAX_RESPONSE_BYTES:
+            raise ToolError(json.dumps({"error": {
+                "message": f"response of {size:,} bytes exceeds the {MAX_RESPONSE_BYTES:,}-byte limit; "
+                           "ask for less (limit, offset, fields)", "id": error_id}}))
+        return result
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _page(items: list[Any], offset: int, limit: int) -> dict[str, Any]:
+    if offset < 0 or not 1 <= limit <= MAX_PAGE:
+        raise RequestError(f"offset must be >= 0 and limit within 1..{MAX_PAGE}")
+    page = items[offset: offset + limit]
+    nxt = offset + limit if offset + limit < len(items) else None
+    return {"total": len(items), "offset": offset, "limit": limit, "next_offset": nxt, "items": page}
+
+
+def _number(text: str) -> Any:
+    """trials.csv cells back to numbers where they are numbers."""
+    if text == "":
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return {"True": True, "False": False}.get(text, text)
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
+
+
+def _diff(a: Any, b: Any, path: str, out: list[dict[str, Any]]) -> None:
+    if isinstance(a, dict) and isinstance(b, dict):
+        for key in sorted(set(a) | set(b)):
+            _diff(a.get(key), b.get(key), f"{path}.{key}" if path else key, out)
+    elif a != b:
+        out.append({"path": path, "a": a, "b": b})
+
+
+class Genesis:
+    """The served folders and what the tools read from them."""
+
+    def __init__(self, results_dir: Path, configs_dir: Path) -> None:
+        self.results = results_dir
+        self.configs = configs_dir
+
+    def run_dir(self, run: str) -> Path:
+        path = inside(self.results / "runs", run)
+        if not (path / "run.json").exists():
+            raise RequestError(f"no run {run!r} (see list_runs)")
+        return path
+
+    def trials(self, run: str) -> list[dict[str, Any]]:
+        with (self.run_dir(run) / "trials.csv").open() as fh:
+            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+
+    def artifact(self, run: str, trial: int) -> dict[str, Any]:
+        path = self.run_dir(run) / "trials" / f"{trial:06d}.json"
+        if not path.exists():
+            row = next((r for r in self.trials(run) if r["number"] == trial), None)
+            if row is None:
+                raise RequestError(f"run {run!r} has no trial {trial}")
+            original = row.get("cache_reused_from")
+            hint = f"; it was answered from the cache: see trial {original}" if original not in (None, "") else \
+                f" (state {row['state']}, {row.get('fail_reason') or 'no artifact'})"
+            raise RequestError(f"trial {trial} of {run!r} was not evaluated{hint}")
+        return json.loads(path.read_text())
+
+
+def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_write: bool = False) -> MCPServer:
+    """The MCP server over ``results_dir``; write tools only with ``allow_write``."""
+    g = Genesis(results_dir, configs_dir)
+    server = MCPServer("genesis-core", version=__version__, instructions=(
+        "Genesis-Core optimizer results: list runs, query trials, read a trial's effective config, metrics and trace, "
+        "the validation table, champions and their history. Run and trial names come from list_runs / query_trials."))
+
+    @server.tool(annotations=READ)
+    @_guarded
+    def list_runs(offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        """Optimizer runs in the results folder, newest first: study, trials, best trial, validation summary."""
+        runs = []
+        folder = g.results / "runs"
+        names = [p.name for p in folder.iterdir() if p.resolve().is_relative_to(folder.resolve())] if folder.exists() else []
+        for name in names:  # a symlink leading out of the results folder is not listed
+            path = folder / name / "run.json"
+            try:
+                run = json.loads(path.read_text())
+                summary = {"run": name, "study": run["study_name"], "trials": run["cache"]["total_trials"],
+                           "best_trial": run["best_trial"], "last_session": run["sessions"][-1]["finished"]}
+            except (OSError, ValueError, KeyError, IndexError):
+                continue  # not a finished run
+            validated = path.parent / "validation.json"
+            v = json.loads(validated.read_text()) if validated.exists() else None
+            summary["validation"] = None if v is None else {"passed": v["passed"], "best": v["best"]}
+            runs.append(summary)
+        runs.sort(key=lambda r: r["last_session"], reverse=True)
+        return _page(runs, offset, limit)
+
+    @server.tool(annotations=READ)
+    @_guarded
+    def show_run(run: str) -> dict[str, Any]:
+        """One run: metadata, signature, sessions, cache statistics, outcome counts and the validation table."""
+        path = g.run_dir(run)
+        meta = json.loads((path / "run.json").read_text())
+        validated = path / "validation.json"
+        table = None
+        if validated.exists():
+            v = json.loads(validated.read_text())
+            table = {"passed": v["passed"], "best": v["best"], "overfitting": v["overfitting"],
+                     "candidates": [{"rank": c["rank"], "trial": c["trial"], "passed": c["passed"], "reasons": c["reasons"],
+                                     "explore_score": c["explore"]["score"], "validation_score": c["validation_score"],
+                                     "gap": c["gap"]} for c in v["candidates"]]}
+        return {"run": run, **{k: meta[k] for k in ("study_name", "storage", "signature", "search_space", "versions",
+                                                      "sessions", "cache", "states", "outcomes", "best_trial")},
+                "identical_outcomes": meta.get("identical_outcomes"), "validation": table}
+
+    @server.tool(annotations=READ)
+    @_guarded
+    def query_trials(run: str, state: str | None = None, outcome: str | None = None, min_score: float | None = None,
+                     max_score: float | None = None, sort_by: str = "number", descending: bool = False,
+                     offset: int = 0, limit: int = 50) -> dict[str, Any]:
+        """Trials of a run (the rows of trials.csv), filtered by state (COMPLETE, PRUNED, FAIL...), outcome class
+        (VALID, DUPLICATE, ZERO_TRADES_BLOCKED...) and production score range, sorted by any column, paginated."""
+        rows = g.trials(run)
+        if rows and sort_by not in rows[0]:
+            raise RequestError(f"sort_by {sort_by!r} is not a column; columns: {', '.join(rows[0])}")
+        picked = [r for r in rows
+                  if (state is None or r["state"] == state) and (outcome is None or r["outcome"] == outcome)
+                  and (min_score is None or (r["score_phase2"] is not None and r["score_phase2"] >= min_score))
+                  and (max_score is None or (r["score_phase2"] is not None and r["score_phase2"] <= max_score))]
+        present = [r for r in picked if isinstance(r.get(sort_by), int | float)]
+        absent = [r for r in picked if not isinstance(r.get(sort_by), int | float)]
+        present.sort(key=lambda r: (r[sort_by] if not isinstance(r[sort_by], float) or not math.isnan(r[sort_by]) else -math.inf),
+                     reverse=descending)
+        return _page(present + absent, offset, limit)
+
+    @server.tool(annotations=READ)
+    @_guarded
+    def show_trial(run: str, trial: int) -> dict[str, Any]:
+        """One evaluated trial: parameters, effective config (re-runnable), fingerprints, metrics, score and decision trace."""
+        return g.artifact(run, trial)
+
+    @server.tool(annotations=READ)
+    @_guarded
+    def compare_trials(run: str, trial_a: int, trial_b: int, run_b: str | None = None) -> dict[str, Any]:
+        """The differences between two trials' effective configs (and their metrics), path by path."""
+        a, b = g.artifact(run, trial_a), g.artifact(run_b or run, trial_b)
+        config: list[dict[str, Any]] = []
+        _diff(a["effective_config"], b["effective_config"], "", config)
+        metrics: list[dict[str, Any]] = []
+        _diff(a["metrics"], b["metrics"], "", metrics)
+        return {"a": {"run": run, "trial": trial_a, "config_fingerprint": a["fingerprints"]["config"]},
+                "b": {"run": run_b or run, "trial": trial_b, "config_fingerprint": b["fingerprints"]["config"]},
+                "config_differences": config, "metric_differences": metrics}
+
+    @server.tool(annotations=READ)
+    @_guarded
+    def show_champion(symbol: str = "BTCUSD", timeframe: str = "1h", history_offset: int = 0, history_limit: int = 20) -> dict[str, Any]:
+        """The current champion of (symbol, timeframe) and its promotion history (newest first, paginated)."""
+        from genesis_core.champion import load_champion, load_history
+
+        inside(g.results / "champions", f"{symbol}_{timeframe}.json")
+        history = [{k: v for k, v in e.items() if k != "champion"} for e in reversed(load_history(g.results, symbol, timeframe))]
+        return {"champion": load_champion(g.results, symbol, timeframe), "history": _page(history, history_offset, history_limit)}
+
+    @server.tool(annotations=READ)
+    @_guarded
+    def preflight(config: str) -> dict[str, Any]:
+        """Preflight checks of an optimizer config (a path inside the configs folder); writes nothing."""
+        from genesis_core.preflight import preflight as run_checks
+        from genesis_core.preflight import to_dict
+
+        return to_dict(run_checks(inside(g.configs, config)))
+
+    @server.resource("genesis://runs/{run}", mime_type="application/json")
+    def run_resource(run: str) -> str:
+        """A run's metadata (run.json)."""
+        return (g.run_dir(run) / "run.json").read_text()
+
+    @server.resource("genesis://champions/{symbol}/{timeframe}", mime_type="application/json")
+    def champion_resource(symbol: str, timeframe: str) -> str:
+        """A champion file."""
+        path = inside(g.results / "champions", f"{symbol}_{timeframe}.json")
+        if not path.exists():
+            raise RequestError(f"no {symbol} {timeframe} champion")
+        return path.read_text()
+
+    if allow_write:
+        _add_write_tools(server, g)
+    return server
+
+
+def _add_write_tools(server: MCPServer, g: Genesis) -> None:
+    @server.tool(annotations=WRITE)
+    @_guarded
+    def start_optimization(config: str, max_trials: int | None = None, skip_preflight: bool = False) -> dict[str, Any]:
+        """Run an optimizer config (inside the configs folder) to the end: preflight, explore, then validation and
+        promotion as the config says. Blocks until done; returns the run summary."""
+        from genesis_core.optimizer import RunOptions
+        from genesis_core.workflow import run
+
+        return run(inside(g.configs, config), RunOptions(max_trials=max_trials), skip_preflight, progress=False)
+
+    @server.tool(annotations=WRITE)
+    @_guarded
+    def run_validation(run: str, top_n: int | None = None) -> dict[str, Any]:
+        """Validate a finished run's top candidates on its out-of-sample windows; returns the passed trials."""
+        from genesis_core.validation import load_run, validate
+
+        path = g.run_dir(run)
+        v = load_run(path)[1].validation
+        report = validate(path, v if top_n is None else v.model_copy(update={"top_n": top_n}))
+        return {"passed": report["passed"], "best": report["best"], "candidates": len(report["candidates"])}
+
+    @server.tool(annotations=PROMOTE)
+    @_guarded
+    def promote_champion(run: str, trial: int | None = None) -> dict[str, Any]:
+        """Promote a validated trial through the gates (validated, reproduces, improves); recorded either way."""
+        from genesis_core.champion import promote
+
+        decision = promote(g.run_dir(run), trial)
+        return {"promoted": decision.promoted, "reason": decision.reason, "gates": [vars(x) for x in decision.gates]}
+
+
+def bearer_guard(app: Any, token: str) -> Callable[..., Any]:
+    """ASGI middleware: HTTP requests without ``Authorization: Bearer <token>`` get 401."""
+
+    async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            headers = dict(scope.get("headers") or [])
+            given = headers.get(b"authorization", b"").decode("latin-1")
+            if not hmac.compare_digest(given, f"Bearer {token}"):
+                await send({"type": "http.response.start", "status": 401,
+                            "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
+                await send({"type": "http.response.body", "body": b'{"error": {"message": "bearer token required"}}'})
+                return
+        await app(scope, receive, send)
+
+    return guarded
+
+
+def serve(results_dir: Path, configs_dir: Path, allow_write: bool, transport: Literal["stdio", "http"],
+          host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> None:
+    """Run the server until stopped."""
+    server = build_server(results_dir, configs_dir, allow_write)
+    if transport == "stdio":
+        server.run("stdio")
+        return
+    import anyio
+    import uvicorn
+
+    app: Any = server.streamable_http_app(streamable_http_path="/mcp", host=host)
+    if allow_write:
+        if not token:
+            raise RequestError(f"--allow-write over HTTP needs a bearer token in ${TOKEN_ENV}")
+        app = bearer_guard(app, token)
+    config = uvicorn.Config(app, host=host, port=port, log_level="warning")
+    anyio.run(uvicorn.Server(config).serve)
