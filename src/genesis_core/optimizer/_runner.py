@@ -440,7 +440,8 @@ def _run_with_progress(worker: Worker, optuna_study: optuna.Study, own: int, tot
             last[0] = now
             trials = optuna_study.get_trials(deepcopy=False)
             mine = [t for t in trials[start_n:] if t.state.is_finished()]
-            valid = [t.user_attrs["score_phase2"] for t in trials if t.user_attrs.get("outcome") == "VALID"]
+            valid = [t.user_attrs["score_phase2"] for t in trials  # finished only: a running trial is half written
+                     if t.state == TrialState.COMPLETE and t.user_attrs.get("outcome") == "VALID"]
             hits = sum(1 for t in mine if t.user_attrs.get("cached"))
             bar.update(task, completed=len(mine), rate=len(mine) / max(now - t0, 1e-9),
                        best=f"{max(valid):.2f}" if valid else "-", hits=f"{hits / max(len(mine), 1):.0%}")
