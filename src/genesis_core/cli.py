@@ -244,6 +244,10 @@ def _print_validation(report: dict[str, Any]) -> None:
         out.print(f"deflated Sharpe ratio of trial {dsr['trial']} given {dsr['n_trials']} evaluated configs: {dsr['dsr']:.3f} "
                   f"(per-bar Sharpe {dsr['sharpe_per_bar']:.4f} vs {dsr['sr0_per_bar']:.4f} expected from luck alone)")
     out.print(f"passed: {report['passed'] or 'none'}; best: {report['best']}")
+    if report["missing_artifacts"]:
+        err.print(f"[yellow]warning:[/] {len(report['missing_artifacts'])} evaluated trial(s) have no artifact in this run folder "
+                  "(evaluated on another machine?) and were not considered; run `genesis validate` where they ran, "
+                  "or copy their trials/NNNNNN.json here")
 
 
 @app.command()

@@ -26,7 +26,22 @@ def test_candidates_are_the_top_distinct_valid_trials_by_explore_score(validated
     expected = sorted(valid, key=lambda t: -t["score"]["phase2"])[: VALIDATION["top_n"]]
     assert sorted(c["trial"] for c in report["candidates"]) == sorted(t["trial_number"] for t in expected)
     assert len({c["config_fingerprint"] for c in report["candidates"]}) == len(report["candidates"])
-    assert report["evaluated_trials"] == len(trials)
+    assert report["evaluated_trials"] == len(trials) and report["missing_artifacts"] == []
+
+
+def test_trials_evaluated_elsewhere_are_reported_not_silently_dropped(fresh_run):
+    """Artifacts are written where a trial ran: another machine's trials are named, not ignored."""
+    artifacts = sorted((fresh_run / "trials").glob("*.json"))
+    gone = artifacts[:2]
+    for path in gone:
+        path.unlink()
+    report = validate(fresh_run)
+    assert report["missing_artifacts"] == [int(p.stem) for p in gone]
+    assert report["evaluated_trials"] == len(artifacts) - 2
+    assert not {c["trial"] for c in report["candidates"]} & set(report["missing_artifacts"])
+    proc = subprocess.run([sys.executable, "-m", "genesis_core", "validate", str(fresh_run)],
+                          cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and "2 evaluated trial(s) have no artifact" in proc.stderr
 
 
 def test_each_window_is_a_rerun_of_the_same_effective_config_on_that_window(validated_run):

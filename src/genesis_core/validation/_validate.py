@@ -9,6 +9,7 @@ artifacts), so ``genesis validate RUN`` works on any finished run without its st
 
 from __future__ import annotations
 
+import csv
 import json
 import math
 from datetime import UTC, datetime
@@ -49,6 +50,14 @@ def evaluated_trials(run_dir: Path) -> list[dict[str, Any]]:
         except (OSError, ValueError) as exc:
             raise ConfigError(f"{path}: unreadable trial artifact: {exc}") from None
     return out
+
+
+def missing_artifacts(run_dir: Path, trials: list[dict[str, Any]]) -> list[int]:
+    """Evaluated trials listed in trials.csv without an artifact here: evaluated by a worker on
+    another machine (artifacts are written where a trial ran), so validation cannot see them."""
+    have = {t["trial_number"] for t in trials}
+    with (run_dir / "trials.csv").open() as fh:
+        return [int(r["number"]) for r in csv.DictReader(fh) if r["cached"] == "False" and int(r["number"]) not in have]
 
 
 def select_candidates(trials: list[dict[str, Any]], top_n: int, include_scoring_failures: bool) -> list[dict[str, Any]]:
@@ -168,6 +177,7 @@ def validate(run_dir: Path, validation: ValidationConfig | None = None, backtest
         "code_version": code_version(),
         "validation": v.model_dump(mode="json"),
         "evaluated_trials": len(trials),
+        "missing_artifacts": missing_artifacts(run_dir, trials),
         "eligible_note": "VALID, unpruned, distinct configs" + ("" if v.constraints.include_scoring_failures
                                                                   else ", explore constraints met"),
         "candidates": candidates,
