@@ -311,19 +311,28 @@ def walk_forward(
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes; overrides meta.n_workers.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Trials per fold; overrides meta.stop.max_trials.")] = None,
+    skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Explore and validate on rolling folds; writes walk_forward.json with each fold and an aggregate."""
+    """Preflight, then explore and validate on rolling folds; writes walk_forward.json with each
+    fold and an aggregate."""
     from genesis_core.optimizer import RunOptions
     from genesis_core.validation import walk_forward as run_folds
+    from genesis_core.workflow import PreflightFailed, checked
 
-    report = run_folds(config, RunOptions(storage, workers, max_trials), progress=not as_json)
+    options = RunOptions(storage, workers, max_trials)
+    try:  # each fold is a run of its own: preflight each before it starts
+        report = run_folds(config, options, progress=not as_json, before_fold=lambda fold: checked(fold, options, skip_preflight))
+    except PreflightFailed as exc:
+        _print_checks(exc.report)
+        raise
     if as_json:
         sys.stdout.write(json.dumps(report, indent=2) + "\n")
         return
     table = Table(title=f"Walk-forward of {report['study']}: {len(report['folds'])} folds")
-    for col in ("fold", "explore", "validation", "top trial", "explore score", "val score", "gap", "passed", "DSR"):
-        table.add_column(col, justify="left" if col in ("explore", "validation") else "right")
+    for col in ("fold", "explore", "validation", "top trial", "expl. score", "val score", "gap", "passed", "DSR"):
+        table.add_column(col, justify="left" if col in ("explore", "validation") else "right",
+                         no_wrap=col in ("explore", "validation"))
     for f in report["folds"]:
         t, dsr = f["top"], f["deflated_sharpe"]
         table.add_row(str(f["fold"]), "..".join(f["explore"]), "..".join(f["validation"]),

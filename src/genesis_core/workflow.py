@@ -23,17 +23,22 @@ class PreflightFailed(GenesisError):
         self.report = report
 
 
+def checked(config_path: str | Path, options: RunOptions, skip_preflight: bool) -> dict[str, Any]:
+    """Preflight's report (or that it was skipped); PreflightFailed if any check fails."""
+    if skip_preflight:
+        return {"skipped": True}
+    record = to_dict(preflight(config_path, options.storage, options.workers, options.max_trials, options.force_resume))
+    if not record["ok"]:
+        raise PreflightFailed(record)
+    return record
+
+
 def run(config_path: str | Path, options: RunOptions | None = None, skip_preflight: bool = False,
         progress: bool = True) -> dict[str, Any]:
     """Run the study of ``config_path`` end to end; the summary carries each phase's result."""
     cfg = load_optimizer_config(config_path)
     options = options or RunOptions()
-    if skip_preflight:
-        record: dict[str, Any] = {"skipped": True}
-    else:
-        record = to_dict(preflight(config_path, options.storage, options.workers, options.max_trials, options.force_resume))
-        if not record["ok"]:
-            raise PreflightFailed(record)
+    record = checked(config_path, options, skip_preflight)
     summary = optimize(config_path, replace(options, preflight=record), progress)
     summary["preflight"] = record
     if summary["session"]["interrupted"]:

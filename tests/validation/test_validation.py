@@ -153,8 +153,10 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
 
     path = validated_config(tmp_path, meta={"stop": {"max_trials": 6}},
                             validation={**VALIDATION, "walk_forward": {"folds": 2, "start": "2022-01-01", "end": "2022-09-30"}})
-    report = walk_forward(path)
+    seen: list[Path] = []
+    report = walk_forward(path, before_fold=seen.append)  # the CLI preflights each fold there
     assert report["complete"] and len(report["folds"]) == 2
+    assert [str(p) for p in seen] == [f["config"] for f in report["folds"]]
     blocks = report["blocks"]
     assert blocks[0][0] == "2022-01-01" and blocks[-1][1] == "2022-09-30"
     for f, (explore, validation) in zip(report["folds"], itertools.pairwise(blocks), strict=True):

@@ -42,8 +42,10 @@ def _day(seconds: int) -> str:
     return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%d")
 
 
-def walk_forward(config_path: str | Path, options: RunOptions | None = None, progress: bool = False) -> dict[str, Any]:
-    """Run every fold (explore, then validate on the next block); write and return the report."""
+def walk_forward(config_path: str | Path, options: RunOptions | None = None, progress: bool = False,
+                 before_fold: Callable[[Path], Any] | None = None) -> dict[str, Any]:
+    """Run every fold (explore, then validate on the next block); write and return the report.
+    ``before_fold`` gets each fold's config before its run (the CLI runs preflight there)."""
     cfg = load_optimizer_config(config_path)
     wf = cfg.validation.walk_forward
     if wf is None:
@@ -62,6 +64,8 @@ def walk_forward(config_path: str | Path, options: RunOptions | None = None, pro
         fold_raw["promotion"] = {"enabled": False}
         fold_path = folder / f"fold{i}.yaml"
         atomic_write(fold_path, yaml.safe_dump(fold_raw, sort_keys=False))
+        if before_fold is not None:
+            before_fold(fold_path)
         summary = optimize(fold_path, options or RunOptions(), progress)
         if summary["session"]["interrupted"]:
             break
