@@ -9,8 +9,8 @@ A candidate is promoted only if every gate passes:
 1. validated: it passed validation (``genesis validate``) on every window;
 2. reproduces: re-running its stored effective config gives its stored explore and validation
    metrics exactly;
-3. improves: its validation score beats the current champion's, re-run now on the same windows,
-   by more than zero and by at least ``min_improvement``.
+3. improves: its validation score beats the current champion's, re-run now on the same windows
+   of the same data file, by more than zero and by at least ``min_improvement``.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from genesis_core.backtest import Backtester
+from genesis_core.config import deep_merge
 from genesis_core.errors import ConfigError
 from genesis_core.files import atomic_write
 from genesis_core.fingerprint import canonical_json, code_version
@@ -185,7 +186,8 @@ def _gates(
     elif current["config_fingerprint"] == candidate["config_fingerprint"]:
         gates.append(Gate("improves", False, "this config is already the champion"))
     else:
-        theirs = evaluate_candidate(bt, current["effective_config"], cfg.scoring, validation)["validation_score"]
+        same_data = deep_merge(current["effective_config"], {"data": {"path": artifact["effective_config"]["data"]["path"]}})
+        theirs = evaluate_candidate(bt, same_data, cfg.scoring, validation)["validation_score"]
         gain = score - theirs
         ok = gain > 0 and gain >= minimum
         gates.append(Gate("improves", ok, f"validation score {score:.4f} vs champion {theirs:.4f} on the same windows: "
