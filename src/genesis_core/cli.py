@@ -152,8 +152,7 @@ def optimize(
     skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks (recorded in run.json).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
-    """Preflight, then search strategy parameters with Optuna (resumable, cached, per-trial
-    artifacts), then validate and promote when the config enables them."""
+    """Preflight, search parameters with Optuna (resumable, cached), then validate and promote if enabled."""
     from genesis_core.optimizer import RunOptions
     from genesis_core.workflow import PreflightFailed, run
 
@@ -314,8 +313,7 @@ def walk_forward(
     skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks.")] = False,
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
-    """Preflight, then explore and validate on rolling folds; writes walk_forward.json with each
-    fold and an aggregate."""
+    """Explore and validate on rolling folds (each preflighted); writes walk_forward.json."""
     from genesis_core.optimizer import RunOptions
     from genesis_core.validation import walk_forward as run_folds
     from genesis_core.workflow import PreflightFailed, checked
