@@ -407,3 +407,18 @@ def test_duplicate_streak_can_widen_before_it_stops(tmp_path):
     assert summary["cache"]["unique_backtests"] == 2 and summary["cache"]["total_trials"] < 40
     rows = _trials(summary)
     assert [r["outcome"] for r in rows[-6:]] == ["DUPLICATE"] * 6  # a streak of 3, widening, 3 more, stop
+
+
+def test_progress_best_score_ignores_a_half_written_running_trial():
+    """A trial in flight elsewhere can have outcome=VALID before its score is written (crashed `make demo` once)."""
+    from genesis_core.optimizer._runner import best_score
+
+    study = optuna.create_study(direction="maximize")
+    done = study.ask()
+    for name, value in {"outcome": "VALID", "score_phase1": 0.9, "score_phase2": 12.5}.items():
+        done.set_user_attr(name, value)
+    study.tell(done, 12.5)
+    running = study.ask()
+    running.set_user_attr("outcome", "VALID")  # score_phase2 not yet written
+    assert best_score(study.get_trials(deepcopy=False)) == 12.5
+    assert best_score([]) is None

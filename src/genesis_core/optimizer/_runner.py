@@ -422,6 +422,14 @@ def _iso(t: float) -> str:
     return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def best_score(trials: list[optuna.trial.FrozenTrial]) -> float | None:
+    """The best production score so far, from finished trials only: another worker's running trial
+    may have its outcome attribute written but not yet its score."""
+    valid = [t.user_attrs["score_phase2"] for t in trials
+             if t.state == TrialState.COMPLETE and t.user_attrs.get("outcome") == "VALID"]
+    return max(valid, default=None)
+
+
 def _run_with_progress(worker: Worker, optuna_study: optuna.Study, own: int, total: int, timeout: float | None) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -440,11 +448,10 @@ def _run_with_progress(worker: Worker, optuna_study: optuna.Study, own: int, tot
             last[0] = now
             trials = optuna_study.get_trials(deepcopy=False)
             mine = [t for t in trials[start_n:] if t.state.is_finished()]
-            valid = [t.user_attrs["score_phase2"] for t in trials  # finished only: a running trial is half written
-                     if t.state == TrialState.COMPLETE and t.user_attrs.get("outcome") == "VALID"]
+            best = best_score(trials)
             hits = sum(1 for t in mine if t.user_attrs.get("cached"))
             bar.update(task, completed=len(mine), rate=len(mine) / max(now - t0, 1e-9),
-                       best=f"{max(valid):.2f}" if valid else "-", hits=f"{hits / max(len(mine), 1):.0%}")
+                       best="-" if best is None else f"{best:.2f}", hits=f"{hits / max(len(mine), 1):.0%}")
 
         worker.run(own, timeout, on_trial=tick)
         last[0] = 0.0
