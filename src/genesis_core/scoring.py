@@ -26,6 +26,7 @@ from typing import Any, Literal
 from pydantic import Field
 
 from genesis_core.config import StrictModel
+from genesis_core.metrics import max_drawdown, max_streak
 
 VALID_MIN = -1000.0
 VALID_MAX = 1000.0
@@ -88,19 +89,13 @@ def checkpoints(equity: Any, exit_bars: Any, pnls: Any, count: int) -> list[Chec
     ``equity[i]`` is the equity after decision bar i-1 (``equity[0]`` the initial); ``exit_bars``
     are trades' exit bars counted from the window's first decision bar.
     """
-    import numpy as np
-
     bars = len(equity) - 1
     out = []
     for k in range(1, count + 1):
         b = max(1, bars * k // count)
         eq = equity[: b + 1]
         closed = exit_bars < b
-        losing = (pnls[closed] < 0).astype(np.int8)
-        edges = np.diff(np.r_[0, losing, 0])
-        streak = int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max(initial=0))
-        out.append(Checkpoint(b, float(eq[-1] / eq[0] - 1.0), float(np.max(1.0 - eq / np.maximum.accumulate(eq))),
-                              int(closed.sum()), streak))
+        out.append(Checkpoint(b, float(eq[-1] / eq[0] - 1.0), max_drawdown(eq), int(closed.sum()), max_streak(pnls[closed] < 0)))
     return out
 
 

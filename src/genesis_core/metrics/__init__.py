@@ -37,10 +37,20 @@ METRIC_NAMES = (
 )
 
 
-def _max_streak(losing: np.ndarray) -> int:
-    """Longest run of True values."""
+def bars_per_year(timeframe_seconds: int) -> float:
+    """P of the definitions above: bars in 365 days of this timeframe."""
+    return _YEAR_SECONDS / timeframe_seconds
+
+
+def max_streak(losing: np.ndarray) -> int:
+    """Longest run of True values (max_loss_streak of the losing-trade flags)."""
     edges = np.diff(np.r_[0, losing.astype(np.int8), 0])
     return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max(initial=0))
+
+
+def max_drawdown(equity: np.ndarray) -> float:
+    """Largest fall from a running peak of ``equity``, as a fraction."""
+    return float(np.max(1.0 - equity / np.maximum.accumulate(equity)))
 
 
 def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, float | int]:
@@ -48,14 +58,13 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
     eq = result.equity
     bars = len(eq) - 1
     r = eq[1:] / eq[:-1] - 1.0
-    periods = _YEAR_SECONDS / timeframe_seconds
+    periods = bars_per_year(timeframe_seconds)
     total_return = float(eq[-1] / eq[0] - 1.0)
     std = float(r.std(ddof=1)) if bars >= 2 else 0.0
     sharpe = float(r.mean() / std * math.sqrt(periods)) if std > 0 else 0.0
     downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))) if bars else 0.0
     sortino = float(r.mean() / downside * math.sqrt(periods)) if downside > 0 else 0.0
-    peaks = np.maximum.accumulate(eq)
-    max_dd = float(np.max(1.0 - eq / peaks))
+    max_dd = max_drawdown(eq)
     return_to_dd = total_return / max(max_dd, DD_FLOOR)
 
     pnl = result.trades[:, TRADE_COLUMNS.index("pnl")]
@@ -81,7 +90,7 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
         "profit_factor": profit_factor,
         "num_trades": n,
         "avg_bars_held": float(held.mean()) if n else 0.0,
-        "max_loss_streak": _max_streak(pnl < 0),
+        "max_loss_streak": max_streak(pnl < 0),
         "exposure": result.counters["bars_in_position"] / bars if bars else 0.0,
         "total_fees": float(result.trades[:, TRADE_COLUMNS.index("fees")].sum()),
         "final_equity": float(eq[-1]),
@@ -90,4 +99,4 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
     return {k: values[k] for k in METRIC_NAMES}
 
 
-__all__ = ["DD_FLOOR", "METRIC_NAMES", "PF_CAP", "compute_metrics"]
+__all__ = ["DD_FLOOR", "METRIC_NAMES", "PF_CAP", "bars_per_year", "compute_metrics", "max_drawdown", "max_streak"]

@@ -23,13 +23,13 @@ from genesis_core.config import parse_model
 from genesis_core.errors import ConfigError
 from genesis_core.files import atomic_write
 from genesis_core.fingerprint import code_version
+from genesis_core.metrics import bars_per_year
 from genesis_core.optimizer import OptimizerConfig
 from genesis_core.optimizer._config import ValidationConfig, WindowSpec
 from genesis_core.scoring import Outcome, Scoring, score
 from genesis_core.validation._stats import deflated_sharpe
 
 VALIDATION_FILE = "validation.json"
-_YEAR_SECONDS = 365 * 86400
 
 
 def load_run(run_dir: Path) -> tuple[dict[str, Any], OptimizerConfig]:
@@ -135,7 +135,7 @@ def _overfitting(
     if best is None:
         return {"deflated_sharpe": None}
     equity = backtester.run(build_config(best["effective_config"])).engine.equity
-    scale = math.sqrt(_YEAR_SECONDS / timeframe_seconds)  # metrics.sharpe is annualised; DSR wants per bar
+    scale = math.sqrt(bars_per_year(timeframe_seconds))  # metrics.sharpe is annualised; DSR wants per bar
     sharpes = np.array([t["metrics"]["sharpe"] / scale for t in trials])
     stats = deflated_sharpe(equity[1:] / equity[:-1] - 1.0, sharpes, len(trials))
     return {"deflated_sharpe": {"trial": best["trial_number"], **stats}}
