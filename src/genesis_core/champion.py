@@ -28,7 +28,7 @@ from genesis_core.backtest import Backtester
 from genesis_core.config import deep_merge
 from genesis_core.errors import ConfigError
 from genesis_core.files import atomic_write
-from genesis_core.fingerprint import canonical_json, code_version
+from genesis_core.fingerprint import code_version, differences
 from genesis_core.optimizer import OptimizerConfig
 from genesis_core.optimizer._config import ValidationConfig
 from genesis_core.optimizer._runner import champion_file
@@ -112,7 +112,7 @@ def _reconcile(results_dir: Path, symbol: str, timeframe: str) -> dict[str, Any]
 
 def _stored_vs_rerun(stored: list[dict[str, Any]], rerun: list[dict[str, Any]]) -> list[str]:
     return [f"{s['start']}..{s['end']}: metrics differ" for s, r in zip(stored, rerun, strict=True)
-            if canonical_json(s["metrics"]) != canonical_json(r["metrics"])]
+            if differences(s["metrics"], r["metrics"])]
 
 
 def promote(

@@ -39,6 +39,20 @@ def canonical_json(value: Any) -> str:
     return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+ABSENT = "(absent)"
+
+
+def differences(a: Any, b: Any, path: str = "") -> list[tuple[str, Any, Any]]:
+    """(dotted path, a's value, b's value) wherever two JSON trees differ canonically; a key
+    missing on one side shows as ABSENT."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for key in sorted(set(a) | set(b)):
+            out += differences(a.get(key, ABSENT), b.get(key, ABSENT), f"{path}.{key}" if path else str(key))
+        return out
+    return [] if canonical_json(a) == canonical_json(b) else [(path, a, b)]
+
+
 def fingerprint(value: Any) -> str:
     """sha256 hex digest of the canonical JSON of ``value``."""
     return hashlib.sha256(canonical_json(value).encode()).hexdigest()

@@ -28,6 +28,7 @@ from mcp_types import ToolAnnotations
 
 from genesis_core import __version__
 from genesis_core.errors import GenesisError
+from genesis_core.fingerprint import differences
 
 log = logging.getLogger("genesis_core.mcp")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -101,14 +102,6 @@ def _number(text: str) -> Any:
     except ValueError:
         return {"True": True, "False": False}.get(text, text)
     return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-
-
-def _diff(a: Any, b: Any, path: str, out: list[dict[str, Any]]) -> None:
-    if isinstance(a, dict) and isinstance(b, dict):
-        for key in sorted(set(a) | set(b)):
-            _diff(a.get(key), b.get(key), f"{path}.{key}" if path else key, out)
-    elif a != b:
-        out.append({"path": path, "a": a, "b": b})
 
 
 class Genesis:
@@ -219,10 +212,8 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     def compare_trials(run: str, trial_a: int, trial_b: int, run_b: str | None = None) -> dict[str, Any]:
         """The differences between two trials' effective configs (and their metrics), path by path."""
         a, b = g.artifact(run, trial_a), g.artifact(run_b or run, trial_b)
-        config: list[dict[str, Any]] = []
-        _diff(a["effective_config"], b["effective_config"], "", config)
-        metrics: list[dict[str, Any]] = []
-        _diff(a["metrics"], b["metrics"], "", metrics)
+        config = [{"path": p, "a": x, "b": y} for p, x, y in differences(a["effective_config"], b["effective_config"])]
+        metrics = [{"path": p, "a": x, "b": y} for p, x, y in differences(a["metrics"], b["metrics"])]
         return {"a": {"run": run, "trial": trial_a, "config_fingerprint": a["fingerprints"]["config"]},
                 "b": {"run": run_b or run, "trial": trial_b, "config_fingerprint": b["fingerprints"]["config"]},
                 "config_differences": config, "metric_differences": metrics}

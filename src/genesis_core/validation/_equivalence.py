@@ -5,11 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 from genesis_core.backtest import Backtester, build_config
 from genesis_core.errors import ConfigError, GenesisError
-from genesis_core.fingerprint import canonical_json
+from genesis_core.fingerprint import ABSENT, differences
 
 
 @dataclass
@@ -30,14 +29,6 @@ def resolve_run(run: str | Path, results_dir: str = "results") -> Path:
     raise ConfigError(f"no run at {run} (looked for run.json there and under {results_dir}/runs/)")
 
 
-def _diff(path: str, stored: Any, rerun: Any, out: list[str]) -> None:
-    if isinstance(stored, dict) and isinstance(rerun, dict):
-        for key in sorted(set(stored) | set(rerun)):
-            _diff(f"{path}.{key}", stored.get(key, "(absent)"), rerun.get(key, "(absent)"), out)
-    elif canonical_json(stored) != canonical_json(rerun):
-        out.append(f"{path}: stored {stored!r} != re-run {rerun!r}")
-
-
 def check_trial(artifact_path: Path, backtester: Backtester) -> Equivalence:
     """Re-run one trial from its artifact; the effective config alone must reproduce everything."""
     try:
@@ -50,8 +41,9 @@ def check_trial(artifact_path: Path, backtester: Backtester) -> Equivalence:
     except (GenesisError, KeyError) as exc:
         result.differences.append(f"cannot re-run from the artifact: {exc}")
         return result
-    for part in ("fingerprints", "metrics", "trace", "window"):
-        _diff(part, stored.get(part, "(absent)"), rerun[part], result.differences)
+    parts = ("fingerprints", "metrics", "trace", "window")
+    for path, was, now in differences({p: stored.get(p, ABSENT) for p in parts}, {p: rerun[p] for p in parts}):
+        result.differences.append(f"{path}: stored {was!r} != re-run {now!r}")
     return result
 
 
