@@ -137,14 +137,16 @@ def promote(
                       else f"trial {number} is not among the validated candidates of {run_dir} (validation.top_n)")
             _record(results_dir, symbol, timeframe, {**entry, "reason": reason}, None)
             return Decision(False, reason)
-        gates = _gates(run_dir, candidate, current, ValidationConfig.model_validate(report["validation"]), cfg, minimum, bt)
+        artifact_path = run_dir / "trials" / f"{number:06d}.json"
+        artifact = json.loads(artifact_path.read_text())
+        gates = _gates(artifact_path, artifact, candidate, current, ValidationConfig.model_validate(report["validation"]),
+                       cfg, minimum, bt)
         failed = [g for g in gates if not g.passed]
         entry.update(config_fingerprint=candidate["config_fingerprint"], gates=[vars(g) for g in gates])
         if failed:
             reason = "; ".join(f"{g.name}: {g.detail}" for g in failed)
             _record(results_dir, symbol, timeframe, {**entry, "reason": reason}, None)
             return Decision(False, reason, gates)
-        artifact = json.loads((run_dir / "trials" / f"{number:06d}.json").read_text())
         champion = {
             "symbol": symbol, "timeframe": timeframe,
             "config_fingerprint": candidate["config_fingerprint"],
@@ -169,13 +171,12 @@ def promote(
 
 
 def _gates(
-    run_dir: Path, candidate: dict[str, Any], current: dict[str, Any] | None, validation: ValidationConfig,
-    cfg: OptimizerConfig, minimum: float, bt: Backtester,
+    artifact_path: Path, artifact: dict[str, Any], candidate: dict[str, Any], current: dict[str, Any] | None,
+    validation: ValidationConfig, cfg: OptimizerConfig, minimum: float, bt: Backtester,
 ) -> list[Gate]:
     gates = [Gate("validated", candidate["passed"], "passed every validation window" if candidate["passed"]
                   else "failed validation: " + "; ".join(candidate["reasons"]))]
-    explore = check_trial(run_dir / "trials" / f"{candidate['trial']:06d}.json", bt)
-    artifact = json.loads((run_dir / "trials" / f"{candidate['trial']:06d}.json").read_text())
+    explore = check_trial(artifact_path, bt)
     rerun = evaluate_candidate(bt, artifact["effective_config"], cfg.scoring, validation)
     diffs = explore.differences + _stored_vs_rerun(candidate["windows"], rerun["windows"])
     gates.append(Gate("reproduces", not diffs, "explore and validation metrics re-run identically" if not diffs

@@ -479,9 +479,8 @@ def _same_outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     return same
 
 
-def _trial_rows(trials: list[optuna.trial.FrozenTrial], space: SearchSpace) -> list[dict[str, Any]]:
+def _trial_rows(trials: list[optuna.trial.FrozenTrial], space: SearchSpace, same: dict[int, int]) -> list[dict[str, Any]]:
     rows = []
-    same = _same_outcomes(trials)
     for t in trials:
         g, a = _g(t), t.user_attrs
         rows.append({
@@ -509,7 +508,8 @@ def _best(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | 
 def write_artifacts(study: StudySpec, optuna_study: optuna.Study, session: dict[str, Any]) -> dict[str, Any]:
     """trials.csv, best_trial.json and run.json in the run folder, each written atomically."""
     trials = optuna_study.get_trials(deepcopy=False)
-    rows = _trial_rows(trials, study.space)
+    same = _same_outcomes(trials)
+    rows = _trial_rows(trials, study.space, same)
     columns: list[str] = []
     for r in rows:
         columns += [k for k in r if k not in columns]
@@ -552,7 +552,7 @@ def write_artifacts(study: StudySpec, optuna_study: optuna.Study, session: dict[
         "states": states,
         "outcomes": outcomes,
         "best_trial": None if best is None else {"number": best.number, "score_phase2": best.user_attrs["score_phase2"]},
-        "identical_outcomes": len(_same_outcomes(trials)),
+        "identical_outcomes": len(same),
     }
     atomic_write(run_path, json.dumps(run, indent=1))
     warnings = []
