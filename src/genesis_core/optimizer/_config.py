@@ -151,18 +151,11 @@ class ValidationConstraints(Constraints):
     include_scoring_failures: bool = False  # also re-run VALID explore trials that broke explore constraints
 
 
-class WalkForward(StrictModel):
+class WalkForward(WindowSpec):
     """Rolling scheme: [start, end] cut into folds + 1 equal blocks; fold i explores block i-1 and
     validates on block i, each fold a study of its own with the same space and scoring."""
 
     folds: int = Field(3, ge=1, le=20)
-    start: str
-    end: str
-
-    @model_validator(mode="after")
-    def _span(self) -> WalkForward:
-        _check_span(self.start, self.end)
-        return self
 
 
 class ValidationConfig(StrictModel):

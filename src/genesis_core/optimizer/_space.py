@@ -29,6 +29,13 @@ def _unchoice(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
 
 
+def _on_grid(d: FloatDistribution | IntDistribution, x: float) -> int | float:
+    """``x`` moved to the nearest value the sampler can propose: on the step grid, whole for ints."""
+    if d.step is not None:
+        x = d.low + round((x - d.low) / d.step) * d.step
+    return round(x) if isinstance(d, IntDistribution) else round(x, 12)
+
+
 class SearchSpace:
     def __init__(self, config: OptimizerConfig) -> None:
         self.fixed = {p: s.value for p, s in config.parameters.items() if isinstance(s, FixedParam)}
@@ -56,11 +63,8 @@ class SearchSpace:
         for path, d in self.distributions.items():
             if isinstance(d, CategoricalDistribution):
                 point[path] = _unchoice(d.choices[0])
-            elif isinstance(d, IntDistribution):
-                point[path] = (d.low + d.high) // 2
             else:
-                mid = (d.low + d.high) / 2
-                point[path] = mid if d.step is None else round(d.low + round((mid - d.low) / d.step) * d.step, 12)
+                point[path] = _on_grid(d, (d.low + d.high) // 2 if isinstance(d, IntDistribution) else (d.low + d.high) / 2)
         return point
 
     def random_point(self, rng: random.Random) -> dict[str, Any]:
@@ -95,10 +99,4 @@ class SearchSpace:
         d = self.distributions[path]
         if isinstance(d, CategoricalDistribution):
             return [_unchoice(c) for c in d.choices]
-        values = []
-        for k in range(points):
-            x = d.low + (d.high - d.low) * k / (points - 1)
-            if d.step is not None:
-                x = d.low + round((x - d.low) / d.step) * d.step
-            values.append(round(x) if isinstance(d, IntDistribution) else round(x, 12))
-        return sorted(set(values))
+        return sorted({_on_grid(d, d.low + (d.high - d.low) * k / (points - 1)) for k in range(points)})
