@@ -26,6 +26,7 @@ from genesis_core.features import FeatureStore
 from genesis_core.strategy import ReferenceStrategy
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the backtesting.py baseline strategy lives in tests/
 warnings.filterwarnings("ignore")
 
 
@@ -72,22 +73,9 @@ def main() -> None:
     )
     fee = sma_cfg.costs.fee_bps / 1e4
 
-    from backtesting import Backtest, Strategy
-    from backtesting.lib import crossover
-    from backtesting.test import SMA
+    from backtesting import Backtest
 
-    class SmaCross(Strategy):
-        def init(self):
-            self.fast = self.I(SMA, self.data.Close, 10)
-            self.slow = self.I(SMA, self.data.Close, 20)
-
-        def next(self):
-            if crossover(self.fast, self.slow):
-                self.position.close()
-                self.buy()
-            elif crossover(self.slow, self.fast):
-                self.position.close()
-                self.sell()
+    from tests.sma_cross_backtesting_py import SmaCross
 
     def run_backtesting_py() -> None:
         Backtest(frame, SmaCross, cash=1e9, commission=fee, finalize_trades=True).run()

@@ -19,27 +19,12 @@ import pytest
 from genesis_core.backtest import Backtester, build_config
 
 backtesting = pytest.importorskip("backtesting")
-from backtesting import Backtest, Strategy
-from backtesting.lib import crossover
-from backtesting.test import GOOG, SMA
+from backtesting import Backtest
+from backtesting.test import GOOG
+
+from tests.sma_cross_backtesting_py import SmaCross
 
 CASH = 1_000_000_000  # large, so whole-share rounding is negligible
-
-
-class SmaCross(Strategy):
-    n1, n2 = 10, 20
-
-    def init(self):
-        self.sma1 = self.I(SMA, self.data.Close, self.n1)
-        self.sma2 = self.I(SMA, self.data.Close, self.n2)
-
-    def next(self):
-        if crossover(self.sma1, self.sma2):
-            self.position.close()
-            self.buy()
-        elif crossover(self.sma2, self.sma1):
-            self.position.close()
-            self.sell()
 
 
 @pytest.fixture(scope="module")
