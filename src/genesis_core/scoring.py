@@ -163,16 +163,22 @@ def _within(x: float, lo: float, hi: float) -> float:
     return 1.0
 
 
+# constraint (a Constraints field) -> the metric it bounds and the comparison that violates it
+_CONSTRAINT_CHECKS = {"min_trades": ("num_trades", "<"), "min_profit_factor": ("profit_factor", "<"),
+                      "max_drawdown": ("max_drawdown", ">")}
+
+
+def violation(name: str, metrics: dict[str, float | int], constraints: Constraints) -> str | None:
+    """``'value op limit'`` when constraint ``name`` is violated, None when it holds."""
+    metric, op = _CONSTRAINT_CHECKS[name]
+    value, limit = metrics[metric], getattr(constraints, name)
+    broken = value < limit if op == "<" else value > limit
+    return f"{value:.4g} {op} {limit:g}" if broken else None
+
+
 def constraints_failed(metrics: dict[str, float | int], constraints: Constraints) -> tuple[str, ...]:
     """Names of the constraints a VALID backtest violates."""
-    failed = []
-    if metrics["num_trades"] < constraints.min_trades:
-        failed.append("min_trades")
-    if metrics["profit_factor"] < constraints.min_profit_factor:
-        failed.append("min_profit_factor")
-    if metrics["max_drawdown"] > constraints.max_drawdown:
-        failed.append("max_drawdown")
-    return tuple(failed)
+    return tuple(name for name in _CONSTRAINT_CHECKS if violation(name, metrics, constraints))
 
 
 def score(metrics: dict[str, float | int], trace: dict[str, Any], scoring: Scoring, constraints: Constraints) -> Score:

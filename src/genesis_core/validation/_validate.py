@@ -26,7 +26,7 @@ from genesis_core.fingerprint import code_version
 from genesis_core.metrics import bars_per_year
 from genesis_core.optimizer import OptimizerConfig
 from genesis_core.optimizer._config import ValidationConfig, WindowSpec
-from genesis_core.scoring import Outcome, Scoring, score
+from genesis_core.scoring import Outcome, Scoring, score, violation
 from genesis_core.validation._stats import deflated_sharpe
 
 VALIDATION_FILE = "validation.json"
@@ -90,11 +90,7 @@ def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring,
     reasons = []
     if sc.outcome is not Outcome.VALID:
         reasons.append(sc.outcome.value)
-    limits = {"min_trades": (m["num_trades"], "<", c.min_trades), "min_profit_factor": (m["profit_factor"], "<", c.min_profit_factor),
-              "max_drawdown": (m["max_drawdown"], ">", c.max_drawdown)}
-    for name in sc.constraints_failed:
-        value, op, limit = limits[name]
-        reasons.append(f"{name}: {value:.4g} {op} {limit:g}")
+    reasons += [f"{name}: {violation(name, m, c)}" for name in sc.constraints_failed]
     return {
         "start": window.start, "end": window.end,
         "first_bar": result.window.first_bar, "last_bar": result.window.last_bar, "bars": result.window.bars,
