@@ -19,7 +19,7 @@ from pydantic import Field
 from genesis_core import __version__
 from genesis_core.config import StrictModel, deep_merge, parse_model
 from genesis_core.data import Candles, Window, format_ts, load_candles
-from genesis_core.engine import EXIT_REASONS, TRADE_COLUMNS, Costs, EngineResult, run_engine
+from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
 from genesis_core.fingerprint import code_version, fingerprint
@@ -149,17 +149,16 @@ class BacktestResult:
     def trades(self) -> list[dict[str, Any]]:
         ts = self.window.candles.timestamps
         rows = []
-        for row in self.engine.trades:
-            t = dict(zip(TRADE_COLUMNS, row.tolist(), strict=True))
+        for t in self.engine.trades:
             rows.append({
                 "entry_time": format_ts(ts[int(t["entry_bar"])]),
                 "exit_time": format_ts(ts[int(t["exit_bar"])]),
                 "side": "long" if t["side"] > 0 else "short",
-                "entry_price": t["entry_price"],
-                "exit_price": t["exit_price"],
-                "units": t["units"],
-                "pnl": t["pnl"],
-                "fees": t["fees"],
+                "entry_price": float(t["entry_price"]),
+                "exit_price": float(t["exit_price"]),
+                "units": float(t["units"]),
+                "pnl": float(t["pnl"]),
+                "fees": float(t["fees"]),
                 "bars_held": int(t["exit_bar"] - t["entry_bar"]),
                 "exit_reason": EXIT_REASONS[int(t["exit_reason"])],
             })
@@ -244,7 +243,7 @@ class Backtester:
         engine = run_engine(plan.window.candles, decisions, plan.window.start_index, plan.config.costs)
         metrics = compute_metrics(engine, plan.candles.timeframe_seconds)
         st = decisions.trace
-        reasons = engine.trade_column("exit_reason").astype(np.int64)
+        reasons = engine.trades["exit_reason"]
         trace = {
             "bars_in_window": plan.window.bars,
             "warmup_bars_in_window": st.warmup_bars_in_window,

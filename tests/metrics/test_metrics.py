@@ -5,15 +5,15 @@ import math
 import numpy as np
 import pytest
 
-from genesis_core.engine import TRADE_COLUMNS, EngineResult
+from genesis_core.engine import TRADE_DTYPE, EngineResult
 from genesis_core.metrics import DD_FLOOR, PF_CAP, compute_metrics
 
 
 def _result(equity, pnls, held=None, bars_in_position=0) -> EngineResult:
-    trades = np.zeros((len(pnls), len(TRADE_COLUMNS)))
-    trades[:, TRADE_COLUMNS.index("pnl")] = pnls
-    trades[:, TRADE_COLUMNS.index("exit_bar")] = held if held is not None else 0
-    trades[:, TRADE_COLUMNS.index("fees")] = 1.5
+    trades = np.zeros(len(pnls), TRADE_DTYPE)
+    trades["pnl"] = pnls
+    trades["exit_bar"] = held if held is not None else 0
+    trades["fees"] = 1.5
     counters = {"bars_in_position": bars_in_position}
     return EngineResult(np.asarray(equity, dtype=float), trades, counters)
 

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from genesis_core.config import StrictModel
 from genesis_core.data import Candles
-from genesis_core.engine._kernel import COUNTERS, EXIT_REASONS, TRADE_COLUMNS, run_bars
+from genesis_core.engine._kernel import COUNTER_DTYPE, EXIT_REASONS, TRADE_DTYPE, CostRates, Orders, Prices, run_bars
 from genesis_core.strategy import Decisions
 
 
@@ -26,22 +26,19 @@ class EngineResult:
     """``equity[0]`` is the initial equity, ``equity[i]`` the equity at the close of decision bar i-1."""
 
     equity: np.ndarray
-    trades: np.ndarray  # one row per closed trade, columns TRADE_COLUMNS
-    counters: dict[str, int]
-
-    def trade_column(self, name: str) -> np.ndarray:
-        return self.trades[:, TRADE_COLUMNS.index(name)]
+    trades: np.ndarray  # one record per closed trade, fields TRADE_DTYPE
+    counters: dict[str, int]  # COUNTER_DTYPE's fields
 
 
 def run_engine(candles: Candles, decisions: Decisions, start: int, costs: Costs) -> EngineResult:
     """Simulate bars ``start``.. of ``candles`` under ``decisions`` and ``costs``."""
     d = decisions
     equity, counters, trades = run_bars(
-        candles.open, candles.high, candles.low, candles.close, start,
-        d.side, d.size, d.stop_dist, d.take_dist, d.trail_dist, d.exit_long, d.exit_short,
-        d.cooldown_bars, d.max_bars_held, costs.fee_bps / 1e4, costs.slippage_bps / 1e4, costs.initial_equity,
+        Prices(candles.open, candles.high, candles.low, candles.close), start,
+        Orders(d.side, d.size, d.stop_dist, d.take_dist, d.trail_dist, d.exit_long, d.exit_short, d.cooldown_bars, d.max_bars_held),
+        CostRates(costs.fee_bps / 1e4, costs.slippage_bps / 1e4, costs.initial_equity),
     )
-    return EngineResult(equity, trades, dict(zip(COUNTERS, counters.tolist(), strict=True)))
+    return EngineResult(equity, trades, {name: int(counters[0][name]) for name in COUNTER_DTYPE.names})
 
 
-__all__ = ["COUNTERS", "EXIT_REASONS", "TRADE_COLUMNS", "Costs", "EngineResult", "run_engine"]
+__all__ = ["COUNTER_DTYPE", "EXIT_REASONS", "TRADE_DTYPE", "Costs", "EngineResult", "run_engine"]

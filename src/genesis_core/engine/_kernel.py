@@ -20,49 +20,91 @@ Rules (each has a hand-computed test in tests/engine):
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
 EXIT_REASONS = ("stop_loss", "take_profit", "trailing_stop", "exit_signal", "max_bars_held", "reverse", "end_of_window")
-TRADE_COLUMNS = ("entry_bar", "exit_bar", "side", "entry_price", "exit_price", "units", "pnl", "fees", "exit_reason")
-COUNTERS = ("orders", "fills", "trades_opened", "trades_closed", "blocked_in_position", "blocked_cooldown", "bars_in_position")
-_STOP, _TAKE, _TRAIL, _SIGNAL, _MAXHOLD, _REVERSE, _END = range(7)
+_STOP, _TAKE, _TRAIL, _SIGNAL, _MAXHOLD, _REVERSE, _END = range(len(EXIT_REASONS))
+
+# One record per closed trade; the kernel writes fields by name (book[k].pnl), so no reader counts columns.
+TRADE_DTYPE = np.dtype([
+    ("entry_bar", np.int64), ("exit_bar", np.int64), ("side", np.int64), ("entry_price", np.float64),
+    ("exit_price", np.float64), ("units", np.float64), ("pnl", np.float64), ("fees", np.float64), ("exit_reason", np.int64),
+], align=True)
+# The engine's counters, one record (an array of length 1, since numba returns arrays, not records).
+COUNTER_DTYPE = np.dtype([
+    ("orders", np.int64), ("fills", np.int64), ("trades_opened", np.int64), ("trades_closed", np.int64),
+    ("blocked_in_position", np.int64), ("blocked_cooldown", np.int64), ("bars_in_position", np.int64),
+], align=True)
+
+
+class Prices(NamedTuple):
+    """The candles' price columns."""
+
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+
+
+class Orders(NamedTuple):
+    """Per-bar decisions (see ``genesis_core.strategy.Decisions``) and the two per-run limits."""
+
+    side: np.ndarray
+    size: np.ndarray
+    stop_dist: np.ndarray
+    take_dist: np.ndarray
+    trail_dist: np.ndarray
+    exit_long: np.ndarray
+    exit_short: np.ndarray
+    cooldown_bars: int
+    max_bars_held: int
+
+
+class CostRates(NamedTuple):
+    """Costs as fractions of notional per fill, and the starting equity."""
+
+    fee_rate: float
+    slippage: float
+    initial_equity: float
 
 
 @njit(cache=True, inline="always")
-def _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw_price, reason, slip, fee_rate):
-    """Write trade row ``k`` for closing at ``raw_price``, count the fill; return the cash it brings in."""
-    counters[1] += 1
-    counters[3] += 1
-    fill = raw_price * (1.0 - pos * slip)
-    fee = units * fill * fee_rate
-    book[k, 0] = entry_bar
-    book[k, 1] = t
-    book[k, 2] = pos
-    book[k, 3] = entry_px
-    book[k, 4] = fill
-    book[k, 5] = units
-    book[k, 6] = pos * units * (fill - entry_px) - entry_fee - fee
-    book[k, 7] = entry_fee + fee
-    book[k, 8] = reason
+def _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw_price, reason, costs):
+    """Write trade ``k`` for closing at ``raw_price``, count the fill; return the cash it brings in."""
+    counters[0].fills += 1
+    counters[0].trades_closed += 1
+    fill = raw_price * (1.0 - pos * costs.slippage)
+    fee = units * fill * costs.fee_rate
+    trade = book[k]
+    trade.entry_bar = entry_bar
+    trade.exit_bar = t
+    trade.side = pos
+    trade.entry_price = entry_px
+    trade.exit_price = fill
+    trade.units = units
+    trade.pnl = pos * units * (fill - entry_px) - entry_fee - fee
+    trade.fees = entry_fee + fee
+    trade.exit_reason = reason
     return pos * units * fill - fee
 
 
 @njit(cache=True)
-def run_bars(
-    open_, high, low, close, start,
-    side, size, stop_dist, take_dist, trail_dist, exit_long, exit_short,
-    cooldown, max_hold, fee_rate, slip, initial_equity,
-):  # pragma: no cover - compiled
-    """Returns (equity curve with the initial equity first, counters, trade table)."""
+def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
+    """Returns (equity curve with the initial equity first, counters (COUNTER_DTYPE, length 1),
+    closed trades (TRADE_DTYPE))."""
+    open_, high, low, close = prices.open, prices.high, prices.low, prices.close
     n = len(close)
     equity = np.empty(n - start + 1)
-    equity[0] = initial_equity
-    book = np.empty((n, 9))
-    counters = np.zeros(7, np.int64)
+    equity[0] = costs.initial_equity
+    book = np.empty(n, TRADE_DTYPE)
+    counters = np.zeros(1, COUNTER_DTYPE)
+    c = counters[0]
     k = 0
 
-    cash = initial_equity
+    cash = costs.initial_equity
     pos = 0
     units = 0.0
     entry_bar = 0
@@ -81,7 +123,7 @@ def run_bars(
     for t in range(start, n):
         # 1. orders decided at the previous close fill at this open
         if pend_exit and pos != 0:
-            cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, open_[t], pend_reason, slip, fee_rate)
+            cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, open_[t], pend_reason, costs)
             k += 1
             pos = 0
             units = 0.0
@@ -90,24 +132,24 @@ def run_bars(
             mark = cash + pos * units * open_[t]
             if mark > 0.0:
                 ref = open_[t]
-                entry_px = ref * (1.0 + pend_side * slip)
-                units = mark * size[pend_i] / (entry_px * (1.0 + fee_rate))
-                entry_fee = units * entry_px * fee_rate
+                entry_px = ref * (1.0 + pend_side * costs.slippage)
+                units = mark * orders.size[pend_i] / (entry_px * (1.0 + costs.fee_rate))
+                entry_fee = units * entry_px * costs.fee_rate
                 cash -= pend_side * units * entry_px + entry_fee
                 pos = pend_side
                 entry_bar = t
-                sl = ref - pos * stop_dist[pend_i]
-                tp = ref + pos * take_dist[pend_i]
-                trail_d = trail_dist[pend_i]
+                sl = ref - pos * orders.stop_dist[pend_i]
+                tp = ref + pos * orders.take_dist[pend_i]
+                trail_d = orders.trail_dist[pend_i]
                 trail = ref - pos * trail_d
-                counters[1] += 1
-                counters[2] += 1
+                c.fills += 1
+                c.trades_opened += 1
         pend_exit = False
         pend_side = 0
 
         # 2. stops inside this bar (NaN levels never trigger: comparisons with NaN are false)
         if pos != 0:
-            counters[6] += 1
+            c.bars_in_position += 1
             level = sl
             lreason = _STOP
             if not np.isnan(trail) and (np.isnan(sl) or pos * (trail - sl) > 0.0):
@@ -136,7 +178,7 @@ def run_bars(
             if t == n - 1 and np.isnan(raw):
                 raw, reason = close[t], _END
             if not np.isnan(raw):
-                cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw, reason, slip, fee_rate)
+                cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw, reason, costs)
                 k += 1
                 pos = 0
                 units = 0.0
@@ -154,25 +196,25 @@ def run_bars(
         if t == n - 1:
             break
         if pos != 0:
-            if (pos == 1 and exit_long[t]) or (pos == -1 and exit_short[t]):
+            if (pos == 1 and orders.exit_long[t]) or (pos == -1 and orders.exit_short[t]):
                 pend_exit, pend_reason = True, _SIGNAL
-            elif max_hold > 0 and t - entry_bar + 1 >= max_hold:
+            elif orders.max_bars_held > 0 and t - entry_bar + 1 >= orders.max_bars_held:
                 pend_exit, pend_reason = True, _MAXHOLD
-        s = side[t]
+        s = orders.side[t]
         if s != 0:
             if pos == s and not pend_exit:
-                counters[4] += 1
+                c.blocked_in_position += 1
             else:
                 if pos != 0 and not pend_exit:
                     pend_exit, pend_reason = True, _REVERSE
                 exit_bar = t + 1 if pend_exit else last_exit
-                if t + 1 - exit_bar < cooldown:
-                    counters[5] += 1
+                if t + 1 - exit_bar < orders.cooldown_bars:
+                    c.blocked_cooldown += 1
                 else:
                     pend_side = s
                     pend_i = t
-                    counters[0] += 1
+                    c.orders += 1
         if pend_exit:
-            counters[0] += 1
+            c.orders += 1
 
     return equity, counters, book[:k].copy()

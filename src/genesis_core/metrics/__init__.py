@@ -25,7 +25,7 @@ import math
 
 import numpy as np
 
-from genesis_core.engine import TRADE_COLUMNS, EngineResult
+from genesis_core.engine import EngineResult
 
 DD_FLOOR = 0.02
 PF_CAP = 10.0
@@ -67,7 +67,7 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
     max_dd = max_drawdown(eq)
     return_to_dd = total_return / max(max_dd, DD_FLOOR)
 
-    pnl = result.trades[:, TRADE_COLUMNS.index("pnl")]
+    pnl = result.trades["pnl"]
     n = len(pnl)
     wins = pnl[pnl > 0].sum()
     losses = -pnl[pnl < 0].sum()
@@ -78,7 +78,7 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
         profit_factor = PF_CAP
     else:
         profit_factor = float(min(wins / losses, PF_CAP))
-    held = result.trades[:, TRADE_COLUMNS.index("exit_bar")] - result.trades[:, TRADE_COLUMNS.index("entry_bar")]
+    held = result.trades["exit_bar"] - result.trades["entry_bar"]
     score = sharpe + total_return + 0.25 * return_to_dd + min(max(win_rate - 0.4, -0.2), 0.2)
     values = {
         "total_return": total_return,
@@ -92,7 +92,7 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
         "avg_bars_held": float(held.mean()) if n else 0.0,
         "max_loss_streak": max_streak(pnl < 0),
         "exposure": result.counters["bars_in_position"] / bars if bars else 0.0,
-        "total_fees": float(result.trades[:, TRADE_COLUMNS.index("fees")].sum()),
+        "total_fees": float(result.trades["fees"].sum()),
         "final_equity": float(eq[-1]),
         "score": score,
     }

@@ -243,8 +243,8 @@ class Worker:
         cfg = self.study.config.scoring.pruning
         if not cfg.enabled and isinstance(self.pruner, optuna.pruners.NopPruner):
             return None
-        exit_bars = result.engine.trade_column("exit_bar") - result.window.start_index
-        points = checkpoints(result.engine.equity, exit_bars, result.engine.trade_column("pnl"), cfg.checkpoints)
+        exit_bars = result.engine.trades["exit_bar"] - result.window.start_index
+        points = checkpoints(result.engine.equity, exit_bars, result.engine.trades["pnl"], cfg.checkpoints)
         rule = prune_reason(points, result.trace["signals"], cfg)
         for i, p in enumerate(points):
             trial.report(p.total_return, step=p.bar)
