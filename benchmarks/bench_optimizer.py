@@ -32,10 +32,9 @@ warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 from genesis_core.backtest import Backtester, build_config, read_config_file
-from genesis_core.optimizer import RunOptions, load_study_spec, optimize
-from genesis_core.optimizer._runner import _suggest
-from genesis_core.optimizer._storage import open_storage
+from genesis_core.optimizer import RunOptions, open_storage, optimize
 from genesis_core.scoring import score
+from genesis_core.study import load_study_config
 from tests.pgserver import fresh_database, server_bindir, throwaway_postgres
 
 SPACE = {
@@ -77,12 +76,11 @@ def trivial_overhead_ms(storage: optuna.storages.BaseStorage, trials: int) -> fl
 
 def naive_reference_loop(tmp: Path, trials: int) -> float:
     """The baseline: a plain Optuna loop over the same objective, SQLite storage, one process."""
-    spec = load_study_spec(_config(tmp, "naive", trials))
+    spec = load_study_config(_config(tmp, "naive", trials)).spec()
     bt = Backtester()
 
     def objective(trial: optuna.Trial) -> float:
-        for path, dist in spec.space.distributions.items():
-            _suggest(trial, path, dist)
+        spec.space.suggest(trial)
         result = bt.run(build_config(spec.base, None, spec.overrides, spec.space.trial_params(trial)))
         return score(result.metrics, result.trace, spec.config.scoring, spec.config.constraints).phase2
 
@@ -96,8 +94,8 @@ def naive_reference_loop(tmp: Path, trials: int) -> float:
 def genesis_run(tmp: Path, name: str, trials: int, workers: int, storage: str | None = None) -> float:
     path = _config(tmp, name, trials)
     t = time.perf_counter()
-    summary = optimize(path, RunOptions(storage=storage, workers=workers), progress=False)
-    assert summary["cache"]["total_trials"] >= trials, summary
+    summary = optimize(load_study_config(path).spec(storage), RunOptions(workers=workers))  # what `genesis optimize` runs
+    assert summary.cache.total_trials >= trials, summary
     return time.perf_counter() - t
 
 

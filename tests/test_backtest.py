@@ -14,6 +14,7 @@ import yaml
 
 from genesis_core.backtest import Backtester, build_config, read_config_file
 from genesis_core.fingerprint import canonical_json, code_version, fingerprint
+from genesis_core.records import backtest_record
 
 ROOT = Path(__file__).resolve().parents[1]
 GENESIS = [sys.executable, "-m", "genesis_core"]
@@ -45,7 +46,7 @@ def test_same_command_twice_gives_byte_identical_metrics(short_config, tmp_path)
     assert canonical_json(a["metrics"]) == canonical_json(b["metrics"])
     assert a == b
     # and the same numbers in this process, with another feature cache state
-    inproc = Backtester().run(build_config(read_config_file(short_config))).to_dict()
+    inproc = backtest_record(Backtester().run(build_config(read_config_file(short_config)))).model_dump(mode="json")
     assert inproc["metrics"] == a["metrics"] and inproc["fingerprints"] == a["fingerprints"]
 
 
@@ -64,7 +65,7 @@ def test_result_json_holds_what_proves_and_reproduces_it(short_config, tmp_path)
     assert len(result["trades"]) == result["metrics"]["num_trades"] > 0
     assert result["metrics"]["final_equity"] == pytest.approx(10_000 + sum(t["pnl"] for t in result["trades"]))
     # re-run from the stored effective config alone: same fingerprints, same metrics, bit for bit
-    rerun = Backtester().run(build_config(eff)).to_dict()
+    rerun = backtest_record(Backtester().run(build_config(eff))).model_dump(mode="json")
     assert rerun["fingerprints"] == result["fingerprints"]
     assert canonical_json(rerun["metrics"]) == canonical_json(result["metrics"])
     assert fingerprint(rerun["trades"]) == fingerprint(result["trades"])

@@ -15,13 +15,11 @@ import warnings
 
 import numpy as np
 import pytest
-
-from genesis_core.backtest import Backtester, build_config
-
-backtesting = pytest.importorskip("backtesting")
-from backtesting import Backtest
+from backtesting import Backtest  # a dev dependency: installed wherever the tests run
 from backtesting.test import GOOG
 
+from genesis_core.backtest import Backtester, build_config
+from genesis_core.records import backtest_record
 from tests.sma_cross_backtesting_py import SmaCross
 
 CASH = 1_000_000_000  # large, so whole-share rounding is negligible
@@ -45,7 +43,7 @@ def test_sma_cross_matches_backtesting_py(goog_csv, commission):
         "costs": {"fee_bps": commission * 1e4, "slippage_bps": 0, "initial_equity": CASH},
     })
     result = Backtester().run(cfg)
-    ours = result.trades()
+    ours = [t.model_dump() for t in backtest_record(result).trades or []]
 
     assert len(ours) == len(theirs) == 94
     assert [t["entry_time"][:10] for t in ours] == [str(x.date()) for x in theirs["EntryTime"]]

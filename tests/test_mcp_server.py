@@ -22,10 +22,8 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
 
 from genesis_core import mcp_server
-from genesis_core.champion import promote
-from genesis_core.optimizer import optimize
-from genesis_core.validation import validate
 from tests.optimizer.test_optimizer import ROOT
+from tests.runs import optimize, promote, validate
 from tests.validation.conftest import validated_config
 
 READ_TOOLS = {"list_runs", "show_run", "query_trials", "show_trial", "compare_trials", "show_champion", "preflight"}
@@ -42,7 +40,7 @@ def served(tmp_path_factory) -> Path:
     fresh = yaml.safe_load(config.read_text())
     fresh["meta"].update(study_name="t2", stop={"max_trials": 4})  # a new study, to start from the server
     (tmp / "configs" / "new.yaml").write_text(yaml.safe_dump(fresh))
-    run_dir = Path(optimize(config, progress=False)["run_dir"])
+    run_dir = Path(optimize(config)["run_dir"])
     validate(run_dir)
     assert promote(run_dir).promoted
     outside = tmp / "secret"
@@ -216,7 +214,7 @@ def test_http_write_tools_need_the_flag_and_the_token(served):
                 started = await client.call_tool("start_optimization", {"config": "new.yaml"})
                 assert not started.is_error, started.content[0].text
                 summary = started.structured_content
-                assert summary["preflight"]["ok"] and summary["cache"]["total_trials"] == 4 and "validation" in summary
+                assert summary["preflight"]["ok"] and summary["explore"]["cache"]["total_trials"] == 4 and summary["validation"]
                 runs = (await client.call_tool("list_runs", {})).structured_content
                 assert {r["run"] for r in runs["items"]} == {"t", "t2"}
                 # the resumed study's signature now differs (the champion is merged into its fixed config): refused

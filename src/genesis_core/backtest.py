@@ -12,21 +12,20 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 from pydantic import Field
 
-from genesis_core import __version__
 from genesis_core.config import StrictModel, deep_merge, parse_model
-from genesis_core.data import Candles, Window, format_ts, load_candles
+from genesis_core.data import Candles, Window, load_candles
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
-from genesis_core.fingerprint import code_version, fingerprint
+from genesis_core.fingerprint import fingerprint
 from genesis_core.metrics import compute_metrics
 from genesis_core.strategy import Strategy, get_strategy
 
 DEFAULT_DATA = "data/BTCUSD_1h_bitfinex.csv.gz"
+FEATURE_CACHE = Path(".cache/genesis/features")  # where the CLI and the optimizer keep computed features
 
 
 class DataSpec(StrictModel):
@@ -145,50 +144,6 @@ class BacktestResult:
     metrics: dict[str, float | int]
     trace: dict[str, Any]
     engine: EngineResult
-
-    def trades(self) -> list[dict[str, Any]]:
-        ts = self.window.candles.timestamps
-        rows = []
-        for t in self.engine.trades:
-            rows.append({
-                "entry_time": format_ts(ts[int(t["entry_bar"])]),
-                "exit_time": format_ts(ts[int(t["exit_bar"])]),
-                "side": "long" if t["side"] > 0 else "short",
-                "entry_price": float(t["entry_price"]),
-                "exit_price": float(t["exit_price"]),
-                "units": float(t["units"]),
-                "pnl": float(t["pnl"]),
-                "fees": float(t["fees"]),
-                "bars_held": int(t["exit_bar"] - t["entry_bar"]),
-                "exit_reason": EXIT_REASONS[int(t["exit_reason"])],
-            })
-        return rows
-
-    def to_dict(self, trades: bool = True) -> dict[str, Any]:
-        """The result JSON: enough to re-run it (effective config) and to prove what produced it."""
-        payload = {
-            "genesis_core_version": __version__,
-            "code_version": code_version(),
-            "effective_config": self.config.model_dump(mode="json"),
-            "fingerprints": {
-                "config": self.config_fingerprint,
-                "data_window": self.window.fingerprint,
-                "data_file": self.data_file_fingerprint,
-                **{f"resource:{k}": v for k, v in sorted(self.resources.items())},
-            },
-            "window": {
-                "first_bar": self.window.first_bar,
-                "last_bar": self.window.last_bar,
-                "bars": self.window.bars,
-                "warmup_bars": self.window.start_index,
-                "timeframe": self.window.candles.timeframe,
-            },
-            "metrics": self.metrics,
-            "trace": self.trace,
-        }
-        if trades:
-            payload["trades"] = self.trades()
-        return payload
 
 
 class Backtester:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.columns import Columns
@@ -17,6 +18,12 @@ from rich.table import Table
 from genesis_core import __version__
 from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.files import atomic_write
+
+if TYPE_CHECKING:  # the commands import what they use when they run, so `genesis --help` starts fast
+    from genesis_core.champion import Decision
+    from genesis_core.optimizer import OnProgress
+    from genesis_core.optimizer import Progress as OptimizerProgress
+    from genesis_core.records import PreflightRecord, ValidationReport
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
 model_app = typer.Typer(help="Train and inspect signal models.", no_args_is_help=True)
@@ -34,7 +41,6 @@ ResultsDir = Annotated[Path, typer.Option(help="Results folder holding champions
 out = Console(width=None if sys.stdout.isatty() else 120)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 F = TypeVar("F", bound=Callable[..., Any])
-FEATURE_CACHE = Path(".cache/genesis/features")
 
 
 def _handle_errors(fn: F) -> F:
@@ -77,35 +83,37 @@ def backtest(
     trades: Annotated[int, typer.Option(help="How many of the last trades to show.")] = 10,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
-    from genesis_core.backtest import Backtester, build_config, read_config_file
+    from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config, read_config_file
+    from genesis_core.records import ChampionStore, backtest_record
 
     overrides: dict[str, Any] = {"data": {k: v for k, v in (("path", data), ("start", start), ("end", end)) if v is not None}}
-    if champion == (config is not None):
-        raise typer.BadParameter("give --config or --champion (one of them)")
     if champion:
-        from genesis_core.champion import load_champion
-
-        current = load_champion(results_dir, symbol, timeframe)
+        if config is not None:
+            raise typer.BadParameter("give --config or --champion (one of them)")
+        current = ChampionStore(results_dir, symbol, timeframe).load()
         if current is None:
             raise ConfigError(f"no {symbol} {timeframe} champion in {results_dir}/champions (see `genesis champion promote`)")
-        base = current["effective_config"]
+        base = current.effective_config.model_dump(mode="json")
+    elif config is None:
+        raise typer.BadParameter("give --config or --champion (one of them)")
     else:
         base = read_config_file(config)
     cfg = build_config(base, overrides=overrides)
     bt = Backtester(FEATURE_CACHE)
     candles = bt.candles(cfg.data.path, cfg.data.timeframe)
     result = bt.run(cfg)
-    payload = result.to_dict()
+    record = backtest_record(result)
+    payload = record.model_dump(mode="json")
     path = output or Path("results/backtests") / f"{cfg.strategy}-{result.config_fingerprint[:10]}-{result.window.fingerprint[:10]}.json"
     _write_json(path, payload)
     if as_json:
         sys.stdout.write(json.dumps(payload, indent=2) + "\n")
         return
     gaps = result.window.candles.slice(result.window.start_index, len(result.window.candles)).gaps()
-    w = payload["window"]
+    w = record.window
     out.print(
-        f"[bold]{cfg.strategy}[/] on {candles.source} ({w['timeframe']}): {w['first_bar']} .. {w['last_bar']}, "
-        f"{w['bars']:,} bars + {w['warmup_bars']} warm-up"
+        f"[bold]{cfg.strategy}[/] on {candles.source} ({w.timeframe}): {w.first_bar} .. {w.last_bar}, "
+        f"{w.bars:,} bars + {w.warmup_bars} warm-up"
     )
     if gaps.count:
         err.print(f"[yellow]warning:[/] window has {gaps.describe(candles.timeframe_seconds)}")
@@ -125,15 +133,16 @@ def backtest(
         else:
             trace.add_row(k, str(v))
     out.print(Columns([metrics, trace]))
-    rows = payload["trades"][-trades:] if trades > 0 else []
+    all_trades = record.trades or []
+    rows = all_trades[-trades:] if trades > 0 else []
     if rows:
-        table = Table(title=f"Last {len(rows)} of {len(payload['trades'])} trades")
+        table = Table(title=f"Last {len(rows)} of {len(all_trades)} trades")
         for col in ("entry (UTC)", "exit (UTC)", "side", "entry", "exit", "pnl", "bars", "reason"):
             table.add_column(col, justify="left" if col in ("side", "reason") else "right")
         for t in rows:
             table.add_row(
-                t["entry_time"][:16].replace("T", " "), t["exit_time"][:16].replace("T", " "), t["side"],
-                f"{t['entry_price']:,.1f}", f"{t['exit_price']:,.1f}", f"{t['pnl']:,.2f}", str(t["bars_held"]), t["exit_reason"],
+                t.entry_time[:16].replace("T", " "), t.exit_time[:16].replace("T", " "), t.side,
+                f"{t.entry_price:,.1f}", f"{t.exit_price:,.1f}", f"{t.pnl:,.2f}", str(t.bars_held), t.exit_reason,
             )
         out.print(table)
     out.print(f"config fingerprint {result.config_fingerprint[:16]}  data window {result.window.fingerprint[:16]}")
@@ -154,50 +163,76 @@ def optimize(
 ) -> None:
     """Preflight, search parameters with Optuna (resumable, cached), then validate and promote if enabled."""
     from genesis_core.optimizer import RunOptions
+    from genesis_core.study import load_study_config
     from genesis_core.workflow import PreflightFailed, run
 
-    options = RunOptions(storage, workers, max_trials, force_resume, backfill_signature)
+    cfg = load_study_config(config)
+    options = RunOptions(workers, max_trials, force_resume, backfill_signature)
     try:
-        summary = run(config, options, skip_preflight, progress=not as_json)
+        with _progress_bar(not as_json) as on_progress:
+            summary = run(cfg, options, storage, skip_preflight, on_progress)
     except PreflightFailed as exc:
         if as_json:
-            sys.stdout.write(json.dumps(exc.report, indent=2) + "\n")
+            sys.stdout.write(exc.report.model_dump_json(indent=2) + "\n")
         else:
             _print_checks(exc.report)
         raise
+    e = summary.explore
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
     else:
-        s = summary["session"]
-        out.print(f"{summary['cache']['total_trials']} trials in the study; this session {s['seconds']} s with {s['workers']} worker(s)")
-        out.print(f"outcomes: {summary['outcomes']}  cache: {summary['cache']}")
-        if summary["best_trial"]:
-            out.print(f"best trial #{summary['best_trial']['number']}: production score {summary['best_trial']['score_phase2']:.4f}")
-        out.print(f"artifacts in {summary['run_dir']}")
-    for line in [*summary["session"]["notes"], *summary["warnings"]]:
+        s = e.session
+        out.print(f"{e.cache.total_trials} trials in the study; this session {s.seconds} s with {s.workers} worker(s)")
+        out.print(f"outcomes: {e.outcomes}  cache: {e.cache.model_dump()}")
+        if e.best_trial:
+            out.print(f"best trial #{e.best_trial.number}: production score {e.best_trial.score_phase2:.4f}")
+        out.print(f"artifacts in {e.run_dir}")
+    for line in [*e.session.notes, *e.warnings]:
         err.print(f"[yellow]warning:[/] {line}")
-    if summary["session"]["stopped_reason"]:
-        err.print(f"[yellow]explore stopped early:[/] {summary['session']['stopped_reason']}")
-    if summary.get("resume_hint"):
-        err.print(f"interrupted; resume with: {summary['resume_hint']}")
+    if e.session.stopped_reason:
+        err.print(f"[yellow]explore stopped early:[/] {e.session.stopped_reason}")
+    if e.session.interrupted:
+        err.print(f"interrupted; resume with: genesis optimize {config}  (the study resumes where it stopped)")
         raise typer.Exit(130)
-    if not as_json and "validation" in summary:
-        from genesis_core.validation import load_validation
+    if not as_json and summary.validation is not None:
+        from genesis_core.records import RunFolder
 
-        _print_validation(load_validation(Path(summary["run_dir"])))
-    if not as_json and "promotion" in summary:
-        p = summary["promotion"]
-        out.print(("[green]promoted[/]: " if p["promoted"] else "[yellow]not promoted[/]: ") + p["reason"])
+        _print_validation(RunFolder(Path(e.run_dir)).read_validation())
+    if not as_json and summary.promotion is not None:
+        p = summary.promotion
+        out.print(("[green]promoted[/]: " if p.promoted else "[yellow]not promoted[/]: ") + p.reason)
 
 
-def _print_checks(report: dict[str, Any]) -> None:
+@contextlib.contextmanager
+def _progress_bar(show: bool) -> Iterator[OnProgress | None]:
+    """A rich progress bar fed by the optimizer's progress reports (nothing when not shown)."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]:.1f}/s"),
+               TextColumn("best {task.fields[best]}"), TextColumn("hits {task.fields[hits]}"), TimeRemainingColumn()]
+    with Progress(*columns, transient=False, console=err) as bar:
+        task = bar.add_task("trials", total=None, rate=0.0, best="-", hits="-")
+
+        def update(p: OptimizerProgress) -> None:
+            if bar.tasks[task].total != p.total:  # a walk-forward's folds each report their own total
+                bar.reset(task, total=p.total)
+            bar.update(task, completed=p.completed, rate=p.rate, best="-" if p.best is None else f"{p.best:.2f}",
+                       hits=f"{p.hit_rate:.0%}")
+
+        yield update
+
+
+def _print_checks(report: PreflightRecord) -> None:
     colour = {"pass": "green", "warn": "yellow", "fail": "red"}
-    table = Table(title=f"Preflight: {report['failed']} failed, {report['warnings']} warnings")
+    table = Table(title=f"Preflight: {report.failed} failed, {report.warnings} warnings")
     table.add_column("check")
     table.add_column("status")
     table.add_column("detail", overflow="fold")
-    for c in report["checks"]:
-        table.add_row(c["name"], f"[{colour[c['status']]}]{c['status']}[/]", c["detail"])
+    for c in report.checks:
+        table.add_row(c.name, f"[{colour[c.status]}]{c.status}[/]", c.detail)
     out.print(table)
 
 
@@ -209,42 +244,43 @@ def preflight(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Check an optimizer config before a long run; exit 1 if any check fails. Writes nothing."""
-    from genesis_core.preflight import preflight as run_checks
-    from genesis_core.preflight import to_dict
+    from genesis_core.preflight import preflight_file, report
 
-    report = to_dict(run_checks(config, storage))
+    record = report(preflight_file(config, storage))
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        sys.stdout.write(record.model_dump_json(indent=2) + "\n")
     else:
-        _print_checks(report)
-    if not report["ok"]:
+        _print_checks(record)
+    if not record.ok:
         raise typer.Exit(1)
 
 
-def _print_validation(report: dict[str, Any]) -> None:
-    v = report["validation"]
-    table = Table(title=f"Validation of {report['run']}: top {v['top_n']} of {report['evaluated_trials']} evaluated trials, "
-                        f"ranked by {v['ranking']} window score")
+def _print_validation(report: ValidationReport) -> None:
+    from genesis_core.validation import ValidationConfig
+
+    v = ValidationConfig.model_validate(report.validation)
+    table = Table(title=f"Validation of {report.run}: top {v.top_n} of {report.evaluated_trials} evaluated trials, "
+                        f"ranked by {v.ranking} window score")
     for col in ("rank", "trial", "window", "score", "return", "max dd", "PF", "trades", "val score", "result"):
         table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=col == "window")
-    for c in report["candidates"]:
-        verdict = "[green]pass[/]" if c["passed"] else "[red]fail[/]"
-        rows = [("explore", c["explore"]["score"], c["explore"]["metrics"], verdict)]
-        rows += [(f"{w['start']}..{w['end']}", w["score"], w["metrics"], "; ".join(w["reasons"])) for w in c["windows"]]
+    for c in report.candidates:
+        verdict = "[green]pass[/]" if c.passed else "[red]fail[/]"
+        rows = [("explore", c.explore.score, c.explore.metrics, verdict)]
+        rows += [(f"{w.start}..{w.end}", w.score, w.metrics, "; ".join(w.reasons)) for w in c.windows]
         for i, (label, sc, m, result) in enumerate(rows):
             first = i == 0
-            table.add_row(str(c["rank"]) if first else "", str(c["trial"]) if first else "", label, f"{sc:.2f}",
+            table.add_row(str(c.rank) if first else "", str(c.trial) if first else "", label, f"{sc:.2f}",
                           f"{m['total_return']:+.2%}", f"{m['max_drawdown']:.2%}", f"{m['profit_factor']:.2f}", str(m["num_trades"]),
-                          f"{c['validation_score']:.2f}" if first else "", result)
+                          f"{c.validation_score:.2f}" if first else "", result)
         table.add_section()
     out.print(table)
-    dsr = report["overfitting"].get("deflated_sharpe")
-    if dsr and dsr["dsr"] is not None:
-        out.print(f"deflated Sharpe ratio of trial {dsr['trial']} given {dsr['n_trials']} evaluated configs: {dsr['dsr']:.3f} "
-                  f"(per-bar Sharpe {dsr['sharpe_per_bar']:.4f} vs {dsr['sr0_per_bar']:.4f} expected from luck alone)")
-    out.print(f"passed: {report['passed'] or 'none'}; best: {report['best']}")
-    if report["missing_artifacts"]:
-        err.print(f"[yellow]warning:[/] {len(report['missing_artifacts'])} evaluated trial(s) have no artifact in this run folder "
+    dsr = report.overfitting.deflated_sharpe
+    if dsr and dsr.dsr is not None and dsr.sharpe_per_bar is not None:
+        out.print(f"deflated Sharpe ratio of trial {dsr.trial} given {dsr.n_trials} evaluated configs: {dsr.dsr:.3f} "
+                  f"(per-bar Sharpe {dsr.sharpe_per_bar:.4f} vs {dsr.sr0_per_bar:.4f} expected from luck alone)")
+    out.print(f"passed: {report.passed or 'none'}; best: {report.best}")
+    if report.missing_artifacts:
+        err.print(f"[yellow]warning:[/] {len(report.missing_artifacts)} evaluated trial(s) have no artifact in this run folder "
                   "(evaluated on another machine?) and were not considered; run `genesis validate` where they ran, "
                   "or copy their trials/NNNNNN.json here")
 
@@ -258,20 +294,17 @@ def validate(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Re-run a finished run's top candidates on the out-of-sample windows; writes validation.json."""
-    from genesis_core.optimizer import load_optimizer_config
-    from genesis_core.validation import load_run, resolve_run
-    from genesis_core.validation import validate as run_validation
+    from genesis_core.records import RunFolder
+    from genesis_core.study import load_study_config
+    from genesis_core.workflow import validate_run
 
-    run_dir = resolve_run(run)
-    v = (load_optimizer_config(config) if config else load_run(run_dir)[1]).validation
-    if top_n is not None:
-        v = v.model_copy(update={"top_n": top_n})
-    report = run_validation(run_dir, v)
+    folder = RunFolder.find(run)
+    report = validate_run(folder, load_study_config(config).validation if config else None, top_n)
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
         _print_validation(report)
-        out.print(f"written to {run_dir / 'validation.json'}")
+        out.print(f"written to {folder.validation_path}")
 
 
 @app.command("check-equivalence")
@@ -283,12 +316,12 @@ def check_equivalence(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Re-run trials from their stored artifacts alone; exit 1 if anything differs."""
+    from genesis_core.records import RunFolder
     from genesis_core.validation import check_equivalence as check
-    from genesis_core.validation import resolve_run
 
     if trial and all_trials:
         raise typer.BadParameter("give --trial or --all, not both")
-    results = check(resolve_run(run), None if all_trials or not trial else list(trial))
+    results = check(RunFolder.find(run), None if all_trials or not trial else list(trial))
     failed = [r for r in results if not r.ok]
     if as_json:
         sys.stdout.write(json.dumps([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results], indent=2) + "\n")
@@ -315,37 +348,40 @@ def walk_forward(
 ) -> None:
     """Explore and validate on rolling folds (each preflighted); writes walk_forward.json."""
     from genesis_core.optimizer import RunOptions
-    from genesis_core.validation import walk_forward as run_folds
-    from genesis_core.workflow import PreflightFailed, checked
+    from genesis_core.workflow import PreflightFailed
+    from genesis_core.workflow import walk_forward as run_folds
 
-    options = RunOptions(storage, workers, max_trials)
-    try:  # each fold is a run of its own: preflight each before it starts
-        report = run_folds(config, options, progress=not as_json, before_fold=lambda fold: checked(fold, options, skip_preflight))
+    options = RunOptions(workers, max_trials)
+    try:  # each fold is a run of its own, preflighted before it starts
+        with _progress_bar(not as_json) as on_progress:
+            report, path = run_folds(config, options, storage, skip_preflight, on_progress)
     except PreflightFailed as exc:
         _print_checks(exc.report)
         raise
     if as_json:
-        sys.stdout.write(json.dumps(report, indent=2) + "\n")
+        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         return
-    table = Table(title=f"Walk-forward of {report['study']}: {len(report['folds'])} folds")
+    table = Table(title=f"Walk-forward of {report.study}: {len(report.folds)} folds")
     for col in ("fold", "explore", "validation", "top trial", "expl. score", "val score", "gap", "passed", "DSR"):
         table.add_column(col, justify="left" if col in ("explore", "validation") else "right",
                          no_wrap=col in ("explore", "validation"))
-    for f in report["folds"]:
-        t, dsr = f["top"], f["deflated_sharpe"]
-        table.add_row(str(f["fold"]), "..".join(f["explore"]), "..".join(f["validation"]),
-                      *(["-"] * 4 if t is None else [str(t["trial"]), f"{t['explore_score']:.2f}", f"{t['validation_score']:.2f}",
-                                                      f"{t['gap']:+.2f}"]),
-                      f"{len(f['passed'])}", "-" if not dsr or dsr["dsr"] is None else f"{dsr['dsr']:.3f}")
+    for f in report.folds:
+        t, dsr = f.top, f.deflated_sharpe
+        table.add_row(str(f.fold), "..".join(f.explore), "..".join(f.validation),
+                      *(["-"] * 4 if t is None else [str(t.trial), f"{t.explore_score:.2f}", f"{t.validation_score:.2f}",
+                                                      f"{t.gap:+.2f}"]),
+                      f"{len(f.passed)}", "-" if dsr is None or dsr.dsr is None else f"{dsr.dsr:.3f}")
     out.print(table)
-    out.print(f"aggregate: {report['aggregate']}")
-    out.print(f"written to {report['path']}")
+    out.print(f"aggregate: {report.aggregate.model_dump()}")
+    out.print(f"written to {path}")
 
 
-def _print_decision(decision: Any, as_json: bool) -> None:
+def _print_decision(decision: Decision, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps({"promoted": decision.promoted, "reason": decision.reason,
-                                     "gates": [vars(g) for g in decision.gates], "champion": decision.champion}, indent=2) + "\n")
+                                     "gates": [g.model_dump() for g in decision.gates],
+                                     "champion": decision.champion and decision.champion.model_dump(mode="json")},
+                                    indent=2) + "\n")
         return
     for g in decision.gates:
         out.print(f"  {'[green]pass[/]' if g.passed else '[red]fail[/]'}  {g.name}: {g.detail}")
@@ -357,24 +393,24 @@ def _print_decision(decision: Any, as_json: bool) -> None:
 def champion_show(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", results_dir: ResultsDir = Path("results"),
                   as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """The current champion: where it came from, what it was measured on, its metrics."""
-    from genesis_core.champion import load_champion
+    from genesis_core.records import ChampionStore
 
-    c = load_champion(results_dir, symbol, timeframe)
+    c = ChampionStore(results_dir, symbol, timeframe).load()
     if c is None:
         raise ConfigError(f"no {symbol} {timeframe} champion in {results_dir}/champions")
     if as_json:
-        sys.stdout.write(json.dumps(c, indent=2) + "\n")
+        sys.stdout.write(c.model_dump_json(indent=2) + "\n")
         return
-    out.print(f"[bold]{symbol} {timeframe} champion[/] {c['config_fingerprint'][:16]}  from run {c['run']['study']} "
-              f"trial {c['run']['trial']}, promoted {c['created']}, code {c['code_version'][:12]}")
-    out.print(f"explore {c['data']['explore']['first_bar']} .. {c['data']['explore']['last_bar']}: "
-              f"score {c['scores']['explore']:.3f}; validation ({c['scores']['ranking']}) {c['scores']['validation']:.3f}")
+    out.print(f"[bold]{symbol} {timeframe} champion[/] {c.config_fingerprint[:16]}  from run {c.run.study} "
+              f"trial {c.run.trial}, promoted {c.created}, code {c.code_version[:12]}")
+    out.print(f"explore {c.data.explore.first_bar} .. {c.data.explore.last_bar}: "
+              f"score {c.scores.explore:.3f}; validation ({c.scores.ranking}) {c.scores.validation:.3f}")
     table = Table(title="Metrics")
     table.add_column("window")
     for col in ("return", "sharpe", "max dd", "PF", "trades"):
         table.add_column(col, justify="right")
-    windows = [("explore", c["metrics"]["explore"])]
-    windows += [(f"{w['start']}..{w['end']}", m) for w, m in zip(c["data"]["validation"], c["metrics"]["validation"], strict=True)]
+    windows = [("explore", c.metrics.explore)]
+    windows += [(f"{w.start}..{w.end}", m) for w, m in zip(c.data.validation, c.metrics.validation, strict=True)]
     for label, m in windows:
         table.add_row(label, f"{m['total_return']:+.2%}", f"{m['sharpe']:.2f}", f"{m['max_drawdown']:.2%}",
                       f"{m['profit_factor']:.2f}", str(m["num_trades"]))
@@ -390,10 +426,10 @@ def champion_promote(
     as_json: Annotated[bool, typer.Option("--json")] = False,
 ) -> None:
     """Promote a validated trial through the gates; exit 1 if refused (recorded either way)."""
-    from genesis_core.champion import promote
-    from genesis_core.validation import resolve_run
+    from genesis_core.records import RunFolder
+    from genesis_core.workflow import promote_run
 
-    decision = promote(resolve_run(run), trial, min_improvement)
+    decision = promote_run(RunFolder.find(run), trial, min_improvement)
     _print_decision(decision, as_json)
     if not decision.promoted:
         raise typer.Exit(1)
@@ -404,18 +440,18 @@ def champion_promote(
 def champion_history(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", results_dir: ResultsDir = Path("results"),
                      as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Every promotion, refusal and rollback, oldest first."""
-    from genesis_core.champion import load_history
+    from genesis_core.records import ChampionStore
 
-    history = load_history(results_dir, symbol, timeframe)
+    history = ChampionStore(results_dir, symbol, timeframe).history()
     if as_json:
-        sys.stdout.write(json.dumps([{k: v for k, v in e.items() if k != "champion"} for e in history], indent=2) + "\n")
+        sys.stdout.write(json.dumps([e.model_dump(mode="json", exclude={"champion"}) for e in history], indent=2) + "\n")
         return
     table = Table(title=f"{symbol} {timeframe} champion history")
     for col in ("time", "action", "run", "trial", "config", "reason"):
         table.add_column(col, overflow="fold")
     for e in history:
-        table.add_row(e["time"][:19], e["action"], str(e.get("study", e.get("run", ""))), str(e.get("trial", "")),
-                      (e.get("config_fingerprint") or "")[:12], e["reason"])
+        table.add_row(e.time[:19], e.action, str(e.study or e.run or ""), "" if e.trial is None else str(e.trial),
+                      (e.config_fingerprint or "")[:12], e.reason)
     out.print(table)
 
 
@@ -426,8 +462,9 @@ def champion_rollback(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", re
                       as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
     """Restore the champion the current one replaced (or --to an earlier one); recorded in the history."""
     from genesis_core.champion import rollback
+    from genesis_core.records import ChampionStore
 
-    _print_decision(rollback(results_dir, symbol, timeframe, to), as_json)
+    _print_decision(rollback(ChampionStore(results_dir, symbol, timeframe), to), as_json)
 
 
 @app.command()

@@ -11,7 +11,6 @@ never a traceback.
 
 from __future__ import annotations
 
-import csv
 import hmac
 import json
 import logging
@@ -29,6 +28,7 @@ from mcp_types import ToolAnnotations
 from genesis_core import __version__
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import differences
+from genesis_core.records import ChampionStore, RunFolder, SchemaError, TrialArtifact
 
 log = logging.getLogger("genesis_core.mcp")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -93,17 +93,6 @@ def _page(items: list[Any], offset: int, limit: int) -> dict[str, Any]:
     return {"total": len(items), "offset": offset, "limit": limit, "next_offset": nxt, "items": page}
 
 
-def _number(text: str) -> Any:
-    """trials.csv cells back to numbers where they are numbers."""
-    if text == "":
-        return None
-    try:
-        value = float(text)
-    except ValueError:
-        return {"True": True, "False": False}.get(text, text)
-    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
-
-
 class Genesis:
     """The served folders and what the tools read from them."""
 
@@ -111,27 +100,27 @@ class Genesis:
         self.results = results_dir
         self.configs = configs_dir
 
-    def run_dir(self, run: str) -> Path:
-        path = inside(self.results / "runs", run)
-        if not (path / "run.json").exists():
+    def folder(self, run: str) -> RunFolder:
+        folder = RunFolder(inside(self.results / "runs", run))
+        if not folder.exists():
             raise RequestError(f"no run {run!r} (see list_runs)")
-        return path
+        return folder
 
     def trials(self, run: str) -> list[dict[str, Any]]:
-        with (self.run_dir(run) / "trials.csv").open() as fh:
-            return [{k: _number(v) for k, v in row.items()} for row in csv.DictReader(fh)]
+        """The rows of trials.csv, flat as in the file (``param:<path>`` columns)."""
+        return [r.to_csv() for r in self.folder(run).read_trials_table()]
 
-    def artifact(self, run: str, trial: int) -> dict[str, Any]:
-        path = self.run_dir(run) / "trials" / f"{trial:06d}.json"
-        if not path.exists():
+    def artifact(self, run: str, trial: int) -> TrialArtifact:
+        folder = self.folder(run)
+        if not folder.has_trial(trial):
             row = next((r for r in self.trials(run) if r["number"] == trial), None)
             if row is None:
                 raise RequestError(f"run {run!r} has no trial {trial}")
             original = row.get("cache_reused_from")
-            hint = f"; it was answered from the cache: see trial {original}" if original not in (None, "") else \
+            hint = f"; it was answered from the cache: see trial {original}" if original is not None else \
                 f" (state {row['state']}, {row.get('fail_reason') or 'no artifact'})"
             raise RequestError(f"trial {trial} of {run!r} was not evaluated{hint}")
-        return json.loads(path.read_text())
+        return folder.read_trial(trial)
 
 
 def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_write: bool = False) -> MCPServer:
@@ -149,17 +138,17 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         folder = g.results / "runs"
         names = [p.name for p in folder.iterdir() if p.resolve().is_relative_to(folder.resolve())] if folder.exists() else []
         for name in names:  # a symlink leading out of the results folder is not listed
-            path = folder / name / "run.json"
+            run_folder = RunFolder(folder / name)
             try:
-                run = json.loads(path.read_text())
-                summary = {"run": name, "study": run["study_name"], "trials": run["cache"]["total_trials"],
-                           "best_trial": run["best_trial"], "last_session": run["sessions"][-1]["finished"]}
-            except (OSError, ValueError, KeyError, IndexError):
-                continue  # not a finished run
-            validated = path.parent / "validation.json"
-            v = json.loads(validated.read_text()) if validated.exists() else None
-            summary["validation"] = None if v is None else {"passed": v["passed"], "best": v["best"]}
-            runs.append(summary)
+                run = run_folder.read_run()
+                v = run_folder.read_validation() if run_folder.is_validated() else None
+            except SchemaError:
+                continue  # not a finished run, or not one this version reads
+            if not run.sessions:
+                continue
+            runs.append({"run": name, "study": run.study_name, "trials": run.cache.total_trials,
+                         "best_trial": run.best_trial and run.best_trial.model_dump(), "last_session": run.sessions[-1].finished,
+                         "validation": None if v is None else {"passed": v.passed, "best": v.best}})
         runs.sort(key=lambda r: r["last_session"], reverse=True)
         return _page(runs, offset, limit)
 
@@ -167,19 +156,18 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     @_guarded
     def show_run(run: str) -> dict[str, Any]:
         """One run: metadata, signature, sessions, cache statistics, outcome counts and the validation table."""
-        path = g.run_dir(run)
-        meta = json.loads((path / "run.json").read_text())
-        validated = path / "validation.json"
+        folder = g.folder(run)
+        meta = folder.read_run().model_dump(mode="json", include={
+            "study_name", "storage", "signature", "search_space", "versions", "sessions", "cache", "states", "outcomes",
+            "best_trial", "identical_outcomes"})
         table = None
-        if validated.exists():
-            v = json.loads(validated.read_text())
-            table = {"passed": v["passed"], "best": v["best"], "overfitting": v["overfitting"],
-                     "candidates": [{"rank": c["rank"], "trial": c["trial"], "passed": c["passed"], "reasons": c["reasons"],
-                                     "explore_score": c["explore"]["score"], "validation_score": c["validation_score"],
-                                     "gap": c["gap"]} for c in v["candidates"]]}
-        return {"run": run, **{k: meta[k] for k in ("study_name", "storage", "signature", "search_space", "versions",
-                                                      "sessions", "cache", "states", "outcomes", "best_trial")},
-                "identical_outcomes": meta.get("identical_outcomes"), "validation": table}
+        if folder.is_validated():
+            v = folder.read_validation()
+            table = {"passed": v.passed, "best": v.best, "overfitting": v.overfitting.model_dump(mode="json"),
+                     "candidates": [{"rank": c.rank, "trial": c.trial, "passed": c.passed, "reasons": c.reasons,
+                                     "explore_score": c.explore.score, "validation_score": c.validation_score,
+                                     "gap": c.gap} for c in v.candidates]}
+        return {"run": run, **meta, "validation": table}
 
     @server.tool(annotations=READ)
     @_guarded
@@ -205,50 +193,51 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     @_guarded
     def show_trial(run: str, trial: int) -> dict[str, Any]:
         """One evaluated trial: parameters, effective config (re-runnable), fingerprints, metrics, score and decision trace."""
-        return g.artifact(run, trial)
+        return g.artifact(run, trial).model_dump(mode="json")
 
     @server.tool(annotations=READ)
     @_guarded
     def compare_trials(run: str, trial_a: int, trial_b: int, run_b: str | None = None) -> dict[str, Any]:
         """The differences between two trials' effective configs (and their metrics), path by path."""
         a, b = g.artifact(run, trial_a), g.artifact(run_b or run, trial_b)
-        config = [{"path": p, "a": x, "b": y} for p, x, y in differences(a["effective_config"], b["effective_config"])]
-        metrics = [{"path": p, "a": x, "b": y} for p, x, y in differences(a["metrics"], b["metrics"])]
-        return {"a": {"run": run, "trial": trial_a, "config_fingerprint": a["fingerprints"]["config"]},
-                "b": {"run": run_b or run, "trial": trial_b, "config_fingerprint": b["fingerprints"]["config"]},
+        config = [{"path": p, "a": x, "b": y} for p, x, y in differences(a.effective_config.model_dump(mode="json"),
+                                                                          b.effective_config.model_dump(mode="json"))]
+        metrics = [{"path": p, "a": x, "b": y} for p, x, y in differences(a.metrics, b.metrics)]
+        return {"a": {"run": run, "trial": trial_a, "config_fingerprint": a.fingerprints["config"]},
+                "b": {"run": run_b or run, "trial": trial_b, "config_fingerprint": b.fingerprints["config"]},
                 "config_differences": config, "metric_differences": metrics}
 
     @server.tool(annotations=READ)
     @_guarded
     def show_champion(symbol: str = "BTCUSD", timeframe: str = "1h", history_offset: int = 0, history_limit: int = 20) -> dict[str, Any]:
         """The current champion of (symbol, timeframe) and its promotion history (newest first, paginated)."""
-        from genesis_core.champion import load_champion, load_history
-
         inside(g.results / "champions", f"{symbol}_{timeframe}.json")
-        history = [{k: v for k, v in e.items() if k != "champion"} for e in reversed(load_history(g.results, symbol, timeframe))]
-        return {"champion": load_champion(g.results, symbol, timeframe), "history": _page(history, history_offset, history_limit)}
+        store = ChampionStore(g.results, symbol, timeframe)
+        history = [e.model_dump(mode="json", exclude={"champion"}) for e in reversed(store.history())]
+        champion = store.load()
+        return {"champion": champion and champion.model_dump(mode="json"), "history": _page(history, history_offset, history_limit)}
 
     @server.tool(annotations=READ)
     @_guarded
     def preflight(config: str) -> dict[str, Any]:
         """Preflight checks of an optimizer config (a path inside the configs folder); writes nothing."""
-        from genesis_core.preflight import preflight as run_checks
-        from genesis_core.preflight import to_dict
+        from genesis_core.preflight import preflight_file, report
 
-        return to_dict(run_checks(inside(g.configs, config)))
+        return report(preflight_file(inside(g.configs, config))).model_dump(mode="json")
 
     @server.resource("genesis://runs/{run}", mime_type="application/json")
     def run_resource(run: str) -> str:
         """A run's metadata (run.json)."""
-        return (g.run_dir(run) / "run.json").read_text()
+        return g.folder(run).read_run().model_dump_json(indent=1)
 
     @server.resource("genesis://champions/{symbol}/{timeframe}", mime_type="application/json")
     def champion_resource(symbol: str, timeframe: str) -> str:
         """A champion file."""
-        path = inside(g.results / "champions", f"{symbol}_{timeframe}.json")
-        if not path.exists():
+        inside(g.results / "champions", f"{symbol}_{timeframe}.json")
+        champion = ChampionStore(g.results, symbol, timeframe).load()
+        if champion is None:
             raise RequestError(f"no {symbol} {timeframe} champion")
-        return path.read_text()
+        return champion.model_dump_json(indent=1)
 
     if allow_write:
         _add_write_tools(server, g)
@@ -262,29 +251,29 @@ def _add_write_tools(server: MCPServer, g: Genesis) -> None:
         """Run an optimizer config (inside the configs folder) to the end: preflight, explore, then validation and
         promotion as the config says. Blocks until done; returns the run summary."""
         from genesis_core.optimizer import RunOptions
+        from genesis_core.study import load_study_config
         from genesis_core.workflow import run
 
-        return run(inside(g.configs, config), RunOptions(max_trials=max_trials), skip_preflight, progress=False)
+        cfg = load_study_config(inside(g.configs, config))
+        return run(cfg, RunOptions(max_trials=max_trials), skip_preflight=skip_preflight).model_dump(mode="json")
 
     @server.tool(annotations=WRITE)
     @_guarded
     def run_validation(run: str, top_n: int | None = None) -> dict[str, Any]:
         """Validate a finished run's top candidates on its out-of-sample windows; returns the passed trials."""
-        from genesis_core.validation import load_run, validate
+        from genesis_core.workflow import validate_run
 
-        path = g.run_dir(run)
-        v = load_run(path)[1].validation
-        report = validate(path, v if top_n is None else v.model_copy(update={"top_n": top_n}))
-        return {"passed": report["passed"], "best": report["best"], "candidates": len(report["candidates"])}
+        report = validate_run(g.folder(run), top_n=top_n)
+        return {"passed": report.passed, "best": report.best, "candidates": len(report.candidates)}
 
     @server.tool(annotations=PROMOTE)
     @_guarded
     def promote_champion(run: str, trial: int | None = None) -> dict[str, Any]:
         """Promote a validated trial through the gates (validated, reproduces, improves); recorded either way."""
-        from genesis_core.champion import promote
+        from genesis_core.workflow import promote_run
 
-        decision = promote(g.run_dir(run), trial)
-        return {"promoted": decision.promoted, "reason": decision.reason, "gates": [vars(x) for x in decision.gates]}
+        decision = promote_run(g.folder(run), trial)
+        return {"promoted": decision.promoted, "reason": decision.reason, "gates": [x.model_dump() for x in decision.gates]}
 
 
 def bearer_guard(app: Any, token: str) -> Callable[..., Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import random
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,11 +17,10 @@ from genesis_core.backtest import Backtester, BacktestResult, build_config, get_
 from genesis_core.data import format_ts, parse_ts
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import fingerprint
-from genesis_core.optimizer import load_study_spec
-from genesis_core.optimizer._runner import StudySpec
-from genesis_core.optimizer._signature import SIGNATURE_ATTR, SPACE_ATTR, signature_diff
-from genesis_core.optimizer._storage import probe_storage, redact
+from genesis_core.optimizer import StudySpec, probe_storage, redact, stored_signature_diff
+from genesis_core.records import CheckRecord, PreflightRecord
 from genesis_core.scoring import score
+from genesis_core.study import StudyConfig, load_study_config
 
 Status = Literal["pass", "warn", "fail"]
 SWEEP_POINTS = 5
@@ -35,9 +34,9 @@ class Check:
     detail: str
 
 
-def _windows(study: StudySpec) -> list[tuple[str, str, str]]:
+def _windows(cfg: StudyConfig) -> list[tuple[str, str, str]]:
     """(label, start, end) of every window the run will backtest."""
-    m, v = study.config.meta, study.config.validation
+    m, v = cfg.meta, cfg.validation
     out = [("explore", m.sample_start, m.sample_end)]
     out += [(f"validation {i + 1}", w.start, w.end) for i, w in enumerate(v.windows)]
     if v.walk_forward is not None:
@@ -45,9 +44,9 @@ def _windows(study: StudySpec) -> list[tuple[str, str, str]]:
     return out
 
 
-def _check_windows(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> list[Check]:
+def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: dict[str, Any]) -> list[Check]:
     problems, covered = [], []
-    for label, start, end in _windows(study):
+    for label, start, end in _windows(cfg):
         config = build_config(study.base, study.champion, {"data": {**study.overrides["data"], "start": start, "end": end}}, point)
         try:
             plan = bt.plan(config)
@@ -56,9 +55,9 @@ def _check_windows(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> l
             continue
         covered.append(f"{label} {plan.window.first_bar[:10]}..{plan.window.last_bar[:10]} (+{plan.window.start_index} warm-up)")
     checks = [Check("windows covered", "fail" if problems else "pass", "; ".join(problems or covered))]
-    m = study.config.meta
+    m = cfg.meta
     explore = (parse_ts(m.sample_start), parse_ts(m.sample_end, end_of_day=True))
-    overlaps = [f"{w.start}..{w.end}" for w in study.config.validation.windows
+    overlaps = [f"{w.start}..{w.end}" for w in cfg.validation.windows
                 if parse_ts(w.start) <= explore[1] and parse_ts(w.end, end_of_day=True) >= explore[0]]
     if overlaps:
         checks.append(Check("out of sample", "warn", f"validation window(s) {', '.join(overlaps)} overlap the explore "
@@ -134,7 +133,7 @@ def _check_inert(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> Che
 
 
 def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Check:
-    url, name = study.storage_url, study.config.meta.study_name
+    url, name = study.storage_url, study.name
     try:
         storage = probe_storage(url)
     except GenesisError as exc:
@@ -146,13 +145,11 @@ def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Chec
     except KeyError:
         return Check("storage", "pass", f"{redact(url)} writable; study {name!r} is new")
     trials = len(storage.get_all_trials(study_id, deepcopy=False))
-    attrs = storage.get_study_user_attrs(study_id)
-    stored = attrs.get(SIGNATURE_ATTR)
-    if stored is None:
+    data_fp = bt.candles(study.fixed.data.path, study.fixed.data.timeframe).fingerprint
+    diff = stored_signature_diff(storage.get_study_user_attrs(study_id), study, data_fp)
+    if diff is None:
         status: Status = "warn" if trials else "pass"
         return Check("storage", status, f"study {name!r} exists with {trials} trials and no signature (see --backfill-signature)")
-    data_fp = bt.candles(study.fixed.data.path, study.fixed.data.timeframe).fingerprint
-    diff = signature_diff(stored, study.signature(data_fp), attrs.get(SPACE_ATTR, {}), study.space.spec)
     if diff:
         forced = " (resuming anyway: --force-resume)" if force_resume else ""
         return Check("storage", "warn" if force_resume else "fail",
@@ -160,11 +157,20 @@ def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Chec
     return Check("storage", "pass", f"{redact(url)} writable; study {name!r} resumes ({trials} trials, signature matches)")
 
 
-def preflight(config_path: str | Path, storage: str | None = None, workers: int | None = None,
+def preflight_file(config_path: str | Path, storage: str | None = None) -> list[Check]:
+    """Preflight of a config file: a config that does not load is the failed first check."""
+    try:
+        cfg = load_study_config(config_path)
+    except GenesisError as exc:
+        return [Check("config", "fail", str(exc))]
+    return preflight(cfg, storage)
+
+
+def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None = None,
               max_trials: int | None = None, force_resume: bool = False) -> list[Check]:
     """Every check of the module docstring; stops early only when later checks cannot run."""
     try:
-        study = load_study_spec(config_path, storage)
+        study = cfg.spec(storage)
     except GenesisError as exc:
         return [Check("config", "fail", str(exc))]
     checks = [Check("config", "pass", f"{len(study.space.distributions)} searched, {len(study.space.fixed)} fixed parameters")]
@@ -176,7 +182,7 @@ def preflight(config_path: str | Path, storage: str | None = None, workers: int 
     checks.append(Check("data", "pass", f"{candles.source}: {len(candles):,} bars {format_ts(candles.timestamps[0])} .. "
                         f"{format_ts(candles.timestamps[-1])}, fingerprint {candles.fingerprint[:12]}"))
     champion, point = _check_champion(study)
-    checks += _check_windows(study, bt, point)
+    checks += _check_windows(cfg, study, bt, point)
     checks.append(champion)
     if any(c.status == "fail" for c in checks):
         return checks  # a smoke run needs the windows
@@ -204,7 +210,8 @@ def preflight(config_path: str | Path, storage: str | None = None, workers: int 
     return checks
 
 
-def to_dict(checks: list[Check]) -> dict[str, Any]:
+def report(checks: list[Check]) -> PreflightRecord:
+    """The checks as the record ``run.json`` keeps of them."""
     failed = sum(c.status == "fail" for c in checks)
-    return {"ok": failed == 0, "failed": failed, "warnings": sum(c.status == "warn" for c in checks),
-            "checks": [asdict(c) for c in checks]}
+    return PreflightRecord(ok=failed == 0, failed=failed, warnings=sum(c.status == "warn" for c in checks),
+                           checks=[CheckRecord(name=c.name, status=c.status, detail=c.detail) for c in checks])

@@ -10,7 +10,8 @@ Two scores are computed for every trial and both are stored:
   max drawdown <= dd_target, average bars held >= min_hold_bars.
 - phase 2, production: ``100*R - 60*DD + 10*log1p(clip(PF, 0, 5)) - 15*p_streak - 10*p_rate_hi``
   (R total return capped at 10, DD max drawdown, p_streak = clip(loss streak / streak_limit - 1, 0, 1),
-  p_rate_hi = clip(rate / rate_hi - 1, 0, 1)); or ``classic``, the backtest's own ``score`` metric.
+  p_rate_hi = clip(rate / rate_hi - 1, 0, 1)); or ``classic``, the backtest's own ``score`` metric;
+  or a user's ``package.module:function`` with the signature of ``ScoreFunction``.
   Each violated constraint (min trades, min profit factor, max drawdown) subtracts
   ``constraint_penalty``.
 The objective value is the phase-1 score for the first ``phase1_trials`` trials, then phase 2.
@@ -19,14 +20,17 @@ The objective value is the phase-1 score for the first ``phase1_trials`` trials,
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from enum import Enum
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import Field
+from pydantic import Field, field_validator
 
 from genesis_core.config import StrictModel
+from genesis_core.errors import ConfigError
 from genesis_core.metrics import max_drawdown, max_streak
+from genesis_core.plugins import resolve
 
 VALID_MIN = -1000.0
 VALID_MAX = 1000.0
@@ -116,12 +120,57 @@ def prune_reason(points: list[Checkpoint], signals: int, pruning: Pruning) -> tu
 
 
 class Scoring(StrictModel):
-    objective: Literal["production", "classic"] = "production"
+    objective: str = "production"  # a name of SCORE_FUNCTIONS or package.module:function
     phase1: Phase1 = Phase1()
     streak_limit: int = Field(8, ge=1)
     constraint_penalty: float = Field(100.0, ge=0.0)
     penalties: Penalties = Penalties()
     pruning: Pruning = Pruning()
+
+    @field_validator("objective")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        score_function(name)
+        return name
+
+
+# (metrics, trace, scoring) -> the production score of a VALID backtest, before constraint
+# penalties and clipping (both applied by ``score``). It must be a pure function of its arguments.
+ScoreFunction = Callable[[Mapping[str, float | int], Mapping[str, Any], Scoring], float]
+
+
+def _trade_rate(metrics: Mapping[str, float | int], trace: Mapping[str, Any]) -> float:
+    """Trades per 1,000 bars of the window."""
+    return 1000.0 * metrics["num_trades"] / max(trace["bars_in_window"], 1)
+
+
+def production_score(metrics: Mapping[str, float | int], trace: Mapping[str, Any], scoring: Scoring) -> float:
+    """Return, drawdown, profit factor, loss streak and over-trading in one number (module docstring)."""
+    p_streak = min(max(metrics["max_loss_streak"] / scoring.streak_limit - 1.0, 0.0), 1.0)
+    p_rate_hi = min(max(_trade_rate(metrics, trace) / scoring.phase1.rate_hi - 1.0, 0.0), 1.0)
+    return (
+        100.0 * min(metrics["total_return"], 10.0)
+        - 60.0 * metrics["max_drawdown"]
+        + 10.0 * math.log1p(min(max(metrics["profit_factor"], 0.0), 5.0))
+        - 15.0 * p_streak
+        - 10.0 * p_rate_hi
+    )
+
+
+def classic_score(metrics: Mapping[str, float | int], trace: Mapping[str, Any], scoring: Scoring) -> float:
+    """The backtest's own composite ``score`` metric."""
+    return float(metrics["score"])
+
+
+SCORE_FUNCTIONS: dict[str, ScoreFunction] = {"production": production_score, "classic": classic_score}
+
+
+def score_function(name: str) -> ScoreFunction:
+    """A built-in score function by name, or a user's by ``package.module:function``."""
+    fn = resolve(name, SCORE_FUNCTIONS, "score function")
+    if not callable(fn):
+        raise ConfigError(f"score function {name!r} is not callable")
+    return fn  # type: ignore[no-any-return]
 
 
 @dataclass(frozen=True)
@@ -188,24 +237,14 @@ def score(metrics: dict[str, float | int], trace: dict[str, Any], scoring: Scori
         penalty = getattr(scoring.penalties, outcome.value.lower())
         return Score(outcome, penalty, penalty, ())
     p1 = scoring.phase1
-    rate = 1000.0 * metrics["num_trades"] / max(trace["bars_in_window"], 1)
     feasibility = (
-        _within(rate, p1.rate_lo, p1.rate_hi)
+        _within(_trade_rate(metrics, trace), p1.rate_lo, p1.rate_hi)
         + _within(metrics["max_drawdown"], 0.0, p1.dd_target)
         + _within(metrics["avg_bars_held"], p1.min_hold_bars, math.inf)
     ) / 3.0
-    if scoring.objective == "classic":
-        production = float(metrics["score"])
-    else:
-        p_streak = min(max(metrics["max_loss_streak"] / scoring.streak_limit - 1.0, 0.0), 1.0)
-        p_rate_hi = min(max(rate / p1.rate_hi - 1.0, 0.0), 1.0)
-        production = (
-            100.0 * min(metrics["total_return"], 10.0)
-            - 60.0 * metrics["max_drawdown"]
-            + 10.0 * math.log1p(min(max(metrics["profit_factor"], 0.0), 5.0))
-            - 15.0 * p_streak
-            - 10.0 * p_rate_hi
-        )
+    production = score_function(scoring.objective)(metrics, trace, scoring)
+    if not isinstance(production, int | float) or not math.isfinite(production):
+        raise ConfigError(f"scoring.objective {scoring.objective!r} returned {production!r}; a score must be a finite number")
     failed = constraints_failed(metrics, constraints)
     production -= scoring.constraint_penalty * len(failed)
     production = min(max(production, VALID_MIN), VALID_MAX)

@@ -1,55 +1,156 @@
-"""What ``genesis optimize`` runs: preflight, explore, then validation and promotion when the
-config enables them. The duplicate-streak stop ends only the explore phase; Ctrl-C ends all."""
+"""What ``genesis optimize`` and ``genesis walk-forward`` run: preflight, explore, then
+validation and promotion when the config enables them. The duplicate-streak stop ends only the
+explore phase; Ctrl-C ends all."""
 
 from __future__ import annotations
 
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
-from genesis_core.champion import promote
-from genesis_core.errors import GenesisError
-from genesis_core.optimizer import RunOptions, load_optimizer_config, optimize
-from genesis_core.preflight import preflight, to_dict
-from genesis_core.validation import validate
+import yaml
+from pydantic import BaseModel
+
+from genesis_core.champion import Decision, promote
+from genesis_core.config import parse_model
+from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.optimizer import OnProgress, RunOptions, RunSummary, optimize
+from genesis_core.preflight import preflight, report
+from genesis_core.records import (
+    Fold,
+    FoldTop,
+    GateRecord,
+    PreflightRecord,
+    PreflightSkipped,
+    RunFolder,
+    ValidationReport,
+    WalkForwardAggregate,
+    WalkForwardReport,
+)
+from genesis_core.study import StudyConfig, load_run, load_study_config
+from genesis_core.validation import ValidationConfig, fold_windows, validate
 
 
 class PreflightFailed(GenesisError):
     exit_code = 1
 
-    def __init__(self, report: dict[str, Any]) -> None:
-        failed = [f"{c['name']}: {c['detail']}" for c in report["checks"] if c["status"] == "fail"]
+    def __init__(self, record: PreflightRecord) -> None:
+        failed = [f"{c.name}: {c.detail}" for c in record.checks if c.status == "fail"]
         super().__init__("preflight failed (run not started; --skip-preflight to start anyway):\n  " + "\n  ".join(failed))
-        self.report = report
+        self.report = record
 
 
-def checked(config_path: str | Path, options: RunOptions, skip_preflight: bool) -> dict[str, Any]:
+class ValidationSummary(BaseModel):
+    path: str
+    passed: list[int]
+    best: int | None
+    candidates: int
+
+
+class PromotionSummary(BaseModel):
+    promoted: bool
+    reason: str
+    gates: list[GateRecord]
+
+
+class WorkflowSummary(BaseModel):
+    """One ``genesis optimize``: preflight, the explore session, then validation and promotion if run."""
+
+    preflight: PreflightRecord | PreflightSkipped
+    explore: RunSummary
+    validation: ValidationSummary | None = None
+    promotion: PromotionSummary | None = None
+
+
+def checked(cfg: StudyConfig, options: RunOptions, storage: str | None,
+            skip_preflight: bool) -> PreflightRecord | PreflightSkipped:
     """Preflight's report (or that it was skipped); PreflightFailed if any check fails."""
     if skip_preflight:
-        return {"skipped": True}
-    record = to_dict(preflight(config_path, options.storage, options.workers, options.max_trials, options.force_resume))
-    if not record["ok"]:
+        return PreflightSkipped()
+    record = report(preflight(cfg, storage, options.workers, options.max_trials, options.force_resume))
+    if not record.ok:
         raise PreflightFailed(record)
     return record
 
 
-def run(config_path: str | Path, options: RunOptions | None = None, skip_preflight: bool = False,
-        progress: bool = True) -> dict[str, Any]:
-    """Run the study of ``config_path`` end to end; the summary carries each phase's result."""
-    cfg = load_optimizer_config(config_path)
+def run(cfg: StudyConfig, options: RunOptions | None = None, storage: str | None = None, skip_preflight: bool = False,
+        on_progress: OnProgress | None = None) -> WorkflowSummary:
+    """Run the study of ``cfg`` end to end; the summary carries each phase's result."""
     options = options or RunOptions()
-    record = checked(config_path, options, skip_preflight)
-    summary = optimize(config_path, replace(options, preflight=record), progress)
-    summary["preflight"] = record
-    if summary["session"]["interrupted"]:
+    record = checked(cfg, options, storage, skip_preflight)
+    spec = cfg.spec(storage)
+    summary = WorkflowSummary(preflight=record, explore=optimize(spec, replace(options, preflight=record), on_progress))
+    if summary.explore.session.interrupted:
         return summary
-    run_dir = Path(summary["run_dir"])
     if cfg.validation.enabled:
-        report = validate(run_dir)
-        summary["validation"] = {"path": str(run_dir / "validation.json"), "passed": report["passed"], "best": report["best"],
-                                 "candidates": len(report["candidates"])}
+        v = validate(spec.folder, cfg.validation, cfg.scoring)
+        summary.validation = ValidationSummary(path=str(spec.folder.validation_path), passed=v.passed, best=v.best,
+                                               candidates=len(v.candidates))
     if cfg.promotion.enabled:
-        decision = promote(run_dir)
-        summary["promotion"] = {"promoted": decision.promoted, "reason": decision.reason,
-                                "gates": [vars(g) for g in decision.gates]}
+        decision = promote(spec.folder, cfg, cfg.promotion.min_improvement)
+        summary.promotion = PromotionSummary(promoted=decision.promoted, reason=decision.reason,
+                                             gates=decision.gates)
     return summary
+
+
+def validate_run(folder: RunFolder, validation: ValidationConfig | None = None, top_n: int | None = None) -> ValidationReport:
+    """Validate a finished run with its own validation settings (or ``validation``), ``top_n`` overriding."""
+    _, cfg = load_run(folder)
+    v = validation or cfg.validation
+    if top_n is not None:
+        v = v.model_copy(update={"top_n": top_n})
+    return validate(folder, v, cfg.scoring)
+
+
+def promote_run(folder: RunFolder, trial: int | None = None, min_improvement: float | None = None) -> Decision:
+    """Promote a validated trial of a run through the gates, with the run's own settings."""
+    _, cfg = load_run(folder)
+    return promote(folder, cfg, cfg.promotion.min_improvement if min_improvement is None else min_improvement, trial)
+
+
+def walk_forward(config_path: str | Path, options: RunOptions | None = None, storage: str | None = None,
+                 skip_preflight: bool = False, on_progress: OnProgress | None = None) -> tuple[WalkForwardReport, Path]:
+    """Every fold of ``validation.walk_forward`` as a study of its own (``<study>-wf<i>``, its config
+    written beside the report so it can be re-run alone), each preflighted, explored and validated on
+    the next block; writes the report and returns it with its path."""
+    cfg = load_study_config(config_path)
+    wf = cfg.validation.walk_forward
+    if wf is None:
+        raise ConfigError(f"{config_path}: no validation.walk_forward section")
+    options = options or RunOptions()
+    blocks = fold_windows(wf)
+    raw = cfg.model_dump(mode="json")
+    name = cfg.meta.study_name
+    folder = RunFolder.of(cfg.meta.results_dir, f"{name}-walk-forward")
+    folds: list[Fold] = []
+    for i in range(1, wf.folds + 1):
+        (explore_start, explore_end), (val_start, val_end) = blocks[i - 1], blocks[i]
+        fold_raw = {**raw, "meta": {**raw["meta"], "sample_start": explore_start, "sample_end": explore_end,
+                                    "study_name": f"{name}-wf{i}"},
+                    "validation": {**raw["validation"], "enabled": True, "walk_forward": None,
+                                   "windows": [{"start": val_start, "end": val_end}]},
+                    "promotion": {**raw["promotion"], "enabled": False}}
+        fold_path = folder.write_fold_config(i, yaml.safe_dump(fold_raw, sort_keys=False))
+        summary = run(parse_model(StudyConfig, fold_raw, str(fold_path)), options, storage, skip_preflight, on_progress)
+        if summary.explore.session.interrupted:
+            break
+        v = RunFolder(Path(summary.explore.run_dir)).read_validation()
+        top = v.candidates[0] if v.candidates else None
+        folds.append(Fold(
+            fold=i, explore=(explore_start, explore_end), validation=(val_start, val_end), config=str(fold_path),
+            run_dir=summary.explore.run_dir, evaluated_trials=v.evaluated_trials, passed=v.passed, best=v.best,
+            top=None if top is None else FoldTop(trial=top.trial, params=top.params, validation_score=top.validation_score,
+                                                  gap=top.gap, passed=top.passed, explore_score=top.explore.score),
+            deflated_sharpe=v.overfitting.deflated_sharpe,
+        ))
+    tops = [f.top for f in folds if f.top is not None]
+    result = WalkForwardReport(
+        study=name, walk_forward=wf.model_dump(mode="json"), blocks=blocks, folds=folds, complete=len(folds) == wf.folds,
+        aggregate=WalkForwardAggregate(
+            folds_with_a_pass=sum(1 for f in folds if f.best is not None),
+            mean_validation_score=sum(t.validation_score for t in tops) / len(tops) if tops else None,
+            worst_validation_score=min((t.validation_score for t in tops), default=None),
+            mean_gap=sum(t.gap for t in tops) / len(tops) if tops else None,
+        ),
+    )
+    folder.write_walk_forward(result)
+    return result, folder.walk_forward_path

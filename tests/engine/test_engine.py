@@ -78,8 +78,8 @@ def test_short_profits_when_price_falls():
     ],
 )
 def test_stop_and_target_inside_the_entry_bar(bar1, expected_px, reason):
-    o, h, l, cl = bar1
-    c = make_candles([100, o, 100], [100, h, 100], [100, l, 100], [100, cl, 100])
+    o, h, lo, cl = bar1
+    c = make_candles([100, o, 100], [100, h, 100], [100, lo, 100], [100, cl, 100])
     r = run_engine(c, _decisions(3, entries={0: (1, 1.0, 5.0, 5.0, NAN)}), 0, NO_COST)
     (t,) = _trades(r)
     assert t["exit_bar"] == 1 and t["exit_price"] == expected_px and EXIT_REASONS[int(t["exit_reason"])] == reason

@@ -13,8 +13,10 @@ import yaml
 from genesis_core.backtest import Backtester, build_config
 from genesis_core.errors import ConfigError
 from genesis_core.fingerprint import canonical_json
-from genesis_core.optimizer import ResumeBlocked, RunOptions, load_optimizer_config, optimize
-from genesis_core.optimizer._storage import open_storage
+from genesis_core.optimizer import ResumeBlocked, RunOptions, open_storage
+from genesis_core.records import backtest_record
+from genesis_core.study import load_study_config
+from tests.runs import optimize
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -48,7 +50,7 @@ def _trials(summary) -> list[dict]:
 
 
 def test_duplicates_get_their_real_cached_score_and_are_never_rerun(tmp_path):
-    summary = optimize(write_config(tmp_path), progress=False)
+    summary = optimize(write_config(tmp_path))
     rows = _trials(summary)
     assert len(rows) == 12 and all(r["state"] == "COMPLETE" for r in rows)
     assert summary["cache"]["unique_backtests"] == 4  # a 2 x 2 space
@@ -72,15 +74,15 @@ def test_duplicates_get_their_real_cached_score_and_are_never_rerun(tmp_path):
 
 def test_duplicate_streak_ends_explore_cleanly(tmp_path):
     path = write_config(tmp_path, meta={"duplicate_streak_limit": 3, "stop": {"max_trials": 40}})
-    summary = optimize(path, progress=False)
+    summary = optimize(path)
     assert "3 duplicate parameter sets in a row" in summary["session"]["stopped_reason"]
     assert summary["cache"]["total_trials"] < 40
     assert (Path(summary["run_dir"]) / "best_trial.json").exists()
 
 
 def test_resume_reuses_the_cache_and_extends_by_stop_policy(tmp_path):
-    optimize(write_config(tmp_path, meta={"stop": {"max_trials": 4}}), progress=False)
-    summary = optimize(write_config(tmp_path, meta={"stop": {"max_trials": 10}}), progress=False)
+    optimize(write_config(tmp_path, meta={"stop": {"max_trials": 4}}))
+    summary = optimize(write_config(tmp_path, meta={"stop": {"max_trials": 10}}))
     assert summary["cache"]["total_trials"] == 10
     assert summary["cache"]["unique_backtests"] == 4  # no set evaluated again after the resume
     run = json.loads((Path(summary["run_dir"]) / "run.json").read_text())
@@ -88,22 +90,22 @@ def test_resume_reuses_the_cache_and_extends_by_stop_policy(tmp_path):
 
 
 def test_signature_mismatch_blocks_resume_naming_what_changed(tmp_path):
-    optimize(write_config(tmp_path, meta={"stop": {"max_trials": 3}}), progress=False)
+    optimize(write_config(tmp_path, meta={"stop": {"max_trials": 3}}))
     changed = write_config(tmp_path, "changed.yaml", parameters={
         "exits.max_bars_held": {"type": "categorical", "choices": [12, 24, 48]},
         "thresholds.signal_adaptation.zones.mid.entry_conf_overall": {"type": "categorical", "choices": [0.53, 0.55]},
     })
     with pytest.raises(ResumeBlocked, match=r"(?s)resume blocked: study signature mismatch.*search_space: exits.max_bars_held"):
-        optimize(changed, progress=False)
+        optimize(changed)
     scoring = write_config(tmp_path, "scoring.yaml", scoring={"phase1": {"trials": 5}})
     with pytest.raises(ResumeBlocked, match=r"scoring: "):
-        optimize(scoring, progress=False)
+        optimize(scoring)
     window = write_config(tmp_path, "window.yaml", meta={"sample_end": "2022-05-30", "stop": {"max_trials": 3}})
     with pytest.raises(ResumeBlocked, match=r"data: .*\n.*fixed_config"):
-        optimize(window, progress=False)
+        optimize(window)
     with pytest.raises(ResumeBlocked, match=r"cannot resume even with --force-resume: parameter exits.max_bars_held"):
-        optimize(changed, RunOptions(force_resume=True), progress=False)
-    forced = optimize(scoring, RunOptions(force_resume=True, max_trials=5), progress=False)
+        optimize(changed, RunOptions(force_resume=True))
+    forced = optimize(scoring, RunOptions(force_resume=True, max_trials=5))
     assert "resumed despite signature mismatch" in forced["session"]["notes"][0]
     assert forced["cache"]["total_trials"] == 5
 
@@ -113,7 +115,7 @@ def test_a_failing_parameter_set_is_fail_not_a_number(tmp_path):
         "risk.risk_map.0.0": {"type": "categorical", "choices": [0.53, 0.9]},  # 0.9 breaks the ascending order
         "exits.max_bars_held": {"type": "categorical", "choices": [12, 24]},
     })
-    summary = optimize(path, progress=False)
+    summary = optimize(path)
     rows = _trials(summary)
     failed = [r for r in rows if r["state"] == "FAIL"]
     assert failed and all(r["value"] == "" and "risk_map confidences must ascend" in r["fail_reason"] for r in failed)
@@ -122,10 +124,10 @@ def test_a_failing_parameter_set_is_fail_not_a_number(tmp_path):
 
 
 def test_best_trial_reproduces_with_genesis_backtest(tmp_path):
-    summary = optimize(write_config(tmp_path), progress=False)
+    summary = optimize(write_config(tmp_path))
     best = json.loads((Path(summary["run_dir"]) / "best_trial.json").read_text())
     stored = best["result"]
-    rerun = Backtester().run(build_config(stored["effective_config"])).to_dict()
+    rerun = backtest_record(Backtester().run(build_config(stored["effective_config"]))).model_dump(mode="json")
     assert rerun["fingerprints"] == stored["fingerprints"]
     assert canonical_json(rerun["metrics"]) == canonical_json(stored["metrics"])
 
@@ -135,7 +137,7 @@ def test_two_worker_processes_share_the_study_and_cache(tmp_path):
         "exits.max_bars_held": {"type": "int", "low": 6, "high": 60},
         "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0, "step": 0.5},
     })
-    summary = optimize(path, RunOptions(workers=2), progress=False)
+    summary = optimize(path, RunOptions(workers=2))
     rows = _trials(summary)
     assert len(rows) == 10 and summary["session"]["failed_workers"] == []
     evaluated = [r["config_fingerprint"] for r in rows if r["cached"] == "False"]
@@ -163,14 +165,14 @@ def test_bad_configs_are_refused_before_anything_is_written(tmp_path):
         path = tmp_path / f"bad{i}.yaml"
         path.write_text(yaml.safe_dump(raw))
         with pytest.raises(ConfigError, match=pattern):
-            optimize(path, progress=False)
+            optimize(path)
     assert not (tmp_path / "results").exists()
 
 
 def test_dot_notation_and_nesting_mean_the_same(tmp_path):
     nested = write_config(tmp_path, "n.yaml", parameters={"exits": {"stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0}}})
     dotted = write_config(tmp_path, "d.yaml", parameters={"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0}})
-    assert load_optimizer_config(nested).parameters == load_optimizer_config(dotted).parameters
+    assert load_study_config(nested).parameters == load_study_config(dotted).parameters
 
 
 def test_kill_9_mid_run_then_resume_loses_and_corrupts_nothing(tmp_path):
@@ -196,7 +198,7 @@ def test_kill_9_mid_run_then_resume_loses_and_corrupts_nothing(tmp_path):
     time.sleep(1.5)  # past stale_trial_seconds: whatever was running belongs to a dead worker
     before = optuna.load_study(study_name="t", storage=open_storage(f"journal:///{journal}")).trials
     assert len(before) >= 20
-    summary = optimize(path, RunOptions(max_trials=len(before) + 10), progress=False)
+    summary = optimize(path, RunOptions(max_trials=len(before) + 10))
     after = optuna.load_study(study_name="t", storage=open_storage(f"journal:///{journal}")).trials
     assert all(t.state.name != "RUNNING" for t in after)
     assert len([t for t in after if t.state.is_finished()]) >= len(before) + 10 - 1
@@ -216,7 +218,7 @@ def test_kill_9_mid_run_then_resume_loses_and_corrupts_nothing(tmp_path):
 def test_a_trial_left_running_is_failed_and_queued_again(tmp_path, scheme):
     import time
 
-    from genesis_core.optimizer._storage import recover_stale_trials
+    from genesis_core.optimizer import recover_stale_trials
 
     url = f"journal:///{tmp_path / 'x.journal'}" if scheme == "journal" else f"sqlite:///{tmp_path / 'x.db'}"
     storage = open_storage(url, grace_seconds=2.0)
@@ -235,7 +237,7 @@ def test_a_trial_left_running_is_failed_and_queued_again(tmp_path, scheme):
 
 def test_pruning_rules_prune_with_a_reason_and_duplicates_stay_pruned(tmp_path):
     path = write_config(tmp_path, scoring={"phase1": {"trials": 4}, "pruning": {"enabled": True, "max_drawdown": 0.05}})
-    summary = optimize(path, progress=False)
+    summary = optimize(path)
     rows = _trials(summary)
     assert {r["state"] for r in rows} == {"PRUNED"}
     assert all("drawdown" in r["pruned"] and "above 0.05" in r["pruned"] for r in rows)
@@ -250,7 +252,7 @@ def test_median_pruner_works_when_configured(tmp_path):
     path = write_config(tmp_path, meta={"stop": {"max_trials": 25}, "pruner": {"name": "median", "kwargs": {"n_startup_trials": 3}}},
                         parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
                                     "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0}})
-    rows = _trials(optimize(path, progress=False))
+    rows = _trials(optimize(path))
     pruned = [r for r in rows if r["state"] == "PRUNED"]
     assert pruned and all(r["pruned"].startswith("MedianPruner at bar") for r in pruned)
     assert any(r["state"] == "COMPLETE" for r in rows)
@@ -280,7 +282,7 @@ def test_ctrl_c_finishes_trials_in_flight_writes_everything_and_says_how_to_resu
     assert len(rows) >= 30 and {r["state"] for r in rows} == {"COMPLETE"}  # nothing left running or failed
     run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
     assert run["sessions"][-1]["interrupted"] is True
-    resumed = optimize(path, RunOptions(max_trials=len(rows) + 5), progress=False)
+    resumed = optimize(path, RunOptions(max_trials=len(rows) + 5))
     assert resumed["cache"]["total_trials"] >= len(rows) + 5
 
 
@@ -291,7 +293,7 @@ def test_optuna_dashboard_opens_the_storage_unchanged(tmp_path, storage):
     from optuna_dashboard import wsgi
 
     url = None if storage == "journal" else f"sqlite:///{tmp_path / 'results' / 'optuna.db'}"
-    summary = optimize(write_config(tmp_path, meta={"stop": {"max_trials": 6}}), RunOptions(storage=url), progress=False)
+    summary = optimize(write_config(tmp_path, meta={"stop": {"max_trials": 6}}), storage=url)
     app = wsgi(open_storage(url or f"journal:///{tmp_path / 'results' / 'optuna.journal'}"))
 
     def get(path: str) -> dict:
@@ -314,13 +316,13 @@ def test_a_study_without_signature_warns_and_can_be_backfilled(tmp_path):
     storage = open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}")
     legacy = optuna.create_study(storage=storage, study_name="t", direction="maximize")
     legacy.optimize(lambda t: t.suggest_categorical("exits.max_bars_held", [12, 24]) / 100, n_trials=1)
-    warned = optimize(path, progress=False)
+    warned = optimize(path)
     assert "has 1 trials but no signature" in warned["session"]["notes"][0]
     assert "genesis_signature" not in optuna.load_study(study_name="t", storage=storage).user_attrs
-    filled = optimize(path, RunOptions(backfill_signature=True, max_trials=4), progress=False)
+    filled = optimize(path, RunOptions(backfill_signature=True, max_trials=4))
     assert filled["session"]["notes"] == ["signature backfilled by --backfill-signature"]
     assert "genesis_signature" in optuna.load_study(study_name="t", storage=storage).user_attrs
-    assert optimize(path, RunOptions(max_trials=5), progress=False)["session"]["notes"] == []
+    assert optimize(path, RunOptions(max_trials=5))["session"]["notes"] == []
 
 
 def test_cli_optimize_json_and_exit_codes(tmp_path):
@@ -334,7 +336,7 @@ def test_cli_optimize_json_and_exit_codes(tmp_path):
     ok = cli(str(write_config(tmp_path, meta={"stop": {"max_trials": 4}})), "--json")
     assert ok.returncode == 0, ok.stderr
     summary = json.loads(ok.stdout)
-    assert summary["cache"]["total_trials"] == 4 and summary["best_trial"] is not None
+    assert summary["explore"]["cache"]["total_trials"] == 4 and summary["explore"]["best_trial"] is not None
     bad = write_config(tmp_path, "bad.yaml", meta={"stop": {"max_trial": 4}, "results_dir": str(tmp_path / "never")})
     proc = cli(str(bad))
     assert proc.returncode == 2 and "meta.stop.max_trial: unknown key; did you mean 'max_trials'?" in proc.stderr
@@ -351,26 +353,28 @@ def test_grid_sampler_walks_the_grid_and_high_hit_rates_warn(tmp_path):
         "exits.max_bars_held": {"type": "grid", "values": [12, 24]},
         "exits.stop_loss_atr": {"type": "grid", "values": [1.5, 2.5]},
     })
-    rows = _trials(optimize(grid, progress=False))
+    rows = _trials(optimize(grid))
     assert sorted((r["param:exits.max_bars_held"], r["param:exits.stop_loss_atr"]) for r in rows) == [
         ("12", "1.5"), ("12", "2.5"), ("24", "1.5"), ("24", "2.5")]  # each point once, then the grid is done
     tiny = write_config(tmp_path, "tiny.yaml", meta={"study_name": "tiny", "stop": {"max_trials": 12}},
                         parameters={"exits.max_bars_held": {"type": "categorical", "choices": [12, 24]}})
-    summary = optimize(tiny, progress=False)
+    summary = optimize(tiny)
     assert summary["cache"]["hit_rate"] > 0.8 and "cache hit rate" in summary["warnings"][0]
     mixed = write_config(tmp_path, "mixed.yaml", meta={"study_name": "m", "sampler": {"name": "grid"}},
                          parameters={"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0}})
     with pytest.raises(ConfigError, match="every searched parameter must be categorical or grid"):
-        optimize(mixed, progress=False)
+        optimize(mixed)
 
 
 def test_the_champion_is_merged_unless_skipped(tmp_path):
     champions = tmp_path / "results" / "champions"
     champions.mkdir(parents=True)
-    (champions / "BTCUSD_1h.json").write_text(json.dumps({"effective_config": {"params": {"exits": {"take_profit_atr": 5.5}}}}))
+    champion = json.loads((ROOT / "tests" / "records" / "fixtures" / "schema0" / "champions" / "BTCUSD_1h.json").read_text())
+    champion["effective_config"]["params"]["exits"]["take_profit_atr"] = 5.5
+    (champions / "BTCUSD_1h.json").write_text(json.dumps(champion))
 
     def take_profit_used(path: Path) -> set:
-        summary = optimize(path, progress=False)
+        summary = optimize(path)
         return {json.loads(f.read_text())["effective_config"]["params"]["exits"]["take_profit_atr"]
                 for f in (Path(summary["run_dir"]) / "trials").glob("*.json")}
 
@@ -385,7 +389,7 @@ def test_bootstrap_random_trials_come_first(tmp_path):
     path = write_config(tmp_path, meta={"bootstrap_random_trials": 3, "stop": {"max_trials": 5},
                                         "sampler": {"name": "tpe", "kwargs": {"seed": 11, "n_startup_trials": 0}}},
                         parameters=space)
-    rows = _trials(optimize(path, progress=False))
+    rows = _trials(optimize(path))
     reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=11))
     for r in rows[:3]:
         t = reference.ask()
@@ -400,7 +404,7 @@ def test_bootstrap_random_trials_come_first(tmp_path):
 def test_duplicate_streak_can_widen_before_it_stops(tmp_path):
     path = write_config(tmp_path, meta={"duplicate_streak_limit": 3, "duplicate_streak_action": "widen", "stop": {"max_trials": 40}},
                         parameters={"exits.max_bars_held": {"type": "categorical", "choices": [12, 24]}})
-    summary = optimize(path, progress=False)
+    summary = optimize(path)
     s = summary["session"]
     assert s["widened"] == 1
     assert "even when sampling at random: the space looks exhausted" in s["stopped_reason"]
@@ -411,7 +415,7 @@ def test_duplicate_streak_can_widen_before_it_stops(tmp_path):
 
 def test_progress_best_score_ignores_a_half_written_running_trial():
     """A trial in flight elsewhere can have outcome=VALID before its score is written (crashed `make demo` once)."""
-    from genesis_core.optimizer._runner import best_score
+    from genesis_core.optimizer import best_score
 
     study = optuna.create_study(direction="maximize")
     done = study.ask()

@@ -8,9 +8,9 @@ import sys
 
 import optuna
 
-from genesis_core.optimizer import RunOptions, optimize
-from genesis_core.optimizer._storage import open_storage
+from genesis_core.optimizer import RunOptions, open_storage
 from tests.optimizer.test_optimizer import ROOT, _trials, write_config
+from tests.runs import optimize
 
 SMALL_SPACE = {
     "exits.max_bars_held": {"type": "categorical", "choices": [12, 24, 36]},
@@ -20,7 +20,7 @@ SMALL_SPACE = {
 
 def test_worker_processes_share_study_and_cache_on_postgresql(tmp_path, postgres_url):
     path = write_config(tmp_path, meta={"stop": {"max_trials": 20}}, parameters=SMALL_SPACE)
-    summary = optimize(path, RunOptions(storage=postgres_url, workers=3), progress=False)
+    summary = optimize(path, RunOptions(workers=3), storage=postgres_url)
     rows = _trials(summary)
     assert len(rows) >= 20 and summary["session"]["failed_workers"] == []
     evaluated = [r["config_fingerprint"] for r in rows if r["cached"] == "False"]
@@ -45,4 +45,4 @@ def test_two_machines_join_one_study(tmp_path, postgres_url):
     assert 30 <= len(trials) <= 31  # the budget is the study's; one trial may be in flight at the stop
     evaluated = [t.user_attrs["genesis"]["config_fingerprint"] for t in trials if t.user_attrs["cached"] is False]
     assert len(evaluated) == len(set(evaluated)) <= 6
-    assert max(s["cache"]["total_trials"] for s in summaries) >= 30
+    assert max(s["explore"]["cache"]["total_trials"] for s in summaries) >= 30

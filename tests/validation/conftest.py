@@ -31,11 +31,10 @@ def validated_config(tmp_path: Path, name: str = "opt.yaml", **changes) -> Path:
 @pytest.fixture(scope="session")
 def validated_run(tmp_path_factory) -> Path:
     """A finished run (explore + validation.json), no champion; copy it before promoting."""
-    from genesis_core.optimizer import optimize
-    from genesis_core.validation import validate
+    from tests.runs import optimize, validate
 
     tmp = tmp_path_factory.mktemp("validated")
-    run_dir = Path(optimize(validated_config(tmp), progress=False)["run_dir"])
+    run_dir = Path(optimize(validated_config(tmp))["run_dir"])
     validate(run_dir)
     return run_dir
 

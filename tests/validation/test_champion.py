@@ -9,12 +9,29 @@ from pathlib import Path
 
 import pytest
 
-from genesis_core import champion as champion_module
-from genesis_core.champion import load_champion, load_history, promote, rollback
+from genesis_core.champion import rollback
 from genesis_core.errors import ConfigError
-from genesis_core.optimizer import load_study_spec
+from genesis_core.records import ChampionStore
+from genesis_core.records import (
+    _base as record_files,  # where every record file is written: the fault is injected there
+)
+from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT
+from tests.runs import promote
 from tests.validation.conftest import validated_config
+
+
+def load_champion(results: Path, symbol: str, timeframe: str) -> dict | None:
+    champion = ChampionStore(results, symbol, timeframe).load()
+    return None if champion is None else champion.model_dump(mode="json")
+
+
+def load_history(results: Path, symbol: str, timeframe: str) -> list[dict]:
+    return [e.model_dump(mode="json") for e in ChampionStore(results, symbol, timeframe).history()]
+
+
+def _rollback(results: Path, to: str | None = None):
+    return rollback(ChampionStore(results, "BTCUSD", "1h"), to)
 
 
 def _report(run_dir: Path) -> dict:
@@ -62,14 +79,14 @@ def test_min_improvement_refusal_promotion_and_rollback(fresh_run):
     assert not worse.promoted and "not above the champion" in worse.reason
     assert not promote(fresh_run, first).promoted  # already the champion
 
-    back = rollback(results, "BTCUSD", "1h")
+    back = _rollback(results)
     assert back.promoted and load_champion(results, "BTCUSD", "1h")["run"]["trial"] == second
     actions = [e["action"] for e in load_history(results, "BTCUSD", "1h")]
     assert actions == ["promote", "reject", "promote", "reject", "reject", "rollback"]
     with pytest.raises(ConfigError, match="nothing earlier to roll back to"):
-        rollback(results, "BTCUSD", "1h")
+        _rollback(results)
     target = load_history(results, "BTCUSD", "1h")[2]["config_fingerprint"]
-    assert rollback(results, "BTCUSD", "1h", to=target[:8]).champion["run"]["trial"] == first
+    assert _rollback(results, to=target[:8]).champion.run.trial == first
 
 
 def test_the_champion_file_says_what_it_is_and_runs_with_backtest_champion(fresh_run):
@@ -91,9 +108,9 @@ def test_the_champion_file_says_what_it_is_and_runs_with_backtest_champion(fresh
     assert rerun["metrics"] == c["metrics"]["explore"] and rerun["fingerprints"]["config"] == c["config_fingerprint"]
     # the optimizer merges the champion into trials, unless told not to
     config = validated_config(fresh_run.parent.parent.parent, "merge.yaml")
-    assert load_study_spec(config).champion == c["effective_config"]["params"]
+    assert load_study_config(config).spec().champion == c["effective_config"]["params"]
     skip = validated_config(fresh_run.parent.parent.parent, "skip.yaml", meta={"stop": {"max_trials": 16}, "skip_champion_merge": True})
-    assert load_study_spec(skip).champion is None
+    assert load_study_config(skip).spec().champion is None
 
 
 def test_a_crash_mid_promotion_never_leaves_a_half_written_champion(fresh_run, monkeypatch):
@@ -106,21 +123,21 @@ def test_a_crash_mid_promotion_never_leaves_a_half_written_champion(fresh_run, m
         path.with_suffix(".json.123.tmp").write_text(text[: len(text) // 2])  # died while writing the temporary file
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(champion_module, "atomic_write", crash)
+    monkeypatch.setattr(record_files, "atomic_write", crash)
     with pytest.raises(KeyboardInterrupt):
         promote(fresh_run, first)
     monkeypatch.undo()
     assert (results / "champions" / "BTCUSD_1h.json").read_text() == before  # the old champion, whole
 
     # dying after the champion is replaced but before the history entry: recorded at the next operation
-    real = champion_module.atomic_write
-    monkeypatch.setattr(champion_module, "atomic_write",
+    real = record_files.atomic_write
+    monkeypatch.setattr(record_files, "atomic_write",
                         lambda path, text: real(path, text) if path.name == "BTCUSD_1h.json" else (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
         promote(fresh_run, first)
     monkeypatch.undo()
     assert load_champion(results, "BTCUSD", "1h")["run"]["trial"] == first
-    assert rollback(results, "BTCUSD", "1h").champion["run"]["trial"] == second
+    assert _rollback(results).champion.run.trial == second
     actions = [e["action"] for e in load_history(results, "BTCUSD", "1h")]
     assert actions == ["promote", "recovered", "rollback"]
 

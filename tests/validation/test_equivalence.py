@@ -8,9 +8,10 @@ from pathlib import Path
 import pytest
 
 from genesis_core.errors import ConfigError
-from genesis_core.optimizer import optimize
-from genesis_core.validation import check_equivalence, resolve_run
+from genesis_core.records import RunFolder
+from genesis_core.validation import check_equivalence
 from tests.optimizer.test_optimizer import ROOT, _trials, write_config
+from tests.runs import optimize
 
 
 @pytest.fixture(scope="module")
@@ -20,11 +21,11 @@ def run_dir(tmp_path_factory) -> Path:
         "exits.max_bars_held": {"type": "categorical", "choices": [12, 24]},  # 8 trials must repeat one
         "thresholds.entry_conf_overall": {"type": "float", "low": 0.5, "high": 0.6},  # inert: zones override it
     })
-    return Path(optimize(path, progress=False)["run_dir"])
+    return Path(optimize(path)["run_dir"])
 
 
 def test_every_trial_reproduces_from_its_artifact(run_dir):
-    results = check_equivalence(run_dir)
+    results = check_equivalence(RunFolder(run_dir))
     assert len(results) == len(list((run_dir / "trials").glob("*.json"))) >= 5
     assert all(r.ok for r in results), [r.differences for r in results if not r.ok]
 
@@ -39,7 +40,7 @@ def test_a_corrupted_artifact_is_detected_with_exit_code_1(run_dir, tmp_path):
     artifact["effective_config"]["params"]["exits"]["stop_loss_atr"] = 3.3  # edited config, fingerprint kept
     artifact["metrics"]["sharpe"] = 9.99  # and a doctored metric
     first.write_text(json.dumps(artifact))
-    (bad,) = [r for r in check_equivalence(copy) if not r.ok]
+    (bad,) = [r for r in check_equivalence(RunFolder(copy)) if not r.ok]
     assert bad.trial == artifact["trial_number"]
     assert any(d.startswith("fingerprints.config: stored") for d in bad.differences)
     assert any(d.startswith("metrics.sharpe: stored 9.99") for d in bad.differences)
@@ -67,6 +68,6 @@ def test_identical_outcomes_of_different_configs_are_recorded(run_dir):
 
 def test_unknown_runs_and_trials_are_clear_errors(run_dir):
     with pytest.raises(ConfigError, match="no run at nowhere"):
-        resolve_run("nowhere")
+        RunFolder.find("nowhere")
     with pytest.raises(ConfigError, match="no artifact for trial"):
-        check_equivalence(run_dir, [999])
+        check_equivalence(RunFolder(run_dir), [999])

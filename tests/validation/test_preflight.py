@@ -6,11 +6,15 @@ import json
 import subprocess
 import sys
 
-from genesis_core.champion import promote
-from genesis_core.optimizer import optimize
-from genesis_core.preflight import preflight
+from genesis_core.preflight import preflight as preflight_config
+from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
+from tests.runs import optimize, promote
 from tests.validation.conftest import PARAMETERS, VALIDATION, validated_config
+
+
+def preflight(path, **options):
+    return preflight_config(load_study_config(path), **options)
 
 
 def _by_name(checks):
@@ -72,7 +76,7 @@ def test_a_champion_outside_the_space_is_named(validated_run, tmp_path):
 
 def test_an_existing_study_with_another_signature_fails_and_a_matching_one_passes(tmp_path):
     path = validated_config(tmp_path, meta={"stop": {"max_trials": 3}})
-    optimize(path, progress=False)
+    optimize(path)
     assert "signature matches" in _by_name(preflight(path))["storage"].detail
     changed = validated_config(tmp_path, "changed.yaml", constraints={"min_trades": 99})
     storage = _by_name(preflight(changed))["storage"]

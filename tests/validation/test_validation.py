@@ -10,13 +10,18 @@ from pathlib import Path
 
 import pytest
 
-from genesis_core.backtest import Backtester, build_config
+from genesis_core.backtest import BacktestConfig, Backtester, build_config
 from genesis_core.errors import ConfigError
-from genesis_core.optimizer._config import ValidationConfig
-from genesis_core.validation import evaluate_candidate, load_run, select_candidates, validate
-from genesis_core.validation._validate import evaluated_trials
+from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact
+from genesis_core.study import load_run, load_study_config
+from genesis_core.validation import ValidationConfig, evaluate_candidate, select_candidates
 from tests.optimizer.test_optimizer import ROOT, write_config
+from tests.runs import optimize, validate
 from tests.validation.conftest import VALIDATION, validated_config
+
+
+def evaluated_trials(run_dir: Path) -> list[dict]:
+    return [t.model_dump(mode="json") for t in RunFolder(run_dir).read_trials()]
 
 
 def test_candidates_are_the_top_distinct_valid_trials_by_explore_score(validated_run):
@@ -74,15 +79,15 @@ def test_a_candidate_passes_only_if_every_constraint_holds_on_every_window(valid
 
 
 def test_ranking_worst_mean_robust_and_ties_by_explore_score(validated_run):
-    _, cfg = load_run(validated_run)
+    _, cfg = load_run(RunFolder(validated_run))
     artifact = json.loads(next((validated_run / "trials").glob("*.json")).read_text())
     bt = Backtester()
     scores = {}
     for ranking in ("worst", "mean", "robust"):
         v = cfg.validation.model_copy(update={"ranking": ranking, "robust_weight": 0.25})
-        result = evaluate_candidate(bt, artifact["effective_config"], cfg.scoring, v)
-        scores[ranking] = result["validation_score"]
-        window_scores = [w["score"] for w in result["windows"]]
+        result = evaluate_candidate(bt, BacktestConfig.model_validate(artifact["effective_config"]), cfg.scoring, v)
+        scores[ranking] = result.validation_score
+        window_scores = [w.score for w in result.windows]
     assert scores["worst"] == min(window_scores)
     assert scores["mean"] == pytest.approx(sum(window_scores) / 2)
     assert scores["robust"] == pytest.approx(0.75 * scores["mean"] + 0.25 * scores["worst"])
@@ -94,18 +99,19 @@ def test_ranking_worst_mean_robust_and_ties_by_explore_score(validated_run):
 
 
 def test_include_scoring_failures_widens_the_candidates():
+    def trial(number: int, outcome: str, phase2: float, failed: list[str], pruned: str | None, fp: str) -> TrialArtifact:
+        return TrialArtifact.model_construct(  # only the fields selection reads
+            trial_number=number, pruned=pruned, fingerprints={"config": fp},
+            score=ScoreRecord(outcome=outcome, phase1=0.0, phase2=phase2, constraints_failed=failed))
+
     trials = [
-        {"trial_number": 0, "score": {"outcome": "VALID", "phase2": 5.0, "constraints_failed": ["min_trades"]},
-         "pruned": None, "fingerprints": {"config": "a"}},
-        {"trial_number": 1, "score": {"outcome": "VALID", "phase2": 3.0, "constraints_failed": []},
-         "pruned": None, "fingerprints": {"config": "b"}},
-        {"trial_number": 2, "score": {"outcome": "ZERO_TRADES_BLOCKED", "phase2": -2000.0, "constraints_failed": []},
-         "pruned": None, "fingerprints": {"config": "c"}},
-        {"trial_number": 3, "score": {"outcome": "VALID", "phase2": 9.0, "constraints_failed": []},
-         "pruned": "drawdown 0.4 above 0.3 by bar 100", "fingerprints": {"config": "d"}},
+        trial(0, "VALID", 5.0, ["min_trades"], None, "a"),
+        trial(1, "VALID", 3.0, [], None, "b"),
+        trial(2, "ZERO_TRADES_BLOCKED", -2000.0, [], None, "c"),
+        trial(3, "VALID", 9.0, [], "drawdown 0.4 above 0.3 by bar 100", "d"),
     ]
-    assert [t["trial_number"] for t in select_candidates(trials, 5, False)] == [1]
-    assert [t["trial_number"] for t in select_candidates(trials, 5, True)] == [0, 1]
+    assert [t.trial_number for t in select_candidates(trials, 5, False)] == [1]
+    assert [t.trial_number for t in select_candidates(trials, 5, True)] == [0, 1]
 
 
 def test_overfitting_statistics_are_reported(validated_run):
@@ -129,9 +135,7 @@ def test_validate_cli_writes_the_report_and_a_table(fresh_run):
 
 
 def test_a_run_without_validation_windows_is_a_clear_error(tmp_path):
-    from genesis_core.optimizer import optimize
-
-    run_dir = Path(optimize(write_config(tmp_path, meta={"stop": {"max_trials": 2}}), progress=False)["run_dir"])
+    run_dir = Path(optimize(write_config(tmp_path, meta={"stop": {"max_trials": 2}}))["run_dir"])
     with pytest.raises(ConfigError, match="no validation windows"):
         validate(run_dir)
     # ... unless another config's validation section is given
@@ -140,23 +144,23 @@ def test_a_run_without_validation_windows_is_a_clear_error(tmp_path):
 
 
 def test_validation_without_windows_or_promotion_without_validation_is_refused(tmp_path):
-    from genesis_core.optimizer import load_optimizer_config
-
     with pytest.raises(ConfigError, match="windows: give at least one"):
-        load_optimizer_config(validated_config(tmp_path, validation={**VALIDATION, "windows": []}))
+        load_study_config(validated_config(tmp_path, validation={**VALIDATION, "windows": []}))
     with pytest.raises(ConfigError, match="promotion.enabled needs validation.enabled"):
-        load_optimizer_config(write_config(tmp_path, promotion={"enabled": True}))
+        load_study_config(write_config(tmp_path, promotion={"enabled": True}))
 
 
 def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
-    from genesis_core.validation import walk_forward
+    from genesis_core.workflow import walk_forward
 
     path = validated_config(tmp_path, meta={"stop": {"max_trials": 6}},
                             validation={**VALIDATION, "walk_forward": {"folds": 2, "start": "2022-01-01", "end": "2022-09-30"}})
-    seen: list[Path] = []
-    report = walk_forward(path, before_fold=seen.append)  # the CLI preflights each fold there
+    record, report_path = walk_forward(path)
+    report = record.model_dump(mode="json")
     assert report["complete"] and len(report["folds"]) == 2
-    assert [str(p) for p in seen] == [f["config"] for f in report["folds"]]
+    for f in report["folds"]:  # each fold was preflighted before it ran
+        preflight = json.loads((Path(f["run_dir"]) / "run.json").read_text())["sessions"][0]["preflight"]
+        assert preflight["ok"] and "skipped" not in preflight and len(preflight["checks"]) == 8
     blocks = report["blocks"]
     assert blocks[0][0] == "2022-01-01" and blocks[-1][1] == "2022-09-30"
     for f, (explore, validation) in zip(report["folds"], itertools.pairwise(blocks), strict=True):
@@ -166,4 +170,4 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
         assert Path(f["config"]).exists() and f["evaluated_trials"] >= 1
     tops = [f["top"] for f in report["folds"] if f["top"]]
     assert report["aggregate"]["worst_validation_score"] == min(t["validation_score"] for t in tops)
-    assert json.loads(Path(report["path"]).read_text())["folds"] == report["folds"]
+    assert json.loads(report_path.read_text())["folds"] == report["folds"]

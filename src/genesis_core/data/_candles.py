@@ -55,6 +55,17 @@ def parse_ts(text: str | datetime, *, end_of_day: bool = False) -> int:
     return seconds
 
 
+def check_span(start: str, end: str) -> None:
+    """Both dates parse and ``start`` is not after ``end`` (a bare-date end means its whole day);
+    ValueError saying why, for config validators."""
+    try:
+        first, last = parse_ts(start), parse_ts(end, end_of_day=True)
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
+    if first > last:
+        raise ValueError(f"start {start} is after end {end}")
+
+
 @dataclass(frozen=True)
 class GapReport:
     """Gaps (missing bars) in a candle series; reported as a warning, never an error."""

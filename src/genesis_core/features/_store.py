@@ -24,10 +24,14 @@ _Warmup = Callable[..., int]
 _REGISTRY: dict[str, tuple[_Compute, str, _Warmup]] = {}
 
 
-def _feature(name: str, signature: str, warmup: _Warmup) -> Callable[[_Compute], _Compute]:
-    """Register a feature; ``warmup(base_seconds, *args)`` is the index of its first valid value."""
+def register_feature(name: str, signature: str, warmup: _Warmup) -> Callable[[_Compute], _Compute]:
+    """Decorator: make ``fn(store, *args) -> array`` the feature ``name`` (spec ``signature``, e.g.
+    ``"rsi:period"``); ``warmup(base_seconds, *args)`` is the index of its first valid value.
+    A user's feature must be causal: its value at bar t may use candles[:t+1] only."""
 
     def register(fn: _Compute) -> _Compute:
+        if name in _REGISTRY and _REGISTRY[name][0] is not fn:
+            raise ConfigError(f"feature {name!r} is already registered (known: {', '.join(sorted(_REGISTRY))})")
         _REGISTRY[name] = (fn, signature, warmup)
         return fn
 
@@ -124,17 +128,17 @@ class FeatureStore:
         return out
 
 
-@_feature("sma", "sma:period", lambda b, p: p - 1)
+@register_feature("sma", "sma:period", lambda b, p: p - 1)
 def _sma(s: FeatureStore, period: int) -> np.ndarray:
     return ind.sma(s.candles.close, period)
 
 
-@_feature("ema", "ema:period", lambda b, p: p - 1)
+@register_feature("ema", "ema:period", lambda b, p: p - 1)
 def _ema(s: FeatureStore, period: int) -> np.ndarray:
     return ind.ema(s.candles.close, period)
 
 
-@_feature("ema_slope", "ema_slope:period:bars", lambda b, p, k: p - 1 + k)
+@register_feature("ema_slope", "ema_slope:period:bars", lambda b, p, k: p - 1 + k)
 def _ema_slope(s: FeatureStore, period: int, bars: int) -> np.ndarray:
     """Relative change of the EMA over ``bars`` bars."""
     e = s.get(f"ema:{period}")
@@ -143,13 +147,13 @@ def _ema_slope(s: FeatureStore, period: int, bars: int) -> np.ndarray:
     return out
 
 
-@_feature("ema_dist", "ema_dist:period", lambda b, p: p - 1)
+@register_feature("ema_dist", "ema_dist:period", lambda b, p: p - 1)
 def _ema_dist(s: FeatureStore, period: int) -> np.ndarray:
     """Close relative to its EMA."""
     return s.candles.close / s.get(f"ema:{period}") - 1.0
 
 
-@_feature("ret", "ret:bars", lambda b, k: k)
+@register_feature("ret", "ret:bars", lambda b, k: k)
 def _ret(s: FeatureStore, bars: int) -> np.ndarray:
     c = s.candles.close
     out = np.full(len(c), np.nan)
@@ -157,48 +161,48 @@ def _ret(s: FeatureStore, bars: int) -> np.ndarray:
     return out
 
 
-@_feature("rsi", "rsi:period", lambda b, p: p)
+@register_feature("rsi", "rsi:period", lambda b, p: p)
 def _rsi(s: FeatureStore, period: int) -> np.ndarray:
     return ind.rsi(s.candles.close, period)
 
 
-@_feature("atr", "atr:period", lambda b, p: p)
+@register_feature("atr", "atr:period", lambda b, p: p)
 def _atr(s: FeatureStore, period: int) -> np.ndarray:
     c = s.candles
     return ind.atr(c.high, c.low, c.close, period)
 
 
-@_feature("atr_rel", "atr_rel:period", lambda b, p: p)
+@register_feature("atr_rel", "atr_rel:period", lambda b, p: p)
 def _atr_rel(s: FeatureStore, period: int) -> np.ndarray:
     """ATR as a fraction of the close, comparable across price levels."""
     return s.get(f"atr:{period}") / s.candles.close
 
 
-@_feature("atr_pct", "atr_pct:period:window", lambda b, p, w: p + w - 1)
+@register_feature("atr_pct", "atr_pct:period:window", lambda b, p, w: p + w - 1)
 def _atr_pct(s: FeatureStore, period: int, window: int) -> np.ndarray:
     """Percentile of the current ATR among the last ``window`` ATRs: the volatility-zone input."""
     return ind.rolling_percentile(s.get(f"atr:{period}"), window)
 
 
-@_feature("adx", "adx:period", lambda b, p: 2 * p - 1)
+@register_feature("adx", "adx:period", lambda b, p: 2 * p - 1)
 def _adx(s: FeatureStore, period: int) -> np.ndarray:
     c = s.candles
     return ind.adx(c.high, c.low, c.close, period)
 
 
-@_feature("bb_position", "bb_position:period:width", lambda b, p, w: p - 1)
+@register_feature("bb_position", "bb_position:period:width", lambda b, p, w: p - 1)
 def _bb_position(s: FeatureStore, period: int, width: float) -> np.ndarray:
     """Where the close sits in its Bollinger band: 0 at the lower band, 1 at the upper, 0.5 if flat."""
     z = ind.rolling_zscore(s.candles.close, period)
     return 0.5 + z / (2.0 * width)
 
 
-@_feature("volume_z", "volume_z:window", lambda b, w: w - 1)
+@register_feature("volume_z", "volume_z:window", lambda b, w: w - 1)
 def _volume_z(s: FeatureStore, window: int) -> np.ndarray:
     return ind.rolling_zscore(s.candles.volume, window)
 
 
-@_feature("htf_trend", "htf_trend:timeframe:period", lambda b, tf, p: _htf_bars(b, tf, max(p, 15)))
+@register_feature("htf_trend", "htf_trend:timeframe:period", lambda b, tf, p: _htf_bars(b, tf, max(p, 15)))
 def _htf_trend(s: FeatureStore, timeframe: str, period: int) -> np.ndarray:
     """(HTF close - HTF EMA) / HTF ATR(14) of the last completed HTF bar: signed trend strength."""
     h, _ = s.htf(timeframe)
@@ -210,7 +214,7 @@ def _htf_trend(s: FeatureStore, timeframe: str, period: int) -> np.ndarray:
     return s._on_htf(timeframe, strength)
 
 
-@_feature("fib_dist", "fib_dist:timeframe:swing_bars:atr_period", lambda b, tf, k, a: max(_htf_bars(b, tf, 3 * (2 * k + 1)), a))
+@register_feature("fib_dist", "fib_dist:timeframe:swing_bars:atr_period", lambda b, tf, k, a: max(_htf_bars(b, tf, 3 * (2 * k + 1)), a))
 def _fib_dist(s: FeatureStore, timeframe: str, swing_bars: int, atr_period: int) -> np.ndarray:
     """Distance of the close to the nearest HTF Fibonacci retracement, in base-timeframe ATRs.
 

@@ -1,8 +1,25 @@
-"""Optuna studies over the backtest: search space, duplicate cache, resume signature, artifacts."""
+"""Optuna studies over the backtest: search space, samplers, duplicate cache, resume signature,
+workers, and the run's records."""
 
-from genesis_core.optimizer._config import OptimizerConfig, load_optimizer_config
-from genesis_core.optimizer._runner import RunOptions, load_study_spec, optimize
-from genesis_core.optimizer._signature import ResumeBlocked
+from genesis_core.optimizer._config import (
+    FixedParam,
+    Meta,
+    OptimizerConfig,
+    PrunerConfig,
+    SamplerConfig,
+    load_optimizer_config,
+    parse_optimizer_config,
+)
+from genesis_core.optimizer._results import RunSummary, best_score
+from genesis_core.optimizer._run import OnProgress, Progress, RunOptions, optimize
+from genesis_core.optimizer._samplers import PRUNERS, SAMPLERS, sampler_class
 from genesis_core.optimizer._space import SearchSpace
+from genesis_core.optimizer._storage import StorageError, open_storage, probe_storage, recover_stale_trials, redact
+from genesis_core.optimizer._study import ResumeBlocked, StudySpec, stored_signature_diff, study_spec
 
-__all__ = ["OptimizerConfig", "ResumeBlocked", "RunOptions", "SearchSpace", "load_optimizer_config", "load_study_spec", "optimize"]
+__all__ = [
+    "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
+    "ResumeBlocked", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StudySpec",
+    "best_score", "load_optimizer_config", "open_storage", "optimize", "parse_optimizer_config", "probe_storage",
+    "recover_stale_trials", "redact", "sampler_class", "stored_signature_diff", "study_spec",
+]

@@ -1,17 +1,19 @@
-"""The optimizer's YAML: meta (data, window, study, sampler, stop policy), the parameter tree,
-constraints and scoring. Everything is validated before any trial runs."""
+"""The optimizer's sections of a study config: meta (data, window, study, sampler, stop policy),
+the parameter tree, constraints and scoring. Validated before any trial runs; the validation and
+promotion sections belong to their layers (``genesis_core.workflow.StudyConfig`` joins them)."""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, TypeVar
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from genesis_core.backtest import read_config_file
 from genesis_core.config import StrictModel, parse_model
-from genesis_core.data import parse_ts
-from genesis_core.errors import ConfigError, DataError
+from genesis_core.data import check_span
+from genesis_core.errors import ConfigError
+from genesis_core.optimizer._samplers import sampler_class
 from genesis_core.scoring import Constraints, Scoring
 
 
@@ -76,19 +78,15 @@ def _check_range(low: float, high: float, step: float | None, log: bool) -> None
         raise ValueError("log scale and step cannot be combined")
 
 
-def _check_span(start: str, end: str) -> None:
-    """Both dates parse and ``start`` is not after ``end`` (a bare-date end means its whole day)."""
-    try:
-        first, last = parse_ts(start), parse_ts(end, end_of_day=True)
-    except DataError as exc:
-        raise ValueError(str(exc)) from None
-    if first > last:
-        raise ValueError(f"start {start} is after end {end}")
-
-
 class SamplerConfig(StrictModel):
-    name: Literal["tpe", "random", "cmaes", "gp", "grid"] = "tpe"
+    name: str = "tpe"  # a name of optimizer.SAMPLERS or package.module:Class (an Optuna BaseSampler)
     kwargs: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("name")
+    @classmethod
+    def _known(cls, name: str) -> str:
+        sampler_class(name)
+        return name
 
 
 class PrunerConfig(StrictModel):
@@ -113,7 +111,7 @@ class Meta(StrictModel):
     sample_start: str
     sample_end: str
     study_name: str
-    storage: str | None = None  # default: sqlite:///<results_dir>/optuna.db
+    storage: str | None = None  # default: journal:///<results_dir>/optuna.journal
     results_dir: str = "results"
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
@@ -129,57 +127,8 @@ class Meta(StrictModel):
 
     @model_validator(mode="after")
     def _span(self) -> Meta:
-        _check_span(self.sample_start, self.sample_end)
+        check_span(self.sample_start, self.sample_end)
         return self
-
-
-class WindowSpec(StrictModel):
-    """An out-of-sample window; both ends inclusive, like the explore window."""
-
-    start: str
-    end: str
-
-    @model_validator(mode="after")
-    def _span(self) -> WindowSpec:
-        _check_span(self.start, self.end)
-        return self
-
-
-class ValidationConstraints(Constraints):
-    """Usually stricter than the explore constraints; all must hold on every window."""
-
-    include_scoring_failures: bool = False  # also re-run VALID explore trials that broke explore constraints
-
-
-class WalkForward(WindowSpec):
-    """Rolling scheme: [start, end] cut into folds + 1 equal blocks; fold i explores block i-1 and
-    validates on block i, each fold a study of its own with the same space and scoring."""
-
-    folds: int = Field(3, ge=1, le=20)
-
-
-class ValidationConfig(StrictModel):
-    enabled: bool = False
-    windows: list[WindowSpec] = Field(default_factory=list)
-    top_n: int = Field(5, ge=1)
-    constraints: ValidationConstraints = ValidationConstraints()
-    # worst window, mean of windows, or robust = (1 - robust_weight) * mean + robust_weight * worst
-    ranking: Literal["worst", "mean", "robust"] = "worst"
-    robust_weight: float = Field(0.5, ge=0.0, le=1.0)
-    walk_forward: WalkForward | None = None
-
-    @model_validator(mode="after")
-    def _windows(self) -> ValidationConfig:
-        if self.enabled and not self.windows:
-            raise ValueError("windows: give at least one out-of-sample window when validation is enabled")
-        return self
-
-
-class PromotionConfig(StrictModel):
-    """Off unless enabled: a smoke run must never replace the champion."""
-
-    enabled: bool = False
-    min_improvement: float = Field(0.0, ge=0.0)  # validation score units over the current champion
 
 
 class OptimizerConfig(StrictModel):
@@ -187,16 +136,15 @@ class OptimizerConfig(StrictModel):
     parameters: dict[str, ParamSpec]  # flattened: dotted path inside the strategy's params -> spec
     constraints: Constraints = Constraints()
     scoring: Scoring = Scoring()
-    validation: ValidationConfig = ValidationConfig()
-    promotion: PromotionConfig = PromotionConfig()
 
     @model_validator(mode="after")
     def _something_to_search(self) -> OptimizerConfig:
         if not any(not isinstance(p, FixedParam) for p in self.parameters.values()):
             raise ValueError("parameters: nothing to search (every parameter is fixed)")
-        if self.promotion.enabled and not self.validation.enabled:
-            raise ValueError("promotion.enabled needs validation.enabled: only validated candidates can be promoted")
         return self
+
+
+C = TypeVar("C", bound=OptimizerConfig)
 
 
 def flatten_parameters(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -221,10 +169,13 @@ def flatten_parameters(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]
     return flat
 
 
-def load_optimizer_config(path: str | Path) -> OptimizerConfig:
-    """Read and validate an optimizer YAML; ConfigError names the path of every problem."""
-    raw = read_config_file(path)
+def parse_optimizer_config(raw: dict[str, Any], model: type[C], source: str | Path) -> C:
+    """Validate an optimizer config mapping as ``model``; ConfigError names the path of every problem."""
     if not isinstance(raw.get("parameters"), dict):
-        raise ConfigError(f"{path}: 'parameters' must be a mapping of the parameters to search")
-    raw = {**raw, "parameters": flatten_parameters(raw["parameters"])}
-    return parse_model(OptimizerConfig, raw)
+        raise ConfigError(f"{source}: 'parameters' must be a mapping of the parameters to search")
+    return parse_model(model, {**raw, "parameters": flatten_parameters(raw["parameters"])})
+
+
+def load_optimizer_config(path: str | Path, model: type[C] = OptimizerConfig) -> C:  # type: ignore[assignment]
+    """Read and validate an optimizer YAML as ``model`` (the whole study config at the edge)."""
+    return parse_optimizer_config(read_config_file(path), model, path)

@@ -53,6 +53,16 @@ class SearchSpace:
         self.spec = {p: s.model_dump(mode="json") for p, s in sorted(config.parameters.items())}
         self.fingerprint = fingerprint(self.spec)
 
+    def suggest(self, trial: optuna.Trial) -> None:
+        """Ask ``trial`` for a value of every searched parameter."""
+        for path, d in self.distributions.items():
+            if isinstance(d, FloatDistribution):
+                trial.suggest_float(path, d.low, d.high, step=d.step, log=d.log)
+            elif isinstance(d, IntDistribution):
+                trial.suggest_int(path, d.low, d.high, step=d.step, log=d.log)
+            elif isinstance(d, CategoricalDistribution):
+                trial.suggest_categorical(path, d.choices)
+
     def trial_params(self, trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> dict[str, Any]:
         """Searched values of a trial plus the fixed ones, as dotted paths inside params."""
         return {**self.fixed, **{p: _unchoice(v) for p, v in trial.params.items()}}

@@ -13,7 +13,6 @@ evaluated twice, and a claim whose worker died is taken over after ``stale_secon
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import time
@@ -23,10 +22,12 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import optuna
+import pydantic
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from genesis_core.errors import GenesisError
+from genesis_core.records import Metrics, ScoreRecord
 
 T = TypeVar("T")
 _META = sa.MetaData()
@@ -44,6 +45,16 @@ GRACE_SECONDS = 30
 
 class StorageError(GenesisError):
     exit_code = 2
+
+
+class CacheEntry(pydantic.BaseModel):
+    """A finished evaluation: what a duplicate of it is answered with."""
+
+    model_config = pydantic.ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    trial_number: int
+    score: ScoreRecord
+    metrics: Metrics
+    pruned: str | None = None
 
 
 def default_storage_url(results_dir: str) -> str:
@@ -178,7 +189,7 @@ class ScoreCache:
         _creating_schema(lambda: _META.create_all(self._engine, checkfirst=True))
         self._stale = stale_seconds
 
-    def claim(self, key: str, trial_number: int, wait_seconds: float = 120.0) -> dict[str, Any] | None:
+    def claim(self, key: str, trial_number: int, wait_seconds: float = 120.0) -> CacheEntry | None:
         """None: the caller owns ``key`` and must ``store`` (or ``release``) it. Otherwise the
         finished payload, waiting while another worker evaluates the same key."""
         deadline = time.monotonic() + wait_seconds
@@ -195,7 +206,7 @@ class ScoreCache:
                 if row is None:
                     continue  # released meanwhile: try to claim again
                 if row.state == "done":
-                    return json.loads(row.payload)
+                    return CacheEntry.model_validate_json(row.payload)
                 if now - row.updated > self._stale:  # its worker died: take the claim over
                     taken = conn.execute(
                         sa.update(_CACHE)
@@ -208,10 +219,10 @@ class ScoreCache:
                 raise StorageError(f"waited {wait_seconds:.0f} s for another worker to finish parameter set {key[:12]}")
             time.sleep(0.005)
 
-    def store(self, key: str, payload: dict[str, Any]) -> None:
+    def store(self, key: str, entry: CacheEntry) -> None:
         with self._engine.begin() as conn:
             conn.execute(
-                sa.update(_CACHE).where(_CACHE.c.key == key).values(state="done", payload=json.dumps(payload), updated=time.time())
+                sa.update(_CACHE).where(_CACHE.c.key == key).values(state="done", payload=entry.model_dump_json(), updated=time.time())
             )
 
     def release(self, key: str) -> None:

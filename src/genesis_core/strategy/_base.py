@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -12,6 +11,7 @@ import numpy as np
 from genesis_core.config import StrictModel
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
+from genesis_core.plugins import resolve
 
 
 @dataclass(frozen=True)
@@ -89,15 +89,7 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 def get_strategy(name: str) -> Strategy:
     """A registered strategy by name, or a user's class by ``package.module:Class``."""
-    if ":" in name:
-        module_name, _, attr = name.partition(":")
-        try:
-            cls = getattr(importlib.import_module(module_name), attr)
-        except (ImportError, AttributeError) as exc:
-            raise ConfigError(f"strategy {name!r}: cannot import {attr} from {module_name}: {exc}") from exc
-        if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-            raise ConfigError(f"strategy {name!r} is not a genesis_core.strategy.Strategy subclass")
-        return cls()
-    if name not in _REGISTRY:
-        raise ConfigError(f"unknown strategy {name!r}; known: {', '.join(sorted(_REGISTRY))} (or module:Class)")
-    return _REGISTRY[name]()
+    cls = resolve(name, _REGISTRY, "strategy")
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
+        raise ConfigError(f"strategy {name!r} is not a genesis_core.strategy.Strategy subclass")
+    return cls()

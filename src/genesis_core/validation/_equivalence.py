@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from genesis_core.backtest import Backtester, build_config
 from genesis_core.errors import ConfigError, GenesisError
-from genesis_core.fingerprint import ABSENT, differences
+from genesis_core.fingerprint import differences
+from genesis_core.records import RunFolder, SchemaError, backtest_record
+
+_COMPARED = {"fingerprints", "metrics", "trace", "window"}
 
 
 @dataclass
@@ -21,41 +22,31 @@ class Equivalence:
         return not self.differences
 
 
-def resolve_run(run: str | Path, results_dir: str = "results") -> Path:
-    """A run folder given as a path or as a study name under ``<results_dir>/runs``."""
-    for candidate in (Path(run), Path(results_dir) / "runs" / str(run)):
-        if (candidate / "run.json").exists():
-            return candidate
-    raise ConfigError(f"no run at {run} (looked for run.json there and under {results_dir}/runs/)")
-
-
-def check_trial(artifact_path: Path, backtester: Backtester) -> Equivalence:
+def check_trial(folder: RunFolder, number: int, backtester: Backtester) -> Equivalence:
     """Re-run one trial from its artifact; the effective config alone must reproduce everything."""
+    result = Equivalence(number)
     try:
-        stored = json.loads(artifact_path.read_text())
-    except (OSError, ValueError) as exc:
-        return Equivalence(-1, [f"{artifact_path.name}: unreadable artifact: {exc}"])
-    result = Equivalence(int(stored.get("trial_number", -1)))
+        stored = folder.read_trial(number)
+    except SchemaError as exc:
+        result.differences.append(f"unreadable artifact: {exc}")
+        return result
     try:
-        rerun = backtester.run(build_config(stored["effective_config"])).to_dict(trades=False)
-    except (GenesisError, KeyError) as exc:
+        rerun = backtest_record(backtester.run(build_config(stored.effective_config.model_dump(mode="json"))), trades=False)
+    except GenesisError as exc:
         result.differences.append(f"cannot re-run from the artifact: {exc}")
         return result
-    parts = ("fingerprints", "metrics", "trace", "window")
-    for path, was, now in differences({p: stored.get(p, ABSENT) for p in parts}, {p: rerun[p] for p in parts}):
-        result.differences.append(f"{path}: stored {was!r} != re-run {now!r}")
+    was, now = stored.model_dump(mode="json", include=_COMPARED), rerun.model_dump(mode="json", include=_COMPARED)
+    for path, a, b in differences(was, now):
+        result.differences.append(f"{path}: stored {a!r} != re-run {b!r}")
     return result
 
 
-def check_equivalence(run_dir: Path, trials: list[int] | None = None) -> list[Equivalence]:
+def check_equivalence(folder: RunFolder, trials: list[int] | None = None) -> list[Equivalence]:
     """Check the given trials (all evaluated trials when None) of a run."""
-    folder = run_dir / "trials"
-    if trials is None:
-        paths = sorted(folder.glob("*.json"))
-    else:
-        paths = [folder / f"{n:06d}.json" for n in trials]
-        missing = [p.name for p in paths if not p.exists()]
-        if missing:
-            raise ConfigError(f"no artifact for trial(s) {', '.join(missing)} in {folder} (duplicates and failed trials have none)")
+    numbers = folder.trial_numbers() if trials is None else trials
+    missing = [n for n in numbers if not folder.has_trial(n)]
+    if missing:
+        raise ConfigError(f"no artifact for trial(s) {', '.join(map(str, missing))} in {folder.path / 'trials'} "
+                          "(duplicates and failed trials have none)")
     backtester = Backtester()
-    return [check_trial(p, backtester) for p in paths]
+    return [check_trial(folder, n, backtester) for n in numbers]

@@ -1,0 +1,166 @@
+"""Champions: the promoted effective config per (symbol, timeframe), its gates and its history.
+
+The files (the champion, its history, the lock) belong to ``genesis_core.records.ChampionStore``.
+A candidate is promoted only if every gate passes:
+1. validated: it passed validation (``genesis validate``) on every window;
+2. reproduces: re-running its stored effective config gives its stored explore and validation
+   metrics exactly;
+3. improves: its validation score beats the current champion's, re-run now on the same windows
+   of the same data file, by more than zero and by at least ``min_improvement``.
+Every decision, refusals included, is recorded in the history.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from genesis_core.backtest import Backtester, build_config
+from genesis_core.errors import ConfigError
+from genesis_core.fingerprint import code_version, differences
+from genesis_core.optimizer import OptimizerConfig
+from genesis_core.records import (
+    Candidate,
+    ChampionData,
+    ChampionMetrics,
+    ChampionRecord,
+    ChampionScores,
+    ChampionStore,
+    GateRecord,
+    HistoryEntry,
+    RunFolder,
+    RunRef,
+    TrialArtifact,
+    ValidationWindowRef,
+    WindowRef,
+    WindowResult,
+)
+from genesis_core.validation import ValidationConfig, check_trial, evaluate_candidate
+
+
+@dataclass
+class Decision:
+    promoted: bool
+    reason: str
+    gates: list[GateRecord] = field(default_factory=list)
+    champion: ChampionRecord | None = None
+
+
+def store_for(folder: RunFolder, config: OptimizerConfig) -> ChampionStore:
+    """The champion store a run's config points at (its results folder, symbol and timeframe)."""
+    return ChampionStore(folder.results_dir, config.meta.symbol, config.meta.timeframe, folder.clock)
+
+
+def _stored_vs_rerun(stored: list[WindowResult], rerun: list[WindowResult]) -> list[str]:
+    return [f"{s.start}..{s.end}: metrics differ" for s, r in zip(stored, rerun, strict=True)
+            if differences(s.metrics, r.metrics)]
+
+
+def promote(folder: RunFolder, config: OptimizerConfig, min_improvement: float, trial: int | None = None,
+            backtester: Backtester | None = None) -> Decision:
+    """Promote a validated trial of a run (default: the best passed one) if every gate passes;
+    the decision is recorded in the history either way."""
+    run = folder.read_run()
+    report = folder.read_validation()
+    store = store_for(folder, config)
+    bt = backtester or Backtester()
+    number = report.best if trial is None else trial
+    candidate = report.candidate(number)
+    entry = HistoryEntry(time=store.now(), action="reject", reason="", run=str(folder.path), study=run.study_name, trial=number)
+    with store.locked():
+        current = store.reconcile()
+        entry.current = None if current is None else current.config_fingerprint
+        if candidate is None or number is None:
+            reason = ("no candidate passed validation" if number is None
+                      else f"trial {number} is not among the validated candidates of {folder.path} (validation.top_n)")
+            store.record(entry.model_copy(update={"reason": reason}))
+            return Decision(False, reason)
+        artifact = folder.read_trial(number)
+        validation = ValidationConfig.model_validate(report.validation)
+        gates = _gates(folder, artifact, candidate, current, validation, config, min_improvement, bt)
+        failed = [g for g in gates if not g.passed]
+        entry.config_fingerprint = candidate.config_fingerprint
+        entry.gates = gates
+        if failed:
+            reason = "; ".join(f"{g.name}: {g.detail}" for g in failed)
+            store.record(entry.model_copy(update={"reason": reason}))
+            return Decision(False, reason, gates)
+        e = candidate.explore
+        champion = ChampionRecord(
+            symbol=store.symbol, timeframe=store.timeframe,
+            config_fingerprint=candidate.config_fingerprint,
+            effective_config=artifact.effective_config,
+            data=ChampionData(
+                file=artifact.fingerprints["data_file"], path=artifact.effective_config.data.path,
+                explore=WindowRef(first_bar=e.first_bar, last_bar=e.last_bar, data_window=e.data_window),
+                validation=[ValidationWindowRef(start=w.start, end=w.end, first_bar=w.first_bar, last_bar=w.last_bar,
+                                                data_window=w.data_window) for w in candidate.windows],
+            ),
+            scores=ChampionScores(explore=e.score, validation=candidate.validation_score, ranking=validation.ranking),
+            metrics=ChampionMetrics(explore=e.metrics, validation=[w.metrics for w in candidate.windows]),
+            run=RunRef(study=run.study_name, run_dir=str(folder.path), trial=number),
+            code_version=code_version(),
+            created=store.now(),
+        )
+        reason = next(g.detail for g in gates if g.name == "improves")
+        store.record(entry.model_copy(update={"action": "promote", "reason": reason, "previous": entry.current,
+                                              "champion": champion}), champion)
+        return Decision(True, reason, gates, champion)
+
+
+def _gates(
+    folder: RunFolder, artifact: TrialArtifact, candidate: Candidate, current: ChampionRecord | None,
+    validation: ValidationConfig, config: OptimizerConfig, minimum: float, bt: Backtester,
+) -> list[GateRecord]:
+    gates = [GateRecord(name="validated", passed=candidate.passed,
+                        detail="passed every validation window" if candidate.passed
+                        else "failed validation: " + "; ".join(candidate.reasons))]
+    explore = check_trial(folder, artifact.trial_number, bt)
+    rerun = evaluate_candidate(bt, artifact.effective_config, config.scoring, validation)
+    diffs = explore.differences + _stored_vs_rerun(candidate.windows, rerun.windows)
+    gates.append(GateRecord(name="reproduces", passed=not diffs,
+                            detail="explore and validation metrics re-run identically" if not diffs
+                            else "re-run differs: " + "; ".join(diffs[:5])))
+    score = candidate.validation_score
+    if current is None:
+        gates.append(GateRecord(name="improves", passed=True, detail=f"no current champion; validation score {score:.4f}"))
+    elif current.config_fingerprint == candidate.config_fingerprint:
+        gates.append(GateRecord(name="improves", passed=False, detail="this config is already the champion"))
+    else:
+        same_data = build_config(current.effective_config.model_dump(mode="json"),
+                                 overrides={"data": {"path": artifact.effective_config.data.path}})
+        theirs = evaluate_candidate(bt, same_data, config.scoring, validation).validation_score
+        gain = score - theirs
+        ok = gain > 0 and gain >= minimum
+        gates.append(GateRecord(name="improves", passed=ok, detail=(
+            f"validation score {score:.4f} vs champion {theirs:.4f} on the same windows: "
+            f"{gain:+.4f} ({'>=' if ok else 'below'} min_improvement {minimum:g}"
+            f"{'' if ok or gain > 0 else ', and not above the champion'})")))
+    return gates
+
+
+def rollback(store: ChampionStore, to: str | None = None) -> Decision:
+    """Restore the champion the current one replaced (or the installed one whose fingerprint
+    starts with ``to``); recorded in the history like a promotion."""
+    with store.locked():
+        current = store.reconcile()
+        if current is None:
+            raise ConfigError(f"no {store.symbol} {store.timeframe} champion in {store.results_dir}: nothing to roll back")
+        by_fp = {e.champion.config_fingerprint: (e, e.champion) for e in store.history() if e.champion is not None}
+        if to is None:  # by_fp holds the latest install of each config
+            installed_by = by_fp.get(current.config_fingerprint)
+            target_fp = installed_by[0].previous if installed_by else None
+            if target_fp is None:
+                raise ConfigError("the current champion was the first one: nothing earlier to roll back to")
+        else:
+            matches = [fp for fp in by_fp if fp.startswith(to) and fp != current.config_fingerprint]
+            if len(matches) != 1:
+                raise ConfigError(f"--to {to}: {'no' if not matches else 'more than one'} earlier champion matches; "
+                                  "see `genesis champion history`")
+            target_fp = matches[0]
+        target, champion = by_fp[target_fp]
+        reason = f"rolled back from {current.config_fingerprint[:12]} to {target_fp[:12]}"
+        store.record(HistoryEntry(
+            time=store.now(), action="rollback", reason=reason, current=current.config_fingerprint,
+            config_fingerprint=target_fp, previous=target.previous, champion=champion, run=target.run, trial=target.trial,
+        ), champion)
+        return Decision(True, reason, champion=champion)

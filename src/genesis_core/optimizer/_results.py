@@ -1,0 +1,124 @@
+"""From the study's trials to the run's records: trials.csv rows, the best trial and run.json."""
+
+from __future__ import annotations
+
+import platform
+from typing import Any
+
+import numba
+import optuna
+from optuna.trial import TrialState
+from pydantic import BaseModel
+
+from genesis_core import __version__
+from genesis_core.fingerprint import code_version, fingerprint
+from genesis_core.optimizer._storage import redact
+from genesis_core.optimizer._study import SIGNATURE_ATTR, StudySpec
+from genesis_core.records import TRIAL_METRICS, BestRef, BestTrial, CacheStats, RunRecord, Session, TrialRow
+
+
+class RunSummary(BaseModel):
+    """What a session of ``optimize`` reports (run.json has it all, across sessions)."""
+
+    run_dir: str
+    cache: CacheStats
+    states: dict[str, int]
+    outcomes: dict[str, int]
+    best_trial: BestRef | None
+    session: Session
+    warnings: list[str]
+
+
+def _g(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """A trial's fingerprints, metrics and reasons (empty for a trial that failed before scoring)."""
+    return t.user_attrs.get("genesis", {})  # type: ignore[no-any-return]
+
+
+def _same_outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
+    """Evaluated trial -> the first earlier trial whose config differs but whose metrics are identical:
+    a sign that a searched parameter changes nothing. Configs that never trade are left out: they agree trivially."""
+    first: dict[str, tuple[int, str]] = {}
+    same: dict[int, int] = {}
+    for t in trials:
+        g = _g(t)
+        if t.user_attrs.get("cached") is not False or not g.get("metrics", {}).get("num_trades"):
+            continue
+        key = fingerprint(g["metrics"])
+        if key in first and first[key][1] != g["config_fingerprint"]:
+            same[t.number] = first[key][0]
+        first.setdefault(key, (t.number, g["config_fingerprint"]))
+    return same
+
+
+def trial_row(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> TrialRow:
+    g, a = _g(t), t.user_attrs
+    return TrialRow(
+        number=t.number, state=t.state.name, outcome=a.get("outcome"), value=t.value, phase=a.get("phase"),
+        score_phase1=a.get("score_phase1"), score_phase2=a.get("score_phase2"), cached=a.get("cached"),
+        cache_reused_from=a.get("cache_reused"), constraints_failed=g.get("constraints_failed", []),
+        pruned=g.get("pruned"), params=spec.space.trial_params(t),
+        metrics={m: g.get("metrics", {}).get(m) for m in TRIAL_METRICS},
+        config_fingerprint=g.get("config_fingerprint"), same_outcome_as=same_outcome_as,
+        fail_reason=a.get("error"), duration_ms=round(t.duration.total_seconds() * 1e3, 3) if t.duration else None,
+    )
+
+
+def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
+    """The best evaluated (not duplicate) VALID trial by production score; ties to the earlier trial."""
+    valid = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("outcome") == "VALID"]
+    return max(valid, key=lambda t: (t.user_attrs["score_phase2"], -t.number), default=None)
+
+
+def best_score(trials: list[optuna.trial.FrozenTrial]) -> float | None:
+    """The best production score so far, from finished trials only: another worker's running trial
+    may have its outcome attribute written but not yet its score."""
+    best = best_trial(trials)
+    return None if best is None else best.user_attrs["score_phase2"]  # type: ignore[no-any-return]
+
+
+def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session) -> RunSummary:
+    """trials.csv, best_trial.json and run.json (this session appended) in the run folder."""
+    folder = spec.folder
+    trials = optuna_study.get_trials(deepcopy=False)
+    same = _same_outcomes(trials)
+    folder.write_trials_table([trial_row(t, spec, same.get(t.number)) for t in trials])
+
+    finished = [t for t in trials if t.state.is_finished()]
+    hits = sum(1 for t in finished if t.user_attrs.get("cached"))
+    cache = CacheStats(total_trials=len(finished), cache_hits=hits, hit_rate=round(hits / len(finished), 4) if finished else 0.0,
+                       unique_backtests=sum(1 for t in finished if t.user_attrs.get("cached") is False))
+    best = best_trial(trials)
+    if best is not None:
+        folder.write_best(BestTrial(number=best.number, value=best.value, score_phase2=best.user_attrs["score_phase2"],
+                                    params=spec.space.trial_params(best), result=folder.read_trial(best.number)))
+    states: dict[str, int] = {}
+    outcomes: dict[str, int] = {}
+    for t in trials:
+        states[t.state.name] = states.get(t.state.name, 0) + 1
+        if "outcome" in t.user_attrs:
+            outcomes[t.user_attrs["outcome"]] = outcomes.get(t.user_attrs["outcome"], 0) + 1
+    previous = folder.read_run_if_any()
+    run = RunRecord(
+        study_name=spec.name,
+        storage=redact(spec.storage_url),
+        signature=optuna_study.user_attrs.get(SIGNATURE_ATTR),
+        search_space=spec.space.spec,
+        config=spec.config.model_dump(mode="json"),
+        fixed_config=spec.fixed,
+        versions={"genesis_core": __version__, "code": code_version(), "optuna": optuna.__version__,
+                  "numba": numba.__version__, "python": platform.python_version()},
+        sessions=[*(previous.sessions if previous else []), session],
+        cache=cache, states=states, outcomes=outcomes,
+        best_trial=None if best is None else BestRef(number=best.number, score_phase2=best.user_attrs["score_phase2"]),
+        identical_outcomes=len(same),
+    )
+    folder.write_run(run)
+    warnings = []
+    if run.identical_outcomes:
+        warnings.append(f"{run.identical_outcomes} evaluated trial(s) gave exactly the metrics of an earlier, different "
+                        "config (trials.csv: same_outcome_as): some searched parameter may change nothing")
+    if cache.hit_rate > 0.8:
+        warnings.append(f"cache hit rate {cache.hit_rate:.0%}: the sampler keeps proposing known parameter sets; "
+                        "widen the space or use a finer step")
+    return RunSummary(run_dir=str(folder.path), cache=cache, states=states, outcomes=outcomes, best_trial=run.best_trial,
+                      session=session, warnings=warnings)

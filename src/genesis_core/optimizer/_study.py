@@ -1,0 +1,155 @@
+"""A study's spec and its resume signature.
+
+The signature covers what makes a study's results comparable and nothing else: search space,
+the fixed config (base + champion + window, no trial values), scoring and constraints, data
+content and window, code version, mode. Not covered: the stop policy, worker count and storage
+URL, so a run can be extended or scaled out.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import optuna
+
+from genesis_core.backtest import BacktestConfig, build_config, read_config_file
+from genesis_core.errors import GenesisError
+from genesis_core.fingerprint import code_version, fingerprint
+from genesis_core.optimizer._config import OptimizerConfig
+from genesis_core.optimizer._samplers import make_pruner, make_sampler
+from genesis_core.optimizer._space import SearchSpace
+from genesis_core.optimizer._storage import default_storage_url
+from genesis_core.records import RunFolder
+
+SIGNATURE_ATTR = "genesis_signature"
+SPACE_ATTR = "genesis_space"
+
+
+class ResumeBlocked(GenesisError):
+    exit_code = 2
+
+
+@dataclass
+class StudySpec:
+    """Everything a worker needs; built once at the edge and handed to every worker process."""
+
+    config: OptimizerConfig  # the whole study config (a subclass) when the edge has one: it is recorded in run.json
+    space: SearchSpace
+    base: dict[str, Any]
+    champion: dict[str, Any] | None
+    overrides: dict[str, Any]
+    storage_url: str
+    folder: RunFolder
+    fixed: BacktestConfig = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.fixed = build_config(self.base, self.champion, self.overrides)
+
+    @property
+    def name(self) -> str:
+        return self.config.meta.study_name
+
+    @property
+    def scoring_fingerprint(self) -> str:
+        return fingerprint({"scoring": self.config.scoring.model_dump(mode="json"),
+                            "constraints": self.config.constraints.model_dump(mode="json")})
+
+    def signature(self, data_fingerprint: str) -> dict[str, str]:
+        fixed = self.fixed.model_dump(mode="json")
+        fixed["data"].pop("path")  # the content is in 'data'; a moved file is the same data
+        return {
+            "search_space": self.space.fingerprint,
+            "fixed_config": fingerprint(fixed),
+            "scoring": self.scoring_fingerprint,
+            "data": fingerprint({"file": data_fingerprint, "start": self.fixed.data.start, "end": self.fixed.data.end,
+                                 "warmup_bars": self.fixed.data.warmup_bars}),
+            "code": code_version(),
+            "mode": "explore",
+        }
+
+    def sampler(self, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+        s = self.config.meta.sampler
+        return make_sampler(s.name, s.kwargs, self.space.grid, len(self.space.distributions), worker_index)
+
+    def pruner(self) -> optuna.pruners.BasePruner:
+        return make_pruner(self.config.meta.pruner.name, self.config.meta.pruner.kwargs)
+
+
+def study_spec(config: OptimizerConfig, champion: dict[str, Any] | None, storage: str | None = None) -> StudySpec:
+    """The spec of ``config``'s study; ``champion`` is the current champion's params (merged into
+    the base config unless ``meta.skip_champion_merge``). Everything is checked before anything is written."""
+    m = config.meta
+    data: dict[str, Any] = {"start": m.sample_start, "end": m.sample_end}
+    if m.data is not None:
+        data["path"] = m.data
+    if m.warmup_bars is not None:
+        data["warmup_bars"] = m.warmup_bars
+    spec = StudySpec(config, SearchSpace(config), read_config_file(m.base_config), None if m.skip_champion_merge else champion,
+                     {"data": data}, storage or m.storage or default_storage_url(m.results_dir),
+                     RunFolder.of(m.results_dir, m.study_name))
+    build_config(spec.base, spec.champion, spec.overrides, spec.space.midpoint())  # every searched path exists
+    spec.sampler()  # sampler and pruner kwargs are checked too
+    spec.pruner()
+    return spec
+
+
+def signature_diff(stored: dict[str, Any], current: dict[str, Any], stored_space: dict[str, Any], space: dict[str, Any]) -> list[str]:
+    """Human-readable differences; a changed search space names each changed parameter."""
+    lines = []
+    for key in sorted(set(stored) | set(current)):
+        if stored.get(key) == current.get(key):
+            continue
+        if key == "search_space":
+            for path in sorted(set(stored_space) | set(space)):
+                if stored_space.get(path) != space.get(path):
+                    lines.append(f"search_space: {path}: {stored_space.get(path, '(absent)')} -> {space.get(path, '(absent)')}")
+        else:
+            lines.append(f"{key}: {str(stored.get(key, '(absent)'))[:16]} -> {str(current.get(key, '(absent)'))[:16]}")
+    return lines
+
+
+def stored_signature_diff(attrs: dict[str, Any], spec: StudySpec, data_fingerprint: str) -> list[str] | None:
+    """How a stored study's signature differs from ``spec``'s; None if the study has none."""
+    stored = attrs.get(SIGNATURE_ATTR)
+    if stored is None:
+        return None
+    return signature_diff(stored, spec.signature(data_fingerprint), attrs.get(SPACE_ATTR, {}), spec.space.spec)
+
+
+def check_signature(optuna_study: optuna.Study, spec: StudySpec, data_fingerprint: str, force_resume: bool,
+                    backfill_signature: bool) -> list[str]:
+    """Stop before any trial if the study was made with other settings (warn if it has no signature);
+    returns notes to record in the run metadata."""
+    n_trials = len(optuna_study.get_trials(deepcopy=False))
+    notes: list[str] = []
+    diff = stored_signature_diff(optuna_study.user_attrs, spec, data_fingerprint)
+    if diff is None:
+        if n_trials and not backfill_signature:
+            notes.append(
+                f"study {spec.name!r} has {n_trials} trials but no signature, so nothing proves they "
+                "were made with this config; --backfill-signature adopts the current one"
+            )
+            return notes
+        if n_trials:
+            notes.append("signature backfilled by --backfill-signature")
+    elif diff and not force_resume:
+        raise ResumeBlocked("resume blocked: study signature mismatch\n  " + "\n  ".join(diff)
+                            + "\n(use a new study name, or --force-resume to continue anyway)")
+    elif diff:
+        _refuse_incompatible_space(optuna_study.user_attrs.get(SPACE_ATTR, {}), spec.space.spec)
+        notes.append("resumed despite signature mismatch (--force-resume): " + "; ".join(diff))
+    optuna_study.set_user_attr(SIGNATURE_ATTR, spec.signature(data_fingerprint))
+    optuna_study.set_user_attr(SPACE_ATTR, spec.space.spec)
+    return notes
+
+
+def _refuse_incompatible_space(stored: dict[str, Any], current: dict[str, Any]) -> None:
+    """Optuna cannot mix a parameter's old and new categorical choices or types: say so, not crash."""
+    for path in sorted(set(stored) & set(current)):
+        old, new = stored[path], current[path]
+        if old["type"] != new["type"] or (old["type"] in ("categorical", "grid") and old != new):
+            raise ResumeBlocked(
+                f"cannot resume even with --force-resume: parameter {path} changed from {old} to {new}, "
+                "which Optuna cannot mix in one study; use a new study name"
+            )

@@ -1,0 +1,61 @@
+"""Every file Genesis-Core writes, as a typed record with a schema version, and the one owner of
+each file's path: ``RunFolder`` (a run's files) and ``ChampionStore`` (champions and history)."""
+
+from genesis_core.records._base import Record, SchemaError, iso, read_record, write_record
+from genesis_core.records._champion import (
+    ChampionData,
+    ChampionHistory,
+    ChampionMetrics,
+    ChampionRecord,
+    ChampionScores,
+    ChampionStore,
+    GateRecord,
+    HistoryEntry,
+    RunRef,
+    ValidationWindowRef,
+)
+from genesis_core.records._run import (
+    BestRef,
+    CacheStats,
+    CheckRecord,
+    PreflightRecord,
+    PreflightSkipped,
+    RunFolder,
+    RunRecord,
+    Session,
+)
+from genesis_core.records._trial import (
+    TRIAL_METRICS,
+    BacktestRecord,
+    BestTrial,
+    Metrics,
+    ScoreRecord,
+    TradeRecord,
+    TrialArtifact,
+    TrialRow,
+    WindowInfo,
+    backtest_record,
+)
+from genesis_core.records._validation import (
+    Candidate,
+    CandidateResult,
+    DeflatedSharpe,
+    ExploreResult,
+    Fold,
+    FoldTop,
+    Overfitting,
+    ValidationReport,
+    WalkForwardAggregate,
+    WalkForwardReport,
+    WindowRef,
+    WindowResult,
+)
+
+__all__ = [
+    "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "Candidate", "CandidateResult", "ChampionData",
+    "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "CheckRecord",
+    "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
+    "PreflightRecord", "PreflightSkipped", "Record", "RunFolder", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
+    "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
+    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "iso", "read_record", "write_record",
+]

@@ -1,0 +1,82 @@
+"""What every result file is: a pydantic model with a schema version, read and written whole.
+
+A file of an older schema version is migrated on read (each record says how, version by
+version); a newer one, or one that does not fit its model, is refused with the path, the
+version and what is wrong, never half read.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from genesis_core.errors import GenesisError
+from genesis_core.files import atomic_write
+
+R = TypeVar("R", bound="Record")
+
+
+class SchemaError(GenesisError):
+    """A result file this version cannot read: the message names the file and its schema version."""
+
+    exit_code = 2
+
+
+class Part(BaseModel):
+    """A section of a record: unknown keys are refused, floats may be NaN (a non-finite metric)."""
+
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+
+
+class Record(Part):
+    """A whole result file. ``SCHEMA`` is the version this code writes; ``upgrade`` migrates the
+    raw JSON of an older version one step (version n -> n + 1), or raises SchemaError."""
+
+    SCHEMA: ClassVar[int] = 1
+    schema_version: int = 1
+
+    @classmethod
+    def upgrade(cls, raw: Any, version: int) -> Any:
+        """Version 0 is the shape written before schema versions existed; unchanged unless overridden."""
+        if version == 0 and isinstance(raw, dict):
+            return {"schema_version": 1, **raw}
+        raise SchemaError(f"no migration of a {cls.__name__} from schema version {version}")
+
+
+def read_record(path: Path, model: type[R]) -> R:
+    """``path`` as ``model``, migrated from an older schema version if need be."""
+    try:
+        raw = json.loads(path.read_text())
+    except OSError as exc:
+        raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
+    except ValueError as exc:
+        raise SchemaError(f"{path}: not valid JSON: {exc}") from None
+    version = written = raw.get("schema_version", 0) if isinstance(raw, dict) else 0
+    if not isinstance(version, int) or version > model.SCHEMA:
+        raise SchemaError(f"{path}: {model.__name__} of schema version {version!r}, newer than this genesis-core "
+                          f"reads (up to {model.SCHEMA}); upgrade genesis-core")
+    try:
+        while version < model.SCHEMA:
+            raw = model.upgrade(raw, version)
+            version += 1
+    except SchemaError as exc:
+        raise SchemaError(f"{path}: {exc}") from None
+    try:
+        return model.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+        raise SchemaError(f"{path}: not a valid {model.__name__} (schema version {written}): {problems}") from None
+
+
+def write_record(path: Path, record: Record, indent: int | None = 1) -> None:
+    """Write ``record`` atomically (see ``genesis_core.files``)."""
+    atomic_write(path, record.model_dump_json(indent=indent))
+
+
+def iso(seconds: float, precise: bool = False) -> str:
+    """A clock reading as ISO-8601 UTC (microseconds when ``precise``)."""
+    return datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ" if precise else "%Y-%m-%dT%H:%M:%SZ")

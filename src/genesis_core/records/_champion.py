@@ -1,0 +1,151 @@
+"""Champion files: ``ChampionStore`` owns ``<results>/champions/{symbol}_{timeframe}.json``, its
+history and the lock that serialises promotions across processes."""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Literal
+
+from genesis_core.backtest import BacktestConfig
+from genesis_core.records._base import Part, Record, iso, read_record, write_record
+from genesis_core.records._trial import Metrics
+from genesis_core.records._validation import WindowRef
+
+
+class ValidationWindowRef(WindowRef):
+    start: str
+    end: str
+
+
+class ChampionData(Part):
+    file: str  # the data file's fingerprint
+    path: str
+    explore: WindowRef
+    validation: list[ValidationWindowRef]
+
+
+class ChampionScores(Part):
+    explore: float
+    validation: float
+    ranking: str
+
+
+class ChampionMetrics(Part):
+    explore: Metrics
+    validation: list[Metrics]
+
+
+class RunRef(Part):
+    study: str
+    run_dir: str
+    trial: int
+
+
+class ChampionRecord(Record):
+    """The promoted effective config of (symbol, timeframe) and what it was measured on."""
+
+    symbol: str
+    timeframe: str
+    config_fingerprint: str
+    effective_config: BacktestConfig
+    data: ChampionData
+    scores: ChampionScores
+    metrics: ChampionMetrics
+    run: RunRef
+    code_version: str
+    created: str
+
+
+class GateRecord(Part):
+    name: str
+    passed: bool
+    detail: str
+
+
+class HistoryEntry(Part):
+    """A promotion, refusal, rollback or recovery; installs carry the whole champion they installed."""
+
+    time: str
+    action: Literal["promote", "reject", "rollback", "recovered"]
+    reason: str
+    run: str | None = None
+    study: str | None = None
+    trial: int | None = None
+    current: str | None = None  # the champion's fingerprint when this happened
+    config_fingerprint: str | None = None
+    gates: list[GateRecord] = []
+    previous: str | None = None
+    champion: ChampionRecord | None = None
+
+
+class ChampionHistory(Record):
+    entries: list[HistoryEntry] = []
+
+    @classmethod
+    def upgrade(cls, raw: Any, version: int) -> Any:
+        if version == 0 and isinstance(raw, list):  # a bare list of entries
+            entries = [{**e, "champion": ChampionRecord.upgrade(e["champion"], 0)} if e.get("champion") else e for e in raw]
+            return {"schema_version": 1, "entries": entries}
+        return super().upgrade(raw, version)
+
+
+class ChampionStore:
+    """The champion of one (symbol, timeframe) in a results folder. Files are replaced atomically;
+    the history entry is written after the champion, and ``reconcile`` records a champion whose
+    entry a crash lost. ``clock`` gives the recorded times."""
+
+    def __init__(self, results_dir: str | Path, symbol: str, timeframe: str, clock: Callable[[], float] = time.time) -> None:
+        self.results_dir = Path(results_dir)
+        self.symbol = symbol
+        self.timeframe = timeframe
+        self.clock = clock
+        folder = self.results_dir / "champions"
+        self.path = folder / f"{symbol}_{timeframe}.json"
+        self.history_path = folder / f"{symbol}_{timeframe}.history.json"
+        self._lock_path = folder / ".lock"
+
+    def now(self) -> str:
+        return iso(self.clock(), precise=True)
+
+    def load(self) -> ChampionRecord | None:
+        return read_record(self.path, ChampionRecord) if self.path.exists() else None
+
+    def params(self) -> dict[str, Any] | None:
+        """The champion's strategy params (what the optimizer merges into its base config), if any."""
+        champion = self.load()
+        return None if champion is None else champion.effective_config.params
+
+    def history(self) -> list[HistoryEntry]:
+        return read_record(self.history_path, ChampionHistory).entries if self.history_path.exists() else []
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """One promotion or rollback at a time per results folder, across processes."""
+        self._lock_path.parent.mkdir(parents=True, exist_ok=True)
+        with self._lock_path.open("w") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield
+
+    def record(self, entry: HistoryEntry, install: ChampionRecord | None = None) -> None:
+        """Replace the champion (for an install), then append ``entry`` to the history."""
+        if install is not None:
+            write_record(self.path, install)
+        write_record(self.history_path, ChampionHistory(entries=[*self.history(), entry]))
+
+    def reconcile(self) -> ChampionRecord | None:
+        """The current champion, after recording it in the history if its install entry was lost."""
+        current = self.load()
+        installs = [e.champion for e in self.history() if e.champion is not None]
+        last = installs[-1] if installs else None
+        if current is not None and (last is None or last.created != current.created):
+            self.record(HistoryEntry(
+                time=self.now(), action="recovered", config_fingerprint=current.config_fingerprint,
+                reason="the champion file was written but its history entry was lost (interrupted promotion); recorded now",
+                previous=None if last is None else last.config_fingerprint, champion=current,
+                run=current.run.run_dir, trial=current.run.trial,
+            ))
+        return current

@@ -1,0 +1,229 @@
+"""A run's folder and its metadata file: ``RunFolder`` owns every path in ``<results>/runs/<study>/``."""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from genesis_core.backtest import BacktestConfig
+from genesis_core.errors import ConfigError
+from genesis_core.files import atomic_write
+from genesis_core.records._base import Part, Record, SchemaError, iso, read_record, write_record
+from genesis_core.records._trial import BestTrial, TrialArtifact, TrialRow
+from genesis_core.records._validation import ValidationReport, WalkForwardReport
+
+
+class CheckRecord(Part):
+    name: str
+    status: Literal["pass", "warn", "fail"]
+    detail: str
+
+
+class PreflightRecord(Part):
+    """What preflight said before a session."""
+
+    ok: bool
+    failed: int
+    warnings: int
+    checks: list[CheckRecord]
+
+
+class PreflightSkipped(Part):
+    """The session started without preflight (``--skip-preflight``)."""
+
+    skipped: Literal[True] = True
+
+
+class Session(Part):
+    """One ``genesis optimize`` process's share of a run."""
+
+    started: str
+    finished: str
+    seconds: float
+    workers: int
+    max_trials: int | None
+    interrupted: bool
+    stopped_reason: str | None
+    widened: int
+    notes: list[str]
+    failed_workers: list[int | None]
+    preflight: PreflightRecord | PreflightSkipped | None
+
+
+class CacheStats(Part):
+    total_trials: int
+    cache_hits: int
+    hit_rate: float
+    unique_backtests: int
+
+
+class BestRef(Part):
+    number: int
+    score_phase2: float
+
+
+class RunRecord(Record):
+    """``run.json``: what a run was made with and what it holds, session by session.
+
+    ``config`` is the study config as validated (the whole optimizer YAML, defaults filled in);
+    the layer that owns each section parses it (``genesis_core.workflow.StudyConfig``)."""
+
+    SCHEMA = 1
+    study_name: str
+    storage: str
+    signature: dict[str, str] | None
+    search_space: dict[str, dict[str, Any]]
+    config: dict[str, Any]
+    fixed_config: BacktestConfig
+    versions: dict[str, str]
+    sessions: list[Session]
+    cache: CacheStats
+    states: dict[str, int]
+    outcomes: dict[str, int]
+    best_trial: BestRef | None
+    identical_outcomes: int
+
+    @classmethod
+    def upgrade(cls, raw: Any, version: int) -> Any:
+        if version == 0 and isinstance(raw, dict) and "optimizer_config" in raw:
+            raw = {k: v for k, v in raw.items() if k != "optimizer_config"} | {"config": raw["optimizer_config"]}
+        return super().upgrade(raw, version)
+
+
+_TRIAL_FILE = re.compile(r"\d{6,}\.json")
+RUN_FILE = "run.json"
+
+
+@dataclass(frozen=True)
+class RunFolder:
+    """The one owner of a run's files: run.json, trials.csv, best_trial.json, trials/NNNNNN.json,
+    validation.json and, for walk-forward, walk_forward.json and the fold configs. Every write is
+    atomic. ``clock`` gives the times recorded in them."""
+
+    path: Path
+    clock: Callable[[], float] = field(default=time.time, compare=False)
+
+    @classmethod
+    def of(cls, results_dir: str | Path, study_name: str) -> RunFolder:
+        return cls(Path(results_dir) / "runs" / study_name)
+
+    @classmethod
+    def find(cls, run: str | Path, results_dir: str | Path = "results") -> RunFolder:
+        """A run given as a folder or as a study name under ``<results_dir>/runs``."""
+        for candidate in (Path(run), Path(results_dir) / "runs" / str(run)):
+            if (candidate / RUN_FILE).exists():
+                return cls(candidate)
+        raise ConfigError(f"no run at {run} (looked for {RUN_FILE} there and under {results_dir}/runs/)")
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    @property
+    def results_dir(self) -> Path:
+        return self.path.parent.parent
+
+    def now(self, precise: bool = False) -> str:
+        return iso(self.clock(), precise)
+
+    def exists(self) -> bool:
+        return (self.path / RUN_FILE).exists()
+
+    # run.json
+    def read_run(self) -> RunRecord:
+        return read_record(self.path / RUN_FILE, RunRecord)
+
+    def read_run_if_any(self) -> RunRecord | None:
+        return self.read_run() if self.exists() else None
+
+    def write_run(self, record: RunRecord) -> None:
+        write_record(self.path / RUN_FILE, record)
+
+    # trials/NNNNNN.json: evaluated trials only
+    def trial_path(self, number: int) -> Path:
+        return self.path / "trials" / f"{number:06d}.json"
+
+    def write_trial(self, artifact: TrialArtifact) -> None:
+        write_record(self.trial_path(artifact.trial_number), artifact, indent=None)
+
+    def has_trial(self, number: int) -> bool:
+        return self.trial_path(number).exists()
+
+    def read_trial(self, number: int) -> TrialArtifact:
+        return read_record(self.trial_path(number), TrialArtifact)
+
+    def trial_numbers(self) -> list[int]:
+        """Numbers of the trial artifacts here, in order; files not named like one are not ours."""
+        folder = self.path / "trials"
+        names = sorted(p.name for p in folder.iterdir() if _TRIAL_FILE.fullmatch(p.name)) if folder.is_dir() else []
+        return [int(n.removesuffix(".json")) for n in names]
+
+    def read_trials(self) -> list[TrialArtifact]:
+        return [self.read_trial(n) for n in self.trial_numbers()]
+
+    # trials.csv
+    def write_trials_table(self, rows: list[TrialRow]) -> None:
+        cells = [r.to_csv() for r in rows]
+        columns: list[str] = []
+        for c in cells:
+            columns += [k for k in c if k not in columns]
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(cells)
+        atomic_write(self.path / "trials.csv", buf.getvalue())
+
+    def read_trials_table(self) -> list[TrialRow]:
+        path = self.path / "trials.csv"
+        try:
+            with path.open(newline="") as fh:
+                return [TrialRow.from_csv(row) for row in csv.DictReader(fh)]
+        except OSError as exc:
+            raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
+
+    # best_trial.json
+    def write_best(self, best: BestTrial) -> None:
+        write_record(self.path / "best_trial.json", best)
+
+    def read_best(self) -> BestTrial:
+        return read_record(self.path / "best_trial.json", BestTrial)
+
+    # validation.json
+    @property
+    def validation_path(self) -> Path:
+        return self.path / "validation.json"
+
+    def is_validated(self) -> bool:
+        return self.validation_path.exists()
+
+    def write_validation(self, report: ValidationReport) -> None:
+        write_record(self.validation_path, report)
+
+    def read_validation(self) -> ValidationReport:
+        if not self.is_validated():
+            raise ConfigError(f"{self.path} has not been validated: run `genesis validate {self.path}` first")
+        return read_record(self.validation_path, ValidationReport)
+
+    # walk-forward: <study>-walk-forward/
+    @property
+    def walk_forward_path(self) -> Path:
+        return self.path / "walk_forward.json"
+
+    def fold_config_path(self, fold: int) -> Path:
+        return self.path / f"fold{fold}.yaml"
+
+    def write_fold_config(self, fold: int, text: str) -> Path:
+        atomic_write(self.fold_config_path(fold), text)
+        return self.fold_config_path(fold)
+
+    def write_walk_forward(self, report: WalkForwardReport) -> None:
+        write_record(self.walk_forward_path, report)
+
+    def read_walk_forward(self) -> WalkForwardReport:
+        return read_record(self.walk_forward_path, WalkForwardReport)

@@ -1,0 +1,173 @@
+"""A backtest's result file, a trial's artifact, the best trial, and a row of trials.csv."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from genesis_core import __version__
+from genesis_core.backtest import BacktestConfig, BacktestResult
+from genesis_core.data import format_ts
+from genesis_core.engine import EXIT_REASONS
+from genesis_core.fingerprint import code_version
+from genesis_core.records._base import Part, Record
+from genesis_core.scoring import Outcome, Score
+
+Metrics = dict[str, float | int]
+TRIAL_METRICS = ("num_trades", "total_return", "sharpe", "max_drawdown", "profit_factor", "win_rate", "score")  # in trials.csv
+Trace = dict[str, int | dict[str, int]]
+
+
+class WindowInfo(Part):
+    first_bar: str
+    last_bar: str
+    bars: int
+    warmup_bars: int
+    timeframe: str
+
+
+class TradeRecord(Part):
+    entry_time: str
+    exit_time: str
+    side: str
+    entry_price: float
+    exit_price: float
+    units: float
+    pnl: float
+    fees: float
+    bars_held: int
+    exit_reason: str
+
+
+class BacktestRecord(Record):
+    """What ``genesis backtest`` writes: enough to re-run it (the effective config) and to prove
+    what produced it (fingerprints of config, data window, data file and resources; code version)."""
+
+    genesis_core_version: str
+    code_version: str
+    effective_config: BacktestConfig
+    fingerprints: dict[str, str]  # config, data_window, data_file, resource:<name>
+    window: WindowInfo
+    metrics: Metrics
+    trace: Trace
+    trades: list[TradeRecord] | None = None  # left out of trial artifacts
+
+
+def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestRecord:
+    """The record of one backtest result."""
+    w = result.window
+    return BacktestRecord(
+        genesis_core_version=__version__,
+        code_version=code_version(),
+        effective_config=result.config,
+        fingerprints={"config": result.config_fingerprint, "data_window": w.fingerprint,
+                      "data_file": result.data_file_fingerprint,
+                      **{f"resource:{k}": v for k, v in sorted(result.resources.items())}},
+        window=WindowInfo(first_bar=w.first_bar, last_bar=w.last_bar, bars=w.bars, warmup_bars=w.start_index,
+                          timeframe=w.candles.timeframe),
+        metrics=result.metrics,
+        trace=result.trace,
+        trades=_trades(result) if trades else None,
+    )
+
+
+def _trades(result: BacktestResult) -> list[TradeRecord]:
+    ts = result.window.candles.timestamps
+    return [TradeRecord(
+        entry_time=format_ts(ts[int(t["entry_bar"])]), exit_time=format_ts(ts[int(t["exit_bar"])]),
+        side="long" if t["side"] > 0 else "short", entry_price=float(t["entry_price"]), exit_price=float(t["exit_price"]),
+        units=float(t["units"]), pnl=float(t["pnl"]), fees=float(t["fees"]), bars_held=int(t["exit_bar"] - t["entry_bar"]),
+        exit_reason=EXIT_REASONS[int(t["exit_reason"])],
+    ) for t in result.engine.trades]
+
+
+class ScoreRecord(Part):
+    outcome: Outcome
+    phase1: float
+    phase2: float
+    constraints_failed: list[str]
+
+    @classmethod
+    def of(cls, score: Score) -> ScoreRecord:
+        return cls(outcome=score.outcome, phase1=score.phase1, phase2=score.phase2,
+                   constraints_failed=list(score.constraints_failed))
+
+
+class TrialArtifact(BacktestRecord):
+    """``trials/NNNNNN.json``: one evaluated trial; its effective config alone re-runs it."""
+
+    trial_number: int
+    params: dict[str, Any]  # dotted path inside params -> value
+    score: ScoreRecord
+    pruned: str | None = None
+
+
+class BestTrial(Record):
+    """``best_trial.json``: the best evaluated VALID trial by production score."""
+
+    number: int
+    value: float | None
+    score_phase2: float
+    params: dict[str, Any]
+    result: TrialArtifact
+
+    @classmethod
+    def upgrade(cls, raw: Any, version: int) -> Any:
+        raw = super().upgrade(raw, version)
+        raw["result"] = TrialArtifact.upgrade(raw["result"], version)
+        return raw
+
+
+class TrialRow(Part):
+    """One row of ``trials.csv`` (every trial of the study, whatever its state)."""
+
+    number: int
+    state: str
+    outcome: str | None = None
+    value: float | None = None
+    phase: int | None = None
+    score_phase1: float | None = None
+    score_phase2: float | None = None
+    cached: bool | None = None
+    cache_reused_from: int | None = None
+    constraints_failed: list[str] = []
+    pruned: str | None = None
+    params: dict[str, Any] = {}
+    metrics: dict[str, float | int | None] = {}
+    config_fingerprint: str | None = None
+    same_outcome_as: int | None = None
+    fail_reason: str | None = None
+    duration_ms: float | None = None
+
+    def to_csv(self) -> dict[str, Any]:
+        """The CSV cells: params as ``param:<path>`` columns, metrics by name, None as empty."""
+        plain = self.model_dump(exclude={"params", "metrics", "constraints_failed"})
+        head = {k: plain.pop(k) for k in ("number", "state", "outcome", "value", "phase", "score_phase1", "score_phase2",
+                                          "cached", "cache_reused_from")}
+        return {**head, "constraints_failed": ";".join(self.constraints_failed), "pruned": plain.pop("pruned"),
+                **{f"param:{p}": json.dumps(v) if isinstance(v, list | dict) else v for p, v in self.params.items()},
+                **self.metrics, **plain}
+
+    @classmethod
+    def from_csv(cls, cells: dict[str, str]) -> TrialRow:
+        failed = cells.get("constraints_failed", "")
+        return cls.model_validate({  # typed columns are converted by the model, the rest by _cell
+            **{k: v or None for k, v in cells.items() if k in cls.model_fields and k not in ("params", "metrics", "constraints_failed")},
+            "constraints_failed": failed.split(";") if failed else [],
+            "params": {k.removeprefix("param:"): _cell(v) for k, v in cells.items() if k.startswith("param:")},
+            "metrics": {m: _cell(cells[m]) for m in TRIAL_METRICS if m in cells},
+        })
+
+
+def _cell(text: str) -> Any:
+    """A CSV cell back to the value written: empty -> None, then bool, int, float, JSON, text."""
+    if text == "":
+        return None
+    if text in ("True", "False"):
+        return text == "True"
+    for parse in (int, float, json.loads):
+        try:
+            return parse(text)
+        except ValueError:
+            continue
+    return text

@@ -1,0 +1,135 @@
+"""``validation.json`` (the out-of-sample table of one run) and ``walk_forward.json``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from genesis_core.records._base import Part, Record
+from genesis_core.records._trial import Metrics
+from genesis_core.scoring import Outcome
+
+
+class WindowResult(Part):
+    """One candidate on one validation window."""
+
+    start: str
+    end: str
+    first_bar: str
+    last_bar: str
+    bars: int
+    data_window: str
+    outcome: Outcome
+    score: float
+    passed: bool
+    reasons: list[str]
+    metrics: Metrics
+
+
+class WindowRef(Part):
+    """Where a result was measured: the bars and the data window's fingerprint."""
+
+    first_bar: str
+    last_bar: str
+    data_window: str
+
+
+class ExploreResult(WindowRef):
+    score: float
+    constraints_failed: list[str]
+    metrics: Metrics
+
+
+class CandidateResult(Part):
+    """A config's validation: each window, the combined score, pass/fail and why."""
+
+    windows: list[WindowResult]
+    validation_score: float
+    passed: bool
+    reasons: list[str]
+
+
+class Candidate(CandidateResult):
+    trial: int
+    config_fingerprint: str
+    params: dict[str, Any]
+    explore: ExploreResult
+    gap: float  # explore score - validation score
+    sharpe_gap: float
+    rank: int = 0
+
+
+class DeflatedSharpe(Part):
+    trial: int
+    n_trials: int
+    bars: int
+    sharpe_per_bar: float | None
+    sr0_per_bar: float
+    skewness: float | None
+    kurtosis: float | None
+    dsr: float | None
+
+
+class Overfitting(Part):
+    mean_gap: float | None
+    deflated_sharpe: DeflatedSharpe | None
+
+
+class ValidationReport(Record):
+    """The top explore candidates re-run on the out-of-sample windows, ranked.
+
+    ``validation`` holds the validation settings used (``genesis_core.validation.ValidationConfig``)."""
+
+    run: str
+    created: str
+    code_version: str
+    validation: dict[str, Any]
+    evaluated_trials: int
+    missing_artifacts: list[int]
+    eligible_note: str
+    candidates: list[Candidate]
+    passed: list[int]
+    best: int | None
+    overfitting: Overfitting
+
+    def candidate(self, trial: int | None) -> Candidate | None:
+        return next((c for c in self.candidates if c.trial == trial), None)
+
+
+class FoldTop(Part):
+    trial: int
+    params: dict[str, Any]
+    validation_score: float
+    gap: float
+    passed: bool
+    explore_score: float
+
+
+class Fold(Part):
+    fold: int
+    explore: tuple[str, str]
+    validation: tuple[str, str]
+    config: str
+    run_dir: str
+    evaluated_trials: int
+    passed: list[int]
+    best: int | None
+    top: FoldTop | None
+    deflated_sharpe: DeflatedSharpe | None
+
+
+class WalkForwardAggregate(Part):
+    folds_with_a_pass: int
+    mean_validation_score: float | None
+    worst_validation_score: float | None
+    mean_gap: float | None
+
+
+class WalkForwardReport(Record):
+    """Every fold of a walk-forward run and their aggregate; ``walk_forward`` holds its settings."""
+
+    study: str
+    walk_forward: dict[str, Any]
+    blocks: list[tuple[str, str]]
+    folds: list[Fold]
+    complete: bool
+    aggregate: WalkForwardAggregate

@@ -1,0 +1,54 @@
+"""The ``validation:`` section of a study config: out-of-sample windows, constraints, ranking,
+and the walk-forward scheme."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from genesis_core.config import StrictModel
+from genesis_core.data import check_span
+from genesis_core.scoring import Constraints
+
+
+class WindowSpec(StrictModel):
+    """An out-of-sample window; both ends inclusive, like the explore window."""
+
+    start: str
+    end: str
+
+    @model_validator(mode="after")
+    def _span(self) -> WindowSpec:
+        check_span(self.start, self.end)
+        return self
+
+
+class ValidationConstraints(Constraints):
+    """Usually stricter than the explore constraints; all must hold on every window."""
+
+    include_scoring_failures: bool = False  # also re-run VALID explore trials that broke explore constraints
+
+
+class WalkForward(WindowSpec):
+    """Rolling scheme: [start, end] cut into folds + 1 equal blocks; fold i explores block i-1 and
+    validates on block i, each fold a study of its own with the same space and scoring."""
+
+    folds: int = Field(3, ge=1, le=20)
+
+
+class ValidationConfig(StrictModel):
+    enabled: bool = False
+    windows: list[WindowSpec] = Field(default_factory=list)
+    top_n: int = Field(5, ge=1)
+    constraints: ValidationConstraints = ValidationConstraints()
+    # worst window, mean of windows, or robust = (1 - robust_weight) * mean + robust_weight * worst
+    ranking: Literal["worst", "mean", "robust"] = "worst"
+    robust_weight: float = Field(0.5, ge=0.0, le=1.0)
+    walk_forward: WalkForward | None = None
+
+    @model_validator(mode="after")
+    def _windows(self) -> ValidationConfig:
+        if self.enabled and not self.windows:
+            raise ValueError("windows: give at least one out-of-sample window when validation is enabled")
+        return self

@@ -1,0 +1,112 @@
+"""Result files as typed records: files written before schema versions are migrated and used,
+newer or broken ones are refused naming the file and the version, and writes round-trip."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from genesis_core.records import (
+    BestTrial,
+    ChampionRecord,
+    ChampionStore,
+    RunFolder,
+    RunRecord,
+    SchemaError,
+    ValidationReport,
+    WalkForwardReport,
+    read_record,
+    write_record,
+)
+from tests.runs import promote, validate
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA0 = ROOT / "tests" / "records" / "fixtures" / "schema0"  # written by the code before this package existed
+
+
+@pytest.fixture
+def old_results(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A results folder of the old shape (a validated, promoted run); its configs name data/ relative to the repo."""
+    results = tmp_path / "results"
+    shutil.copytree(SCHEMA0 / "runs" / "old", results / "runs" / "old")
+    shutil.copytree(SCHEMA0 / "champions", results / "champions")
+    monkeypatch.chdir(ROOT)
+    return results
+
+
+def test_old_files_are_migrated_on_read(old_results: Path):
+    folder = RunFolder(old_results / "runs" / "old")
+    raw = json.loads((folder.path / "run.json").read_text())
+    assert "schema_version" not in raw and "optimizer_config" in raw
+    run = folder.read_run()
+    assert run.schema_version == RunRecord.SCHEMA and run.config == raw["optimizer_config"]  # renamed, not changed
+    assert run.sessions[0].preflight is not None and run.cache.total_trials == raw["cache"]["total_trials"] == 6
+    assert run.fixed_config.model_dump(mode="json") == raw["fixed_config"]
+    trials = folder.read_trials()
+    assert [t.trial_number for t in trials] == [0, 1, 3, 5]
+    first = json.loads((folder.path / "trials" / "000000.json").read_text())
+    assert trials[0].model_dump(mode="json", exclude={"schema_version", "trades"}) == first
+    assert folder.read_best().result.trial_number == raw["best_trial"]["number"] == 5
+    report = folder.read_validation()
+    assert report.model_dump(mode="json", exclude={"schema_version"}) == json.loads(folder.validation_path.read_text())
+    history_raw = json.loads((old_results / "champions" / "BTCUSD_1h.history.json").read_text())
+    assert isinstance(history_raw, list)  # the old shape: a bare list
+    store = ChampionStore(old_results, "BTCUSD", "1h")
+    (entry,) = store.history()
+    assert entry.action == "promote" and entry.champion is not None and entry.champion.run.trial == 5
+    assert store.load() == entry.champion
+    wf = read_record(SCHEMA0 / "runs" / "walk_forward.json", WalkForwardReport)
+    assert [f.fold for f in wf.folds] == [1, 2] and wf.aggregate.folds_with_a_pass == 2
+
+
+def test_an_old_run_is_validated_and_promoted_by_this_code_with_the_same_numbers(old_results: Path):
+    run_dir = old_results / "runs" / "old"
+    before = json.loads((run_dir / "validation.json").read_text())
+    after = validate(run_dir)
+    assert after["schema_version"] == ValidationReport.SCHEMA
+    for key in ("candidates", "passed", "best", "overfitting", "evaluated_trials"):
+        assert after[key] == before[key], key
+    decision = promote(run_dir)  # the old champion is this run's best: refused, and recorded in the new shape
+    assert not decision.promoted and "already the champion" in decision.reason
+    history = json.loads((old_results / "champions" / "BTCUSD_1h.history.json").read_text())
+    assert history["schema_version"] == 1 and [e["action"] for e in history["entries"]] == ["promote", "reject"]
+
+
+def test_a_newer_schema_version_is_refused_naming_it(tmp_path: Path):
+    path = tmp_path / "run.json"
+    raw = json.loads((SCHEMA0 / "runs" / "old" / "run.json").read_text())
+    path.write_text(json.dumps({**raw, "schema_version": 99}))
+    with pytest.raises(SchemaError, match=r"run.json: RunRecord of schema version 99, newer than this genesis-core reads"):
+        read_record(path, RunRecord)
+
+
+def test_a_file_that_does_not_fit_its_record_is_refused_naming_the_field(tmp_path: Path):
+    path = tmp_path / "champion.json"
+    raw = json.loads((SCHEMA0 / "champions" / "BTCUSD_1h.json").read_text())
+    del raw["config_fingerprint"]
+    path.write_text(json.dumps(raw))
+    with pytest.raises(SchemaError, match=r"champion.json: not a valid ChampionRecord \(schema version 0\): config_fingerprint"):
+        read_record(path, ChampionRecord)
+    path.write_text("{not json")
+    with pytest.raises(SchemaError, match="not valid JSON"):
+        read_record(path, ChampionRecord)
+
+
+def test_records_round_trip_and_the_clock_is_passed_in(old_results: Path, tmp_path: Path):
+    best = RunFolder(old_results / "runs" / "old").read_best()
+    write_record(tmp_path / "b.json", best)
+    assert read_record(tmp_path / "b.json", BestTrial) == best
+    store = ChampionStore(tmp_path / "r", "BTCUSD", "1h", clock=lambda: 1_700_000_000.25)
+    assert store.now() == "2023-11-14T22:13:20.250000Z"
+    folder = RunFolder(tmp_path / "run", clock=lambda: 0.0)
+    assert folder.now() == "1970-01-01T00:00:00Z"
+
+
+def test_foreign_files_in_trials_are_not_read_as_artifacts(old_results: Path):
+    folder = RunFolder(old_results / "runs" / "old")
+    (folder.path / "trials" / "notes.json").write_text("{}")
+    (folder.path / "trials" / "000007.json.123.tmp").write_text("{")
+    assert folder.trial_numbers() == [0, 1, 3, 5]

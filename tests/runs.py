@@ -1,0 +1,31 @@
+"""The file-to-result steps the CLI takes, for tests: load a study config from a file, then call
+the typed API. Results come back as the JSON a user would see (``--json``), so tests read them
+the way a user does."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from genesis_core import optimizer
+from genesis_core.champion import Decision
+from genesis_core.records import RunFolder
+from genesis_core.study import load_study_config
+from genesis_core.validation import ValidationConfig
+from genesis_core.workflow import promote_run, validate_run
+
+
+def optimize(path: Path, options: optimizer.RunOptions | None = None, storage: str | None = None) -> dict[str, Any]:
+    """`genesis optimize PATH --skip-preflight` without validation or promotion: the explore summary."""
+    spec = load_study_config(path).spec(storage)
+    return optimizer.optimize(spec, options or optimizer.RunOptions()).model_dump(mode="json")
+
+
+def validate(run_dir: Path, validation: ValidationConfig | None = None) -> dict[str, Any]:
+    """`genesis validate RUN`: the report."""
+    return validate_run(RunFolder(run_dir), validation).model_dump(mode="json")
+
+
+def promote(run_dir: Path, trial: int | None = None, min_improvement: float | None = None) -> Decision:
+    """`genesis champion promote RUN`."""
+    return promote_run(RunFolder(run_dir), trial, min_improvement)

@@ -1,0 +1,72 @@
+"""Plugins by name: score functions, samplers and features, each with an error listing the known names."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import optuna
+import pytest
+
+from genesis_core.errors import ConfigError
+from genesis_core.features import FeatureStore, feature_names, register_feature
+from genesis_core.optimizer import SamplerConfig, StudySpec
+from genesis_core.scoring import Constraints, Scoring, score
+from genesis_core.study import load_study_config
+from tests.optimizer.test_optimizer import _trials, write_config
+from tests.runs import optimize
+from tests.scoring_functions import return_over_drawdown
+
+METRICS = {"total_return": 0.12, "max_drawdown": 0.08, "profit_factor": 1.4, "num_trades": 40, "max_loss_streak": 3,
+           "avg_bars_held": 6.0, "score": 1.7, "sharpe": 1.1}
+TRACE = {"bars_in_window": 2000, "signals": 100, "candidates": 50}
+
+
+def test_a_user_score_function_by_module_and_name(tmp_path):
+    user = Scoring(objective="tests.scoring_functions:return_over_drawdown")
+    assert score(METRICS, TRACE, user, Constraints()).phase2 == pytest.approx(150.0)
+    assert score(METRICS, TRACE, user, Constraints(min_trades=50)).phase2 == pytest.approx(150.0 - 100.0)  # penalties apply
+    path = write_config(tmp_path, scoring={"phase1": {"trials": 2}, "objective": "tests.scoring_functions:return_over_drawdown"})
+    rows = [r for r in _trials(optimize(path)) if r["cached"] == "False"]
+    for r in rows:  # the optimizer's phase-2 scores are the user's function of each trial's metrics
+        expected = return_over_drawdown({"total_return": float(r["total_return"]), "max_drawdown": float(r["max_drawdown"])},
+                                        {}, Scoring())
+        assert float(r["score_phase2"]) == pytest.approx(expected)
+
+
+def test_score_function_errors_name_the_known_ones_and_refuse_non_numbers():
+    with pytest.raises(ConfigError, match=r"unknown score function 'prodution'; did you mean 'production'\? known: classic, production"):
+        Scoring(objective="prodution")
+    with pytest.raises(ConfigError, match="cannot import nope from tests.scoring_functions"):
+        Scoring(objective="tests.scoring_functions:nope")
+    with pytest.raises(ConfigError, match="returned nan; a score must be a finite number"):
+        score(METRICS, TRACE, Scoring(objective="tests.scoring_functions:not_a_number"), Constraints())
+
+
+def test_samplers_by_name_or_class_with_clear_errors(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown sampler 'tpee'; did you mean 'tpe'\? known: cmaes, gp, grid, qmc, random, tpe"):
+        SamplerConfig(name="tpee")
+    with pytest.raises(ConfigError, match="is not an optuna.samplers.BaseSampler subclass"):
+        SamplerConfig(name="optuna.pruners:MedianPruner")
+    path = write_config(tmp_path, meta={"sampler": {"name": "optuna.samplers:RandomSampler", "kwargs": {"seed": 3}}})
+    spec: StudySpec = load_study_config(path).spec()
+    assert isinstance(spec.sampler(), optuna.samplers.RandomSampler)
+    qmc = write_config(tmp_path, "qmc.yaml", meta={"sampler": {"name": "qmc", "kwargs": {"seed": 3}}})
+    assert isinstance(load_study_config(qmc).spec().sampler(), optuna.samplers.QMCSampler)
+
+
+def test_a_user_feature_through_the_public_decorator(btc_year):
+    @register_feature("close_over_open", "close_over_open:bars", lambda base_seconds, bars: bars - 1)
+    def close_over_open(store: FeatureStore, bars: int) -> np.ndarray:
+        c, o = store.candles.close, store.candles.open
+        out = np.full(len(c), np.nan)
+        out[bars - 1:] = c[bars - 1:] / o[: len(o) - bars + 1] - 1.0
+        return out
+
+    assert feature_names()["close_over_open"] == "close_over_open:bars"
+    values = FeatureStore(btc_year).get("close_over_open:3")
+    assert math.isnan(values[1]) and values[2] == pytest.approx(btc_year.close[2] / btc_year.open[0] - 1.0)
+    with pytest.raises(ConfigError, match="feature 'rsi' is already registered"):
+        register_feature("rsi", "rsi:period", lambda b, p: p)(close_over_open)
+    with pytest.raises(ConfigError, match="unknown feature 'close_over_opn'"):
+        FeatureStore(btc_year).get("close_over_opn:3")
