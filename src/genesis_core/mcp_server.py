@@ -134,7 +134,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     @_guarded
     def list_runs(offset: int = 0, limit: int = 50) -> dict[str, Any]:
         """Optimizer runs in the results folder, newest first: study, trials, best trial, validation summary."""
-        runs = []
+        runs: list[dict[str, Any]] = []
         folder = g.results / "runs"
         names = [p.name for p in folder.iterdir() if p.resolve().is_relative_to(folder.resolve())] if folder.exists() else []
         for name in names:  # a symlink leading out of the results folder is not listed

@@ -22,7 +22,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
-from enum import Enum
+from enum import StrEnum
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -36,7 +36,7 @@ VALID_MIN = -1000.0
 VALID_MAX = 1000.0
 
 
-class Outcome(str, Enum):
+class Outcome(StrEnum):
     VALID = "VALID"
     INVALID_NUMERIC = "INVALID_NUMERIC"  # NaN or inf in any metric
     ZERO_TRADES_SIGNAL_DEAD = "ZERO_TRADES_SIGNAL_DEAD"  # no signal after warm-up
@@ -170,7 +170,7 @@ def score_function(name: str) -> ScoreFunction:
     fn = resolve(name, SCORE_FUNCTIONS, "score function")
     if not callable(fn):
         raise ConfigError(f"score function {name!r} is not callable")
-    return fn  # type: ignore[no-any-return]
+    return fn
 
 
 @dataclass(frozen=True)

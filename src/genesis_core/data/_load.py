@@ -83,7 +83,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     missing = [c for c in (*_PRICE_COLUMNS, "volume") if c not in columns]
     if time_key is None:
         missing.insert(0, "timestamp")
-    if missing:
+    if missing or time_key is None:
         raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}")
     if len(frame) == 0:
         raise DataError(f"{path}: no rows")
@@ -98,7 +98,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
             raw = frame[columns[name]].iloc[i]
             raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: {name} is {raw!r}, not a finite number{_more(n)}")
         values[name] = col
-    o, h, l, c, v = (values[k] for k in ("open", "high", "low", "close", "volume"))
+    o, h, lo, c, v = (values[k] for k in ("open", "high", "low", "close", "volume"))
     for name in _PRICE_COLUMNS:
         if (values[name] <= 0).any():
             i, n = _first_bad(values[name] <= 0)
@@ -109,9 +109,9 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     if (h < np.maximum(o, c)).any():
         i, n = _first_bad(h < np.maximum(o, c))
         raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: high {h[i]} < max(open, close) {max(o[i], c[i])}{_more(n)}")
-    if (l > np.minimum(o, c)).any():
-        i, n = _first_bad(l > np.minimum(o, c))
-        raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: low {l[i]} > min(open, close) {min(o[i], c[i])}{_more(n)}")
+    if (lo > np.minimum(o, c)).any():
+        i, n = _first_bad(lo > np.minimum(o, c))
+        raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: low {lo[i]} > min(open, close) {min(o[i], c[i])}{_more(n)}")
 
     diffs = np.diff(ts)
     if (diffs == 0).any():
@@ -134,4 +134,4 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
             f"{_where(path, i + 1, is_csv, raw_ts.iloc[i + 1])}: {diffs[i]} s after the previous bar, "
             f"not a multiple of the {tf} s timeframe{_more(n)}"
         )
-    return Candles(ts, o, h, l, c, v, tf, str(path))
+    return Candles(ts, o, h, lo, c, v, tf, str(path))

@@ -9,7 +9,7 @@ from pydantic import Field
 
 from genesis_core.config import StrictModel
 from genesis_core.data import Candles
-from genesis_core.engine._kernel import COUNTER_DTYPE, EXIT_REASONS, TRADE_DTYPE, CostRates, Orders, Prices, run_bars
+from genesis_core.engine._kernel import COUNTER_DTYPE, COUNTERS, EXIT_REASONS, TRADE_DTYPE, CostRates, Orders, Prices, run_bars
 from genesis_core.strategy import Decisions
 
 
@@ -38,7 +38,7 @@ def run_engine(candles: Candles, decisions: Decisions, start: int, costs: Costs)
         Orders(d.side, d.size, d.stop_dist, d.take_dist, d.trail_dist, d.exit_long, d.exit_short, d.cooldown_bars, d.max_bars_held),
         CostRates(costs.fee_bps / 1e4, costs.slippage_bps / 1e4, costs.initial_equity),
     )
-    return EngineResult(equity, trades, {name: int(counters[0][name]) for name in COUNTER_DTYPE.names})
+    return EngineResult(equity, trades, {name: int(counters[0][name]) for name in COUNTERS})
 
 
-__all__ = ["COUNTER_DTYPE", "EXIT_REASONS", "TRADE_DTYPE", "Costs", "EngineResult", "run_engine"]
+__all__ = ["COUNTERS", "COUNTER_DTYPE", "EXIT_REASONS", "TRADE_DTYPE", "Costs", "EngineResult", "run_engine"]

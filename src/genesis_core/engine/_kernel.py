@@ -33,11 +33,9 @@ TRADE_DTYPE = np.dtype([
     ("entry_bar", np.int64), ("exit_bar", np.int64), ("side", np.int64), ("entry_price", np.float64),
     ("exit_price", np.float64), ("units", np.float64), ("pnl", np.float64), ("fees", np.float64), ("exit_reason", np.int64),
 ], align=True)
+COUNTERS = ("orders", "fills", "trades_opened", "trades_closed", "blocked_in_position", "blocked_cooldown", "bars_in_position")
 # The engine's counters, one record (an array of length 1, since numba returns arrays, not records).
-COUNTER_DTYPE = np.dtype([
-    ("orders", np.int64), ("fills", np.int64), ("trades_opened", np.int64), ("trades_closed", np.int64),
-    ("blocked_in_position", np.int64), ("blocked_cooldown", np.int64), ("bars_in_position", np.int64),
-], align=True)
+COUNTER_DTYPE = np.dtype([(name, np.int64) for name in COUNTERS], align=True)
 
 
 class Prices(NamedTuple):

@@ -31,7 +31,7 @@ class RunSummary(BaseModel):
 
 def _g(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
     """A trial's fingerprints, metrics and reasons (empty for a trial that failed before scoring)."""
-    return t.user_attrs.get("genesis", {})  # type: ignore[no-any-return]
+    return t.user_attrs.get("genesis", {})
 
 
 def _same_outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
@@ -73,7 +73,7 @@ def best_score(trials: list[optuna.trial.FrozenTrial]) -> float | None:
     """The best production score so far, from finished trials only: another worker's running trial
     may have its outcome attribute written but not yet its score."""
     best = best_trial(trials)
-    return None if best is None else best.user_attrs["score_phase2"]  # type: ignore[no-any-return]
+    return None if best is None else best.user_attrs["score_phase2"]
 
 
 def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session) -> RunSummary:

@@ -7,7 +7,7 @@ import random
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
 from genesis_core.fingerprint import fingerprint
 from genesis_core.optimizer._config import (
@@ -39,7 +39,7 @@ def _on_grid(d: FloatDistribution | IntDistribution, x: float) -> int | float:
 class SearchSpace:
     def __init__(self, config: OptimizerConfig) -> None:
         self.fixed = {p: s.value for p, s in config.parameters.items() if isinstance(s, FixedParam)}
-        self.distributions: dict[str, BaseDistribution] = {}
+        self.distributions: dict[str, FloatDistribution | IntDistribution | CategoricalDistribution] = {}
         self.grid: dict[str, list[Any]] = {}
         for path, spec in sorted(config.parameters.items()):
             if isinstance(spec, FloatParam):

@@ -24,6 +24,7 @@ from typing import Any, TypeVar
 import optuna
 import pydantic
 import sqlalchemy as sa
+from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from genesis_core.errors import GenesisError
@@ -96,7 +97,7 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS) -> optuna.stora
     journal = _journal_path(url)
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
     if not url.startswith(("sqlite:", "postgresql:", "postgresql+")):
         raise StorageError(f"unsupported storage {redact(url)}: use journal:///PATH, sqlite:///PATH or postgresql://...")
     if url.startswith("sqlite:///"):

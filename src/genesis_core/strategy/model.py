@@ -19,6 +19,7 @@ import numpy as np
 from genesis_core.data import Candles, format_ts
 from genesis_core.errors import ConfigError, DataError
 from genesis_core.features import FeatureStore, parse_spec, warmup_bars
+from genesis_core.files import atomic_write
 
 BUILTIN_PREFIX = "builtin:"
 _BUILTIN_DIR = Path(__file__).resolve().parent / "models"
@@ -134,10 +135,7 @@ def train_model(
 
 def save_model(model: SignalModel, path: Path) -> None:
     """Write the model JSON atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(asdict(model), indent=2) + "\n")
-    tmp.replace(path)
+    atomic_write(path, json.dumps(asdict(model), indent=2) + "\n")
 
 
 def resolve_model_path(ref: str) -> Path:
