@@ -107,6 +107,8 @@ async def _exercise_read_tools(client: Client) -> None:
         error = _error(await client.call_tool("show_trial", args))
         assert message in error["message"] and len(error["id"]) == 12 and "Traceback" not in error["message"]
     assert "without '..'" in _error(await client.call_tool("preflight", {"config": "../configs/opt.yaml"}))["message"]
+    escape = {"symbol": "../runs/t/run", "timeframe": "x"}  # a champion name that would lead into another file
+    assert "without '..'" in _error(await client.call_tool("show_champion", escape))["message"]
 
 
 def test_stdio_serves_every_read_tool_and_refuses_escapes(served):

@@ -90,9 +90,10 @@ def backtest(
     if champion:
         if config is not None:
             raise typer.BadParameter("give --config or --champion (one of them)")
-        current = ChampionStore(results_dir, symbol, timeframe).load()
+        store = ChampionStore(results_dir, symbol, timeframe)
+        current = store.load()
         if current is None:
-            raise ConfigError(f"no {symbol} {timeframe} champion in {results_dir}/champions (see `genesis champion promote`)")
+            raise ConfigError(f"no {symbol} {timeframe} champion at {store.path} (see `genesis champion promote`)")
         base = current.effective_config.model_dump(mode="json")
     elif config is None:
         raise typer.BadParameter("give --config or --champion (one of them)")
@@ -395,9 +396,10 @@ def champion_show(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", result
     """The current champion: where it came from, what it was measured on, its metrics."""
     from genesis_core.records import ChampionStore
 
-    c = ChampionStore(results_dir, symbol, timeframe).load()
+    store = ChampionStore(results_dir, symbol, timeframe)
+    c = store.load()
     if c is None:
-        raise ConfigError(f"no {symbol} {timeframe} champion in {results_dir}/champions")
+        raise ConfigError(f"no {symbol} {timeframe} champion at {store.path}")
     if as_json:
         sys.stdout.write(c.model_dump_json(indent=2) + "\n")
         return

@@ -110,6 +110,12 @@ class Genesis:
         """The rows of trials.csv, flat as in the file (``param:<path>`` columns)."""
         return [r.to_csv() for r in self.folder(run).read_trials_table()]
 
+    def champion_store(self, symbol: str, timeframe: str) -> ChampionStore:
+        """The store of (symbol, timeframe), refused if the names lead outside the results folder."""
+        store = ChampionStore(self.results, symbol, timeframe)
+        inside(self.results, store.path.relative_to(self.results).as_posix())
+        return store
+
     def artifact(self, run: str, trial: int) -> TrialArtifact:
         folder = self.folder(run)
         if not folder.has_trial(trial):
@@ -211,8 +217,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     @_guarded
     def show_champion(symbol: str = "BTCUSD", timeframe: str = "1h", history_offset: int = 0, history_limit: int = 20) -> dict[str, Any]:
         """The current champion of (symbol, timeframe) and its promotion history (newest first, paginated)."""
-        inside(g.results / "champions", f"{symbol}_{timeframe}.json")
-        store = ChampionStore(g.results, symbol, timeframe)
+        store = g.champion_store(symbol, timeframe)
         history = [e.model_dump(mode="json", exclude={"champion"}) for e in reversed(store.history())]
         champion = store.load()
         return {"champion": champion and champion.model_dump(mode="json"), "history": _page(history, history_offset, history_limit)}
@@ -233,8 +238,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     @server.resource("genesis://champions/{symbol}/{timeframe}", mime_type="application/json")
     def champion_resource(symbol: str, timeframe: str) -> str:
         """A champion file."""
-        inside(g.results / "champions", f"{symbol}_{timeframe}.json")
-        champion = ChampionStore(g.results, symbol, timeframe).load()
+        champion = g.champion_store(symbol, timeframe).load()
         if champion is None:
             raise RequestError(f"no {symbol} {timeframe} champion")
         return champion.model_dump_json(indent=1)
