@@ -1,14 +1,51 @@
-"""Writing result files so that a crash never leaves one half written."""
+"""Writing result files so that a crash never leaves one half written, and a failed write leaves nothing."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import re
 from pathlib import Path
+
+_TEMPORARY = re.compile(r".*\.(\d+)\.tmp")
 
 
 def atomic_write(path: Path, text: str) -> None:
-    """Write to a temporary file beside ``path``, then rename over it (atomic on POSIX)."""
+    """Write to a temporary file beside ``path``, flush it to disk, rename it over ``path`` (atomic on
+    POSIX) and flush the folder, so the new file survives a power cut. On any failure (a full disk,
+    an interrupt) the temporary file is removed and ``path`` is as it was."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + f".{os.getpid()}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    try:
+        with tmp.open("w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        tmp.replace(path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_temporaries(folder: Path) -> list[Path]:
+    """Remove temporary files in ``folder`` left by a process that was killed while writing (its
+    pid, in the name, no longer runs); returns them."""
+    removed = []
+    for tmp in folder.glob("*.tmp") if folder.is_dir() else []:
+        match = _TEMPORARY.fullmatch(tmp.name)
+        if match is None:
+            continue
+        try:
+            os.kill(int(match.group(1)), 0)
+        except ProcessLookupError:
+            tmp.unlink(missing_ok=True)
+            removed.append(tmp)
+        except PermissionError:
+            pass  # a live process of another user
+    return removed

@@ -122,6 +122,7 @@ class Meta(StrictModel):
     # stop: end the explore phase; widen: sample at random for as many trials, then go back (and
     # stop if duplicates go on even then: the space is exhausted)
     duplicate_streak_action: Literal["stop", "widen"] = "stop"
+    fail_streak_limit: int = Field(50, ge=1)  # parameter sets in a row that the strategy refuses (FAIL) end the explore phase
     stale_trial_seconds: float = Field(30.0, gt=0)  # a RUNNING trial or cache claim older than this is a dead worker's
     skip_champion_merge: bool = False
 

@@ -56,6 +56,7 @@ def trial_row(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int
         number=t.number, state=t.state.name, outcome=a.get("outcome"), value=t.value, phase=a.get("phase"),
         score_phase1=a.get("score_phase1"), score_phase2=a.get("score_phase2"), cached=a.get("cached"),
         cache_reused_from=a.get("cache_reused"), constraints_failed=g.get("constraints_failed", []),
+        cached_from=None if "cached_from" not in g else f"{g['cached_from']['study']}#{g['cached_from']['trial']}",
         pruned=g.get("pruned"), params=spec.space.trial_params(t),
         metrics={m: g.get("metrics", {}).get(m) for m in TRIAL_METRICS},
         config_fingerprint=g.get("config_fingerprint"), same_outcome_as=same_outcome_as,
@@ -85,8 +86,10 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
 
     finished = [t for t in trials if t.state.is_finished()]
     hits = sum(1 for t in finished if t.user_attrs.get("cached"))
+    evaluated_here = [t for t in finished if t.user_attrs.get("cached") is False]
+    reused = sum(1 for t in evaluated_here if "cached_from" in _g(t))
     cache = CacheStats(total_trials=len(finished), cache_hits=hits, hit_rate=round(hits / len(finished), 4) if finished else 0.0,
-                       unique_backtests=sum(1 for t in finished if t.user_attrs.get("cached") is False))
+                       unique_backtests=len(evaluated_here) - reused, reused_from_other_studies=reused)
     best = best_trial(trials)
     if best is not None:
         folder.write_best(BestTrial(number=best.number, value=best.value, score_phase2=best.user_attrs["score_phase2"],

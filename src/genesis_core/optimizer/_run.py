@@ -16,9 +16,9 @@ from genesis_core.data import parse_ts
 from genesis_core.errors import ConfigError
 from genesis_core.optimizer._config import OptimizerConfig
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
-from genesis_core.optimizer._storage import open_storage, recover_stale_trials
+from genesis_core.optimizer._storage import ScoreCache, cache_url, open_storage, recover_stale_trials
 from genesis_core.optimizer._study import StudySpec, check_signature
-from genesis_core.optimizer._worker import FINISHED, Worker
+from genesis_core.optimizer._worker import Worker, evaluated
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
@@ -41,7 +41,7 @@ class Progress:
     """This session's progress, for a progress bar."""
 
     completed: int
-    total: int
+    total: int | None  # None: no trial budget (a deadline ends the run)
     rate: float  # trials per second
     best: float | None  # best production score of the study so far
     hit_rate: float  # share of this session's trials answered from the cache
@@ -50,11 +50,11 @@ class Progress:
 OnProgress = Callable[[Progress], None]
 
 
-def _worker_process(spec: StudySpec, n_trials: int, max_trials: int | None, timeout: float | None, cwd: str, index: int) -> None:
+def _worker_process(spec: StudySpec, max_trials: int | None, timeout: float | None, cwd: str, index: int) -> None:
     os.chdir(cwd)
     worker = Worker(spec, max_trials, index)
     with worker.stopping_on_sigint():
-        worker.run(n_trials, timeout)
+        worker.run(timeout)
 
 
 def _deadline(cfg: OptimizerConfig) -> float | None:
@@ -76,32 +76,34 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
                                        load_if_exists=True, sampler=spec.sampler(), pruner=spec.pruner())
     data_fp = Backtester().candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint
     notes = check_signature(optuna_study, spec, data_fp, options.force_resume, options.backfill_signature)
-    recovered = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds)
-    if recovered:
-        notes.append(f"{recovered} trial(s) left running by a stopped worker were failed and queued again")
+    spec.folder.remove_stale_temporaries()
+    dead = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds)
+    if dead:
+        ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds).release_trials(spec.name, dead)
+        notes.append(f"{len(dead)} trial(s) left running by a stopped worker were failed and queued again: {dead}")
     max_trials = options.max_trials or cfg.meta.stop.max_trials
-    done = len(optuna_study.get_trials(deepcopy=False, states=FINISHED))
-    remaining = max(0, max_trials - done) if max_trials else 10**9
+    remaining = None if max_trials is None else max(0, max_trials - evaluated(optuna_study))
     workers = options.workers or cfg.meta.n_workers
     timeout = _deadline(cfg)
     if max_trials is None and timeout is None:
         raise ConfigError("meta.stop: set max_trials, timeout_seconds or end_at, or the run never ends")
-    shares = [remaining // workers + (1 if i < remaining % workers else 0) for i in range(workers)]
+    n_procs = workers if remaining is None else min(workers, remaining)
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_process, args=(spec, n, max_trials, timeout, os.getcwd(), i))
-             for i, n in enumerate(shares) if i > 0 and n > 0]
+    procs = [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), i)) for i in range(1, n_procs)]
     for p in procs:
         p.start()
     worker = Worker(spec, max_trials)
     worker.children = procs
     report = None if on_progress is None else _reporter(optuna_study, remaining, on_progress)
     with worker.stopping_on_sigint():
-        if shares[0] > 0:
-            worker.run(shares[0], timeout, report)
+        if n_procs > 0:
+            worker.run(timeout, report)
         for p in procs:
             p.join()
     if report is not None:
         report(True)
+    if max_trials is not None and evaluated(optuna_study) >= max_trials:
+        _drop_queued(optuna_study, max_trials)
     finished = clock()
     session = Session(
         started=iso(started), finished=iso(finished), seconds=round(finished - started, 3),
@@ -113,7 +115,14 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     return record_results(spec, optuna_study, session)
 
 
-def _reporter(optuna_study: optuna.Study, total: int, on_progress: OnProgress) -> Callable[..., None]:
+def _drop_queued(optuna_study: optuna.Study, max_trials: int) -> None:
+    """Queued copies of a dead worker's trials that the budget no longer needs: failed, with the reason."""
+    for t in optuna_study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+        optuna_study._storage.set_trial_user_attr(t._trial_id, "error", f"not run: the study's {max_trials} trials were done")
+        optuna_study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+
+
+def _reporter(optuna_study: optuna.Study, total: int | None, on_progress: OnProgress) -> Callable[..., None]:
     """A callback that reports this session's progress at most every PROGRESS_INTERVAL seconds (always when forced)."""
     start_n = len(optuna_study.get_trials(deepcopy=False))
     t0 = time.time()

@@ -6,18 +6,22 @@
   re-queues trials left RUNNING by a killed worker.
 - ``sqlite:///path`` or ``postgresql://...``: Optuna's RDB storage with heartbeats; the cache is a
   table in the same database, so every worker on every machine shares it.
-The cache is keyed by effective-config fingerprint + data-window fingerprint +
-code and scoring versions; a worker claims a key before evaluating it, so no parameter set is
-evaluated twice, and a claim whose worker died is taken over after ``stale_seconds``.
+The cache is keyed by study + effective-config fingerprint + data-window fingerprint + code and
+scoring versions. A worker claims (study, key) before evaluating it, so no parameter set is
+evaluated twice in a study, and a claim whose worker died is taken over after ``stale_seconds``.
+A key another study has evaluated is reused (the same config on the same window by the same code
+is the same result), but in this study it is a trial of its own, not a duplicate.
 """
 
 from __future__ import annotations
 
 import os
 import random
+import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -28,16 +32,17 @@ from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from genesis_core.errors import GenesisError
-from genesis_core.records import Metrics, ScoreRecord
+from genesis_core.records import BacktestRecord, Metrics, ScoreRecord
 
 T = TypeVar("T")
 _META = sa.MetaData()
-_CACHE = sa.Table(
-    "genesis_score_cache",
+_CACHE = sa.Table(  # genesis_score_cache (keyed by key alone, before studies were told apart) is no longer read
+    "genesis_trial_cache",
     _META,
-    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("study", sa.String(512), primary_key=True),
+    sa.Column("key", sa.String(64), primary_key=True, index=True),
     sa.Column("state", sa.String(8), nullable=False),  # running | done
-    sa.Column("trial_number", sa.Integer, nullable=False),
+    sa.Column("trial_number", sa.Integer, nullable=False),  # this study's trial that holds the key
     sa.Column("payload", sa.Text, nullable=True),
     sa.Column("updated", sa.Float, nullable=False),
 )
@@ -49,13 +54,26 @@ class StorageError(GenesisError):
 
 
 class CacheEntry(pydantic.BaseModel):
-    """A finished evaluation: what a duplicate of it is answered with."""
+    """A finished evaluation: what a duplicate of it is answered with, and what another study
+    that asks for the same key gets as its own trial's result."""
 
     model_config = pydantic.ConfigDict(extra="forbid", ser_json_inf_nan="constants")
-    trial_number: int
+    study: str  # where it was evaluated
+    trial_number: int  # which trial of that study evaluated it
     score: ScoreRecord
     metrics: Metrics
     pruned: str | None = None
+    record: BacktestRecord  # the backtest's record (no trades): another study's artifact is made from it
+
+
+@dataclass(frozen=True)
+class CacheAnswer:
+    """A claim answered without a backtest: a duplicate in this study (``same_study``, held by
+    trial ``trial_number`` of this study) or another study's evaluation, reused."""
+
+    entry: CacheEntry
+    trial_number: int
+    same_study: bool
 
 
 def default_storage_url(results_dir: str) -> str:
@@ -153,23 +171,60 @@ def _creating_schema(create: Callable[[], T]) -> T:
     raise AssertionError("unreachable")
 
 
-def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECONDS) -> int:
-    """Fail trials left RUNNING by a dead worker and queue their parameters again; returns how many.
+def _boot_id() -> str | None:
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip()
+    except OSError:
+        return None
 
-    RDB storage knows from heartbeats; a journal has none, so a RUNNING trial older than the grace
-    period counts as dead (a live trial takes milliseconds).
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), or None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in parentheses may hold spaces
+
+
+def this_process() -> dict[str, Any]:
+    """Who runs a trial: enough for a later process on this machine to tell whether it still lives."""
+    return {"host": socket.gethostname(), "boot": _boot_id(), "pid": os.getpid(), "start": _start_ticks(os.getpid())}
+
+
+def _alive(worker: Any) -> bool | None:
+    """Whether the process recorded by ``this_process`` lives; None when this machine cannot tell
+    (another host, or nothing recorded)."""
+    if not isinstance(worker, dict) or worker.get("host") != socket.gethostname() or worker.get("start") is None:
+        return None
+    if worker.get("boot") != _boot_id():
+        return False  # the machine restarted since
+    return _start_ticks(int(worker["pid"])) == worker["start"]  # a reused pid has another start time
+
+
+def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECONDS) -> list[int]:
+    """Fail trials left RUNNING by a dead worker and queue their parameters again (queued trials
+    run before new ones); returns the failed trials' numbers.
+
+    A worker on this machine that provably died (its process is gone) is recovered at once. For
+    one elsewhere, RDB storage knows from heartbeats; a journal has none, so a RUNNING trial older
+    than the grace period counts as dead (a live trial takes milliseconds).
     """
-    if isinstance(study._storage, optuna.storages.JournalStorage):
-        now = time.time()
-        stale = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                 if t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_seconds]
-        for t in stale:
+    journal = isinstance(study._storage, optuna.storages.JournalStorage)
+    now = time.time()
+    dead = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        alive = _alive(t.user_attrs.get("worker"))
+        old = t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_seconds
+        if alive is False or (alive is None and journal and old):
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-        return len(stale)
-    before = len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,)))
-    optuna.storages.fail_stale_trials(study)
-    return len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))) - before
+            dead.append(t.number)
+    if not journal:
+        failed = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
+        optuna.storages.fail_stale_trials(study)  # the heartbeat callback queues them again
+        dead += sorted({t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))} - failed)
+    return dead
 
 
 def redact(url: str) -> str:
@@ -190,28 +245,32 @@ class ScoreCache:
         _creating_schema(lambda: _META.create_all(self._engine, checkfirst=True))
         self._stale = stale_seconds
 
-    def claim(self, key: str, trial_number: int, wait_seconds: float = 120.0) -> CacheEntry | None:
-        """None: the caller owns ``key`` and must ``store`` (or ``release``) it. Otherwise the
-        finished payload, waiting while another worker evaluates the same key."""
+    def claim(self, study: str, key: str, trial_number: int, wait_seconds: float = 120.0) -> CacheAnswer | None:
+        """None, or an answer from another study: the caller owns (study, key) and must ``store``
+        (or ``release``) it once its trial has its artifact. A duplicate in this study: the answer,
+        waiting while another worker of the study evaluates the same key."""
         deadline = time.monotonic() + wait_seconds
+        mine = sa.and_(_CACHE.c.study == study, _CACHE.c.key == key)
         while True:
             now = time.time()
             try:
                 with self._engine.begin() as conn:
-                    conn.execute(sa.insert(_CACHE).values(key=key, state="running", trial_number=trial_number, updated=now))
-                return None
+                    conn.execute(sa.insert(_CACHE).values(study=study, key=key, state="running", trial_number=trial_number,
+                                                          updated=now))
+                    other = conn.execute(sa.select(_CACHE.c.payload).where(
+                        _CACHE.c.key == key, _CACHE.c.state == "done", _CACHE.c.study != study).limit(1)).first()
+                return None if other is None else CacheAnswer(CacheEntry.model_validate_json(other.payload), trial_number, False)
             except IntegrityError:
                 pass
             with self._engine.begin() as conn:
-                row = conn.execute(sa.select(_CACHE).where(_CACHE.c.key == key)).one_or_none()
+                row = conn.execute(sa.select(_CACHE).where(mine)).one_or_none()
                 if row is None:
                     continue  # released meanwhile: try to claim again
                 if row.state == "done":
-                    return CacheEntry.model_validate_json(row.payload)
+                    return CacheAnswer(CacheEntry.model_validate_json(row.payload), row.trial_number, same_study=True)
                 if now - row.updated > self._stale:  # its worker died: take the claim over
                     taken = conn.execute(
-                        sa.update(_CACHE)
-                        .where(_CACHE.c.key == key, _CACHE.c.state == "running", _CACHE.c.updated == row.updated)
+                        sa.update(_CACHE).where(mine, _CACHE.c.state == "running", _CACHE.c.updated == row.updated)
                         .values(trial_number=trial_number, updated=now)
                     )
                     if taken.rowcount == 1:
@@ -220,20 +279,22 @@ class ScoreCache:
                 raise StorageError(f"waited {wait_seconds:.0f} s for another worker to finish parameter set {key[:12]}")
             time.sleep(0.005)
 
-    def store(self, key: str, entry: CacheEntry) -> None:
+    def store(self, study: str, key: str, entry: CacheEntry) -> None:
         with self._engine.begin() as conn:
-            conn.execute(
-                sa.update(_CACHE).where(_CACHE.c.key == key).values(state="done", payload=entry.model_dump_json(), updated=time.time())
-            )
+            conn.execute(sa.update(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key == key)
+                         .values(state="done", payload=entry.model_dump_json(), updated=time.time()))
 
-    def release(self, key: str) -> None:
+    def release_trials(self, study: str, numbers: list[int]) -> None:
+        """Give back the claims of trials whose worker died, so their keys can be evaluated at once."""
+        if numbers:
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.trial_number.in_(numbers),
+                                                     _CACHE.c.state == "running"))
+
+    def release(self, study: str, key: str) -> None:
         """Give a claim back after a failed evaluation, so a later trial may try again."""
         with self._engine.begin() as conn:
-            conn.execute(sa.delete(_CACHE).where(_CACHE.c.key == key, _CACHE.c.state == "running"))
-
-    def count(self) -> int:
-        with self._engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(_CACHE).where(_CACHE.c.state == "done")).scalar_one())
+            conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key == key, _CACHE.c.state == "running"))
 
     def dispose(self) -> None:
         self._engine.dispose()

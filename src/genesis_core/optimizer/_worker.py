@@ -17,12 +17,20 @@ from optuna.trial import TrialState
 from genesis_core.backtest import FEATURE_CACHE, Backtester, BacktestResult, Plan, build_config
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
-from genesis_core.optimizer._storage import CacheEntry, ScoreCache, cache_url, open_storage
+from genesis_core.optimizer._storage import CacheEntry, ScoreCache, cache_url, open_storage, this_process
 from genesis_core.optimizer._study import StudySpec
-from genesis_core.records import TRIAL_METRICS, ScoreRecord, TrialArtifact, backtest_record
+from genesis_core.records import TRIAL_METRICS, CachedFrom, ScoreRecord, TrialArtifact, backtest_record
 from genesis_core.scoring import Outcome, checkpoints, prune_reason, score
 
-FINISHED = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.FAIL)
+EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)  # what the budget counts: a FAIL was never evaluated
+
+
+class BudgetReached(GenesisError):
+    """Other workers took the study's last trials while this one was being asked: not evaluated."""
+
+
+def evaluated(study: optuna.Study) -> int:
+    return len(study.get_trials(deepcopy=False, states=EVALUATED))
 
 
 class Worker:
@@ -35,6 +43,8 @@ class Worker:
         self.backtester = Backtester(FEATURE_CACHE)
         self.cache = ScoreCache(cache_url(spec.storage_url), spec.config.meta.stale_trial_seconds)
         self.streak = 0
+        self.fail_streak = 0
+        self.budget_reached = False
         self.stopped_reason: str | None = None
         self.pruner = spec.pruner()
         self.random_until = 0  # trials before this number are sampled at random (bootstrap, widening)
@@ -44,6 +54,8 @@ class Worker:
 
     def objective(self, trial: optuna.Trial) -> float:
         s = self.spec
+        trial.set_user_attr("worker", this_process())  # so a resume can tell at once whether a RUNNING trial's worker died
+        self._within_budget(trial)
         s.space.suggest(trial)
         phase = 1 if trial.number < s.config.scoring.phase1.trials else 2
         params = s.space.trial_params(trial)
@@ -57,19 +69,27 @@ class Worker:
                            "code": code_version(), "scoring": s.scoring_fingerprint})
         attrs: dict[str, Any] = {"config_fingerprint": plan.config_fingerprint, "cache_key": key}
         top: dict[str, Any] = {"phase": phase}  # the attributes people filter on; the rest go in "genesis"
-        entry = self.cache.claim(key, trial.number)
-        if entry is not None:
+        answer = self.cache.claim(s.name, key, trial.number)
+        if answer is not None and answer.same_study:  # already evaluated in this study: a duplicate
             self.streak += 1
+            entry = answer.entry
             outcome = Outcome.DUPLICATE.value
-            top.update(cached=True, cache_reused=entry.trial_number)
+            top.update(cached=True, cache_reused=answer.trial_number)
             attrs["original_outcome"] = entry.score.outcome.value
         else:
             self.streak = 0
             try:
-                entry = self._evaluate(trial, plan, params, phase)
-                self.cache.store(key, entry)
+                if answer is None:
+                    entry = self._evaluate(trial, plan, params, phase)
+                else:  # another study measured this config on this window: a trial of this study all the same
+                    entry = answer.entry
+                    origin = CachedFrom(study=entry.study, trial=entry.trial_number)
+                    s.folder.write_trial(TrialArtifact(**dict(entry.record), trial_number=trial.number, params=params,
+                                                       score=entry.score, pruned=entry.pruned, cached_from=origin))
+                    attrs["cached_from"] = origin.model_dump()
+                self.cache.store(s.name, key, entry)
             except BaseException:
-                self.cache.release(key)
+                self.cache.release(s.name, key)
                 raise
             outcome = entry.score.outcome.value
             top["cached"] = False
@@ -83,16 +103,34 @@ class Worker:
             raise optuna.TrialPruned(entry.pruned)
         return sc.phase1 if phase == 1 else sc.phase2
 
+    def _budget_taken(self, study: optuna.Study) -> bool:
+        """Whether the evaluated trials and those running elsewhere fill the budget: then asking for
+        another trial would only make one to refuse."""
+        if self.max_trials is None:
+            return False
+        return len(study.get_trials(deepcopy=False, states=(*EVALUATED, TrialState.RUNNING))) >= self.max_trials
+
+    def _within_budget(self, trial: optuna.Trial) -> None:
+        """The budget is the study's, shared by every worker on every machine: a trial may start
+        only while the evaluated trials plus the others still running are fewer than it."""
+        if self.max_trials is None:
+            return
+        trials = trial.study.get_trials(deepcopy=False, states=(*EVALUATED, TrialState.RUNNING))
+        if sum(1 for t in trials if t.number != trial.number) >= self.max_trials:
+            self.budget_reached = True
+            trial.set_user_attr("error", f"not evaluated: the study's {self.max_trials} trials were taken by other workers")
+            raise BudgetReached(f"budget of {self.max_trials} trials reached")
+
     def _evaluate(self, trial: optuna.Trial, plan: Plan, params: dict[str, Any], phase: int) -> CacheEntry:
         """Backtest, score, prune; write the trial's artifact."""
         s = self.spec
         result = self.backtester.execute(plan)
         sc = ScoreRecord.of(score(result.metrics, result.trace, s.config.scoring, s.config.constraints))
         pruned = self._prune(trial, result, phase)
-        s.folder.write_trial(TrialArtifact(**dict(backtest_record(result, trades=False)), trial_number=trial.number,
-                                           params=params, score=sc, pruned=pruned))
-        return CacheEntry(trial_number=trial.number, score=sc, metrics={k: result.metrics[k] for k in TRIAL_METRICS},
-                          pruned=pruned)
+        record = backtest_record(result, trades=False)
+        s.folder.write_trial(TrialArtifact(**dict(record), trial_number=trial.number, params=params, score=sc, pruned=pruned))
+        return CacheEntry(study=s.name, trial_number=trial.number, score=sc, pruned=pruned, record=record,
+                          metrics={k: result.metrics[k] for k in TRIAL_METRICS})
 
     def _prune(self, trial: optuna.Trial, result: BacktestResult, phase: int) -> str | None:
         """Report checkpoint values (for Optuna's pruners) and apply the pruning rules."""
@@ -113,9 +151,14 @@ class Worker:
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.interrupted:
             study.stop()  # Ctrl-C: the trial in flight has finished; stop here
-        if self.max_trials is not None and len(study.get_trials(deepcopy=False, states=FINISHED)) >= self.max_trials:
-            study.stop()  # the budget is the study's, shared by every worker on every machine
+        if self.budget_reached or self._budget_taken(study):
+            study.stop()
+            return
         meta = self.spec.config.meta
+        self.fail_streak = self.fail_streak + 1 if trial.state == TrialState.FAIL else 0
+        if self.fail_streak >= meta.fail_streak_limit:
+            self.stopped_reason = f"{self.fail_streak} failed parameter sets in a row (meta.fail_streak_limit): see trials.csv fail_reason"
+            study.stop()
         if self.streak >= meta.duplicate_streak_limit:
             if meta.duplicate_streak_action == "widen" and self.random_until <= trial.number:
                 self.random_until = trial.number + 1 + meta.duplicate_streak_limit
@@ -133,7 +176,8 @@ class Worker:
         seed = self.spec.config.meta.sampler.kwargs.get("seed")
         return optuna.samplers.RandomSampler(seed=None if seed is None else int(seed) + self.index + offset)
 
-    def run(self, n_trials: int, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
+    def run(self, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
+        """Evaluate trials until the study's budget is met, the deadline passes or a stop condition holds."""
         s = self.spec
         storage = open_storage(s.storage_url, s.config.meta.stale_trial_seconds)
         study = optuna.load_study(study_name=s.name, storage=storage, sampler=s.sampler(self.index), pruner=self.pruner)
@@ -143,8 +187,10 @@ class Worker:
         callbacks = [lambda st, tr: self.after_trial(st, tr)]
         if on_trial is not None:
             callbacks.append(lambda st, tr: on_trial())
-        study.optimize(self.objective, n_trials=n_trials, timeout=timeout, callbacks=callbacks,
-                       catch=(GenesisError,), gc_after_trial=False)
+        if self.max_trials is not None and evaluated(study) >= self.max_trials:
+            return
+        study.optimize(self.objective, n_trials=None, timeout=timeout, callbacks=callbacks, catch=(GenesisError,),
+                       gc_after_trial=False)
 
     @contextlib.contextmanager
     def stopping_on_sigint(self) -> Iterator[None]:

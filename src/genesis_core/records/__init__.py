@@ -28,6 +28,7 @@ from genesis_core.records._trial import (
     TRIAL_METRICS,
     BacktestRecord,
     BestTrial,
+    CachedFrom,
     Metrics,
     ScoreRecord,
     TradeRecord,
@@ -52,7 +53,7 @@ from genesis_core.records._validation import (
 )
 
 __all__ = [
-    "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "Candidate", "CandidateResult", "ChampionData",
+    "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
     "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "CheckRecord",
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Record", "RunFolder", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from genesis_core.backtest import BacktestConfig
 from genesis_core.errors import ConfigError
-from genesis_core.files import atomic_write
+from genesis_core.files import atomic_write, remove_stale_temporaries
 from genesis_core.records._base import Part, Record, SchemaError, iso, read_record, write_record
 from genesis_core.records._trial import BestTrial, TrialArtifact, TrialRow
 from genesis_core.records._validation import ValidationReport, WalkForwardReport
@@ -58,9 +58,10 @@ class Session(Part):
 
 class CacheStats(Part):
     total_trials: int
-    cache_hits: int
+    cache_hits: int  # duplicates of earlier trials of this study
     hit_rate: float
-    unique_backtests: int
+    unique_backtests: int  # backtests run for this study
+    reused_from_other_studies: int = 0  # trials of this study whose result another study had measured
 
 
 class BestRef(Part):
@@ -163,6 +164,10 @@ class RunFolder:
         folder = self.path / "trials"
         names = sorted(p.name for p in folder.iterdir() if _TRIAL_FILE.fullmatch(p.name)) if folder.is_dir() else []
         return [int(n.removesuffix(".json")) for n in names]
+
+    def remove_stale_temporaries(self) -> int:
+        """Remove what writers killed mid-write left behind (see ``genesis_core.files``); returns how many."""
+        return len(remove_stale_temporaries(self.path)) + len(remove_stale_temporaries(self.path / "trials"))
 
     def read_trials(self) -> list[TrialArtifact]:
         return [self.read_trial(n) for n in self.trial_numbers()]

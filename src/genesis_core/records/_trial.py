@@ -93,6 +93,13 @@ class ScoreRecord(Part):
                    constraints_failed=list(score.constraints_failed))
 
 
+class CachedFrom(Part):
+    """Where a trial's result was measured when another study had evaluated the same config."""
+
+    study: str
+    trial: int
+
+
 class TrialArtifact(BacktestRecord):
     """``trials/NNNNNN.json``: one evaluated trial; its effective config alone re-runs it."""
 
@@ -100,6 +107,7 @@ class TrialArtifact(BacktestRecord):
     params: dict[str, Any]  # dotted path inside params -> value
     score: ScoreRecord
     pruned: str | None = None
+    cached_from: CachedFrom | None = None  # the result is another study's evaluation of the same config
 
 
 class BestTrial(Record):
@@ -128,8 +136,9 @@ class TrialRow(Part):
     phase: int | None = None
     score_phase1: float | None = None
     score_phase2: float | None = None
-    cached: bool | None = None
+    cached: bool | None = None  # answered as a duplicate of an earlier trial of this study
     cache_reused_from: int | None = None
+    cached_from: str | None = None  # "study#trial": another study's evaluation of the same config, reused
     constraints_failed: list[str] = []
     pruned: str | None = None
     params: dict[str, Any] = {}
@@ -143,7 +152,7 @@ class TrialRow(Part):
         """The CSV cells: params as ``param:<path>`` columns, metrics by name, None as empty."""
         plain = self.model_dump(exclude={"params", "metrics", "constraints_failed"})
         head = {k: plain.pop(k) for k in ("number", "state", "outcome", "value", "phase", "score_phase1", "score_phase2",
-                                          "cached", "cache_reused_from")}
+                                          "cached", "cache_reused_from", "cached_from")}
         return {**head, "constraints_failed": ";".join(self.constraints_failed), "pruned": plain.pop("pruned"),
                 **{f"param:{p}": json.dumps(v) if isinstance(v, list | dict) else v for p, v in self.params.items()},
                 **self.metrics, **plain}

@@ -1,0 +1,95 @@
+"""Every trial accounted for: cache answers scoped to the study, exact budgets, clean recovery
+from faults. Each test injects the fault and asserts the numbers afterwards."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tests.optimizer.test_optimizer import _trials
+from tests.runs import optimize, validate
+from tests.validation.conftest import validated_config
+
+
+def test_a_second_study_in_the_same_folder_reuses_results_as_trials_of_its_own(tmp_path):
+    """Same seeded config, new study name, same results folder: no backtest runs again, yet every
+    trial is a trial of the new study with its real class and score, and validation works."""
+    a = optimize(validated_config(tmp_path, "a.yaml", meta={"study_name": "a", "stop": {"max_trials": 16}}))
+    b = optimize(validated_config(tmp_path, "b.yaml", meta={"study_name": "b", "stop": {"max_trials": 16}}))
+    assert b["cache"]["unique_backtests"] == 0
+    assert b["cache"]["reused_from_other_studies"] == a["cache"]["unique_backtests"] > 0
+    assert b["session"]["stopped_reason"] is None and b["cache"]["total_trials"] == 16
+    rows_a, rows_b = _trials(a), _trials(b)
+    for ra, rb in zip(rows_a, rows_b, strict=True):  # the same seed proposes the same points
+        assert (ra["outcome"], ra["value"], ra["cached"], ra["cache_reused_from"]) == \
+            (rb["outcome"], rb["value"], rb["cached"], rb["cache_reused_from"])  # duplicates only within the study
+        if rb["cached"] == "False":
+            assert rb["cached_from"] == f"a#{ra['number']}" and rb["outcome"] != "DUPLICATE"
+    assert b["best_trial"] == a["best_trial"] is not None
+    artifact_a = json.loads((Path(a["run_dir"]) / "trials" / f"{a['best_trial']['number']:06d}.json").read_text())
+    artifact_b = json.loads((Path(b["run_dir"]) / "trials" / f"{b['best_trial']['number']:06d}.json").read_text())
+    assert artifact_b.pop("cached_from") == {"study": "a", "trial": artifact_a["trial_number"]}
+    artifact_a.pop("cached_from")
+    assert artifact_b == artifact_a
+    report_a, report_b = validate(Path(a["run_dir"])), validate(Path(b["run_dir"]))
+    assert report_b["candidates"] and report_b["candidates"] == report_a["candidates"]
+    assert report_b["best"] == report_a["best"]
+
+
+def _study(tmp_path: Path):
+    import optuna
+
+    from genesis_core.optimizer import open_storage
+
+    return optuna.load_study(study_name="t", storage=open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}"))
+
+
+def test_kill_9_of_the_whole_process_group_then_resume_gives_exactly_the_budget(tmp_path):
+    """Five rounds of SIGKILL to every process of a 2-worker run at random moments, then a resume:
+    the budget is met exactly, nothing is left RUNNING or WAITING, no parameter set is evaluated
+    twice in the study, every artifact parses, and run.json agrees with the study."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from tests.optimizer.test_optimizer import ROOT, write_config
+
+    budget = 120
+    path = write_config(tmp_path, meta={"stop": {"max_trials": budget}, "n_workers": 2, "duplicate_streak_limit": 1000},
+                        parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+                                    "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0, "step": 0.25}})
+    trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
+    rng = random.Random(10)
+    killed_running = 0
+    for _ in range(5):
+        before = len(list(trials_dir.glob("*.json"))) if trials_dir.exists() else 0
+        proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "optimize", str(path), "--skip-preflight", "--json"],
+                                cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        deadline = time.time() + 120
+        target = before + rng.randint(3, 15)  # a random moment: after a few more evaluated trials
+        while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < target and proc.poll() is None:
+            time.sleep(0.02)
+        time.sleep(rng.random() * 0.2)
+        os.killpg(proc.pid, signal.SIGKILL)  # the main process and its worker, at once
+        proc.wait()
+        killed_running += sum(t.state.name == "RUNNING" for t in _study(tmp_path).trials)
+    summary = optimize(path)  # the resume, in this process
+    trials = _study(tmp_path).trials
+    states = [t.state.name for t in trials]
+    assert "RUNNING" not in states and "WAITING" not in states
+    assert states.count("COMPLETE") + states.count("PRUNED") == budget
+    assert killed_running > 0  # the kills did leave trials running, so recovery was exercised
+    if killed_running:
+        assert "failed and queued again" in " ".join(summary["session"]["notes"])
+    evaluated = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs["cached"] is False]
+    keys = [t.user_attrs["genesis"]["cache_key"] for t in evaluated]
+    assert len(keys) == len(set(keys))  # no parameter set evaluated twice in the study
+    for t in evaluated:
+        assert json.loads((trials_dir / f"{t.number:06d}.json").read_text())["trial_number"] == t.number
+    run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
+    assert run["states"] == {s: states.count(s) for s in set(states)}
+    assert len(run["sessions"]) == 1  # killed sessions record nothing; the resume records its own
+    assert not list(trials_dir.glob("*.tmp"))
