@@ -193,8 +193,11 @@ def optimize(
     if e.session.stopped_reason:
         err.print(f"[yellow]explore stopped early:[/] {e.session.stopped_reason}")
     if e.session.interrupted:
-        err.print(f"interrupted; resume with: genesis optimize {config}  (the study resumes where it stopped)")
-        raise typer.Exit(130)
+        import signal
+
+        stopped_by = signal.Signals[e.session.signal or "SIGINT"]
+        err.print(f"interrupted; resume with: genesis optimize {config}  (the study resumes where it stopped; {stopped_by.name})")
+        raise typer.Exit(128 + stopped_by.value)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
     if not as_json and summary.validation is not None:
         from genesis_core.records import RunFolder
 

@@ -93,3 +93,86 @@ def test_kill_9_of_the_whole_process_group_then_resume_gives_exactly_the_budget(
     assert run["states"] == {s: states.count(s) for s in set(states)}
     assert len(run["sessions"]) == 1  # killed sessions record nothing; the resume records its own
     assert not list(trials_dir.glob("*.tmp"))
+
+
+def _group_members(pgid: int) -> list[int]:
+    """Live processes in process group ``pgid`` (zombies included: an unreaped child is still there)."""
+    members = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:
+            members.append(int(stat.parent.name))
+    return members
+
+
+def _space_config(tmp_path: Path, trials: int):
+    from tests.optimizer.test_optimizer import write_config
+
+    return write_config(tmp_path, meta={"stop": {"max_trials": trials}, "duplicate_streak_limit": 1000}, parameters={
+        "exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+        "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0},
+    })
+
+
+def _genesis(*args: str):
+    import subprocess
+    import sys
+
+    from tests.optimizer.test_optimizer import ROOT
+
+    return subprocess.Popen([sys.executable, "-m", "genesis_core", *args], cwd=ROOT, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def test_sigterm_is_handled_like_ctrl_c_and_every_process_is_reaped(tmp_path):
+    """What a scheduler or `docker stop` sends, to the main process only: trials in flight finish, the
+    artifacts are written, the resume command is printed, exit 143, and nothing of the run is left."""
+    import signal
+    import time
+
+    path = _space_config(tmp_path, 5000)
+    proc = _genesis("optimize", str(path), "--workers", "2", "--skip-preflight")
+    trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 30:
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 143, err[-2000:]
+    assert "interrupted; resume with: genesis optimize" in err and "SIGTERM" in err and "Traceback" not in err
+    assert _group_members(proc.pid) == []  # the worker process and multiprocessing's helper are gone too
+    trials = _study(tmp_path).trials
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED", "FAIL"}  # nothing left running
+    run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
+    assert run["sessions"][-1]["interrupted"] is True and run["sessions"][-1]["signal"] == "SIGTERM"
+    assert run["states"] == {s: sum(t.state.name == s for t in trials) for s in {t.state.name for t in trials}}
+
+
+def test_ctrl_c_to_the_whole_group_while_workers_start_prints_no_traceback(tmp_path):
+    """A terminal sends SIGINT to every process of the group, also to a worker still importing."""
+    import signal
+    import time
+
+    path = _space_config(tmp_path, 5000)
+    proc = _genesis("optimize", str(path), "--workers", "2", "--skip-preflight")
+    deadline = time.time() + 60
+    while time.time() < deadline and len(_group_members(proc.pid)) < 3:  # main, tracker and worker: the worker is starting
+        time.sleep(0.01)
+    os_killpg = __import__("os").killpg
+    os_killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert _group_members(proc.pid) == []
+    assert {t.state.name for t in _study(tmp_path).trials} <= {"COMPLETE", "PRUNED", "FAIL"}
+
+
+def test_a_normal_two_worker_run_leaves_no_process_behind(tmp_path):
+    proc = _genesis("optimize", str(_space_config(tmp_path, 12)), "--workers", "2", "--skip-preflight", "--json")
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-2000:]
+    assert json.loads(out)["explore"]["cache"]["total_trials"] >= 12
+    assert _group_members(proc.pid) == []

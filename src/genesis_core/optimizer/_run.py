@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
+import multiprocessing.process
 import os
+import signal
+import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from multiprocessing import resource_tracker
 
 import optuna
 
@@ -18,7 +23,7 @@ from genesis_core.optimizer._config import OptimizerConfig
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._storage import ScoreCache, cache_url, open_storage, recover_stale_trials
 from genesis_core.optimizer._study import StudySpec, check_signature
-from genesis_core.optimizer._worker import Worker, evaluated
+from genesis_core.optimizer._worker import STOP_SIGNALS, Worker, evaluated
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
@@ -51,10 +56,49 @@ OnProgress = Callable[[Progress], None]
 
 
 def _worker_process(spec: StudySpec, max_trials: int | None, timeout: float | None, cwd: str, index: int) -> None:
+    """A worker process: it starts with SIGINT and SIGTERM ignored (see ``_start``) and handles them
+    from here on, so no signal ever ends it with a traceback or in the middle of a trial."""
     os.chdir(cwd)
     worker = Worker(spec, max_trials, index)
-    with worker.stopping_on_sigint():
+    with worker.stopping_on_signals():
         worker.run(timeout)
+
+
+def _start(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    """Start worker processes with the stop signals ignored, which they inherit until they install
+    their own handlers: a Ctrl-C while one is still importing cannot kill it with a traceback.
+    Here the signals are blocked meanwhile, so one that arrives is held back, not lost (Linux keeps
+    a blocked signal pending even while it is ignored), and delivered once the handlers are back.
+    Off the main thread (a run started by a server) signals are not ours to handle."""
+    if threading.current_thread() is not threading.main_thread():
+        for p in procs:
+            p.start()
+        return
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
+
+
+def _join(procs: Sequence[multiprocessing.process.BaseProcess], worker: Worker) -> None:
+    """Wait for every worker process; once this one was asked to stop, pass the signal on (again
+    every half second: a child still starting up ignores it until its handlers are in place).
+    Then stop multiprocessing's resource tracker, so no process of this run outlives it."""
+    while any(p.is_alive() for p in procs):
+        for p in procs:
+            p.join(timeout=0.5 / len(procs))
+            if worker.interrupted is not None and p.is_alive() and p.pid is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(p.pid, worker.interrupted)
+    if procs:
+        stop_tracker = getattr(resource_tracker._resource_tracker, "_stop", None)  # private, so looked up with care
+        if stop_tracker is not None:
+            stop_tracker()
 
 
 def _deadline(cfg: OptimizerConfig) -> float | None:
@@ -90,16 +134,13 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     n_procs = workers if remaining is None else min(workers, remaining)
     ctx = multiprocessing.get_context("spawn")
     procs = [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), i)) for i in range(1, n_procs)]
-    for p in procs:
-        p.start()
     worker = Worker(spec, max_trials)
-    worker.children = procs
     report = None if on_progress is None else _reporter(optuna_study, remaining, on_progress)
-    with worker.stopping_on_sigint():
-        if n_procs > 0:
+    with worker.stopping_on_signals():
+        _start(procs)
+        if n_procs > 0 and worker.interrupted is None:
             worker.run(timeout, report)
-        for p in procs:
-            p.join()
+        _join(procs, worker)
     if report is not None:
         report(True)
     if max_trials is not None and evaluated(optuna_study) >= max_trials:
@@ -107,9 +148,10 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     finished = clock()
     session = Session(
         started=iso(started), finished=iso(finished), seconds=round(finished - started, 3),
-        workers=workers, max_trials=max_trials, interrupted=worker.interrupted, stopped_reason=worker.stopped_reason,
-        widened=worker.widened, notes=notes,
-        failed_workers=[p.exitcode for p in procs if p.exitcode not in (0, None) and not worker.interrupted],
+        workers=workers, max_trials=max_trials, interrupted=worker.interrupted is not None,
+        signal=None if worker.interrupted is None else signal.Signals(worker.interrupted).name,
+        stopped_reason=worker.stopped_reason, widened=worker.widened, notes=notes,
+        failed_workers=[p.exitcode for p in procs if p.exitcode not in (0, None) and worker.interrupted is None],
         preflight=options.preflight,
     )
     return record_results(spec, optuna_study, session)

@@ -4,11 +4,9 @@ duplicate streaks and the per-trial artifact."""
 from __future__ import annotations
 
 import contextlib
-import multiprocessing.process
-import os
 import signal
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import optuna
@@ -22,6 +20,7 @@ from genesis_core.optimizer._study import StudySpec
 from genesis_core.records import TRIAL_METRICS, CachedFrom, ScoreRecord, TrialArtifact, backtest_record
 from genesis_core.scoring import Outcome, checkpoints, prune_reason, score
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)  # what the budget counts: a FAIL was never evaluated
 
 
@@ -49,8 +48,7 @@ class Worker:
         self.pruner = spec.pruner()
         self.random_until = 0  # trials before this number are sampled at random (bootstrap, widening)
         self.widened = 0
-        self.interrupted = False
-        self.children: Sequence[multiprocessing.process.BaseProcess] = []  # worker processes to pass Ctrl-C on to
+        self.interrupted: int | None = None  # the signal that asked this worker to stop
 
     def objective(self, trial: optuna.Trial) -> float:
         s = self.spec
@@ -149,8 +147,8 @@ class Worker:
         return None
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        if self.interrupted:
-            study.stop()  # Ctrl-C: the trial in flight has finished; stop here
+        if self.interrupted is not None:
+            study.stop()  # Ctrl-C or SIGTERM: the trial in flight has finished; stop here
         if self.budget_reached or self._budget_taken(study):
             study.stop()
             return
@@ -187,27 +185,26 @@ class Worker:
         callbacks = [lambda st, tr: self.after_trial(st, tr)]
         if on_trial is not None:
             callbacks.append(lambda st, tr: on_trial())
-        if self.max_trials is not None and evaluated(study) >= self.max_trials:
+        if self.interrupted is not None or (self.max_trials is not None and evaluated(study) >= self.max_trials):
             return
         study.optimize(self.objective, n_trials=None, timeout=timeout, callbacks=callbacks, catch=(GenesisError,),
                        gc_after_trial=False)
 
     @contextlib.contextmanager
-    def stopping_on_sigint(self) -> Iterator[None]:
-        """Ctrl-C finishes the trial in flight, then stops; the signal is passed on to child workers.
-        Off the main thread (a run started by a server) signals are not ours to handle."""
+    def stopping_on_signals(self) -> Iterator[None]:
+        """SIGINT (Ctrl-C) and SIGTERM (a scheduler, ``docker stop``) finish the trial in flight, then
+        stop; ``interrupted`` holds the signal. Off the main thread (a run started by a server)
+        signals are not ours to handle."""
         if threading.current_thread() is not threading.main_thread():
             yield
             return
 
-        def on_sigint(signum: int, frame: object) -> None:
-            self.interrupted = True
-            for child in self.children:
-                if child.is_alive() and child.pid is not None:
-                    os.kill(child.pid, signal.SIGINT)
+        def on_signal(signum: int, frame: object) -> None:
+            self.interrupted = signum
 
-        previous = signal.signal(signal.SIGINT, on_sigint)
+        previous = {sig: signal.signal(sig, on_signal) for sig in STOP_SIGNALS}
         try:
             yield
         finally:
-            signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)

@@ -49,6 +49,7 @@ class Session(Part):
     workers: int
     max_trials: int | None
     interrupted: bool
+    signal: str | None = None  # what interrupted it: SIGINT (Ctrl-C) or SIGTERM
     stopped_reason: str | None
     widened: int
     notes: list[str]
