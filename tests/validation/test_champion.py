@@ -11,7 +11,7 @@ import pytest
 
 from genesis_core.champion import rollback
 from genesis_core.errors import ConfigError
-from genesis_core.records import ChampionStore
+from genesis_core.records import ChampionStore, ChampionWriteError
 from genesis_core.records import (
     _base as record_files,  # where every record file is written: the fault is injected there
 )
@@ -120,7 +120,8 @@ def test_a_crash_mid_promotion_never_leaves_a_half_written_champion(fresh_run, m
     before = (results / "champions" / "BTCUSD_1h.json").read_text()
 
     def crash(path: Path, text: str) -> None:
-        path.with_suffix(".json.123.tmp").write_text(text[: len(text) // 2])  # died while writing the temporary file
+        # died while writing the temporary file (named by the writer's pid, here one that cannot exist)
+        path.with_name(f"{path.name}.{2**22 + 99}.tmp").write_text(text[: len(text) // 2])
         raise KeyboardInterrupt
 
     monkeypatch.setattr(record_files, "atomic_write", crash)
@@ -129,17 +130,68 @@ def test_a_crash_mid_promotion_never_leaves_a_half_written_champion(fresh_run, m
     monkeypatch.undo()
     assert (results / "champions" / "BTCUSD_1h.json").read_text() == before  # the old champion, whole
 
-    # dying after the champion is replaced but before the history entry: recorded at the next operation
-    real = record_files.atomic_write
-    monkeypatch.setattr(record_files, "atomic_write",
-                        lambda path, text: real(path, text) if path.name == "BTCUSD_1h.json" else (_ for _ in ()).throw(KeyboardInterrupt))
+    assert list((results / "champions").glob("*.tmp"))  # what the dead writer left ...
+
+    # dying after the champion is replaced but before its history entry is marked done
+    real, writes = record_files.atomic_write, []
+
+    def die_on_the_third_write(path: Path, text: str) -> None:
+        writes.append(path.name)
+        if len(writes) == 3:
+            raise KeyboardInterrupt
+        real(path, text)
+
+    monkeypatch.setattr(record_files, "atomic_write", die_on_the_third_write)
     with pytest.raises(KeyboardInterrupt):
         promote(fresh_run, first)
     monkeypatch.undo()
-    assert load_champion(results, "BTCUSD", "1h")["run"]["trial"] == first
+    assert writes == ["BTCUSD_1h.history.json", "BTCUSD_1h.json", "BTCUSD_1h.history.json"]  # pending, champion, done
+    assert not list((results / "champions").glob("*.tmp"))  # ... is removed by the next operation
+    shown = load_champion(results, "BTCUSD", "1h")
+    assert shown["run"]["trial"] == first
+    last = load_history(results, "BTCUSD", "1h")[-1]  # the history names the champion that `show` names
+    assert last["action"] == "promote" and last["state"] == "done" and last["champion"] == shown
     assert _rollback(results).champion.run.trial == second
-    actions = [e["action"] for e in load_history(results, "BTCUSD", "1h")]
-    assert actions == ["promote", "recovered", "rollback"]
+    assert [(e["action"], e["state"]) for e in load_history(results, "BTCUSD", "1h")] == [
+        ("promote", "done"), ("promote", "done"), ("rollback", "done")]
+
+
+@pytest.mark.parametrize("failing", [1, 2, 3])
+def test_a_failed_champion_write_says_what_happened_and_the_files_agree(fresh_run, monkeypatch, failing):
+    """A full disk (OSError) at each of the three writes of a promotion: pending entry, champion, done mark."""
+    import errno
+
+    results = fresh_run.parent.parent
+    first, second = _report(fresh_run)["passed"][:2]
+    assert promote(fresh_run, second).promoted
+    before = load_champion(results, "BTCUSD", "1h")
+    real, writes = record_files.atomic_write, []
+
+    def disk_full(path: Path, text: str) -> None:
+        writes.append(path.name)
+        if len(writes) == failing:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real(path, text)
+
+    monkeypatch.setattr(record_files, "atomic_write", disk_full)
+    with pytest.raises(ChampionWriteError) as caught:
+        promote(fresh_run, first)
+    monkeypatch.undo()
+    message = str(caught.value)
+    now = load_champion(results, "BTCUSD", "1h")
+    history = load_history(results, "BTCUSD", "1h")
+    if failing == 3:  # the champion was replaced: the message says so and the history lists it
+        assert "the champion WAS replaced" in message and now["run"]["trial"] == first
+        assert history[-1]["action"] == "promote" and history[-1]["state"] == "done" and history[-1]["champion"] == now
+    else:
+        assert now == before and ("nothing changed" in message or "was not replaced" in message)
+        assert all(e["state"] != "pending" for e in history)
+        assert [e["champion"]["run"]["trial"] for e in history if e["state"] == "done" and e["champion"]] == [second]
+    assert "No space left on device" in message
+    assert not list((results / "champions").glob("*.tmp"))
+    # the next operation stores what the history showed, and works as usual
+    assert _rollback(results).promoted if failing == 3 else promote(fresh_run, first).promoted
+    assert all(e["state"] != "pending" for e in json.loads((results / "champions" / "BTCUSD_1h.history.json").read_text())["entries"])
 
 
 def test_champion_cli_show_history_promote_rollback(fresh_run):

@@ -145,7 +145,8 @@ def rollback(store: ChampionStore, to: str | None = None) -> Decision:
         current = store.reconcile()
         if current is None:
             raise ConfigError(f"no {store.symbol} {store.timeframe} champion in {store.results_dir}: nothing to roll back")
-        by_fp = {e.champion.config_fingerprint: (e, e.champion) for e in store.history() if e.champion is not None}
+        by_fp = {e.champion.config_fingerprint: (e, e.champion) for e in store.history()
+                 if e.champion is not None and e.state == "done"}
         if to is None:  # by_fp holds the latest install of each config
             installed_by = by_fp.get(current.config_fingerprint)
             target_fp = installed_by[0].previous if installed_by else None

@@ -9,6 +9,7 @@ from genesis_core.records._champion import (
     ChampionRecord,
     ChampionScores,
     ChampionStore,
+    ChampionWriteError,
     GateRecord,
     HistoryEntry,
     RunRef,
@@ -54,7 +55,7 @@ from genesis_core.records._validation import (
 
 __all__ = [
     "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
-    "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "CheckRecord",
+    "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "ChampionWriteError", "CheckRecord",
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Record", "RunFolder", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
