@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
@@ -548,8 +549,19 @@ def data_check(
         err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}")
 
 
+class _WarningLine(logging.Handler):
+    """What the library logs at WARNING and above (e.g. a journal lock waited for), as a warning line on stderr."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        err.print(f"[yellow]warning:[/] {record.getMessage()}", markup=True, highlight=False)
+
+
 @app.callback(invoke_without_command=True)
 def _main(version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False) -> None:
+    library = logging.getLogger("genesis_core")
+    if not library.handlers:
+        library.addHandler(_WarningLine(logging.WARNING))
+        library.propagate = False
     if version:
         out.print(f"genesis-core {__version__}")
         raise typer.Exit()

@@ -21,7 +21,13 @@ from genesis_core.data import parse_ts
 from genesis_core.errors import ConfigError
 from genesis_core.optimizer._config import OptimizerConfig
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
-from genesis_core.optimizer._storage import ScoreCache, cache_url, open_storage, recover_stale_trials
+from genesis_core.optimizer._storage import (
+    ScoreCache,
+    cache_url,
+    clear_stale_journal_lock,
+    open_storage,
+    recover_stale_trials,
+)
 from genesis_core.optimizer._study import StudySpec, check_signature
 from genesis_core.optimizer._worker import STOP_SIGNALS, Worker, evaluated
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
@@ -115,11 +121,14 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     clock = spec.folder.clock
     started = clock()
     cfg = spec.config
+    lock = clear_stale_journal_lock(spec.storage_url, cfg.meta.stale_trial_seconds)
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds)
     optuna_study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize",
                                        load_if_exists=True, sampler=spec.sampler(), pruner=spec.pruner())
     data_fp = Backtester().candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint
     notes = check_signature(optuna_study, spec, data_fp, options.force_resume, options.backfill_signature)
+    if lock is not None:
+        notes.append(lock)
     spec.folder.remove_stale_temporaries()
     dead = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds)
     if dead:

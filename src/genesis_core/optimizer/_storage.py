@@ -15,6 +15,7 @@ is the same result), but in this study it is a trial of its own, not a duplicate
 
 from __future__ import annotations
 
+import logging
 import os
 import random
 import socket
@@ -35,6 +36,7 @@ from genesis_core.errors import GenesisError
 from genesis_core.records import BacktestRecord, Metrics, ScoreRecord
 
 T = TypeVar("T")
+log = logging.getLogger("genesis_core.optimizer")
 _META = sa.MetaData()
 _CACHE = sa.Table(  # genesis_score_cache (keyed by key alone, before studies were told apart) is no longer read
     "genesis_trial_cache",
@@ -108,6 +110,28 @@ def make_engine(url: str) -> sa.Engine:
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_wal)
     return engine
+
+
+def clear_stale_journal_lock(url: str, grace_seconds: float = GRACE_SECONDS) -> str | None:
+    """Say what a journal's lock file means before Optuna waits on it in silence: one older than the
+    grace period was left by a killed process (a lock is held for milliseconds) and is removed at
+    once; a fresh one is another process's, waited for. Returns what was found, or None."""
+    journal = _journal_path(url)
+    if journal is None:
+        return None
+    lock = journal.with_name(journal.name + ".lock")  # Optuna's JournalFileSymlinkLock
+    try:
+        age = time.time() - lock.lstat().st_mtime
+    except FileNotFoundError:
+        return None
+    if age > grace_seconds:
+        lock.unlink(missing_ok=True)
+        message = f"removed a stale journal lock {lock}, left {age:.0f} s ago by a process that was killed while writing"
+    else:
+        message = (f"waiting for the journal lock {lock}, held for {age:.0f} s by another process "
+                   f"(one left by a killed process is broken after {grace_seconds:.0f} s)")
+    log.warning(message)
+    return message
 
 
 def open_storage(url: str, grace_seconds: float = GRACE_SECONDS) -> optuna.storages.BaseStorage:
