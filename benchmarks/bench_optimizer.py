@@ -121,7 +121,7 @@ def main() -> None:
         if bindir is not None:
             with throwaway_postgres(bindir) as server:
                 for w in (1, 2, 4):
-                    seconds = genesis_run(tmp, f"pg{w}", args.pg_trials, w, fresh_database(server))
+                    seconds = genesis_run(tmp, f"pg{w}", args.pg_trials, w, fresh_database(server.url))
                     f[f"postgres_{w}_workers_trials_per_s"] = args.pg_trials / seconds
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -13,6 +13,7 @@ import shutil
 import socket
 import subprocess
 import tempfile
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -32,27 +33,56 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+class PgServer:
+    """A running throwaway server; ``stop`` and ``start`` restart it on the same port (fault tests)."""
+
+    def __init__(self, bindir: Path, root: Path, prefix: list[str]) -> None:
+        self._bindir, self._root, self._prefix = bindir, root, prefix
+        self.port = _free_port()
+        self.url = f"postgresql://postgres@127.0.0.1:{self.port}"  # without a database name
+
+    def _run(self, *cmd: str) -> None:
+        subprocess.run([*self._prefix, *cmd], check=True, capture_output=True, timeout=120)
+
+    def start(self) -> None:
+        """Start (again, on the same port); a restart may find the port not yet free, so it tries a few times."""
+        opts = (f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
+                "-c max_connections=200")
+        for attempt in range(5):
+            try:
+                self._run(str(self._bindir / "pg_ctl"), "-D", str(self._root / "data"), "-l", str(self._root / "server.log"),
+                          "-w", "-t", "60", "-o", opts, "start")
+                return
+            except subprocess.CalledProcessError:
+                if attempt == 4:
+                    log = (self._root / "server.log").read_text()[-2000:] if (self._root / "server.log").exists() else ""
+                    raise RuntimeError(f"the throwaway PostgreSQL server did not start again:\n{log}") from None
+                time.sleep(1.0)
+
+    def stop(self, mode: str = "fast") -> None:
+        """Stop as ``pg_ctl restart`` does (fast: every connection is cut, committed work kept).
+        The server runs without fsync for speed, so an ``immediate`` stop may lose committed work:
+        that is for tearing it down only."""
+        self._run(str(self._bindir / "pg_ctl"), "-D", str(self._root / "data"), "-m", mode, "-w", "stop")
+
+
 @contextlib.contextmanager
-def throwaway_postgres(bindir: Path) -> Iterator[str]:
-    """Yields the server URL without a database name, e.g. postgresql://postgres@127.0.0.1:PORT."""
+def throwaway_postgres(bindir: Path) -> Iterator[PgServer]:
+    """A started server in a temporary folder, stopped and deleted on exit."""
     root = Path(tempfile.mkdtemp(prefix="genesis-pg-"))
     prefix: list[str] = []
     if os.geteuid() == 0:
         shutil.chown(root, "postgres")
         prefix = ["runuser", "-u", "postgres", "--"]
     root.chmod(0o700)
-    data, port = root / "data", _free_port()
-
-    def run(*cmd: str) -> None:
-        subprocess.run([*prefix, *cmd], check=True, capture_output=True, timeout=120)
-
-    run(str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres", "--no-sync")
-    opts = f"-p {port} -k {root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off -c max_connections=200"
-    run(str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "server.log"), "-w", "-t", "60", "-o", opts, "start")
+    server = PgServer(bindir, root, prefix)
+    server._run(str(bindir / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U", "postgres", "--no-sync")
+    server.start()
     try:
-        yield f"postgresql://postgres@127.0.0.1:{port}"
+        yield server
     finally:
-        run(str(bindir / "pg_ctl"), "-D", str(data), "-m", "immediate", "-w", "stop")
+        with contextlib.suppress(subprocess.CalledProcessError):
+            server.stop("immediate")
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -164,7 +164,7 @@ def optimize(
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Preflight, search parameters with Optuna (resumable, cached), then validate and promote if enabled."""
-    from genesis_core.optimizer import RunOptions
+    from genesis_core.optimizer import RunOptions, StorageUnavailable
     from genesis_core.study import load_study_config
     from genesis_core.workflow import PreflightFailed, run
 
@@ -173,6 +173,9 @@ def optimize(
     try:
         with _progress_bar(not as_json) as on_progress:
             summary = run(cfg, options, storage, skip_preflight, on_progress)
+    except StorageUnavailable as exc:
+        resume = f"genesis optimize {config}" + (f" --storage {storage}" if storage else "")
+        raise StorageUnavailable(f"{exc}; resume with: {resume}  (trials left running are recovered then)") from None
     except PreflightFailed as exc:
         if as_json:
             sys.stdout.write(exc.report.model_dump_json(indent=2) + "\n")

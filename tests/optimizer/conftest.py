@@ -6,7 +6,7 @@ import os
 
 import pytest
 
-from tests.pgserver import fresh_database, server_bindir, throwaway_postgres
+from tests.pgserver import PgServer, fresh_database, server_bindir, throwaway_postgres
 
 
 @pytest.fixture(scope="session")
@@ -16,11 +16,11 @@ def postgres_server():
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: CI must run the PostgreSQL tests")
         pytest.skip("no PostgreSQL server binaries (initdb) on this machine; run scripts/ensure-postgres.sh")
-    with throwaway_postgres(bindir) as url:
-        yield url
+    with throwaway_postgres(bindir) as server:
+        yield server
 
 
 @pytest.fixture
-def postgres_url(postgres_server: str) -> str:
+def postgres_url(postgres_server: PgServer) -> str:
     """A fresh database on the throwaway server, so no test sees another's cache."""
-    return fresh_database(postgres_server)
+    return fresh_database(postgres_server.url)

@@ -14,12 +14,19 @@ from genesis_core.optimizer._results import RunSummary, best_score
 from genesis_core.optimizer._run import OnProgress, Progress, RunOptions, optimize
 from genesis_core.optimizer._samplers import PRUNERS, SAMPLERS, sampler_class
 from genesis_core.optimizer._space import SearchSpace
-from genesis_core.optimizer._storage import StorageError, open_storage, probe_storage, recover_stale_trials, redact
+from genesis_core.optimizer._storage import (
+    StorageError,
+    StorageUnavailable,
+    open_storage,
+    probe_storage,
+    recover_stale_trials,
+    redact,
+)
 from genesis_core.optimizer._study import ResumeBlocked, StudySpec, stored_signature_diff, study_spec
 
 __all__ = [
     "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
-    "ResumeBlocked", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StudySpec",
+    "ResumeBlocked", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec",
     "best_score", "load_optimizer_config", "open_storage", "optimize", "parse_optimizer_config", "probe_storage",
     "recover_stale_trials", "redact", "sampler_class", "stored_signature_diff", "study_spec",
 ]

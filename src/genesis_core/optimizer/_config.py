@@ -123,6 +123,9 @@ class Meta(StrictModel):
     # stop if duplicates go on even then: the space is exhausted)
     duplicate_streak_action: Literal["stop", "widen"] = "stop"
     fail_streak_limit: int = Field(50, ge=1)  # parameter sets in a row that the strategy refuses (FAIL) end the explore phase
+    # how long to retry a database that does not answer (a restart, a failover) before the run ends;
+    # a worker elsewhere whose heartbeats stop counts as dead after the longer of this + 5 s and stale_trial_seconds
+    storage_retry_seconds: float = Field(60.0, ge=0)
     stale_trial_seconds: float = Field(30.0, gt=0)  # a RUNNING trial or cache claim older than this is a dead worker's
     skip_champion_merge: bool = False
 

@@ -7,6 +7,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
+import sys
 import threading
 import time
 import warnings
@@ -15,17 +16,20 @@ from dataclasses import dataclass
 from multiprocessing import resource_tracker
 
 import optuna
+from optuna.trial import TrialState
 
 from genesis_core.backtest import Backtester
 from genesis_core.data import parse_ts
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.optimizer._config import OptimizerConfig
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._storage import (
     ScoreCache,
+    StorageUnavailable,
     cache_url,
     clear_stale_journal_lock,
     open_storage,
+    orphan_age,
     recover_stale_trials,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
@@ -65,9 +69,15 @@ def _worker_process(spec: StudySpec, max_trials: int | None, timeout: float | No
     """A worker process: it starts with SIGINT and SIGTERM ignored (see ``_start``) and handles them
     from here on, so no signal ever ends it with a traceback or in the middle of a trial."""
     os.chdir(cwd)
-    worker = Worker(spec, max_trials, index)
-    with worker.stopping_on_signals():
-        worker.run(timeout)
+    try:
+        worker = Worker(spec, max_trials, index)
+        with worker.stopping_on_signals():
+            worker.run(timeout)
+    except StorageUnavailable:
+        sys.exit(3)  # the main process meets the same database and says why, once
+    except GenesisError as exc:
+        sys.stderr.write(f"worker {index}: {exc}\n")
+        sys.exit(exc.exit_code)
 
 
 def _start(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
@@ -107,6 +117,19 @@ def _join(procs: Sequence[multiprocessing.process.BaseProcess], worker: Worker) 
             stop_tracker()
 
 
+def _await_orphans(optuna_study: optuna.Study, retry_seconds: float) -> None:
+    """Wait until trials that never recorded their worker (cut off by a lost connection) are old
+    enough to be recovered as orphans, so a short budget can be completed in this session."""
+    starts = [t.datetime_start.timestamp() for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+              if "worker" not in t.user_attrs and t.datetime_start is not None]
+    if starts:
+        time.sleep(max(0.0, max(starts) + orphan_age(retry_seconds) + 0.1 - time.time()))
+
+
+def _timed_out(started: float, timeout: float | None, clock: Callable[[], float]) -> bool:
+    return timeout is not None and clock() - started >= timeout
+
+
 def _deadline(cfg: OptimizerConfig) -> float | None:
     limits = []
     if cfg.meta.stop.timeout_seconds is not None:
@@ -122,7 +145,7 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     started = clock()
     cfg = spec.config
     lock = clear_stale_journal_lock(spec.storage_url, cfg.meta.stale_trial_seconds)
-    storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds)
+    storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     optuna_study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize",
                                        load_if_exists=True, sampler=spec.sampler(), pruner=spec.pruner())
     data_fp = Backtester().candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint
@@ -130,9 +153,10 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     if lock is not None:
         notes.append(lock)
     spec.folder.remove_stale_temporaries()
-    dead = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds)
+    dead = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     if dead:
-        ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds).release_trials(spec.name, dead)
+        ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds).release_trials(
+            spec.name, dead)
         notes.append(f"{len(dead)} trial(s) left running by a stopped worker were failed and queued again: {dead}")
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     remaining = None if max_trials is None else max(0, max_trials - evaluated(optuna_study))
@@ -145,11 +169,30 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     procs = [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), i)) for i in range(1, n_procs)]
     worker = Worker(spec, max_trials)
     report = None if on_progress is None else _reporter(optuna_study, remaining, on_progress)
+    lost: StorageUnavailable | None = None
     with worker.stopping_on_signals():
         _start(procs)
-        if n_procs > 0 and worker.interrupted is None:
-            worker.run(timeout, report)
+        try:
+            for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned meanwhile
+                if n_procs > 0 and worker.interrupted is None and worker.stopped_reason is None:
+                    worker.budget_reached = False
+                    worker.run(None if timeout is None else max(0.0, timeout - (clock() - started)), report)
+                if _timed_out(started, timeout, clock) or worker.interrupted is not None or worker.stopped_reason:
+                    break
+                _join(procs, worker)
+                if max_trials is not None and evaluated(optuna_study) < max_trials:
+                    _await_orphans(optuna_study, cfg.meta.storage_retry_seconds)
+                orphans = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
+                if orphans:
+                    notes.append(f"{len(orphans)} trial(s) orphaned during the run (a lost connection) were failed and "
+                                 f"queued again: {orphans}")
+                if max_trials is None or evaluated(optuna_study) >= max_trials or not orphans:
+                    break
+        except StorageUnavailable as exc:
+            lost = exc  # the workers meet the same database: wait for them, then say it once
         _join(procs, worker)
+    if lost is not None:
+        raise lost
     if report is not None:
         report(True)
     if max_trials is not None and evaluated(optuna_study) >= max_trials:

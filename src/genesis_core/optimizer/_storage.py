@@ -29,6 +29,7 @@ from typing import Any, TypeVar
 import optuna
 import pydantic
 import sqlalchemy as sa
+from optuna.storages._heartbeat import BaseHeartbeat  # Optuna marks it internal; its heartbeat thread checks for it
 from optuna.storages.journal import JournalFileBackend
 from sqlalchemy.exc import IntegrityError, OperationalError
 
@@ -53,6 +54,83 @@ GRACE_SECONDS = 30
 
 class StorageError(GenesisError):
     exit_code = 2
+
+
+class ClaimExpired(GenesisError):
+    """Another worker held a parameter set for longer than a claim may be waited for: this trial FAILs."""
+
+
+class StorageUnavailable(StorageError):
+    """The database did not answer for ``storage_retry_seconds``: the run ends; a later one resumes."""
+
+
+RETRY_SECONDS = 60.0
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps: Optuna wraps SQLAlchemy's errors) means the database could
+    not be reached or the connection broke (worth a retry), not a bad statement."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.PendingRollbackError):
+            return True
+        if isinstance(seen, sa.exc.DBAPIError) and seen.connection_invalidated:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def retrying(call: Callable[[], T], retry_seconds: float, url: str) -> T:
+    """``call()``, retried with backoff while the database cannot be reached, for up to
+    ``retry_seconds``; then StorageUnavailable."""
+    deadline = time.monotonic() + retry_seconds
+    delay = 0.1
+    while True:
+        try:
+            return call()
+        except (optuna.exceptions.StorageInternalError, sa.exc.SQLAlchemyError) as exc:
+            if not _connection_lost(exc):
+                raise
+            if time.monotonic() + delay > deadline:
+                reason = str(exc.__cause__ or exc).strip().splitlines()[0][:200]
+                raise StorageUnavailable(f"the database {redact(url)} did not answer for {retry_seconds:g} s "
+                                         f"(meta.storage_retry_seconds): {reason}") from None
+            if delay == 0.1:
+                log.warning("the database %s does not answer; retrying for up to %g s", redact(url), retry_seconds)
+            time.sleep(delay)
+            delay = min(delay * 2, 2.0)
+
+
+class RetryingStorage(optuna.storages.BaseStorage, BaseHeartbeat):
+    """An RDB storage whose calls are retried while the database is unreachable (a restart, a
+    failover), so a worker rides it out instead of dying in Optuna's ``tell``. A missed heartbeat
+    is not retried: the next one is due in seconds."""
+
+    def __init__(self, inner: optuna.storages.BaseStorage, url: str, retry_seconds: float) -> None:
+        self._inner, self._url, self._retry_seconds = inner, url, retry_seconds
+
+    def record_heartbeat(self, trial_id: int) -> None:
+        try:
+            self._inner.record_heartbeat(trial_id)  # type: ignore[attr-defined]
+        except (optuna.exceptions.StorageInternalError, sa.exc.SQLAlchemyError) as exc:
+            if not _connection_lost(exc):
+                raise
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    def method(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
+        return retrying(lambda: getattr(self._inner, name)(*args, **kwargs), self._retry_seconds, self._url)
+
+    method.__name__ = name
+    return method
+
+
+# Every storage and heartbeat method but record_heartbeat, each one retried: the list is Optuna's own.
+for _name in sorted((optuna.storages.BaseStorage.__abstractmethods__ | BaseHeartbeat.__abstractmethods__
+                     | {n for n in vars(optuna.storages.BaseStorage) if not n.startswith("_")}
+                     | {"get_heartbeat_stale_trial_callback", "get_failed_trial_callback"}) - {"record_heartbeat"}):
+    setattr(RetryingStorage, _name, _retried(_name))
+RetryingStorage.__abstractmethods__ = frozenset()
 
 
 class CacheEntry(pydantic.BaseModel):
@@ -134,8 +212,11 @@ def clear_stale_journal_lock(url: str, grace_seconds: float = GRACE_SECONDS) -> 
     return message
 
 
-def open_storage(url: str, grace_seconds: float = GRACE_SECONDS) -> optuna.storages.BaseStorage:
-    """The study storage for ``url`` (see the module docstring)."""
+def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: float = RETRY_SECONDS,
+                 wait: bool = False) -> optuna.storages.BaseStorage:
+    """The study storage for ``url`` (see the module docstring); a database's calls are retried
+    for up to ``retry_seconds`` while it cannot be reached, and so is opening it if ``wait`` (a
+    worker joining a run; a run that starts with the database down fails at once)."""
     journal = _journal_path(url)
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
@@ -147,13 +228,16 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS) -> optuna.stora
         with make_engine(url).connect() as conn:  # switch the file to WAL before Optuna opens it
             conn.exec_driver_sql("SELECT 1")
     try:
-        return _creating_schema(lambda: optuna.storages.RDBStorage(
+        rdb = retrying(lambda: _creating_schema(lambda: optuna.storages.RDBStorage(
             url,
             engine_kwargs=_engine_kwargs(url),
             heartbeat_interval=max(1, int(grace_seconds // 3)),
-            grace_period=max(2, int(grace_seconds)),
+            # a worker riding out an outage sends no heartbeat: it must not count as dead meanwhile
+            grace_period=max(2, int(grace_seconds), int(retry_seconds) + 5),
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
-        ))
+        )), retry_seconds if wait else 0.0, url)
+        # get_storage adds Optuna's cache; mypy cannot see the methods filled in below the class
+        return RetryingStorage(optuna.storages.get_storage(rdb), url, retry_seconds)  # type: ignore[abstract]
     except (OperationalError, sa.exc.ArgumentError, ImportError) as exc:
         raise StorageError(f"cannot open storage {redact(url)}: {exc}") from None
 
@@ -226,7 +310,27 @@ def _alive(worker: Any) -> bool | None:
     return _start_ticks(int(worker["pid"])) == worker["start"]  # a reused pid has another start time
 
 
-def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECONDS) -> list[int]:
+ORPHAN_MARGIN = 5.0
+
+
+def orphan_age(retry_seconds: float) -> float:
+    """How old a RUNNING trial that never recorded its worker must be to be an orphan: a live worker
+    records itself within milliseconds, or, cut off by a lost database right after asking, gives
+    up after ``retry_seconds``."""
+    return retry_seconds + ORPHAN_MARGIN
+
+
+def orphaned(trial: optuna.trial.FrozenTrial, retry_seconds: float, now: float) -> bool:
+    """A RUNNING trial no live worker will finish: its process on this machine is gone, or it never
+    recorded a worker and is older than ``orphan_age``."""
+    worker = trial.user_attrs.get("worker")
+    if worker is None:
+        return trial.datetime_start is not None and now - trial.datetime_start.timestamp() > orphan_age(retry_seconds)
+    return _alive(worker) is False
+
+
+def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECONDS,
+                         retry_seconds: float = RETRY_SECONDS) -> list[int]:
     """Fail trials left RUNNING by a dead worker and queue their parameters again (queued trials
     run before new ones); returns the failed trials' numbers.
 
@@ -238,9 +342,9 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
     now = time.time()
     dead = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        alive = _alive(t.user_attrs.get("worker"))
         old = t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_seconds
-        if alive is False or (alive is None and journal and old):
+        # a journal has no heartbeat: age is all there is to go on for a worker elsewhere
+        if orphaned(t, retry_seconds, now) or (journal and old and _alive(t.user_attrs.get("worker")) is None):
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
             dead.append(t.number)
@@ -264,12 +368,16 @@ def redact(url: str) -> str:
 class ScoreCache:
     """Finished evaluations by key, in the study's database."""
 
-    def __init__(self, url: str, stale_seconds: float = GRACE_SECONDS) -> None:
+    def __init__(self, url: str, stale_seconds: float = GRACE_SECONDS, retry_seconds: float = RETRY_SECONDS) -> None:
         self._engine = make_engine(url)
-        _creating_schema(lambda: _META.create_all(self._engine, checkfirst=True))
+        self._url, self._retry = url, retry_seconds
+        retrying(lambda: _creating_schema(lambda: _META.create_all(self._engine, checkfirst=True)), retry_seconds, url)
         self._stale = stale_seconds
 
     def claim(self, study: str, key: str, trial_number: int, wait_seconds: float = 120.0) -> CacheAnswer | None:
+        return retrying(lambda: self._claim(study, key, trial_number, wait_seconds), self._retry, self._url)
+
+    def _claim(self, study: str, key: str, trial_number: int, wait_seconds: float) -> CacheAnswer | None:
         """None, or an answer from another study: the caller owns (study, key) and must ``store``
         (or ``release``) it once its trial has its artifact. A duplicate in this study: the answer,
         waiting while another worker of the study evaluates the same key."""
@@ -300,10 +408,13 @@ class ScoreCache:
                     if taken.rowcount == 1:
                         return None
             if time.monotonic() > deadline:
-                raise StorageError(f"waited {wait_seconds:.0f} s for another worker to finish parameter set {key[:12]}")
+                raise ClaimExpired(f"waited {wait_seconds:.0f} s for another worker to finish parameter set {key[:12]}")
             time.sleep(0.005)
 
     def store(self, study: str, key: str, entry: CacheEntry) -> None:
+        retrying(lambda: self._store(study, key, entry), self._retry, self._url)
+
+    def _store(self, study: str, key: str, entry: CacheEntry) -> None:
         with self._engine.begin() as conn:
             conn.execute(sa.update(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key == key)
                          .values(state="done", payload=entry.model_dump_json(), updated=time.time()))
@@ -317,8 +428,12 @@ class ScoreCache:
 
     def release(self, study: str, key: str) -> None:
         """Give a claim back after a failed evaluation, so a later trial may try again."""
-        with self._engine.begin() as conn:
-            conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key == key, _CACHE.c.state == "running"))
+
+        def delete() -> None:
+            with self._engine.begin() as conn:
+                conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key == key, _CACHE.c.state == "running"))
+
+        retrying(delete, self._retry, self._url)
 
     def dispose(self) -> None:
         self._engine.dispose()

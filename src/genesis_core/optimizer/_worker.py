@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -13,9 +14,18 @@ import optuna
 from optuna.trial import TrialState
 
 from genesis_core.backtest import FEATURE_CACHE, Backtester, BacktestResult, Plan, build_config
-from genesis_core.errors import GenesisError
+from genesis_core.errors import ConfigError, DataError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
-from genesis_core.optimizer._storage import CacheEntry, ScoreCache, cache_url, open_storage, this_process
+from genesis_core.optimizer._storage import (
+    CacheEntry,
+    ClaimExpired,
+    ScoreCache,
+    StorageUnavailable,
+    cache_url,
+    open_storage,
+    orphaned,
+    this_process,
+)
 from genesis_core.optimizer._study import StudySpec
 from genesis_core.records import TRIAL_METRICS, CachedFrom, ScoreRecord, TrialArtifact, backtest_record
 from genesis_core.scoring import Outcome, checkpoints, prune_reason, score
@@ -26,6 +36,10 @@ EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)  # what the budget counts: 
 
 class BudgetReached(GenesisError):
     """Other workers took the study's last trials while this one was being asked: not evaluated."""
+
+
+# what makes a trial FAIL (with its reason) and the run go on; anything else, a lost database included, ends the run
+TRIAL_FAILURES = (ConfigError, DataError, BudgetReached, ClaimExpired)
 
 
 def evaluated(study: optuna.Study) -> int:
@@ -40,7 +54,8 @@ class Worker:
         self.max_trials = max_trials
         self.index = index
         self.backtester = Backtester(FEATURE_CACHE)
-        self.cache = ScoreCache(cache_url(spec.storage_url), spec.config.meta.stale_trial_seconds)
+        meta = spec.config.meta
+        self.cache = ScoreCache(cache_url(spec.storage_url), meta.stale_trial_seconds, meta.storage_retry_seconds)
         self.streak = 0
         self.fail_streak = 0
         self.budget_reached = False
@@ -60,7 +75,7 @@ class Worker:
         try:
             config = build_config(s.base, s.champion, s.overrides, params)
             plan = self.backtester.plan(config)
-        except GenesisError as exc:  # this parameter combination is invalid: FAIL, never a number
+        except (ConfigError, DataError) as exc:  # this parameter combination is invalid: FAIL, never a number
             trial.set_user_attr("error", str(exc))
             raise
         key = fingerprint({"config": plan.config_fingerprint, "window": plan.window.fingerprint,
@@ -101,20 +116,16 @@ class Worker:
             raise optuna.TrialPruned(entry.pruned)
         return sc.phase1 if phase == 1 else sc.phase2
 
-    def _budget_taken(self, study: optuna.Study) -> bool:
-        """Whether the evaluated trials and those running elsewhere fill the budget: then asking for
-        another trial would only make one to refuse."""
-        if self.max_trials is None:
-            return False
-        return len(study.get_trials(deepcopy=False, states=(*EVALUATED, TrialState.RUNNING))) >= self.max_trials
-
     def _within_budget(self, trial: optuna.Trial) -> None:
-        """The budget is the study's, shared by every worker on every machine: a trial may start
-        only while the evaluated trials plus the others still running are fewer than it."""
+        """The budget is the study's, shared by every worker on every machine: a trial may start only
+        while the evaluated trials plus those running that started before it are fewer than it. The
+        earliest running trial is never refused while the budget is short, so the budget is met exactly."""
         if self.max_trials is None:
             return
         trials = trial.study.get_trials(deepcopy=False, states=(*EVALUATED, TrialState.RUNNING))
-        if sum(1 for t in trials if t.number != trial.number) >= self.max_trials:
+        now, retry = time.time(), self.spec.config.meta.storage_retry_seconds
+        ahead = [t for t in trials if t.state != TrialState.RUNNING or (t.number < trial.number and not orphaned(t, retry, now))]
+        if len(ahead) >= self.max_trials:
             self.budget_reached = True
             trial.set_user_attr("error", f"not evaluated: the study's {self.max_trials} trials were taken by other workers")
             raise BudgetReached(f"budget of {self.max_trials} trials reached")
@@ -149,7 +160,7 @@ class Worker:
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
         if self.interrupted is not None:
             study.stop()  # Ctrl-C or SIGTERM: the trial in flight has finished; stop here
-        if self.budget_reached or self._budget_taken(study):
+        if self.budget_reached or (self.max_trials is not None and evaluated(study) >= self.max_trials):
             study.stop()
             return
         meta = self.spec.config.meta
@@ -177,7 +188,7 @@ class Worker:
     def run(self, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
         """Evaluate trials until the study's budget is met, the deadline passes or a stop condition holds."""
         s = self.spec
-        storage = open_storage(s.storage_url, s.config.meta.stale_trial_seconds)
+        storage = open_storage(s.storage_url, s.config.meta.stale_trial_seconds, s.config.meta.storage_retry_seconds, wait=True)
         study = optuna.load_study(study_name=s.name, storage=storage, sampler=s.sampler(self.index), pruner=self.pruner)
         self.random_until = s.config.meta.bootstrap_random_trials
         if len(study.get_trials(deepcopy=False)) < self.random_until:
@@ -187,8 +198,15 @@ class Worker:
             callbacks.append(lambda st, tr: on_trial())
         if self.interrupted is not None or (self.max_trials is not None and evaluated(study) >= self.max_trials):
             return
-        study.optimize(self.objective, n_trials=None, timeout=timeout, callbacks=callbacks, catch=(GenesisError,),
-                       gc_after_trial=False)
+        try:
+            study.optimize(self.objective, n_trials=None, timeout=timeout, callbacks=callbacks, catch=TRIAL_FAILURES,
+                           gc_after_trial=False)
+        except UnboundLocalError as exc:
+            # Optuna's _run_trial masks an exception raised by its own tell with this one (its finally
+            # reads a variable the failed tell never set); the storage's error is the one to report
+            if isinstance(exc.__context__, StorageUnavailable):
+                raise exc.__context__ from None
+            raise
 
     @contextlib.contextmanager
     def stopping_on_signals(self) -> Iterator[None]:
