@@ -223,7 +223,7 @@ def test_a_trial_left_running_is_failed_and_queued_again(tmp_path, scheme):
     from genesis_core.optimizer import recover_stale_trials
 
     url = f"journal:///{tmp_path / 'x.journal'}" if scheme == "journal" else f"sqlite:///{tmp_path / 'x.db'}"
-    storage = open_storage(url, grace_seconds=2.0)
+    storage = open_storage(url, grace_seconds=2.0, retry_seconds=0)  # no outage to ride out: heartbeats stale after 2 s
     study = optuna.create_study(storage=storage, study_name="s")
     dist = {"x": optuna.distributions.FloatDistribution(0, 1)}
     orphan = study.ask(dist)

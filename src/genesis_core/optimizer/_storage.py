@@ -233,7 +233,7 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
             engine_kwargs=_engine_kwargs(url),
             heartbeat_interval=max(1, int(grace_seconds // 3)),
             # a worker riding out an outage sends no heartbeat: it must not count as dead meanwhile
-            grace_period=max(2, int(grace_seconds), int(retry_seconds) + 5),
+            grace_period=max(2, int(grace_seconds), int(retry_seconds) + 5 if retry_seconds > 0 else 0),
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
         )), retry_seconds if wait else 0.0, url)
         # get_storage adds Optuna's cache; mypy cannot see the methods filled in below the class
