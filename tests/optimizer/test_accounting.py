@@ -198,3 +198,45 @@ def test_a_stale_journal_lock_is_named_and_removed_not_waited_for_in_silence(tmp
     assert "removed a stale journal lock" in proc.stderr and not lock.exists()
     session = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]
     assert any("stale journal lock" in n for n in session["notes"]) and session["seconds"] < 25  # no 30 s stall
+
+
+def test_two_processes_joining_one_study_sample_with_distinct_seeds(tmp_path):
+    """Two `genesis optimize` processes started together on one study (as on two machines): each takes
+    its own session slot, so their samplers do not propose the same points."""
+    from tests.optimizer.test_optimizer import write_config
+
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 30}, "duplicate_streak_limit": 1000,
+                                        "sampler": {"name": "tpe", "kwargs": {"seed": 7, "n_startup_trials": 10}}},
+                        parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+                                    "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0}})
+    procs = [_genesis("optimize", str(path), "--skip-preflight", "--json") for _ in range(2)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    sessions = [json.loads(o[0])["explore"]["session"] for o in outs]
+    assert sorted(s["slot"] for s in sessions) == [0, 1]
+    assert sorted(s["sampler_seeds"][0] for s in sessions) == [7, 1007]
+    trials = _study(tmp_path).trials
+    assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) == 30
+    assert not [t for t in trials if t.user_attrs.get("outcome") == "DUPLICATE"]  # same seeds would repeat the start-up points
+    run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
+    assert sorted(s["slot"] for s in run["sessions"]) == [0, 1]
+
+
+def test_a_seeded_one_worker_run_reproduces_exactly(tmp_path):
+    """What README promises of a seed today: one worker, one session, the same trials.csv but for timings."""
+    import csv
+
+    from tests.optimizer.test_optimizer import write_config
+
+    tables = []
+    for name in ("a", "b"):
+        folder = tmp_path / name
+        folder.mkdir()
+        path = write_config(folder, meta={"stop": {"max_trials": 15}, "sampler": {"name": "tpe", "kwargs": {"seed": 3,
+                                                                                                           "n_startup_trials": 5}}},
+                            parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+                                        "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0}})
+        summary = optimize(path)
+        with open(Path(summary["run_dir"]) / "trials.csv") as fh:
+            tables.append([{k: v for k, v in row.items() if k != "duration_ms"} for row in csv.DictReader(fh)])
+    assert len(tables[0]) == 15 and tables[0] == tables[1]

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from multiprocessing import resource_tracker
 
 import optuna
+import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from genesis_core.backtest import Backtester
@@ -33,7 +34,7 @@ from genesis_core.optimizer._storage import (
     recover_stale_trials,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
-from genesis_core.optimizer._worker import STOP_SIGNALS, Worker, evaluated
+from genesis_core.optimizer._worker import SEED_STRIDE, STOP_SIGNALS, Worker, evaluated
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
@@ -154,9 +155,9 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
         notes.append(lock)
     spec.folder.remove_stale_temporaries()
     dead = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
+    cache = ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     if dead:
-        ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds).release_trials(
-            spec.name, dead)
+        cache.release_trials(spec.name, dead)
         notes.append(f"{len(dead)} trial(s) left running by a stopped worker were failed and queued again: {dead}")
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     remaining = None if max_trials is None else max(0, max_trials - evaluated(optuna_study))
@@ -165,10 +166,42 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     if max_trials is None and timeout is None:
         raise ConfigError("meta.stop: set max_trials, timeout_seconds or end_at, or the run never ends")
     n_procs = workers if remaining is None else min(workers, remaining)
+    # a session alone takes slot 0 (a resume reproduces a seeded run); one joining a running study,
+    # from here or elsewhere, another slot, and so other sampler seeds than the sessions already at work
+    slot = cache.join(spec.name, max(cfg.meta.stale_trial_seconds, orphan_age(cfg.meta.storage_retry_seconds)))
+    plan = _Plan(started, notes, max_trials, remaining, workers, n_procs, timeout, slot)
+    try:
+        return _run_session(spec, optuna_study, options, cache, plan, on_progress)
+    finally:
+        with contextlib.suppress(StorageUnavailable, sa.exc.SQLAlchemyError):
+            cache.leave(spec.name, slot)  # if the database is away, the slot frees itself once this process is gone
+
+
+@dataclass
+class _Plan:
+    """What a session was set up with: when it started, its notes so far, the budget, its workers, its slot."""
+
+    started: float
+    notes: list[str]
+    max_trials: int | None
+    remaining: int | None  # of the budget, when the session started
+    workers: int
+    n_procs: int  # worker processes to run (fewer than workers when little of the budget is left)
+    timeout: float | None
+    slot: int
+
+
+def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOptions, cache: ScoreCache, plan: _Plan,
+                 on_progress: OnProgress | None) -> RunSummary:
+    """The workers of one session: started, run in rounds, joined; then the session's record."""
+    cfg, clock = spec.config, spec.folder.clock
+    started, notes, max_trials, timeout, n_procs = plan.started, plan.notes, plan.max_trials, plan.timeout, plan.n_procs
+    first = SEED_STRIDE * plan.slot  # worker i of the session uses sampler seed + first + i
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), i)) for i in range(1, n_procs)]
-    worker = Worker(spec, max_trials)
-    report = None if on_progress is None else _reporter(optuna_study, remaining, on_progress)
+    procs = [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), first + i))
+             for i in range(1, n_procs)]
+    worker = Worker(spec, max_trials, first, session=(cache, plan.slot))
+    report = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
     lost: StorageUnavailable | None = None
     with worker.stopping_on_signals():
         _start(procs)
@@ -200,11 +233,11 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     finished = clock()
     session = Session(
         started=iso(started), finished=iso(finished), seconds=round(finished - started, 3),
-        workers=workers, max_trials=max_trials, interrupted=worker.interrupted is not None,
+        workers=plan.workers, max_trials=max_trials, interrupted=worker.interrupted is not None,
         signal=None if worker.interrupted is None else signal.Signals(worker.interrupted).name,
         stopped_reason=worker.stopped_reason, widened=worker.widened, notes=notes,
         failed_workers=[p.exitcode for p in procs if p.exitcode not in (0, None) and worker.interrupted is None],
-        preflight=options.preflight,
+        preflight=options.preflight, slot=plan.slot, sampler_seeds=spec.sampler_seeds(first, n_procs),
     )
     return record_results(spec, optuna_study, session)
 

@@ -15,6 +15,7 @@ is the same result), but in this study it is a trial of its own, not a duplicate
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import random
@@ -47,6 +48,14 @@ _CACHE = sa.Table(  # genesis_score_cache (keyed by key alone, before studies we
     sa.Column("state", sa.String(8), nullable=False),  # running | done
     sa.Column("trial_number", sa.Integer, nullable=False),  # this study's trial that holds the key
     sa.Column("payload", sa.Text, nullable=True),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+_SESSIONS = sa.Table(  # the sessions working on a study now: each holds a slot, which sets its sampler seeds
+    "genesis_sessions",
+    _META,
+    sa.Column("study", sa.String(512), primary_key=True),
+    sa.Column("slot", sa.Integer, primary_key=True),
+    sa.Column("worker", sa.Text, nullable=False),  # this_process() of the session's main process, as JSON
     sa.Column("updated", sa.Float, nullable=False),
 )
 GRACE_SECONDS = 30
@@ -418,6 +427,40 @@ class ScoreCache:
         with self._engine.begin() as conn:
             conn.execute(sa.update(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key == key)
                          .values(state="done", payload=entry.model_dump_json(), updated=time.time()))
+
+    def join(self, study: str, live_seconds: float) -> int:
+        """Take the lowest free session slot of ``study``: 0 for a session alone (a resume), another for a
+        process joining a running study from this or another machine. A slot whose process is gone,
+        or whose session elsewhere has not been heard of for ``live_seconds``, is free."""
+
+        def take() -> int:
+            now = time.time()
+            with self._engine.begin() as conn:
+                for row in conn.execute(sa.select(_SESSIONS).where(_SESSIONS.c.study == study)).all():
+                    alive = _alive(json.loads(row.worker))
+                    if alive is False or (alive is None and now - row.updated > live_seconds):
+                        conn.execute(sa.delete(_SESSIONS).where(_SESSIONS.c.study == study, _SESSIONS.c.slot == row.slot))
+            for slot in range(10_000):
+                try:
+                    with self._engine.begin() as conn:
+                        conn.execute(sa.insert(_SESSIONS).values(study=study, slot=slot, worker=json.dumps(this_process()),
+                                                                 updated=now))
+                    return slot
+                except IntegrityError:
+                    continue
+            raise StorageError(f"10,000 sessions are working on study {study!r}")
+
+        return retrying(take, self._retry, self._url)
+
+    def heard_of(self, study: str, slot: int) -> None:
+        """Keep a session's slot taken (for sessions on other machines, which cannot see its process)."""
+        with self._engine.begin() as conn:
+            conn.execute(sa.update(_SESSIONS).where(_SESSIONS.c.study == study, _SESSIONS.c.slot == slot)
+                         .values(updated=time.time()))
+
+    def leave(self, study: str, slot: int) -> None:
+        with self._engine.begin() as conn:
+            conn.execute(sa.delete(_SESSIONS).where(_SESSIONS.c.study == study, _SESSIONS.c.slot == slot))
 
     def release_trials(self, study: str, numbers: list[int]) -> None:
         """Give back the claims of trials whose worker died, so their keys can be evaluated at once."""

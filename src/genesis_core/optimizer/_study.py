@@ -72,6 +72,11 @@ class StudySpec:
         s = self.config.meta.sampler
         return make_sampler(s.name, s.kwargs, self.space.grid, len(self.space.distributions), worker_index)
 
+    def sampler_seeds(self, first: int, workers: int) -> list[int]:
+        """The sampler seeds of workers ``first`` .. ``first + workers - 1`` (none without a seed)."""
+        seed = self.config.meta.sampler.kwargs.get("seed")
+        return [] if seed is None else [int(seed) + first + i for i in range(workers)]
+
     def pruner(self) -> optuna.pruners.BasePruner:
         return make_pruner(self.config.meta.pruner.name, self.config.meta.pruner.kwargs)
 

@@ -31,6 +31,7 @@ from genesis_core.records import TRIAL_METRICS, CachedFrom, ScoreRecord, TrialAr
 from genesis_core.scoring import Outcome, checkpoints, prune_reason, score
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+SEED_STRIDE = 1000  # session slot k's workers use sampler seeds seed + 1000 k + i
 EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)  # what the budget counts: a FAIL was never evaluated
 
 
@@ -49,10 +50,13 @@ def evaluated(study: optuna.Study) -> int:
 class Worker:
     """Evaluates trials of one study in one process."""
 
-    def __init__(self, spec: StudySpec, max_trials: int | None = None, index: int = 0) -> None:
+    def __init__(self, spec: StudySpec, max_trials: int | None = None, index: int = 0,
+                 session: tuple[ScoreCache, int] | None = None) -> None:
         self.spec = spec
         self.max_trials = max_trials
-        self.index = index
+        self.index = index  # the sampler seed offset (session slot and worker)
+        self.session = session  # the session's slot, kept taken by the session's main worker
+        self._heard = 0.0
         self.backtester = Backtester(FEATURE_CACHE)
         meta = spec.config.meta
         self.cache = ScoreCache(cache_url(spec.storage_url), meta.stale_trial_seconds, meta.storage_retry_seconds)
@@ -158,6 +162,9 @@ class Worker:
         return None
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.session is not None and time.time() - self._heard > 5.0:
+            self._heard = time.time()
+            self.session[0].heard_of(self.spec.name, self.session[1])
         if self.interrupted is not None:
             study.stop()  # Ctrl-C or SIGTERM: the trial in flight has finished; stop here
         if self.budget_reached or (self.max_trials is not None and evaluated(study) >= self.max_trials):

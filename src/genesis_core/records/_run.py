@@ -55,6 +55,8 @@ class Session(Part):
     notes: list[str]
     failed_workers: list[int | None]
     preflight: PreflightRecord | PreflightSkipped | None
+    slot: int = 0  # 0 alone; another when it joined sessions already at work on the study
+    sampler_seeds: list[int] = []  # one per worker process (empty without meta.sampler.kwargs.seed)
 
 
 class CacheStats(Part):
