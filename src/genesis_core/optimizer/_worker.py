@@ -8,15 +8,17 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
-from genesis_core.backtest import FEATURE_CACHE, Backtester, BacktestResult, Plan, build_config
+from genesis_core.backtest import FEATURE_CACHE, Backtester, Plan, build_config
 from genesis_core.errors import ConfigError, DataError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.optimizer._storage import (
+    CacheAnswer,
     CacheEntry,
     ClaimExpired,
     ScoreCache,
@@ -27,8 +29,8 @@ from genesis_core.optimizer._storage import (
     this_process,
 )
 from genesis_core.optimizer._study import StudySpec
-from genesis_core.records import TRIAL_METRICS, CachedFrom, ScoreRecord, TrialArtifact, backtest_record
-from genesis_core.scoring import Outcome, checkpoints, prune_reason, score
+from genesis_core.records import TRIAL_METRICS, BacktestRecord, CachedFrom, Metrics, ScoreRecord, TrialArtifact, backtest_record
+from genesis_core.scoring import Checkpoint, Outcome, checkpoints, prune_reason, score
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 SEED_STRIDE = 1000  # session slot k's workers use sampler seeds seed + 1000 k + i
@@ -41,6 +43,54 @@ class BudgetReached(GenesisError):
 
 # what makes a trial FAIL (with its reason) and the run go on; anything else, a lost database included, ends the run
 TRIAL_FAILURES = (ConfigError, DataError, BudgetReached, ClaimExpired)
+
+
+@dataclass(frozen=True)
+class Job:
+    """A trial ready to evaluate: its parameters, phase, planned backtest and cache key."""
+
+    number: int
+    params: dict[str, Any]
+    phase: int
+    plan: Plan
+    key: str
+
+
+@dataclass(frozen=True)
+class Measured:
+    """What a backtest tells the optimizer, small enough to send from a worker process."""
+
+    record: BacktestRecord
+    score: ScoreRecord
+    metrics: Metrics
+    points: list[Checkpoint]  # empty unless pruning is on
+    signals: int
+
+
+@dataclass(frozen=True)
+class Settled:
+    objective: float
+    pruned: str | None
+    entry: CacheEntry
+
+    def value(self) -> float:
+        """The objective value, or TrialPruned for Optuna."""
+        if self.pruned is not None:
+            raise optuna.TrialPruned(self.pruned)
+        return self.objective
+
+
+def measure(backtester: Backtester, plan: Plan, spec: StudySpec, pruner: optuna.pruners.BasePruner) -> Measured:
+    """Run the planned backtest and score it; the checkpoints only when something prunes."""
+    result = backtester.execute(plan)
+    scoring = spec.config.scoring
+    points: list[Checkpoint] = []
+    if scoring.pruning.enabled or not isinstance(pruner, optuna.pruners.NopPruner):
+        exit_bars = result.engine.trades["exit_bar"] - result.window.start_index
+        points = checkpoints(result.engine.equity, exit_bars, result.engine.trades["pnl"], scoring.pruning.checkpoints)
+    return Measured(backtest_record(result, trades=False),
+                    ScoreRecord.of(score(result.metrics, result.trace, scoring, spec.config.constraints)),
+                    {k: result.metrics[k] for k in TRIAL_METRICS}, points, int(result.trace["signals"]))
 
 
 def evaluated(study: optuna.Study) -> int:
@@ -70,23 +120,34 @@ class Worker:
         self.interrupted: int | None = None  # the signal that asked this worker to stop
 
     def objective(self, trial: optuna.Trial) -> float:
+        job = self.prepare(trial)
+        answer = self.cache.claim(self.spec.name, job.key, trial.number)
+        measured = measure(self.backtester, job.plan, self.spec, self.pruner) if answer is None else None
+        return self.settle(trial, job, answer, measured).value()
+
+    def prepare(self, trial: optuna.Trial) -> Job:
+        """Record the worker, check the budget, suggest the parameters and plan the backtest; a
+        combination the strategy refuses is the trial's FAIL, never a number."""
         s = self.spec
         trial.set_user_attr("worker", this_process())  # so a resume can tell at once whether a RUNNING trial's worker died
         self._within_budget(trial)
         s.space.suggest(trial)
-        phase = 1 if trial.number < s.config.scoring.phase1.trials else 2
         params = s.space.trial_params(trial)
         try:
-            config = build_config(s.base, s.champion, s.overrides, params)
-            plan = self.backtester.plan(config)
-        except (ConfigError, DataError) as exc:  # this parameter combination is invalid: FAIL, never a number
+            plan = self.backtester.plan(build_config(s.base, s.champion, s.overrides, params))
+        except (ConfigError, DataError) as exc:
             trial.set_user_attr("error", str(exc))
             raise
         key = fingerprint({"config": plan.config_fingerprint, "window": plan.window.fingerprint,
                            "code": code_version(), "scoring": s.scoring_fingerprint})
-        attrs: dict[str, Any] = {"config_fingerprint": plan.config_fingerprint, "cache_key": key}
-        top: dict[str, Any] = {"phase": phase}  # the attributes people filter on; the rest go in "genesis"
-        answer = self.cache.claim(s.name, key, trial.number)
+        return Job(trial.number, params, 1 if trial.number < s.config.scoring.phase1.trials else 2, plan, key)
+
+    def settle(self, trial: optuna.Trial, job: Job, answer: CacheAnswer | None, measured: Measured | None) -> Settled:
+        """The trial's outcome from a duplicate answer, another study's result or its own measurement:
+        pruning decided, artifact written, cache filled, attributes set."""
+        s = self.spec
+        attrs: dict[str, Any] = {"config_fingerprint": job.plan.config_fingerprint, "cache_key": job.key}
+        top: dict[str, Any] = {"phase": job.phase}  # the attributes people filter on; the rest go in "genesis"
         if answer is not None and answer.same_study:  # already evaluated in this study: a duplicate
             self.streak += 1
             entry = answer.entry
@@ -96,17 +157,22 @@ class Worker:
         else:
             self.streak = 0
             try:
-                if answer is None:
-                    entry = self._evaluate(trial, plan, params, phase)
+                if measured is not None:
+                    pruned = self._prune(trial, measured)
+                    s.folder.write_trial(TrialArtifact(**dict(measured.record), trial_number=trial.number, params=job.params,
+                                                       score=measured.score, pruned=pruned))
+                    entry = CacheEntry(study=s.name, trial_number=trial.number, score=measured.score, pruned=pruned,
+                                       record=measured.record, metrics=measured.metrics)
                 else:  # another study measured this config on this window: a trial of this study all the same
+                    assert answer is not None
                     entry = answer.entry
                     origin = CachedFrom(study=entry.study, trial=entry.trial_number)
-                    s.folder.write_trial(TrialArtifact(**dict(entry.record), trial_number=trial.number, params=params,
+                    s.folder.write_trial(TrialArtifact(**dict(entry.record), trial_number=trial.number, params=job.params,
                                                        score=entry.score, pruned=entry.pruned, cached_from=origin))
                     attrs["cached_from"] = origin.model_dump()
-                self.cache.store(s.name, key, entry)
+                self.cache.store(s.name, job.key, entry)
             except BaseException:
-                self.cache.release(s.name, key)
+                self.cache.release(s.name, job.key)
                 raise
             outcome = entry.score.outcome.value
             top["cached"] = False
@@ -116,9 +182,7 @@ class Worker:
         for name, value in top.items():  # each user attribute is one storage write (~0.4 ms on the journal)
             trial.set_user_attr(name, value)
         trial.set_user_attr("genesis", attrs)
-        if entry.pruned is not None:
-            raise optuna.TrialPruned(entry.pruned)
-        return sc.phase1 if phase == 1 else sc.phase2
+        return Settled(sc.phase1 if job.phase == 1 else sc.phase2, entry.pruned, entry)
 
     def _within_budget(self, trial: optuna.Trial) -> None:
         """The budget is the study's, shared by every worker on every machine: a trial may start only
@@ -134,30 +198,15 @@ class Worker:
             trial.set_user_attr("error", f"not evaluated: the study's {self.max_trials} trials were taken by other workers")
             raise BudgetReached(f"budget of {self.max_trials} trials reached")
 
-    def _evaluate(self, trial: optuna.Trial, plan: Plan, params: dict[str, Any], phase: int) -> CacheEntry:
-        """Backtest, score, prune; write the trial's artifact."""
-        s = self.spec
-        result = self.backtester.execute(plan)
-        sc = ScoreRecord.of(score(result.metrics, result.trace, s.config.scoring, s.config.constraints))
-        pruned = self._prune(trial, result, phase)
-        record = backtest_record(result, trades=False)
-        s.folder.write_trial(TrialArtifact(**dict(record), trial_number=trial.number, params=params, score=sc, pruned=pruned))
-        return CacheEntry(study=s.name, trial_number=trial.number, score=sc, pruned=pruned, record=record,
-                          metrics={k: result.metrics[k] for k in TRIAL_METRICS})
-
-    def _prune(self, trial: optuna.Trial, result: BacktestResult, phase: int) -> str | None:
+    def _prune(self, trial: optuna.Trial, measured: Measured) -> str | None:
         """Report checkpoint values (for Optuna's pruners) and apply the pruning rules."""
         cfg = self.spec.config.scoring.pruning
-        if not cfg.enabled and isinstance(self.pruner, optuna.pruners.NopPruner):
-            return None
-        exit_bars = result.engine.trades["exit_bar"] - result.window.start_index
-        points = checkpoints(result.engine.equity, exit_bars, result.engine.trades["pnl"], cfg.checkpoints)
-        rule = prune_reason(points, result.trace["signals"], cfg)
-        for i, p in enumerate(points):
+        rule = prune_reason(measured.points, measured.signals, cfg)
+        for i, p in enumerate(measured.points):
             trial.report(p.total_return, step=p.bar)
             if rule is not None and rule[0] == i:
                 return rule[1]
-            if i < len(points) - 1 and trial.should_prune():
+            if i < len(measured.points) - 1 and trial.should_prune():
                 return f"{type(self.pruner).__name__} at bar {p.bar}"
         return None
 
