@@ -91,8 +91,8 @@ def naive_reference_loop(tmp: Path, trials: int) -> float:
     return time.perf_counter() - t
 
 
-def genesis_run(tmp: Path, name: str, trials: int, workers: int, storage: str | None = None) -> float:
-    path = _config(tmp, name, trials)
+def genesis_run(tmp: Path, name: str, trials: int, workers: int, storage: str | None = None, parallel: str = "free") -> float:
+    path = _config(tmp, name, trials, parallel=parallel)
     t = time.perf_counter()
     summary = optimize(load_study_config(path).spec(storage), RunOptions(workers=workers))  # what `genesis optimize` runs
     assert summary.cache.total_trials >= trials, summary
@@ -115,6 +115,7 @@ def main() -> None:
         f["overhead_ms_per_trial_sampler_only_in_memory"] = trivial_overhead_ms(optuna.storages.InMemoryStorage(), n)
         f["naive_sqlite_loop_s"] = naive_reference_loop(tmp, n)
         f["genesis_2_workers_s"] = genesis_run(tmp, "g2", n, 2)
+        f["genesis_2_workers_reproducible_s"] = genesis_run(tmp, "g2r", n, 2, parallel="reproducible")
         f["naive_trials_per_s"] = n / f["naive_sqlite_loop_s"]
         f["genesis_2_workers_trials_per_s"] = n / f["genesis_2_workers_s"]
         bindir = server_bindir()
@@ -131,6 +132,8 @@ def main() -> None:
         "TPE sampler alone / 10 ms target": f["overhead_ms_per_trial_sampler_only_in_memory"] / 10.0,
         f"genesis 2 workers {n} trials wall / 30 s target (<= 1 meets it)": f["genesis_2_workers_s"] * 1000 / n / 30.0,
         "speed-up vs naive Optuna+SQLite loop": f["genesis_2_workers_trials_per_s"] / f["naive_trials_per_s"],
+        "cost of reproducible batches: 2 workers reproducible / free wall time": f["genesis_2_workers_reproducible_s"]
+        / f["genesis_2_workers_s"],
     }
     if "postgres_1_workers_trials_per_s" in f:
         for w in (2, 4):

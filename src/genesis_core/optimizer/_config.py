@@ -117,6 +117,11 @@ class Meta(StrictModel):
     pruner: PrunerConfig = PrunerConfig()
     stop: StopPolicy = StopPolicy()
     n_workers: int = Field(1, ge=1)
+    # how workers share the study: "reproducible" (this process samples batches that worker processes
+    # measure, told in trial order: a seeded run repeats exactly), "free" (each worker samples and
+    # tells on its own: no batch waits, any number of machines); "auto": reproducible for a seeded
+    # run on the journal, free otherwise
+    parallel: Literal["auto", "reproducible", "free"] = "auto"
     bootstrap_random_trials: int = Field(0, ge=0)
     duplicate_streak_limit: int = Field(50, ge=1)
     # stop: end the explore phase; widen: sample at random for as many trials, then go back (and

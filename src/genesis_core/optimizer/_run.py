@@ -14,6 +14,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
+from typing import TypeVar
 
 import optuna
 import sqlalchemy as sa
@@ -22,6 +23,7 @@ from optuna.trial import TrialState
 from genesis_core.backtest import Backtester
 from genesis_core.data import parse_ts
 from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.optimizer._batch import Measurers, run_batched
 from genesis_core.optimizer._config import OptimizerConfig
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._storage import (
@@ -40,7 +42,8 @@ from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
 # heartbeats and stale-trial retry are marked experimental but are what makes a killed worker recoverable
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-PROGRESS_INTERVAL = 0.25  # seconds between progress reports (each reads the study's trials)
+PROGRESS_INTERVAL = 0.25
+T = TypeVar("T")  # seconds between progress reports (each reads the study's trials)
 
 
 @dataclass(frozen=True)
@@ -81,21 +84,19 @@ def _worker_process(spec: StudySpec, max_trials: int | None, timeout: float | No
         sys.exit(exc.exit_code)
 
 
-def _start(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
-    """Start worker processes with the stop signals ignored, which they inherit until they install
-    their own handlers: a Ctrl-C while one is still importing cannot kill it with a traceback.
-    Here the signals are blocked meanwhile, so one that arrives is held back, not lost (Linux keeps
-    a blocked signal pending even while it is ignored), and delivered once the handlers are back.
-    Off the main thread (a run started by a server) signals are not ours to handle."""
+def _quietly(start: Callable[[], T]) -> T:
+    """Start processes with the stop signals ignored, which they inherit until they install their
+    own handlers (a measuring process of a reproducible run never does: this one decides): a Ctrl-C
+    while one is still importing cannot kill it with a traceback. Here the signals are blocked
+    meanwhile, so one that arrives is held back, not lost (Linux keeps a blocked signal pending even
+    while it is ignored), and delivered once the handlers are back. Off the main thread (a run
+    started by a server) signals are not ours to handle."""
     if threading.current_thread() is not threading.main_thread():
-        for p in procs:
-            p.start()
-        return
+        return start()
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
     previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
     try:
-        for p in procs:
-            p.start()
+        return start()
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
@@ -105,17 +106,25 @@ def _start(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
 def _join(procs: Sequence[multiprocessing.process.BaseProcess], worker: Worker) -> None:
     """Wait for every worker process; once this one was asked to stop, pass the signal on (again
     every half second: a child still starting up ignores it until its handlers are in place).
-    Then stop multiprocessing's resource tracker, so no process of this run outlives it."""
+    """
     while any(p.is_alive() for p in procs):
         for p in procs:
             p.join(timeout=0.5 / len(procs))
             if worker.interrupted is not None and p.is_alive() and p.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, worker.interrupted)
-    if procs:
-        stop_tracker = getattr(resource_tracker._resource_tracker, "_stop", None)  # private, so looked up with care
-        if stop_tracker is not None:
-            stop_tracker()
+
+
+def _start_all(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
+    for p in procs:
+        p.start()
+
+
+def _stop_resource_tracker() -> None:
+    """Stop multiprocessing's resource tracker, so no process of this run outlives it."""
+    stop_tracker = getattr(resource_tracker._resource_tracker, "_stop", None)  # private, so looked up with care
+    if stop_tracker is not None:
+        stop_tracker()
 
 
 def _await_orphans(optuna_study: optuna.Study, retry_seconds: float) -> None:
@@ -198,18 +207,24 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     started, notes, max_trials, timeout, n_procs = plan.started, plan.notes, plan.max_trials, plan.timeout, plan.n_procs
     first = SEED_STRIDE * plan.slot  # worker i of the session uses sampler seed + first + i
     ctx = multiprocessing.get_context("spawn")
-    procs = [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), first + i))
-             for i in range(1, n_procs)]
+    batched = spec.reproducible and n_procs > 1
+    procs = [] if batched else [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), first + i))
+                                for i in range(1, n_procs)]
+    pool = Measurers(spec, n_procs) if batched else None
     worker = Worker(spec, max_trials, first, session=(cache, plan.slot))
     report = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
     lost: StorageUnavailable | None = None
     with worker.stopping_on_signals():
-        _start(procs)
+        _quietly(lambda: _start_all(pool.procs if pool is not None else procs))
         try:
             for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned meanwhile
                 if n_procs > 0 and worker.interrupted is None and worker.stopped_reason is None:
                     worker.budget_reached = False
-                    worker.run(None if timeout is None else max(0.0, timeout - (clock() - started)), report)
+                    left = None if timeout is None else max(0.0, timeout - (clock() - started))
+                    if pool is not None:
+                        run_batched(worker, pool, n_procs, left, report)
+                    else:
+                        worker.run(left, report)
                 if _timed_out(started, timeout, clock) or worker.interrupted is not None or worker.stopped_reason:
                     break
                 _join(procs, worker)
@@ -223,7 +238,12 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
                     break
         except StorageUnavailable as exc:
             lost = exc  # the workers meet the same database: wait for them, then say it once
+        finally:
+            if pool is not None:
+                pool.close()
         _join(procs, worker)
+    if procs or pool is not None:
+        _stop_resource_tracker()
     if lost is not None:
         raise lost
     if report is not None:

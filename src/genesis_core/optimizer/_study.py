@@ -72,6 +72,14 @@ class StudySpec:
         s = self.config.meta.sampler
         return make_sampler(s.name, s.kwargs, self.space.grid, len(self.space.distributions), worker_index)
 
+    @property
+    def reproducible(self) -> bool:
+        """Whether several workers run in reproducible batches (see ``Meta.parallel``): asked for, or
+        a seeded run on the journal (a database storage is for workers on many machines)."""
+        m = self.config.meta
+        seeded_here = m.sampler.kwargs.get("seed") is not None and self.storage_url.startswith("journal:")
+        return m.parallel == "reproducible" or (m.parallel == "auto" and seeded_here)
+
     def sampler_seeds(self, first: int, workers: int) -> list[int]:
         """The sampler seeds of workers ``first`` .. ``first + workers - 1`` (none without a seed)."""
         seed = self.config.meta.sampler.kwargs.get("seed")

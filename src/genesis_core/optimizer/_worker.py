@@ -211,19 +211,22 @@ class Worker:
         return None
 
     def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        if self.after(study, trial):
+            study.stop()
+
+    def after(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> bool:
+        """Bookkeeping after a trial (session slot, streaks, sampler switches); True: stop asking for trials."""
         if self.session is not None and time.time() - self._heard > 5.0:
             self._heard = time.time()
             self.session[0].heard_of(self.spec.name, self.session[1])
-        if self.interrupted is not None:
-            study.stop()  # Ctrl-C or SIGTERM: the trial in flight has finished; stop here
         if self.budget_reached or (self.max_trials is not None and evaluated(study) >= self.max_trials):
-            study.stop()
-            return
+            return True
+        stop = self.interrupted is not None  # Ctrl-C or SIGTERM: the trial in flight has finished; stop here
         meta = self.spec.config.meta
         self.fail_streak = self.fail_streak + 1 if trial.state == TrialState.FAIL else 0
         if self.fail_streak >= meta.fail_streak_limit:
             self.stopped_reason = f"{self.fail_streak} failed parameter sets in a row (meta.fail_streak_limit): see trials.csv fail_reason"
-            study.stop()
+            stop = True
         if self.streak >= meta.duplicate_streak_limit:
             if meta.duplicate_streak_action == "widen" and self.random_until <= trial.number:
                 self.random_until = trial.number + 1 + meta.duplicate_streak_limit
@@ -233,22 +236,28 @@ class Worker:
             else:
                 exhausted = " even when sampling at random: the space looks exhausted" if meta.duplicate_streak_action == "widen" else ""
                 self.stopped_reason = f"{self.streak} duplicate parameter sets in a row (meta.duplicate_streak_limit){exhausted}"
-                study.stop()
+                stop = True
         elif trial.number + 1 >= self.random_until and isinstance(study.sampler, optuna.samplers.RandomSampler):
             study.sampler = self.spec.sampler(self.index)  # bootstrap or widening done: back to the configured one
+        return stop
 
     def _random_sampler(self, offset: int) -> optuna.samplers.RandomSampler:
         seed = self.spec.config.meta.sampler.kwargs.get("seed")
         return optuna.samplers.RandomSampler(seed=None if seed is None else int(seed) + self.index + offset)
 
-    def run(self, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
-        """Evaluate trials until the study's budget is met, the deadline passes or a stop condition holds."""
+    def open_study(self) -> optuna.Study:
+        """The study with this worker's sampler (random while the bootstrap trials last) and pruner."""
         s = self.spec
         storage = open_storage(s.storage_url, s.config.meta.stale_trial_seconds, s.config.meta.storage_retry_seconds, wait=True)
         study = optuna.load_study(study_name=s.name, storage=storage, sampler=s.sampler(self.index), pruner=self.pruner)
         self.random_until = s.config.meta.bootstrap_random_trials
         if len(study.get_trials(deepcopy=False)) < self.random_until:
             study.sampler = self._random_sampler(0)
+        return study
+
+    def run(self, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
+        """Evaluate trials until the study's budget is met, the deadline passes or a stop condition holds."""
+        study = self.open_study()
         callbacks = [lambda st, tr: self.after_trial(st, tr)]
         if on_trial is not None:
             callbacks.append(lambda st, tr: on_trial())

@@ -1,0 +1,115 @@
+"""Reproducible parallel runs: this process asks the sampler for a batch of trials, worker processes
+measure them, and the results are told in trial order. The sampler then sees the same history in
+every run, whatever the timing, so a seeded run gives the same trials for a given worker count.
+(Free-running workers, each with its own sampler, are the other way: see ``_run``.)"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import time
+from collections.abc import Callable
+from multiprocessing.connection import Connection
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from genesis_core.backtest import FEATURE_CACHE, BacktestConfig, Backtester
+from genesis_core.optimizer._storage import CacheAnswer, CacheEntry
+from genesis_core.optimizer._study import StudySpec
+from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure
+
+
+def measuring_process(conn: Connection, spec: StudySpec) -> None:
+    """A measuring process: effective configs in, ``Measured`` out, until the connection closes.
+    Its data and feature caches live as long as it does. It never handles a signal (it starts with
+    them ignored): the process that samples decides when to stop."""
+    backtester, pruner = Backtester(FEATURE_CACHE), spec.pruner()
+    while True:
+        try:
+            config = conn.recv()
+        except EOFError:
+            return
+        if config is None:
+            return
+        conn.send(measure(backtester, backtester.plan(BacktestConfig.model_validate(config)), spec, pruner))
+
+
+class Measurers:
+    """The measuring processes of a reproducible session, each behind a pipe (no threads here, so
+    a signal held back while they start is not lost)."""
+
+    def __init__(self, spec: StudySpec, n: int) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        pairs = [ctx.Pipe() for _ in range(n)]
+        self._conns = [mine for mine, _ in pairs]
+        self.procs = [ctx.Process(target=measuring_process, args=(theirs, spec)) for _, theirs in pairs]
+
+    def start(self) -> None:
+        for p in self.procs:
+            p.start()
+
+    def map(self, configs: list[dict[str, Any]]) -> list[Measured]:
+        """Measure each config, spread over the processes; results in order."""
+        for i, config in enumerate(configs):
+            self._conns[i % len(self._conns)].send(config)
+        return [self._conns[i % len(self._conns)].recv() for i in range(len(configs))]
+
+    def close(self) -> None:
+        for conn in self._conns:
+            with contextlib.suppress(OSError):
+                conn.send(None)
+        for p in self.procs:
+            p.join()
+
+
+def run_batched(worker: Worker, pool: Measurers, batch: int, timeout: float | None,
+                on_trial: Callable[[], None] | None) -> None:
+    """Trials in batches of ``batch`` until the budget is met, the deadline passes or ``worker`` says stop."""
+    study = worker.open_study()
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while worker.interrupted is None and (deadline is None or time.monotonic() < deadline):
+        size = batch if worker.max_trials is None else min(batch, worker.max_trials - evaluated(study))
+        if size <= 0 or _batch(worker, study, pool, size, on_trial):
+            return
+
+
+def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_trial: Callable[[], None] | None) -> bool:
+    """One batch: ask, prepare and claim in trial order, measure in parallel, settle and tell in
+    trial order. A parameter set twice in the batch is measured once, the later trial its duplicate.
+    Returns whether to stop."""
+    trials = [study.ask() for _ in range(size)]
+    jobs: dict[int, Job] = {}
+    for t in trials:
+        try:
+            jobs[t.number] = worker.prepare(t)
+        except TRIAL_FAILURES:
+            pass  # told FAIL below, its reason recorded by prepare
+    first: dict[str, int] = {}  # cache key -> the batch's first trial with it
+    answers: dict[int, CacheAnswer | None] = {}
+    for number, job in jobs.items():
+        if job.key not in first:
+            first[job.key] = number
+            answers[number] = worker.cache.claim(worker.spec.name, job.key, number)
+    owned = [jobs[n] for n, a in answers.items() if a is None]
+    measured = dict(zip([j.number for j in owned],
+                        pool.map([j.plan.config.model_dump(mode="json") for j in owned]), strict=True))
+    entries: dict[str, CacheEntry] = {}
+    stop = False
+    for t in trials:
+        todo = jobs.get(t.number)
+        state, value = TrialState.FAIL, None
+        if todo is not None and (first[todo.key] == t.number or todo.key in entries):
+            answer = answers[t.number] if first[todo.key] == t.number else CacheAnswer(entries[todo.key], first[todo.key], True)
+            try:
+                settled = worker.settle(t, todo, answer, measured.get(t.number))
+                entries[todo.key] = settled.entry
+                state, value = (TrialState.COMPLETE, settled.objective) if settled.pruned is None else (TrialState.PRUNED, None)
+            except TRIAL_FAILURES as exc:
+                t.set_user_attr("error", str(exc))
+        study.tell(t, value, state=state)
+        stop = worker.after(study, study.get_trials(deepcopy=False)[t.number]) or stop
+        if on_trial is not None:
+            on_trial()
+    return stop
