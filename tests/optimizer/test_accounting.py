@@ -242,9 +242,9 @@ def test_a_seeded_one_worker_run_reproduces_exactly(tmp_path):
     assert len(tables[0]) == 15 and tables[0] == tables[1]
 
 
-def test_a_seeded_two_worker_run_is_reproducible_and_free_workers_are_not(tmp_path):
+def test_a_seeded_two_worker_run_is_reproducible(tmp_path):
     """With a seed, two workers run in reproducible batches: the same trials.csv twice (but for
-    timings). Free-running workers, told to, give different runs: what the batches are for."""
+    timings). (Free-running workers usually differ between runs, but not always: not asserted.)"""
     import csv
 
     from genesis_core.optimizer import RunOptions
@@ -260,11 +260,9 @@ def test_a_seeded_two_worker_run_is_reproducible_and_free_workers_are_not(tmp_pa
                                         "thresholds.signal_adaptation.zones.mid.entry_conf_overall":
                                             {"type": "float", "low": 0.5, "high": 0.6}})
         summary = optimize(path, RunOptions(workers=2))
-        assert summary["states"]["COMPLETE"] == 40  # free workers may add a refused FAIL (a budget race)
-        assert parallel == "free" or summary["states"] == {"COMPLETE": 40}  # batches never race for the budget
+        assert summary["states"] == {"COMPLETE": 40}  # batches never race for the budget
         with open(Path(summary["run_dir"]) / "trials.csv") as fh:
             return [{k: v for k, v in row.items() if k != "duration_ms"} for row in csv.DictReader(fh)]
 
-    assert table("a", "auto") == table("b", "reproducible")  # auto means reproducible with a seed
-    free = [table("c", "free"), table("d", "free")]
-    assert [r["value"] for r in free[0]] != [r["value"] for r in free[1]]
+    first = table("a", "auto")  # auto means reproducible with a seed on the journal
+    assert len(first) == 40 and first == table("b", "reproducible")
