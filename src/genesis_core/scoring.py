@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -179,15 +179,6 @@ class Score:
     phase1: float
     phase2: float
     constraints_failed: tuple[str, ...]
-
-    def value(self, phase: int) -> float:
-        return self.phase1 if phase == 1 else self.phase2
-
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["outcome"] = self.outcome.value
-        d["constraints_failed"] = list(self.constraints_failed)
-        return d
 
 
 def classify(metrics: dict[str, float | int], trace: dict[str, Any]) -> Outcome:
