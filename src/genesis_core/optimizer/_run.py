@@ -87,10 +87,10 @@ def _worker_process(spec: StudySpec, max_trials: int | None, timeout: float | No
 def _quietly(start: Callable[[], T]) -> T:
     """Start processes with the stop signals ignored, which they inherit until they install their
     own handlers (a measuring process of a reproducible run never does: this one decides): a Ctrl-C
-    while one is still importing cannot kill it with a traceback. Here the signals are blocked
-    meanwhile, so one that arrives is held back, not lost (Linux keeps a blocked signal pending even
-    while it is ignored), and delivered once the handlers are back. Off the main thread (a run
-    started by a server) signals are not ours to handle."""
+    while one is still importing cannot kill it with a traceback. The signals are also blocked here
+    meanwhile, so one that arrives is held back for this thread; but a thread a library started
+    (OpenBLAS's, say) may take it and drop it: a Ctrl-C in those milliseconds can be lost, and the
+    next one stops the run. Off the main thread (a run started by a server) signals are not ours."""
     if threading.current_thread() is not threading.main_thread():
         return start()
     signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
