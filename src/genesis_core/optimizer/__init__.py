@@ -8,7 +8,6 @@ from genesis_core.optimizer._config import (
     PrunerConfig,
     SamplerConfig,
     load_optimizer_config,
-    parse_optimizer_config,
 )
 from genesis_core.optimizer._results import RunSummary, best_score
 from genesis_core.optimizer._run import OnProgress, Progress, RunOptions, optimize
@@ -27,6 +26,6 @@ from genesis_core.optimizer._study import ResumeBlocked, StudySpec, stored_signa
 __all__ = [
     "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
     "ResumeBlocked", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec",
-    "best_score", "load_optimizer_config", "open_storage", "optimize", "parse_optimizer_config", "probe_storage",
+    "best_score", "load_optimizer_config", "open_storage", "optimize", "probe_storage",
     "recover_stale_trials", "redact", "sampler_class", "stored_signature_diff", "study_spec",
 ]

@@ -178,13 +178,10 @@ def flatten_parameters(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]
     return flat
 
 
-def parse_optimizer_config(raw: dict[str, Any], model: type[C], source: str | Path) -> C:
-    """Validate an optimizer config mapping as ``model``; ConfigError names the path of every problem."""
-    if not isinstance(raw.get("parameters"), dict):
-        raise ConfigError(f"{source}: 'parameters' must be a mapping of the parameters to search")
-    return parse_model(model, {**raw, "parameters": flatten_parameters(raw["parameters"])})
-
-
 def load_optimizer_config(path: str | Path, model: type[C] = OptimizerConfig) -> C:  # type: ignore[assignment]
-    """Read and validate an optimizer YAML as ``model`` (the whole study config at the edge)."""
-    return parse_optimizer_config(read_config_file(path), model, path)
+    """Read and validate an optimizer YAML as ``model`` (the whole study config at the edge);
+    ConfigError names the path of every problem."""
+    raw = read_config_file(path)
+    if not isinstance(raw.get("parameters"), dict):
+        raise ConfigError(f"{path}: 'parameters' must be a mapping of the parameters to search")
+    return parse_model(model, {**raw, "parameters": flatten_parameters(raw["parameters"])})
