@@ -12,9 +12,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genesis_core.backtest import Backtester, build_config, read_config_file
+from genesis_core.backtest import Backtester, build_config
+from genesis_core.config import read_config_file
 from genesis_core.fingerprint import canonical_json, code_version, fingerprint
 from genesis_core.records import backtest_record
+from genesis_core.scoring import Constraints, Outcome, Scoring, score
 
 ROOT = Path(__file__).resolve().parents[1]
 GENESIS = [sys.executable, "-m", "genesis_core"]
@@ -114,3 +116,34 @@ def test_data_check_summarises_the_bundled_file():
     assert proc.returncode == 0
     summary = json.loads(proc.stdout)
     assert (summary["bars"], summary["gaps"], summary["missing_bars"], summary["timeframe"]) == (49_724, 6, 13, "1h")
+
+
+def _strict(text: str):
+    """Parse as strict JSON: NaN, Infinity and -Infinity are refused, as any strict parser does."""
+    def refuse(constant: str):
+        raise ValueError(f"not strict JSON: {constant}")
+    return json.loads(text, parse_constant=refuse)
+
+
+def test_absurd_prices_give_invalid_numeric_in_strict_json_never_a_number(tmp_path):
+    """Prices of 1e-307 pass every candle check (finite, positive) but overflow the arithmetic:
+    the metrics that are not finite are null and named, the outcome INVALID_NUMERIC."""
+    lines = gzip.open(ROOT / "data" / "tBTCUSD_1h_sample.csv.gz", "rt").read().splitlines()
+    header = lines[0].split(",")
+    prices = [header.index(c) for c in ("open", "high", "low", "close")]
+    rows = [[repr(float(v) * 1e-310) if i in prices else v for i, v in enumerate(line.split(","))] for line in lines[1:]]
+    data = tmp_path / "tiny.csv"
+    data.write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"strategy": "sma_cross", "params": {"fast": 10, "slow": 30}, "data": {"path": str(data)}}))
+    proc = _cli("backtest", "-c", str(config), "--out", str(tmp_path / "r.json"), "--json")
+    assert proc.returncode == 0, proc.stderr
+    record = _strict(proc.stdout)
+    assert record == _strict((tmp_path / "r.json").read_text())
+    assert set(record["not_finite"]) >= {"total_return", "final_equity"}
+    assert all(record["metrics"][k] is None for k in record["not_finite"]) and record["metrics"]["num_trades"] > 0
+    assert any(t["pnl"] is None for t in record["trades"])
+    human = _cli("backtest", "-c", str(config), "--out", str(tmp_path / "r2.json"))
+    assert human.returncode == 0 and "INVALID_NUMERIC: total_return" in human.stderr
+    result = Backtester().run(build_config(read_config_file(config)))
+    assert score(result.metrics, result.trace, Scoring(), Constraints()).outcome is Outcome.INVALID_NUMERIC

@@ -12,7 +12,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import Field
 
 from genesis_core.config import StrictModel, deep_merge, parse_model
@@ -44,22 +43,6 @@ class BacktestConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
     data: DataSpec = DataSpec()
     costs: Costs = Costs()
-
-
-def read_config_file(path: str | Path) -> dict[str, Any]:
-    """A YAML mapping from disk, or ConfigError saying what is wrong with the file."""
-    path = Path(path)
-    try:
-        loaded = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    if loaded is None:
-        return {}
-    if not isinstance(loaded, dict):
-        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
-    return loaded
 
 
 def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params") -> None:

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
+import math
 import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
@@ -14,11 +14,13 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 from rich.columns import Columns
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from genesis_core import __version__
 from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.files import atomic_write
+from genesis_core.fingerprint import strict_json
 
 if TYPE_CHECKING:  # the commands import what they use when they run, so `genesis --help` starts fast
     from genesis_core.champion import Decision
@@ -52,19 +54,23 @@ def _handle_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except GenesisError as exc:
-            err.print(f"[bold red]error:[/] {exc}", markup=True, highlight=False)
+            # the message may quote hostile input: escaped (never markup), and not hard-wrapped
+            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
 
     return wrapper  # type: ignore[return-value]
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    atomic_write(path, json.dumps(payload, indent=2) + "\n")
+    atomic_write(path, strict_json(payload) + "\n")
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, spec: str = ",.4f") -> str:
+    """A number for a table: ``spec`` for floats, '-' for one that is not finite (stored as null)."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
     if isinstance(value, float):
-        return f"{value:,.4f}"
+        return format(value, spec)
     return str(value)
 
 
@@ -84,7 +90,8 @@ def backtest(
     trades: Annotated[int, typer.Option(help="How many of the last trades to show.")] = 10,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
-    from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config, read_config_file
+    from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config
+    from genesis_core.config import read_config_file
     from genesis_core.records import ChampionStore, backtest_record
 
     overrides: dict[str, Any] = {"data": {k: v for k, v in (("path", data), ("start", start), ("end", end)) if v is not None}}
@@ -109,7 +116,7 @@ def backtest(
     path = output or Path("results/backtests") / f"{cfg.strategy}-{result.config_fingerprint[:10]}-{result.window.fingerprint[:10]}.json"
     _write_json(path, payload)
     if as_json:
-        sys.stdout.write(json.dumps(payload, indent=2) + "\n")
+        sys.stdout.write(strict_json(payload) + "\n")
         return
     gaps = result.window.candles.slice(result.window.start_index, len(result.window.candles)).gaps()
     w = record.window
@@ -124,8 +131,11 @@ def backtest(
             f"[yellow]warning:[/] {result.trace['warmup_bars_in_window']} bars of the window still had cold indicators; "
             "raise data.warmup_bars"
         )
+    if record.not_finite:
+        err.print(f"[yellow]warning:[/] INVALID_NUMERIC: {', '.join(record.not_finite)} not finite numbers (written as null); "
+                  "the prices or sizes are beyond what the arithmetic holds")
     metrics = Table(title="Metrics", show_header=False)
-    for k, v in result.metrics.items():
+    for k, v in record.metrics.items():
         metrics.add_row(k, _fmt(v))
     trace = Table(title="Decision trace", show_header=False)
     for k, v in result.trace.items():
@@ -144,7 +154,7 @@ def backtest(
         for t in rows:
             table.add_row(
                 t.entry_time[:16].replace("T", " "), t.exit_time[:16].replace("T", " "), t.side,
-                f"{t.entry_price:,.1f}", f"{t.exit_price:,.1f}", f"{t.pnl:,.2f}", str(t.bars_held), t.exit_reason,
+                _fmt(t.entry_price, ",.1f"), _fmt(t.exit_price, ",.1f"), _fmt(t.pnl, ",.2f"), str(t.bars_held), t.exit_reason,
             )
         out.print(table)
     out.print(f"config fingerprint {result.config_fingerprint[:16]}  data window {result.window.fingerprint[:16]}")
@@ -332,7 +342,7 @@ def check_equivalence(
     results = check(RunFolder.find(run), None if all_trials or not trial else list(trial))
     failed = [r for r in results if not r.ok]
     if as_json:
-        sys.stdout.write(json.dumps([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results], indent=2) + "\n")
+        sys.stdout.write(strict_json([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results]) + "\n")
     else:
         table = Table(title=f"Re-run from artifacts: {len(results) - len(failed)} of {len(results)} identical")
         table.add_column("trial", justify="right")
@@ -386,10 +396,9 @@ def walk_forward(
 
 def _print_decision(decision: Decision, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(json.dumps({"promoted": decision.promoted, "reason": decision.reason,
-                                     "gates": [g.model_dump() for g in decision.gates],
-                                     "champion": decision.champion and decision.champion.model_dump(mode="json")},
-                                    indent=2) + "\n")
+        sys.stdout.write(strict_json({"promoted": decision.promoted, "reason": decision.reason,
+                                      "gates": [g.model_dump() for g in decision.gates],
+                                      "champion": decision.champion and decision.champion.model_dump(mode="json")}) + "\n")
         return
     for g in decision.gates:
         out.print(f"  {'[green]pass[/]' if g.passed else '[red]fail[/]'}  {g.name}: {g.detail}")
@@ -453,7 +462,7 @@ def champion_history(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", res
 
     history = ChampionStore(results_dir, symbol, timeframe).history()
     if as_json:
-        sys.stdout.write(json.dumps([e.model_dump(mode="json", exclude={"champion"}) for e in history], indent=2) + "\n")
+        sys.stdout.write(strict_json([e.model_dump(mode="json", exclude={"champion"}) for e in history]) + "\n")
         return
     table = Table(title=f"{symbol} {timeframe} champion history")
     for col in ("time", "action", "run", "trial", "config", "reason"):
@@ -480,28 +489,30 @@ def champion_rollback(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", re
 @_handle_errors
 def mcp(
     http: Annotated[bool, typer.Option("--http", help="Serve streamable HTTP at POST /mcp instead of stdio.")] = False,
-    host: Annotated[str, typer.Option(help="HTTP bind address; anything but loopback is exposed to the network.")] = "127.0.0.1",
+    host: Annotated[str, typer.Option(help="HTTP bind address; beyond loopback it needs the token in $GENESIS_MCP_TOKEN.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8765,
     results_dir: Annotated[Path, typer.Option(help="The results folder served (runs, champions).")] = Path("results"),
-    configs_dir: Annotated[Path, typer.Option(help="The folder optimizer configs are read from (preflight, runs).")] = Path("configs"),
+    configs_dir: Annotated[Path, typer.Option(help="The folder optimizer configs (and their base configs) are read from.")] = Path("configs"),
     allow_write: Annotated[bool, typer.Option(help="Add tools that start runs and promote champions "
                                                    "(HTTP then needs the token in $GENESIS_MCP_TOKEN).")] = False,
+    allowed_host: Annotated[list[str] | None, typer.Option(help="A Host name clients use to reach the server (repeatable); "
+                                                                "the bind address and loopback names are always allowed.")] = None,
+    allow_strategy_modules: Annotated[bool, typer.Option(help="Let configs name Python modules to import "
+                                                              "(package.module:Class strategies, score functions, samplers).")] = False,
+    json_response: Annotated[bool, typer.Option(help="Answer plain JSON (stateless) instead of server-sent events.")] = False,
 ) -> None:
     """Serve runs, trials and champions to AI assistants over MCP (read-only unless --allow-write)."""
-    import ipaddress
     import os
 
-    from genesis_core.mcp_server import TOKEN_ENV, serve
+    from genesis_core.mcp_server import TOKEN_ENV, is_loopback, serve
 
     if http:
-        try:
-            loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
-        except ValueError:
-            loopback = False
-        if not loopback:
-            err.print(f"[yellow]warning:[/] binding {host}: the MCP server is reachable from the network")
+        if not is_loopback(host):
+            err.print(f"[yellow]warning:[/] binding {host}: the MCP server is reachable from the network "
+                      f"(bearer token required; Host must be one of {', '.join(allowed_host or []) or 'the loopback names'})")
         err.print(f"genesis MCP server ({'read-write' if allow_write else 'read-only'}) at http://{host}:{port}/mcp")
-    serve(results_dir, configs_dir, allow_write, "http" if http else "stdio", host, port, os.environ.get(TOKEN_ENV))
+    serve(results_dir, configs_dir, allow_write, "http" if http else "stdio", host, port, os.environ.get(TOKEN_ENV),
+          allowed_host, allow_strategy_modules, json_response)
 
 
 @model_app.command("train")
@@ -542,7 +553,7 @@ def data_check(
         "largest_gap_after": g.largest_at, "fingerprint": c.fingerprint,
     }
     if as_json:
-        sys.stdout.write(json.dumps(summary, indent=2) + "\n")
+        sys.stdout.write(strict_json(summary) + "\n")
         return
     table = Table(show_header=False, title="Candles OK")
     for k, v in summary.items():

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import difflib
+import json
+import math
+import re
+from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from genesis_core.errors import ConfigError
@@ -14,9 +19,109 @@ M = TypeVar("M", bound=BaseModel)
 
 
 class StrictModel(BaseModel):
-    """Base of every config section: unknown keys rejected, values validated on assignment too."""
+    """Base of every config section: unknown keys rejected, values validated on assignment too.
+    What a user wrote goes through ``parse_model``, which adds strict types."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; a megabyte is not one
+
+
+class _Loader(yaml.SafeLoader):
+    """YAML without the surprises: a duplicate key is an error, and dates stay the strings they
+    were written as (``2021-01-01`` is a window bound, not a datetime)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":
+                continue  # '<<: *base' then overriding a key is YAML's own way to override, not a duplicate
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if not isinstance(key, str | int | float | bool) and key is not None:
+                raise ConfigError(f"line {line}: a key must be a plain value, not a {type(key).__name__}")
+            if key in seen:
+                raise ConfigError(f"key {key!r} given twice (lines {seen[key]} and {line}); keep one")
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
+
+
+MAX_CONFIG_NODES = 100_000  # values once YAML aliases are expanded: ten levels of ten aliases are 10^10
+
+
+def _non_finite(tree: Any) -> str | None:
+    """The key path of the first NaN or infinity in a loaded tree, if any; ConfigError when the
+    tree is too large once aliases are expanded (everything downstream walks it whole)."""
+    stack: list[tuple[str, Any]] = [("", tree)]
+    walked = 0
+    while stack:
+        path, value = stack.pop()
+        walked += 1
+        if walked > MAX_CONFIG_NODES:
+            raise ConfigError(f"more than {MAX_CONFIG_NODES:,} values once aliases are expanded; not a config file")
+        if isinstance(value, float) and not math.isfinite(value):
+            return path or "(top level)"
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        stack += [(f"{path}.{key}" if path else str(key), item) for key, item in items]
+    return None
+
+
+def read_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML mapping from disk, or ConfigError naming the file and what is wrong with it: not
+    UTF-8, not YAML, a duplicate key, a NaN or infinity, empty, or not a mapping."""
+    path = Path(path)
+    try:
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"cannot read config {path}: {exc.strerror}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"{path}: larger than {MAX_CONFIG_BYTES:,} bytes; not a config file")
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{path}: not UTF-8 text (line {line}, byte {exc.start}); save it as UTF-8") from None
+    try:
+        loaded = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except (yaml.YAMLError, RecursionError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {clip(str(exc), 300)}") from None
+    if loaded is None or loaded == {}:
+        raise ConfigError(f"{path}: the config is empty; nothing would be chosen, every default silently used")
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(loaded).__name__}")
+    try:
+        bad = _non_finite(loaded)
+    except ConfigError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    if bad:
+        raise ConfigError(f"{path}: {bad}: NaN and infinity are not config values (leave the key out, or null for none)")
+    return loaded
+
+
+NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
+
+
+def name_problem(value: str) -> str | None:
+    """Why ``value`` cannot name a file or folder (a study, a symbol, a timeframe), or None:
+    letters, digits, '.', '_' and '-', starting with a letter or digit, at most 100."""
+    if NAME.fullmatch(value):
+        return None
+    return f"{clip(value)!r} is not a name: use letters, digits, '.', '_' and '-', starting with a letter or digit (at most 100)"
+
+
+def clip(text: str, limit: int = 100) -> str:
+    """``text`` cut to about ``limit`` characters, so a hostile value is never echoed whole."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -75,15 +180,23 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError, pr
             close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
             hint = f"; did you mean {close[0]!r}?" if close else (f"; known keys: {', '.join(known)}" if known else "")
             lines.append(f"{path}: unknown key{hint}")
+        elif e["type"] == "value_error" and "error" in e.get("ctx", {}):  # our own validators' words, unprefixed
+            lines.append(f"{path}: {e['ctx']['error']}")
         else:
             lines.append(f"{path}: {e['msg']}")
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 
 def parse_model(model: type[M], data: Any, prefix: str = "") -> M:
-    """Validate ``data`` into ``model`` or raise ConfigError with a readable message."""
+    """Validate ``data`` (plain JSON types, as YAML gives) into ``model`` or raise ConfigError with
+    a readable message. Strict types, validated as JSON: lists fill tuples and strings enums, but
+    ``true`` or ``'10'`` is never a number."""
     try:
-        return model.model_validate(data)
+        text = json.dumps(data, allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{prefix or 'config'}: not plain data ({exc})") from None
+    try:
+        return model.model_validate_json(text, strict=True)
     except ValidationError as exc:
         raise ConfigError(describe_validation_error(model, exc, prefix)) from None
 

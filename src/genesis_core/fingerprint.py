@@ -39,6 +39,11 @@ def canonical_json(value: Any) -> str:
     return json.dumps(_normalise(value), sort_keys=True, separators=(",", ":"), allow_nan=False)
 
 
+def strict_json(value: Any, indent: int | None = 2) -> str:
+    """The JSON every output of Genesis-Core is: strict (NaN or infinity is a bug, never written)."""
+    return json.dumps(value, indent=indent, allow_nan=False)
+
+
 ABSENT = "(absent)"
 
 

@@ -1,20 +1,26 @@
 """``genesis mcp``: runs, trials and champions over the Model Context Protocol, safely.
 
 Read-only unless started with ``allow_write``: then tools that start an optimization or a
-validation and that promote a champion are added (never listed otherwise), and on HTTP every
-request must carry ``Authorization: Bearer <token>``. Every path argument is resolved inside a
-configured folder (the results folder; config files inside the configs folder) and refused if it
-is absolute, has a ``..`` part or escapes through a symlink. Responses are paginated and
-size-limited; errors are a JSON object with a message and an id (the server log has the rest),
-never a traceback.
+validation and that promote a champion are added (never listed otherwise). Over HTTP, every
+request's Host and Origin must be on the allow-list (the bind address, the loopback names and
+``--allowed-host``: no DNS rebinding), and every request must carry ``Authorization: Bearer
+<token>`` when the server is writable or bound beyond loopback. Every path argument is resolved
+inside a configured folder (the results folder; config files, and the base config they name,
+inside the configs folder) and refused if it is absolute, has a ``..`` part or escapes through a
+symlink at any depth. A config may name only built-in or installed (entry point) strategies,
+score functions and samplers, never a module to import, unless ``allow_modules``. Expensive tools
+run one call at a time (another is answered busy at once). Responses are paginated and
+size-limited; errors, of tools and resources alike, are a JSON object with a message and an id
+(the server log has the rest), never a traceback.
 """
 
 from __future__ import annotations
 
 import hmac
-import json
+import ipaddress
 import logging
 import math
+import threading
 import uuid
 from collections.abc import Callable
 from functools import wraps
@@ -22,12 +28,14 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from mcp.server.mcpserver import MCPServer
-from mcp.server.mcpserver.exceptions import ToolError
+from mcp.server.mcpserver.exceptions import ResourceError, ToolError
+from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import ToolAnnotations
 
 from genesis_core import __version__
 from genesis_core.errors import GenesisError
-from genesis_core.fingerprint import differences
+from genesis_core.fingerprint import differences, strict_json
+from genesis_core.plugins import forbid_module_imports
 from genesis_core.records import ChampionStore, RunFolder, SchemaError, TrialArtifact
 
 log = logging.getLogger("genesis_core.mcp")
@@ -59,28 +67,48 @@ def inside(root: Path, relative: str) -> Path:
     return resolved
 
 
-def _guarded(fn: F) -> F:
-    """Structured errors: the message for expected failures, an id for everything."""
+def _guarded(error: type[Exception] = ToolError) -> Callable[[F], F]:
+    """Structured errors raised as ``error``: the message for expected failures, an id for everything."""
+
+    def decorate(fn: F) -> F:
+        @wraps(fn)
+        def wrapper(*args: Any, **kwargs: Any) -> Any:
+            error_id = uuid.uuid4().hex[:12]
+            try:
+                result = fn(*args, **kwargs)
+            except (GenesisError, KeyError, ValueError) as exc:  # KeyError: unknown run or trial fields
+                log.info("%s %s failed (%s): %s", error.__name__, fn.__name__, error_id, exc)
+                message = str(exc) if not isinstance(exc, KeyError) else f"not found: {exc}"
+                raise error(strict_json({"error": {"message": message, "id": error_id}}, None)) from None
+            except Exception:
+                log.exception("%s %s crashed (%s)", error.__name__, fn.__name__, error_id)
+                raise error(strict_json({"error": {"message": "internal error; the server log has the details",
+                                                   "id": error_id}}, None)) from None
+            size = len(result if isinstance(result, str) else strict_json(result, None))
+            if size > MAX_RESPONSE_BYTES:
+                raise error(strict_json({"error": {
+                    "message": f"response of {size:,} bytes exceeds the {MAX_RESPONSE_BYTES:,}-byte limit; "
+                               "ask for less (limit, offset, fields)", "id": error_id}}, None))
+            return result
+
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+def _one_at_a_time(fn: F) -> F:
+    """An expensive tool runs one call at a time; another arriving meanwhile is answered busy at
+    once (rather than queued: ten queued preflights would hold ten times the memory)."""
+    lock = threading.Lock()
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        error_id = uuid.uuid4().hex[:12]
+        if not lock.acquire(blocking=False):
+            raise RequestError(f"busy: another {fn.__name__} call is running; try again when it has finished")
         try:
-            result = fn(*args, **kwargs)
-        except (GenesisError, KeyError, ValueError) as exc:  # KeyError: unknown run or trial fields
-            log.info("tool %s failed (%s): %s", fn.__name__, error_id, exc)
-            message = str(exc) if not isinstance(exc, KeyError) else f"not found: {exc}"
-            raise ToolError(json.dumps({"error": {"message": message, "id": error_id}})) from None
-        except Exception:
-            log.exception("tool %s crashed (%s)", fn.__name__, error_id)
-            raise ToolError(json.dumps({"error": {"message": "internal error; the server log has the details",
-                                                  "id": error_id}})) from None
-        size = len(json.dumps(result))
-        if size > MAX_RESPONSE_BYTES:
-            raise ToolError(json.dumps({"error": {
-                "message": f"response of {size:,} bytes exceeds the {MAX_RESPONSE_BYTES:,}-byte limit; "
-                           "ask for less (limit, offset, fields)", "id": error_id}}))
-        return result
+            return fn(*args, **kwargs)
+        finally:
+            lock.release()
 
     return wrapper  # type: ignore[return-value]
 
@@ -101,7 +129,7 @@ class Genesis:
         self.configs = configs_dir
 
     def folder(self, run: str) -> RunFolder:
-        folder = RunFolder(inside(self.results / "runs", run))
+        folder = RunFolder(inside(self.results / "runs", run), within=self.results)
         if not folder.exists():
             raise RequestError(f"no run {run!r} (see list_runs)")
         return folder
@@ -113,8 +141,20 @@ class Genesis:
     def champion_store(self, symbol: str, timeframe: str) -> ChampionStore:
         """The store of (symbol, timeframe), refused if the names lead outside the results folder."""
         store = ChampionStore(self.results, symbol, timeframe)
-        inside(self.results, store.path.relative_to(self.results).as_posix())
+        for path in (store.path, store.history_path):
+            inside(self.results, path.relative_to(self.results).as_posix())
         return store
+
+    def study_config(self, config: str) -> Any:
+        """A study config inside the configs folder whose base config is inside it too."""
+        from genesis_core.study import load_study_config
+
+        cfg = load_study_config(inside(self.configs, config))
+        base = Path(cfg.meta.base_config)
+        if not base.resolve().is_relative_to(self.configs.resolve()):
+            raise RequestError(f"{config}: meta.base_config {str(base)!r} is outside the configs folder; "
+                               "this server reads configs only from there")
+        return cfg
 
     def artifact(self, run: str, trial: int) -> TrialArtifact:
         folder = self.folder(run)
@@ -129,22 +169,26 @@ class Genesis:
         return folder.read_trial(trial)
 
 
-def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_write: bool = False) -> MCPServer:
-    """The MCP server over ``results_dir``; write tools only with ``allow_write``."""
+def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_write: bool = False,
+                 allow_modules: bool = False) -> MCPServer:
+    """The MCP server over ``results_dir``; write tools only with ``allow_write``. Unless
+    ``allow_modules``, this process stops importing modules that configs name (see plugins)."""
+    if not allow_modules:
+        forbid_module_imports("the MCP server was started without --allow-strategy-modules")
     g = Genesis(results_dir, configs_dir)
     server = MCPServer("genesis-core", version=__version__, instructions=(
         "Genesis-Core optimizer results: list runs, query trials, read a trial's effective config, metrics and trace, "
         "the validation table, champions and their history. Run and trial names come from list_runs / query_trials."))
 
     @server.tool(annotations=READ)
-    @_guarded
+    @_guarded()
     def list_runs(offset: int = 0, limit: int = 50) -> dict[str, Any]:
         """Optimizer runs in the results folder, newest first: study, trials, best trial, validation summary."""
         runs: list[dict[str, Any]] = []
         folder = g.results / "runs"
         names = [p.name for p in folder.iterdir() if p.resolve().is_relative_to(folder.resolve())] if folder.exists() else []
         for name in names:  # a symlink leading out of the results folder is not listed
-            run_folder = RunFolder(folder / name)
+            run_folder = RunFolder(folder / name, within=g.results)
             try:
                 run = run_folder.read_run()
                 v = run_folder.read_validation() if run_folder.is_validated() else None
@@ -159,7 +203,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return _page(runs, offset, limit)
 
     @server.tool(annotations=READ)
-    @_guarded
+    @_guarded()
     def show_run(run: str) -> dict[str, Any]:
         """One run: metadata, signature, sessions, cache statistics, outcome counts and the validation table."""
         folder = g.folder(run)
@@ -176,7 +220,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return {"run": run, **meta, "validation": table}
 
     @server.tool(annotations=READ)
-    @_guarded
+    @_guarded()
     def query_trials(run: str, state: str | None = None, outcome: str | None = None, min_score: float | None = None,
                      max_score: float | None = None, sort_by: str = "number", descending: bool = False,
                      offset: int = 0, limit: int = 50) -> dict[str, Any]:
@@ -196,13 +240,13 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return _page(present + absent, offset, limit)
 
     @server.tool(annotations=READ)
-    @_guarded
+    @_guarded()
     def show_trial(run: str, trial: int) -> dict[str, Any]:
         """One evaluated trial: parameters, effective config (re-runnable), fingerprints, metrics, score and decision trace."""
         return g.artifact(run, trial).model_dump(mode="json")
 
     @server.tool(annotations=READ)
-    @_guarded
+    @_guarded()
     def compare_trials(run: str, trial_a: int, trial_b: int, run_b: str | None = None) -> dict[str, Any]:
         """The differences between two trials' effective configs (and their metrics), path by path."""
         a, b = g.artifact(run, trial_a), g.artifact(run_b or run, trial_b)
@@ -214,7 +258,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
                 "config_differences": config, "metric_differences": metrics}
 
     @server.tool(annotations=READ)
-    @_guarded
+    @_guarded()
     def show_champion(symbol: str = "BTCUSD", timeframe: str = "1h", history_offset: int = 0, history_limit: int = 20) -> dict[str, Any]:
         """The current champion of (symbol, timeframe) and its promotion history (newest first, paginated)."""
         store = g.champion_store(symbol, timeframe)
@@ -223,19 +267,28 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return {"champion": champion and champion.model_dump(mode="json"), "history": _page(history, history_offset, history_limit)}
 
     @server.tool(annotations=READ)
-    @_guarded
+    @_guarded()
+    @_one_at_a_time
     def preflight(config: str) -> dict[str, Any]:
         """Preflight checks of an optimizer config (a path inside the configs folder); writes nothing."""
-        from genesis_core.preflight import preflight_file, report
+        from genesis_core.preflight import Check, preflight, report
 
-        return report(preflight_file(inside(g.configs, config))).model_dump(mode="json")
+        try:
+            cfg = g.study_config(config)
+        except RequestError:
+            raise
+        except GenesisError as exc:
+            return report([Check("config", "fail", str(exc))]).model_dump(mode="json")
+        return report(preflight(cfg)).model_dump(mode="json")
 
     @server.resource("genesis://runs/{run}", mime_type="application/json")
+    @_guarded(ResourceError)
     def run_resource(run: str) -> str:
         """A run's metadata (run.json)."""
         return g.folder(run).read_run().model_dump_json(indent=1)
 
     @server.resource("genesis://champions/{symbol}/{timeframe}", mime_type="application/json")
+    @_guarded(ResourceError)
     def champion_resource(symbol: str, timeframe: str) -> str:
         """A champion file."""
         champion = g.champion_store(symbol, timeframe).load()
@@ -250,19 +303,20 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
 
 def _add_write_tools(server: MCPServer, g: Genesis) -> None:
     @server.tool(annotations=WRITE)
-    @_guarded
+    @_guarded()
+    @_one_at_a_time
     def start_optimization(config: str, max_trials: int | None = None, skip_preflight: bool = False) -> dict[str, Any]:
         """Run an optimizer config (inside the configs folder) to the end: preflight, explore, then validation and
         promotion as the config says. Blocks until done; returns the run summary."""
         from genesis_core.optimizer import RunOptions
-        from genesis_core.study import load_study_config
         from genesis_core.workflow import run
 
-        cfg = load_study_config(inside(g.configs, config))
+        cfg = g.study_config(config)
         return run(cfg, RunOptions(max_trials=max_trials), skip_preflight=skip_preflight).model_dump(mode="json")
 
     @server.tool(annotations=WRITE)
-    @_guarded
+    @_guarded()
+    @_one_at_a_time
     def run_validation(run: str, top_n: int | None = None) -> dict[str, Any]:
         """Validate a finished run's top candidates on its out-of-sample windows; returns the passed trials."""
         from genesis_core.workflow import validate_run
@@ -271,7 +325,8 @@ def _add_write_tools(server: MCPServer, g: Genesis) -> None:
         return {"passed": report.passed, "best": report.best, "candidates": len(report.candidates)}
 
     @server.tool(annotations=PROMOTE)
-    @_guarded
+    @_guarded()
+    @_one_at_a_time
     def promote_champion(run: str, trial: int | None = None) -> dict[str, Any]:
         """Promote a validated trial through the gates (validated, reproduces, improves); recorded either way."""
         from genesis_core.workflow import promote_run
@@ -281,13 +336,14 @@ def _add_write_tools(server: MCPServer, g: Genesis) -> None:
 
 
 def bearer_guard(app: Any, token: str) -> Callable[..., Any]:
-    """ASGI middleware: HTTP requests without ``Authorization: Bearer <token>`` get 401."""
+    """ASGI middleware: HTTP requests without ``Authorization: Bearer <token>`` get 401 (a header
+    that is not ASCII included: compared as bytes, never decoded)."""
+    expected = f"Bearer {token}".encode()
 
     async def guarded(scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "http":
-            headers = dict(scope.get("headers") or [])
-            given = headers.get(b"authorization", b"").decode("latin-1")
-            if not hmac.compare_digest(given, f"Bearer {token}"):
+            given = dict(scope.get("headers") or []).get(b"authorization", b"")
+            if not hmac.compare_digest(given, expected):
                 await send({"type": "http.response.start", "status": 401,
                             "headers": [(b"content-type", b"application/json"), (b"www-authenticate", b"Bearer")]})
                 await send({"type": "http.response.body", "body": b'{"error": {"message": "bearer token required"}}'})
@@ -297,20 +353,47 @@ def bearer_guard(app: Any, token: str) -> Callable[..., Any]:
     return guarded
 
 
+def is_loopback(host: str) -> bool:
+    """Whether binding ``host`` keeps the server on this machine."""
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def transport_security(host: str, allowed_hosts: list[str]) -> TransportSecuritySettings:
+    """DNS-rebinding protection for any bind address: Host (with or without a port) and Origin must
+    name the bind address, a loopback name or an allowed host. A wildcard bind (0.0.0.0, ::) is not
+    a name a client uses: those reach it through ``allowed_hosts``."""
+    names = {"127.0.0.1", "localhost", "[::1]", *allowed_hosts}
+    if host not in ("0.0.0.0", "::", ""):
+        names.add(f"[{host}]" if ":" in host else host)
+    return TransportSecuritySettings(
+        enable_dns_rebinding_protection=True,
+        allowed_hosts=sorted(h for n in names for h in (n, f"{n}:*")),
+        allowed_origins=sorted(o for n in names for scheme in ("http", "https") for o in (f"{scheme}://{n}", f"{scheme}://{n}:*")),
+    )
+
+
 def serve(results_dir: Path, configs_dir: Path, allow_write: bool, transport: Literal["stdio", "http"],
-          host: str = "127.0.0.1", port: int = 8765, token: str | None = None) -> None:
-    """Run the server until stopped."""
-    server = build_server(results_dir, configs_dir, allow_write)
+          host: str = "127.0.0.1", port: int = 8765, token: str | None = None, allowed_hosts: list[str] | None = None,
+          allow_modules: bool = False, json_response: bool = False) -> None:
+    """Run the server until stopped. Over HTTP a token is required when writable or beyond loopback;
+    ``json_response`` answers plain JSON (stateless) instead of server-sent events."""
+    if transport == "http" and not token and (allow_write or not is_loopback(host)):
+        why = "--allow-write" if allow_write else f"binding {host} (beyond loopback)"
+        raise RequestError(f"{why} over HTTP needs a bearer token in ${TOKEN_ENV}")
+    server = build_server(results_dir, configs_dir, allow_write, allow_modules)
     if transport == "stdio":
         server.run("stdio")
         return
     import anyio
     import uvicorn
 
-    app: Any = server.streamable_http_app(streamable_http_path="/mcp", host=host)
-    if allow_write:
-        if not token:
-            raise RequestError(f"--allow-write over HTTP needs a bearer token in ${TOKEN_ENV}")
+    app: Any = server.streamable_http_app(streamable_http_path="/mcp", host=host, json_response=json_response,
+                                          stateless_http=json_response,
+                                          transport_security=transport_security(host, allowed_hosts or []))
+    if token and (allow_write or not is_loopback(host)):
         app = bearer_guard(app, token)
     config = uvicorn.Config(app, host=host, port=port, log_level="warning")
     anyio.run(uvicorn.Server(config).serve)

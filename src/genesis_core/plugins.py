@@ -1,24 +1,41 @@
-"""Extension points chosen by name: built-ins in a registry, or a user's ``package.module:attr``.
+"""Extension points chosen by name: built-ins in a registry, packages' entry points, or a user's
+``package.module:attr``.
 
 Strategies, score functions and samplers are all resolved here, so each says the same thing when
-a name is unknown (the known names) or an import fails (what could not be imported).
+a name is unknown (the known names) or an import fails (what could not be imported). A process
+that serves untrusted configs (the MCP server) calls ``forbid_module_imports`` first: a config
+then names only built-ins and installed packages' entry points, and no module of its choosing is
+ever imported (importing runs the module's top-level code).
 """
 
 from __future__ import annotations
 
 import difflib
 import importlib
+import importlib.metadata
 from collections.abc import Mapping
 from typing import Any
 
+from genesis_core.config import clip
 from genesis_core.errors import ConfigError
+
+_modules_forbidden: str | None = None  # why, when a config may not name a module
+
+
+def forbid_module_imports(reason: str) -> None:
+    """From now on in this process, ``package.module:attr`` names are refused with ``reason``."""
+    global _modules_forbidden
+    _modules_forbidden = reason
 
 
 def load_object(name: str, kind: str) -> Any:
     """The attribute named by ``package.module:attr``; ConfigError saying why it cannot be had."""
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
-        raise ConfigError(f"{kind} {name!r}: expected package.module:attr")
+        raise ConfigError(f"{kind} {clip(name)!r}: expected package.module:attr")
+    if _modules_forbidden is not None:
+        raise ConfigError(f"{kind} {clip(name)!r}: a config may not name a module here ({_modules_forbidden}); "
+                          f"use a built-in or an installed package's entry point")
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
@@ -29,12 +46,33 @@ def load_object(name: str, kind: str) -> Any:
         raise ConfigError(f"{kind} {name!r}: cannot import {attr} from {module_name}: no such attribute") from None
 
 
-def resolve(name: str, registry: Mapping[str, Any], kind: str) -> Any:
-    """A registered ``kind`` by name, or a user's object by ``package.module:attr``."""
+def entry_points(group: str) -> dict[str, importlib.metadata.EntryPoint]:
+    """Installed packages' plugins of ``group`` by name (``[project.entry-points."<group>"]``)."""
+    return {ep.name: ep for ep in importlib.metadata.entry_points(group=group)}
+
+
+def resolve(name: str, registry: Mapping[str, Any], kind: str, group: str | None = None) -> Any:
+    """A registered ``kind`` by name, an installed package's entry point of ``group`` by name, or a
+    user's object by ``package.module:attr``."""
     if ":" in name:
         return load_object(name, kind)
-    if name not in registry:
-        close = difflib.get_close_matches(name, list(registry), n=1, cutoff=0.6)
-        hint = f"did you mean {close[0]!r}? " if close else ""
-        raise ConfigError(f"unknown {kind} {name!r}; {hint}known: {', '.join(sorted(registry))} (or package.module:attr)")
-    return registry[name]
+    if name in registry:
+        return registry[name]
+    installed = entry_points(group) if group else {}
+    if name in installed:
+        try:
+            return installed[name].load()
+        except Exception as exc:  # a broken plugin package: say which, whatever it raised
+            raise ConfigError(f"{kind} {name!r}: the entry point {installed[name].value} "
+                              f"({group}) cannot be loaded: {clip(str(exc), 200)}") from None
+    known = sorted({*registry, *installed})
+    close = difflib.get_close_matches(name, known, n=1, cutoff=0.6)
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    raise ConfigError(f"unknown {kind} {clip(name)!r}; {hint}known: {', '.join(known)} (or package.module:attr)")
+
+
+def describe(obj: Any) -> str:
+    """What ``obj`` is, for an error saying it is not what was expected."""
+    if isinstance(obj, type):
+        return f"the class {obj.__module__}.{obj.__qualname__}"
+    return f"a {type(obj).__name__}"

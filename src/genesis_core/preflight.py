@@ -174,6 +174,12 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     except GenesisError as exc:
         return [Check("config", "fail", str(exc))]
     checks = [Check("config", "pass", f"{len(study.space.distributions)} searched, {len(study.space.fixed)} fixed parameters")]
+    stop = cfg.meta.stop
+    refusal = stop.refusal(max_trials, time.time())
+    budget = [text for given, text in [(max_trials or stop.max_trials, f"{max_trials or stop.max_trials} trials"),
+                                       (stop.timeout_seconds, f"{stop.timeout_seconds} s"),
+                                       (stop.end_at, f"until {stop.end_at}")] if given is not None]
+    checks.append(Check("stop policy", "fail" if refusal else "pass", refusal or f"stops at the first of: {', '.join(budget)}"))
     bt = Backtester()  # memory caches only: preflight writes no file
     try:
         candles = bt.candles(study.fixed.data.path, study.fixed.data.timeframe)

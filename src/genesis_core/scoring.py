@@ -167,7 +167,7 @@ SCORE_FUNCTIONS: dict[str, ScoreFunction] = {"production": production_score, "cl
 
 def score_function(name: str) -> ScoreFunction:
     """A built-in score function by name, or a user's by ``package.module:function``."""
-    fn = resolve(name, SCORE_FUNCTIONS, "score function")
+    fn = resolve(name, SCORE_FUNCTIONS, "score function", "genesis_core.score_functions")
     if not callable(fn):
         raise ConfigError(f"score function {name!r} is not callable")
     return fn

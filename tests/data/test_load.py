@@ -60,6 +60,10 @@ def test_fingerprint_changes_with_any_value(tmp_path, sample):
     assert load_candles(_write(tmp_path, frame)).fingerprint != sample.fingerprint
 
 
+def _epochs(f: pd.DataFrame) -> pd.Series:
+    return pd.to_datetime(f["timestamp"]).map(lambda t: int(t.timestamp()))
+
+
 def _broken(kind: str) -> tuple[pd.DataFrame, str]:
     f = _sample_frame()
     if kind == "missing_column":
@@ -97,15 +101,69 @@ def _broken(kind: str) -> tuple[pd.DataFrame, str]:
     if kind == "negative_volume":
         f.loc[3, "volume"] = "-1"
         return f, r"row 4, .*volume -1.0 is negative"
+    if kind == "year_9999":  # beyond pandas' nanosecond range: refused, not a crash
+        f.loc[12, "timestamp"] = "9999-01-01T00:00:00Z"
+        return f, r"row 13, .*timestamp outside 1900..2200"
+    if kind == "far_epoch":
+        f["timestamp"] = (_epochs(f) * 1000).astype(str)
+        f.loc[12, "timestamp"] = str(10**18)
+        return f, r"row 13, .*timestamp outside 1900..2200"
+    if kind == "sub_second_iso":  # refused as a fractional epoch is, never floored
+        f.loc[20, "timestamp"] = f.loc[20, "timestamp"].replace(":00:00Z", ":00:00.5Z")
+        return f, r"row 21, .*timestamp is not a whole second"
+    if kind == "fractional_epoch":
+        f["timestamp"] = _epochs(f).astype(str)
+        f.loc[20, "timestamp"] += ".5"
+        return f, r"row 21, .*timestamp is not a whole second"
+    if kind == "mixed_units":
+        f["timestamp"] = _epochs(f).astype(str)
+        f.loc[30, "timestamp"] += "000"
+        return f, r"row 31, .*mixed units: epoch milliseconds among epoch seconds"
+    if kind == "duplicate_column":
+        f.insert(2, "close ", f["close"])
+        return f, r"column\(s\) close given twice"
+    if kind == "huge_value":  # echoed cut to ~100 characters, not whole
+        f.loc[5, "timestamp"] = "7" * 5_000_000
+        return f, r"row 6, line 7 \(timestamp 7{100}\.\.\. \(5,000,000 characters\)\): unparseable timestamp"
     raise AssertionError(kind)
 
 
 @pytest.mark.parametrize("kind", ["missing_column", "unparseable", "nan", "inf", "empty_cell", "non_positive", "high_below",
-                                  "low_above", "duplicate", "unsorted", "off_grid", "negative_volume"])
+                                  "low_above", "duplicate", "unsorted", "off_grid", "negative_volume", "year_9999", "far_epoch",
+                                  "sub_second_iso", "fractional_epoch", "mixed_units", "duplicate_column", "huge_value"])
 def test_each_bad_input_is_refused_naming_the_row(tmp_path, kind):
     frame, pattern = _broken(kind)
     with pytest.raises(DataError, match=pattern):
         load_candles(_write(tmp_path, frame))
+
+
+def test_a_duplicate_column_is_refused_as_pandas_would_rename_it(tmp_path):
+    path = tmp_path / "dup.csv"
+    lines = gzip.open(SAMPLE_FILE, "rt").read().splitlines()
+    path.write_text("\n".join([lines[0] + ",close"] + [line + ",1" for line in lines[1:50]]) + "\n")
+    with pytest.raises(DataError, match=r"dup.csv: column\(s\) close given twice; keep one of each"):
+        load_candles(path)
+
+
+def test_a_decompression_bomb_stops_at_the_limit_without_holding_it(tmp_path, monkeypatch):
+    from genesis_core.data import _load
+
+    monkeypatch.setattr(_load, "MAX_CSV_BYTES", 50_000_000)  # the real limit is 640 MB: the same code, faster
+    bomb = tmp_path / "bomb.csv.gz"
+    with gzip.open(bomb, "wb") as fh:
+        fh.write(b"timestamp,open,high,low,close,volume\n")
+        for _ in range(8):
+            fh.write(b"0" * 10_000_000)
+    assert bomb.stat().st_size < 200_000
+    with pytest.raises(DataError, match=r"bomb.csv.gz: decompresses to more than 50,000,000 bytes"):
+        load_candles(bomb)
+    ok = tmp_path / "ok.csv.gz"  # a real file under the limit still loads, bar for bar
+    ok.write_bytes(SAMPLE_FILE.read_bytes())
+    assert load_candles(ok).fingerprint == load_candles(SAMPLE_FILE).fingerprint
+    big = tmp_path / "big.csv"
+    big.write_bytes(b"timestamp,open,high,low,close,volume\n" + b"0" * 50_000_001)
+    with pytest.raises(DataError, match=r"big.csv: 50,000,0\d\d bytes is more than 50,000,000"):
+        load_candles(big)
 
 
 def test_more_bad_rows_are_counted(tmp_path):

@@ -5,7 +5,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from genesis_core.backtest import Backtester, build_config, read_config_file
+from genesis_core.backtest import Backtester, build_config
+from genesis_core.config import read_config_file
 from genesis_core.errors import ConfigError
 from genesis_core.strategy.model import load_model
 from genesis_core.strategy.reference import BLOCK_REASONS
@@ -116,7 +117,7 @@ def test_unknown_keys_suggest_the_closest(bt):
         build_config(BASE, overrides={"costs": {"fees_bps": 5}})
     with pytest.raises(ConfigError, match=r"risk_map confidences must ascend"):
         build_config(BASE, overrides={"params": {"risk": {"risk_map": [[0.6, 0.5], [0.55, 0.2]]}}})
-    with pytest.raises(ConfigError, match=r"params.gates.htf.timeframe: Value error, bad timeframe '4 hours'"):
+    with pytest.raises(ConfigError, match=r"params.gates.htf.timeframe: bad timeframe '4 hours'"):
         build_config(BASE, overrides={"params": {"gates": {"htf": {"timeframe": "4 hours"}}}})
     with pytest.raises(ConfigError, match=r"risk_cap_pct: Input should be less than or equal to 1"):
         build_config(BASE, overrides={"params": {"risk": {"risk_cap_pct": 30}}})

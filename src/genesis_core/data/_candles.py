@@ -10,11 +10,13 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
+from genesis_core.config import clip
 from genesis_core.errors import DataError
 from genesis_core.fingerprint import fingerprint_arrays
 
 _TF_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}")  # pandas also reads 'now' and 'tomorrow': a config must not
 
 
 def parse_timeframe(text: str) -> int:
@@ -44,10 +46,13 @@ def parse_ts(text: str | datetime, *, end_of_day: bool = False) -> int:
     With ``end_of_day`` a bare date means its last second, which is what makes an inclusive
     ``end: 2022-12-31`` include every bar of that day.
     """
+    hint = "use ISO-8601, e.g. 2022-01-01 or 2022-01-01T06:00Z"
+    if isinstance(text, str) and not _ISO_START.match(text):
+        raise DataError(f"cannot parse date {clip(text)!r}: {hint}")
     try:
         ts = pd.Timestamp(text)
-    except (ValueError, TypeError) as exc:
-        raise DataError(f"cannot parse date {text!r}: use ISO-8601, e.g. 2022-01-01 or 2022-01-01T06:00Z") from exc
+    except (ValueError, TypeError, OverflowError):
+        raise DataError(f"cannot parse date {clip(str(text))!r}: {hint}, between 1677 and 2262") from None
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     seconds = int(ts.timestamp())
     if end_of_day and isinstance(text, str) and _DATE_ONLY.match(text.strip()):

@@ -2,16 +2,45 @@
 
 from __future__ import annotations
 
+import gzip
+import io
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pyarrow.parquet as pq
 
+from genesis_core.config import clip
 from genesis_core.data._candles import Candles, parse_timeframe
 from genesis_core.errors import DataError
 
 _PRICE_COLUMNS = ("open", "high", "low", "close")
 _TIME_ALIASES = ("timestamp", "time", "date", "datetime", "open_time")
+MAX_BARS = 5_000_000  # 9.5 years of 1-minute bars
+MAX_CSV_BYTES = MAX_BARS * 128  # a candle line is 50-150 bytes: more text than this is not a candle file (or a bomb)
+FIRST_SECOND, LAST_SECOND = -2_208_988_800, 7_258_118_400  # 1900-01-01 .. 2200-01-01 UTC
+
+
+def _csv_bytes(path: Path, gzipped: bool) -> bytes:
+    """The CSV text of ``path``, decompressed, refused past ``MAX_CSV_BYTES`` before more is read."""
+    if not gzipped:
+        if path.stat().st_size > MAX_CSV_BYTES:
+            raise DataError(f"{path}: {path.stat().st_size:,} bytes is more than {MAX_CSV_BYTES:,} "
+                            f"(about {MAX_BARS:,} bars); split the file")
+        return path.read_bytes()
+    try:
+        with gzip.open(path, "rb") as fh:  # count first, keeping nothing: a bomb costs time, not memory
+            size = 0
+            while chunk := fh.read(1 << 20):
+                size += len(chunk)
+                if size > MAX_CSV_BYTES:
+                    raise DataError(f"{path}: decompresses to more than {MAX_CSV_BYTES:,} bytes (about {MAX_BARS:,} "
+                                    "bars); refused before reading on (a corrupt file or a decompression bomb)")
+        with gzip.open(path, "rb") as fh:
+            return fh.read(MAX_CSV_BYTES + 1)
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"{path}: not a readable gzip file: {clip(str(exc))}") from None
 
 
 def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
@@ -21,17 +50,28 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
     suffixes = "".join(path.suffixes).lower()
     try:
         if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
+            rows = pq.ParquetFile(path).metadata.num_rows
+            if rows > MAX_BARS:
+                raise DataError(f"{path}: {rows:,} rows is more than {MAX_BARS:,}; split the file")
             return pd.read_parquet(path), False
-        if ".csv" in suffixes or suffixes.endswith(".txt"):
-            return pd.read_csv(path, dtype=str, keep_default_na=False), True
+        if suffixes.endswith((".csv", ".txt", ".csv.gz", ".txt.gz")):
+            text = _csv_bytes(path, suffixes.endswith(".gz"))
+            header = pd.read_csv(io.BytesIO(text), dtype=str, header=None, nrows=1, keep_default_na=False)
+            names = [str(c).strip().lower() for c in header.iloc[0]] if len(header) else []
+            twice = sorted({c for c in names if names.count(c) > 1})
+            if twice:
+                raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
+            return pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False), True
+    except DataError:
+        raise
     except Exception as exc:  # pandas/pyarrow raise many types; the user needs the file and the cause
-        raise DataError(f"{path}: cannot read file: {exc}") from exc
+        raise DataError(f"{path}: cannot read file: {clip(str(exc), 300)}") from None
     raise DataError(f"{path}: unknown file type {suffixes or '(none)'}; expected .csv, .csv.gz or .parquet")
 
 
 def _where(path: Path, i: int, is_csv: bool, raw_ts: object) -> str:
     line = f", line {i + 2}" if is_csv else ""
-    return f"{path}: row {i + 1}{line} (timestamp {raw_ts})"
+    return f"{path}: row {i + 1}{line} (timestamp {clip(str(raw_ts))})"
 
 
 def _first_bad(mask: np.ndarray) -> tuple[int, int]:
@@ -45,28 +85,48 @@ def _more(n: int) -> str:
 
 
 def _parse_timestamps(col: pd.Series, path: Path, is_csv: bool) -> np.ndarray:
-    """ISO-8601 strings, datetimes, or epoch seconds/milliseconds -> int64 epoch seconds."""
+    """ISO-8601 strings, datetimes, or epoch seconds/milliseconds -> int64 epoch seconds; whole
+    seconds only, in one unit, between 1900 and 2200."""
     if pd.api.types.is_datetime64_any_dtype(col):
         dt = pd.to_datetime(col, utc=True)
-        bad = dt.isna().to_numpy()
     else:
         text = col.astype(str).str.strip()
         numeric = pd.to_numeric(text, errors="coerce")
         if numeric.notna().all():
-            values = numeric.to_numpy(dtype=np.float64)
-            # Epoch milliseconds are > 1e11 for any date after 1973; seconds stay below until year 5138.
-            scale = 1000.0 if np.nanmax(np.abs(values)) > 1e11 else 1.0
-            seconds = values / scale
-            if not np.all(seconds == np.floor(seconds)):
-                i, n = _first_bad(seconds != np.floor(seconds))
-                raise DataError(f"{_where(path, i, is_csv, text.iloc[i])}: timestamp is not a whole second{_more(n)}")
-            return seconds.astype(np.int64)
+            return _epoch_seconds(numeric.to_numpy(dtype=np.float64), text, path, is_csv)
         dt = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
-        bad = dt.isna().to_numpy()
+    bad = dt.isna().to_numpy()
     if bad.any():
         i, n = _first_bad(bad)
         raise DataError(f"{_where(path, i, is_csv, col.iloc[i])}: unparseable timestamp{_more(n)}")
-    return (dt.astype("datetime64[ns, UTC]").astype("int64").to_numpy() // 1_000_000_000).astype(np.int64)
+    micros = dt.dt.as_unit("us").astype("int64").to_numpy()
+    _check_seconds(micros / 1e6, col, path, is_csv)
+    return micros // 1_000_000
+
+
+def _epoch_seconds(values: np.ndarray, text: pd.Series, path: Path, is_csv: bool) -> np.ndarray:
+    # Epoch milliseconds are > 1e11 for any date after 1973; seconds stay below until year 5138.
+    millis = np.abs(values) > 1e11
+    if millis.any() and not millis.all():
+        minority = ~millis if millis.sum() > len(millis) / 2 else millis
+        i, n = _first_bad(minority)
+        unit = "seconds" if millis[i] == 0 else "milliseconds"
+        raise DataError(f"{_where(path, i, is_csv, text.iloc[i])}: mixed units: epoch {unit} among epoch "
+                        f"{'milliseconds' if unit == 'seconds' else 'seconds'}{_more(n)}")
+    seconds = values / 1000.0 if millis.all() else values
+    _check_seconds(seconds, text, path, is_csv)
+    return seconds.astype(np.int64)
+
+
+def _check_seconds(seconds: np.ndarray, raw: pd.Series, path: Path, is_csv: bool) -> None:
+    outside = ~((seconds >= FIRST_SECOND) & (seconds < LAST_SECOND))
+    if outside.any():
+        i, n = _first_bad(outside)
+        raise DataError(f"{_where(path, i, is_csv, raw.iloc[i])}: timestamp outside 1900..2200{_more(n)}")
+    fractional = seconds != np.floor(seconds)
+    if fractional.any():
+        i, n = _first_bad(fractional)
+        raise DataError(f"{_where(path, i, is_csv, raw.iloc[i])}: timestamp is not a whole second{_more(n)}")
 
 
 def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
@@ -79,12 +139,16 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     path = Path(path)
     frame, is_csv = _read_frame(path)
     columns = {str(c).strip().lower(): c for c in frame.columns}
+    if len(columns) < len(frame.columns):
+        names = [str(c).strip().lower() for c in frame.columns]
+        twice = sorted({c for c in names if names.count(c) > 1})
+        raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
     time_key = next((a for a in _TIME_ALIASES if a in columns), None)
     missing = [c for c in (*_PRICE_COLUMNS, "volume") if c not in columns]
     if time_key is None:
         missing.insert(0, "timestamp")
     if missing or time_key is None:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {', '.join(map(str, frame.columns))}")
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; found {clip(', '.join(map(str, frame.columns)), 300)}")
     if len(frame) == 0:
         raise DataError(f"{path}: no rows")
     raw_ts = frame[columns[time_key]]
@@ -96,7 +160,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
         if not np.isfinite(col).all():
             i, n = _first_bad(~np.isfinite(col))
             raw = frame[columns[name]].iloc[i]
-            raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: {name} is {raw!r}, not a finite number{_more(n)}")
+            raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: {name} is {clip(repr(raw))}, not a finite number{_more(n)}")
         values[name] = col
     o, h, lo, c, v = (values[k] for k in ("open", "high", "low", "close", "volume"))
     for name in _PRICE_COLUMNS:

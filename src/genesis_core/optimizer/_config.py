@@ -9,10 +9,10 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
-from genesis_core.backtest import read_config_file
-from genesis_core.config import StrictModel, parse_model
-from genesis_core.data import check_span
-from genesis_core.errors import ConfigError
+from genesis_core.config import StrictModel, clip, name_problem, parse_model, read_config_file
+from genesis_core.data import check_span, parse_ts
+from genesis_core.errors import ConfigError, DataError
+from genesis_core.fingerprint import canonical_json
 from genesis_core.optimizer._samplers import sampler_class
 from genesis_core.scoring import Constraints, Scoring
 
@@ -43,19 +43,37 @@ class IntParam(StrictModel):
         return self
 
 
-Scalar = bool | int | float | str | None
+def _distinct(values: list[Any]) -> list[Any]:
+    """Choices are any JSON value (a number, a list, a whole mapping); each once."""
+    seen: set[str] = set()
+    for v in values:
+        text = canonical_json(v)
+        if text in seen:
+            raise ValueError(f"{clip(text)} is given twice")
+        seen.add(text)
+    return values
 
 
 class CategoricalParam(StrictModel):
     type: Literal["categorical"]
-    choices: list[Scalar | list[Any]] = Field(min_length=1)
+    choices: list[Any] = Field(min_length=1)
+
+    @field_validator("choices")
+    @classmethod
+    def _once(cls, choices: list[Any]) -> list[Any]:
+        return _distinct(choices)
 
 
 class GridParam(StrictModel):
     """Like categorical; with the grid sampler these values span the grid."""
 
     type: Literal["grid"]
-    values: list[Scalar | list[Any]] = Field(min_length=1)
+    values: list[Any] = Field(min_length=1)
+
+    @field_validator("values")
+    @classmethod
+    def _once(cls, values: list[Any]) -> list[Any]:
+        return _distinct(values)
 
 
 class FixedParam(StrictModel):
@@ -99,7 +117,33 @@ class StopPolicy(StrictModel):
 
     max_trials: int | None = Field(100, ge=1)
     timeout_seconds: float | None = Field(None, gt=0)
-    end_at: str | None = None  # ISO-8601 wall-clock time
+    end_at: str | None = None  # ISO-8601 wall-clock time (UTC unless an offset is given)
+
+    @field_validator("end_at")
+    @classmethod
+    def _when(cls, end_at: str | None) -> str | None:
+        if end_at is not None:
+            try:
+                parse_ts(end_at)
+            except DataError as exc:
+                raise ValueError(str(exc)) from None
+        return end_at
+
+    def seconds_left(self, now: float) -> float | None:
+        """The time a session starting ``now`` may take: the shorter of the timeout and ``end_at``."""
+        limits = [] if self.timeout_seconds is None else [self.timeout_seconds]
+        if self.end_at is not None:
+            limits.append(parse_ts(self.end_at) - now)
+        return min(limits) if limits else None
+
+    def refusal(self, max_trials: int | None, now: float) -> str | None:
+        """Why a session starting ``now`` would run nothing or never end (``max_trials`` from the
+        command line overrides the config's); None when it has a budget it can spend."""
+        if (max_trials or self.max_trials) is None and self.timeout_seconds is None and self.end_at is None:
+            return "meta.stop: set max_trials, timeout_seconds or end_at, or the run never ends"
+        if self.end_at is not None and parse_ts(self.end_at) <= now:
+            return f"meta.stop.end_at {self.end_at} has passed: nothing would run; set a later time or remove it"
+        return None
 
 
 class Meta(StrictModel):
@@ -133,6 +177,14 @@ class Meta(StrictModel):
     storage_retry_seconds: float = Field(60.0, ge=0)
     stale_trial_seconds: float = Field(30.0, gt=0)  # a RUNNING trial or cache claim older than this is a dead worker's
     skip_champion_merge: bool = False
+
+    @field_validator("symbol", "timeframe", "study_name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        problem = name_problem(value)  # each names a file or folder under results_dir
+        if problem:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _span(self) -> Meta:

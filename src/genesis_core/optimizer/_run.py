@@ -21,10 +21,8 @@ import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from genesis_core.backtest import Backtester
-from genesis_core.data import parse_ts
 from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.optimizer._batch import Measurers, run_batched
-from genesis_core.optimizer._config import OptimizerConfig
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._storage import (
     ScoreCache,
@@ -140,25 +138,19 @@ def _timed_out(started: float, timeout: float | None, clock: Callable[[], float]
     return timeout is not None and clock() - started >= timeout
 
 
-def _deadline(cfg: OptimizerConfig) -> float | None:
-    limits = []
-    if cfg.meta.stop.timeout_seconds is not None:
-        limits.append(cfg.meta.stop.timeout_seconds)
-    if cfg.meta.stop.end_at is not None:
-        limits.append(parse_ts(cfg.meta.stop.end_at) - time.time())
-    return min(limits) if limits else None
-
-
 def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: OnProgress | None = None) -> RunSummary:
     """Run (or resume) the study of ``spec``; write the run's records; return this session's summary."""
     clock = spec.folder.clock
     started = clock()
     cfg = spec.config
+    refusal = cfg.meta.stop.refusal(options.max_trials, time.time())  # before the study exists: a refused run leaves none
+    if refusal:
+        raise ConfigError(refusal)
+    data_fp = Backtester().candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint
     lock = clear_stale_journal_lock(spec.storage_url, cfg.meta.stale_trial_seconds)
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     optuna_study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize",
                                        load_if_exists=True, sampler=spec.sampler(), pruner=spec.pruner())
-    data_fp = Backtester().candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint
     notes = check_signature(optuna_study, spec, data_fp, options.force_resume, options.backfill_signature)
     if lock is not None:
         notes.append(lock)
@@ -171,9 +163,7 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     remaining = None if max_trials is None else max(0, max_trials - evaluated(optuna_study))
     workers = options.workers or cfg.meta.n_workers
-    timeout = _deadline(cfg)
-    if max_trials is None and timeout is None:
-        raise ConfigError("meta.stop: set max_trials, timeout_seconds or end_at, or the run never ends")
+    timeout = cfg.meta.stop.seconds_left(time.time())
     n_procs = workers if remaining is None else min(workers, remaining)
     # a session alone takes slot 0 (a resume reproduces a seeded run); one joining a running study,
     # from here or elsewhere, another slot, and so other sampler seeds than the sessions already at work

@@ -7,7 +7,7 @@ from typing import Any
 import optuna
 
 from genesis_core.errors import ConfigError
-from genesis_core.plugins import resolve
+from genesis_core.plugins import describe, resolve
 
 SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "tpe": optuna.samplers.TPESampler,
@@ -26,9 +26,9 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
 
 def sampler_class(name: str) -> type[optuna.samplers.BaseSampler]:
     """A sampler class by name (SAMPLERS) or ``package.module:Class``."""
-    cls = resolve(name, SAMPLERS, "sampler")
+    cls = resolve(name, SAMPLERS, "sampler", "genesis_core.samplers")
     if not (isinstance(cls, type) and issubclass(cls, optuna.samplers.BaseSampler)):
-        raise ConfigError(f"sampler {name!r} is not an optuna.samplers.BaseSampler subclass")
+        raise ConfigError(f"sampler {name!r} is {describe(cls)}, not an optuna.samplers.BaseSampler subclass")
     return cls
 
 

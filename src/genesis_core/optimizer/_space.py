@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import json
 import random
 from typing import Any
 
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from genesis_core.fingerprint import fingerprint
+from genesis_core.config import clip
+from genesis_core.errors import ConfigError
+from genesis_core.fingerprint import canonical_json, fingerprint
 from genesis_core.optimizer._config import (
     CategoricalParam,
     FixedParam,
@@ -21,12 +22,13 @@ from genesis_core.optimizer._config import (
 
 
 def _choice(value: Any) -> Any:
-    """Optuna categorical choices must be scalars: lists are carried as JSON text."""
-    return json.dumps(value) if isinstance(value, list) else value
+    """Optuna categorical choices must be scalars: a list or mapping is carried as its canonical JSON."""
+    return canonical_json(value) if isinstance(value, list | dict) else value
 
 
-def _unchoice(value: Any) -> Any:
-    return json.loads(value) if isinstance(value, str) and value.startswith("[") else value
+def _key(value: Any) -> tuple[str, Any]:
+    """A dict key for a choice that keeps True, 1 and 1.0 apart (they hash alike)."""
+    return type(value).__name__, value
 
 
 def _on_grid(d: FloatDistribution | IntDistribution, x: float) -> int | float:
@@ -41,15 +43,20 @@ class SearchSpace:
         self.fixed = {p: s.value for p, s in config.parameters.items() if isinstance(s, FixedParam)}
         self.distributions: dict[str, FloatDistribution | IntDistribution | CategoricalDistribution] = {}
         self.grid: dict[str, list[Any]] = {}
+        self._choices: dict[str, dict[Any, Any]] = {}  # path -> {what Optuna holds: the choice}
         for path, spec in sorted(config.parameters.items()):
             if isinstance(spec, FloatParam):
                 self.distributions[path] = FloatDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
             elif isinstance(spec, IntParam):
                 self.distributions[path] = IntDistribution(spec.low, spec.high, log=spec.log, step=spec.step)
             elif isinstance(spec, CategoricalParam | GridParam):
-                values = [_choice(v) for v in (spec.choices if isinstance(spec, CategoricalParam) else spec.values)]
+                choices = spec.choices if isinstance(spec, CategoricalParam) else spec.values
+                values = [_choice(v) for v in choices]
+                if len({canonical_json(v) for v in values}) < len(values):
+                    raise ConfigError(f"parameters.{path}: a choice and another's JSON text are the same; give each once")
                 self.distributions[path] = CategoricalDistribution(values)
                 self.grid[path] = values
+                self._choices[path] = {_key(v): c for v, c in zip(values, choices, strict=True)}
         self.spec = {p: s.model_dump(mode="json") for p, s in sorted(config.parameters.items())}
         self.fingerprint = fingerprint(self.spec)
 
@@ -63,16 +70,20 @@ class SearchSpace:
             elif isinstance(d, CategoricalDistribution):
                 trial.suggest_categorical(path, d.choices)
 
+    def unchoice(self, path: str, value: Any) -> Any:
+        """The config value of what Optuna holds for ``path`` (a choice's JSON text back to the choice)."""
+        return self._choices[path][_key(value)] if path in self._choices else value
+
     def trial_params(self, trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> dict[str, Any]:
         """Searched values of a trial plus the fixed ones, as dotted paths inside params."""
-        return {**self.fixed, **{p: _unchoice(v) for p, v in trial.params.items()}}
+        return {**self.fixed, **{p: self.unchoice(p, v) for p, v in trial.params.items()}}
 
     def midpoint(self) -> dict[str, Any]:
         """A deterministic point inside the space (for smoke runs and preflight)."""
         point: dict[str, Any] = dict(self.fixed)
         for path, d in self.distributions.items():
             if isinstance(d, CategoricalDistribution):
-                point[path] = _unchoice(d.choices[0])
+                point[path] = self.unchoice(path, d.choices[0])
             else:
                 point[path] = _on_grid(d, (d.low + d.high) // 2 if isinstance(d, IntDistribution) else (d.low + d.high) / 2)
         return point
@@ -82,7 +93,7 @@ class SearchSpace:
         point: dict[str, Any] = dict(self.fixed)
         for path, d in self.distributions.items():
             if isinstance(d, CategoricalDistribution):
-                point[path] = _unchoice(rng.choice(d.choices))
+                point[path] = self.unchoice(path, rng.choice(d.choices))
             elif isinstance(d, IntDistribution):
                 point[path] = d.low + rng.randrange((d.high - d.low) // d.step + 1) * d.step
             elif d.step is not None:
@@ -95,7 +106,7 @@ class SearchSpace:
         """Why ``value`` is not a point the sampler can propose for ``path``; None if it is."""
         d = self.distributions[path]
         if isinstance(d, CategoricalDistribution):
-            return None if _choice(value) in d.choices else f"{value!r} is not one of {[_unchoice(c) for c in d.choices]}"
+            return None if _key(_choice(value)) in self._choices[path] else f"{clip(repr(value))} is not one of {clip(repr(list(self._choices[path].values())))}"
         if isinstance(value, bool) or not isinstance(value, int | float):
             return f"{value!r} is not a number"
         if not d.low <= value <= d.high:
@@ -108,5 +119,5 @@ class SearchSpace:
         """Values spread across the range of ``path`` (every choice of a categorical), on its grid."""
         d = self.distributions[path]
         if isinstance(d, CategoricalDistribution):
-            return [_unchoice(c) for c in d.choices]
+            return list(self._choices[path].values())
         return sorted({_on_grid(d, d.low + (d.high - d.low) * k / (points - 1)) for k in range(points)})

@@ -146,7 +146,7 @@ class CacheEntry(pydantic.BaseModel):
     """A finished evaluation: what a duplicate of it is answered with, and what another study
     that asks for the same key gets as its own trial's result."""
 
-    model_config = pydantic.ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    model_config = pydantic.ConfigDict(extra="forbid", ser_json_inf_nan="null")
     study: str  # where it was evaluated
     trial_number: int  # which trial of that study evaluated it
     score: ScoreRecord

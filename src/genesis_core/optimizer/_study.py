@@ -13,7 +13,8 @@ from typing import Any
 
 import optuna
 
-from genesis_core.backtest import BacktestConfig, build_config, read_config_file
+from genesis_core.backtest import BacktestConfig, build_config
+from genesis_core.config import read_config_file
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.optimizer._config import OptimizerConfig

@@ -88,9 +88,9 @@ def measure(backtester: Backtester, plan: Plan, spec: StudySpec, pruner: optuna.
     if scoring.pruning.enabled or not isinstance(pruner, optuna.pruners.NopPruner):
         exit_bars = result.engine.trades["exit_bar"] - result.window.start_index
         points = checkpoints(result.engine.equity, exit_bars, result.engine.trades["pnl"], scoring.pruning.checkpoints)
-    return Measured(backtest_record(result, trades=False),
-                    ScoreRecord.of(score(result.metrics, result.trace, scoring, spec.config.constraints)),
-                    {k: result.metrics[k] for k in TRIAL_METRICS}, points, int(result.trace["signals"]))
+    record = backtest_record(result, trades=False)
+    return Measured(record, ScoreRecord.of(score(result.metrics, result.trace, scoring, spec.config.constraints)),
+                    {k: record.metrics[k] for k in TRIAL_METRICS}, points, int(result.trace["signals"]))
 
 
 def evaluated(study: optuna.Study) -> int:

@@ -37,6 +37,7 @@ from genesis_core.records._trial import (
     TrialRow,
     WindowInfo,
     backtest_record,
+    finite_metrics,
 )
 from genesis_core.records._validation import (
     Candidate,
@@ -59,5 +60,5 @@ __all__ = [
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Record", "RunFolder", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
-    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "iso", "read_record", "write_record",
+    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "finite_metrics", "iso", "read_record", "write_record",
 ]

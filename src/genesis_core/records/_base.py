@@ -8,6 +8,7 @@ version and what is wrong, never half read.
 from __future__ import annotations
 
 import json
+import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
@@ -27,9 +28,15 @@ class SchemaError(GenesisError):
 
 
 class Part(BaseModel):
-    """A section of a record: unknown keys are refused, floats may be NaN (a non-finite metric)."""
+    """A section of a record: unknown keys are refused. Written as strict JSON: a value that is not
+    a finite number is null (``finite`` makes it None first, where a record may hold one)."""
 
-    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="constants")
+    model_config = ConfigDict(extra="forbid", ser_json_inf_nan="null")
+
+
+def finite(value: float) -> float | None:
+    """``value``, or None when it is NaN or infinite (strict JSON has no such numbers)."""
+    return value if math.isfinite(value) else None
 
 
 class Record(Part):

@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genesis_core.backtest import BacktestConfig
-from genesis_core.errors import GenesisError
+from genesis_core.config import clip, name_problem
+from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.files import remove_stale_temporaries
 from genesis_core.records._base import Part, Record, iso, read_record, write_record
 from genesis_core.records._trial import Metrics
@@ -111,6 +112,10 @@ class ChampionStore:
     the history shows. ``clock`` gives the recorded times."""
 
     def __init__(self, results_dir: str | Path, symbol: str, timeframe: str, clock: Callable[[], float] = time.time) -> None:
+        for name in (symbol, timeframe):  # they name the files: never a path
+            problem = name_problem(name)
+            if problem:
+                raise ConfigError(f"champion of {clip(symbol)} {clip(timeframe)}: {problem}")
         self.results_dir = Path(results_dir)
         self.symbol = symbol
         self.timeframe = timeframe

@@ -112,6 +112,15 @@ class RunFolder:
 
     path: Path
     clock: Callable[[], float] = field(default=time.time, compare=False)
+    # a folder no read may leave: a symlink that resolves outside it is refused (a server's served folder)
+    within: Path | None = field(default=None, compare=False)
+
+    def _at(self, *parts: str) -> Path:
+        """The path of a file of this run; SchemaError if ``within`` is set and it resolves outside."""
+        path = self.path.joinpath(*parts)
+        if self.within is not None and not path.resolve().is_relative_to(self.within.resolve()):
+            raise SchemaError(f"{path} leads outside the served folder; not read")
+        return path
 
     @classmethod
     def of(cls, results_dir: str | Path, study_name: str) -> RunFolder:
@@ -137,11 +146,11 @@ class RunFolder:
         return iso(self.clock(), precise)
 
     def exists(self) -> bool:
-        return (self.path / RUN_FILE).exists()
+        return self._at(RUN_FILE).exists()
 
     # run.json
     def read_run(self) -> RunRecord:
-        return read_record(self.path / RUN_FILE, RunRecord)
+        return read_record(self._at(RUN_FILE), RunRecord)
 
     def read_run_if_any(self) -> RunRecord | None:
         return self.read_run() if self.exists() else None
@@ -151,7 +160,7 @@ class RunFolder:
 
     # trials/NNNNNN.json: evaluated trials only
     def trial_path(self, number: int) -> Path:
-        return self.path / "trials" / f"{number:06d}.json"
+        return self._at("trials", f"{number:06d}.json")
 
     def write_trial(self, artifact: TrialArtifact) -> None:
         write_record(self.trial_path(artifact.trial_number), artifact, indent=None)
@@ -163,17 +172,26 @@ class RunFolder:
         return read_record(self.trial_path(number), TrialArtifact)
 
     def trial_numbers(self) -> list[int]:
-        """Numbers of the trial artifacts here, in order; files not named like one are not ours."""
-        folder = self.path / "trials"
-        names = sorted(p.name for p in folder.iterdir() if _TRIAL_FILE.fullmatch(p.name)) if folder.is_dir() else []
+        """Numbers of the trial artifacts here, in order. Files not named like one, and symlinks
+        (every artifact is written as a plain file), are not ours."""
+        folder = self._at("trials")
+        names = sorted(p.name for p in folder.iterdir()
+                       if _TRIAL_FILE.fullmatch(p.name) and not p.is_symlink() and p.is_file()) if folder.is_dir() else []
         return [int(n.removesuffix(".json")) for n in names]
+
+    def evaluated_numbers(self) -> list[int]:
+        """The trials of this run (trials.csv lists them) that have an artifact here; any other
+        file in trials/ is foreign and left alone."""
+        ours = {r.number for r in self.read_trials_table()}
+        return [n for n in self.trial_numbers() if n in ours]
 
     def remove_stale_temporaries(self) -> int:
         """Remove what writers killed mid-write left behind (see ``genesis_core.files``); returns how many."""
         return len(remove_stale_temporaries(self.path)) + len(remove_stale_temporaries(self.path / "trials"))
 
     def read_trials(self) -> list[TrialArtifact]:
-        return [self.read_trial(n) for n in self.trial_numbers()]
+        """The artifacts of ``evaluated_numbers``."""
+        return [self.read_trial(n) for n in self.evaluated_numbers()]
 
     # trials.csv
     def write_trials_table(self, rows: list[TrialRow]) -> None:
@@ -188,7 +206,7 @@ class RunFolder:
         atomic_write(self.path / "trials.csv", buf.getvalue())
 
     def read_trials_table(self) -> list[TrialRow]:
-        path = self.path / "trials.csv"
+        path = self._at("trials.csv")
         try:
             with path.open(newline="") as fh:
                 return [TrialRow.from_csv(row) for row in csv.DictReader(fh)]
@@ -200,12 +218,12 @@ class RunFolder:
         write_record(self.path / "best_trial.json", best)
 
     def read_best(self) -> BestTrial:
-        return read_record(self.path / "best_trial.json", BestTrial)
+        return read_record(self._at("best_trial.json"), BestTrial)
 
     # validation.json
     @property
     def validation_path(self) -> Path:
-        return self.path / "validation.json"
+        return self._at("validation.json")
 
     def is_validated(self) -> bool:
         return self.validation_path.exists()
@@ -221,7 +239,7 @@ class RunFolder:
     # walk-forward: <study>-walk-forward/
     @property
     def walk_forward_path(self) -> Path:
-        return self.path / "walk_forward.json"
+        return self._at("walk_forward.json")
 
     def fold_config_path(self, fold: int) -> Path:
         return self.path / f"fold{fold}.yaml"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from genesis_core import __version__
@@ -10,10 +11,10 @@ from genesis_core.backtest import BacktestConfig, BacktestResult
 from genesis_core.data import format_ts
 from genesis_core.engine import EXIT_REASONS
 from genesis_core.fingerprint import code_version
-from genesis_core.records._base import Part, Record
+from genesis_core.records._base import Part, Record, finite
 from genesis_core.scoring import Outcome, Score
 
-Metrics = dict[str, float | int]
+Metrics = dict[str, float | int | None]  # None: not a finite number (the backtest is INVALID_NUMERIC)
 TRIAL_METRICS = ("num_trades", "total_return", "sharpe", "max_drawdown", "profit_factor", "win_rate", "score")  # in trials.csv
 Trace = dict[str, int | dict[str, int]]
 
@@ -27,14 +28,16 @@ class WindowInfo(Part):
 
 
 class TradeRecord(Part):
+    """One closed trade; a number is None when the arithmetic left finite floats (absurd prices)."""
+
     entry_time: str
     exit_time: str
     side: str
-    entry_price: float
-    exit_price: float
-    units: float
-    pnl: float
-    fees: float
+    entry_price: float | None
+    exit_price: float | None
+    units: float | None
+    pnl: float | None
+    fees: float | None
     bars_held: int
     exit_reason: str
 
@@ -51,6 +54,7 @@ class BacktestRecord(Record):
     metrics: Metrics
     trace: Trace
     trades: list[TradeRecord] | None = None  # left out of trial artifacts
+    not_finite: list[str] = []  # metrics that came out NaN or infinite (stored as null): the outcome is INVALID_NUMERIC
 
 
 def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestRecord:
@@ -65,18 +69,25 @@ def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestReco
                       **{f"resource:{k}": v for k, v in sorted(result.resources.items())}},
         window=WindowInfo(first_bar=w.first_bar, last_bar=w.last_bar, bars=w.bars, warmup_bars=w.start_index,
                           timeframe=w.candles.timeframe),
-        metrics=result.metrics,
+        metrics=finite_metrics(result.metrics),
         trace=result.trace,
         trades=_trades(result) if trades else None,
+        not_finite=[k for k, v in result.metrics.items() if not math.isfinite(v)],
     )
+
+
+def finite_metrics(metrics: dict[str, float | int]) -> Metrics:
+    """Metrics as a record holds them: a NaN or infinity becomes None."""
+    return {k: v if isinstance(v, int) else finite(v) for k, v in metrics.items()}
 
 
 def _trades(result: BacktestResult) -> list[TradeRecord]:
     ts = result.window.candles.timestamps
     return [TradeRecord(
         entry_time=format_ts(ts[int(t["entry_bar"])]), exit_time=format_ts(ts[int(t["exit_bar"])]),
-        side="long" if t["side"] > 0 else "short", entry_price=float(t["entry_price"]), exit_price=float(t["exit_price"]),
-        units=float(t["units"]), pnl=float(t["pnl"]), fees=float(t["fees"]), bars_held=int(t["exit_bar"] - t["entry_bar"]),
+        side="long" if t["side"] > 0 else "short", entry_price=finite(float(t["entry_price"])),
+        exit_price=finite(float(t["exit_price"])), units=finite(float(t["units"])), pnl=finite(float(t["pnl"])),
+        fees=finite(float(t["fees"])), bars_held=int(t["exit_bar"] - t["entry_bar"]),
         exit_reason=EXIT_REASONS[int(t["exit_reason"])],
     ) for t in result.engine.trades]
 

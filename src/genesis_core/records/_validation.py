@@ -54,7 +54,7 @@ class Candidate(CandidateResult):
     params: dict[str, Any]
     explore: ExploreResult
     gap: float  # explore score - validation score
-    sharpe_gap: float
+    sharpe_gap: float | None  # None when a window's Sharpe ratio is not a finite number
     rank: int = 0
 
 

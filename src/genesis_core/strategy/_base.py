@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from inspect import isabstract
 from typing import Any, ClassVar
 
 import numpy as np
@@ -11,7 +12,7 @@ import numpy as np
 from genesis_core.config import StrictModel
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
-from genesis_core.plugins import resolve
+from genesis_core.plugins import describe, resolve
 
 
 @dataclass(frozen=True)
@@ -88,8 +89,10 @@ def register_strategy(cls: type[Strategy]) -> type[Strategy]:
 
 
 def get_strategy(name: str) -> Strategy:
-    """A registered strategy by name, or a user's class by ``package.module:Class``."""
-    cls = resolve(name, _REGISTRY, "strategy")
-    if not (isinstance(cls, type) and issubclass(cls, Strategy)):
-        raise ConfigError(f"strategy {name!r} is not a genesis_core.strategy.Strategy subclass")
+    """A registered strategy by name, an installed package's (entry point group
+    ``genesis_core.strategies``), or a user's class by ``package.module:Class``."""
+    cls = resolve(name, _REGISTRY, "strategy", "genesis_core.strategies")
+    if not (isinstance(cls, type) and issubclass(cls, Strategy)) or isabstract(cls):
+        raise ConfigError(f"strategy {name!r} is {describe(cls)}, not a genesis_core.strategy.Strategy subclass "
+                          "that implements warmup_bars and decide")
     return cls()

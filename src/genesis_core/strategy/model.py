@@ -20,6 +20,7 @@ from genesis_core.data import Candles, format_ts
 from genesis_core.errors import ConfigError, DataError
 from genesis_core.features import FeatureStore, parse_spec, warmup_bars
 from genesis_core.files import atomic_write
+from genesis_core.fingerprint import strict_json
 
 BUILTIN_PREFIX = "builtin:"
 _BUILTIN_DIR = Path(__file__).resolve().parent / "models"
@@ -135,7 +136,7 @@ def train_model(
 
 def save_model(model: SignalModel, path: Path) -> None:
     """Write the model JSON atomically."""
-    atomic_write(path, json.dumps(asdict(model), indent=2) + "\n")
+    atomic_write(path, strict_json(asdict(model)) + "\n")
 
 
 def resolve_model_path(ref: str) -> Path:

@@ -43,7 +43,7 @@ def check_trial(folder: RunFolder, number: int, backtester: Backtester) -> Equiv
 
 def check_equivalence(folder: RunFolder, trials: list[int] | None = None) -> list[Equivalence]:
     """Check the given trials (all evaluated trials when None) of a run."""
-    numbers = folder.trial_numbers() if trials is None else trials
+    numbers = folder.evaluated_numbers() if trials is None else trials
     missing = [n for n in numbers if not folder.has_trial(n)]
     if missing:
         raise ConfigError(f"no artifact for trial(s) {', '.join(map(str, missing))} in {folder.path / 'trials'} "

@@ -27,6 +27,7 @@ from genesis_core.records import (
     TrialArtifact,
     ValidationReport,
     WindowResult,
+    finite_metrics,
 )
 from genesis_core.scoring import Outcome, Scoring, score, violation
 from genesis_core.validation._config import ValidationConfig, WindowSpec
@@ -74,7 +75,7 @@ def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring,
     return WindowResult(
         start=window.start, end=window.end, first_bar=result.window.first_bar, last_bar=result.window.last_bar,
         bars=result.window.bars, data_window=result.window.fingerprint, outcome=sc.outcome, score=sc.phase2,
-        passed=not reasons, reasons=reasons, metrics=m,
+        passed=not reasons, reasons=reasons, metrics=finite_metrics(m),
     )
 
 
@@ -109,9 +110,16 @@ def _deflated_sharpe(
         return None
     equity = backtester.run(build_config(best.effective_config.model_dump(mode="json"))).engine.equity
     scale = math.sqrt(bars_per_year(timeframe_seconds))  # metrics.sharpe is annualised; DSR wants per bar
-    sharpes = np.array([t.metrics["sharpe"] / scale for t in trials])
-    stats = deflated_sharpe(equity[1:] / equity[:-1] - 1.0, sharpes, len(trials))
+    sharpes = np.array([s / scale for t in trials if (s := t.metrics["sharpe"]) is not None])
+    stats = deflated_sharpe(equity[1:] / equity[:-1] - 1.0, sharpes, len(sharpes))
     return DeflatedSharpe.model_validate({"trial": best.trial_number, **stats})
+
+
+def _sharpe_gap(explore: float | int | None, windows: list[float | int | None]) -> float | None:
+    """Explore Sharpe minus the windows' mean; None if any is not a finite number."""
+    if explore is None or any(w is None for w in windows):
+        return None
+    return explore - sum(w for w in windows if w is not None) / len(windows)
 
 
 def validate(folder: RunFolder, validation: ValidationConfig, scoring: Scoring,
@@ -135,7 +143,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, scoring: Scoring,
                                   data_window=t.fingerprints["data_window"]),
             **dict(result),
             gap=explore - result.validation_score,
-            sharpe_gap=t.metrics["sharpe"] - sum(w.metrics["sharpe"] for w in result.windows) / len(result.windows),
+            sharpe_gap=_sharpe_gap(t.metrics["sharpe"], [w.metrics["sharpe"] for w in result.windows]),
         ))
     candidates.sort(key=lambda c: (not c.passed, -c.validation_score, -c.explore.score, c.trial))
     for rank, c in enumerate(candidates, 1):

@@ -1,0 +1,168 @@
+"""Configs a careless user or an attacker writes: each refused with one line naming the file and
+key, with nothing written; or, where the config is legitimate, run as written."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from genesis_core.backtest import build_config
+from genesis_core.config import read_config_file
+from genesis_core.errors import ConfigError
+from genesis_core.optimizer import RunOptions
+from genesis_core.study import load_study_config
+from tests.optimizer.test_optimizer import ROOT, write_config
+from tests.runs import optimize
+
+
+def genesis(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _refused_in_one_line(proc: subprocess.CompletedProcess, *fragments: str) -> None:
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    assert all(f in proc.stderr for f in fragments), proc.stderr
+
+
+def test_a_study_name_cannot_lead_out_of_the_results_folder(tmp_path):
+    results = tmp_path / "deep" / "results"
+    for name in ("../../../escaped", "/tmp/x", ".hidden", "a/b", "", "x" * 101):
+        path = write_config(tmp_path, meta={"study_name": name, "results_dir": str(results)})
+        with pytest.raises(ConfigError, match="meta.study_name: .*is not a name: use letters, digits"):
+            optimize(path)
+    _refused_in_one_line(genesis("optimize", str(path)), "meta.study_name", "is not a name")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.yaml"]  # nothing written anywhere
+    for field in ("symbol", "timeframe"):  # they name the champion's files
+        with pytest.raises(ConfigError, match=f"meta.{field}: '../x' is not a name"):
+            load_study_config(write_config(tmp_path, meta={field: "../x"}))
+
+
+def test_duplicate_keys_are_refused_naming_both_lines(tmp_path):
+    path = tmp_path / "dup.yaml"
+    path.write_text("strategy: reference\nparams:\n  exits:\n    stop_loss_atr: 2.0\n    stop_loss_atr: 3.0\n")
+    with pytest.raises(ConfigError, match=r"dup.yaml: key 'stop_loss_atr' given twice \(lines 4 and 5\); keep one"):
+        read_config_file(path)
+    path.write_text("{a: 1, a: 2}\n")  # on one line too
+    with pytest.raises(ConfigError, match=r"key 'a' given twice \(lines 1 and 1\)"):
+        read_config_file(path)
+    _refused_in_one_line(genesis("backtest", "-c", str(path)), "given twice")
+    merged = tmp_path / "merge.yaml"  # a YAML merge key overriding is not a duplicate
+    merged.write_text("base: &b {fast: 10, slow: 30}\nparams:\n  <<: *b\n  fast: 12\n")
+    assert read_config_file(merged)["params"] == {"fast": 12, "slow": 30}
+
+
+@pytest.mark.parametrize("text", ["", "# only a comment\n", "{}\n", "---\n"])
+def test_an_empty_config_is_refused_not_run_with_every_default(tmp_path, text):
+    path = tmp_path / "empty.yaml"
+    path.write_text(text)
+    _refused_in_one_line(genesis("backtest", "-c", str(path), "--out", str(tmp_path / "r.json")), "empty.yaml: the config is empty")
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_types_are_strict(tmp_path):
+    base = read_config_file(ROOT / "configs" / "sma_cross.yaml")
+    for value, message in [(True, "Input should be a valid integer"), ("10", "Input should be a valid integer"),
+                           (10.5, "Input should be a valid integer")]:
+        with pytest.raises(ConfigError, match=f"params.fast: {message}"):
+            build_config({**base, "params": {**base["params"], "fast": value}})
+    assert build_config({**base, "params": {**base["params"], "fast": 10}}).params["fast"] == 10
+    assert build_config(base, overrides={"costs": {"fee_bps": 5}}).costs.fee_bps == 5.0  # an int is a float
+    with pytest.raises(ConfigError, match="meta.n_workers: Input should be a valid integer"):
+        load_study_config(write_config(tmp_path, meta={"n_workers": "2"}))
+    with pytest.raises(ConfigError, match=r"meta.stop.max_trials: Input should be a valid integer"):
+        load_study_config(write_config(tmp_path, meta={"stop": {"max_trials": True}}))
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
+def test_a_config_not_in_utf8_is_refused_naming_the_file(tmp_path, encoding):
+    path = tmp_path / "enc.yaml"
+    path.write_bytes("strategy: reference  # Größe\nparams: {}\n".encode(encoding))
+    with pytest.raises(ConfigError, match=r"enc.yaml: not UTF-8 text \(line 1, byte \d+\); save it as UTF-8"):
+        read_config_file(path)
+    _refused_in_one_line(genesis("backtest", "-c", str(path)), "not UTF-8 text")
+    path.write_bytes("\ufeffstrategy: sma_cross\n".encode())  # a byte-order mark is still UTF-8
+    assert read_config_file(path) == {"strategy": "sma_cross"}
+
+
+@pytest.mark.parametrize("value", [".inf", "-.inf", ".nan", ".NaN"])
+def test_non_finite_numbers_are_refused_naming_the_key(tmp_path, value):
+    path = tmp_path / "nf.yaml"
+    path.write_text(f"strategy: reference\nparams:\n  risk:\n    risk_map: [[0.5, 0.2], [0.6, {value}]]\n")
+    with pytest.raises(ConfigError, match=r"nf.yaml: params.risk.risk_map.1.1: NaN and infinity are not config values"):
+        read_config_file(path)
+    opt = write_config(tmp_path, constraints={"max_drawdown": float(value.replace(".", "", 1).replace("NaN", "nan"))})
+    _refused_in_one_line(genesis("optimize", str(opt)), "constraints.max_drawdown: NaN and infinity")
+
+
+def test_alias_bombs_and_huge_files_are_refused(tmp_path):
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
+    (tmp_path / "bomb.yaml").write_text(laughs)
+    with pytest.raises(ConfigError, match="more than 100,000 values once aliases are expanded"):
+        read_config_file(tmp_path / "bomb.yaml")
+    (tmp_path / "big.yaml").write_text("a: " + "x" * (1 << 20) + "\n")
+    with pytest.raises(ConfigError, match="larger than 1,048,576 bytes"):
+        read_config_file(tmp_path / "big.yaml")
+
+
+def _journal_studies(results: Path) -> list[str]:
+    journal = results / "optuna.journal"
+    if not journal.exists():
+        return []
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
+    return [s.study_name for s in storage.get_all_studies()]
+
+
+@pytest.mark.parametrize(("stop", "message"), [
+    ({"end_at": "tomorrow"}, "meta.stop.end_at: cannot parse date 'tomorrow'"),
+    ({"max_trials": 5, "end_at": "2020-01-01T00:00:00Z"}, "meta.stop.end_at 2020-01-01T00:00:00Z has passed"),
+    ({"max_trials": None}, "meta.stop: set max_trials, timeout_seconds or end_at, or the run never ends"),
+])
+def test_the_stop_policy_is_checked_before_a_study_exists(tmp_path, stop, message):
+    path = write_config(tmp_path, meta={"stop": stop})
+    proc = genesis("preflight", str(path), "--json")
+    assert proc.returncode == 1
+    failed = [c for c in json.loads(proc.stdout)["checks"] if c["status"] == "fail"]
+    assert len(failed) == 1 and message in failed[0]["detail"]
+    for extra in ([], ["--skip-preflight"]):
+        refused = genesis("optimize", str(path), *extra)
+        assert refused.returncode in (1, 2) and message in refused.stderr and "Traceback" not in refused.stderr
+    assert _journal_studies(tmp_path / "results") == [] and not (tmp_path / "results" / "runs").exists()
+    if "max_trials" in stop and stop["max_trials"] is None:  # the command line can give the budget
+        assert optimize(path, RunOptions(max_trials=3))["cache"]["total_trials"] == 3
+
+
+def test_categorical_choices_may_be_whole_mappings(tmp_path):
+    zones = [{"low": {"entry_conf_overall": lo, "regime_proba": {}}, "mid": {"entry_conf_overall": mid, "regime_proba": {}},
+              "high": {"entry_conf_overall": hi, "regime_proba": {"bull": 0.55}}}
+             for lo, mid, hi in [(0.52, 0.54, 0.56), (0.55, 0.57, 0.6)]]
+    path = write_config(tmp_path, parameters={
+        "thresholds.signal_adaptation.zones": {"type": "categorical", "choices": zones},
+        "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 3.0, "step": 0.5}}, meta={"stop": {"max_trials": 8}})
+    summary = optimize(path)
+    folder = Path(summary["run_dir"])
+    seen = set()
+    for artifact in sorted((folder / "trials").iterdir()):
+        trial = json.loads(artifact.read_text())
+        chosen = trial["params"]["thresholds.signal_adaptation.zones"]
+        applied = trial["effective_config"]["params"]["thresholds"]["signal_adaptation"]["zones"]
+        assert chosen in zones and all(applied[z]["entry_conf_overall"] == chosen[z]["entry_conf_overall"] for z in chosen)
+        assert applied["high"]["regime_proba"]["bull"] == 0.55 and applied["low"]["regime_proba"]["bull"] == 0.5
+        seen.add(json.dumps(chosen, sort_keys=True))
+    assert len(seen) == 2  # both mappings were tried, each applied whole
+    with pytest.raises(ConfigError, match="is given twice"):
+        load_study_config(write_config(tmp_path, parameters={
+            "thresholds.signal_adaptation.zones": {"type": "categorical", "choices": [zones[0], dict(zones[0])]},
+            "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 3.0}}))
+    text = yaml.safe_dump({"type": "categorical", "choices": ["[1,2]", [1, 2]]})
+    clash = write_config(tmp_path, parameters={"risk.risk_map.0": yaml.safe_load(text),
+                                               "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 3.0}})
+    with pytest.raises(ConfigError, match="a choice and another's JSON text are the same"):
+        load_study_config(clash).spec()
