@@ -20,38 +20,69 @@ from mcp import Client
 from mcp.client.stdio import StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared._httpx_utils import create_mcp_http_client
+from mcp.shared.exceptions import MCPError
 
 from genesis_core import mcp_server
 from tests.optimizer.test_optimizer import ROOT
 from tests.runs import optimize, promote, validate
 from tests.validation.conftest import validated_config
 
+INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+    "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}).encode()
 READ_TOOLS = {"list_runs", "show_run", "query_trials", "show_trial", "compare_trials", "show_champion", "preflight"}
 WRITE_TOOLS = {"start_optimization", "run_validation", "promote_champion"}
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory) -> Path:
-    """A folder with results/ (a validated run, a champion) and configs/ (the run's config)."""
+    """A folder with results/ (a validated run, a champion) and configs/ (the run's config and its base
+    config), plus the hostile things a served folder can hold: symlinks out of it at every depth and
+    configs that name modules to import."""
     tmp = tmp_path_factory.mktemp("mcp")
-    config = validated_config(tmp)
-    (tmp / "configs").mkdir()
-    (tmp / "configs" / "opt.yaml").write_text(config.read_text())
+    configs = tmp / "configs"
+    configs.mkdir()
+    (configs / "reference.yaml").write_text((ROOT / "configs" / "reference.yaml").read_text())
+    config = validated_config(tmp, meta={"base_config": str(configs / "reference.yaml"), "stop": {"max_trials": 16}})
+    (configs / "opt.yaml").write_text(config.read_text())
     fresh = yaml.safe_load(config.read_text())
     fresh["meta"].update(study_name="t2", stop={"max_trials": 4})  # a new study, to start from the server
-    (tmp / "configs" / "new.yaml").write_text(yaml.safe_dump(fresh))
+    (configs / "new.yaml").write_text(yaml.safe_dump(fresh))
+    outside_base = dict(fresh["meta"], base_config=str(ROOT / "configs" / "reference.yaml"))
+    (configs / "outside_base.yaml").write_text(yaml.safe_dump({**fresh, "meta": outside_base}))
+    for name, strategy in [("module", "tests.import_marker:Anything"), ("entry", "marker_sma")]:
+        base = {"strategy": strategy, "params": {"fast": 10, "slow": 30}}
+        (configs / f"{name}_base.yaml").write_text(yaml.safe_dump(base))
+        meta = dict(fresh["meta"], base_config=str(configs / f"{name}_base.yaml"), study_name=name, skip_champion_merge=True)
+        (configs / f"{name}.yaml").write_text(yaml.safe_dump({"meta": meta, "parameters": {
+            "fast": {"type": "int", "low": 5, "high": 20}}}))
     run_dir = Path(optimize(config)["run_dir"])
     validate(run_dir)
     assert promote(run_dir).promoted
     outside = tmp / "secret"
     outside.mkdir()
     (outside / "run.json").write_text("{}")
+    (outside / "trial.json").write_text('{"secret": "leaked"}')
     (tmp / "results" / "runs" / "escape").symlink_to(outside)  # a symlink leading out of the results folder
+    (run_dir / "trials" / "999999.json").symlink_to(outside / "trial.json")  # ... and one deep inside a run
+    champions = tmp / "results" / "champions"
+    (champions / "ETHUSD_1h.history.json").symlink_to(outside / "trial.json")  # a champion's history
     return tmp
 
 
-def _stdio(served: Path, *extra: str) -> Client:
-    return Client(StdioServerParameters(command=sys.executable, cwd=str(ROOT), args=[
+@pytest.fixture(scope="module")
+def plugin_path(tmp_path_factory) -> Path:
+    """A folder with an installed package's metadata registering the strategy ``marker_sma`` through
+    the ``genesis_core.strategies`` entry point, and the module it names (importing it is harmless)."""
+    site = tmp_path_factory.mktemp("site")
+    dist = site / "marker_plugin-1.0.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: marker-plugin\nVersion: 1.0\n")
+    (dist / "entry_points.txt").write_text("[genesis_core.strategies]\nmarker_sma = genesis_core.strategy.sma_cross:SmaCrossStrategy\n")
+    return site
+
+
+def _stdio(served: Path, *extra: str, env: dict[str, str] | None = None) -> Client:
+    return Client(StdioServerParameters(command=sys.executable, cwd=str(ROOT), env={**os.environ, **(env or {})}, args=[
         "-m", "genesis_core", "mcp", "--results-dir", str(served / "results"), "--configs-dir", str(served / "configs"), *extra]))
 
 
@@ -107,6 +138,21 @@ async def _exercise_read_tools(client: Client) -> None:
         error = _error(await client.call_tool("show_trial", args))
         assert message in error["message"] and len(error["id"]) == 12 and "Traceback" not in error["message"]
     assert "without '..'" in _error(await client.call_tool("preflight", {"config": "../configs/opt.yaml"}))["message"]
+    # symlinks out of the served folder, at any depth, are never followed
+    assert "leads outside the served folder" in _error(await client.call_tool("show_trial", {"run": "t", "trial": 999999}))["message"]
+    leaked = await client.call_tool("compare_trials", {"run": "t", "trial_a": best, "trial_b": 999999})
+    assert "leads outside the served folder" in _error(leaked)["message"] and "leaked" not in leaked.content[0].text
+    shown = await client.call_tool("show_champion", {"symbol": "ETHUSD"})
+    assert "leads outside the served folder" in _error(shown)["message"] and "leaked" not in shown.content[0].text
+    # a config's base config must be in the configs folder; a config may not make the server import a module
+    assert "is outside the configs folder" in _error(await client.call_tool("preflight", {"config": "outside_base.yaml"}))["message"]
+    refused = (await client.call_tool("preflight", {"config": "module.yaml"})).structured_content
+    assert not refused["ok"] and "strategy 'tests.import_marker:Anything': a config may not name a module here" in refused["checks"][0]["detail"]
+    # resource errors have the tools' shape
+    with pytest.raises(MCPError) as missing:
+        await client.read_resource("genesis://runs/nope")
+    error = json.loads(missing.value.error.message)["error"]
+    assert "no run 'nope'" in error["message"] and len(error["id"]) == 12
     escape = {"symbol": "../runs/t/run", "timeframe": "x"}  # a champion name that would lead into another file
     assert "'../runs/t/run' is not a name" in _error(await client.call_tool("show_champion", escape))["message"]
 
@@ -154,19 +200,31 @@ def _http_server(served: Path, *extra: str, env: dict[str, str] | None = None, h
         [sys.executable, "-m", "genesis_core", "mcp", "--http", "--host", host, "--port", str(port),
          "--results-dir", str(served / "results"), "--configs-dir", str(served / "configs"), *extra],
         cwd=ROOT, stderr=subprocess.PIPE, text=True, env={**os.environ, **(env or {})})
+    address = "127.0.0.1" if host == "0.0.0.0" else host
     try:
         deadline = time.time() + 60
         while True:
             with socket.socket() as s:
-                if s.connect_ex(("127.0.0.1", port)) == 0:
+                if s.connect_ex((address, port)) == 0:
                     break
             assert proc.poll() is None, proc.stderr.read()
             assert time.time() < deadline, "the MCP server did not start"
             time.sleep(0.1)
-        yield f"http://127.0.0.1:{port}/mcp", proc
+        yield f"http://{address}:{port}/mcp", proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def _post(url: str, headers: dict[str, str], body: bytes = INITIALIZE) -> tuple[int, str, str]:
+    """A raw JSON-RPC POST: status, content type and body, whatever the status."""
+    request = urllib.request.Request(url, data=body, method="POST", headers={
+        "Content-Type": "application/json", "Accept": "application/json, text/event-stream", **headers})
+    try:
+        with urllib.request.urlopen(request, timeout=30) as reply:
+            return reply.status, reply.headers.get("content-type", ""), reply.read().decode()
+    except urllib.error.HTTPError as refused:
+        return refused.code, refused.headers.get("content-type", ""), refused.read().decode()
 
 
 def test_http_read_only_by_default(served):
@@ -226,17 +284,114 @@ def test_http_write_tools_need_the_flag_and_the_token(served):
         asyncio.run(main())
 
 
-def test_http_write_without_a_token_refuses_to_start_and_other_hosts_warn(served):
+def test_http_write_or_beyond_loopback_needs_a_token_to_start(served):
     env = {k: v for k, v in os.environ.items() if k != mcp_server.TOKEN_ENV}
-    proc = subprocess.run([sys.executable, "-m", "genesis_core", "mcp", "--http", "--allow-write", "--port", str(_free_port()),
-                           "--results-dir", str(served / "results")], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=60, check=False)
-    assert proc.returncode == 1 and "needs a bearer token in $GENESIS_MCP_TOKEN" in proc.stderr
-    with _http_server(served, host="0.0.0.0") as (url, server):  # the warning is the point
+    for flags, why in [(["--allow-write"], "--allow-write"), (["--host", "0.0.0.0"], "binding 0.0.0.0 (beyond loopback)")]:
+        proc = subprocess.run([sys.executable, "-m", "genesis_core", "mcp", "--http", *flags, "--port", str(_free_port()),
+                               "--results-dir", str(served / "results")], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=60, check=False)
+        assert proc.returncode == 1 and f"{why} over HTTP needs a bearer token in $GENESIS_MCP_TOKEN" in proc.stderr
+
+
+def test_beyond_loopback_every_request_needs_the_token_and_a_known_host(served):
+    token = "t0ken"
+    with _http_server(served, "--allowed-host", "genesis.example", host="0.0.0.0", env={mcp_server.TOKEN_ENV: token}) as (url, server):
+        assert _post(url, {})[0] == 401  # read-only, and still refused without the token
+        assert _post(url, {"Authorization": "Bearer wrong"})[0] == 401
+        assert _post(url, {"Authorization": "Bearer t\u00f6ken"})[0] == 401  # not ASCII: refused, not a 500
+        authed = {"Authorization": f"Bearer {token}"}
+        assert _post(url, authed)[0] == 200
+        port = url.split(":")[2].split("/")[0]
+        assert _post(url, {**authed, "Host": f"genesis.example:{port}"})[0] == 200
+        assert _post(url, {**authed, "Host": "evil.example"})[0] == 421
+        assert _post(url, {**authed, "Origin": "http://evil.example"})[0] == 403
+
         async def main() -> None:
-            async with Client(url) as client:
+            client = Client(streamable_http_client(url, http_client=create_mcp_http_client(headers=authed)))
+            async with client:
                 assert "t" in [r["run"] for r in (await client.call_tool("list_runs", {})).structured_content["items"]]
 
         asyncio.run(main())
         server.terminate()
-        assert "reachable from the network" in server.stderr.read()
+        log = server.stderr.read()
+        assert "reachable from the network" in log and "Traceback" not in log
+
+
+def test_dns_rebinding_is_refused_on_any_loopback_address(served):
+    with _http_server(served, host="127.0.0.2") as (url, _):
+        port = url.split(":")[2].split("/")[0]
+        assert _post(url, {})[0] == 200  # the bind address itself (Host 127.0.0.2:port)
+        assert _post(url, {"Host": f"localhost:{port}"})[0] == 200
+        assert _post(url, {"Host": "evil"})[0] == 421
+        assert _post(url, {"Host": f"evil:{port}"})[0] == 421
+        assert _post(url, {"Origin": "http://evil"})[0] == 403
+        assert _post(url, {"Origin": f"http://127.0.0.2:{port}"})[0] == 200
+
+
+def test_json_response_mode_answers_plain_json(served):
+    with _http_server(served, "--json-response") as (url, _):
+        status, kind, body = _post(url, {"Accept": "application/json"})
+        assert status == 200 and kind.startswith("application/json")
+        assert json.loads(body)["result"]["serverInfo"]["name"] == "genesis-core"
+        call = json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "list_runs", "arguments": {}}})
+        status, kind, body = _post(url, {"Accept": "application/json"}, call.encode())
+        assert status == 200 and "t" in [r["run"] for r in json.loads(body)["result"]["structuredContent"]["items"]]
+    with _http_server(served) as (url, _):  # without the flag: server-sent events, as the SDK's clients expect
+        assert _post(url, {"Accept": "application/json"})[0] == 406
+
+
+def test_strategies_come_from_built_ins_or_entry_points_unless_modules_are_allowed(served, plugin_path, tmp_path):
+    marker = tmp_path / "imported"
+    env = {"GENESIS_IMPORT_MARKER": str(marker), "PYTHONPATH": os.pathsep.join([str(plugin_path), str(ROOT)])}
+
+    async def preflight(client: Client, config: str) -> dict:
+        return (await client.call_tool("preflight", {"config": config})).structured_content
+
+    async def main() -> None:
+        async with _stdio(served, env=env) as client:
+            refused = await preflight(client, "module.yaml")
+            assert "may not name a module here" in refused["checks"][0]["detail"]
+            assert not marker.exists()  # the module was never imported
+            installed = await preflight(client, "entry.yaml")  # an installed package's strategy, by name
+            assert installed["checks"][0]["status"] == "pass", installed["checks"][0]
+        async with _stdio(served, "--allow-strategy-modules", env=env) as client:
+            allowed = await preflight(client, "module.yaml")
+            assert marker.read_text() == "imported"
+            assert "is a object, not a genesis_core.strategy.Strategy subclass" in allowed["checks"][0]["detail"]
+
+    asyncio.run(main())
+
+
+def test_expensive_calls_run_one_at_a_time_and_the_rest_are_answered_busy(served):
+    server = mcp_server.build_server(served / "results", served / "configs")
+
+    async def main() -> None:
+        async with Client(server) as client:
+            started = time.perf_counter()
+            results = await asyncio.gather(*(client.call_tool("preflight", {"config": "opt.yaml"}) for _ in range(6)))
+            done = [r for r in results if not r.is_error]
+            busy = [_error(r)["message"] for r in results if r.is_error]
+            assert len(done) == 1 and {c["name"] for c in done[0].structured_content["checks"]} >= {"config", "smoke run", "storage"}
+            assert len(busy) == 5 and all(m.startswith("busy: another preflight call is running") for m in busy)
+            assert time.perf_counter() - started < 60
+            again = await client.call_tool("preflight", {"config": "opt.yaml"})  # free again once it finished
+            statuses = [(c["name"], c["status"]) for c in done[0].structured_content["checks"]]
+            assert not again.is_error and [(c["name"], c["status"]) for c in again.structured_content["checks"]] == statuses
+
+    asyncio.run(main())
+
+
+def test_foreign_files_in_trials_are_left_alone(served, tmp_path):
+    import shutil
+
+    from genesis_core.records import RunFolder
+    from genesis_core.validation import check_equivalence
+
+    copy = tmp_path / "results" / "runs" / "t"
+    shutil.copytree(served / "results" / "runs" / "t", copy, symlinks=True)
+    (copy / "trials" / "777777.json").write_text('{"not": "an artifact"}')  # planted, not a symlink
+    folder = RunFolder(copy)
+    assert 777777 not in folder.evaluated_numbers() and 999999 not in folder.trial_numbers()
+    report = validate(copy)
+    assert report["evaluated_trials"] == len(folder.read_trials()) > 0 and report["candidates"]
+    assert all(r.ok for r in check_equivalence(folder, folder.evaluated_numbers()[:2]))

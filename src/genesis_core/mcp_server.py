@@ -16,6 +16,7 @@ size-limited; errors, of tools and resources alike, are a JSON object with a mes
 
 from __future__ import annotations
 
+import contextlib
 import hmac
 import ipaddress
 import logging
@@ -35,7 +36,7 @@ from mcp_types import ToolAnnotations
 from genesis_core import __version__
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import differences, strict_json
-from genesis_core.plugins import forbid_module_imports
+from genesis_core.plugins import modules_forbidden
 from genesis_core.records import ChampionStore, RunFolder, SchemaError, TrialArtifact
 
 log = logging.getLogger("genesis_core.mcp")
@@ -67,15 +68,17 @@ def inside(root: Path, relative: str) -> Path:
     return resolved
 
 
-def _guarded(error: type[Exception] = ToolError) -> Callable[[F], F]:
-    """Structured errors raised as ``error``: the message for expected failures, an id for everything."""
+def _guarded(forbid: str | None, error: type[Exception] = ToolError) -> Callable[[F], F]:
+    """Structured errors raised as ``error``: the message for expected failures, an id for everything.
+    With ``forbid`` (why), configs read during the call may not name modules to import."""
 
     def decorate(fn: F) -> F:
         @wraps(fn)
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             error_id = uuid.uuid4().hex[:12]
             try:
-                result = fn(*args, **kwargs)
+                with modules_forbidden(forbid) if forbid else contextlib.nullcontext():
+                    result = fn(*args, **kwargs)
             except (GenesisError, KeyError, ValueError) as exc:  # KeyError: unknown run or trial fields
                 log.info("%s %s failed (%s): %s", error.__name__, fn.__name__, error_id, exc)
                 message = str(exc) if not isinstance(exc, KeyError) else f"not found: {exc}"
@@ -171,17 +174,16 @@ class Genesis:
 
 def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_write: bool = False,
                  allow_modules: bool = False) -> MCPServer:
-    """The MCP server over ``results_dir``; write tools only with ``allow_write``. Unless
-    ``allow_modules``, this process stops importing modules that configs name (see plugins)."""
-    if not allow_modules:
-        forbid_module_imports("the MCP server was started without --allow-strategy-modules")
+    """The MCP server over ``results_dir``; write tools only with ``allow_write``; configs may name
+    modules to import only with ``allow_modules`` (see plugins)."""
     g = Genesis(results_dir, configs_dir)
+    forbid = None if allow_modules else "the MCP server was started without --allow-strategy-modules"
     server = MCPServer("genesis-core", version=__version__, instructions=(
         "Genesis-Core optimizer results: list runs, query trials, read a trial's effective config, metrics and trace, "
         "the validation table, champions and their history. Run and trial names come from list_runs / query_trials."))
 
     @server.tool(annotations=READ)
-    @_guarded()
+    @_guarded(forbid)
     def list_runs(offset: int = 0, limit: int = 50) -> dict[str, Any]:
         """Optimizer runs in the results folder, newest first: study, trials, best trial, validation summary."""
         runs: list[dict[str, Any]] = []
@@ -203,7 +205,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return _page(runs, offset, limit)
 
     @server.tool(annotations=READ)
-    @_guarded()
+    @_guarded(forbid)
     def show_run(run: str) -> dict[str, Any]:
         """One run: metadata, signature, sessions, cache statistics, outcome counts and the validation table."""
         folder = g.folder(run)
@@ -220,7 +222,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return {"run": run, **meta, "validation": table}
 
     @server.tool(annotations=READ)
-    @_guarded()
+    @_guarded(forbid)
     def query_trials(run: str, state: str | None = None, outcome: str | None = None, min_score: float | None = None,
                      max_score: float | None = None, sort_by: str = "number", descending: bool = False,
                      offset: int = 0, limit: int = 50) -> dict[str, Any]:
@@ -240,13 +242,13 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return _page(present + absent, offset, limit)
 
     @server.tool(annotations=READ)
-    @_guarded()
+    @_guarded(forbid)
     def show_trial(run: str, trial: int) -> dict[str, Any]:
         """One evaluated trial: parameters, effective config (re-runnable), fingerprints, metrics, score and decision trace."""
         return g.artifact(run, trial).model_dump(mode="json")
 
     @server.tool(annotations=READ)
-    @_guarded()
+    @_guarded(forbid)
     def compare_trials(run: str, trial_a: int, trial_b: int, run_b: str | None = None) -> dict[str, Any]:
         """The differences between two trials' effective configs (and their metrics), path by path."""
         a, b = g.artifact(run, trial_a), g.artifact(run_b or run, trial_b)
@@ -258,7 +260,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
                 "config_differences": config, "metric_differences": metrics}
 
     @server.tool(annotations=READ)
-    @_guarded()
+    @_guarded(forbid)
     def show_champion(symbol: str = "BTCUSD", timeframe: str = "1h", history_offset: int = 0, history_limit: int = 20) -> dict[str, Any]:
         """The current champion of (symbol, timeframe) and its promotion history (newest first, paginated)."""
         store = g.champion_store(symbol, timeframe)
@@ -267,7 +269,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return {"champion": champion and champion.model_dump(mode="json"), "history": _page(history, history_offset, history_limit)}
 
     @server.tool(annotations=READ)
-    @_guarded()
+    @_guarded(forbid)
     @_one_at_a_time
     def preflight(config: str) -> dict[str, Any]:
         """Preflight checks of an optimizer config (a path inside the configs folder); writes nothing."""
@@ -282,13 +284,13 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return report(preflight(cfg)).model_dump(mode="json")
 
     @server.resource("genesis://runs/{run}", mime_type="application/json")
-    @_guarded(ResourceError)
+    @_guarded(forbid, ResourceError)
     def run_resource(run: str) -> str:
         """A run's metadata (run.json)."""
         return g.folder(run).read_run().model_dump_json(indent=1)
 
     @server.resource("genesis://champions/{symbol}/{timeframe}", mime_type="application/json")
-    @_guarded(ResourceError)
+    @_guarded(forbid, ResourceError)
     def champion_resource(symbol: str, timeframe: str) -> str:
         """A champion file."""
         champion = g.champion_store(symbol, timeframe).load()
@@ -297,13 +299,13 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         return champion.model_dump_json(indent=1)
 
     if allow_write:
-        _add_write_tools(server, g)
+        _add_write_tools(server, g, forbid)
     return server
 
 
-def _add_write_tools(server: MCPServer, g: Genesis) -> None:
+def _add_write_tools(server: MCPServer, g: Genesis, forbid: str | None) -> None:
     @server.tool(annotations=WRITE)
-    @_guarded()
+    @_guarded(forbid)
     @_one_at_a_time
     def start_optimization(config: str, max_trials: int | None = None, skip_preflight: bool = False) -> dict[str, Any]:
         """Run an optimizer config (inside the configs folder) to the end: preflight, explore, then validation and
@@ -315,7 +317,7 @@ def _add_write_tools(server: MCPServer, g: Genesis) -> None:
         return run(cfg, RunOptions(max_trials=max_trials), skip_preflight=skip_preflight).model_dump(mode="json")
 
     @server.tool(annotations=WRITE)
-    @_guarded()
+    @_guarded(forbid)
     @_one_at_a_time
     def run_validation(run: str, top_n: int | None = None) -> dict[str, Any]:
         """Validate a finished run's top candidates on its out-of-sample windows; returns the passed trials."""
@@ -325,7 +327,7 @@ def _add_write_tools(server: MCPServer, g: Genesis) -> None:
         return {"passed": report.passed, "best": report.best, "candidates": len(report.candidates)}
 
     @server.tool(annotations=PROMOTE)
-    @_guarded()
+    @_guarded(forbid)
     @_one_at_a_time
     def promote_champion(run: str, trial: int | None = None) -> dict[str, Any]:
         """Promote a validated trial through the gates (validated, reproduces, improves); recorded either way."""

@@ -2,8 +2,8 @@
 ``package.module:attr``.
 
 Strategies, score functions and samplers are all resolved here, so each says the same thing when
-a name is unknown (the known names) or an import fails (what could not be imported). A process
-that serves untrusted configs (the MCP server) calls ``forbid_module_imports`` first: a config
+a name is unknown (the known names) or an import fails (what could not be imported). Code that
+handles untrusted configs (the MCP server's tools) runs inside ``modules_forbidden``: a config
 then names only built-ins and installed packages' entry points, and no module of its choosing is
 ever imported (importing runs the module's top-level code).
 """
@@ -13,19 +13,25 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any
 
 from genesis_core.config import clip
 from genesis_core.errors import ConfigError
 
-_modules_forbidden: str | None = None  # why, when a config may not name a module
+_forbidden: ContextVar[str | None] = ContextVar("genesis_modules_forbidden", default=None)  # why, when forbidden
 
 
-def forbid_module_imports(reason: str) -> None:
-    """From now on in this process, ``package.module:attr`` names are refused with ``reason``."""
-    global _modules_forbidden
-    _modules_forbidden = reason
+@contextmanager
+def modules_forbidden(reason: str) -> Iterator[None]:
+    """Within this block (this thread or task), ``package.module:attr`` names are refused with ``reason``."""
+    token = _forbidden.set(reason)
+    try:
+        yield
+    finally:
+        _forbidden.reset(token)
 
 
 def load_object(name: str, kind: str) -> Any:
@@ -33,8 +39,8 @@ def load_object(name: str, kind: str) -> Any:
     module_name, _, attr = name.partition(":")
     if not module_name or not attr:
         raise ConfigError(f"{kind} {clip(name)!r}: expected package.module:attr")
-    if _modules_forbidden is not None:
-        raise ConfigError(f"{kind} {clip(name)!r}: a config may not name a module here ({_modules_forbidden}); "
+    if _forbidden.get() is not None:
+        raise ConfigError(f"{kind} {clip(name)!r}: a config may not name a module here ({_forbidden.get()}); "
                           f"use a built-in or an installed package's entry point")
     try:
         module = importlib.import_module(module_name)
