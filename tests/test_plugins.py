@@ -46,7 +46,7 @@ def test_score_function_errors_name_the_known_ones_and_refuse_non_numbers():
 def test_samplers_by_name_or_class_with_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown sampler 'tpee'; did you mean 'tpe'\? known: cmaes, gp, grid, qmc, random, tpe"):
         SamplerConfig(name="tpee")
-    with pytest.raises(ConfigError, match="is not an optuna.samplers.BaseSampler subclass"):
+    with pytest.raises(ConfigError, match="is the class optuna.pruners._median.MedianPruner, not an optuna.samplers.BaseSampler subclass"):
         SamplerConfig(name="optuna.pruners:MedianPruner")
     path = write_config(tmp_path, meta={"sampler": {"name": "optuna.samplers:RandomSampler", "kwargs": {"seed": 3}}})
     spec: StudySpec = load_study_config(path).spec()

@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, clip
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -93,8 +93,13 @@ def read_config_file(path: str | Path) -> dict[str, Any]:
         loaded = yaml.load(text, Loader=_Loader)  # noqa: S506 - a SafeLoader subclass
     except ConfigError as exc:
         raise ConfigError(f"{path}: {exc}") from None
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        what = "; ".join(p for p in (exc.context, exc.problem) if p)
+        raise ConfigError(f"{path}: not valid YAML{where}: {clip(what, 200)}") from None
     except (yaml.YAMLError, RecursionError) as exc:
-        raise ConfigError(f"{path}: not valid YAML: {clip(str(exc), 300)}") from None
+        raise ConfigError(f"{path}: not valid YAML: {clip(' '.join(str(exc).split()), 200)}") from None
     if loaded is None or loaded == {}:
         raise ConfigError(f"{path}: the config is empty; nothing would be chosen, every default silently used")
     if not isinstance(loaded, dict):
@@ -117,11 +122,6 @@ def name_problem(value: str) -> str | None:
     if NAME.fullmatch(value):
         return None
     return f"{clip(value)!r} is not a name: use letters, digits, '.', '_' and '-', starting with a letter or digit (at most 100)"
-
-
-def clip(text: str, limit: int = 100) -> str:
-    """``text`` cut to about ``limit`` characters, so a hostile value is never echoed whole."""
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
 
 
 def _unwrap(annotation: Any) -> Any:
@@ -184,6 +184,8 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError, pr
             lines.append(f"{path}: {e['ctx']['error']}")
         else:
             lines.append(f"{path}: {e['msg']}")
+    if len(lines) == 1:
+        return f"invalid configuration: {lines[0]}"
     return "invalid configuration:\n  " + "\n  ".join(lines)
 
 

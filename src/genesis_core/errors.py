@@ -19,3 +19,8 @@ class ConfigError(GenesisError):
     """A configuration that does not validate: the message names the key path."""
 
     exit_code = 2
+
+
+def clip(text: str, limit: int = 100) -> str:
+    """``text`` cut to about ``limit`` characters, so a hostile value is never echoed whole."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

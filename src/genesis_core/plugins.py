@@ -18,8 +18,7 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from genesis_core.config import clip
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, clip
 
 _forbidden: ContextVar[str | None] = ContextVar("genesis_modules_forbidden", default=None)  # why, when forbidden
 

@@ -10,8 +10,7 @@ from functools import cached_property
 import numpy as np
 import pandas as pd
 
-from genesis_core.config import clip
-from genesis_core.errors import DataError
+from genesis_core.errors import DataError, clip
 from genesis_core.fingerprint import fingerprint_arrays
 
 _TF_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}

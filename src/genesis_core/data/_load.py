@@ -11,9 +11,8 @@ import numpy as np
 import pandas as pd
 import pyarrow.parquet as pq
 
-from genesis_core.config import clip
 from genesis_core.data._candles import Candles, parse_timeframe
-from genesis_core.errors import DataError
+from genesis_core.errors import DataError, clip
 
 _PRICE_COLUMNS = ("open", "high", "low", "close")
 _TIME_ALIASES = ("timestamp", "time", "date", "datetime", "open_time")

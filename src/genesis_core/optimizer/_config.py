@@ -9,9 +9,9 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
-from genesis_core.config import StrictModel, clip, name_problem, parse_model, read_config_file
+from genesis_core.config import StrictModel, name_problem, parse_model, read_config_file
 from genesis_core.data import check_span, parse_ts
-from genesis_core.errors import ConfigError, DataError
+from genesis_core.errors import ConfigError, DataError, clip
 from genesis_core.fingerprint import canonical_json
 from genesis_core.optimizer._samplers import sampler_class
 from genesis_core.scoring import Constraints, Scoring

@@ -8,8 +8,7 @@ from typing import Any
 import optuna
 from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-from genesis_core.config import clip
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, clip
 from genesis_core.fingerprint import canonical_json, fingerprint
 from genesis_core.optimizer._config import (
     CategoricalParam,

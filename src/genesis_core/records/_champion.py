@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from genesis_core.backtest import BacktestConfig
-from genesis_core.config import clip, name_problem
-from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.config import name_problem
+from genesis_core.errors import ConfigError, GenesisError, clip
 from genesis_core.files import remove_stale_temporaries
 from genesis_core.records._base import Part, Record, iso, read_record, write_record
 from genesis_core.records._trial import Metrics
