@@ -96,6 +96,16 @@ def _assert_clean(code: int, stdout: str, stderr: str, exception: object) -> Non
         assert not more or (first == "error: invalid configuration:" and all(m.startswith("  ") and len(m) < 1000 for m in more)), stderr
 
 
+def _backtest_is_clean(config: Path, where: Path) -> None:
+    """``genesis backtest`` of ``config``: clean, and on success the file written is what was printed."""
+    out = where / "r.json"
+    code, stdout, stderr, exc = _invoke(["backtest", "-c", str(config), "--out", str(out), "--json"], where)
+    _assert_clean(code, stdout, stderr, exc)
+    if code == 0:
+        assert _strict(out.read_text()) == _strict(stdout)
+        out.unlink()
+
+
 @pytest.fixture
 def in_tmp(tmp_path, monkeypatch) -> Path:
     monkeypatch.chdir(tmp_path)  # the feature cache and default outputs land here
@@ -114,12 +124,7 @@ def test_mutated_candle_files_succeed_or_exit_2_in_one_line(data, in_tmp):
     config = in_tmp.parent / "sma.yaml"
     config.write_text(yaml.safe_dump({**CONFIG, "data": {"path": str(path)}}))
     _assert_clean(*_invoke(["data", "check", str(path), "--json"], in_tmp))
-    out = in_tmp / "r.json"
-    code, stdout, stderr, exc = _invoke(["backtest", "-c", str(config), "--out", str(out), "--json"], in_tmp)
-    _assert_clean(code, stdout, stderr, exc)
-    if code == 0:
-        assert _strict(out.read_text()) == _strict(stdout)
-        out.unlink()
+    _backtest_is_clean(config, in_tmp)
 
 
 @FUZZ
@@ -129,9 +134,4 @@ def test_mutated_configs_succeed_or_exit_2_in_one_line(data, in_tmp):
     lines = _mutate_lines(data.draw, text.splitlines(), odd_cell=False)
     config = in_tmp.parent / "fuzz.yaml"
     config.write_bytes(_encode(data.draw, "\n".join(lines) + "\n"))
-    out = in_tmp / "r.json"
-    code, stdout, stderr, exc = _invoke(["backtest", "-c", str(config), "--out", str(out), "--json"], in_tmp)
-    _assert_clean(code, stdout, stderr, exc)
-    if code == 0:
-        assert _strict(out.read_text()) == _strict(stdout)
-        out.unlink()
+    _backtest_is_clean(config, in_tmp)

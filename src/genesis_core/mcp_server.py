@@ -79,6 +79,7 @@ def _guarded(forbid: str | None, error: type[Exception] = ToolError) -> Callable
             try:
                 with modules_forbidden(forbid) if forbid else contextlib.nullcontext():
                     result = fn(*args, **kwargs)
+                size = len(result if isinstance(result, str) else strict_json(result, None))  # strict: NaN is a bug
             except (GenesisError, KeyError, ValueError) as exc:  # KeyError: unknown run or trial fields
                 log.info("%s %s failed (%s): %s", error.__name__, fn.__name__, error_id, exc)
                 message = str(exc) if not isinstance(exc, KeyError) else f"not found: {exc}"
@@ -87,7 +88,6 @@ def _guarded(forbid: str | None, error: type[Exception] = ToolError) -> Callable
                 log.exception("%s %s crashed (%s)", error.__name__, fn.__name__, error_id)
                 raise error(strict_json({"error": {"message": "internal error; the server log has the details",
                                                    "id": error_id}}, None)) from None
-            size = len(result if isinstance(result, str) else strict_json(result, None))
             if size > MAX_RESPONSE_BYTES:
                 raise error(strict_json({"error": {
                     "message": f"response of {size:,} bytes exceeds the {MAX_RESPONSE_BYTES:,}-byte limit; "
