@@ -21,6 +21,7 @@ from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
 from genesis_core.fingerprint import fingerprint
 from genesis_core.metrics import compute_metrics
+from genesis_core.plugins import code_fingerprint
 from genesis_core.strategy import Strategy, get_strategy
 
 DEFAULT_DATA = "data/BTCUSD_1h_bitfinex.csv.gz"
@@ -115,6 +116,7 @@ class Plan:
     window: Window
     resources: dict[str, str]
     config_fingerprint: str
+    code: str  # the code that runs it: Genesis-Core's, and a user strategy's source (plugins.code_fingerprint)
 
 
 @dataclass(frozen=True)
@@ -124,6 +126,7 @@ class BacktestResult:
     window: Window
     data_file_fingerprint: str
     resources: dict[str, str]
+    code: str
     metrics: dict[str, float | int]
     trace: dict[str, Any]
     engine: EngineResult
@@ -174,7 +177,7 @@ class Backtester:
             "warmup_bars": warmup,
             "resources": resources,
         })
-        return Plan(config, strategy, params, candles, window, resources, config_fp)
+        return Plan(config, strategy, params, candles, window, resources, config_fp, code_fingerprint(type(strategy)))
 
     def execute(self, plan: Plan) -> BacktestResult:
         decisions = plan.strategy.decide(self.features(plan.window), plan.params, plan.window.start_index)
@@ -197,7 +200,8 @@ class Backtester:
             "exits": {name: int((reasons == i).sum()) for i, name in enumerate(EXIT_REASONS)},
         }
         return BacktestResult(
-            plan.config, plan.config_fingerprint, plan.window, plan.candles.fingerprint, plan.resources, metrics, trace, engine
+            plan.config, plan.config_fingerprint, plan.window, plan.candles.fingerprint, plan.resources, plan.code, metrics,
+            trace, engine
         )
 
     def run(self, config: BacktestConfig) -> BacktestResult:

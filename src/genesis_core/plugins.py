@@ -11,14 +11,20 @@ ever imported (importing runs the module's top-level code).
 from __future__ import annotations
 
 import difflib
+import functools
+import hashlib
 import importlib
 import importlib.metadata
+import inspect
+import sys
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from contextvars import ContextVar
+from pathlib import Path
 from typing import Any
 
 from genesis_core.errors import ConfigError, clip
+from genesis_core.fingerprint import code_version, fingerprint
 
 _forbidden: ContextVar[str | None] = ContextVar("genesis_modules_forbidden", default=None)  # why, when forbidden
 
@@ -81,3 +87,38 @@ def describe(obj: Any) -> str:
     if isinstance(obj, type):
         return f"the class {obj.__module__}.{obj.__qualname__}"
     return f"a {type(obj).__name__}"
+
+
+@functools.cache
+def _source_tree(root: str) -> str:
+    """sha256 of the Python source at ``root``: a file, or every .py file under a folder (once a process)."""
+    path = Path(root)
+    h = hashlib.sha256()
+    for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
+        h.update(file.relative_to(path).as_posix().encode() if path.is_dir() else file.name.encode())
+        h.update(file.read_bytes())
+    return h.hexdigest()
+
+
+def plugin_source(obj: Any) -> tuple[str, str] | None:
+    """(top-level package, sha256 of its source) for a user's plugin, None for Genesis-Core's own
+    (``code_version`` covers those). The whole top-level package is hashed, so an edit to a
+    helper module the plugin imports counts too."""
+    module = inspect.getmodule(obj if inspect.isclass(obj) or callable(obj) else type(obj))
+    top = (module.__name__ if module else type(obj).__module__).partition(".")[0]
+    if top == "genesis_core":
+        return None
+    top_module = sys.modules.get(top)
+    file = getattr(top_module, "__file__", None) or getattr(module, "__file__", None)
+    if file is None:
+        return top, "unknown source"
+    root = Path(file).parent if Path(file).name == "__init__.py" else Path(file)
+    return top, _source_tree(str(root))
+
+
+def code_fingerprint(*plugins: Any) -> str:
+    """The code that produces a result: Genesis-Core's (``code_version``) alone when every plugin is
+    built in, else that and each user plugin's source, so an edit to either is a different code."""
+    users = dict(filter(None, (plugin_source(p) for p in plugins)))
+    return code_version() if not users else fingerprint({"genesis_core": code_version(), **users})
+

@@ -1,8 +1,9 @@
 """Named, parameterised features computed once per candle set and cached in memory and on disk.
 
 A feature is named by a spec string ``name:arg:arg`` (``rsi:14``, ``htf_trend:4h:50``), so a
-strategy or a model file can ask for any period, not a fixed menu. The cache key is the candles'
-fingerprint plus the spec, so edited data can never be served stale features.
+strategy or a model file can ask for any period, not a fixed menu. The disk cache key is the
+candles' fingerprint, the spec and the code that computes the feature (Genesis-Core's, or a user
+feature's source), so edited data or edited code can never be served stale features.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 from genesis_core.data import Candles, parse_timeframe, resample
 from genesis_core.errors import ConfigError
 from genesis_core.features import _indicators as ind
+from genesis_core.plugins import code_fingerprint
 
 _Compute = Callable[..., np.ndarray]
 _Warmup = Callable[..., int]
@@ -72,6 +74,11 @@ def warmup_bars(spec: str, base_seconds: int) -> int:
     return _REGISTRY[name][2](base_seconds, *args)
 
 
+@functools.cache
+def _feature_code(name: str) -> str:
+    return code_fingerprint(_REGISTRY[name][0])
+
+
 def feature_names() -> dict[str, str]:
     """Every known feature and its spec signature, for docs and error messages."""
     return {name: sig for name, (_, sig, _w) in sorted(_REGISTRY.items())}
@@ -92,7 +99,7 @@ class FeatureStore:
         if hit is not None:
             return hit
         name, args = parse_spec(spec)
-        path = self._disk / f"{spec.replace(':', '_')}.npy" if self._disk is not None else None
+        path = self._disk / f"{spec.replace(':', '_')}-{_feature_code(name)[:16]}.npy" if self._disk is not None else None
         if path is not None and path.exists():
             values = np.load(path)
         else:

@@ -16,12 +16,15 @@ import optuna
 from genesis_core.backtest import BacktestConfig, build_config
 from genesis_core.config import read_config_file
 from genesis_core.errors import GenesisError
-from genesis_core.fingerprint import code_version, fingerprint
+from genesis_core.fingerprint import fingerprint
 from genesis_core.optimizer._config import OptimizerConfig
-from genesis_core.optimizer._samplers import make_pruner, make_sampler
+from genesis_core.optimizer._samplers import make_pruner, make_sampler, sampler_class
 from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import default_storage_url
+from genesis_core.plugins import code_fingerprint, plugin_source
 from genesis_core.records import RunFolder
+from genesis_core.scoring import score_function
+from genesis_core.strategy import get_strategy
 
 SIGNATURE_ATTR = "genesis_signature"
 SPACE_ATTR = "genesis_space"
@@ -53,8 +56,10 @@ class StudySpec:
 
     @property
     def scoring_fingerprint(self) -> str:
+        """The scoring settings, and the source of a user's score function (an edit rescores)."""
         return fingerprint({"scoring": self.config.scoring.model_dump(mode="json"),
-                            "constraints": self.config.constraints.model_dump(mode="json")})
+                            "constraints": self.config.constraints.model_dump(mode="json"),
+                            "objective_code": plugin_source(score_function(self.config.scoring.objective))})
 
     def signature(self, data_fingerprint: str) -> dict[str, str]:
         fixed = self.fixed.model_dump(mode="json")
@@ -65,7 +70,8 @@ class StudySpec:
             "scoring": self.scoring_fingerprint,
             "data": fingerprint({"file": data_fingerprint, "start": self.fixed.data.start, "end": self.fixed.data.end,
                                  "warmup_bars": self.fixed.data.warmup_bars}),
-            "code": code_version(),
+            "code": code_fingerprint(type(get_strategy(self.fixed.strategy)), score_function(self.config.scoring.objective),
+                                     sampler_class(self.config.meta.sampler.name)),
             "mode": "explore",
         }
 

@@ -16,7 +16,7 @@ from optuna.trial import TrialState
 
 from genesis_core.backtest import FEATURE_CACHE, Backtester, Plan, build_config
 from genesis_core.errors import ConfigError, DataError, GenesisError
-from genesis_core.fingerprint import code_version, fingerprint
+from genesis_core.fingerprint import fingerprint
 from genesis_core.optimizer._storage import (
     CacheAnswer,
     CacheEntry,
@@ -139,7 +139,7 @@ class Worker:
             trial.set_user_attr("error", str(exc))
             raise
         key = fingerprint({"config": plan.config_fingerprint, "window": plan.window.fingerprint,
-                           "code": code_version(), "scoring": s.scoring_fingerprint})
+                           "code": plan.code, "scoring": s.scoring_fingerprint})
         return Job(trial.number, params, 1 if trial.number < s.config.scoring.phase1.trials else 2, plan, key)
 
     def settle(self, trial: optuna.Trial, job: Job, answer: CacheAnswer | None, measured: Measured | None) -> Settled:

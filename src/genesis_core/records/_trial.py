@@ -10,7 +10,6 @@ from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, BacktestResult
 from genesis_core.data import format_ts
 from genesis_core.engine import EXIT_REASONS
-from genesis_core.fingerprint import code_version
 from genesis_core.records._base import Part, Record, finite
 from genesis_core.scoring import Outcome, Score
 
@@ -62,7 +61,7 @@ def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestReco
     w = result.window
     return BacktestRecord(
         genesis_core_version=__version__,
-        code_version=code_version(),
+        code_version=result.code,
         effective_config=result.config,
         fingerprints={"config": result.config_fingerprint, "data_window": w.fingerprint,
                       "data_file": result.data_file_fingerprint,

@@ -1,0 +1,145 @@
+"""Results are keyed by the code that produced them, the user's own modules included: an edit to a
+user's strategy or feature is re-evaluated, never answered from a cache or resumed into."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from genesis_core.features import register_feature
+from genesis_core.features._store import _feature_code
+from genesis_core.fingerprint import code_version
+from genesis_core.plugins import code_fingerprint, plugin_source
+from genesis_core.strategy import get_strategy
+from tests.optimizer.test_optimizer import ROOT
+from tests.scoring_functions import return_over_drawdown
+
+STRATEGY = '''
+from dataclasses import replace
+
+import numpy as np
+
+from genesis_core.strategy import Decisions, StrategyTrace
+from genesis_core.strategy.sma_cross import SmaCrossParams, SmaCrossStrategy
+
+from userplug import feature  # noqa: F401 - registers "wma"
+
+SIZE = {size}
+
+
+class Mine(SmaCrossStrategy):
+    """The SMA cross, with the fast average a user feature and a fixed size."""
+
+    name = "mine"
+    Params = SmaCrossParams
+
+    def decide(self, features, params, start):
+        fast, slow = features.get(f"wma:{{params.fast}}"), features.get(f"sma:{{params.slow}}")
+        prev_f, prev_s = np.r_[np.nan, fast[:-1]], np.r_[np.nan, slow[:-1]]
+        acted = np.arange(len(fast)) >= start
+        side = np.where((prev_f < prev_s) & (fast > slow) & acted, 1,
+                        np.where((prev_f > prev_s) & (fast < slow) & acted, -1, 0)).astype(np.int8)
+        n = int((side != 0).sum())
+        return replace(Decisions.empty(len(fast), StrategyTrace(int(acted.sum()), 0, n, n, {{}})),
+                       side=side, size=np.where(side != 0, SIZE, 0.0))
+'''
+
+FEATURE = '''
+import numpy as np
+
+from genesis_core.features import register_feature
+
+
+@register_feature("wma", "wma:bars", lambda base_seconds, bars: bars - 1)
+def wma(store, bars):
+    """A weighted moving average of the close (weights {weights})."""
+    close = store.candles.close
+    weights = {weights}
+    out = np.full(len(close), np.nan)
+    out[bars - 1:] = np.convolve(close, weights[::-1] / weights.sum(), mode="valid")
+    return out
+'''
+
+
+def _package(root: Path, size: float, weights: str = "np.arange(1.0, bars + 1.0)") -> None:
+    pkg = root / "userplug"
+    pkg.mkdir(exist_ok=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "strategy.py").write_text(STRATEGY.format(size=size))
+    (pkg / "feature.py").write_text(FEATURE.format(weights=weights))
+
+
+def _genesis(root: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(ROOT)])}
+    return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=root, env=env, capture_output=True, text=True,
+                          timeout=300)
+
+
+def _study(root: Path, name: str, trials: int) -> Path:
+    (root / "base.yaml").write_text(yaml.safe_dump({"strategy": "userplug.strategy:Mine", "params": {"fast": 10, "slow": 30}}))
+    path = root / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({
+        "meta": {"base_config": str(root / "base.yaml"), "data": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                 "sample_start": "2022-01-01", "sample_end": "2022-06-30", "study_name": name,
+                 "results_dir": str(root / "results"), "sampler": {"name": "tpe", "kwargs": {"seed": 3}},
+                 "stop": {"max_trials": trials}, "skip_champion_merge": True},
+        "parameters": {"fast": {"type": "int", "low": 5, "high": 8}, "slow": {"type": "int", "low": 20, "high": 22}},
+        "scoring": {"phase1": {"trials": 2}}}))
+    return path
+
+
+def test_an_edited_user_strategy_blocks_resume_and_is_never_answered_from_the_cache(tmp_path):
+    _package(tmp_path, 0.5)
+    first = _genesis(tmp_path, "optimize", str(_study(tmp_path, "a", 6)), "--skip-preflight", "--json")
+    assert first.returncode == 0, first.stderr
+    trials_a = json.loads((tmp_path / "results" / "runs" / "a" / "trials" / "000000.json").read_text())
+
+    _package(tmp_path, 0.1)  # the user edits the size of their strategy
+    resumed = _genesis(tmp_path, "optimize", str(_study(tmp_path, "a", 8)), "--skip-preflight")
+    assert resumed.returncode == 2 and "code:" in resumed.stderr, resumed.stderr  # the study's code changed
+    fresh = _genesis(tmp_path, "optimize", str(_study(tmp_path, "b", 6)), "--skip-preflight", "--json")
+    assert fresh.returncode == 0, fresh.stderr
+    summary = json.loads(fresh.stdout)
+    assert summary["explore"]["cache"]["reused_from_other_studies"] == 0  # nothing measured with the old code
+    trials_b = json.loads((tmp_path / "results" / "runs" / "b" / "trials" / "000000.json").read_text())
+    assert trials_b["params"] == trials_a["params"]  # the same seeded first point ...
+    assert trials_b["metrics"]["total_return"] != trials_a["metrics"]["total_return"]  # ... measured again
+    assert trials_b["code_version"] != trials_a["code_version"] != code_version()
+
+
+def test_an_edited_user_feature_is_computed_again_not_read_from_the_disk_cache(tmp_path):
+    _package(tmp_path, 0.5)
+    (tmp_path / "bt.yaml").write_text(yaml.safe_dump({
+        "strategy": "userplug.strategy:Mine", "params": {"fast": 10, "slow": 30},
+        "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"), "start": "2022-01-01", "end": "2022-06-30"}}))
+
+    def trades(*extra: str) -> int:
+        proc = _genesis(tmp_path, "backtest", "-c", "bt.yaml", "--json", "--out", str(tmp_path / "r.json"), *extra)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)["metrics"]["num_trades"]
+
+    before = trades()
+    assert list((tmp_path / ".cache").rglob("wma_10-*.npy"))  # the feature went to the disk cache
+    _package(tmp_path, 0.5, weights="np.ones(bars)")  # the user edits the feature: now a plain average
+    cached = trades()
+    subprocess.run(["rm", "-rf", str(tmp_path / ".cache")], check=True)
+    assert cached == trades() != before  # with the cache present: what a fresh computation gives
+
+
+def test_built_in_code_is_the_package_version_and_user_code_its_source():
+    assert code_fingerprint(type(get_strategy("reference"))) == code_version()
+    assert plugin_source(type(get_strategy("sma_cross"))) is None
+    top, digest = plugin_source(return_over_drawdown)
+    assert top == "tests" and len(digest) == 64
+    assert code_fingerprint(return_over_drawdown) not in (code_version(), digest)
+
+    @register_feature("code_identity_probe", "code_identity_probe", lambda base_seconds: 0)
+    def probe(store):
+        return store.candles.close
+
+    assert _feature_code("rsi") == code_version() and _feature_code("code_identity_probe") != code_version()
