@@ -288,14 +288,24 @@ def _print_validation(report: ValidationReport) -> None:
         for i, (label, sc, m, result) in enumerate(rows):
             first = i == 0
             table.add_row(str(c.rank) if first else "", str(c.trial) if first else "", label, f"{sc:.2f}",
-                          f"{m['total_return']:+.2%}", f"{m['max_drawdown']:.2%}", f"{m['profit_factor']:.2f}", str(m["num_trades"]),
+                          _fmt(m["total_return"], "+.2%"), _fmt(m["max_drawdown"], ".2%"), _fmt(m["profit_factor"], ".2f"),
+                          str(m["num_trades"]),
                           f"{c.validation_score:.2f}" if first else "", result)
         table.add_section()
     out.print(table)
-    dsr = report.overfitting.deflated_sharpe
+    o = report.overfitting
+    dsr = o.deflated_sharpe
     if dsr and dsr.dsr is not None and dsr.sharpe_per_bar is not None:
         out.print(f"deflated Sharpe ratio of trial {dsr.trial} given {dsr.n_trials} evaluated configs: {dsr.dsr:.3f} "
                   f"(per-bar Sharpe {dsr.sharpe_per_bar:.4f} vs {dsr.sr0_per_bar:.4f} expected from luck alone)")
+        if dsr.dsr_effective is not None and dsr.effective_trials is not None:
+            out.print(f"  with the {dsr.effective_trials:.1f} independent trials they amount to (mean correlation "
+                      f"{dsr.mean_correlation:.2f}): {dsr.dsr_effective:.3f}")
+    if o.pbo:
+        out.print(f"probability of backtest overfitting: {o.pbo.pbo:.3f} (the explore favourite of {o.pbo.configs} distinct configs "
+                  f"below the out-of-sample median in that share of {o.pbo.splits:,} splits of {o.pbo.blocks} blocks)")
+    elif o.pbo_note:
+        out.print(f"probability of backtest overfitting: not measured ({o.pbo_note})")
     out.print(f"passed: {report.passed or 'none'}; best: {report.best}")
     if report.missing_artifacts:
         err.print(f"[yellow]warning:[/] {len(report.missing_artifacts)} evaluated trial(s) have no artifact in this run folder "
@@ -388,7 +398,7 @@ def walk_forward(
         table.add_row(str(f.fold), "..".join(f.explore), "..".join(f.validation),
                       *(["-"] * 4 if t is None else [str(t.trial), f"{t.explore_score:.2f}", f"{t.validation_score:.2f}",
                                                       f"{t.gap:+.2f}"]),
-                      f"{len(f.passed)}", "-" if dsr is None or dsr.dsr is None else f"{dsr.dsr:.3f}")
+                      f"{len(f.passed)}", "-" if dsr is None or dsr.gated is None else f"{dsr.gated:.3f}")
     out.print(table)
     out.print(f"aggregate: {report.aggregate.model_dump()}")
     out.print(f"written to {path}")

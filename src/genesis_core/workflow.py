@@ -86,7 +86,7 @@ def run(cfg: StudyConfig, options: RunOptions | None = None, storage: str | None
         summary.validation = ValidationSummary(path=str(spec.folder.validation_path), passed=v.passed, best=v.best,
                                                candidates=len(v.candidates))
     if cfg.promotion.enabled:
-        decision = promote(spec.folder, cfg, cfg.promotion.min_improvement)
+        decision = promote(spec.folder, cfg, cfg.promotion)
         summary.promotion = PromotionSummary(promoted=decision.promoted, reason=decision.reason,
                                              gates=decision.gates)
     return summary
@@ -104,7 +104,8 @@ def validate_run(folder: RunFolder, validation: ValidationConfig | None = None, 
 def promote_run(folder: RunFolder, trial: int | None = None, min_improvement: float | None = None) -> Decision:
     """Promote a validated trial of a run through the gates, with the run's own settings."""
     _, cfg = load_run(folder)
-    return promote(folder, cfg, cfg.promotion.min_improvement if min_improvement is None else min_improvement, trial)
+    promotion = cfg.promotion if min_improvement is None else cfg.promotion.model_copy(update={"min_improvement": min_improvement})
+    return promote(folder, cfg, promotion, trial)
 
 
 def walk_forward(config_path: str | Path, options: RunOptions | None = None, storage: str | None = None,

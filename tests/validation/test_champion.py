@@ -62,6 +62,54 @@ def test_the_in_sample_best_that_fails_out_of_sample_is_not_promoted(tmp_path):
     assert load_champion(tmp_path / "results", "BTCUSD", "1h") == current
 
 
+def _with_promotion(run_dir: Path, **settings) -> None:
+    """Change the promotion settings the run was made with (as if its config had said so)."""
+    path = run_dir / "run.json"
+    run = json.loads(path.read_text())
+    run["config"]["promotion"] = {**run["config"]["promotion"], **settings}
+    path.write_text(json.dumps(run))
+
+
+def test_the_floor_and_the_overfitting_gates_each_refuse_and_are_recorded(fresh_run):
+    results = fresh_run.parent.parent
+    report = _report(fresh_run)
+    best = next(c for c in report["candidates"] if c["trial"] == report["best"])
+    o = report["overfitting"]
+    dsr, value = o["deflated_sharpe"], o["pbo"]
+    assert dsr["effective_trials"] < dsr["n_trials"] and dsr["dsr_effective"] > dsr["dsr"]  # correlated trials: fewer
+    assert 2 <= value["configs"] <= report["evaluated_trials"] and value["splits"] == 12870  # the distinct VALID ones
+    returns = [w["metrics"]["total_return"] for w in best["windows"]]
+    compounded = (1 + returns[0]) * (1 + returns[1]) - 1
+    assert compounded < 0  # the favourite of this 16-trial search loses money out of sample
+    for settings, gate, detail in [
+        ({"min_validation_return": 0.0}, "floor", f"validation return {compounded:+.2%} over 2 window(s), not above the floor +0.00%"),
+        ({"min_dsr": 0.95}, "deflated sharpe", f"DSR {dsr['dsr_effective']:.3f} below min_dsr 0.95 (N_eff "),
+        ({"max_pbo": value["pbo"] / 2}, "overfitting", f"PBO {value['pbo']:.3f} above max_pbo"),
+    ]:
+        _with_promotion(fresh_run, **settings)
+        decision = promote(fresh_run)
+        failed = [g for g in decision.gates if not g.passed]
+        assert not decision.promoted and [g.name for g in failed] == [gate] and failed[0].detail.startswith(detail)
+        last = load_history(results, "BTCUSD", "1h")[-1]
+        assert last["action"] == "reject" and f"{gate}: {detail}" in last["reason"]
+        _with_promotion(fresh_run, min_validation_return=None, min_dsr=None, max_pbo=None)
+    assert load_champion(results, "BTCUSD", "1h") is None
+    # buying and holding BTC over June-November 2022 lost more: a floor below both, beating it, passes
+    from genesis_core.data import load_candles
+
+    candles = load_candles(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz")
+    held = 1.0
+    for w in best["windows"]:
+        bars = candles.window(w["start"], w["end"], 0).candles
+        held *= bars.close[-1] / bars.open[0]
+    _with_promotion(fresh_run, min_validation_return=-0.5, beat_buy_and_hold=True, min_dsr=0.5, max_pbo=0.5)
+    done = promote(fresh_run)
+    assert done.promoted, done.reason
+    floor = next(g for g in done.gates if g.name == "floor")
+    assert floor.detail.endswith(f"above buy-and-hold {held - 1:+.2%}") and held - 1 < compounded
+    assert {g.name for g in done.gates} == {"validated", "reproduces", "improves", "floor", "deflated sharpe", "overfitting"}
+
+
 def test_min_improvement_refusal_promotion_and_rollback(fresh_run):
     results = fresh_run.parent.parent
     first, second = _report(fresh_run)["passed"][:2]  # ranked: `first` scores better out of sample

@@ -6,15 +6,22 @@ A candidate is promoted only if every gate passes:
 2. reproduces: re-running its stored effective config gives its stored explore and validation
    metrics exactly;
 3. improves: its validation score beats the current champion's, re-run now on the same windows
-   of the same data file, by more than zero and by at least ``min_improvement``.
-Every decision, refusals included, is recorded in the history.
+   of the same data file, by more than zero and by at least ``min_improvement``;
+4. floor: its compounded return over the validation windows exceeds ``min_validation_return``
+   (0: better than not trading) and, with ``beat_buy_and_hold``, buying and holding there;
+5. not overfit: the search's deflated Sharpe ratio (effective number of trials) is at least
+   ``min_dsr`` and its probability of backtest overfitting at most ``max_pbo``.
+A gate whose limit is null is recorded as switched off. Every decision, refusals included, is
+recorded in the history.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 from genesis_core.backtest import Backtester, build_config
+from genesis_core.champion._config import PromotionConfig
 from genesis_core.errors import ConfigError
 from genesis_core.fingerprint import code_version, differences
 from genesis_core.optimizer import OptimizerConfig
@@ -27,6 +34,7 @@ from genesis_core.records import (
     ChampionStore,
     GateRecord,
     HistoryEntry,
+    Overfitting,
     RunFolder,
     RunRef,
     TrialArtifact,
@@ -55,7 +63,7 @@ def _stored_vs_rerun(stored: list[WindowResult], rerun: list[WindowResult]) -> l
             if differences(s.metrics, r.metrics)]
 
 
-def promote(folder: RunFolder, config: OptimizerConfig, min_improvement: float, trial: int | None = None,
+def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConfig, trial: int | None = None,
             backtester: Backtester | None = None) -> Decision:
     """Promote a validated trial of a run (default: the best passed one) if every gate passes;
     the decision is recorded in the history either way."""
@@ -76,7 +84,8 @@ def promote(folder: RunFolder, config: OptimizerConfig, min_improvement: float, 
             return Decision(False, reason)
         artifact = folder.read_trial(number)
         validation = ValidationConfig.model_validate(report.validation)
-        gates = _gates(folder, artifact, candidate, current, validation, config, min_improvement, bt)
+        gates = _gates(folder, artifact, candidate, current, validation, config, promotion.min_improvement, bt)
+        gates += _floor(candidate, promotion, bt, artifact.effective_config.data.path) + _overfit(report.overfitting, promotion)
         failed = [g for g in gates if not g.passed]
         entry.config_fingerprint = candidate.config_fingerprint
         entry.gates = gates
@@ -135,6 +144,54 @@ def _gates(
             f"validation score {score:.4f} vs champion {theirs:.4f} on the same windows: "
             f"{gain:+.4f} ({'>=' if ok else 'below'} min_improvement {minimum:g}"
             f"{'' if ok or gain > 0 else ', and not above the champion'})")))
+    return gates
+
+
+def _compounded(returns: list[float]) -> float:
+    return math.prod(1.0 + r for r in returns) - 1.0
+
+
+def _floor(candidate: Candidate, promotion: PromotionConfig, bt: Backtester, data_path: str) -> list[GateRecord]:
+    """Out-of-sample money: better than not trading (and than buying and holding, if asked)."""
+    returns = [w.metrics["total_return"] for w in candidate.windows]
+    if promotion.min_validation_return is None and not promotion.beat_buy_and_hold:
+        return [GateRecord(name="floor", passed=True, detail="switched off (min_validation_return: null)")]
+    if any(r is None for r in returns):
+        return [GateRecord(name="floor", passed=False, detail="a validation window's return is not a finite number")]
+    got = _compounded([float(r) for r in returns if r is not None])
+    checks, ok = [f"validation return {got:+.2%} over {len(returns)} window(s)"], True
+    if promotion.min_validation_return is not None:
+        above = got > promotion.min_validation_return
+        ok &= above
+        checks.append(f"{'above' if above else 'not above'} the floor {promotion.min_validation_return:+.2%}")
+    if promotion.beat_buy_and_hold:
+        bars = [bt.candles(data_path).window(w.start, w.end, 0).candles for w in candidate.windows]
+        held = _compounded([b.close[-1] / b.open[0] - 1.0 for b in bars])
+        ok &= got > held
+        checks.append(f"{'above' if got > held else 'not above'} buy-and-hold {held:+.2%}")
+    return [GateRecord(name="floor", passed=ok, detail=", ".join(checks))]
+
+
+def _overfit(o: Overfitting, promotion: PromotionConfig) -> list[GateRecord]:
+    """The search's overfitting statistics against their limits; a missing statistic fails a set limit."""
+    gates = []
+    dsr = o.deflated_sharpe.gated if o.deflated_sharpe else None
+    if promotion.min_dsr is None:
+        gates.append(GateRecord(name="deflated sharpe", passed=True, detail="switched off (min_dsr: null)"))
+    else:
+        ok = dsr is not None and dsr >= promotion.min_dsr
+        shown = "not available" if dsr is None else f"{dsr:.3f}"
+        gates.append(GateRecord(name="deflated sharpe", passed=ok, detail=f"DSR {shown} {'>=' if ok else 'below'} min_dsr "
+                                f"{promotion.min_dsr:g}" + (f" (N_eff {o.deflated_sharpe.effective_trials:.1f} of "
+                                f"{o.deflated_sharpe.n_trials} trials)" if o.deflated_sharpe and o.deflated_sharpe.effective_trials else "")))
+    if promotion.max_pbo is None:
+        gates.append(GateRecord(name="overfitting", passed=True, detail="switched off (max_pbo: null)"))
+    else:
+        value = o.pbo.pbo if o.pbo else None
+        ok = value is not None and value <= promotion.max_pbo
+        gates.append(GateRecord(name="overfitting", passed=ok, detail=(
+            f"PBO {value:.3f} {'<=' if ok else 'above'} max_pbo {promotion.max_pbo:g} ({o.pbo.configs} configs, {o.pbo.splits} splits)"
+            if o.pbo and value is not None else f"PBO not available: {o.pbo_note}")))
     return gates
 
 

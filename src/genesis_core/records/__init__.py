@@ -47,6 +47,7 @@ from genesis_core.records._validation import (
     Fold,
     FoldTop,
     Overfitting,
+    ProbabilityOfOverfitting,
     ValidationReport,
     WalkForwardAggregate,
     WalkForwardReport,
@@ -58,7 +59,7 @@ __all__ = [
     "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
     "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "ChampionWriteError", "CheckRecord",
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
-    "PreflightRecord", "PreflightSkipped", "Record", "RunFolder", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
+    "PreflightRecord", "PreflightSkipped", "ProbabilityOfOverfitting", "Record", "RunFolder", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
     "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "finite_metrics", "iso", "read_record", "write_record",
 ]

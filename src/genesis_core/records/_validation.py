@@ -59,6 +59,9 @@ class Candidate(CandidateResult):
 
 
 class DeflatedSharpe(Part):
+    """The DSR with N the evaluated configs, and with N_eff the independent ones they amount to
+    (from ``mean_correlation`` of the top configs' returns); see genesis_core.validation._stats."""
+
     trial: int
     n_trials: int
     bars: int
@@ -67,11 +70,33 @@ class DeflatedSharpe(Part):
     skewness: float | None
     kurtosis: float | None
     dsr: float | None
+    mean_correlation: float | None = None
+    effective_trials: float | None = None
+    sr0_effective: float | None = None
+    dsr_effective: float | None = None
+
+    @property
+    def gated(self) -> float | None:
+        """What promotion's min_dsr is held against: the effective-N DSR where there is one."""
+        return self.dsr_effective if self.dsr_effective is not None else self.dsr
+
+
+class ProbabilityOfOverfitting(Part):
+    """PBO by combinatorially symmetric cross-validation over the top distinct configs' explore returns."""
+
+    configs: int
+    blocks: int
+    bars: int
+    splits: int
+    pbo: float
+    median_logit: float
 
 
 class Overfitting(Part):
     mean_gap: float | None
     deflated_sharpe: DeflatedSharpe | None
+    pbo: ProbabilityOfOverfitting | None = None
+    pbo_note: str | None = None  # why there is no PBO (too few configs or bars)
 
 
 class ValidationReport(Record):

@@ -3,7 +3,7 @@ and proofs that stored results reproduce."""
 
 from genesis_core.validation._config import ValidationConfig, ValidationConstraints, WalkForward, WindowSpec
 from genesis_core.validation._equivalence import Equivalence, check_equivalence, check_trial
-from genesis_core.validation._stats import deflated_sharpe, expected_max_sharpe
+from genesis_core.validation._stats import deflated_sharpe, effective_trials, expected_max_sharpe, pbo
 from genesis_core.validation._validate import evaluate_candidate, missing_artifacts, select_candidates, validate
 from genesis_core.validation._walk_forward import fold_windows
 
@@ -16,8 +16,10 @@ __all__ = [
     "check_equivalence",
     "check_trial",
     "deflated_sharpe",
+    "effective_trials",
     "evaluate_candidate",
     "expected_max_sharpe",
+    "pbo",
     "fold_windows",
     "missing_artifacts",
     "select_candidates",

@@ -37,6 +37,13 @@ class WalkForward(WindowSpec):
     folds: int = Field(3, ge=1, le=20)
 
 
+class OverfittingConfig(StrictModel):
+    """PBO over the top ``configs`` distinct explore configs, their explore window cut in ``blocks``."""
+
+    configs: int = Field(50, ge=2, le=500)
+    blocks: int = Field(16, ge=2, le=20, multiple_of=2)
+
+
 class ValidationConfig(StrictModel):
     enabled: bool = False
     windows: list[WindowSpec] = Field(default_factory=list)
@@ -46,6 +53,7 @@ class ValidationConfig(StrictModel):
     ranking: Literal["worst", "mean", "robust"] = "worst"
     robust_weight: float = Field(0.5, ge=0.0, le=1.0)
     walk_forward: WalkForward | None = None
+    overfitting: OverfittingConfig = OverfittingConfig()
 
     @model_validator(mode="after")
     def _windows(self) -> ValidationConfig:

@@ -13,10 +13,24 @@ gamma is the Euler-Mascheroni constant and Z the standard normal CDF. SR0 is the
 the best of N skill-less trials is expected to show; DSR is the probability that the true
 Sharpe ratio of the selection exceeds it. With N = 1 there is no selection: SR0 = 0 and DSR is
 the probabilistic Sharpe ratio against zero.
+
+The trials of one search are far from independent (TPE samples around its best points), so N
+overstates the selection: ``effective_trials`` estimates the number of independent ones from the
+average correlation rho of the configurations' per-bar returns, N_eff = rho + (1 - rho) * N
+(Bailey and López de Prado 2014, section 4), and the DSR is also given with N_eff.
+
+Probability of backtest overfitting (Bailey, Borwein, López de Prado and Zhu, "The Probability of
+Backtest Overfitting", Journal of Computational Finance 20(4), 2017), by combinatorially symmetric
+cross-validation: the T bars of K configurations' per-bar returns are cut into S blocks; for each
+of the C(S, S/2) ways to pick half of them as in-sample, the configuration with the best
+in-sample Sharpe ratio is ranked among all K on the other half, omega = rank / (K + 1), and
+lambda = ln(omega / (1 - omega)). PBO is the share of splits with lambda <= 0: how often the
+in-sample favourite is no better than the median out of sample.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from statistics import NormalDist
 
@@ -26,16 +40,16 @@ EULER_GAMMA = 0.5772156649015329
 _Z = NormalDist()
 
 
-def expected_max_sharpe(n_trials: int, variance: float) -> float:
+def expected_max_sharpe(n_trials: float, variance: float) -> float:
     """SR0: the expected maximum per-bar Sharpe ratio of ``n_trials`` trials without skill."""
-    if n_trials < 2 or variance <= 0:
+    if n_trials <= 1 or variance <= 0:
         return 0.0
     return math.sqrt(variance) * (
         (1 - EULER_GAMMA) * _Z.inv_cdf(1 - 1 / n_trials) + EULER_GAMMA * _Z.inv_cdf(1 - 1 / (n_trials * math.e))
     )
 
 
-def deflated_sharpe(returns: np.ndarray, trial_sharpes: np.ndarray, n_trials: int) -> dict[str, float | int | None]:
+def deflated_sharpe(returns: np.ndarray, trial_sharpes: np.ndarray, n_trials: float) -> dict[str, float | int | None]:
     """DSR of the selected trial's per-bar ``returns`` given the per-bar Sharpe ratios of all
     evaluated trials; ``dsr`` is None when the returns have no variance."""
     r = np.asarray(returns, dtype=np.float64)
@@ -55,3 +69,52 @@ def deflated_sharpe(returns: np.ndarray, trial_sharpes: np.ndarray, n_trials: in
     if denominator > 0:
         out["dsr"] = _Z.cdf((sr - sr0) * math.sqrt(t - 1) / math.sqrt(denominator))
     return out
+
+
+def effective_trials(returns: np.ndarray, n_trials: int) -> tuple[float, float]:
+    """(rho, N_eff): the mean pairwise correlation of the columns of ``returns`` (per-bar returns,
+    one column per configuration) and the number of independent trials it implies among
+    ``n_trials`` (rho clipped to [0, 1]; a constant column counts as uncorrelated)."""
+    r = np.asarray(returns, dtype=np.float64)
+    k = r.shape[1]
+    if k < 2:
+        return 0.0, float(n_trials)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        corr = np.atleast_2d(np.corrcoef(r, rowvar=False))
+    off = corr[~np.eye(k, dtype=bool)]
+    rho = float(np.clip(np.nanmean(off) if np.isfinite(off).any() else 0.0, 0.0, 1.0))
+    return rho, rho + (1.0 - rho) * n_trials
+
+
+def _sharpe(total: np.ndarray, squares: np.ndarray, n: int) -> np.ndarray:
+    """Per-column Sharpe ratios from sums and sums of squares over ``n`` bars (0 without variance)."""
+    mean = total / n
+    var = np.maximum(squares / n - mean * mean, 0.0) * n / (n - 1)
+    std = np.sqrt(var)
+    return np.divide(mean, std, out=np.zeros_like(mean), where=std > 1e-15)
+
+
+def pbo(returns: np.ndarray, blocks: int = 16) -> dict[str, float | int]:
+    """The probability of backtest overfitting of the module docstring, by CSCV over ``blocks``
+    (even) blocks of the rows of ``returns`` (bars x configurations; trailing rows that do not
+    fill a block are left out)."""
+    r = np.asarray(returns, dtype=np.float64)
+    t, k = r.shape
+    if blocks < 2 or blocks % 2 or k < 2 or t // blocks < 2:
+        raise ValueError(f"PBO needs an even number of blocks >= 2, 2+ configurations and 2+ bars per block "
+                         f"(got {blocks} blocks, {k} configurations, {t} bars)")
+    size = t // blocks
+    cut = r[: size * blocks].reshape(blocks, size, k)
+    sums, squares = cut.sum(axis=1), (cut * cut).sum(axis=1)  # blocks x k
+    splits = np.array([[b in chosen for b in range(blocks)] for chosen in itertools.combinations(range(blocks), blocks // 2)])
+    n_half = size * blocks // 2
+    is_sharpe = _sharpe(splits @ sums, splits @ squares, n_half)
+    oos_sharpe = _sharpe(~splits @ sums, ~splits @ squares, n_half)
+    best = np.argmax(is_sharpe, axis=1)
+    chosen = oos_sharpe[np.arange(len(splits)), best][:, None]
+    rank = (oos_sharpe < chosen).sum(axis=1) + 0.5 * ((oos_sharpe == chosen).sum(axis=1) - 1) + 1  # ties share ranks
+    omega = rank / (k + 1)
+    logits = np.log(omega / (1 - omega))
+    return {"configs": k, "blocks": blocks, "bars": size * blocks, "splits": len(splits),
+            "pbo": float((logits <= 0).mean()), "median_logit": float(np.median(logits))}
+

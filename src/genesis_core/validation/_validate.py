@@ -23,6 +23,7 @@ from genesis_core.records import (
     DeflatedSharpe,
     ExploreResult,
     Overfitting,
+    ProbabilityOfOverfitting,
     RunFolder,
     TrialArtifact,
     ValidationReport,
@@ -31,7 +32,7 @@ from genesis_core.records import (
 )
 from genesis_core.scoring import Outcome, Scoring, score, violation
 from genesis_core.validation._config import ValidationConfig, WindowSpec
-from genesis_core.validation._stats import deflated_sharpe
+from genesis_core.validation._stats import deflated_sharpe, effective_trials, pbo
 
 
 def missing_artifacts(folder: RunFolder, trials: list[TrialArtifact]) -> list[int]:
@@ -102,17 +103,37 @@ def evaluate_candidate(
     )
 
 
-def _deflated_sharpe(
-    backtester: Backtester, best: TrialArtifact | None, trials: list[TrialArtifact], timeframe_seconds: int
-) -> DeflatedSharpe | None:
-    """Deflated Sharpe ratio of the top-ranked candidate on the explore window, given every evaluated trial."""
-    if best is None:
-        return None
-    equity = backtester.run(build_config(best.effective_config.model_dump(mode="json"))).engine.equity
-    scale = math.sqrt(bars_per_year(timeframe_seconds))  # metrics.sharpe is annualised; DSR wants per bar
-    sharpes = np.array([s / scale for t in trials if (s := t.metrics["sharpe"]) is not None])
-    stats = deflated_sharpe(equity[1:] / equity[:-1] - 1.0, sharpes, len(sharpes))
-    return DeflatedSharpe.model_validate({"trial": best.trial_number, **stats})
+def _explore_returns(backtester: Backtester, trial: TrialArtifact) -> np.ndarray:
+    """Per-bar returns of a trial's effective config on its explore window (re-run: artifacts keep no series)."""
+    equity = backtester.run(build_config(trial.effective_config.model_dump(mode="json"))).engine.equity
+    return equity[1:] / equity[:-1] - 1.0
+
+
+def _overfitting(backtester: Backtester, best: TrialArtifact | None, trials: list[TrialArtifact], candidates: list[Candidate],
+                 v: ValidationConfig, timeframe_seconds: int) -> Overfitting:
+    """The mean explore-validation gap, the deflated Sharpe ratio of the top-ranked candidate given
+    every evaluated trial (N and N_eff), and the PBO of the top distinct configs."""
+    top = select_candidates(trials, v.overfitting.configs, include_scoring_failures=True)
+    returns = np.column_stack([_explore_returns(backtester, t) for t in top]) if len(top) >= 2 else None
+    mean_gap = sum(c.gap for c in candidates) / len(candidates) if candidates else None
+    dsr = None
+    if best is not None:
+        scale = math.sqrt(bars_per_year(timeframe_seconds))  # metrics.sharpe is annualised; DSR wants per bar
+        sharpes = np.array([s / scale for t in trials if (s := t.metrics["sharpe"]) is not None])
+        chosen = _explore_returns(backtester, best)
+        stats = deflated_sharpe(chosen, sharpes, len(sharpes))
+        if returns is not None:
+            rho, n_eff = effective_trials(returns, len(sharpes))
+            effective = deflated_sharpe(chosen, sharpes, n_eff)
+            stats |= {"mean_correlation": rho, "effective_trials": n_eff, "sr0_effective": effective["sr0_per_bar"],
+                      "dsr_effective": effective["dsr"]}
+        dsr = DeflatedSharpe.model_validate({"trial": best.trial_number, **stats})
+    o = v.overfitting
+    if returns is None or len(returns) // o.blocks < 2:
+        note = (f"{len(top)} distinct VALID config(s): PBO needs 2 or more" if returns is None else
+                f"{len(returns)} explore bars are too few for {o.blocks} blocks")
+        return Overfitting(mean_gap=mean_gap, deflated_sharpe=dsr, pbo_note=note)
+    return Overfitting(mean_gap=mean_gap, deflated_sharpe=dsr, pbo=ProbabilityOfOverfitting.model_validate(pbo(returns, o.blocks)))
 
 
 def _sharpe_gap(explore: float | int | None, windows: list[float | int | None]) -> float | None:
@@ -164,10 +185,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, scoring: Scoring,
         candidates=candidates,
         passed=[c.trial for c in candidates if c.passed],
         best=next((c.trial for c in candidates if c.passed), None),
-        overfitting=Overfitting(
-            mean_gap=sum(c.gap for c in candidates) / len(candidates) if candidates else None,
-            deflated_sharpe=_deflated_sharpe(bt, top, trials, timeframe),
-        ),
+        overfitting=_overfitting(bt, top, trials, candidates, v, timeframe),
     )
     folder.write_validation(report)
     return report
