@@ -65,8 +65,8 @@ def test_duplicates_get_their_real_cached_score_and_are_never_rerun(tmp_path):
         assert r["score_phase1"] == orig["score_phase1"] and r["score_phase2"] == orig["score_phase2"]
         if r["cached"] == "True":
             assert r["outcome"] == "DUPLICATE" and int(r["cache_reused_from"]) == int(orig["number"])
-        phase = 1 if int(r["number"]) < 4 else 2
-        assert float(r["value"]) == float(r[f"score_phase{phase}"])  # the phase switch, with real values
+        assert r["phase"] == ("1" if int(r["number"]) < 4 else "2")
+        assert float(r["value"]) == float(r["score_phase2"])  # one scale in the study (phase 1 chose in its companion)
         assert float(r["value"]) not in (0.0, -1e6)
     artifacts = sorted((Path(summary["run_dir"]) / "trials").glob("*.json"))
     assert len(artifacts) == 4  # one per evaluated parameter set
@@ -306,11 +306,13 @@ def test_optuna_dashboard_opens_the_storage_unchanged(tmp_path, storage):
         assert status[0].startswith("200"), (path, status)
         return json.loads(body)
 
-    studies = get("/api/studies")["study_summaries"]
-    assert [s["study_name"] for s in studies] == ["t"]
-    detail = get(f"/api/studies/{studies[0]['study_id']}")
+    studies = {s["study_name"]: s for s in get("/api/studies")["study_summaries"]}
+    assert set(studies) == {"t", "t.feasibility"}  # one scale each: production, and phase 1's feasibility
+    detail = get(f"/api/studies/{studies['t']['study_id']}")
     assert len(detail["trials"]) == summary["cache"]["total_trials"] == 6
     assert {a["key"] for a in detail["trials"][0]["user_attrs"]} >= {"outcome", "cached", "score_phase1", "score_phase2", "genesis"}
+    phase1 = get(f"/api/studies/{studies['t.feasibility']['study_id']}")["trials"]
+    assert len(phase1) == 4 and all(0.0 <= t["values"][0] <= 1.0 for t in phase1)
 
 
 def test_a_study_without_signature_warns_and_can_be_backfilled(tmp_path):

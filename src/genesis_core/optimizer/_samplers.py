@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import optuna
@@ -55,3 +56,68 @@ def make_pruner(name: str, kwargs: dict[str, Any]) -> optuna.pruners.BasePruner:
         return PRUNERS[name](**kwargs)
     except (TypeError, ValueError) as exc:
         raise ConfigError(f"meta.pruner: {name} does not accept these kwargs: {exc}") from None
+
+
+FEASIBILITY_SUFFIX = ".feasibility"
+FEASIBILITY_SEED_OFFSET = 999_983  # the companion's seed: another random stream than any worker's main sampler
+
+
+class PhasedSampler(optuna.samplers.BaseSampler):
+    """Feasibility first, one objective scale per study. Trials numbered below ``phase1_trials``
+    take their parameters from a companion study, ``<study>.feasibility`` in the same storage,
+    whose own sampler is told each trial's feasibility score (``score_phase1``); the study itself
+    is told production scores only, so its sampler, its dashboards and its importances never mix
+    the two scales, and in phase 2 it sees the phase-1 trials at their production scores."""
+
+    def __init__(self, main: optuna.samplers.BaseSampler, feasibility: optuna.samplers.BaseSampler,
+                 distributions: dict[str, optuna.distributions.BaseDistribution], phase1_trials: int) -> None:
+        self.main, self.feasibility = main, feasibility
+        self.distributions = distributions
+        self.phase1_trials = phase1_trials
+        self._companion: optuna.Study | None = None
+        self._asked: dict[int, optuna.Trial] = {}  # main trial number -> its companion trial, until told
+
+    def _in_phase1(self, trial: optuna.trial.FrozenTrial) -> bool:
+        return trial.number < self.phase1_trials
+
+    def companion(self, study: optuna.Study) -> optuna.Study:
+        if self._companion is None:
+            self._companion = optuna.create_study(storage=study._storage, study_name=study.study_name + FEASIBILITY_SUFFIX,
+                                                  direction="maximize", load_if_exists=True, sampler=self.feasibility)
+        return self._companion
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: optuna.trial.FrozenTrial) -> dict[str, optuna.distributions.BaseDistribution]:
+        return {} if self._in_phase1(trial) else self.main.infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                        search_space: dict[str, optuna.distributions.BaseDistribution]) -> dict[str, Any]:
+        return {} if self._in_phase1(trial) else self.main.sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, param_name: str,
+                           param_distribution: optuna.distributions.BaseDistribution) -> Any:
+        if not self._in_phase1(trial):
+            return self.main.sample_independent(study, trial, param_name, param_distribution)
+        if trial.number not in self._asked:  # the whole point at once, from the companion's sampler
+            self._asked[trial.number] = self.companion(study).ask(self.distributions)
+        return self._asked[trial.number].params[param_name]
+
+    def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        self.main.before_trial(study, trial)
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: optuna.trial.TrialState,
+                    values: Sequence[float] | None) -> None:
+        self.main.after_trial(study, trial, state, values)
+        asked = self._asked.pop(trial.number, None)
+        if asked is None:
+            return
+        feasibility = trial.user_attrs.get("score_phase1")  # set by the objective before the tell
+        if state == optuna.trial.TrialState.COMPLETE and feasibility is not None:
+            self.companion(study).tell(asked, float(feasibility))
+        else:
+            self.companion(study).tell(asked, state=optuna.trial.TrialState.PRUNED if state == optuna.trial.TrialState.PRUNED
+                                       else optuna.trial.TrialState.FAIL)
+
+    def reseed_rng(self) -> None:
+        self.main.reseed_rng()
+        self.feasibility.reseed_rng()

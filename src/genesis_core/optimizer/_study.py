@@ -18,7 +18,13 @@ from genesis_core.config import read_config_file
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import fingerprint
 from genesis_core.optimizer._config import OptimizerConfig
-from genesis_core.optimizer._samplers import make_pruner, make_sampler, sampler_class
+from genesis_core.optimizer._samplers import (
+    FEASIBILITY_SEED_OFFSET,
+    PhasedSampler,
+    make_pruner,
+    make_sampler,
+    sampler_class,
+)
 from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import default_storage_url
 from genesis_core.plugins import code_fingerprint, plugin_source
@@ -76,8 +82,16 @@ class StudySpec:
         }
 
     def sampler(self, worker_index: int = 0) -> optuna.samplers.BaseSampler:
+        """The configured sampler; with phase-1 trials, wrapped so that they are chosen on the
+        feasibility scale in a companion study (``PhasedSampler``; a grid ignores scores)."""
         s = self.config.meta.sampler
-        return make_sampler(s.name, s.kwargs, self.space.grid, len(self.space.distributions), worker_index)
+        main = make_sampler(s.name, s.kwargs, self.space.grid, len(self.space.distributions), worker_index)
+        phase1 = self.config.scoring.phase1.trials
+        if phase1 == 0 or isinstance(main, optuna.samplers.GridSampler):
+            return main
+        feasibility = make_sampler(s.name, s.kwargs, self.space.grid, len(self.space.distributions),
+                                   worker_index + FEASIBILITY_SEED_OFFSET)
+        return PhasedSampler(main, feasibility, dict(self.space.distributions), phase1)
 
     @property
     def reproducible(self) -> bool:

@@ -182,7 +182,7 @@ class Worker:
         for name, value in top.items():  # each user attribute is one storage write (~0.4 ms on the journal)
             trial.set_user_attr(name, value)
         trial.set_user_attr("genesis", attrs)
-        return Settled(sc.phase1 if job.phase == 1 else sc.phase2, entry.pruned, entry)
+        return Settled(sc.phase2, entry.pruned, entry)  # one scale in the study: phase 1 chose on its own (PhasedSampler)
 
     def _within_budget(self, trial: optuna.Trial) -> None:
         """The budget is the study's, shared by every worker on every machine: a trial may start only
