@@ -147,3 +147,21 @@ def test_absurd_prices_give_invalid_numeric_in_strict_json_never_a_number(tmp_pa
     assert human.returncode == 0 and "INVALID_NUMERIC: total_return" in human.stderr
     result = Backtester().run(build_config(read_config_file(config)))
     assert score(result.metrics, result.trace, Scoring(), Constraints()).outcome is Outcome.INVALID_NUMERIC
+
+
+def test_out_to_a_pipe_or_device_writes_into_it_never_replaces_it(short_config, tmp_path):
+    """`--out /dev/null` is a habit; run as root, replacing the device by a file breaks the machine.
+    A named pipe stands in for the device here: it must still be a pipe, and have carried the JSON."""
+    import stat
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received: list[bytes] = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    proc = _cli("backtest", "-c", str(short_config), "--out", str(fifo))
+    reader.join(timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert stat.S_ISFIFO(fifo.stat().st_mode) and json.loads(received[0])["metrics"]["num_trades"] >= 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary file left beside it

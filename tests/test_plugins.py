@@ -11,6 +11,7 @@ import pytest
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore, feature_names, register_feature
 from genesis_core.optimizer import SamplerConfig, StudySpec
+from genesis_core.optimizer._samplers import PhasedSampler
 from genesis_core.scoring import Constraints, Scoring, score
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import _trials, write_config
@@ -50,9 +51,12 @@ def test_samplers_by_name_or_class_with_clear_errors(tmp_path):
         SamplerConfig(name="optuna.pruners:MedianPruner")
     path = write_config(tmp_path, meta={"sampler": {"name": "optuna.samplers:RandomSampler", "kwargs": {"seed": 3}}})
     spec: StudySpec = load_study_config(path).spec()
-    assert isinstance(spec.sampler(), optuna.samplers.RandomSampler)
-    qmc = write_config(tmp_path, "qmc.yaml", meta={"sampler": {"name": "qmc", "kwargs": {"seed": 3}}})
-    assert isinstance(load_study_config(qmc).spec().sampler(), optuna.samplers.QMCSampler)
+    phased = spec.sampler()  # phase 1 chooses in a companion study, with a sampler of the same kind
+    assert isinstance(phased, PhasedSampler) and isinstance(phased.main, optuna.samplers.RandomSampler)
+    assert isinstance(phased.feasibility, optuna.samplers.RandomSampler)
+    qmc = write_config(tmp_path, "qmc.yaml", meta={"sampler": {"name": "qmc", "kwargs": {"seed": 3}}},
+                       scoring={"phase1": {"trials": 0}})
+    assert isinstance(load_study_config(qmc).spec().sampler(), optuna.samplers.QMCSampler)  # no phase 1: unwrapped
 
 
 def test_a_user_feature_through_the_public_decorator(btc_year):

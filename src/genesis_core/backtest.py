@@ -15,7 +15,7 @@ from typing import Any
 from pydantic import Field
 
 from genesis_core.config import StrictModel, deep_merge, parse_model
-from genesis_core.data import Candles, Window, load_candles
+from genesis_core.data import Candles, Window, format_ts, load_candles, parse_ts, same_symbol
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
@@ -33,6 +33,7 @@ class DataSpec(StrictModel):
     that whole day); ``warmup_bars`` come from before ``start`` (None: what the strategy needs)."""
 
     path: str = DEFAULT_DATA
+    symbol: str | None = None  # the market the file holds, if the file does not say (Parquet metadata does)
     timeframe: str | None = None
     start: str | None = None
     end: str | None = None
@@ -103,6 +104,35 @@ def build_config(
             set_path(params, path, value)
         params = parse_model(strategy.Params, params, "params").model_dump(mode="json")
     return config.model_copy(update={"params": params})
+
+
+def data_symbol(config: BacktestConfig, candles: Candles) -> str | None:
+    """The market of the data: what ``data.symbol`` declares and what the file says, which must agree."""
+    declared = config.data.symbol
+    if declared and candles.symbol and not same_symbol(declared, candles.symbol):
+        raise ConfigError(f"data.symbol {declared} but {candles.source} says it holds {candles.symbol}")
+    return declared or candles.symbol
+
+
+def training_problems(strategy: Strategy, params: Any, candles: Candles, symbol: str | None,
+                      windows: list[tuple[str, int, int]]) -> tuple[list[str], list[str]]:
+    """(leaks, other markets) of the strategy's fitted resources against the data of market
+    ``symbol``: each ``(label, first, last)`` window (epoch seconds) inside a training span of
+    this market, and each resource trained on another market or timeframe."""
+    leaks, others = [], []
+    for t in strategy.trained_on(params):
+        if t.symbol is None:
+            others.append(f"{t.resource} does not record its market (retrain it with `genesis model train`)")
+            continue
+        if symbol is not None and not same_symbol(t.symbol, symbol) or t.timeframe not in (None, candles.timeframe):
+            others.append(f"{t.resource} was trained on {t.symbol} {t.timeframe}, the data is {symbol or 'of unknown market'} "
+                          f"{candles.timeframe}")
+            continue
+        first, last = parse_ts(t.first_bar), parse_ts(t.last_bar)
+        leaks += [f"{label} {format_ts(a)[:10]}..{format_ts(b)[:10]} overlaps the training span of {t.resource} "
+                  f"({t.first_bar[:10]}..{t.last_bar[:10]}, {t.symbol} {t.timeframe}): in-sample for the model"
+                  for label, a, b in windows if a <= last and b >= first]
+    return leaks, others
 
 
 @dataclass(frozen=True)

@@ -90,9 +90,10 @@ def backtest(
     trades: Annotated[int, typer.Option(help="How many of the last trades to show.")] = 10,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
-    from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config
+    from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config, data_symbol, training_problems
     from genesis_core.config import read_config_file
     from genesis_core.records import ChampionStore, backtest_record
+    from genesis_core.strategy import get_strategy
 
     overrides: dict[str, Any] = {"data": {k: v for k, v in (("path", data), ("start", start), ("end", end)) if v is not None}}
     if champion:
@@ -126,6 +127,12 @@ def backtest(
     )
     if gaps.count:
         err.print(f"[yellow]warning:[/] window has {gaps.describe(candles.timeframe_seconds)}")
+    strategy = get_strategy(cfg.strategy)
+    span = [("the backtest window", int(result.window.candles.timestamps[result.window.start_index]),
+             int(result.window.candles.timestamps[-1]))]
+    leaks, others = training_problems(strategy, strategy.Params.model_validate(cfg.params), candles, data_symbol(cfg, candles), span)
+    for problem in leaks + others:
+        err.print(f"[yellow]warning:[/] {escape(problem)}")
     if result.trace["warmup_bars_in_window"]:
         err.print(
             f"[yellow]warning:[/] {result.trace['warmup_bars_in_window']} bars of the window still had cold indicators; "
@@ -530,18 +537,28 @@ def mcp(
 def model_train(
     output: Annotated[Path, typer.Option("--out", help="Where to write the model JSON.")],
     data: Annotated[str, typer.Option(help="Candle file.")] = "data/BTCUSD_1h_bitfinex.csv.gz",
+    symbol: Annotated[str | None, typer.Option(help="The market the data holds, e.g. BTCUSD (default: the file's "
+                                                    "metadata); recorded so the model is never used on another market unawares.")] = None,
     start: Annotated[str | None, typer.Option(help="Training window start (inclusive).")] = None,
     end: Annotated[str | None, typer.Option(help="Training window end (inclusive); labels never look past it.")] = None,
     horizon: Annotated[int, typer.Option(help="Label: sign of the return over this many bars.")] = 4,
 ) -> None:
     """Fit the logistic signal model on a training window only and write its JSON."""
-    from genesis_core.data import load_candles
+    from genesis_core.data import load_candles, same_symbol
     from genesis_core.strategy.model import save_model, train_model
 
-    window = load_candles(data).window(start, end, 0)
-    model = train_model(window.candles, horizon=horizon)
+    candles = load_candles(data)
+    market = symbol or candles.symbol
+    if market is None:
+        raise ConfigError(f"{data} does not say which market it holds: give --symbol (e.g. --symbol BTCUSD)")
+    if candles.symbol is not None and symbol is not None and not same_symbol(symbol, candles.symbol):
+        raise ConfigError(f"--symbol {symbol} but {data} holds {candles.symbol}")
+    model = train_model(candles.window(start, end, 0).candles, market, horizon=horizon)
     save_model(model, output)
-    out.print(f"trained on {model.training['first_bar']} .. {model.training['last_bar']}: {model.training}")
+    t = model.training
+    out.print(f"trained on {t['symbol']} {t['timeframe']} {t['first_bar']} .. {t['last_bar']}: {t['fit_rows']:,} rows fitted, "
+              f"{t['calibration_rows']:,} for calibration (accuracy {t['calibration_accuracy']:.2%}); "
+              "preflight refuses windows of this market inside that span")
     out.print(f"model written to {output}")
 
 

@@ -13,13 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from genesis_core.backtest import Backtester, BacktestResult, build_config, get_path
-from genesis_core.data import format_ts, parse_ts
+from genesis_core.backtest import Backtester, BacktestResult, build_config, data_symbol, get_path, training_problems
+from genesis_core.data import Candles, format_ts, parse_timeframe, parse_ts, same_symbol
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import fingerprint
 from genesis_core.optimizer import StudySpec, probe_storage, redact, stored_signature_diff
 from genesis_core.records import CheckRecord, PreflightRecord
 from genesis_core.scoring import score
+from genesis_core.strategy import get_strategy
 from genesis_core.study import StudyConfig, load_study_config
 
 Status = Literal["pass", "warn", "fail"]
@@ -88,6 +89,41 @@ def _check_champion(study: StudySpec) -> tuple[Check, dict[str, Any]]:
         return Check("champion in space", "warn", "the champion lies outside the space, the search cannot return to it: "
                      + "; ".join(outside)), point
     return Check("champion in space", "pass", f"all {len(study.space.distributions)} searched values inside; base point: champion"), point
+
+
+def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[Check]:
+    """Model leakage (a window inside a model's training span on its market: always a failure) and
+    markets that disagree (meta.symbol or timeframe vs the data, a model of another market, a
+    champion measured on other data: failures unless meta.allow_cross_market, then warnings)."""
+    m, fixed = cfg.meta, study.fixed
+    try:
+        symbol = data_symbol(fixed, candles)
+    except GenesisError as exc:
+        return [Check("market", "fail", str(exc))]
+    problems = []
+    if symbol is not None and not same_symbol(symbol, m.symbol):
+        problems.append(f"meta.symbol {m.symbol} but the data ({candles.source}) holds {symbol}")
+    if parse_timeframe(m.timeframe) != candles.timeframe_seconds:
+        problems.append(f"meta.timeframe {m.timeframe} but the data's bars are {candles.timeframe}")
+    strategy = get_strategy(fixed.strategy)
+    windows = [(label, parse_ts(start), parse_ts(end, end_of_day=True)) for label, start, end in _windows(cfg)]
+    leaks, others = training_problems(strategy, strategy.Params.model_validate(fixed.params), candles, symbol or m.symbol, windows)
+    problems += others
+    champion = None if m.skip_champion_merge else cfg.champion_store().load()
+    if champion is not None and champion.data.file != candles.fingerprint:
+        problems.append(f"the {m.symbol} {m.timeframe} champion was measured on {champion.data.path} (fingerprint "
+                        f"{champion.data.file[:12]}), this study's data is {candles.source} ({candles.fingerprint[:12]})")
+    market = symbol or f"{m.symbol} (meta.symbol; the data does not say)"
+    if not problems:
+        check = Check("market", "pass", f"{market} {candles.timeframe}: data, models and champion agree")
+    elif m.allow_cross_market:
+        check = Check("market", "warn", "allowed by meta.allow_cross_market: " + "; ".join(problems))
+    else:
+        check = Check("market", "fail", "; ".join(problems) + " (meta.allow_cross_market: true to go on anyway)")
+    trained = strategy.trained_on(strategy.Params.model_validate(fixed.params))
+    return [check, Check("model training", "fail" if leaks else "pass", "; ".join(leaks) or (
+        "no window inside " + ", ".join(f"{t.resource}'s {t.first_bar[:10]}..{t.last_bar[:10]}" for t in trained)
+        if trained else "no trained resources"))]
 
 
 def _run(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> BacktestResult:
@@ -190,6 +226,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     champion, point = _check_champion(study)
     checks += _check_windows(cfg, study, bt, point)
     checks.append(champion)
+    checks += _check_market(cfg, study, candles)
     if any(c.status == "fail" for c in checks):
         return checks  # a smoke run needs the windows
     try:

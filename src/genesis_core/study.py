@@ -11,7 +11,8 @@ from typing import Any
 from pydantic import model_validator
 
 from genesis_core.champion import PromotionConfig
-from genesis_core.config import parse_model
+from genesis_core.config import parse_model, read_config_file
+from genesis_core.errors import ConfigError
 from genesis_core.optimizer import OptimizerConfig, StudySpec, load_optimizer_config, study_spec
 from genesis_core.records import ChampionStore, RunFolder, RunRecord
 from genesis_core.validation import ValidationConfig
@@ -34,9 +35,17 @@ class StudyConfig(OptimizerConfig):
         return ChampionStore(self.meta.results_dir, self.meta.symbol, self.meta.timeframe)
 
     def spec(self, storage: str | None = None) -> StudySpec:
-        """The optimizer's spec of this study, the current champion's params merged (unless skipped)."""
-        champion = None if self.meta.skip_champion_merge else self.champion_store().params()
-        return study_spec(self, champion, storage)
+        """The optimizer's spec of this study, the current champion's params merged (unless skipped);
+        a champion of another strategy is refused, never merged."""
+        champion = None if self.meta.skip_champion_merge else self.champion_store().load()
+        if champion is not None:
+            base = read_config_file(self.meta.base_config).get("strategy", "reference")
+            if champion.effective_config.strategy != base:
+                raise ConfigError(f"the {self.meta.symbol} {self.meta.timeframe} champion in {self.meta.results_dir} is a "
+                                  f"{champion.effective_config.strategy!r} config, this study's base config "
+                                  f"({self.meta.base_config}) is {base!r}: its params cannot be merged; set "
+                                  "meta.skip_champion_merge: true, or use another meta.symbol or results_dir")
+        return study_spec(self, None if champion is None else champion.effective_config.params, storage)
 
 
 def load_study_config(path: str | Path) -> StudyConfig:

@@ -10,6 +10,7 @@ from genesis_core.data import parse_timeframe
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore, feature_names, warmup_bars
 from genesis_core.features import _indicators as ind
+from genesis_core.fingerprint import code_version
 from genesis_core.strategy.model import DEFAULT_FEATURES
 
 SPECS = sorted({
@@ -114,7 +115,7 @@ def test_disk_cache_round_trip_and_keying(tmp_path, btc_year):
     candles = btc_year.slice(0, 1500)
     first = FeatureStore(candles, tmp_path).get("adx:14")
     files = list(tmp_path.rglob("*.npy"))
-    assert [f.name for f in files] == ["adx_14.npy"]
+    assert [f.name for f in files] == [f"adx_14-{code_version()[:16]}.npy"]  # keyed by the code that computed it
     assert files[0].parent.name == candles.fingerprint[:32]
     again = FeatureStore(candles, tmp_path).get("adx:14")
     assert np.array_equal(first, again, equal_nan=True)

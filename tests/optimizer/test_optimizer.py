@@ -410,7 +410,7 @@ def test_duplicate_streak_can_widen_before_it_stops(tmp_path):
                         parameters={"exits.max_bars_held": {"type": "categorical", "choices": [12, 24]}})
     summary = optimize(path)
     s = summary["session"]
-    assert s["widened"] == 1
+    assert s["widened"] >= 1  # each time a streak of 3 duplicates came from the sampler, not from random sampling
     assert "even when sampling at random: the space looks exhausted" in s["stopped_reason"]
     assert summary["cache"]["unique_backtests"] == 2 and summary["cache"]["total_trials"] < 40
     rows = _trials(summary)

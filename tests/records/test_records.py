@@ -44,14 +44,18 @@ def test_old_files_are_migrated_on_read(old_results: Path):
     run = folder.read_run()
     assert run.schema_version == RunRecord.SCHEMA and run.config == raw["optimizer_config"]  # renamed, not changed
     assert run.sessions[0].preflight is not None and run.cache.total_trials == raw["cache"]["total_trials"] == 6
-    assert run.fixed_config.model_dump(mode="json") == raw["fixed_config"]
+    assert run.fixed_config.model_dump(mode="json", exclude={"data": {"symbol"}}) == raw["fixed_config"]  # data.symbol: new
     trials = folder.read_trials()
     assert [t.trial_number for t in trials] == [0, 1, 3, 5]
     first = json.loads((folder.path / "trials" / "000000.json").read_text())
-    assert trials[0].model_dump(mode="json", exclude={"schema_version", "trades", "cached_from", "not_finite"}) == first  # fields added since: defaults
+    assert trials[0].model_dump(mode="json", exclude={"schema_version": True, "trades": True, "cached_from": True,
+                                                      "not_finite": True, "effective_config": {"data": {"symbol"}}}) == first  # added since
     assert folder.read_best().result.trial_number == raw["best_trial"]["number"] == 5
     report = folder.read_validation()
-    assert report.model_dump(mode="json", exclude={"schema_version"}) == json.loads(folder.validation_path.read_text())
+    added = {"pbo": True, "pbo_note": True,  # statistics added since: absent from an old file
+             "deflated_sharpe": {"mean_correlation", "effective_trials", "sr0_effective", "dsr_effective"}}
+    assert report.model_dump(mode="json", exclude={"schema_version": True, "overfitting": added}) == \
+        json.loads(folder.validation_path.read_text())
     history_raw = json.loads((old_results / "champions" / "BTCUSD_1h.history.json").read_text())
     assert isinstance(history_raw, list)  # the old shape: a bare list
     store = ChampionStore(old_results, "BTCUSD", "1h")
@@ -67,8 +71,11 @@ def test_an_old_run_is_validated_and_promoted_by_this_code_with_the_same_numbers
     before = json.loads((run_dir / "validation.json").read_text())
     after = validate(run_dir)
     assert after["schema_version"] == ValidationReport.SCHEMA
-    for key in ("candidates", "passed", "best", "overfitting", "evaluated_trials"):
+    for key in ("candidates", "passed", "best", "evaluated_trials"):
         assert after[key] == before[key], key
+    old_dsr = before["overfitting"]["deflated_sharpe"]  # the statistics added since (PBO, effective N) come on top
+    assert after["overfitting"]["deflated_sharpe"] | old_dsr == after["overfitting"]["deflated_sharpe"]
+    assert after["overfitting"]["mean_gap"] == before["overfitting"]["mean_gap"] and after["overfitting"]["pbo"]["configs"] >= 2
     decision = promote(run_dir)  # the old champion is this run's best: refused, and recorded in the new shape
     assert not decision.promoted and "already the champion" in decision.reason
     history = json.loads((old_results / "champions" / "BTCUSD_1h.history.json").read_text())

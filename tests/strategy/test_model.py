@@ -8,7 +8,7 @@ from genesis_core.strategy.model import load_model, save_model, train_model
 
 def test_training_uses_only_the_window_and_no_label_past_its_end(btc, tmp_path):
     train = btc.window("2019-01-01", "2019-12-31", 0).candles
-    model = train_model(train, horizon=6)
+    model = train_model(train, "BTCUSD", horizon=6)
     # the last 6 bars have no complete forward label inside the window and are not used
     store = FeatureStore(train)
     usable = np.isfinite(np.column_stack([store.get(f) for f in model.features])).all(axis=1)
@@ -17,7 +17,7 @@ def test_training_uses_only_the_window_and_no_label_past_its_end(btc, tmp_path):
     assert model.training["last_bar"] == "2019-12-31T23:00:00Z"
     # a model is a pure function of its window: more data after the window changes nothing
     longer = btc.window("2019-01-01", "2020-06-30", 0).candles
-    again = train_model(longer.slice(0, len(train)), horizon=6)
+    again = train_model(longer.slice(0, len(train)), "BTCUSD", horizon=6)
     assert again == model
     path = tmp_path / "m.json"
     save_model(model, path)

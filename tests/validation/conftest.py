@@ -29,8 +29,10 @@ GATES_OFF = {"min_validation_return": None, "min_dsr": None, "max_pbo": None}
 
 
 def validated_config(tmp_path: Path, name: str = "opt.yaml", **changes) -> Path:
-    sections = {"parameters": PARAMETERS, "validation": VALIDATION, "meta": {"stop": {"max_trials": 16}},
-                **changes, "promotion": {**GATES_OFF, **changes.get("promotion", {})}}
+    # seed 3: the 16 trials reach two configs that pass validation (tests rank and promote both)
+    meta = {"stop": {"max_trials": 16}, "sampler": {"name": "tpe", "kwargs": {"seed": 3, "n_startup_trials": 5}}}
+    sections = {"parameters": PARAMETERS, "validation": VALIDATION, **changes, "meta": {**meta, **changes.get("meta", {})},
+                "promotion": {**GATES_OFF, **changes.get("promotion", {})}}
     return write_config(tmp_path, name, **sections)
 
 

@@ -24,7 +24,8 @@ def _by_name(checks):
 def test_a_good_config_passes_every_check_and_writes_nothing(tmp_path):
     checks = _by_name(preflight(validated_config(tmp_path)))
     assert {n: c.status for n, c in checks.items()} == {
-        "config": "pass", "stop policy": "pass", "data": "pass", "windows covered": "pass", "champion in space": "pass", "smoke run": "pass",
+        "config": "pass", "stop policy": "pass", "data": "pass", "windows covered": "pass", "market": "pass",
+        "model training": "pass", "champion in space": "pass", "smoke run": "pass",
         "inert parameters": "pass", "storage": "pass", "expected run time": "pass"}
     assert checks["stop policy"].detail == "stops at the first of: 16 trials"
     assert "will be created" in checks["storage"].detail and "16 trials / 1 worker(s)" in checks["expected run time"].detail

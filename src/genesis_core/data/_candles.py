@@ -59,6 +59,11 @@ def parse_ts(text: str | datetime, *, end_of_day: bool = False) -> int:
     return seconds
 
 
+def same_symbol(a: str, b: str) -> bool:
+    """Whether two spellings name one market: BTC/USD, btc-usd and BTCUSD do."""
+    return re.sub(r"[^A-Z0-9]", "", a.upper()) == re.sub(r"[^A-Z0-9]", "", b.upper())
+
+
 def check_span(start: str, end: str) -> None:
     """Both dates parse and ``start`` is not after ``end`` (a bare-date end means its whole day);
     ValueError saying why, for config validators."""
@@ -100,6 +105,7 @@ class Candles:
     volume: np.ndarray
     timeframe_seconds: int
     source: str = ""
+    symbol: str | None = None  # the market, when the file says (Parquet metadata ``genesis.market``)
 
     def __post_init__(self) -> None:
         for name in ("timestamps", "open", "high", "low", "close", "volume"):
@@ -125,7 +131,7 @@ class Candles:
         return Candles(
             self.timestamps[first:stop], self.open[first:stop], self.high[first:stop],
             self.low[first:stop], self.close[first:stop], self.volume[first:stop],
-            self.timeframe_seconds, self.source,
+            self.timeframe_seconds, self.source, self.symbol,
         )
 
     def gaps(self) -> GapReport:

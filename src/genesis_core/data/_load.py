@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import zlib
 from pathlib import Path
 
@@ -40,6 +41,23 @@ def _csv_bytes(path: Path, gzipped: bool) -> bytes:
             return fh.read(MAX_CSV_BYTES + 1)
     except (OSError, EOFError, zlib.error) as exc:
         raise DataError(f"{path}: not a readable gzip file: {clip(str(exc))}") from None
+
+
+MARKET_KEY = b"genesis.market"  # Parquet metadata: JSON {"exchange", "symbol", "timeframe", ...}
+
+
+def file_market(path: Path) -> dict[str, str] | None:
+    """The market a Parquet file's metadata declares, if any (CSV files declare none)."""
+    if not "".join(path.suffixes).lower().endswith((".parquet", ".pq")):
+        return None
+    try:
+        raw = (pq.read_schema(path).metadata or {}).get(MARKET_KEY)
+        market = json.loads(raw) if raw else None
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: unreadable market metadata: {clip(str(exc))}") from None
+    if market is not None and not (isinstance(market, dict) and isinstance(market.get("symbol"), str)):
+        raise DataError(f"{path}: market metadata without a symbol: {clip(str(market))}")
+    return market
 
 
 def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
@@ -197,4 +215,5 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
             f"{_where(path, i + 1, is_csv, raw_ts.iloc[i + 1])}: {diffs[i]} s after the previous bar, "
             f"not a multiple of the {tf} s timeframe{_more(n)}"
         )
-    return Candles(ts, o, h, lo, c, v, tf, str(path))
+    market = file_market(path)
+    return Candles(ts, o, h, lo, c, v, tf, str(path), market["symbol"] if market else None)

@@ -177,6 +177,9 @@ class Meta(StrictModel):
     storage_retry_seconds: float = Field(60.0, ge=0)
     stale_trial_seconds: float = Field(30.0, gt=0)  # a RUNNING trial or cache claim older than this is a dead worker's
     skip_champion_merge: bool = False
+    # a model trained on another market, a champion measured on other data, or a meta.symbol the data
+    # contradicts fails preflight; true makes each a warning (recorded in run.json)
+    allow_cross_market: bool = False
 
     @field_validator("symbol", "timeframe", "study_name")
     @classmethod

@@ -115,8 +115,8 @@ def study_spec(config: OptimizerConfig, champion: dict[str, Any] | None, storage
     the base config unless ``meta.skip_champion_merge``). Everything is checked before anything is written."""
     m = config.meta
     data: dict[str, Any] = {"start": m.sample_start, "end": m.sample_end}
-    if m.data is not None:
-        data["path"] = m.data
+    if m.data is not None:  # another file: the base config's data.symbol spoke of its own
+        data |= {"path": m.data, "symbol": None}
     if m.warmup_bars is not None:
         data["warmup_bars"] = m.warmup_bars
     spec = StudySpec(config, SearchSpace(config), read_config_file(m.base_config), None if m.skip_champion_merge else champion,

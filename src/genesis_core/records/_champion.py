@@ -131,11 +131,6 @@ class ChampionStore:
     def load(self) -> ChampionRecord | None:
         return read_record(self.path, ChampionRecord) if self.path.exists() else None
 
-    def params(self) -> dict[str, Any] | None:
-        """The champion's strategy params (what the optimizer merges into its base config), if any."""
-        champion = self.load()
-        return None if champion is None else champion.effective_config.params
-
     def _stored_history(self) -> list[HistoryEntry]:
         return read_record(self.history_path, ChampionHistory).entries if self.history_path.exists() else []
 

@@ -1,6 +1,6 @@
 """Strategies: typed parameters -> per-bar decisions and a trace of why."""
 
-from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, get_strategy, register_strategy
+from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, Training, get_strategy, register_strategy
 from genesis_core.strategy.reference import ReferenceStrategy
 from genesis_core.strategy.sma_cross import SmaCrossStrategy
 
@@ -10,6 +10,7 @@ __all__ = [
     "SmaCrossStrategy",
     "Strategy",
     "StrategyTrace",
+    "Training",
     "get_strategy",
     "register_strategy",
 ]

@@ -60,6 +60,18 @@ class StrategyTrace:
     blocked: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Training:
+    """What a fitted resource (a model) learnt from: its market and its span, both ends inclusive.
+    Results on that market inside that span are in-sample for it, whatever the optimizer did."""
+
+    resource: str
+    symbol: str | None
+    timeframe: str | None
+    first_bar: str
+    last_bar: str
+
+
 class Strategy(ABC):
     """Subclass, set ``name`` and ``Params``, implement ``warmup_bars`` and ``decide``."""
 
@@ -77,6 +89,10 @@ class Strategy(ABC):
     def resources(self, params: Any) -> dict[str, str]:
         """Fingerprints of files the strategy reads (e.g. a model), so results can name them."""
         return {}
+
+    def trained_on(self, params: Any) -> list[Training]:
+        """The data its fitted resources were trained on, so preflight can refuse leakage."""
+        return []
 
 
 _REGISTRY: dict[str, type[Strategy]] = {}

@@ -20,7 +20,7 @@ from genesis_core.data import Candles, format_ts
 from genesis_core.errors import ConfigError, DataError
 from genesis_core.features import FeatureStore, parse_spec, warmup_bars
 from genesis_core.files import atomic_write
-from genesis_core.fingerprint import strict_json
+from genesis_core.fingerprint import code_version, strict_json
 
 BUILTIN_PREFIX = "builtin:"
 _BUILTIN_DIR = Path(__file__).resolve().parent / "models"
@@ -82,12 +82,14 @@ def _fit_logistic(x: np.ndarray, y: np.ndarray, l2: float, iterations: int = 50)
 
 def train_model(
     candles: Candles,
+    symbol: str,
     features: tuple[str, ...] = DEFAULT_FEATURES,
     horizon: int = 4,
     calibration_share: float = 0.2,
     l2: float = 1.0,
 ) -> SignalModel:
-    """Fit on ``candles`` only (slice them to the training window first); see the module docstring."""
+    """Fit on ``candles`` of market ``symbol`` only (slice them to the training window first); see
+    the module docstring. The model records what it was trained on and by which code."""
     for spec in features:
         parse_spec(spec)
     store = FeatureStore(candles)
@@ -123,6 +125,10 @@ def train_model(
         calibration={"a": float(a), "b": float(b)},
         horizon=horizon,
         training={
+            "symbol": symbol,
+            "timeframe": candles.timeframe,
+            "source": candles.source,
+            "code": code_version(),
             "first_bar": format_ts(candles.timestamps[0]),
             "last_bar": format_ts(candles.timestamps[-1]),
             "data_fingerprint": candles.fingerprint,

@@ -19,7 +19,7 @@ from genesis_core.config import StrictModel
 from genesis_core.data import parse_timeframe
 from genesis_core.errors import DataError
 from genesis_core.features import FeatureStore, warmup_bars
-from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, register_strategy
+from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, Training, register_strategy
 from genesis_core.strategy.model import load_model
 
 
@@ -250,6 +250,10 @@ class ReferenceStrategy(Strategy):
 
     def resources(self, params: ReferenceParams) -> dict[str, str]:
         return {"model": load_model(params.model)[1]}
+
+    def trained_on(self, params: ReferenceParams) -> list[Training]:
+        t = load_model(params.model)[0].training
+        return [Training(f"model {params.model}", t.get("symbol"), t.get("timeframe"), t["first_bar"], t["last_bar"])]
 
     def decide(self, features: FeatureStore, params: ReferenceParams, start: int) -> Decisions:
         p = params

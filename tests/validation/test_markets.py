@@ -1,0 +1,121 @@
+"""Never fool the user about what a result was measured on: a model's training span, the market a
+data file holds, and a champion measured elsewhere."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from genesis_core.data import MARKET_KEY, load_candles
+from genesis_core.errors import ConfigError
+from genesis_core.preflight import preflight
+from genesis_core.strategy.model import load_model
+from genesis_core.study import load_study_config
+from tests.conftest import BTC_FILE
+from tests.optimizer.test_optimizer import ROOT, write_config
+from tests.runs import promote
+from tests.validation.conftest import VALIDATION, validated_config
+
+
+def _checks(path: Path) -> dict:
+    return {c.name: c for c in preflight(load_study_config(path))}
+
+
+def _genesis(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
+
+
+def _parquet(tmp_path: Path, symbol: str | None, name: str = "c.parquet") -> Path:
+    """The bundled candles as Parquet, with the market in the file's metadata when given."""
+    c = load_candles(BTC_FILE)
+    table = pa.table({"timestamp": c.timestamps, "open": c.open, "high": c.high, "low": c.low, "close": c.close, "volume": c.volume})
+    if symbol:
+        table = table.replace_schema_metadata({MARKET_KEY: json.dumps({"exchange": "bitfinex", "symbol": symbol, "timeframe": "1h"})})
+    path = tmp_path / name
+    pq.write_table(table, path)
+    return path
+
+
+def test_a_window_inside_the_models_training_span_fails_preflight(tmp_path):
+    model = load_model("builtin:btcusd_1h")[0].training
+    assert (model["symbol"], model["timeframe"], model["last_bar"]) == ("BTCUSD", "1h", "2021-12-31T23:00:00Z")
+    leaky = validated_config(tmp_path, validation={**VALIDATION, "walk_forward": {"folds": 2, "start": "2021-06-01", "end": "2022-12-31"}})
+    check = _checks(leaky)["model training"]
+    assert check.status == "fail" and "walk-forward 2021-06-01..2022-12-31 overlaps the training span of model builtin:btcusd_1h" in check.detail
+    explore = write_config(tmp_path, "e.yaml", meta={"sample_start": "2021-10-01", "sample_end": "2021-12-31"})
+    assert "explore 2021-10-01..2021-12-31 overlaps" in _checks(explore)["model training"].detail
+    clean = _checks(validated_config(tmp_path, "ok.yaml"))["model training"]
+    assert clean.status == "pass" and "no window inside model builtin:btcusd_1h's 2018-06-01..2021-12-31" in clean.detail
+    bundled = {c.name: c for c in preflight(load_study_config(ROOT / "configs" / "optimize_reference.yaml"))}
+    assert bundled["model training"].status == "pass"  # the bundled walk-forward now starts after the training span
+
+
+def test_a_backtest_inside_the_training_span_warns(tmp_path):
+    out = str(tmp_path / "r.json")
+    proc = _genesis("backtest", "-c", "configs/reference.yaml", "--start", "2021-11-01", "--end", "2021-11-30", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "warning: the backtest window 2021-11-01..2021-11-30 overlaps the training span of model builtin:btcusd_1h" in proc.stderr
+    clean = _genesis("backtest", "-c", "configs/reference.yaml", "--out", out)
+    assert "training span" not in clean.stderr
+
+
+def test_data_of_another_market_fails_unless_allowed_and_then_is_recorded(tmp_path):
+    eth = _parquet(tmp_path, "ETH/USD")
+    assert load_candles(eth).symbol == "ETH/USD"
+    path = write_config(tmp_path, meta={"data": str(eth)})
+    check = _checks(path)["market"]
+    assert check.status == "fail" and "meta.symbol BTCUSD but the data" in check.detail and "holds ETH/USD" in check.detail
+    assert "model builtin:btcusd_1h was trained on BTCUSD 1h, the data is ETH/USD 1h" in check.detail
+    refused = _genesis("optimize", str(path))
+    assert refused.returncode == 1 and "market: meta.symbol BTCUSD" in refused.stderr
+    allowed = write_config(tmp_path, "allowed.yaml", meta={"data": str(eth), "allow_cross_market": True})
+    assert _checks(allowed)["market"].status == "warn"
+    done = _genesis("optimize", str(allowed))
+    assert done.returncode == 0, done.stderr
+    recorded = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]["preflight"]["checks"]
+    market = next(c for c in recorded if c["name"] == "market")
+    assert market["status"] == "warn" and market["detail"].startswith("allowed by meta.allow_cross_market: meta.symbol BTCUSD")
+    same = write_config(tmp_path, "same.yaml", meta={"data": str(_parquet(tmp_path, "BTC/USD", "btc.parquet"))})
+    assert _checks(same)["market"].status == "pass"  # BTC/USD and BTCUSD are one market
+    base = tmp_path / "declared.yaml"
+    base.write_text((ROOT / "configs" / "reference.yaml").read_text().replace("symbol: BTCUSD", "symbol: ETHUSD"))
+    contradicted = write_config(tmp_path, "c.yaml", meta={"base_config": str(base), "data": None})
+    assert "meta.symbol BTCUSD but the data" in _checks(contradicted)["market"].detail
+
+
+def test_a_champion_measured_on_other_data_or_of_another_strategy_is_not_merged_silently(validated_run, tmp_path):
+    run = tmp_path / "results" / "runs" / "t"
+    shutil.copytree(validated_run, run)
+    assert promote(run).promoted
+    other = tmp_path / "other.csv"  # the same market, other data: the file a year shorter
+    lines = gzip.open(BTC_FILE, "rt").read().splitlines()
+    other.write_text("\n".join(line for line in lines if not line.startswith("2018")) + "\n")
+    path = validated_config(tmp_path, "o.yaml", meta={"data": str(other), "stop": {"max_trials": 16}})
+    check = _checks(path)["market"]
+    assert check.status == "fail" and "the BTCUSD 1h champion was measured on" in check.detail and str(other) in check.detail
+    sma = tmp_path / "sma.yaml"
+    sma.write_text((ROOT / "configs" / "sma_cross.yaml").read_text())
+    cross = write_config(tmp_path, "x.yaml", meta={"base_config": str(sma)}, parameters={"fast": {"type": "int", "low": 5, "high": 9}})
+    with pytest.raises(ConfigError, match=r"champion in .* is a 'reference' config, this study's base config .* is 'sma_cross'"):
+        load_study_config(cross).spec()
+    assert _checks(cross)["config"].status == "fail"
+
+
+def test_a_trained_model_records_its_market_span_and_code(tmp_path):
+    refused = _genesis("model", "train", "--out", str(tmp_path / "m.json"), "--start", "2019-01-01", "--end", "2019-06-30")
+    assert refused.returncode == 2 and "does not say which market it holds: give --symbol" in refused.stderr
+    done = _genesis("model", "train", "--out", str(tmp_path / "m.json"), "--symbol", "BTCUSD", "--start", "2019-01-01",
+                    "--end", "2019-06-30")
+    assert done.returncode == 0, done.stderr
+    training = json.loads((tmp_path / "m.json").read_text())["training"]
+    assert (training["symbol"], training["timeframe"], training["first_bar"][:10], training["last_bar"][:10]) == \
+        ("BTCUSD", "1h", "2019-01-01", "2019-06-30")
+    assert len(training["code"]) == 64 and training["source"].endswith("BTCUSD_1h_bitfinex.csv.gz")
