@@ -103,13 +103,13 @@ async def _exercise_read_tools(client: Client) -> None:
     assert run["study_name"] == "t" and run["cache"]["total_trials"] == 16
     assert run["validation"]["candidates"] and run["validation"]["best"] == run["validation"]["passed"][0]
 
-    valid = (await client.call_tool("query_trials", {"run": "t", "outcome": "VALID", "sort_by": "score_phase2",
+    valid = (await client.call_tool("query_trials", {"run": "t", "outcome": "VALID", "sort_by": "production_score",
                                                      "descending": True})).structured_content
-    scores = [r["score_phase2"] for r in valid["items"]]
+    scores = [r["production_score"] for r in valid["items"]]
     assert valid["total"] == len(scores) > 0 and scores == sorted(scores, reverse=True)
     assert all(r["outcome"] == "VALID" for r in valid["items"])
     ranged = (await client.call_tool("query_trials", {"run": "t", "min_score": scores[-1] + 1e-9})).structured_content
-    assert all(r["score_phase2"] > scores[-1] for r in ranged["items"])
+    assert all(r["production_score"] > scores[-1] for r in ranged["items"])
 
     best = valid["items"][0]["number"]
     trial = (await client.call_tool("show_trial", {"run": "t", "trial": best})).structured_content

@@ -19,20 +19,20 @@ from tests.runs import optimize
 from tests.scoring_functions import return_over_drawdown
 
 METRICS = {"total_return": 0.12, "max_drawdown": 0.08, "profit_factor": 1.4, "num_trades": 40, "max_loss_streak": 3,
-           "avg_bars_held": 6.0, "score": 1.7, "sharpe": 1.1}
+           "avg_bars_held": 6.0, "classic_score": 1.7, "sharpe": 1.1}
 TRACE = {"bars_in_window": 2000, "signals": 100, "candidates": 50}
 
 
 def test_a_user_score_function_by_module_and_name(tmp_path):
     user = Scoring(objective="tests.scoring_functions:return_over_drawdown")
-    assert score(METRICS, TRACE, user, Constraints()).phase2 == pytest.approx(150.0)
-    assert score(METRICS, TRACE, user, Constraints(min_trades=50)).phase2 == pytest.approx(150.0 - 100.0)  # penalties apply
+    assert score(METRICS, TRACE, user, Constraints()).production == pytest.approx(150.0)
+    assert score(METRICS, TRACE, user, Constraints(min_trades=50)).production == pytest.approx(150.0 - 100.0)  # penalties apply
     path = write_config(tmp_path, scoring={"phase1": {"trials": 2}, "objective": "tests.scoring_functions:return_over_drawdown"})
     rows = [r for r in _trials(optimize(path)) if r["cached"] == "False"]
     for r in rows:  # the optimizer's phase-2 scores are the user's function of each trial's metrics
         expected = return_over_drawdown({"total_return": float(r["total_return"]), "max_drawdown": float(r["max_drawdown"])},
                                         {}, Scoring())
-        assert float(r["score_phase2"]) == pytest.approx(expected)
+        assert float(r["production_score"]) == pytest.approx(expected)
 
 
 def test_score_function_errors_name_the_known_ones_and_refuse_non_numbers():

@@ -8,7 +8,7 @@ from genesis_core.scoring import VALID_MAX, VALID_MIN, Constraints, Outcome, Sco
 
 BASE_METRICS = {"total_return": 0.1, "sharpe": 1.0, "sortino": 1.2, "max_drawdown": 0.1, "return_to_dd": 1.0,
                 "win_rate": 0.5, "profit_factor": 1.5, "num_trades": 50, "avg_bars_held": 5.0, "max_loss_streak": 4,
-                "exposure": 0.3, "total_fees": 10.0, "final_equity": 11000.0, "score": 2.0}
+                "exposure": 0.3, "total_fees": 10.0, "final_equity": 11000.0, "classic_score": 2.0}
 BASE_TRACE = {"bars_in_window": 5000, "signals": 900, "candidates": 300}
 
 
@@ -27,32 +27,32 @@ def test_each_outcome_class_and_its_penalty():
     for metrics, trace, outcome, penalty in cases:
         assert classify(metrics, trace) is outcome
         result = score(metrics, trace, s, c)
-        assert result.outcome is outcome and result.phase1 == result.phase2 == penalty
+        assert result.outcome is outcome and result.feasibility == result.production == penalty
 
 
 def test_production_score_hand_computed_and_bounded():
     r = score(BASE_METRICS, BASE_TRACE, Scoring(), Constraints())
     assert r.outcome is Outcome.VALID and r.constraints_failed == ()
-    assert r.phase2 == pytest.approx(100 * 0.1 - 60 * 0.1 + 10 * math.log1p(1.5))
+    assert r.production == pytest.approx(100 * 0.1 - 60 * 0.1 + 10 * math.log1p(1.5))
     # trade rate 10 per 1000 bars inside [2, 40], DD under 0.25, hold 5 >= 2: fully feasible
-    assert r.phase1 == 1.0
+    assert r.feasibility == 1.0
     worst = score(_m(total_return=-1.0, max_drawdown=1.0, profit_factor=0.0, max_loss_streak=500, num_trades=4999),
                   BASE_TRACE, Scoring(), Constraints(max_drawdown=0.5, min_profit_factor=1.0))
-    assert VALID_MIN <= worst.phase2 < -100 and worst.constraints_failed == ("min_profit_factor", "max_drawdown")
-    assert worst.phase2 > max(Scoring().penalties.model_dump().values())  # any real result beats every penalty
+    assert VALID_MIN <= worst.production < -100 and worst.constraints_failed == ("min_profit_factor", "max_drawdown")
+    assert worst.production > max(Scoring().penalties.model_dump().values())  # any real result beats every penalty
     best = score(_m(total_return=1e6), BASE_TRACE, Scoring(), Constraints())
-    assert best.phase2 <= VALID_MAX
+    assert best.production <= VALID_MAX
 
 
 def test_feasibility_falls_off_outside_targets_and_classic_objective():
     slow = score(_m(num_trades=5, max_drawdown=0.5, avg_bars_held=1.0), BASE_TRACE, Scoring(), Constraints(min_trades=0))
     # rate 1/1000 vs lo 2 -> 0.5; dd 0.5 vs 0.25 -> 0.5; hold 1 vs 2 -> 0.5
-    assert slow.phase1 == pytest.approx(0.5)
+    assert slow.feasibility == pytest.approx(0.5)
     classic = score(BASE_METRICS, BASE_TRACE, Scoring(objective="classic"), Constraints())
-    assert classic.phase2 == BASE_METRICS["score"]
+    assert classic.production == BASE_METRICS["classic_score"]
     few = score(_m(num_trades=5), BASE_TRACE, Scoring(), Constraints(min_trades=10))
     assert few.constraints_failed == ("min_trades",)
-    assert few.phase2 == pytest.approx(score(_m(num_trades=5), BASE_TRACE, Scoring(), Constraints(min_trades=0)).phase2 - 100)
+    assert few.production == pytest.approx(score(_m(num_trades=5), BASE_TRACE, Scoring(), Constraints(min_trades=0)).production - 100)
 
 
 def test_checkpoints_use_only_their_prefix():

@@ -92,7 +92,8 @@ def backtest(
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
     from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config, data_symbol, training_problems
     from genesis_core.config import read_config_file
-    from genesis_core.records import ChampionStore, backtest_record
+    from genesis_core.records import ChampionStore, ScoreRecord, backtest_record
+    from genesis_core.scoring import Constraints, Scoring, score
     from genesis_core.strategy import get_strategy
 
     overrides: dict[str, Any] = {"data": {k: v for k, v in (("path", data), ("start", start), ("end", end)) if v is not None}}
@@ -112,7 +113,8 @@ def backtest(
     bt = Backtester(FEATURE_CACHE)
     candles = bt.candles(cfg.data.path, cfg.data.timeframe)
     result = bt.run(cfg)
-    record = backtest_record(result)
+    sc = ScoreRecord.of(score(result.metrics, result.trace, Scoring(), Constraints()))
+    record = backtest_record(result).model_copy(update={"score": sc})
     payload = record.model_dump(mode="json")
     path = output or Path("results/backtests") / f"{cfg.strategy}-{result.config_fingerprint[:10]}-{result.window.fingerprint[:10]}.json"
     _write_json(path, payload)
@@ -125,6 +127,8 @@ def backtest(
         f"[bold]{cfg.strategy}[/] on {candles.source} ({w.timeframe}): {w.first_bar} .. {w.last_bar}, "
         f"{w.bars:,} bars + {w.warmup_bars} warm-up"
     )
+    out.print(f"outcome {sc.outcome.value}, production score {sc.production:.2f} (what the optimizer ranks by, default "
+              f"scoring), feasibility {sc.feasibility:.2f}; classic_score is the composite metric below")
     if gaps.count:
         err.print(f"[yellow]warning:[/] window has {gaps.describe(candles.timeframe_seconds)}")
     strategy = get_strategy(cfg.strategy)
@@ -207,7 +211,7 @@ def optimize(
         out.print(f"{e.cache.total_trials} trials in the study; this session {s.seconds} s with {s.workers} worker(s)")
         out.print(f"outcomes: {e.outcomes}  cache: {e.cache.model_dump()}")
         if e.best_trial:
-            out.print(f"best trial #{e.best_trial.number}: production score {e.best_trial.score_phase2:.4f}")
+            out.print(f"best trial #{e.best_trial.number}: production score {e.best_trial.production_score:.4f}")
         out.print(f"artifacts in {e.run_dir}")
     for line in [*e.session.notes, *e.warnings]:
         err.print(f"[yellow]warning:[/] {line}")
@@ -286,12 +290,12 @@ def _print_validation(report: ValidationReport) -> None:
     v = ValidationConfig.model_validate(report.validation)
     table = Table(title=f"Validation of {report.run}: top {v.top_n} of {report.evaluated_trials} evaluated trials, "
                         f"ranked by {v.ranking} window score")
-    for col in ("rank", "trial", "window", "score", "return", "max dd", "PF", "trades", "val score", "result"):
+    for col in ("rank", "trial", "window", "production", "return", "max dd", "PF", "trades", "val score", "result"):
         table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=col == "window")
     for c in report.candidates:
         verdict = "[green]pass[/]" if c.passed else "[red]fail[/]"
-        rows = [("explore", c.explore.score, c.explore.metrics, verdict)]
-        rows += [(f"{w.start}..{w.end}", w.score, w.metrics, "; ".join(w.reasons)) for w in c.windows]
+        rows = [("explore", c.explore.production_score, c.explore.metrics, verdict)]
+        rows += [(f"{w.start}..{w.end}", w.production_score, w.metrics, "; ".join(w.reasons)) for w in c.windows]
         for i, (label, sc, m, result) in enumerate(rows):
             first = i == 0
             table.add_row(str(c.rank) if first else "", str(c.trial) if first else "", label, f"{sc:.2f}",

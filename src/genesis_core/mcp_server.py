@@ -217,7 +217,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
             v = folder.read_validation()
             table = {"passed": v.passed, "best": v.best, "overfitting": v.overfitting.model_dump(mode="json"),
                      "candidates": [{"rank": c.rank, "trial": c.trial, "passed": c.passed, "reasons": c.reasons,
-                                     "explore_score": c.explore.score, "validation_score": c.validation_score,
+                                     "explore_score": c.explore.production_score, "validation_score": c.validation_score,
                                      "gap": c.gap} for c in v.candidates]}
         return {"run": run, **meta, "validation": table}
 
@@ -233,8 +233,8 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
             raise RequestError(f"sort_by {sort_by!r} is not a column; columns: {', '.join(rows[0])}")
         picked = [r for r in rows
                   if (state is None or r["state"] == state) and (outcome is None or r["outcome"] == outcome)
-                  and (min_score is None or (r["score_phase2"] is not None and r["score_phase2"] >= min_score))
-                  and (max_score is None or (r["score_phase2"] is not None and r["score_phase2"] <= max_score))]
+                  and (min_score is None or (r["production_score"] is not None and r["production_score"] >= min_score))
+                  and (max_score is None or (r["production_score"] is not None and r["production_score"] <= max_score))]
         present = [r for r in picked if isinstance(r.get(sort_by), int | float)]
         absent = [r for r in picked if not isinstance(r.get(sort_by), int | float)]
         present.sort(key=lambda r: (r[sort_by] if not isinstance(r[sort_by], float) or not math.isnan(r[sort_by]) else -math.inf),

@@ -239,7 +239,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     sc = score(result.metrics, result.trace, study.config.scoring, study.config.constraints)
     trades = result.metrics["num_trades"]
     checks.append(Check("smoke run", "pass" if trades else "fail",
-                        f"{trades} trades, outcome {sc.outcome.value}, score {sc.phase2:.3f}" if trades else
+                        f"{trades} trades, outcome {sc.outcome.value}, production score {sc.production:.3f}" if trades else
                         f"no trade at the base point: {sc.outcome.value}, blocked {result.trace['blocked']}"))
     checks.append(_check_inert(study, bt, point) if trades else
                   Check("inert parameters", "warn", "not checked: the base point does not trade"))

@@ -158,8 +158,8 @@ def production_score(metrics: Mapping[str, float | int], trace: Mapping[str, Any
 
 
 def classic_score(metrics: Mapping[str, float | int], trace: Mapping[str, Any], scoring: Scoring) -> float:
-    """The backtest's own composite ``score`` metric."""
-    return float(metrics["score"])
+    """The backtest's own composite metric, ``classic_score``."""
+    return float(metrics["classic_score"])
 
 
 SCORE_FUNCTIONS: dict[str, ScoreFunction] = {"production": production_score, "classic": classic_score}
@@ -175,9 +175,11 @@ def score_function(name: str) -> ScoreFunction:
 
 @dataclass(frozen=True)
 class Score:
+    """A backtest's outcome class, feasibility score (phase 1) and production score (phase 2)."""
+
     outcome: Outcome
-    phase1: float
-    phase2: float
+    feasibility: float
+    production: float
     constraints_failed: tuple[str, ...]
 
 

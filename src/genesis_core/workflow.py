@@ -140,7 +140,7 @@ def walk_forward(config_path: str | Path, options: RunOptions | None = None, sto
             fold=i, explore=(explore_start, explore_end), validation=(val_start, val_end), config=str(fold_path),
             run_dir=summary.explore.run_dir, evaluated_trials=v.evaluated_trials, passed=v.passed, best=v.best,
             top=None if top is None else FoldTop(trial=top.trial, params=top.params, validation_score=top.validation_score,
-                                                  gap=top.gap, passed=top.passed, explore_score=top.explore.score),
+                                                  gap=top.gap, passed=top.passed, explore_score=top.explore.production_score),
             deflated_sharpe=v.overfitting.deflated_sharpe,
         ))
     tops = [f.top for f in folds if f.top is not None]

@@ -32,7 +32,7 @@ def test_hand_computed_metrics():
     assert m["avg_bars_held"] == pytest.approx(2.0)
     assert m["exposure"] == pytest.approx(2 / 3)
     assert m["total_fees"] == pytest.approx(4.5)
-    assert m["score"] == pytest.approx(m["sharpe"] + 0.21 + 0.25 * 2.1 + 0.2)
+    assert m["classic_score"] == pytest.approx(m["sharpe"] + 0.21 + 0.25 * 2.1 + 0.2)
 
 
 def test_annualisation_follows_the_timeframe():

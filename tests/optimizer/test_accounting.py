@@ -21,8 +21,8 @@ def test_a_second_study_in_the_same_folder_reuses_results_as_trials_of_its_own(t
     assert b["session"]["stopped_reason"] is None and b["cache"]["total_trials"] == 16
     rows_a, rows_b = _trials(a), _trials(b)
     for ra, rb in zip(rows_a, rows_b, strict=True):  # the same seed proposes the same points
-        assert (ra["outcome"], ra["value"], ra["cached"], ra["cache_reused_from"]) == \
-            (rb["outcome"], rb["value"], rb["cached"], rb["cache_reused_from"])  # duplicates only within the study
+        assert (ra["outcome"], ra["objective"], ra["cached"], ra["cache_reused_from"]) == \
+            (rb["outcome"], rb["objective"], rb["cached"], rb["cache_reused_from"])  # duplicates only within the study
         if rb["cached"] == "False":
             assert rb["cached_from"] == f"a#{ra['number']}" and rb["outcome"] != "DUPLICATE"
     assert b["best_trial"] == a["best_trial"] is not None

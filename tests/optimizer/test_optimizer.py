@@ -62,12 +62,12 @@ def test_duplicates_get_their_real_cached_score_and_are_never_rerun(tmp_path):
             first[key] = r
     for r in rows:
         orig = first[r["config_fingerprint"]]
-        assert r["score_phase1"] == orig["score_phase1"] and r["score_phase2"] == orig["score_phase2"]
+        assert r["feasibility_score"] == orig["feasibility_score"] and r["production_score"] == orig["production_score"]
         if r["cached"] == "True":
             assert r["outcome"] == "DUPLICATE" and int(r["cache_reused_from"]) == int(orig["number"])
         assert r["phase"] == ("1" if int(r["number"]) < 4 else "2")
-        assert float(r["value"]) == float(r["score_phase2"])  # one scale in the study (phase 1 chose in its companion)
-        assert float(r["value"]) not in (0.0, -1e6)
+        assert float(r["objective"]) == float(r["production_score"])  # one scale in the study (phase 1 chose in its companion)
+        assert float(r["objective"]) not in (0.0, -1e6)
     artifacts = sorted((Path(summary["run_dir"]) / "trials").glob("*.json"))
     assert len(artifacts) == 4  # one per evaluated parameter set
 
@@ -118,7 +118,7 @@ def test_a_failing_parameter_set_is_fail_not_a_number(tmp_path):
     summary = optimize(path)
     rows = _trials(summary)
     failed = [r for r in rows if r["state"] == "FAIL"]
-    assert failed and all(r["value"] == "" and "risk_map confidences must ascend" in r["fail_reason"] for r in failed)
+    assert failed and all(r["objective"] == "" and "risk_map confidences must ascend" in r["fail_reason"] for r in failed)
     assert all(r["param:risk.risk_map.0.0"] == "0.9" for r in failed)
     assert any(r["state"] == "COMPLETE" for r in rows)
 
@@ -310,7 +310,7 @@ def test_optuna_dashboard_opens_the_storage_unchanged(tmp_path, storage):
     assert set(studies) == {"t", "t.feasibility"}  # one scale each: production, and phase 1's feasibility
     detail = get(f"/api/studies/{studies['t']['study_id']}")
     assert len(detail["trials"]) == summary["cache"]["total_trials"] == 6
-    assert {a["key"] for a in detail["trials"][0]["user_attrs"]} >= {"outcome", "cached", "score_phase1", "score_phase2", "genesis"}
+    assert {a["key"] for a in detail["trials"][0]["user_attrs"]} >= {"outcome", "cached", "feasibility_score", "production_score", "genesis"}
     phase1 = get(f"/api/studies/{studies['t.feasibility']['study_id']}")["trials"]
     assert len(phase1) == 4 and all(0.0 <= t["values"][0] <= 1.0 for t in phase1)
 
@@ -423,10 +423,10 @@ def test_progress_best_score_ignores_a_half_written_running_trial():
 
     study = optuna.create_study(direction="maximize")
     done = study.ask()
-    for name, value in {"outcome": "VALID", "score_phase1": 0.9, "score_phase2": 12.5}.items():
+    for name, value in {"outcome": "VALID", "feasibility_score": 0.9, "production_score": 12.5}.items():
         done.set_user_attr(name, value)
     study.tell(done, 12.5)
     running = study.ask()
-    running.set_user_attr("outcome", "VALID")  # score_phase2 not yet written
+    running.set_user_attr("outcome", "VALID")  # production_score not yet written
     assert best_score(study.get_trials(deepcopy=False)) == 12.5
     assert best_score([]) is None

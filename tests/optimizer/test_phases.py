@@ -50,7 +50,7 @@ def test_tpe_in_phase_2_no_longer_prefers_the_phase_1_points():
     for _ in range(TOTAL):
         trial = study.ask(space)
         x = trial.params["x"]
-        trial.set_user_attr("score_phase1", feasibility(x))
+        trial.set_user_attr("feasibility_score", feasibility(x))
         study.tell(trial, production(x))
     before, after = _phase2_points(mixed), _phase2_points(study)
     assert np.median(np.abs(before - 0.9)) < 0.15  # the mixed-scale study kept to the phase-1 optimum
@@ -68,11 +68,11 @@ def test_a_run_holds_production_scores_and_its_feasibility_companion_the_phase_1
     with open(Path(summary["run_dir"]) / "trials.csv") as fh:
         rows = list(csv.DictReader(fh))
     done = [r for r in rows if r["state"] == "COMPLETE"]
-    assert done and all(float(r["value"]) == float(r["score_phase2"]) for r in done)
-    assert any(float(r["score_phase1"]) != float(r["score_phase2"]) for r in done if r["phase"] == "1")
+    assert done and all(float(r["objective"]) == float(r["production_score"]) for r in done)
+    assert any(float(r["feasibility_score"]) != float(r["production_score"]) for r in done if r["phase"] == "1")
     storage = open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}")
     companion = optuna.load_study(study_name="t" + FEASIBILITY_SUFFIX, storage=storage)
     phase1 = {int(r["number"]): r for r in rows if r["phase"] == "1"}
     assert len(companion.trials) == len(phase1) == 4
     for told, row in zip(companion.trials, phase1.values(), strict=True):
-        assert told.value == float(row["score_phase1"])
+        assert told.value == float(row["feasibility_score"])

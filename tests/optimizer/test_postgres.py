@@ -30,7 +30,7 @@ def test_worker_processes_share_study_and_cache_on_postgresql(tmp_path, postgres
     for r in rows:
         if r["cached"] == "True":
             orig = next(o for o in rows if o["number"] == r["cache_reused_from"])
-            assert r["score_phase2"] == orig["score_phase2"]
+            assert r["production_score"] == orig["production_score"]
     assert len(optuna.load_study(study_name="t", storage=open_storage(postgres_url)).trials) == len(rows)
 
 

@@ -11,6 +11,7 @@ import pytest
 
 from genesis_core.records import (
     BestTrial,
+    ChampionHistory,
     ChampionRecord,
     ChampionStore,
     RunFolder,
@@ -21,6 +22,7 @@ from genesis_core.records import (
     read_record,
     write_record,
 )
+from genesis_core.records._base import renamed_scores
 from tests.runs import promote, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -49,13 +51,15 @@ def test_old_files_are_migrated_on_read(old_results: Path):
     assert [t.trial_number for t in trials] == [0, 1, 3, 5]
     first = json.loads((folder.path / "trials" / "000000.json").read_text())
     assert trials[0].model_dump(mode="json", exclude={"schema_version": True, "trades": True, "cached_from": True,
-                                                      "not_finite": True, "effective_config": {"data": {"symbol"}}}) == first  # added since
+                                                      "not_finite": True, "effective_config": {"data": {"symbol"}}}) == renamed_scores(first)  # added since
     assert folder.read_best().result.trial_number == raw["best_trial"]["number"] == 5
     report = folder.read_validation()
     added = {"pbo": True, "pbo_note": True,  # statistics added since: absent from an old file
              "deflated_sharpe": {"mean_correlation", "effective_trials", "sr0_effective", "dsr_effective"}}
     assert report.model_dump(mode="json", exclude={"schema_version": True, "overfitting": added}) == \
-        json.loads(folder.validation_path.read_text())
+        renamed_scores(json.loads(folder.validation_path.read_text()))
+    assert report.candidates[0].explore.production_score == json.loads(folder.validation_path.read_text())["candidates"][0]["explore"]["score"]
+    assert trials[0].metrics["classic_score"] == first["metrics"]["score"] and trials[0].score.production == first["score"]["phase2"]
     history_raw = json.loads((old_results / "champions" / "BTCUSD_1h.history.json").read_text())
     assert isinstance(history_raw, list)  # the old shape: a bare list
     store = ChampionStore(old_results, "BTCUSD", "1h")
@@ -68,7 +72,7 @@ def test_old_files_are_migrated_on_read(old_results: Path):
 
 def test_an_old_run_is_validated_and_promoted_by_this_code_with_the_same_numbers(old_results: Path):
     run_dir = old_results / "runs" / "old"
-    before = json.loads((run_dir / "validation.json").read_text())
+    before = renamed_scores(json.loads((run_dir / "validation.json").read_text()))  # as this version names them
     after = validate(run_dir)
     assert after["schema_version"] == ValidationReport.SCHEMA
     for key in ("candidates", "passed", "best", "evaluated_trials"):
@@ -79,7 +83,7 @@ def test_an_old_run_is_validated_and_promoted_by_this_code_with_the_same_numbers
     decision = promote(run_dir)  # the old champion is this run's best: refused, and recorded in the new shape
     assert not decision.promoted and "already the champion" in decision.reason
     history = json.loads((old_results / "champions" / "BTCUSD_1h.history.json").read_text())
-    assert history["schema_version"] == 1 and [e["action"] for e in history["entries"]] == ["promote", "reject"]
+    assert history["schema_version"] == ChampionHistory.SCHEMA and [e["action"] for e in history["entries"]] == ["promote", "reject"]
 
 
 def test_a_newer_schema_version_is_refused_naming_it(tmp_path: Path):

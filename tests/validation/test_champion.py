@@ -46,7 +46,7 @@ def test_the_in_sample_best_that_fails_out_of_sample_is_not_promoted(tmp_path):
     assert proc.returncode == 0, proc.stderr
     run_dir = tmp_path / "results" / "runs" / "t"
     report = _report(run_dir)
-    explore_best = max(report["candidates"], key=lambda c: c["explore"]["score"])
+    explore_best = max(report["candidates"], key=lambda c: c["explore"]["production_score"])
     assert not explore_best["passed"]
     current = load_champion(tmp_path / "results", "BTCUSD", "1h")
     assert current["run"]["trial"] == report["best"] != explore_best["trial"]

@@ -28,7 +28,7 @@ def test_candidates_are_the_top_distinct_valid_trials_by_explore_score(validated
     trials = evaluated_trials(validated_run)
     report = json.loads((validated_run / "validation.json").read_text())
     valid = [t for t in trials if t["score"]["outcome"] == "VALID" and not t["score"]["constraints_failed"]]
-    expected = sorted(valid, key=lambda t: -t["score"]["phase2"])[: VALIDATION["top_n"]]
+    expected = sorted(valid, key=lambda t: -t["score"]["production"])[: VALIDATION["top_n"]]
     assert sorted(c["trial"] for c in report["candidates"]) == sorted(t["trial_number"] for t in expected)
     assert len({c["config_fingerprint"] for c in report["candidates"]}) == len(report["candidates"])
     assert report["evaluated_trials"] == len(trials) and report["missing_artifacts"] == []
@@ -74,7 +74,7 @@ def test_a_candidate_passes_only_if_every_constraint_holds_on_every_window(valid
     assert passed and failed  # this data gives both, so the test shows the split
     assert report["passed"] == [c["trial"] for c in passed] and report["best"] == passed[0]["trial"]
     # the in-sample favourite is among those that fail out of sample
-    explore_best = max(report["candidates"], key=lambda c: c["explore"]["score"])
+    explore_best = max(report["candidates"], key=lambda c: c["explore"]["production_score"])
     assert not explore_best["passed"] and any("max_drawdown" in r for r in explore_best["reasons"])
 
 
@@ -87,22 +87,22 @@ def test_ranking_worst_mean_robust_and_ties_by_explore_score(validated_run):
         v = cfg.validation.model_copy(update={"ranking": ranking, "robust_weight": 0.25})
         result = evaluate_candidate(bt, BacktestConfig.model_validate(artifact["effective_config"]), cfg.scoring, v)
         scores[ranking] = result.validation_score
-        window_scores = [w.score for w in result.windows]
+        window_scores = [w.production_score for w in result.windows]
     assert scores["worst"] == min(window_scores)
     assert scores["mean"] == pytest.approx(sum(window_scores) / 2)
     assert scores["robust"] == pytest.approx(0.75 * scores["mean"] + 0.25 * scores["worst"])
     report = json.loads((validated_run / "validation.json").read_text())
-    keys = [(not c["passed"], -c["validation_score"], -c["explore"]["score"]) for c in report["candidates"]]
+    keys = [(not c["passed"], -c["validation_score"], -c["explore"]["production_score"]) for c in report["candidates"]]
     assert keys == sorted(keys) and [c["rank"] for c in report["candidates"]] == list(range(1, len(keys) + 1))
     for c in report["candidates"]:
-        assert c["gap"] == pytest.approx(c["explore"]["score"] - c["validation_score"])
+        assert c["gap"] == pytest.approx(c["explore"]["production_score"] - c["validation_score"])
 
 
 def test_include_scoring_failures_widens_the_candidates():
-    def trial(number: int, outcome: str, phase2: float, failed: list[str], pruned: str | None, fp: str) -> TrialArtifact:
+    def trial(number: int, outcome: str, production: float, failed: list[str], pruned: str | None, fp: str) -> TrialArtifact:
         return TrialArtifact.model_construct(  # only the fields selection reads
             trial_number=number, pruned=pruned, fingerprints={"config": fp},
-            score=ScoreRecord(outcome=outcome, phase1=0.0, phase2=phase2, constraints_failed=failed))
+            score=ScoreRecord(outcome=outcome, feasibility=0.0, production=production, constraints_failed=failed))
 
     trials = [
         trial(0, "VALID", 5.0, ["min_trades"], None, "a"),

@@ -104,7 +104,7 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
                 validation=[ValidationWindowRef(start=w.start, end=w.end, first_bar=w.first_bar, last_bar=w.last_bar,
                                                 data_window=w.data_window) for w in candidate.windows],
             ),
-            scores=ChampionScores(explore=e.score, validation=candidate.validation_score, ranking=validation.ranking),
+            scores=ChampionScores(explore=e.production_score, validation=candidate.validation_score, ranking=validation.ranking),
             metrics=ChampionMetrics(explore=e.metrics, validation=[w.metrics for w in candidate.windows]),
             run=RunRef(study=run.study_name, run_dir=str(folder.path), trial=number),
             code_version=code_version(),

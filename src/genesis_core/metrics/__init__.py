@@ -1,4 +1,4 @@
-"""Performance metrics and the default score, each defined once here and bounded.
+"""Performance metrics and the classic composite score, each defined once here and bounded.
 
 Definitions (r = per-bar returns of the equity curve over the decision bars; P = bars per year,
 365 days of the candles' timeframe, since crypto trades every day):
@@ -15,8 +15,9 @@ Definitions (r = per-bar returns of the equity curve over the decision bars; P =
 - max_loss_streak: the longest run of consecutive losing trades.
 - exposure: share of decision bars with a position open after the bar's open.
 - total_fees: sum of fees paid, in account currency.
-- score: sharpe + total_return + 0.25 * return_to_dd + clip(win_rate - 0.4, -0.2, 0.2),
-  as the system Genesis-Core replaces defines it, with the drawdown floor above.
+- classic_score: sharpe + total_return + 0.25 * return_to_dd + clip(win_rate - 0.4, -0.2, 0.2),
+  as the system Genesis-Core replaces defines it, with the drawdown floor above. Not the
+  production score the optimizer ranks by (genesis_core.scoring), which is computed from these.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ _YEAR_SECONDS = 365 * 86400
 
 METRIC_NAMES = (
     "total_return", "sharpe", "sortino", "max_drawdown", "return_to_dd", "win_rate", "profit_factor",
-    "num_trades", "avg_bars_held", "max_loss_streak", "exposure", "total_fees", "final_equity", "score",
+    "num_trades", "avg_bars_held", "max_loss_streak", "exposure", "total_fees", "final_equity", "classic_score",
 )
 
 
@@ -94,7 +95,7 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
         "exposure": result.counters["bars_in_position"] / bars if bars else 0.0,
         "total_fees": float(result.trades["fees"].sum()),
         "final_equity": float(eq[-1]),
-        "score": score,
+        "classic_score": score,
     }
     return {k: values[k] for k in METRIC_NAMES}
 

@@ -53,8 +53,8 @@ def _same_outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
 def trial_row(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> TrialRow:
     g, a = _g(t), t.user_attrs
     return TrialRow(
-        number=t.number, state=t.state.name, outcome=a.get("outcome"), value=t.value, phase=a.get("phase"),
-        score_phase1=a.get("score_phase1"), score_phase2=a.get("score_phase2"), cached=a.get("cached"),
+        number=t.number, state=t.state.name, outcome=a.get("outcome"), objective=t.value, phase=a.get("phase"),
+        feasibility_score=a.get("feasibility_score"), production_score=a.get("production_score"), cached=a.get("cached"),
         cache_reused_from=a.get("cache_reused"), constraints_failed=g.get("constraints_failed", []),
         cached_from=None if "cached_from" not in g else f"{g['cached_from']['study']}#{g['cached_from']['trial']}",
         pruned=g.get("pruned"), params=spec.space.trial_params(t),
@@ -67,14 +67,14 @@ def trial_row(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int
 def best_trial(trials: list[optuna.trial.FrozenTrial]) -> optuna.trial.FrozenTrial | None:
     """The best evaluated (not duplicate) VALID trial by production score; ties to the earlier trial."""
     valid = [t for t in trials if t.state == TrialState.COMPLETE and t.user_attrs.get("outcome") == "VALID"]
-    return max(valid, key=lambda t: (t.user_attrs["score_phase2"], -t.number), default=None)
+    return max(valid, key=lambda t: (t.user_attrs["production_score"], -t.number), default=None)
 
 
 def best_score(trials: list[optuna.trial.FrozenTrial]) -> float | None:
     """The best production score so far, from finished trials only: another worker's running trial
     may have its outcome attribute written but not yet its score."""
     best = best_trial(trials)
-    return None if best is None else best.user_attrs["score_phase2"]
+    return None if best is None else best.user_attrs["production_score"]
 
 
 def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session) -> RunSummary:
@@ -92,7 +92,7 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
                        unique_backtests=len(evaluated_here) - reused, reused_from_other_studies=reused)
     best = best_trial(trials)
     if best is not None:
-        folder.write_best(BestTrial(number=best.number, value=best.value, score_phase2=best.user_attrs["score_phase2"],
+        folder.write_best(BestTrial(number=best.number, objective=best.value, production_score=best.user_attrs["production_score"],
                                     params=spec.space.trial_params(best), result=folder.read_trial(best.number)))
     states: dict[str, int] = {}
     outcomes: dict[str, int] = {}
@@ -112,7 +112,7 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
                   "numba": numba.__version__, "python": platform.python_version()},
         sessions=[*(previous.sessions if previous else []), session],
         cache=cache, states=states, outcomes=outcomes,
-        best_trial=None if best is None else BestRef(number=best.number, score_phase2=best.user_attrs["score_phase2"]),
+        best_trial=None if best is None else BestRef(number=best.number, production_score=best.user_attrs["production_score"]),
         identical_outcomes=len(same),
     )
     folder.write_run(run)

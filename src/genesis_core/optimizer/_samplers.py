@@ -65,7 +65,7 @@ FEASIBILITY_SEED_OFFSET = 999_983  # the companion's seed: another random stream
 class PhasedSampler(optuna.samplers.BaseSampler):
     """Feasibility first, one objective scale per study. Trials numbered below ``phase1_trials``
     take their parameters from a companion study, ``<study>.feasibility`` in the same storage,
-    whose own sampler is told each trial's feasibility score (``score_phase1``); the study itself
+    whose own sampler is told each trial's feasibility score (``feasibility_score``); the study itself
     is told production scores only, so its sampler, its dashboards and its importances never mix
     the two scales, and in phase 2 it sees the phase-1 trials at their production scores."""
 
@@ -111,7 +111,7 @@ class PhasedSampler(optuna.samplers.BaseSampler):
         asked = self._asked.pop(trial.number, None)
         if asked is None:
             return
-        feasibility = trial.user_attrs.get("score_phase1")  # set by the objective before the tell
+        feasibility = trial.user_attrs.get("feasibility_score")  # set by the objective before the tell
         if state == optuna.trial.TrialState.COMPLETE and feasibility is not None:
             self.companion(study).tell(asked, float(feasibility))
         else:

@@ -159,16 +159,15 @@ class Worker:
             try:
                 if measured is not None:
                     pruned = self._prune(trial, measured)
-                    s.folder.write_trial(TrialArtifact(**dict(measured.record), trial_number=trial.number, params=job.params,
-                                                       score=measured.score, pruned=pruned))
+                    s.folder.write_trial(TrialArtifact.of(measured.record, trial.number, job.params, measured.score, pruned))
                     entry = CacheEntry(study=s.name, trial_number=trial.number, score=measured.score, pruned=pruned,
                                        record=measured.record, metrics=measured.metrics)
                 else:  # another study measured this config on this window: a trial of this study all the same
                     assert answer is not None
                     entry = answer.entry
                     origin = CachedFrom(study=entry.study, trial=entry.trial_number)
-                    s.folder.write_trial(TrialArtifact(**dict(entry.record), trial_number=trial.number, params=job.params,
-                                                       score=entry.score, pruned=entry.pruned, cached_from=origin))
+                    s.folder.write_trial(TrialArtifact.of(entry.record, trial.number, job.params, entry.score, entry.pruned,
+                                                          origin))
                     attrs["cached_from"] = origin.model_dump()
                 self.cache.store(s.name, job.key, entry)
             except BaseException:
@@ -177,12 +176,12 @@ class Worker:
             outcome = entry.score.outcome.value
             top["cached"] = False
         sc = entry.score
-        top.update(outcome=outcome, score_phase1=sc.phase1, score_phase2=sc.phase2)
+        top.update(outcome=outcome, feasibility_score=sc.feasibility, production_score=sc.production)
         attrs.update(constraints_failed=sc.constraints_failed, metrics=entry.metrics, pruned=entry.pruned)
         for name, value in top.items():  # each user attribute is one storage write (~0.4 ms on the journal)
             trial.set_user_attr(name, value)
         trial.set_user_attr("genesis", attrs)
-        return Settled(sc.phase2, entry.pruned, entry)  # one scale in the study: phase 1 chose on its own (PhasedSampler)
+        return Settled(sc.production, entry.pruned, entry)  # one scale in the study: phase 1 chose on its own (PhasedSampler)
 
     def _within_budget(self, trial: optuna.Trial) -> None:
         """The budget is the study's, shared by every worker on every machine: a trial may start only

@@ -46,12 +46,47 @@ class Record(Part):
     SCHEMA: ClassVar[int] = 1
     schema_version: int = 1
 
+    def model_post_init(self, context: Any) -> None:
+        if "schema_version" not in self.model_fields_set:
+            self.schema_version = self.SCHEMA  # what this code writes
+
     @classmethod
     def upgrade(cls, raw: Any, version: int) -> Any:
-        """Version 0 is the shape written before schema versions existed; unchanged unless overridden."""
+        """Version 0 is the shape written before schema versions existed (unchanged unless
+        overridden); version 1 named three different things 'score' (``renamed_scores``)."""
         if version == 0 and isinstance(raw, dict):
             return {"schema_version": 1, **raw}
+        if version == 1 and isinstance(raw, dict):
+            return {**renamed_scores(raw), "schema_version": 2}
         raise SchemaError(f"no migration of a {cls.__name__} from schema version {version}")
+
+
+_PHASES = {"phase1": "feasibility", "phase2": "production"}
+_FLAT = {"score_phase1": "feasibility_score", "score_phase2": "production_score"}
+
+
+def renamed_scores(node: Any, key: str | None = None) -> Any:
+    """Schema 1 -> 2: the backtest's composite metric ``score`` is ``classic_score``; a score
+    record's ``phase1``/``phase2`` are ``feasibility``/``production``; a window result's ``score``
+    and a ``score_phase2`` are ``production_score`` (``score_phase1``: ``feasibility_score``)."""
+    if isinstance(node, list):
+        return [renamed_scores(v, key) for v in node]
+    if not isinstance(node, dict):
+        return node
+    out = {}
+    for k, v in node.items():
+        child = k
+        if key == "metrics" and k == "score":
+            k = "classic_score"
+        elif key == "metrics" and k in ("explore", "validation"):
+            child = "metrics"  # a champion's metrics: {explore: metrics, validation: [metrics]}
+        elif k in _PHASES and "outcome" in node:
+            k = _PHASES[k]
+        elif k == "score" and isinstance(v, int | float):
+            k = "production_score"
+        k = _FLAT.get(k, k)
+        out[k] = 2 if k == "schema_version" and v == 1 else renamed_scores(v, child)  # nested records too
+    return out
 
 
 def read_record(path: Path, model: type[R]) -> R:

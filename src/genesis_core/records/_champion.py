@@ -51,6 +51,7 @@ class RunRef(Part):
 class ChampionRecord(Record):
     """The promoted effective config of (symbol, timeframe) and what it was measured on."""
 
+    SCHEMA = 2
     symbol: str
     timeframe: str
     config_fingerprint: str
@@ -89,6 +90,7 @@ class HistoryEntry(Part):
 
 
 class ChampionHistory(Record):
+    SCHEMA = 2
     entries: list[HistoryEntry] = []
 
     @classmethod

@@ -69,7 +69,7 @@ class CacheStats(Part):
 
 class BestRef(Part):
     number: int
-    score_phase2: float
+    production_score: float
 
 
 class RunRecord(Record):
@@ -78,7 +78,7 @@ class RunRecord(Record):
     ``config`` is the study config as validated (the whole optimizer YAML, defaults filled in);
     the layer that owns each section parses it (``genesis_core.workflow.StudyConfig``)."""
 
-    SCHEMA = 1
+    SCHEMA = 2
     study_name: str
     storage: str
     signature: dict[str, str] | None

@@ -14,7 +14,7 @@ from genesis_core.records._base import Part, Record, finite
 from genesis_core.scoring import Outcome, Score
 
 Metrics = dict[str, float | int | None]  # None: not a finite number (the backtest is INVALID_NUMERIC)
-TRIAL_METRICS = ("num_trades", "total_return", "sharpe", "max_drawdown", "profit_factor", "win_rate", "score")  # in trials.csv
+TRIAL_METRICS = ("num_trades", "total_return", "sharpe", "max_drawdown", "profit_factor", "win_rate", "classic_score")  # in trials.csv
 Trace = dict[str, int | dict[str, int]]
 
 
@@ -41,10 +41,25 @@ class TradeRecord(Part):
     exit_reason: str
 
 
+class ScoreRecord(Part):
+    """A trial's outcome class and its feasibility (phase 1) and production (phase 2) scores."""
+
+    outcome: Outcome
+    feasibility: float
+    production: float
+    constraints_failed: list[str]
+
+    @classmethod
+    def of(cls, score: Score) -> ScoreRecord:
+        return cls(outcome=score.outcome, feasibility=score.feasibility, production=score.production,
+                   constraints_failed=list(score.constraints_failed))
+
+
 class BacktestRecord(Record):
     """What ``genesis backtest`` writes: enough to re-run it (the effective config) and to prove
     what produced it (fingerprints of config, data window, data file and resources; code version)."""
 
+    SCHEMA = 2
     genesis_core_version: str
     code_version: str
     effective_config: BacktestConfig
@@ -54,6 +69,7 @@ class BacktestRecord(Record):
     trace: Trace
     trades: list[TradeRecord] | None = None  # left out of trial artifacts
     not_finite: list[str] = []  # metrics that came out NaN or infinite (stored as null): the outcome is INVALID_NUMERIC
+    score: ScoreRecord | None = None  # `genesis backtest`: outcome and scores under the default scoring
 
 
 def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestRecord:
@@ -91,18 +107,6 @@ def _trades(result: BacktestResult) -> list[TradeRecord]:
     ) for t in result.engine.trades]
 
 
-class ScoreRecord(Part):
-    outcome: Outcome
-    phase1: float
-    phase2: float
-    constraints_failed: list[str]
-
-    @classmethod
-    def of(cls, score: Score) -> ScoreRecord:
-        return cls(outcome=score.outcome, phase1=score.phase1, phase2=score.phase2,
-                   constraints_failed=list(score.constraints_failed))
-
-
 class CachedFrom(Part):
     """Where a trial's result was measured when another study had evaluated the same config."""
 
@@ -119,18 +123,28 @@ class TrialArtifact(BacktestRecord):
     pruned: str | None = None
     cached_from: CachedFrom | None = None  # the result is another study's evaluation of the same config
 
+    @classmethod
+    def of(cls, record: BacktestRecord, trial_number: int, params: dict[str, Any], score: ScoreRecord,
+           pruned: str | None, cached_from: CachedFrom | None = None) -> TrialArtifact:
+        """The artifact of a trial whose backtest gave ``record`` (measured here or by another study)."""
+        return cls(**{**dict(record), "trial_number": trial_number, "params": params, "score": score, "pruned": pruned,
+                      "cached_from": cached_from})
+
 
 class BestTrial(Record):
     """``best_trial.json``: the best evaluated VALID trial by production score."""
 
+    SCHEMA = 2
     number: int
-    value: float | None
-    score_phase2: float
+    objective: float | None  # what Optuna was told: its production score
+    production_score: float
     params: dict[str, Any]
     result: TrialArtifact
 
     @classmethod
     def upgrade(cls, raw: Any, version: int) -> Any:
+        if version == 1 and isinstance(raw, dict) and "value" in raw:
+            raw = {**{k: v for k, v in raw.items() if k != "value"}, "objective": raw["value"]}
         raw = super().upgrade(raw, version)
         raw["result"] = TrialArtifact.upgrade(raw["result"], version)
         return raw
@@ -142,10 +156,10 @@ class TrialRow(Part):
     number: int
     state: str
     outcome: str | None = None
-    value: float | None = None
+    objective: float | None = None  # what Optuna was told (the production score; see PhasedSampler)
     phase: int | None = None
-    score_phase1: float | None = None
-    score_phase2: float | None = None
+    feasibility_score: float | None = None
+    production_score: float | None = None
     cached: bool | None = None  # answered as a duplicate of an earlier trial of this study
     cache_reused_from: int | None = None
     cached_from: str | None = None  # "study#trial": another study's evaluation of the same config, reused
@@ -161,7 +175,7 @@ class TrialRow(Part):
     def to_csv(self) -> dict[str, Any]:
         """The CSV cells: params as ``param:<path>`` columns, metrics by name, None as empty."""
         plain = self.model_dump(exclude={"params", "metrics", "constraints_failed"})
-        head = {k: plain.pop(k) for k in ("number", "state", "outcome", "value", "phase", "score_phase1", "score_phase2",
+        head = {k: plain.pop(k) for k in ("number", "state", "outcome", "objective", "phase", "feasibility_score", "production_score",
                                           "cached", "cache_reused_from", "cached_from")}
         return {**head, "constraints_failed": ";".join(self.constraints_failed), "pruned": plain.pop("pruned"),
                 **{f"param:{p}": json.dumps(v) if isinstance(v, list | dict) else v for p, v in self.params.items()},
@@ -169,6 +183,7 @@ class TrialRow(Part):
 
     @classmethod
     def from_csv(cls, cells: dict[str, str]) -> TrialRow:
+        cells = {_OLD_COLUMNS.get(k, k): v for k, v in cells.items()}  # a trials.csv written before the renames
         failed = cells.get("constraints_failed", "")
         return cls.model_validate({  # typed columns are converted by the model, the rest by _cell
             **{k: v or None for k, v in cells.items() if k in cls.model_fields and k not in ("params", "metrics", "constraints_failed")},
@@ -176,6 +191,10 @@ class TrialRow(Part):
             "params": {k.removeprefix("param:"): _cell(v) for k, v in cells.items() if k.startswith("param:")},
             "metrics": {m: _cell(cells[m]) for m in TRIAL_METRICS if m in cells},
         })
+
+
+_OLD_COLUMNS = {"value": "objective", "score_phase1": "feasibility_score", "score_phase2": "production_score",
+                "score": "classic_score"}
 
 
 def _cell(text: str) -> Any:

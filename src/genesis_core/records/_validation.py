@@ -19,7 +19,7 @@ class WindowResult(Part):
     bars: int
     data_window: str
     outcome: Outcome
-    score: float
+    production_score: float
     passed: bool
     reasons: list[str]
     metrics: Metrics
@@ -34,7 +34,7 @@ class WindowRef(Part):
 
 
 class ExploreResult(WindowRef):
-    score: float
+    production_score: float
     constraints_failed: list[str]
     metrics: Metrics
 
@@ -104,6 +104,7 @@ class ValidationReport(Record):
 
     ``validation`` holds the validation settings used (``genesis_core.validation.ValidationConfig``)."""
 
+    SCHEMA = 2
     run: str
     created: str
     code_version: str

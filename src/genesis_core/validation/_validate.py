@@ -48,7 +48,7 @@ def select_candidates(trials: list[TrialArtifact], top_n: int, include_scoring_f
         t for t in trials
         if t.score.outcome is Outcome.VALID and not t.pruned and (include_scoring_failures or not t.score.constraints_failed)
     ]
-    eligible.sort(key=lambda t: (-t.score.phase2, t.trial_number))
+    eligible.sort(key=lambda t: (-t.score.production, t.trial_number))
     seen: set[str] = set()
     picked = []
     for t in eligible:
@@ -75,7 +75,7 @@ def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring,
     reasons += [f"{name}: {violation(name, m, c)}" for name in sc.constraints_failed]
     return WindowResult(
         start=window.start, end=window.end, first_bar=result.window.first_bar, last_bar=result.window.last_bar,
-        bars=result.window.bars, data_window=result.window.fingerprint, outcome=sc.outcome, score=sc.phase2,
+        bars=result.window.bars, data_window=result.window.fingerprint, outcome=sc.outcome, production_score=sc.production,
         passed=not reasons, reasons=reasons, metrics=finite_metrics(m),
     )
 
@@ -97,7 +97,7 @@ def evaluate_candidate(
     windows = [_window_report(run_on_window(backtester, effective_config, w), w, scoring, validation) for w in validation.windows]
     return CandidateResult(
         windows=windows,
-        validation_score=aggregate([w.score for w in windows], validation),
+        validation_score=aggregate([w.production_score for w in windows], validation),
         passed=all(w.passed for w in windows),
         reasons=[f"{w.start}..{w.end}: {r}" for w in windows for r in w.reasons],
     )
@@ -156,17 +156,17 @@ def validate(folder: RunFolder, validation: ValidationConfig, scoring: Scoring,
     candidates = []
     for t in select_candidates(trials, v.top_n, v.constraints.include_scoring_failures):
         result = evaluate_candidate(bt, t.effective_config, scoring, v)
-        explore = t.score.phase2
+        explore = t.score.production
         candidates.append(Candidate(
             trial=t.trial_number, config_fingerprint=t.fingerprints["config"], params=t.params,
-            explore=ExploreResult(score=explore, constraints_failed=t.score.constraints_failed, metrics=t.metrics,
+            explore=ExploreResult(production_score=explore, constraints_failed=t.score.constraints_failed, metrics=t.metrics,
                                   first_bar=t.window.first_bar, last_bar=t.window.last_bar,
                                   data_window=t.fingerprints["data_window"]),
             **dict(result),
             gap=explore - result.validation_score,
             sharpe_gap=_sharpe_gap(t.metrics["sharpe"], [w.metrics["sharpe"] for w in result.windows]),
         ))
-    candidates.sort(key=lambda c: (not c.passed, -c.validation_score, -c.explore.score, c.trial))
+    candidates.sort(key=lambda c: (not c.passed, -c.validation_score, -c.explore.production_score, c.trial))
     for rank, c in enumerate(candidates, 1):
         c.rank = rank
     by_number = {t.trial_number: t for t in trials}
