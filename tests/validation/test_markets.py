@@ -50,6 +50,8 @@ def test_a_window_inside_the_models_training_span_fails_preflight(tmp_path):
     leaky = validated_config(tmp_path, validation={**VALIDATION, "walk_forward": {"folds": 2, "start": "2021-06-01", "end": "2022-12-31"}})
     check = _checks(leaky)["model training"]
     assert check.status == "fail" and "walk-forward 2021-06-01..2022-12-31 overlaps the training span of model builtin:btcusd_1h" in check.detail
+    windows = validated_config(tmp_path, "v.yaml", validation={**VALIDATION, "windows": [{"start": "2021-12-01", "end": "2022-01-31"}]})
+    assert "validation 1 2021-12-01..2022-01-31 overlaps the training span" in _checks(windows)["model training"].detail
     explore = write_config(tmp_path, "e.yaml", meta={"sample_start": "2021-10-01", "sample_end": "2021-12-31"})
     assert "explore 2021-10-01..2021-12-31 overlaps" in _checks(explore)["model training"].detail
     clean = _checks(validated_config(tmp_path, "ok.yaml"))["model training"]
