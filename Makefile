@@ -24,7 +24,7 @@ lint: $(STAMP)
 
 test: lint
 	scripts/ensure-postgres.sh
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
 	scripts/ensure-postgres.sh

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -99,7 +100,9 @@ class PhasedSampler(optuna.samplers.BaseSampler):
         if not self._in_phase1(trial):
             return self.main.sample_independent(study, trial, param_name, param_distribution)
         if trial.number not in self._asked:  # the whole point at once, from the companion's sampler
-            self._asked[trial.number] = self.companion(study).ask(self.distributions)
+            with warnings.catch_warnings():  # the companion is asked and told by hand: its heartbeat is the study's
+                warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used with Study.optimize")
+                self._asked[trial.number] = self.companion(study).ask(self.distributions)
         return self._asked[trial.number].params[param_name]
 
     def before_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
