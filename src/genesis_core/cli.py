@@ -26,7 +26,7 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.champion import Decision
     from genesis_core.optimizer import OnProgress
     from genesis_core.optimizer import Progress as OptimizerProgress
-    from genesis_core.records import PreflightRecord, ValidationReport
+    from genesis_core.records import PreflightRecord, TrialArtifact, ValidationReport
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
 model_app = typer.Typer(help="Train and inspect signal models.", no_args_is_help=True)
@@ -36,6 +36,8 @@ champion_app = typer.Typer(help="The promoted config per symbol and timeframe: s
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
 app.add_typer(champion_app, name="champion")
+runs_app = typer.Typer(help="Optimizer runs in a results folder: list them, show one or one of its trials.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
 Symbol = Annotated[str, typer.Option(help="Symbol of the champion.")]
 Timeframe = Annotated[str, typer.Option(help="Timeframe of the champion.")]
 ResultsDir = Annotated[Path, typer.Option(help="Results folder holding champions/.")]
@@ -77,8 +79,11 @@ def _fmt(value: Any, spec: str = ",.4f") -> str:
 @app.command()
 @_handle_errors
 def backtest(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="Strategy YAML (strategy, params, data, costs).")] = None,
+    config: Annotated[Path | None, typer.Option("--config", "-c", help="Strategy YAML (strategy, params, data, costs), or a "
+                                                "result JSON holding an effective config (a trial artifact, best_trial.json).")] = None,
     champion: Annotated[bool, typer.Option("--champion", help="Run the current champion's effective config.")] = False,
+    trial: Annotated[str | None, typer.Option("--trial", help="Re-run a stored trial: RUN:N (a run folder or study name "
+                                              "under results/runs, and the trial number).")] = None,
     symbol: Annotated[str, typer.Option(help="With --champion: the champion's symbol.")] = "BTCUSD",
     timeframe: Annotated[str, typer.Option(help="With --champion: the champion's timeframe.")] = "1h",
     results_dir: Annotated[Path, typer.Option(help="With --champion: the results folder holding champions/.")] = Path("results"),
@@ -97,18 +102,22 @@ def backtest(
     from genesis_core.strategy import get_strategy
 
     overrides: dict[str, Any] = {"data": {k: v for k, v in (("path", data), ("start", start), ("end", end)) if v is not None}}
+    if sum((config is not None, champion, trial is not None)) != 1:
+        raise typer.BadParameter("give one of --config, --champion or --trial")
     if champion:
-        if config is not None:
-            raise typer.BadParameter("give --config or --champion (one of them)")
         store = ChampionStore(results_dir, symbol, timeframe)
         current = store.load()
         if current is None:
             raise ConfigError(f"no {symbol} {timeframe} champion at {store.path} (see `genesis champion promote`)")
         base = current.effective_config.model_dump(mode="json")
-    elif config is None:
-        raise typer.BadParameter("give --config or --champion (one of them)")
+    elif trial is not None:
+        base = _trial_artifact(trial, results_dir).effective_config.model_dump(mode="json")
     else:
+        assert config is not None
         base = read_config_file(config)
+        stored = base.get("result", base)  # best_trial.json holds its trial under "result"
+        if isinstance(stored, dict) and "effective_config" in stored:
+            base = stored["effective_config"]  # a result file: what it was run with
     cfg = build_config(base, overrides=overrides)
     bt = Backtester(FEATURE_CACHE)
     candles = bt.candles(cfg.data.path, cfg.data.timeframe)
@@ -172,6 +181,26 @@ def backtest(
     out.print(f"result written to {path}")
 
 
+def _trial_artifact(ref: str, results_dir: Path) -> TrialArtifact:
+    """The artifact of ``RUN:N``, or ConfigError saying why there is none."""
+    from genesis_core.records import RunFolder
+
+    run, sep, number = ref.rpartition(":")
+    if not sep or not number.isdigit():
+        raise ConfigError(f"--trial {ref!r}: expected RUN:N, e.g. reference-2022:41")
+    folder = RunFolder.find(run, results_dir)
+    n = int(number)
+    if not folder.has_trial(n):
+        rows = {r.number: r for r in folder.read_trials_table()}
+        if n not in rows:
+            raise ConfigError(f"run {run} has no trial {n} (its trials are 0..{max(rows, default=-1)})")
+        row = rows[n]
+        hint = f"; it repeats trial {row.cache_reused_from}: use {run}:{row.cache_reused_from}" if row.cache_reused_from is not None \
+            else f" (state {row.state}{', ' + row.fail_reason if row.fail_reason else ''})"
+        raise ConfigError(f"trial {n} of {run} has no artifact{hint}")
+    return folder.read_trial(n)
+
+
 @app.command()
 @_handle_errors
 def optimize(
@@ -209,7 +238,9 @@ def optimize(
     else:
         s = e.session
         out.print(f"{e.cache.total_trials} trials in the study; this session {s.seconds} s with {s.workers} worker(s)")
-        out.print(f"outcomes: {e.outcomes}  cache: {e.cache.model_dump()}")
+        out.print(f"trials: {_counts(e.states)}; outcomes: {_counts(e.outcomes)}")
+        out.print(f"cache: {e.cache.cache_hits:,} duplicates answered ({e.cache.hit_rate:.1%}), "
+                  f"{e.cache.unique_backtests:,} backtests run, {e.cache.reused_from_other_studies:,} reused from other studies")
         if e.best_trial:
             out.print(f"best trial #{e.best_trial.number}: production score {e.best_trial.production_score:.4f}")
         out.print(f"artifacts in {e.run_dir}")
@@ -317,7 +348,8 @@ def _print_validation(report: ValidationReport) -> None:
                   f"below the out-of-sample median in that share of {o.pbo.splits:,} splits of {o.pbo.blocks} blocks)")
     elif o.pbo_note:
         out.print(f"probability of backtest overfitting: not measured ({o.pbo_note})")
-    out.print(f"passed: {report.passed or 'none'}; best: {report.best}")
+    passed = ", ".join(f"#{n}" for n in report.passed) or "none"
+    out.print(f"passed: {passed}; best: " + ("none, no candidate passed" if report.best is None else f"#{report.best}"))
     if report.missing_artifacts:
         err.print(f"[yellow]warning:[/] {len(report.missing_artifacts)} evaluated trial(s) have no artifact in this run folder "
                   "(evaluated on another machine?) and were not considered; run `genesis validate` where they ran, "
@@ -534,6 +566,97 @@ def mcp(
         err.print(f"genesis MCP server ({'read-write' if allow_write else 'read-only'}) at http://{host}:{port}/mcp")
     serve(results_dir, configs_dir, allow_write, "http" if http else "stdio", host, port, os.environ.get(TOKEN_ENV),
           allowed_host, allow_strategy_modules, json_response)
+
+
+@runs_app.command("list")
+@_handle_errors
+def runs_list(
+    results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """Every finished run, newest first: study, trials, best production score, validation, last session."""
+    from genesis_core.records import finished_runs
+
+    runs = finished_runs(results_dir)
+    if as_json:
+        sys.stdout.write(strict_json([r.summary() for r in runs]) + "\n")
+        return
+    if not runs:
+        out.print(f"no runs in {results_dir / 'runs'} (see `genesis optimize`)")
+        return
+    table = Table(title=f"Runs in {results_dir}")
+    for col in ("run", "trials", "best trial", "production score", "validated", "passed", "last session"):
+        table.add_column(col, justify="left" if col in ("run", "last session") else "right")
+    for r in runs:
+        best, v = r.run.best_trial, r.validation
+        table.add_row(r.name, f"{r.run.cache.total_trials:,}", "-" if best is None else str(best.number),
+                      "-" if best is None else f"{best.production_score:.2f}", "no" if v is None else "yes",
+                      "-" if v is None else f"{len(v.passed)} of {len(v.candidates)}", r.run.sessions[-1].finished)
+    out.print(table)
+
+
+@runs_app.command("show")
+@_handle_errors
+def runs_show(
+    run: Annotated[str, typer.Argument(help="Run folder, or a study name under <results-dir>/runs.")],
+    trial: Annotated[int | None, typer.Option(help="Show this trial: parameters, score, metrics, trace.")] = None,
+    results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print run.json (or the trial's artifact) as JSON.")] = False,
+) -> None:
+    """One run: sessions, cache, outcomes, best trial and validation; or, with --trial, one trial."""
+    from genesis_core.records import RunFolder
+
+    folder = RunFolder.find(run, results_dir)
+    if trial is not None:
+        artifact = _trial_artifact(f"{folder.path}:{trial}", results_dir)
+        if as_json:
+            sys.stdout.write(artifact.model_dump_json(indent=2) + "\n")
+            return
+        sc = artifact.score
+        out.print(f"[bold]trial {trial}[/] of {folder.name}: {sc.outcome.value}, production score {sc.production:.4f}, "
+                  f"feasibility {sc.feasibility:.4f}" + (f", constraints failed: {', '.join(sc.constraints_failed)}"
+                                                          if sc.constraints_failed else ""))
+        table = Table(show_header=False, title="Parameters")
+        for path, value in artifact.params.items():
+            table.add_row(path, strict_json(value, None))
+        metrics = Table(show_header=False, title="Metrics")
+        for k, v in artifact.metrics.items():
+            metrics.add_row(k, _fmt(v))
+        out.print(Columns([table, metrics]))
+        out.print(f"window {artifact.window.first_bar} .. {artifact.window.last_bar}; config fingerprint "
+                  f"{artifact.fingerprints['config'][:16]}")
+        out.print(f"re-run it: genesis backtest --trial {folder.name}:{trial}")
+        return
+    record = folder.read_run()
+    if as_json:
+        sys.stdout.write(record.model_dump_json(indent=2) + "\n")
+        return
+    out.print(f"[bold]{record.study_name}[/] ({folder.path}), storage {record.storage}")
+    sessions = Table(title="Sessions")
+    for col in ("started", "seconds", "workers", "max trials", "stopped", "preflight"):
+        sessions.add_column(col)
+    for s in record.sessions:
+        preflight = "skipped" if s.preflight is None or getattr(s.preflight, "skipped", False) else \
+            ("ok" if getattr(s.preflight, "ok", False) else "failed")
+        stopped = s.signal or s.stopped_reason or ("interrupted" if s.interrupted else "budget or time")
+        sessions.add_row(s.started, f"{s.seconds:,.1f}", str(s.workers), "-" if s.max_trials is None else str(s.max_trials),
+                         stopped, preflight)
+    out.print(sessions)
+    c = record.cache
+    out.print(f"{c.total_trials:,} trials: {_counts(record.states)}; outcomes {_counts(record.outcomes)}")
+    out.print(f"cache: {c.cache_hits:,} duplicates answered ({c.hit_rate:.1%}), {c.unique_backtests:,} backtests run, "
+              f"{c.reused_from_other_studies:,} reused from other studies")
+    best = record.best_trial
+    out.print("no VALID trial yet" if best is None else
+              f"best trial #{best.number}: production score {best.production_score:.4f} "
+              f"(genesis runs show {folder.name} --trial {best.number})")
+    if folder.is_validated():
+        _print_validation(folder.read_validation())
+
+
+def _counts(counts: dict[str, int]) -> str:
+    """``{'VALID': 3, 'FAIL': 1}`` as people write it: ``3 VALID, 1 FAIL``."""
+    return ", ".join(f"{n:,} {name}" for name, n in sorted(counts.items(), key=lambda kv: -kv[1])) or "none"
 
 
 @model_app.command("train")

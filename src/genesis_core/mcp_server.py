@@ -37,7 +37,7 @@ from genesis_core import __version__
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import differences, strict_json
 from genesis_core.plugins import modules_forbidden
-from genesis_core.records import ChampionStore, RunFolder, SchemaError, TrialArtifact
+from genesis_core.records import ChampionStore, RunFolder, TrialArtifact, finished_runs
 
 log = logging.getLogger("genesis_core.mcp")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -186,22 +186,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     @_guarded(forbid)
     def list_runs(offset: int = 0, limit: int = 50) -> dict[str, Any]:
         """Optimizer runs in the results folder, newest first: study, trials, best trial, validation summary."""
-        runs: list[dict[str, Any]] = []
-        folder = g.results / "runs"
-        names = [p.name for p in folder.iterdir() if p.resolve().is_relative_to(folder.resolve())] if folder.exists() else []
-        for name in names:  # a symlink leading out of the results folder is not listed
-            run_folder = RunFolder(folder / name, within=g.results)
-            try:
-                run = run_folder.read_run()
-                v = run_folder.read_validation() if run_folder.is_validated() else None
-            except SchemaError:
-                continue  # not a finished run, or not one this version reads
-            if not run.sessions:
-                continue
-            runs.append({"run": name, "study": run.study_name, "trials": run.cache.total_trials,
-                         "best_trial": run.best_trial and run.best_trial.model_dump(), "last_session": run.sessions[-1].finished,
-                         "validation": None if v is None else {"passed": v.passed, "best": v.best}})
-        runs.sort(key=lambda r: r["last_session"], reverse=True)
+        runs = [r.summary() for r in finished_runs(g.results, within=g.results)]  # a symlink out of the folder is not listed
         return _page(runs, offset, limit)
 
     @server.tool(annotations=READ)

@@ -253,3 +253,39 @@ class RunFolder:
 
     def read_walk_forward(self) -> WalkForwardReport:
         return read_record(self.walk_forward_path, WalkForwardReport)
+
+
+@dataclass(frozen=True)
+class RunListing:
+    """A finished run found in a results folder."""
+
+    name: str
+    run: RunRecord
+    validation: ValidationReport | None
+
+    def summary(self) -> dict[str, Any]:
+        """What a list of runs shows of one (``genesis runs list``, the MCP server's list_runs tool)."""
+        r, v = self.run, self.validation
+        return {"run": self.name, "study": r.study_name, "trials": r.cache.total_trials,
+                "best_trial": r.best_trial and r.best_trial.model_dump(), "last_session": r.sessions[-1].finished,
+                "validation": None if v is None else {"passed": v.passed, "best": v.best}}
+
+
+def finished_runs(results_dir: Path, within: Path | None = None) -> list[RunListing]:
+    """The finished runs under ``<results_dir>/runs``, newest session first. Folders that are not
+    runs this version reads, or (with ``within``) that lead outside it, are left out."""
+    folder = Path(results_dir) / "runs"
+    found = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        run_folder = RunFolder(path, within=within)
+        try:
+            if within is not None and not path.resolve().is_relative_to(within.resolve()):
+                continue
+            run = run_folder.read_run()
+            validation = run_folder.read_validation() if run_folder.is_validated() else None
+        except SchemaError:
+            continue
+        if run.sessions:
+            found.append(RunListing(path.name, run, validation))
+    return sorted(found, key=lambda r: r.run.sessions[-1].finished, reverse=True)
+

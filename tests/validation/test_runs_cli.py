@@ -1,0 +1,87 @@
+"""Runs at the command line, as Freqtrade users list and show hyperopt results: `genesis runs list`,
+`genesis runs show RUN [--trial N]`, and `genesis backtest --trial RUN:N` re-running a stored trial."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.optimizer.test_optimizer import ROOT
+
+
+def _genesis(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "COLUMNS": "200"})
+
+
+@pytest.fixture(scope="module")
+def results(validated_run: Path, tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("runs") / "results"
+    shutil.copytree(validated_run, root / "runs" / "t")
+    return root
+
+
+def _rows(results: Path) -> list[dict]:
+    with open(results / "runs" / "t" / "trials.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+def test_runs_list_and_show_say_what_the_files_hold(results):
+    listed = _genesis("runs", "list", "--results-dir", str(results), "--json")
+    assert listed.returncode == 0, listed.stderr
+    run = json.loads((results / "runs" / "t" / "run.json").read_text())
+    validation = json.loads((results / "runs" / "t" / "validation.json").read_text())
+    assert json.loads(listed.stdout) == [{
+        "run": "t", "study": "t", "trials": 16, "best_trial": run["best_trial"], "last_session": run["sessions"][-1]["finished"],
+        "validation": {"passed": validation["passed"], "best": validation["best"]}}]
+    table = _genesis("runs", "list", "--results-dir", str(results)).stdout
+    best = run["best_trial"]
+    assert f"{best['production_score']:.2f}" in table and f"{len(validation['passed'])} of {len(validation['candidates'])}" in table
+    shown = _genesis("runs", "show", "t", "--results-dir", str(results))
+    assert shown.returncode == 0, shown.stderr
+    states = {s: n for s, n in run["states"].items()}
+    assert f"{run['cache']['total_trials']} trials: " in shown.stdout and f"{states['COMPLETE']} COMPLETE" in shown.stdout
+    assert f"best trial #{best['number']}: production score {best['production_score']:.4f}" in shown.stdout
+    assert "{'" not in shown.stdout and "None" not in shown.stdout  # no Python reprs in human output
+    assert "best: #" in shown.stdout  # the validation table follows
+    empty = _genesis("runs", "list", "--results-dir", str(results.parent / "nothing"))
+    assert empty.returncode == 0 and "no runs in" in empty.stdout
+
+
+def test_runs_show_trial_and_backtest_trial_reproduce_the_stored_trial(results, tmp_path):
+    rows = _rows(results)
+    evaluated = next(r for r in rows if r["cached"] == "False" and r["outcome"] == "VALID")
+    n = int(evaluated["number"])
+    artifact = json.loads((results / "runs" / "t" / "trials" / f"{n:06d}.json").read_text())
+    shown = _genesis("runs", "show", "t", "--trial", str(n), "--results-dir", str(results))
+    assert shown.returncode == 0, shown.stderr
+    assert f"production score {artifact['score']['production']:.4f}" in shown.stdout
+    assert f"genesis backtest --trial t:{n}" in shown.stdout
+    as_json = json.loads(_genesis("runs", "show", "t", "--trial", str(n), "--results-dir", str(results), "--json").stdout)
+    assert as_json == artifact
+    out = tmp_path / "rerun.json"
+    rerun = _genesis("backtest", "--trial", f"t:{n}", "--results-dir", str(results), "--out", str(out), "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    result = json.loads(rerun.stdout)
+    assert result["metrics"] == artifact["metrics"] and result["fingerprints"] == artifact["fingerprints"]
+    # a result file holding an effective config runs as a config: a trial artifact, best_trial.json
+    for path in (results / "runs" / "t" / "trials" / f"{n:06d}.json", results / "runs" / "t" / "best_trial.json"):
+        again = _genesis("backtest", "-c", str(path), "--out", str(tmp_path / "again.json"), "--json")
+        assert again.returncode == 0, again.stderr
+        stored = json.loads(path.read_text())
+        assert json.loads(again.stdout)["metrics"] == stored.get("result", stored)["metrics"]
+    duplicate = next(r for r in rows if r["cached"] == "True")
+    refused = _genesis("backtest", "--trial", f"t:{duplicate['number']}", "--results-dir", str(results))
+    assert refused.returncode == 2 and f"use t:{duplicate['cache_reused_from']}" in refused.stderr
+    for ref, message in [("t", "expected RUN:N"), ("t:999", "run t has no trial 999"), ("nope:1", "no run at nope")]:
+        bad = _genesis("backtest", "--trial", ref, "--results-dir", str(results))
+        assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
+    both = _genesis("backtest", "--trial", f"t:{n}", "--champion", "--results-dir", str(results))
+    assert both.returncode == 2 and "give one of --config, --champion or --trial" in both.stderr
