@@ -29,7 +29,7 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.records import PreflightRecord, TrialArtifact, ValidationReport
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
-model_app = typer.Typer(help="Train and inspect signal models.", no_args_is_help=True)
+model_app = typer.Typer(help="Train signal models and show what one was trained on.", no_args_is_help=True)
 data_app = typer.Typer(help="Check candle files.", no_args_is_help=True)
 champion_app = typer.Typer(help="The promoted config per symbol and timeframe: show, promote, history, rollback.",
                            no_args_is_help=True)
@@ -244,8 +244,9 @@ def optimize(
         if e.best_trial:
             out.print(f"best trial #{e.best_trial.number}: production score {e.best_trial.production_score:.4f}")
         out.print(f"artifacts in {e.run_dir}")
-    for line in [*e.session.notes, *e.warnings]:
-        err.print(f"[yellow]warning:[/] {line}")
+    preflight_warnings = [f"preflight {c.name}: {c.detail}" for c in getattr(summary.preflight, "checks", []) if c.status == "warn"]
+    for line in [*preflight_warnings, *e.session.notes, *e.warnings]:
+        err.print(f"[yellow]warning:[/] {escape(line)}")
     if e.session.stopped_reason:
         err.print(f"[yellow]explore stopped early:[/] {e.session.stopped_reason}")
     if e.session.interrupted:
@@ -301,7 +302,7 @@ def _print_checks(report: PreflightRecord) -> None:
 def preflight(
     config: Annotated[Path, typer.Argument(help="Optimizer YAML.")],
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
 ) -> None:
     """Check an optimizer config before a long run; exit 1 if any check fails. Writes nothing."""
     from genesis_core.preflight import preflight_file, report
@@ -362,7 +363,7 @@ def validate(
     run: Annotated[str, typer.Argument(help="Run folder, or a study name under results/runs.")],
     config: Annotated[Path | None, typer.Option(help="Optimizer YAML whose validation section to use instead of the run's.")] = None,
     top_n: Annotated[int | None, typer.Option(min=1, help="Candidates to re-run; overrides validation.top_n.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
 ) -> None:
     """Re-run a finished run's top candidates on the out-of-sample windows; writes validation.json."""
     from genesis_core.records import RunFolder
@@ -384,7 +385,8 @@ def check_equivalence(
     run: Annotated[str, typer.Argument(help="Run folder, or a study name under results/runs.")],
     trial: Annotated[list[int] | None, typer.Option("--trial", help="Trial number (repeatable); default: --all.")] = None,
     all_trials: Annotated[bool, typer.Option("--all", help="Every evaluated trial of the run.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print every trial's result as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("--verbose", help="List every trial, identical ones included.")] = False,
 ) -> None:
     """Re-run trials from their stored artifacts alone; exit 1 if anything differs."""
     from genesis_core.records import RunFolder
@@ -397,12 +399,16 @@ def check_equivalence(
     if as_json:
         sys.stdout.write(strict_json([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results]) + "\n")
     else:
-        table = Table(title=f"Re-run from artifacts: {len(results) - len(failed)} of {len(results)} identical")
-        table.add_column("trial", justify="right")
-        table.add_column("result")
-        for r in results:
-            table.add_row(str(r.trial), "[green]OK[/]" if r.ok else "[red]" + "\n".join(r.differences[:10]) + "[/]")
-        out.print(table)
+        out.print(f"re-run from artifacts: {len(results) - len(failed)} of {len(results)} identical"
+                  + ("" if failed or verbose else " (--verbose lists them)"))
+        shown = results if verbose else failed
+        if shown:
+            table = Table(title="Trials" if verbose else "Trials that differ")
+            table.add_column("trial", justify="right")
+            table.add_column("result")
+            for r in shown:
+                table.add_row(str(r.trial), "[green]OK[/]" if r.ok else "[red]" + escape("\n".join(r.differences[:10])) + "[/]")
+            out.print(table)
     if failed:
         raise typer.Exit(1)
 
@@ -415,7 +421,7 @@ def walk_forward(
     workers: Annotated[int | None, typer.Option(help="Worker processes; overrides meta.n_workers.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Trials per fold; overrides meta.stop.max_trials.")] = None,
     skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks.")] = False,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
 ) -> None:
     """Explore and validate on rolling folds (each preflighted); writes walk_forward.json."""
     from genesis_core.optimizer import RunOptions
@@ -461,7 +467,7 @@ def _print_decision(decision: Decision, as_json: bool) -> None:
 @champion_app.command("show")
 @_handle_errors
 def champion_show(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", results_dir: ResultsDir = Path("results"),
-                  as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+                  as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False) -> None:
     """The current champion: where it came from, what it was measured on, its metrics."""
     from genesis_core.records import ChampionStore
 
@@ -494,7 +500,7 @@ def champion_promote(
     run: Annotated[str, typer.Argument(help="Run folder, or a study name under results/runs.")],
     trial: Annotated[int | None, typer.Option(help="Trial number; default: the best candidate that passed validation.")] = None,
     min_improvement: Annotated[float | None, typer.Option(help="Overrides promotion.min_improvement.")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
 ) -> None:
     """Promote a validated trial through the gates; exit 1 if refused (recorded either way)."""
     from genesis_core.records import RunFolder
@@ -509,7 +515,7 @@ def champion_promote(
 @champion_app.command("history")
 @_handle_errors
 def champion_history(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", results_dir: ResultsDir = Path("results"),
-                     as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+                     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False) -> None:
     """Every promotion, refusal and rollback, oldest first."""
     from genesis_core.records import ChampionStore
 
@@ -530,7 +536,7 @@ def champion_history(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", res
 @_handle_errors
 def champion_rollback(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", results_dir: ResultsDir = Path("results"),
                       to: Annotated[str | None, typer.Option(help="Fingerprint prefix of an earlier champion (see history).")] = None,
-                      as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+                      as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False) -> None:
     """Restore the champion the current one replaced (or --to an earlier one); recorded in the history."""
     from genesis_core.champion import rollback
     from genesis_core.records import ChampionStore
@@ -689,12 +695,42 @@ def model_train(
     out.print(f"model written to {output}")
 
 
+@model_app.command("show")
+@_handle_errors
+def model_show(
+    model: Annotated[str, typer.Argument(help="A model file, or builtin:NAME (e.g. builtin:btcusd_1h).")],
+    as_json: Annotated[bool, typer.Option("--json", help="Print the model file as JSON.")] = False,
+) -> None:
+    """What a signal model was trained on (market, span, code) and what it reads (its features)."""
+    from dataclasses import asdict
+
+    from genesis_core.strategy.model import load_model
+
+    loaded, sha = load_model(model)
+    if as_json:
+        sys.stdout.write(strict_json(asdict(loaded)) + "\n")
+        return
+    t = loaded.training
+    out.print(f"[bold]{model}[/] (sha256 {sha[:16]})")
+    out.print(f"trained on {t.get('symbol') or 'an unrecorded market'} {t.get('timeframe') or ''} "
+              f"{t['first_bar']} .. {t['last_bar']} ({t.get('source', 'source unrecorded')}); code {t.get('code', 'unrecorded')}")
+    out.print(f"{t['fit_rows']:,} rows fitted, {t['calibration_rows']:,} for calibration (accuracy "
+              f"{t['calibration_accuracy']:.2%}), label: sign of the {loaded.horizon}-bar return")
+    table = Table(title="Features (standardised weights)")
+    table.add_column("feature")
+    table.add_column("weight", justify="right")
+    for name, weight in sorted(zip(loaded.features, loaded.weights, strict=True), key=lambda fw: -abs(fw[1])):
+        table.add_row(name, f"{weight:+.4f}")
+    out.print(table)
+    out.print("preflight refuses explore, validation and walk-forward windows of this market inside the training span")
+
+
 @data_app.command("check")
 @_handle_errors
 def data_check(
     path: Annotated[str, typer.Argument(help="Candle file (CSV, CSV.gz or Parquet).")],
     timeframe: Annotated[str | None, typer.Option(help="Expected timeframe, e.g. 1h (default: inferred).")] = None,
-    as_json: Annotated[bool, typer.Option("--json")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
 ) -> None:
     """Validate a candle file and summarise it (exit 2 naming the first bad row)."""
     from genesis_core.data import format_ts, load_candles

@@ -47,6 +47,12 @@ def test_a_corrupted_artifact_is_detected_with_exit_code_1(run_dir, tmp_path):
     proc = subprocess.run([sys.executable, "-m", "genesis_core", "check-equivalence", str(copy), "--all"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "metrics.sharpe" in proc.stdout
+    total = len(check_equivalence(RunFolder(copy)))
+    assert f"re-run from artifacts: {total - 1} of {total} identical" in proc.stdout
+    assert proc.stdout.count("OK") == 0  # only the trial that differs is listed ...
+    verbose = subprocess.run([sys.executable, "-m", "genesis_core", "check-equivalence", str(copy), "--all", "--verbose"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert verbose.stdout.count("OK") == total - 1  # ... unless asked for all
     ok = subprocess.run([sys.executable, "-m", "genesis_core", "check-equivalence", str(run_dir), "--trial", "0", "--json"],
                         cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and json.loads(ok.stdout) == [{"trial": 0, "ok": True, "differences": []}]

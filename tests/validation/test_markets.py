@@ -82,6 +82,7 @@ def test_data_of_another_market_fails_unless_allowed_and_then_is_recorded(tmp_pa
     assert _checks(allowed)["market"].status == "warn"
     done = _genesis("optimize", str(allowed))
     assert done.returncode == 0, done.stderr
+    assert "warning: preflight market: allowed by meta.allow_cross_market" in done.stderr  # said, not only stored
     recorded = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]["preflight"]["checks"]
     market = next(c for c in recorded if c["name"] == "market")
     assert market["status"] == "warn" and market["detail"].startswith("allowed by meta.allow_cross_market: meta.symbol BTCUSD")
@@ -121,3 +122,6 @@ def test_a_trained_model_records_its_market_span_and_code(tmp_path):
     assert (training["symbol"], training["timeframe"], training["first_bar"][:10], training["last_bar"][:10]) == \
         ("BTCUSD", "1h", "2019-01-01", "2019-06-30")
     assert len(training["code"]) == 64 and training["source"].endswith("BTCUSD_1h_bitfinex.csv.gz")
+    shown = _genesis("model", "show", str(tmp_path / "m.json"))
+    assert shown.returncode == 0 and "trained on BTCUSD 1h 2019-01-01T00:00:00Z .. 2019-06-30T23:00:00Z" in shown.stdout
+    assert json.loads(_genesis("model", "show", str(tmp_path / "m.json"), "--json").stdout)["training"] == training
