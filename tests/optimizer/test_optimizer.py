@@ -98,10 +98,10 @@ def test_signature_mismatch_blocks_resume_naming_what_changed(tmp_path):
     with pytest.raises(ResumeBlocked, match=r"(?s)resume blocked: study signature mismatch.*search_space: exits.max_bars_held"):
         optimize(changed)
     scoring = write_config(tmp_path, "scoring.yaml", scoring={"phase1": {"trials": 5}})
-    with pytest.raises(ResumeBlocked, match=r"scoring: "):
+    with pytest.raises(ResumeBlocked, match=r"scoring: scoring.phase1.trials: 4 -> 5"):  # path by path, not hashes
         optimize(scoring)
     window = write_config(tmp_path, "window.yaml", meta={"sample_end": "2022-05-30", "stop": {"max_trials": 3}})
-    with pytest.raises(ResumeBlocked, match=r"data: .*\n.*fixed_config"):
+    with pytest.raises(ResumeBlocked, match=r'data: end: "2022-05-31" -> "2022-05-30"\n.*fixed_config: data.end: "2022-05-31" -> "2022-05-30"'):
         optimize(window)
     with pytest.raises(ResumeBlocked, match=r"cannot resume even with --force-resume: parameter exits.max_bars_held"):
         optimize(changed, RunOptions(force_resume=True))

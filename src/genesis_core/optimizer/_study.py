@@ -15,8 +15,8 @@ import optuna
 
 from genesis_core.backtest import BacktestConfig, build_config
 from genesis_core.config import read_config_file
-from genesis_core.errors import GenesisError
-from genesis_core.fingerprint import fingerprint
+from genesis_core.errors import GenesisError, clip
+from genesis_core.fingerprint import differences, fingerprint, strict_json
 from genesis_core.optimizer._config import OptimizerConfig
 from genesis_core.optimizer._samplers import (
     FEASIBILITY_SEED_OFFSET,
@@ -34,6 +34,7 @@ from genesis_core.strategy import get_strategy
 
 SIGNATURE_ATTR = "genesis_signature"
 SPACE_ATTR = "genesis_space"
+SIGNED_ATTR = "genesis_signed"  # what the fixed_config, scoring and data fingerprints are of
 
 
 class ResumeBlocked(GenesisError):
@@ -63,19 +64,26 @@ class StudySpec:
     @property
     def scoring_fingerprint(self) -> str:
         """The scoring settings, and the source of a user's score function (an edit rescores)."""
-        return fingerprint({"scoring": self.config.scoring.model_dump(mode="json"),
-                            "constraints": self.config.constraints.model_dump(mode="json"),
-                            "objective_code": plugin_source(score_function(self.config.scoring.objective))})
+        return fingerprint(self.signed("")["scoring"])
 
-    def signature(self, data_fingerprint: str) -> dict[str, str]:
+    def signed(self, data_fingerprint: str) -> dict[str, Any]:
+        """What the signature's fixed_config, scoring and data fingerprints are of, kept beside it in
+        the study so that a refused resume can say what changed, path by path."""
         fixed = self.fixed.model_dump(mode="json")
         fixed["data"].pop("path")  # the content is in 'data'; a moved file is the same data
         return {
+            "fixed_config": fixed,
+            "scoring": {"scoring": self.config.scoring.model_dump(mode="json"),
+                        "constraints": self.config.constraints.model_dump(mode="json"),
+                        "objective_code": plugin_source(score_function(self.config.scoring.objective))},
+            "data": {"file": data_fingerprint, "start": self.fixed.data.start, "end": self.fixed.data.end,
+                     "warmup_bars": self.fixed.data.warmup_bars},
+        }
+
+    def signature(self, data_fingerprint: str) -> dict[str, str]:
+        return {
             "search_space": self.space.fingerprint,
-            "fixed_config": fingerprint(fixed),
-            "scoring": self.scoring_fingerprint,
-            "data": fingerprint({"file": data_fingerprint, "start": self.fixed.data.start, "end": self.fixed.data.end,
-                                 "warmup_bars": self.fixed.data.warmup_bars}),
+            **{key: fingerprint(value) for key, value in self.signed(data_fingerprint).items()},
             "code": code_fingerprint(type(get_strategy(self.fixed.strategy)), score_function(self.config.scoring.objective),
                                      sampler_class(self.config.meta.sampler.name)),
             "mode": "explore",
@@ -128,16 +136,19 @@ def study_spec(config: OptimizerConfig, champion: dict[str, Any] | None, storage
     return spec
 
 
-def signature_diff(stored: dict[str, Any], current: dict[str, Any], stored_space: dict[str, Any], space: dict[str, Any]) -> list[str]:
-    """Human-readable differences; a changed search space names each changed parameter."""
+def signature_diff(stored: dict[str, Any], current: dict[str, Any], stored_parts: dict[str, Any],
+                   parts: dict[str, Any]) -> list[str]:
+    """Human-readable differences, path by path where the study kept what it signed (the search
+    space, fixed config, scoring and data); a fingerprint change otherwise."""
     lines = []
     for key in sorted(set(stored) | set(current)):
         if stored.get(key) == current.get(key):
             continue
-        if key == "search_space":
-            for path in sorted(set(stored_space) | set(space)):
-                if stored_space.get(path) != space.get(path):
-                    lines.append(f"search_space: {path}: {stored_space.get(path, '(absent)')} -> {space.get(path, '(absent)')}")
+        if key in stored_parts and key in parts:
+            lines += [f"{key}: {path or '(all)'}: {clip(strict_json(a, None), 60)} -> {clip(strict_json(b, None), 60)}"
+                      for path, a, b in differences(stored_parts[key], parts[key])]
+        elif key == "code":
+            lines.append("code: the code changed (Genesis-Core, or a user strategy, score function or sampler)")
         else:
             lines.append(f"{key}: {str(stored.get(key, '(absent)'))[:16]} -> {str(current.get(key, '(absent)'))[:16]}")
     return lines
@@ -148,7 +159,13 @@ def stored_signature_diff(attrs: dict[str, Any], spec: StudySpec, data_fingerpri
     stored = attrs.get(SIGNATURE_ATTR)
     if stored is None:
         return None
-    return signature_diff(stored, spec.signature(data_fingerprint), attrs.get(SPACE_ATTR, {}), spec.space.spec)
+    stored_parts = {**attrs.get(SIGNED_ATTR, {}), "search_space": attrs.get(SPACE_ATTR, {})}
+    diff = signature_diff(stored, spec.signature(data_fingerprint), stored_parts,
+                          {**spec.signed(data_fingerprint), "search_space": spec.space.spec})
+    if spec.champion is not None and stored.get("fixed_config") != spec.signature(data_fingerprint)["fixed_config"]:
+        diff.append("(the current champion's params are merged into the fixed config: a promotion changes it; "
+                    "meta.skip_champion_merge, or a new study name)")
+    return diff
 
 
 def check_signature(optuna_study: optuna.Study, spec: StudySpec, data_fingerprint: str, force_resume: bool,
@@ -175,6 +192,7 @@ def check_signature(optuna_study: optuna.Study, spec: StudySpec, data_fingerprin
         notes.append("resumed despite signature mismatch (--force-resume): " + "; ".join(diff))
     optuna_study.set_user_attr(SIGNATURE_ATTR, spec.signature(data_fingerprint))
     optuna_study.set_user_attr(SPACE_ATTR, spec.space.spec)
+    optuna_study.set_user_attr(SIGNED_ATTR, spec.signed(data_fingerprint))
     return notes
 
 
