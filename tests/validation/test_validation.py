@@ -28,9 +28,15 @@ def test_candidates_are_the_top_distinct_valid_trials_by_explore_score(validated
     trials = evaluated_trials(validated_run)
     report = json.loads((validated_run / "validation.json").read_text())
     valid = [t for t in trials if t["score"]["outcome"] == "VALID" and not t["score"]["constraints_failed"]]
-    expected = sorted(valid, key=lambda t: -t["score"]["production"])[: VALIDATION["top_n"]]
-    assert sorted(c["trial"] for c in report["candidates"]) == sorted(t["trial_number"] for t in expected)
+    expected, outcomes = [], set()
+    for t in sorted(valid, key=lambda t: (-t["score"]["production"], t["trial_number"])):  # one per distinct outcome
+        outcome = json.dumps([t["metrics"], t["trace"]], sort_keys=True)
+        if outcome not in outcomes:
+            outcomes.add(outcome)
+            expected.append(t)
+    assert sorted(c["trial"] for c in report["candidates"]) == sorted(t["trial_number"] for t in expected[: VALIDATION["top_n"]])
     assert len({c["config_fingerprint"] for c in report["candidates"]}) == len(report["candidates"])
+    assert len({json.dumps(c["explore"]["metrics"], sort_keys=True) for c in report["candidates"]}) == len(report["candidates"])
     assert report["evaluated_trials"] == len(trials) and report["missing_artifacts"] == []
 
 
@@ -101,7 +107,7 @@ def test_ranking_worst_mean_robust_and_ties_by_explore_score(validated_run):
 def test_include_scoring_failures_widens_the_candidates():
     def trial(number: int, outcome: str, production: float, failed: list[str], pruned: str | None, fp: str) -> TrialArtifact:
         return TrialArtifact.model_construct(  # only the fields selection reads
-            trial_number=number, pruned=pruned, fingerprints={"config": fp},
+            trial_number=number, pruned=pruned, fingerprints={"config": fp}, metrics={"num_trades": number}, trace={},
             score=ScoreRecord(outcome=outcome, feasibility=0.0, production=production, constraints_failed=failed))
 
     trials = [

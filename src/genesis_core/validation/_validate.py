@@ -15,7 +15,7 @@ import numpy as np
 
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config
 from genesis_core.errors import ConfigError
-from genesis_core.fingerprint import code_version
+from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bars_per_year
 from genesis_core.records import (
     Candidate,
@@ -43,7 +43,9 @@ def missing_artifacts(folder: RunFolder, trials: list[TrialArtifact]) -> list[in
 
 
 def select_candidates(trials: list[TrialArtifact], top_n: int, include_scoring_failures: bool) -> list[TrialArtifact]:
-    """The top-N distinct VALID, unpruned trials by explore production score; ties to the earlier trial."""
+    """The top-N VALID, unpruned trials by explore production score, ties to the earlier trial;
+    distinct configs with distinct outcomes (two configs that trade identically are one candidate:
+    validating both would fill two slots with one result)."""
     eligible = [
         t for t in trials
         if t.score.outcome is Outcome.VALID and not t.pruned and (include_scoring_failures or not t.score.constraints_failed)
@@ -52,9 +54,9 @@ def select_candidates(trials: list[TrialArtifact], top_n: int, include_scoring_f
     seen: set[str] = set()
     picked = []
     for t in eligible:
-        fp = t.fingerprints["config"]
-        if fp not in seen:
-            seen.add(fp)
+        keys = {t.fingerprints["config"], fingerprint({"metrics": t.metrics, "trace": t.trace})}
+        if not keys & seen:
+            seen |= keys
             picked.append(t)
     return picked[:top_n]
 
