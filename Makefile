@@ -17,6 +17,7 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/genesis backtest --config configs/reference.yaml
 	$(BIN)/genesis optimize configs/optimize_reference.yaml
+	$(BIN)/genesis report reference-2022
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -24,6 +25,7 @@ lint: $(STAMP)
 
 test: lint
 	scripts/ensure-postgres.sh
+	scripts/ensure-chromium.sh
 	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)

@@ -13,7 +13,7 @@ LAYERS = [
     {"errors", "fingerprint", "files"}, {"config", "plugins"},
     {"data"}, {"features"}, {"strategy"}, {"engine"}, {"metrics"}, {"backtest"}, {"scoring"}, {"records"},
     {"optimizer"}, {"validation"}, {"champion"}, {"study"}, {"preflight"}, {"workflow"},
-    {"cli", "mcp_server", "__main__"},
+    {"cli", "mcp_server", "report", "__main__"},
 ]
 RANK = {name: i for i, layer in enumerate(LAYERS) for name in layer}
 

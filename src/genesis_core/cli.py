@@ -574,6 +574,24 @@ def mcp(
           allowed_host, allow_strategy_modules, json_response)
 
 
+@app.command()
+@_handle_errors
+def report(
+    run: Annotated[str, typer.Argument(help="Run folder, or a study name under <results-dir>/runs.")],
+    output: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: <run folder>/report.html).")] = None,
+    results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
+) -> None:
+    """Write one self-contained HTML report of a run (works offline): history, importances, parameters,
+    validation, equity and drawdown of the top candidates and the champion, trades."""
+    from genesis_core.records import RunFolder
+    from genesis_core.report import run_report
+
+    folder = RunFolder.find(run, results_dir)
+    path = output or folder.path / "report.html"
+    atomic_write(path, run_report(folder))
+    out.print(f"report written to {path}")
+
+
 @runs_app.command("list")
 @_handle_errors
 def runs_list(
