@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+ENSURE_POSTGRES := scripts/ensure-package.sh postgresql '/usr/lib/postgresql/*/bin/initdb' 'the PostgreSQL tests'
+ENSURE_CHROMIUM := scripts/ensure-package.sh chromium chromium 'the browser tests of reports'
 
 .PHONY: demo test lint bench setup clean
 
@@ -24,12 +26,12 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 test: lint
-	scripts/ensure-postgres.sh
-	scripts/ensure-chromium.sh
+	$(ENSURE_POSTGRES)
+	$(ENSURE_CHROMIUM)
 	$(BIN)/python -m pytest -q --durations=15
 
 bench: $(STAMP)
-	scripts/ensure-postgres.sh
+	$(ENSURE_POSTGRES)
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_optimizer.py
 

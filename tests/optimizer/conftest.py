@@ -15,7 +15,7 @@ def postgres_server():
     if bindir is None:
         if os.environ.get("CI") == "true":
             pytest.fail("PostgreSQL server binaries (initdb, pg_ctl) not found: CI must run the PostgreSQL tests")
-        pytest.skip("no PostgreSQL server binaries (initdb) on this machine; run scripts/ensure-postgres.sh")
+        pytest.skip("no PostgreSQL server binaries (initdb) on this machine; run scripts/ensure-package.sh (see the Makefile)")
     with throwaway_postgres(bindir) as server:
         yield server
 

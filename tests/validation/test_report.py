@@ -1,5 +1,5 @@
 """`genesis report RUN`: one self-contained HTML file, opened in a real headless browser (Debian's
-chromium, installed by scripts/ensure-chromium.sh): every plot rendered, no JavaScript error, and
+chromium, installed by scripts/ensure-package.sh): every plot rendered, no JavaScript error, and
 the figures and tables say what the run's files hold."""
 
 from __future__ import annotations
@@ -25,8 +25,8 @@ def _chromium() -> str:
     found = shutil.which("chromium")
     if found is None:
         if os.environ.get("CI") == "true":
-            pytest.fail("chromium not found: CI must run the browser tests (scripts/ensure-chromium.sh installs it)")
-        pytest.skip("no chromium on this machine; run scripts/ensure-chromium.sh")
+            pytest.fail("chromium not found: CI must run the browser tests (scripts/ensure-package.sh installs it)")
+        pytest.skip("no chromium on this machine; run scripts/ensure-package.sh (see the Makefile)")
     return found
 
 
@@ -53,12 +53,17 @@ def report(validated_run: Path, tmp_path_factory) -> tuple[Path, Path]:
     return out, run_dir
 
 
-def test_the_report_is_self_contained_and_every_plot_renders_without_a_javascript_error(report):
+@pytest.fixture(scope="module")
+def rendered(report) -> tuple[str, list[str]]:
+    return _render(report[0])
+
+
+def test_the_report_is_self_contained_and_every_plot_renders_without_a_javascript_error(report, rendered):
     page, _ = report
     text = page.read_text()
     assert "<script src=" not in text.replace('<script src="data:', "")  # no CDN: the JavaScript is in the file
     assert text.count("plotly.js v") == 1  # Plotly's bundle, embedded once
-    dom, console = _render(page)
+    dom, console = rendered
     figures = re.split(r'id="figure-(\d+)"', dom)[1:]
     assert len(figures) == 2 * FIGURES
     for number, body in zip(figures[::2], figures[1::2], strict=True):
@@ -67,9 +72,9 @@ def test_the_report_is_self_contained_and_every_plot_renders_without_a_javascrip
     assert not errors, errors
 
 
-def test_the_report_says_what_the_run_files_hold(report):
-    page, run_dir = report
-    dom, _ = _render(page)
+def test_the_report_says_what_the_run_files_hold(report, rendered):
+    _, run_dir = report
+    dom, _ = rendered
     with open(run_dir / "trials.csv") as fh:
         rows = list(csv.DictReader(fh))
     plotted = [r for r in rows if r["state"] == "COMPLETE" and r["production_score"]]

@@ -5,20 +5,21 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import shutil
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
+from typer.testing import CliRunner
 
-from tests.optimizer.test_optimizer import ROOT
+from genesis_core.cli import app
 
 
-def _genesis(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          env={**os.environ, "COLUMNS": "200"})
+def _genesis(*args: str) -> SimpleNamespace:
+    """The command run in this process (as `genesis ...` would run it; in-process to keep the tests fast)."""
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
 
 
 @pytest.fixture(scope="module")
