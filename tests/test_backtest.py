@@ -165,3 +165,25 @@ def test_out_to_a_pipe_or_device_writes_into_it_never_replaces_it(short_config, 
     assert proc.returncode == 0, proc.stderr
     assert stat.S_ISFIFO(fifo.stat().st_mode) and json.loads(received[0])["metrics"]["num_trades"] >= 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["pipe"]  # no temporary file left beside it
+
+
+def test_the_result_holds_its_series_and_trades_export_as_csv(short_config, tmp_path):
+    """Equity and drawdown per decision bar in the result, and both tables as CSV, all from one run."""
+    import csv
+
+    proc = _cli("backtest", "-c", str(short_config), "--out", str(tmp_path / "r.json"), "--json",
+                "--trades-csv", str(tmp_path / "trades.csv"), "--equity-csv", str(tmp_path / "equity.csv"))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    series = record["series"]
+    assert len(series["time"]) == len(series["equity"]) == len(series["drawdown"]) == record["window"]["bars"]
+    assert series["time"][0] == record["window"]["first_bar"] and series["time"][-1] == record["window"]["last_bar"]
+    assert series["equity"][-1] == pytest.approx(record["metrics"]["final_equity"])
+    assert -min(series["drawdown"]) == pytest.approx(record["metrics"]["max_drawdown"])
+    with open(tmp_path / "equity.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [float(r["equity"]) for r in rows] == series["equity"] and rows[0]["time"] == series["time"][0]
+    with open(tmp_path / "trades.csv") as fh:
+        trades = list(csv.DictReader(fh))
+    assert len(trades) == record["metrics"]["num_trades"] == len(record["trades"])
+    assert sum(float(t["pnl"]) for t in trades) == pytest.approx(record["metrics"]["final_equity"] - 10_000.0)

@@ -63,6 +63,18 @@ def _handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
+    """A CSV file written atomically; None cells are empty."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns)
+    writer.writeheader()
+    writer.writerows(rows)
+    atomic_write(path, buf.getvalue())
+
+
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, strict_json(payload) + "\n")
 
@@ -93,11 +105,13 @@ def backtest(
     output: Annotated[Path | None, typer.Option("--out", help="Result JSON path (default: results/backtests/...).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result JSON instead of tables.")] = False,
     trades: Annotated[int, typer.Option(help="How many of the last trades to show.")] = 10,
+    trades_csv: Annotated[Path | None, typer.Option("--trades-csv", help="Also write every trade to this CSV file.")] = None,
+    equity_csv: Annotated[Path | None, typer.Option("--equity-csv", help="Also write the equity and drawdown per bar to this CSV file.")] = None,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
     from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config, data_symbol, training_problems
     from genesis_core.config import read_config_file
-    from genesis_core.records import ChampionStore, ScoreRecord, backtest_record
+    from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record
     from genesis_core.scoring import Constraints, Scoring, score
     from genesis_core.strategy import get_strategy
 
@@ -127,6 +141,12 @@ def backtest(
     payload = record.model_dump(mode="json")
     path = output or Path("results/backtests") / f"{cfg.strategy}-{result.config_fingerprint[:10]}-{result.window.fingerprint[:10]}.json"
     _write_json(path, payload)
+    if trades_csv is not None:
+        _write_csv(trades_csv, [t.model_dump() for t in record.trades or []], list(TradeRecord.model_fields))
+    if equity_csv is not None and record.series is not None:
+        ser = record.series
+        _write_csv(equity_csv, [{"time": t, "equity": e, "drawdown": d} for t, e, d in zip(ser.time, ser.equity, ser.drawdown, strict=True)],
+                   ["time", "equity", "drawdown"])
     if as_json:
         sys.stdout.write(strict_json(payload) + "\n")
         return

@@ -51,7 +51,7 @@ def test_old_files_are_migrated_on_read(old_results: Path):
     assert [t.trial_number for t in trials] == [0, 1, 3, 5]
     first = json.loads((folder.path / "trials" / "000000.json").read_text())
     assert trials[0].model_dump(mode="json", exclude={"schema_version": True, "trades": True, "cached_from": True,
-                                                      "not_finite": True, "effective_config": {"data": {"symbol"}}}) == renamed_scores(first)  # added since
+                                                      "not_finite": True, "series": True, "effective_config": {"data": {"symbol"}}}) == renamed_scores(first)  # added since
     assert folder.read_best().result.trial_number == raw["best_trial"]["number"] == 5
     report = folder.read_validation()
     added = {"pbo": True, "pbo_note": True,  # statistics added since: absent from an old file

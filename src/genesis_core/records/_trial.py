@@ -6,6 +6,8 @@ import json
 import math
 from typing import Any
 
+import numpy as np
+
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, BacktestResult
 from genesis_core.data import format_ts
@@ -55,6 +57,14 @@ class ScoreRecord(Part):
                    constraints_failed=list(score.constraints_failed))
 
 
+class Series(Part):
+    """Equity at each decision bar's close and the drawdown from its running peak (a fraction)."""
+
+    time: list[str]
+    equity: list[float | None]
+    drawdown: list[float | None]
+
+
 class BacktestRecord(Record):
     """What ``genesis backtest`` writes: enough to re-run it (the effective config) and to prove
     what produced it (fingerprints of config, data window, data file and resources; code version)."""
@@ -68,12 +78,13 @@ class BacktestRecord(Record):
     metrics: Metrics
     trace: Trace
     trades: list[TradeRecord] | None = None  # left out of trial artifacts
+    series: Series | None = None  # per decision bar; left out of trial artifacts (a re-run gives it exactly)
     not_finite: list[str] = []  # metrics that came out NaN or infinite (stored as null): the outcome is INVALID_NUMERIC
     score: ScoreRecord | None = None  # `genesis backtest`: outcome and scores under the default scoring
 
 
 def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestRecord:
-    """The record of one backtest result."""
+    """The record of one backtest result; ``trades`` also keeps its trades and per-bar series."""
     w = result.window
     return BacktestRecord(
         genesis_core_version=__version__,
@@ -87,6 +98,7 @@ def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestReco
         metrics=finite_metrics(result.metrics),
         trace=result.trace,
         trades=_trades(result) if trades else None,
+        series=_series(result) if trades else None,
         not_finite=[k for k, v in result.metrics.items() if not math.isfinite(v)],
     )
 
@@ -94,6 +106,15 @@ def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestReco
 def finite_metrics(metrics: dict[str, float | int]) -> Metrics:
     """Metrics as a record holds them: a NaN or infinity becomes None."""
     return {k: v if isinstance(v, int) else finite(v) for k, v in metrics.items()}
+
+
+def _series(result: BacktestResult) -> Series:
+    equity = result.engine.equity[1:]  # equity[i + 1]: at the close of decision bar i
+    with np.errstate(invalid="ignore", divide="ignore"):
+        drawdown = equity / np.maximum.accumulate(equity) - 1.0
+    ts = result.window.candles.timestamps[result.window.start_index:]
+    return Series(time=[format_ts(t) for t in ts], equity=[finite(float(e)) for e in equity],
+                  drawdown=[finite(float(d)) for d in drawdown])
 
 
 def _trades(result: BacktestResult) -> list[TradeRecord]:
