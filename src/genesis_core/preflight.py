@@ -106,8 +106,9 @@ def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[
     if parse_timeframe(m.timeframe) != candles.timeframe_seconds:
         problems.append(f"meta.timeframe {m.timeframe} but the data's bars are {candles.timeframe}")
     strategy = get_strategy(fixed.strategy)
+    params = strategy.Params.model_validate(fixed.params)
     windows = [(label, parse_ts(start), parse_ts(end, end_of_day=True)) for label, start, end in _windows(cfg)]
-    leaks, others = training_problems(strategy, strategy.Params.model_validate(fixed.params), candles, symbol or m.symbol, windows)
+    leaks, others = training_problems(strategy, params, candles, symbol or m.symbol, windows)
     problems += others
     champion = None if m.skip_champion_merge else cfg.champion_store().load()
     if champion is not None and champion.data.file != candles.fingerprint:
@@ -120,7 +121,7 @@ def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[
         check = Check("market", "warn", "allowed by meta.allow_cross_market: " + "; ".join(problems))
     else:
         check = Check("market", "fail", "; ".join(problems) + " (meta.allow_cross_market: true to go on anyway)")
-    trained = strategy.trained_on(strategy.Params.model_validate(fixed.params))
+    trained = strategy.trained_on(params)
     return [check, Check("model training", "fail" if leaks else "pass", "; ".join(leaks) or (
         "no window inside " + ", ".join(f"{t.resource}'s {t.first_bar[:10]}..{t.last_bar[:10]}" for t in trained)
         if trained else "no trained resources"))]

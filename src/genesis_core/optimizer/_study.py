@@ -9,6 +9,7 @@ URL, so a run can be extended or scaled out.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import cached_property
 from typing import Any
 
 import optuna
@@ -61,10 +62,17 @@ class StudySpec:
     def name(self) -> str:
         return self.config.meta.study_name
 
-    @property
-    def scoring_fingerprint(self) -> str:
+    @cached_property
+    def scoring(self) -> dict[str, Any]:
         """The scoring settings, and the source of a user's score function (an edit rescores)."""
-        return fingerprint(self.signed("")["scoring"])
+        return {"scoring": self.config.scoring.model_dump(mode="json"),
+                "constraints": self.config.constraints.model_dump(mode="json"),
+                "objective_code": plugin_source(score_function(self.config.scoring.objective))}
+
+    @cached_property
+    def scoring_fingerprint(self) -> str:
+        """Part of every trial's cache key: computed once, not per trial."""
+        return fingerprint(self.scoring)
 
     def signed(self, data_fingerprint: str) -> dict[str, Any]:
         """What the signature's fixed_config, scoring and data fingerprints are of, kept beside it in
@@ -73,9 +81,7 @@ class StudySpec:
         fixed["data"].pop("path")  # the content is in 'data'; a moved file is the same data
         return {
             "fixed_config": fixed,
-            "scoring": {"scoring": self.config.scoring.model_dump(mode="json"),
-                        "constraints": self.config.constraints.model_dump(mode="json"),
-                        "objective_code": plugin_source(score_function(self.config.scoring.objective))},
+            "scoring": self.scoring,
             "data": {"file": data_fingerprint, "start": self.fixed.data.start, "end": self.fixed.data.end,
                      "warmup_bars": self.fixed.data.warmup_bars},
         }
@@ -160,9 +166,9 @@ def stored_signature_diff(attrs: dict[str, Any], spec: StudySpec, data_fingerpri
     if stored is None:
         return None
     stored_parts = {**attrs.get(SIGNED_ATTR, {}), "search_space": attrs.get(SPACE_ATTR, {})}
-    diff = signature_diff(stored, spec.signature(data_fingerprint), stored_parts,
-                          {**spec.signed(data_fingerprint), "search_space": spec.space.spec})
-    if spec.champion is not None and stored.get("fixed_config") != spec.signature(data_fingerprint)["fixed_config"]:
+    current = spec.signature(data_fingerprint)
+    diff = signature_diff(stored, current, stored_parts, {**spec.signed(data_fingerprint), "search_space": spec.space.spec})
+    if spec.champion is not None and stored.get("fixed_config") != current["fixed_config"]:
         diff.append("(the current champion's params are merged into the fixed config: a promotion changes it; "
                     "meta.skip_champion_merge, or a new study name)")
     return diff
