@@ -7,6 +7,7 @@ a file: storage is proven writable without creating one (a database server by a 
 
 from __future__ import annotations
 
+import os
 import random
 import time
 from dataclasses import dataclass
@@ -231,10 +232,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     if any(c.status == "fail" for c in checks):
         return checks  # a smoke run needs the windows
     try:
-        _run(study, bt, point)  # compiles and fills the caches, so the timing below is one trial's
-        t0 = time.perf_counter()
-        result = _run(study, bt, point)
-        trial_seconds = time.perf_counter() - t0
+        result = _run(study, bt, point)  # also compiles and fills the caches before the run time is measured
     except GenesisError as exc:
         return [*checks, Check("smoke run", "fail", f"the base point does not run: {exc}")]
     sc = score(result.metrics, result.trace, study.config.scoring, study.config.constraints)
@@ -245,13 +243,78 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     checks.append(_check_inert(study, bt, point) if trades else
                   Check("inert parameters", "warn", "not checked: the base point does not trade"))
     checks.append(_check_storage(study, bt, force_resume))
-    n_trials = max_trials or study.config.meta.stop.max_trials
-    n_workers = workers or study.config.meta.n_workers
-    eta = "unbounded (no max_trials)" if n_trials is None else (
-        f"~{trial_seconds * n_trials / n_workers:.1f} s of backtests: {trial_seconds * 1e3:.2f} ms a trial x {n_trials} trials"
-        f" / {n_workers} worker(s), plus the sampler and storage (~10-20 ms a trial)")
-    checks.append(Check("expected run time", "pass", eta))
+    checks.append(_check_run_time(cfg, study, bt, max_trials or study.config.meta.stop.max_trials,
+                                  workers or study.config.meta.n_workers))
     return checks
+
+
+PROBE_TRIALS = 3  # trials run, and asks timed per study size
+
+
+def _check_run_time(cfg: StudyConfig, study: StudySpec, bt: Backtester, n_trials: int | None, n_workers: int) -> Check:
+    """Expected wall time, measured: a few trials through a worker's own path (ask, backtest, trial
+    artifact, score cache, the storage's writes) on a throwaway journal in the temp folder, plus
+    what the sampler adds as the study grows (its ask timed over in-memory studies of synthetic
+    trials at two sizes: TPE's grows about linearly with the trials it models, so a run's total grows
+    with their square). Workers divide it up to one per core, unless they run in reproducible batches
+    (one process asks); their start-up is not counted."""
+    trial = _trial_seconds(cfg, bt)
+    if n_trials is None:
+        return Check("expected run time", "pass", f"unbounded (no max_trials); ~{trial * 1e3:.0f} ms a trial at first")
+    sizes = sorted({min(n_trials, 30), min(n_trials, 300)})
+    asks = [_ask_seconds(study, k) for k in sizes]
+    growth = max((asks[-1] - asks[0]) / (sizes[-1] - sizes[0]), 0.0) if len(sizes) == 2 else 0.0
+    # reproducible batches ask (and record) one trial at a time in one process: only backtests overlap
+    parallel = 1 if study.reproducible else max(1, min(n_workers, os.cpu_count() or 1))
+    total = (trial * n_trials + growth * n_trials * (n_trials - 1) / 2) / parallel
+    how = f"{n_workers} worker(s)" + (" in reproducible batches" if study.reproducible and n_workers > 1 else "")
+    return Check("expected run time", "pass",
+                 f"~{_duration(total)} for {n_trials} trials on {how}: {trial * 1e3:.0f} ms a trial at first "
+                 f"(ask, backtest, records), the sampler's ask growing {growth * 1e6:.0f} us a trial "
+                 f"({asks[0] * 1e3:.1f} ms at {sizes[0]} trials, {asks[-1] * 1e3:.1f} ms at {sizes[-1]})")
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:.1f} s" if seconds < 120 else f"{seconds / 60:.1f} min"
+
+
+def _trial_seconds(cfg: StudyConfig, bt: Backtester) -> float:
+    """Seconds a worker takes for one trial, timed over PROBE_TRIALS of a throwaway study whose
+    results and journal live in a temporary folder (removed after)."""
+    import tempfile
+
+    import optuna
+
+    from genesis_core.optimizer import Worker, open_storage
+
+    with tempfile.TemporaryDirectory(prefix="genesis-preflight-") as folder:
+        url = f"journal:///{folder}/probe.journal"
+        probe = cfg.model_copy(update={"meta": cfg.meta.model_copy(update={"results_dir": folder, "storage": url})}).spec()
+        study = optuna.create_study(storage=open_storage(url), study_name=probe.name, direction="maximize",
+                                    sampler=probe.sampler(), pruner=probe.pruner())
+        worker = Worker(probe)
+        worker.backtester = bt  # its caches in memory, warmed by the smoke run: preflight writes no cache file
+        t0 = time.perf_counter()
+        study.optimize(worker.objective, n_trials=PROBE_TRIALS, catch=(GenesisError,))
+        seconds = (time.perf_counter() - t0) / PROBE_TRIALS
+        worker.cache.dispose()
+        return seconds
+
+
+def _ask_seconds(study: StudySpec, trials: int) -> float:
+    """Seconds the configured sampler takes to propose a point given ``trials`` finished ones."""
+    import optuna
+
+    filler = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    rng = random.Random(0)
+    filler.optimize(lambda t: rng.random(), n_trials=trials, catch=())
+    probe = optuna.create_study(direction="maximize", sampler=study.sampler())
+    probe.add_trials(filler.trials)
+    t0 = time.perf_counter()
+    for _ in range(PROBE_TRIALS):
+        trial = probe.ask(dict(study.space.distributions))
+        probe.tell(trial, rng.random())
+    return (time.perf_counter() - t0) / PROBE_TRIALS
 
 
 def report(checks: list[Check]) -> PreflightRecord:

@@ -28,7 +28,7 @@ def test_a_good_config_passes_every_check_and_writes_nothing(tmp_path):
         "model training": "pass", "champion in space": "pass", "smoke run": "pass",
         "inert parameters": "pass", "storage": "pass", "expected run time": "pass"}
     assert checks["stop policy"].detail == "stops at the first of: 16 trials"
-    assert "will be created" in checks["storage"].detail and "16 trials / 1 worker(s)" in checks["expected run time"].detail
+    assert "will be created" in checks["storage"].detail and "for 16 trials on 1 worker(s):" in checks["expected run time"].detail
     assert not (tmp_path / "results").exists()
 
 

@@ -22,10 +22,11 @@ from genesis_core.optimizer._storage import (
     redact,
 )
 from genesis_core.optimizer._study import ResumeBlocked, StudySpec, stored_signature_diff, study_spec
+from genesis_core.optimizer._worker import Worker
 
 __all__ = [
     "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
-    "ResumeBlocked", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec",
+    "ResumeBlocked", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "Worker",
     "best_score", "load_optimizer_config", "open_storage", "optimize", "probe_storage",
     "recover_stale_trials", "redact", "sampler_class", "stored_signature_diff", "study_spec",
 ]
