@@ -2,26 +2,34 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+# what `genesis` needs (all the demo installs), then the test and benchmark tools
+RUNTIME := $(VENV)/.installed-runtime
+DEV := $(VENV)/.installed-dev
 ENSURE_POSTGRES := scripts/ensure-package.sh postgresql '/usr/lib/postgresql/*/bin/initdb' 'the PostgreSQL tests'
 ENSURE_CHROMIUM := scripts/ensure-package.sh chromium chromium 'the browser tests of reports'
 
 .PHONY: demo test lint bench setup clean
 
-$(STAMP): pyproject.toml
+$(RUNTIME): pyproject.toml
+	@echo "== setting up $(VENV) with what genesis needs to run (first time only: about a minute)"
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --progress-bar on -e .
+	touch $(RUNTIME)
 
-setup: $(STAMP)
+$(DEV): $(RUNTIME)
+	@echo "== adding the test and benchmark tools to $(VENV): pytest, ruff, mypy, backtesting.py, vectorbt (first time only)"
+	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
+	touch $(DEV)
 
-demo: $(STAMP)
-	$(BIN)/genesis backtest --config configs/reference.yaml
+setup: $(DEV)
+
+demo: $(RUNTIME)
+	$(BIN)/genesis backtest --config configs/reference.yaml --report results/backtest.html
 	$(BIN)/genesis optimize configs/optimize_reference.yaml
 	$(BIN)/genesis report reference-2022
 
-lint: $(STAMP)
+lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
@@ -30,7 +38,7 @@ test: lint
 	$(ENSURE_CHROMIUM)
 	$(BIN)/python -m pytest -q --durations=15
 
-bench: $(STAMP)
+bench: $(DEV)
 	$(ENSURE_POSTGRES)
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_optimizer.py

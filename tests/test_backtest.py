@@ -187,3 +187,34 @@ def test_the_result_holds_its_series_and_trades_export_as_csv(short_config, tmp_
         trades = list(csv.DictReader(fh))
     assert len(trades) == record["metrics"]["num_trades"] == len(record["trades"])
     assert sum(float(t["pnl"]) for t in trades) == pytest.approx(record["metrics"]["final_equity"] - 10_000.0)
+
+
+def test_backtest_report_renders_in_a_browser_and_plots_what_the_result_holds(short_config, tmp_path):
+    """`--report`: price with every entry and exit, equity, drawdown and the decision trace, each
+    plot rendered by a real browser without a JavaScript error, their data equal to the result's."""
+    from datetime import datetime
+
+    from tests.browser import figure_data, render, rendered_figures
+
+    page = tmp_path / "bt.html"
+    proc = _cli("backtest", "-c", str(short_config), "--out", str(tmp_path / "r.json"), "--report", str(page))
+    assert proc.returncode == 0, proc.stderr
+    assert f"report written to {page}" in proc.stdout
+    record = json.loads((tmp_path / "r.json").read_text())
+    dom, console = render(page)
+    assert not console, console
+    figures = rendered_figures(dom)
+    assert sorted(figures) == ["1", "2"] and all('class="main-svg"' in body for body in figures.values())
+    text = page.read_text()
+    close, longs, shorts, exits, equity, drawdown = figure_data(text, 1)
+    ms = [int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() * 1000) for t in record["series"]["time"]]
+    assert equity["x"] == drawdown["x"] == close["x"] == ms
+    assert equity["y"] == record["series"]["equity"] and drawdown["y"] == record["series"]["drawdown"]
+    trades = record["trades"]
+    for trace, side in ((longs, "long"), (shorts, "short")):
+        assert trace["y"] == [t["entry_price"] for t in trades if t["side"] == side]
+    assert exits["y"] == [t["exit_price"] for t in trades] and len(trades) == record["metrics"]["num_trades"] > 0
+    funnel, blocked = figure_data(text, 2)
+    assert dict(zip(funnel["y"], funnel["x"], strict=True))["trades_closed"] == record["metrics"]["num_trades"]
+    assert dict(zip(blocked["y"], blocked["x"], strict=True)) == record["trace"]["blocked"]
+    assert f"Trades ({len(trades)})" in dom and dom.count("<tr>") >= len(trades) + len(record["metrics"])

@@ -107,6 +107,8 @@ def backtest(
     trades: Annotated[int, typer.Option(help="How many of the last trades to show.")] = 10,
     trades_csv: Annotated[Path | None, typer.Option("--trades-csv", help="Also write every trade to this CSV file.")] = None,
     equity_csv: Annotated[Path | None, typer.Option("--equity-csv", help="Also write the equity and drawdown per bar to this CSV file.")] = None,
+    report: Annotated[Path | None, typer.Option("--report", help="Also write an HTML page: price with entries and exits, equity, "
+                                                "drawdown, the decision trace, the trades (self-contained, works offline).")] = None,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
     from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config, data_symbol, training_problems
@@ -147,6 +149,10 @@ def backtest(
         ser = record.series
         _write_csv(equity_csv, [{"time": t, "equity": e, "drawdown": d} for t, e, d in zip(ser.time, ser.equity, ser.drawdown, strict=True)],
                    ["time", "equity", "drawdown"])
+    if report is not None:
+        from genesis_core.report import backtest_report
+
+        atomic_write(report, backtest_report(result, record))
     if as_json:
         sys.stdout.write(strict_json(payload) + "\n")
         return
@@ -198,7 +204,9 @@ def backtest(
             )
         out.print(table)
     out.print(f"config fingerprint {result.config_fingerprint[:16]}  data window {result.window.fingerprint[:16]}")
-    out.print(f"result written to {path}")
+    out.print(f"result written to {path}", soft_wrap=True)
+    if report is not None:
+        out.print(f"report written to {report}", soft_wrap=True)
 
 
 def _trial_artifact(ref: str, results_dir: Path) -> TrialArtifact:
@@ -469,8 +477,10 @@ def walk_forward(
                                                       f"{t.gap:+.2f}"]),
                       f"{len(f.passed)}", "-" if dsr is None or dsr.gated is None else f"{dsr.gated:.3f}")
     out.print(table)
-    out.print(f"aggregate: {report.aggregate.model_dump()}")
-    out.print(f"written to {path}")
+    a = report.aggregate
+    out.print(f"{a.folds_with_a_pass} of {len(report.folds)} folds with a candidate passing; fold tops' validation "
+              f"score: mean {_fmt(a.mean_validation_score)}, worst {_fmt(a.worst_validation_score)}, mean gap {_fmt(a.mean_gap, '+,.4f')}")
+    out.print(f"written to {path}; see it: genesis report {path.parent}", soft_wrap=True)
 
 
 def _print_decision(decision: Decision, as_json: bool) -> None:
@@ -597,18 +607,20 @@ def mcp(
 @app.command()
 @_handle_errors
 def report(
-    run: Annotated[str, typer.Argument(help="Run folder, or a study name under <results-dir>/runs.")],
+    run: Annotated[str, typer.Argument(help="Run folder, or a study name under <results-dir>/runs; a walk-forward's "
+                                       "folder (<study>-walk-forward) gives its walk-forward report.")],
     output: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: <run folder>/report.html).")] = None,
     results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
 ) -> None:
     """Write one self-contained HTML report of a run (works offline): history, importances, parameters,
-    validation, equity and drawdown of the top candidates and the champion, trades."""
+    validation, equity and drawdown of the top candidates and the champion, trades; of a walk-forward:
+    the folds on one time axis, explore vs validation score, the chained out-of-sample equity."""
     from genesis_core.records import RunFolder
-    from genesis_core.report import run_report
+    from genesis_core.report import run_report, walk_forward_report
 
-    folder = RunFolder.find(run, results_dir)
+    folder = RunFolder.find(run, results_dir, walk_forward=True)
     path = output or folder.path / "report.html"
-    atomic_write(path, run_report(folder))
+    atomic_write(path, walk_forward_report(folder) if folder.is_walk_forward() else run_report(folder))
     out.print(f"report written to {path}")
 
 

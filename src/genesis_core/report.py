@@ -1,12 +1,16 @@
-"""``genesis report RUN``: one self-contained HTML page a person would rather look at than read.
+"""Self-contained HTML pages a person would rather look at than read: a run, a walk-forward, a backtest.
 
-Plotly draws it, its JavaScript embedded once, so the page works offline. Every figure comes from
-the run's own files, and the curves from re-running stored effective configs (a re-run
-reproduces a trial exactly, so the run need not store series): the optimisation history per
-phase with the best so far, parameter importances (Optuna's own evaluator over the study),
-parallel coordinates of the searched parameters, the validation table with the overfitting
-statistics, equity and drawdown of the top candidates and the champion on the explore window and
-each validation window, and the trades of the best candidate.
+Plotly draws them, its JavaScript embedded once, so a page works offline. Every figure comes from
+the files it reports on, and the curves from re-running stored effective configs (a re-run
+reproduces a trial exactly, so a run need not store series). A run's page (``genesis report
+RUN``): the optimisation history per phase with the best so far, parameter importances (Optuna's
+PED-ANOVA over the study), parallel coordinates of the searched parameters, the validation
+table with the overfitting statistics, equity and drawdown of the top candidates and the champion
+on the explore window and each validation window, and the trades of the best candidate. A
+walk-forward's page (``genesis report STUDY-walk-forward``): the folds on one time axis with each
+fold's explore and validation score, and the out-of-sample equity of trading each fold's top
+candidate on the block after its explore block, chained. A backtest's page (``genesis backtest --report``): price with entries and exits, equity, drawdown,
+the decision trace and the trades.
 """
 
 from __future__ import annotations
@@ -21,13 +25,24 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from genesis_core import __version__
-from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config
+from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config, data_symbol
 from genesis_core.errors import GenesisError
 from genesis_core.optimizer import open_storage
-from genesis_core.records import ChampionStore, RunFolder, TrialArtifact, TrialRow, ValidationReport, backtest_record
+from genesis_core.records import (
+    BacktestRecord,
+    ChampionStore,
+    RunFolder,
+    TradeRecord,
+    TrialArtifact,
+    TrialRow,
+    ValidationReport,
+    WalkForwardReport,
+    backtest_record,
+)
 from genesis_core.study import load_run
 
 CURVES = 5  # candidates drawn (beside the champion)
+COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
 th{background:#f3f3f3}td.l,th.l{text-align:left}.pass{color:#1a7f37}.fail{color:#c62828}.note{color:#666}"""
@@ -37,7 +52,7 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
     cells = "".join(f"<th class='l'>{html.escape(h)}</th>" if i < left else f"<th>{html.escape(h)}</th>" for i, h in enumerate(header))
     body = "".join("<tr>" + "".join(f"<td class='l'>{_cell(v)}</td>" if i < left else f"<td>{_cell(v)}</td>"
                                     for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table><tr>{cells}</tr>{body}</table>"
+    return f"<table>{f'<tr>{cells}</tr>' if any(header) else ''}{body}</table>"
 
 
 def _cell(value: Any) -> str:
@@ -89,12 +104,14 @@ def _history(rows: list[TrialRow]) -> go.Figure:
 def _importances(study_name: str, storage: str) -> go.Figure | str:
     try:
         study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
-        values = optuna.importance.get_param_importances(study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=0))
+        # PED-ANOVA: which parameters decide whether a trial lands in the top 10%; pure NumPy, where
+        # fANOVA would need scikit-learn (and SciPy) in every install for one figure
+        values = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
     except (GenesisError, ValueError, RuntimeError, KeyError) as exc:
         return f"<p class='note'>not available: {html.escape(str(exc))}</p>"
     names = list(values)[::-1]
     fig = go.Figure(go.Bar(x=[values[n] for n in names], y=names, orientation="h"))
-    fig.update_layout(title="Parameter importances (Optuna, fANOVA)", xaxis_title="importance", height=120 + 28 * len(names))
+    fig.update_layout(title="Parameter importances for reaching the top 10% (Optuna, PED-ANOVA)", xaxis_title="importance", height=120 + 28 * len(names))
     return fig
 
 
@@ -124,20 +141,50 @@ def _short(path: str) -> str:
     return ".".join(path.split(".")[-2:])
 
 
-def _curves(results: list[tuple[str, BacktestResult]], title: str) -> go.Figure:
-    """Equity (top) and drawdown (bottom) of each result, on one time axis."""
-    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.7, 0.3], vertical_spacing=0.04)
-    for label, result in results:
-        equity = result.engine.equity[1:]  # equity[i + 1]: at the close of decision bar i
-        times = result.window.candles.timestamps[result.window.start_index:] * 1000  # epoch ms: a date axis, compactly
+def _equity(result: BacktestResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Times (epoch ms: a date axis, compactly), equity and drawdown per decision bar."""
+    equity = result.engine.equity[1:]  # equity[i + 1]: at the close of decision bar i
+    with np.errstate(invalid="ignore", divide="ignore"):
         drawdown = equity / np.maximum.accumulate(equity) - 1.0
-        fig.add_trace(go.Scatter(x=times, y=equity, name=label, legendgroup=label, mode="lines"), row=1, col=1)
-        fig.add_trace(go.Scatter(x=times, y=drawdown, name=label, legendgroup=label, showlegend=False, mode="lines"), row=2, col=1)
+    return result.window.candles.timestamps[result.window.start_index:] * 1000, equity, drawdown
+
+
+def _curves(results: list[tuple[str, BacktestResult]], title: str, price: BacktestResult | None = None) -> go.Figure:
+    """Equity and drawdown of each result on one time axis; with ``price``, its close with
+    entries and exits marked above them."""
+    rows = 2 if price is None else 3
+    heights = [0.7, 0.3] if price is None else [0.45, 0.35, 0.2]
+    fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, row_heights=heights, vertical_spacing=0.04)
+    if price is not None:
+        _price(fig, price)
+    for i, (label, result) in enumerate(results):
+        times, equity, drawdown = _equity(result)
+        line = {"color": COLOURS[i % len(COLOURS)], "width": 1.5}  # one colour per result in both panels
+        fig.add_trace(go.Scatter(x=times, y=equity, name=label, legendgroup=label, mode="lines", line=line), row=rows - 1, col=1)
+        fig.add_trace(go.Scatter(x=times, y=drawdown, name=label, legendgroup=label, showlegend=False, mode="lines", line=line),
+                      row=rows, col=1)
     fig.update_xaxes(type="date")
-    fig.update_yaxes(title_text="equity", row=1, col=1)
-    fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)
-    fig.update_layout(title=title, height=520)
+    fig.update_yaxes(title_text="equity", row=rows - 1, col=1)
+    fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=rows, col=1)
+    fig.update_layout(title=title, height=520 if price is None else 760)
     return fig
+
+
+def _price(fig: go.Figure, result: BacktestResult) -> None:
+    """The close of the window's decision bars, long and short entries and the exits."""
+    w = result.window
+    ts = w.candles.timestamps * 1000
+    fig.add_trace(go.Scatter(x=ts[w.start_index:], y=w.candles.close[w.start_index:], name="close", mode="lines",
+                             line={"color": "#888", "width": 1}), row=1, col=1)
+    trades = result.engine.trades
+    for name, mask, symbol, colour in (("long entry", trades["side"] > 0, "triangle-up", "#1a7f37"),
+                                       ("short entry", trades["side"] < 0, "triangle-down", "#c62828")):
+        bars = trades["entry_bar"][mask].astype(np.int64)
+        fig.add_trace(go.Scatter(x=ts[bars], y=trades["entry_price"][mask], name=name, mode="markers",
+                                 marker={"symbol": symbol, "size": 9, "color": colour}), row=1, col=1)
+    fig.add_trace(go.Scatter(x=ts[trades["exit_bar"].astype(np.int64)], y=trades["exit_price"], name="exit", mode="markers",
+                             marker={"symbol": "x", "size": 7, "color": "#333"}), row=1, col=1)
+    fig.update_yaxes(title_text="price", row=1, col=1)
 
 
 def _on_window(bt: Backtester, config: BacktestConfig, start: str, end: str) -> BacktestResult:
@@ -193,6 +240,76 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
     return page.html()
 
 
+def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
+    """The HTML report of a walk-forward (``folder`` holds its walk_forward.json)."""
+    wf = folder.read_walk_forward()
+    bt = backtester or Backtester()
+    page = _Page(f"Walk-forward of {wf.study}")
+    a = wf.aggregate
+    page.add("Summary", _table(["", ""], [
+        ["study", wf.study], ["folds", f"{len(wf.folds)} of {wf.walk_forward['folds']}" + ("" if wf.complete else " (interrupted)")],
+        ["span", f"{wf.blocks[0][0]} .. {wf.blocks[-1][1]}"], ["folds with a candidate passing", a.folds_with_a_pass],
+        ["mean validation score of the fold tops", a.mean_validation_score],
+        ["worst validation score of the fold tops", a.worst_validation_score],
+        ["mean gap (validation - explore)", a.mean_gap],
+    ]))
+    page.add("Folds", page.figure(_folds(wf)))
+    rows = [[f.fold, " .. ".join(f.explore), " .. ".join(f.validation), *(["-"] * 4 if f.top is None else
+             [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap]), len(f.passed),
+             None if f.deflated_sharpe is None else f.deflated_sharpe.gated] for f in wf.folds]
+    page.add("Fold tops", _table(["fold", "explore", "validation", "top trial", "explore score", "validation score", "gap",
+                                  "passed", "DSR"], rows, left=3))
+    results = [(f"fold {f.fold}: trial {f.top.trial}", _on_window(bt, folder.fold(f.run_dir).read_trial(f.top.trial).effective_config,
+                                                                  *f.validation)) for f in wf.folds if f.top is not None]
+    if results:
+        page.add("Out-of-sample equity", page.figure(_chained(results)))
+    return page.html()
+
+
+def _folds(wf: WalkForwardReport) -> go.Figure:
+    """Each fold's explore and validation blocks (top) and its top candidate's score on each, at the
+    block's middle (bottom), on one time axis."""
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.4, 0.6], vertical_spacing=0.06)
+    day = 86_400_000
+    for kind, colour in (("explore", COLOURS[0]), ("validation", COLOURS[1])):
+        for f in wf.folds:
+            start, end = (_ms(t) for t in getattr(f, kind))
+            fig.add_trace(go.Scatter(x=[start, end + day], y=[f"fold {f.fold}"] * 2, mode="lines", name=kind, legendgroup=kind,
+                                     showlegend=f.fold == wf.folds[0].fold, line={"color": colour, "width": 14}), row=1, col=1)
+        tops = [f for f in wf.folds if f.top is not None]
+        middles = [(_ms(getattr(f, kind)[0]) + _ms(getattr(f, kind)[1]) + day) // 2 for f in tops]
+        scores = [(f.top.explore_score if kind == "explore" else f.top.validation_score) for f in tops if f.top is not None]
+        fig.add_trace(go.Scatter(x=middles, y=scores, mode="markers+text", name=f"{kind} score", legendgroup=kind, showlegend=False,
+                                 text=[f"fold {f.fold}" for f in tops],
+                                 textposition="top center" if kind == "explore" else "bottom center",
+                                 marker={"color": colour, "size": 11}), row=2, col=1)
+    fig.update_xaxes(type="date")
+    fig.update_yaxes(autorange="reversed", row=1, col=1)
+    fig.update_yaxes(title_text="production score of the fold's top", row=2, col=1)
+    fig.update_layout(title="Folds: explore block, then validation on the next", height=560)
+    return fig
+
+
+def _ms(day: str) -> int:
+    return int(np.datetime64(day, "ms").astype(np.int64))
+
+
+def _chained(results: list[tuple[str, BacktestResult]]) -> go.Figure:
+    """Each fold's validation-window equity, each segment starting where the previous one ended."""
+    fig = go.Figure()
+    level = 1.0
+    for i, (label, result) in enumerate(results):
+        times, equity, _ = _equity(result)
+        initial = result.engine.equity[0]
+        fig.add_trace(go.Scatter(x=times, y=level * equity / initial, name=label, mode="lines",
+                                 line={"color": COLOURS[i % len(COLOURS)]}))
+        level *= equity[-1] / initial
+    fig.update_xaxes(type="date")
+    fig.update_layout(title="Trading each fold's top on its validation block, chained (1 = start)", yaxis_title="growth of 1",
+                      height=420)
+    return fig
+
+
 def _validation(report: ValidationReport) -> str:
     rows = []
     for cand in report.candidates:
@@ -217,6 +334,42 @@ def _validation(report: ValidationReport) -> str:
 
 
 def _trades(bt: Backtester, trial: TrialArtifact) -> str:
-    trades = backtest_record(bt.run(trial.effective_config)).trades or []
+    return _trades_table(backtest_record(bt.run(trial.effective_config)).trades or [])
+
+
+def _trades_table(trades: list[TradeRecord]) -> str:
     rows = [[t.entry_time, t.exit_time, t.side, t.entry_price, t.exit_price, t.pnl, t.bars_held, t.exit_reason] for t in trades]
     return _table(["entry", "exit", "side", "entry price", "exit price", "pnl", "bars", "reason"], rows, left=3)
+
+
+def backtest_report(result: BacktestResult, record: BacktestRecord) -> str:
+    """The HTML page of one backtest (``record`` is ``result``'s, with its score)."""
+    cfg, w = result.config, record.window
+    page = _Page(f"Backtest of {cfg.strategy} on {data_symbol(cfg, result.window.candles) or result.window.candles.source}")
+    sc = record.score
+    page.add("Summary", _table(["", ""], [
+        ["strategy", cfg.strategy], ["data", cfg.data.path], ["window", f"{w.first_bar} .. {w.last_bar}"],
+        ["bars", f"{w.bars:,} ({w.warmup_bars:,} warm-up before)"], ["timeframe", w.timeframe],
+        ["costs", f"fee {cfg.costs.fee_bps:g} bps, slippage {cfg.costs.slippage_bps:g} bps, initial equity "
+                  f"{cfg.costs.initial_equity:,.0f}"],
+        ["outcome", None if sc is None else sc.outcome.value], ["production score", None if sc is None else sc.production],
+        ["config fingerprint", result.config_fingerprint], ["data window fingerprint", result.window.fingerprint],
+    ]))
+    page.add("Metrics", _table(["metric", "value"], [[k, v] for k, v in record.metrics.items()]))
+    page.add("Price, equity and drawdown", page.figure(_curves([("equity", result)], "Price, trades and equity", price=result)))
+    page.add("Decision trace", page.figure(_trace(result.trace)))
+    page.add(f"Trades ({len(record.trades or [])})", _trades_table(record.trades or []))
+    return page.html()
+
+
+def _trace(trace: dict[str, Any]) -> go.Figure:
+    """The path from signal to trade (left) and why candidates were blocked (right)."""
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("signals to trades", "candidates blocked, by reason"))
+    funnel = ["signals", "candidates", "orders", "fills", "trades_opened", "trades_closed"]
+    fig.add_trace(go.Bar(x=[trace[k] for k in funnel][::-1], y=funnel[::-1], orientation="h", showlegend=False,
+                         text=[trace[k] for k in funnel][::-1]), row=1, col=1)
+    blocked = sorted(trace["blocked"].items(), key=lambda kv: kv[1])
+    fig.add_trace(go.Bar(x=[n for _, n in blocked], y=[k for k, _ in blocked], orientation="h", showlegend=False,
+                         text=[n for _, n in blocked], marker={"color": "#c62828"}), row=1, col=2)
+    fig.update_layout(title="Decision trace", height=140 + 26 * max(len(funnel), len(blocked)))
+    return fig

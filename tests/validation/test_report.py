@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -15,29 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import render, rendered_figures
 from tests.optimizer.test_optimizer import ROOT
 from tests.runs import promote
 
 FIGURES = 6  # history, importances, parameters, and equity/drawdown on the explore window and the 2 validation windows
-
-
-def _chromium() -> str:
-    found = shutil.which("chromium")
-    if found is None:
-        if os.environ.get("CI") == "true":
-            pytest.fail("chromium not found: CI must run the browser tests (scripts/ensure-package.sh installs it)")
-        pytest.skip("no chromium on this machine; run scripts/ensure-package.sh (see the Makefile)")
-    return found
-
-
-def _render(page: Path) -> tuple[str, list[str]]:
-    """The page's DOM once its scripts ran, and what its console said."""
-    proc = subprocess.run([_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--virtual-time-budget=30000",
-                           "--enable-logging=stderr", "--v=0", "--dump-dom", page.as_uri()],
-                          capture_output=True, text=True, timeout=180)
-    assert proc.returncode == 0, proc.stderr[-2000:]
-    console = [line for line in proc.stderr.splitlines() if ":CONSOLE" in line]
-    return proc.stdout, console
 
 
 @pytest.fixture(scope="module")
@@ -55,7 +36,7 @@ def report(validated_run: Path, tmp_path_factory) -> tuple[Path, Path]:
 
 @pytest.fixture(scope="module")
 def rendered(report) -> tuple[str, list[str]]:
-    return _render(report[0])
+    return render(report[0])
 
 
 def test_the_report_is_self_contained_and_every_plot_renders_without_a_javascript_error(report, rendered):
@@ -64,12 +45,11 @@ def test_the_report_is_self_contained_and_every_plot_renders_without_a_javascrip
     assert "<script src=" not in text.replace('<script src="data:', "")  # no CDN: the JavaScript is in the file
     assert text.count("plotly.js v") == 1  # Plotly's bundle, embedded once
     dom, console = rendered
-    figures = re.split(r'id="figure-(\d+)"', dom)[1:]
-    assert len(figures) == 2 * FIGURES
-    for number, body in zip(figures[::2], figures[1::2], strict=True):
+    figures = rendered_figures(dom)
+    assert len(figures) == FIGURES
+    for number, body in figures.items():
         assert 'class="main-svg"' in body, f"figure {number} did not render"
-    errors = [line for line in console if "WebGL" not in line and "GL Driver" not in line]  # headless GPU notes
-    assert not errors, errors
+    assert not console, console
 
 
 def test_the_report_says_what_the_run_files_hold(report, rendered):

@@ -177,3 +177,36 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
     tops = [f["top"] for f in report["folds"] if f["top"]]
     assert report["aggregate"]["worst_validation_score"] == min(t["validation_score"] for t in tops)
     assert json.loads(report_path.read_text())["folds"] == report["folds"]
+    _assert_walk_forward_report(report_path.parent, report)
+
+
+def _assert_walk_forward_report(folder: Path, report: dict) -> None:
+    """`genesis report STUDY-walk-forward`: rendered by a real browser, its folds, scores and chained
+    out-of-sample equity equal to what walk_forward.json and the folds' validation.json hold."""
+    from typer.testing import CliRunner
+
+    from genesis_core.cli import app
+    from tests.browser import figure_data, render, rendered_figures
+
+    page = folder.parent / "wf.html"
+    result = CliRunner().invoke(app, ["report", str(folder), "--out", str(page)])
+    assert result.exit_code == 0, result.output
+    dom, console = render(page)
+    assert not console, console
+    figures = rendered_figures(dom)
+    assert len(figures) == 2 and all('class="main-svg"' in body for body in figures.values())
+    text = page.read_text()
+    traces = figure_data(text, 1)
+    blocks = [t for t in traces if t["mode"] == "lines"]
+    assert [t["y"][0] for t in blocks] == [f"fold {f['fold']}" for f in report["folds"]] * 2
+    explore, validation = (t for t in traces if t["mode"] == "markers+text")
+    tops = [f["top"] for f in report["folds"]]
+    assert explore["y"] == [t["explore_score"] for t in tops] and validation["y"] == [t["validation_score"] for t in tops]
+    growth = 1.0
+    for f in report["folds"]:  # the chained curve ends where the fold tops' validation returns compound to
+        v = json.loads((Path(f["run_dir"]) / "validation.json").read_text())
+        top = next(c for c in v["candidates"] if c["trial"] == f["top"]["trial"])
+        growth *= 1 + top["windows"][0]["metrics"]["total_return"]
+    assert figure_data(text, 2)[-1]["y"][-1] == pytest.approx(growth, rel=1e-12)
+    for f in report["folds"]:
+        assert f'<td class="l">{f["fold"]}</td><td class="l">{" .. ".join(f["explore"])}</td>' in dom

@@ -102,6 +102,7 @@ class RunRecord(Record):
 
 _TRIAL_FILE = re.compile(r"\d{6,}\.json")
 RUN_FILE = "run.json"
+WALK_FORWARD_FILE = "walk_forward.json"
 
 
 @dataclass(frozen=True)
@@ -127,12 +128,19 @@ class RunFolder:
         return cls(Path(results_dir) / "runs" / study_name)
 
     @classmethod
-    def find(cls, run: str | Path, results_dir: str | Path = "results") -> RunFolder:
-        """A run given as a folder or as a study name under ``<results_dir>/runs``."""
+    def find(cls, run: str | Path, results_dir: str | Path = "results", walk_forward: bool = False) -> RunFolder:
+        """A run given as a folder or as a study name under ``<results_dir>/runs``; with
+        ``walk_forward``, a walk-forward's folder (``<study>-walk-forward``) too."""
+        names = (RUN_FILE, WALK_FORWARD_FILE) if walk_forward else (RUN_FILE,)
         for candidate in (Path(run), Path(results_dir) / "runs" / str(run)):
-            if (candidate / RUN_FILE).exists():
+            if any((candidate / name).exists() for name in names):
                 return cls(candidate)
-        raise ConfigError(f"no run at {run} (looked for {RUN_FILE} there and under {results_dir}/runs/)")
+        raise ConfigError(f"no run at {run} (looked for {' or '.join(names)} there and under {results_dir}/runs/)")
+
+    def fold(self, run_dir: str) -> RunFolder:
+        """A walk-forward fold's run: the sibling folder named like ``run_dir`` (which was written
+        relative to wherever the walk-forward ran)."""
+        return RunFolder(self.path.parent / Path(run_dir).name, within=self.within)
 
     @property
     def name(self) -> str:
@@ -239,7 +247,7 @@ class RunFolder:
     # walk-forward: <study>-walk-forward/
     @property
     def walk_forward_path(self) -> Path:
-        return self._at("walk_forward.json")
+        return self._at(WALK_FORWARD_FILE)
 
     def fold_config_path(self, fold: int) -> Path:
         return self.path / f"fold{fold}.yaml"
@@ -247,6 +255,9 @@ class RunFolder:
     def write_fold_config(self, fold: int, text: str) -> Path:
         atomic_write(self.fold_config_path(fold), text)
         return self.fold_config_path(fold)
+
+    def is_walk_forward(self) -> bool:
+        return self.walk_forward_path.exists()
 
     def write_walk_forward(self, report: WalkForwardReport) -> None:
         write_record(self.walk_forward_path, report)
