@@ -26,8 +26,7 @@ from plotly.subplots import make_subplots
 
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config, data_symbol
-from genesis_core.errors import GenesisError
-from genesis_core.optimizer import open_storage
+from genesis_core.optimizer import SearchSpace
 from genesis_core.records import (
     BacktestRecord,
     ChampionStore,
@@ -76,7 +75,8 @@ class _Page:
 
     def figure(self, fig: go.Figure) -> str:
         self.figures += 1
-        fig.update_layout(template="plotly_white", margin={"l": 50, "r": 20, "t": 40, "b": 40})
+        margin = {side: getattr(fig.layout.margin, side) or default for side, default in (("l", 50), ("r", 20), ("t", 40), ("b", 40))}
+        fig.update_layout(template="plotly_white", margin=margin)
         return str(fig.to_html(full_html=False, include_plotlyjs=self.figures == 1, div_id=f"figure-{self.figures}",
                                config={"displaylogo": False, "responsive": True}))
 
@@ -101,17 +101,24 @@ def _history(rows: list[TrialRow]) -> go.Figure:
     return fig
 
 
-def _importances(study_name: str, storage: str) -> go.Figure | str:
+def _importances(rows: list[TrialRow], space: SearchSpace) -> go.Figure | str:
+    """Importances over the run's trials.csv, not its storage: the page can be made wherever the
+    run folder is (a storage path may be relative to where the run was started, or another machine)."""
+    done = [r for r in rows if r.state == "COMPLETE" and r.production_score is not None]
     try:
-        study = optuna.load_study(study_name=study_name, storage=open_storage(storage))
+        study = optuna.create_study(direction="maximize")
+        study.add_trials([optuna.trial.create_trial(
+            params={p: space.held(p, r.params[p]) for p in space.distributions}, distributions=dict(space.distributions),
+            value=r.production_score) for r in done])
         # PED-ANOVA: which parameters decide whether a trial lands in the top 10%; pure NumPy, where
         # fANOVA would need scikit-learn (and SciPy) in every install for one figure
         values = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
-    except (GenesisError, ValueError, RuntimeError, KeyError) as exc:
+    except (ValueError, RuntimeError, KeyError) as exc:
         return f"<p class='note'>not available: {html.escape(str(exc))}</p>"
     names = list(values)[::-1]
     fig = go.Figure(go.Bar(x=[values[n] for n in names], y=names, orientation="h"))
-    fig.update_layout(title="Parameter importances for reaching the top 10% (Optuna, PED-ANOVA)", xaxis_title="importance", height=120 + 28 * len(names))
+    fig.update_layout(title="Parameter importances for reaching the top 10% (Optuna, PED-ANOVA)", xaxis_title="importance",
+                      height=120 + 28 * len(names))
     return fig
 
 
@@ -131,8 +138,10 @@ def _parallel(rows: list[TrialRow]) -> go.Figure | None:
                          "ticktext": [label[:20] for label in labels]})
     scores = [r.production_score for r in done]
     dims.append({"label": "production score", "values": scores})
-    fig = go.Figure(go.Parcoords(line={"color": scores, "colorscale": "Viridis", "showscale": True}, dimensions=dims))
-    fig.update_layout(title="Searched parameters of the VALID trials, coloured by production score")
+    fig = go.Figure(go.Parcoords(line={"color": scores, "colorscale": "Viridis", "showscale": True}, dimensions=dims,
+                                 labelangle=-20, labelside="bottom"))
+    fig.update_layout(title="Searched parameters of the VALID trials, coloured by production score", height=560,
+                      margin={"b": 110})
     return fig
 
 
@@ -212,7 +221,7 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
         ["signature", ", ".join(f"{k} {v[:12]}" for k, v in (run.signature or {}).items())],
     ]))
     page.add("Optimisation history", page.figure(_history(rows)))
-    importances = _importances(run.study_name, run.storage)
+    importances = _importances(rows, SearchSpace(cfg))
     page.add("Parameter importances", importances if isinstance(importances, str) else page.figure(importances))
     parallel = _parallel(rows)
     if parallel is not None:

@@ -71,3 +71,19 @@ def test_the_report_says_what_the_run_files_hold(report, rendered):
     assert f"probability of backtest overfitting: {validation['overfitting']['pbo']['pbo']:.3f}" in dom
     champion = json.loads((run_dir.parent.parent / "champions" / "BTCUSD_1h.json").read_text())
     assert dom.count(f"champion {champion['config_fingerprint'][:8]}") >= 3  # a curve in every window's legend
+
+
+def test_the_importances_are_optunas_over_the_study_though_the_page_reads_only_the_run_folder(report):
+    """Drawn from trials.csv (so a page can be made wherever the folder is), they equal Optuna's
+    PED-ANOVA over the stored study itself."""
+    import optuna
+
+    from genesis_core.optimizer import open_storage
+    from tests.browser import figure_data
+
+    page, run_dir = report
+    run = json.loads((run_dir / "run.json").read_text())
+    study = optuna.load_study(study_name=run["study_name"], storage=open_storage(run["storage"]))
+    expected = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+    (bars,) = figure_data(page.read_text(), 2)
+    assert dict(zip(bars["y"], bars["x"], strict=True)) == expected and len(expected) == len(run["config"]["parameters"])

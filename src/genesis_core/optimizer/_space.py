@@ -73,6 +73,10 @@ class SearchSpace:
         """The config value of what Optuna holds for ``path`` (a choice's JSON text back to the choice)."""
         return self._choices[path][_key(value)] if path in self._choices else value
 
+    def held(self, path: str, value: Any) -> Any:
+        """What Optuna holds for the config value ``value`` of ``path`` (``unchoice``'s inverse)."""
+        return _choice(value) if path in self._choices else value
+
     def trial_params(self, trial: optuna.trial.BaseTrial | optuna.trial.FrozenTrial) -> dict[str, Any]:
         """Searched values of a trial plus the fixed ones, as dotted paths inside params."""
         return {**self.fixed, **{p: self.unchoice(p, v) for p, v in trial.params.items()}}
