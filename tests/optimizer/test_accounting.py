@@ -58,7 +58,9 @@ def test_kill_9_of_the_whole_process_group_then_resume_gives_exactly_the_budget(
     from tests.optimizer.test_optimizer import ROOT, write_config
 
     budget = 80
-    path = write_config(tmp_path, meta={"stop": {"max_trials": budget}, "n_workers": 2, "duplicate_streak_limit": 1000},
+    # a journal lock left by a kill is broken after stale_trial_seconds (the default 30 s would be waited out)
+    path = write_config(tmp_path, meta={"stop": {"max_trials": budget}, "n_workers": 2, "duplicate_streak_limit": 1000,
+                                        "stale_trial_seconds": 3},
                         parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
                                     "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0, "step": 0.25}})
     trials_dir = tmp_path / "results" / "runs" / "t" / "trials"

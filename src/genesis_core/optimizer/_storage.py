@@ -31,7 +31,7 @@ import optuna
 import pydantic
 import sqlalchemy as sa
 from optuna.storages._heartbeat import BaseHeartbeat  # Optuna marks it internal; its heartbeat thread checks for it
-from optuna.storages.journal import JournalFileBackend
+from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from genesis_core.errors import GenesisError
@@ -229,7 +229,9 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
     journal = _journal_path(url)
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
-        return optuna.storages.JournalStorage(JournalFileBackend(str(journal)))
+        # a lock is held for milliseconds: one older than the grace period was left by a killed process
+        lock = JournalFileSymlinkLock(str(journal), grace_period=max(3, round(grace_seconds)))
+        return optuna.storages.JournalStorage(JournalFileBackend(str(journal), lock_obj=lock))
     if not url.startswith(("sqlite:", "postgresql:", "postgresql+")):
         raise StorageError(f"unsupported storage {redact(url)}: use journal:///PATH, sqlite:///PATH or postgresql://...")
     if url.startswith("sqlite:///"):
