@@ -24,13 +24,14 @@ from genesis_core.fingerprint import strict_json
 
 if TYPE_CHECKING:  # the commands import what they use when they run, so `genesis --help` starts fast
     from genesis_core.champion import Decision
+    from genesis_core.data.exchange import Fetched
     from genesis_core.optimizer import OnProgress
     from genesis_core.optimizer import Progress as OptimizerProgress
     from genesis_core.records import PreflightRecord, TrialArtifact, ValidationReport
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
 model_app = typer.Typer(help="Train signal models and show what one was trained on.", no_args_is_help=True)
-data_app = typer.Typer(help="Check candle files.", no_args_is_help=True)
+data_app = typer.Typer(help="Candle files: check them, download and update them from exchanges, list them.", no_args_is_help=True)
 champion_app = typer.Typer(help="The promoted config per symbol and timeframe: show, promote, history, rollback.",
                            no_args_is_help=True)
 app.add_typer(model_app, name="model")
@@ -801,6 +802,128 @@ def data_check(
     out.print(table)
     if g.count:
         err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}")
+
+
+@contextlib.contextmanager
+def _download_bar(show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar of bars fetched, with the rate and the time left (nothing when not shown)."""
+    if not show:
+        yield None
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("[bold]bars"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
+        task = bar.add_task("bars", total=None)
+        yield lambda done, total: bar.update(task, completed=done, total=max(total, done))
+
+
+def _print_fetched(fetched: Fetched, as_json: bool, verb: str) -> None:
+    from genesis_core.data import format_ts
+    from genesis_core.data.exchange import describe_gaps
+
+    c, m = fetched.candles, fetched.market
+    g = c.gaps()
+    summary = {"path": str(fetched.path), "exchange": m.get("exchange"), "symbol": m.get("symbol"), "timeframe": c.timeframe,
+               "bars": len(c), "new_bars": fetched.new_bars, "resumed_bars": fetched.resumed_bars,
+               "first_bar": format_ts(c.timestamps[0]), "last_bar": format_ts(c.timestamps[-1]), "gaps": g.count,
+               "missing_bars": g.missing_bars, "fingerprint": c.fingerprint, "fetched_at": m.get("fetched_at"),
+               "ccxt_version": m.get("ccxt_version")}
+    if as_json:
+        sys.stdout.write(strict_json(summary) + "\n")
+        return
+    resumed = f" ({fetched.resumed_bars:,} of them fetched by an interrupted run)" if fetched.resumed_bars else ""
+    out.print(f"{verb} {fetched.new_bars:,} bars{resumed}: {fetched.path} holds {len(c):,} {m.get('symbol')} {c.timeframe} bars "
+              f"from {m.get('exchange')}, {summary['first_bar']} .. {summary['last_bar']}, fingerprint {c.fingerprint[:16]}",
+              soft_wrap=True)
+    if g.count:
+        err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}: " + "; ".join(describe_gaps(c, m.get("exchange"))),
+                  soft_wrap=True)
+
+
+ApiUrl = Annotated[str | None, typer.Option("--api-url", help="Send the exchange's REST requests to this root instead (a proxy, "
+                                                              "a mirror, a test server); each API keeps its path below it.")]
+Retries = Annotated[int, typer.Option(help="Retries of a page on 429, 5xx and timeouts (waits 1, 2, 4 ... s, or Retry-After).")]
+
+
+@data_app.command("download")
+@_handle_errors
+def data_download(
+    exchange: Annotated[str, typer.Option(help="ccxt exchange id, e.g. bitfinex, binance, kraken.")],
+    symbol: Annotated[str, typer.Option(help="Spot market, e.g. BTC/USD (BTCUSD is understood too).")],
+    start: Annotated[str, typer.Option(help="First bar (ISO date/time, UTC).")],
+    timeframe: Annotated[str, typer.Option(help="Candle timeframe, e.g. 1h, 4h, 1d.")] = "1h",
+    end: Annotated[str | None, typer.Option(help="Last bar, inclusive (default: the last closed candle).")] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="File to write: .parquet (default data/<exchange>_<SYMBOL>_<tf>"
+                                                 ".parquet) or .csv.gz (market in <file>.market.json).")] = None,
+    api_url: ApiUrl = None,
+    retries: Retries = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Download candles from an exchange (ccxt): every page kept as it arrives, so an interrupted
+    download resumes where it stopped when run again; validated; the market in the file's metadata."""
+    from genesis_core.data.exchange import download
+
+    with _download_bar(not as_json) as on_progress, _resumable():
+        fetched = download(exchange, symbol, timeframe, start, end, output, api_url, on_progress, retries)
+    _print_fetched(fetched, as_json, "downloaded")
+
+
+@data_app.command("update")
+@_handle_errors
+def data_update(
+    path: Annotated[Path, typer.Argument(help="A file written by `genesis data download`.")],
+    api_url: ApiUrl = None,
+    retries: Retries = 5,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+) -> None:
+    """Append the bars closed since the file's last one, re-validate the whole file, replace it atomically."""
+    from genesis_core.data.exchange import update
+
+    with _download_bar(not as_json) as on_progress, _resumable():
+        fetched = update(path, api_url, on_progress, retries)
+    _print_fetched(fetched, as_json, "appended")
+
+
+@contextlib.contextmanager
+def _resumable() -> Iterator[None]:
+    """Ctrl-C during a download: the pages fetched are kept; say so and exit 130."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        err.print("interrupted: the pages fetched are kept in <file>.part/; run the same command again to resume")
+        raise typer.Exit(130) from None
+
+
+@data_app.command("list")
+@_handle_errors
+def data_list(
+    folder: Annotated[Path, typer.Argument(help="Folder of candle files.")] = Path("data"),
+    as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+) -> None:
+    """The candle files in a folder: market, span, bars, gaps, fingerprint (or why one does not load)."""
+    from genesis_core.data import candle_files, format_ts
+
+    rows: list[dict[str, Any]] = []
+    for f in candle_files(folder):
+        c, m = f.candles, f.market or {}
+        rows.append({"path": str(f.path), "exchange": m.get("exchange"), "symbol": m.get("symbol") or (c and c.symbol),
+                     "timeframe": c and c.timeframe, "first_bar": c and format_ts(c.timestamps[0]),
+                     "last_bar": c and format_ts(c.timestamps[-1]), "bars": c and len(c), "gaps": c and c.gaps().count,
+                     "fingerprint": c and c.fingerprint, "error": f.error})
+    if as_json:
+        sys.stdout.write(strict_json(rows) + "\n")
+        return
+    table = Table(title=f"Candle files in {folder}")
+    for col in ("file", "market", "span", "bars", "gaps", "fingerprint"):
+        table.add_column(col, justify="right" if col in ("bars", "gaps") else "left")
+    for r in rows:
+        market = " ".join(str(x) for x in (r["exchange"], r["symbol"], r["timeframe"]) if x) or "-"
+        if r["error"]:
+            table.add_row(Path(r["path"]).name, "-", f"[red]{escape(r['error'])}[/]", "-", "-", "-")
+        else:
+            table.add_row(Path(r["path"]).name, market, f"{r['first_bar'][:16]} .. {r['last_bar'][:16]}", f"{r['bars']:,}",
+                          str(r["gaps"]), str(r["fingerprint"])[:12])
+    out.print(table)
 
 
 class _WarningLine(logging.Handler):

@@ -10,19 +10,20 @@ from pathlib import Path
 _TEMPORARY = re.compile(r".*\.(\d+)\.tmp")
 
 
-def atomic_write(path: Path, text: str) -> None:
+def atomic_write(path: Path, text: str | bytes) -> None:
     """Write to a temporary file beside ``path``, flush it to disk, rename it over ``path`` (atomic on
     POSIX) and flush the folder, so the new file survives a power cut. On any failure (a full disk,
     an interrupt) the temporary file is removed and ``path`` is as it was. A ``path`` that exists
     but is not a regular file (``/dev/null``, a pipe) is written to, never replaced."""
+    mode = "wb" if isinstance(text, bytes) else "w"
     if path.exists() and not path.is_file():
-        with path.open("w") as fh:
+        with path.open(mode) as fh:
             fh.write(text)
         return
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
     try:
-        with tmp.open("w") as fh:
+        with tmp.open(mode) as fh:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())

@@ -1,4 +1,6 @@
-"""Candles: load, validate, fingerprint, window with warm-up, resample without lookahead."""
+"""Candles: load, validate, fingerprint, window with warm-up, resample without lookahead.
+
+``genesis_core.data.exchange`` downloads them (imported on use: it loads ccxt)."""
 
 from genesis_core.data._candles import (
     Candles,
@@ -11,11 +13,13 @@ from genesis_core.data._candles import (
     parse_ts,
     same_symbol,
 )
-from genesis_core.data._load import MARKET_KEY, file_market, load_candles
+from genesis_core.data._load import MARKET_KEY, CandleFile, candle_files, file_market, load_candles, market_sidecar
 from genesis_core.data._resample import resample
 
 __all__ = [
     "MARKET_KEY",
+    "CandleFile",
+    "candle_files",
     "Candles",
     "GapReport",
     "Window",
@@ -24,6 +28,7 @@ __all__ = [
     "file_market",
     "format_ts",
     "load_candles",
+    "market_sidecar",
     "parse_timeframe",
     "parse_ts",
     "resample",

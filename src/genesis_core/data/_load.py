@@ -6,7 +6,9 @@ import gzip
 import io
 import json
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,12 +48,19 @@ def _csv_bytes(path: Path, gzipped: bool) -> bytes:
 MARKET_KEY = b"genesis.market"  # Parquet metadata: JSON {"exchange", "symbol", "timeframe", ...}
 
 
-def file_market(path: Path) -> dict[str, str] | None:
-    """The market a Parquet file's metadata declares, if any (CSV files declare none)."""
-    if not "".join(path.suffixes).lower().endswith((".parquet", ".pq")):
-        return None
+def market_sidecar(path: Path) -> Path:
+    """Where a CSV file's market is declared (``genesis data download`` writes it): ``<file>.market.json``."""
+    return path.with_name(path.name + ".market.json")
+
+
+def file_market(path: Path) -> dict[str, Any] | None:
+    """The market a file declares, if any: Parquet's metadata, or a CSV's ``market_sidecar``."""
     try:
-        raw = (pq.read_schema(path).metadata or {}).get(MARKET_KEY)
+        if "".join(path.suffixes).lower().endswith((".parquet", ".pq")):
+            raw = (pq.read_schema(path).metadata or {}).get(MARKET_KEY)
+        else:
+            sidecar = market_sidecar(path)
+            raw = sidecar.read_bytes() if sidecar.is_file() else None
         market = json.loads(raw) if raw else None
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable market metadata: {clip(str(exc))}") from None
@@ -63,7 +72,7 @@ def file_market(path: Path) -> dict[str, str] | None:
 def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
     """Return the raw table and whether rows map to file lines (CSV) for error messages."""
     if not path.exists():
-        raise DataError(f"data file not found: {path}")
+        raise DataError(f"data file not found: {path} (candles from an exchange: `genesis data download`)")
     suffixes = "".join(path.suffixes).lower()
     try:
         if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
@@ -217,3 +226,27 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
         )
     market = file_market(path)
     return Candles(ts, o, h, lo, c, v, tf, str(path), market["symbol"] if market else None)
+
+
+@dataclass(frozen=True)
+class CandleFile:
+    """A candle file as ``genesis data list`` shows it; ``error`` when it does not load."""
+
+    path: Path
+    market: dict[str, Any] | None
+    candles: Candles | None
+    error: str | None
+
+
+def candle_files(folder: Path) -> list[CandleFile]:
+    """Every candle file in ``folder`` (CSV, CSV.gz, Parquet), loaded and checked."""
+    found = []
+    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+        name = path.name.lower()
+        if not path.is_file() or name.startswith(".") or not name.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
+            continue
+        try:
+            found.append(CandleFile(path, file_market(path), load_candles(path), None))
+        except DataError as exc:
+            found.append(CandleFile(path, None, None, str(exc)))
+    return found

@@ -1,0 +1,312 @@
+"""Candles from exchanges through ccxt: ``genesis data download``, ``update`` and ``list``.
+
+The network edge of the data layer. A download walks the exchange's pages from the start (its
+page limit, ccxt's rate limiter, retries with backoff on 429, 5xx and timeouts) and keeps each
+page in ``<file>.part/`` the moment it arrives, written atomically: an interrupted download (Ctrl-C,
+a kill, a lost network) loses at most the page in flight, and the same command resumes it. The
+bars then pass every check of the loader and the file is written at once, the market (exchange,
+symbol, timeframe, first/last bar, when fetched, ccxt version) in its metadata: Parquet's schema
+metadata ``genesis.market``, or ``<file>.market.json`` beside a CSV. The still-open last candle is
+never stored.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import difflib
+import functools
+import gzip
+import io
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import ccxt
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from genesis_core.data._candles import Candles, format_ts, parse_timeframe, parse_ts
+from genesis_core.data._load import MARKET_KEY, file_market, load_candles, market_sidecar
+from genesis_core.errors import DataError, clip
+from genesis_core.files import atomic_write
+
+RETRIES = 5  # per page, after the first try; waits 1, 2, 4, 8, 16 s (or what Retry-After says)
+BACKOFF_SECONDS = 1.0
+SUFFIXES = (".parquet", ".csv.gz")
+# Gaps an exchange is known to have (outages, maintenance): a gap overlapping one is named, not
+# left to look like a broken download. Sources: data/PROVENANCE.md.
+KNOWN_OUTAGES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "binance": (
+        ("2018-02-08T01:00:00Z", "2018-02-09T09:00:00Z", "Binance's February 2018 outage"),
+        ("2019-05-15T03:00:00Z", "2019-05-15T12:00:00Z", "Binance maintenance after the May 2019 hack"),
+        ("2020-02-19T12:00:00Z", "2020-02-19T16:00:00Z", "Binance maintenance"),
+        ("2021-04-25T05:00:00Z", "2021-04-25T07:00:00Z", "Binance maintenance"),
+        ("2023-03-24T13:00:00Z", "2023-03-24T13:00:00Z", "Binance spot trading halt"),
+    ),
+}
+OnProgress = Callable[[int, int], None]  # bars fetched so far, bars expected in all
+
+
+@dataclass(frozen=True)
+class Fetched:
+    """A candle file written by ``download`` or ``update``."""
+
+    path: Path
+    candles: Candles
+    market: dict[str, Any]
+    new_bars: int
+    resumed_bars: int  # of the new bars, those an interrupted run had already fetched
+
+
+def connect(exchange: str, api_url: str | None = None) -> ccxt.Exchange:
+    """The ccxt client of ``exchange`` (spot markets), its REST API moved to ``api_url`` if given
+    (a proxy, a mirror, a test server: each API root keeps its path below the new root)."""
+    cls = getattr(ccxt, exchange, None) if exchange in ccxt.exchanges else None
+    if cls is None:
+        close = difflib.get_close_matches(exchange.lower(), ccxt.exchanges, n=5)
+        raise DataError(f"unknown exchange {clip(exchange)!r}" + (f"; did you mean {', '.join(close)}?" if close else
+                                                                    " (see ccxt's list of exchanges)"))
+    ex = cls({"enableRateLimit": True, "options": {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot"}})
+    if api_url is not None:
+        root = urlsplit(api_url)
+        ex.urls["api"] = {k: urlunsplit((root.scheme, root.netloc, root.path.rstrip("/") + urlsplit(v).path, "", ""))
+                          if isinstance(v, str) else v for k, v in ex.urls["api"].items()}
+    _remember_status(ex)
+    return ex
+
+
+def _remember_status(ex: ccxt.Exchange) -> None:
+    """Keep each response's HTTP status in ``ex.genesis_status``: ccxt classifies some exchanges'
+    5xx answers as a plain ExchangeError (Bitfinex's ``["error", 10000, ...]``), which the status
+    shows to be the server's trouble, worth a retry, not a refusal."""
+    handle = ex.handle_errors
+
+    def handle_errors(code: int, *args: Any) -> Any:
+        ex.genesis_status = code
+        return handle(code, *args)
+
+    ex.handle_errors = handle_errors
+
+
+def _retrying(ex: ccxt.Exchange, what: str, call: Callable[[], Any], retries: int) -> Any:
+    """``call()``, retried with exponential backoff while the exchange is busy or away (429, 5xx,
+    timeouts, lost connections); a refusal (an unknown symbol, a bad request) is not retried."""
+    for attempt in range(retries + 1):
+        ex.genesis_status = 0
+        try:
+            return call()
+        except ccxt.BaseError as exc:
+            status = getattr(ex, "genesis_status", 0)
+            if not (isinstance(exc, ccxt.NetworkError) or status == 429 or status >= 500):
+                raise DataError(f"{ex.id}: {what}: {type(exc).__name__}: {clip(str(exc))}") from None
+            if attempt == retries:
+                raise DataError(f"{ex.id}: {what} failed {retries + 1} times; last: {type(exc).__name__}: {clip(str(exc))}. "
+                                "Run the same command again to resume") from None
+            headers = {k.lower(): v for k, v in (ex.last_response_headers or {}).items()}
+            after = headers.get("retry-after", "")
+            time.sleep(min(60.0, float(after) if after.replace(".", "", 1).isdigit() else BACKOFF_SECONDS * 2 ** attempt))
+    raise AssertionError("unreachable")
+
+
+def market_symbol(ex: ccxt.Exchange, symbol: str, timeframe: str, retries: int = RETRIES) -> str:
+    """The exchange's unified symbol for ``symbol`` (BTC/USD, or BTCUSD spelled without the slash);
+    DataError listing close matches for a market or timeframe it does not offer."""
+    _retrying(ex, "loading its markets", ex.load_markets, retries)
+    if symbol not in ex.markets:
+        same = [s for s in ex.symbols if s.replace("/", "").upper() == symbol.replace("/", "").replace("-", "").upper()]
+        if len(same) != 1:
+            close = difflib.get_close_matches(symbol.upper(), ex.symbols, n=5, cutoff=0.5)
+            raise DataError(f"{ex.id} has no spot market {clip(symbol)!r}" + (f"; close matches: {', '.join(close)}" if close else
+                            f" ({len(ex.symbols)} markets, e.g. {', '.join(ex.symbols[:5])})"))
+        symbol = same[0]
+    timeframes = ex.timeframes or {}
+    if timeframe not in timeframes:
+        raise DataError(f"{ex.id} offers no {clip(timeframe)} candles; it offers {', '.join(timeframes)}")
+    try:
+        parse_timeframe(timeframe)
+    except DataError:
+        raise DataError(f"timeframe {timeframe}: genesis works with minutes, hours, days and weeks (e.g. 1h, 4h, 1d)") from None
+    return symbol
+
+
+class _Parts:
+    """The pages of one download, kept in ``<file>.part/`` as they arrive: ``request.json`` says
+    what is being fetched, ``page-NNNNNN.csv`` each page, written atomically."""
+
+    def __init__(self, target: Path, request: dict[str, Any]) -> None:
+        self.folder = target.with_name(target.name + ".part")
+        stored = self.folder / "request.json"
+        if stored.exists():
+            before = json.loads(stored.read_text())
+            if before != request:
+                raise DataError(f"{self.folder} holds an interrupted download of another request ({clip(json.dumps(before), 300)});"
+                                f" re-run that command to finish it, or delete the folder")
+        else:
+            atomic_write(stored, json.dumps(request, sort_keys=True))
+        self.pages = sorted(self.folder.glob("page-*.csv"))
+
+    def rows(self) -> np.ndarray:
+        """Every stored bar: time (ms), open, high, low, close, volume."""
+        frames = [np.loadtxt(p, delimiter=",", ndmin=2) for p in self.pages]
+        return np.concatenate(frames) if frames else np.empty((0, 6))
+
+    def add(self, rows: list[list[float]]) -> None:
+        text = "".join(",".join(str(int(x)) if i == 0 else repr(float("nan") if x is None else float(x)) for i, x in enumerate(r[:6]))
+                       + "\n" for r in rows)
+        page = self.folder / f"page-{len(self.pages) + 1:06d}.csv"
+        atomic_write(page, text)
+        self.pages.append(page)
+
+    def remove(self) -> None:
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+def _fetch(ex: ccxt.Exchange, symbol: str, timeframe: str, since_ms: int, until_ms: int | None, parts: _Parts,
+           on_progress: OnProgress | None, retries: int) -> np.ndarray:
+    """The closed bars from ``since_ms`` to ``until_ms`` (open times, inclusive), page by page
+    into ``parts`` from where it stopped; the stored and the new ones."""
+    tf_ms = parse_timeframe(timeframe) * 1000
+    last_closed = (ex.milliseconds() // tf_ms - 1) * tf_ms  # the open time of the last candle already closed
+    until = last_closed if until_ms is None else min(until_ms, last_closed)
+    stored = parts.rows()
+    since = int(stored[-1, 0]) + tf_ms if len(stored) else since_ms
+    origin = int(stored[0, 0]) if len(stored) else since_ms
+    expected = max(1, (until - origin) // tf_ms + 1)
+    limit = ex.features.get("spot", {}).get("fetchOHLCV", {}).get("limit") or 1000
+    fetched = len(stored)
+    if on_progress is not None:
+        on_progress(fetched, expected)
+    while since <= until:
+        page = _retrying(ex, f"candles from {format_ts(since // 1000)}",
+                         functools.partial(ex.fetch_ohlcv, symbol, timeframe, since=since, limit=limit, params={"until": until}),
+                         retries)
+        rows = [r for r in page if since <= r[0] <= until]
+        if not rows:
+            break  # nothing more up to ``until``: the exchange has no later bars
+        if not fetched:  # the exchange's first bar may come long after the start asked for
+            expected = max(1, (until - int(rows[0][0])) // tf_ms + 1)
+        parts.add(rows)
+        fetched += len(rows)
+        since = int(rows[-1][0]) + tf_ms
+        if on_progress is not None:
+            on_progress(fetched, expected)
+    return parts.rows()
+
+
+def _frame(rows: np.ndarray, iso: bool) -> pd.DataFrame:
+    """The bars as a table: time as a UTC timestamp (Parquet) or ISO text (CSV), like the bundled files."""
+    seconds = rows[:, 0].astype(np.int64) // 1000
+    times = [format_ts(t) for t in seconds] if iso else pd.to_datetime(seconds, unit="s", utc=True).as_unit("s")
+    return pd.DataFrame({"timestamp": times, **{name: rows[:, i + 1] for i, name in enumerate(("open", "high", "low", "close", "volume"))}})
+
+
+def _write(path: Path, rows: np.ndarray, market: dict[str, Any], timeframe: str) -> Candles:
+    """Write ``rows`` to ``path`` with its market, atomically, after the loader's checks passed on
+    exactly what is written (a bad bar is named and nothing is replaced)."""
+    tmp = path.with_name(f".{path.name}.new{''.join(path.suffixes)}")
+    try:
+        if path.name.endswith(".parquet"):
+            table = pa.Table.from_pandas(_frame(rows, iso=False), preserve_index=False)
+            table = table.replace_schema_metadata({**(table.schema.metadata or {}), MARKET_KEY: json.dumps(market).encode()})
+            buf = io.BytesIO()
+            pq.write_table(table, buf, compression="zstd")
+            atomic_write(tmp, buf.getvalue())
+        else:
+            text = _frame(rows, iso=True).to_csv(index=False)
+            buf = io.BytesIO()
+            with gzip.GzipFile(fileobj=buf, mode="wb", mtime=0) as gz:
+                gz.write(text.encode())
+            atomic_write(tmp, buf.getvalue())
+            atomic_write(market_sidecar(tmp), json.dumps(market, indent=1) + "\n")
+        candles = load_candles(tmp, timeframe)
+        if not path.name.endswith(".parquet"):
+            market_sidecar(tmp).replace(market_sidecar(path))
+        tmp.replace(path)
+    finally:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        with contextlib.suppress(OSError):
+            market_sidecar(tmp).unlink()
+    return dataclasses.replace(candles, source=str(path))
+
+
+def default_path(folder: Path, exchange: str, symbol: str, timeframe: str) -> Path:
+    """``<folder>/<exchange>_<BASEQUOTE>_<timeframe>.parquet``."""
+    return folder / f"{exchange}_{symbol.replace('/', '').replace(':', '-')}_{timeframe}.parquet"
+
+
+def download(exchange: str, symbol: str, timeframe: str, start: str, end: str | None, out: Path | None = None,
+             api_url: str | None = None, on_progress: OnProgress | None = None, retries: int = RETRIES) -> Fetched:
+    """Candles of ``symbol`` from ``start`` to ``end`` (inclusive; default: the last closed bar) into
+    ``out`` (Parquet unless it ends in .csv.gz), resuming an interrupted run of the same request."""
+    ex = connect(exchange, api_url)
+    unified = market_symbol(ex, symbol, timeframe, retries)
+    path = out or default_path(Path("data"), ex.id, unified, timeframe)
+    if not path.name.endswith(SUFFIXES):
+        raise DataError(f"{path}: write .parquet (default) or .csv.gz")
+    since = parse_ts(start) * 1000
+    until = None if end is None else parse_ts(end, end_of_day=True) * 1000
+    parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": timeframe, "start": since, "end": until})
+    resumed = len(parts.rows())
+    rows = _fetch(ex, unified, timeframe, since, until, parts, on_progress, retries)
+    if len(rows) == 0:
+        parts.remove()
+        raise DataError(f"{ex.id} has no {unified} {timeframe} candles from {start}" + (f" to {end}" if end else ""))
+    candles = _write(path, rows, _market(ex, unified, timeframe, rows), timeframe)
+    parts.remove()
+    return Fetched(path, candles, file_market(path) or {}, len(rows), resumed)
+
+
+def update(path: Path, api_url: str | None = None, on_progress: OnProgress | None = None, retries: int = RETRIES) -> Fetched:
+    """Append the bars closed since ``path``'s last one, re-validate the whole file and replace it
+    atomically; its market metadata says where from."""
+    market = file_market(path)
+    if market is None or not {"exchange", "symbol", "timeframe"} <= set(market):
+        raise DataError(f"{path}: no exchange market in its metadata (written by `genesis data download`?); "
+                        "download it with `genesis data download` first")
+    old = load_candles(path, market["timeframe"])
+    ex = connect(market["exchange"], api_url)
+    unified = market_symbol(ex, market["symbol"], market["timeframe"], retries)
+    tf_ms = old.timeframe_seconds * 1000
+    since = int(old.timestamps[-1]) * 1000 + tf_ms
+    parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": market["timeframe"], "start": since, "end": None})
+    resumed = len(parts.rows())
+    new = _fetch(ex, unified, market["timeframe"], since, None, parts, on_progress, retries)
+    if len(new) == 0:
+        parts.remove()
+        return Fetched(path, old, market, 0, 0)
+    before = np.column_stack([old.timestamps * 1000, old.open, old.high, old.low, old.close, old.volume])
+    rows = np.concatenate([before, new])
+    candles = _write(path, rows, _market(ex, unified, market["timeframe"], rows), market["timeframe"])
+    parts.remove()
+    return Fetched(path, candles, file_market(path) or {}, len(new), resumed)
+
+
+def _market(ex: ccxt.Exchange, symbol: str, timeframe: str, rows: np.ndarray) -> dict[str, Any]:
+    return {"exchange": ex.id, "symbol": symbol, "timeframe": timeframe, "first_bar": format_ts(int(rows[0, 0]) // 1000),
+            "last_bar": format_ts(int(rows[-1, 0]) // 1000), "bars": len(rows),
+            "fetched_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "ccxt_version": ccxt.__version__}
+
+
+def describe_gaps(candles: Candles, exchange: str | None, most: int = 5) -> list[str]:
+    """The largest gaps, each with the exchange's known outage it falls in, if any."""
+    ts, tf = candles.timestamps, candles.timeframe_seconds
+    diffs = np.diff(ts)
+    over = np.flatnonzero(diffs > tf)
+    known = [(parse_ts(a), parse_ts(b), why) for a, b, why in KNOWN_OUTAGES.get(exchange or "", ())]
+    lines = []
+    for i in over[np.argsort(-diffs[over], kind="stable")][:most]:
+        first, last = int(ts[i]) + tf, int(ts[i + 1]) - tf  # the missing bars
+        why = next((w for a, b, w in known if first <= b and a <= last), None)
+        lines.append(f"{(last - first) // tf + 1} bar(s) missing {format_ts(first)} .. {format_ts(last)}"
+                     + (f" ({why})" if why else ""))
+    return lines

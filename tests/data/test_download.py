@@ -1,0 +1,238 @@
+"""`genesis data download / update / list` through ccxt's real code path, its API URLs pointed at a
+local server that answers in Bitfinex's and Binance's own REST formats with the bundled real candles
+(tests/fake_exchange.py): pages, retries, a kill mid-download, the still-open candle, the market
+recorded in the file."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from genesis_core.cli import app
+from genesis_core.data import Candles, file_market, format_ts, load_candles, market_sidecar, parse_ts
+from tests.fake_exchange import Exchange, serving
+
+ROOT = Path(__file__).resolve().parents[2]
+FILES = {"bitfinex": ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "binance": ROOT / "data" / "BTCUSDT_1h_binance.csv.gz"}
+SYMBOLS = {"bitfinex": "BTC/USD", "binance": "BTC/USDT"}
+
+
+def _bars(exchange: str, first: int, stop: int) -> Candles:
+    return load_candles(FILES[exchange]).slice(first, stop)
+
+
+def _genesis(*args: str, root: str, name: str) -> SimpleNamespace:
+    """`genesis data ...` run in this process (as the command line runs it; the kill test runs a real one)."""
+    result = CliRunner().invoke(app, ["data", *args, "--api-url", f"{root}/{name}"])
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
+def _download(out: Path, name: str, root: str, *extra: str) -> SimpleNamespace:
+    return _genesis("download", "--exchange", name, "--symbol", SYMBOLS[name], "--start", "2017-01-01", "--out", str(out),
+                    "--json", *extra, root=root, name=name)
+
+
+def _same_bars(path: Path, expected: Candles) -> None:
+    got = load_candles(path)
+    for field in ("timestamps", "open", "high", "low", "close", "volume"):
+        assert np.array_equal(getattr(got, field), getattr(expected, field)), field
+    assert got.fingerprint == expected.fingerprint
+
+
+def _candle_requests(ex: Exchange) -> list[str]:
+    return [r for r in ex.requests if "candles/" in r or "klines" in r]
+
+
+@pytest.mark.parametrize("name,out", [("bitfinex", "btc.parquet"), ("binance", "btc.csv.gz")])
+def test_a_multi_page_download_equals_the_exchange_bar_for_bar_with_its_market_recorded(tmp_path, name, out):
+    ex = Exchange(_bars(name, 0, 4_500), page_rows=1_000)  # 5 pages: the server's cap, not the client's limit
+    with serving(**{name: ex}) as root:
+        proc = _download(tmp_path / out, name, root)
+    assert proc.returncode == 0, proc.stderr
+    _same_bars(tmp_path / out, ex.candles)
+    assert len(_candle_requests(ex)) == 6  # 5 pages and the empty one that says there is no more
+    market = file_market(tmp_path / out)
+    assert market is not None
+    assert {k: market[k] for k in ("exchange", "symbol", "timeframe", "bars")} == {"exchange": name, "symbol": SYMBOLS[name],
+                                                                                     "timeframe": "1h", "bars": 4_500}
+    import ccxt
+
+    assert market["ccxt_version"] == ccxt.__version__ and market["fetched_at"].endswith("Z")
+    assert market["first_bar"] == "2018-05-15T07:00:00Z" if name == "bitfinex" else market["first_bar"] == "2017-08-17T04:00:00Z"
+    assert load_candles(tmp_path / out).symbol == SYMBOLS[name]  # what the optimizer's market checks read
+    assert market_sidecar(tmp_path / out).exists() == out.endswith(".csv.gz")
+    result = json.loads(proc.stdout)
+    assert result["bars"] == result["new_bars"] == 4_500 and result["fingerprint"] == ex.candles.fingerprint
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out] + ([market_sidecar(tmp_path / out).name]
+                                                                         if out.endswith(".csv.gz") else []))  # no part left
+
+
+@pytest.mark.parametrize("name", ["bitfinex", "binance"])
+def test_a_429_and_a_500_are_retried_and_the_file_is_whole(tmp_path, name):
+    ex = Exchange(_bars(name, 0, 2_500), page_rows=1_000, failures=[429, 500])
+    with serving(**{name: ex}) as root:
+        proc = _download(tmp_path / "b.parquet", name, root)
+    assert proc.returncode == 0, proc.stderr
+    _same_bars(tmp_path / "b.parquet", ex.candles)
+    asked = _candle_requests(ex)
+    assert len(asked) == 4 + 2 and asked[0] == asked[1] == asked[2]  # the first page asked three times, then 2 more and the end
+
+
+def test_ctrl_c_then_kill_9_mid_download_lose_at_most_the_page_in_flight_and_a_rerun_gives_the_same_file(tmp_path):
+    ex = Exchange(_bars("binance", 10_000, 16_000), page_rows=500, delay=0.25)  # 12 pages
+    out = tmp_path / "b.parquet"
+    part = tmp_path / "b.parquet.part"
+    with serving(binance=ex) as root:
+        kept = []
+        for sig in (signal.SIGINT, signal.SIGKILL):
+            proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "data", "download", "--exchange", "binance", "--symbol",
+                                     "BTC/USDT", "--start", "2017-01-01", "--out", str(out), "--api-url", f"{root}/binance"],
+                                    cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+            before = len(list(part.glob("page-*.csv"))) if part.exists() else 0
+            deadline = time.monotonic() + 60
+            while (len(list(part.glob("page-*.csv"))) if part.exists() else 0) < before + 3:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+                time.sleep(0.02)
+            os.kill(proc.pid, sig)
+            _, stderr = proc.communicate(timeout=60)
+            assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), stderr
+            if sig == signal.SIGINT:
+                assert "run the same command again to resume" in stderr
+            assert not out.exists()
+            pages = sorted(part.glob("page-*.csv"))
+            kept.append(sum(len(p.read_text().splitlines()) for p in pages))
+            assert kept[-1] == 500 * len(pages)  # whole pages only: a page is written at once or not at all
+        asked_before = len(_candle_requests(ex))
+        ex.delay = 0.0
+        proc = _download(out, "binance", root)
+    assert proc.returncode == 0, proc.stderr
+    _same_bars(out, ex.candles)
+    assert not part.exists()
+    assert json.loads(proc.stdout)["resumed_bars"] == kept[-1]
+    rerun = _candle_requests(ex)[asked_before:]
+    assert len(rerun) == (6_000 - kept[-1]) // 500 + 1  # only the pages not kept, then the end
+    assert f"startTime={int(ex.candles.timestamps[kept[-1]]) * 1000}" in rerun[0]
+    assert asked_before <= kept[-1] // 500 + 2  # each interruption lost at most the page in flight
+
+
+def test_update_appends_exactly_the_new_bars_and_replaces_the_file_atomically(tmp_path):
+    everything = _bars("bitfinex", 20_000, 23_000)
+    ex = Exchange(everything.slice(0, 2_000), page_rows=1_000)
+    out = tmp_path / "b.parquet"
+    with serving(bitfinex=ex) as root:
+        assert _download(out, "bitfinex", root).returncode == 0
+        first = file_market(out)
+        ex.candles = everything  # the exchange has moved on by 1,000 bars
+        before = len(ex.requests)
+        proc = _genesis("update", str(out), "--json", root=root, name="bitfinex")
+        assert proc.returncode == 0, proc.stderr
+        assert json.loads(proc.stdout)["new_bars"] == 1_000
+        asked = [r for r in ex.requests[before:] if "candles/" in r]
+        assert f"start={int(everything.timestamps[2_000]) * 1000}" in asked[0]  # from the bar after the file's last
+        _same_bars(out, everything)
+        market = file_market(out)
+        assert market["bars"] == 3_000 and market["last_bar"] == format_ts(everything.timestamps[-1])
+        assert market["first_bar"] == first["first_bar"] and market["last_bar"] != first["last_bar"]
+        again = _genesis("update", str(out), "--json", root=root, name="bitfinex")
+    assert again.returncode == 0 and json.loads(again.stdout)["new_bars"] == 0
+    _same_bars(out, everything)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.parquet"]
+
+
+def test_the_still_open_candle_is_never_stored(tmp_path):
+    """The exchange's last bar opened this hour: it is not stored by a download, nor by an update."""
+    real = _bars("bitfinex", 0, 1_000)
+    now_bar = int(time.time()) // 3600 * 3600
+    shifted = Candles(real.timestamps - real.timestamps[-1] + now_bar, real.open, real.high, real.low, real.close, real.volume,
+                      3600)
+    ex = Exchange(shifted, page_rows=1_000)
+    out = tmp_path / "b.parquet"
+    with serving(bitfinex=ex) as root:
+        assert _download(out, "bitfinex", root).returncode == 0
+        _same_bars(out, shifted.slice(0, 999))
+        assert json.loads(_genesis("update", str(out), "--json", root=root, name="bitfinex").stdout)["new_bars"] == 0
+    _same_bars(out, shifted.slice(0, 999))
+
+
+def test_a_bar_the_loader_refuses_names_it_and_writes_no_file(tmp_path):
+    bars = _bars("binance", 0, 1_200)
+    high = bars.high.copy()
+    high[700] = bars.low[700] / 2  # the exchange sends a bar whose high is below its low
+    ex = Exchange(Candles(bars.timestamps, bars.open, high, bars.low, bars.close, bars.volume, 3600), page_rows=1_000)
+    with serving(binance=ex) as root:
+        proc = _download(tmp_path / "b.parquet", "binance", root)
+    assert proc.returncode == 2
+    assert "row 701" in proc.stderr and f"high {high[700]}" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "b.parquet").exists() and len(list((tmp_path / "b.parquet.part").glob("page-*"))) == 2
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--exchange", "bitfinx", "--symbol", "BTC/USD"], "unknown exchange 'bitfinx'; did you mean bitfinex"),
+    (["--exchange", "bitfinex", "--symbol", "BTC/USDX"], "bitfinex has no spot market 'BTC/USDX'; close matches: BTC/USD"),
+    (["--exchange", "binance", "--symbol", "BTCUSDX"], "binance has no spot market 'BTCUSDX'; close matches: BTC/USDT"),
+    (["--exchange", "bitfinex", "--symbol", "BTC/USD", "--timeframe", "7m"], "bitfinex offers no 7m candles; it offers 1m, 5m"),
+])
+def test_an_exchange_symbol_or_timeframe_not_offered_is_one_clear_line(tmp_path, args, message):
+    ex = {"bitfinex": Exchange(_bars("bitfinex", 0, 10)), "binance": Exchange(_bars("binance", 0, 10))}
+    with serving(**ex) as root:
+        proc = _genesis("download", *args, "--start", "2018-01-01", "--out", str(tmp_path / "x.parquet"), root=root, name=args[1])
+    assert proc.returncode == 2 and message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    assert not any(_candle_requests(e) for e in ex.values()) and list(tmp_path.iterdir()) == []
+
+
+def test_data_list_shows_each_file_with_its_market_span_and_fingerprint(tmp_path):
+    ex = Exchange(_bars("binance", 0, 1_500), page_rows=1_000)
+    with serving(binance=ex) as root:
+        assert _download(tmp_path / "b.csv.gz", "binance", root).returncode == 0
+    (tmp_path / "broken.csv").write_text("timestamp,open,high,low,close,volume\n2020-01-01,1,0.5,1,1,1\n")
+    result = CliRunner().invoke(app, ["data", "list", str(tmp_path), "--json"])
+    proc = SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+    assert proc.returncode == 0, proc.stderr
+    listed = {Path(r["path"]).name: r for r in json.loads(proc.stdout)}
+    assert set(listed) == {"b.csv.gz", "broken.csv"}
+    b = listed["b.csv.gz"]
+    assert (b["exchange"], b["symbol"], b["timeframe"], b["bars"], b["fingerprint"]) == ("binance", "BTC/USDT", "1h", 1_500,
+                                                                                       ex.candles.fingerprint)
+    assert b["gaps"] == ex.candles.gaps().count >= 1 and b["first_bar"] == "2017-08-17T04:00:00Z"
+    assert "high 0.5 < max(open, close)" in listed["broken.csv"]["error"]
+
+
+def test_the_readme_flow_download_a_market_then_optimize_on_it(tmp_path):
+    """configs/optimize_sma_cross.yaml on a Binance BTC/USDT download: the market comes from the
+    file's metadata (the base config's BTCUSD does not apply to another file), preflight passes, the
+    run explores and validates on exactly the downloaded bars."""
+    import yaml
+
+    first = int(np.searchsorted(load_candles(FILES["binance"]).timestamps, parse_ts("2021-11-01")))
+    last = int(np.searchsorted(load_candles(FILES["binance"]).timestamps, parse_ts("2024-01-01")))
+    ex = Exchange(_bars("binance", first, last), page_rows=1_000)
+    data = tmp_path / "data" / "binance_BTCUSDT_1h.parquet"
+    with serving(binance=ex) as root:
+        proc = _genesis("download", "--exchange", "binance", "--symbol", "BTC/USDT", "--start", "2021-11-01", "--out", str(data),
+                        root=root, name="binance")
+    assert proc.returncode == 0, proc.stderr
+    cfg = yaml.safe_load((ROOT / "configs" / "optimize_sma_cross.yaml").read_text())
+    cfg["meta"].update(base_config=str(ROOT / "configs" / "sma_cross.yaml"), data=str(data), results_dir=str(tmp_path / "results"),
+                       stop={"max_trials": 12})
+    path = tmp_path / "opt.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    result = CliRunner().invoke(app, ["optimize", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    run = json.loads((tmp_path / "results" / "runs" / "sma-binance-2022" / "run.json").read_text())
+    checks = {c["name"]: c for c in run["sessions"][0]["preflight"]["checks"]}
+    assert checks["market"]["status"] == "pass" and "BTC/USDT" in checks["market"]["detail"], checks["market"]
+    assert run["signature"]["data"] and run["fixed_config"]["data"]["path"] == str(data)
+    assert run["cache"]["unique_backtests"] >= 1 and (tmp_path / "results" / "runs" / "sma-binance-2022" / "validation.json").exists()
+    trial = json.loads(next((tmp_path / "results" / "runs" / "sma-binance-2022" / "trials").iterdir()).read_text())
+    assert trial["fingerprints"]["data_file"] == ex.candles.fingerprint  # the bars downloaded, exactly
