@@ -823,11 +823,12 @@ def _print_fetched(fetched: Fetched, as_json: bool, verb: str) -> None:
 
     c, m = fetched.candles, fetched.market
     g = c.gaps()
-    summary = {"path": str(fetched.path), "exchange": m.get("exchange"), "symbol": m.get("symbol"), "timeframe": c.timeframe,
+    largest = describe_gaps(c, m.get("exchange"))
+    summary: dict[str, Any] = {"path": str(fetched.path), "exchange": m.get("exchange"), "symbol": m.get("symbol"), "timeframe": c.timeframe,
                "bars": len(c), "new_bars": fetched.new_bars, "resumed_bars": fetched.resumed_bars,
                "first_bar": format_ts(c.timestamps[0]), "last_bar": format_ts(c.timestamps[-1]), "gaps": g.count,
-               "missing_bars": g.missing_bars, "fingerprint": c.fingerprint, "fetched_at": m.get("fetched_at"),
-               "ccxt_version": m.get("ccxt_version")}
+               "missing_bars": g.missing_bars, "largest_gaps": largest, "fingerprint": c.fingerprint,
+               "fetched_at": m.get("fetched_at"), "ccxt_version": m.get("ccxt_version")}
     if as_json:
         sys.stdout.write(strict_json(summary) + "\n")
         return
@@ -836,8 +837,7 @@ def _print_fetched(fetched: Fetched, as_json: bool, verb: str) -> None:
               f"from {m.get('exchange')}, {summary['first_bar']} .. {summary['last_bar']}, fingerprint {c.fingerprint[:16]}",
               soft_wrap=True)
     if g.count:
-        err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}: " + "; ".join(describe_gaps(c, m.get("exchange"))),
-                  soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}: " + "; ".join(largest), soft_wrap=True)
 
 
 ApiUrl = Annotated[str | None, typer.Option("--api-url", help="Send the exchange's REST requests to this root instead (a proxy, "

@@ -74,6 +74,10 @@ def test_a_multi_page_download_equals_the_exchange_bar_for_bar_with_its_market_r
     assert market_sidecar(tmp_path / out).exists() == out.endswith(".csv.gz")
     result = json.loads(proc.stdout)
     assert result["bars"] == result["new_bars"] == 4_500 and result["fingerprint"] == ex.candles.fingerprint
+    assert result["gaps"] == ex.candles.gaps().count and len(result["largest_gaps"]) == min(5, result["gaps"])
+    if name == "binance":  # its 33-hour gap of February 2018 is the exchange's, and said so
+        assert result["largest_gaps"][0] == ("33 bar(s) missing 2018-02-08T01:00:00Z .. 2018-02-09T09:00:00Z "
+                                             "(Binance's February 2018 outage)")
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out] + ([market_sidecar(tmp_path / out).name]
                                                                          if out.endswith(".csv.gz") else []))  # no part left
 

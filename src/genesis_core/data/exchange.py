@@ -47,7 +47,7 @@ SUFFIXES = (".parquet", ".csv.gz")
 KNOWN_OUTAGES: dict[str, tuple[tuple[str, str, str], ...]] = {
     "binance": (
         ("2018-02-08T01:00:00Z", "2018-02-09T09:00:00Z", "Binance's February 2018 outage"),
-        ("2019-05-15T03:00:00Z", "2019-05-15T12:00:00Z", "Binance maintenance after the May 2019 hack"),
+        ("2019-05-15T03:00:00Z", "2019-05-15T12:00:00Z", "Binance maintenance"),
         ("2020-02-19T12:00:00Z", "2020-02-19T16:00:00Z", "Binance maintenance"),
         ("2021-04-25T05:00:00Z", "2021-04-25T07:00:00Z", "Binance maintenance"),
         ("2023-03-24T13:00:00Z", "2023-03-24T13:00:00Z", "Binance spot trading halt"),
