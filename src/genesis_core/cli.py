@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import math
+import signal
 import sys
 from collections.abc import Callable, Iterator
 from functools import wraps
@@ -279,8 +280,6 @@ def optimize(
     if e.session.stopped_reason:
         err.print(f"[yellow]explore stopped early:[/] {e.session.stopped_reason}")
     if e.session.interrupted:
-        import signal
-
         stopped_by = signal.Signals[e.session.signal or "SIGINT"]
         err.print(f"interrupted; resume with: genesis optimize {config}  (the study resumes where it stopped; {stopped_by.name})")
         raise typer.Exit(128 + stopped_by.value)  # the shell's convention: 130 for Ctrl-C, 143 for SIGTERM
@@ -886,12 +885,24 @@ def data_update(
 
 @contextlib.contextmanager
 def _resumable() -> Iterator[None]:
-    """Ctrl-C during a download: the pages fetched are kept; say so and exit 130."""
+    """Ctrl-C or SIGTERM during a download: the pages fetched are kept; say so and exit 128 + the
+    signal. The handlers are set here, whatever the process inherited (a shell's background job
+    starts with SIGINT ignored)."""
+    stopped: list[int] = []
+
+    def stop(signum: int, frame: object) -> None:
+        stopped.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     except KeyboardInterrupt:
         err.print("interrupted: the pages fetched are kept in <file>.part/; run the same command again to resume")
-        raise typer.Exit(130) from None
+        raise typer.Exit(128 + (stopped[0] if stopped else signal.SIGINT)) from None
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 @data_app.command("list")
