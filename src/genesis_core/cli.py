@@ -28,15 +28,17 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.data.exchange import Fetched
     from genesis_core.optimizer import OnProgress
     from genesis_core.optimizer import Progress as OptimizerProgress
-    from genesis_core.records import PreflightRecord, TrialArtifact, ValidationReport
+    from genesis_core.records import PreflightRecord, RunFolder, TrialArtifact, ValidationReport
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
 model_app = typer.Typer(help="Train signal models and show what one was trained on.", no_args_is_help=True)
 data_app = typer.Typer(help="Candle files: check them, download and update them from exchanges, list them.", no_args_is_help=True)
+storage_app = typer.Typer(help="The study storage of a fleet: serve a database to many workers.", no_args_is_help=True)
 champion_app = typer.Typer(help="The promoted config per symbol and timeframe: show, promote, history, rollback.",
                            no_args_is_help=True)
 app.add_typer(model_app, name="model")
 app.add_typer(data_app, name="data")
+app.add_typer(storage_app, name="storage")
 app.add_typer(champion_app, name="champion")
 runs_app = typer.Typer(help="Optimizer runs in a results folder: list them, show one or one of its trials.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
@@ -90,6 +92,10 @@ def _fmt(value: Any, spec: str = ",.4f") -> str:
     return str(value)
 
 
+RunStorage = Annotated[str | None, typer.Option("--storage", help="The study's database (postgresql://...): the run's files "
+                                                                   "are pulled from it first, and what is written goes back.")]
+
+
 @app.command()
 @_handle_errors
 def backtest(
@@ -111,6 +117,7 @@ def backtest(
     equity_csv: Annotated[Path | None, typer.Option("--equity-csv", help="Also write the equity and drawdown per bar to this CSV file.")] = None,
     report: Annotated[Path | None, typer.Option("--report", help="Also write an HTML page: price with entries and exits, equity, "
                                                 "drawdown, the decision trace, the trades (self-contained, works offline).")] = None,
+    storage: RunStorage = None,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
     from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config, data_symbol, training_problems
@@ -129,7 +136,7 @@ def backtest(
             raise ConfigError(f"no {symbol} {timeframe} champion at {store.path} (see `genesis champion promote`)")
         base = current.effective_config.model_dump(mode="json")
     elif trial is not None:
-        base = _trial_artifact(trial, results_dir).effective_config.model_dump(mode="json")
+        base = _trial_artifact(trial, results_dir, storage).effective_config.model_dump(mode="json")
     else:
         assert config is not None
         base = read_config_file(config)
@@ -211,14 +218,32 @@ def backtest(
         out.print(f"report written to {report}", soft_wrap=True)
 
 
-def _trial_artifact(ref: str, results_dir: Path) -> TrialArtifact:
-    """The artifact of ``RUN:N``, or ConfigError saying why there is none."""
+def _run_folder(run: str, results_dir: Path = Path("results"), storage: str | None = None,
+                walk_forward: bool = False) -> RunFolder:
+    """The run's folder; with a database ``storage``, its files pulled from there into
+    ``<results_dir>/runs/<run>`` (or the folder given) first, and its writes mirrored back."""
+    from genesis_core.optimizer import RunFiles, redact, shares_files
     from genesis_core.records import RunFolder
 
+    if storage is None:
+        return RunFolder.find(run, results_dir, walk_forward)
+    if not shares_files(storage):
+        raise ConfigError(f"--storage {redact(storage)}: only a database server holds runs' files (postgresql://...)")
+    files = RunFiles(storage)
+    given = Path(run)
+    folder = RunFolder(given if given.is_dir() else Path(results_dir) / "runs" / run, mirror=files)
+    if not folder.sync():
+        known = ", ".join(files.runs()) or "none"
+        raise ConfigError(f"no run {folder.name} in {redact(storage)} (its runs: {known})")
+    return folder
+
+
+def _trial_artifact(ref: str, results_dir: Path, storage: str | None = None) -> TrialArtifact:
+    """The artifact of ``RUN:N``, or ConfigError saying why there is none."""
     run, sep, number = ref.rpartition(":")
     if not sep or not number.isdigit():
         raise ConfigError(f"--trial {ref!r}: expected RUN:N, e.g. reference-2022:41")
-    folder = RunFolder.find(run, results_dir)
+    folder = _run_folder(run, results_dir, storage)
     n = int(number)
     if not folder.has_trial(n):
         rows = {r.number: r for r in folder.read_trials_table()}
@@ -242,6 +267,8 @@ def optimize(
     backfill_signature: Annotated[bool, typer.Option(help="Adopt the current signature for a study that has none.")] = False,
     skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks (recorded in run.json).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+    proxy: Annotated[str | None, typer.Option(help="HOST:PORT of a `genesis storage serve` gRPC proxy for the --storage "
+                                              "database: the study's calls go through it; overrides meta.proxy.")] = None,
 ) -> None:
     """Preflight, search parameters with Optuna (resumable, cached), then validate and promote if enabled."""
     from genesis_core.optimizer import RunOptions, StorageUnavailable
@@ -249,6 +276,11 @@ def optimize(
     from genesis_core.workflow import PreflightFailed, run
 
     cfg = load_study_config(config)
+    if proxy is not None:
+        from genesis_core.config import parse_model
+
+        cfg = cfg.model_copy(update={"meta": parse_model(type(cfg.meta), {**cfg.meta.model_dump(mode="json"), "proxy": proxy},
+                                                         "--proxy")})
     options = RunOptions(workers, max_trials, force_resume, backfill_signature)
     try:
         with _progress_bar(not as_json) as on_progress:
@@ -392,13 +424,14 @@ def validate(
     config: Annotated[Path | None, typer.Option(help="Optimizer YAML whose validation section to use instead of the run's.")] = None,
     top_n: Annotated[int | None, typer.Option(min=1, help="Candidates to re-run; overrides validation.top_n.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
+    storage: RunStorage = None,
+    results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
 ) -> None:
     """Re-run a finished run's top candidates on the out-of-sample windows; writes validation.json."""
-    from genesis_core.records import RunFolder
     from genesis_core.study import load_study_config
     from genesis_core.workflow import validate_run
 
-    folder = RunFolder.find(run)
+    folder = _run_folder(run, results_dir, storage)
     report = validate_run(folder, load_study_config(config).validation if config else None, top_n)
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
@@ -415,14 +448,15 @@ def check_equivalence(
     all_trials: Annotated[bool, typer.Option("--all", help="Every evaluated trial of the run.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print every trial's result as JSON.")] = False,
     verbose: Annotated[bool, typer.Option("--verbose", help="List every trial, identical ones included.")] = False,
+    storage: RunStorage = None,
+    results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
 ) -> None:
     """Re-run trials from their stored artifacts alone; exit 1 if anything differs."""
-    from genesis_core.records import RunFolder
     from genesis_core.validation import check_equivalence as check
 
     if trial and all_trials:
         raise typer.BadParameter("give --trial or --all, not both")
-    results = check(RunFolder.find(run), None if all_trials or not trial else list(trial))
+    results = check(_run_folder(run, results_dir, storage), None if all_trials or not trial else list(trial))
     failed = [r for r in results if not r.ok]
     if as_json:
         sys.stdout.write(strict_json([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results]) + "\n")
@@ -531,12 +565,13 @@ def champion_promote(
     trial: Annotated[int | None, typer.Option(help="Trial number; default: the best candidate that passed validation.")] = None,
     min_improvement: Annotated[float | None, typer.Option(help="Overrides promotion.min_improvement.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
+    storage: RunStorage = None,
+    results_dir: Annotated[Path, typer.Option(help="The results folder (its champions/ is where promotion writes).")] = Path("results"),
 ) -> None:
     """Promote a validated trial through the gates; exit 1 if refused (recorded either way)."""
-    from genesis_core.records import RunFolder
     from genesis_core.workflow import promote_run
 
-    decision = promote_run(RunFolder.find(run), trial, min_improvement)
+    decision = promote_run(_run_folder(run, results_dir, storage), trial, min_improvement)
     _print_decision(decision, as_json)
     if not decision.promoted:
         raise typer.Exit(1)
@@ -611,14 +646,14 @@ def report(
                                        "folder (<study>-walk-forward) gives its walk-forward report.")],
     output: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: <run folder>/report.html).")] = None,
     results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
+    storage: RunStorage = None,
 ) -> None:
     """Write one self-contained HTML report of a run (works offline): history, importances, parameters,
     validation, equity and drawdown of the top candidates and the champion, trades; of a walk-forward:
     the folds on one time axis, explore vs validation score, the chained out-of-sample equity."""
-    from genesis_core.records import RunFolder
     from genesis_core.report import run_report, walk_forward_report
 
-    folder = RunFolder.find(run, results_dir, walk_forward=True)
+    folder = _run_folder(run, results_dir, storage, walk_forward=True)
     path = output or folder.path / "report.html"
     atomic_write(path, walk_forward_report(folder) if folder.is_walk_forward() else run_report(folder))
     out.print(f"report written to {path}")
@@ -629,10 +664,14 @@ def report(
 def runs_list(
     results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print the list as JSON.")] = False,
+    storage: RunStorage = None,
 ) -> None:
     """Every finished run, newest first: study, trials, best production score, validation, last session."""
+    from genesis_core.optimizer import RunFiles
     from genesis_core.records import finished_runs
 
+    for name in RunFiles(storage).runs() if storage is not None else []:  # pulled into results_dir first
+        _run_folder(name, results_dir, storage)
     runs = finished_runs(results_dir)
     if as_json:
         sys.stdout.write(strict_json([r.summary() for r in runs]) + "\n")
@@ -658,11 +697,10 @@ def runs_show(
     trial: Annotated[int | None, typer.Option(help="Show this trial: parameters, score, metrics, trace.")] = None,
     results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json (or the trial's artifact) as JSON.")] = False,
+    storage: RunStorage = None,
 ) -> None:
     """One run: sessions, cache, outcomes, best trial and validation; or, with --trial, one trial."""
-    from genesis_core.records import RunFolder
-
-    folder = RunFolder.find(run, results_dir)
+    folder = _run_folder(run, results_dir, storage)
     if trial is not None:
         artifact = _trial_artifact(f"{folder.path}:{trial}", results_dir)
         if as_json:
@@ -773,6 +811,27 @@ def model_show(
         table.add_row(name, f"{weight:+.4f}")
     out.print(table)
     out.print("preflight refuses explore, validation and walk-forward windows of this market inside the training span")
+
+
+@storage_app.command("serve")
+@_handle_errors
+def storage_serve(
+    storage: Annotated[str, typer.Option(help="The database the studies live in: postgresql://...")],
+    host: Annotated[str, typer.Option(help="Address to listen on (0.0.0.0: every interface; the proxy has no "
+                                            "authentication: keep it on a private network).")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 13000,
+    threads: Annotated[int, typer.Option(min=1, help="Requests served at once; as many database connections.")] = 16,
+) -> None:
+    """Serve the database's studies to workers over gRPC (Optuna's storage proxy), until Ctrl-C.
+    Workers: genesis optimize CONFIG --storage postgresql://... --proxy HOST:PORT."""
+    from genesis_core.optimizer import redact, serve_proxy
+
+    err.print(f"gRPC storage proxy for {redact(storage)} at {host}:{port} ({threads} threads, at most {threads} database "
+              "connections); Ctrl-C stops it", soft_wrap=True)
+    try:
+        serve_proxy(storage, host, port, threads)
+    except KeyboardInterrupt:
+        raise typer.Exit(130) from None
 
 
 @data_app.command("check")

@@ -14,19 +14,22 @@ from genesis_core.optimizer._run import OnProgress, Progress, RunOptions, optimi
 from genesis_core.optimizer._samplers import PRUNERS, SAMPLERS, sampler_class
 from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import (
+    RunFiles,
     StorageError,
     StorageUnavailable,
     open_storage,
     probe_storage,
     recover_stale_trials,
     redact,
+    serve_proxy,
+    shares_files,
 )
 from genesis_core.optimizer._study import ResumeBlocked, StudySpec, stored_signature_diff, study_spec
 from genesis_core.optimizer._worker import Worker
 
 __all__ = [
     "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
-    "ResumeBlocked", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "Worker",
+    "ResumeBlocked", "RunFiles", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "Worker",
     "best_score", "load_optimizer_config", "open_storage", "optimize", "probe_storage",
-    "recover_stale_trials", "redact", "sampler_class", "stored_signature_diff", "study_spec",
+    "recover_stale_trials", "redact", "serve_proxy", "shares_files", "sampler_class", "stored_signature_diff", "study_spec",
 ]

@@ -176,6 +176,10 @@ class Meta(StrictModel):
     # a worker elsewhere whose heartbeats stop counts as dead after the longer of this + 5 s and stale_trial_seconds
     storage_retry_seconds: float = Field(60.0, ge=0)
     stale_trial_seconds: float = Field(30.0, gt=0)  # a RUNNING trial or cache claim older than this is a dead worker's
+    # host:port of a `genesis storage serve` gRPC proxy in front of the database storage: the study's
+    # calls go through it (one connection pool for a whole fleet); the score cache and run files still
+    # go to the database, which stays the run's storage (its signature, its files)
+    proxy: str | None = Field(None, pattern=r"^[A-Za-z0-9.\-\[\]:]+:\d{1,5}$")
     skip_champion_merge: bool = False
     # a model trained on another market, a champion measured on other data, or a meta.symbol the data
     # contradicts fails preflight; true makes each a warning (recorded in run.json)

@@ -78,8 +78,10 @@ def best_score(trials: list[optuna.trial.FrozenTrial]) -> float | None:
 
 
 def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session) -> RunSummary:
-    """trials.csv, best_trial.json and run.json (this session appended) in the run folder."""
+    """trials.csv, best_trial.json and run.json (this session appended) in the run folder (brought
+    up to date from the database first, when it holds the run's files: other machines' trials)."""
     folder = spec.folder
+    folder.sync()
     trials = optuna_study.get_trials(deepcopy=False)
     same = _same_outcomes(trials)
     folder.write_trials_table([trial_row(t, spec, same.get(t.number)) for t in trials])

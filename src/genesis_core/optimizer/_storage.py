@@ -15,6 +15,7 @@ is the same result), but in this study it is a trial of its own, not a duplicate
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ import random
 import socket
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -48,6 +50,14 @@ _CACHE = sa.Table(  # genesis_score_cache (keyed by key alone, before studies we
     sa.Column("state", sa.String(8), nullable=False),  # running | done
     sa.Column("trial_number", sa.Integer, nullable=False),  # this study's trial that holds the key
     sa.Column("payload", sa.Text, nullable=True),
+    sa.Column("updated", sa.Float, nullable=False),
+)
+_FILES = sa.Table(  # a run's files, when the storage is a database server (``RunFiles``)
+    "genesis_run_files",
+    _META,
+    sa.Column("run", sa.String(512), primary_key=True),  # the run folder's name: the study's
+    sa.Column("name", sa.String(512), primary_key=True),  # the file's path inside it: run.json, trials/000041.json
+    sa.Column("body", sa.LargeBinary, nullable=False),  # zlib-compressed
     sa.Column("updated", sa.Float, nullable=False),
 )
 _SESSIONS = sa.Table(  # the sessions working on a study now: each holds a slot, which sets its sampler seeds
@@ -179,10 +189,16 @@ def cache_url(url: str) -> str:
     return f"sqlite:///{journal.with_suffix('.cache.db')}" if journal is not None else url
 
 
-def _engine_kwargs(url: str) -> dict[str, Any]:
+# Connections a worker process holds on a database server: the study's (Optuna's RDB storage: the
+# worker and its heartbeat thread) and Genesis-Core's own (score cache, sessions, run files: one at a time)
+STUDY_CONNECTIONS = 2
+OWN_CONNECTIONS = 1
+
+
+def _engine_kwargs(url: str, connections: int) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
-    return {"pool_pre_ping": True}
+    return {"pool_pre_ping": True, "pool_size": connections, "max_overflow": 0}
 
 
 def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
@@ -192,8 +208,10 @@ def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
+@functools.cache
 def make_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(url, **_engine_kwargs(url))
+    """The process's one engine for ``url`` (score cache, sessions and run files share its pool)."""
+    engine = sa.create_engine(url, **_engine_kwargs(url, OWN_CONNECTIONS))
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_wal)
     return engine
@@ -222,10 +240,13 @@ def clear_stale_journal_lock(url: str, grace_seconds: float = GRACE_SECONDS) -> 
 
 
 def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: float = RETRY_SECONDS,
-                 wait: bool = False) -> optuna.storages.BaseStorage:
+                 wait: bool = False, proxy: str | None = None) -> optuna.storages.BaseStorage:
     """The study storage for ``url`` (see the module docstring); a database's calls are retried
     for up to ``retry_seconds`` while it cannot be reached, and so is opening it if ``wait`` (a
-    worker joining a run; a run that starts with the database down fails at once)."""
+    worker joining a run; a run that starts with the database down fails at once). With ``proxy``
+    (host:port of ``genesis storage serve`` for that database), the study's calls go through it."""
+    if proxy is not None:
+        return _through_proxy(url, proxy, retry_seconds if wait else 10.0)
     journal = _journal_path(url)
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
@@ -241,7 +262,7 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
     try:
         rdb = retrying(lambda: _creating_schema(lambda: optuna.storages.RDBStorage(
             url,
-            engine_kwargs=_engine_kwargs(url),
+            engine_kwargs=_engine_kwargs(url, STUDY_CONNECTIONS),
             heartbeat_interval=max(1, int(grace_seconds // 3)),
             # a worker riding out an outage sends no heartbeat: it must not count as dead meanwhile
             grace_period=max(2, int(grace_seconds), int(retry_seconds) + 5 if retry_seconds > 0 else 0),
@@ -251,6 +272,37 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
         return RetryingStorage(optuna.storages.get_storage(rdb), url, retry_seconds)  # type: ignore[abstract]
     except (OperationalError, sa.exc.ArgumentError, ImportError) as exc:
         raise StorageError(f"cannot open storage {redact(url)}: {exc}") from None
+
+
+def _through_proxy(url: str, proxy: str, wait_seconds: float) -> optuna.storages.BaseStorage:
+    if not shares_files(url):
+        raise StorageError(f"a gRPC proxy serves a database server's study: --storage postgresql://..., not {redact(url)}")
+    host, _, port = proxy.rpartition(":")
+    try:
+        storage = optuna.storages.GrpcStorageProxy(host=host.strip("[]"), port=int(port))
+        storage.wait_server_ready(timeout=max(1.0, wait_seconds))
+    except ImportError as exc:
+        raise StorageError(f"the gRPC proxy needs grpcio and protobuf: pip install 'genesis-core[fleet]' ({exc})") from None
+    except Exception as exc:  # grpc's FutureTimeoutError and RpcError: the proxy is not there
+        raise StorageError(f"no gRPC storage proxy answers at {proxy} ({type(exc).__name__}); start one with "
+                           f"`genesis storage serve --storage {redact(url)} --port {port}`") from None
+    return storage
+
+
+def serve_proxy(url: str, host: str, port: int, threads: int) -> None:
+    """Serve the study storage at ``url`` to workers over gRPC (Optuna's proxy) until interrupted;
+    ``threads`` requests at once, as many database connections."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    if not shares_files(url):
+        raise StorageError(f"the gRPC proxy serves a database server (postgresql://...), not {redact(url)}")
+    rdb = retrying(lambda: _creating_schema(lambda: optuna.storages.RDBStorage(
+        url, engine_kwargs={**_engine_kwargs(url, threads)})), 0.0, url)
+    try:
+        optuna.storages.run_grpc_proxy_server(optuna.storages.get_storage(rdb), host=host, port=port,
+                                              thread_pool=ThreadPoolExecutor(threads))
+    except ImportError as exc:
+        raise StorageError(f"the gRPC proxy needs grpcio and protobuf: pip install 'genesis-core[fleet]' ({exc})") from None
 
 
 def probe_storage(url: str) -> optuna.storages.BaseStorage | None:
@@ -349,17 +401,17 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
     one elsewhere, RDB storage knows from heartbeats; a journal has none, so a RUNNING trial older
     than the grace period counts as dead (a live trial takes milliseconds).
     """
-    journal = isinstance(study._storage, optuna.storages.JournalStorage)
+    # a journal, or a study behind a gRPC proxy, has no heartbeat: age is all there is to go on
+    no_heartbeat = not isinstance(study._storage, RetryingStorage)
     now = time.time()
     dead = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         old = t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_seconds
-        # a journal has no heartbeat: age is all there is to go on for a worker elsewhere
-        if orphaned(t, retry_seconds, now) or (journal and old and _alive(t.user_attrs.get("worker")) is None):
+        if orphaned(t, retry_seconds, now) or (no_heartbeat and old and _alive(t.user_attrs.get("worker")) is None):
             study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
             dead.append(t.number)
-    if not journal:
+    if not no_heartbeat:
         failed = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
         optuna.storages.fail_stale_trials(study)  # the heartbeat callback queues them again
         dead += sorted({t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))} - failed)
@@ -482,3 +534,76 @@ class ScoreCache:
 
     def dispose(self) -> None:
         self._engine.dispose()
+
+
+def shares_files(url: str) -> bool:
+    """Whether a run on the storage at ``url`` keeps its files in the database too (a database server,
+    reached by every machine of a fleet; a journal or SQLite file is one machine's)."""
+    return url.startswith(("postgresql:", "postgresql+"))
+
+
+@dataclass(frozen=True)
+class RunFiles:
+    """A run's files in the study's database: every file a ``RunFolder`` with this mirror writes is
+    stored here too (compressed), so any machine that reaches the database can ``pull`` the whole run."""
+
+    url: str
+    retry_seconds: float = RETRY_SECONDS
+
+    def _begin(self) -> Any:
+        engine = make_engine(self.url)
+        _schema(self.url)
+        return engine.begin()
+
+    def put(self, run: str, name: str, data: bytes) -> None:
+        body = zlib.compress(data, 6)
+
+        def upsert() -> None:
+            key = sa.and_(_FILES.c.run == run, _FILES.c.name == name)
+            for _ in range(3):  # two machines ending a session write run.json at once: the later one wins
+                try:
+                    with self._begin() as conn:
+                        if conn.execute(sa.update(_FILES).where(key).values(body=body, updated=time.time())).rowcount == 0:
+                            conn.execute(sa.insert(_FILES).values(run=run, name=name, body=body, updated=time.time()))
+                    return
+                except IntegrityError:
+                    continue
+            raise StorageError(f"could not store {run}/{name}: written concurrently three times over")
+
+        retrying(upsert, self.retry_seconds, self.url)
+
+    def runs(self) -> list[str]:
+        """The runs with files here."""
+        with self._begin() as conn:
+            return sorted(conn.execute(sa.select(_FILES.c.run).distinct()).scalars())
+
+    def pull(self, run: str, folder: Path) -> int:
+        """Write the stored files of ``run`` into ``folder``, atomically each (a trial artifact already
+        there is kept: artifacts never change once written); how many files the run has here."""
+        from genesis_core.files import atomic_write
+
+        def names() -> list[str]:
+            with self._begin() as conn:
+                return list(conn.execute(sa.select(_FILES.c.name).where(_FILES.c.run == run)).scalars())
+
+        def fetch(wanted: list[str]) -> list[Any]:
+            with self._begin() as conn:
+                return list(conn.execute(sa.select(_FILES.c.name, _FILES.c.body)
+                                         .where(_FILES.c.run == run, _FILES.c.name.in_(wanted))).all())
+
+        stored = retrying(names, self.retry_seconds, self.url)
+        for name in stored:
+            if ".." in Path(name).parts or Path(name).is_absolute():
+                raise StorageError(f"run {run}: stored file name {name!r} leads outside the run folder; not written")
+        wanted = [n for n in stored if not (n.startswith("trials/") and (folder / n).is_file())]
+        for i in range(0, len(wanted), 500):
+            for name, body in retrying(functools.partial(fetch, wanted[i:i + 500]), self.retry_seconds, self.url):
+                atomic_write(folder / name, zlib.decompress(body).decode())
+        return len(stored)
+
+
+@functools.cache
+def _schema(url: str) -> None:
+    """Genesis-Core's tables exist in the database at ``url`` (created once per process)."""
+    engine = make_engine(url)
+    _creating_schema(lambda: _META.create_all(engine, checkfirst=True))

@@ -247,9 +247,10 @@ class Worker:
     def open_study(self) -> optuna.Study:
         """The study with this worker's sampler (random while the bootstrap trials last) and pruner."""
         s = self.spec
-        storage = open_storage(s.storage_url, s.config.meta.stale_trial_seconds, s.config.meta.storage_retry_seconds, wait=True)
+        m = s.config.meta
+        storage = open_storage(s.storage_url, m.stale_trial_seconds, m.storage_retry_seconds, wait=True, proxy=m.proxy)
         study = optuna.load_study(study_name=s.name, storage=storage, sampler=s.sampler(self.index), pruner=self.pruner)
-        self.random_until = s.config.meta.bootstrap_random_trials
+        self.random_until = m.bootstrap_random_trials
         if len(study.get_trials(deepcopy=False)) < self.random_until:
             study.sampler = self._random_sampler(0)
         return study

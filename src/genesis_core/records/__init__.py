@@ -19,6 +19,7 @@ from genesis_core.records._run import (
     BestRef,
     CacheStats,
     CheckRecord,
+    Mirror,
     PreflightRecord,
     PreflightSkipped,
     RunFolder,
@@ -61,7 +62,7 @@ __all__ = [
     "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
     "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "ChampionWriteError", "CheckRecord",
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
-    "PreflightRecord", "PreflightSkipped", "ProbabilityOfOverfitting", "Record", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
+    "PreflightRecord", "PreflightSkipped", "ProbabilityOfOverfitting", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
     "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "finite_metrics", "finished_runs", "iso", "read_record", "write_record",
 ]

@@ -9,12 +9,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from genesis_core.backtest import BacktestConfig
 from genesis_core.errors import ConfigError
 from genesis_core.files import atomic_write, remove_stale_temporaries
-from genesis_core.records._base import Part, Record, SchemaError, iso, read_record, write_record
+from genesis_core.records._base import Part, Record, SchemaError, iso, read_record
 from genesis_core.records._trial import BestTrial, TrialArtifact, TrialRow
 from genesis_core.records._validation import ValidationReport, WalkForwardReport
 
@@ -105,16 +105,39 @@ RUN_FILE = "run.json"
 WALK_FORWARD_FILE = "walk_forward.json"
 
 
+class Mirror(Protocol):
+    """A second home for a run's files, which every machine of a fleet reaches (the study's database)."""
+
+    def put(self, run: str, name: str, data: bytes) -> None: ...
+
+    def pull(self, run: str, folder: Path) -> int:
+        """Write the run's files into ``folder`` (trial artifacts already there are kept); how many it holds."""
+        ...
+
+
 @dataclass(frozen=True)
 class RunFolder:
     """The one owner of a run's files: run.json, trials.csv, best_trial.json, trials/NNNNNN.json,
     validation.json and, for walk-forward, walk_forward.json and the fold configs. Every write is
-    atomic. ``clock`` gives the times recorded in them."""
+    atomic, and also goes to ``mirror`` when there is one. ``clock`` gives the times recorded in them."""
 
     path: Path
     clock: Callable[[], float] = field(default=time.time, compare=False)
     # a folder no read may leave: a symlink that resolves outside it is refused (a server's served folder)
     within: Path | None = field(default=None, compare=False)
+    mirror: Mirror | None = field(default=None, compare=False)
+
+    def sync(self) -> int:
+        """Bring the folder up to date from the mirror (other machines' files); how many files it holds there."""
+        return 0 if self.mirror is None else self.mirror.pull(self.name, self.path)
+
+    def _write(self, name: str, text: str) -> Path:
+        """``text`` as the file ``name`` (a path inside the run folder), here and in the mirror."""
+        path = self.path / name
+        atomic_write(path, text)
+        if self.mirror is not None:
+            self.mirror.put(self.name, name, text.encode())
+        return path
 
     def _at(self, *parts: str) -> Path:
         """The path of a file of this run; SchemaError if ``within`` is set and it resolves outside."""
@@ -124,8 +147,8 @@ class RunFolder:
         return path
 
     @classmethod
-    def of(cls, results_dir: str | Path, study_name: str) -> RunFolder:
-        return cls(Path(results_dir) / "runs" / study_name)
+    def of(cls, results_dir: str | Path, study_name: str, mirror: Mirror | None = None) -> RunFolder:
+        return cls(Path(results_dir) / "runs" / study_name, mirror=mirror)
 
     @classmethod
     def find(cls, run: str | Path, results_dir: str | Path = "results", walk_forward: bool = False) -> RunFolder:
@@ -164,14 +187,14 @@ class RunFolder:
         return self.read_run() if self.exists() else None
 
     def write_run(self, record: RunRecord) -> None:
-        write_record(self.path / RUN_FILE, record)
+        self._write(RUN_FILE, record.model_dump_json(indent=1))
 
     # trials/NNNNNN.json: evaluated trials only
     def trial_path(self, number: int) -> Path:
         return self._at("trials", f"{number:06d}.json")
 
     def write_trial(self, artifact: TrialArtifact) -> None:
-        write_record(self.trial_path(artifact.trial_number), artifact, indent=None)
+        self._write(f"trials/{artifact.trial_number:06d}.json", artifact.model_dump_json())
 
     def has_trial(self, number: int) -> bool:
         return self.trial_path(number).exists()
@@ -211,7 +234,7 @@ class RunFolder:
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
         writer.writerows(cells)
-        atomic_write(self.path / "trials.csv", buf.getvalue())
+        self._write("trials.csv", buf.getvalue())
 
     def read_trials_table(self) -> list[TrialRow]:
         path = self._at("trials.csv")
@@ -223,7 +246,7 @@ class RunFolder:
 
     # best_trial.json
     def write_best(self, best: BestTrial) -> None:
-        write_record(self.path / "best_trial.json", best)
+        self._write("best_trial.json", best.model_dump_json(indent=1))
 
     def read_best(self) -> BestTrial:
         return read_record(self._at("best_trial.json"), BestTrial)
@@ -237,7 +260,7 @@ class RunFolder:
         return self.validation_path.exists()
 
     def write_validation(self, report: ValidationReport) -> None:
-        write_record(self.validation_path, report)
+        self._write("validation.json", report.model_dump_json(indent=1))
 
     def read_validation(self) -> ValidationReport:
         if not self.is_validated():
@@ -253,14 +276,13 @@ class RunFolder:
         return self.path / f"fold{fold}.yaml"
 
     def write_fold_config(self, fold: int, text: str) -> Path:
-        atomic_write(self.fold_config_path(fold), text)
-        return self.fold_config_path(fold)
+        return self._write(self.fold_config_path(fold).name, text)
 
     def is_walk_forward(self) -> bool:
         return self.walk_forward_path.exists()
 
     def write_walk_forward(self, report: WalkForwardReport) -> None:
-        write_record(self.walk_forward_path, report)
+        self._write(WALK_FORWARD_FILE, report.model_dump_json(indent=1))
 
     def read_walk_forward(self) -> WalkForwardReport:
         return read_record(self.walk_forward_path, WalkForwardReport)

@@ -1,0 +1,102 @@
+"""A run spread over machines: with PostgreSQL as the storage everything a run writes is in the
+database too, so a third machine with an empty folder validates, checks and reports the whole run."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from genesis_core.cli import app
+from genesis_core.optimizer import open_storage
+from tests.optimizer.test_optimizer import ROOT
+from tests.validation.conftest import PARAMETERS, validated_config
+
+
+def _genesis(*args: str) -> tuple[int, str]:
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return result.exit_code, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("through", ["database", "grpc proxy"])
+def test_two_machines_then_a_third_with_an_empty_folder_sees_every_trial(tmp_path, postgres_url, through):
+    """Directly on the database, and with the study's calls through `genesis storage serve`."""
+    with _proxy(postgres_url) if through == "grpc proxy" else contextlib.nullcontext() as proxy:
+        _two_machines_then_a_third(tmp_path, postgres_url, [] if proxy is None else ["--proxy", proxy])
+
+
+@contextlib.contextmanager
+def _proxy(url: str) -> Iterator[str]:
+    """`genesis storage serve` on a free port, stopped after."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "storage", "serve", "--storage", url, "--port", str(port),
+                             "--threads", "4"], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        yield f"127.0.0.1:{port}"  # the workers wait for it to answer
+    finally:
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=30)
+        assert "gRPC storage proxy for" in err and proc.returncode in (0, 130), err
+
+
+def _two_machines_then_a_third(tmp_path, postgres_url: str, proxy: list[str]) -> None:
+    machines = [tmp_path / m for m in ("a", "b", "c")]
+    configs = []
+    for m in machines[:2]:  # two machines: their own folders, one database
+        m.mkdir()
+        configs.append(validated_config(m, meta={"stop": {"max_trials": 16}, "n_workers": 1, "duplicate_streak_limit": 1000},
+                                        parameters={**PARAMETERS, "exits.take_profit_atr": {"type": "categorical",
+                                                                                            "choices": [2.0, 3.0, 4.0]}}))
+    procs = [subprocess.Popen([sys.executable, "-m", "genesis_core", "optimize", str(c), "--storage", postgres_url, "--json", *proxy],
+                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for c in configs]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    for out in outs:
+        notes = json.loads(out[0])["explore"]["session"]["notes"]
+        assert any("went through the gRPC storage proxy at" in n for n in notes) == bool(proxy), notes
+    study = optuna.load_study(study_name="t", storage=open_storage(postgres_url))
+    evaluated = sorted(t.number for t in study.trials if t.state.name == "COMPLETE" and t.user_attrs.get("cached") is False)
+    local = [sorted(int(p.stem) for p in (m / "results" / "runs" / "t" / "trials").glob("*.json")) for m in machines[:2]]
+    assert local[0] == local[1] == evaluated  # each machine's session ended by fetching the other's trials
+    for m in machines[:2]:
+        shutil.rmtree(m / "results")  # nothing left on the machines but the database
+
+    c = str(machines[2] / "results")
+    code, output = _genesis("validate", "t", "--storage", postgres_url, "--results-dir", c, "--json")
+    assert code == 0, output
+    report = json.loads(output[output.index("{"):])
+    assert report["evaluated_trials"] == len(evaluated) and not report.get("missing_artifacts")
+    code, output = _genesis("check-equivalence", "t", "--all", "--storage", postgres_url, "--results-dir", c, "--json")
+    assert code == 0, output
+    checked = json.loads(output[output.index("["):])
+    assert sorted(r["trial"] for r in checked) == evaluated and all(r["ok"] for r in checked)
+    code, output = _genesis("report", "t", "--storage", postgres_url, "--results-dir", c, "--out", str(machines[2] / "r.html"))
+    assert code == 0, output
+    page = (machines[2] / "r.html").read_text()
+    assert f"<td>{len(study.trials)}</td>" in page.replace("<td class='l'>", "<td>")
+    # what the third machine wrote went back to the database: a fourth sees the validation
+    code, output = _genesis("runs", "list", "--storage", postgres_url, "--results-dir", str(tmp_path / "d" / "results"), "--json")
+    assert code == 0, output
+    (listed,) = json.loads(output)
+    assert listed["validation"] is not None and listed["trials"] == len(study.trials)
+
+
+def test_a_proxy_that_does_not_answer_is_one_clear_error_before_anything_runs(tmp_path, postgres_url):
+    path = validated_config(tmp_path)
+    code, output = _genesis("optimize", str(path), "--storage", postgres_url, "--proxy", "127.0.0.1:9", "--skip-preflight")
+    assert code == 2 and "no gRPC storage proxy answers at 127.0.0.1:9" in output and "genesis storage serve" in output, output
+    assert not (tmp_path / "results" / "runs").exists()
+    code, output = _genesis("optimize", str(path), "--proxy", "127.0.0.1:9", "--skip-preflight")  # the default journal
+    assert code == 2 and "a gRPC proxy serves a database server's study" in output, output
