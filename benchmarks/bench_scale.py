@@ -2,9 +2,10 @@
 
 N = 1, 4, 16, 32 worker processes each run trials of a synthetic objective that sleeps T ms (200 by
 default: a long backtest that costs no CPU, so the 2 cores only carry the storage's work) with
-Optuna's random sampler, through the paths a fleet can take: (a) PostgreSQL directly (each worker
-its own connections), (b) the gRPC proxy `genesis storage serve` in front of it, (c) the journal
-file (one machine only). Prints trials/s against the ideal N / T, as a share of it, for each path
+Optuna's random sampler, through the paths a fleet can take: (a) Optuna's RDB storage on PostgreSQL
+directly (each worker its own connections), (b) the gRPC proxy `genesis storage serve` in front of
+it, (c) Optuna's journal storage with its log in PostgreSQL (`journal+postgresql://`, Genesis-Core's
+DatabaseJournal), (d) the journal file (one machine only). Prints trials/s against the ideal N / T, as a share of it, for each path
 and N, all measured in this run; the README's fleet recipe follows the path that holds up.
 Usage: python benchmarks/bench_scale.py [--workers 1,4,16,32] [--sleep-ms 200] [--seconds 8] [--json]
 """
@@ -21,6 +22,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -33,9 +35,9 @@ from tests.pgserver import fresh_database, server_bindir, throwaway_postgres  # 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
 
-def _worker(url: str, proxy: str | None, study: str, start_at: float, end_at: float, sleep_s: float,
-            results: multiprocessing.Queue) -> None:
-    """Trials finished between ``start_at`` and ``end_at`` (one warm-up trial before)."""
+def _worker(url: str, proxy: str | None, study: str, ready: Any, start: Any, seconds: float, sleep_s: float,
+            results: Any) -> None:
+    """Trials finished in the common window (after one warm-up trial, once every worker is ready)."""
     import warnings
 
     warnings.filterwarnings("ignore", message="Heartbeat of storage")  # asked and told by hand, like a batch
@@ -43,9 +45,10 @@ def _worker(url: str, proxy: str | None, study: str, start_at: float, end_at: fl
                           sampler=optuna.samplers.RandomSampler())
     warm = s.ask()
     s.tell(warm, warm.suggest_float("x", 0, 1))
-    while time.time() < start_at:
-        time.sleep(0.005)
-    done = 0
+    ready.wait()
+    while start.value == 0.0:
+        time.sleep(0.002)
+    end_at, done = start.value + seconds, 0
     while True:
         trial = s.ask()
         x = trial.suggest_float("x", 0, 1)
@@ -58,17 +61,18 @@ def _worker(url: str, proxy: str | None, study: str, start_at: float, end_at: fl
 
 
 def measure(url: str, proxy: str | None, workers: int, sleep_s: float, seconds: float) -> float:
-    """Trials per second of ``workers`` processes over a common window of ``seconds``."""
+    """Trials per second of ``workers`` processes over a common window of ``seconds``, started once
+    every process has imported, connected and run a warm-up trial."""
     name = f"scale-{workers}-{time.time_ns()}"
     optuna.create_study(study_name=name, storage=open_storage(url, proxy=proxy, wait=True))
     ctx = multiprocessing.get_context("spawn")
-    results: multiprocessing.Queue = ctx.Queue()
-    start_at = time.time() + 4 + 0.6 * workers  # every process imported and warmed up by then (2 cores)
-    procs = [ctx.Process(target=_worker, args=(url, proxy, name, start_at, start_at + seconds, sleep_s, results))
-             for _ in range(workers)]
+    results, ready, start = ctx.Queue(), ctx.Barrier(workers + 1), ctx.Value("d", 0.0)
+    procs = [ctx.Process(target=_worker, args=(url, proxy, name, ready, start, seconds, sleep_s, results)) for _ in range(workers)]
     for p in procs:
         p.start()
-    total = sum(results.get(timeout=start_at - time.time() + seconds + 120) for _ in procs)
+    ready.wait(timeout=600)
+    start.value = time.time() + 0.2
+    total = sum(results.get(timeout=seconds + 300) for _ in procs)
     for p in procs:
         p.join(timeout=60)
     return total / seconds
@@ -88,25 +92,35 @@ def main() -> None:
     ap.add_argument("--workers", default="1,4,16,32")
     ap.add_argument("--sleep-ms", type=float, default=200.0)
     ap.add_argument("--seconds", type=float, default=8.0)
+    ap.add_argument("--paths", default="rdb,proxy,journal+postgresql,journal", help="which storage paths to measure")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
+    paths = args.paths.split(",")
     counts = [int(n) for n in args.workers.split(",")]
     sleep_s = args.sleep_ms / 1000
     bindir = server_bindir()
     if bindir is None:
         sys.exit("no PostgreSQL server binaries: run scripts/ensure-package.sh postgresql first (make bench-scale does)")
-    rows: dict[str, dict[int, float]] = {"postgresql": {}, "grpc proxy": {}, "journal": {}}
+    names = {"rdb": "postgresql (RDB)", "proxy": "grpc proxy (RDB)", "journal+postgresql": "journal+postgresql",
+             "journal": "journal file"}
+    rows: dict[str, dict[int, float]] = {names[p]: {} for p in paths}
     with throwaway_postgres(bindir) as server, tempfile.TemporaryDirectory() as tmp:
         for n in counts:
-            rows["postgresql"][n] = measure(fresh_database(server.url), None, n, sleep_s, args.seconds)
-            url = fresh_database(server.url)
-            proc, address = _proxy(url)
-            try:
-                rows["grpc proxy"][n] = measure(url, address, n, sleep_s, args.seconds)
-            finally:
-                proc.terminate()
-                proc.wait(timeout=30)
-            rows["journal"][n] = measure(f"journal:///{tmp}/j{n}.journal", None, n, sleep_s, args.seconds)
+            if "rdb" in paths:
+                rows[names["rdb"]][n] = measure(fresh_database(server.url), None, n, sleep_s, args.seconds)
+            if "proxy" in paths:
+                url = fresh_database(server.url)
+                proc, address = _proxy(url)
+                try:
+                    rows[names["proxy"]][n] = measure(url, address, n, sleep_s, args.seconds)
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=30)
+            if "journal+postgresql" in paths:
+                rows[names["journal+postgresql"]][n] = measure("journal+" + fresh_database(server.url), None, n, sleep_s,
+                                                               args.seconds)
+            if "journal" in paths:
+                rows[names["journal"]][n] = measure(f"journal:///{tmp}/j{n}.journal", None, n, sleep_s, args.seconds)
     ideal = {n: n / sleep_s for n in counts}
     report = {"sleep_ms": args.sleep_ms, "seconds": args.seconds, "cpus": os.cpu_count(), "ideal_trials_per_s": ideal,
               "trials_per_s": {k: {n: round(v, 1) for n, v in r.items()} for k, r in rows.items()},
@@ -125,7 +139,7 @@ def main() -> None:
         table.add_column(k, justify="right")
     for n in counts:
         table.add_row(str(n), f"{ideal[n]:.1f}", *(f"{rows[k][n]:.1f} ({rows[k][n] / ideal[n]:.0%})" for k in rows))
-    Console(width=120).print(table)
+    Console(width=140).print(table)
 
 
 if __name__ == "__main__":

@@ -228,8 +228,9 @@ def _run_folder(run: str, results_dir: Path = Path("results"), storage: str | No
     if storage is None:
         return RunFolder.find(run, results_dir, walk_forward)
     if not shares_files(storage):
-        raise ConfigError(f"--storage {redact(storage)}: only a database server holds runs' files (postgresql://...)")
-    files = RunFiles(storage)
+        raise ConfigError(f"--storage {redact(storage)}: only a database server holds runs' files (postgresql://... or "
+                          "journal+postgresql://...)")
+    files = RunFiles.of(storage)
     given = Path(run)
     folder = RunFolder(given if given.is_dir() else Path(results_dir) / "runs" / run, mirror=files)
     if not folder.sync():
@@ -670,7 +671,7 @@ def runs_list(
     from genesis_core.optimizer import RunFiles
     from genesis_core.records import finished_runs
 
-    for name in RunFiles(storage).runs() if storage is not None else []:  # pulled into results_dir first
+    for name in RunFiles.of(storage).runs() if storage is not None else []:  # pulled into results_dir first
         _run_folder(name, results_dir, storage)
     runs = finished_runs(results_dir)
     if as_json:

@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import optuna
@@ -28,11 +29,41 @@ def _genesis(*args: str) -> tuple[int, str]:
     return result.exit_code, result.stdout + result.stderr
 
 
-@pytest.mark.parametrize("through", ["database", "grpc proxy"])
+@pytest.mark.parametrize("through", ["rdb", "grpc proxy", "journal+postgresql"])
 def test_two_machines_then_a_third_with_an_empty_folder_sees_every_trial(tmp_path, postgres_url, through):
-    """Directly on the database, and with the study's calls through `genesis storage serve`."""
-    with _proxy(postgres_url) if through == "grpc proxy" else contextlib.nullcontext() as proxy:
-        _two_machines_then_a_third(tmp_path, postgres_url, [] if proxy is None else ["--proxy", proxy])
+    """Optuna's RDB storage directly, the study's calls through `genesis storage serve`, and the
+    journal with its log in the database; each worker within its connection budget."""
+    url = "journal+" + postgres_url if through == "journal+postgresql" else postgres_url
+    with _proxy(postgres_url) if through == "grpc proxy" else contextlib.nullcontext() as proxy, _peak_connections(postgres_url) as peak:
+        _two_machines_then_a_third(tmp_path, url, [] if proxy is None else ["--proxy", proxy])
+    budget = 1 if proxy else 3  # a worker's: the study's (none through the proxy) and its own (cache, files)
+    # the two machines' workers, the proxy's pool (4 threads), this test's own look at the study (2) and the readers' files (1)
+    assert 0 < peak[0] <= 2 * budget + (4 if proxy else 0) + 3, peak
+
+
+@contextlib.contextmanager
+def _peak_connections(url: str) -> Iterator[list[int]]:
+    """The most connections to the database seen at once (sampled every 20 ms), this one left out."""
+    import threading
+
+    import psycopg
+
+    peak, stop = [0], threading.Event()
+
+    def sample() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not stop.is_set():
+                (n,) = conn.execute("SELECT count(*) - 1 FROM pg_stat_activity WHERE datname = current_database()").fetchone()
+                peak[0] = max(peak[0], n)
+                time.sleep(0.02)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    try:
+        yield peak
+    finally:
+        stop.set()
+        thread.join(timeout=10)
 
 
 @contextlib.contextmanager

@@ -33,7 +33,7 @@ import optuna
 import pydantic
 import sqlalchemy as sa
 from optuna.storages._heartbeat import BaseHeartbeat  # Optuna marks it internal; its heartbeat thread checks for it
-from optuna.storages.journal import JournalFileBackend, JournalFileSymlinkLock
+from optuna.storages.journal import BaseJournalBackend, JournalFileBackend, JournalFileSymlinkLock
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from genesis_core.errors import GenesisError
@@ -60,6 +60,14 @@ _FILES = sa.Table(  # a run's files, when the storage is a database server (``Ru
     sa.Column("body", sa.LargeBinary, nullable=False),  # zlib-compressed
     sa.Column("updated", sa.Float, nullable=False),
 )
+_JOURNAL = sa.Table(  # Optuna's journal log, for ``journal+postgresql://`` storages (``DatabaseJournal``)
+    "genesis_journal",
+    _META,
+    sa.Column("id", sa.BigInteger, primary_key=True, autoincrement=False),  # the log number, from 0, no gaps
+    sa.Column("batch", sa.String(32), nullable=False, index=True),  # one append's: a retried append is not applied twice
+    sa.Column("body", sa.Text, nullable=False),
+)
+JOURNAL_LOCK = 0x67656E6573697300  # the advisory lock that orders appends ("genesis\0")
 _SESSIONS = sa.Table(  # the sessions working on a study now: each holds a slot, which sets its sampler seeds
     "genesis_sessions",
     _META,
@@ -183,10 +191,15 @@ def _journal_path(url: str) -> Path | None:
     return Path(url.removeprefix("journal:///")) if url.startswith("journal:///") else None
 
 
+def _journal_database(url: str) -> str | None:
+    """The database of a ``journal+postgresql://`` storage: Optuna's journal, its log in a table."""
+    return url.removeprefix("journal+") if url.startswith(("journal+postgresql:", "journal+postgresql+")) else None
+
+
 def cache_url(url: str) -> str:
     """Where the score cache of the study at ``url`` lives."""
     journal = _journal_path(url)
-    return f"sqlite:///{journal.with_suffix('.cache.db')}" if journal is not None else url
+    return f"sqlite:///{journal.with_suffix('.cache.db')}" if journal is not None else _journal_database(url) or url
 
 
 # Connections a worker process holds on a database server: the study's (Optuna's RDB storage: the
@@ -209,9 +222,9 @@ def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
 
 
 @functools.cache
-def make_engine(url: str) -> sa.Engine:
-    """The process's one engine for ``url`` (score cache, sessions and run files share its pool)."""
-    engine = sa.create_engine(url, **_engine_kwargs(url, OWN_CONNECTIONS))
+def make_engine(url: str, connections: int = OWN_CONNECTIONS) -> sa.Engine:
+    """The process's one engine for ``url`` and pool size (score cache, sessions and run files share one)."""
+    engine = sa.create_engine(url, **_engine_kwargs(url, connections))
     if url.startswith("sqlite"):
         sa.event.listen(engine, "connect", _sqlite_wal)
     return engine
@@ -247,6 +260,13 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
     (host:port of ``genesis storage serve`` for that database), the study's calls go through it."""
     if proxy is not None:
         return _through_proxy(url, proxy, retry_seconds if wait else 10.0)
+    key = (url, grace_seconds, retry_seconds)
+    if key in _SERVER_STORAGES:  # one per process: its connections are the worker's budget (STUDY_CONNECTIONS)
+        return _SERVER_STORAGES[key]
+    database = _journal_database(url)
+    if database is not None:
+        retrying(lambda: _schema(database), retry_seconds if wait else 0.0, database)  # reachable, tables there
+        return _SERVER_STORAGES.setdefault(key, optuna.storages.JournalStorage(DatabaseJournal(database, retry_seconds)))
     journal = _journal_path(url)
     if journal is not None:
         journal.parent.mkdir(parents=True, exist_ok=True)
@@ -254,7 +274,8 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
         lock = JournalFileSymlinkLock(str(journal), grace_period=max(3, round(grace_seconds)))
         return optuna.storages.JournalStorage(JournalFileBackend(str(journal), lock_obj=lock))
     if not url.startswith(("sqlite:", "postgresql:", "postgresql+")):
-        raise StorageError(f"unsupported storage {redact(url)}: use journal:///PATH, sqlite:///PATH or postgresql://...")
+        raise StorageError(f"unsupported storage {redact(url)}: use journal:///PATH, sqlite:///PATH, postgresql://... or "
+                           "journal+postgresql://...")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         with make_engine(url).connect() as conn:  # switch the file to WAL before Optuna opens it
@@ -269,13 +290,17 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
             heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=3),
         )), retry_seconds if wait else 0.0, url)
         # get_storage adds Optuna's cache; mypy cannot see the methods filled in below the class
-        return RetryingStorage(optuna.storages.get_storage(rdb), url, retry_seconds)  # type: ignore[abstract]
+        storage = RetryingStorage(optuna.storages.get_storage(rdb), url, retry_seconds)  # type: ignore[abstract]
+        return _SERVER_STORAGES.setdefault(key, storage) if url.startswith("postgresql") else storage
     except (OperationalError, sa.exc.ArgumentError, ImportError) as exc:
         raise StorageError(f"cannot open storage {redact(url)}: {exc}") from None
 
 
+_SERVER_STORAGES: dict[tuple[str, float, float], optuna.storages.BaseStorage] = {}
+
+
 def _through_proxy(url: str, proxy: str, wait_seconds: float) -> optuna.storages.BaseStorage:
-    if not shares_files(url):
+    if not shares_files(url) or _journal_database(url):
         raise StorageError(f"a gRPC proxy serves a database server's study: --storage postgresql://..., not {redact(url)}")
     host, _, port = proxy.rpartition(":")
     try:
@@ -294,7 +319,7 @@ def serve_proxy(url: str, host: str, port: int, threads: int) -> None:
     ``threads`` requests at once, as many database connections."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if not shares_files(url):
+    if not shares_files(url) or _journal_database(url):
         raise StorageError(f"the gRPC proxy serves a database server (postgresql://...), not {redact(url)}")
     rdb = retrying(lambda: _creating_schema(lambda: optuna.storages.RDBStorage(
         url, engine_kwargs={**_engine_kwargs(url, threads)})), 0.0, url)
@@ -539,7 +564,71 @@ class ScoreCache:
 def shares_files(url: str) -> bool:
     """Whether a run on the storage at ``url`` keeps its files in the database too (a database server,
     reached by every machine of a fleet; a journal or SQLite file is one machine's)."""
-    return url.startswith(("postgresql:", "postgresql+"))
+    return url.startswith(("postgresql:", "postgresql+")) or _journal_database(url) is not None
+
+
+class DatabaseJournal(BaseJournalBackend):
+    """Optuna's journal storage with its log in a database table: the journal's cheap replayed
+    state (a few milliseconds of a worker's CPU per trial, where Optuna's RDB storage spends tens on
+    its ORM) with a database server every machine reaches. An append is one call of a function
+    (``_JOURNAL_APPEND``) that holds an advisory lock until it commits, so log numbers have no gaps
+    and a reader never skips one; an append retried after a lost connection is not applied twice
+    (its batch id is looked for first). Reads and appends are one round trip each (autocommit)."""
+
+    # Optuna syncs before every read of the study (7 times a trial): a read within this long of the
+    # last one, with no append of ours since, is answered "nothing new" (as if the other workers'
+    # appends were that much later, which the network may always make them); our own appends are
+    # always read back at once, as the journal needs
+    FRESH_SECONDS = 0.02
+
+    def __init__(self, url: str, retry_seconds: float = RETRY_SECONDS) -> None:
+        self.url, self.retry_seconds = url, retry_seconds
+        self._read_at, self._appended = 0.0, True
+
+    def _engine(self) -> sa.Engine:
+        return _journal_engine(self.url)
+
+    def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
+        now = time.monotonic()
+        if not self._appended and now - self._read_at < self.FRESH_SECONDS:
+            return []
+
+        def read() -> list[dict[str, Any]]:
+            with self._engine().connect() as conn:  # the hot path: every read of the study syncs (the driver's SQL directly)
+                rows = conn.exec_driver_sql("SELECT body FROM genesis_journal WHERE id >= %(n)s ORDER BY id", {"n": log_number_from})
+                return [json.loads(body) for (body,) in rows]
+
+        logs = retrying(read, self.retry_seconds, self.url)
+        self._read_at, self._appended = now, False
+        return logs
+
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        batch, bodies = uuid.uuid4().hex, [json.dumps(log) for log in logs]
+
+        def append() -> None:
+            with self._engine().connect() as conn:
+                conn.exec_driver_sql("SELECT genesis_journal_append(%(batch)s, %(bodies)s)", {"batch": batch, "bodies": bodies})
+
+        retrying(append, self.retry_seconds, self.url)
+        self._appended = True
+
+
+@functools.cache
+def _journal_engine(url: str) -> sa.Engine:
+    """A ``DatabaseJournal``'s connections: autocommit, and no ping before each use (a lost
+    connection is seen when a statement fails, and ``retrying`` tries again on a new one)."""
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_size=STUDY_CONNECTIONS, max_overflow=0)
+
+
+_JOURNAL_APPEND = f"""CREATE OR REPLACE FUNCTION genesis_journal_append(p_batch text, p_bodies text[]) RETURNS void AS $$
+DECLARE first_id bigint;
+BEGIN
+  PERFORM pg_advisory_xact_lock({JOURNAL_LOCK});
+  IF EXISTS (SELECT 1 FROM genesis_journal WHERE batch = p_batch) THEN RETURN; END IF;
+  SELECT coalesce(max(id) + 1, 0) INTO first_id FROM genesis_journal;
+  INSERT INTO genesis_journal (id, batch, body)
+    SELECT first_id + n - 1, p_batch, body FROM unnest(p_bodies) WITH ORDINALITY AS t(body, n);
+END $$ LANGUAGE plpgsql"""
 
 
 @dataclass(frozen=True)
@@ -547,8 +636,13 @@ class RunFiles:
     """A run's files in the study's database: every file a ``RunFolder`` with this mirror writes is
     stored here too (compressed), so any machine that reaches the database can ``pull`` the whole run."""
 
-    url: str
+    url: str  # the database's (``cache_url`` of the study storage)
     retry_seconds: float = RETRY_SECONDS
+
+    @classmethod
+    def of(cls, storage_url: str, retry_seconds: float = RETRY_SECONDS) -> RunFiles:
+        """The run files of studies in the storage at ``storage_url`` (the database it is, or keeps its journal in)."""
+        return cls(cache_url(storage_url), retry_seconds)
 
     def _begin(self) -> Any:
         engine = make_engine(self.url)
@@ -604,6 +698,14 @@ class RunFiles:
 
 @functools.cache
 def _schema(url: str) -> None:
-    """Genesis-Core's tables exist in the database at ``url`` (created once per process)."""
+    """Genesis-Core's tables (and, on PostgreSQL, the journal's append function) exist in the
+    database at ``url``; checked once per process."""
     engine = make_engine(url)
     _creating_schema(lambda: _META.create_all(engine, checkfirst=True))
+    if url.startswith("postgresql"):
+        def create_function() -> None:
+            with engine.begin() as conn:
+                if conn.execute(sa.text("SELECT 1 FROM pg_proc WHERE proname = 'genesis_journal_append'")).first() is None:
+                    conn.execute(sa.text(_JOURNAL_APPEND))
+
+        _creating_schema(create_function)

@@ -27,7 +27,7 @@ from genesis_core.optimizer._samplers import (
     sampler_class,
 )
 from genesis_core.optimizer._space import SearchSpace
-from genesis_core.optimizer._storage import RunFiles, cache_url, default_storage_url, shares_files
+from genesis_core.optimizer._storage import RunFiles, default_storage_url, shares_files
 from genesis_core.plugins import code_fingerprint, plugin_source
 from genesis_core.records import RunFolder
 from genesis_core.scoring import score_function
@@ -134,7 +134,7 @@ def study_spec(config: OptimizerConfig, champion: dict[str, Any] | None, storage
     if m.warmup_bars is not None:
         data["warmup_bars"] = m.warmup_bars
     url = storage or m.storage or default_storage_url(m.results_dir)
-    files = RunFiles(cache_url(url), m.storage_retry_seconds) if shares_files(url) else None  # every machine sees the run
+    files = RunFiles.of(url, m.storage_retry_seconds) if shares_files(url) else None  # every machine sees the run
     spec = StudySpec(config, SearchSpace(config), read_config_file(m.base_config), None if m.skip_champion_merge else champion,
                      {"data": data}, url, RunFolder.of(m.results_dir, m.study_name, files))
     build_config(spec.base, spec.champion, spec.overrides, spec.space.midpoint())  # every searched path exists
