@@ -623,8 +623,8 @@ def _journal_engine(url: str) -> sa.Engine:
 _JOURNAL_APPEND = f"""CREATE OR REPLACE FUNCTION genesis_journal_append(p_batch text, p_bodies text[]) RETURNS void AS $$
 DECLARE first_id bigint;
 BEGIN
+  IF EXISTS (SELECT 1 FROM genesis_journal WHERE batch = p_batch) THEN RETURN; END IF;  -- only a retry repeats a batch
   PERFORM pg_advisory_xact_lock({JOURNAL_LOCK});
-  IF EXISTS (SELECT 1 FROM genesis_journal WHERE batch = p_batch) THEN RETURN; END IF;
   SELECT coalesce(max(id) + 1, 0) INTO first_id FROM genesis_journal;
   INSERT INTO genesis_journal (id, batch, body)
     SELECT first_id + n - 1, p_batch, body FROM unnest(p_bodies) WITH ORDINALITY AS t(body, n);
