@@ -60,9 +60,27 @@ def _worker(url: str, proxy: str | None, study: str, ready: Any, start: Any, sec
     results.put(done)
 
 
+def _server_cpu_seconds() -> float:
+    """CPU seconds used so far by the machine's PostgreSQL server processes (they share the two cores here)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            name, rest = stat.read_text().split(") ", 1)
+        except (OSError, ValueError):
+            continue
+        if name.endswith("(postgres"):
+            fields = rest.split()
+            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+SERVER_CORES: dict[tuple[str, int], float] = {}  # (path, workers) -> cores the database server used in the window
+
+
 def measure(url: str, proxy: str | None, workers: int, sleep_s: float, seconds: float) -> float:
     """Trials per second of ``workers`` processes over a common window of ``seconds``, started once
-    every process has imported, connected and run a warm-up trial."""
+    every process has imported, connected and run a warm-up trial; the database server's CPU use in
+    the window goes to SERVER_CORES."""
     name = f"scale-{workers}-{time.time_ns()}"
     optuna.create_study(study_name=name, storage=open_storage(url, proxy=proxy, wait=True))
     ctx = multiprocessing.get_context("spawn")
@@ -72,6 +90,10 @@ def measure(url: str, proxy: str | None, workers: int, sleep_s: float, seconds: 
         p.start()
     ready.wait(timeout=600)
     start.value = time.time() + 0.2
+    time.sleep(0.2)
+    cpu0 = _server_cpu_seconds()
+    time.sleep(seconds)
+    SERVER_CORES[(url.split(":", 1)[0] + ("+proxy" if proxy else ""), workers)] = (_server_cpu_seconds() - cpu0) / seconds
     total = sum(results.get(timeout=seconds + 300) for _ in procs)
     for p in procs:
         p.join(timeout=60)
@@ -122,7 +144,8 @@ def main() -> None:
             if "journal" in paths:
                 rows[names["journal"]][n] = measure(f"journal:///{tmp}/j{n}.journal", None, n, sleep_s, args.seconds)
     ideal = {n: n / sleep_s for n in counts}
-    report = {"sleep_ms": args.sleep_ms, "seconds": args.seconds, "cpus": os.cpu_count(), "ideal_trials_per_s": ideal,
+    report = {"database_server_cores": {f"{k[0]} x{k[1]}": round(v, 2) for k, v in SERVER_CORES.items()},
+              "sleep_ms": args.sleep_ms, "seconds": args.seconds, "cpus": os.cpu_count(), "ideal_trials_per_s": ideal,
               "trials_per_s": {k: {n: round(v, 1) for n, v in r.items()} for k, r in rows.items()},
               "share_of_ideal": {k: {n: round(v / ideal[n], 3) for n, v in r.items()} for k, r in rows.items()}}
     if args.json:
@@ -140,6 +163,8 @@ def main() -> None:
     for n in counts:
         table.add_row(str(n), f"{ideal[n]:.1f}", *(f"{rows[k][n]:.1f} ({rows[k][n] / ideal[n]:.0%})" for k in rows))
     Console(width=140).print(table)
+    Console(width=140).print("database server CPU in the window (cores of 2): " + ", ".join(
+        f"{k} {v:.2f}" for k, v in report["database_server_cores"].items()))
 
 
 if __name__ == "__main__":

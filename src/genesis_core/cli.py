@@ -829,10 +829,11 @@ def storage_serve(
 
     err.print(f"gRPC storage proxy for {redact(storage)} at {host}:{port} ({threads} threads, at most {threads} database "
               "connections); Ctrl-C stops it", soft_wrap=True)
-    try:
-        serve_proxy(storage, host, port, threads)
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
+    with _interruptible() as received:
+        try:
+            serve_proxy(storage, host, port, threads)
+        except KeyboardInterrupt:
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
 
 
 @data_app.command("check")
@@ -944,25 +945,32 @@ def data_update(
 
 
 @contextlib.contextmanager
-def _resumable() -> Iterator[None]:
-    """Ctrl-C or SIGTERM during a download: the pages fetched are kept; say so and exit 128 + the
-    signal. The handlers are set here, whatever the process inherited (a shell's background job
-    starts with SIGINT ignored)."""
-    stopped: list[int] = []
+def _interruptible() -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt here, whatever the process inherited (a shell's
+    background job starts with SIGINT ignored); yields the signals received."""
+    received: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
-        stopped.append(signum)
+        received.append(signum)
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        yield
-    except KeyboardInterrupt:
-        err.print("interrupted: the pages fetched are kept in <file>.part/; run the same command again to resume")
-        raise typer.Exit(128 + (stopped[0] if stopped else signal.SIGINT)) from None
+        yield received
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _resumable() -> Iterator[None]:
+    """Ctrl-C or SIGTERM during a download: the pages fetched are kept; say so and exit 128 + the signal."""
+    with _interruptible() as received:
+        try:
+            yield
+        except KeyboardInterrupt:
+            err.print("interrupted: the pages fetched are kept in <file>.part/; run the same command again to resume")
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
 
 
 @data_app.command("list")

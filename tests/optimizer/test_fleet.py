@@ -77,9 +77,9 @@ def _proxy(url: str) -> Iterator[str]:
     try:
         yield f"127.0.0.1:{port}"  # the workers wait for it to answer
     finally:
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signal.SIGTERM)  # as a scheduler stops it (Ctrl-C works alike)
         _, err = proc.communicate(timeout=30)
-        assert "gRPC storage proxy for" in err and proc.returncode in (0, 130), err
+        assert "gRPC storage proxy for" in err and proc.returncode == 143, err
 
 
 def _two_machines_then_a_third(tmp_path, postgres_url: str, proxy: list[str]) -> None:
@@ -100,7 +100,8 @@ def _two_machines_then_a_third(tmp_path, postgres_url: str, proxy: list[str]) ->
     study = optuna.load_study(study_name="t", storage=open_storage(postgres_url))
     evaluated = sorted(t.number for t in study.trials if t.state.name == "COMPLETE" and t.user_attrs.get("cached") is False)
     local = [sorted(int(p.stem) for p in (m / "results" / "runs" / "t" / "trials").glob("*.json")) for m in machines[:2]]
-    assert local[0] == local[1] == evaluated  # each machine's session ended by fetching the other's trials
+    # each machine's session ended by fetching what the other had finished by then
+    assert sorted(set(local[0]) | set(local[1])) == evaluated and evaluated in local
     for m in machines[:2]:
         shutil.rmtree(m / "results")  # nothing left on the machines but the database
 

@@ -259,7 +259,7 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
     worker joining a run; a run that starts with the database down fails at once). With ``proxy``
     (host:port of ``genesis storage serve`` for that database), the study's calls go through it."""
     if proxy is not None:
-        return _through_proxy(url, proxy, retry_seconds if wait else 10.0)
+        return _through_proxy(url, proxy, retry_seconds if wait else 5.0)
     key = (url, grace_seconds, retry_seconds)
     if key in _SERVER_STORAGES:  # one per process: its connections are the worker's budget (STUDY_CONNECTIONS)
         return _SERVER_STORAGES[key]
@@ -569,48 +569,54 @@ def shares_files(url: str) -> bool:
 
 class DatabaseJournal(BaseJournalBackend):
     """Optuna's journal storage with its log in a database table: the journal's cheap replayed
-    state (a few milliseconds of a worker's CPU per trial, where Optuna's RDB storage spends tens on
-    its ORM) with a database server every machine reaches. An append is one call of a function
-    (``_JOURNAL_APPEND``) that holds an advisory lock until it commits, so log numbers have no gaps
-    and a reader never skips one; an append retried after a lost connection is not applied twice
-    (its batch id is looked for first). Reads and appends are one round trip each (autocommit)."""
+    state (a couple of milliseconds of a worker's CPU per trial, where Optuna's RDB storage spends
+    tens in its ORM) with a database server every machine reaches. An append is one call of a
+    function (``_JOURNAL_APPEND``) that holds an advisory lock until it commits, so log numbers have
+    no gaps and a reader never skips one; an append retried after a lost connection is not applied
+    twice (its batch id is looked for first). The call also returns the log from where this process
+    had read up to its own entries, which Optuna reads back next: one round trip an operation."""
 
     # Optuna syncs before every read of the study (7 times a trial): a read within this long of the
-    # last one, with no append of ours since, is answered "nothing new" (as if the other workers'
-    # appends were that much later, which the network may always make them); our own appends are
-    # always read back at once, as the journal needs
+    # last one is answered "nothing new" (as if the other workers' appends were that much later,
+    # which the network may always make them); our own appends are always read back at once
     FRESH_SECONDS = 0.02
 
     def __init__(self, url: str, retry_seconds: float = RETRY_SECONDS) -> None:
         self.url, self.retry_seconds = url, retry_seconds
-        self._read_at, self._appended = 0.0, True
+        self._read_at, self._next = 0.0, 0  # when the log was last read, and the log number after it
+        self._appended: tuple[int, list[dict[str, Any]]] | None = None  # what an append returned, from which number
 
     def _engine(self) -> sa.Engine:
         return _journal_engine(self.url)
 
     def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
         now = time.monotonic()
-        if not self._appended and now - self._read_at < self.FRESH_SECONDS:
+        appended, self._appended = self._appended, None
+        if appended is not None and appended[0] == log_number_from:
+            logs = appended[1]
+        elif appended is None and now - self._read_at < self.FRESH_SECONDS:
             return []
+        else:
+            def read() -> list[dict[str, Any]]:
+                with self._engine().connect() as conn:  # the hot path: the driver's SQL directly
+                    rows = conn.exec_driver_sql("SELECT body FROM genesis_journal WHERE id >= %(n)s ORDER BY id",
+                                                {"n": log_number_from})
+                    return [json.loads(body) for (body,) in rows]
 
-        def read() -> list[dict[str, Any]]:
-            with self._engine().connect() as conn:  # the hot path: every read of the study syncs (the driver's SQL directly)
-                rows = conn.exec_driver_sql("SELECT body FROM genesis_journal WHERE id >= %(n)s ORDER BY id", {"n": log_number_from})
-                return [json.loads(body) for (body,) in rows]
-
-        logs = retrying(read, self.retry_seconds, self.url)
-        self._read_at, self._appended = now, False
+            logs = retrying(read, self.retry_seconds, self.url)
+        self._read_at, self._next = now, log_number_from + len(logs)
         return logs
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        batch, bodies = uuid.uuid4().hex, [json.dumps(log) for log in logs]
+        batch, bodies, start = uuid.uuid4().hex, [json.dumps(log) for log in logs], self._next
 
-        def append() -> None:
+        def append() -> list[dict[str, Any]]:
             with self._engine().connect() as conn:
-                conn.exec_driver_sql("SELECT genesis_journal_append(%(batch)s, %(bodies)s)", {"batch": batch, "bodies": bodies})
+                rows = conn.exec_driver_sql("SELECT * FROM genesis_journal_append(%(batch)s, %(bodies)s, %(start)s)",
+                                            {"batch": batch, "bodies": bodies, "start": start})
+                return [json.loads(body) for (body,) in rows]
 
-        retrying(append, self.retry_seconds, self.url)
-        self._appended = True
+        self._appended = (start, retrying(append, self.retry_seconds, self.url))
 
 
 @functools.cache
@@ -620,14 +626,19 @@ def _journal_engine(url: str) -> sa.Engine:
     return sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_size=STUDY_CONNECTIONS, max_overflow=0)
 
 
-_JOURNAL_APPEND = f"""CREATE OR REPLACE FUNCTION genesis_journal_append(p_batch text, p_bodies text[]) RETURNS void AS $$
+_JOURNAL_APPEND = f"""CREATE OR REPLACE FUNCTION genesis_journal_append(p_batch text, p_bodies text[], p_from bigint)
+RETURNS SETOF text AS $$
 DECLARE first_id bigint;
 BEGIN
-  IF EXISTS (SELECT 1 FROM genesis_journal WHERE batch = p_batch) THEN RETURN; END IF;  -- only a retry repeats a batch
-  PERFORM pg_advisory_xact_lock({JOURNAL_LOCK});
-  SELECT coalesce(max(id) + 1, 0) INTO first_id FROM genesis_journal;
-  INSERT INTO genesis_journal (id, batch, body)
-    SELECT first_id + n - 1, p_batch, body FROM unnest(p_bodies) WITH ORDINALITY AS t(body, n);
+  IF NOT EXISTS (SELECT 1 FROM genesis_journal WHERE batch = p_batch) THEN  -- only a retry repeats a batch
+    PERFORM pg_advisory_xact_lock({JOURNAL_LOCK});
+    SELECT coalesce(max(id) + 1, 0) INTO first_id FROM genesis_journal;
+    INSERT INTO genesis_journal (id, batch, body)
+      SELECT first_id + n - 1, p_batch, body FROM unnest(p_bodies) WITH ORDINALITY AS t(body, n);
+  END IF;
+  -- the log from p_from through this batch: every entry before it has committed (the lock orders them)
+  RETURN QUERY SELECT body FROM genesis_journal
+    WHERE id >= p_from AND id <= (SELECT max(id) FROM genesis_journal WHERE batch = p_batch) ORDER BY id;
 END $$ LANGUAGE plpgsql"""
 
 
@@ -705,7 +716,7 @@ def _schema(url: str) -> None:
     if url.startswith("postgresql"):
         def create_function() -> None:
             with engine.begin() as conn:
-                if conn.execute(sa.text("SELECT 1 FROM pg_proc WHERE proname = 'genesis_journal_append'")).first() is None:
+                if conn.execute(sa.text("SELECT 1 FROM pg_proc WHERE proname = 'genesis_journal_append' AND pronargs = 3")).first() is None:
                     conn.execute(sa.text(_JOURNAL_APPEND))
 
         _creating_schema(create_function)
