@@ -836,6 +836,30 @@ def storage_serve(
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
 
 
+@storage_app.command("dashboard")
+@_handle_errors
+def storage_dashboard(
+    storage: Annotated[str, typer.Option(help="The study storage: journal:///..., sqlite:///..., postgresql://... or "
+                                              "journal+postgresql://...")],
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8080,
+) -> None:
+    """Watch the studies of a storage live in optuna-dashboard, the journal on PostgreSQL included
+    (which `optuna-dashboard URL` cannot open). Needs optuna-dashboard (pip install 'genesis-core[fleet]')."""
+    from genesis_core.optimizer import open_storage, redact
+
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise ConfigError("optuna-dashboard is not installed: pip install 'genesis-core[fleet]'") from None
+    err.print(f"optuna-dashboard for {redact(storage)} at http://{host}:{port}/ ; Ctrl-C stops it", soft_wrap=True)
+    with _interruptible() as received:
+        with contextlib.suppress(KeyboardInterrupt):  # the dashboard's server may catch it and return
+            optuna_dashboard.run_server(open_storage(storage), host=host, port=port)
+    if received:
+        raise typer.Exit(128 + received[0])
+
+
 @data_app.command("check")
 @_handle_errors
 def data_check(

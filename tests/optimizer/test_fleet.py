@@ -132,3 +132,36 @@ def test_a_proxy_that_does_not_answer_is_one_clear_error_before_anything_runs(tm
     assert not (tmp_path / "results" / "runs").exists()
     code, output = _genesis("optimize", str(path), "--proxy", "127.0.0.1:9", "--skip-preflight")  # the default journal
     assert code == 2 and "a gRPC proxy serves a database server's study" in output, output
+
+
+def test_the_dashboard_shows_a_journal_on_postgresql_study_live(tmp_path, postgres_url):
+    """`genesis storage dashboard`: optuna-dashboard over the storage Genesis-Core opens (a
+    journal+postgresql study, which `optuna-dashboard URL` cannot open), stopped by SIGTERM."""
+    import urllib.request
+
+    url = "journal+" + postgres_url
+    study = optuna.create_study(study_name="watched", storage=open_storage(url), direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "storage", "dashboard", "--storage", url, "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=5) as response:
+                    (summary,) = json.loads(response.read())["study_summaries"]
+                break
+            except OSError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+                time.sleep(0.2)
+        assert summary["study_name"] == "watched"
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/{summary['study_id']}", timeout=5) as response:
+            detail = json.loads(response.read())
+        assert len(detail["trials"]) == 5 and detail["best_trials"][0]["values"] == [study.best_value]
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=30)
+    assert proc.returncode == 143 and "optuna-dashboard for journal+postgresql://" in err, err
