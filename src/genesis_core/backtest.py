@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from pydantic import Field
 
 from genesis_core.config import StrictModel, deep_merge, parse_model
@@ -20,7 +21,7 @@ from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
 from genesis_core.fingerprint import fingerprint
-from genesis_core.metrics import compute_metrics
+from genesis_core.metrics import compute_metrics, drawdowns
 from genesis_core.plugins import code_fingerprint
 from genesis_core.strategy import Strategy, get_strategy
 
@@ -160,6 +161,11 @@ class BacktestResult:
     metrics: dict[str, float | int]
     trace: dict[str, Any]
     engine: EngineResult
+
+    def curve(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Open time (epoch seconds), equity at the close and drawdown of each decision bar."""
+        equity = self.engine.equity[1:]  # equity[i + 1]: at the close of decision bar i
+        return self.window.candles.timestamps[self.window.start_index:], equity, drawdowns(equity)
 
 
 class Backtester:

@@ -151,11 +151,9 @@ def _short(path: str) -> str:
 
 
 def _equity(result: BacktestResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Times (epoch ms: a date axis, compactly), equity and drawdown per decision bar."""
-    equity = result.engine.equity[1:]  # equity[i + 1]: at the close of decision bar i
-    with np.errstate(invalid="ignore", divide="ignore"):
-        drawdown = equity / np.maximum.accumulate(equity) - 1.0
-    return result.window.candles.timestamps[result.window.start_index:] * 1000, equity, drawdown
+    """``result.curve()`` with times in epoch ms (a date axis, compactly)."""
+    seconds, equity, drawdown = result.curve()
+    return seconds * 1000, equity, drawdown
 
 
 def _curves(results: list[tuple[str, BacktestResult]], title: str, price: BacktestResult | None = None) -> go.Figure:

@@ -49,6 +49,12 @@ def max_streak(losing: np.ndarray) -> int:
     return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max(initial=0))
 
 
+def drawdowns(equity: np.ndarray) -> np.ndarray:
+    """The fall from the running peak of ``equity`` at each point, as a fraction (0 or below)."""
+    with np.errstate(invalid="ignore", divide="ignore"):  # absurd prices: non-finite, stored as null
+        return equity / np.maximum.accumulate(equity) - 1.0
+
+
 def max_drawdown(equity: np.ndarray) -> float:
     """Largest fall from a running peak of ``equity``, as a fraction."""
     return float(np.max(1.0 - equity / np.maximum.accumulate(equity)))
@@ -100,4 +106,4 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
     return {k: values[k] for k in METRIC_NAMES}
 
 
-__all__ = ["DD_FLOOR", "METRIC_NAMES", "PF_CAP", "bars_per_year", "compute_metrics", "max_drawdown", "max_streak"]
+__all__ = ["DD_FLOOR", "METRIC_NAMES", "PF_CAP", "bars_per_year", "compute_metrics", "drawdowns", "max_drawdown", "max_streak"]

@@ -6,8 +6,6 @@ import json
 import math
 from typing import Any
 
-import numpy as np
-
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, BacktestResult
 from genesis_core.data import format_ts
@@ -109,10 +107,7 @@ def finite_metrics(metrics: dict[str, float | int]) -> Metrics:
 
 
 def _series(result: BacktestResult) -> Series:
-    equity = result.engine.equity[1:]  # equity[i + 1]: at the close of decision bar i
-    with np.errstate(invalid="ignore", divide="ignore"):
-        drawdown = equity / np.maximum.accumulate(equity) - 1.0
-    ts = result.window.candles.timestamps[result.window.start_index:]
+    ts, equity, drawdown = result.curve()
     return Series(time=[format_ts(t) for t in ts], equity=[finite(float(e)) for e in equity],
                   drawdown=[finite(float(d)) for d in drawdown])
 
