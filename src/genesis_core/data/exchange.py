@@ -171,9 +171,9 @@ class _Parts:
 
 
 def _fetch(ex: ccxt.Exchange, symbol: str, timeframe: str, since_ms: int, until_ms: int | None, parts: _Parts,
-           on_progress: OnProgress | None, retries: int) -> np.ndarray:
+           on_progress: OnProgress | None, retries: int) -> tuple[np.ndarray, int]:
     """The closed bars from ``since_ms`` to ``until_ms`` (open times, inclusive), page by page
-    into ``parts`` from where it stopped; the stored and the new ones."""
+    into ``parts`` from where it stopped: the stored and the new ones, and how many were stored before."""
     tf_ms = parse_timeframe(timeframe) * 1000
     last_closed = (ex.milliseconds() // tf_ms - 1) * tf_ms  # the open time of the last candle already closed
     until = last_closed if until_ms is None else min(until_ms, last_closed)
@@ -199,7 +199,7 @@ def _fetch(ex: ccxt.Exchange, symbol: str, timeframe: str, since_ms: int, until_
         since = int(rows[-1][0]) + tf_ms
         if on_progress is not None:
             on_progress(fetched, expected)
-    return parts.rows()
+    return parts.rows(), len(stored)
 
 
 def _frame(rows: np.ndarray, iso: bool) -> pd.DataFrame:
@@ -256,14 +256,14 @@ def download(exchange: str, symbol: str, timeframe: str, start: str, end: str | 
     since = parse_ts(start) * 1000
     until = None if end is None else parse_ts(end, end_of_day=True) * 1000
     parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": timeframe, "start": since, "end": until})
-    resumed = len(parts.rows())
-    rows = _fetch(ex, unified, timeframe, since, until, parts, on_progress, retries)
+    rows, resumed = _fetch(ex, unified, timeframe, since, until, parts, on_progress, retries)
     if len(rows) == 0:
         parts.remove()
         raise DataError(f"{ex.id} has no {unified} {timeframe} candles from {start}" + (f" to {end}" if end else ""))
-    candles = _write(path, rows, _market(ex, unified, timeframe, rows), timeframe)
+    market = _market(ex, unified, timeframe, rows)
+    candles = _write(path, rows, market, timeframe)
     parts.remove()
-    return Fetched(path, candles, file_market(path) or {}, len(rows), resumed)
+    return Fetched(path, candles, market, len(rows), resumed)
 
 
 def update(path: Path, api_url: str | None = None, on_progress: OnProgress | None = None, retries: int = RETRIES) -> Fetched:
@@ -279,16 +279,16 @@ def update(path: Path, api_url: str | None = None, on_progress: OnProgress | Non
     tf_ms = old.timeframe_seconds * 1000
     since = int(old.timestamps[-1]) * 1000 + tf_ms
     parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": market["timeframe"], "start": since, "end": None})
-    resumed = len(parts.rows())
-    new = _fetch(ex, unified, market["timeframe"], since, None, parts, on_progress, retries)
+    new, resumed = _fetch(ex, unified, market["timeframe"], since, None, parts, on_progress, retries)
     if len(new) == 0:
         parts.remove()
         return Fetched(path, old, market, 0, 0)
     before = np.column_stack([old.timestamps * 1000, old.open, old.high, old.low, old.close, old.volume])
     rows = np.concatenate([before, new])
-    candles = _write(path, rows, _market(ex, unified, market["timeframe"], rows), market["timeframe"])
+    updated = _market(ex, unified, market["timeframe"], rows)
+    candles = _write(path, rows, updated, market["timeframe"])
     parts.remove()
-    return Fetched(path, candles, file_market(path) or {}, len(new), resumed)
+    return Fetched(path, candles, updated, len(new), resumed)
 
 
 def _market(ex: ccxt.Exchange, symbol: str, timeframe: str, rows: np.ndarray) -> dict[str, Any]:
