@@ -299,15 +299,23 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
 _SERVER_STORAGES: dict[tuple[str, float, float], optuna.storages.BaseStorage] = {}
 
 
-def _through_proxy(url: str, proxy: str, wait_seconds: float) -> optuna.storages.BaseStorage:
+def _proxied(url: str) -> None:
+    """StorageError unless ``url`` is a study storage Optuna's gRPC proxy serves: RDB on a database server."""
     if not shares_files(url) or _journal_database(url):
         raise StorageError(f"a gRPC proxy serves a database server's study: --storage postgresql://..., not {redact(url)}")
+
+
+_NO_GRPC = "the gRPC proxy needs grpcio and protobuf: pip install 'genesis-core[fleet]'"
+
+
+def _through_proxy(url: str, proxy: str, wait_seconds: float) -> optuna.storages.BaseStorage:
+    _proxied(url)
     host, _, port = proxy.rpartition(":")
     try:
         storage = optuna.storages.GrpcStorageProxy(host=host.strip("[]"), port=int(port))
         storage.wait_server_ready(timeout=max(1.0, wait_seconds))
     except ImportError as exc:
-        raise StorageError(f"the gRPC proxy needs grpcio and protobuf: pip install 'genesis-core[fleet]' ({exc})") from None
+        raise StorageError(f"{_NO_GRPC} ({exc})") from None
     except Exception as exc:  # grpc's FutureTimeoutError and RpcError: the proxy is not there
         raise StorageError(f"no gRPC storage proxy answers at {proxy} ({type(exc).__name__}); start one with "
                            f"`genesis storage serve --storage {redact(url)} --port {port}`") from None
@@ -319,15 +327,14 @@ def serve_proxy(url: str, host: str, port: int, threads: int) -> None:
     ``threads`` requests at once, as many database connections."""
     from concurrent.futures import ThreadPoolExecutor
 
-    if not shares_files(url) or _journal_database(url):
-        raise StorageError(f"the gRPC proxy serves a database server (postgresql://...), not {redact(url)}")
-    rdb = retrying(lambda: _creating_schema(lambda: optuna.storages.RDBStorage(
-        url, engine_kwargs={**_engine_kwargs(url, threads)})), 0.0, url)
+    _proxied(url)
+    rdb = retrying(lambda: _creating_schema(lambda: optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url, threads))),
+                   0.0, url)
     try:
         optuna.storages.run_grpc_proxy_server(optuna.storages.get_storage(rdb), host=host, port=port,
                                               thread_pool=ThreadPoolExecutor(threads))
     except ImportError as exc:
-        raise StorageError(f"the gRPC proxy needs grpcio and protobuf: pip install 'genesis-core[fleet]' ({exc})") from None
+        raise StorageError(f"{_NO_GRPC} ({exc})") from None
 
 
 def probe_storage(url: str) -> optuna.storages.BaseStorage | None:
