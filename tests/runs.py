@@ -5,6 +5,7 @@ the way a user does."""
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 from genesis_core import optimizer
@@ -29,3 +30,15 @@ def validate(run_dir: Path, validation: ValidationConfig | None = None) -> dict[
 def promote(run_dir: Path, trial: int | None = None, min_improvement: float | None = None) -> Decision:
     """`genesis champion promote RUN`."""
     return promote_run(RunFolder(run_dir), trial, min_improvement)
+
+
+def genesis(*args: str) -> SimpleNamespace:
+    """`genesis ARGS` run in this process, as the command line runs it (in-process keeps tests fast):
+    returncode, stdout, stderr."""
+    from typer.testing import CliRunner
+
+    from genesis_core.cli import app
+
+    result = CliRunner().invoke(app, list(args))
+    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
+    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)

@@ -16,11 +16,10 @@ from types import SimpleNamespace
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from genesis_core.cli import app
 from genesis_core.data import Candles, file_market, format_ts, load_candles, market_sidecar, parse_ts
 from tests.fake_exchange import Exchange, serving
+from tests.runs import genesis
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = {"bitfinex": ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "binance": ROOT / "data" / "BTCUSDT_1h_binance.csv.gz"}
@@ -32,10 +31,9 @@ def _bars(exchange: str, first: int, stop: int) -> Candles:
 
 
 def _genesis(*args: str, root: str, name: str) -> SimpleNamespace:
-    """`genesis data ...` run in this process (as the command line runs it; the kill test runs a real one)."""
-    result = CliRunner().invoke(app, ["data", *args, "--api-url", f"{root}/{name}"])
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+    """`genesis data ...` run in this process, against the exchange ``name`` of the server at ``root``
+    (the kill test runs a real process)."""
+    return genesis("data", *args, "--api-url", f"{root}/{name}")
 
 
 def _download(out: Path, name: str, root: str, *extra: str) -> SimpleNamespace:
@@ -200,8 +198,7 @@ def test_data_list_shows_each_file_with_its_market_span_and_fingerprint(tmp_path
     with serving(binance=ex) as root:
         assert _download(tmp_path / "b.csv.gz", "binance", root).returncode == 0
     (tmp_path / "broken.csv").write_text("timestamp,open,high,low,close,volume\n2020-01-01,1,0.5,1,1,1\n")
-    result = CliRunner().invoke(app, ["data", "list", str(tmp_path), "--json"])
-    proc = SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+    proc = genesis("data", "list", str(tmp_path), "--json")
     assert proc.returncode == 0, proc.stderr
     listed = {Path(r["path"]).name: r for r in json.loads(proc.stdout)}
     assert set(listed) == {"b.csv.gz", "broken.csv"}
@@ -231,8 +228,8 @@ def test_the_readme_flow_download_a_market_then_optimize_on_it(tmp_path):
                        stop={"max_trials": 12})
     path = tmp_path / "opt.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    result = CliRunner().invoke(app, ["optimize", str(path), "--json"])
-    assert result.exit_code == 0, result.output
+    result = genesis("optimize", str(path), "--json")
+    assert result.returncode == 0, result.stderr
     run = json.loads((tmp_path / "results" / "runs" / "sma-binance-2022" / "run.json").read_text())
     checks = {c["name"]: c for c in run["sessions"][0]["preflight"]["checks"]}
     assert checks["market"]["status"] == "pass" and "BTC/USDT" in checks["market"]["detail"], checks["market"]

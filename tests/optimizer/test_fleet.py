@@ -15,18 +15,16 @@ from collections.abc import Iterator
 
 import optuna
 import pytest
-from typer.testing import CliRunner
 
-from genesis_core.cli import app
 from genesis_core.optimizer import open_storage
 from tests.optimizer.test_optimizer import ROOT
+from tests.runs import genesis
 from tests.validation.conftest import PARAMETERS, validated_config
 
 
 def _genesis(*args: str) -> tuple[int, str]:
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return result.exit_code, result.stdout + result.stderr
+    result = genesis(*args)
+    return result.returncode, result.stdout + result.stderr
 
 
 @pytest.mark.parametrize("through", ["rdb", "grpc proxy", "journal+postgresql"])

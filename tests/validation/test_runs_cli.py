@@ -7,19 +7,10 @@ import csv
 import json
 import shutil
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
-from typer.testing import CliRunner
 
-from genesis_core.cli import app
-
-
-def _genesis(*args: str) -> SimpleNamespace:
-    """The command run in this process (as `genesis ...` would run it; in-process to keep the tests fast)."""
-    result = CliRunner().invoke(app, list(args))
-    assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
-    return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+from tests.runs import genesis as _genesis
 
 
 @pytest.fixture(scope="module")

@@ -183,14 +183,12 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
 def _assert_walk_forward_report(folder: Path, report: dict) -> None:
     """`genesis report STUDY-walk-forward`: rendered by a real browser, its folds, scores and chained
     out-of-sample equity equal to what walk_forward.json and the folds' validation.json hold."""
-    from typer.testing import CliRunner
-
-    from genesis_core.cli import app
     from tests.browser import figure_data, render, rendered_figures
+    from tests.runs import genesis
 
     page = folder.parent / "wf.html"
-    result = CliRunner().invoke(app, ["report", str(folder), "--out", str(page)])
-    assert result.exit_code == 0, result.output
+    result = genesis("report", str(folder), "--out", str(page))
+    assert result.returncode == 0, result.stderr
     dom, console = render(page)
     assert not console, console
     figures = rendered_figures(dom)
