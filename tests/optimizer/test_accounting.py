@@ -47,7 +47,8 @@ def _study(tmp_path: Path):
 def test_kill_9_of_the_whole_process_group_then_resume_gives_exactly_the_budget(tmp_path):
     """Three rounds of SIGKILL to every process of a 2-worker run at random moments, then a resume:
     the budget is met exactly, nothing is left RUNNING or WAITING, no parameter set is evaluated
-    twice in the study, every artifact parses, and run.json agrees with the study."""
+    twice in the study, every artifact parses, every finished trial kept what was set on it (the
+    journal holds a trial's writes until its tell), and run.json agrees with the study."""
     import os
     import random
     import signal
@@ -91,6 +92,10 @@ def test_kill_9_of_the_whole_process_group_then_resume_gives_exactly_the_budget(
     assert len(keys) == len(set(keys))  # no parameter set evaluated twice in the study
     for t in evaluated:
         assert json.loads((trials_dir / f"{t.number:06d}.json").read_text())["trial_number"] == t.number
+    for t in trials:  # a trial's parameters and attributes are written with its tell: a told trial has them all
+        if t.state.name in ("COMPLETE", "PRUNED"):
+            assert set(t.params) == {"exits.max_bars_held", "exits.stop_loss_atr"}
+            assert {"worker", "outcome", "production_score", "genesis"} <= set(t.user_attrs)
     run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
     assert run["states"] == {s: states.count(s) for s in set(states)}
     assert len(run["sessions"]) == 1  # killed sessions record nothing; the resume records its own

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from genesis_core.backtest import FEATURE_CACHE, BacktestConfig, Backtester
-from genesis_core.optimizer._storage import CacheAnswer, CacheEntry
+from genesis_core.optimizer._storage import CacheAnswer, CacheEntry, flush
 from genesis_core.optimizer._study import StudySpec
 from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure
 
@@ -86,6 +86,7 @@ def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_t
             jobs[t.number] = worker.prepare(t)
         except TRIAL_FAILURES:
             pass  # told FAIL below, its reason recorded by prepare
+    flush(study)
     first: dict[str, int] = {}  # cache key -> the batch's first trial with it
     answers: dict[int, CacheAnswer | None] = {}
     for number, job in jobs.items():
