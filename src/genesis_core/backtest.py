@@ -8,6 +8,7 @@ into the effective configuration.
 from __future__ import annotations
 
 import difflib
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,7 @@ import numpy as np
 from pydantic import Field
 
 from genesis_core.config import StrictModel, deep_merge, parse_model
-from genesis_core.data import Candles, Window, format_ts, load_candles, parse_ts, same_symbol
+from genesis_core.data import Candles, Window, format_ts, load_candles, market_sidecar, parse_ts, same_symbol
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
@@ -86,25 +87,39 @@ def get_path(tree: dict[str, Any], path: str) -> Any:
     return node
 
 
+class ConfigBuilder:
+    """The one way to make an effective config: the base config, then the champion's params, then
+    overrides (window, CLI flags), then trial parameters given as dotted paths inside ``params``
+    (``risk.risk_map.0.1`` sets a list element). Validated, every strategy default filled in.
+    Everything but the trial parameters is merged and validated once, so that a study or a sweep
+    validates each trial's params once."""
+
+    def __init__(self, base: dict[str, Any], champion: dict[str, Any] | None = None,
+                 overrides: dict[str, Any] | None = None) -> None:
+        merged = deep_merge(base, {"params": champion} if champion else {})
+        config = parse_model(BacktestConfig, deep_merge(merged, overrides or {}))
+        self._strategy = get_strategy(config.strategy)
+        self._params = parse_model(self._strategy.Params, config.params, "params").model_dump(mode="json")
+        self._config = config.model_copy(update={"params": self._params})
+
+    def __call__(self, trial_params: dict[str, Any] | None = None) -> BacktestConfig:
+        if not trial_params:
+            return self._config.model_copy(deep=True)
+        params = json.loads(json.dumps(self._params))  # a deep copy: plain JSON values, 10x faster than copy.deepcopy
+        for path, value in trial_params.items():
+            set_path(params, path, value)
+        params = parse_model(self._strategy.Params, params, "params").model_dump(mode="json")
+        return self._config.model_copy(update={"params": params})
+
+
 def build_config(
     base: dict[str, Any],
     champion: dict[str, Any] | None = None,
     overrides: dict[str, Any] | None = None,
     trial_params: dict[str, Any] | None = None,
 ) -> BacktestConfig:
-    """The one way to make an effective config: the base config, then the champion's params, then
-    overrides (window, CLI flags), then trial parameters given as dotted paths inside ``params``
-    (``risk.risk_map.0.1`` sets a list element). Validated, every strategy default filled in."""
-    merged = deep_merge(base, {"params": champion} if champion else {})
-    merged = deep_merge(merged, overrides or {})
-    config = parse_model(BacktestConfig, merged)
-    strategy = get_strategy(config.strategy)
-    params = parse_model(strategy.Params, config.params, "params").model_dump(mode="json")
-    if trial_params:
-        for path, value in trial_params.items():
-            set_path(params, path, value)
-        params = parse_model(strategy.Params, params, "params").model_dump(mode="json")
-    return config.model_copy(update={"params": params})
+    """``ConfigBuilder(base, champion, overrides)(trial_params)``, for one config."""
+    return ConfigBuilder(base, champion, overrides)(trial_params)
 
 
 def data_symbol(config: BacktestConfig, candles: Candles) -> str | None:
@@ -168,6 +183,25 @@ class BacktestResult:
         return self.window.candles.timestamps[self.window.start_index:], equity, drawdowns(equity)
 
 
+_LOADED: dict[tuple[Any, ...], Candles] = {}
+
+
+def _loaded(path: str, timeframe: str | None) -> Candles:
+    """The candles of ``path``, parsed and checked once per process while the file (and its market
+    sidecar) stays as it is: a run's every part reads the same file (the arrays are read-only)."""
+    files = [Path(path), market_sidecar(Path(path))]
+    try:
+        stats = [f.stat() for f in files if f.exists()]
+        key = (str(files[0].resolve()), timeframe, *((s.st_mtime_ns, s.st_size) for s in stats))
+    except OSError:
+        return load_candles(path, timeframe)  # let the loader say what is wrong
+    if key not in _LOADED:
+        if len(_LOADED) >= 8:
+            _LOADED.pop(next(iter(_LOADED)))
+        _LOADED[key] = load_candles(path, timeframe)
+    return _LOADED[key]
+
+
 class Backtester:
     """Runs backtests; holds data read once per process and feature caches shared by all runs."""
 
@@ -180,7 +214,7 @@ class Backtester:
     def candles(self, path: str, timeframe: str | None = None) -> Candles:
         key = (path, timeframe)
         if key not in self._candles:
-            self._candles[key] = load_candles(path, timeframe)
+            self._candles[key] = _loaded(path, timeframe)
         return self._candles[key]
 
     def _window(self, candles: Candles, spec: DataSpec, warmup: int) -> Window:

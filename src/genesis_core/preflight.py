@@ -129,7 +129,7 @@ def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[
 
 
 def _run(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> BacktestResult:
-    return bt.run(build_config(study.base, study.champion, study.overrides, point))
+    return bt.run(study.build(point))
 
 
 def _outcome_key(result: BacktestResult) -> str:

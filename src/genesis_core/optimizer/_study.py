@@ -14,7 +14,7 @@ from typing import Any
 
 import optuna
 
-from genesis_core.backtest import BacktestConfig, build_config
+from genesis_core.backtest import BacktestConfig, ConfigBuilder
 from genesis_core.config import read_config_file
 from genesis_core.errors import GenesisError, clip
 from genesis_core.fingerprint import differences, fingerprint, strict_json
@@ -56,11 +56,20 @@ class StudySpec:
     fixed: BacktestConfig = field(init=False)
 
     def __post_init__(self) -> None:
-        self.fixed = build_config(self.base, self.champion, self.overrides)
+        self.fixed = self.build()
+
+    @cached_property
+    def build(self) -> ConfigBuilder:
+        """A trial's effective config from its parameters (``build_config`` with this study's base, champion and overrides)."""
+        return ConfigBuilder(self.base, self.champion, self.overrides)
 
     @property
     def name(self) -> str:
         return self.config.meta.study_name
+
+    def phase(self, number: int) -> int:
+        """The scoring phase of trial ``number``: 1 (feasibility first) for the first ``scoring.phase1.trials``."""
+        return 1 if number < self.config.scoring.phase1.trials else 2
 
     @cached_property
     def scoring(self) -> dict[str, Any]:
@@ -137,7 +146,7 @@ def study_spec(config: OptimizerConfig, champion: dict[str, Any] | None, storage
     files = RunFiles.of(url, m.storage_retry_seconds) if shares_files(url) else None  # every machine sees the run
     spec = StudySpec(config, SearchSpace(config), read_config_file(m.base_config), None if m.skip_champion_merge else champion,
                      {"data": data}, url, RunFolder.of(m.results_dir, m.study_name, files))
-    build_config(spec.base, spec.champion, spec.overrides, spec.space.midpoint())  # every searched path exists
+    spec.build(spec.space.midpoint())  # every searched path exists
     spec.sampler()  # sampler and pruner kwargs are checked too
     spec.pruner()
     return spec
