@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.data.exchange import Fetched
     from genesis_core.optimizer import OnProgress
     from genesis_core.optimizer import Progress as OptimizerProgress
-    from genesis_core.records import PreflightRecord, RunFolder, TrialArtifact, ValidationReport
+    from genesis_core.records import Candidate, PreflightRecord, RunFolder, TrialArtifact, ValidationReport
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
 model_app = typer.Typer(help="Train signal models and show what one was trained on.", no_args_is_help=True)
@@ -325,6 +325,56 @@ def optimize(
         out.print(("[green]promoted[/]: " if p.promoted else "[yellow]not promoted[/]: ") + p.reason)
 
 
+@app.command()
+@_handle_errors
+def sweep(
+    config: Annotated[Path, typer.Argument(help="Optimizer YAML: its parameters are the space swept.")],
+    method: Annotated[str, typer.Option(help="grid, random or sobol.")] = "sobol",
+    points: Annotated[int, typer.Option(help="Points of a random or Sobol sweep.")] = 1024,
+    levels: Annotated[int, typer.Option(help="Grid: values per numeric parameter, spread over its range "
+                                              "(every choice of a categorical).")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of a random or Sobol sweep.")] = 0,
+    workers: Annotated[int | None, typer.Option(help="Processes (default: every core).")] = None,
+    storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
+    study: Annotated[str | None, typer.Option(help="Add the trials to this study instead of meta.study_name's.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
+) -> None:
+    """Backtest a grid, random or Sobol set of points of the search space on every core, and add them
+    to the study as trials (artifacts, cache, trials.csv): `genesis optimize` then goes on from them,
+    and `genesis validate` and `genesis report` read them as any run's."""
+    from genesis_core.config import parse_model
+    from genesis_core.optimizer import SweepOptions
+    from genesis_core.optimizer import sweep as run_sweep
+    from genesis_core.study import load_study_config
+
+    if method not in ("grid", "random", "sobol"):
+        raise ConfigError(f"--method {method}: use grid, random or sobol")
+    cfg = load_study_config(config)
+    if study is not None:
+        cfg = cfg.model_copy(update={"meta": parse_model(type(cfg.meta), {**cfg.meta.model_dump(mode="json"), "study_name": study},
+                                                         "--study")})
+    options = SweepOptions(method, points, levels, seed, workers)  # type: ignore[arg-type]
+    with _progress_bar(not as_json) as on_progress:
+        summary = run_sweep(cfg.spec(storage), options, on_progress)
+    s = summary.session
+    if as_json:
+        sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
+    else:
+        out.print(f"{summary.cache.total_trials:,} trials in study {cfg.meta.study_name if study is None else study}; "
+                  f"this sweep {s.seconds} s with {s.workers} process(es)")
+        out.print(f"outcomes: {_counts(summary.outcomes)}")
+        if summary.best_trial:
+            out.print(f"best trial #{summary.best_trial.number}: production score {summary.best_trial.production_score:.4f}")
+        out.print(f"artifacts in {summary.run_dir}; next: genesis optimize {config} goes on from these trials, "
+                  f"genesis validate {summary.run_dir}")
+    for line in s.notes:
+        err.print(f"[yellow]note:[/] {escape(line)}")
+    if s.interrupted:
+        stopped_by = signal.Signals[s.signal or "SIGINT"]
+        err.print("interrupted; the points evaluated so far are in the study: the same command evaluates the rest")
+        raise typer.Exit(128 + stopped_by.value)
+
+
 @contextlib.contextmanager
 def _progress_bar(show: bool) -> Iterator[OnProgress | None]:
     """A rich progress bar fed by the optimizer's progress reports (nothing when not shown)."""
@@ -377,13 +427,22 @@ def preflight(
         raise typer.Exit(1)
 
 
+def _plateau(c: Candidate) -> str:
+    """The share of its explore score a candidate's neighbours keep at the median (and at worst)."""
+    r = c.robustness
+    if r is None or r.plateau is None or r.worst is None:
+        return "-"
+    text = f"{r.plateau:.0%} ({r.worst:.0%})"
+    return f"[red]{text} peak[/]" if r.flagged else text
+
+
 def _print_validation(report: ValidationReport) -> None:
     from genesis_core.validation import ValidationConfig
 
     v = ValidationConfig.model_validate(report.validation)
     table = Table(title=f"Validation of {report.run}: top {v.top_n} of {report.evaluated_trials} evaluated trials, "
                         f"ranked by {v.ranking} window score")
-    for col in ("rank", "trial", "window", "production", "return", "max dd", "PF", "trades", "val score", "result"):
+    for col in ("rank", "trial", "window", "production", "return", "max dd", "PF", "trades", "val score", "plateau", "result"):
         table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=col == "window")
     for c in report.candidates:
         verdict = "[green]pass[/]" if c.passed else "[red]fail[/]"
@@ -394,7 +453,7 @@ def _print_validation(report: ValidationReport) -> None:
             table.add_row(str(c.rank) if first else "", str(c.trial) if first else "", label, f"{sc:.2f}",
                           _fmt(m["total_return"], "+.2%"), _fmt(m["max_drawdown"], ".2%"), _fmt(m["profit_factor"], ".2f"),
                           str(m["num_trades"]),
-                          f"{c.validation_score:.2f}" if first else "", result)
+                          f"{c.validation_score:.2f}" if first else "", _plateau(c) if first else "", result)
         table.add_section()
     out.print(table)
     o = report.overfitting
@@ -410,6 +469,10 @@ def _print_validation(report: ValidationReport) -> None:
                   f"below the out-of-sample median in that share of {o.pbo.splits:,} splits of {o.pbo.blocks} blocks)")
     elif o.pbo_note:
         out.print(f"probability of backtest overfitting: not measured ({o.pbo_note})")
+    peaks = [c for c in report.candidates if c.robustness is not None and c.robustness.flagged]
+    if peaks:
+        err.print(f"[yellow]warning:[/] {', '.join(f'#{c.trial}' for c in peaks)}: a peak, not a plateau: one step in some "
+                  f"parameter keeps under {v.min_plateau:.0%} of the explore score at the median (validation.json: robustness)")
     passed = ", ".join(f"#{n}" for n in report.passed) or "none"
     out.print(f"passed: {passed}; best: " + ("none, no candidate passed" if report.best is None else f"#{report.best}"))
     if report.missing_artifacts:

@@ -10,11 +10,12 @@ from pathlib import Path
 _TEMPORARY = re.compile(r".*\.(\d+)\.tmp")
 
 
-def atomic_write(path: Path, text: str | bytes) -> None:
+def atomic_write(path: Path, text: str | bytes, durable: bool = True) -> None:
     """Write to a temporary file beside ``path``, flush it to disk, rename it over ``path`` (atomic on
     POSIX) and flush the folder, so the new file survives a power cut. On any failure (a full disk,
     an interrupt) the temporary file is removed and ``path`` is as it was. A ``path`` that exists
-    but is not a regular file (``/dev/null``, a pipe) is written to, never replaced."""
+    but is not a regular file (``/dev/null``, a pipe) is written to, never replaced. Without
+    ``durable`` nothing is flushed: the caller makes many files durable at once (``sync_all``)."""
     mode = "wb" if isinstance(text, bytes) else "w"
     if path.exists() and not path.is_file():
         with path.open(mode) as fh:
@@ -25,18 +26,27 @@ def atomic_write(path: Path, text: str | bytes) -> None:
     try:
         with tmp.open(mode) as fh:
             fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
+            if durable:
+                fh.flush()
+                os.fsync(fh.fileno())
         tmp.replace(path)
     except BaseException:
         with contextlib.suppress(OSError):
             tmp.unlink()
         raise
+    if not durable:
+        return
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def sync_all() -> None:
+    """Flush every file written without ``durable`` (and the folders naming them) to disk: one
+    system-wide flush for a batch of files instead of two per file."""
+    os.sync()
 
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:

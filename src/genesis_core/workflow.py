@@ -82,7 +82,7 @@ def run(cfg: StudyConfig, options: RunOptions | None = None, storage: str | None
     if summary.explore.session.interrupted:
         return summary
     if cfg.validation.enabled:
-        v = validate(spec.folder, cfg.validation, cfg.scoring)
+        v = validate(spec.folder, cfg.validation, cfg)
         summary.validation = ValidationSummary(path=str(spec.folder.validation_path), passed=v.passed, best=v.best,
                                                candidates=len(v.candidates))
     if cfg.promotion.enabled:
@@ -98,7 +98,7 @@ def validate_run(folder: RunFolder, validation: ValidationConfig | None = None, 
     v = validation or cfg.validation
     if top_n is not None:
         v = v.model_copy(update={"top_n": top_n})
-    return validate(folder, v, cfg.scoring)
+    return validate(folder, v, cfg)
 
 
 def promote_run(folder: RunFolder, trial: int | None = None, min_improvement: float | None = None) -> Decision:

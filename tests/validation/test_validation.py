@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import statistics
 import subprocess
 import sys
 from pathlib import Path
@@ -17,7 +18,7 @@ from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, evaluate_candidate, select_candidates
 from tests.optimizer.test_optimizer import ROOT, write_config
 from tests.runs import optimize, validate
-from tests.validation.conftest import VALIDATION, validated_config
+from tests.validation.conftest import PARAMETERS, VALIDATION, validated_config
 
 
 def evaluated_trials(run_dir: Path) -> list[dict]:
@@ -208,3 +209,33 @@ def _assert_walk_forward_report(folder: Path, report: dict) -> None:
     assert figure_data(text, 2)[-1]["y"][-1] == pytest.approx(growth, rel=1e-12)
     for f in report["folds"]:
         assert f'<td class="l">{f["fold"]}</td><td class="l">{" .. ".join(f["explore"])}</td>' in dom
+
+
+def test_each_candidate_s_neighbours_are_one_step_away_and_scored_as_single_backtests(validated_run):
+    """The robustness map: every candidate's neighbours are the choices either side of each of
+    its parameters (nothing outside the space), each scored on the explore window exactly as a
+    single backtest of that config scores; plateau and worst are their median and minimum over
+    the candidate's own score, and the flag follows validation.min_plateau."""
+    from genesis_core.scoring import score
+
+    report = json.loads((validated_run / "validation.json").read_text())
+    _, cfg = load_run(RunFolder(validated_run))
+    choices = {path: spec["choices"] for path, spec in PARAMETERS.items()}
+    bt = Backtester()
+    for c in report["candidates"]:
+        r = c["robustness"]
+        expected = sorted((path, values[j]) for path, values in choices.items()
+                          for j in (values.index(c["params"][path]) - 1, values.index(c["params"][path]) + 1)
+                          if 0 <= j < len(values))
+        assert sorted((n["param"], n["value"]) for n in r["neighbours"]) == expected
+        artifact = json.loads((validated_run / "trials" / f"{c['trial']:06d}.json").read_text())
+        for n in r["neighbours"]:
+            result = bt.run(build_config(artifact["effective_config"], trial_params={n["param"]: n["value"]}))
+            assert n["production_score"] == score(result.metrics, result.trace, cfg.scoring, cfg.constraints).production
+        own, scores = c["explore"]["production_score"], sorted(n["production_score"] for n in r["neighbours"])
+        if own > 0:
+            assert r["plateau"] == pytest.approx(statistics.median(scores) / own, rel=1e-12)
+            assert r["worst"] == pytest.approx(scores[0] / own, rel=1e-12)
+            assert r["flagged"] == (r["plateau"] < cfg.validation.min_plateau)
+        else:
+            assert r["plateau"] is None and not r["flagged"]

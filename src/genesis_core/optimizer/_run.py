@@ -82,7 +82,7 @@ def _worker_process(spec: StudySpec, max_trials: int | None, timeout: float | No
         sys.exit(exc.exit_code)
 
 
-def _quietly(start: Callable[[], T]) -> T:
+def quietly(start: Callable[[], T]) -> T:
     """Start processes with the stop signals ignored, which they inherit until they install their
     own handlers (a measuring process of a reproducible run never does: this one decides): a Ctrl-C
     while one is still importing cannot kill it with a traceback. The signals are also blocked here
@@ -207,7 +207,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     report = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
     lost: StorageUnavailable | None = None
     with worker.stopping_on_signals():
-        _quietly(lambda: _start_all(pool.procs if pool is not None else procs))
+        quietly(lambda: _start_all(pool.procs if pool is not None else procs))
         try:
             for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned meanwhile
                 if n_procs > 0 and worker.interrupted is None and worker.stopped_reason is None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 from typing import Any
 
@@ -91,19 +92,46 @@ class SearchSpace:
                 point[path] = _on_grid(d, (d.low + d.high) // 2 if isinstance(d, IntDistribution) else (d.low + d.high) / 2)
         return point
 
-    def random_point(self, rng: random.Random) -> dict[str, Any]:
-        """A point drawn uniformly from the space, on its grid (preflight's extra base points)."""
+    def at(self, unit: list[float]) -> dict[str, Any]:
+        """The point at ``unit`` (one number in [0, 1) per searched parameter, in ``distributions``
+        order) of the space, on its grid: equal shares of the unit interval for each choice, whole
+        number and step; a log scale spreads evenly over the logarithm. Random and Sobol points come from here."""
         point: dict[str, Any] = dict(self.fixed)
-        for path, d in self.distributions.items():
+        for (path, d), u in zip(self.distributions.items(), unit, strict=True):
             if isinstance(d, CategoricalDistribution):
-                point[path] = self.unchoice(path, rng.choice(d.choices))
-            elif isinstance(d, IntDistribution):
-                point[path] = d.low + rng.randrange((d.high - d.low) // d.step + 1) * d.step
+                point[path] = self.unchoice(path, d.choices[min(int(u * len(d.choices)), len(d.choices) - 1)])
+            elif d.log:
+                point[path] = _on_grid(d, math.exp(math.log(d.low) + u * (math.log(d.high) - math.log(d.low))))
             elif d.step is not None:
-                point[path] = round(d.low + rng.randrange(round((d.high - d.low) / d.step) + 1) * d.step, 12)
+                steps = round((d.high - d.low) / d.step) + 1
+                point[path] = _on_grid(d, d.low + min(int(u * steps), steps - 1) * d.step)
             else:
-                point[path] = rng.uniform(d.low, d.high)
+                point[path] = _on_grid(d, d.low + u * (d.high - d.low))
         return point
+
+    def random_point(self, rng: random.Random) -> dict[str, Any]:
+        """A point drawn uniformly from the space, on its grid."""
+        return self.at([rng.random() for _ in self.distributions])
+
+    def neighbours(self, point: dict[str, Any], steps: int = 20) -> list[tuple[str, Any]]:
+        """One step down and up from ``point`` in each searched parameter, inside the space: the
+        parameter's step (a whole number for ints; 1/``steps`` of the range, or of its logarithm,
+        for a float without one), the choices either side of a categorical's."""
+        out: list[tuple[str, Any]] = []
+        for path, d in self.distributions.items():
+            value = point[path]
+            if isinstance(d, CategoricalDistribution):
+                i = d.choices.index(self.held(path, value))
+                out += [(path, self.unchoice(path, d.choices[j])) for j in (i - 1, i + 1) if 0 <= j < len(d.choices)]
+                continue
+            if d.log and not isinstance(d, IntDistribution):
+                factor = (d.high / d.low) ** (1 / steps)
+                candidates = [value / factor, value * factor]
+            else:
+                step = d.step if d.step is not None else (d.high - d.low) / steps
+                candidates = [value - step, value + step]
+            out += [(path, _on_grid(d, x)) for x in candidates if d.low - 1e-12 <= x <= d.high + 1e-12]
+        return out
 
     def outside(self, path: str, value: Any) -> str | None:
         """Why ``value`` is not a point the sampler can propose for ``path``; None if it is."""

@@ -13,7 +13,7 @@ from typing import Any, Literal, Protocol
 
 from genesis_core.backtest import BacktestConfig
 from genesis_core.errors import ConfigError
-from genesis_core.files import atomic_write, remove_stale_temporaries
+from genesis_core.files import atomic_write, remove_stale_temporaries, sync_all
 from genesis_core.records._base import Part, Record, SchemaError, iso, read_record
 from genesis_core.records._trial import BestTrial, TrialArtifact, TrialRow
 from genesis_core.records._validation import ValidationReport, WalkForwardReport
@@ -108,7 +108,9 @@ WALK_FORWARD_FILE = "walk_forward.json"
 class Mirror(Protocol):
     """A second home for a run's files, which every machine of a fleet reaches (the study's database)."""
 
-    def put(self, run: str, name: str, data: bytes) -> None: ...
+    def put(self, run: str, files: dict[str, bytes]) -> None:
+        """Store ``files`` (path inside the run folder -> content) of ``run``, all or none."""
+        ...
 
     def pull(self, run: str, folder: Path) -> int:
         """Write the run's files into ``folder`` (trial artifacts already there are kept); how many it holds."""
@@ -136,7 +138,7 @@ class RunFolder:
         path = self.path / name
         atomic_write(path, text)
         if self.mirror is not None:
-            self.mirror.put(self.name, name, text.encode())
+            self.mirror.put(self.name, {name: text.encode()})
         return path
 
     def _at(self, *parts: str) -> Path:
@@ -195,6 +197,15 @@ class RunFolder:
 
     def write_trial(self, artifact: TrialArtifact) -> None:
         self._write(f"trials/{artifact.trial_number:06d}.json", artifact.model_dump_json())
+
+    def write_trials(self, artifacts: list[TrialArtifact]) -> None:
+        """Many trials' artifacts, all durable when this returns (one flush for the batch)."""
+        files = {f"trials/{a.trial_number:06d}.json": a.model_dump_json() for a in artifacts}
+        for name, text in files.items():
+            atomic_write(self.path / name, text, durable=False)
+        sync_all()
+        if self.mirror is not None and files:
+            self.mirror.put(self.name, {name: text.encode() for name, text in files.items()})
 
     def has_trial(self, number: int) -> bool:
         return self.trial_path(number).exists()

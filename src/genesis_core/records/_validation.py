@@ -48,6 +48,24 @@ class CandidateResult(Part):
     reasons: list[str]
 
 
+class Neighbour(Part):
+    """A candidate with one parameter moved one step, scored on the explore window."""
+
+    param: str
+    value: Any
+    production_score: float
+    outcome: Outcome
+
+
+class Robustness(Part):
+    """How a candidate's neighbourhood scores: a plateau, or a peak whose neighbours collapse."""
+
+    neighbours: list[Neighbour]
+    plateau: float | None  # median neighbour score / the candidate's explore score; None unless that score is positive
+    worst: float | None  # the worst neighbour's score / the candidate's
+    flagged: bool  # plateau below validation.min_plateau
+
+
 class Candidate(CandidateResult):
     trial: int
     config_fingerprint: str
@@ -56,6 +74,7 @@ class Candidate(CandidateResult):
     gap: float  # explore score - validation score
     sharpe_gap: float | None  # None when a window's Sharpe ratio is not a finite number
     rank: int = 0
+    robustness: Robustness | None = None  # absent in reports written before it was measured
 
 
 class DeflatedSharpe(Part):

@@ -54,6 +54,9 @@ class ValidationConfig(StrictModel):
     robust_weight: float = Field(0.5, ge=0.0, le=1.0)
     walk_forward: WalkForward | None = None
     overfitting: OverfittingConfig = OverfittingConfig()
+    # a candidate whose neighbours (one step in each parameter) keep less than this share of its
+    # explore score, at the median, is flagged as a peak (reported; not a gate)
+    min_plateau: float = Field(0.5, ge=0.0, le=1.0)
 
     @model_validator(mode="after")
     def _windows(self) -> ValidationConfig:

@@ -14,23 +14,26 @@ import math
 import numpy as np
 
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, DataError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bars_per_year
+from genesis_core.optimizer import OptimizerConfig, SearchSpace
 from genesis_core.records import (
     Candidate,
     CandidateResult,
     DeflatedSharpe,
     ExploreResult,
+    Neighbour,
     Overfitting,
     ProbabilityOfOverfitting,
+    Robustness,
     RunFolder,
     TrialArtifact,
     ValidationReport,
     WindowResult,
     finite_metrics,
 )
-from genesis_core.scoring import Outcome, Scoring, score, violation
+from genesis_core.scoring import Constraints, Outcome, Scoring, score, violation
 from genesis_core.validation._config import ValidationConfig, WindowSpec
 from genesis_core.validation._stats import deflated_sharpe, effective_trials, pbo
 
@@ -105,6 +108,26 @@ def evaluate_candidate(
     )
 
 
+def robustness(backtester: Backtester, trial: TrialArtifact, space: SearchSpace, scoring: Scoring, constraints: Constraints,
+               min_plateau: float) -> Robustness:
+    """The explore score of each neighbour of ``trial`` (one step down and up in each searched
+    parameter), and how much of the trial's score they keep at the median and at worst."""
+    base = trial.effective_config.model_dump(mode="json")
+    neighbours = []
+    for path, value in space.neighbours(trial.params):
+        try:
+            result = backtester.run(build_config(base, trial_params={path: value}))
+        except (ConfigError, DataError):
+            continue  # a neighbour the strategy refuses (fast >= slow, say) is not part of the landscape
+        sc = score(result.metrics, result.trace, scoring, constraints)
+        neighbours.append(Neighbour(param=path, value=value, production_score=sc.production, outcome=sc.outcome))
+    own = trial.score.production
+    scores = sorted(n.production_score for n in neighbours)
+    plateau = float(np.median(scores)) / own if scores and own > 0 else None
+    worst = scores[0] / own if scores and own > 0 else None
+    return Robustness(neighbours=neighbours, plateau=plateau, worst=worst, flagged=plateau is not None and plateau < min_plateau)
+
+
 def _explore_returns(backtester: Backtester, trial: TrialArtifact) -> np.ndarray:
     """Per-bar returns of a trial's effective config on its explore window (re-run: artifacts keep no series)."""
     equity = backtester.run(build_config(trial.effective_config.model_dump(mode="json"))).engine.equity
@@ -145,9 +168,11 @@ def _sharpe_gap(explore: float | int | None, windows: list[float | int | None]) 
     return explore - sum(w for w in windows if w is not None) / len(windows)
 
 
-def validate(folder: RunFolder, validation: ValidationConfig, scoring: Scoring,
+def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerConfig,
              backtester: Backtester | None = None) -> ValidationReport:
-    """Validate a finished run's top candidates; write and return the report."""
+    """Validate a finished run's top candidates (with the scoring, explore constraints and search
+    space of ``config``, the run's); write and return the report."""
+    scoring, space = config.scoring, SearchSpace(config)
     v = validation
     if not v.windows:
         raise ConfigError(f"{folder.path}: its config has no validation windows; add a validation section "
@@ -167,6 +192,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, scoring: Scoring,
             **dict(result),
             gap=explore - result.validation_score,
             sharpe_gap=_sharpe_gap(t.metrics["sharpe"], [w.metrics["sharpe"] for w in result.windows]),
+            robustness=robustness(bt, t, space, scoring, config.constraints, v.min_plateau),
         ))
     candidates.sort(key=lambda c: (not c.passed, -c.validation_score, -c.explore.production_score, c.trial))
     for rank, c in enumerate(candidates, 1):

@@ -1,0 +1,229 @@
+"""Sweeps: a grid, random or Sobol set of points of a study's search space, backtested in batches
+on every core and added to the study as its trials, with the artifacts, score cache entries and
+records an optimizer session writes. A sweep seeds a study (``genesis optimize`` goes on from its
+trials, the sampler learning from them) or feeds validation, reports and PBO as a study does.
+
+Each process keeps its data, windows and features for its whole share, so a feature spec is
+computed once per process; a chunk of points is committed at once (artifacts made durable together,
+the cache in one transaction, the trials in one journal append), so an interrupted sweep keeps
+every finished chunk and a second run evaluates only what is not in the study yet.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import multiprocessing
+import os
+import signal
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import optuna
+from optuna.trial import TrialState
+
+from genesis_core.backtest import FEATURE_CACHE, Backtester
+from genesis_core.errors import ConfigError, DataError, GenesisError
+from genesis_core.optimizer._results import RunSummary, best_score, record_results
+from genesis_core.optimizer._run import OnProgress, Progress, quietly
+from genesis_core.optimizer._space import SearchSpace
+from genesis_core.optimizer._storage import (
+    CacheEntry,
+    ScoreCache,
+    adding_trials,
+    cache_url,
+    open_storage,
+    recover_stale_trials,
+)
+from genesis_core.optimizer._study import StudySpec, check_signature
+from genesis_core.optimizer._worker import Measured, make_job, measure, stopping_on_signals, trial_attributes
+from genesis_core.records import Session, TrialArtifact, iso
+
+SweepMethod = Literal["grid", "random", "sobol"]
+MAX_POINTS = 1_000_000
+CHUNK = 250  # points a process evaluates per task: large enough to hide the round trip, small enough to show progress
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    method: SweepMethod = "sobol"
+    points: int = 1024  # random and Sobol
+    levels: int = 5  # grid: values per numeric parameter (every choice of a categorical)
+    seed: int = 0
+    workers: int | None = None  # processes; None: every core
+
+
+def sweep_points(space: SearchSpace, options: SweepOptions) -> list[dict[str, Any]]:
+    """The sweep's points, as trial parameters (dotted paths inside params), in a fixed order."""
+    if options.method == "grid":
+        axes = [space.sweep(path, options.levels) for path in space.distributions]
+        size = 1
+        for axis in axes:
+            size *= len(axis)
+        if size > MAX_POINTS:
+            raise ConfigError(f"a grid of {options.levels} levels over {len(axes)} parameters has {size:,} points "
+                              f"(at most {MAX_POINTS:,}): fewer --levels, or --method sobol --points N")
+        return [{**space.fixed, **dict(zip(space.distributions, values, strict=True))} for values in itertools.product(*axes)]
+    if not 1 <= options.points <= MAX_POINTS:
+        raise ConfigError(f"--points must be 1 .. {MAX_POINTS:,}, not {options.points}")
+    if options.method == "random":
+        import random
+
+        rng = random.Random(options.seed)
+        return [space.random_point(rng) for _ in range(options.points)]
+    try:
+        from scipy.stats import qmc  # type: ignore[import-untyped]
+    except ImportError:
+        raise ConfigError("a Sobol sweep needs SciPy: pip install scipy (or --method random)") from None
+    with warnings.catch_warnings():  # a point count that is not a power of two loses some balance, not correctness
+        warnings.simplefilter("ignore")
+        units = qmc.Sobol(len(space.distributions), scramble=True, seed=options.seed).random(options.points)
+    return [space.at(list(u)) for u in units]
+
+
+@dataclass(frozen=True)
+class Evaluated:
+    """One point's evaluation, small enough to send back from a process: its key and fingerprint,
+    the measurement (None when the study already holds the key) or the reason the strategy refused it."""
+
+    index: int
+    key: str | None
+    config_fingerprint: str | None
+    measured: Measured | None
+    error: str | None = None
+
+
+_PROCESS: dict[str, Any] = {}  # a pool process's spec, backtester and the keys the study holds
+
+
+def _start_process(spec: StudySpec, known: frozenset[str]) -> None:
+    _PROCESS.update(spec=spec, backtester=Backtester(FEATURE_CACHE), pruner=optuna.pruners.NopPruner(), known=known)
+
+
+def _evaluate(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
+    spec, backtester, known = _PROCESS["spec"], _PROCESS["backtester"], _PROCESS["known"]
+    out = []
+    for index, params in chunk:
+        try:
+            plan = backtester.plan(spec.build(params))
+        except (ConfigError, DataError) as exc:
+            out.append(Evaluated(index, None, None, None, str(exc)))
+            continue
+        key = make_job(spec, 0, params, plan).key
+        out.append(Evaluated(index, key, plan.config_fingerprint,
+                             None if key in known else measure(backtester, plan, spec, _PROCESS["pruner"])))
+    return out
+
+
+@contextlib.contextmanager
+def _evaluations(spec: StudySpec, points: list[dict[str, Any]], known: frozenset[str], workers: int,
+                 stopped: Callable[[], bool]) -> Iterator[Iterator[list[Evaluated]]]:
+    """Chunks of evaluations in point order, from ``workers`` processes (this one when 1)."""
+    chunks = [list(enumerate(points))[i:i + CHUNK] for i in range(0, len(points), CHUNK)]
+    if workers == 1:
+        _start_process(spec, known)
+        yield (_evaluate(c) for c in chunks if not stopped())
+        return
+    pool = quietly(lambda: ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _start_process, (spec, known)))
+    try:
+        futures = quietly(lambda: [pool.submit(_evaluate, c) for c in chunks])
+        yield (f.result() for f in futures if not stopped())
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: OnProgress | None = None,
+          points: list[dict[str, Any]] | None = None) -> RunSummary:
+    """Evaluate the sweep's points (``sweep_points``, or the trial parameters given) not yet in
+    ``spec``'s study and add them to it as trials; write the run's records. Refused while workers
+    run on the study (their trials and the sweep's would take the same numbers)."""
+    clock = spec.folder.clock
+    started = clock()
+    cfg = spec.config
+    given = points is not None
+    points = sweep_points(spec.space, options) if points is None else points
+    data_fp = Backtester().candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint
+    storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
+    study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True,
+                                sampler=spec.sampler(), pruner=spec.pruner())
+    notes = check_signature(study, spec, data_fp, False, False)
+    spec.folder.remove_stale_temporaries()
+    recover_stale_trials(study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    if running:
+        raise GenesisError(f"study {spec.name!r} has {len(running)} running or queued trial(s): a sweep adds trials only to a "
+                           "study no worker is running (wait for them, or sweep into another study: --study NAME)")
+    cache = ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
+    known = frozenset(t.user_attrs["genesis"]["cache_key"] for t in study.get_trials(deepcopy=False)
+                      if "cache_key" in t.user_attrs.get("genesis", {}))
+    workers = max(1, min(options.workers or os.cpu_count() or 1, -(-len(points) // CHUNK)))
+    seen = set(known)
+    done = repeated = in_study = 0
+    refused: list[str] = []
+    t0 = time.time()
+    interrupted: list[int] = []
+    with stopping_on_signals(interrupted.append), _evaluations(spec, points, known, workers, lambda: bool(interrupted)) as chunks:
+        for chunk in chunks:
+            trials, artifacts, entries = [], [], []
+            number = len(study.get_trials(deepcopy=False))
+            for e in chunk:
+                done += 1
+                if e.key is not None and e.key in seen:
+                    in_study += e.key in known
+                    repeated += e.key not in known
+                    continue
+                if e.error is not None or e.key is None or e.measured is None or e.config_fingerprint is None:
+                    refused.append(e.error or "")
+                    continue
+                params = points[e.index]
+                held = {p: spec.space.held(p, v) for p, v in params.items() if p in spec.space.distributions}
+                seen.add(e.key)
+                m = e.measured
+                entry = CacheEntry(study=spec.name, trial_number=number, score=m.score, record=m.record, metrics=m.metrics)
+                attrs = trial_attributes(entry, e.config_fingerprint, e.key, spec.phase(number))
+                artifacts.append(TrialArtifact.of(m.record, number, params, m.score, None))
+                entries.append((e.key, entry))
+                trials.append(optuna.trial.create_trial(params=held, distributions=dict(spec.space.distributions),
+                                                        value=m.score.production, user_attrs=attrs))
+                number += 1
+            _commit(spec, study, cache, trials, artifacts, entries)
+            if on_progress is not None:
+                elapsed = max(time.time() - t0, 1e-9)
+                on_progress(Progress(done, len(points), done / elapsed, best_score(study.get_trials(deepcopy=False)),
+                                     (repeated + in_study) / max(done, 1)))
+    finished = clock()
+    added = done - repeated - in_study - len(refused)
+    method = "given" if given else options.method
+    notes.append(f"sweep: {method}, {len(points):,} points" + ("" if method in ("grid", "given") else f" (seed {options.seed})")
+                 + f" with {workers} process(es): {added:,} added, {in_study:,} already in the study, "
+                 f"{repeated:,} repeated a configuration" + (f", {len(points) - done:,} not evaluated" if done < len(points) else ""))
+    if refused:
+        notes.append(f"sweep: the strategy refused {len(refused):,} point(s) (not added), the first: {refused[0]}")
+    session = Session(
+        started=iso(started), finished=iso(finished), seconds=round(finished - started, 3), workers=workers, max_trials=None,
+        interrupted=bool(interrupted), signal=None if not interrupted else signal.Signals(interrupted[0]).name, stopped_reason=None,
+        widened=0, notes=notes, failed_workers=[], preflight=None,
+    )
+    return record_results(spec, study, session)
+
+
+def _commit(spec: StudySpec, study: optuna.Study, cache: ScoreCache, trials: list[optuna.trial.FrozenTrial],
+            artifacts: list[TrialArtifact], entries: list[tuple[str, CacheEntry]]) -> None:
+    """A chunk into the run: artifacts durable first, then the cache, then the trials (one append),
+    so the study never lists a trial without its artifact; then check the trials took the numbers
+    their artifacts carry (a worker that started meanwhile would have taken some)."""
+    first = len(study.get_trials(deepcopy=False))
+    spec.folder.write_trials(artifacts)
+    cache.store_many(spec.name, entries)
+    with adding_trials(study):
+        study.add_trials(trials)
+    added = study.get_trials(deepcopy=False)[first:first + len(trials)]
+    if [t.user_attrs.get("genesis", {}).get("cache_key") for t in added] != [t.user_attrs.get("genesis", {}).get("cache_key")
+                                                                                for t in trials]:
+        raise GenesisError(f"another process added trials to study {spec.name!r} during the sweep: its trial numbers no "
+                           "longer match the artifacts; sweep into a study no worker is running")
+

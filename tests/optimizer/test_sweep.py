@@ -1,0 +1,138 @@
+"""`genesis sweep`: grid, random and Sobol points of a study's space, evaluated in batches on several
+processes and added to the study as its trials. The artifacts must be what a single backtest of
+each config gives, bit for bit; the study must go on from them; an interrupted sweep keeps every
+finished chunk and a second run evaluates only the rest."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+
+from genesis_core.backtest import Backtester
+from genesis_core.optimizer import SweepOptions, open_storage, sweep, sweep_points
+from genesis_core.records import RunFolder, ScoreRecord, backtest_record
+from genesis_core.scoring import score
+from genesis_core.study import load_study_config
+from tests.optimizer.test_optimizer import ROOT, write_config
+from tests.runs import genesis, optimize, validate
+from tests.validation.conftest import VALIDATION
+
+SPACE = {
+    "exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+    "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0, "step": 0.25},
+    "thresholds.signal_adaptation.zones.mid.entry_conf_overall": {"type": "float", "low": 0.5, "high": 0.6},
+    "gates.htf.enabled": {"type": "categorical", "choices": [True, False]},
+}
+
+
+def _config(tmp_path: Path, **meta) -> Path:
+    return write_config(tmp_path, meta={"stop": {"max_trials": 1000}, "duplicate_streak_limit": 1000, **meta},
+                        parameters=SPACE, validation=VALIDATION)
+
+
+def _study(tmp_path: Path) -> optuna.Study:
+    return optuna.load_study(study_name="t", storage=open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}"))
+
+
+def test_a_sobol_sweep_on_two_processes_writes_what_single_backtests_give_bit_for_bit(tmp_path):
+    spec = load_study_config(_config(tmp_path)).spec()
+    summary = sweep(spec, SweepOptions("sobol", points=40, seed=1, workers=2))
+    folder = RunFolder(Path(summary.run_dir))
+    trials = _study(tmp_path).trials
+    points = sweep_points(spec.space, SweepOptions("sobol", points=40, seed=1))
+    assert [t.number for t in trials] == list(range(40)) and summary.cache.unique_backtests == 40
+    assert {t.state.name for t in trials} == {"COMPLETE"}
+    bt = Backtester()
+    for t, point in zip(trials, points, strict=True):  # trial i is point i, each a config of its own
+        artifact = folder.read_trial(t.number)
+        assert artifact.params == point == spec.space.trial_params(t)
+        result = bt.run(spec.build(point))
+        single = backtest_record(result, trades=False)
+        assert artifact.model_dump(include=set(type(single).model_fields) - {"score"}) == single.model_dump(exclude={"score"})
+        assert artifact.score == ScoreRecord.of(score(result.metrics, result.trace, spec.config.scoring, spec.config.constraints))
+        assert t.value == artifact.score.production == t.user_attrs["production_score"]
+        assert t.user_attrs["genesis"]["config_fingerprint"] == result.config_fingerprint
+    rows = folder.read_trials_table()
+    assert [r.number for r in rows] == list(range(40)) and all(r.cached is False for r in rows)
+    check = genesis("check-equivalence", summary.run_dir, "--all", "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    results = json.loads(check.stdout)
+    assert len(results) == 40 and all(r["ok"] for r in results)
+
+
+def test_a_grid_sweep_then_the_same_sweep_again_adds_nothing_and_optimize_goes_on_from_it(tmp_path):
+    path = _config(tmp_path)
+    spec = load_study_config(path).spec()
+    grid = sweep_points(spec.space, SweepOptions("grid", levels=3))
+    assert len(grid) == 3 * 3 * 3 * 2  # three values of each number, both choices of the categorical
+    assert {p["exits.stop_loss_atr"] for p in grid} == {1.0, 2.5, 4.0} and {p["exits.max_bars_held"] for p in grid} == {6, 51, 96}
+    first = sweep(spec, SweepOptions("grid", levels=3, workers=1))
+    assert first.cache.total_trials == 54 and first.session.notes[-1].startswith("sweep: grid, 54 points")
+    again = sweep(load_study_config(path).spec(), SweepOptions("grid", levels=3, workers=2))
+    assert again.cache.total_trials == 54
+    assert "0 added, 54 already in the study" in again.session.notes[-1]
+    # the study goes on from the sweep: the sampler is told its 54 trials, the budget counts them
+    resumed = optimize(path, storage=None, options=_options(64))
+    trials = _study(tmp_path).trials
+    assert resumed["cache"]["total_trials"] == 64 and len(trials) == 64
+    assert [t.user_attrs["genesis"]["cache_key"] for t in trials[:54]] == \
+        [t.user_attrs["genesis"]["cache_key"] for t in _study(tmp_path).trials[:54]]
+    best = max((t for t in trials if t.user_attrs["outcome"] == "VALID"), key=lambda t: t.value)
+    assert resumed["best_trial"]["number"] == best.number
+    report = validate(Path(resumed["run_dir"]))  # validation reads the sweep's trials as any run's
+    assert report["evaluated_trials"] >= 54 and not report["missing_artifacts"]
+
+
+def _options(max_trials: int):
+    from genesis_core.optimizer import RunOptions
+
+    return RunOptions(workers=1, max_trials=max_trials)
+
+
+def test_ctrl_c_mid_sweep_keeps_the_finished_chunks_and_the_same_command_does_the_rest(tmp_path):
+    """SIGINT to the whole process group while the pool works: exit 130, every trial in the study
+    has its artifact and a cache entry, and the re-run evaluates only the points not yet there."""
+    path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-12-31")
+    trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
+    proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "sweep", str(path), "--points", "1500", "--workers", "2"],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 250 and proc.poll() is None:
+        time.sleep(0.02)
+    import os
+
+    os.killpg(proc.pid, signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, out + err
+    assert "interrupted" in err and "Traceback" not in err
+    kept = _study(tmp_path).trials
+    assert 250 <= len(kept) < 1500 and len(kept) % 250 == 0  # whole chunks only
+    assert sorted(int(p.stem) for p in trials_dir.glob("*.json")) == [t.number for t in kept]
+    run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
+    assert run["sessions"][-1]["interrupted"] and run["sessions"][-1]["signal"] == "SIGINT"
+    rest = genesis("sweep", str(path), "--points", "1500", "--workers", "2", "--json")
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert f"{1500 - len(kept):,} added, {len(kept):,} already in the study" in json.loads(rest.stdout)["session"]["notes"][-1]
+    trials = _study(tmp_path).trials
+    assert len(trials) == 1500 and len({t.user_attrs["genesis"]["cache_key"] for t in trials}) == 1500
+    assert not list(trials_dir.glob("*.tmp"))
+
+
+def test_a_sweep_is_refused_while_a_trial_of_the_study_runs(tmp_path):
+    path = _config(tmp_path)
+    spec = load_study_config(path).spec()
+    sweep(spec, SweepOptions("random", points=3, workers=1))
+    study = _study(tmp_path)
+    trial = study.ask()
+    trial.set_user_attr("worker", {"host": "elsewhere", "pid": 1, "boot": None, "start": None})
+    study._storage.flush()
+    result = genesis("sweep", str(path), "--method", "random", "--points", "3")
+    assert result.returncode != 0
+    assert "1 running or queued trial(s)" in result.stderr
+    assert len(_study(tmp_path).trials) == 4  # nothing added
