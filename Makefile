@@ -8,7 +8,7 @@ DEV := $(VENV)/.installed-dev
 ENSURE_POSTGRES := scripts/ensure-package.sh postgresql '/usr/lib/postgresql/*/bin/initdb' 'the PostgreSQL tests'
 ENSURE_CHROMIUM := scripts/ensure-package.sh chromium chromium 'the browser tests of reports'
 
-.PHONY: demo test lint bench bench-scale setup clean
+.PHONY: demo test lint bench bench-scale bench-quality setup clean
 
 $(RUNTIME): pyproject.toml
 	@echo "== setting up $(VENV) with what genesis needs to run (first time only: about a minute)"
@@ -42,6 +42,9 @@ bench: $(DEV)
 	$(ENSURE_POSTGRES)
 	$(BIN)/python benchmarks/bench_backtest.py
 	$(BIN)/python benchmarks/bench_optimizer.py
+
+bench-quality: $(DEV)
+	$(BIN)/python benchmarks/bench_quality.py
 
 bench-scale: $(DEV)
 	$(ENSURE_POSTGRES)

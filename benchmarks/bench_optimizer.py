@@ -1,14 +1,18 @@
-"""Optimizer speed, measured in one run against a named baseline: a naive Optuna loop on SQLite.
+"""Optimizer speed, measured in one run against named baselines: a naive Optuna loop on SQLite,
+Optuna's TPE on in-memory storage (the sampler's own cost), and vectorbt for a parameter sweep.
 
 Prints:
-1. overhead per trial (sampler + storage) with a trivial objective, TPE, for RDB on SQLite (the
-   naive baseline), the journal file (Genesis-Core's default) and in-memory storage (the sampler's
-   own cost, the floor any storage adds to), at --trials trials;
-2. the reference strategy on one year of 1h bars: the naive loop (SQLite, one process, no cache,
-   no artifacts) vs `genesis optimize` with 2 workers, trials/s and wall time (target: 1,000
-   trials in <= 30 s);
-3. trials/s with 1, 2 and 4 workers on a throwaway PostgreSQL server.
-Usage: python benchmarks/bench_optimizer.py [--trials 1000] [--json]
+1. per-trial overhead (everything but the backtest: sampler, storage, artifact, cache) of
+   `genesis optimize` with 1 worker, default storage, TPE and tpe-batched, over --trials trials of the reference
+   strategy on 2022 (8,756 1h bars), against the TPE-in-memory floor and the naive loop's;
+2. end-to-end wall time of those trials with the default sampler (tpe-batched) with 1 and 2
+   workers (free-running and reproducible batches), against the naive loop;
+3. `genesis sweep`: 10,000 Sobol points of the reference space (target <= 5 s), and an SMA
+   crossover sweep against vectorbt's `MA.run_combs` over the same window pairs;
+4. trials/s with 1, 2 and 4 workers on a throwaway PostgreSQL server (--pg-trials).
+Ratios between two contenders are measured interleaved (A B A B ..., --rounds rounds) and
+reported as the median of the pairwise ratios, so a machine whose speed drifts does not skew them.
+Usage: python benchmarks/bench_optimizer.py [--trials 1000] [--rounds 3] [--json]
 """
 
 from __future__ import annotations
@@ -17,10 +21,12 @@ import argparse
 import json
 import os
 import shutil
+import statistics
 import sys
 import tempfile
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -31,8 +37,9 @@ sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
-from genesis_core.backtest import Backtester, build_config, read_config_file
-from genesis_core.optimizer import RunOptions, open_storage, optimize
+from genesis_core.backtest import Backtester
+from genesis_core.optimizer import RunOptions, SweepOptions, optimize, sweep
+from genesis_core.optimizer import _worker as worker_module
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
 from tests.pgserver import fresh_database, server_bindir, throwaway_postgres
@@ -49,53 +56,138 @@ SPACE = {
     "gates.cooldown_bars": {"type": "int", "low": 0, "high": 12},
     "gates.ltf_override_threshold": {"type": "float", "low": 0.55, "high": 0.7},
 }
+SMA_WINDOWS = range(4, 94)  # every pair fast < slow of these: 4,005 configurations
 
 
-def _config(tmp: Path, name: str, trials: int, **meta) -> Path:
+def _config(tmp: Path, name: str, trials: int, space: dict | None = None, base: str = "configs/reference.yaml",
+            **meta) -> Path:
     cfg = {
-        "meta": {"base_config": str(ROOT / "configs/reference.yaml"), "data": str(ROOT / "data/BTCUSD_1h_bitfinex.csv.gz"),
+        "meta": {"base_config": str(ROOT / base), "data": str(ROOT / "data/BTCUSD_1h_bitfinex.csv.gz"),
                  "sample_start": "2022-01-01", "sample_end": "2022-12-31", "study_name": name,
                  "results_dir": str(tmp / name), "sampler": {"name": "tpe", "kwargs": {"seed": 1, "n_startup_trials": 25}},
                  "stop": {"max_trials": trials}, "duplicate_streak_limit": 10_000, **meta},
-        "parameters": SPACE,
+        "parameters": space or SPACE,
     }
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
 
 
-def trivial_overhead_ms(storage: optuna.storages.BaseStorage, trials: int) -> float:
-    def objective(trial: optuna.Trial) -> float:
-        return sum(trial.suggest_float(f"x{i}", 0, 1) for i in range(8)) + trial.suggest_int("k", 1, 50)
+def interleaved(a: Callable[[], float], b: Callable[[], float], rounds: int) -> tuple[float, float, float]:
+    """Run a, b, a, b ... (each returns its seconds): the median of each and the median of the
+    pairwise ratios b / a."""
+    pairs = [(a(), b()) for _ in range(rounds)]
+    return (statistics.median(x for x, _ in pairs), statistics.median(y for _, y in pairs),
+            statistics.median(y / x for x, y in pairs))
 
-    study = optuna.create_study(storage=storage, sampler=optuna.samplers.TPESampler(seed=1), direction="maximize")
+
+def tpe_floor_ms(trials: int) -> float:
+    """Optuna's TPE on in-memory storage over the same space with a free objective: the sampler's own cost."""
+    spec = load_study_config(_config(Path(tempfile.mkdtemp()), "floor", trials)).spec()
+
+    def objective(trial: optuna.Trial) -> float:
+        spec.space.suggest(trial)
+        return sum(v for v in trial.params.values() if isinstance(v, float))
+
+    study = optuna.create_study(sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=25), direction="maximize")
     t = time.perf_counter()
     study.optimize(objective, n_trials=trials)
     return (time.perf_counter() - t) / trials * 1e3
 
 
-def naive_reference_loop(tmp: Path, trials: int) -> float:
-    """The baseline: a plain Optuna loop over the same objective, SQLite storage, one process."""
-    spec = load_study_config(_config(tmp, "naive", trials)).spec()
+def naive_loop(tmp: Path, trials: int) -> tuple[float, float]:
+    """The baseline: a plain Optuna loop over the same objective, SQLite storage, one process.
+    Returns (wall seconds, seconds spent in backtests)."""
+    spec = load_study_config(_config(tmp, f"naive{time.monotonic_ns()}", trials)).spec()
     bt = Backtester()
+    spent = [0.0]
 
     def objective(trial: optuna.Trial) -> float:
         spec.space.suggest(trial)
-        result = bt.run(build_config(spec.base, None, spec.overrides, spec.space.trial_params(trial)))
-        return score(result.metrics, result.trace, spec.config.scoring, spec.config.constraints).phase2
+        t = time.perf_counter()
+        result = bt.run(spec.build(spec.space.trial_params(trial)))
+        value = score(result.metrics, result.trace, spec.config.scoring, spec.config.constraints).production
+        spent[0] += time.perf_counter() - t
+        return value
 
-    study = optuna.create_study(storage=f"sqlite:///{tmp / 'naive.db'}", sampler=optuna.samplers.TPESampler(seed=1),
-                                direction="maximize")
+    study = optuna.create_study(storage=f"sqlite:///{tmp / f'naive{time.monotonic_ns()}.db'}",
+                                sampler=optuna.samplers.TPESampler(seed=1, n_startup_trials=25), direction="maximize")
     t = time.perf_counter()
     study.optimize(objective, n_trials=trials)
+    return time.perf_counter() - t, spent[0]
+
+
+def genesis_run(tmp: Path, trials: int, workers: int, storage: str | None = None, parallel: str = "free",
+                sampler: str = "tpe-batched") -> tuple[float, float]:
+    """`genesis optimize` (what the command runs, in this process). Returns (wall seconds, seconds
+    spent in backtests: measured only with 1 worker, where the objective runs in this process)."""
+    path = _config(tmp, f"g{workers}{parallel}{time.monotonic_ns()}", trials, parallel=parallel,
+                   sampler={"name": sampler, "kwargs": {"seed": 1, "n_startup_trials": 25}})
+    spent = [0.0]
+    measure = worker_module.measure
+
+    def timed(*args, **kwargs):
+        t = time.perf_counter()
+        try:
+            return measure(*args, **kwargs)
+        finally:
+            spent[0] += time.perf_counter() - t
+
+    worker_module.measure = timed
+    try:
+        t = time.perf_counter()
+        summary = optimize(load_study_config(path).spec(storage), RunOptions(workers=workers))
+        wall = time.perf_counter() - t
+    finally:
+        worker_module.measure = measure
+    assert summary.cache.total_trials >= trials, summary
+    return wall, spent[0] if workers == 1 else float("nan")
+
+
+def reference_sweep(tmp: Path, points: int) -> float:
+    spec = load_study_config(_config(tmp, f"sweep{time.monotonic_ns()}", points)).spec()
+    t = time.perf_counter()
+    summary = sweep(spec, SweepOptions("sobol", points=points, seed=0))
+    assert summary.cache.unique_backtests > 0.99 * points, summary.session.notes
     return time.perf_counter() - t
 
 
-def genesis_run(tmp: Path, name: str, trials: int, workers: int, storage: str | None = None, parallel: str = "free") -> float:
-    path = _config(tmp, name, trials, parallel=parallel)
+def sma_pairs() -> list[dict[str, int]]:
+    return [{"fast": f, "slow": s} for f in SMA_WINDOWS for s in SMA_WINDOWS if f < s]
+
+
+def genesis_sma_sweep(tmp: Path) -> float:
+    space = {"fast": {"type": "int", "low": SMA_WINDOWS[0], "high": SMA_WINDOWS[-2]},
+             "slow": {"type": "int", "low": SMA_WINDOWS[1], "high": SMA_WINDOWS[-1]}}
+    spec = load_study_config(_config(tmp, f"sma{time.monotonic_ns()}", 1, space, "configs/sma_cross.yaml")).spec()
+    pairs = sma_pairs()
     t = time.perf_counter()
-    summary = optimize(load_study_config(path).spec(storage), RunOptions(workers=workers))  # what `genesis optimize` runs
-    assert summary.cache.total_trials >= trials, summary
+    summary = sweep(spec, SweepOptions(), points=pairs)
+    assert summary.cache.unique_backtests == len(pairs), summary.session.notes
+    return time.perf_counter() - t
+
+
+def vectorbt_sma_sweep() -> float:
+    """vectorbt's own way to sweep SMA pairs: every pair of windows, portfolios from signals,
+    filled at the next open with the same fee (it writes no artifacts and keeps no cache)."""
+    import numpy as np
+    import pandas as pd
+    import vectorbt as vbt
+
+    from genesis_core.backtest import build_config
+    from genesis_core.config import read_config_file
+
+    cfg = build_config(read_config_file(str(ROOT / "configs/sma_cross.yaml")))
+    w = Backtester().plan(cfg).window
+    c = w.candles
+    index = pd.to_datetime(c.timestamps, unit="s")
+    close, open_ = pd.Series(c.close, index), pd.Series(c.open, index)
+    t = time.perf_counter()
+    fast, slow = vbt.MA.run_combs(close, window=np.array(SMA_WINDOWS), r=2, short_names=["fast", "slow"])
+    pf = vbt.Portfolio.from_signals(close, fast.ma_crossed_above(slow), fast.ma_crossed_below(slow), direction="both",
+                                    fees=cfg.costs.fee_bps / 1e4, freq="1h", price=open_.shift(-1))
+    returns = pf.total_return()
+    assert len(returns) == len(sma_pairs())
     return time.perf_counter() - t
 
 
@@ -103,57 +195,78 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--pg-trials", type=int, default=300)
+    ap.add_argument("--sweep-points", type=int, default=10_000)
+    ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each A/B comparison")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
     os.chdir(ROOT)
     tmp = Path(tempfile.mkdtemp(prefix="genesis-bench-"))
-    n, f = args.trials, {}
+    n, f, r = args.trials, {}, {}
     try:
-        Backtester().run(build_config(read_config_file("configs/reference.yaml")))  # compile kernels once
-        f["overhead_ms_per_trial_sqlite_rdb"] = trivial_overhead_ms(optuna.storages.RDBStorage(f"sqlite:///{tmp / 'o.db'}"), n)
-        f["overhead_ms_per_trial_journal"] = trivial_overhead_ms(open_storage(f"journal:///{tmp / 'o.journal'}"), n)
-        f["overhead_ms_per_trial_sampler_only_in_memory"] = trivial_overhead_ms(optuna.storages.InMemoryStorage(), n)
-        f["naive_sqlite_loop_s"] = naive_reference_loop(tmp, n)
-        f["genesis_2_workers_s"] = genesis_run(tmp, "g2", n, 2)
-        f["genesis_2_workers_reproducible_s"] = genesis_run(tmp, "g2r", n, 2, parallel="reproducible")
-        f["naive_trials_per_s"] = n / f["naive_sqlite_loop_s"]
-        f["genesis_2_workers_trials_per_s"] = n / f["genesis_2_workers_s"]
+        genesis_run(tmp, 30, 1)  # compile kernels, fill the feature cache
+        f["tpe_floor_ms_per_trial"] = tpe_floor_ms(n)
+        runs: dict[str, list[tuple[float, float]]] = {"naive": [], "g1": [], "g1_batched": []}
+        for _ in range(args.rounds):  # interleaved: naive, genesis 1 worker (tpe, then tpe-batched), naive, ...
+            runs["naive"].append(naive_loop(tmp, n))
+            runs["g1"].append(genesis_run(tmp, n, 1, sampler="tpe"))
+            runs["g1_batched"].append(genesis_run(tmp, n, 1))
+        overhead = {k: [(wall - spent) / n * 1e3 for wall, spent in v] for k, v in runs.items()}
+        f["genesis_1_worker_tpe_overhead_ms_per_trial"] = statistics.median(overhead["g1"])
+        f["genesis_1_worker_tpe_batched_overhead_ms_per_trial"] = statistics.median(overhead["g1_batched"])
+        f["naive_overhead_ms_per_trial"] = statistics.median(overhead["naive"])
+        f["genesis_backtest_ms_per_trial"] = statistics.median(spent / n * 1e3 for _, spent in runs["g1"])
+        f["genesis_1_worker_tpe_s"] = statistics.median(w for w, _ in runs["g1"])
+        f["naive_sqlite_loop_s"] = statistics.median(w for w, _ in runs["naive"])
+        r["overhead, tpe / 5 ms target (<= 1 meets it)"] = f["genesis_1_worker_tpe_overhead_ms_per_trial"] / 5.0
+        r["overhead, tpe / TPE-in-memory floor"] = f["genesis_1_worker_tpe_overhead_ms_per_trial"] / f["tpe_floor_ms_per_trial"]
+        r["overhead, tpe-batched / 5 ms target (<= 1 meets it)"] = f["genesis_1_worker_tpe_batched_overhead_ms_per_trial"] / 5.0
+        for key, label in (("g1", "tpe"), ("g1_batched", "tpe-batched")):
+            r[f"speed-up 1 worker ({label}) vs naive loop (interleaved)"] = statistics.median(
+                nv[0] / g[0] for nv, g in zip(runs["naive"], runs[key], strict=True))
+
+        one, two, ratio = interleaved(lambda: genesis_run(tmp, n, 1)[0], lambda: genesis_run(tmp, n, 2)[0], args.rounds)
+        f["genesis_1_worker_s"], f["genesis_2_workers_s"] = one, two
+        r["2 workers vs 1 (interleaved; target >= 1.8)"] = 1 / ratio
+        r["speed-up 2 workers vs naive loop"] = f["naive_sqlite_loop_s"] / two
+        _, repro, ratio = interleaved(lambda: genesis_run(tmp, n, 2)[0],
+                                      lambda: genesis_run(tmp, n, 2, parallel="reproducible")[0], args.rounds)
+        f["genesis_2_workers_reproducible_s"] = repro
+        r["reproducible batches / free-running, 2 workers (wall)"] = ratio
+
+        f["sweep_reference_s"] = statistics.median(reference_sweep(tmp, args.sweep_points) for _ in range(args.rounds))
+        f["sweep_reference_configs_per_s"] = args.sweep_points / f["sweep_reference_s"]
+        r[f"sweep of {args.sweep_points:,} reference configs / 5 s target (<= 1 meets it)"] = f["sweep_reference_s"] / 5.0
+        vbt_s, ours_s, ratio = interleaved(vectorbt_sma_sweep, lambda: genesis_sma_sweep(tmp), args.rounds)
+        f[f"sma_sweep_{len(sma_pairs())}_configs_genesis_s"] = ours_s
+        f[f"sma_sweep_{len(sma_pairs())}_configs_vectorbt_s"] = vbt_s
+        r["SMA sweep: speed-up vs vectorbt (interleaved; target >= 5)"] = 1 / ratio
+
         bindir = server_bindir()
-        if bindir is not None:
+        if bindir is not None and args.pg_trials:
             with throwaway_postgres(bindir) as server:
                 for w in (1, 2, 4):
-                    seconds = genesis_run(tmp, f"pg{w}", args.pg_trials, w, fresh_database(server.url))
+                    seconds, _ = genesis_run(tmp, args.pg_trials, w, fresh_database(server.url))
                     f[f"postgres_{w}_workers_trials_per_s"] = args.pg_trials / seconds
+            for w in (2, 4):
+                r[f"postgres {w} workers / 1 worker"] = f[f"postgres_{w}_workers_trials_per_s"] / f["postgres_1_workers_trials_per_s"]
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
-    ratios = {
-        "journal overhead / 10 ms target (<= 1 meets it)": f["overhead_ms_per_trial_journal"] / 10.0,
-        "speed-up of journal over sqlite overhead": f["overhead_ms_per_trial_sqlite_rdb"] / f["overhead_ms_per_trial_journal"],
-        "TPE sampler alone / 10 ms target": f["overhead_ms_per_trial_sampler_only_in_memory"] / 10.0,
-        f"genesis 2 workers {n} trials wall / 30 s target (<= 1 meets it)": f["genesis_2_workers_s"] * 1000 / n / 30.0,
-        "speed-up vs naive Optuna+SQLite loop": f["genesis_2_workers_trials_per_s"] / f["naive_trials_per_s"],
-        "cost of reproducible batches: 2 workers reproducible / free wall time": f["genesis_2_workers_reproducible_s"]
-        / f["genesis_2_workers_s"],
-    }
-    if "postgres_1_workers_trials_per_s" in f:
-        for w in (2, 4):
-            ratios[f"postgres {w} workers / 1 worker"] = f[f"postgres_{w}_workers_trials_per_s"] / f["postgres_1_workers_trials_per_s"]
-    report = {"trials": n, "cpus": os.cpu_count(), "figures": {k: round(v, 3) for k, v in f.items()},
-              "ratios": {k: round(v, 2) for k, v in ratios.items()}}
+    report = {"trials": n, "rounds": args.rounds, "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+              "figures": {k: round(v, 3) for k, v in f.items()}, "ratios": {k: round(v, 2) for k, v in r.items()}}
     if args.json:
         print(json.dumps(report, indent=2))
         return
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(title=f"Optimizer benchmark ({n} TPE trials; {os.cpu_count()} CPUs)")
+    table = Table(title=f"Optimizer benchmark ({n} TPE trials, {args.rounds} interleaved rounds; {os.cpu_count()} CPUs)")
     table.add_column("what")
     table.add_column("value", justify="right")
     for k, v in report["figures"].items():
         table.add_row(k, f"{v:,.3f}")
     for k, v in report["ratios"].items():
         table.add_row(f"[bold]{k}[/]", f"{v:.2f}")
-    Console(width=110).print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":

@@ -28,7 +28,7 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.data.exchange import Fetched
     from genesis_core.optimizer import OnProgress
     from genesis_core.optimizer import Progress as OptimizerProgress
-    from genesis_core.records import Candidate, PreflightRecord, RunFolder, TrialArtifact, ValidationReport
+    from genesis_core.records import PreflightRecord, Robustness, RunFolder, TrialArtifact, ValidationReport
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
 model_app = typer.Typer(help="Train signal models and show what one was trained on.", no_args_is_help=True)
@@ -427,13 +427,8 @@ def preflight(
         raise typer.Exit(1)
 
 
-def _plateau(c: Candidate) -> str:
-    """The share of its explore score a candidate's neighbours keep at the median (and at worst)."""
-    r = c.robustness
-    if r is None or r.plateau is None or r.worst is None:
-        return "-"
-    text = f"{r.plateau:.0%} ({r.worst:.0%})"
-    return f"[red]{text} peak[/]" if r.flagged else text
+def _plateau(r: Robustness | None) -> str:
+    return "-" if r is None else f"[red]{escape(r.describe())}[/]" if r.flagged else r.describe()
 
 
 def _print_validation(report: ValidationReport) -> None:
@@ -453,7 +448,7 @@ def _print_validation(report: ValidationReport) -> None:
             table.add_row(str(c.rank) if first else "", str(c.trial) if first else "", label, f"{sc:.2f}",
                           _fmt(m["total_return"], "+.2%"), _fmt(m["max_drawdown"], ".2%"), _fmt(m["profit_factor"], ".2f"),
                           str(m["num_trades"]),
-                          f"{c.validation_score:.2f}" if first else "", _plateau(c) if first else "", result)
+                          f"{c.validation_score:.2f}" if first else "", _plateau(c.robustness) if first else "", result)
         table.add_section()
     out.print(table)
     o = report.overfitting

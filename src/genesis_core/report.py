@@ -320,13 +320,14 @@ def _chained(results: list[tuple[str, BacktestResult]]) -> go.Figure:
 def _validation(report: ValidationReport) -> str:
     rows = []
     for cand in report.candidates:
+        plateau = "" if cand.robustness is None else cand.robustness.describe()
         rows.append([cand.rank, cand.trial, "explore", cand.explore.production_score, cand.explore.metrics["total_return"],
-                     cand.explore.metrics["max_drawdown"], cand.explore.metrics["num_trades"], cand.validation_score,
+                     cand.explore.metrics["max_drawdown"], cand.explore.metrics["num_trades"], cand.validation_score, plateau,
                      "pass" if cand.passed else "fail"])
         rows += [["", "", f"{w.start} .. {w.end}", w.production_score, w.metrics["total_return"], w.metrics["max_drawdown"],
-                  w.metrics["num_trades"], "", "; ".join(w.reasons)] for w in cand.windows]
-    table = _table(["rank", "trial", "window", "production score", "return", "max drawdown", "trades", "validation score", "result"],
-                   rows, left=0)
+                  w.metrics["num_trades"], "", "", "; ".join(w.reasons)] for w in cand.windows]
+    table = _table(["rank", "trial", "window", "production score", "return", "max drawdown", "trades", "validation score",
+                    "neighbours keep", "result"], rows, left=0)
     o = report.overfitting
     lines = []
     if o.deflated_sharpe and o.deflated_sharpe.dsr is not None:

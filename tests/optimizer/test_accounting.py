@@ -262,7 +262,8 @@ def test_a_seeded_one_worker_run_reproduces_exactly(tmp_path):
 
 def test_a_seeded_two_worker_run_is_reproducible(tmp_path):
     """With a seed, two workers run in reproducible batches: the same trials.csv twice (but for
-    timings). (Free-running workers usually differ between runs, but not always: not asserted.)"""
+    timings), with the default sampler (tpe-batched). (Free-running workers usually differ between
+    runs, but not always: not asserted.)"""
     import csv
 
     from genesis_core.optimizer import RunOptions
@@ -272,7 +273,7 @@ def test_a_seeded_two_worker_run_is_reproducible(tmp_path):
         folder = tmp_path / name
         folder.mkdir()
         path = write_config(folder, meta={"stop": {"max_trials": 40}, "parallel": parallel, "duplicate_streak_limit": 1000,
-                                          "sampler": {"name": "tpe", "kwargs": {"seed": 3, "n_startup_trials": 8}}},
+                                          "sampler": {"kwargs": {"seed": 3, "n_startup_trials": 8}}},
                             parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
                                         "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0},
                                         "thresholds.signal_adaptation.zones.mid.entry_conf_overall":

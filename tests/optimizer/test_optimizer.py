@@ -430,3 +430,30 @@ def test_progress_best_score_ignores_a_half_written_running_trial():
     running.set_user_attr("outcome", "VALID")  # production_score not yet written
     assert best_score(study.get_trials(deepcopy=False)) == 12.5
     assert best_score([]) is None
+
+
+def test_batched_tpe_with_a_batch_of_one_is_optuna_s_tpe_and_larger_batches_fit_once_per_batch(monkeypatch):
+    """tpe-batched hands out one fit's best-ranked candidates: with batch 1 that is exactly TPE's
+    choice (same seed, same trials); with batch 4 the 40 trials after the 8 random ones take 10 fits."""
+    from genesis_core.optimizer import SAMPLERS
+
+    def objective(trial: optuna.Trial) -> float:
+        return -(trial.suggest_float("x", -3, 3) - 1) ** 2 - (trial.suggest_int("k", 0, 20) - 7) ** 2 / 10
+
+    def run(sampler: optuna.samplers.BaseSampler) -> list[dict]:
+        study = optuna.create_study(direction="maximize", sampler=sampler)
+        study.optimize(objective, n_trials=48)
+        return [t.params for t in study.trials]
+
+    assert run(SAMPLERS["tpe-batched"](seed=5, n_startup_trials=8, batch=1)) == \
+        run(optuna.samplers.TPESampler(seed=5, n_startup_trials=8))
+    fits = []
+    fit = optuna.samplers.TPESampler._sample
+
+    def counting(self, *args):
+        fits.append(1)
+        return fit(self, *args)
+
+    monkeypatch.setattr(optuna.samplers.TPESampler, "_sample", counting)
+    params = run(SAMPLERS["tpe-batched"](seed=5, n_startup_trials=8, batch=4))
+    assert len(fits) == 10 and len({(p["x"], p["k"]) for p in params[8:]}) > 30

@@ -56,7 +56,8 @@ def test_old_files_are_migrated_on_read(old_results: Path):
     report = folder.read_validation()
     added = {"pbo": True, "pbo_note": True,  # statistics added since: absent from an old file
              "deflated_sharpe": {"mean_correlation", "effective_trials", "sr0_effective", "dsr_effective"}}
-    assert report.model_dump(mode="json", exclude={"schema_version": True, "overfitting": added}) == \
+    assert report.model_dump(mode="json", exclude={"schema_version": True, "overfitting": added,
+                                                   "candidates": {"__all__": {"robustness"}}}) == \
         renamed_scores(json.loads(folder.validation_path.read_text()))
     assert report.candidates[0].explore.production_score == json.loads(folder.validation_path.read_text())["candidates"][0]["explore"]["score"]
     assert trials[0].metrics["classic_score"] == first["metrics"]["score"] and trials[0].score.production == first["score"]["phase2"]
@@ -75,8 +76,11 @@ def test_an_old_run_is_validated_and_promoted_by_this_code_with_the_same_numbers
     before = renamed_scores(json.loads((run_dir / "validation.json").read_text()))  # as this version names them
     after = validate(run_dir)
     assert after["schema_version"] == ValidationReport.SCHEMA
-    for key in ("candidates", "passed", "best", "evaluated_trials"):
+    for key in ("passed", "best", "evaluated_trials"):
         assert after[key] == before[key], key
+    # the candidates' robustness map is measured since: it comes on top of the old numbers
+    assert [{k: v for k, v in c.items() if k != "robustness"} for c in after["candidates"]] == before["candidates"]
+    assert all(c["robustness"]["neighbours"] for c in after["candidates"])
     old_dsr = before["overfitting"]["deflated_sharpe"]  # the statistics added since (PBO, effective N) come on top
     assert after["overfitting"]["deflated_sharpe"] | old_dsr == after["overfitting"]["deflated_sharpe"]
     assert after["overfitting"]["mean_gap"] == before["overfitting"]["mean_gap"] and after["overfitting"]["pbo"]["configs"] >= 2

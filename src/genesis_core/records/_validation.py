@@ -65,6 +65,12 @@ class Robustness(Part):
     worst: float | None  # the worst neighbour's score / the candidate's
     flagged: bool  # plateau below validation.min_plateau
 
+    def describe(self) -> str:
+        """What tables show: the share of the score the neighbours keep at the median and at worst."""
+        if self.plateau is None or self.worst is None:
+            return "-"
+        return f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "")
+
 
 class Candidate(CandidateResult):
     trial: int
