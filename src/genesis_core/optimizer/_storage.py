@@ -316,23 +316,32 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
     that Optuna refuses raises here, as it would have, and is never written."""
 
     def __init__(self, backend: BaseJournalBackend) -> None:
-        super().__init__(backend)
         self._held: list[dict[str, Any]] = []
         self.adding = False  # hold finished trials added (``adding_trials``) too: a sweep's chunk in one append
+        self._wrote_nothing = False  # the write just made was held: Optuna's read-back after it has nothing to read
+        super().__init__(backend)  # it reads the log
 
     def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
         entry = {"op_code": op_code, "worker_id": self._replay_result.worker_id, **extra_fields}
         if self.adding and op_code == JournalOperation.CREATE_TRIAL and TrialState(extra_fields.get("state", 0)).is_finished():
             self._held.append(entry)  # not applied ahead: its trial number is decided by its place in the log
+            self._wrote_nothing = True
             return
         if op_code in _HELD:
             replay = self._replay_result
             replay.apply_logs([entry])
             replay.log_number_read -= 1  # applied ahead of its place in the log, where it is applied again (idempotent)
             self._held.append(entry)
+            self._wrote_nothing = True
             return
         held, self._held = self._held, []
         self._backend.append_logs([*held, entry])
+
+    def _sync_with_backend(self) -> None:
+        if self._wrote_nothing:  # Optuna reads the log back after every write: not after a held one
+            self._wrote_nothing = False
+            return
+        super()._sync_with_backend()
 
     def flush(self) -> None:
         """Write the held writes now."""
