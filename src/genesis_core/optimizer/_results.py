@@ -102,22 +102,23 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
         states[t.state.name] = states.get(t.state.name, 0) + 1
         if "outcome" in t.user_attrs:
             outcomes[t.user_attrs["outcome"]] = outcomes.get(t.user_attrs["outcome"], 0) + 1
-    previous = folder.read_run_if_any()
-    run = RunRecord(
-        study_name=spec.name,
-        storage=redact(spec.storage_url),
-        signature=optuna_study.user_attrs.get(SIGNATURE_ATTR),
-        search_space=spec.space.spec,
-        config=spec.config.model_dump(mode="json"),
-        fixed_config=spec.fixed,
-        versions={"genesis_core": __version__, "code": code_version(), "optuna": optuna.__version__,
-                  "numba": numba.__version__, "python": platform.python_version()},
-        sessions=[*(previous.sessions if previous else []), session],
-        cache=cache, states=states, outcomes=outcomes,
-        best_trial=None if best is None else BestRef(number=best.number, production_score=best.user_attrs["production_score"]),
-        identical_outcomes=len(same),
-    )
-    folder.write_run(run)
+    with folder.run_lock():  # sessions ending together each add theirs: none may write over another's
+        previous = folder.read_run_if_any()
+        run = RunRecord(
+            study_name=spec.name,
+            storage=redact(spec.storage_url),
+            signature=optuna_study.user_attrs.get(SIGNATURE_ATTR),
+            search_space=spec.space.spec,
+            config=spec.config.model_dump(mode="json"),
+            fixed_config=spec.fixed,
+            versions={"genesis_core": __version__, "code": code_version(), "optuna": optuna.__version__,
+                      "numba": numba.__version__, "python": platform.python_version()},
+            sessions=[*(previous.sessions if previous else []), session],
+            cache=cache, states=states, outcomes=outcomes,
+            best_trial=None if best is None else BestRef(number=best.number, production_score=best.user_attrs["production_score"]),
+            identical_outcomes=len(same),
+        )
+        folder.write_run(run)
     warnings = []
     if run.identical_outcomes:
         warnings.append(f"{run.identical_outcomes} evaluated trial(s) gave exactly the metrics of an earlier, different "

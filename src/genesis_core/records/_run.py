@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import fcntl
 import io
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -187,6 +189,18 @@ class RunFolder:
 
     def read_run_if_any(self) -> RunRecord | None:
         return self.read_run() if self.exists() else None
+
+    @contextlib.contextmanager
+    def run_lock(self) -> Iterator[None]:
+        """Hold run.json for a read-modify-write: another process of this machine waits (a lock on
+        ``run.json.lock``, released by the system if the holder dies)."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.path / "run.json.lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
 
     def write_run(self, record: RunRecord) -> None:
         self._write(RUN_FILE, record.model_dump_json(indent=1))
