@@ -123,7 +123,8 @@ def _evaluate(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
 def _evaluations(spec: StudySpec, points: list[dict[str, Any]], known: frozenset[str], workers: int,
                  stopped: Callable[[], bool]) -> Iterator[Iterator[list[Evaluated]]]:
     """Chunks of evaluations in point order, from ``workers`` processes (this one when 1)."""
-    chunks = [list(enumerate(points))[i:i + CHUNK] for i in range(0, len(points), CHUNK)]
+    indexed = list(enumerate(points))
+    chunks = [indexed[i:i + CHUNK] for i in range(0, len(points), CHUNK)]
     if workers == 1:
         _start_process(spec, known)
         yield (_evaluate(c) for c in chunks if not stopped())
@@ -176,7 +177,7 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
                     in_study += e.key in known
                     repeated += e.key not in known
                     continue
-                if e.error is not None or e.key is None or e.measured is None or e.config_fingerprint is None:
+                if e.key is None or e.measured is None or e.config_fingerprint is None:  # refused by the strategy
                     refused.append(e.error or "")
                     continue
                 params = points[e.index]
