@@ -95,7 +95,7 @@ class SearchSpace:
     def at(self, unit: list[float]) -> dict[str, Any]:
         """The point at ``unit`` (one number in [0, 1) per searched parameter, in ``distributions``
         order) of the space, on its grid: equal shares of the unit interval for each choice, whole
-        number and step; a log scale spreads evenly over the logarithm. Random and Sobol points come from here."""
+        number and step; a log scale spreads evenly over the logarithm (Sobol sweeps)."""
         point: dict[str, Any] = dict(self.fixed)
         for (path, d), u in zip(self.distributions.items(), unit, strict=True):
             if isinstance(d, CategoricalDistribution):
@@ -110,8 +110,18 @@ class SearchSpace:
         return point
 
     def random_point(self, rng: random.Random) -> dict[str, Any]:
-        """A point drawn uniformly from the space, on its grid."""
-        return self.at([rng.random() for _ in self.distributions])
+        """A point drawn uniformly from the space, on its grid (preflight's extra base points, random sweeps)."""
+        point: dict[str, Any] = dict(self.fixed)
+        for path, d in self.distributions.items():
+            if isinstance(d, CategoricalDistribution):
+                point[path] = self.unchoice(path, rng.choice(d.choices))
+            elif isinstance(d, IntDistribution):
+                point[path] = d.low + rng.randrange((d.high - d.low) // d.step + 1) * d.step
+            elif d.step is not None:
+                point[path] = round(d.low + rng.randrange(round((d.high - d.low) / d.step) + 1) * d.step, 12)
+            else:
+                point[path] = rng.uniform(d.low, d.high)
+        return point
 
     def neighbours(self, point: dict[str, Any], steps: int = 20) -> list[tuple[str, Any]]:
         """One step down and up from ``point`` in each searched parameter, inside the space: the
