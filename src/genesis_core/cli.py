@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.optimizer import OnProgress
     from genesis_core.optimizer import Progress as OptimizerProgress
     from genesis_core.records import PreflightRecord, Robustness, RunFolder, TrialArtifact, ValidationReport
+    from genesis_core.study import StudyConfig
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
 model_app = typer.Typer(help="Train signal models and show what one was trained on.", no_args_is_help=True)
@@ -278,10 +279,7 @@ def optimize(
 
     cfg = load_study_config(config)
     if proxy is not None:
-        from genesis_core.config import parse_model
-
-        cfg = cfg.model_copy(update={"meta": parse_model(type(cfg.meta), {**cfg.meta.model_dump(mode="json"), "proxy": proxy},
-                                                         "--proxy")})
+        cfg = _with_meta(cfg, "proxy", proxy, "--proxy")
     options = RunOptions(workers, max_trials, force_resume, backfill_signature)
     try:
         with _progress_bar(not as_json) as on_progress:
@@ -342,7 +340,6 @@ def sweep(
     """Backtest a grid, random or Sobol set of points of the search space on every core, and add them
     to the study as trials (artifacts, cache, trials.csv): `genesis optimize` then goes on from them,
     and `genesis validate` and `genesis report` read them as any run's."""
-    from genesis_core.config import parse_model
     from genesis_core.optimizer import SweepOptions
     from genesis_core.optimizer import sweep as run_sweep
     from genesis_core.study import load_study_config
@@ -351,8 +348,7 @@ def sweep(
         raise ConfigError(f"--method {method}: use grid, random or sobol")
     cfg = load_study_config(config)
     if study is not None:
-        cfg = cfg.model_copy(update={"meta": parse_model(type(cfg.meta), {**cfg.meta.model_dump(mode="json"), "study_name": study},
-                                                         "--study")})
+        cfg = _with_meta(cfg, "study_name", study, "--study")
     options = SweepOptions(method, points, levels, seed, workers)  # type: ignore[arg-type]
     with _progress_bar(not as_json) as on_progress:
         summary = run_sweep(cfg.spec(storage), options, on_progress)
@@ -373,6 +369,13 @@ def sweep(
         stopped_by = signal.Signals[s.signal or "SIGINT"]
         err.print("interrupted; the points evaluated so far are in the study: the same command evaluates the rest")
         raise typer.Exit(128 + stopped_by.value)
+
+
+def _with_meta(cfg: StudyConfig, name: str, value: Any, flag: str) -> StudyConfig:
+    """``cfg`` with ``meta.<name>`` set from a command-line flag, validated as the YAML's would be."""
+    from genesis_core.config import parse_model
+
+    return cfg.model_copy(update={"meta": parse_model(type(cfg.meta), {**cfg.meta.model_dump(mode="json"), name: value}, flag)})
 
 
 @contextlib.contextmanager

@@ -103,6 +103,11 @@ class RunRecord(Record):
 
 
 _TRIAL_FILE = re.compile(r"\d{6,}\.json")
+
+
+def _trial_name(number: int) -> str:
+    """Trial ``number``'s artifact, inside the run folder (the name ``_TRIAL_FILE`` matches)."""
+    return f"trials/{number:06d}.json"
 RUN_FILE = "run.json"
 WALK_FORWARD_FILE = "walk_forward.json"
 
@@ -207,14 +212,14 @@ class RunFolder:
 
     # trials/NNNNNN.json: evaluated trials only
     def trial_path(self, number: int) -> Path:
-        return self._at("trials", f"{number:06d}.json")
+        return self._at(_trial_name(number))
 
     def write_trial(self, artifact: TrialArtifact) -> None:
-        self._write(f"trials/{artifact.trial_number:06d}.json", artifact.model_dump_json())
+        self._write(_trial_name(artifact.trial_number), artifact.model_dump_json())
 
     def write_trials(self, artifacts: list[TrialArtifact]) -> None:
         """Many trials' artifacts, all durable when this returns (one flush for the batch)."""
-        files = {f"trials/{a.trial_number:06d}.json": a.model_dump_json() for a in artifacts}
+        files = {_trial_name(a.trial_number): a.model_dump_json() for a in artifacts}
         for name, text in files.items():
             atomic_write(self.path / name, text, durable=False)
         sync_all()

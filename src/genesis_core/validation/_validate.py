@@ -13,7 +13,7 @@ import math
 
 import numpy as np
 
-from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config
+from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, ConfigBuilder, build_config
 from genesis_core.errors import ConfigError, DataError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bars_per_year
@@ -112,11 +112,11 @@ def robustness(backtester: Backtester, trial: TrialArtifact, space: SearchSpace,
                min_plateau: float) -> Robustness:
     """The explore score of each neighbour of ``trial`` (one step down and up in each searched
     parameter), and how much of the trial's score they keep at the median and at worst."""
-    base = trial.effective_config.model_dump(mode="json")
+    build = ConfigBuilder(trial.effective_config.model_dump(mode="json"))  # validated once, each neighbour's params on top
     neighbours = []
     for path, value in space.neighbours(trial.params):
         try:
-            result = backtester.run(build_config(base, trial_params={path: value}))
+            result = backtester.run(build({path: value}))
         except (ConfigError, DataError):
             continue  # a neighbour the strategy refuses (fast >= slow, say) is not part of the landscape
         sc = score(result.metrics, result.trace, scoring, constraints)
