@@ -696,9 +696,8 @@ class DatabaseJournal(BaseJournalBackend):
         else:
             def read() -> list[dict[str, Any]]:
                 with self._engine().connect() as conn:  # the hot path: the driver's SQL directly
-                    rows = conn.exec_driver_sql("SELECT body FROM genesis_journal WHERE id >= %(n)s ORDER BY id",
-                                                {"n": log_number_from})
-                    return [json.loads(body) for (body,) in rows]
+                    return _logs(conn.exec_driver_sql(f"SELECT {_AS_ARRAY} FROM genesis_journal WHERE id >= %(n)s",
+                                                      {"n": log_number_from}))
 
             logs = retrying(read, self.retry_seconds, self.url)
         self._read_at, self._next = now, log_number_from + len(logs)
@@ -709,11 +708,21 @@ class DatabaseJournal(BaseJournalBackend):
 
         def append() -> list[dict[str, Any]]:
             with self._engine().connect() as conn:
-                rows = conn.exec_driver_sql("SELECT * FROM genesis_journal_append(%(batch)s, %(bodies)s, %(start)s)",
-                                            {"batch": batch, "bodies": bodies, "start": start})
-                return [json.loads(body) for (body,) in rows]
+                return _logs(conn.exec_driver_sql(f"SELECT {_AS_ARRAY} FROM genesis_journal_append(%(batch)s, %(bodies)s, "
+                                                  "%(start)s) WITH ORDINALITY AS t(body, id)",
+                                                  {"batch": batch, "bodies": bodies, "start": start}))
 
         self._appended = (start, retrying(append, self.retry_seconds, self.url))
+
+
+# log entries come back as one JSON array built by the server: one row to fetch and one string to
+# parse, where a row an entry cost a worker more CPU than replaying them (32 workers on 2 cores)
+_AS_ARRAY = "coalesce('[' || string_agg(body, ',' ORDER BY id) || ']', '[]')"
+
+
+def _logs(result: Any) -> list[dict[str, Any]]:
+    logs: list[dict[str, Any]] = json.loads(result.scalar_one())
+    return logs
 
 
 @functools.cache
