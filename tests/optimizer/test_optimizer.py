@@ -457,3 +457,25 @@ def test_batched_tpe_with_a_batch_of_one_is_optuna_s_tpe_and_larger_batches_fit_
     monkeypatch.setattr(optuna.samplers.TPESampler, "_sample", counting)
     params = run(SAMPLERS["tpe-batched"](seed=5, n_startup_trials=8, batch=4))
     assert len(fits) == 10 and len({(p["x"], p["k"]) for p in params[8:]}) > 30
+
+
+def test_distributions_read_back_from_the_journal_are_the_ones_written(tmp_path):
+    """The journal's distribution JSON is memoised both ways: equal-comparing categoricals
+    ((1, 2) and (True, 2)), a float and an int over the same bounds all come back as written,
+    in a fresh process's replay as in the writer's."""
+    url = f"journal:///{tmp_path / 'optuna.journal'}"
+    written = {"ints": optuna.distributions.CategoricalDistribution((1, 2)),
+               "bools": optuna.distributions.CategoricalDistribution((True, 2)),
+               "float": optuna.distributions.FloatDistribution(1.0, 2.0),
+               "int": optuna.distributions.IntDistribution(1, 2)}
+    study = optuna.create_study(study_name="d", storage=open_storage(url))
+    for name, dist in written.items():
+        trial = study.ask({name: dist})
+        study.tell(trial, 1.0)
+    fresh = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal")))
+    for trials in (study.trials, optuna.load_study(study_name="d", storage=fresh).trials):
+        for trial, (name, dist) in zip(trials, written.items(), strict=True):
+            got = trial.distributions[name]
+            assert type(got) is type(dist) and got == dist
+            if isinstance(dist, optuna.distributions.CategoricalDistribution):
+                assert [type(c) for c in got.choices] == [type(c) for c in dist.choices]
