@@ -56,6 +56,10 @@ class SweepOptions:
     seed: int = 0
     workers: int | None = None  # processes; None: every core
 
+    def __post_init__(self) -> None:
+        if not 1 <= self.points <= MAX_POINTS:
+            raise ConfigError(f"--points must be 1 .. {MAX_POINTS:,}, not {self.points}")
+
 
 def sweep_points(space: SearchSpace, options: SweepOptions) -> list[dict[str, Any]]:
     """The sweep's points, as trial parameters (dotted paths inside params), in a fixed order."""
@@ -68,8 +72,6 @@ def sweep_points(space: SearchSpace, options: SweepOptions) -> list[dict[str, An
             raise ConfigError(f"a grid of {options.levels} levels over {len(axes)} parameters has {size:,} points "
                               f"(at most {MAX_POINTS:,}): fewer --levels, or --method sobol --points N")
         return [{**space.fixed, **dict(zip(space.distributions, values, strict=True))} for values in itertools.product(*axes)]
-    if not 1 <= options.points <= MAX_POINTS:
-        raise ConfigError(f"--points must be 1 .. {MAX_POINTS:,}, not {options.points}")
     if options.method == "random":
         import random
 
@@ -119,20 +121,31 @@ def _evaluate(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
     return out
 
 
+Evaluations = Callable[[list[dict[str, Any]]], Iterator[list[Evaluated]]]
+
+
 @contextlib.contextmanager
-def _evaluations(spec: StudySpec, points: list[dict[str, Any]], known: frozenset[str], workers: int,
-                 stopped: Callable[[], bool]) -> Iterator[Iterator[list[Evaluated]]]:
-    """Chunks of evaluations in point order, from ``workers`` processes (this one when 1)."""
-    indexed = list(enumerate(points))
-    chunks = [indexed[i:i + CHUNK] for i in range(0, len(points), CHUNK)]
+def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: Callable[[], bool]) -> Iterator[Evaluations]:
+    """A function from points to chunks of their evaluations in point order, from ``workers``
+    processes (this one when 1), which start at once: they import while the points are drawn."""
+
+    def chunks(points: list[dict[str, Any]]) -> list[list[tuple[int, dict[str, Any]]]]:
+        indexed = list(enumerate(points))
+        return [indexed[i:i + CHUNK] for i in range(0, len(points), CHUNK)]
+
     if workers == 1:
         _start_process(spec, known)
-        yield (_evaluate(c) for c in chunks if not stopped())
+        yield lambda points: (_evaluate(c) for c in chunks(points) if not stopped())
         return
     pool = quietly(lambda: ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _start_process, (spec, known)))
     try:
-        futures = quietly(lambda: [pool.submit(_evaluate, c) for c in chunks])
-        yield (f.result() for f in futures if not stopped())
+        quietly(lambda: pool.submit(int))  # the processes start with the first task
+
+        def evaluate(points: list[dict[str, Any]]) -> Iterator[list[Evaluated]]:
+            futures = quietly(lambda: [pool.submit(_evaluate, c) for c in chunks(points)])
+            return (f.result() for f in futures if not stopped())
+
+        yield evaluate
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
 
@@ -146,7 +159,9 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
     started = clock()
     cfg = spec.config
     given = points is not None
-    points = sweep_points(spec.space, options) if points is None else points
+    if points is None and options.method != "sobol":
+        points = sweep_points(spec.space, options)  # Sobol's are drawn once the processes start (SciPy takes a while to import)
+    count = options.points if points is None else len(points)
     data_fp = Backtester().candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True,
@@ -161,14 +176,15 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
     cache = ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     known = frozenset(t.user_attrs["genesis"]["cache_key"] for t in study.get_trials(deepcopy=False)
                       if "cache_key" in t.user_attrs.get("genesis", {}))
-    workers = max(1, min(options.workers or os.cpu_count() or 1, -(-len(points) // CHUNK)))
+    workers = max(1, min(options.workers or os.cpu_count() or 1, -(-count // CHUNK)))
     seen = set(known)
     done = repeated = in_study = 0
     refused: list[str] = []
     t0 = time.time()
     interrupted: list[int] = []
-    with stopping_on_signals(interrupted.append), _evaluations(spec, points, known, workers, lambda: bool(interrupted)) as chunks:
-        for chunk in chunks:
+    with stopping_on_signals(interrupted.append), _evaluations(spec, known, workers, lambda: bool(interrupted)) as evaluate:
+        points = sweep_points(spec.space, options) if points is None else points
+        for chunk in evaluate(points):
             trials, artifacts, entries = [], [], []
             number = len(study.get_trials(deepcopy=False))
             for e in chunk:
