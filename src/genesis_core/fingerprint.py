@@ -14,6 +14,17 @@ import numpy as np
 
 def _normalise(value: Any) -> Any:
     """Turn a value into plain JSON types so that equal configs always serialise identically."""
+    kind = type(value)  # the plain types first, by identity: a config is thousands of them
+    if kind is str or value is None:
+        return value
+    if kind is dict:
+        return {str(k): _normalise(v) for k, v in value.items()}
+    if kind is float:
+        if not math.isfinite(value):
+            raise ValueError(f"cannot fingerprint a non-finite float: {value}")
+        return 0.0 if value == 0.0 else value
+    if kind is int or kind is bool:
+        return value
     if isinstance(value, dict):
         return {str(k): _normalise(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
