@@ -4,6 +4,7 @@ duplicate streaks and the per-trial artifact."""
 from __future__ import annotations
 
 import contextlib
+import gc
 import signal
 import threading
 import time
@@ -119,6 +120,15 @@ def trial_attributes(entry: CacheEntry, config_fingerprint: str, key: str, phase
     top.update(outcome=outcome, feasibility_score=sc.feasibility, production_score=sc.production)
     genesis.update(constraints_failed=sc.constraints_failed, metrics=entry.metrics, pruned=entry.pruned)
     return {**top, "genesis": genesis}
+
+
+def settle_heap() -> None:
+    """Collect, then freeze what survives (modules, the replayed study, configs): later full
+    collections scan only what trials allocate. A fresh worker's first full collection otherwise
+    scans its ~300,000 start-up objects (about 30 ms of CPU), and a fleet's workers, started
+    together and alike, collect together: 32 of them on 2 cores stalled for a second at once."""
+    gc.collect()
+    gc.freeze()
 
 
 def evaluated(study: optuna.Study) -> int:
@@ -274,6 +284,7 @@ class Worker:
     def run(self, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
         """Evaluate trials until the study's budget is met, the deadline passes or a stop condition holds."""
         study = self.open_study()
+        settle_heap()
         callbacks = [lambda st, tr: self.after_trial(st, tr)]
         if on_trial is not None:
             callbacks.append(lambda st, tr: on_trial())
