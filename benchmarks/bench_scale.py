@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 import optuna  # noqa: E402
 
-from genesis_core.optimizer import open_storage, settle_heap  # noqa: E402
+from genesis_core.optimizer import open_storage, settled_heap  # noqa: E402
 from tests.pgserver import fresh_database, server_bindir, throwaway_postgres  # noqa: E402
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)
@@ -43,21 +43,21 @@ def _worker(url: str, proxy: str | None, study: str, ready: Any, start: Any, sec
     warnings.filterwarnings("ignore", message="Heartbeat of storage")  # asked and told by hand, like a batch
     s = optuna.load_study(study_name=study, storage=open_storage(url, wait=True, proxy=proxy),
                           sampler=optuna.samplers.RandomSampler())
-    settle_heap()  # as a `genesis optimize` worker does once its study is open
-    warm = s.ask()
-    s.tell(warm, warm.suggest_float("x", 0, 1))
-    ready.wait()
-    while start.value == 0.0:
-        time.sleep(0.002)
-    end_at, done = start.value + seconds, 0
-    while True:
-        trial = s.ask()
-        x = trial.suggest_float("x", 0, 1)
-        time.sleep(sleep_s)  # the objective: a backtest that takes T and no CPU
-        s.tell(trial, x)
-        if time.time() > end_at:
-            break
-        done += 1
+    with settled_heap():  # as a `genesis optimize` worker runs its trials once its study is open
+        warm = s.ask()
+        s.tell(warm, warm.suggest_float("x", 0, 1))
+        ready.wait()
+        while start.value == 0.0:
+            time.sleep(0.002)
+        end_at, done = start.value + seconds, 0
+        while True:
+            trial = s.ask()
+            x = trial.suggest_float("x", 0, 1)
+            time.sleep(sleep_s)  # the objective: a backtest that takes T and no CPU
+            s.tell(trial, x)
+            if time.time() > end_at:
+                break
+            done += 1
     results.put(done)
 
 

@@ -479,3 +479,25 @@ def test_distributions_read_back_from_the_journal_are_the_ones_written(tmp_path)
             assert type(got) is type(dist) and got == dist
             if isinstance(dist, optuna.distributions.CategoricalDistribution):
                 assert [type(c) for c in got.choices] == [type(c) for c in dist.choices]
+
+
+def test_trials_run_with_the_start_up_heap_frozen_and_it_is_thawed_after(tmp_path, monkeypatch):
+    """The garbage collector leaves a worker's start-up objects alone while its trials run (32
+    workers collecting them together stalled a fleet), and a process that runs studies one after
+    another gets them back to collect."""
+    import gc
+
+    from genesis_core.optimizer import _worker
+
+    frozen, measure = [], _worker.measure
+
+    def counting(*args, **kwargs):
+        frozen.append(gc.get_freeze_count())
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(_worker, "measure", counting)
+    before = gc.get_freeze_count()
+    summary = optimize(write_config(tmp_path))
+    assert summary["cache"]["unique_backtests"] == len(frozen) == 4
+    assert min(frozen) > before + 10_000  # the modules, the study and the configs among them
+    assert gc.get_freeze_count() == before

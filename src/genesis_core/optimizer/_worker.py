@@ -122,13 +122,20 @@ def trial_attributes(entry: CacheEntry, config_fingerprint: str, key: str, phase
     return {**top, "genesis": genesis}
 
 
-def settle_heap() -> None:
-    """Collect, then freeze what survives (modules, the replayed study, configs): later full
-    collections scan only what trials allocate. A fresh worker's first full collection otherwise
-    scans its ~300,000 start-up objects (about 30 ms of CPU), and a fleet's workers, started
-    together and alike, collect together: 32 of them on 2 cores stalled for a second at once."""
+@contextlib.contextmanager
+def settled_heap() -> Iterator[None]:
+    """Collect, then freeze what survives (modules, the replayed study, configs) while trials run:
+    full collections scan only what trials allocate. A fresh worker's first full collection
+    otherwise scans its ~300,000 start-up objects (about 30 ms of CPU), and a fleet's workers,
+    started together and alike, collect together: 32 of them on 2 cores stalled for a second at
+    once. Thawed after, so a process that runs studies one after another (a server, the tests)
+    still collects what an earlier one left."""
     gc.collect()
     gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def evaluated(study: optuna.Study) -> int:
@@ -284,15 +291,15 @@ class Worker:
     def run(self, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
         """Evaluate trials until the study's budget is met, the deadline passes or a stop condition holds."""
         study = self.open_study()
-        settle_heap()
         callbacks = [lambda st, tr: self.after_trial(st, tr)]
         if on_trial is not None:
             callbacks.append(lambda st, tr: on_trial())
         if self.interrupted is not None or (self.max_trials is not None and evaluated(study) >= self.max_trials):
             return
         try:
-            study.optimize(self.objective, n_trials=None, timeout=timeout, callbacks=callbacks, catch=TRIAL_FAILURES,
-                           gc_after_trial=False)
+            with settled_heap():
+                study.optimize(self.objective, n_trials=None, timeout=timeout, callbacks=callbacks, catch=TRIAL_FAILURES,
+                               gc_after_trial=False)
         except UnboundLocalError as exc:
             # Optuna's _run_trial masks an exception raised by its own tell with this one (its finally
             # reads a variable the failed tell never set); the storage's error is the one to report
