@@ -9,7 +9,8 @@ Prints:
    workers (free-running and reproducible batches), against the naive loop;
 3. `genesis sweep`: 10,000 Sobol points of the reference space (target <= 5 s), and an SMA
    crossover sweep against vectorbt's `MA.run_combs` over the same window pairs;
-4. trials/s with 1, 2 and 4 workers on a throwaway PostgreSQL server (--pg-trials).
+4. trials/s with 1, 2 and 4 workers on a throwaway PostgreSQL server through the path README
+   recommends for fleets, `journal+postgresql://` (--pg-trials).
 Ratios between two contenders are measured interleaved (A B A B ..., --rounds rounds) and
 reported as the median of the pairwise ratios, so a machine whose speed drifts does not skew them.
 Usage: python benchmarks/bench_optimizer.py [--trials 1000] [--rounds 3] [--json]
@@ -245,7 +246,7 @@ def main() -> None:
         if bindir is not None and args.pg_trials:
             with throwaway_postgres(bindir) as server:
                 for w in (1, 2, 4):
-                    seconds, _ = genesis_run(tmp, args.pg_trials, w, fresh_database(server.url))
+                    seconds, _ = genesis_run(tmp, args.pg_trials, w, "journal+" + fresh_database(server.url))
                     f[f"postgres_{w}_workers_trials_per_s"] = args.pg_trials / seconds
             for w in (2, 4):
                 r[f"postgres {w} workers / 1 worker"] = f[f"postgres_{w}_workers_trials_per_s"] / f["postgres_1_workers_trials_per_s"]
