@@ -481,6 +481,37 @@ def test_distributions_read_back_from_the_journal_are_the_ones_written(tmp_path)
                 assert [type(c) for c in got.choices] == [type(c) for c in dist.choices]
 
 
+def test_a_running_trial_is_written_at_once_and_synced_to_disk_only_once_it_finishes(tmp_path, monkeypatch):
+    """On the journal file a trial's start (ask, its parameters, a queued trial run again) is
+    written where every process sees it, without an fsync; its end is fsync'd before tell returns,
+    and that fsync carries the start with it (one file)."""
+    import os
+
+    from genesis_core.optimizer._storage import flush
+
+    synced, real = [], os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
+    url = f"journal:///{tmp_path / 'optuna.journal'}"
+    study = optuna.create_study(study_name="s", storage=open_storage(url))
+    before = len(synced)
+    trial = study.ask()
+    trial.suggest_float("x", 0.0, 1.0)
+    flush(study, durable=False)
+    assert len(synced) == before
+    seen = optuna.load_study(study_name="s", storage=open_storage(url)).trials  # another process's replay
+    assert [(t.state, t.params) for t in seen] == [(optuna.trial.TrialState.RUNNING, trial.params)]
+    study.tell(trial, 0.5)
+    assert len(synced) == before + 1
+    study.enqueue_trial({"x": 0.25})  # queued: durable (a resume re-runs it)
+    assert len(synced) == before + 2
+    queued = study.ask()  # run again: a start
+    assert queued.suggest_float("x", 0.0, 1.0) == 0.25 and len(synced) == before + 2
+    study.tell(queued, 0.1)
+    assert len(synced) == before + 3
+    states = [t.state for t in optuna.load_study(study_name="s", storage=open_storage(url)).trials]
+    assert states == [optuna.trial.TrialState.COMPLETE] * 2
+
+
 def test_trials_run_with_the_start_up_heap_frozen_and_it_is_thawed_after(tmp_path, monkeypatch):
     """The garbage collector leaves a worker's start-up objects alone while its trials run (32
     workers collecting them together stalled a fleet), and a process that runs studies one after

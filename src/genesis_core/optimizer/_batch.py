@@ -86,7 +86,7 @@ def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_t
             jobs[t.number] = worker.prepare(t)
         except TRIAL_FAILURES:
             pass  # told FAIL below, its reason recorded by prepare
-    flush(study)
+    flush(study, durable=False)  # as Worker.objective does
     first: dict[str, int] = {}  # cache key -> the batch's first trial with it
     answers: dict[int, CacheAnswer | None] = {}
     for number, job in jobs.items():

@@ -166,7 +166,7 @@ class Worker:
 
     def objective(self, trial: optuna.Trial) -> float:
         job = self.prepare(trial)
-        flush(trial.study)  # its worker and parameters durable before the backtest: a killed worker's trial is queued again
+        flush(trial.study, durable=False)  # its worker and parameters written before the backtest: a killed worker's trial is queued again
         answer = self.cache.claim(self.spec.name, job.key, trial.number)
         measured = measure(self.backtester, job.plan, self.spec, self.pruner) if answer is None else None
         return self.settle(trial, job, answer, measured).value()
