@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import csv
+import gc
 import json
+import os
 from pathlib import Path
 
 import optuna
@@ -13,7 +15,8 @@ import yaml
 from genesis_core.backtest import Backtester, build_config
 from genesis_core.errors import ConfigError
 from genesis_core.fingerprint import canonical_json
-from genesis_core.optimizer import ResumeBlocked, RunOptions, open_storage
+from genesis_core.optimizer import ResumeBlocked, RunOptions, _worker, open_storage
+from genesis_core.optimizer._storage import flush
 from genesis_core.records import backtest_record
 from genesis_core.study import load_study_config
 from tests.runs import optimize
@@ -485,10 +488,6 @@ def test_a_running_trial_is_written_at_once_and_synced_to_disk_only_once_it_fini
     """On the journal file a trial's start (ask, its parameters, a queued trial run again) is
     written where every process sees it, without an fsync; its end is fsync'd before tell returns,
     and that fsync carries the start with it (one file)."""
-    import os
-
-    from genesis_core.optimizer._storage import flush
-
     synced, real = [], os.fsync
     monkeypatch.setattr(os, "fsync", lambda fd: (synced.append(fd), real(fd))[1])
     url = f"journal:///{tmp_path / 'optuna.journal'}"
@@ -516,10 +515,6 @@ def test_trials_run_with_the_start_up_heap_frozen_and_it_is_thawed_after(tmp_pat
     """The garbage collector leaves a worker's start-up objects alone while its trials run (32
     workers collecting them together stalled a fleet), and a process that runs studies one after
     another gets them back to collect."""
-    import gc
-
-    from genesis_core.optimizer import _worker
-
     frozen, measure = [], _worker.measure
 
     def counting(*args, **kwargs):
