@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import gc
 import json
 import os
@@ -12,12 +13,13 @@ import optuna
 import pytest
 import yaml
 
+from genesis_core import optimizer as api
 from genesis_core.backtest import Backtester, build_config
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.fingerprint import canonical_json
 from genesis_core.optimizer import ResumeBlocked, RunOptions, _worker, open_storage
 from genesis_core.optimizer._storage import flush
-from genesis_core.records import backtest_record
+from genesis_core.records import RunFolder, backtest_record
 from genesis_core.study import load_study_config
 from tests.runs import optimize
 
@@ -527,3 +529,64 @@ def test_trials_run_with_the_start_up_heap_frozen_and_it_is_thawed_after(tmp_pat
     assert summary["cache"]["unique_backtests"] == len(frozen) == 4
     assert min(frozen) > before + 10_000  # the modules, the study and the configs among them
     assert gc.get_freeze_count() == before
+
+
+def test_trials_reach_the_disk_in_group_commits_and_no_progress_report_comes_before_one(tmp_path, monkeypatch):
+    """A worker puts its told trials (journal and artifacts) on disk together, at most
+    COMMIT_SECONDS apart, instead of three fsyncs a trial; whatever a progress report counts and
+    whatever the run's records list is on disk first."""
+    spec = load_study_config(write_config(tmp_path, meta={"stop": {"max_trials": 80}}, parameters={
+        "exits.max_bars_held": {"type": "int", "low": 6, "high": 60},
+        "thresholds.signal_adaptation.zones.mid.entry_conf_overall": {"type": "float", "low": 0.5, "high": 0.6, "step": 0.01},
+    })).spec()
+    folder, real_sync, real_fsync = spec.folder, os.sync, os.fsync
+    synced: list[set[int]] = []  # the artifacts on disk at each flush of the system's files
+    fsyncs, reports = [0], []
+
+    def sync() -> None:
+        synced.append(set(folder.trial_numbers()))
+        real_sync()
+
+    def fsync(fd: int) -> None:
+        fsyncs[0] += 1
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "sync", sync)
+    monkeypatch.setattr(os, "fsync", fsync)
+    on_progress = lambda p: reports.append((p.completed, set(folder.trial_numbers()) == synced[-1]))  # noqa: E731
+    summary = api.optimize(spec, RunOptions(), on_progress)
+    evaluated_here = summary.cache.unique_backtests
+    assert evaluated_here >= 40 and summary.states == {"COMPLETE": 80}
+    assert len(reports) >= 2 and all(on_disk for _, on_disk in reports) and reports[-1][0] == 80
+    assert synced[-1] == set(folder.evaluated_numbers()) and len(synced[-1]) == evaluated_here
+    assert len(synced) < evaluated_here / 2  # grouped: each flush carried several trials
+    assert fsyncs[0] < 30  # the study's creation and the run's records; was three a trial (> 200)
+
+
+def test_artifacts_a_power_loss_took_are_written_again_by_running_their_trials_on_resume(tmp_path, monkeypatch):
+    """The journal may reach the disk before a trial's artifact (one group commit carries both, in
+    no set order): a resume finds artifacts missing, empty or cut short and writes them again, as
+    they were, by running the trial again; a re-run that disagrees with the study is an error."""
+    path = write_config(tmp_path)
+    folder = RunFolder(Path(optimize(path)["run_dir"]))
+    numbers = folder.evaluated_numbers()
+    before = {n: folder.trial_path(n).read_bytes() for n in numbers}
+    gone, empty, cut = numbers[:3]
+    folder.trial_path(gone).unlink()
+    folder.trial_path(empty).write_bytes(b"")
+    folder.trial_path(cut).write_bytes(before[cut][:len(before[cut]) // 2])
+    measure = _worker.measure
+
+    def drifted(*args, **kwargs):
+        m = measure(*args, **kwargs)
+        return dataclasses.replace(m, score=m.score.model_copy(update={"production": m.score.production + 1.0}))
+
+    monkeypatch.setattr(_worker, "measure", drifted)
+    with pytest.raises(GenesisError, match=f"trial {gone}'s artifact was lost .* the code or data differ"):
+        optimize(path)
+    assert folder.lost_trials(numbers) == [gone, empty, cut]
+    monkeypatch.setattr(_worker, "measure", measure)
+    resumed = optimize(path)  # the budget is met: nothing else runs
+    assert any(note.startswith("3 trial artifact(s) lost") and f"{[gone, empty, cut]}" in note for note in resumed["session"]["notes"])
+    assert {n: folder.trial_path(n).read_bytes() for n in numbers} == before
+    assert resumed["states"] == {"COMPLETE": 12}

@@ -69,10 +69,11 @@ def run_batched(worker: Worker, pool: Measurers, batch: int, timeout: float | No
     """Trials in batches of ``batch`` until the budget is met, the deadline passes or ``worker`` says stop."""
     study = worker.open_study()
     deadline = None if timeout is None else time.monotonic() + timeout
-    while worker.interrupted is None and (deadline is None or time.monotonic() < deadline):
-        size = batch if worker.max_trials is None else min(batch, worker.max_trials - evaluated(study))
-        if size <= 0 or _batch(worker, study, pool, size, on_trial):
-            return
+    with worker.committing(study):
+        while worker.interrupted is None and (deadline is None or time.monotonic() < deadline):
+            size = batch if worker.max_trials is None else min(batch, worker.max_trials - evaluated(study))
+            if size <= 0 or _batch(worker, study, pool, size, on_trial):
+                return
 
 
 def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_trial: Callable[[], None] | None) -> bool:

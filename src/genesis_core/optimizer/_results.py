@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from pydantic import BaseModel
 
 from genesis_core import __version__
+from genesis_core.files import sync_all
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.optimizer._storage import redact
 from genesis_core.optimizer._study import SIGNATURE_ATTR, StudySpec
@@ -82,6 +83,7 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
     up to date from the database first, when it holds the run's files: other machines' trials)."""
     folder = spec.folder
     folder.sync()
+    sync_all()  # the trials listed are on disk, a worker killed before its last group commit's included
     trials = optuna_study.get_trials(deepcopy=False)
     same = _same_outcomes(trials)
     folder.write_trials_table([trial_row(t, spec, same.get(t.number)) for t in trials])

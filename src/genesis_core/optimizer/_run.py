@@ -22,6 +22,7 @@ from optuna.trial import TrialState
 
 from genesis_core.backtest import Backtester
 from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.files import sync_all
 from genesis_core.optimizer._batch import Measurers, run_batched
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._storage import (
@@ -34,7 +35,7 @@ from genesis_core.optimizer._storage import (
     recover_stale_trials,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
-from genesis_core.optimizer._worker import SEED_STRIDE, STOP_SIGNALS, Worker, evaluated
+from genesis_core.optimizer._worker import SEED_STRIDE, STOP_SIGNALS, Worker, evaluated, restore_artifacts
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
@@ -162,6 +163,10 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     if dead:
         cache.release_trials(spec.name, dead)
         notes.append(f"{len(dead)} trial(s) left running by a stopped worker were failed and queued again: {dead}")
+    restored = restore_artifacts(spec, optuna_study)
+    if restored:
+        notes.append(f"{len(restored)} trial artifact(s) lost before they reached the disk (a power loss) were written "
+                     f"again by running their trials again, with the scores the study recorded: {restored}")
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     remaining = None if max_trials is None else max(0, max_trials - evaluated(optuna_study))
     workers = options.workers or cfg.meta.n_workers
@@ -273,6 +278,7 @@ def _reporter(optuna_study: optuna.Study, total: int | None, on_progress: OnProg
             return
         last[0] = now
         trials = optuna_study.get_trials(deepcopy=False)
+        sync_all()  # every trial reported is on disk (a worker's group commit may not have come yet)
         mine = [t for t in trials[start_n:] if t.state.is_finished()]
         hits = sum(1 for t in mine if t.user_attrs.get("cached"))
         on_progress(Progress(len(mine), total, len(mine) / max(now - t0, 1e-9), best_score(trials), hits / max(len(mine), 1)))

@@ -361,6 +361,7 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
     def __init__(self, backend: BaseJournalBackend) -> None:
         self._held: list[dict[str, Any]] = []
         self.adding = False  # hold finished trials added (``adding_trials``) too: a sweep's chunk in one append
+        self.synced_later = False  # no append is fsync'd: the caller syncs in groups (``synced_later``)
         self._wrote_nothing = False  # the write just made was held: Optuna's read-back after it has nothing to read
         super().__init__(backend)  # it reads the log
 
@@ -378,7 +379,7 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
             self._wrote_nothing = True
             return
         held, self._held = self._held, []
-        self._append([*held, entry], durable=not _running(op_code, extra_fields))
+        self._append([*held, entry], durable=not (self.synced_later or _running(op_code, extra_fields)))
 
     def _append(self, logs: list[dict[str, Any]], durable: bool) -> None:
         if isinstance(self._backend, JournalFile):
@@ -407,6 +408,23 @@ def flush(study: optuna.Study, durable: bool = True) -> None:
     write at once)."""
     if isinstance(study._storage, HeldJournalStorage):
         study._storage.flush(durable)
+
+
+@contextlib.contextmanager
+def synced_later(study: optuna.Study) -> Iterator[None]:
+    """Inside, no write to ``study``'s journal file is fsync'd as it is made: the caller makes its
+    trials durable in groups (``genesis_core.files.sync_all``, which covers their artifacts too).
+    Every write still reaches the file at once, so a killed process loses nothing; a power loss
+    takes what was not yet synced. A no-op on storages that commit every write (a database)."""
+    storage = study._storage
+    if not isinstance(storage, HeldJournalStorage):
+        yield
+        return
+    storage.synced_later = True
+    try:
+        yield
+    finally:
+        storage.synced_later = False
 
 
 @contextlib.contextmanager

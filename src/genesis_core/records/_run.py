@@ -140,10 +140,11 @@ class RunFolder:
         """Bring the folder up to date from the mirror (other machines' files); how many files it holds there."""
         return 0 if self.mirror is None else self.mirror.pull(self.name, self.path)
 
-    def _write(self, name: str, text: str) -> Path:
-        """``text`` as the file ``name`` (a path inside the run folder), here and in the mirror."""
+    def _write(self, name: str, text: str, durable: bool = True) -> Path:
+        """``text`` as the file ``name`` (a path inside the run folder), here (on disk when this
+        returns, unless not ``durable``: see ``atomic_write``) and in the mirror."""
         path = self.path / name
-        atomic_write(path, text)
+        atomic_write(path, text, durable)
         if self.mirror is not None:
             self.mirror.put(self.name, {name: text.encode()})
         return path
@@ -214,8 +215,8 @@ class RunFolder:
     def trial_path(self, number: int) -> Path:
         return self._at(_trial_name(number))
 
-    def write_trial(self, artifact: TrialArtifact) -> None:
-        self._write(_trial_name(artifact.trial_number), artifact.model_dump_json())
+    def write_trial(self, artifact: TrialArtifact, durable: bool = True) -> None:
+        self._write(_trial_name(artifact.trial_number), artifact.model_dump_json(), durable)
 
     def write_trials(self, artifacts: list[TrialArtifact]) -> None:
         """Many trials' artifacts, all durable when this returns (one flush for the batch)."""
@@ -228,6 +229,22 @@ class RunFolder:
 
     def has_trial(self, number: int) -> bool:
         return self.trial_path(number).exists()
+
+    def lost_trials(self, numbers: list[int]) -> list[int]:
+        """Those of ``numbers`` whose artifact is missing or not whole: one written without
+        ``durable`` that a power loss caught before it reached the disk is gone, empty or cut short
+        (an artifact is one JSON object, so its last byte is ``}``)."""
+        lost = []
+        for n in numbers:
+            try:
+                with self.trial_path(n).open("rb") as fh:
+                    fh.seek(-1, 2)
+                    whole = fh.read(1) == b"}"
+            except OSError:  # missing, or empty (a seek before the start)
+                whole = False
+            if not whole:
+                lost.append(n)
+        return lost
 
     def read_trial(self, number: int) -> TrialArtifact:
         return read_record(self.trial_path(number), TrialArtifact)
