@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import optuna
 import pytest
 
-from genesis_core.optimizer import RunOptions, open_storage
+from genesis_core.optimizer import RunOptions, _worker, open_storage
+from genesis_core.records import RunFolder
 from tests.optimizer.test_optimizer import ROOT, _trials, write_config
 from tests.pgserver import fresh_database
 from tests.runs import optimize
@@ -158,3 +160,20 @@ def test_the_database_journal_orders_concurrent_appends_without_gaps_and_never_a
     journal.append_logs([{"retried": 1}])
     journal.append_logs([{"retried": 1}])  # the same batch again: already there
     assert [log for log in DatabaseJournal(postgres_url).read_logs(0) if "retried" in log] == [{"retried": 1}]
+
+
+def test_an_artifact_a_power_loss_took_is_taken_from_the_database_not_run_again(tmp_path, postgres_url, monkeypatch):
+    """On a database server a run's files are stored there before its trial is told, so an artifact
+    lost from the folder (missing, or empty: the flush that would have carried it never came) comes
+    back from there, as it was, without a backtest."""
+    url = "journal+" + postgres_url
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 6}}, parameters=SMALL_SPACE)
+    folder = RunFolder(Path(optimize(path, storage=url)["run_dir"]))
+    numbers = folder.evaluated_numbers()
+    before = {n: folder.trial_path(n).read_bytes() for n in numbers}
+    folder.trial_path(numbers[0]).unlink()
+    folder.trial_path(numbers[1]).write_bytes(b"")
+    monkeypatch.setattr(_worker, "measure", lambda *args, **kwargs: pytest.fail("a trial was run again"))
+    notes = optimize(path, storage=url)["session"]["notes"]
+    assert any(n.startswith("2 trial artifact(s) lost") and "the database's copy" in n for n in notes), notes
+    assert {n: folder.trial_path(n).read_bytes() for n in numbers} == before

@@ -168,10 +168,12 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     if dead:
         cache.release_trials(spec.name, dead)
         notes.append(f"{len(dead)} trial(s) left running by a stopped worker were failed and queued again: {dead}")
-    restored = restore_artifacts(spec, optuna_study)
-    if restored:
-        notes.append(f"{len(restored)} trial artifact(s) lost before they reached the disk (a power loss) were written "
-                     f"again by running their trials again, with the scores the study recorded: {restored}")
+    for restored, how in zip(restore_artifacts(spec, optuna_study),
+                             ("from the database's copy", "by running their trials again, with the scores the study recorded"),
+                             strict=True):
+        if restored:
+            notes.append(f"{len(restored)} trial artifact(s) lost before they reached the disk (a power loss) were "
+                         f"written again {how}: {restored}")
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     remaining = None if max_trials is None else max(0, max_trials - evaluated(optuna_study))
     workers = options.workers or cfg.meta.n_workers

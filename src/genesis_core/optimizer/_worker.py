@@ -141,20 +141,23 @@ def settled_heap() -> Iterator[None]:
         gc.unfreeze()
 
 
-def restore_artifacts(spec: StudySpec, study: optuna.Study) -> list[int]:
+def restore_artifacts(spec: StudySpec, study: optuna.Study) -> tuple[list[int], list[int]]:
     """Write again the artifacts of evaluated trials that a power loss took before their group
     commit (``Worker.committing``: the journal may have reached the disk without them), from a
     mirror that holds them or else by running the trial again: its backtest is deterministic, so the
-    artifact comes back as it was. Returns the trials restored; GenesisError if a re-run does not
+    artifact comes back as it was. Returns the trials restored from the mirror and those run again;
+    GenesisError if a re-run does not
     give the score the study recorded (code or data changed under a forced resume)."""
     folder = spec.folder
     mine = [t for t in study.get_trials(deepcopy=False, states=EVALUATED) if t.user_attrs.get("cached") is False]
     lost = folder.lost_trials([t.number for t in mine])
+    copied: list[int] = []
     if lost and folder.mirror is not None:
         for n in lost:
             folder.trial_path(n).unlink(missing_ok=True)  # not whole: the mirror's copy is
         folder.sync()
-        lost = folder.lost_trials(lost)
+        left = folder.lost_trials(lost)
+        copied, lost = [n for n in lost if n not in left], left
     backtester = Backtester(FEATURE_CACHE)
     for t in (t for t in mine if t.number in set(lost)):
         params, g = spec.space.trial_params(t), t.user_attrs["genesis"]
@@ -165,7 +168,7 @@ def restore_artifacts(spec: StudySpec, study: optuna.Study) -> list[int]:
                                "the study recorded: the code or data differ from the run's")
         origin = CachedFrom.model_validate(g["cached_from"]) if "cached_from" in g else None
         folder.write_trial(TrialArtifact.of(measured.record, t.number, params, measured.score, g.get("pruned"), origin))
-    return lost
+    return copied, lost
 
 
 def evaluated(study: optuna.Study) -> int:
