@@ -27,6 +27,20 @@ class BatchedTPESampler(optuna.samplers.TPESampler):
         self._batch = batch
         self._queued: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self._ranked: tuple[dict[str, np.ndarray], np.ndarray] | None = None
+        self._space: dict[str, optuna.distributions.BaseDistribution] | None = None  # the last fit's
+
+    def infer_relative_search_space(self, study: optuna.Study,
+                                    trial: optuna.trial.FrozenTrial) -> dict[str, optuna.distributions.BaseDistribution]:
+        """The last fit's space while its batch lasts (its proposals are for that space); inferring
+        it reads every trial of the study, as the fit does."""
+        if self._space is None or not self._queued.get(tuple(sorted(self._space))):
+            self._space = super().infer_relative_search_space(study, trial)
+        return self._space
+
+    def _sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
+                         search_space: dict[str, optuna.distributions.BaseDistribution]) -> dict[str, Any]:
+        queued = self._queued.get(tuple(sorted(search_space)))
+        return queued.pop(0) if queued else super()._sample_relative(study, trial, search_space)
 
     def _compute_acquisition_func(self, samples: dict[str, np.ndarray], mpe_below: Any, mpe_above: Any) -> np.ndarray:
         values = super()._compute_acquisition_func(samples, mpe_below, mpe_above)
@@ -36,8 +50,6 @@ class BatchedTPESampler(optuna.samplers.TPESampler):
     def _sample(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                 search_space: dict[str, optuna.distributions.BaseDistribution]) -> dict[str, Any]:
         key = tuple(sorted(search_space))
-        if self._queued.get(key):
-            return self._queued[key].pop(0)
         best = super()._sample(study, trial, search_space)  # its best candidate: argmax, the first of the ranking
         assert self._ranked is not None
         samples, values = self._ranked
