@@ -146,8 +146,8 @@ def restore_artifacts(spec: StudySpec, study: optuna.Study) -> tuple[list[int], 
     commit (``Worker.committing``: the journal may have reached the disk without them), from a
     mirror that holds them or else by running the trial again: its backtest is deterministic, so the
     artifact comes back as it was. Returns the trials restored from the mirror and those run again;
-    GenesisError if a re-run does not
-    give the score the study recorded (code or data changed under a forced resume)."""
+    GenesisError if a re-run does not give the score the study recorded (code or data changed
+    under a forced resume)."""
     folder = spec.folder
     mine = [t for t in study.get_trials(deepcopy=False, states=EVALUATED) if t.user_attrs.get("cached") is False]
     lost = folder.lost_trials([t.number for t in mine])
@@ -159,7 +159,8 @@ def restore_artifacts(spec: StudySpec, study: optuna.Study) -> tuple[list[int], 
         left = folder.lost_trials(lost)
         copied, lost = [n for n in lost if n not in left], left
     backtester = Backtester(FEATURE_CACHE)
-    for t in (t for t in mine if t.number in set(lost)):
+    rerun = set(lost)
+    for t in (t for t in mine if t.number in rerun):
         params, g = spec.space.trial_params(t), t.user_attrs["genesis"]
         measured = measure(backtester, backtester.plan(spec.build(params)), spec, optuna.pruners.NopPruner())
         if measured.score.production != t.user_attrs["production_score"]:
