@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from genesis_core.optimizer import RunOptions
 from tests.optimizer.test_optimizer import _trials
 from tests.runs import optimize, validate
 from tests.validation.conftest import validated_config
@@ -274,7 +275,6 @@ def test_a_seeded_two_worker_run_is_reproducible(tmp_path):
     runs, but not always: not asserted.)"""
     import csv
 
-    from genesis_core.optimizer import RunOptions
     from tests.optimizer.test_optimizer import write_config
 
     def table(name: str, parallel: str) -> list[dict]:
@@ -293,3 +293,28 @@ def test_a_seeded_two_worker_run_is_reproducible(tmp_path):
 
     first = table("a", "auto")  # auto means reproducible with a seed on the journal
     assert len(first) == 40 and first == table("b", "reproducible")
+
+
+def test_a_process_killed_right_after_asking_leaves_trials_a_resume_recovers_at_once(tmp_path):
+    """A worker killed between asking for trials and writing anything else of them (their creation
+    is all the journal has) left RUNNING trials a resume could not tell from those of a worker on
+    another machine cut off from its database: it waited orphan_age (a minute) for them. A trial's
+    creation now names its process, so the resume sees it is gone, fails the trials and queues them."""
+    import subprocess
+    import sys
+
+    path = _space_config(tmp_path, 6)
+    optimize(path)
+    journal = tmp_path / "results" / "optuna.journal"
+    asker = ("import os, optuna\nfrom genesis_core.optimizer import open_storage\n"
+             f"study = optuna.load_study(study_name='t', storage=open_storage('journal:///{journal}'))\n"
+             "study.ask(); study.ask()\nos._exit(0)\n")  # gone before flushing anything else of its two trials
+    subprocess.run([sys.executable, "-c", asker], check=True, timeout=120)
+    asked = [t for t in _study(tmp_path).trials if t.state.name == "RUNNING"]
+    assert [t.number for t in asked] == [6, 7] and all("pid" in t.user_attrs["worker"] for t in asked)
+    summary = optimize(path, RunOptions(max_trials=8))
+    notes = summary["session"]["notes"]
+    assert "2 trial(s) left running by a stopped worker were failed and queued again: [6, 7]" in notes
+    assert not [n for n in notes if "orphaned" in n] and summary["session"]["seconds"] < 30
+    states = [t.state.name for t in _study(tmp_path).trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == 8 and "RUNNING" not in states

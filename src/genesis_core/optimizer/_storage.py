@@ -394,6 +394,10 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
             self._held.append(entry)
             self._wrote_nothing = True
             return
+        if op_code == JournalOperation.CREATE_TRIAL and "state" not in extra_fields:  # asked, not added or queued
+            # who runs it, from its first write: a process killed before it flushed its parameters leaves a
+            # trial a resume can tell is dead at once, not an orphan it must wait orphan_age for
+            entry["user_attrs"] = {"worker": this_process()}
         held, self._held = self._held, []
         self._append([*held, entry], durable=not (self.synced_later or _running(op_code, extra_fields)))
 
