@@ -234,6 +234,8 @@ def test_a_trial_left_running_is_failed_and_queued_again(tmp_path, scheme):
     orphan = study.ask(dist)
     if scheme == "sqlite":
         storage.record_heartbeat(orphan._trial_id)  # what study.optimize does while a trial runs
+    else:  # a worker on another machine (its liveness unknown here): only the trial's age can tell
+        orphan.set_user_attr("worker", {"host": "another-machine", "pid": 1})
     study.tell(study.ask(dist), 1.0)
     time.sleep(3.5)  # heartbeat times are stored to the second: stay clear of the 2 s grace
     assert recover_stale_trials(study, grace_seconds=2.0) == [orphan.number]
