@@ -8,7 +8,6 @@ into the effective configuration.
 from __future__ import annotations
 
 import difflib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -50,7 +49,9 @@ class BacktestConfig(StrictModel):
 
 
 def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params") -> None:
-    """Set ``a.b.0.c`` inside a filled-in params tree; unknown keys suggest the closest one."""
+    """Set ``a.b.0.c`` inside a filled-in params tree; unknown keys suggest the closest one. Each
+    container on the way is replaced by a copy, so ``tree`` (itself changed) shares nothing changed
+    with the tree it was copied from: a trial's config costs copies of its paths, not of the tree."""
     parts = path.split(".")
     node: Any = tree
     for depth, part in enumerate(parts):
@@ -60,8 +61,6 @@ def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params"
             if not part.isdigit() or int(part) >= len(node):
                 raise ConfigError(f"{here}: no element {part} in a list of {len(node)}")
             key: Any = int(part)
-            if isinstance(node[key], tuple):
-                node[key] = list(node[key])
         elif isinstance(node, dict):
             if part not in node:
                 close = difflib.get_close_matches(part, list(node), n=1, cutoff=0.5)
@@ -73,7 +72,10 @@ def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params"
         if last:
             node[key] = value
         else:
-            node = node[key]
+            child = node[key]
+            if isinstance(child, dict | list | tuple):
+                child = node[key] = dict(child) if isinstance(child, dict) else list(child)
+            node = child
 
 
 def get_path(tree: dict[str, Any], path: str) -> Any:
@@ -105,7 +107,7 @@ class ConfigBuilder:
     def __call__(self, trial_params: dict[str, Any] | None = None) -> BacktestConfig:
         if not trial_params:
             return self._config.model_copy(deep=True)
-        params = json.loads(json.dumps(self._params))  # a deep copy: plain JSON values, 10x faster than copy.deepcopy
+        params = dict(self._params)
         for path, value in trial_params.items():
             set_path(params, path, value)
         params = parse_model(self._strategy.Params, params, "params").model_dump(mode="json")
@@ -267,7 +269,7 @@ class Backtester:
                 "cooldown": engine.counters["blocked_cooldown"],
             },
             **{k: engine.counters[k] for k in ("orders", "fills", "trades_opened", "trades_closed")},
-            "exits": {name: int((reasons == i).sum()) for i, name in enumerate(EXIT_REASONS)},
+            "exits": dict(zip(EXIT_REASONS, np.bincount(reasons, minlength=len(EXIT_REASONS)).tolist(), strict=True)),
         }
         return BacktestResult(
             plan.config, plan.config_fingerprint, plan.window, plan.candles.fingerprint, plan.resources, plan.code, metrics,
