@@ -124,7 +124,7 @@ def test_an_edited_user_feature_is_computed_again_not_read_from_the_disk_cache(t
         return json.loads(proc.stdout)["metrics"]["num_trades"]
 
     before = trades()
-    assert list((tmp_path / ".cache").rglob("wma_10-*.npy"))  # the feature went to the disk cache
+    assert list((tmp_path / ".cache").rglob("wma_10-*.f8"))  # the feature went to the disk cache
     _package(tmp_path, 0.5, weights="np.ones(bars)")  # the user edits the feature: now a plain average
     cached = trades()
     subprocess.run(["rm", "-rf", str(tmp_path / ".cache")], check=True)

@@ -114,8 +114,8 @@ def test_swings_are_confirmed_only_after_k_bars():
 def test_disk_cache_round_trip_and_keying(tmp_path, btc_year):
     candles = btc_year.slice(0, 1500)
     first = FeatureStore(candles, tmp_path).get("adx:14")
-    files = list(tmp_path.rglob("*.npy"))
-    assert [f.name for f in files] == [f"adx_14-{code_version()[:16]}.npy"]  # keyed by the code that computed it
+    files = list(tmp_path.rglob("*.f8"))
+    assert [f.name for f in files] == [f"adx_14-{code_version()[:16]}.f8"]  # keyed by the code that computed it
     assert files[0].parent.name == candles.fingerprint[:32]
     again = FeatureStore(candles, tmp_path).get("adx:14")
     assert np.array_equal(first, again, equal_nan=True)

@@ -84,6 +84,20 @@ def feature_names() -> dict[str, str]:
     return {name: sig for name, (_, sig, _w) in sorted(_REGISTRY.items())}
 
 
+_DISK_DTYPE = np.dtype("<f8")
+
+
+def _read_feature(path: Path, bars: int) -> np.ndarray | None:
+    """A feature from the disk cache: raw little-endian float64, one value a candle (no header to
+    parse: reading an .npy file took longer than computing a moving average). None if absent or
+    not whole."""
+    try:
+        values = np.fromfile(path, _DISK_DTYPE)
+    except OSError:
+        return None
+    return values.astype(np.float64, copy=False) if len(values) == bars else None
+
+
 class FeatureStore:
     """Features of one candle set; every array it returns is read-only and computed at most once."""
 
@@ -99,15 +113,14 @@ class FeatureStore:
         if hit is not None:
             return hit
         name, args = parse_spec(spec)
-        path = self._disk / f"{spec.replace(':', '_')}-{_feature_code(name)[:16]}.npy" if self._disk is not None else None
-        if path is not None and path.exists():
-            values = np.load(path)
-        else:
+        path = self._disk / f"{spec.replace(':', '_')}-{_feature_code(name)[:16]}.f8" if self._disk is not None else None
+        values = _read_feature(path, len(self.candles)) if path is not None else None
+        if values is None:
             values = np.ascontiguousarray(_REGISTRY[name][0](self, *args), dtype=np.float64)
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp.npy")
-                np.save(tmp, values)
+                tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp")
+                values.astype(_DISK_DTYPE, copy=False).tofile(tmp)
                 tmp.replace(path)
         values.flags.writeable = False
         self._cache[spec] = values

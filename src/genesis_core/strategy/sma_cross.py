@@ -38,8 +38,8 @@ class SmaCrossStrategy(Strategy):
         fast = features.get(f"sma:{params.fast}")
         slow = features.get(f"sma:{params.slow}")
         n = len(fast)
-        prev_f = np.r_[np.nan, fast[:-1]]
-        prev_s = np.r_[np.nan, slow[:-1]]
+        prev_f = np.concatenate(([np.nan], fast[:-1]))  # np.r_ takes 3x as long
+        prev_s = np.concatenate(([np.nan], slow[:-1]))
         up = (prev_f < prev_s) & (fast > slow)
         down = (prev_f > prev_s) & (fast < slow)
         acted = np.arange(n) >= start
