@@ -126,24 +126,40 @@ Evaluations = Callable[[list[dict[str, Any]]], Iterator[list[Evaluated]]]
 
 @contextlib.contextmanager
 def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: Callable[[], bool]) -> Iterator[Evaluations]:
-    """A function from points to chunks of their evaluations in point order, from ``workers``
-    processes (this one when 1), which start at once: they import while the points are drawn."""
+    """A function from points to chunks of their evaluations in point order, from this process and
+    ``workers - 1`` more, which start at once: they import while the points are drawn. This process
+    is one of the workers (no start-up to pay, nothing to send back): while the chunk due next is
+    not ready it evaluates the last chunk no process has taken yet, between committing chunks."""
 
     def chunks(points: list[dict[str, Any]]) -> list[list[tuple[int, dict[str, Any]]]]:
         indexed = list(enumerate(points))
         return [indexed[i:i + CHUNK] for i in range(0, len(points), CHUNK)]
 
+    _start_process(spec, known)
     if workers == 1:
-        _start_process(spec, known)
         yield lambda points: (_evaluate(c) for c in chunks(points) if not stopped())
         return
-    pool = quietly(lambda: ProcessPoolExecutor(workers, multiprocessing.get_context("spawn"), _start_process, (spec, known)))
+    pool = quietly(lambda: ProcessPoolExecutor(workers - 1, multiprocessing.get_context("spawn"), _start_process,
+                                               (spec, known)))
     try:
         quietly(lambda: pool.submit(int))  # the processes start with the first task
 
         def evaluate(points: list[dict[str, Any]]) -> Iterator[list[Evaluated]]:
-            futures = quietly(lambda: [pool.submit(_evaluate, c) for c in chunks(points)])
-            return (f.result() for f in futures if not stopped())
+            todo = chunks(points)
+            futures = quietly(lambda: [pool.submit(_evaluate, c) for c in todo])
+            here: dict[int, list[Evaluated]] = {}  # chunks this process took
+            last = len(futures) - 1  # chunks after it are taken by this process or started by another
+            for i, future in enumerate(futures):
+                while i not in here and not future.done() and not stopped():
+                    while last > i and not futures[last].cancel():
+                        last -= 1
+                    if last < i or (last == i and not future.cancel()):
+                        break  # the chunk due is being evaluated elsewhere: wait for it
+                    here[last] = _evaluate(todo[last])
+                    last -= 1
+                if stopped():
+                    return
+                yield here.pop(i) if i in here else future.result()
 
         yield evaluate
     finally:
