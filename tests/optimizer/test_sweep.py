@@ -16,6 +16,7 @@ import optuna
 
 from genesis_core.backtest import Backtester
 from genesis_core.optimizer import SweepOptions, open_storage, sweep, sweep_points
+from genesis_core.optimizer import _sweep as sweep_module
 from genesis_core.records import RunFolder, ScoreRecord, backtest_record
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
@@ -40,9 +41,24 @@ def _study(tmp_path: Path) -> optuna.Study:
     return optuna.load_study(study_name="t", storage=open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}"))
 
 
-def test_a_sobol_sweep_on_two_processes_writes_what_single_backtests_give_bit_for_bit(tmp_path):
+_EVALUATE = sweep_module._evaluate
+_HERE: list[int] = []  # chunks the sweep's own process evaluated
+
+
+def _counted(chunk):
+    _HERE.append(len(chunk))
+    return _EVALUATE(chunk)
+
+
+def test_a_sobol_sweep_on_two_processes_writes_what_single_backtests_give_bit_for_bit(tmp_path, monkeypatch):
+    """Chunks of 8 points: the pool's process and the sweep's own (which takes the last chunks no
+    process has started while it waits) each evaluate some of the 5."""
+    monkeypatch.setattr(sweep_module, "CHUNK", 8)
+    monkeypatch.setattr(sweep_module, "_evaluate", _counted)
+    _HERE.clear()
     spec = load_study_config(_config(tmp_path)).spec()
     summary = sweep(spec, SweepOptions("sobol", points=40, seed=1, workers=2))
+    assert 0 < len(_HERE) < 5 and summary.session.workers == 2
     folder = RunFolder(Path(summary.run_dir))
     trials = _study(tmp_path).trials
     points = sweep_points(spec.space, SweepOptions("sobol", points=40, seed=1))
