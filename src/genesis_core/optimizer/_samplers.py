@@ -28,6 +28,7 @@ class BatchedTPESampler(optuna.samplers.TPESampler):
         self._queued: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         self._ranked: tuple[dict[str, np.ndarray], np.ndarray] | None = None
         self._space: dict[str, optuna.distributions.BaseDistribution] | None = None  # the last fit's
+        self._rows: tuple[Any, dict[int, tuple[Any, ...] | None]] = ((), {})  # a space, and each finished trial's values in it
 
     def infer_relative_search_space(self, study: optuna.Study,
                                     trial: optuna.trial.FrozenTrial) -> dict[str, optuna.distributions.BaseDistribution]:
@@ -36,6 +37,27 @@ class BatchedTPESampler(optuna.samplers.TPESampler):
         if self._space is None or not self._queued.get(tuple(sorted(self._space))):
             self._space = super().infer_relative_search_space(study, trial)
         return self._space
+
+    def _get_internal_repr(self, trials: list[optuna.trial.FrozenTrial], search_space: dict[str, optuna.distributions.BaseDistribution],
+                           study: optuna.Study) -> dict[str, np.ndarray]:
+        """TPE's, with each finished trial's values converted once, not at every fit (a fit reads
+        every trial of the study: at 1,000 trials this took a quarter of it)."""
+        space = tuple(search_space.items())
+        if self._rows[0] != space:
+            self._rows = (space, {})
+        memo = self._rows[1]
+        rows = []
+        for t in trials:
+            row = memo.get(t._trial_id, False)
+            if row is False:
+                params = self._get_params(t, study)
+                row = tuple(d.to_internal_repr(params[name]) for name, d in space) if search_space.keys() <= params.keys() else None
+                if t.state.is_finished():  # its parameters never change again
+                    memo[t._trial_id] = row
+            if row is not None:
+                rows.append(row)
+        columns = list(zip(*rows, strict=True)) if rows else [[] for _ in space]
+        return {name: np.asarray(column) for (name, _), column in zip(space, columns, strict=True)}
 
     def _sample_relative(self, study: optuna.Study, trial: optuna.trial.FrozenTrial,
                          search_space: dict[str, optuna.distributions.BaseDistribution]) -> dict[str, Any]:
