@@ -414,6 +414,12 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
             return
         super()._sync_with_backend()
 
+    def trial_count(self, study_id: int) -> int:
+        """The study's trials in any state, without a pass over them (``get_n_trials`` makes one)."""
+        with self._thread_lock:
+            self._sync_with_backend()
+            return len(self._replay_result._study_id_to_trial_ids[study_id])
+
     def flush(self, durable: bool = True) -> None:
         """Write the held writes now; fsync'd unless not ``durable`` (see ``JournalFile``)."""
         with self._thread_lock:
@@ -421,6 +427,15 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
             if held:
                 self._append(held, durable)
                 self._sync_with_backend()
+
+
+def trial_count(study: optuna.Study) -> int:
+    """How many trials ``study`` has, in any state: a bound on how many are evaluated or running,
+    read at once from the journal (each read of the trials is a pass over all of them)."""
+    storage = study._storage
+    if isinstance(storage, HeldJournalStorage):
+        return storage.trial_count(study._study_id)
+    return len(study.get_trials(deepcopy=False))
 
 
 def flush(study: optuna.Study, durable: bool = True) -> None:

@@ -31,6 +31,7 @@ from genesis_core.optimizer._storage import (
     orphaned,
     synced_later,
     this_process,
+    trial_count,
 )
 from genesis_core.optimizer._study import StudySpec
 from genesis_core.records import TRIAL_METRICS, BacktestRecord, CachedFrom, Metrics, ScoreRecord, TrialArtifact, backtest_record
@@ -256,8 +257,8 @@ class Worker:
         """The budget is the study's, shared by every worker on every machine: a trial may start only
         while the evaluated trials plus those running that started before it are fewer than it. The
         earliest running trial is never refused while the budget is short, so the budget is met exactly."""
-        if self.max_trials is None:
-            return
+        if self.max_trials is None or trial_count(trial.study) <= self.max_trials:
+            return  # fewer others than the budget: the check below cannot refuse (most of a run)
         trials = trial.study.get_trials(deepcopy=False, states=(*EVALUATED, TrialState.RUNNING))
         now, retry = time.time(), self.spec.config.meta.storage_retry_seconds
         ahead = [t for t in trials if t.state != TrialState.RUNNING or (t.number < trial.number and not orphaned(t, retry, now))]
@@ -289,7 +290,8 @@ class Worker:
         if self.session is not None and time.time() - self._heard > 5.0:
             self._heard = time.time()
             self.session[0].heard_of(self.spec.name, self.session[1])
-        if self.budget_reached or (self.max_trials is not None and evaluated(study) >= self.max_trials):
+        if self.budget_reached or (self.max_trials is not None and trial_count(study) >= self.max_trials
+                                   and evaluated(study) >= self.max_trials):
             return True
         stop = self.interrupted is not None  # Ctrl-C or SIGTERM: the trial in flight has finished; stop here
         meta = self.spec.config.meta
