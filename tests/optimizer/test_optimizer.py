@@ -488,6 +488,30 @@ def test_distributions_read_back_from_the_journal_are_the_ones_written(tmp_path)
                 assert [type(c) for c in got.choices] == [type(c) for c in dist.choices]
 
 
+def test_two_writers_interleaving_see_what_optuna_s_own_reader_sees(tmp_path):
+    """Each writer applies its held writes (parameters, attributes, reports) as it holds them and
+    only counts them when it reads them back: its replay, and the other writer's, must be what
+    Optuna's own journal storage replays from the file, trial by trial."""
+    url = f"journal:///{tmp_path / 'optuna.journal'}"
+    a = optuna.create_study(study_name="w", storage=open_storage(url))
+    b = optuna.load_study(study_name="w", storage=open_storage(url))
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "n": optuna.distributions.IntDistribution(1, 9)}
+    for i in range(6):
+        ta, tb = a.ask(space), b.ask(space)  # both running at once: their writes interleave in the file
+        for t, who in ((ta, "a"), (tb, "b")):
+            t.set_user_attr("who", who)
+            t.set_user_attr("i", i)
+            t.report(float(i), step=1)
+        a.tell(ta, ta.params["x"])
+        b.tell(tb, None, state=optuna.trial.TrialState.PRUNED) if i % 3 == 2 else b.tell(tb, tb.params["n"])
+    fresh = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal")))
+    truth = [(t.number, t.state, t.values, t.params, t.user_attrs, t.intermediate_values)
+             for t in optuna.load_study(study_name="w", storage=fresh).trials]
+    assert len(truth) == 12 and {t[4]["who"] for t in truth} == {"a", "b"}
+    for study in (a, b):
+        assert [(t.number, t.state, t.values, t.params, t.user_attrs, t.intermediate_values) for t in study.trials] == truth
+
+
 def test_a_running_trial_is_written_at_once_and_synced_to_disk_only_once_it_finishes(tmp_path, monkeypatch):
     """On the journal file a trial's start (ask, its parameters, a queued trial run again) is
     written where every process sees it, without an fsync; its end is fsync'd before tell returns,

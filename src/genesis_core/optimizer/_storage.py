@@ -25,7 +25,7 @@ import socket
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Generator, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -391,7 +391,7 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
         if op_code in _HELD:
             replay = self._replay_result
             replay.apply_logs([entry])
-            replay.log_number_read -= 1  # applied ahead of its place in the log, where it is applied again (idempotent)
+            replay.log_number_read -= 1  # applied ahead of its place in the log, where it is only counted (_not_yet_applied)
             self._held.append(entry)
             self._wrote_nothing = True
             return
@@ -412,7 +412,19 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
         if self._wrote_nothing:  # Optuna reads the log back after every write: not after a held one
             self._wrote_nothing = False
             return
-        super()._sync_with_backend()
+        replay = self._replay_result
+        replay.apply_logs(self._not_yet_applied(self._backend.read_logs(replay.log_number_read)))
+
+    def _not_yet_applied(self, logs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+        """The entries read back, without this storage's held writes: each was applied when it was
+        held (a trial's parameters and attributes would be applied twice, a tenth of a trial's
+        time), so it only takes its place in the count of entries read."""
+        replay, mine = self._replay_result, self._worker_id_prefix
+        for log in logs:
+            if log["op_code"] in _HELD and log["worker_id"].startswith(mine):
+                replay.log_number_read += 1
+            else:
+                yield log
 
     def trial_count(self, study_id: int) -> int:
         """The study's trials in any state, without a pass over them (``get_n_trials`` makes one)."""
