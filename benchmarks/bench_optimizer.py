@@ -96,6 +96,36 @@ def tpe_floor_ms(trials: int) -> float:
     return (time.perf_counter() - t) / trials * 1e3
 
 
+def _spin(barrier, out) -> None:  # type: ignore[no-untyped-def]
+    barrier.wait()  # every process imported: the loops run at the same time
+    t = time.perf_counter()
+    x = 0
+    for i in range(10_000_000):
+        x += i * i % 7
+    out.put(time.perf_counter() - t)
+
+
+def machine_ceiling() -> float:
+    """What two processes give over one on this machine with nothing shared: the same pure-Python
+    loop alone, then in two processes at once (timed inside them, after their start-up); the
+    throughput ratio, 2.0 being perfect scaling."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+
+    def slowest(n: int) -> float:
+        barrier, out = ctx.Barrier(n), ctx.Queue()
+        procs = [ctx.Process(target=_spin, args=(barrier, out)) for _ in range(n)]
+        for p in procs:
+            p.start()
+        times = [out.get() for _ in procs]
+        for p in procs:
+            p.join()
+        return max(times)
+
+    return 2 * slowest(1) / slowest(2)
+
+
 def naive_loop(tmp: Path, trials: int) -> tuple[float, float]:
     """The baseline: a plain Optuna loop over the same objective, SQLite storage, one process.
     Returns (wall seconds, seconds spent in backtests)."""
@@ -228,6 +258,8 @@ def main() -> None:
         one, two, ratio = interleaved(lambda: genesis_run(tmp, n, 1)[0], lambda: genesis_run(tmp, n, 2)[0], args.rounds)
         f["genesis_1_worker_s"], f["genesis_2_workers_s"] = one, two
         r["2 workers vs 1 (interleaved; target >= 1.8)"] = 1 / ratio
+        r["machine ceiling: 2 independent pure-Python processes vs 1 (median of rounds)"] = statistics.median(
+            machine_ceiling() for _ in range(args.rounds))
         r["speed-up 2 workers vs naive loop"] = f["naive_sqlite_loop_s"] / two
         _, repro, ratio = interleaved(lambda: genesis_run(tmp, n, 2)[0],
                                       lambda: genesis_run(tmp, n, 2, parallel="reproducible")[0], args.rounds)
