@@ -332,7 +332,7 @@ def sweep(
     levels: Annotated[int, typer.Option(help="Grid: values per numeric parameter, spread over its range "
                                               "(every choice of a categorical).")] = 5,
     seed: Annotated[int, typer.Option(help="Seed of a random or Sobol sweep.")] = 0,
-    workers: Annotated[int | None, typer.Option(help="Processes (default: every core).")] = None,
+    workers: Annotated[int | None, typer.Option(help="Processes, this one included (default: every core).")] = None,
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
     study: Annotated[str | None, typer.Option(help="Add the trials to this study instead of meta.study_name's.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
