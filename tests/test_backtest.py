@@ -5,18 +5,24 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
+from genesis_core import backtest
 from genesis_core.backtest import Backtester, build_config
 from genesis_core.config import read_config_file
+from genesis_core.data import Candles, load_candles, market_sidecar
 from genesis_core.fingerprint import canonical_json, code_version, fingerprint
 from genesis_core.records import backtest_record
 from genesis_core.scoring import Constraints, Outcome, Scoring, score
+from tests.conftest import SAMPLE_FILE
 
 ROOT = Path(__file__).resolve().parents[1]
 GENESIS = [sys.executable, "-m", "genesis_core"]
@@ -218,3 +224,57 @@ def test_backtest_report_renders_in_a_browser_and_plots_what_the_result_holds(sh
     assert dict(zip(funnel["y"], funnel["x"], strict=True))["trades_closed"] == record["metrics"]["num_trades"]
     assert dict(zip(blocked["y"], blocked["x"], strict=True)) == record["trace"]["blocked"]
     assert f"Trades ({len(trades)})" in dom and dom.count("<tr>") >= len(trades) + len(record["metrics"])
+
+
+def _settled(path: Path, seconds_ago: float = 3600.0) -> Path:
+    when = time.time() - seconds_ago
+    os.utime(path, (when, when))
+    return path
+
+
+def _load_elsewhere(path: Path, cache: Path) -> dict:
+    """What a fresh process (a worker) loads through ``Backtester(cache)``, and whether it imported pandas."""
+    code = ("import json, sys; from pathlib import Path; from genesis_core.backtest import Backtester; "
+            "c = Backtester(Path(sys.argv[2])).candles(sys.argv[1]); "
+            "print(json.dumps({'fp': c.fingerprint, 'symbol': c.symbol, 'pandas': 'pandas' in sys.modules}))")
+    out = subprocess.run([sys.executable, "-c", code, str(path), str(cache)], capture_output=True, text=True, check=True)
+    return json.loads(out.stdout)
+
+
+def test_checked_candles_are_read_by_the_next_process_without_parsing(tmp_path):
+    path = tmp_path / "btc.csv.gz"
+    shutil.copy(SAMPLE_FILE, path)
+    market_sidecar(path).write_text(json.dumps({"exchange": "bitfinex", "symbol": "BTC/USD", "timeframe": "1h"}))
+    _settled(path), _settled(market_sidecar(path))
+    parsed = load_candles(path)
+    first, second = _load_elsewhere(path, tmp_path / "cache"), _load_elsewhere(path, tmp_path / "cache")
+    assert first == {"fp": parsed.fingerprint, "symbol": "BTC/USD", "pandas": True}
+    assert second == {"fp": parsed.fingerprint, "symbol": "BTC/USD", "pandas": False}  # 0.6 s off a worker's start
+
+
+def test_the_candle_cache_never_serves_a_changed_or_damaged_file(tmp_path, monkeypatch):
+    frame = pd.read_csv(SAMPLE_FILE, dtype=str)
+    path = tmp_path / "c.csv"
+    frame.to_csv(path, index=False)
+    cache = tmp_path / "cache"
+
+    def load() -> Candles:
+        monkeypatch.setattr(backtest, "_LOADED", {})  # a new process
+        return Backtester(cache).candles(str(path))
+
+    assert load().fingerprint == load_candles(path).fingerprint
+    assert not list(cache.rglob("*.npz"))  # just written: a second write in the same mtime tick would look the same
+    _settled(path)
+    before = load()
+    [kept] = cache.rglob("*.npz")
+    volume = frame.loc[10, "volume"]
+    frame.loc[10, "volume"] = volume[:-1] + ("1" if volume[-1] != "1" else "2")  # the same size
+    frame.to_csv(path, index=False)
+    _settled(path, 1800.0)
+    edited = load()
+    assert edited.volume[10] != before.volume[10] and edited.fingerprint == load_candles(path).fingerprint
+    for damaged in (kept, *cache.rglob("*.npz")):
+        raw = bytearray(damaged.read_bytes())
+        raw[len(raw) // 2:len(raw) // 2 + 64] = b"\xff" * 64  # inside an array: its CRC no longer matches
+        damaged.write_bytes(bytes(raw))
+    assert load().fingerprint == load_candles(path).fingerprint

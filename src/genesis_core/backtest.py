@@ -8,6 +8,7 @@ into the effective configuration.
 from __future__ import annotations
 
 import difflib
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -16,17 +17,28 @@ import numpy as np
 from pydantic import Field
 
 from genesis_core.config import StrictModel, deep_merge, parse_model
-from genesis_core.data import Candles, Window, format_ts, load_candles, market_sidecar, parse_ts, same_symbol
+from genesis_core.data import (
+    Candles,
+    Window,
+    cache_candles,
+    cached_candles,
+    format_ts,
+    load_candles,
+    market_sidecar,
+    parse_ts,
+    same_symbol,
+)
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore
-from genesis_core.fingerprint import fingerprint
+from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import compute_metrics, drawdowns
 from genesis_core.plugins import code_fingerprint
 from genesis_core.strategy import Strategy, get_strategy
 
 DEFAULT_DATA = "data/BTCUSD_1h_bitfinex.csv.gz"
-FEATURE_CACHE = Path(".cache/genesis/features")  # where the CLI and the optimizer keep computed features
+CACHE = Path(".cache/genesis")  # where the CLI and the optimizer keep checked candles and computed features
+SETTLED_SECONDS = 2.0  # a candle file changed more recently may change again within one tick of its mtime: not cached
 
 
 class DataSpec(StrictModel):
@@ -188,27 +200,37 @@ class BacktestResult:
 _LOADED: dict[tuple[Any, ...], Candles] = {}
 
 
-def _loaded(path: str, timeframe: str | None) -> Candles:
-    """The candles of ``path``, parsed and checked once per process while the file (and its market
-    sidecar) stays as it is: a run's every part reads the same file (the arrays are read-only)."""
+def _loaded(path: str, timeframe: str | None, cache: Path | None) -> Candles:
+    """The candles of ``path``, parsed and checked once while the file (and its market sidecar)
+    stays as it is: once per process, and with a ``cache`` folder once for every process (a worker
+    then starts 0.6 s sooner), keyed by the files' size, mtime and inode and the code that checks
+    them. A file changed in the last ``SETTLED_SECONDS`` is parsed, not cached: a second change
+    within one tick of its mtime would look the same (git's "racy" files)."""
     files = [Path(path), market_sidecar(Path(path))]
     try:
         stats = [f.stat() for f in files if f.exists()]
-        key = (str(files[0].resolve()), timeframe, *((s.st_mtime_ns, s.st_size) for s in stats))
+        key = (str(files[0].resolve()), timeframe, *((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats))
     except OSError:
         return load_candles(path, timeframe)  # let the loader say what is wrong
     if key not in _LOADED:
         if len(_LOADED) >= 8:
             _LOADED.pop(next(iter(_LOADED)))
-        _LOADED[key] = load_candles(path, timeframe)
+        file = None if cache is None else cache / "candles" / f"{fingerprint([*map(str, key), code_version()])[:32]}.npz"
+        candles = None if file is None else cached_candles(file, str(files[0]))
+        if candles is None:
+            candles = load_candles(path, timeframe)
+            if file is not None and all(time.time() - s.st_mtime > SETTLED_SECONDS for s in stats):
+                cache_candles(candles, file)
+        _LOADED[key] = candles
     return _LOADED[key]
 
 
 class Backtester:
     """Runs backtests; holds data read once per process and feature caches shared by all runs."""
 
-    def __init__(self, feature_cache_dir: Path | None = None) -> None:
-        self._cache_dir = feature_cache_dir
+    def __init__(self, cache: Path | None = None) -> None:
+        """``cache``: a folder for checked candles and computed features (``CACHE``); None: memory only."""
+        self._cache = cache
         self._candles: dict[tuple[str, str | None], Candles] = {}  # data is read once per process
         self._windows: dict[tuple[str, str | None, str | None, int], Window] = {}
         self._features: dict[str, FeatureStore] = {}
@@ -216,7 +238,7 @@ class Backtester:
     def candles(self, path: str, timeframe: str | None = None) -> Candles:
         key = (path, timeframe)
         if key not in self._candles:
-            self._candles[key] = _loaded(path, timeframe)
+            self._candles[key] = _loaded(path, timeframe, self._cache)
         return self._candles[key]
 
     def _window(self, candles: Candles, spec: DataSpec, warmup: int) -> Window:
@@ -228,7 +250,7 @@ class Backtester:
     def features(self, window: Window) -> FeatureStore:
         key = window.candles.fingerprint
         if key not in self._features:
-            self._features[key] = FeatureStore(window.candles, self._cache_dir)
+            self._features[key] = FeatureStore(window.candles, None if self._cache is None else self._cache / "features")
         return self._features[key]
 
     def plan(self, config: BacktestConfig) -> Plan:

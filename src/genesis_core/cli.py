@@ -121,7 +121,7 @@ def backtest(
     storage: RunStorage = None,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
-    from genesis_core.backtest import FEATURE_CACHE, Backtester, build_config, data_symbol, training_problems
+    from genesis_core.backtest import CACHE, Backtester, build_config, data_symbol, training_problems
     from genesis_core.config import read_config_file
     from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record
     from genesis_core.scoring import Constraints, Scoring, score
@@ -145,7 +145,7 @@ def backtest(
         if isinstance(stored, dict) and "effective_config" in stored:
             base = stored["effective_config"]  # a result file: what it was run with
     cfg = build_config(base, overrides=overrides)
-    bt = Backtester(FEATURE_CACHE)
+    bt = Backtester(CACHE)
     candles = bt.candles(cfg.data.path, cfg.data.timeframe)
     result = bt.run(cfg)
     sc = ScoreRecord.of(score(result.metrics, result.trace, Scoring(), Constraints()))

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -73,3 +75,23 @@ def test_a_bar_sees_only_completed_higher_timeframe_bars(btc_year, timeframe):
 def test_resample_refuses_a_lower_timeframe(btc_year):
     with pytest.raises(DataError, match="must be a multiple"):
         resample(btc_year, "30m")
+
+
+@pytest.mark.parametrize("text", [
+    "2022-01-01", "2022-01-01T05:00Z", "2022-01-01T05:00:00Z", "2022-01-01 05:00", "2022-01-01T05:00:00+02:00",
+    "2022-01-01T05:00:00.5-03:30", "2022-01-01T05", "1677-09-22T00:00:01Z", "2262-04-11", " 2022-01-01",
+    "2022-01-01 05:00 UTC", "2022-01-01T05:00:00.123456789Z", "1600-01-01", "2022-13-01", datetime(2022, 3, 1, 12, tzinfo=UTC), datetime(2022, 3, 1, 12),
+])
+def test_dates_read_without_pandas_are_read_as_pandas_reads_them(text):
+    """The standard library reads what it can (a worker then never imports pandas); pandas the rest:
+    each spelling is the instant pandas' Timestamp names, or refused when pandas refuses it."""
+    try:
+        ts = pd.Timestamp(text)
+        expected: int | None = int((ts.tz_localize("UTC") if ts.tzinfo is None else ts).timestamp())
+    except (ValueError, OverflowError):
+        expected = None
+    if expected is None:
+        with pytest.raises(DataError, match="cannot parse date"):
+            parse_ts(text)
+    else:
+        assert parse_ts(text) == expected

@@ -13,12 +13,23 @@ from genesis_core.data._candles import (
     parse_ts,
     same_symbol,
 )
-from genesis_core.data._load import MARKET_KEY, CandleFile, candle_files, file_market, load_candles, market_sidecar
+from genesis_core.data._load import (
+    MARKET_KEY,
+    CandleFile,
+    cache_candles,
+    cached_candles,
+    candle_files,
+    file_market,
+    load_candles,
+    market_sidecar,
+)
 from genesis_core.data._resample import resample
 
 __all__ = [
     "MARKET_KEY",
     "CandleFile",
+    "cache_candles",
+    "cached_candles",
     "candle_files",
     "Candles",
     "GapReport",

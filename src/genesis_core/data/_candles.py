@@ -8,7 +8,6 @@ from datetime import UTC, datetime
 from functools import cached_property
 
 import numpy as np
-import pandas as pd
 
 from genesis_core.errors import DataError, clip
 from genesis_core.fingerprint import fingerprint_arrays
@@ -43,17 +42,24 @@ def parse_ts(text: str | datetime, *, end_of_day: bool = False) -> int:
     """ISO date or datetime (UTC unless an offset is given) -> epoch seconds.
 
     With ``end_of_day`` a bare date means its last second, which is what makes an inclusive
-    ``end: 2022-12-31`` include every bar of that day.
+    ``end: 2022-12-31`` include every bar of that day. What the standard library reads between
+    1678 and 2261 is read by it; the rest by pandas, which a worker then need not import.
     """
     hint = "use ISO-8601, e.g. 2022-01-01 or 2022-01-01T06:00Z"
     if isinstance(text, str) and not _ISO_START.match(text):
         raise DataError(f"cannot parse date {clip(text)!r}: {hint}")
     try:
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError, OverflowError):
-        raise DataError(f"cannot parse date {clip(str(text))!r}: {hint}, between 1677 and 2262") from None
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    seconds = int(ts.timestamp())
+        when = text if isinstance(text, datetime) else datetime.fromisoformat(text)
+    except ValueError:
+        when = None
+    if when is None or not 1677 < when.year < 2262:
+        import pandas as pd
+
+        try:
+            when = pd.Timestamp(text)
+        except (ValueError, TypeError, OverflowError):
+            raise DataError(f"cannot parse date {clip(str(text))!r}: {hint}, between 1677 and 2262") from None
+    seconds = int((when.replace(tzinfo=UTC) if when.tzinfo is None else when).timestamp())
     if end_of_day and isinstance(text, str) and _DATE_ONLY.match(text.strip()):
         seconds += 86400 - 1
     return seconds

@@ -20,7 +20,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
-from genesis_core.backtest import Backtester
+from genesis_core.backtest import CACHE, Backtester
 from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.files import sync_all
 from genesis_core.optimizer._batch import Measurers, run_batched
@@ -152,7 +152,7 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     refusal = cfg.meta.stop.refusal(options.max_trials, time.time())  # before the study exists: a refused run leaves none
     if refusal:
         raise ConfigError(refusal)
-    data_fp = Backtester().candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint
+    data_fp = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint  # cached for the workers
     lock = clear_stale_journal_lock(spec.storage_url, cfg.meta.stale_trial_seconds)
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     optuna_study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize",

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import optuna
 from optuna.trial import TrialState
 
-from genesis_core.backtest import FEATURE_CACHE, Backtester
+from genesis_core.backtest import CACHE, Backtester
 from genesis_core.errors import ConfigError, DataError, GenesisError
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._run import OnProgress, Progress, quietly
@@ -103,7 +103,7 @@ _PROCESS: dict[str, Any] = {}  # a pool process's spec, backtester and the keys 
 
 
 def _start_process(spec: StudySpec, known: frozenset[str]) -> None:
-    _PROCESS.update(spec=spec, backtester=Backtester(FEATURE_CACHE), pruner=optuna.pruners.NopPruner(), known=known)
+    _PROCESS.update(spec=spec, backtester=Backtester(CACHE), pruner=optuna.pruners.NopPruner(), known=known)
 
 
 def _evaluate(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
@@ -178,7 +178,7 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
     if points is None and options.method != "sobol":
         points = sweep_points(spec.space, options)  # Sobol's are drawn once the processes start (SciPy takes a while to import)
     count = options.points if points is None else len(points)
-    data_fp = Backtester().candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint
+    data_fp = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint  # cached for the workers
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True,
                                 sampler=spec.sampler(), pruner=spec.pruner())

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from genesis_core.backtest import FEATURE_CACHE, Backtester, Plan
+from genesis_core.backtest import CACHE, Backtester, Plan
 from genesis_core.errors import ConfigError, DataError, GenesisError
 from genesis_core.files import sync_all
 from genesis_core.fingerprint import fingerprint
@@ -159,7 +159,7 @@ def restore_artifacts(spec: StudySpec, study: optuna.Study) -> tuple[list[int], 
         folder.sync()
         left = folder.lost_trials(lost)
         copied, lost = [n for n in lost if n not in left], left
-    backtester = Backtester(FEATURE_CACHE)
+    backtester = Backtester(CACHE)
     rerun = set(lost)
     for t in (t for t in mine if t.number in rerun):
         params, g = spec.space.trial_params(t), t.user_attrs["genesis"]
@@ -187,7 +187,7 @@ class Worker:
         self.index = index  # the sampler seed offset (session slot and worker)
         self.session = session  # the session's slot, kept taken by the session's main worker
         self._heard = 0.0
-        self.backtester = Backtester(FEATURE_CACHE)
+        self.backtester = Backtester(CACHE)
         meta = spec.config.meta
         self.cache = ScoreCache(cache_url(spec.storage_url), meta.stale_trial_seconds, meta.storage_retry_seconds)
         self.streak = 0
