@@ -12,6 +12,7 @@ import numpy as np
 from genesis_core.errors import DataError, clip
 from genesis_core.fingerprint import fingerprint_arrays
 
+CANDLE_ARRAYS = ("timestamps", "open", "high", "low", "close", "volume")  # Candles' arrays, in field order
 _TF_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _ISO_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}")  # pandas also reads 'now' and 'tomorrow': a config must not
@@ -114,7 +115,7 @@ class Candles:
     symbol: str | None = None  # the market, when the file says (Parquet metadata ``genesis.market``)
 
     def __post_init__(self) -> None:
-        for name in ("timestamps", "open", "high", "low", "close", "volume"):
+        for name in CANDLE_ARRAYS:
             getattr(self, name).flags.writeable = False
 
     def __len__(self) -> int:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genesis_core.data._candles import Candles, parse_timeframe
+from genesis_core.data._candles import CANDLE_ARRAYS, Candles, parse_timeframe
 from genesis_core.errors import DataError, clip
 from genesis_core.files import atomic_write
 
@@ -243,14 +243,11 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     return Candles(ts, o, h, lo, c, v, tf, str(path), market["symbol"] if market else None)
 
 
-_ARRAYS = ("timestamps", "open", "high", "low", "close", "volume")
-
-
 def cache_candles(candles: Candles, file: Path) -> None:
     """Keep candles that passed ``load_candles`` in ``file`` for ``cached_candles``; a disk that
     refuses (full, read-only) only costs the next process a parse."""
     buffer = io.BytesIO()
-    np.savez(buffer, **{name: getattr(candles, name) for name in _ARRAYS},
+    np.savez(buffer, **{name: getattr(candles, name) for name in CANDLE_ARRAYS},
              timeframe_seconds=np.int64(candles.timeframe_seconds), symbol=np.str_(candles.symbol or ""))
     with contextlib.suppress(OSError):
         atomic_write(file, buffer.getvalue(), durable=False)
@@ -261,7 +258,7 @@ def cached_candles(file: Path, source: str) -> Candles | None:
     member carries a CRC, checked as it is read)."""
     try:
         with np.load(file, allow_pickle=False) as saved:
-            arrays = [saved[name] for name in _ARRAYS]
+            arrays = [saved[name] for name in CANDLE_ARRAYS]
             timeframe, symbol = int(saved["timeframe_seconds"]), str(saved["symbol"])
     except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
         return None
