@@ -12,6 +12,7 @@ every finished chunk and a second run evaluates only what is not in the study ye
 from __future__ import annotations
 
 import contextlib
+import gc
 import itertools
 import multiprocessing
 import os
@@ -40,7 +41,7 @@ from genesis_core.optimizer._storage import (
     recover_stale_trials,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
-from genesis_core.optimizer._worker import Measured, make_job, measure, stopping_on_signals, trial_attributes
+from genesis_core.optimizer._worker import Measured, make_job, measure, settled_heap, stopping_on_signals, trial_attributes
 from genesis_core.records import Session, TrialArtifact, iso
 
 SweepMethod = Literal["grid", "random", "sobol"]
@@ -106,6 +107,13 @@ def _start_process(spec: StudySpec, known: frozenset[str]) -> None:
     _PROCESS.update(spec=spec, backtester=Backtester(CACHE), pruner=optuna.pruners.NopPruner(), known=known)
 
 
+def _start_pool_process(spec: StudySpec, known: frozenset[str]) -> None:
+    """A pool process, which lives for the sweep: its start-up heap frozen, as a worker's is (``settled_heap``)."""
+    _start_process(spec, known)
+    gc.collect()
+    gc.freeze()
+
+
 def _evaluate(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
     spec, backtester, known = _PROCESS["spec"], _PROCESS["backtester"], _PROCESS["known"]
     out = []
@@ -139,7 +147,7 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
     if workers == 1:
         yield lambda points: (_evaluate(c) for c in chunks(points) if not stopped())
         return
-    pool = quietly(lambda: ProcessPoolExecutor(workers - 1, multiprocessing.get_context("spawn"), _start_process,
+    pool = quietly(lambda: ProcessPoolExecutor(workers - 1, multiprocessing.get_context("spawn"), _start_pool_process,
                                                (spec, known)))
     try:
         quietly(lambda: pool.submit(int))  # the processes start with the first task
@@ -198,7 +206,7 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
     refused: list[str] = []
     t0 = time.time()
     interrupted: list[int] = []
-    with stopping_on_signals(interrupted.append), _evaluations(spec, known, workers, lambda: bool(interrupted)) as evaluate:
+    with stopping_on_signals(interrupted.append), settled_heap(), _evaluations(spec, known, workers, lambda: bool(interrupted)) as evaluate:
         points = sweep_points(spec.space, options) if points is None else points
         for chunk in evaluate(points):
             trials, artifacts, entries = [], [], []
