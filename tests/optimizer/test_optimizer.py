@@ -18,7 +18,7 @@ from genesis_core.backtest import Backtester, build_config
 from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.fingerprint import canonical_json
 from genesis_core.optimizer import ResumeBlocked, RunOptions, _worker, open_storage
-from genesis_core.optimizer._storage import flush
+from genesis_core.optimizer._storage import JournalFile, flush
 from genesis_core.records import RunFolder, backtest_record
 from genesis_core.study import load_study_config
 from tests.runs import optimize
@@ -488,10 +488,13 @@ def test_distributions_read_back_from_the_journal_are_the_ones_written(tmp_path)
                 assert [type(c) for c in got.choices] == [type(c) for c in dist.choices]
 
 
-def test_two_writers_interleaving_see_what_optuna_s_own_reader_sees(tmp_path):
+def test_two_writers_interleaving_see_what_optuna_s_own_reader_sees(tmp_path, monkeypatch):
     """Each writer applies its held writes (parameters, attributes, reports) as it holds them and
-    only counts them when it reads them back: its replay, and the other writer's, must be what
-    Optuna's own journal storage replays from the file, trial by trial."""
+    only counts them when it reads them back, and applies its other writes as it makes them when
+    nobody wrote in between (reads them back otherwise): its replay, and the other writer's, must be
+    what Optuna's own journal storage replays from the file, trial by trial."""
+    followed, real_follows = [], JournalFile.follows
+    monkeypatch.setattr(JournalFile, "follows", lambda self, *a: followed.append(real_follows(self, *a)) or followed[-1])
     url = f"journal:///{tmp_path / 'optuna.journal'}"
     a = optuna.create_study(study_name="w", storage=open_storage(url))
     b = optuna.load_study(study_name="w", storage=open_storage(url))
@@ -502,12 +505,19 @@ def test_two_writers_interleaving_see_what_optuna_s_own_reader_sees(tmp_path):
             t.set_user_attr("who", who)
             t.set_user_attr("i", i)
             t.report(float(i), step=1)
+        b.set_user_attr("round", i)  # written at once ...
+        flush(a, durable=False)  # ... before a writes what it held, without a read in between
         a.tell(ta, ta.params["x"])
         b.tell(tb, None, state=optuna.trial.TrialState.PRUNED) if i % 3 == 2 else b.tell(tb, tb.params["n"])
+    for i in range(3):  # a alone: its writes follow its last read
+        ta = a.ask(space)
+        ta.set_user_attr("who", "a")
+        a.tell(ta, float(i))
+    assert True in followed and False in followed
     fresh = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(tmp_path / "optuna.journal")))
     truth = [(t.number, t.state, t.values, t.params, t.user_attrs, t.intermediate_values)
              for t in optuna.load_study(study_name="w", storage=fresh).trials]
-    assert len(truth) == 12 and {t[4]["who"] for t in truth} == {"a", "b"}
+    assert len(truth) == 15 and {t[4]["who"] for t in truth} == {"a", "b"}
     for study in (a, b):
         assert [(t.number, t.state, t.values, t.params, t.user_attrs, t.intermediate_values) for t in study.trials] == truth
 

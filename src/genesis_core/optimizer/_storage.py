@@ -353,19 +353,35 @@ class JournalFile(JournalFileBackend):
         if offset is None or os.stat(self._file_path).st_size != offset:
             yield from super().read_logs(log_number_from)
 
-    def append_logs(self, logs: list[dict[str, Any]], durable: bool = True) -> None:
-        """Optuna's append, the fsync optional. Our processes first queue on a kernel lock of the
-        file, which wakes the next one the moment it is free; then they take Optuna's lock (which
-        keeps out other Optuna writers) at once: alone, it retries after 1, 2, 4 ... ms sleeps, which
-        two workers' appends spent more time in than in writing."""
+    def append_logs(self, logs: list[dict[str, Any]]) -> None:
+        self.append(logs)
+
+    def append(self, logs: list[dict[str, Any]], durable: bool = True) -> tuple[int, list[int]]:
+        """Optuna's append, the fsync optional; returns where the entries start in the file and
+        each one's length in bytes. Our processes first queue on a kernel lock of the file, which
+        wakes the next one the moment it is free; then they take Optuna's lock (which keeps out other
+        Optuna writers) at once: alone, it retries after 1, 2, 4 ... ms sleeps, which two workers'
+        appends spent more time in than in writing."""
+        lines = [(json.dumps(log, separators=(",", ":")) + "\n").encode("utf-8") for log in logs]
         with open(self._file_path, "ab") as f:
             with contextlib.suppress(OSError):  # a file system without flock: Optuna's lock alone still excludes
                 fcntl.flock(f, fcntl.LOCK_EX)
             with get_lock_file(self._lock):
-                f.write(("\n".join(json.dumps(log, separators=(",", ":")) for log in logs) + "\n").encode("utf-8"))
+                start = os.fstat(f.fileno()).st_size
+                f.write(b"".join(lines))
                 f.flush()  # in the file before Optuna's lock is released
                 if durable:
                     os.fsync(f.fileno())
+        return start, [len(line) for line in lines]
+
+    def follows(self, log_number: int, start: int, lengths: list[int]) -> bool:
+        """Whether entries appended at byte ``start`` come right after the first ``log_number``
+        entries (nobody appended between): then their places are recorded, as reading them would."""
+        if self._log_number_offset.get(log_number) != start:
+            return False
+        for i, length in enumerate(lengths):
+            self._log_number_offset[log_number + i + 1] = self._log_number_offset[log_number + i] + length
+        return True
 
 
 def _running(op_code: int, extra_fields: dict[str, Any]) -> bool:
@@ -411,8 +427,14 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
         self._append([*held, entry], durable=not (self.synced_later or _running(op_code, extra_fields)))
 
     def _append(self, logs: list[dict[str, Any]], durable: bool) -> None:
+        """Append; on a file that nobody else wrote to since this process last read it, the entries
+        are applied as written instead of read back (parsing a sweep's chunk back took longer than
+        writing it)."""
         if isinstance(self._backend, JournalFile):
-            self._backend.append_logs(logs, durable)
+            start, lengths = self._backend.append(logs, durable)
+            replay = self._replay_result
+            if self._backend.follows(replay.log_number_read, start, lengths):
+                replay.apply_logs(self._not_yet_applied(logs))
         else:
             self._backend.append_logs(logs)  # a database commits every append
 
