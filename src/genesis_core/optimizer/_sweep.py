@@ -18,7 +18,6 @@ import multiprocessing
 import os
 import signal
 import time
-import warnings
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from genesis_core.backtest import CACHE, Backtester
 from genesis_core.errors import ConfigError, DataError, GenesisError
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._run import OnProgress, Progress, quietly
+from genesis_core.optimizer._sobol import MAX_DIMENSIONS, sobol
 from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import (
     CacheEntry,
@@ -78,13 +78,10 @@ def sweep_points(space: SearchSpace, options: SweepOptions) -> list[dict[str, An
 
         rng = random.Random(options.seed)
         return [space.random_point(rng) for _ in range(options.points)]
-    try:
-        from scipy.stats import qmc  # type: ignore[import-untyped]
-    except ImportError:
-        raise ConfigError("a Sobol sweep needs SciPy: pip install scipy (or --method random)") from None
-    with warnings.catch_warnings():  # a point count that is not a power of two loses some balance, not correctness
-        warnings.simplefilter("ignore")
-        units = qmc.Sobol(len(space.distributions), scramble=True, seed=options.seed).random(options.points)
+    if not 1 <= len(space.distributions) <= MAX_DIMENSIONS:
+        raise ConfigError(f"a Sobol sweep covers 1 to {MAX_DIMENSIONS} searched parameters, not {len(space.distributions)}: "
+                          "--method random or grid")
+    units = sobol(len(space.distributions), options.points, options.seed)
     return [space.at(list(u)) for u in units]
 
 
@@ -135,9 +132,9 @@ Evaluations = Callable[[list[dict[str, Any]]], Iterator[list[Evaluated]]]
 @contextlib.contextmanager
 def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: Callable[[], bool]) -> Iterator[Evaluations]:
     """A function from points to chunks of their evaluations in point order, from this process and
-    ``workers - 1`` more, which start at once: they import while the points are drawn. This process
-    is one of the workers (no start-up to pay, nothing to send back): while the chunk due next is
-    not ready it evaluates the last chunk no process has taken yet, between committing chunks."""
+    ``workers - 1`` more, which start at once. This process is one of the workers (no start-up to
+    pay, nothing to send back): while the chunk due next is not ready it evaluates the last chunk no
+    process has taken yet, between committing chunks."""
 
     def chunks(points: list[dict[str, Any]]) -> list[list[tuple[int, dict[str, Any]]]]:
         indexed = list(enumerate(points))
@@ -183,9 +180,8 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
     started = clock()
     cfg = spec.config
     given = points is not None
-    if points is None and options.method != "sobol":
-        points = sweep_points(spec.space, options)  # Sobol's are drawn once the processes start (SciPy takes a while to import)
-    count = options.points if points is None else len(points)
+    points = sweep_points(spec.space, options) if points is None else points
+    count = len(points)
     data_fp = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint  # cached for the workers
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True,
@@ -207,7 +203,6 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
     t0 = time.time()
     interrupted: list[int] = []
     with stopping_on_signals(interrupted.append), settled_heap(), _evaluations(spec, known, workers, lambda: bool(interrupted)) as evaluate:
-        points = sweep_points(spec.space, options) if points is None else points
         for chunk in evaluate(points):
             trials, artifacts, entries = [], [], []
             number = len(study.get_trials(deepcopy=False))
