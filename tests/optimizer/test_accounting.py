@@ -4,9 +4,14 @@ from faults. Each test injects the fault and asserts the numbers afterwards."""
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
+import pytest
+import sqlalchemy as sa
+
 from genesis_core.optimizer import RunOptions
+from genesis_core.optimizer._storage import _CACHE, ClaimExpired, ScoreCache, make_engine
 from tests.optimizer.test_optimizer import _trials
 from tests.runs import optimize, validate
 from tests.validation.conftest import validated_config
@@ -318,3 +323,19 @@ def test_a_process_killed_right_after_asking_leaves_trials_a_resume_recovers_at_
     assert not [n for n in notes if "orphaned" in n] and summary["session"]["seconds"] < 30
     states = [t.state.name for t in _study(tmp_path).trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == 8 and "RUNNING" not in states
+
+
+def test_a_claim_left_by_a_dead_worker_is_waited_for_while_fresh_and_taken_over_once_stale(tmp_path):
+    """A worker killed while evaluating leaves its claim running: another worker asking for the same
+    parameter set waits for it while it is fresh, then takes it over (and owns the key's result)."""
+    url = f"sqlite:///{tmp_path / 'cache.db'}"
+    cache = ScoreCache(url, stale_seconds=0.5, retry_seconds=0)
+    assert cache.claim("s", "k", 1) is None  # trial 1 claims it, then its worker dies
+    with pytest.raises(ClaimExpired):
+        cache.claim("s", "k", 2, wait_seconds=0.2)
+    time.sleep(0.6)
+    assert cache.claim("s", "k", 3) is None  # stale: trial 3 takes it over
+    assert cache.claim("s", "other", 4) is None
+    with make_engine(url).connect() as conn:
+        rows = conn.execute(sa.select(_CACHE.c.key, _CACHE.c.state, _CACHE.c.trial_number).order_by(_CACHE.c.key)).all()
+    assert [tuple(r) for r in rows] == [("k", "running", 3), ("other", "running", 4)]

@@ -707,7 +707,6 @@ class ScoreCache:
         (or ``release``) it once its trial has its artifact. A duplicate in this study: the answer,
         waiting while another worker of the study evaluates the same key."""
         deadline = time.monotonic() + wait_seconds
-        mine = sa.and_(_CACHE.c.study == study, _CACHE.c.key == key)
         while True:
             now = time.time()
             try:
@@ -725,8 +724,8 @@ class ScoreCache:
                     return CacheAnswer(CacheEntry.model_validate_json(row.payload), row.trial_number, same_study=True)
                 if now - row.updated > self._stale:  # its worker died: take the claim over
                     taken = conn.execute(
-                        sa.update(_CACHE).where(mine, _CACHE.c.state == "running", _CACHE.c.updated == row.updated)
-                        .values(trial_number=trial_number, updated=now)
+                        sa.update(_CACHE).where(_MINE, _CACHE.c.state == "running", _CACHE.c.updated == row.updated)
+                        .values(trial_number=trial_number, updated=now), {"b_study": study, "b_key": key}
                     )
                     if taken.rowcount == 1:
                         return None
