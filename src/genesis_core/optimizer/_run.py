@@ -215,7 +215,9 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     procs = [] if batched else [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), first + i))
                                 for i in range(1, n_procs)]
     pool = Measurers(spec, n_procs) if batched else None
-    worker = Worker(spec, max_trials, first, session=(cache, plan.slot))
+    # the session's storage, read once in this process (through a proxy a worker's calls wait longer for it: its own)
+    storage = optuna_study._storage if cfg.meta.proxy is None else None
+    worker = Worker(spec, max_trials, first, session=(cache, plan.slot), storage=storage)
     report = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
     lost: StorageUnavailable | None = None
     with worker.stopping_on_signals():

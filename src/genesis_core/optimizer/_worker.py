@@ -181,11 +181,12 @@ class Worker:
     """Evaluates trials of one study in one process."""
 
     def __init__(self, spec: StudySpec, max_trials: int | None = None, index: int = 0,
-                 session: tuple[ScoreCache, int] | None = None) -> None:
+                 session: tuple[ScoreCache, int] | None = None, storage: optuna.storages.BaseStorage | None = None) -> None:
         self.spec = spec
         self.max_trials = max_trials
         self.index = index  # the sampler seed offset (session slot and worker)
         self.session = session  # the session's slot, kept taken by the session's main worker
+        self.storage = storage  # the session's, for its own worker: one replay of the study in the process, not two
         self._heard = 0.0
         self.backtester = Backtester(CACHE)
         meta = spec.config.meta
@@ -340,7 +341,8 @@ class Worker:
         """The study with this worker's sampler (random while the bootstrap trials last) and pruner."""
         s = self.spec
         m = s.config.meta
-        storage = open_storage(s.storage_url, m.stale_trial_seconds, m.storage_retry_seconds, wait=True, proxy=m.proxy)
+        storage = self.storage or open_storage(s.storage_url, m.stale_trial_seconds, m.storage_retry_seconds, wait=True,
+                                               proxy=m.proxy)
         study = optuna.load_study(study_name=s.name, storage=storage, sampler=s.sampler(self.index), pruner=self.pruner)
         self.random_until = m.bootstrap_random_trials
         if len(study.get_trials(deepcopy=False)) < self.random_until:
