@@ -1,11 +1,18 @@
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from genesis_core.backtest import Backtester, build_config
+from genesis_core.config import read_config_file
 from genesis_core.data import parse_timeframe
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore, feature_names, warmup_bars
@@ -18,6 +25,7 @@ SPECS = sorted({
     "fib_dist:1d:2:24", "rsi:7", "adx:20", "volume_z:24",
 })
 N_BARS = 2500
+ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
@@ -128,3 +136,29 @@ def test_unknown_feature_spec_is_a_config_error(btc_year):
         FeatureStore(btc_year).get("rsx:14")
     with pytest.raises(ConfigError, match="takes 2 argument"):
         FeatureStore(btc_year).get("atr_pct:14")
+
+
+def test_a_full_disk_costs_the_feature_cache_not_the_backtest_and_a_killed_writer_s_file_is_removed(tmp_path):
+    """Every feature file the reference backtest writes goes to /dev/full (no space left): the backtest
+    gives the metrics it gives with a working cache, leaves no file behind, and the next run fills the
+    cache. A temporary file of a process that no longer runs is removed when the folder is next used;
+    a live process's is left alone."""
+    config = build_config(read_config_file(str(ROOT / "configs/reference.yaml")))
+    expected = Backtester(tmp_path / "good").run(config).metrics
+    written = sorted((tmp_path / "good" / "features").rglob("*.f8"))
+    assert written
+    folder = tmp_path / "full" / "features" / written[0].parent.name
+    folder.mkdir(parents=True)
+    for f in written:
+        (folder / f"{f.name}.{os.getpid()}.tmp").symlink_to("/dev/full")  # atomic_write's temporary file
+    assert Backtester(tmp_path / "full").run(config).metrics == expected
+    assert list(folder.iterdir()) == []  # nothing cached, no temporary left
+    assert Backtester(tmp_path / "full").run(config).metrics == expected
+    assert sorted(f.name for f in folder.iterdir()) == [f.name for f in written]
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    (folder / f"x.f8.{dead.pid}.tmp").write_bytes(b"half")
+    (folder / f"y.f8.{os.getpid()}.tmp").write_bytes(b"being written")
+    Backtester(tmp_path / "full").run(config)
+    assert sorted(f.name for f in folder.glob("*.tmp")) == [f"y.f8.{os.getpid()}.tmp"]

@@ -8,8 +8,8 @@ feature's source), so edited data or edited code can never be served stale featu
 
 from __future__ import annotations
 
+import contextlib
 import functools
-import os
 import re
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +19,7 @@ import numpy as np
 from genesis_core.data import Candles, parse_timeframe, resample
 from genesis_core.errors import ConfigError
 from genesis_core.features import _indicators as ind
+from genesis_core.files import atomic_write, remove_stale_temporaries
 from genesis_core.plugins import code_fingerprint
 
 _Compute = Callable[..., np.ndarray]
@@ -106,6 +107,8 @@ class FeatureStore:
         self._cache: dict[str, np.ndarray] = {}
         self._htf: dict[str, tuple[Candles, np.ndarray]] = {}
         self._disk = cache_dir / candles.fingerprint[:32] if cache_dir is not None else None
+        if self._disk is not None:
+            remove_stale_temporaries(self._disk)  # a killed process's half-written features
 
     def get(self, spec: str) -> np.ndarray:
         """The feature named by ``spec``, from memory, then disk, then computed."""
@@ -118,10 +121,8 @@ class FeatureStore:
         if values is None:
             values = np.ascontiguousarray(_REGISTRY[name][0](self, *args), dtype=np.float64)
             if path is not None:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                tmp = path.with_suffix(f".{os.getpid()}.{id(self)}.tmp")
-                values.astype(_DISK_DTYPE, copy=False).tofile(tmp)
-                tmp.replace(path)
+                with contextlib.suppress(OSError):  # a disk that refuses (full, read-only) only costs a recompute
+                    atomic_write(path, values.astype(_DISK_DTYPE, copy=False).tobytes(), durable=False)
         values.flags.writeable = False
         self._cache[spec] = values
         return values
