@@ -13,6 +13,7 @@ import numpy as np
 
 BITS = 30  # bits of each coordinate: 2**30 points at most
 MAX_DIMENSIONS = 256  # the directions file's
+_TO_BIT = BITS - 1 - np.arange(BITS, dtype=np.uint64)  # column k of a direction matrix is bit BITS-1-k
 
 
 @functools.cache
@@ -31,7 +32,7 @@ def _directions(d: int) -> np.ndarray:
                 if (a >> (s - 1 - i)) & 1:
                     new ^= v[j, k - i] << i
             v[j, k] = new
-    return v << (BITS - 1 - np.arange(BITS, dtype=np.uint64))
+    return v << _TO_BIT
 
 
 def sobol(d: int, n: int, seed: int) -> np.ndarray:
@@ -42,15 +43,15 @@ def sobol(d: int, n: int, seed: int) -> np.ndarray:
     shift = rng.integers(0, 2, size=(d, BITS), dtype=np.uint32).astype(np.uint64) @ (np.uint64(1) << np.arange(BITS, dtype=np.uint64))
     lower = np.tril(rng.integers(0, 2, size=(d, BITS, BITS), dtype=np.uint32)).astype(np.uint64)
     lower[:, np.arange(BITS), np.arange(BITS)] = 1
-    rows = lower @ (np.uint64(1) << (BITS - 1 - np.arange(BITS, dtype=np.uint64)))  # (d, BITS): row p as an integer
+    rows = lower @ (np.uint64(1) << _TO_BIT)  # (d, BITS): row p as an integer
     v = _directions(d)
     # scrambled v[j, k]: bit BITS-1-p is the parity of row p AND v[j, k]
     parity = np.bitwise_count(rows[:, None, :] & v[:, :, None]) & np.uint8(1)
-    scrambled = (parity.astype(np.uint64) << (BITS - 1 - np.arange(BITS, dtype=np.uint64))).sum(axis=2, dtype=np.uint64)
+    scrambled = (parity.astype(np.uint64) << _TO_BIT).sum(axis=2, dtype=np.uint64)
     index = np.arange(n, dtype=np.uint64)
     gray = index ^ (index >> np.uint64(1))  # point i XORs the directions of the bits of its Gray code
     x = np.broadcast_to(shift, (n, d)).copy()
-    for k in range(min(BITS, max(int(n - 1).bit_length(), 0))):
+    for k in range(min(BITS, (n - 1).bit_length())):
         bit = ((gray >> np.uint64(k)) & np.uint64(1)).astype(bool)
         x[bit] ^= scrambled[:, k]
     return x.astype(np.float64) / 2.0**BITS

@@ -341,8 +341,8 @@ class Worker:
         """The study with this worker's sampler (random while the bootstrap trials last) and pruner."""
         s = self.spec
         m = s.config.meta
-        storage = self.storage or open_storage(s.storage_url, m.stale_trial_seconds, m.storage_retry_seconds, wait=True,
-                                               proxy=m.proxy)
+        storage = self.storage if self.storage is not None else open_storage(
+            s.storage_url, m.stale_trial_seconds, m.storage_retry_seconds, wait=True, proxy=m.proxy)
         study = optuna.load_study(study_name=s.name, storage=storage, sampler=s.sampler(self.index), pruner=self.pruner)
         self.random_until = m.bootstrap_random_trials
         if len(study.get_trials(deepcopy=False)) < self.random_until:
