@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 from genesis_core.optimizer import RunOptions
 from genesis_core.optimizer._storage import _CACHE, ClaimExpired, ScoreCache, make_engine
+from genesis_core.optimizer._worker import process_context
 from tests.optimizer.test_optimizer import _trials
 from tests.runs import optimize, validate
 from tests.validation.conftest import validated_config
@@ -274,13 +275,25 @@ def test_a_seeded_one_worker_run_reproduces_exactly(tmp_path):
     assert len(tables[0]) == 15 and tables[0] == tables[1]
 
 
-def test_a_seeded_two_worker_run_is_reproducible(tmp_path):
+def test_a_seeded_two_worker_run_is_reproducible_with_its_processes_forked_or_spawned(tmp_path, monkeypatch):
     """With a seed, two workers run in reproducible batches: the same trials.csv twice (but for
-    timings), with the default sampler (tpe-batched). (Free-running workers usually differ between
-    runs, but not always: not asserted.)"""
+    timings), with the default sampler (tpe-batched), whether the measuring processes were forked
+    (a run on the main thread alone) or spawned (a run on another thread, as a server starts one).
+    (Free-running workers usually differ between runs, but not always: not asserted.)"""
     import csv
+    from concurrent.futures import ThreadPoolExecutor
 
+    from genesis_core.optimizer import _batch
     from tests.optimizer.test_optimizer import write_config
+
+    started = []
+
+    def recorded(spec):
+        ctx = process_context(spec)
+        started.append(ctx.get_start_method())
+        return ctx
+
+    monkeypatch.setattr(_batch, "process_context", recorded)
 
     def table(name: str, parallel: str) -> list[dict]:
         folder = tmp_path / name
@@ -297,7 +310,10 @@ def test_a_seeded_two_worker_run_is_reproducible(tmp_path):
             return [{k: v for k, v in row.items() if k != "duration_ms"} for row in csv.DictReader(fh)]
 
     first = table("a", "auto")  # auto means reproducible with a seed on the journal
-    assert len(first) == 40 and first == table("b", "reproducible")
+    with ThreadPoolExecutor(1) as thread:
+        second = thread.submit(table, "b", "reproducible").result()
+    assert started == ["fork", "spawn"]
+    assert len(first) == 40 and first == second
 
 
 def test_a_process_killed_right_after_asking_leaves_trials_a_resume_recovers_at_once(tmp_path):
@@ -339,3 +355,26 @@ def test_a_claim_left_by_a_dead_worker_is_waited_for_while_fresh_and_taken_over_
     with make_engine(url).connect() as conn:
         rows = conn.execute(sa.select(_CACHE.c.key, _CACHE.c.state, _CACHE.c.trial_number).order_by(_CACHE.c.key)).all()
     assert [tuple(r) for r in rows] == [("k", "running", 3), ("other", "running", 4)]
+
+
+def test_workers_are_forked_only_from_a_process_with_no_other_thread_and_no_grpc_proxy(tmp_path):
+    """A fork copies only the forking thread: a lock another thread (a server's) or gRPC's held then
+    would stay held in the child. Those processes spawn their workers."""
+    import threading
+
+    from genesis_core.study import load_study_config
+    from tests.optimizer.test_optimizer import write_config
+
+    direct = load_study_config(write_config(tmp_path, meta={"stop": {"max_trials": 4}})).spec()
+    proxied = load_study_config(write_config(tmp_path, meta={"stop": {"max_trials": 4}, "proxy": "127.0.0.1:50051"})).spec()
+    assert process_context(direct).get_start_method() == "fork"
+    assert process_context(proxied).get_start_method() == "spawn"
+    release = threading.Event()
+    other = threading.Thread(target=release.wait)
+    other.start()
+    try:
+        assert process_context(direct).get_start_method() == "spawn"
+    finally:
+        release.set()
+        other.join()
+    assert process_context(direct).get_start_method() == "fork"

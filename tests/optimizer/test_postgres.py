@@ -177,3 +177,34 @@ def test_an_artifact_a_power_loss_took_is_taken_from_the_database_not_run_again(
     notes = optimize(path, storage=url)["session"]["notes"]
     assert any(n.startswith("2 trial artifact(s) lost") and "the database's copy" in n for n in notes), notes
     assert {n: folder.trial_path(n).read_bytes() for n in numbers} == before
+
+
+def test_a_forked_worker_opens_its_own_connections_and_leaves_its_parent_s_alone(postgres_url):
+    """Worker processes are forked from the session's (``process_context``), which holds pooled
+    connections and an open journal storage by then: a child that took one of them would talk on
+    its parent's socket. The child gets its own (another server backend) and the parent's still
+    answers on the backend it had."""
+    import multiprocessing
+
+    from genesis_core.optimizer._storage import make_engine
+
+    journal = "journal+" + postgres_url
+    storage, engine = open_storage(journal), make_engine(postgres_url)
+
+    def backend(of) -> int:
+        with of.connect() as conn:
+            return conn.exec_driver_sql("SELECT pg_backend_pid()").scalar_one()
+
+    mine = backend(engine)
+
+    def child(pipe) -> None:
+        pipe.send((open_storage(journal) is storage, make_engine(postgres_url) is engine, backend(make_engine(postgres_url))))
+
+    ctx = multiprocessing.get_context("fork")
+    ours, theirs = ctx.Pipe()
+    process = ctx.Process(target=child, args=(theirs,))
+    process.start()
+    shared_storage, shared_engine, child_backend = ours.recv()
+    process.join(30)
+    assert process.exitcode == 0 and not shared_storage and not shared_engine
+    assert child_backend != mine and backend(engine) == mine

@@ -6,7 +6,6 @@ every run, whatever the timing, so a seeded run gives the same trials for a give
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -18,7 +17,7 @@ from optuna.trial import TrialState
 from genesis_core.backtest import CACHE, BacktestConfig, Backtester
 from genesis_core.optimizer._storage import CacheAnswer, CacheEntry, flush
 from genesis_core.optimizer._study import StudySpec
-from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure
+from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure, process_context
 
 
 def measuring_process(conn: Connection, spec: StudySpec) -> None:
@@ -41,7 +40,7 @@ class Measurers:
     a signal held back while they start is not lost)."""
 
     def __init__(self, spec: StudySpec, n: int) -> None:
-        ctx = multiprocessing.get_context("spawn")
+        ctx = process_context(spec)
         pairs = [ctx.Pipe() for _ in range(n)]
         self._conns = [mine for mine, _ in pairs]
         self.procs = [ctx.Process(target=measuring_process, args=(theirs, spec)) for _, theirs in pairs]

@@ -35,7 +35,7 @@ from genesis_core.optimizer._storage import (
     recover_stale_trials,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
-from genesis_core.optimizer._worker import SEED_STRIDE, STOP_SIGNALS, Worker, evaluated, restore_artifacts
+from genesis_core.optimizer._worker import SEED_STRIDE, STOP_SIGNALS, Worker, evaluated, process_context, restore_artifacts
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
@@ -210,7 +210,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     cfg, clock = spec.config, spec.folder.clock
     started, notes, max_trials, timeout, n_procs = plan.started, plan.notes, plan.max_trials, plan.timeout, plan.n_procs
     first = SEED_STRIDE * plan.slot  # worker i of the session uses sampler seed + first + i
-    ctx = multiprocessing.get_context("spawn")
+    ctx = process_context(spec)
     batched = spec.reproducible and n_procs > 1
     procs = [] if batched else [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), first + i))
                                 for i in range(1, n_procs)]

@@ -29,7 +29,7 @@ import zlib
 from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 import optuna
 import pydantic
@@ -46,6 +46,7 @@ from genesis_core.errors import GenesisError
 from genesis_core.records import BacktestRecord, Metrics, ScoreRecord
 
 T = TypeVar("T")
+P = ParamSpec("P")
 log = logging.getLogger("genesis_core.optimizer")
 _META = sa.MetaData()
 _CACHE = sa.Table(  # genesis_score_cache (keyed by key alone, before studies were told apart) is no longer read
@@ -235,7 +236,20 @@ def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
     cur.close()
 
 
-@functools.cache
+def per_process(fn: Callable[P, T]) -> Callable[P, T]:
+    """``functools.cache`` that a forked worker process does not share: it opens its own engines
+    and storages (a database connection that two processes use mixes their conversations) and
+    leaves its parent's as they were, never used or closed."""
+    cached: Callable[..., T] = functools.cache(lambda pid, *args, **kwargs: fn(*args, **kwargs))
+
+    @functools.wraps(fn)
+    def in_this_process(*args: P.args, **kwargs: P.kwargs) -> T:
+        return cached(os.getpid(), *args, **kwargs)
+
+    return in_this_process
+
+
+@per_process
 def make_engine(url: str, connections: int = OWN_CONNECTIONS) -> sa.Engine:
     """The process's one engine for ``url`` and pool size (score cache, sessions and run files share one)."""
     engine = sa.create_engine(url, **_engine_kwargs(url, connections))
@@ -274,7 +288,7 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
     (host:port of ``genesis storage serve`` for that database), the study's calls go through it."""
     if proxy is not None:
         return _through_proxy(url, proxy, retry_seconds if wait else 5.0)
-    key = (url, grace_seconds, retry_seconds)
+    key = (os.getpid(), url, grace_seconds, retry_seconds)  # a forked worker opens its own (``per_process``)
     if key in _SERVER_STORAGES:  # one per process: its connections are the worker's budget (STUDY_CONNECTIONS)
         return _SERVER_STORAGES[key]
     database = _journal_database(url)
@@ -310,7 +324,7 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
         raise StorageError(f"cannot open storage {redact(url)}: {exc}") from None
 
 
-_SERVER_STORAGES: dict[tuple[str, float, float], optuna.storages.BaseStorage] = {}
+_SERVER_STORAGES: dict[tuple[int, str, float, float], optuna.storages.BaseStorage] = {}
 
 
 def _memoised_distribution_json() -> None:
@@ -875,7 +889,7 @@ def _logs(result: Any) -> list[dict[str, Any]]:
     return logs
 
 
-@functools.cache
+@per_process
 def _journal_engine(url: str) -> sa.Engine:
     """A ``DatabaseJournal``'s connections: autocommit, and no ping before each use (a lost
     connection is seen when a statement fails, and ``retrying`` tries again on a new one)."""

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import gc
 import itertools
-import multiprocessing
 import os
 import signal
 import time
@@ -41,7 +40,15 @@ from genesis_core.optimizer._storage import (
     recover_stale_trials,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
-from genesis_core.optimizer._worker import Measured, make_job, measure, settled_heap, stopping_on_signals, trial_attributes
+from genesis_core.optimizer._worker import (
+    Measured,
+    make_job,
+    measure,
+    process_context,
+    settled_heap,
+    stopping_on_signals,
+    trial_attributes,
+)
 from genesis_core.records import Session, TrialArtifact, iso
 
 SweepMethod = Literal["grid", "random", "sobol"]
@@ -144,7 +151,7 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
     if workers == 1:
         yield lambda points: (_evaluate(c) for c in chunks(points) if not stopped())
         return
-    pool = quietly(lambda: ProcessPoolExecutor(workers - 1, multiprocessing.get_context("spawn"), _start_pool_process,
+    pool = quietly(lambda: ProcessPoolExecutor(workers - 1, process_context(spec), _start_pool_process,
                                                (spec, known)))
     try:
         quietly(lambda: pool.submit(int))  # the processes start with the first task
