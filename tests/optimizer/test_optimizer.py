@@ -522,6 +522,39 @@ def test_two_writers_interleaving_see_what_optuna_s_own_reader_sees(tmp_path, mo
         assert [(t.number, t.state, t.values, t.params, t.user_attrs, t.intermediate_values) for t in study.trials] == truth
 
 
+def test_ask_takes_queued_trials_in_order_whoever_queued_them_without_a_pass_over_the_study(tmp_path):
+    """``ask`` looks for queued trials before every trial; the journal storage looks from the first
+    trial that may still be queued, which moves on as they are taken: the same trials as Optuna's
+    pass over the whole study, queued here or by another process, before or after the mark moved."""
+    url = f"journal:///{tmp_path / 'optuna.journal'}"
+    mine = optuna.create_study(study_name="q", storage=open_storage(url))
+    theirs = optuna.load_study(study_name="q", storage=open_storage(url))
+    space = {"x": optuna.distributions.IntDistribution(0, 100)}
+    storage, sid = mine._storage, mine._study_id
+
+    def queued() -> list[int]:
+        fast = [t.number for t in storage.get_all_trials(sid, deepcopy=False, states=(optuna.trial.TrialState.WAITING,))]
+        full = [t.number for t in optuna.storages.JournalStorage.get_all_trials(storage, sid, False, (optuna.trial.TrialState.WAITING,))]
+        assert fast == full
+        return fast
+
+    asked = []
+    for round_ in range(3):
+        for _ in range(4):
+            t = mine.ask(space)
+            mine.tell(t, float(t.params["x"]))
+        assert queued() == [] and storage._first_queued[sid] == len(mine.trials)  # the mark is past every trial
+        theirs.enqueue_trial({"x": 7 + round_})  # by another process, after the mark moved
+        mine.enqueue_trial({"x": 50 + round_})
+        assert len(queued()) == 2
+        for _ in range(3):
+            t = mine.ask(space)
+            asked.append((t.number, t.params["x"]))
+            mine.tell(t, 0.0)
+    assert [x for _, x in asked] == [7, 50, asked[2][1], 8, 51, asked[5][1], 9, 52, asked[8][1]]
+    assert [n for n, _ in asked] == [4, 5, 6, 11, 12, 13, 18, 19, 20] and queued() == []
+
+
 def test_a_running_trial_is_written_at_once_and_synced_to_disk_only_once_it_finishes(tmp_path, monkeypatch):
     """On the journal file a trial's start (ask, its parameters, a queued trial run again) is
     written where every process sees it, without an fsync; its end is fsync'd before tell returns,

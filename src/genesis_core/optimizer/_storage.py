@@ -16,6 +16,7 @@ is the same result), but in this study it is a trial of its own, not a duplicate
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import functools
 import json
@@ -26,7 +27,7 @@ import socket
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Container, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
@@ -418,6 +419,7 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
         self.adding = False  # hold finished trials added (``adding_trials``) too: a sweep's chunk in one append
         self.synced_later = False  # no append is fsync'd: the caller syncs in groups (``synced_later``)
         self._wrote_nothing = False  # the write just made was held: Optuna's read-back after it has nothing to read
+        self._first_queued: dict[int, int] = {}  # per study, the position of its first trial that may be queued
         super().__init__(backend)  # it reads the log
 
     def _write_log(self, op_code: int, extra_fields: dict[str, Any]) -> None:
@@ -469,6 +471,26 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
                 replay.log_number_read += 1
             else:
                 yield log
+
+    def get_all_trials(self, study_id: int, deepcopy: bool = True,
+                       states: Container[TrialState] | None = None) -> list[optuna.trial.FrozenTrial]:
+        """Optuna's; the queued trials, which ``ask`` looks for before every trial, from the first
+        one queued when last looked, not in a pass over the whole study (at 1,000 trials that pass
+        cost more than the rest of ``ask``). As Optuna's in-memory storage does: a trial is queued
+        only when it is created, so one seen in another state never is again."""
+        if states != (TrialState.WAITING,):
+            return super().get_all_trials(study_id, deepcopy, states)
+        with self._thread_lock:
+            self._sync_with_backend()
+            replay = self._replay_result
+            if study_id not in replay._study_id_to_trial_ids:
+                raise KeyError(f"no study with id {study_id}")
+            ids = replay._study_id_to_trial_ids[study_id]
+            first = self._first_queued.get(study_id, 0)
+            queued = [(i, replay._trials[ids[i]]) for i in range(first, len(ids)) if replay._trials[ids[i]].state == TrialState.WAITING]
+            self._first_queued[study_id] = queued[0][0] if queued else len(ids)
+            trials = [t for _, t in queued]
+        return copy.deepcopy(trials) if deepcopy else trials
 
     def trial_count(self, study_id: int) -> int:
         """The study's trials in any state, without a pass over them (``get_n_trials`` makes one)."""
