@@ -6,7 +6,8 @@ Prints:
    `genesis optimize` with 1 worker, default storage, TPE and tpe-batched, over --trials trials of the reference
    strategy on 2022 (8,756 1h bars), against the TPE-in-memory floor and the naive loop's;
 2. end-to-end wall time of those trials with the default sampler (tpe-batched) with 1 and 2
-   workers (free-running and reproducible batches), against the naive loop;
+   workers (free-running and reproducible batches), against the naive loop, next to two ceilings:
+   two pure-Python loops at once, and two independent 1-worker studies at once;
 3. `genesis sweep`: 10,000 Sobol points of the reference space (target <= 5 s), and an SMA
    crossover sweep against vectorbt's `MA.run_combs` over the same window pairs;
 4. trials/s with 1, 2 and 4 workers on a throwaway PostgreSQL server through the path README
@@ -126,6 +127,29 @@ def machine_ceiling() -> float:
     return 2 * slowest(1) / slowest(2)
 
 
+def workload_ceiling(tmp: Path, trials: int) -> float:
+    """What two workers of one study could give at best on this machine with this workload: one
+    1-worker study alone, then two independent 1-worker studies at once (each its own folder,
+    journal and cache: nothing shared but the machine), each in a forked process; the throughput
+    ratio, 2.0 being perfect scaling. Unlike ``machine_ceiling`` it includes the memory, cache and
+    disk traffic of the real objective."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("fork")
+
+    def wall(n: int) -> float:
+        procs = [ctx.Process(target=genesis_run, args=(tmp, trials, 1)) for _ in range(n)]
+        t = time.perf_counter()
+        for p in procs:
+            p.start()
+        for p in procs:
+            p.join()
+        assert all(p.exitcode == 0 for p in procs), [p.exitcode for p in procs]
+        return time.perf_counter() - t
+
+    return 2 * wall(1) / wall(2)
+
+
 def naive_loop(tmp: Path, trials: int) -> tuple[float, float]:
     """The baseline: a plain Optuna loop over the same objective, SQLite storage, one process.
     Returns (wall seconds, seconds spent in backtests)."""
@@ -152,7 +176,7 @@ def genesis_run(tmp: Path, trials: int, workers: int, storage: str | None = None
                 sampler: str = "tpe-batched") -> tuple[float, float]:
     """`genesis optimize` (what the command runs, in this process). Returns (wall seconds, seconds
     spent in backtests: measured only with 1 worker, where the objective runs in this process)."""
-    path = _config(tmp, f"g{workers}{parallel}{time.monotonic_ns()}", trials, parallel=parallel,
+    path = _config(tmp, f"g{workers}{parallel}{os.getpid()}-{time.monotonic_ns()}", trials, parallel=parallel,
                    sampler={"name": sampler, "kwargs": {"seed": 1, "n_startup_trials": 25}})
     spent = [0.0]
     measure = worker_module.measure
@@ -260,6 +284,8 @@ def main() -> None:
         r["2 workers vs 1 (interleaved; target >= 1.8)"] = 1 / ratio
         r["machine ceiling: 2 independent pure-Python processes vs 1 (median of rounds)"] = statistics.median(
             machine_ceiling() for _ in range(args.rounds))
+        r["workload ceiling: 2 independent 1-worker studies at once vs 1 alone (median of rounds)"] = statistics.median(
+            workload_ceiling(tmp, n) for _ in range(args.rounds))
         r["speed-up 2 workers vs naive loop"] = f["naive_sqlite_loop_s"] / two
         _, repro, ratio = interleaved(lambda: genesis_run(tmp, n, 2)[0],
                                       lambda: genesis_run(tmp, n, 2, parallel="reproducible")[0], args.rounds)
