@@ -555,6 +555,49 @@ def test_ask_takes_queued_trials_in_order_whoever_queued_them_without_a_pass_ove
     assert [n for n, _ in asked] == [4, 5, 6, 11, 12, 13, 18, 19, 20] and queued() == []
 
 
+def test_the_journal_read_gives_what_optuna_s_reader_gives_from_any_entry_while_written_or_damaged(tmp_path, monkeypatch):
+    """New journal lines are parsed a slice at a time as one JSON array: the same entries and line
+    offsets as Optuna's line-by-line read, from the start or any entry on; nothing of a line still
+    being written; and Optuna's own error for a damaged line once another line follows it."""
+    from optuna.storages.journal import JournalFileBackend
+
+    from genesis_core.optimizer import _storage
+
+    monkeypatch.setattr(_storage, "READ_SLICE", 7)  # several slices, one of them short
+    path = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="r", storage=open_storage(f"journal:///{path}"))
+    for i in range(12):
+        trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+        trial.set_user_attr("i", i)
+        study.tell(trial, float(i))
+    ours, theirs = JournalFile(str(path)), JournalFileBackend(str(path))
+    fallbacks, optuna_read = [], JournalFileBackend.read_logs  # where ours hands the read to Optuna's code
+    monkeypatch.setattr(JournalFileBackend, "read_logs",
+                        lambda self, n: (fallbacks.append(n) if self is ours else None) or optuna_read(self, n))
+
+    def same(log_number: int) -> list[dict]:
+        read = list(ours.read_logs(log_number))
+        assert read == list(theirs.read_logs(log_number)) and ours._log_number_offset == theirs._log_number_offset
+        return read
+
+    entries = same(0)
+    assert len(entries) > 40 and all(same(n) == entries[n:] for n in (1, 6, 7, 20, len(entries) - 1, len(entries)))
+    line = json.dumps({"op_code": 8, "worker_id": "w", "trial_id": 0, "user_attr": {"late": 1}}).encode() + b"\n"
+    with path.open("ab") as f:
+        f.write(line[:25])  # a line being written: neither reader gives it yet
+        f.flush()
+        assert same(len(entries)) == []
+        f.write(line[25:])
+    assert same(len(entries)) == [json.loads(line)] and fallbacks == []
+    with path.open("ab") as f:
+        f.write(b'{"op_code": 8, "worker_id"\n' + line)  # a damaged line, then a good one
+    n = len(entries) + 1
+    for reader in (ours, theirs):
+        with pytest.raises(json.JSONDecodeError):
+            list(reader.read_logs(n))
+    assert fallbacks == [n]
+
+
 def test_a_running_trial_is_written_at_once_and_synced_to_disk_only_once_it_finishes(tmp_path, monkeypatch):
     """On the journal file a trial's start (ask, its parameters, a queued trial run again) is
     written where every process sees it, without an fsync; its end is fsync'd before tell returns,
