@@ -244,6 +244,28 @@ def test_a_trial_left_running_is_failed_and_queued_again(tmp_path, scheme):
     assert again.number == 2 and again.params["x"] == orphan.params["x"]  # the same parameters run again
 
 
+def test_a_trial_its_worker_finishes_while_it_is_judged_dead_stays_finished_and_is_not_queued(tmp_path, monkeypatch):
+    """Recovery reads a RUNNING trial, finds its worker's process gone and fails it; a worker that
+    finished the trial in between (one elsewhere, judged by age) wins: Optuna refuses the FAIL of a
+    finished trial, and recovery leaves the trial as its worker told it and queues nothing."""
+    from genesis_core.optimizer import _storage, recover_stale_trials
+
+    url = f"journal:///{tmp_path / 'optuna.journal'}"
+    mine = optuna.create_study(study_name="r", storage=open_storage(url))
+    theirs = optuna.load_study(study_name="r", storage=open_storage(url))
+    trial = theirs.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    flush(theirs)
+
+    def ends_then_is_gone(worker) -> bool:
+        theirs.tell(trial, 0.5)  # its last write, just before its process ends
+        return False
+
+    monkeypatch.setattr(_storage, "_alive", ends_then_is_gone)
+    assert recover_stale_trials(mine) == []
+    assert [(t.state.name, t.value) for t in mine.trials] == [("COMPLETE", 0.5)]
+    assert [(t.state.name, t.value) for t in theirs.trials] == [("COMPLETE", 0.5)]
+
+
 def test_pruning_rules_prune_with_a_reason_and_duplicates_stay_pruned(tmp_path):
     path = write_config(tmp_path, scoring={"phase1": {"trials": 4}, "pruning": {"enabled": True, "max_drawdown": 0.05}})
     summary = optimize(path)

@@ -208,3 +208,28 @@ def test_a_forked_worker_opens_its_own_connections_and_leaves_its_parent_s_alone
     process.join(30)
     assert process.exitcode == 0 and not shared_storage and not shared_engine
     assert child_backend != mine and backend(engine) == mine
+
+
+def test_recovery_reads_the_log_afresh_before_judging_a_trial_whose_worker_just_ended(postgres_url, monkeypatch):
+    """A ``journal+postgresql://`` reader answers "nothing new" within ``FRESH_SECONDS`` of its last
+    read. A session that joined its workers and recovered their trials at once saw a trial a
+    worker had finished just before it ended as RUNNING with its process gone, failed it, and
+    crashed on Optuna's refusal. Recovery reads the log afresh first: no FAIL is written."""
+    import sqlalchemy as sa
+
+    from genesis_core.optimizer import _storage, recover_stale_trials
+    from genesis_core.optimizer._storage import DatabaseJournal, HeldJournalStorage
+
+    monkeypatch.setattr(DatabaseJournal, "FRESH_SECONDS", 3600.0)  # every read is "nothing new" unless forced
+    session = optuna.create_study(study_name="r", storage=open_storage("journal+" + postgres_url))
+    worker = optuna.load_study(study_name="r", storage=HeldJournalStorage(DatabaseJournal(postgres_url)))
+    trial = worker.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
+    session._storage._backend.expire()
+    assert [t.state.name for t in session.get_trials(deepcopy=False)] == ["RUNNING"]
+    worker.tell(trial, 0.5)  # its last write; then its process ends
+    monkeypatch.setattr(_storage, "_alive", lambda w: False)
+    assert recover_stale_trials(session) == []
+    assert [(t.state.name, t.value) for t in session.trials] == [("COMPLETE", 0.5)]
+    with sa.create_engine(postgres_url).connect() as conn:
+        states = [json.loads(body).get("state") for (body,) in conn.execute(sa.text("SELECT body FROM genesis_journal"))]
+    assert optuna.trial.TrialState.FAIL.value not in states

@@ -32,6 +32,7 @@ from genesis_core.optimizer._storage import (
     clear_stale_journal_lock,
     open_storage,
     orphan_age,
+    read_now,
     recover_stale_trials,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
@@ -248,6 +249,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
             if pool is not None:
                 pool.close()
         _join(procs, worker)
+    read_now(optuna_study)  # the workers' last trials, written just before they ended
     if procs or pool is not None:
         _stop_resource_tracker()
     if lost is not None:

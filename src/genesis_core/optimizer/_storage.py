@@ -525,6 +525,15 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
             self._sync_with_backend()
             return len(self._replay_result._study_id_to_trial_ids[study_id])
 
+    def read_now(self) -> None:
+        """Read what others appended up to now, even within ``DatabaseJournal.FRESH_SECONDS`` of the
+        last read: before judging another process's trial by what the log says of it."""
+        with self._thread_lock:
+            if isinstance(self._backend, DatabaseJournal):
+                self._backend.expire()
+            self._wrote_nothing = False
+            self._sync_with_backend()
+
     def flush(self, durable: bool = True) -> None:
         """Write the held writes now; fsync'd unless not ``durable`` (see ``JournalFile``)."""
         with self._thread_lock:
@@ -541,6 +550,13 @@ def trial_count(study: optuna.Study) -> int:
     if isinstance(storage, HeldJournalStorage):
         return storage.trial_count(study._study_id)
     return len(study.get_trials(deepcopy=False))
+
+
+def read_now(study: optuna.Study) -> None:
+    """Bring ``study``'s view up to everything written so far, by every process (a no-op on
+    storages whose every read does)."""
+    if isinstance(study._storage, HeldJournalStorage):
+        study._storage.read_now()
 
 
 def flush(study: optuna.Study, durable: bool = True) -> None:
@@ -730,10 +746,14 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
     no_heartbeat = not isinstance(study._storage, RetryingStorage)
     now = time.time()
     dead = []
+    read_now(study)  # a worker that just ended wrote its last trial's end before it did
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         old = t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_seconds
         if orphaned(t, retry_seconds, now) or (no_heartbeat and old and _alive(t.user_attrs.get("worker")) is None):
-            study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            try:
+                study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                continue  # its worker (one judged by age, elsewhere) finished it meanwhile: nothing to recover
             study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
             dead.append(t.number)
     if not no_heartbeat:
@@ -898,6 +918,10 @@ class DatabaseJournal(BaseJournalBackend):
 
     def _engine(self) -> sa.Engine:
         return _journal_engine(self.url)
+
+    def expire(self) -> None:
+        """The next read reads the table, however soon it comes."""
+        self._read_at = 0.0
 
     def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
         now = time.monotonic()
