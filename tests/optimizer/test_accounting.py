@@ -314,6 +314,9 @@ def test_a_seeded_two_worker_run_is_reproducible_with_its_processes_forked_or_sp
         second = thread.submit(table, "b", "reproducible").result()
     assert started == ["fork", "spawn"]
     assert len(first) == 40 and first == second
+    # who measures a trial (the session's process, or a measuring process from its config's JSON) changes nothing
+    monkeypatch.setattr(_batch.Measurers, "map", lambda self, jobs, measure_here: [measure_here(j) for j in jobs])
+    assert table("c", "reproducible") == first
 
 
 def test_a_process_killed_right_after_asking_leaves_trials_a_resume_recovers_at_once(tmp_path):

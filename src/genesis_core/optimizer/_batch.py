@@ -1,5 +1,5 @@
-"""Reproducible parallel runs: this process asks the sampler for a batch of trials, worker processes
-measure them, and the results are told in trial order. The sampler then sees the same history in
+"""Reproducible parallel runs: this process asks the sampler for a batch of trials, measures one of
+them while measuring processes measure the others, and tells the results in trial order. The sampler then sees the same history in
 every run, whatever the timing, so a seeded run gives the same trials for a given worker count.
 (Free-running workers, each with its own sampler, are the other way: see ``_run``.)"""
 
@@ -9,7 +9,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
-from typing import Any
 
 import optuna
 from optuna.trial import TrialState
@@ -36,8 +35,9 @@ def measuring_process(conn: Connection, spec: StudySpec) -> None:
 
 
 class Measurers:
-    """The measuring processes of a reproducible session, each behind a pipe (no threads here, so
-    a signal held back while they start is not lost)."""
+    """The measuring processes of a reproducible session (one fewer than its workers: this process
+    measures too), each behind a pipe (no threads here, so a signal held back while they start is
+    not lost)."""
 
     def __init__(self, spec: StudySpec, n: int) -> None:
         ctx = process_context(spec)
@@ -49,11 +49,15 @@ class Measurers:
         for p in self.procs:
             p.start()
 
-    def map(self, configs: list[dict[str, Any]]) -> list[Measured]:
-        """Measure each config, spread over the processes; results in order."""
-        for i, config in enumerate(configs):
-            self._conns[i % len(self._conns)].send(config)
-        return [self._conns[i % len(self._conns)].recv() for i in range(len(configs))]
+    def map(self, jobs: list[Job], measure_here: Callable[[Job], Measured]) -> list[Measured]:
+        """Measure each job, the last with ``measure_here`` while the processes measure the others
+        (this process would otherwise wait idle for them); results in order. Who measures a job
+        changes nothing in its result: the backtest is deterministic."""
+        sent = jobs[:-1]
+        for i, job in enumerate(sent):
+            self._conns[i % len(self._conns)].send(job.plan.config.model_dump(mode="json"))
+        here = [measure_here(job) for job in jobs[-1:]]
+        return [self._conns[i % len(self._conns)].recv() for i in range(len(sent))] + here
 
     def close(self) -> None:
         for conn in self._conns:
@@ -94,8 +98,8 @@ def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_t
             first[job.key] = number
             answers[number] = worker.cache.claim(worker.spec.name, job.key, number)
     owned = [jobs[n] for n, a in answers.items() if a is None]
-    measured = dict(zip([j.number for j in owned],
-                        pool.map([j.plan.config.model_dump(mode="json") for j in owned]), strict=True))
+    measured = dict(zip([j.number for j in owned], pool.map(owned, lambda job: measure(
+        worker.backtester, job.plan, worker.spec, worker.pruner)), strict=True))
     entries: dict[str, CacheEntry] = {}
     stop = False
     for t in trials:

@@ -215,7 +215,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     batched = spec.reproducible and n_procs > 1
     procs = [] if batched else [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), first + i))
                                 for i in range(1, n_procs)]
-    pool = Measurers(spec, n_procs) if batched else None
+    pool = Measurers(spec, n_procs - 1) if batched else None
     # the session's storage, read once in this process (through a proxy a worker's calls wait longer for it: its own)
     storage = optuna_study._storage if cfg.meta.proxy is None else None
     worker = Worker(spec, max_trials, first, session=(cache, plan.slot), storage=storage)
