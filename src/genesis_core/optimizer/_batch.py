@@ -1,7 +1,8 @@
 """Reproducible parallel runs: this process asks the sampler for a batch of trials, measures one of
-them while measuring processes measure the others, and tells the results in trial order. The sampler then sees the same history in
-every run, whatever the timing, so a seeded run gives the same trials for a given worker count.
-(Free-running workers, each with its own sampler, are the other way: see ``_run``.)"""
+them while measuring processes measure the others, and tells the results in trial order. The
+sampler then sees the same history in every run, whatever the timing, so a seeded run gives the
+same trials for a given worker count. (Free-running workers, each with its own sampler, are the
+other way: see ``_run``.)"""
 
 from __future__ import annotations
 
