@@ -367,14 +367,17 @@ class Worker:
     def run(self, timeout: float | None, on_trial: Callable[[], None] | None = None) -> None:
         """Evaluate trials until the study's budget is met, the deadline passes or a stop condition holds."""
         study = self.open_study()
-        callbacks = [lambda st, tr: self.after_trial(st, tr)]
-        if on_trial is not None:
-            callbacks.append(lambda st, tr: on_trial())
+
+        def after(st: optuna.Study, tr: optuna.trial.FrozenTrial) -> None:  # one callback: Optuna deep-copies the trial for each
+            self.after_trial(st, tr)
+            if on_trial is not None:
+                on_trial()
+
         if self.interrupted is not None or (self.max_trials is not None and evaluated(study) >= self.max_trials):
             return
         try:
             with settled_heap(), self.committing(study):
-                study.optimize(self.objective, n_trials=None, timeout=timeout, callbacks=callbacks, catch=TRIAL_FAILURES,
+                study.optimize(self.objective, n_trials=None, timeout=timeout, callbacks=[after], catch=TRIAL_FAILURES,
                                gc_after_trial=False)
         except UnboundLocalError as exc:
             # Optuna's _run_trial masks an exception raised by its own tell with this one (its finally
