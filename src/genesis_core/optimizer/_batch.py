@@ -115,7 +115,7 @@ def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_t
             except TRIAL_FAILURES as exc:
                 t.set_user_attr("error", str(exc))
         study.tell(t, value, state=state)
-        stop = worker.after(study, study.get_trials(deepcopy=False)[t.number]) or stop
+        stop = worker.after(study, study._storage.get_trial(t._trial_id)) or stop  # not a list of every trial
         if on_trial is not None:
             on_trial()
     return stop
