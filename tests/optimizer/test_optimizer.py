@@ -575,6 +575,10 @@ def test_ask_takes_queued_trials_in_order_whoever_queued_them_without_a_pass_ove
             mine.tell(t, 0.0)
     assert [x for _, x in asked] == [7, 50, asked[2][1], 8, 51, asked[5][1], 9, 52, asked[8][1]]
     assert [n for n, _ in asked] == [4, 5, 6, 11, 12, 13, 18, 19, 20] and queued() == []
+    optuna.delete_study(study_name="q", storage=storage)
+    for read in (storage.get_all_trials, lambda *a: optuna.storages.JournalStorage.get_all_trials(storage, *a)):
+        with pytest.raises(KeyError):  # a deleted study's queued trials: none to read, as Optuna says
+            read(sid, False, (optuna.trial.TrialState.WAITING,))
 
 
 def test_the_journal_read_gives_what_optuna_s_reader_gives_from_any_entry_while_written_or_damaged(tmp_path, monkeypatch):

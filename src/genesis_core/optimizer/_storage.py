@@ -510,13 +510,13 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
         with self._thread_lock:
             self._sync_with_backend()
             replay = self._replay_result
-            if study_id not in replay._study_id_to_trial_ids:
-                raise KeyError(f"no study with id {study_id}")
+            if study_id not in replay._studies:  # as Optuna's replay says of a study never created, or deleted
+                raise KeyError(optuna_journal.NOT_FOUND_MSG)
             ids = replay._study_id_to_trial_ids[study_id]
             first = self._first_queued.get(study_id, 0)
-            queued = [(i, replay._trials[ids[i]]) for i in range(first, len(ids)) if replay._trials[ids[i]].state == TrialState.WAITING]
-            self._first_queued[study_id] = queued[0][0] if queued else len(ids)
-            trials = [t for _, t in queued]
+            queued = [i for i in range(first, len(ids)) if replay._trials[ids[i]].state == TrialState.WAITING]
+            self._first_queued[study_id] = queued[0] if queued else len(ids)
+            trials = [replay._trials[ids[i]] for i in queued]
         return copy.deepcopy(trials) if deepcopy else trials
 
     def trial_count(self, study_id: int) -> int:
