@@ -42,23 +42,24 @@ def _study(tmp_path: Path) -> optuna.Study:
 
 
 _EVALUATE = sweep_module._evaluate
-_HERE: list[int] = []  # chunks the sweep's own process evaluated
+_HERE: list[int] = []  # first point of each chunk the sweep's own process evaluated
 
 
 def _counted(chunk):
-    _HERE.append(len(chunk))
+    _HERE.append(chunk[0][0])
     return _EVALUATE(chunk)
 
 
 def test_a_sobol_sweep_on_two_processes_writes_what_single_backtests_give_bit_for_bit(tmp_path, monkeypatch):
-    """Chunks of 8 points: the pool's process and the sweep's own (which takes the last chunks no
-    process has started while it waits) each evaluate some of the 5."""
+    """Chunks of 8 points: the pool's process and the sweep's own each evaluate some of the 5. The
+    sweep's own takes the first chunk no process has started while it waits (two are the pool's at
+    once: one running, one queued), not the last, so none of its chunks waits to be committed at the end."""
     monkeypatch.setattr(sweep_module, "CHUNK", 8)
     monkeypatch.setattr(sweep_module, "_evaluate", _counted)
     _HERE.clear()
     spec = load_study_config(_config(tmp_path)).spec()
     summary = sweep(spec, SweepOptions("sobol", points=40, seed=1, workers=2))
-    assert 0 < len(_HERE) < 5 and summary.session.workers == 2
+    assert 0 < len(_HERE) < 5 and _HERE[0] <= 2 * 8 and summary.session.workers == 2
     folder = RunFolder(Path(summary.run_dir))
     trials = _study(tmp_path).trials
     points = sweep_points(spec.space, SweepOptions("sobol", points=40, seed=1))

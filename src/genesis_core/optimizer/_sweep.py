@@ -140,8 +140,9 @@ Evaluations = Callable[[list[dict[str, Any]]], Iterator[list[Evaluated]]]
 def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: Callable[[], bool]) -> Iterator[Evaluations]:
     """A function from points to chunks of their evaluations in point order, from this process and
     ``workers - 1`` more, which start at once. This process is one of the workers (no start-up to
-    pay, nothing to send back): while the chunk due next is not ready it evaluates the last chunk no
-    process has taken yet, between committing chunks."""
+    pay, nothing to send back): while the chunk due next is not ready it evaluates the first chunk no
+    process has started, between committing chunks, so what it took is committed in turn, not left
+    to commit at the end while the other processes wait idle."""
 
     def chunks(points: list[dict[str, Any]]) -> list[list[tuple[int, dict[str, Any]]]]:
         indexed = list(enumerate(points))
@@ -160,15 +161,16 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
             todo = chunks(points)
             futures = quietly(lambda: [pool.submit(_evaluate, c) for c in todo])
             here: dict[int, list[Evaluated]] = {}  # chunks this process took
-            last = len(futures) - 1  # chunks after it are taken by this process or started by another
+            untaken = 0  # chunks before it are started elsewhere or taken by this process
             for i, future in enumerate(futures):
                 while i not in here and not future.done() and not stopped():
-                    while last > i and not futures[last].cancel():
-                        last -= 1
-                    if last < i or (last == i and not future.cancel()):
-                        break  # the chunk due is being evaluated elsewhere: wait for it
-                    here[last] = _evaluate(todo[last])
-                    last -= 1
+                    untaken = max(untaken, i)
+                    while untaken < len(futures) and not futures[untaken].cancel():
+                        untaken += 1
+                    if untaken == len(futures):
+                        break  # every chunk is being evaluated elsewhere: wait for the one due
+                    here[untaken] = _evaluate(todo[untaken])
+                    untaken += 1
                 if stopped():
                     return
                 yield here.pop(i) if i in here else future.result()
