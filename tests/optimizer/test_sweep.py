@@ -178,3 +178,17 @@ def test_sobol_points_are_scipy_s_point_for_point_and_drawing_them_imports_no_sc
             f"print(len(points), len({{str(p) for p in points}}), 'scipy.stats' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True).stdout.split()
     assert out == ["100", "100", "False"]
+
+
+def test_sobol_points_hold_python_numbers_rounded_as_every_other_point_is(tmp_path):
+    """A Sobol point's values are Python numbers, as a sampled or grid point's are, on the 12-decimal
+    grid as Python rounds (NumPy scalars rounded by NumPy's round differed in the last bit for 9 of
+    100,000 coordinates, and went into trial params as NumPy scalars)."""
+    import numpy as np
+
+    spec = load_study_config(_config(tmp_path)).spec()
+    points = sweep_points(spec.space, SweepOptions("sobol", points=500, seed=2))
+    values = [v for p in points for v in p.values()]
+    assert not [v for v in values if isinstance(v, np.generic)]
+    floats = [v for v in values if type(v) is float]
+    assert floats and all(round(v, 12) == v for v in floats)

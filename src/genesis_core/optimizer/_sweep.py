@@ -88,8 +88,8 @@ def sweep_points(space: SearchSpace, options: SweepOptions) -> list[dict[str, An
     if not 1 <= len(space.distributions) <= MAX_DIMENSIONS:
         raise ConfigError(f"a Sobol sweep covers 1 to {MAX_DIMENSIONS} searched parameters, not {len(space.distributions)}: "
                           "--method random or grid")
-    units = sobol(len(space.distributions), options.points, options.seed)
-    return [space.at(list(u)) for u in units]
+    units = sobol(len(space.distributions), options.points, options.seed).tolist()  # Python floats: a point holds no NumPy scalar
+    return [space.at(u) for u in units]
 
 
 @dataclass(frozen=True)
