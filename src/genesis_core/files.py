@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import stat
 from pathlib import Path
 
 _TEMPORARY = re.compile(r".*\.(\d+)\.tmp")
@@ -17,22 +18,31 @@ def atomic_write(path: Path, text: str | bytes, durable: bool = True) -> None:
     but is not a regular file (``/dev/null``, a pipe) is written to, never replaced. Without
     ``durable`` nothing is flushed: the caller makes many files durable at once (``sync_all``)."""
     mode = "wb" if isinstance(text, bytes) else "w"
-    if path.exists() and not path.is_file():
-        with path.open(mode) as fh:
+    name = os.fspath(path)  # os calls, not pathlib's: a trial's artifact is one of these, thousands a run
+    try:
+        special = not stat.S_ISREG(os.stat(name).st_mode)
+    except OSError:  # missing (or out of reach: the write below says why)
+        special = False
+    if special:
+        with open(name, mode) as fh:
             fh.write(text)
         return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp = f"{name}.{os.getpid()}.tmp"
     try:
-        with tmp.open(mode) as fh:
+        try:
+            fh = open(tmp, mode)
+        except FileNotFoundError:  # a new folder
+            path.parent.mkdir(parents=True, exist_ok=True)
+            fh = open(tmp, mode)
+        with fh:
             fh.write(text)
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
-        tmp.replace(path)
+        os.replace(tmp, name)
     except BaseException:
         with contextlib.suppress(OSError):
-            tmp.unlink()
+            os.unlink(tmp)
         raise
     if not durable:
         return
