@@ -53,3 +53,51 @@ def test_bounds_hold_in_degenerate_cases():
     assert streak["max_loss_streak"] == 3
     assert compute_metrics(_result([100, 90], [-1, -2]), 3600)["profit_factor"] == 0
     assert compute_metrics(_result([100, 90], [100, -1]), 3600)["profit_factor"] == PF_CAP
+
+
+def _numpy_max_drawdown(equity: np.ndarray) -> float:
+    """The definition, as NumPy computed it before the compiled pass."""
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return float(np.max(1.0 - equity / np.maximum.accumulate(equity)))
+
+
+def _numpy_max_streak(losing: np.ndarray) -> int:
+    padded = np.zeros(len(losing) + 2, np.int8)
+    padded[1:-1] = losing
+    edges = np.diff(padded)
+    return int((np.flatnonzero(edges == -1) - np.flatnonzero(edges == 1)).max(initial=0))
+
+
+def _same(a: float, b: float) -> bool:
+    return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
+
+
+def test_max_drawdown_and_max_streak_are_numpy_s_bit_for_bit_on_real_curves_and_absurd_ones(btc):
+    """The compiled passes give NumPy's bits: on the real BTC/USD closes (all 49,724 and each
+    year), the equity of real SMA backtests and their losing-trade flags, and curves with a NaN, an
+    infinity, zeros and negative values, where NaN anywhere after it is the answer."""
+    from genesis_core.backtest import Backtester, build_config
+    from genesis_core.config import read_config_file
+    from genesis_core.metrics import max_drawdown, max_streak
+    from tests.conftest import ROOT
+
+    curves = [btc.close, *(btc.close[i:i + 8760] for i in range(0, len(btc.close), 8760))]
+    flags = []
+    bt = Backtester()
+    base = read_config_file(str(ROOT / "configs/sma_cross.yaml"))
+    for fast, slow in ((5, 20), (10, 50), (24, 100), (50, 200)):
+        result = bt.run(build_config(base, overrides={"params": {"fast": fast, "slow": slow}}))
+        curves.append(result.engine.equity)
+        flags.append(result.engine.trades["pnl"] < 0)
+    assert min(_numpy_max_drawdown(c) for c in curves) > 0.05 and max(_numpy_max_streak(f) for f in flags) >= 5
+    absurd = [np.array([1.0]), np.array([0.0]), np.array([0.0, 1.0, 0.5]), np.array([-1.0, -2.0, 3.0, -1.0]),
+              np.array([1.0, 2.0, np.nan, 3.0, 1.0]), np.array([np.nan, 1.0]), np.array([1.0, np.inf, 2.0]),
+              np.array([1.0, 0.5, -np.inf]), np.array([2.0, 1.0, 0.0, -0.0]), np.array([-0.0, 0.0, 1.0])]
+    for curve in curves + absurd:
+        assert _same(max_drawdown(curve), _numpy_max_drawdown(curve)), curve
+    rng = np.random.default_rng(7)
+    flags += [np.array([], bool), np.ones(9, bool), np.zeros(9, bool), *(rng.random(n) < 0.6 for n in range(1, 200))]
+    for f in flags:
+        assert max_streak(f) == _numpy_max_streak(f)
+    with pytest.raises(ValueError):
+        max_drawdown(np.array([]))
