@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+from numba import njit
 from pydantic import Field, model_validator
 
 from genesis_core.config import StrictModel
@@ -36,15 +37,33 @@ class SmaCrossStrategy(Strategy):
 
     def decide(self, features: FeatureStore, params: SmaCrossParams, start: int) -> Decisions:
         fast = features.get(f"sma:{params.fast}")
-        slow = features.get(f"sma:{params.slow}")
         n = len(fast)
-        prev_f = np.concatenate(([np.nan], fast[:-1]))  # np.r_ takes 3x as long
-        prev_s = np.concatenate(([np.nan], slow[:-1]))
-        up = (prev_f < prev_s) & (fast > slow)
-        down = (prev_f > prev_s) & (fast < slow)
-        acted = np.arange(n) >= start
-        cold = int((np.isnan(prev_s) & acted).sum())
-        signals = int(((up | down) & acted).sum())
-        side = np.where(up & acted, 1, np.where(down & acted, -1, 0)).astype(np.int8)
-        trace = StrategyTrace(int(acted.sum()) - cold, cold, signals, signals, {})
-        return replace(Decisions.empty(n, trace), side=side, size=np.where(side != 0, params.size, 0.0))
+        side, size, cold, signals = _crossings(fast, features.get(f"sma:{params.slow}"), start, params.size)
+        trace = StrategyTrace(n - min(max(start, 0), n) - cold, cold, signals, signals, {})
+        return replace(Decisions.empty(n, trace), side=side, size=size)
+
+
+@njit(cache=True)
+def _crossings(fast: np.ndarray, slow: np.ndarray, start: int, size: float) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """+1 where the fast average crosses above the slow one at a bar from ``start`` on, -1 where it
+    crosses below (a comparison with NaN is false, as before either average exists), each with
+    ``size``; how many of those bars had no slow average the bar before (cold), and how many
+    crossed. One compiled pass for what took NumPy thirteen array operations."""
+    n = len(fast)
+    side = np.zeros(n, np.int8)
+    sizes = np.zeros(n)
+    cold = signals = 0
+    for i in range(max(start, 0), n):
+        prev_fast = fast[i - 1] if i > 0 else np.nan
+        prev_slow = slow[i - 1] if i > 0 else np.nan
+        if np.isnan(prev_slow):
+            cold += 1
+        if prev_fast < prev_slow and fast[i] > slow[i]:
+            side[i] = 1
+        elif prev_fast > prev_slow and fast[i] < slow[i]:
+            side[i] = -1
+        else:
+            continue
+        sizes[i] = size
+        signals += 1
+    return side, sizes, cold, signals
