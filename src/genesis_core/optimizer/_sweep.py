@@ -12,7 +12,7 @@ every finished chunk and a second run evaluates only what is not in the study ye
 from __future__ import annotations
 
 import contextlib
-import gc
+import datetime
 import itertools
 import os
 import signal
@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import optuna
-from optuna.trial import TrialState
+from optuna.trial import FrozenTrial, TrialState
 
 from genesis_core.backtest import CACHE, Backtester
 from genesis_core.errors import ConfigError, DataError, GenesisError
@@ -45,6 +45,7 @@ from genesis_core.optimizer._worker import (
     make_job,
     measure,
     process_context,
+    settle,
     settled_heap,
     stopping_on_signals,
     trial_attributes,
@@ -114,8 +115,7 @@ def _start_process(spec: StudySpec, known: frozenset[str]) -> None:
 def _start_pool_process(spec: StudySpec, known: frozenset[str]) -> None:
     """A pool process, which lives for the sweep: its start-up heap frozen, as a worker's is (``settled_heap``)."""
     _start_process(spec, known)
-    gc.collect()
-    gc.freeze()
+    settle()
 
 
 def _evaluate(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
@@ -232,12 +232,14 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
                 attrs = trial_attributes(entry, e.config_fingerprint, e.key, spec.phase(number))
                 artifacts.append(TrialArtifact.of(m.record, number, params, m.score, None))
                 entries.append((e.key, entry))
-                trials.append(optuna.trial.create_trial(params=held, distributions=dict(spec.space.distributions),
-                                                        value=m.score.production, user_attrs=attrs))
+                now = datetime.datetime.now()  # as create_trial would, without converting and validating twice
+                trials.append(FrozenTrial(number=-1, trial_id=-1, state=TrialState.COMPLETE, value=m.score.production,
+                                          values=None, datetime_start=now, datetime_complete=now, params=held,
+                                          distributions=dict(spec.space.distributions), user_attrs=attrs,
+                                          system_attrs={}, intermediate_values={}))
                 number += 1
             _commit(spec, study, cache, trials, artifacts, entries)
-            gc.collect(1)  # what the chunk left that may be garbage, then what survives frozen: the study's new
-            gc.freeze()  # trials live as long as it does, and full collections rescanned every trial (1.4 s of 10k points)
+            settle(1)  # the study's new trials live as long as it does: full collections rescanned each (1.4 s of 10k points)
             if on_progress is not None:
                 elapsed = max(time.time() - t0, 1e-9)
                 on_progress(Progress(done, len(points), done / elapsed, best_score(study.get_trials(deepcopy=False)),
