@@ -77,3 +77,18 @@ def test_unknown_runs_and_trials_are_clear_errors(run_dir):
         RunFolder.find("nowhere")
     with pytest.raises(ConfigError, match="no artifact for trial"):
         check_equivalence(RunFolder(run_dir), [999])
+
+
+def test_identical_outcomes_are_told_apart_exactly_as_their_canonical_json():
+    """Two trials' metrics count as the same outcome exactly when their canonical JSON is the same:
+    0.0 and -0.0 alike, 1 and 1.0 apart, None apart from 0, a missing metric apart from a None one."""
+    import itertools
+
+    from genesis_core.fingerprint import canonical_json
+    from genesis_core.optimizer._results import _metrics_key
+
+    values = [0.0, -0.0, 1, 1.0, None, 0, 0.1, 0.1 + 1e-17, 0.30000000000000004, 0.3, 12]
+    dicts = [{"sharpe": a, "num_trades": b} for a, b in itertools.product(values, [12, 12.0, 3])]
+    dicts += [{"sharpe": None}, {"num_trades": 12}, {}]
+    for a, b in itertools.product(dicts, repeat=2):
+        assert (_metrics_key(a) == _metrics_key(b)) == (canonical_json(a) == canonical_json(b)), (a, b)

@@ -274,9 +274,7 @@ class RunFolder:
     # trials.csv
     def write_trials_table(self, rows: list[TrialRow]) -> None:
         cells = [r.to_csv() for r in rows]
-        columns: list[str] = []
-        for c in cells:
-            columns += [k for k in c if k not in columns]
+        columns = list(dict.fromkeys(k for c in cells for k in c))  # each once, in the order first seen
         buf = io.StringIO()
         writer = csv.DictWriter(buf, fieldnames=columns)
         writer.writeheader()
