@@ -218,7 +218,9 @@ def in_fresh_process(name: str, *args: str | int) -> float:
     call = f"{name}(*[Path(a) if isinstance(a, str) else a for a in {list(args)!r}])"
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
             f"from benchmarks.bench_optimizer import {name}; {call}; print({call})")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    if out.returncode != 0:
+        raise RuntimeError(f"{name} failed in its process:\n{out.stderr}")
     return float(out.stdout.split()[-1])
 
 
