@@ -13,10 +13,13 @@ import time
 from pathlib import Path
 
 import optuna
+import pytest
+import sqlalchemy as sa
 
 from genesis_core.backtest import Backtester
 from genesis_core.optimizer import SweepOptions, open_storage, sweep, sweep_points
 from genesis_core.optimizer import _sweep as sweep_module
+from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine
 from genesis_core.records import RunFolder, ScoreRecord, backtest_record
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
@@ -192,3 +195,69 @@ def test_sobol_points_hold_python_numbers_rounded_as_every_other_point_is(tmp_pa
     assert not [v for v in values if isinstance(v, np.generic)]
     floats = [v for v in values if type(v) is float]
     assert floats and all(round(v, 12) == v for v in floats)
+
+
+_KILLED_AFTER = """
+import os, signal, sys
+from genesis_core.optimizer import _storage, _sweep
+from genesis_core.records import _run
+
+step, calls = sys.argv[1], []
+real = {"write_trials": _run.RunFolder.write_trials, "store_many": _storage.ScoreCache.store_many,
+        "add_trials": _sweep.adding_trials}[step]
+
+def then_killed(*args, **kwargs):  # kill -9 right after the step, the second chunk
+    out = real(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+if step == "write_trials":
+    _run.RunFolder.write_trials = then_killed
+elif step == "store_many":
+    _storage.ScoreCache.store_many = then_killed
+else:
+    import contextlib
+    @contextlib.contextmanager
+    def adding_then_killed(study):
+        with real(study):
+            yield
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGKILL)
+    _sweep.adding_trials = adding_then_killed
+from genesis_core.cli import app
+app(["sweep", *sys.argv[2:]], prog_name="genesis")
+"""
+
+
+@pytest.mark.parametrize("step", ["write_trials", "store_many", "add_trials"])
+def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_command_finishes(tmp_path, step):
+    """kill -9 of the sweep's process right after its second chunk's artifacts are written, after its
+    cache entries are stored, or after its trials are appended: the study keeps the first chunk (and
+    the second when its trials were appended), each trial with its artifact, and the same command
+    then adds exactly the rest: every point once, each trial's artifact and cache entry its own."""
+    path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-03-31")
+    args = [str(path), "--points", "600", "--workers", "1"]
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER, step, *args], cwd=ROOT, capture_output=True, text=True,
+                            timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    kept = _study(tmp_path).trials
+    assert len(kept) == (500 if step == "add_trials" else 250)
+    rest = genesis("sweep", *args, "--json")
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    assert f"{600 - len(kept):,} added, {len(kept):,} already in the study" in json.loads(rest.stdout)["session"]["notes"][-1]
+    trials = _study(tmp_path).trials
+    keys = [t.user_attrs["genesis"]["cache_key"] for t in trials]
+    assert [t.number for t in trials] == list(range(600)) and len(set(keys)) == 600
+    folder = RunFolder(tmp_path / "results" / "runs" / "t")
+    with make_engine(cache_url(load_study_config(path).spec().storage_url)).connect() as conn:
+        rows = {r.key: r for r in conn.execute(sa.select(_CACHE).where(_CACHE.c.study == "t"))}
+    assert set(rows) == set(keys)  # no entry of a point the study does not hold
+    for t, key in zip(trials, keys, strict=True):
+        artifact = folder.read_trial(t.number)
+        assert artifact.trial_number == t.number and artifact.score.production == t.value
+        row = rows[key]
+        assert row.state == "done" and row.trial_number == t.number == json.loads(row.payload)["trial_number"], t.number
+    assert not list((folder.path / "trials").glob("*.tmp"))

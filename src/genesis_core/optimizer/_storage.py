@@ -817,7 +817,10 @@ class ScoreCache:
             time.sleep(0.005)
 
     def store_many(self, study: str, entries: list[tuple[str, CacheEntry]]) -> None:
-        """Finished evaluations nobody claimed (a sweep's), in one transaction."""
+        """Finished evaluations nobody claimed (a sweep's), in one transaction. They are of points the
+        study holds no trial of, so an entry already there for one of their keys answers for no trial
+        (a sweep killed between storing a chunk and appending its trials, a dead worker's claim): it
+        is replaced, not a conflict that would stop every later run."""
         if not entries:
             return
         now = time.time()
@@ -826,6 +829,7 @@ class ScoreCache:
 
         def insert() -> None:
             with self._engine.begin() as conn:
+                conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key.in_([key for key, _ in entries])))
                 conn.execute(sa.insert(_CACHE), rows)
 
         retrying(insert, self._retry, self._url)
