@@ -381,3 +381,53 @@ def test_workers_are_forked_only_from_a_process_with_no_other_thread_and_no_grpc
         release.set()
         other.join()
     assert process_context(direct).get_start_method() == "fork"
+
+
+_KILLED_AFTER_STORE = """
+import os, signal, sys
+from genesis_core.optimizer import _storage
+real, calls = _storage.ScoreCache.store, []
+
+def then_killed(*args, **kwargs):  # kill -9 right after the fifth trial's cache entry, before its tell is committed
+    real(*args, **kwargs)
+    calls.append(1)
+    if len(calls) == 5:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+_storage.ScoreCache.store = then_killed
+from genesis_core.cli import app
+app(["optimize", *sys.argv[1:]], prog_name="genesis")
+"""
+
+
+def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates_its_retry_as_its_own(tmp_path):
+    """The cache entry is durable at once, the tell with the next group commit: kill -9 between them
+    leaves the trial RUNNING and its entry done. The resume fails the trial and queues its parameters
+    again; the retry must hold the result as the study's own evaluation (not a duplicate of a failed
+    trial, which no ranking would see), and every evaluated parameter set once."""
+    import signal
+    import subprocess
+    import sys
+
+    from tests.optimizer.test_optimizer import ROOT, write_config
+
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 20}, "n_workers": 1, "duplicate_streak_limit": 1000,
+                                        "stale_trial_seconds": 3, "sampler": {"name": "random", "kwargs": {"seed": 3}}},
+                        parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+                                    "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0, "step": 0.25}})
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER_STORE, str(path), "--skip-preflight", "--json"], cwd=ROOT,
+                            capture_output=True, text=True, timeout=300)
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    optimize(path)
+    trials = _study(tmp_path).trials
+    retries = [t for t in trials if "retry_of" in t.user_attrs]
+    assert retries  # the kill left a trial whose entry was stored and whose tell was not
+    for t in retries:
+        assert t.state.name == "COMPLETE" and t.user_attrs["cached"] is False and t.user_attrs["outcome"] != "DUPLICATE", \
+            (t.number, t.user_attrs)
+    evaluated = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs["cached"] is False]
+    keys = [t.user_attrs["genesis"]["cache_key"] for t in evaluated]
+    assert len(keys) == len(set(keys))
+    with make_engine(f"sqlite:///{tmp_path / 'results' / 'optuna.cache.db'}").connect() as conn:
+        holders = {r.key: r.trial_number for r in conn.execute(sa.select(_CACHE).where(_CACHE.c.study == "t"))}
+    assert all(holders[t.user_attrs["genesis"]["cache_key"]] == t.number for t in evaluated)

@@ -67,7 +67,8 @@ _CLAIM = sa.insert(_CACHE).values(study=sa.bindparam("b_study"), key=sa.bindpara
 _DONE_ELSEWHERE = sa.select(_CACHE.c.payload).where(_CACHE.c.key == sa.bindparam("b_key"), _CACHE.c.state == "done",
                                                     _CACHE.c.study != sa.bindparam("b_study")).limit(1)
 _CLAIMED = sa.select(_CACHE).where(_MINE)
-_STORE = sa.update(_CACHE).where(_MINE).values(state="done", payload=sa.bindparam("b_payload"), updated=sa.bindparam("b_now"))
+_STORE = sa.update(_CACHE).where(_MINE).values(state="done", trial_number=sa.bindparam("b_trial"), payload=sa.bindparam("b_payload"),
+                                               updated=sa.bindparam("b_now"))
 _FILES = sa.Table(  # a run's files, when the storage is a database server (``RunFiles``)
     "genesis_run_files",
     _META,
@@ -839,7 +840,8 @@ class ScoreCache:
 
     def _store(self, study: str, key: str, entry: CacheEntry) -> None:
         with self._engine.begin() as conn:
-            conn.execute(_STORE, {"b_study": study, "b_key": key, "b_payload": entry.model_dump_json(), "b_now": time.time()})
+            conn.execute(_STORE, {"b_study": study, "b_key": key, "b_trial": entry.trial_number, "b_payload": entry.model_dump_json(),
+                                  "b_now": time.time()})
 
     def join(self, study: str, live_seconds: float) -> int:
         """Take the lowest free session slot of ``study``: 0 for a session alone (a resume), another for a

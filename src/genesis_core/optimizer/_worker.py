@@ -88,6 +88,16 @@ class Settled:
         return self.objective
 
 
+def _stands(study: optuna.Study, number: int) -> bool:
+    """Whether trial ``number``, which holds a finished cache entry, holds it for good: not a trial
+    killed between storing the entry (durable at once) and its tell (with the next group commit),
+    which the resume failed and queued again. Its retry takes the entry over as its own evaluation;
+    a duplicate of a failed trial would be ranked nowhere. A running one is another worker's, whose
+    tell is on its way."""
+    storage = study._storage
+    return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number)).state != TrialState.FAIL
+
+
 def make_job(spec: StudySpec, number: int, params: dict[str, Any], plan: Plan) -> Job:
     """Trial ``number``'s job; its cache key says what makes two evaluations the same: the effective
     config, the data window, the code and the scoring."""
@@ -248,7 +258,7 @@ class Worker:
         """The trial's outcome from a duplicate answer, another study's result or its own measurement:
         pruning decided, artifact written, cache filled, attributes set."""
         s = self.spec
-        if answer is not None and answer.same_study:  # already evaluated in this study: a duplicate
+        if answer is not None and answer.same_study and _stands(trial.study, answer.trial_number):  # a duplicate
             self.streak += 1
             entry = answer.entry
             attrs = trial_attributes(entry, job.plan.config_fingerprint, job.key, job.phase, duplicate_of=answer.trial_number)
@@ -260,6 +270,8 @@ class Worker:
                     pruned = self._prune(trial, measured)
                     entry = CacheEntry(study=s.name, trial_number=trial.number, score=measured.score, pruned=pruned,
                                        record=measured.record, metrics=measured.metrics)
+                elif answer is not None and answer.same_study:  # measured here for a trial killed before its tell: this one's
+                    entry = answer.entry.model_copy(update={"trial_number": trial.number})
                 else:  # another study measured this config on this window: a trial of this study all the same
                     assert answer is not None
                     entry = answer.entry
