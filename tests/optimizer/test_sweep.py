@@ -232,27 +232,33 @@ app(["sweep", *sys.argv[2:]], prog_name="genesis")
 """
 
 
-@pytest.mark.parametrize("step", ["write_trials", "store_many", "add_trials"])
-def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_command_finishes(tmp_path, step):
+@pytest.mark.parametrize(("step", "server"), [("write_trials", False), ("store_many", False), ("add_trials", False),
+                                              ("store_many", True)])
+def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_command_finishes(tmp_path, step, server, request):
     """kill -9 of the sweep's process right after its second chunk's artifacts are written, after its
-    cache entries are stored, or after its trials are appended: the study keeps the first chunk (and
-    the second when its trials were appended), each trial with its artifact, and the same command
-    then adds exactly the rest: every point once, each trial's artifact and cache entry its own."""
+    cache entries are stored, or after its trials are appended (the cache step also on
+    ``journal+postgresql://``): the study keeps the first chunk (and the second when its trials were
+    appended), each trial with its artifact, and the same command then adds exactly the rest: every
+    point once, each trial's artifact and cache entry its own."""
     path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-03-31")
-    args = [str(path), "--points", "600", "--workers", "1"]
+    storage = "journal+" + request.getfixturevalue("postgres_url") if server else None
+    args = [str(path), "--points", "600", "--workers", "1", *(["--storage", storage] if storage else [])]
     killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER, step, *args], cwd=ROOT, capture_output=True, text=True,
                             timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    kept = _study(tmp_path).trials
+    def study() -> optuna.Study:
+        return _study(tmp_path) if storage is None else optuna.load_study(study_name="t", storage=open_storage(storage))
+
+    kept = study().trials
     assert len(kept) == (500 if step == "add_trials" else 250)
     rest = genesis("sweep", *args, "--json")
     assert rest.returncode == 0, rest.stdout + rest.stderr
     assert f"{600 - len(kept):,} added, {len(kept):,} already in the study" in json.loads(rest.stdout)["session"]["notes"][-1]
-    trials = _study(tmp_path).trials
+    trials = study().trials
     keys = [t.user_attrs["genesis"]["cache_key"] for t in trials]
     assert [t.number for t in trials] == list(range(600)) and len(set(keys)) == 600
     folder = RunFolder(tmp_path / "results" / "runs" / "t")
-    with make_engine(cache_url(load_study_config(path).spec().storage_url)).connect() as conn:
+    with make_engine(cache_url(storage or load_study_config(path).spec().storage_url)).connect() as conn:
         rows = {r.key: r for r in conn.execute(sa.select(_CACHE).where(_CACHE.c.study == "t"))}
     assert set(rows) == set(keys)  # no entry of a point the study does not hold
     for t, key in zip(trials, keys, strict=True):
