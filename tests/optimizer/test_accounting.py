@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from genesis_core.optimizer import RunOptions
-from genesis_core.optimizer._storage import _CACHE, ClaimExpired, ScoreCache, make_engine
+from genesis_core.optimizer._storage import _CACHE, ClaimExpired, ScoreCache, cache_url, make_engine
 from genesis_core.optimizer._worker import process_context
 from tests.optimizer.test_optimizer import _trials
 from tests.runs import optimize, validate
@@ -43,12 +43,12 @@ def test_a_second_study_in_the_same_folder_reuses_results_as_trials_of_its_own(t
     assert report_b["best"] == report_a["best"]
 
 
-def _study(tmp_path: Path):
+def _study(tmp_path: Path, storage: str | None = None):
     import optuna
 
     from genesis_core.optimizer import open_storage
 
-    return optuna.load_study(study_name="t", storage=open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}"))
+    return optuna.load_study(study_name="t", storage=open_storage(storage or f"journal:///{tmp_path / 'results' / 'optuna.journal'}"))
 
 
 def test_kill_9_of_the_whole_process_group_then_resume_gives_exactly_the_budget(tmp_path):
@@ -400,7 +400,8 @@ app(["optimize", *sys.argv[1:]], prog_name="genesis")
 """
 
 
-def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates_its_retry_as_its_own(tmp_path):
+@pytest.mark.parametrize("server", [False, True])
+def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates_its_retry_as_its_own(tmp_path, server, request):
     """The cache entry is durable at once, the tell with the next group commit: kill -9 between them
     leaves the trial RUNNING and its entry done. The resume fails the trial and queues its parameters
     again; the retry must hold the result as the study's own evaluation (not a duplicate of a failed
@@ -415,11 +416,12 @@ def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates
                                         "stale_trial_seconds": 3, "sampler": {"name": "random", "kwargs": {"seed": 3}}},
                         parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
                                     "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0, "step": 0.25}})
-    killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER_STORE, str(path), "--skip-preflight", "--json"], cwd=ROOT,
-                            capture_output=True, text=True, timeout=300)
+    storage = "journal+" + request.getfixturevalue("postgres_url") if server else None
+    killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER_STORE, str(path), "--skip-preflight", "--json",
+                             *(["--storage", storage] if storage else [])], cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
-    optimize(path)
-    trials = _study(tmp_path).trials
+    optimize(path, storage=storage)
+    trials = _study(tmp_path, storage).trials
     retries = [t for t in trials if "retry_of" in t.user_attrs]
     assert retries  # the kill left a trial whose entry was stored and whose tell was not
     for t in retries:
@@ -428,6 +430,6 @@ def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates
     evaluated = [t for t in trials if t.state.name == "COMPLETE" and t.user_attrs["cached"] is False]
     keys = [t.user_attrs["genesis"]["cache_key"] for t in evaluated]
     assert len(keys) == len(set(keys))
-    with make_engine(f"sqlite:///{tmp_path / 'results' / 'optuna.cache.db'}").connect() as conn:
+    with make_engine(cache_url(storage) if storage else f"sqlite:///{tmp_path / 'results' / 'optuna.cache.db'}").connect() as conn:
         holders = {r.key: r.trial_number for r in conn.execute(sa.select(_CACHE).where(_CACHE.c.study == "t"))}
     assert all(holders[t.user_attrs["genesis"]["cache_key"]] == t.number for t in evaluated)
