@@ -42,10 +42,10 @@ from genesis_core.optimizer._storage import (
 from genesis_core.optimizer._study import StudySpec, check_signature
 from genesis_core.optimizer._worker import (
     Measured,
+    freeze_survivors,
     make_job,
     measure,
     process_context,
-    settle,
     settled_heap,
     stopping_on_signals,
     trial_attributes,
@@ -115,7 +115,7 @@ def _start_process(spec: StudySpec, known: frozenset[str]) -> None:
 def _start_pool_process(spec: StudySpec, known: frozenset[str]) -> None:
     """A pool process, which lives for the sweep: its start-up heap frozen, as a worker's is (``settled_heap``)."""
     _start_process(spec, known)
-    settle()
+    freeze_survivors()
 
 
 def _evaluate(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
@@ -239,7 +239,7 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
                                           system_attrs={}, intermediate_values={}))
                 number += 1
             _commit(spec, study, cache, trials, artifacts, entries)
-            settle(1)  # the study's new trials live as long as it does: full collections rescanned each (1.4 s of 10k points)
+            freeze_survivors(1)  # the study's new trials live as long as it does: full collections rescanned each (1.4 s of 10k points)
             if on_progress is not None:
                 elapsed = max(time.time() - t0, 1e-9)
                 on_progress(Progress(done, len(points), done / elapsed, best_score(study.get_trials(deepcopy=False)),

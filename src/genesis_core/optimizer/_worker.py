@@ -138,7 +138,7 @@ def trial_attributes(entry: CacheEntry, config_fingerprint: str, key: str, phase
     return {**top, "genesis": genesis}
 
 
-def settle(generation: int = 2) -> None:
+def freeze_survivors(generation: int = 2) -> None:
     """Collect ``generation`` and the younger ones, then freeze what survives: full collections
     no longer scan it (until ``gc.unfreeze``)."""
     gc.collect(generation)
@@ -153,7 +153,7 @@ def settled_heap() -> Iterator[None]:
     started together and alike, collect together: 32 of them on 2 cores stalled for a second at
     once. Thawed after, so a process that runs studies one after another (a server, the tests)
     still collects what an earlier one left."""
-    settle()
+    freeze_survivors()
     try:
         yield
     finally:
