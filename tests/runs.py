@@ -4,6 +4,8 @@ the way a user does."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -42,3 +44,34 @@ def genesis(*args: str) -> SimpleNamespace:
     result = CliRunner().invoke(app, list(args))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
+_KILLED_AFTER = """
+import importlib, os, signal, sys
+from genesis_core.cli import app
+
+target, calls, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+module, _, path = target.partition(":")
+*owners, name = path.split(".")
+owner = importlib.import_module(module)
+for part in owners:
+    owner = getattr(owner, part)
+real, done = getattr(owner, name), []
+
+def then_killed(*a, **k):
+    out = real(*a, **k)
+    done.append(1)
+    if len(done) == calls:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return out
+
+setattr(owner, name, then_killed)
+app(args, prog_name="genesis")
+"""
+
+
+def genesis_killed_after(target: str, calls: int, *args: str) -> subprocess.CompletedProcess[str]:
+    """`genesis ARGS` in a process of its own that kill -9s itself right after its ``calls``-th call of
+    ``target`` (``module:Class.function`` or ``module:function``) returns: a kill at a chosen step."""
+    return subprocess.run([sys.executable, "-c", _KILLED_AFTER, target, str(calls), *args], cwd=Path(__file__).resolve().parents[1],
+                          capture_output=True, text=True, timeout=300)

@@ -14,7 +14,7 @@ from genesis_core.optimizer import RunOptions
 from genesis_core.optimizer._storage import _CACHE, ClaimExpired, ScoreCache, cache_url, make_engine
 from genesis_core.optimizer._worker import process_context
 from tests.optimizer.test_optimizer import _trials
-from tests.runs import optimize, validate
+from tests.runs import genesis_killed_after, optimize, validate
 from tests.validation.conftest import validated_config
 
 
@@ -383,23 +383,6 @@ def test_workers_are_forked_only_from_a_process_with_no_other_thread_and_no_grpc
     assert process_context(direct).get_start_method() == "fork"
 
 
-_KILLED_AFTER_STORE = """
-import os, signal, sys
-from genesis_core.optimizer import _storage
-real, calls = _storage.ScoreCache.store, []
-
-def then_killed(*args, **kwargs):  # kill -9 right after the fifth trial's cache entry, before its tell is committed
-    real(*args, **kwargs)
-    calls.append(1)
-    if len(calls) == 5:
-        os.kill(os.getpid(), signal.SIGKILL)
-
-_storage.ScoreCache.store = then_killed
-from genesis_core.cli import app
-app(["optimize", *sys.argv[1:]], prog_name="genesis")
-"""
-
-
 @pytest.mark.parametrize("server", [False, True])
 def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates_its_retry_as_its_own(tmp_path, server, request):
     """The cache entry is durable at once, the tell with the next group commit: kill -9 between them
@@ -407,18 +390,16 @@ def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates
     again; the retry must hold the result as the study's own evaluation (not a duplicate of a failed
     trial, which no ranking would see), and every evaluated parameter set once."""
     import signal
-    import subprocess
-    import sys
 
-    from tests.optimizer.test_optimizer import ROOT, write_config
+    from tests.optimizer.test_optimizer import write_config
 
     path = write_config(tmp_path, meta={"stop": {"max_trials": 20}, "n_workers": 1, "duplicate_streak_limit": 1000,
                                         "stale_trial_seconds": 3, "sampler": {"name": "random", "kwargs": {"seed": 3}}},
                         parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
                                     "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0, "step": 0.25}})
     storage = "journal+" + request.getfixturevalue("postgres_url") if server else None
-    killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER_STORE, str(path), "--skip-preflight", "--json",
-                             *(["--storage", storage] if storage else [])], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    killed = genesis_killed_after("genesis_core.optimizer._storage:ScoreCache.store", 5,  # the fifth trial's entry, not yet told
+                                  "optimize", str(path), "--skip-preflight", "--json", *(["--storage", storage] if storage else []))
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     optimize(path, storage=storage)
     trials = _study(tmp_path, storage).trials

@@ -24,7 +24,7 @@ from genesis_core.records import RunFolder, ScoreRecord, backtest_record
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
-from tests.runs import genesis, optimize, validate
+from tests.runs import genesis, genesis_killed_after, optimize, validate
 from tests.validation.conftest import VALIDATION
 
 SPACE = {
@@ -197,39 +197,9 @@ def test_sobol_points_hold_python_numbers_rounded_as_every_other_point_is(tmp_pa
     assert floats and all(round(v, 12) == v for v in floats)
 
 
-_KILLED_AFTER = """
-import os, signal, sys
-from genesis_core.optimizer import _storage, _sweep
-from genesis_core.records import _run
-
-step, calls = sys.argv[1], []
-real = {"write_trials": _run.RunFolder.write_trials, "store_many": _storage.ScoreCache.store_many,
-        "add_trials": _sweep.adding_trials}[step]
-
-def then_killed(*args, **kwargs):  # kill -9 right after the step, the second chunk
-    out = real(*args, **kwargs)
-    calls.append(1)
-    if len(calls) == 2:
-        os.kill(os.getpid(), signal.SIGKILL)
-    return out
-
-if step == "write_trials":
-    _run.RunFolder.write_trials = then_killed
-elif step == "store_many":
-    _storage.ScoreCache.store_many = then_killed
-else:
-    import contextlib
-    @contextlib.contextmanager
-    def adding_then_killed(study):
-        with real(study):
-            yield
-        calls.append(1)
-        if len(calls) == 2:
-            os.kill(os.getpid(), signal.SIGKILL)
-    _sweep.adding_trials = adding_then_killed
-from genesis_core.cli import app
-app(["sweep", *sys.argv[2:]], prog_name="genesis")
-"""
+_STEPS = {"write_trials": "genesis_core.records._run:RunFolder.write_trials",  # the chunk's artifacts written
+          "store_many": "genesis_core.optimizer._storage:ScoreCache.store_many",  # its cache entries stored
+          "add_trials": "genesis_core.optimizer._sweep:_commit"}  # its trials appended: the commit's last step
 
 
 @pytest.mark.parametrize(("step", "server"), [("write_trials", False), ("store_many", False), ("add_trials", False),
@@ -243,9 +213,9 @@ def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_comm
     path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-03-31")
     storage = "journal+" + request.getfixturevalue("postgres_url") if server else None
     args = [str(path), "--points", "600", "--workers", "1", *(["--storage", storage] if storage else [])]
-    killed = subprocess.run([sys.executable, "-c", _KILLED_AFTER, step, *args], cwd=ROOT, capture_output=True, text=True,
-                            timeout=300)
+    killed = genesis_killed_after(_STEPS[step], 2, "sweep", *args)  # the second chunk
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+
     def study() -> optuna.Study:
         return _study(tmp_path) if storage is None else optuna.load_study(study_name="t", storage=open_storage(storage))
 
