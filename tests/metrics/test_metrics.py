@@ -1,12 +1,13 @@
 from __future__ import annotations
 
 import math
+import warnings
 
 import numpy as np
 import pytest
 
 from genesis_core.engine import TRADE_DTYPE, EngineResult
-from genesis_core.metrics import DD_FLOOR, PF_CAP, compute_metrics
+from genesis_core.metrics import DD_FLOOR, PF_CAP, bars_per_year, compute_metrics
 
 
 def _result(equity, pnls, held=None, bars_in_position=0) -> EngineResult:
@@ -101,3 +102,66 @@ def test_max_drawdown_and_max_streak_are_numpy_s_bit_for_bit_on_real_curves_and_
         assert max_streak(f) == _numpy_max_streak(f)
     with pytest.raises(ValueError):
         max_drawdown(np.array([]))
+
+
+def _numpy_return_and_trade_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, float]:
+    """The definitions, as NumPy computed them before the compiled passes."""
+    eq, pnl = result.equity, result.trades["pnl"]
+    bars, periods = len(eq) - 1, bars_per_year(timeframe_seconds)
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = eq[1:] / eq[:-1] - 1.0
+        std = float(r.std(ddof=1)) if bars >= 2 else 0.0
+        mean = r.mean() if bars else np.nan
+        downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))) if bars else 0.0
+    wins, losses = pnl[pnl > 0].sum(), -pnl[pnl < 0].sum()
+    return {
+        "sharpe": float(mean / std * math.sqrt(periods)) if std > 0 else 0.0,
+        "sortino": float(mean / downside * math.sqrt(periods)) if downside > 0 else 0.0,
+        "win_rate": float((pnl > 0).mean()) if len(pnl) else 0.0,
+        "profit_factor": 0.0 if wins <= 0 else PF_CAP if losses <= 0 else float(min(wins / losses, PF_CAP)),
+        "total_fees": float(result.trades["fees"].sum()),
+    }
+
+
+def test_return_and_trade_metrics_are_numpy_s_bit_for_bit_on_real_backtests_and_absurd_curves(btc):
+    """Sharpe, Sortino, win rate, profit factor and fees from the compiled passes equal NumPy's
+    definitions bit for bit: on real SMA backtests over each year of BTC/USD (their equity and
+    trades), on the closes themselves as equity at four timeframes, and on curves of one to a few
+    hundred bars with NaN, infinity, zeros, negatives and flat stretches; and the compiled sum is
+    ``np.add.reduce`` at every length across its block and halving boundaries, strided and of -0.0s."""
+    from genesis_core.backtest import Backtester, build_config
+    from genesis_core.config import read_config_file
+    from genesis_core.metrics import _sum
+    from tests.conftest import ROOT
+
+    results = []
+    bt = Backtester()
+    base = read_config_file(str(ROOT / "configs/sma_cross.yaml"))
+    for year in range(2019, 2024):
+        for fast, slow in ((5, 20), (10, 50), (24, 100)):
+            over = {"params": {"fast": fast, "slow": slow}, "data": {"start": f"{year}-01-01", "end": f"{year}-12-31"}}
+            results.append(bt.run(build_config(base, overrides=over)).engine)
+    assert min(len(r.trades) for r in results) > 20 and {(r.trades["pnl"] > 0).any() for r in results} == {True}
+    no_trades = np.zeros(0, TRADE_DTYPE)
+    results += [EngineResult(btc.close[i:i + 8760], no_trades, {"bars_in_position": 0}) for i in range(0, len(btc.close), 8760)]
+    rng = np.random.default_rng(11)
+    absurd = [[100.0], [100.0, 100.0], [100.0, 90.0], [100.0, 100.0, 100.0], [1.0, 2.0, np.nan, 3.0], [np.nan, 1.0, 2.0],
+              [1.0, np.inf, 2.0], [1.0, 0.0, 1.0], [0.0, 0.0, 0.0], [-1.0, 2.0, -3.0], [2.0, 1.0, 0.0, -0.0],
+              *(100 * np.cumprod(1 + rng.normal(0, 0.01, n)) for n in (2, 3, 8, 9, 127, 128, 129, 130, 255, 257, 1000))]
+    trades = [results[0].trades, no_trades, results[1].trades[:3]]
+    for i, curve in enumerate(absurd):
+        t = trades[i % 3].copy()
+        t["pnl"][: len(t) // 2] = np.where(rng.random(len(t) // 2) < 0.2, np.nan, t["pnl"][: len(t) // 2])
+        results.append(EngineResult(np.asarray(curve, dtype=float), t, {"bars_in_position": 0}))
+    for result in results:
+        for timeframe in (3600, 86400):
+            with np.errstate(all="ignore"):  # absurd curves: a total return of 0 / 0
+                mine = compute_metrics(result, timeframe)
+            for name, value in _numpy_return_and_trade_metrics(result, timeframe).items():
+                assert _same(mine[name], value), (name, mine[name], value, len(result.equity))
+    structured = np.zeros(4000, TRADE_DTYPE)
+    structured["pnl"] = rng.standard_normal(4000) * 10.0 ** rng.integers(-6, 6, 4000)
+    for n in [*range(0, 300), 1000, 1024, 1031, 8756, 8757, 16384, 49723]:
+        for a in (rng.standard_normal(n) * 10.0 ** rng.uniform(-8, 8, n), structured["pnl"][: min(n, 4000)], -np.zeros(n)):
+            assert np.add.reduce(a).tobytes() == np.float64(_sum(a)).tobytes(), n

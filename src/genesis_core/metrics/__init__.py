@@ -90,26 +90,129 @@ def max_drawdown(equity: np.ndarray) -> float:
     return float(_max_fall(np.asarray(equity, dtype=np.float64)))
 
 
+@njit(cache=True)
+def _block_sum(a: np.ndarray, lo: int, n: int) -> float:
+    """NumPy's sum of a block of at most 128 values: eight accumulators from eight on."""
+    if n < 8:
+        total = 0.0
+        for i in range(lo, lo + n):
+            total += a[i]
+        return total
+    r0, r1, r2, r3 = a[lo], a[lo + 1], a[lo + 2], a[lo + 3]
+    r4, r5, r6, r7 = a[lo + 4], a[lo + 5], a[lo + 6], a[lo + 7]
+    i, whole = 8, n - n % 8
+    while i < whole:
+        j = lo + i
+        r0 += a[j]
+        r1 += a[j + 1]
+        r2 += a[j + 2]
+        r3 += a[j + 3]
+        r4 += a[j + 4]
+        r5 += a[j + 5]
+        r6 += a[j + 6]
+        r7 += a[j + 7]
+        i += 8
+    total = ((r0 + r1) + (r2 + r3)) + ((r4 + r5) + (r6 + r7))
+    while i < n:
+        total += a[lo + i]
+        i += 1
+    return total
+
+
+@njit(cache=True)
+def _sum(a: np.ndarray) -> float:
+    """``np.add.reduce(a)`` bit for bit: NumPy's pairwise summation (halves cut at a multiple of
+    eight down to blocks of 128, ``_block_sum``, each left half summed before its right), from the
+    reduction's identity 0.0, so -0.0s sum to 0.0. A loop over an explicit stack, not recursion:
+    numba's cache of a recursive function crashed the process that loaded it."""
+    n = a.shape[0]
+    if n <= 128:
+        return 0.0 + _block_sum(a, 0, n)
+    los = np.empty(64, np.int64)  # pending ranges (depth log2(n / 128) + 1)
+    sizes = np.empty(64, np.int64)
+    stage = np.empty(64, np.int8)  # 0: sum the left half next, 1: the right half, 2: add the two
+    sums = np.empty(64)
+    top, done = 0, 0
+    los[0], sizes[0], stage[0] = 0, n, 0
+    while top >= 0:
+        lo, size = los[top], sizes[top]
+        if size <= 128:
+            sums[done] = _block_sum(a, lo, size)
+            done += 1
+            top -= 1
+            continue
+        half = size // 2
+        half -= half % 8
+        if stage[top] == 2:
+            sums[done - 2] = sums[done - 2] + sums[done - 1]
+            done -= 1
+            top -= 1
+            continue
+        stage[top] += 1
+        los[top + 1] = lo if stage[top] == 1 else lo + half
+        sizes[top + 1] = half if stage[top] == 1 else size - half
+        stage[top + 1] = 0
+        top += 1
+    return 0.0 + sums[0]
+
+
+@njit(cache=True, error_model="numpy")
+def _return_moments(equity: np.ndarray) -> tuple[float, float, float]:
+    """(mean, variance with ddof=1, mean of min(r, 0)^2) of the per-bar returns r, each as NumPy
+    computes ``r.mean()``, ``r.var(ddof=1)`` and ``np.mean(np.minimum(r, 0.0) ** 2)``: one
+    compiled call instead of eight array operations (18 us against 47 for a year of hourly bars).
+    Needs one return or more (the variance of one is NaN)."""
+    n = equity.shape[0] - 1
+    r = np.empty(n)
+    for i in range(n):
+        r[i] = equity[i + 1] / equity[i] - 1.0
+    mean = _sum(r) / n
+    work = np.empty(n)
+    for i in range(n):
+        d = r[i] - mean
+        work[i] = d * d
+    var = _sum(work) / (n - 1)
+    for i in range(n):
+        v = r[i]
+        work[i] = v * v if v < 0.0 or v != v else 0.0  # a NaN return stays NaN, as np.minimum keeps it
+    return mean, var, _sum(work) / n
+
+
+@njit(cache=True)
+def _trade_sums(pnl: np.ndarray, fees: np.ndarray) -> tuple[float, float, int, float]:
+    """(gross profit, gross loss, winning trades, fees) as NumPy's ``pnl[pnl > 0].sum()``,
+    ``-pnl[pnl < 0].sum()``, ``(pnl > 0).sum()`` and ``fees.sum()``."""
+    won = np.empty(pnl.shape[0])
+    lost = np.empty(pnl.shape[0])
+    wins = losses = 0
+    for p in pnl:
+        if p > 0:
+            won[wins] = p
+            wins += 1
+        elif p < 0:
+            lost[losses] = p
+            losses += 1
+    return _sum(won[:wins]), -_sum(lost[:losses]), wins, _sum(fees)
+
+
 def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, float | int]:
     """Every metric of the module docstring, as plain Python numbers in METRIC_NAMES order."""
     eq = result.equity
     bars = len(eq) - 1
-    r = eq[1:] / eq[:-1] - 1.0
     periods = bars_per_year(timeframe_seconds)
     total_return = float(eq[-1] / eq[0] - 1.0)
-    std = float(r.std(ddof=1)) if bars >= 2 else 0.0
-    mean = r.mean() if bars else np.nan
-    sharpe = float(mean / std * math.sqrt(periods)) if std > 0 else 0.0
-    downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))) if bars else 0.0
-    sortino = float(mean / downside * math.sqrt(periods)) if downside > 0 else 0.0
+    mean, var, downside_square = _return_moments(eq) if bars else (math.nan, math.nan, 0.0)
+    std = math.sqrt(var) if bars >= 2 else 0.0
+    downside = math.sqrt(downside_square)
+    sharpe = mean / std * math.sqrt(periods) if std > 0 else 0.0
+    sortino = mean / downside * math.sqrt(periods) if downside > 0 else 0.0
     max_dd = max_drawdown(eq)
     return_to_dd = total_return / max(max_dd, DD_FLOOR)
 
     pnl = result.trades["pnl"]
     n = len(pnl)
-    wins = pnl[pnl > 0].sum()
-    losses = -pnl[pnl < 0].sum()
-    win_rate = float((pnl > 0).mean()) if n else 0.0
+    wins, losses, won, fees = _trade_sums(pnl, result.trades["fees"])
+    win_rate = won / n if n else 0.0
     if wins <= 0:
         profit_factor = 0.0
     elif losses <= 0:
@@ -130,7 +233,7 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
         "avg_bars_held": float(held.mean()) if n else 0.0,
         "max_loss_streak": max_streak(pnl < 0),
         "exposure": result.counters["bars_in_position"] / bars if bars else 0.0,
-        "total_fees": float(result.trades["fees"].sum()),
+        "total_fees": fees,
         "final_equity": float(eq[-1]),
         "classic_score": score,
     }
