@@ -66,21 +66,24 @@ def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params"
     with the tree it was copied from: a trial's config costs copies of its paths, not of the tree."""
     parts = path.split(".")
     node: Any = tree
+
+    def here() -> str:  # the path so far, for an error: built only then (a trial sets ten paths)
+        return ".".join([prefix, *parts[: depth + 1]])
+
     for depth, part in enumerate(parts):
-        here = ".".join([prefix, *parts[: depth + 1]])
         last = depth == len(parts) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"{here}: no element {part} in a list of {len(node)}")
+                raise ConfigError(f"{here()}: no element {part} in a list of {len(node)}")
             key: Any = int(part)
         elif isinstance(node, dict):
             if part not in node:
                 close = difflib.get_close_matches(part, list(node), n=1, cutoff=0.5)
                 hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(node)}"
-                raise ConfigError(f"{here}: unknown key{hint}")
+                raise ConfigError(f"{here()}: unknown key{hint}")
             key = part
         else:
-            raise ConfigError(f"{here}: cannot go inside {node!r} (set the parent in the base config first)")
+            raise ConfigError(f"{here()}: cannot go inside {node!r} (set the parent in the base config first)")
         if last:
             node[key] = value
         else:
