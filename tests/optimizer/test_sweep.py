@@ -5,7 +5,9 @@ finished chunk and a second run evaluates only the rest."""
 
 from __future__ import annotations
 
+import gc
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -84,6 +86,41 @@ def test_a_sobol_sweep_on_two_processes_writes_what_single_backtests_give_bit_fo
     assert check.returncode == 0, check.stdout + check.stderr
     results = json.loads(check.stdout)
     assert len(results) == 40 and all(r["ok"] for r in results)
+
+
+def test_a_sweep_s_processes_keep_what_outlives_a_chunk_frozen_and_write_the_records_so(tmp_path, monkeypatch):
+    """Full collections leave alone what a sweep keeps: the pool's process freezes what survives each
+    of its chunks (its caches, made by the first), and the sweep's own process writes the run's
+    records with its heap still frozen (the study's trials among it), then gets it back to collect."""
+    log = tmp_path / "frozen.log"
+
+    def logged(chunk):  # runs in both processes: the pool's is forked with this module patched
+        with log.open("a") as fh:
+            fh.write(f"{os.getpid()} {gc.get_freeze_count()}\n")
+        return _EVALUATE(chunk)
+
+    at_records: list[int] = []
+    record = sweep_module.record_results
+
+    def recording(*args):
+        at_records.append(gc.get_freeze_count())
+        return record(*args)
+
+    monkeypatch.setattr(sweep_module, "CHUNK", 8)
+    monkeypatch.setattr(sweep_module, "_evaluate", logged)
+    monkeypatch.setattr(sweep_module, "record_results", recording)
+    before = gc.get_freeze_count()
+    summary = sweep(load_study_config(_config(tmp_path)).spec(), SweepOptions("sobol", points=160, seed=1, workers=2))
+    assert summary.cache.unique_backtests == 160
+    counts: dict[int, list[int]] = {}
+    for line in log.read_text().splitlines():
+        pid, count = map(int, line.split())
+        counts.setdefault(pid, []).append(count)
+    pool = [c for pid, c in counts.items() if pid != os.getpid()]
+    assert len(pool) == 1 and len(pool[0]) >= 3, counts
+    first, *later = pool[0]
+    assert later[0] > first, pool  # the first chunk's survivors (its backtester's window and features at least)
+    assert at_records[0] > before + 10_000 and gc.get_freeze_count() == before
 
 
 def test_a_grid_sweep_then_the_same_sweep_again_adds_nothing_and_optimize_goes_on_from_it(tmp_path):

@@ -133,6 +133,15 @@ def _evaluate(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
     return out
 
 
+def _evaluate_in_pool(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
+    """A pool process's task: ``_evaluate``, then what survives it frozen. The first chunk makes
+    the process's caches (some 70,000 objects), which full collections otherwise rescanned while
+    each chunk's results were promoted: five collections, 0.14 s of a 10k sweep."""
+    out = _evaluate(chunk)
+    freeze_survivors(1)
+    return out
+
+
 Evaluations = Callable[[list[dict[str, Any]]], Iterator[list[Evaluated]]]
 
 
@@ -159,7 +168,7 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
 
         def evaluate(points: list[dict[str, Any]]) -> Iterator[list[Evaluated]]:
             todo = chunks(points)
-            futures = quietly(lambda: [pool.submit(_evaluate, c) for c in todo])
+            futures = quietly(lambda: [pool.submit(_evaluate_in_pool, c) for c in todo])
             here: dict[int, list[Evaluated]] = {}  # chunks this process took
             untaken = 0  # chunks before it are started elsewhere or taken by this process
             for i, future in enumerate(futures):
