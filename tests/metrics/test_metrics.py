@@ -121,12 +121,14 @@ def _numpy_return_and_trade_metrics(result: EngineResult, timeframe_seconds: int
         "win_rate": float((pnl > 0).mean()) if len(pnl) else 0.0,
         "profit_factor": 0.0 if wins <= 0 else PF_CAP if losses <= 0 else float(min(wins / losses, PF_CAP)),
         "total_fees": float(result.trades["fees"].sum()),
+        "avg_bars_held": float((result.trades["exit_bar"] - result.trades["entry_bar"]).mean()) if len(pnl) else 0.0,
+        "max_loss_streak": _numpy_max_streak(pnl < 0),
     }
 
 
 def test_return_and_trade_metrics_are_numpy_s_bit_for_bit_on_real_backtests_and_absurd_curves(btc):
-    """Sharpe, Sortino, win rate, profit factor and fees from the compiled passes equal NumPy's
-    definitions bit for bit: on real SMA backtests over each year of BTC/USD (their equity and
+    """Sharpe, Sortino, win rate, profit factor, fees, bars held and the losing streak from the
+    compiled passes equal NumPy's definitions bit for bit: on real SMA backtests over each year of BTC/USD (their equity and
     trades), on the closes themselves as equity at four timeframes, and on curves of one to a few
     hundred bars with NaN, infinity, zeros, negatives and flat stretches; and the compiled sum is
     ``np.add.reduce`` at every length across its block and halving boundaries, strided and of -0.0s."""
@@ -153,6 +155,7 @@ def test_return_and_trade_metrics_are_numpy_s_bit_for_bit_on_real_backtests_and_
     for i, curve in enumerate(absurd):
         t = trades[i % 3].copy()
         t["pnl"][: len(t) // 2] = np.where(rng.random(len(t) // 2) < 0.2, np.nan, t["pnl"][: len(t) // 2])
+        t["pnl"][len(t) // 2:] = np.where(rng.random(len(t) - len(t) // 2) < 0.3, 0.0, t["pnl"][len(t) // 2:])  # break-evens
         results.append(EngineResult(np.asarray(curve, dtype=float), t, {"bars_in_position": 0}))
     for result in results:
         for timeframe in (3600, 86400):
