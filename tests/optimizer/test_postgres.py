@@ -220,7 +220,8 @@ def test_recovery_reads_the_log_afresh_before_judging_a_trial_whose_worker_just_
     from genesis_core.optimizer import _storage, recover_stale_trials
     from genesis_core.optimizer._storage import DatabaseJournal, HeldJournalStorage
 
-    monkeypatch.setattr(DatabaseJournal, "FRESH_SECONDS", 3600.0)  # every read is "nothing new" unless forced
+    # every read is "nothing new" unless forced, or the first (never read: on any machine, however long it has been up)
+    monkeypatch.setattr(DatabaseJournal, "FRESH_SECONDS", float("inf"))
     session = optuna.create_study(study_name="r", storage=open_storage("journal+" + postgres_url))
     worker = optuna.load_study(study_name="r", storage=HeldJournalStorage(DatabaseJournal(postgres_url)))
     trial = worker.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})

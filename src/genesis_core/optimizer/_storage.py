@@ -21,6 +21,7 @@ import fcntl
 import functools
 import json
 import logging
+import math
 import os
 import random
 import socket
@@ -919,7 +920,9 @@ class DatabaseJournal(BaseJournalBackend):
 
     def __init__(self, url: str, retry_seconds: float = RETRY_SECONDS) -> None:
         self.url, self.retry_seconds = url, retry_seconds
-        self._read_at, self._next = 0.0, 0  # when the log was last read, and the log number after it
+        # when the log was last read (never: not 0.0, which the monotonic clock of a machine up a short while is near)
+        # and the log number after it
+        self._read_at, self._next = -math.inf, 0
         self._appended: tuple[int, list[dict[str, Any]]] | None = None  # what an append returned, from which number
 
     def _engine(self) -> sa.Engine:
@@ -927,7 +930,7 @@ class DatabaseJournal(BaseJournalBackend):
 
     def expire(self) -> None:
         """The next read reads the table, however soon it comes."""
-        self._read_at = 0.0
+        self._read_at = -math.inf
 
     def read_logs(self, log_number_from: int) -> list[dict[str, Any]]:
         now = time.monotonic()
