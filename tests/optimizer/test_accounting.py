@@ -65,7 +65,7 @@ def test_kill_9_of_the_whole_process_group_then_resume_gives_exactly_the_budget(
 
     from tests.optimizer.test_optimizer import ROOT, write_config
 
-    budget = 80
+    budget = 300  # more than three sessions reach before their kills: a trial takes a few ms, a session's random moment up to 0.2 s
     # a journal lock left by a kill is broken after stale_trial_seconds (the default 30 s would be waited out)
     path = write_config(tmp_path, meta={"stop": {"max_trials": budget}, "n_workers": 2, "duplicate_streak_limit": 1000,
                                         "stale_trial_seconds": 3},
@@ -83,6 +83,7 @@ def test_kill_9_of_the_whole_process_group_then_resume_gives_exactly_the_budget(
         while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < target and proc.poll() is None:
             time.sleep(0.02)
         time.sleep(rng.random() * 0.2)
+        assert proc.poll() is None, "the session ended before its kill"  # else it records itself, and nothing was killed
         os.killpg(proc.pid, signal.SIGKILL)  # the main process and its worker, at once
         proc.wait()
         left_running = sum(t.state.name == "RUNNING" for t in _study(tmp_path).trials)  # the next session recovers them
