@@ -284,6 +284,7 @@ def optimize(
     try:
         with _progress_bar(not as_json) as on_progress:
             summary = run(cfg, options, storage, skip_preflight, on_progress)
+            _deaf_once_stopped(summary.explore.session.interrupted)
     except StorageUnavailable as exc:
         resume = f"genesis optimize {config}" + (f" --storage {storage}" if storage else "")
         raise StorageUnavailable(f"{exc}; resume with: {resume}  (trials left running are recovered then)") from None
@@ -352,6 +353,7 @@ def sweep(
     options = SweepOptions(method, points, levels, seed, workers)  # type: ignore[arg-type]
     with _progress_bar(not as_json) as on_progress:
         summary = run_sweep(cfg.spec(storage), options, on_progress)
+        _deaf_once_stopped(summary.session.interrupted)
     s = summary.session
     if as_json:
         sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
@@ -1027,6 +1029,15 @@ def data_update(
     with _download_bar(not as_json) as on_progress, _resumable():
         fetched = update(path, api_url, on_progress, retries)
     _print_fetched(fetched, as_json, "appended")
+
+
+def _deaf_once_stopped(interrupted: bool) -> None:
+    """Once a signal stopped a run (its work saved), ignore the next ones: a second Ctrl-C in its last
+    lines would end the process with a traceback, and one in the interpreter's teardown (signals back
+    to their defaults) would kill it by SIGINT, instead of the resume line and exit 128 + the first."""
+    if interrupted:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, signal.SIG_IGN)
 
 
 @contextlib.contextmanager

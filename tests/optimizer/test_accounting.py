@@ -199,6 +199,36 @@ def test_ctrl_c_to_the_whole_group_while_workers_start_prints_no_traceback(tmp_p
     assert {t.state.name for t in _study(tmp_path).trials} <= {"COMPLETE", "PRUNED", "FAIL"}
 
 
+def test_ctrl_c_pressed_again_and_again_while_the_run_winds_down_changes_nothing(tmp_path):
+    """An impatient user: Ctrl-C to the whole group every 20 ms from the first until the process ends.
+    The session's records, the last lines and the interpreter's teardown are not cut short: exit 130
+    (not a traceback, not death by SIGINT), and run.json agrees with the study."""
+    import os
+    import signal
+    import time
+
+    path = _space_config(tmp_path, 5000)
+    proc = _genesis("optimize", str(path), "--workers", "2", "--skip-preflight")
+    trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 20:
+        time.sleep(0.05)
+    presses = 0
+    while proc.poll() is None and presses < 3000:
+        os.killpg(proc.pid, signal.SIGINT)
+        presses += 1
+        time.sleep(0.02)
+    out, err = proc.communicate(timeout=60)
+    assert presses > 5  # pressed on while it wound down
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err
+    assert "interrupted; resume with: genesis optimize" in err
+    states = [t.state.name for t in _study(tmp_path).trials]
+    run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
+    assert run["sessions"][-1]["interrupted"] is True and run["sessions"][-1]["signal"] == "SIGINT"
+    assert run["states"] == {s: states.count(s) for s in set(states)} and len(states) >= 20
+
+
 def test_a_normal_two_worker_run_leaves_no_process_behind(tmp_path):
     proc = _genesis("optimize", str(_space_config(tmp_path, 12)), "--workers", "2", "--skip-preflight", "--json")
     out, err = proc.communicate(timeout=300)

@@ -221,6 +221,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     worker = Worker(spec, max_trials, first, session=(cache, plan.slot), storage=storage)
     report = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
     lost: StorageUnavailable | None = None
+    # signals handled through the records below, so a second Ctrl-C cannot cut them short
     with worker.stopping_on_signals():
         quietly(lambda: _start_all(pool.procs if pool is not None else procs))
         try:
@@ -249,25 +250,25 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
             if pool is not None:
                 pool.close()
         _join(procs, worker)
-    read_now(optuna_study)  # the workers' last trials, written just before they ended
-    if procs or pool is not None:
-        _stop_resource_tracker()
-    if lost is not None:
-        raise lost
-    if report is not None:
-        report(True)
-    if max_trials is not None and evaluated(optuna_study) >= max_trials:
-        _drop_queued(optuna_study, max_trials)
-    finished = clock()
-    session = Session(
-        started=iso(started), finished=iso(finished), seconds=round(finished - started, 3),
-        workers=plan.workers, max_trials=max_trials, interrupted=worker.interrupted is not None,
-        signal=None if worker.interrupted is None else signal.Signals(worker.interrupted).name,
-        stopped_reason=worker.stopped_reason, widened=worker.widened, notes=notes,
-        failed_workers=[p.exitcode for p in procs if p.exitcode not in (0, None) and worker.interrupted is None],
-        preflight=options.preflight, slot=plan.slot, sampler_seeds=spec.sampler_seeds(first, n_procs),
-    )
-    return record_results(spec, optuna_study, session)
+        read_now(optuna_study)  # the workers' last trials, written just before they ended
+        if procs or pool is not None:
+            _stop_resource_tracker()
+        if lost is not None:
+            raise lost
+        if report is not None:
+            report(True)
+        if max_trials is not None and evaluated(optuna_study) >= max_trials:
+            _drop_queued(optuna_study, max_trials)
+        finished = clock()
+        session = Session(
+            started=iso(started), finished=iso(finished), seconds=round(finished - started, 3),
+            workers=plan.workers, max_trials=max_trials, interrupted=worker.interrupted is not None,
+            signal=None if worker.interrupted is None else signal.Signals(worker.interrupted).name,
+            stopped_reason=worker.stopped_reason, widened=worker.widened, notes=notes,
+            failed_workers=[p.exitcode for p in procs if p.exitcode not in (0, None) and worker.interrupted is None],
+            preflight=options.preflight, slot=plan.slot, sampler_seeds=spec.sampler_seeds(first, n_procs),
+        )
+        return record_results(spec, optuna_study, session)
 
 
 def _drop_queued(optuna_study: optuna.Study, max_trials: int) -> None:

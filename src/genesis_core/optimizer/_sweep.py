@@ -220,8 +220,10 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
     refused: list[str] = []
     t0 = time.time()
     interrupted: list[int] = []
-    with settled_heap():  # till the records are written: 10,000 trials thawed for them cost full collections 0.1-0.2 s
-        with stopping_on_signals(interrupted.append), _evaluations(spec, known, workers, lambda: bool(interrupted)) as evaluate:
+    # both till the records are written: a second Ctrl-C cannot cut them short, and 10,000 trials thawed
+    # for them cost full collections 0.1-0.2 s
+    with stopping_on_signals(interrupted.append), settled_heap():
+        with _evaluations(spec, known, workers, lambda: bool(interrupted)) as evaluate:
             for chunk in evaluate(points):
                 trials, artifacts, entries = [], [], []
                 number = len(study.get_trials(deepcopy=False))
