@@ -669,6 +669,26 @@ def test_trials_run_with_the_start_up_heap_frozen_and_it_is_thawed_after(tmp_pat
     assert gc.get_freeze_count() == before
 
 
+def test_worker_processes_fork_from_a_frozen_heap_which_is_thawed_after(tmp_path, monkeypatch):
+    """The session's process freezes its heap before it forks the workers: a forked worker's first
+    full collection then leaves what it inherited alone (it touched every object, copying each page
+    of the parent's heap into the child: 14,000 of its 44,000 page faults in a 1,000-trial run)."""
+    from genesis_core.optimizer import _run
+
+    at_fork, start_all = [], _run._start_all
+
+    def starting(procs):
+        at_fork.append((len(procs), gc.get_freeze_count()))
+        return start_all(procs)
+
+    monkeypatch.setattr(_run, "_start_all", starting)
+    before = gc.get_freeze_count()
+    summary = optimize(write_config(tmp_path), RunOptions(workers=2))
+    assert summary["cache"]["total_trials"] >= 4
+    assert len(at_fork) == 1 and at_fork[0][0] == 1 and at_fork[0][1] > before + 10_000, at_fork
+    assert gc.get_freeze_count() == before
+
+
 def test_trials_reach_the_disk_in_group_commits_and_no_progress_report_comes_before_one(tmp_path, monkeypatch):
     """A worker puts its told trials (journal and artifacts) on disk together, at most
     COMMIT_SECONDS apart, instead of three fsyncs a trial; whatever a progress report counts and

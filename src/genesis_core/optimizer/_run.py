@@ -36,7 +36,15 @@ from genesis_core.optimizer._storage import (
     recover_stale_trials,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
-from genesis_core.optimizer._worker import SEED_STRIDE, STOP_SIGNALS, Worker, evaluated, process_context, restore_artifacts
+from genesis_core.optimizer._worker import (
+    SEED_STRIDE,
+    STOP_SIGNALS,
+    Worker,
+    evaluated,
+    process_context,
+    restore_artifacts,
+    settled_heap,
+)
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
@@ -223,33 +231,37 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     lost: StorageUnavailable | None = None
     # signals handled through the records below, so a second Ctrl-C cannot cut them short
     with worker.stopping_on_signals():
-        quietly(lambda: _start_all(pool.procs if pool is not None else procs))
-        try:
-            for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned meanwhile
-                if n_procs > 0 and worker.interrupted is None and worker.stopped_reason is None:
-                    worker.budget_reached = False
-                    left = None if timeout is None else max(0.0, timeout - (clock() - started))
-                    if pool is not None:
-                        run_batched(worker, pool, n_procs, left, report)
-                    else:
-                        worker.run(left, report)
-                if _timed_out(started, timeout, clock) or worker.interrupted is not None or worker.stopped_reason:
-                    break
-                _join(procs, worker)
-                if max_trials is not None and evaluated(optuna_study) < max_trials:
-                    _await_orphans(optuna_study, cfg.meta.storage_retry_seconds)
-                orphans = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
-                if orphans:
-                    notes.append(f"{len(orphans)} trial(s) orphaned during the run (a lost connection) were failed and "
-                                 f"queued again: {orphans}")
-                if max_trials is None or evaluated(optuna_study) >= max_trials or not orphans:
-                    break
-        except StorageUnavailable as exc:
-            lost = exc  # the workers meet the same database: wait for them, then say it once
-        finally:
-            if pool is not None:
-                pool.close()
-        _join(procs, worker)
+        # the heap frozen before the workers fork (and thawed when the session's own worker ends): a forked
+        # worker's first full collection then leaves what it inherited alone, instead of touching every
+        # object and so copying every page of this process's heap into its own
+        with settled_heap():
+            quietly(lambda: _start_all(pool.procs if pool is not None else procs))
+            try:
+                for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned meanwhile
+                    if n_procs > 0 and worker.interrupted is None and worker.stopped_reason is None:
+                        worker.budget_reached = False
+                        left = None if timeout is None else max(0.0, timeout - (clock() - started))
+                        if pool is not None:
+                            run_batched(worker, pool, n_procs, left, report)
+                        else:
+                            worker.run(left, report)
+                    if _timed_out(started, timeout, clock) or worker.interrupted is not None or worker.stopped_reason:
+                        break
+                    _join(procs, worker)
+                    if max_trials is not None and evaluated(optuna_study) < max_trials:
+                        _await_orphans(optuna_study, cfg.meta.storage_retry_seconds)
+                    orphans = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
+                    if orphans:
+                        notes.append(f"{len(orphans)} trial(s) orphaned during the run (a lost connection) were failed and "
+                                     f"queued again: {orphans}")
+                    if max_trials is None or evaluated(optuna_study) >= max_trials or not orphans:
+                        break
+            except StorageUnavailable as exc:
+                lost = exc  # the workers meet the same database: wait for them, then say it once
+            finally:
+                if pool is not None:
+                    pool.close()
+            _join(procs, worker)
         read_now(optuna_study)  # the workers' last trials, written just before they ended
         if procs or pool is not None:
             _stop_resource_tracker()
