@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 warnings.filterwarnings("ignore")
 optuna.logging.set_verbosity(optuna.logging.ERROR)
 
+from benchmarks.bench_backtest import versions
 from genesis_core.backtest import Backtester
 from genesis_core.optimizer import RunOptions, SweepOptions, optimize, sweep
 from genesis_core.optimizer import _worker as worker_module
@@ -338,6 +339,7 @@ def main() -> None:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     report = {"trials": n, "rounds": args.rounds, "cpus": os.cpu_count(), "date": time.strftime("%Y-%m-%d"),
+              "versions": versions("optuna", "numpy", "pandas", "numba", "vectorbt"),
               "figures": {k: round(v, 3) for k, v in f.items()}, "ratios": {k: round(v, 2) for k, v in r.items()}}
     if args.json:
         print(json.dumps(report, indent=2))
@@ -352,6 +354,7 @@ def main() -> None:
         table.add_row(k, f"{v:,.3f}")
     for k, v in report["ratios"].items():
         table.add_row(f"[bold]{k}[/]", f"{v:.2f}")
+    table.caption = ", ".join(f"{k} {v}" for k, v in report["versions"].items())
     Console(width=120).print(table)
 
 
