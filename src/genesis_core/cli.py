@@ -1041,27 +1041,31 @@ def _deaf_once_stopped(interrupted: bool) -> None:
 
 
 @contextlib.contextmanager
-def _interruptible() -> Iterator[list[int]]:
+def _interruptible(deaf_once_stopped: bool = False) -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM raise KeyboardInterrupt here, whatever the process inherited (a shell's
-    background job starts with SIGINT ignored); yields the signals received."""
+    background job starts with SIGINT ignored); yields the signals received. With
+    ``deaf_once_stopped`` the first one also makes the process ignore the next ones for good
+    (``_deaf_once_stopped``): all that follows is the stop's own message and exit."""
     received: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
         received.append(signum)
+        _deaf_once_stopped(deaf_once_stopped)
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield received
     finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
+        if not (received and deaf_once_stopped):
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
 
 
 @contextlib.contextmanager
 def _resumable() -> Iterator[None]:
     """Ctrl-C or SIGTERM during a download: the pages fetched are kept; say so and exit 128 + the signal."""
-    with _interruptible() as received:
+    with _interruptible(deaf_once_stopped=True) as received:
         try:
             yield
         except KeyboardInterrupt:
