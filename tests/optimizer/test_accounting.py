@@ -145,18 +145,22 @@ def _genesis(*args: str):
                             stderr=subprocess.PIPE, text=True, start_new_session=True)
 
 
+def _two_workers_past(tmp_path: Path, trials: int):
+    """A 2-worker `genesis optimize` of a 5,000-trial study, once ``trials`` artifacts are written."""
+    proc = _genesis("optimize", str(_space_config(tmp_path, 5000)), "--workers", "2", "--skip-preflight")
+    trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < trials:
+        time.sleep(0.05)
+    return proc
+
+
 def test_sigterm_is_handled_like_ctrl_c_and_every_process_is_reaped(tmp_path):
     """What a scheduler or `docker stop` sends, to the main process only: trials in flight finish, the
     artifacts are written, the resume command is printed, exit 143, and nothing of the run is left."""
     import signal
-    import time
 
-    path = _space_config(tmp_path, 5000)
-    proc = _genesis("optimize", str(path), "--workers", "2", "--skip-preflight")
-    trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 30:
-        time.sleep(0.05)
+    proc = _two_workers_past(tmp_path, 30)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, err[-2000:]
@@ -207,12 +211,7 @@ def test_ctrl_c_pressed_again_and_again_while_the_run_winds_down_changes_nothing
     import signal
     import time
 
-    path = _space_config(tmp_path, 5000)
-    proc = _genesis("optimize", str(path), "--workers", "2", "--skip-preflight")
-    trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
-    deadline = time.time() + 120
-    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 20:
-        time.sleep(0.05)
+    proc = _two_workers_past(tmp_path, 20)
     presses = 0
     while proc.poll() is None and presses < 3000:
         os.killpg(proc.pid, signal.SIGINT)
