@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import fcntl
 import itertools
 import os
 import signal
@@ -55,6 +56,7 @@ from genesis_core.records import Session, TrialArtifact, iso
 SweepMethod = Literal["grid", "random", "sobol"]
 MAX_POINTS = 1_000_000
 CHUNK = 250  # points a process evaluates per task: large enough to hide the round trip, small enough to show progress
+RESULT_PIPE_BYTES = 1 << 20  # Linux's most for an unprivileged process; a reference chunk's results pickle to ~380 KB
 
 
 @dataclass(frozen=True)
@@ -142,6 +144,16 @@ def _evaluate_in_pool(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated
     return out
 
 
+def roomy_results(pool: ProcessPoolExecutor) -> None:
+    """Make the pipe a pool's results come back through hold a chunk's. In the default 64 KB pipe a
+    pool process sat blocked in its write until this process's executor thread had read the results
+    64 KB at a time, each read waiting for the GIL between this process's own evaluations and
+    commits: 30 ms a chunk, a fifth of the pool process's time in a 10k sweep. Where the pipe cannot
+    be resized (not Linux, or a lower limit), it stays as it is."""
+    with contextlib.suppress(AttributeError, OSError):
+        fcntl.fcntl(pool._result_queue._writer.fileno(), fcntl.F_SETPIPE_SZ, RESULT_PIPE_BYTES)  # type: ignore[attr-defined]
+
+
 Evaluations = Callable[[list[dict[str, Any]]], Iterator[list[Evaluated]]]
 
 
@@ -163,6 +175,7 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
         return
     pool = quietly(lambda: ProcessPoolExecutor(workers - 1, process_context(spec), _start_pool_process,
                                                (spec, known)))
+    roomy_results(pool)
     try:
         quietly(lambda: pool.submit(int))  # the processes start with the first task
 
