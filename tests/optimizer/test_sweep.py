@@ -131,13 +131,13 @@ def test_a_chunk_s_results_fit_in_the_pipe_they_come_back_through(tmp_path, monk
     import pickle
 
     sizes: list[int] = []
-    roomy = sweep_module.roomy_results
+    roomy = sweep_module._roomy_results
 
     def measured(pool):
         roomy(pool)
         sizes.append(fcntl.fcntl(pool._result_queue._writer.fileno(), fcntl.F_GETPIPE_SZ))
 
-    monkeypatch.setattr(sweep_module, "roomy_results", measured)
+    monkeypatch.setattr(sweep_module, "_roomy_results", measured)
     spec = load_study_config(_config(tmp_path)).spec()
     summary = sweep(spec, SweepOptions("sobol", points=sweep_module.CHUNK + 50, seed=2, workers=2))
     assert summary.cache.unique_backtests == sweep_module.CHUNK + 50 and summary.session.workers == 2

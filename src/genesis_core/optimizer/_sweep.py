@@ -144,7 +144,7 @@ def _evaluate_in_pool(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated
     return out
 
 
-def roomy_results(pool: ProcessPoolExecutor) -> None:
+def _roomy_results(pool: ProcessPoolExecutor) -> None:
     """Make the pipe a pool's results come back through hold a chunk's. In the default 64 KB pipe a
     pool process sat blocked in its write until this process's executor thread had read the results
     64 KB at a time, each read waiting for the GIL between this process's own evaluations and
@@ -175,7 +175,7 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
         return
     pool = quietly(lambda: ProcessPoolExecutor(workers - 1, process_context(spec), _start_pool_process,
                                                (spec, known)))
-    roomy_results(pool)
+    _roomy_results(pool)
     try:
         quietly(lambda: pool.submit(int))  # the processes start with the first task
 
