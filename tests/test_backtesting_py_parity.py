@@ -15,6 +15,7 @@ import warnings
 
 import numpy as np
 import pytest
+import tqdm.std
 from backtesting import Backtest  # a dev dependency: installed wherever the tests run
 from backtesting.test import GOOG
 
@@ -23,6 +24,10 @@ from genesis_core.records import backtest_record
 from tests.sma_cross_backtesting_py import SmaCross
 
 CASH = 1_000_000_000  # large, so whole-share rounding is negligible
+# backtesting.py's progress bar would start tqdm's monitor thread, which outlives the test: a later
+# test's session then spawns its workers (forking is safe only with no other thread) and the tests
+# that assert a fork fail when run after this module
+tqdm.std.tqdm.monitor_interval = 0
 
 
 @pytest.fixture(scope="module")
