@@ -229,39 +229,38 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     worker = Worker(spec, max_trials, first, session=(cache, plan.slot), storage=storage)
     report = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
     lost: StorageUnavailable | None = None
-    # signals handled through the records below, so a second Ctrl-C cannot cut them short
-    with worker.stopping_on_signals():
-        # the heap frozen before the workers fork (and thawed when the session's own worker ends): a forked
-        # worker's first full collection then leaves what it inherited alone, instead of touching every
-        # object and so copying every page of this process's heap into its own
-        with settled_heap():
-            quietly(lambda: _start_all(pool.procs if pool is not None else procs))
-            try:
-                for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned meanwhile
-                    if n_procs > 0 and worker.interrupted is None and worker.stopped_reason is None:
-                        worker.budget_reached = False
-                        left = None if timeout is None else max(0.0, timeout - (clock() - started))
-                        if pool is not None:
-                            run_batched(worker, pool, n_procs, left, report)
-                        else:
-                            worker.run(left, report)
-                    if _timed_out(started, timeout, clock) or worker.interrupted is not None or worker.stopped_reason:
-                        break
-                    _join(procs, worker)
-                    if max_trials is not None and evaluated(optuna_study) < max_trials:
-                        _await_orphans(optuna_study, cfg.meta.storage_retry_seconds)
-                    orphans = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
-                    if orphans:
-                        notes.append(f"{len(orphans)} trial(s) orphaned during the run (a lost connection) were failed and "
-                                     f"queued again: {orphans}")
-                    if max_trials is None or evaluated(optuna_study) >= max_trials or not orphans:
-                        break
-            except StorageUnavailable as exc:
-                lost = exc  # the workers meet the same database: wait for them, then say it once
-            finally:
-                if pool is not None:
-                    pool.close()
-            _join(procs, worker)
+    # both through the records below: a second Ctrl-C cannot cut them short, and the heap is frozen
+    # before the workers fork (thawed when the session's own worker ends, or here): a forked worker's
+    # first full collection then leaves what it inherited alone, instead of touching every object and
+    # so copying every page of this process's heap into its own
+    with worker.stopping_on_signals(), settled_heap():
+        quietly(lambda: _start_all(pool.procs if pool is not None else procs))
+        try:
+            for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned meanwhile
+                if n_procs > 0 and worker.interrupted is None and worker.stopped_reason is None:
+                    worker.budget_reached = False
+                    left = None if timeout is None else max(0.0, timeout - (clock() - started))
+                    if pool is not None:
+                        run_batched(worker, pool, n_procs, left, report)
+                    else:
+                        worker.run(left, report)
+                if _timed_out(started, timeout, clock) or worker.interrupted is not None or worker.stopped_reason:
+                    break
+                _join(procs, worker)
+                if max_trials is not None and evaluated(optuna_study) < max_trials:
+                    _await_orphans(optuna_study, cfg.meta.storage_retry_seconds)
+                orphans = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
+                if orphans:
+                    notes.append(f"{len(orphans)} trial(s) orphaned during the run (a lost connection) were failed and "
+                                 f"queued again: {orphans}")
+                if max_trials is None or evaluated(optuna_study) >= max_trials or not orphans:
+                    break
+        except StorageUnavailable as exc:
+            lost = exc  # the workers meet the same database: wait for them, then say it once
+        finally:
+            if pool is not None:
+                pool.close()
+        _join(procs, worker)
         read_now(optuna_study)  # the workers' last trials, written just before they ended
         if procs or pool is not None:
             _stop_resource_tracker()
