@@ -280,11 +280,10 @@ def optimize(
     cfg = load_study_config(config)
     if proxy is not None:
         cfg = _with_meta(cfg, "proxy", proxy, "--proxy")
-    options = RunOptions(workers, max_trials, force_resume, backfill_signature)
+    options = RunOptions(workers, max_trials, force_resume, backfill_signature, deaf_once_stopped=True)
     try:
         with _progress_bar(not as_json) as on_progress:
             summary = run(cfg, options, storage, skip_preflight, on_progress)
-            _deaf_once_stopped(summary.explore.session.interrupted)
     except StorageUnavailable as exc:
         resume = f"genesis optimize {config}" + (f" --storage {storage}" if storage else "")
         raise StorageUnavailable(f"{exc}; resume with: {resume}  (trials left running are recovered then)") from None
@@ -350,10 +349,9 @@ def sweep(
     cfg = load_study_config(config)
     if study is not None:
         cfg = _with_meta(cfg, "study_name", study, "--study")
-    options = SweepOptions(method, points, levels, seed, workers)  # type: ignore[arg-type]
+    options = SweepOptions(method, points, levels, seed, workers, deaf_once_stopped=True)  # type: ignore[arg-type]
     with _progress_bar(not as_json) as on_progress:
         summary = run_sweep(cfg.spec(storage), options, on_progress)
-        _deaf_once_stopped(summary.session.interrupted)
     s = summary.session
     if as_json:
         sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
@@ -554,7 +552,7 @@ def walk_forward(
     from genesis_core.workflow import PreflightFailed
     from genesis_core.workflow import walk_forward as run_folds
 
-    options = RunOptions(workers, max_trials)
+    options = RunOptions(workers, max_trials, deaf_once_stopped=True)
     try:  # each fold is a run of its own, preflighted before it starts
         with _progress_bar(not as_json) as on_progress:
             report, path = run_folds(config, options, storage, skip_preflight, on_progress)
@@ -1031,26 +1029,21 @@ def data_update(
     _print_fetched(fetched, as_json, "appended")
 
 
-def _deaf_once_stopped(interrupted: bool) -> None:
-    """Once a signal stopped a run (its work saved), ignore the next ones: a second Ctrl-C in its last
-    lines would end the process with a traceback, and one in the interpreter's teardown (signals back
-    to their defaults) would kill it by SIGINT, instead of the resume line and exit 128 + the first."""
-    if interrupted:
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            signal.signal(sig, signal.SIG_IGN)
-
-
 @contextlib.contextmanager
 def _interruptible(deaf_once_stopped: bool = False) -> Iterator[list[int]]:
     """Ctrl-C and SIGTERM raise KeyboardInterrupt here, whatever the process inherited (a shell's
     background job starts with SIGINT ignored); yields the signals received. With
-    ``deaf_once_stopped`` the first one also makes the process ignore the next ones for good
-    (``_deaf_once_stopped``): all that follows is the stop's own message and exit."""
+    ``deaf_once_stopped`` the first one also makes the process ignore the next ones for good: a
+    second Ctrl-C in its last lines would end it with a traceback, and one in the interpreter's
+    teardown (signals back to their defaults) would kill it by SIGINT, instead of the stop's own
+    message and exit 128 + the first (as ``optimizer.stopping_on_signals``)."""
     received: list[int] = []
 
     def stop(signum: int, frame: object) -> None:
         received.append(signum)
-        _deaf_once_stopped(deaf_once_stopped)
+        if deaf_once_stopped:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(sig, signal.SIG_IGN)
         raise KeyboardInterrupt
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}

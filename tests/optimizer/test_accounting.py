@@ -444,3 +444,29 @@ def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates
     with make_engine(cache_url(storage) if storage else f"sqlite:///{tmp_path / 'results' / 'optuna.cache.db'}").connect() as conn:
         holders = {r.key: r.trial_number for r in conn.execute(sa.select(_CACHE).where(_CACHE.c.study == "t"))}
     assert all(holders[t.user_attrs["genesis"]["cache_key"]] == t.number for t in evaluated)
+
+
+def test_a_stop_signal_leaves_only_the_clis_process_deaf_to_the_next():
+    """Stopped by a signal, the CLI's session (``deaf_once_stopped``) leaves SIGINT and SIGTERM ignored,
+    set in place of its own handler (restored first, a press in between ended the process by SIGINT);
+    a library caller gets its handlers back, and so does everyone when no signal came."""
+    import os
+    import signal
+
+    from genesis_core.optimizer._worker import stopping_on_signals
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        for deaf, press, left in [(True, signal.SIGTERM, signal.SIG_IGN), (False, signal.SIGINT, None), (True, None, None)]:
+            received: list[int] = []
+            with stopping_on_signals(received.append, deaf):
+                if press is not None:
+                    os.kill(os.getpid(), press)
+                    time.sleep(0.01)  # the handler runs between two bytecodes of this thread
+            assert received == ([] if press is None else [press])
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                assert signal.getsignal(sig) == (left or before[sig])
+                signal.signal(sig, before[sig])
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -177,8 +177,9 @@ def _options(max_trials: int):
 
 
 def test_ctrl_c_mid_sweep_keeps_the_finished_chunks_and_the_same_command_does_the_rest(tmp_path):
-    """SIGINT to the whole process group while the pool works: exit 130, every trial in the study
-    has its artifact and a cache entry, and the re-run evaluates only the points not yet there."""
+    """SIGINT to the whole process group while the pool works, and again every 20 ms till the process
+    ends (a second Ctrl-C changes nothing): exit 130, every trial in the study has its artifact and a
+    cache entry, and the re-run evaluates only the points not yet there."""
     path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-12-31")
     trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
     proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "sweep", str(path), "--points", "1500", "--workers", "2"],
@@ -188,7 +189,11 @@ def test_ctrl_c_mid_sweep_keeps_the_finished_chunks_and_the_same_command_does_th
         time.sleep(0.02)
     import os
 
-    os.killpg(proc.pid, signal.SIGINT)
+    presses = 0
+    while proc.poll() is None and presses < 6000:
+        os.killpg(proc.pid, signal.SIGINT)
+        presses += 1
+        time.sleep(0.02)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "Traceback" not in err

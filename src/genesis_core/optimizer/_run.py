@@ -61,6 +61,7 @@ class RunOptions:
     force_resume: bool = False
     backfill_signature: bool = False
     preflight: PreflightRecord | PreflightSkipped | None = None  # what preflight said before this session (recorded in run.json)
+    deaf_once_stopped: bool = False  # ignore SIGINT and SIGTERM for good once one stopped the session (see stopping_on_signals)
 
 
 @dataclass(frozen=True)
@@ -233,7 +234,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     # before the workers fork (thawed when the session's own worker ends, or here): a forked worker's
     # first full collection then leaves what it inherited alone, instead of touching every object and
     # so copying every page of this process's heap into its own
-    with worker.stopping_on_signals(), settled_heap():
+    with worker.stopping_on_signals(options.deaf_once_stopped), settled_heap():
         quietly(lambda: _start_all(pool.procs if pool is not None else procs))
         try:
             for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned meanwhile

@@ -66,6 +66,7 @@ class SweepOptions:
     levels: int = 5  # grid: values per numeric parameter (every choice of a categorical)
     seed: int = 0
     workers: int | None = None  # processes; None: every core
+    deaf_once_stopped: bool = False  # ignore SIGINT and SIGTERM for good once one stopped the sweep (see stopping_on_signals)
 
     def __post_init__(self) -> None:
         if not 1 <= self.points <= MAX_POINTS:
@@ -235,7 +236,7 @@ def sweep(spec: StudySpec, options: SweepOptions = SweepOptions(), on_progress: 
     interrupted: list[int] = []
     # both till the records are written: a second Ctrl-C cannot cut them short, and 10,000 trials thawed
     # for them cost full collections 0.1-0.2 s
-    with stopping_on_signals(interrupted.append), settled_heap():
+    with stopping_on_signals(interrupted.append, options.deaf_once_stopped), settled_heap():
         with _evaluations(spec, known, workers, lambda: bool(interrupted)) as evaluate:
             for chunk in evaluate(points):
                 trials, artifacts, entries = [], [], []

@@ -404,22 +404,32 @@ class Worker:
                 raise exc.__context__ from None
             raise
 
-    def stopping_on_signals(self) -> contextlib.AbstractContextManager[None]:
+    def stopping_on_signals(self, deaf_once_stopped: bool = False) -> contextlib.AbstractContextManager[None]:
         """SIGINT and SIGTERM finish the trial in flight, then stop; ``interrupted`` holds the signal."""
-        return stopping_on_signals(lambda signum: setattr(self, "interrupted", signum))
+        return stopping_on_signals(lambda signum: setattr(self, "interrupted", signum), deaf_once_stopped)
 
 
 @contextlib.contextmanager
-def stopping_on_signals(on_signal: Callable[[int], None]) -> Iterator[None]:
+def stopping_on_signals(on_signal: Callable[[int], None], deaf_once_stopped: bool = False) -> Iterator[None]:
     """SIGINT (Ctrl-C) and SIGTERM (a scheduler, ``docker stop``) call ``on_signal`` instead of
-    stopping the process, which finishes what is in flight and then stops. Off the main thread (a
-    run started by a server) signals are not ours to handle."""
+    stopping the process, which finishes what is in flight and then stops. Once one did, the
+    process's owner (``deaf_once_stopped``: the CLI) ignores the next ones for good, set here in
+    place of this handler: restored first, a Ctrl-C in between would cut the last lines short, or,
+    in the interpreter's teardown, kill the process by SIGINT. Any other caller gets its handlers
+    back. Off the main thread (a run started by a server) signals are not ours to handle."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = {sig: signal.signal(sig, lambda signum, frame: on_signal(signum)) for sig in STOP_SIGNALS}
+    stopped = False
+
+    def stop(signum: int, frame: object) -> None:
+        nonlocal stopped
+        stopped = True
+        on_signal(signum)
+
+    previous = {sig: signal.signal(sig, stop) for sig in STOP_SIGNALS}
     try:
         yield
     finally:
         for sig, handler in previous.items():
-            signal.signal(sig, handler)
+            signal.signal(sig, signal.SIG_IGN if stopped and deaf_once_stopped else handler)
