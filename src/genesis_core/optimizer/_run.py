@@ -29,7 +29,6 @@ from genesis_core.optimizer._storage import (
     ScoreCache,
     StorageUnavailable,
     cache_url,
-    clear_stale_journal_lock,
     open_storage,
     orphan_age,
     read_now,
@@ -163,13 +162,10 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     if refusal:
         raise ConfigError(refusal)
     data_fp = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint  # cached for the workers
-    lock = clear_stale_journal_lock(spec.storage_url, cfg.meta.stale_trial_seconds)
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     optuna_study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize",
                                        load_if_exists=True, sampler=spec.sampler(), pruner=spec.pruner())
     notes = check_signature(optuna_study, spec, data_fp, options.force_resume, options.backfill_signature)
-    if lock is not None:
-        notes.append(lock)
     if cfg.meta.proxy is not None:
         notes.append(f"the study's calls went through the gRPC storage proxy at {cfg.meta.proxy}")
     spec.folder.remove_stale_temporaries()
