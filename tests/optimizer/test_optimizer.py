@@ -510,6 +510,44 @@ def test_distributions_read_back_from_the_journal_are_the_ones_written(tmp_path)
                 assert [type(c) for c in got.choices] == [type(c) for c in dist.choices]
 
 
+def test_a_trial_copy_is_what_copy_s_generic_path_makes(tmp_path, monkeypatch):
+    """Trials are copied by a ``__copy__`` of ours (Optuna's replay copies one per entry it applies):
+    a new trial whose attributes are the very values of the original's, as ``copy``'s generic path
+    makes, and a replay of a journal with it equals one without it, trial by trial, in every state."""
+    import copy
+
+    from genesis_core.optimizer._storage import _trial_copy
+
+    path = tmp_path / "optuna.journal"
+    study = optuna.create_study(study_name="c", storage=open_storage(f"journal:///{path}"))
+    for i in range(12):
+        trial = study.ask()
+        trial.suggest_float("x", 0.0, 1.0)
+        trial.suggest_int("n", 1, 9)
+        trial.suggest_categorical("c", ["a", "b"])
+        trial.set_user_attr("nested", {"i": i, "m": [1.5, {"k": None}]})
+        trial.report(0.5, step=1)
+        study.tell(trial, [1.0 * i, None, None][i % 3], state=[None, optuna.trial.TrialState.PRUNED,
+                                                              optuna.trial.TrialState.FAIL][i % 3])
+    study.enqueue_trial({"x": 0.25})
+    logs = list(JournalFile(str(path)).read_logs(0))
+
+    def replayed() -> list[dict]:
+        replay = optuna.storages.journal._storage.JournalStorageReplayResult("reader")
+        replay.apply_logs(copy.deepcopy(logs))
+        return [vars(t) for t in replay._trials.values()]
+
+    ours = replayed()
+    original = study.trials[4]
+    made = copy.copy(original)
+    assert type(made) is type(original) and made is not original and made == original
+    assert vars(made).keys() == vars(original).keys() and all(vars(made)[k] is vars(original)[k] for k in vars(original))
+    monkeypatch.delattr(optuna.trial.FrozenTrial, "__copy__")  # copy's generic path: __reduce_ex__
+    assert copy.copy(original) is not original and vars(copy.copy(original)) == vars(_trial_copy(original))
+    generic = replayed()
+    assert len(ours) == 13 and ours == generic
+
+
 def test_two_writers_interleaving_see_what_optuna_s_own_reader_sees(tmp_path, monkeypatch):
     """Each writer applies its held writes (parameters, attributes, reports) as it holds them and
     only counts them when it reads them back, and applies its other writes as it makes them when
