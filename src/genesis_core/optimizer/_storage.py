@@ -336,6 +336,7 @@ def _trial_copy(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
 
 
 optuna.trial.FrozenTrial.__copy__ = _trial_copy  # type: ignore[attr-defined]
+
 # a trial's writes that wait for its next state change or ``flush``; creating trials and studies,
 # state changes and study attributes are written at once
 _HELD = frozenset({JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR,
