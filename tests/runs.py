@@ -4,8 +4,11 @@ the way a user does."""
 
 from __future__ import annotations
 
+import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -75,3 +78,17 @@ def genesis_killed_after(target: str, calls: int, *args: str) -> subprocess.Comp
     ``target`` (``module:Class.function`` or ``module:function``) returns: a kill at a chosen step."""
     return subprocess.run([sys.executable, "-c", _KILLED_AFTER, target, str(calls), *args], cwd=Path(__file__).resolve().parents[1],
                           capture_output=True, text=True, timeout=300)
+
+
+def ctrl_c_until_it_ends(proc: subprocess.Popen[str], group: bool = True, limit: int = 6000) -> int:
+    """An impatient user: SIGINT every 20 ms from now until ``proc`` ends (to its whole process group
+    when ``group``, as a terminal sends it), at most ``limit`` times; returns the presses."""
+    presses = 0
+    while proc.poll() is None and presses < limit:
+        if group:
+            os.killpg(proc.pid, signal.SIGINT)
+        else:
+            proc.send_signal(signal.SIGINT)
+        presses += 1
+        time.sleep(0.02)
+    return presses

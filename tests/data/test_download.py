@@ -19,7 +19,7 @@ import pytest
 
 from genesis_core.data import Candles, file_market, format_ts, load_candles, market_sidecar, parse_ts
 from tests.fake_exchange import Exchange, serving
-from tests.runs import genesis
+from tests.runs import ctrl_c_until_it_ends, genesis
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = {"bitfinex": ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "binance": ROOT / "data" / "BTCUSDT_1h_binance.csv.gz"}
@@ -106,9 +106,9 @@ def test_ctrl_c_then_kill_9_mid_download_lose_at_most_the_page_in_flight_and_a_r
             while (len(list(part.glob("page-*.csv"))) if part.exists() else 0) < before + 3:
                 assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
                 time.sleep(0.02)
-            os.kill(proc.pid, sig)
-            while sig == signal.SIGINT and proc.poll() is None:  # pressed again and again while it stops: 130 all the same
-                time.sleep(0.02)
+            if sig == signal.SIGINT:
+                ctrl_c_until_it_ends(proc, group=False)  # pressed again and again while it stops: 130 all the same
+            else:
                 os.kill(proc.pid, sig)
             _, stderr = proc.communicate(timeout=60)
             assert proc.returncode == (130 if sig == signal.SIGINT else -signal.SIGKILL), stderr

@@ -14,7 +14,7 @@ from genesis_core.optimizer import RunOptions
 from genesis_core.optimizer._storage import _CACHE, ClaimExpired, ScoreCache, cache_url, make_engine
 from genesis_core.optimizer._worker import process_context
 from tests.optimizer.test_optimizer import _trials
-from tests.runs import genesis_killed_after, optimize, validate
+from tests.runs import ctrl_c_until_it_ends, genesis_killed_after, optimize, validate
 from tests.validation.conftest import validated_config
 
 
@@ -205,16 +205,8 @@ def test_ctrl_c_pressed_again_and_again_while_the_run_winds_down_changes_nothing
     """An impatient user: Ctrl-C to the whole group every 20 ms from the first until the process ends.
     The session's records, the last lines and the interpreter's teardown are not cut short: exit 130
     (not a traceback, not death by SIGINT), and run.json agrees with the study."""
-    import os
-    import signal
-    import time
-
     proc = _two_workers_past(tmp_path, 20)
-    presses = 0
-    while proc.poll() is None and presses < 3000:
-        os.killpg(proc.pid, signal.SIGINT)
-        presses += 1
-        time.sleep(0.02)
+    presses = ctrl_c_until_it_ends(proc, limit=3000)
     out, err = proc.communicate(timeout=60)
     assert presses > 5  # pressed on while it wound down
     assert proc.returncode == 130, err[-2000:]

@@ -26,7 +26,7 @@ from genesis_core.records import RunFolder, ScoreRecord, backtest_record
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
-from tests.runs import genesis, genesis_killed_after, optimize, validate
+from tests.runs import ctrl_c_until_it_ends, genesis, genesis_killed_after, optimize, validate
 from tests.validation.conftest import VALIDATION
 
 SPACE = {
@@ -187,13 +187,7 @@ def test_ctrl_c_mid_sweep_keeps_the_finished_chunks_and_the_same_command_does_th
     deadline = time.time() + 120
     while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 250 and proc.poll() is None:
         time.sleep(0.02)
-    import os
-
-    presses = 0
-    while proc.poll() is None and presses < 6000:
-        os.killpg(proc.pid, signal.SIGINT)
-        presses += 1
-        time.sleep(0.02)
+    ctrl_c_until_it_ends(proc)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "Traceback" not in err
