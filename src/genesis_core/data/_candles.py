@@ -197,11 +197,12 @@ class Window:
     def bars(self) -> int:
         return len(self.candles) - self.start_index
 
-    @property
+    @cached_property
     def first_bar(self) -> str:
+        """The first decision bar's time (every backtest's record of the window has it: formatted once)."""
         return format_ts(self.candles.timestamps[self.start_index])
 
-    @property
+    @cached_property
     def last_bar(self) -> str:
         return format_ts(self.candles.timestamps[-1])
 
