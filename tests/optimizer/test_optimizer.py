@@ -510,6 +510,23 @@ def test_distributions_read_back_from_the_journal_are_the_ones_written(tmp_path)
                 assert [type(c) for c in got.choices] == [type(c) for c in dist.choices]
 
 
+def test_a_distribution_s_journal_json_is_optuna_s_for_an_object_seen_again_or_new():
+    """The journal writes a distribution's JSON memoised by the object (a sweep passes its space's
+    own with every trial) and by equality: either way Optuna's JSON, for the same object again, for
+    an equal new one, and for thousands of new ones made and dropped (whose ids the system reuses)."""
+    from optuna.distributions import FloatDistribution, IntDistribution, distribution_to_json
+
+    from genesis_core.optimizer._storage import optuna_journal
+
+    shared = FloatDistribution(0.0, 1.0, step=0.125)
+    for dist in (shared, shared, FloatDistribution(0.0, 1.0, step=0.125), FloatDistribution(0.0, 1.0), shared,
+                 IntDistribution(1, 64, log=True), IntDistribution(1, 64)):
+        assert optuna_journal.distribution_to_json(dist) == distribution_to_json(dist)
+    for i in range(3000):
+        dist = FloatDistribution(0.0, i + 1.0) if i % 2 else IntDistribution(0, i + 1)
+        assert optuna_journal.distribution_to_json(dist) == distribution_to_json(dist)
+
+
 def test_a_trial_copy_is_what_copy_s_generic_path_makes(tmp_path, monkeypatch):
     """Trials are copied by a ``__copy__`` of ours (Optuna's replay copies one per entry it applies):
     a new trial whose attributes are the very values of the original's, as ``copy``'s generic path

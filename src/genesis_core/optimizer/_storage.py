@@ -314,9 +314,21 @@ def _memoised_distribution_json() -> None:
     parse = functools.lru_cache(maxsize=4096)(optuna.distributions.json_to_distribution)
     numeric = (optuna.distributions.FloatDistribution, optuna.distributions.IntDistribution)
     write_json = functools.lru_cache(maxsize=4096)(optuna.distributions.distribution_to_json)
+    # by identity first: a distribution's hash (the equality cache's key) costs more than the rest of
+    # the lookup, and a sweep writes its space's own objects with each of its trials; each entry keeps
+    # its object, so its id is not reused while it is here
+    recent: dict[int, tuple[optuna.distributions.BaseDistribution, str]] = {}
 
     def to_json(dist: optuna.distributions.BaseDistribution) -> str:
-        return write_json(dist) if type(dist) in numeric else optuna.distributions.distribution_to_json(dist)
+        if type(dist) not in numeric:
+            return optuna.distributions.distribution_to_json(dist)
+        hit = recent.get(id(dist))
+        if hit is not None:
+            return hit[1]
+        if len(recent) >= 256:  # a study's trials each bring new objects: kept bounded
+            recent.clear()
+        entry = recent[id(dist)] = (dist, write_json(dist))
+        return entry[1]
 
     optuna_journal.json_to_distribution = parse
     optuna_journal.distribution_to_json = to_json
