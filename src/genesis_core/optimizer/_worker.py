@@ -194,7 +194,7 @@ def restore_artifacts(spec: StudySpec, study: optuna.Study) -> tuple[list[int], 
     rerun = set(lost)
     for t in (t for t in mine if t.number in rerun):
         params, g = spec.space.trial_params(t), t.user_attrs["genesis"]
-        measured = measure(backtester, backtester.plan(spec.build(params)), spec, optuna.pruners.NopPruner())
+        measured = measure(backtester, backtester.plan(*spec.build.validated(params)), spec, optuna.pruners.NopPruner())
         if measured.score.production != t.user_attrs["production_score"]:
             raise GenesisError(f"trial {t.number}'s artifact was lost before it reached the disk, and running it again gives "
                                f"production score {measured.score.production}, not the {t.user_attrs['production_score']} "
@@ -248,7 +248,7 @@ class Worker:
         s.space.suggest(trial)
         params = s.space.trial_params(trial)
         try:
-            plan = self.backtester.plan(s.build(params))
+            plan = self.backtester.plan(*s.build.validated(params))
         except (ConfigError, DataError) as exc:
             trial.set_user_attr("error", str(exc))
             raise
