@@ -257,6 +257,21 @@ def test_sobol_points_hold_python_numbers_rounded_as_every_other_point_is(tmp_pa
     assert floats and all(round(v, 12) == v for v in floats)
 
 
+def test_the_builder_s_validated_params_plan_as_the_config_s_own_would(tmp_path):
+    """A trial's config and its params as the builder validated them plan exactly as the config
+    alone does (``Backtester.plan`` validating its params again): the same params, effective
+    config and fingerprint, for points over every kind of parameter of the space."""
+    spec = load_study_config(_config(tmp_path)).spec()
+    backtester = Backtester()
+    points = sweep_points(spec.space, SweepOptions("sobol", points=64, seed=4))
+    assert {p["gates.htf.enabled"] for p in points} == {True, False}
+    for point in points:
+        config, params = spec.build.validated(point)
+        given, own = backtester.plan(config, params), backtester.plan(config)
+        assert given.params == own.params and repr(given.params) == repr(own.params)
+        assert given.config == own.config and given.config_fingerprint == own.config_fingerprint
+
+
 _STEPS = {"write_trials": "genesis_core.records._run:RunFolder.write_trials",  # the chunk's artifacts written
           "store_many": "genesis_core.optimizer._storage:ScoreCache.store_many",  # its cache entries stored
           "add_trials": "genesis_core.optimizer._sweep:_commit"}  # its trials appended: the commit's last step
