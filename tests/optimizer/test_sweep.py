@@ -257,6 +257,34 @@ def test_sobol_points_hold_python_numbers_rounded_as_every_other_point_is(tmp_pa
     assert floats and all(round(v, 12) == v for v in floats)
 
 
+def test_an_artifact_and_a_cache_entry_made_from_the_record_s_json_are_the_models_json(tmp_path):
+    """A sweep's process writes each point's artifact and cache entry from its record's JSON
+    (``TrialArtifact.json_of``, ``CacheEntry.json_of``): byte for byte what the models write, for
+    scores as measured and with non-finite values (written as null, as the models write them),
+    pruned or not, another study's result or not; a record that already has a score is refused."""
+    import math
+
+    from genesis_core.optimizer._storage import CacheEntry
+    from genesis_core.optimizer._worker import measure
+    from genesis_core.records import CachedFrom, TrialArtifact
+
+    spec = load_study_config(_config(tmp_path)).spec()
+    backtester = Backtester()
+    for point in sweep_points(spec.space, SweepOptions("sobol", points=24, seed=5)):
+        m = measure(backtester, backtester.plan(*spec.build.validated(point)), spec, optuna.pruners.NopPruner())
+        record_json = m.record.model_dump_json()
+        scores = [m.score, m.score.model_copy(update={"production": -math.inf, "feasibility": math.nan})]
+        for sc in scores:
+            for pruned, origin in ((None, None), ("MedianPruner at bar 10", CachedFrom(study="other", trial=3))):
+                model = TrialArtifact.of(m.record, 7, point, sc, pruned, origin)
+                assert TrialArtifact.json_of(record_json, 7, point, sc, pruned, origin) == model.model_dump_json()
+            entry = CacheEntry(study="t", trial_number=7, score=sc, metrics=m.metrics, record=m.record)
+            assert CacheEntry.json_of("t", 7, sc, m.metrics, record_json) == entry.model_dump_json()
+    assert "null" in CacheEntry.json_of("t", 7, scores[1], m.metrics, record_json).split('"metrics"')[0]
+    with pytest.raises(ValueError, match="ends with a score"):
+        TrialArtifact.json_of(model.model_dump_json(), 7, point, m.score)
+
+
 def test_the_builder_s_validated_params_plan_as_the_config_s_own_would(tmp_path):
     """A trial's config and its params as the builder validated them plan exactly as the config
     alone does (``Backtester.plan`` validating its params again): the same params, effective

@@ -177,9 +177,8 @@ for _name in sorted((optuna.storages.BaseStorage.__abstractmethods__ | BaseHeart
 RetryingStorage.__abstractmethods__ = frozenset()
 
 
-class CacheEntry(pydantic.BaseModel):
-    """A finished evaluation: what a duplicate of it is answered with, and what another study
-    that asks for the same key gets as its own trial's result."""
+class _EntryHead(pydantic.BaseModel):
+    """A cache entry's fields before its record (``CacheEntry``)."""
 
     model_config = pydantic.ConfigDict(extra="forbid", ser_json_inf_nan="null")
     study: str  # where it was evaluated
@@ -187,7 +186,20 @@ class CacheEntry(pydantic.BaseModel):
     score: ScoreRecord
     metrics: Metrics
     pruned: str | None = None
+
+
+class CacheEntry(_EntryHead):
+    """A finished evaluation: what a duplicate of it is answered with, and what another study
+    that asks for the same key gets as its own trial's result."""
+
     record: BacktestRecord  # the backtest's record (no trades): another study's artifact is made from it
+
+    @staticmethod
+    def json_of(study: str, trial_number: int, score: ScoreRecord, metrics: Metrics, record_json: str) -> str:
+        """An entry's JSON (``model_dump_json``) with the record's JSON as it is (``TrialArtifact.json_of``)."""
+        head = _EntryHead.model_construct(study=study, trial_number=trial_number, score=score, metrics=metrics,
+                                          pruned=None).model_dump_json()
+        return f'{head[:-1]},"record":{record_json}}}'
 
 
 @dataclass(frozen=True)
@@ -823,20 +835,21 @@ class ScoreCache:
                 raise ClaimExpired(f"waited {wait_seconds:.0f} s for another worker to finish parameter set {key[:12]}")
             time.sleep(0.005)
 
-    def store_many(self, study: str, entries: list[tuple[str, CacheEntry]]) -> None:
-        """Finished evaluations nobody claimed (a sweep's), in one transaction. They are of points the
-        study holds no trial of, so an entry already there for one of their keys answers for no trial
-        (a sweep killed between storing a chunk and appending its trials, a dead worker's claim): it
-        is replaced, not a conflict that would stop every later run."""
+    def store_many(self, study: str, entries: list[tuple[str, int, str]]) -> None:
+        """Finished evaluations nobody claimed (a sweep's): key, trial number and the entry's JSON
+        (``CacheEntry.json_of``), in one transaction. They are of points the study holds no trial
+        of, so an entry already there for one of their keys answers for no trial (a sweep killed
+        between storing a chunk and appending its trials, a dead worker's claim): it is replaced,
+        not a conflict that would stop every later run."""
         if not entries:
             return
         now = time.time()
-        rows = [{"study": study, "key": key, "state": "done", "trial_number": e.trial_number, "payload": e.model_dump_json(),
-                 "updated": now} for key, e in entries]
+        rows = [{"study": study, "key": key, "state": "done", "trial_number": number, "payload": payload, "updated": now}
+                for key, number, payload in entries]
 
         def insert() -> None:
             with self._engine.begin() as conn:
-                conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key.in_([key for key, _ in entries])))
+                conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key.in_([key for key, _, _ in entries])))
                 conn.execute(sa.insert(_CACHE), rows)
 
         retrying(insert, self._retry, self._url)

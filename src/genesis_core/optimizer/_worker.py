@@ -119,10 +119,10 @@ def measure(backtester: Backtester, plan: Plan, spec: StudySpec, pruner: optuna.
                     {k: record.metrics[k] for k in TRIAL_METRICS}, points, int(result.trace["signals"]))
 
 
-def trial_attributes(entry: CacheEntry, config_fingerprint: str, key: str, phase: int, duplicate_of: int | None = None,
-                     cached_from: CachedFrom | None = None) -> dict[str, Any]:
-    """A settled trial's user attributes: those people filter on at the top, the rest under "genesis"."""
-    sc = entry.score
+def trial_attributes(sc: ScoreRecord, metrics: Metrics, pruned: str | None, config_fingerprint: str, key: str, phase: int,
+                     duplicate_of: int | None = None, cached_from: CachedFrom | None = None) -> dict[str, Any]:
+    """A settled trial's user attributes (from its evaluation's score, metrics and pruning): those
+    people filter on at the top, the rest under "genesis"."""
     genesis: dict[str, Any] = {"config_fingerprint": config_fingerprint, "cache_key": key}
     top: dict[str, Any] = {"phase": phase}
     if duplicate_of is not None:
@@ -134,7 +134,7 @@ def trial_attributes(entry: CacheEntry, config_fingerprint: str, key: str, phase
             genesis["cached_from"] = cached_from.model_dump()
     outcome = Outcome.DUPLICATE.value if duplicate_of is not None else sc.outcome.value
     top.update(outcome=outcome, feasibility_score=sc.feasibility, production_score=sc.production)
-    genesis.update(constraints_failed=sc.constraints_failed, metrics=entry.metrics, pruned=entry.pruned)
+    genesis.update(constraints_failed=sc.constraints_failed, metrics=metrics, pruned=pruned)
     return {**top, "genesis": genesis}
 
 
@@ -261,7 +261,8 @@ class Worker:
         if answer is not None and answer.same_study and _stands(trial.study, answer.trial_number):  # a duplicate
             self.streak += 1
             entry = answer.entry
-            attrs = trial_attributes(entry, job.plan.config_fingerprint, job.key, job.phase, duplicate_of=answer.trial_number)
+            attrs = trial_attributes(entry.score, entry.metrics, entry.pruned, job.plan.config_fingerprint, job.key, job.phase,
+                                     duplicate_of=answer.trial_number)
         else:
             self.streak = 0
             origin = None
@@ -282,7 +283,8 @@ class Worker:
             except BaseException:
                 self.cache.release(s.name, job.key)
                 raise
-            attrs = trial_attributes(entry, job.plan.config_fingerprint, job.key, job.phase, cached_from=origin)
+            attrs = trial_attributes(entry.score, entry.metrics, entry.pruned, job.plan.config_fingerprint, job.key, job.phase,
+                                     cached_from=origin)
         for name, value in attrs.items():  # written with the tell (HeldJournalStorage)
             trial.set_user_attr(name, value)
         return Settled(entry.score.production, entry.pruned, entry)  # one scale in the study: phase 1 chose on its own (PhasedSampler)

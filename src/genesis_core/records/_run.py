@@ -218,9 +218,10 @@ class RunFolder:
     def write_trial(self, artifact: TrialArtifact, durable: bool = True) -> None:
         self._write(_trial_name(artifact.trial_number), artifact.model_dump_json(), durable)
 
-    def write_trials(self, artifacts: list[TrialArtifact]) -> None:
-        """Many trials' artifacts, all durable when this returns (one flush for the batch)."""
-        files = {_trial_name(a.trial_number): a.model_dump_json() for a in artifacts}
+    def write_trials(self, artifacts: list[tuple[int, str]]) -> None:
+        """Many trials' artifacts (trial number, JSON: ``TrialArtifact.json_of``), all durable when
+        this returns (one flush for the batch)."""
+        files = {_trial_name(number): text for number, text in artifacts}
         for name, text in files.items():
             atomic_write(self.path / name, text, durable=False)
         sync_all()

@@ -6,6 +6,8 @@ import json
 import math
 from typing import Any
 
+import pydantic
+
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, BacktestResult
 from genesis_core.data import format_ts
@@ -147,6 +149,27 @@ class TrialArtifact(BacktestRecord):
         a sweep makes thousands a second."""
         return cls.model_construct(**{**dict(record), "trial_number": trial_number, "params": params, "score": score,
                                       "pruned": pruned, "cached_from": cached_from})
+
+    @classmethod
+    def json_of(cls, record_json: str, trial_number: int, params: dict[str, Any], score: ScoreRecord,
+                pruned: str | None = None, cached_from: CachedFrom | None = None) -> str:
+        """``of(record, ...).model_dump_json()`` from ``record``'s JSON (a trial's record as
+        ``measure`` makes it, without a score), without the record's model: a sweep's process
+        receives each point's record as its JSON, and writes it into the artifact and the cache
+        entry as it is. An artifact's JSON is its record's, the score set, then its own fields."""
+        head = record_json.removesuffix(_NO_SCORE)
+        if head == record_json:
+            raise ValueError("not the JSON of a trial's record: it ends with a score")
+        fields: dict[str, Any] = {"trial_number": trial_number, "params": params, "pruned": pruned, "cached_from": cached_from}
+        own = _ArtifactFields.model_construct(**fields).model_dump_json()
+        return f'{head}"score":{score.model_dump_json()},{own[1:]}'
+
+
+_NO_SCORE = '"score":null}'  # the end of a record's JSON when it has no score: its last field
+# the fields an artifact adds to its record, in its order (serialised as the artifact's own)
+_ArtifactFields = pydantic.create_model(  # type: ignore[call-overload]
+    "_ArtifactFields", __base__=Part,
+    **{name: (f.annotation, f) for name, f in TrialArtifact.model_fields.items() if name not in BacktestRecord.model_fields})
 
 
 class BestTrial(Record):
