@@ -196,7 +196,8 @@ class CacheEntry(_EntryHead):
 
     @staticmethod
     def json_of(study: str, trial_number: int, score: ScoreRecord, metrics: Metrics, record_json: str) -> str:
-        """An entry's JSON (``model_dump_json``) with the record's JSON as it is (``TrialArtifact.json_of``)."""
+        """An unpruned entry's JSON (``model_dump_json``; a sweep's) with the record's JSON as it is
+        (``TrialArtifact.json_of``)."""
         head = _EntryHead.model_construct(study=study, trial_number=trial_number, score=score, metrics=metrics,
                                           pruned=None).model_dump_json()
         return f'{head[:-1]},"record":{record_json}}}'

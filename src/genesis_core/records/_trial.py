@@ -150,8 +150,8 @@ class TrialArtifact(BacktestRecord):
         return cls.model_construct(**{**dict(record), "trial_number": trial_number, "params": params, "score": score,
                                       "pruned": pruned, "cached_from": cached_from})
 
-    @classmethod
-    def json_of(cls, record_json: str, trial_number: int, params: dict[str, Any], score: ScoreRecord,
+    @staticmethod
+    def json_of(record_json: str, trial_number: int, params: dict[str, Any], score: ScoreRecord,
                 pruned: str | None = None, cached_from: CachedFrom | None = None) -> str:
         """``of(record, ...).model_dump_json()`` from ``record``'s JSON (a trial's record as
         ``measure`` makes it, without a score), without the record's model: a sweep's process
