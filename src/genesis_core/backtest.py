@@ -120,6 +120,8 @@ class ConfigBuilder:
         self._config = config.model_copy(update={"params": self._params})
 
     def __call__(self, trial_params: dict[str, Any] | None = None) -> BacktestConfig:
+        if not trial_params:  # the fixed config: its params were validated once, in __init__
+            return self._config.model_copy(deep=True)
         return self.validated(trial_params)[0]
 
     def validated(self, trial_params: dict[str, Any] | None = None) -> tuple[BacktestConfig, Any]:
