@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import csv
 import dataclasses
 import gc
@@ -531,8 +533,6 @@ def test_a_trial_copy_is_what_copy_s_generic_path_makes(tmp_path, monkeypatch):
     """Trials are copied by a ``__copy__`` of ours (Optuna's replay copies one per entry it applies):
     a new trial whose attributes are the very values of the original's, as ``copy``'s generic path
     makes, and a replay of a journal with it equals one without it, trial by trial, in every state."""
-    import copy
-
     from genesis_core.optimizer._storage import _trial_copy
 
     path = tmp_path / "optuna.journal"
@@ -563,6 +563,82 @@ def test_a_trial_copy_is_what_copy_s_generic_path_makes(tmp_path, monkeypatch):
     assert copy.copy(original) is not original and vars(copy.copy(original)) == vars(_trial_copy(original))
     generic = replayed()
     assert len(ours) == 13 and ours == generic
+
+
+def test_the_replay_applies_entries_as_optuna_s_does_one_by_one_errors_included():
+    """A run of one trial's parameter and attribute entries is applied to one copy of it, and the
+    trial holding a parameter that a new distribution must be compatible with is remembered: the
+    replay must end where Optuna's does, entry by entry, with the trials readers got unchanged,
+    whoever wrote the entries and however they are cut into reads. The entries include everything Optuna refuses or ignores
+    (an incompatible distribution, a finished or unknown trial, an index outside the choices, two
+    attributes in one entry), a trial setting a parameter twice in one read, and trials holding a
+    parameter with distributions that Optuna would not have let one set (added finished)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, distribution_to_json
+    from optuna.storages.journal._storage import JournalOperation as Op
+    from optuna.storages.journal._storage import JournalStorageReplayResult
+
+    from genesis_core.optimizer._storage import _Replay
+
+    me = JournalStorageReplayResult("me-").worker_id
+    unit, wide, logged = (distribution_to_json(FloatDistribution(lo, h, log=lg)) for lo, h, lg in ((0.0, 1.0, False), (0.0, 2.0, False),
+                                                                                                     (0.125, 1.0, True)))
+    ab = distribution_to_json(CategoricalDistribution(("a", "b")))
+
+    def entry(op: int, who: str = "other", **fields) -> dict:
+        return {"op_code": op, "worker_id": who, **fields}
+
+    def param(trial: int, name: str, value: float, dist: str, who: str = "other") -> dict:
+        return entry(Op.SET_TRIAL_PARAM, who, trial_id=trial, param_name=name, param_value_internal=value, distribution=dist)
+
+    def create(study: int, **fields) -> dict:
+        return entry(Op.CREATE_TRIAL, study_id=study, datetime_start="2026-01-01T00:00:00", **fields)
+
+    def attr(trial: int, key: str, who: str = "other", **values) -> dict:
+        return entry(Op.SET_TRIAL_USER_ATTR if key == "user_attr" else Op.SET_TRIAL_SYSTEM_ATTR, who, trial_id=trial, **{key: values})
+
+    def finish(trial: int) -> dict:
+        return entry(Op.SET_TRIAL_STATE_VALUES, trial_id=trial, state=1, values=[1.0], datetime_complete="2026-01-01T01:00:00")
+
+    logs = [entry(Op.CREATE_STUDY, study_name="s", directions=[1]), entry(Op.CREATE_STUDY, study_name="t", directions=[1]),
+            create(0), create(0), create(1), create(0),
+            param(1, "x", 0.5, unit), attr(1, "user_attr", a=1), attr(1, "system_attr", s=1),
+            param(0, "x", 1.5, wide), param(1, "x", 0.25, logged), attr(0, "user_attr", b=2), attr(0, "user_attr", b=3),
+            param(2, "x", 0.5, logged), param(2, "y", 1.0, ab), attr(2, "user_attr", c=1, d=2), param(2, "z", 0.5, unit),
+            create(0, state=1, values=[0.0], datetime_complete="2026-01-01T01:00:00", params={"x": 1}, distributions={"x": ab}),
+            param(3, "x", 0.0, ab), param(3, "y", 0.0, ab), param(3, "w", 5.0, ab), param(3, "v", 0.5, unit, who=me),
+            param(3, "x", 1.0, ab, who=me), param(3, "u", 0.5, unit, who=me), attr(3, "user_attr", who=me, e=1),
+            finish(1), param(1, "y", 0.0, ab), attr(1, "user_attr", f=1), param(1, "y", 0.0, ab, who=me),
+            param(9, "x", 0.5, unit), attr(9, "system_attr", g=1), attr(9, "user_attr", who=me, g=1),
+            param(0, "y", 1.0, ab, who=me), param(0, "x", 0.75, unit, who=me), attr(0, "system_attr", who=me, h=1),
+            create(1), param(5, "q", 0.5, unit), param(5, "q", 1.0, ab), param(5, "q", 0.0, ab, who=me)]
+
+    def replayed(cls: type, size: int) -> tuple[list, int, list]:
+        replay = JournalStorageReplayResult("me-")
+        replay = _Replay.adopt(replay) if cls is _Replay else replay
+        raised, handed_out = [], []
+        for start in range(0, len(logs), size):
+            try:
+                replay.apply_logs(logs[start:start + size])
+                raised.append(None)
+            except (KeyError, ValueError, IndexError, AssertionError, optuna.exceptions.UpdateFinishedTrialError) as exc:
+                raised.append(type(exc))
+            handed_out += [(t, copy.deepcopy(vars(t))) for t in replay._trials.values()]  # as readers got them
+        assert all(vars(t) == then for t, then in handed_out)  # a trial read once never changes under its reader
+        return raised, replay.log_number_read, [vars(t) for t in replay._trials.values()]
+
+    for size in (1, 2, 3, 4, 7, len(logs)):
+        optuna_s, ours = replayed(JournalStorageReplayResult, size), replayed(_Replay, size)
+        assert ours == optuna_s, size
+    raised = replayed(_Replay, 1)[0]
+    assert {e for e in raised if e} == {KeyError, ValueError, IndexError, AssertionError, optuna.exceptions.UpdateFinishedTrialError}
+    replay = _Replay.adopt(JournalStorageReplayResult("me-"))
+    for log in logs:
+        with contextlib.suppress(Exception):
+            replay.apply_logs([log])
+    t = replay._trials
+    assert t[0].params == {"x": 0.75, "y": "b"} and t[1].params == {"x": 0.5} and t[2].params == {"x": 0.5, "y": "b", "z": 0.5}
+    assert t[3].params == {"y": "a", "v": 0.5, "u": 0.5} and t[4].params == {"x": "b"} and t[5].params == {"q": 0.5}
+    assert (t[0].user_attrs, t[0].system_attrs, t[1].user_attrs, t[3].user_attrs) == ({"b": 3}, {"h": 1}, {"a": 1}, {"e": 1})
 
 
 def test_two_writers_interleaving_see_what_optuna_s_own_reader_sees(tmp_path, monkeypatch):
@@ -708,19 +784,30 @@ def test_a_running_trial_is_written_at_once_and_synced_to_disk_only_once_it_fini
 
 def test_trials_run_with_the_start_up_heap_frozen_and_it_is_thawed_after(tmp_path, monkeypatch):
     """The garbage collector leaves a worker's start-up objects alone while its trials run (32
-    workers collecting them together stalled a fleet), and a process that runs studies one after
-    another gets them back to collect."""
-    frozen, measure = [], _worker.measure
+    workers collecting them together stalled a fleet) and while the session writes its records
+    after (the worker's own settling, inside the session's, does not thaw it), without a full
+    collection first (55-75 ms a run); a process that runs studies one after another gets them
+    back to collect."""
+    from genesis_core.optimizer import _run
+
+    frozen, at_records, asked, measure, record, collect = [], [], [], _worker.measure, _run.record_results, gc.collect
 
     def counting(*args, **kwargs):
         frozen.append(gc.get_freeze_count())
         return measure(*args, **kwargs)
 
+    def recording(*args, **kwargs):
+        at_records.append(gc.get_freeze_count())
+        return record(*args, **kwargs)
+
     monkeypatch.setattr(_worker, "measure", counting)
+    monkeypatch.setattr(_run, "record_results", recording)
+    monkeypatch.setattr(gc, "collect", lambda generation=2: asked.append(generation) or collect(generation))
     before = gc.get_freeze_count()
     summary = optimize(write_config(tmp_path))
     assert summary["cache"]["unique_backtests"] == len(frozen) == 4
-    assert min(frozen) > before + 10_000  # the modules, the study and the configs among them
+    assert min(frozen) > before + 10_000 and at_records[0] > before + 10_000  # the modules, the study and the configs among them
+    assert asked and 2 not in asked
     assert gc.get_freeze_count() == before
 
 

@@ -227,9 +227,9 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     report = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
     lost: StorageUnavailable | None = None
     # both through the records below: a second Ctrl-C cannot cut them short, and the heap is frozen
-    # before the workers fork (thawed when the session's own worker ends, or here): a forked worker's
-    # first full collection then leaves what it inherited alone, instead of touching every object and
-    # so copying every page of this process's heap into its own
+    # before the workers fork (thawed after the records): a forked worker's first full collection
+    # then leaves what it inherited alone, instead of touching every object and so copying every page
+    # of this process's heap into its own
     with worker.stopping_on_signals(options.deaf_once_stopped), settled_heap():
         quietly(lambda: _start_all(pool.procs if pool is not None else procs))
         try:

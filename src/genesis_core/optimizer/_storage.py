@@ -362,6 +362,92 @@ def _trial_copy(trial: optuna.trial.FrozenTrial) -> optuna.trial.FrozenTrial:
 
 optuna.trial.FrozenTrial.__copy__ = _trial_copy  # type: ignore[attr-defined]
 
+# a trial's entries that change one of its dicts: the dict's name and the entry's field
+_TRIAL_DICT_OPS = {JournalOperation.SET_TRIAL_PARAM: ("params", "param_name"),
+                   JournalOperation.SET_TRIAL_USER_ATTR: ("user_attrs", "user_attr"),
+                   JournalOperation.SET_TRIAL_SYSTEM_ATTR: ("system_attrs", "system_attr")}
+
+
+class _Replay(optuna_journal.JournalStorageReplayResult):
+    """Optuna's replay, with a run of parameter and attribute entries of one trial (a trial's own
+    writes come as one run: its parameters, its attributes) applied to one copy of the trial, not
+    a copy of it and of its dict per entry; and the study's first trial holding a parameter, whose
+    distribution a new one must be compatible with, remembered instead of looked for at each entry.
+    Every process applies every entry of the study (about twenty a trial, a fleet's many times more
+    than its own), so this is most of what reading another worker's trials costs. The outcome,
+    errors included, is Optuna's entry by entry."""
+
+    _first_holder: dict[tuple[int, str], int]  # (study id, parameter) -> the trial id ``_holder`` found
+
+    @classmethod
+    def adopt(cls, replay: optuna_journal.JournalStorageReplayResult) -> _Replay:
+        new = cls.__new__(cls)
+        new.__dict__.update(replay.__dict__)
+        new._first_holder = {}
+        return new
+
+    def apply_logs(self, logs: Iterable[dict[str, Any]]) -> None:
+        trials = self._trials
+        trial: optuna.trial.FrozenTrial | None = None  # the copy that the run's entries update
+        copied: set[str] = set()  # its dicts copied already (the original's are shared with readers)
+        try:
+            for log in logs:
+                op = log["op_code"]
+                kind = _TRIAL_DICT_OPS.get(op)
+                if kind is None or (op != JournalOperation.SET_TRIAL_PARAM and len(log[kind[1]]) != 1):
+                    if trial is not None:
+                        trials[trial._trial_id], trial = trial, None
+                    super().apply_logs((log,))  # Optuna's, which counts it
+                    continue
+                self.log_number_read += 1
+                trial_id = log["trial_id"]
+                if trial is None or trial._trial_id != trial_id:
+                    if trial is not None:
+                        trials[trial._trial_id], trial = trial, None
+                    if not self._trial_exists_and_updatable(trial_id, log):  # raises for this worker's own entry
+                        continue
+                    trial, copied = copy.copy(trials[trial_id]), set()
+                if op == JournalOperation.SET_TRIAL_PARAM:
+                    name, dist = log["param_name"], optuna_journal.json_to_distribution(log["distribution"])
+                    holder = self._holder(trial, name)
+                    if holder is not None and holder.distributions[name] is not dist:
+                        try:
+                            optuna.distributions.check_distribution_compatibility(holder.distributions[name], dist)
+                        except Exception:
+                            if self._is_issued_by_this_worker(log):
+                                raise
+                            continue
+                    value = dist.to_external_repr(log["param_value_internal"])
+                    if "params" not in copied:
+                        trial.params, trial.distributions = dict(trial.params), dict(trial.distributions)
+                        copied.add("params")
+                    trial.params[name], trial.distributions[name] = value, dist
+                else:
+                    attr = kind[0]
+                    if attr not in copied:
+                        setattr(trial, attr, dict(getattr(trial, attr)))
+                        copied.add(attr)
+                    getattr(trial, attr).update(log[kind[1]])
+        finally:
+            if trial is not None:
+                trials[trial._trial_id] = trial
+
+    def _holder(self, trial: optuna.trial.FrozenTrial, name: str) -> optuna.trial.FrozenTrial | None:
+        """The study's first trial that held parameter ``name`` when it was looked for (``trial``
+        stands for its committed self), whose distribution Optuna checks a new one against. A trial
+        never loses a parameter, and one that gains it later is earlier in the study only if it set
+        it (trials added with parameters come last), so compatibly: the check gives the same answer."""
+        study_id = self._trial_id_to_study_id[trial._trial_id]
+        first = self._first_holder.get((study_id, name))
+        if first is None:
+            for other in self._study_id_to_trial_ids[study_id]:
+                if name in (trial if other == trial._trial_id else self._trials[other]).params:
+                    first = self._first_holder[(study_id, name)] = other
+                    break
+            else:
+                return None
+        return trial if first == trial._trial_id else self._trials[first]
+
 # a trial's writes that wait for its next state change or ``flush``; creating trials and studies,
 # state changes and study attributes are written at once
 _HELD = frozenset({JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR,
@@ -506,6 +592,8 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
             self._wrote_nothing = False
             return
         replay = self._replay_result
+        if type(replay) is not _Replay:  # Optuna's, as JournalStorage.__init__ made it, before its first read
+            replay = self._replay_result = _Replay.adopt(replay)
         replay.apply_logs(self._not_yet_applied(self._backend.read_logs(replay.log_number_read)))
 
     def _not_yet_applied(self, logs: Iterable[dict[str, Any]]) -> Iterator[dict[str, Any]]:

@@ -158,7 +158,7 @@ def _evaluate_in_pool(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated
     the process's caches (some 70,000 objects), which full collections otherwise rescanned while
     each chunk's results were promoted: five collections, 0.14 s of a 10k sweep."""
     out = _evaluate(chunk)
-    freeze_survivors(1)
+    freeze_survivors()
     return out
 
 
@@ -288,7 +288,7 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
                                               system_attrs={}, intermediate_values={}))
                     number += 1
                 _commit(spec, study, cache, first, trials, artifacts, entries)
-                freeze_survivors(1)  # the study's new trials live as long as it does: full collections rescanned each (1.4 s of 10k points)
+                freeze_survivors()  # the study's new trials live as long as it does: full collections rescanned each (1.4 s of 10k points)
                 if on_progress is not None:
                     elapsed = max(time.time() - t0, 1e-9)
                     on_progress(Progress(done, len(points), done / elapsed, best_score(study.get_trials(deepcopy=False)),
