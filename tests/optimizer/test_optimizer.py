@@ -641,6 +641,40 @@ def test_the_replay_applies_entries_as_optuna_s_does_one_by_one_errors_included(
     assert (t[0].user_attrs, t[0].system_attrs, t[1].user_attrs, t[3].user_attrs) == ({"b": 3}, {"h": 1}, {"a": 1}, {"e": 1})
 
 
+def test_tpe_s_constant_liar_proposes_the_same_without_its_note_of_a_running_trial_s_parameters(tmp_path, monkeypatch):
+    """TPE shares a running trial's parameters with other processes in a system attribute ahead of
+    their own entries; the journal writes both together, so it leaves the note out: two interleaved
+    writers, each seeing the other's running trial, propose the very parameters they propose with
+    the note written (and it would be written otherwise)."""
+    from genesis_core.optimizer import _storage
+
+    space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0), "n": optuna.distributions.IntDistribution(1, 30),
+             "c": optuna.distributions.CategoricalDistribution(("a", "b", "c"))}
+
+    def proposals(path: Path) -> list[dict]:
+        url = f"journal:///{path}"
+        studies = [optuna.create_study(study_name="l", storage=open_storage(url), load_if_exists=True,
+                                       sampler=optuna.samplers.TPESampler(seed=s, n_startup_trials=4, multivariate=True))
+                   for s in (1, 2)]
+        asked = []
+        for _ in range(12):
+            running = []
+            for study in studies:  # the second asks while the first's trial runs, its parameters written
+                running.append((study, study.ask(space)))
+                flush(study, durable=False)
+            for study, trial in running:
+                study.tell(trial, trial.params["x"] * trial.params["n"] + (trial.params["c"] == "b"))
+                asked.append(trial.params)
+        return asked
+
+    without = proposals(tmp_path / "without.journal")
+    monkeypatch.setattr(_storage, "SHARED_AHEAD", "\0")
+    with_note = proposals(tmp_path / "with.journal")
+    assert with_note == without and len({p["x"] for p in without}) == 24
+    assert "tpe:relative_params" in (tmp_path / "with.journal").read_text()
+    assert "tpe:relative_params" not in (tmp_path / "without.journal").read_text()
+
+
 def test_two_writers_interleaving_see_what_optuna_s_own_reader_sees(tmp_path, monkeypatch):
     """Each writer applies its held writes (parameters, attributes, reports) as it holds them and
     only counts them when it reads them back, and applies its other writes as it makes them when

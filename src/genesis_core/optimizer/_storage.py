@@ -452,6 +452,9 @@ class _Replay(optuna_journal.JournalStorageReplayResult):
 # state changes and study attributes are written at once
 _HELD = frozenset({JournalOperation.SET_TRIAL_PARAM, JournalOperation.SET_TRIAL_USER_ATTR,
                    JournalOperation.SET_TRIAL_SYSTEM_ATTR, JournalOperation.SET_TRIAL_INTERMEDIATE_VALUE})
+# the system attribute by which TPE's constant liar shares a running trial's parameters before their
+# own entries are written, one a suggestion: held, they are written together, and the note is not
+SHARED_AHEAD = "tpe:relative_params:"
 
 
 READ_SLICE = 2000  # journal lines parsed at once: a study of many trials is not held twice in memory while opened
@@ -465,22 +468,24 @@ class JournalFile(JournalFileBackend):
     (``synced_later``): a power loss in between loses only trials nobody was told of. Optuna fsyncs
     every append; two workers' fsyncs contend."""
 
-    def read_logs(self, log_number_from: int) -> Generator[dict[str, Any], None, None]:
+    def read_logs(self, log_number_from: int, end: int | None = None) -> Generator[dict[str, Any], None, None]:
         """Optuna's read, skipped when the file has not grown since the entry to read from: Optuna
         reads the log before most calls (about 28 a trial), mostly to find nothing new, and a
         ``stat`` costs a tenth of an ``open``. What is new is parsed as one JSON array a slice of
         lines, not line by line (half the time: a worker replays the others' ~20 entries a trial,
         and a process opening a study every entry of it); a line being written is left for the next
-        read, and a damaged one is read by Optuna's own code, which says where."""
+        read, and a damaged one is read by Optuna's own code, which says where. With ``end``, only
+        the lines before that byte, if where the entry to read from starts is known."""
         offsets = self._log_number_offset
         offset = offsets.get(log_number_from)
         if offset is None:
-            yield from super().read_logs(log_number_from)
+            if end is None:
+                yield from super().read_logs(log_number_from)
             return
-        if os.stat(self._file_path).st_size == offset:
+        if (os.stat(self._file_path).st_size if end is None else end) == offset:
             return
         with open(self._file_path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
+            size = os.fstat(f.fileno()).st_size if end is None else end
             f.seek(offset)
             lines = f.read(size - offset).split(b"\n")[:-1]  # the last piece is empty or a line being written
         for start in range(0, len(lines), READ_SLICE):
@@ -561,6 +566,9 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
             self._held.append(entry)  # not applied ahead: its trial number is decided by its place in the log
             self._wrote_nothing = True
             return
+        if op_code == JournalOperation.SET_TRIAL_SYSTEM_ATTR and next(iter(extra_fields["system_attr"])).startswith(SHARED_AHEAD):
+            self._wrote_nothing = True  # a tenth of a trial's journal, parsed by every process
+            return
         if op_code in _HELD:
             replay = self._replay_result
             replay.apply_logs([entry])
@@ -576,12 +584,15 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
         self._append([*held, entry], durable=not (self.synced_later or _running(op_code, extra_fields)))
 
     def _append(self, logs: list[dict[str, Any]], durable: bool) -> None:
-        """Append; on a file that nobody else wrote to since this process last read it, the entries
-        are applied as written instead of read back (parsing a sweep's chunk back took longer than
-        writing it)."""
+        """Append, and apply the entries as written instead of reading them back (parsing a sweep's
+        chunk back took longer than writing it): at once on a file that nobody else wrote to since
+        this process last read it, else after the others' entries that came before them (a worker
+        of two read back a third of its own entries, parsing each)."""
         if isinstance(self._backend, JournalFile):
             start, lengths = self._backend.append(logs, durable)
             replay = self._replay_result
+            if not self._backend.follows(replay.log_number_read, start, lengths):
+                replay.apply_logs(self._not_yet_applied(self._backend.read_logs(replay.log_number_read, end=start)))
             if self._backend.follows(replay.log_number_read, start, lengths):
                 replay.apply_logs(self._not_yet_applied(logs))
         else:
