@@ -257,6 +257,53 @@ def test_a_process_killed_while_appending_to_the_journal_leaves_nothing_to_wait_
     assert sum(t.state.name == "COMPLETE" for t in _study(tmp_path).trials) == 5
 
 
+def test_a_process_killed_while_writing_to_the_score_cache_leaves_nothing_to_wait_for(tmp_path):
+    """The score cache's writers take turns on a kernel lock: a claim waits while another process
+    holds it, and goes on the moment that process is killed; one killed in the middle of a write
+    transaction leaves neither the lock nor its uncommitted rows, and the next run does its trials
+    at once, every one cached."""
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    path = _space_config(tmp_path, 3)
+    optimize(path)
+    db = tmp_path / "results" / "optuna.cache.db"
+
+    def holder(transaction: bool) -> subprocess.Popen:
+        code = ("import fcntl, os, sqlite3, sys, time; fd = os.open(sys.argv[1] + '.lock', os.O_RDWR | os.O_CREAT); "
+                "fcntl.flock(fd, fcntl.LOCK_EX); c = sqlite3.connect(sys.argv[1], isolation_level=None); "
+                + ("c.execute('BEGIN IMMEDIATE'); c.execute(\"INSERT INTO genesis_trial_cache VALUES ('t', 'dead', 'running', 99, NULL, 0)\"); "
+                   if transaction else "") + "print('held', flush=True); time.sleep(600)")
+        proc = subprocess.Popen([sys.executable, "-c", code, str(db)], stdout=subprocess.PIPE, text=True)
+        assert proc.stdout.readline().strip() == "held"
+        return proc
+
+    cache = ScoreCache(cache_url(f"journal:///{tmp_path / 'results' / 'optuna.journal'}"), retry_seconds=0)
+    proc, answered = holder(False), threading.Event()
+    claiming = threading.Thread(target=lambda: (cache.claim("t", "k", 50), answered.set()))
+    claiming.start()
+    assert not answered.wait(0.5)  # behind the lock's holder
+    killed = time.monotonic()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert answered.wait(5.0) and time.monotonic() - killed < 1.0
+    claiming.join()
+    cache.release("t", "k")
+
+    proc = holder(True)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    t = time.monotonic()
+    summary = optimize(path, RunOptions(max_trials=6))
+    assert time.monotonic() - t < 20 and summary["cache"]["total_trials"] == 6
+    with make_engine(f"sqlite:///{db}").connect() as conn:
+        rows = conn.execute(sa.select(_CACHE.c.key, _CACHE.c.state)).all()
+    assert len(rows) == summary["cache"]["unique_backtests"] >= 4
+    assert ("dead", "running") not in [tuple(r) for r in rows] and all(r.state == "done" for r in rows)
+
+
 def test_an_optuna_process_writing_to_the_journal_meanwhile_loses_nothing_and_garbles_nothing(tmp_path):
     """A plain Optuna process (its own lock file, which ours do not take) sets study attributes as
     fast as it can while two workers run 400 trials: every attribute it set is in the study, the

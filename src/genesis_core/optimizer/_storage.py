@@ -265,6 +265,14 @@ def per_process(fn: Callable[P, T]) -> Callable[P, T]:
 
 
 @per_process
+def _writers_lock(path: str) -> int:
+    """This process's descriptor of the lock file that orders our writers of the SQLite file
+    ``path`` (``ScoreCache._begin``): one a process, since a forked child sharing its parent's
+    descriptor would share its lock too."""
+    return os.open(path + ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+
+
+@per_process
 def make_engine(url: str, connections: int = OWN_CONNECTIONS) -> sa.Engine:
     """The process's one engine for ``url`` and pool size (score cache, sessions and run files share one)."""
     engine = sa.create_engine(url, **_engine_kwargs(url, connections))
@@ -900,6 +908,26 @@ class ScoreCache:
         self._url, self._retry = url, retry_seconds
         retrying(lambda: _creating_schema(lambda: _META.create_all(self._engine, checkfirst=True)), retry_seconds, url)
         self._stale = stale_seconds
+        self._file = url.removeprefix("sqlite:///") if url.startswith("sqlite:///") else None
+
+    @contextlib.contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        """A transaction. On a SQLite file, our processes' writers take turns on a kernel lock first
+        (``flock``), which wakes the next the moment it is free and which the system releases when
+        its holder dies: meeting on SQLite's own lock, two workers waited in its busy handler's
+        sleeps (1 ms, then 2, 5 ...), 60 claims and stores a worker in a 1,000-trial run against
+        8 alone, 0.1 s of its 1.9 s."""
+        if self._file is None:
+            with self._engine.begin() as conn:
+                yield conn
+            return
+        lock = _writers_lock(self._file)
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        try:
+            with self._engine.begin() as conn:
+                yield conn
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
 
     def claim(self, study: str, key: str, trial_number: int, wait_seconds: float = 120.0) -> CacheAnswer | None:
         return retrying(lambda: self._claim(study, key, trial_number, wait_seconds), self._retry, self._url)
@@ -912,13 +940,13 @@ class ScoreCache:
         while True:
             now = time.time()
             try:
-                with self._engine.begin() as conn:
+                with self._begin() as conn:
                     conn.execute(_CLAIM, {"b_study": study, "b_key": key, "b_trial": trial_number, "b_now": now})
                     other = conn.execute(_DONE_ELSEWHERE, {"b_study": study, "b_key": key}).first()
                 return None if other is None else CacheAnswer(CacheEntry.model_validate_json(other.payload), trial_number, False)
             except IntegrityError:
                 pass
-            with self._engine.begin() as conn:
+            with self._begin() as conn:
                 row = conn.execute(_CLAIMED, {"b_study": study, "b_key": key}).one_or_none()
                 if row is None:
                     continue  # released meanwhile: try to claim again
@@ -948,7 +976,7 @@ class ScoreCache:
                 for key, number, payload in entries]
 
         def insert() -> None:
-            with self._engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key.in_([key for key, _, _ in entries])))
                 conn.execute(sa.insert(_CACHE), rows)
 
@@ -958,7 +986,7 @@ class ScoreCache:
         retrying(lambda: self._store(study, key, entry), self._retry, self._url)
 
     def _store(self, study: str, key: str, entry: CacheEntry) -> None:
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(_STORE, {"b_study": study, "b_key": key, "b_trial": entry.trial_number, "b_payload": entry.model_dump_json(),
                                   "b_now": time.time()})
 
@@ -969,14 +997,14 @@ class ScoreCache:
 
         def take() -> int:
             now = time.time()
-            with self._engine.begin() as conn:
+            with self._begin() as conn:
                 for row in conn.execute(sa.select(_SESSIONS).where(_SESSIONS.c.study == study)).all():
                     alive = _alive(json.loads(row.worker))
                     if alive is False or (alive is None and now - row.updated > live_seconds):
                         conn.execute(sa.delete(_SESSIONS).where(_SESSIONS.c.study == study, _SESSIONS.c.slot == row.slot))
             for slot in range(10_000):
                 try:
-                    with self._engine.begin() as conn:
+                    with self._begin() as conn:
                         conn.execute(sa.insert(_SESSIONS).values(study=study, slot=slot, worker=json.dumps(this_process()),
                                                                  updated=now))
                     return slot
@@ -988,18 +1016,18 @@ class ScoreCache:
 
     def heard_of(self, study: str, slot: int) -> None:
         """Keep a session's slot taken (for sessions on other machines, which cannot see its process)."""
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(sa.update(_SESSIONS).where(_SESSIONS.c.study == study, _SESSIONS.c.slot == slot)
                          .values(updated=time.time()))
 
     def leave(self, study: str, slot: int) -> None:
-        with self._engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(sa.delete(_SESSIONS).where(_SESSIONS.c.study == study, _SESSIONS.c.slot == slot))
 
     def release_trials(self, study: str, numbers: list[int]) -> None:
         """Give back the claims of trials whose worker died, so their keys can be evaluated at once."""
         if numbers:
-            with self._engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.trial_number.in_(numbers),
                                                      _CACHE.c.state == "running"))
 
@@ -1007,7 +1035,7 @@ class ScoreCache:
         """Give a claim back after a failed evaluation, so a later trial may try again."""
 
         def delete() -> None:
-            with self._engine.begin() as conn:
+            with self._begin() as conn:
                 conn.execute(sa.delete(_CACHE).where(_CACHE.c.study == study, _CACHE.c.key == key, _CACHE.c.state == "running"))
 
         retrying(delete, self._retry, self._url)
