@@ -128,6 +128,21 @@ def test_a_failing_parameter_set_is_fail_not_a_number(tmp_path):
     assert failed and all(r["objective"] == "" and "risk_map confidences must ascend" in r["fail_reason"] for r in failed)
     assert all(r["param:risk.risk_map.0.0"] == "0.9" for r in failed)
     assert any(r["state"] == "COMPLETE" for r in rows)
+    # trials.csv is written from each trial's fields without a model: the cells a validated row
+    # makes, value for value and type for type, every field in them, and read back as those rows
+    from genesis_core.optimizer._results import _same_outcomes, trial_fields
+    from genesis_core.records import TrialRow
+
+    spec = load_study_config(path).spec()
+    trials = optuna.load_study(study_name=spec.name, storage=open_storage(spec.storage_url)).trials
+    fields = [trial_fields(t, spec, _same_outcomes(trials).get(t.number)) for t in trials]
+    assert fields and all(f.keys() == TrialRow.model_fields.keys() for f in fields)
+    assert {r["cached"] for r in rows} >= {"True", "False", ""}  # duplicates, evaluations and failures among them
+    for f in fields:
+        model_s, direct = TrialRow.model_validate(f).to_csv(), TrialRow.cells(f)
+        assert list(direct.items()) == list(model_s.items()) and [type(v) for v in direct.values()] == [type(v) for v in model_s.values()]
+        assert TrialRow.model_fields.keys() - {"params", "metrics"} <= direct.keys()  # a new field gets its column
+    assert RunFolder(Path(summary["run_dir"])).read_trials_table() == [TrialRow.model_validate(f) for f in fields]
 
 
 def test_best_trial_reproduces_with_genesis_backtest(tmp_path):

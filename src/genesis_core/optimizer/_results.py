@@ -57,9 +57,10 @@ def _same_outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     return same
 
 
-def trial_row(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> TrialRow:
+def trial_fields(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> dict[str, Any]:
+    """Trial ``t``'s ``TrialRow`` fields, from what this code wrote on it (typed already)."""
     g, a = _g(t), t.user_attrs
-    return TrialRow(
+    return dict(
         number=t.number, state=t.state.name, outcome=a.get("outcome"), objective=t.value, phase=a.get("phase"),
         feasibility_score=a.get("feasibility_score"), production_score=a.get("production_score"), cached=a.get("cached"),
         cache_reused_from=a.get("cache_reused"), constraints_failed=g.get("constraints_failed", []),
@@ -92,7 +93,7 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
     sync_all()  # the trials listed are on disk, a worker killed before its last group commit's included
     trials = optuna_study.get_trials(deepcopy=False)
     same = _same_outcomes(trials)
-    folder.write_trials_table([trial_row(t, spec, same.get(t.number)) for t in trials])
+    folder.write_trials_table([TrialRow.cells(trial_fields(t, spec, same.get(t.number))) for t in trials])
 
     finished = [t for t in trials if t.state.is_finished()]
     hits = sum(1 for t in finished if t.user_attrs.get("cached"))

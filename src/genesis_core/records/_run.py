@@ -273,8 +273,8 @@ class RunFolder:
         return [self.read_trial(n) for n in self.evaluated_numbers()]
 
     # trials.csv
-    def write_trials_table(self, rows: list[TrialRow]) -> None:
-        cells = [r.to_csv() for r in rows]
+    def write_trials_table(self, cells: list[dict[str, Any]]) -> None:
+        """Rows as ``TrialRow.cells`` makes them."""
         columns = list(dict.fromkeys(k for c in cells for k in c))  # each once, in the order first seen
         buf = io.StringIO()
         writer = csv.writer(buf)  # DictWriter's per-row check for unknown keys cannot fail here: 0.1 s of 10,000 rows
