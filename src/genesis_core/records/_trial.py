@@ -191,11 +191,6 @@ class BestTrial(Record):
         return raw
 
 
-_HEAD = ("number", "state", "outcome", "objective", "phase", "feasibility_score", "production_score", "cached",
-         "cache_reused_from", "cached_from")  # trials.csv's first columns, then constraints_failed, pruned, params, metrics
-_TAIL = ("config_fingerprint", "same_outcome_as", "fail_reason", "duration_ms")
-
-
 class TrialRow(Part):
     """One row of ``trials.csv`` (every trial of the study, whatever its state)."""
 
@@ -246,6 +241,10 @@ class TrialRow(Part):
         })
 
 
+# trials.csv's columns around the four spread by ``TrialRow.cells`` (constraints_failed, pruned,
+# params, metrics), in the fields' order
+_FIELDS = tuple(TrialRow.model_fields)
+_HEAD, _TAIL = _FIELDS[:_FIELDS.index("constraints_failed")], _FIELDS[_FIELDS.index("metrics") + 1:]
 _OLD_COLUMNS = {"value": "objective", "score_phase1": "feasibility_score", "score_phase2": "production_score",
                 "score": "classic_score"}
 
