@@ -499,13 +499,17 @@ def test_workers_are_forked_only_from_a_process_with_no_other_thread_and_no_grpc
 
 
 @pytest.mark.parametrize("server", [False, True])
-def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates_its_retry_as_its_own(tmp_path, server, request):
-    """The cache entry is durable at once, the tell with the next group commit: kill -9 between them
-    leaves the trial RUNNING and its entry done. The resume fails the trial and queues its parameters
-    again; the retry must hold the result as the study's own evaluation (not a duplicate of a failed
-    trial, which no ranking would see), and every evaluated parameter set once."""
+def test_a_trial_whose_cache_entry_was_written_and_tell_was_not_is_retried_as_its_own_evaluation(tmp_path, server, request):
+    """A worker whose tell fails writes its held cache entries as it stops (``Worker.commit``): the
+    trial is left RUNNING with its entry done. Made here by a kill -9 right after the fifth trial's
+    entry is held (before its tell), then that entry written as the stopping worker would have.
+    The resume fails the trial and queues its parameters again; the retry must hold the result as
+    the study's own evaluation (not a duplicate of a failed trial, which no ranking would see), and
+    every evaluated parameter set once."""
     import signal
 
+    from genesis_core.optimizer._storage import CacheEntry
+    from genesis_core.records import RunFolder
     from tests.optimizer.test_optimizer import write_config
 
     path = write_config(tmp_path, meta={"stop": {"max_trials": 20}, "n_workers": 1, "duplicate_streak_limit": 1000,
@@ -513,9 +517,13 @@ def test_kill_9_between_a_trial_s_cache_entry_and_its_tell_then_resume_evaluates
                         parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
                                     "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 4.0, "step": 0.25}})
     storage = "journal+" + request.getfixturevalue("postgres_url") if server else None
-    killed = genesis_killed_after("genesis_core.optimizer._storage:ScoreCache.store", 5,  # the fifth trial's entry, not yet told
+    killed = genesis_killed_after("genesis_core.optimizer._storage:ScoreCache.hold", 5,  # the fifth trial's entry, not yet told
                                   "optimize", str(path), "--skip-preflight", "--json", *(["--storage", storage] if storage else []))
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    cache = ScoreCache(cache_url(storage) if storage else f"sqlite:///{tmp_path / 'results' / 'optuna.cache.db'}")
+    (number, key), = cache.running_claims("t").items()
+    assert _study(tmp_path, storage).trials[number].state.name == "RUNNING"
+    cache.store("t", key, CacheEntry.of_artifact(RunFolder(tmp_path / "results" / "runs" / "t").read_trial(number), "t"))
     optimize(path, storage=storage)
     trials = _study(tmp_path, storage).trials
     retries = [t for t in trials if "retry_of" in t.user_attrs]
@@ -555,3 +563,49 @@ def test_a_stop_signal_leaves_only_the_clis_process_deaf_to_the_next():
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_kill_9_after_a_tell_whose_cache_entry_was_held_then_resume_writes_it_from_the_artifact(tmp_path):
+    """A worker holds a trial's cache entry for its next claim's transaction: kill -9 right after
+    the tell leaves a told trial whose key is claimed and never stored. The resume writes that entry
+    from the trial's artifact, the very one an uninterrupted run stores (same JSON), so duplicates of
+    the trial are answered from it at once (a claim left running would make them wait until it is
+    stale, then measure it again), and no parameter set is evaluated twice."""
+    import signal
+
+    from tests.optimizer.test_optimizer import write_config
+
+    def config(folder: Path) -> Path:
+        folder.mkdir()
+        return write_config(folder, meta={"stop": {"max_trials": 30}, "n_workers": 1, "duplicate_streak_limit": 1000,
+                                          "stale_trial_seconds": 600, "sampler": {"name": "random", "kwargs": {"seed": 5}}},
+                            parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 30, "step": 6},
+                                        "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "step": 0.5}})
+
+    def rows(folder: Path) -> dict[str, tuple[str, int, str | None]]:
+        with make_engine(cache_url(f"journal:///{folder / 'results' / 'optuna.journal'}")).connect() as conn:
+            return {r.key: (r.state, r.trial_number, r.payload) for r in conn.execute(sa.select(_CACHE).where(_CACHE.c.study == "t"))}
+
+    optimize(config(tmp_path / "reference"))
+    path = config(tmp_path / "killed")
+    killed = genesis_killed_after("optuna.study._optimize:_tell_with_warning", 5, "optimize", str(path), "--skip-preflight", "--json")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    trials = _study(tmp_path / "killed").trials
+    assert len(trials) == 5 and all(t.state.name == "COMPLETE" for t in trials)
+    fifth = trials[4].user_attrs["genesis"]["cache_key"]
+    assert trials[4].user_attrs["cached"] is False  # evaluated, so its entry was held
+    assert rows(tmp_path / "killed")[fifth][:2] == ("running", 4)
+    summary = optimize(path)
+    assert "1 trial(s) told before a stopped worker wrote their score cache entries had them written from their artifacts: [4]" \
+        in summary["session"]["notes"]
+    assert summary["session"]["seconds"] < 60  # nothing waited for the claim to go stale (600 s)
+    after, expected = rows(tmp_path / "killed"), rows(tmp_path / "reference")
+    first = {t.user_attrs["genesis"]["cache_key"] for t in trials}  # the resume's sampler goes on with other points
+    assert {k: after[k] for k in first} == {k: expected[k] for k in first}  # the same trial, the same JSON
+    assert {state for state, _, _ in after.values()} == {"done"}
+    trials = _study(tmp_path / "killed").trials
+    evaluated = [t.user_attrs["genesis"]["cache_key"] for t in trials if t.user_attrs["cached"] is False]
+    assert len(evaluated) == len(set(evaluated)) == len(after) == summary["cache"]["unique_backtests"]
+    again = [t for t in trials if t.user_attrs["genesis"]["cache_key"] == fifth and t.number > 4]
+    assert again and all(t.user_attrs["cached"] is True and t.user_attrs["cache_reused"] == 4
+                         and t.user_attrs["production_score"] == trials[4].user_attrs["production_score"] for t in again)

@@ -43,6 +43,7 @@ from genesis_core.optimizer._worker import (
     process_context,
     restore_artifacts,
     settled_heap,
+    store_told,
 )
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 
@@ -180,6 +181,10 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
         if restored:
             notes.append(f"{len(restored)} trial artifact(s) lost before they reached the disk (a power loss) were "
                          f"written again {how}: {restored}")
+    told = store_told(spec, optuna_study, cache)
+    if told:
+        notes.append(f"{len(told)} trial(s) told before a stopped worker wrote their score cache entries had them "
+                     f"written from their artifacts: {told}")
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     remaining = None if max_trials is None else max(0, max_trials - evaluated(optuna_study))
     workers = options.workers or cfg.meta.n_workers

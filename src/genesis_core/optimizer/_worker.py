@@ -36,7 +36,7 @@ from genesis_core.optimizer._storage import (
     trial_count,
 )
 from genesis_core.optimizer._study import StudySpec
-from genesis_core.records import TRIAL_METRICS, BacktestRecord, CachedFrom, Metrics, ScoreRecord, TrialArtifact, backtest_record
+from genesis_core.records import BacktestRecord, CachedFrom, Metrics, ScoreRecord, TrialArtifact, backtest_record
 from genesis_core.scoring import Checkpoint, Outcome, checkpoints, prune_reason, score
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
@@ -90,8 +90,8 @@ class Settled:
 
 def _stands(study: optuna.Study, number: int) -> bool:
     """Whether trial ``number``, which holds a finished cache entry, holds it for good: not a trial
-    killed between storing the entry (durable at once) and its tell (with the next group commit),
-    which the resume failed and queued again. Its retry takes the entry over as its own evaluation;
+    whose entry was written but whose tell never was (a tell that failed, the held entries written
+    as its worker stopped, ``Worker.commit``), which the resume failed and queued again. Its retry takes the entry over as its own evaluation;
     a duplicate of a failed trial would be ranked nowhere. A running one is another worker's, whose
     tell is on its way."""
     storage = study._storage
@@ -116,7 +116,7 @@ def measure(backtester: Backtester, plan: Plan, spec: StudySpec, pruner: optuna.
         points = checkpoints(result.engine.equity, exit_bars, result.engine.trades["pnl"], scoring.pruning.checkpoints)
     record = backtest_record(result, trades=False)
     return Measured(record, ScoreRecord.of(score(result.metrics, result.trace, scoring, spec.config.constraints)),
-                    {k: record.metrics[k] for k in TRIAL_METRICS}, points, int(result.trace["signals"]))
+                    record.trial_metrics, points, int(result.trace["signals"]))
 
 
 def trial_attributes(sc: ScoreRecord, metrics: Metrics, pruned: str | None, config_fingerprint: str, key: str, phase: int,
@@ -218,6 +218,20 @@ def restore_artifacts(spec: StudySpec, study: optuna.Study) -> tuple[list[int], 
     return copied, lost
 
 
+def store_told(spec: StudySpec, study: optuna.Study, cache: ScoreCache) -> list[int]:
+    """Store the cache entries of evaluated trials told before their entry was written (a worker
+    holds it for its next claim, ``ScoreCache.hold``, and was stopped first), from their artifacts:
+    their keys' claims stay running otherwise, and a duplicate would wait for one until it is stale,
+    then measure it again. Returns the trials' numbers."""
+    claims = cache.running_claims(spec.name)
+    trials = study.get_trials(deepcopy=False)
+    told = [n for n, key in sorted(claims.items()) if n < len(trials) and trials[n].state in EVALUATED
+            and trials[n].user_attrs.get("genesis", {}).get("cache_key") == key]
+    for n in told:
+        cache.store(spec.name, claims[n], CacheEntry.of_artifact(spec.folder.read_trial(n), spec.name))
+    return told
+
+
 def evaluated(study: optuna.Study) -> int:
     return len(study.get_trials(deepcopy=False, states=EVALUATED))
 
@@ -293,7 +307,7 @@ class Worker:
                     origin = CachedFrom(study=entry.study, trial=entry.trial_number)
                 s.folder.write_trial(TrialArtifact.of(entry.record, trial.number, job.params, entry.score, entry.pruned, origin),
                                      durable=False)  # with the tell, by the next group commit (``committing``)
-                self.cache.store(s.name, job.key, entry)
+                self.cache.hold(s.name, job.key, entry)  # written with the next claim
             except BaseException:
                 self.cache.release(s.name, job.key)
                 raise
@@ -364,11 +378,14 @@ class Worker:
         return stop
 
     def commit(self) -> None:
-        """Put this worker's told trials (journal and artifacts) on disk: one flush of the system's
-        written files for all of them instead of three fsyncs a trial, which two workers' trials
-        queued behind each other for."""
-        sync_all()
-        self._committed = time.monotonic()
+        """Write the held cache entries, and put this worker's told trials (journal and artifacts) on
+        disk: one flush of the system's written files for all of them instead of three fsyncs a
+        trial, which two workers' trials queued behind each other for."""
+        try:
+            self.cache.write_held()
+        finally:
+            sync_all()
+            self._committed = time.monotonic()
 
     @contextlib.contextmanager
     def committing(self, study: optuna.Study) -> Iterator[None]:

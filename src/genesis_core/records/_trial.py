@@ -82,6 +82,11 @@ class BacktestRecord(Record):
     not_finite: list[str] = []  # metrics that came out NaN or infinite (stored as null): the outcome is INVALID_NUMERIC
     score: ScoreRecord | None = None  # `genesis backtest`: outcome and scores under the default scoring
 
+    @property
+    def trial_metrics(self) -> Metrics:
+        """The metrics a study's trials carry (and trials.csv shows)."""
+        return {k: self.metrics[k] for k in TRIAL_METRICS}
+
 
 def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestRecord:
     """The record of one backtest result; ``trades`` also keeps its trades and per-bar series."""
@@ -149,6 +154,11 @@ class TrialArtifact(BacktestRecord):
         a sweep makes thousands a second."""
         return cls.model_construct(**{**dict(record), "trial_number": trial_number, "params": params, "score": score,
                                       "pruned": pruned, "cached_from": cached_from})
+
+    @property
+    def record(self) -> BacktestRecord:
+        """The record the artifact was made from (``of``): its backtest's, without a score."""
+        return BacktestRecord.model_construct(**{**{k: getattr(self, k) for k in BacktestRecord.model_fields}, "score": None})
 
     @staticmethod
     def json_of(record_json: str, trial_number: int, params: dict[str, Any], score: ScoreRecord,
