@@ -222,11 +222,14 @@ def store_told(spec: StudySpec, study: optuna.Study, cache: ScoreCache) -> list[
     """Store the cache entries of evaluated trials told before their entry was written (a worker
     holds it for its next claim, ``ScoreCache.hold``, and was stopped first), from their artifacts:
     their keys' claims stay running otherwise, and a duplicate would wait for one until it is stale,
-    then measure it again. Returns the trials' numbers."""
+    then measure it again. A trial told meanwhile by a worker elsewhere, whose artifact is not here
+    yet, is left to its worker. Returns the trials' numbers."""
     claims = cache.running_claims(spec.name)
     trials = study.get_trials(deepcopy=False)
     told = [n for n, key in sorted(claims.items()) if n < len(trials) and trials[n].state in EVALUATED
             and trials[n].user_attrs.get("genesis", {}).get("cache_key") == key]
+    elsewhere = set(spec.folder.lost_trials(told))
+    told = [n for n in told if n not in elsewhere]
     for n in told:
         cache.store(spec.name, claims[n], CacheEntry.of_artifact(spec.folder.read_trial(n), spec.name))
     return told
