@@ -91,9 +91,9 @@ class Settled:
 def _stands(study: optuna.Study, number: int) -> bool:
     """Whether trial ``number``, which holds a finished cache entry, holds it for good: not a trial
     whose entry was written but whose tell never was (a tell that failed, the held entries written
-    as its worker stopped, ``Worker.commit``), which the resume failed and queued again. Its retry takes the entry over as its own evaluation;
-    a duplicate of a failed trial would be ranked nowhere. A running one is another worker's, whose
-    tell is on its way."""
+    as its worker stopped, ``Worker.commit``), which the resume failed and queued again. Its retry
+    takes the entry over as its own evaluation; a duplicate of a failed trial would be ranked
+    nowhere. A running one is another worker's, whose tell is on its way."""
     storage = study._storage
     return storage.get_trial(storage.get_trial_id_from_study_id_trial_number(study._study_id, number)).state != TrialState.FAIL
 
