@@ -17,28 +17,32 @@ def atomic_write(path: Path, text: str | bytes, durable: bool = True) -> None:
     an interrupt) the temporary file is removed and ``path`` is as it was. A ``path`` that exists
     but is not a regular file (``/dev/null``, a pipe) is written to, never replaced. Without
     ``durable`` nothing is flushed: the caller makes many files durable at once (``sync_all``)."""
-    mode = "wb" if isinstance(text, bytes) else "w"
-    name = os.fspath(path)  # os calls, not pathlib's: a trial's artifact is one of these, thousands a run
+    data = text.encode() if isinstance(text, str) else text
+    name = os.fspath(path)  # os calls, not pathlib's or file objects: a trial's artifact is one of these, thousands a run
     try:
         special = not stat.S_ISREG(os.stat(name).st_mode)
     except OSError:  # missing (or out of reach: the write below says why)
         special = False
     if special:
-        with open(name, mode) as fh:
-            fh.write(text)
+        with open(name, "wb") as fh:
+            fh.write(data)
         return
     tmp = f"{name}.{os.getpid()}.tmp"
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC
     try:
         try:
-            fh = open(tmp, mode)
+            fd = os.open(tmp, flags, 0o666)
         except FileNotFoundError:  # a new folder
             path.parent.mkdir(parents=True, exist_ok=True)
-            fh = open(tmp, mode)
-        with fh:
-            fh.write(text)
+            fd = os.open(tmp, flags, 0o666)
+        try:
+            rest = memoryview(data)
+            while rest:
+                rest = rest[os.write(fd, rest):]
             if durable:
-                fh.flush()
-                os.fsync(fh.fileno())
+                os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(tmp, name)
     except BaseException:
         with contextlib.suppress(OSError):
