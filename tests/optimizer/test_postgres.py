@@ -96,10 +96,16 @@ def test_a_database_restart_mid_run_does_not_stop_the_run(tmp_path, postgres_ser
 
 
 def test_a_database_down_longer_than_the_retry_time_ends_cleanly_and_resumes(tmp_path, postgres_server):
+    """The run ends within one retry period of the database going away (its workers' held cache
+    entries are not retried a second time), and the next session completes the budget, writing
+    whatever entries they held (no claim is left running)."""
     import subprocess
     import sys
     import time
 
+    import sqlalchemy as sa
+
+    from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine
     from tests.optimizer.test_optimizer import ROOT
 
     url = fresh_database(postgres_server.url)
@@ -113,18 +119,23 @@ def test_a_database_down_longer_than_the_retry_time_ends_cleanly_and_resumes(tmp
     while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 8:
         time.sleep(0.05)
     postgres_server.stop()
+    stopped = time.monotonic()
     try:
         out, err = proc.communicate(timeout=120)
+        ended = time.monotonic() - stopped
     finally:
         postgres_server.start()
     assert proc.returncode == 2, err[-3000:]
     assert "did not answer for 3 s" in err and "resume with: genesis optimize" in err
     assert "Traceback" not in err
+    assert ended < 5, ended  # one retry period (3 s) and the teardown: 6.3-6.9 s with a second one for the held entries
     summary = optimize(path, storage=url)  # the database is back: the next session completes the budget
     states = [t.state.name for t in _pg_study(url).trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == 40
     assert "RUNNING" not in states and "WAITING" not in states
     assert summary["cache"]["total_trials"] == len(states)
+    with make_engine(cache_url(url)).connect() as conn:
+        assert conn.execute(sa.select(_CACHE.c.state).where(_CACHE.c.study == "t")).scalars().all().count("running") == 0
 
 
 def test_the_database_journal_orders_concurrent_appends_without_gaps_and_never_applies_one_twice(postgres_url, monkeypatch):

@@ -124,18 +124,26 @@ def _connection_lost(exc: BaseException) -> bool:
     return False
 
 
+_GAVE_UP: set[str] = set()  # databases a call of this process gave up on, until one answers again
+
+
 def retrying(call: Callable[[], T], retry_seconds: float, url: str) -> T:
     """``call()``, retried with backoff while the database cannot be reached, for up to
-    ``retry_seconds``; then StorageUnavailable."""
+    ``retry_seconds``; then StorageUnavailable. Once a call has given up, the next ones fail at
+    once until one gets through: a process that met the outage ends within one retry period, not
+    one for each call on its way out (a worker's failed trial is told, then read back, each retried)."""
     deadline = time.monotonic() + retry_seconds
     delay = 0.1
     while True:
         try:
-            return call()
+            out = call()
+            _GAVE_UP.discard(url)
+            return out
         except (optuna.exceptions.StorageInternalError, sa.exc.SQLAlchemyError) as exc:
             if not _connection_lost(exc):
                 raise
-            if time.monotonic() + delay > deadline:
+            if url in _GAVE_UP or time.monotonic() + delay > deadline:
+                _GAVE_UP.add(url)
                 reason = str(exc.__cause__ or exc).strip().splitlines()[0][:200]
                 raise StorageUnavailable(f"the database {redact(url)} did not answer for {retry_seconds:g} s "
                                          f"(meta.storage_retry_seconds): {reason}") from None
