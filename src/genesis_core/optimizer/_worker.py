@@ -396,18 +396,13 @@ class Worker:
         before anyone is told of them (the progress report and the run's records sync first). A
         killed process loses none (its writes are in the files); a power loss, at most the last
         COMMIT_SECONDS of trials, which a resume runs again (``restore_artifacts``). When the
-        database stopped answering, the cache entries held for it are left to the next session
-        (``store_told``) instead of waiting another ``storage_retry_seconds`` for it."""
+        database stopped answering, writing the held cache entries fails at once (``retrying``
+        gave up on it already) and they are left to the next session (``store_told``)."""
         with synced_later(study):
             try:
                 yield
-            except StorageUnavailable:
-                sync_all()
-                raise
-            except BaseException:
+            finally:
                 self.commit()
-                raise
-            self.commit()
 
     def _random_sampler(self, offset: int) -> optuna.samplers.RandomSampler:
         seed = self.spec.config.meta.sampler.kwargs.get("seed")
