@@ -9,9 +9,11 @@ import dataclasses
 import gc
 import json
 import os
+import types
 from pathlib import Path
 
 import optuna
+import orjson
 import pytest
 import yaml
 
@@ -762,20 +764,26 @@ def test_ask_takes_queued_trials_in_order_whoever_queued_them_without_a_pass_ove
 
 
 def test_the_journal_read_gives_what_optuna_s_reader_gives_from_any_entry_while_written_or_damaged(tmp_path, monkeypatch):
-    """New journal lines are parsed a slice at a time as one JSON array: the same entries and line
-    offsets as Optuna's line-by-line read, from the start or any entry on; nothing of a line still
-    being written; and Optuna's own error for a damaged line once another line follows it."""
+    """New journal lines are parsed a slice at a time as one JSON array (by orjson): the same entries
+    and line offsets as Optuna's line-by-line read, from the start or any entry on, values orjson
+    refuses or reads otherwise among them (infinities, an integer beyond 64 bits, a lone
+    surrogate); nothing of a line still being written; and Optuna's own error for a damaged line
+    once another line follows it."""
     from optuna.storages.journal import JournalFileBackend
 
     from genesis_core.optimizer import _storage
 
     monkeypatch.setattr(_storage, "READ_SLICE", 7)  # several slices, one of them short
+    by_orjson, orjson_loads = [], orjson.loads
+    monkeypatch.setattr(_storage, "orjson", types.SimpleNamespace(
+        loads=lambda data: by_orjson.append(orjson_loads(data)) or by_orjson[-1], JSONDecodeError=orjson.JSONDecodeError))
     path = tmp_path / "optuna.journal"
     study = optuna.create_study(study_name="r", storage=open_storage(f"journal:///{path}"))
+    special = {3: 2**64 + 3, 5: -(2**63) - 5, 6: float("inf"), 8: float("-inf"), 10: "\ud800"}
     for i in range(12):
         trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
-        trial.set_user_attr("i", i)
-        study.tell(trial, float(i))
+        trial.set_user_attr("i", special.get(i, i))
+        study.tell(trial, float(i) / 7)
     ours, theirs = JournalFile(str(path)), JournalFileBackend(str(path))
     fallbacks, optuna_read = [], JournalFileBackend.read_logs  # where ours hands the read to Optuna's code
     monkeypatch.setattr(JournalFileBackend, "read_logs",
@@ -788,6 +796,9 @@ def test_the_journal_read_gives_what_optuna_s_reader_gives_from_any_entry_while_
 
     entries = same(0)
     assert len(entries) > 40 and all(same(n) == entries[n:] for n in (1, 6, 7, 20, len(entries) - 1, len(entries)))
+    got = [e["user_attr"]["i"] for e in entries if e["op_code"] == 8 and "i" in e["user_attr"]]
+    assert got == [special.get(i, i) for i in range(12)] and [type(v) for v in got] == [type(special.get(i, i)) for i in range(12)]
+    assert sum(len(logs) for logs in by_orjson) > len(entries)  # most slices were orjson's
     line = json.dumps({"op_code": 8, "worker_id": "w", "trial_id": 0, "user_attr": {"late": 1}}).encode() + b"\n"
     with path.open("ab") as f:
         f.write(line[:25])  # a line being written: neither reader gives it yet

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import optuna
+import orjson
 import pydantic
 import sqlalchemy as sa
 from optuna.storages._heartbeat import BaseHeartbeat  # Optuna marks it internal; its heartbeat thread checks for it
@@ -485,6 +486,39 @@ SHARED_AHEAD = "tpe:relative_params:"
 READ_SLICE = 2000  # journal lines parsed at once: a study of many trials is not held twice in memory while opened
 
 
+_DIGIT_MASK = bytes(0x31 if 0x30 <= b <= 0x39 else 0x30 for b in range(256))  # a digit -> "1", any other byte -> "0"
+_LONG_RUN = b"1" * 19
+
+
+def _long_integer(raw: bytes) -> bool:
+    """Whether ``raw`` may hold an integer of 19 digits or more (one beyond 64 bits orjson would
+    read as a float): a run of 19 digits not after a point (a float's digits after its point may
+    be as many; the hex digests' rare long runs of digits count too, and are parsed by ``json``).
+    A translation and a search in C: a fifth of a microsecond an entry, a regular expression 40 times that."""
+    mask = raw.translate(_DIGIT_MASK)
+    at = mask.find(_LONG_RUN)
+    while at != -1:
+        if at == 0 or raw[at - 1] != 0x2E:  # "."
+            return True
+        at = mask.find(_LONG_RUN, mask.find(b"0", at))
+    return False
+
+
+def parse_entries(data: bytes | str) -> Any:
+    """Journal entries' JSON (an array of them) parsed by orjson, in under half the standard
+    library's time: every process parses every other's entries (a worker of two, ~10 a trial),
+    and opening a study parses all of them. What orjson refuses or would read otherwise is parsed
+    by ``json``, to Python's values: ``NaN`` and ``Infinity`` (Optuna's ``json.dumps`` writes them
+    for a non-finite value), an integer beyond 64 bits (orjson's is a float), a lone surrogate."""
+    raw = data.encode() if isinstance(data, str) else data
+    if not _long_integer(raw):
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(raw)
+
+
 class JournalFile(JournalFileBackend):
     """Optuna's journal file, fsync'd only by an append that must survive a power loss. Every
     append reaches the file at once, so a killed process loses none. A running trial's own writes
@@ -516,7 +550,7 @@ class JournalFile(JournalFileBackend):
         for start in range(0, len(lines), READ_SLICE):
             piece = lines[start:start + READ_SLICE]
             try:
-                logs = json.loads(b"[" + b",".join(piece) + b"]")
+                logs = parse_entries(b"[" + b",".join(piece) + b"]")
             except ValueError:
                 logs = None
             if logs is None or len(logs) != len(piece) or not all(isinstance(log, dict) for log in logs):
@@ -1182,7 +1216,7 @@ _AS_ARRAY = "coalesce('[' || string_agg(body, ',' ORDER BY id) || ']', '[]')"
 
 
 def _logs(result: Any) -> list[dict[str, Any]]:
-    logs: list[dict[str, Any]] = json.loads(result.scalar_one())
+    logs: list[dict[str, Any]] = parse_entries(result.scalar_one())
     return logs
 
 
