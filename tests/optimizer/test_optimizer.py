@@ -9,6 +9,7 @@ import dataclasses
 import gc
 import json
 import os
+import time
 import types
 from pathlib import Path
 
@@ -950,3 +951,41 @@ def test_artifacts_a_power_loss_took_are_written_again_by_running_their_trials_o
     assert any(note.startswith("3 trial artifact(s) lost") and f"{[gone, empty, cut]}" in note for note in resumed["session"]["notes"])
     assert {n: folder.trial_path(n).read_bytes() for n in numbers} == before
     assert resumed["states"] == {"COMPLETE": 12}
+
+
+def test_a_database_given_up_on_fails_the_next_calls_at_once_for_one_retry_period_only(monkeypatch):
+    """After a call gave up on a database, the process's next calls to it within a retry period
+    fail at once (a dying worker's way out is not one retry period a call), unless one gets
+    through; a call made later (a long-lived MCP server's next run) rides the outage out again."""
+    import sqlalchemy as sa
+
+    from genesis_core.optimizer import _storage
+
+    monkeypatch.setattr(_storage, "_GAVE_UP", {})
+    url, retry = "postgresql://db.invalid/genesis", 0.5
+    attempts: list[float] = []
+
+    def down() -> None:
+        attempts.append(time.monotonic())
+        raise sa.exc.OperationalError("SELECT 1", {}, Exception("server closed the connection unexpectedly"))
+
+    def timed(call) -> tuple[float, int, str]:
+        attempts.clear()
+        start = time.monotonic()
+        try:
+            _storage.retrying(call, retry, url)
+            message = ""
+        except _storage.StorageUnavailable as exc:
+            message = str(exc)
+        return time.monotonic() - start, len(attempts), message
+
+    took, tries, message = timed(down)
+    assert 0.25 < took < 0.6 and tries >= 3 and "did not answer for 0.5 s" in message and "given up on" not in message
+    took, tries, message = timed(down)  # within the retry period: at once
+    assert took < 0.05 and tries == 1 and "given up on 0." in message
+    assert _storage.retrying(lambda: attempts.append(0.0) or 7, retry, url) == 7  # one got through
+    took, tries, _ = timed(down)  # so the next is retried again
+    assert took > 0.25 and tries >= 3
+    time.sleep(retry)  # a retry period after giving up: a new call retries in full
+    took, tries, message = timed(down)
+    assert took > 0.25 and tries >= 3 and "given up on" not in message

@@ -125,29 +125,35 @@ def _connection_lost(exc: BaseException) -> bool:
     return False
 
 
-_GAVE_UP: set[str] = set()  # databases a call of this process gave up on, until one answers again
+_GAVE_UP: dict[str, float] = {}  # databases a call of this process gave up on, and when (``time.monotonic``)
 
 
 def retrying(call: Callable[[], T], retry_seconds: float, url: str) -> T:
     """``call()``, retried with backoff while the database cannot be reached, for up to
-    ``retry_seconds``; then StorageUnavailable. Once a call has given up, the next ones fail at
-    once until one gets through: a process that met the outage ends within one retry period, not
-    one for each call on its way out (a worker's failed trial is told, then read back, each retried)."""
+    ``retry_seconds``; then StorageUnavailable. Once a call has given up, the next ones within a
+    retry period fail at once unless one gets through: a process that met the outage ends within
+    one retry period, not one for each call on its way out (a worker's failed trial is told, then
+    read back, each retried), and a long-lived one (the MCP server) gives a later call its own."""
     deadline = time.monotonic() + retry_seconds
     delay = 0.1
     while True:
         try:
             out = call()
-            _GAVE_UP.discard(url)
+            _GAVE_UP.pop(url, None)
             return out
         except (optuna.exceptions.StorageInternalError, sa.exc.SQLAlchemyError) as exc:
             if not _connection_lost(exc):
                 raise
-            if url in _GAVE_UP or time.monotonic() + delay > deadline:
-                _GAVE_UP.add(url)
+            now = time.monotonic()
+            gave_up = _GAVE_UP.get(url)
+            failing_fast = gave_up is not None and now - gave_up < retry_seconds
+            if failing_fast or now + delay > deadline:
+                since = f"; given up on {now - gave_up:.1f} s ago" if failing_fast and gave_up is not None else ""
+                if not failing_fast:
+                    _GAVE_UP[url] = now
                 reason = str(exc.__cause__ or exc).strip().splitlines()[0][:200]
                 raise StorageUnavailable(f"the database {redact(url)} did not answer for {retry_seconds:g} s "
-                                         f"(meta.storage_retry_seconds): {reason}") from None
+                                         f"(meta.storage_retry_seconds{since}): {reason}") from None
             if delay == 0.1:
                 log.warning("the database %s does not answer; retrying for up to %g s", redact(url), retry_seconds)
             time.sleep(delay)
