@@ -25,6 +25,7 @@ import math
 import os
 import random
 import socket
+import sqlite3
 import time
 import uuid
 import zlib
@@ -42,6 +43,7 @@ from optuna.storages.journal import BaseJournalBackend, JournalFileBackend
 from optuna.storages.journal import _storage as optuna_journal
 from optuna.storages.journal._storage import JournalOperation
 from optuna.trial import TrialState
+from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from genesis_core.errors import GenesisError
@@ -70,6 +72,18 @@ _DONE_ELSEWHERE = sa.select(_CACHE.c.payload).where(_CACHE.c.key == sa.bindparam
 _CLAIMED = sa.select(_CACHE).where(_MINE)
 _STORE = sa.update(_CACHE).where(_MINE).values(state="done", trial_number=sa.bindparam("b_trial"), payload=sa.bindparam("b_payload"),
                                                updated=sa.bindparam("b_now"))
+_SQLITE = sqlite_dialect.dialect(paramstyle="named")
+_Statement = sa.Insert | sa.Update | sa.Select[Any]
+
+
+@functools.cache
+def _sqlite_text(statement: _Statement) -> tuple[str, dict[str, Any]]:
+    """One of the statements above as SQLite's text, and the values of its fixed parameters (the
+    ``b_`` ones are the caller's)."""
+    compiled = statement.compile(dialect=_SQLITE)
+    return str(compiled), {name: value for name, value in compiled.params.items() if not name.startswith("b_")}
+
+
 _FILES = sa.Table(  # a run's files, when the storage is a database server (``RunFiles``)
     "genesis_run_files",
     _META,
@@ -974,7 +988,7 @@ class ScoreCache:
         held = len(self._held)
         with self._transaction() as conn:
             if held:
-                conn.execute(_STORE, self._held[:held])
+                self._execute(conn, _STORE, self._held[:held])
             yield conn
         del self._held[:held]
 
@@ -1007,6 +1021,25 @@ class ScoreCache:
             self._connected = (os.getpid(), self._engine.connect())
         return self._connected[1]
 
+    def _execute(self, conn: sa.Connection, statement: _Statement, params: dict[str, Any] | list[dict[str, Any]]) -> Any:
+        """``conn.execute(statement, params)``'s first row (None for a write); on a SQLite file the
+        statement's text is run by the driver's connection, in the same transaction, and its errors
+        raised as SQLAlchemy's. SQLAlchemy's execution took 60 of a claim's 100 us alone, and a
+        1,000-trial run with one worker is 8% shorter without it (a claim and a store are every
+        trial's; a second worker waits for them behind the writers' lock)."""
+        if self._file is None:
+            result = conn.execute(statement, params)
+            return result.first() if result.returns_rows else None
+        text, fixed = _sqlite_text(statement)
+        driver: sqlite3.Connection = conn.connection.driver_connection  # type: ignore[assignment]
+        try:
+            if isinstance(params, list):
+                driver.executemany(text, [fixed | row for row in params])
+                return None
+            return driver.execute(text, fixed | params).fetchone()
+        except sqlite3.Error as exc:
+            raise sa.exc.DBAPIError.instance(text, params, exc, sqlite3.Error) from exc
+
     def claim(self, study: str, key: str, trial_number: int, wait_seconds: float = 120.0) -> CacheAnswer | None:
         return retrying(lambda: self._claim(study, key, trial_number, wait_seconds), self._retry, self._url)
 
@@ -1019,9 +1052,9 @@ class ScoreCache:
             now = time.time()
             try:
                 with self._begin() as conn:
-                    conn.execute(_CLAIM, {"b_study": study, "b_key": key, "b_trial": trial_number, "b_now": now})
-                    other = conn.execute(_DONE_ELSEWHERE, {"b_study": study, "b_key": key}).first()
-                return None if other is None else CacheAnswer(CacheEntry.model_validate_json(other.payload), trial_number, False)
+                    self._execute(conn, _CLAIM, {"b_study": study, "b_key": key, "b_trial": trial_number, "b_now": now})
+                    other = self._execute(conn, _DONE_ELSEWHERE, {"b_study": study, "b_key": key})
+                return None if other is None else CacheAnswer(CacheEntry.model_validate_json(other[0]), trial_number, False)
             except IntegrityError:
                 pass
             with self._begin() as conn:
