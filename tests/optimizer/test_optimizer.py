@@ -816,6 +816,33 @@ def test_the_journal_read_gives_what_optuna_s_reader_gives_from_any_entry_while_
     assert fallbacks == [n]
 
 
+@pytest.mark.parametrize(("text", "by_orjson"), [
+    ('{"cache_key":"b00420fdfa6a6cd48c54804a773159240070108118696041c071e86934a526da"}', True),  # a real key's digit run
+    ('{"s":"1234567890123456789012","t":"x1234567890123456789012"}', True),
+    ('[0.12345678901234567890123,1234567890123456789012.5,12345678901234567890123e5]', True),
+    ('{"i":18446744073709551619}', False),  # beyond 64 bits: orjson's would be a float
+    ('[-9223372036854775813]', False),
+    ('{"s":"id 1234567890123456789012 x"}', False),  # inside a string, but not told apart from a number
+    ('[1.5e1234567890123456789]', False),  # orjson refuses an infinity
+])
+def test_a_journal_entry_goes_to_json_only_where_orjson_would_read_it_otherwise(text, by_orjson, monkeypatch):
+    """Journal entries are parsed by orjson unless they may hold what it reads otherwise: an integer
+    of 19 digits or more, told from a fraction's, an exponent's or a string's digits by what they touch
+    (a digest's digit run sent a whole slice of the journal to ``json``). The values are ``json``'s."""
+    from genesis_core.optimizer import _storage
+
+    parsed = []  # what orjson gave
+
+    def loads(data: bytes) -> object:
+        parsed.append(orjson.loads(data))
+        return parsed[-1]
+
+    monkeypatch.setattr(_storage, "orjson", types.SimpleNamespace(loads=loads, JSONDecodeError=orjson.JSONDecodeError))
+    got, want = _storage.parse_entries(text.encode()), json.loads(text)
+    assert got == want and json.dumps(got) == json.dumps(want)  # the same values, ints as ints
+    assert (parsed != []) == by_orjson
+
+
 def test_a_running_trial_is_written_at_once_and_synced_to_disk_only_once_it_finishes(tmp_path, monkeypatch):
     """On the journal file a trial's start (ask, its parameters, a queued trial run again) is
     written where every process sees it, without an fsync; its end is fsync'd before tell returns,
