@@ -609,3 +609,120 @@ def test_kill_9_after_a_tell_whose_cache_entry_was_held_then_resume_writes_it_fr
     again = [t for t in trials if t.user_attrs["genesis"]["cache_key"] == fifth and t.number > 4]
     assert again and all(t.user_attrs["cached"] is True and t.user_attrs["cache_reused"] == 4
                          and t.user_attrs["production_score"] == trials[4].user_attrs["production_score"] for t in again)
+
+
+_FULL_DISK = """
+import os, resource, signal, sys
+from genesis_core.cli import app
+from genesis_core.optimizer import _storage
+from genesis_core.records import _run as _records
+
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit is cut short, then fails with EFBIG, as on a full disk
+which, at = sys.argv[1], int(sys.argv[2])
+if which == "cache":  # from the start, every file may grow by ``at`` bytes: the score cache's grows fastest
+    resource.setrlimit(resource.RLIMIT_FSIZE, (at, resource.RLIM_INFINITY))
+else:  # from the ``at``-th journal append or artifact write on, no file may exceed its size then by a byte or 100 bytes
+    owner, name = (_storage.JournalFile, "append") if which == "journal" else (_records, "atomic_write")
+    real, calls = getattr(owner, name), []
+
+    def cut_short(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == at:
+            room = os.path.getsize(args[0]._file_path) + 1 if which == "journal" else 100
+            resource.setrlimit(resource.RLIMIT_FSIZE, (room, resource.RLIM_INFINITY))
+        try:
+            return real(*args, **kwargs)
+        except (_storage.StorageUnavailable, OSError) as exc:
+            sys.stderr.write(f"refused: {exc}\\n")  # what the files written after it (the score cache's) say may end the run
+            raise
+
+    setattr(owner, name, cut_short)
+app(sys.argv[3:], prog_name="genesis")
+"""
+
+
+@pytest.mark.parametrize("filled_by", ["cache", "journal", "artifact"])
+def test_a_full_disk_ends_the_run_at_once_keeps_every_told_trial_and_the_resume_meets_the_budget(tmp_path, filled_by):
+    """Mid-run the study's files can grow no more (a file size limit: the kernel cuts a write short,
+    then refuses it, as on a full disk), first the score cache's database, the journal or a trial's
+    artifact. The
+    run ends at once, saying which file and how to resume, where it used to retry the database for
+    storage_retry_seconds, or leave a piece of a line the next append ran into (both entries lost to
+    every reader); the trials told before are as they were; the resume, with room again, meets the
+    budget exactly, evaluating no parameter set twice and leaving no claim running, nothing half written."""
+    import subprocess
+    import sys
+
+    from tests.optimizer.test_optimizer import ROOT
+
+    budget = 60
+    path = _space_config(tmp_path, 10)
+    optimize(path)  # ten trials told, with room (features and candles cached too, so only the study's files grow below)
+    before = {t.number: (t.state, t.values, t.params, t.user_attrs) for t in _study(tmp_path).trials}
+    config = path.read_text().replace("max_trials: 10", f"max_trials: {budget}")
+    path.write_text(config.replace("meta:", "meta:\n  storage_retry_seconds: 3600", 1))
+    results = tmp_path / "results"
+    at = {"cache": max(f.stat().st_size for f in results.iterdir()) + 60_000, "journal": 31, "artifact": 10}[filled_by]  # a few trials in
+    limited = subprocess.run([sys.executable, "-c", _FULL_DISK, filled_by, str(at), "optimize", str(path), "--skip-preflight"],
+                             cwd=ROOT, capture_output=True, text=True, timeout=120)  # a retry would wait the hour
+    assert limited.returncode == 2, limited.stderr
+    said = limited.stderr.rsplit("error: ", 1)[-1]  # one line, of whichever file failed last: all of them are full
+    assert " could not be written: " in said and "; resume with: genesis optimize" in said and "Traceback" not in limited.stderr
+    if filled_by == "cache":  # SQLite says "disk I/O error" of a write the limit refuses, "database or disk is full" on a full disk
+        assert said.startswith(f"the database sqlite:///{results / 'optuna.cache.db'} could not be written: disk I/O error")
+    if filled_by == "journal":
+        assert f"refused: the journal {results / 'optuna.journal'} could not be written: File too large" in limited.stderr
+    if filled_by == "artifact":
+        assert "refused: [Errno 27] File too large" in limited.stderr
+    assert "does not answer" not in limited.stderr  # not retried
+    assert (results / "optuna.journal").read_bytes().endswith(b"\n")  # whole lines only
+    trials = _study(tmp_path).trials
+    assert budget > sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) >= 10  # it ended mid-run
+    assert before == {t.number: (t.state, t.values, t.params, t.user_attrs) for t in trials if t.number in before}
+
+    optimize(path)  # the resume
+    trials = _study(tmp_path).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == budget and "RUNNING" not in states
+    assert states.count("FAIL") <= 1  # at most the trial in flight when the disk filled
+    evaluated = [t for t in trials if t.state.name != "FAIL" and t.user_attrs["cached"] is False]
+    keys = [t.user_attrs["genesis"]["cache_key"] for t in evaluated]
+    assert len(keys) == len(set(keys))  # no parameter set evaluated twice
+    trials_dir = results / "runs" / "t" / "trials"
+    for t in evaluated:
+        assert json.loads((trials_dir / f"{t.number:06d}.json").read_text())["trial_number"] == t.number
+    assert ScoreCache(cache_url(f"journal:///{results / 'optuna.journal'}")).running_claims("t") == {}
+    assert not list(trials_dir.glob("*.tmp"))
+
+
+def test_a_journal_append_cut_short_by_a_full_disk_leaves_the_journal_as_it_was(tmp_path):
+    """An append the kernel cuts short (a file size limit, as a full disk would) raises, naming the
+    journal, and takes back what it wrote: the piece of a line it left ran into the next append's
+    first line, and every reader, Optuna's too, lost both."""
+    import subprocess
+    import sys
+
+    from optuna.storages.journal import JournalFileBackend
+
+    from genesis_core.optimizer._storage import JournalFile
+
+    path = tmp_path / "optuna.journal"
+    entry = {"op_code": 8, "worker_id": "w", "trial_id": 0}
+    JournalFile(str(path)).append([{**entry, "user_attr": {"a": 1}}])
+    whole = path.read_bytes()
+    code = ("import resource, signal, sys\n"
+            "from genesis_core.optimizer._storage import JournalFile, StorageUnavailable\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))\n"
+            "try:\n"
+            "    JournalFile(sys.argv[1]).append([{'op_code': 8, 'worker_id': 'w', 'trial_id': 0, 'user_attr': {'b': 'x' * 200}},\n"
+            "                                     {'op_code': 8, 'worker_id': 'w', 'trial_id': 0, 'user_attr': {'c': 2}}])\n"
+            "except StorageUnavailable as exc:\n"
+            "    sys.exit(str(exc))\n")
+    for room in (40, len(whole) + 30, len(whole) + 250):  # nothing written, part of a line, a whole line and part of the next
+        done = subprocess.run([sys.executable, "-c", code, str(path), str(room)], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 1 and f"the journal {path} could not be written: File too large" in done.stderr, done.stderr
+        assert path.read_bytes() == whole
+    JournalFile(str(path)).append([{**entry, "user_attr": {"d": 3}}])  # with room again
+    for reader in (JournalFile(str(path)), JournalFileBackend(str(path))):
+        assert [e["user_attr"] for e in reader.read_logs(0)] == [{"a": 1}, {"d": 3}]

@@ -120,7 +120,8 @@ class ClaimExpired(GenesisError):
 
 
 class StorageUnavailable(StorageError):
-    """The database did not answer for ``storage_retry_seconds``: the run ends; a later one resumes."""
+    """The database did not answer for ``storage_retry_seconds``, or the study's files could not be
+    written (a full disk): the run ends; a later one resumes."""
 
 
 RETRY_SECONDS = 60.0
@@ -137,6 +138,22 @@ def _connection_lost(exc: BaseException) -> bool:
             return True
         seen = seen.__cause__ or seen.__context__
     return False
+
+
+# what a SQLite file answers when its disk is full, failing or read-only: no retry makes it write
+_SQLITE_REFUSED = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
+
+
+def _write_refused(exc: BaseException) -> str | None:
+    """SQLite's message, if ``exc`` (or what it wraps) says the file cannot be written."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        orig = getattr(seen, "orig", None)
+        for err in (seen, orig):
+            if isinstance(err, sqlite3.Error) and err.sqlite_errorcode & 0xFF in _SQLITE_REFUSED:
+                return str(err)
+        seen = seen.__cause__ or seen.__context__
+    return None
 
 
 _GAVE_UP: dict[str, float] = {}  # databases a call of this process gave up on, and when (``time.monotonic``)
@@ -156,6 +173,9 @@ def retrying(call: Callable[[], T], retry_seconds: float, url: str) -> T:
             _GAVE_UP.pop(url, None)
             return out
         except (optuna.exceptions.StorageInternalError, sa.exc.SQLAlchemyError) as exc:
+            refused = _write_refused(exc)
+            if refused is not None:  # at once: waiting would not free the disk
+                raise StorageUnavailable(f"the database {redact(url)} could not be written: {refused}") from None
             if not _connection_lost(exc):
                 raise
             now = time.monotonic()
@@ -602,14 +622,22 @@ class JournalFile(JournalFileBackend):
         file position after it, not assumed."""
         lines = [(json.dumps(log, separators=(",", ":")) + "\n").encode("utf-8") for log in logs]
         data = b"".join(lines)
-        with open(self._file_path, "ab") as f:
+        with open(self._file_path, "ab", buffering=0) as f:
             with contextlib.suppress(OSError):  # a file system without flock: a single appending write still never interleaves
                 fcntl.flock(f, fcntl.LOCK_EX)
-            f.write(data)
-            f.flush()
-            start = f.tell() - len(data)
-            if durable:
-                os.fsync(f.fileno())
+            rest = memoryview(data)
+            try:
+                while rest:
+                    rest = rest[f.write(rest):]
+                start = f.tell() - len(data)
+                if durable:
+                    os.fsync(f.fileno())
+            except OSError as exc:
+                written = len(data) - len(rest)
+                if rest and written:  # cut short (a full disk): the piece would run into the next append's first line, both lost to readers
+                    os.ftruncate(f.fileno(), f.tell() - written)
+                kept = "; nothing of that write was kept" if rest else ""  # whole, but not known to be on the disk
+                raise StorageUnavailable(f"the journal {self._file_path} could not be written: {exc.strerror}{kept}") from None
         return start, [len(line) for line in lines]
 
     def follows(self, log_number: int, start: int, lengths: list[int]) -> bool:

@@ -435,9 +435,10 @@ class Worker:
             with settled_heap(), self.committing(study):
                 study.optimize(self.objective, n_trials=None, timeout=timeout, callbacks=[after], catch=TRIAL_FAILURES,
                                gc_after_trial=False)
-        except UnboundLocalError as exc:
-            # Optuna's _run_trial masks an exception raised by its own tell with this one (its finally
-            # reads a variable the failed tell never set); the storage's error is the one to report
+        except (UnboundLocalError, AssertionError) as exc:
+            # Optuna's _run_trial masks an exception raised by its own tell with one of these (its finally
+            # reads a variable the failed tell never set, or asserts on a trial the tell left running);
+            # the storage's error is the one to report
             if isinstance(exc.__context__, StorageUnavailable):
                 raise exc.__context__ from None
             raise
