@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import logging
 import math
 import signal
@@ -53,17 +54,30 @@ err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# what a disk says when a file cannot be written however the command is given: full, over quota, a
+# file too large, failing, read-only
+_DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+
+
 def _handle_errors(fn: F) -> F:
-    """Turn GenesisError into one clear line on stderr and its exit code, never a traceback."""
+    """Turn GenesisError, and a disk that cannot be written, into one clear line on stderr and an
+    exit code, never a traceback."""
+
+    def fail(message: str, code: int) -> typer.Exit:
+        # the message may quote hostile input: escaped (never markup), and not hard-wrapped
+        err.print(f"[bold red]error:[/] {escape(message)}", markup=True, highlight=False, soft_wrap=True)
+        return typer.Exit(code)
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except GenesisError as exc:
-            # the message may quote hostile input: escaped (never markup), and not hard-wrapped
-            err.print(f"[bold red]error:[/] {escape(str(exc))}", markup=True, highlight=False, soft_wrap=True)
-            raise typer.Exit(exc.exit_code) from None
+            raise fail(str(exc), exc.exit_code) from None
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRORS:
+                raise
+            raise fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror), 2) from None
 
     return wrapper  # type: ignore[return-value]
 

@@ -44,9 +44,11 @@ def atomic_write(path: Path, text: str | bytes, durable: bool = True) -> None:
         finally:
             os.close(fd)
         os.replace(tmp, name)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename is None:  # a failed os.write names no file: this one
+            raise OSError(exc.errno, exc.strerror, name) from None
         raise
     if not durable:
         return

@@ -87,3 +87,23 @@ def test_the_importances_are_optunas_over_the_study_though_the_page_reads_only_t
     expected = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
     (bars,) = figure_data(page.read_text(), 2)
     assert dict(zip(bars["y"], bars["x"], strict=True)) == expected and len(expected) == len(run["config"]["parameters"])
+
+
+def test_a_report_the_disk_cannot_hold_is_one_line_naming_the_file_and_leaves_no_piece(fresh_run, tmp_path):
+    """`genesis report` on a disk that cannot take the page (a file size limit: the kernel cuts the
+    write short, then refuses it, as on a full disk): one line naming the file and why, exit 2, no
+    traceback; neither the page nor a piece of it is left. With room again it is written."""
+    out = tmp_path / "report.html"
+    code = ("import resource, signal, sys\n"
+            "from genesis_core.cli import app\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, resource.RLIM_INFINITY))\n"
+            "app(sys.argv[1:], prog_name='genesis')\n")
+    proc = subprocess.run([sys.executable, "-c", code, "report", str(fresh_run), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == f"error: {out}: File too large" and "Traceback" not in proc.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results"]  # no page, no temporary
+    proc = subprocess.run([sys.executable, "-m", "genesis_core", "report", str(fresh_run), "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and out.stat().st_size > 100_000, proc.stderr
