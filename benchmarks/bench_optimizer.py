@@ -49,6 +49,7 @@ from genesis_core.optimizer import RunOptions, SweepOptions, optimize, sweep
 from genesis_core.optimizer import _worker as worker_module
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
+from genesis_core.workflow import checked
 from tests.pgserver import fresh_database, server_bindir, throwaway_postgres
 
 SPACE = {
@@ -278,6 +279,9 @@ def main() -> None:
     tmp = Path(tempfile.mkdtemp(prefix="genesis-bench-"))
     n, f, r = args.trials, {}, {}
     try:
+        # what `genesis optimize` checks first, once and untimed: a config it refuses (a window without its
+        # warm-up bars) would otherwise be timed as a run of failed trials
+        checked(load_study_config(_config(tmp, "preflight", n)), RunOptions(workers=2), None, skip_preflight=False)
         genesis_run(tmp, 30, 1)  # compile kernels, fill the feature cache
         f["tpe_floor_ms_per_trial"] = tpe_floor_ms(n)
         runs: dict[str, list[tuple[float, float]]] = {"naive": [], "g1": [], "g1_batched": []}
