@@ -41,17 +41,21 @@ class PgServer:
         self.port = _free_port()
         self.url = f"postgresql://postgres@127.0.0.1:{self.port}"  # without a database name
 
-    def _run(self, *cmd: str) -> None:
-        subprocess.run([*self._prefix, *cmd], check=True, capture_output=True, timeout=120)
+    def _run(self, *cmd: str, file_size_limit: int | None = None) -> None:
+        limited = [] if file_size_limit is None else [  # set past runuser, whose PAM session resets limits
+            "bash", "-c", f'ulimit -S -f {-(-file_size_limit // 1024)} && exec "$0" "$@"']
+        subprocess.run([*self._prefix, *limited, *cmd], check=True, capture_output=True, timeout=120)
 
-    def start(self) -> None:
-        """Start (again, on the same port); a restart may find the port not yet free, so it tries a few times."""
+    def start(self, file_size_limit: int | None = None) -> None:
+        """Start (again, on the same port); a restart may find the port not yet free, so it tries a few times.
+        With ``file_size_limit`` (bytes, rounded up to a KiB) no file of the server may grow past it: PostgreSQL ignores
+        SIGXFSZ, so a write the limit cuts short is its "disk full" (a full disk's test)."""
         opts = (f"-p {self.port} -k {self._root} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off "
                 "-c max_connections=200")
         for attempt in range(5):
             try:
                 self._run(str(self._bindir / "pg_ctl"), "-D", str(self._root / "data"), "-l", str(self._root / "server.log"),
-                          "-w", "-t", "60", "-o", opts, "start")
+                          "-w", "-t", "60", "-o", opts, "start", file_size_limit=file_size_limit)
                 return
             except subprocess.CalledProcessError:
                 if attempt == 4:

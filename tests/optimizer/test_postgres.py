@@ -138,6 +138,70 @@ def test_a_database_down_longer_than_the_retry_time_ends_cleanly_and_resumes(tmp
         assert conn.execute(sa.select(_CACHE.c.state).where(_CACHE.c.study == "t")).scalars().all().count("running") == 0
 
 
+
+def test_a_full_database_disk_ends_the_run_at_once_and_the_resume_meets_the_budget(tmp_path, postgres_server):
+    """Mid-run the database server's disk fills (a file size limit on the server, which PostgreSQL
+    reports as on a full disk: SQLSTATE disk_full). Two workers on the journal in the database end
+    at once, saying why, where they used to retry for storage_retry_seconds (an hour here) as if the
+    server did not answer; the trials told before are as they were; with room again the resume meets
+    the budget exactly, evaluating no parameter set twice and leaving no claim running."""
+    import subprocess
+    import sys
+    import time
+
+    import sqlalchemy as sa
+
+    from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine
+    from tests.optimizer.test_optimizer import ROOT
+
+    url = "journal+" + fresh_database(postgres_server.url)
+    budget = 60
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 10}, "storage_retry_seconds": 3600, "duplicate_streak_limit": 1000},
+                        parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+                                    "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0}})
+    optimize(path, storage=url)  # ten trials told, with room
+    before = {t.number: (t.state, t.values, t.params, t.user_attrs) for t in _pg_study(url).trials}
+    path.write_text(path.read_text().replace("max_trials: 10", f"max_trials: {budget}"))
+    engine = make_engine(cache_url(url))
+    with engine.begin() as conn:  # the score cache's table past the server's 16 MB log segments, a row filling each page
+        conn.execute(sa.text(f"ALTER TABLE {_CACHE.name} ALTER COLUMN payload SET STORAGE PLAIN"))  # in the row, as it is
+        conn.execute(sa.insert(_CACHE), [{"study": "padding", "key": f"{i:032x}", "state": "done", "trial_number": i,
+                                          "payload": "x" * 8000, "updated": 0.0} for i in range(2_100)])
+        size = conn.execute(sa.text(f"SELECT pg_relation_size('{_CACHE.name}')")).scalar_one()
+    engine.dispose()
+    postgres_server.stop()
+    postgres_server.start(file_size_limit=size + 3 * 8192 + 3000)  # three more pages, the fourth cut short: the disk is full
+    try:
+        started = time.monotonic()
+        limited = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path), "--storage", url, "--workers", "2",
+                                  "--skip-preflight"], cwd=ROOT, capture_output=True, text=True, timeout=120)  # a retry waits the hour
+        ended = time.monotonic() - started
+    finally:
+        postgres_server.stop()
+        postgres_server.start()
+    assert limited.returncode == 2, limited.stderr[-3000:]
+    said = limited.stderr.rsplit("error: ", 1)[-1]
+    assert " could not be written: could not extend file " in said and "; resume with: genesis optimize" in said, said
+    assert "does not answer" not in limited.stderr and "Traceback" not in limited.stderr
+    assert ended < 60, ended
+    trials = _pg_study(url).trials
+    assert budget > sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) >= 10  # it ended mid-run
+    assert before == {t.number: (t.state, t.values, t.params, t.user_attrs) for t in trials if t.number in before}
+
+    summary = optimize(path, storage=url)  # the resume, with room
+    trials = _pg_study(url).trials
+    states = [t.state.name for t in trials]
+    assert states.count("COMPLETE") + states.count("PRUNED") == budget and "RUNNING" not in states and "WAITING" not in states
+    assert summary["cache"]["total_trials"] == len(states)
+    assert states.count("FAIL") <= 2  # at most the trials in flight when the disk filled, one a worker
+    evaluated = [t for t in trials if t.state.name != "FAIL" and t.user_attrs["cached"] is False]
+    keys = [t.user_attrs["genesis"]["cache_key"] for t in evaluated]
+    assert len(keys) == len(set(keys))  # no parameter set evaluated twice
+    for t in evaluated:
+        assert RunFolder.of(tmp_path / "results", "t").read_trial(t.number).trial_number == t.number
+    with make_engine(cache_url(url)).connect() as conn:
+        assert conn.execute(sa.select(_CACHE.c.state).where(_CACHE.c.study == "t")).scalars().all().count("running") == 0
+
 def test_the_database_journal_orders_concurrent_appends_without_gaps_and_never_applies_one_twice(postgres_url, monkeypatch):
     """Eight writers at once: every log is there exactly once, in one order every reader sees; an
     append retried with the same batch (its connection lost after the commit) is not applied again."""

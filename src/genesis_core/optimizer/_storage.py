@@ -120,8 +120,8 @@ class ClaimExpired(GenesisError):
 
 
 class StorageUnavailable(StorageError):
-    """The database did not answer for ``storage_retry_seconds``, or the study's files could not be
-    written (a full disk): the run ends; a later one resumes."""
+    """The database did not answer for ``storage_retry_seconds``, or the study's files or its database
+    server could not be written (a full disk): the run ends; a later one resumes."""
 
 
 RETRY_SECONDS = 60.0
@@ -140,18 +140,24 @@ def _connection_lost(exc: BaseException) -> bool:
     return False
 
 
-# what a SQLite file answers when its disk is full, failing or read-only: no retry makes it write
+# what a SQLite file answers when its disk is full, failing or read-only, and a database server when
+# its disk is full or failing (SQLSTATE disk_full, io_error): no retry makes them write
 _SQLITE_REFUSED = frozenset({sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR, sqlite3.SQLITE_READONLY})
+_SERVER_REFUSED = frozenset({"53100", "58030"})
 
 
 def _write_refused(exc: BaseException) -> str | None:
-    """SQLite's message, if ``exc`` (or what it wraps) says the file cannot be written."""
+    """The database's message (its first line), if ``exc`` (or what it wraps) says it cannot write.
+    A server's full disk is not an outage to wait out: its driver's error is an OperationalError,
+    which was retried for storage_retry_seconds as a server that "does not answer"."""
     seen: BaseException | None = exc
     while seen is not None:
         orig = getattr(seen, "orig", None)
         for err in (seen, orig):
             if isinstance(err, sqlite3.Error) and err.sqlite_errorcode & 0xFF in _SQLITE_REFUSED:
                 return str(err)
+            if getattr(err, "sqlstate", None) in _SERVER_REFUSED:  # psycopg's
+                return str(err).strip().splitlines()[0]
         seen = seen.__cause__ or seen.__context__
     return None
 
