@@ -775,9 +775,6 @@ def test_the_journal_read_gives_what_optuna_s_reader_gives_from_any_entry_while_
     from genesis_core.optimizer import _storage
 
     monkeypatch.setattr(_storage, "READ_SLICE", 7)  # several slices, one of them short
-    by_orjson, orjson_loads = [], orjson.loads
-    monkeypatch.setattr(_storage, "orjson", types.SimpleNamespace(
-        loads=lambda data: by_orjson.append(orjson_loads(data)) or by_orjson[-1], JSONDecodeError=orjson.JSONDecodeError))
     path = tmp_path / "optuna.journal"
     study = optuna.create_study(study_name="r", storage=open_storage(f"journal:///{path}"))
     special = {3: 2**64 + 3, 5: -(2**63) - 5, 6: float("inf"), 8: float("-inf"), 10: "\ud800"}
@@ -785,6 +782,9 @@ def test_the_journal_read_gives_what_optuna_s_reader_gives_from_any_entry_while_
         trial = study.ask({"x": optuna.distributions.FloatDistribution(0.0, 1.0)})
         trial.set_user_attr("i", special.get(i, i))
         study.tell(trial, float(i) / 7)
+    by_orjson, orjson_loads = [], orjson.loads
+    monkeypatch.setattr(_storage, "orjson", types.SimpleNamespace(
+        loads=lambda data: by_orjson.append(orjson_loads(data)) or by_orjson[-1], JSONDecodeError=orjson.JSONDecodeError))
     ours, theirs = JournalFile(str(path)), JournalFileBackend(str(path))
     fallbacks, optuna_read = [], JournalFileBackend.read_logs  # where ours hands the read to Optuna's code
     monkeypatch.setattr(JournalFileBackend, "read_logs",
@@ -842,6 +842,31 @@ def test_a_journal_entry_goes_to_json_only_where_orjson_would_read_it_otherwise(
     assert got == want and json.dumps(got) == json.dumps(want)  # the same values, ints as ints
     assert (parsed != []) == by_orjson
 
+
+
+@pytest.mark.parametrize(("user_attr", "by_orjson"), [
+    ({"genesis": {"metrics": {"sharpe": -0.241, "num_trades": 99, "tiny": 1e-05, "big": 1e16}, "pruned": None}, "note": "été"}, True),
+    ({"x": float("nan")}, False),  # orjson writes null
+    ({"x": [float("inf"), -float("inf")]}, False),
+    ({"x": 2**70}, False),  # orjson refuses it
+    ({"x": {1: 0.5}}, False),  # an integer key: orjson refuses it, json writes "1"
+    ({"x": (1, 2)}, False),  # read back as a list, not the tuple written
+])
+def test_a_journal_entry_is_written_by_orjson_only_where_it_reads_back_as_the_entry(tmp_path, user_attr, by_orjson):
+    """An entry's line is orjson's where it reads back as the entry, else the standard library's (as
+    Optuna writes it): every reader, Optuna's too, reads what ``json``'s line gives, NaN, infinity
+    and long integers as themselves."""
+    from optuna.storages.journal import JournalFileBackend
+
+    from genesis_core.optimizer._storage import JournalFile, entry_json
+
+    entry = {"op_code": 8, "worker_id": "w", "trial_id": 3, "user_attr": user_attr}
+    theirs = json.dumps(entry, separators=(",", ":")).encode()
+    assert (entry_json(entry) != theirs) == by_orjson  # orjson's writes the accent as it is, json's escapes it
+    path = tmp_path / "optuna.journal"
+    JournalFile(str(path)).append([entry])
+    for reader in (JournalFile(str(path)), JournalFileBackend(str(path))):
+        assert repr(list(reader.read_logs(0))) == repr([json.loads(theirs)])  # values and their types alike
 
 def test_a_running_trial_is_written_at_once_and_synced_to_disk_only_once_it_finishes(tmp_path, monkeypatch):
     """On the journal file a trial's start (ask, its parameters, a queued trial run again) is

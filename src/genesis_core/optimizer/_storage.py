@@ -571,6 +571,20 @@ def parse_entries(data: bytes | str) -> Any:
     return json.loads(raw)
 
 
+def entry_json(log: dict[str, Any]) -> bytes:
+    """A journal entry's JSON: orjson's when it reads back as the entry (in a third of the time of
+    ``json``'s: a worker writes ~20 entries a trial, a sweep's process a 2 KB one a point), else
+    ``json``'s, which Optuna writes: orjson writes NaN and infinity as null, refuses an integer
+    beyond 64 bits, and reads a tuple back as a list."""
+    try:
+        data = orjson.dumps(log)
+        if orjson.loads(data) == log:
+            return data
+    except TypeError:  # orjson.JSONEncodeError among them
+        pass
+    return json.dumps(log, separators=(",", ":")).encode()
+
+
 class JournalFile(JournalFileBackend):
     """Optuna's journal file, fsync'd only by an append that must survive a power loss. Every
     append reaches the file at once, so a killed process loses none. A running trial's own writes
@@ -626,7 +640,7 @@ class JournalFile(JournalFileBackend):
         opened for appending, which the system never interleaves with another's, so an Optuna
         process writing meanwhile under its own lock cannot tear it; where it lands is read from the
         file position after it, not assumed."""
-        lines = [(json.dumps(log, separators=(",", ":")) + "\n").encode("utf-8") for log in logs]
+        lines = [entry_json(log) + b"\n" for log in logs]
         data = b"".join(lines)
         with open(self._file_path, "ab", buffering=0) as f:
             with contextlib.suppress(OSError):  # a file system without flock: a single appending write still never interleaves
@@ -1278,7 +1292,7 @@ class DatabaseJournal(BaseJournalBackend):
         return logs
 
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
-        batch, bodies, start = uuid.uuid4().hex, [json.dumps(log) for log in logs], self._next
+        batch, bodies, start = uuid.uuid4().hex, [entry_json(log).decode() for log in logs], self._next
 
         def append() -> list[dict[str, Any]]:
             with self._engine().connect() as conn:
