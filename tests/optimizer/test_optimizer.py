@@ -843,7 +843,6 @@ def test_a_journal_entry_goes_to_json_only_where_orjson_would_read_it_otherwise(
     assert (parsed != []) == by_orjson
 
 
-
 @pytest.mark.parametrize(("user_attr", "by_orjson"), [
     ({"genesis": {"metrics": {"sharpe": -0.241, "num_trades": 99, "tiny": 1e-05, "big": 1e16}, "pruned": None}, "note": "été"}, True),
     ({"x": float("nan")}, False),  # orjson writes null
@@ -867,6 +866,7 @@ def test_a_journal_entry_is_written_by_orjson_only_where_it_reads_back_as_the_en
     JournalFile(str(path)).append([entry])
     for reader in (JournalFile(str(path)), JournalFileBackend(str(path))):
         assert repr(list(reader.read_logs(0))) == repr([json.loads(theirs)])  # values and their types alike
+
 
 def test_a_running_trial_is_written_at_once_and_synced_to_disk_only_once_it_finishes(tmp_path, monkeypatch):
     """On the journal file a trial's start (ask, its parameters, a queued trial run again) is

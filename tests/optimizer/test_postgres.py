@@ -138,7 +138,6 @@ def test_a_database_down_longer_than_the_retry_time_ends_cleanly_and_resumes(tmp
         assert conn.execute(sa.select(_CACHE.c.state).where(_CACHE.c.study == "t")).scalars().all().count("running") == 0
 
 
-
 def test_a_full_database_disk_ends_the_run_at_once_and_the_resume_meets_the_budget(tmp_path, postgres_server):
     """Mid-run the database server's disk fills (a file size limit on the server, which PostgreSQL
     reports as on a full disk: SQLSTATE disk_full). Two workers on the journal in the database end
