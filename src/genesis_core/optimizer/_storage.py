@@ -127,17 +127,19 @@ class StorageUnavailable(StorageError):
 RETRY_SECONDS = 60.0
 
 
-def _connection_lost(exc: BaseException) -> bool:
-    """Whether ``exc`` (or what it wraps: Optuna wraps SQLAlchemy's errors) means the database could
-    not be reached or the connection broke (worth a retry), not a bad statement."""
+def _wrapped(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what it wraps, outermost first (Optuna wraps SQLAlchemy's errors, which wrap the driver's)."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.PendingRollbackError):
-            return True
-        if isinstance(seen, sa.exc.DBAPIError) and seen.connection_invalidated:
-            return True
+        yield seen
         seen = seen.__cause__ or seen.__context__
-    return False
+
+
+def _connection_lost(exc: BaseException) -> bool:
+    """Whether ``exc`` (or what it wraps) means the database could not be reached or the connection
+    broke (worth a retry), not a bad statement."""
+    return any(isinstance(seen, sa.exc.OperationalError | sa.exc.InterfaceError | sa.exc.PendingRollbackError)
+               or (isinstance(seen, sa.exc.DBAPIError) and seen.connection_invalidated) for seen in _wrapped(exc))
 
 
 # what a SQLite file answers when its disk is full, failing or read-only, and a database server when
@@ -150,15 +152,12 @@ def _write_refused(exc: BaseException) -> str | None:
     """The database's message (its first line), if ``exc`` (or what it wraps) says it cannot write.
     A server's full disk is not an outage to wait out: its driver's error is an OperationalError,
     which was retried for storage_retry_seconds as a server that "does not answer"."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        orig = getattr(seen, "orig", None)
-        for err in (seen, orig):
+    for seen in _wrapped(exc):
+        for err in (seen, getattr(seen, "orig", None)):
             if isinstance(err, sqlite3.Error) and err.sqlite_errorcode & 0xFF in _SQLITE_REFUSED:
                 return str(err)
             if getattr(err, "sqlstate", None) in _SERVER_REFUSED:  # psycopg's
                 return str(err).strip().splitlines()[0]
-        seen = seen.__cause__ or seen.__context__
     return None
 
 
