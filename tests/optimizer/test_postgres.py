@@ -103,9 +103,7 @@ def test_a_database_down_longer_than_the_retry_time_ends_cleanly_and_resumes(tmp
     import sys
     import time
 
-    import sqlalchemy as sa
-
-    from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine
+    from genesis_core.optimizer._storage import ScoreCache, cache_url
     from tests.optimizer.test_optimizer import ROOT
 
     url = fresh_database(postgres_server.url)
@@ -134,8 +132,7 @@ def test_a_database_down_longer_than_the_retry_time_ends_cleanly_and_resumes(tmp
     assert states.count("COMPLETE") + states.count("PRUNED") == 40
     assert "RUNNING" not in states and "WAITING" not in states
     assert summary["cache"]["total_trials"] == len(states)
-    with make_engine(cache_url(url)).connect() as conn:
-        assert conn.execute(sa.select(_CACHE.c.state).where(_CACHE.c.study == "t")).scalars().all().count("running") == 0
+    assert ScoreCache(cache_url(url)).running_claims("t") == {}
 
 
 def test_a_full_database_disk_ends_the_run_at_once_and_the_resume_meets_the_budget(tmp_path, postgres_server):
@@ -150,7 +147,7 @@ def test_a_full_database_disk_ends_the_run_at_once_and_the_resume_meets_the_budg
 
     import sqlalchemy as sa
 
-    from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine
+    from genesis_core.optimizer._storage import _CACHE, ScoreCache, cache_url, make_engine
     from tests.optimizer.test_optimizer import ROOT
 
     url = "journal+" + fresh_database(postgres_server.url)
@@ -198,8 +195,7 @@ def test_a_full_database_disk_ends_the_run_at_once_and_the_resume_meets_the_budg
     assert len(keys) == len(set(keys))  # no parameter set evaluated twice
     for t in evaluated:
         assert RunFolder.of(tmp_path / "results", "t").read_trial(t.number).trial_number == t.number
-    with make_engine(cache_url(url)).connect() as conn:
-        assert conn.execute(sa.select(_CACHE.c.state).where(_CACHE.c.study == "t")).scalars().all().count("running") == 0
+    assert ScoreCache(cache_url(url)).running_claims("t") == {}
 
 def test_the_database_journal_orders_concurrent_appends_without_gaps_and_never_applies_one_twice(postgres_url, monkeypatch):
     """Eight writers at once: every log is there exactly once, in one order every reader sees; an
