@@ -726,3 +726,54 @@ def test_a_journal_append_cut_short_by_a_full_disk_leaves_the_journal_as_it_was(
     JournalFile(str(path)).append([{**entry, "user_attr": {"d": 3}}])  # with room again
     for reader in (JournalFile(str(path)), JournalFileBackend(str(path))):
         assert [e["user_attr"] for e in reader.read_logs(0)] == [{"a": 1}, {"d": 3}]
+
+
+def test_a_reader_never_takes_the_whole_lines_of_an_append_that_is_being_taken_back(tmp_path):
+    """Between an append the kernel cut short and its truncation, the lines it wrote whole are in
+    the file: a process reading then must wait, or its replay holds entries that are gone and its
+    count of entries read runs ahead of the file (its next read starts mid-line)."""
+    import subprocess
+    import sys
+    import threading
+
+    from genesis_core.optimizer._storage import JournalFile
+
+    path = tmp_path / "optuna.journal"
+    entry = {"op_code": 8, "worker_id": "w", "trial_id": 0}
+    JournalFile(str(path)).append([{**entry, "user_attr": {"a": 1}}])
+    whole = path.read_bytes()
+    reader = JournalFile(str(path))
+    assert [e["user_attr"] for e in reader.read_logs(0)] == [{"a": 1}]
+    # the writer's truncation waits for a line on its stdin: the cut-short append is in the file meanwhile
+    code = ("import os, resource, signal, sys\n"
+            "from genesis_core.optimizer._storage import JournalFile, StorageUnavailable\n"
+            "truncate = os.ftruncate\n"
+            "def held(fd, size):\n"
+            "    print('cut', flush=True)\n"
+            "    sys.stdin.readline()\n"
+            "    truncate(fd, size)\n"
+            "os.ftruncate = held\n"
+            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
+            "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))\n"
+            "try:\n"
+            "    JournalFile(sys.argv[1]).append([{'op_code': 8, 'worker_id': 'w', 'trial_id': 0, 'user_attr': {'b': 2}},\n"
+            "                                     {'op_code': 8, 'worker_id': 'w', 'trial_id': 0, 'user_attr': {'c': 'x' * 200}}])\n"
+            "except StorageUnavailable as exc:\n"
+            "    sys.exit(str(exc))\n")
+    writer = subprocess.Popen([sys.executable, "-c", code, str(path), str(len(whole) + 80)], stdin=subprocess.PIPE,
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert writer.stdout is not None and writer.stdout.readline() == "cut\n"
+        assert path.read_bytes().startswith(whole + b'{"op_code":8') and len(path.read_bytes()) == len(whole) + 80
+        got: list[list[dict]] = []
+        read = threading.Thread(target=lambda: got.append(list(reader.read_logs(1))))
+        read.start()
+        read.join(0.5)
+        assert read.is_alive() and not got  # waiting for the writer, not reading its lines
+    finally:
+        _, err = writer.communicate("\n", timeout=60)
+    read.join(60)
+    assert writer.returncode == 1 and "could not be written: File too large" in err, err
+    assert path.read_bytes() == whole and got == [[]]
+    JournalFile(str(path)).append([{**entry, "user_attr": {"d": 3}}])
+    assert [e["user_attr"] for e in reader.read_logs(1)] == [{"d": 3}]

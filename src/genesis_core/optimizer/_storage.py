@@ -32,7 +32,7 @@ import zlib
 from collections.abc import Callable, Container, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec, TypeVar
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import optuna
 import orjson
@@ -584,6 +584,21 @@ def entry_json(log: dict[str, Any]) -> bytes:
     return json.dumps(log, separators=(",", ":")).encode()
 
 
+@contextlib.contextmanager
+def _flocked(f: Any, how: int) -> Iterator[None]:
+    """``f``'s file locked (``flock``) while inside; on a file system without ``flock``, not: a
+    single appending write still never interleaves with another."""
+    try:
+        fcntl.flock(f, how)
+    except OSError:
+        yield
+        return
+    try:
+        yield
+    finally:
+        fcntl.flock(f, fcntl.LOCK_UN)
+
+
 class JournalFile(JournalFileBackend):
     """Optuna's journal file, fsync'd only by an append that must survive a power loss. Every
     append reaches the file at once, so a killed process loses none. A running trial's own writes
@@ -591,6 +606,8 @@ class JournalFile(JournalFileBackend):
     an fsync flushes the whole file, and a worker's finished trials with its next group commit
     (``synced_later``): a power loss in between loses only trials nobody was told of. Optuna fsyncs
     every append; two workers' fsyncs contend."""
+
+    _reading: tuple[tuple[int, int, int], Any] | None = None  # see ``_reader``
 
     def read_logs(self, log_number_from: int, end: int | None = None) -> Generator[dict[str, Any], None, None]:
         """Optuna's read, skipped when the file has not grown since the entry to read from: Optuna
@@ -606,12 +623,13 @@ class JournalFile(JournalFileBackend):
             if end is None:
                 yield from super().read_logs(log_number_from)
             return
-        if (os.stat(self._file_path).st_size if end is None else end) == offset:
+        st = os.stat(self._file_path)
+        if (st.st_size if end is None else end) == offset:
             return
-        with open(self._file_path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size if end is None else end
-            f.seek(offset)
-            lines = f.read(size - offset).split(b"\n")[:-1]  # the last piece is empty or a line being written
+        reader = self._reader(st)
+        with _flocked(reader, fcntl.LOCK_SH):  # an append being taken back (see ``append``) holds it: none is read half
+            size = os.fstat(reader.fileno()).st_size if end is None else end
+            lines = os.pread(reader.fileno(), size - offset, offset).split(b"\n")[:-1]  # the last piece: empty or a line being written
         for start in range(0, len(lines), READ_SLICE):
             piece = lines[start:start + READ_SLICE]
             try:
@@ -626,6 +644,18 @@ class JournalFile(JournalFileBackend):
                 offsets[first + i + 1] = offsets[first + i] + len(line) + 1
             yield from logs
 
+    def _reader(self, st: os.stat_result) -> Any:
+        """This process's file object for reading the journal ``st`` describes, kept open (an open
+        cost nine tenths of a read of a few entries, and every process reads each other's appends):
+        opened again in a forked child (a shared one would share its ``flock``) or when the path
+        names another file."""
+        here = (os.getpid(), st.st_dev, st.st_ino)
+        if self._reading is None or self._reading[0] != here:
+            if self._reading is not None:
+                self._reading[1].close()
+            self._reading = (here, open(self._file_path, "rb", buffering=0))
+        return self._reading[1]
+
     def append_logs(self, logs: list[dict[str, Any]]) -> None:
         self.append(logs)
 
@@ -638,26 +668,31 @@ class JournalFile(JournalFileBackend):
         one left by a killed process stalled the next run 30 s): the append is one write to a file
         opened for appending, which the system never interleaves with another's, so an Optuna
         process writing meanwhile under its own lock cannot tear it; where it lands is read from the
-        file position after it, not assumed."""
+        file position after it, not assumed. An append cut short (a full disk) is taken back under
+        that lock, which readers take shared: none reads lines that are then gone. The fsync comes
+        after it, so readers do not wait for the disk."""
         lines = [entry_json(log) + b"\n" for log in logs]
         data = b"".join(lines)
         with open(self._file_path, "ab", buffering=0) as f:
-            with contextlib.suppress(OSError):  # a file system without flock: a single appending write still never interleaves
-                fcntl.flock(f, fcntl.LOCK_EX)
-            rest = memoryview(data)
-            try:
-                while rest:
-                    rest = rest[f.write(rest):]
+            with _flocked(f, fcntl.LOCK_EX):
+                rest = memoryview(data)
+                try:
+                    while rest:
+                        rest = rest[f.write(rest):]
+                except OSError as exc:
+                    if len(rest) < len(data):  # the piece would run into the next append's first line, both lost to readers
+                        os.ftruncate(f.fileno(), f.tell() - (len(data) - len(rest)))
+                    self._refused(exc, "; nothing of that write was kept")
                 start = f.tell() - len(data)
-                if durable:
+            if durable:
+                try:
                     os.fsync(f.fileno())
-            except OSError as exc:
-                written = len(data) - len(rest)
-                if rest and written:  # cut short (a full disk): the piece would run into the next append's first line, both lost to readers
-                    os.ftruncate(f.fileno(), f.tell() - written)
-                kept = "; nothing of that write was kept" if rest else ""  # whole, but not known to be on the disk
-                raise StorageUnavailable(f"the journal {self._file_path} could not be written: {exc.strerror}{kept}") from None
+                except OSError as exc:
+                    self._refused(exc, "")  # whole, but not known to be on the disk
         return start, [len(line) for line in lines]
+
+    def _refused(self, exc: OSError, kept: str) -> NoReturn:
+        raise StorageUnavailable(f"the journal {self._file_path} could not be written: {exc.strerror}{kept}") from None
 
     def follows(self, log_number: int, start: int, lengths: list[int]) -> bool:
         """Whether entries appended at byte ``start`` come right after the first ``log_number``
