@@ -695,6 +695,28 @@ def test_a_full_disk_ends_the_run_at_once_keeps_every_told_trial_and_the_resume_
     assert not list(trials_dir.glob("*.tmp"))
 
 
+# appends two entries to the journal argv[1] under a file size limit of argv[2] bytes; with argv[3],
+# its truncation of what the limit cut short first says "cut" and waits for a line on stdin
+_CUT_SHORT_APPEND = """
+import os, resource, signal, sys
+from genesis_core.optimizer._storage import JournalFile, StorageUnavailable
+if len(sys.argv) > 3:
+    truncate = os.ftruncate
+    def held(fd, size):
+        print("cut", flush=True)
+        sys.stdin.readline()
+        truncate(fd, size)
+    os.ftruncate = held
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))
+try:
+    JournalFile(sys.argv[1]).append([{"op_code": 8, "worker_id": "w", "trial_id": 0, "user_attr": {"b": "x" * 200}},
+                                     {"op_code": 8, "worker_id": "w", "trial_id": 0, "user_attr": {"c": 2}}])
+except StorageUnavailable as exc:
+    sys.exit(str(exc))
+"""
+
+
 def test_a_journal_append_cut_short_by_a_full_disk_leaves_the_journal_as_it_was(tmp_path):
     """An append the kernel cuts short (a file size limit, as a full disk would) raises, naming the
     journal, and takes back what it wrote: the piece of a line it left ran into the next append's
@@ -710,17 +732,9 @@ def test_a_journal_append_cut_short_by_a_full_disk_leaves_the_journal_as_it_was(
     entry = {"op_code": 8, "worker_id": "w", "trial_id": 0}
     JournalFile(str(path)).append([{**entry, "user_attr": {"a": 1}}])
     whole = path.read_bytes()
-    code = ("import resource, signal, sys\n"
-            "from genesis_core.optimizer._storage import JournalFile, StorageUnavailable\n"
-            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))\n"
-            "try:\n"
-            "    JournalFile(sys.argv[1]).append([{'op_code': 8, 'worker_id': 'w', 'trial_id': 0, 'user_attr': {'b': 'x' * 200}},\n"
-            "                                     {'op_code': 8, 'worker_id': 'w', 'trial_id': 0, 'user_attr': {'c': 2}}])\n"
-            "except StorageUnavailable as exc:\n"
-            "    sys.exit(str(exc))\n")
     for room in (40, len(whole) + 30, len(whole) + 250):  # nothing written, part of a line, a whole line and part of the next
-        done = subprocess.run([sys.executable, "-c", code, str(path), str(room)], capture_output=True, text=True, timeout=60)
+        done = subprocess.run([sys.executable, "-c", _CUT_SHORT_APPEND, str(path), str(room)], capture_output=True, text=True,
+                              timeout=60)
         assert done.returncode == 1 and f"the journal {path} could not be written: File too large" in done.stderr, done.stderr
         assert path.read_bytes() == whole
     JournalFile(str(path)).append([{**entry, "user_attr": {"d": 3}}])  # with room again
@@ -744,27 +758,12 @@ def test_a_reader_never_takes_the_whole_lines_of_an_append_that_is_being_taken_b
     whole = path.read_bytes()
     reader = JournalFile(str(path))
     assert [e["user_attr"] for e in reader.read_logs(0)] == [{"a": 1}]
-    # the writer's truncation waits for a line on its stdin: the cut-short append is in the file meanwhile
-    code = ("import os, resource, signal, sys\n"
-            "from genesis_core.optimizer._storage import JournalFile, StorageUnavailable\n"
-            "truncate = os.ftruncate\n"
-            "def held(fd, size):\n"
-            "    print('cut', flush=True)\n"
-            "    sys.stdin.readline()\n"
-            "    truncate(fd, size)\n"
-            "os.ftruncate = held\n"
-            "signal.signal(signal.SIGXFSZ, signal.SIG_IGN)\n"
-            "resource.setrlimit(resource.RLIMIT_FSIZE, (int(sys.argv[2]), resource.RLIM_INFINITY))\n"
-            "try:\n"
-            "    JournalFile(sys.argv[1]).append([{'op_code': 8, 'worker_id': 'w', 'trial_id': 0, 'user_attr': {'b': 2}},\n"
-            "                                     {'op_code': 8, 'worker_id': 'w', 'trial_id': 0, 'user_attr': {'c': 'x' * 200}}])\n"
-            "except StorageUnavailable as exc:\n"
-            "    sys.exit(str(exc))\n")
-    writer = subprocess.Popen([sys.executable, "-c", code, str(path), str(len(whole) + 80)], stdin=subprocess.PIPE,
+    room = len(whole) + 250  # a whole line and part of the next
+    writer = subprocess.Popen([sys.executable, "-c", _CUT_SHORT_APPEND, str(path), str(room), "hold"], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         assert writer.stdout is not None and writer.stdout.readline() == "cut\n"
-        assert path.read_bytes().startswith(whole + b'{"op_code":8') and len(path.read_bytes()) == len(whole) + 80
+        assert path.read_bytes().startswith(whole + b'{"op_code":8') and len(path.read_bytes()) == room
         got: list[list[dict]] = []
         read = threading.Thread(target=lambda: got.append(list(reader.read_logs(1))))
         read.start()
