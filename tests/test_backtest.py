@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import pandas as pd
 import pytest
@@ -19,10 +20,12 @@ from genesis_core import backtest
 from genesis_core.backtest import Backtester, build_config
 from genesis_core.config import read_config_file
 from genesis_core.data import Candles, load_candles, market_sidecar
+from genesis_core.files import TRIMMED, trim_least_recently_used
 from genesis_core.fingerprint import canonical_json, code_version, fingerprint
 from genesis_core.records import backtest_record
 from genesis_core.scoring import Constraints, Outcome, Scoring, score
 from tests.conftest import SAMPLE_FILE
+from tests.runs import genesis
 
 ROOT = Path(__file__).resolve().parents[1]
 GENESIS = [sys.executable, "-m", "genesis_core"]
@@ -278,3 +281,83 @@ def test_the_candle_cache_never_serves_a_changed_or_damaged_file(tmp_path, monke
         raw[len(raw) // 2:len(raw) // 2 + 64] = b"\xff" * 64  # inside an array: its CRC no longer matches
         damaged.write_bytes(bytes(raw))
     assert load().fingerprint == load_candles(path).fingerprint
+
+
+def _window_config(start: str, end: str) -> backtest.BacktestConfig:
+    cfg = read_config_file(ROOT / "configs" / "reference.yaml")
+    cfg["data"].update(path=str(ROOT / cfg["data"]["path"]), start=start, end=end)
+    return build_config(cfg)
+
+
+def test_a_cache_over_its_limit_loses_its_least_recently_used_files_first_and_a_backtest_after_gives_the_same_numbers(
+        tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setattr(backtest, "_LOADED", {})  # a new process: the candles go through the cache
+    old, new = _window_config("2021-03-01", "2021-05-31"), _window_config("2022-03-01", "2022-05-31")
+    bt = Backtester(cache)
+    old_metrics, new_metrics = bt.run(old).metrics, bt.run(new).metrics
+    windows = {bt.features(bt.plan(c).window): c for c in (old, new)}
+    old_dir, new_dir = (cache / "features" / store.candles.fingerprint[:32] for store, _ in
+                        sorted(windows.items(), key=lambda kv: kv[1] is new))
+    [candles] = (cache / "candles").iterdir()
+    stale = candles.with_name("0" * 32 + ".npz")  # the candles an earlier version of the code kept
+    shutil.copyfile(candles, stale)
+    now = time.time()
+    for path, days in [(stale, 3), *((f, 2) for f in old_dir.iterdir())]:
+        os.utime(path, (now - days * 86400, now - days * 86400))
+    size = {p: p.stat().st_size for p in cache.rglob("*") if p.is_file()}
+    going = [stale, *old_dir.iterdir()]
+    kept = sum(size.values()) - sum(size[p] for p in going)
+    limit = int(kept / 0.8) + 1  # room for all but the stale candles and the old window's features
+    assert sum(size.values()) > limit and kept + min(size[p] for p in going) > 0.8 * limit
+
+    removed = trim_least_recently_used(cache, limit, 0)
+
+    assert sorted(removed) == sorted(going) and not old_dir.exists() and not stale.exists()
+    assert sum(p.stat().st_size for p in cache.rglob("*") if p.is_file() and p.name != TRIMMED) == kept
+    assert candles.exists() and len(list(new_dir.iterdir())) == len([p for p in size if p.parent == new_dir])
+    assert trim_least_recently_used(cache, 0, 3600) == [] and candles.exists()  # looked at less than an hour ago
+    monkeypatch.setattr(backtest, "_LOADED", {})
+    again = Backtester(cache)
+    assert again.run(old).metrics == old_metrics and again.run(new).metrics == new_metrics
+    assert sorted(p.name for p in old_dir.iterdir()) == sorted(p.name for p in going[1:])  # made again
+
+
+def test_genesis_cache_mb_bounds_the_cache_of_the_command_line_and_a_bad_value_is_named(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(backtest, "_LOADED", {})
+    cfg = read_config_file(ROOT / "configs" / "reference.yaml")
+    cfg["data"]["path"] = str(ROOT / cfg["data"]["path"])
+    (tmp_path / "c.yaml").write_text(yaml.safe_dump(cfg))
+
+    def run(start: str, end: str, limit: str | None = None) -> SimpleNamespace:
+        if limit is None:
+            monkeypatch.delenv(backtest.CACHE_LIMIT_ENV, raising=False)
+        else:
+            monkeypatch.setenv(backtest.CACHE_LIMIT_ENV, limit)
+        return genesis("backtest", "-c", "c.yaml", "--start", start, "--end", end, "--json", "--out", f"{start}.json")
+
+    features, stamp = tmp_path / ".cache" / "genesis" / "features", tmp_path / ".cache" / "genesis" / TRIMMED
+    first = run("2021-03-01", "2021-05-31")
+    assert first.returncode == 0, first.stderr
+    assert not stamp.exists()  # nothing to look at as it started
+    [old_window] = features.iterdir()
+    bad = run("2022-03-01", "2022-05-31", "1GB")
+    assert bad.returncode == 2 and "GENESIS_CACHE_MB='1GB'" in bad.stderr and "whole number" in bad.stderr
+    assert not (tmp_path / "results" / "backtests" / "2022-03-01.json").exists() and list(features.iterdir()) == [old_window]
+    written = {p: p.stat().st_mtime_ns for p in old_window.iterdir()}
+    again = run("2021-03-01", "2021-05-31", "0")  # emptied as it starts, then holds this run's files alone
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout)["metrics"] == json.loads(first.stdout)["metrics"]
+    assert all(p.stat().st_mtime_ns > when for p, when in written.items())  # made again
+    assert time.time() - stamp.stat().st_mtime < 60
+    other = run("2022-03-01", "2022-05-31", "0")  # looked at less than an hour ago: not emptied
+    assert other.returncode == 0, other.stderr
+    assert len(list(features.iterdir())) == 2
+    _settled(stamp, 2 * backtest.TRIM_EVERY_SECONDS)  # last looked at two hours ago
+    monkeypatch.setattr(backtest, "_LOADED", {})
+    later = run("2022-03-01", "2022-05-31", "0")
+    assert later.returncode == 0, later.stderr
+    assert json.loads(later.stdout)["metrics"] == json.loads(other.stdout)["metrics"]
+    [new_window] = features.iterdir()
+    assert new_window != old_window

@@ -1,4 +1,4 @@
-"""atomic_write: what a crash or a failed write leaves behind."""
+"""atomic_write: what a crash or a failed write leaves behind; trimming a cache: what it leaves."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import threading
 
 import pytest
 
-from genesis_core.files import atomic_write
+from genesis_core.files import TRIMMED, atomic_write, trim_least_recently_used
 
 
 def test_a_write_into_new_folders_replaces_nothing_else_and_leaves_no_temporary(tmp_path):
@@ -60,3 +60,25 @@ def test_a_write_cut_short_by_the_file_size_limit_raises_and_leaves_the_old_file
         assert target.read_text() == "old" and os.listdir(tmp_path) == ["000001.json"]
     atomic_write(target, "x" * 10_000)  # without the limit, the same write goes through whole
     assert target.read_text() == "x" * 10_000
+
+
+def test_trimming_a_cache_never_follows_a_link_out_of_it_and_a_reader_keeps_the_file_it_reads(tmp_path):
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "keep.bin").write_bytes(b"k" * 5000)
+    cache = tmp_path / "cache"
+    (cache / "w").mkdir(parents=True)
+    (cache / "w" / "a.f8").write_bytes(b"a" * 3000)
+    (cache / "b.npz").write_bytes(b"b" * 2000)
+    os.symlink(outside, cache / "dir-link")
+    os.symlink(outside / "keep.bin", cache / "file-link")
+    os.mkfifo(cache / "pipe")
+    assert trim_least_recently_used(tmp_path / "missing", 0, 0) == [] and not (tmp_path / "missing").exists()
+    assert trim_least_recently_used(cache, 5000, 0) == []  # 5,000 bytes its own: the links' 10,000 are not
+    with open(cache / "w" / "a.f8", "rb") as reader:
+        assert reader.read(10) == b"a" * 10
+        removed = trim_least_recently_used(cache, 0, 0)
+        assert reader.read() == b"a" * 2990
+    assert sorted(removed) == [cache / "b.npz", cache / "w" / "a.f8"]
+    assert sorted(os.listdir(cache)) == sorted([TRIMMED, "dir-link", "file-link", "pipe"])  # w/ emptied, removed
+    assert (outside / "keep.bin").read_bytes() == b"k" * 5000 and os.listdir(outside) == ["keep.bin"]

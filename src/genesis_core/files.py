@@ -1,4 +1,5 @@
-"""Writing result files so that a crash never leaves one half written, and a failed write leaves nothing."""
+"""Writing result files so that a crash never leaves one half written, and a failed write leaves
+nothing; keeping a cache's files to a size."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ import contextlib
 import os
 import re
 import stat
+import time
 from pathlib import Path
 
 _TEMPORARY = re.compile(r".*\.(\d+)\.tmp")
@@ -80,4 +82,59 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             removed.append(tmp)
         except PermissionError:
             pass  # a live process of another user
+    return removed
+
+
+TRIMMED = ".trimmed"  # in a trimmed folder: its modification time is when it was last looked at
+
+
+def trim_least_recently_used(folder: Path, limit: int, every: float) -> list[Path]:
+    """Keep the files under ``folder`` (a cache, whose files can all be made again) to ``limit``
+    bytes: when they hold more, remove the least recently used (by access or modification time,
+    whichever is later) until 80% of ``limit`` is left, so the next look finds room, then the folders
+    that leaves empty. Looking walks the folder, so it happens at most once every ``every`` seconds
+    (the mtime of ``TRIMMED`` in it). A process reading a file as it goes keeps reading it; one that
+    then misses it makes it again. Symbolic links are never followed. Returns the files removed."""
+    stamp = os.path.join(folder, TRIMMED)
+    try:
+        if time.time() - os.stat(stamp).st_mtime < every:
+            return []
+    except FileNotFoundError:
+        if not folder.is_dir():
+            return []
+    except OSError:
+        return []
+    with contextlib.suppress(OSError):
+        with open(stamp, "ab"):
+            os.utime(stamp)
+    files: list[tuple[float, int, str]] = []
+    folders = [os.fspath(folder)]
+    for here in folders:
+        with contextlib.suppress(OSError), os.scandir(here) as entries:
+            for entry in entries:
+                with contextlib.suppress(OSError):
+                    if entry.is_dir(follow_symlinks=False):
+                        folders.append(entry.path)
+                    elif entry.is_file(follow_symlinks=False) and entry.path != stamp:
+                        st = entry.stat(follow_symlinks=False)
+                        files.append((max(st.st_atime, st.st_mtime), st.st_size, entry.path))
+    held = sum(size for _, size, _ in files)
+    if held <= limit:
+        return []
+    removed = []
+    for _, size, path in sorted(files):
+        if held <= 0.8 * limit:
+            break
+        try:
+            os.unlink(path)
+        except FileNotFoundError:  # another process trimmed it first
+            pass
+        except OSError:  # not ours to remove: still held
+            continue
+        else:
+            removed.append(Path(path))
+        held -= size
+    for emptied in sorted({os.path.dirname(p) for p in map(os.fspath, removed)} - {folders[0]}, reverse=True):
+        with contextlib.suppress(OSError):  # not empty: another process wrote into it meanwhile
+            os.rmdir(emptied)
     return removed
