@@ -163,6 +163,23 @@ def test_the_stop_policy_is_checked_before_a_study_exists(tmp_path, stop, messag
         assert optimize(path, RunOptions(max_trials=3))["cache"]["total_trials"] == 3
 
 
+@pytest.mark.parametrize(("args", "message"), [
+    (("sweep", "--method", "grid", "--levels", "1"), "--levels must be 2 or more"),  # was a ZeroDivisionError
+    (("sweep", "--method", "grid", "--levels", "0"), "--levels must be 2 or more"),  # was an empty run, exit 0
+    (("sweep", "--seed", "-1"), "--seed must be 0 or more, not -1"),  # was numpy's ValueError for Sobol
+    (("sweep", "--method", "latin"), "--method latin: use grid, random, sobol"),
+    (("sweep", "--workers", "0"), "--workers must be 1 or more, not 0"),  # was every core
+    (("optimize", "--workers", "-1"), "--workers must be 1 or more, not -1"),  # was a session "with -1 worker(s)"
+    (("optimize", "--max-trials", "0"), "--max-trials must be 1 or more, not 0"),
+    (("walk-forward", "--max-trials", "-2"), "--max-trials must be 1 or more, not -2"),
+])
+def test_a_count_that_would_run_nothing_or_fail_midway_is_refused_before_anything_is_written(tmp_path, args, message):
+    command, *options = args
+    path = write_config(tmp_path)
+    _refused_in_one_line(genesis(command, str(path), *options, cwd=tmp_path), message)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.yaml"]
+
+
 def test_categorical_choices_may_be_whole_mappings(tmp_path):
     zones = [{"low": {"entry_conf_overall": lo, "regime_proba": {}}, "mid": {"entry_conf_overall": mid, "regime_proba": {}},
               "high": {"entry_conf_overall": hi, "regime_proba": {"bull": 0.55}}}

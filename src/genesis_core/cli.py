@@ -358,12 +358,10 @@ def sweep(
     from genesis_core.optimizer import sweep as run_sweep
     from genesis_core.study import load_study_config
 
-    if method not in ("grid", "random", "sobol"):
-        raise ConfigError(f"--method {method}: use grid, random or sobol")
+    options = SweepOptions(method, points, levels, seed, workers, deaf_once_stopped=True)  # type: ignore[arg-type]
     cfg = load_study_config(config)
     if study is not None:
         cfg = _with_meta(cfg, "study_name", study, "--study")
-    options = SweepOptions(method, points, levels, seed, workers, deaf_once_stopped=True)  # type: ignore[arg-type]
     with _progress_bar(not as_json) as on_progress:
         summary = run_sweep(cfg.spec(storage), options, on_progress)
     s = summary.session

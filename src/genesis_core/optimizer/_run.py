@@ -63,6 +63,17 @@ class RunOptions:
     preflight: PreflightRecord | PreflightSkipped | None = None  # what preflight said before this session (recorded in run.json)
     deaf_once_stopped: bool = False  # ignore SIGINT and SIGTERM for good once one stopped the session (see stopping_on_signals)
 
+    def __post_init__(self) -> None:
+        at_least_one("--workers", self.workers)
+        at_least_one("--max-trials", self.max_trials)
+
+
+def at_least_one(option: str, value: int | None) -> None:
+    """A count given on the command line (or by an API caller) that must be 1 or more when given:
+    0 or less would run nothing, or be recorded as the session's."""
+    if value is not None and value < 1:
+        raise ConfigError(f"{option} must be 1 or more, not {value}")
+
 
 @dataclass(frozen=True)
 class Progress:

@@ -21,7 +21,7 @@ import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import optuna
 from optuna.trial import FrozenTrial, TrialState
@@ -29,7 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from genesis_core.backtest import CACHE, Backtester
 from genesis_core.errors import ConfigError, DataError, GenesisError
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
-from genesis_core.optimizer._run import OnProgress, Progress, quietly
+from genesis_core.optimizer._run import OnProgress, Progress, at_least_one, quietly
 from genesis_core.optimizer._sobol import MAX_DIMENSIONS, sobol
 from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import (
@@ -70,8 +70,15 @@ class SweepOptions:
     deaf_once_stopped: bool = False  # ignore SIGINT and SIGTERM for good once one stopped the sweep (see stopping_on_signals)
 
     def __post_init__(self) -> None:
+        if self.method not in get_args(SweepMethod):
+            raise ConfigError(f"--method {self.method}: use {', '.join(get_args(SweepMethod))}")
         if not 1 <= self.points <= MAX_POINTS:
             raise ConfigError(f"--points must be 1 .. {MAX_POINTS:,}, not {self.points}")
+        if self.levels < 2:
+            raise ConfigError(f"--levels must be 2 or more (a grid spans each range from its low to its high), not {self.levels}")
+        if self.seed < 0:
+            raise ConfigError(f"--seed must be 0 or more, not {self.seed}")
+        at_least_one("--workers", self.workers)
 
 
 def sweep_points(space: SearchSpace, options: SweepOptions) -> list[dict[str, Any]]:
