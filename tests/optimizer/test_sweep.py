@@ -257,6 +257,29 @@ def test_sobol_points_hold_python_numbers_rounded_as_every_other_point_is(tmp_pa
     assert floats and all(round(v, 12) == v for v in floats)
 
 
+def test_every_sweep_method_spreads_a_log_scale_parameter_over_its_logarithm_as_optuna_s_samplers_do(tmp_path):
+    """A grid's levels of a log-scale range are geometric, and random and Sobol points fall evenly over
+    its logarithm, each whole number of an int range taking the share of [n - 0.5, n + 0.5] Optuna's
+    samplers give it (grid and random points were spread evenly over the range itself)."""
+    import math
+    import statistics
+
+    space = load_study_config(write_config(tmp_path, parameters={
+        "thresholds.min_edge": {"type": "float", "low": 0.0001, "high": 0.1, "log": True},
+        "exits.max_bars_held": {"type": "int", "low": 1, "high": 100, "log": True},
+    })).spec().space
+    grid = sweep_points(space, SweepOptions("grid", levels=4))
+    assert sorted({p["thresholds.min_edge"] for p in grid}) == [0.0001, 0.001, 0.01, 0.1]
+    assert sorted({p["exits.max_bars_held"] for p in grid}) == [1, 5, 22, 100]  # 100 ** (k / 3), rounded
+    share_of_1 = math.log(1.5 / 0.5) / math.log(100.5 / 0.5)  # 0.207; Optuna's RandomSampler: 0.207 of 4,000 draws
+    for method in ("random", "sobol"):
+        points = sweep_points(space, SweepOptions(method, points=2000, seed=1))
+        edges, bars = [p["thresholds.min_edge"] for p in points], [p["exits.max_bars_held"] for p in points]
+        assert 0.0001 <= min(edges) and max(edges) <= 0.1 and all(type(b) is int and 1 <= b <= 100 for b in bars)
+        assert 0.45 < sum(e < (0.0001 * 0.1) ** 0.5 for e in edges) / 2000 < 0.55, method  # below the geometric middle
+        assert abs(bars.count(1) / 2000 - share_of_1) < 0.03 and statistics.median(bars) in (7, 8), method
+
+
 def test_an_artifact_and_a_cache_entry_made_from_the_record_s_json_are_the_models_json(tmp_path):
     """A sweep's process writes each point's artifact and cache entry from its record's JSON
     (``TrialArtifact.json_of``, ``CacheEntry.json_of``): byte for byte what the models write, for

@@ -39,6 +39,15 @@ def _on_grid(d: FloatDistribution | IntDistribution, x: float) -> int | float:
     return round(x) if isinstance(d, IntDistribution) else round(x, 12)
 
 
+def _on_log_scale(d: FloatDistribution | IntDistribution, u: float) -> int | float:
+    """The value at ``u`` in [0, 1) of a log-scale range, evenly over its logarithm: each whole
+    number of an int range takes the logarithm's share of [n - 0.5, n + 0.5], as in Optuna's
+    samplers (rounded from [low, high] its ends would take half that)."""
+    pad = 0.5 if isinstance(d, IntDistribution) else 0.0
+    low, high = math.log(d.low - pad), math.log(d.high + pad)
+    return _on_grid(d, min(max(math.exp(low + u * (high - low)), d.low), d.high))
+
+
 class SearchSpace:
     def __init__(self, config: OptimizerConfig) -> None:
         self.fixed = {p: s.value for p, s in config.parameters.items() if isinstance(s, FixedParam)}
@@ -109,19 +118,21 @@ class SearchSpace:
             choices = [self.unchoice(path, c) for c in d.choices]
             return lambda u: choices[min(int(u * len(choices)), len(choices) - 1)]
         if d.log:
-            low, span = math.log(d.low), math.log(d.high) - math.log(d.low)
-            return lambda u: _on_grid(d, math.exp(low + u * span))
+            return lambda u: _on_log_scale(d, u)
         if d.step is not None:
             step, steps = d.step, round((d.high - d.low) / d.step) + 1
             return lambda u: _on_grid(d, d.low + min(int(u * steps), steps - 1) * step)
         return lambda u: _on_grid(d, d.low + u * (d.high - d.low))
 
     def random_point(self, rng: random.Random) -> dict[str, Any]:
-        """A point drawn uniformly from the space, on its grid (preflight's extra base points, random sweeps)."""
+        """A point drawn uniformly from the space (over the logarithm on a log scale), on its grid
+        (preflight's extra base points, random sweeps)."""
         point: dict[str, Any] = dict(self.fixed)
         for path, d in self.distributions.items():
             if isinstance(d, CategoricalDistribution):
                 point[path] = self.unchoice(path, rng.choice(d.choices))
+            elif d.log:
+                point[path] = _on_log_scale(d, rng.random())
             elif isinstance(d, IntDistribution):
                 point[path] = d.low + rng.randrange((d.high - d.low) // d.step + 1) * d.step
             elif d.step is not None:
@@ -164,8 +175,11 @@ class SearchSpace:
         return None
 
     def sweep(self, path: str, points: int = 5) -> list[Any]:
-        """Values spread across the range of ``path`` (every choice of a categorical), on its grid."""
+        """Values spread across the range of ``path`` from its low to its high (evenly over the
+        logarithm on a log scale; every choice of a categorical), on its grid."""
         d = self.distributions[path]
         if isinstance(d, CategoricalDistribution):
             return list(self._choices[path].values())
+        if d.log:
+            return sorted({_on_grid(d, d.low * (d.high / d.low) ** (k / (points - 1))) for k in range(points)})
         return sorted({_on_grid(d, d.low + (d.high - d.low) * k / (points - 1)) for k in range(points)})
