@@ -180,6 +180,30 @@ def test_a_count_that_would_run_nothing_or_fail_midway_is_refused_before_anythin
     assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.yaml"]
 
 
+def _batched(**kwargs) -> dict:
+    return {"sampler": {"name": "tpe-batched", "kwargs": kwargs}}
+
+
+_REFUSED = "meta.sampler: tpe-batched does not accept these kwargs: batch must be a whole number, 1 or more, not "
+
+
+@pytest.mark.parametrize(("meta", "message"), [
+    (_batched(batch=0), _REFUSED + "0"),
+    (_batched(batch="x"), _REFUSED + "'x'"),  # was "'<' not supported between instances of 'str' and 'int'"
+    (_batched(batch=True), _REFUSED + "True"),
+    (_batched(bach=4), "meta.sampler.kwargs.bach: tpe-batched takes no such argument; did you mean 'batch'?"),  # was TPE's TypeError
+    (_batched(n_startup=4), "meta.sampler.kwargs.n_startup: tpe-batched takes no such argument; did you mean 'n_startup_trials'?"),
+    ({"pruner": {"name": "median", "kwargs": {"n_warmup": 3}}},
+     "meta.pruner.kwargs.n_warmup: median takes no such argument; did you mean 'n_warmup_steps'?"),
+])
+def test_bad_sampler_or_pruner_kwargs_are_refused_in_one_line_with_no_progress_bar_and_nothing_written(tmp_path, meta, message):
+    path = write_config(tmp_path, meta=meta)
+    proc = genesis("optimize", str(path), "--skip-preflight", cwd=tmp_path)
+    _refused_in_one_line(proc, message)
+    assert proc.stderr.startswith("error:") and len(proc.stderr.splitlines()) == 1  # the bar drawn before the refusal is gone
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.yaml"]
+
+
 def test_categorical_choices_may_be_whole_mappings(tmp_path):
     zones = [{"low": {"entry_conf_overall": lo, "regime_proba": {}}, "mid": {"entry_conf_overall": mid, "regime_proba": {}},
               "high": {"entry_conf_overall": hi, "regime_proba": {"bull": 0.55}}}

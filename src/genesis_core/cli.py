@@ -402,14 +402,24 @@ def _progress_bar(show: bool) -> Iterator[OnProgress | None]:
                TextColumn("best {task.fields[best]}"), TextColumn("hits {task.fields[hits]}"), TimeRemainingColumn()]
     with Progress(*columns, transient=False, console=err) as bar:
         task = bar.add_task("trials", total=None, rate=0.0, best="-", hits="-")
+        reported = False
 
         def update(p: OptimizerProgress) -> None:
+            nonlocal reported
+            reported = True
             if bar.tasks[task].total != p.total:  # a walk-forward's folds each report their own total
                 bar.reset(task, total=p.total)
             bar.update(task, completed=p.completed, rate=p.rate, best="-" if p.best is None else f"{p.best:.2f}",
                        hits=f"{p.hit_rate:.0%}")
 
-        yield update
+        try:
+            yield update
+        except BaseException:
+            if not reported:  # refused before a trial (a bad sampler kwarg, ...): its error alone, not an empty bar
+                bar.live.transient = True
+                bar.live.stop()
+                bar.disable = True  # nor the blank line Progress.stop prints off a terminal
+            raise
 
 
 def _print_checks(report: PreflightRecord) -> None:

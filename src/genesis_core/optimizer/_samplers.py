@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import difflib
+import inspect
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -21,8 +23,8 @@ class BatchedTPESampler(optuna.samplers.TPESampler):
     other's running trials; ``make bench-quality`` measures what that costs. Other kwargs are TPE's."""
 
     def __init__(self, *, batch: int = 8, **kwargs: Any) -> None:
-        if batch < 1:
-            raise ValueError(f"batch must be at least 1, not {batch}")
+        if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+            raise ValueError(f"batch must be a whole number, 1 or more, not {batch!r}")
         super().__init__(**kwargs)
         self._batch = batch
         self._queued: dict[tuple[str, ...], list[dict[str, Any]]] = {}
@@ -104,6 +106,30 @@ def sampler_class(name: str) -> type[optuna.samplers.BaseSampler]:
     return cls
 
 
+def _keywords(cls: type) -> set[str] | None:
+    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up to the base classes'
+    ``__init__`` (as ``BatchedTPESampler`` passes them to TPE's); None if that ends open-ended."""
+    known: set[str] = set()
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        known |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
+        if not any(p.kind is p.VAR_KEYWORD for p in params):
+            return known
+    return None
+
+
+def _check_keywords(cls: type, kwargs: dict[str, Any], where: str, name: str) -> None:
+    """ConfigError naming the first of ``kwargs`` that ``cls`` does not take, with the closest it does."""
+    known = _keywords(cls)
+    unknown = [] if known is None else sorted(set(kwargs) - known)
+    if known is not None and unknown:
+        close = difflib.get_close_matches(unknown[0], known, 1)
+        raise ConfigError(f"{where}.{unknown[0]}: {name} takes no such argument; "
+                          + (f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(sorted(known))}"))
+
+
 def make_sampler(name: str, kwargs: dict[str, Any], grid: dict[str, list[Any]], n_searched: int,
                  worker_index: int = 0) -> optuna.samplers.BaseSampler:
     """The configured sampler; with a seed, worker i uses seed + i so workers do not propose the
@@ -112,6 +138,7 @@ def make_sampler(name: str, kwargs: dict[str, Any], grid: dict[str, list[Any]], 
     if kwargs.get("seed") is not None:
         kwargs["seed"] = int(kwargs["seed"]) + worker_index
     cls = sampler_class(name)
+    _check_keywords(cls, kwargs, "meta.sampler.kwargs", name)
     try:
         if cls is optuna.samplers.GridSampler:
             if not grid or len(grid) != n_searched:
@@ -123,6 +150,7 @@ def make_sampler(name: str, kwargs: dict[str, Any], grid: dict[str, list[Any]], 
 
 
 def make_pruner(name: str, kwargs: dict[str, Any]) -> optuna.pruners.BasePruner:
+    _check_keywords(PRUNERS[name], kwargs, "meta.pruner.kwargs", name)
     try:
         return PRUNERS[name](**kwargs)
     except (TypeError, ValueError) as exc:
