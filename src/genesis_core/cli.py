@@ -400,7 +400,7 @@ def _progress_bar(show: bool) -> Iterator[OnProgress | None]:
 
     columns = [TextColumn("[bold]trials"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[rate]:.1f}/s"),
                TextColumn("best {task.fields[best]}"), TextColumn("hits {task.fields[hits]}"), TimeRemainingColumn()]
-    with Progress(*columns, transient=False, console=err) as bar:
+    with Progress(*columns, transient=False, console=err, auto_refresh=False) as bar:
         task = bar.add_task("trials", total=None, rate=0.0, best="-", hits="-")
         reported = False
 
@@ -410,7 +410,7 @@ def _progress_bar(show: bool) -> Iterator[OnProgress | None]:
             if bar.tasks[task].total != p.total:  # a walk-forward's folds each report their own total
                 bar.reset(task, total=p.total)
             bar.update(task, completed=p.completed, rate=p.rate, best="-" if p.best is None else f"{p.best:.2f}",
-                       hits=f"{p.hit_rate:.0%}")
+                       hits=f"{p.hit_rate:.0%}", refresh=True)
 
         try:
             yield update

@@ -36,6 +36,7 @@ from genesis_core.optimizer._storage import (
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
 from genesis_core.optimizer._worker import (
+    EVALUATED,
     SEED_STRIDE,
     STOP_SIGNALS,
     Worker,
@@ -79,7 +80,7 @@ def at_least_one(option: str, value: int | None) -> None:
 class Progress:
     """This session's progress, for a progress bar."""
 
-    completed: int
+    completed: int  # trials evaluated this session (COMPLETE or PRUNED), as the budget counts them
     total: int | None  # None: no trial budget (a deadline ends the run)
     rate: float  # trials per second
     best: float | None  # best production score of the study so far
@@ -315,7 +316,7 @@ def _reporter(optuna_study: optuna.Study, total: int | None, on_progress: OnProg
         last[0] = now
         trials = optuna_study.get_trials(deepcopy=False)
         sync_all()  # every trial reported is on disk (a worker's group commit may not have come yet)
-        mine = [t for t in trials[start_n:] if t.state.is_finished()]
+        mine = [t for t in trials[start_n:] if t.state in EVALUATED]  # as the budget counts (a FAIL lost the race for a slot, or was refused)
         hits = sum(1 for t in mine if t.user_attrs.get("cached"))
         on_progress(Progress(len(mine), total, len(mine) / max(now - t0, 1e-9), best_score(trials), hits / max(len(mine), 1)))
 
