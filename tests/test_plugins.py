@@ -59,6 +59,25 @@ def test_samplers_by_name_or_class_with_clear_errors(tmp_path):
     assert isinstance(load_study_config(qmc).spec().sampler(), optuna.samplers.QMCSampler)  # no phase 1: unwrapped
 
 
+def test_a_user_sampler_s_keywords_are_checked_only_where_its_signature_names_them(tmp_path):
+    """A keyword a class's signature does not name is refused before the run with the closest one it
+    does; a user class taking ``**kwargs`` (it may take any keyword from them) or one without a
+    readable signature is given its keywords and says itself what it refuses."""
+    def sampler(name: str, kwargs: dict) -> optuna.samplers.BaseSampler:
+        path = write_config(tmp_path, meta={"sampler": {"name": f"tests.user_samplers:{name}", "kwargs": kwargs}},
+                            scoring={"phase1": {"trials": 0}})
+        return load_study_config(path).spec().sampler()
+
+    assert sampler("TakesAnyKeyword", {"jitter": 0.5, "seed": 1}).jitter == 0.5
+    assert sampler("NoSignature", {"seed": 1}).__class__.__name__ == "NoSignature"
+    assert sampler("NamesItsKeywords", {"jitter": 0.25}).jitter == 0.25
+    with pytest.raises(ConfigError, match=r"meta.sampler.kwargs.jiter: tests.user_samplers:NamesItsKeywords takes no such "
+                                          r"argument; did you mean 'jitter'\?"):
+        sampler("NamesItsKeywords", {"jiter": 0.25})
+    with pytest.raises(ConfigError, match="does not accept these kwargs: .*unexpected keyword argument 'jiter'"):
+        sampler("NoSignature", {"jiter": 0.25})
+
+
 def test_a_user_feature_through_the_public_decorator(btc_year):
     @register_feature("close_over_open", "close_over_open:bars", lambda base_seconds, bars: bars - 1)
     def close_over_open(store: FeatureStore, bars: int) -> np.ndarray:

@@ -107,16 +107,23 @@ def sampler_class(name: str) -> type[optuna.samplers.BaseSampler]:
 
 
 def _keywords(cls: type) -> set[str] | None:
-    """The keyword arguments ``cls(...)`` takes, following ``**kwargs`` up to the base classes'
-    ``__init__`` (as ``BatchedTPESampler`` passes them to TPE's); None if that ends open-ended."""
+    """The keyword arguments ``cls(...)`` takes; ``**kwargs`` of Genesis-Core's own classes followed
+    up to the base class they go to (as ``BatchedTPESampler`` passes them to TPE's). None when that
+    cannot be known: another ``**kwargs`` (a user's class may take any keyword from it) or no
+    signature to read (a compiled class); the call itself then says what it refuses."""
     known: set[str] = set()
     for klass in cls.__mro__:
         if "__init__" not in vars(klass):
             continue
-        params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        try:
+            params = inspect.signature(vars(klass)["__init__"]).parameters.values()
+        except (TypeError, ValueError):
+            return None
         known |= {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name != "self"}
         if not any(p.kind is p.VAR_KEYWORD for p in params):
             return known
+        if not klass.__module__.startswith("genesis_core."):
+            return None
     return None
 
 
