@@ -7,7 +7,6 @@ into the effective configuration.
 
 from __future__ import annotations
 
-import difflib
 import os
 import time
 from dataclasses import dataclass
@@ -30,7 +29,7 @@ from genesis_core.data import (
     same_symbol,
 )
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, unknown_key_hint
 from genesis_core.features import FeatureStore
 from genesis_core.files import trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
@@ -82,9 +81,7 @@ def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params"
             key: Any = int(part)
         elif isinstance(node, dict):
             if part not in node:
-                close = difflib.get_close_matches(part, list(node), n=1, cutoff=0.5)
-                hint = f"; did you mean {close[0]!r}?" if close else f"; known keys: {', '.join(node)}"
-                raise ConfigError(f"{here()}: unknown key{hint}")
+                raise ConfigError(f"{here()}: unknown key{unknown_key_hint(part, list(node))}")
             key = part
         else:
             raise ConfigError(f"{here()}: cannot go inside {node!r} (set the parent in the base config first)")

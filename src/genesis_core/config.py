@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import json
 import math
 import re
@@ -13,7 +12,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from genesis_core.errors import ConfigError, clip
+from genesis_core.errors import ConfigError, clip, unknown_key_hint
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -189,9 +188,7 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError, pr
         known, loc = _locate(model, tuple(e["loc"])) if e["loc"] else ([], ())
         path = ".".join([prefix] * bool(prefix) + [str(p) for p in loc]) or "(top level)"
         if e["type"] == "extra_forbidden":
-            close = difflib.get_close_matches(str(loc[-1]), known, n=1, cutoff=0.5)
-            hint = f"; did you mean {close[0]!r}?" if close else (f"; known keys: {', '.join(known)}" if known else "")
-            lines.append(f"{path}: unknown key{hint}")
+            lines.append(f"{path}: unknown key{unknown_key_hint(str(loc[-1]), known)}")
         elif e["type"] == "value_error" and "error" in e.get("ctx", {}):  # our own validators' words, unprefixed
             lines.append(f"{path}: {e['ctx']['error']}")
         else:

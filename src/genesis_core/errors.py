@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import difflib
+from collections.abc import Sequence
+
 
 class GenesisError(Exception):
     """Base of every error Genesis-Core raises on purpose (never a bug)."""
@@ -24,3 +27,9 @@ class ConfigError(GenesisError):
 def clip(text: str, limit: int = 100) -> str:
     """``text`` cut to about ``limit`` characters, so a hostile value is never echoed whole."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def unknown_key_hint(key: str, known: Sequence[str]) -> str:
+    """What follows "unknown key" in a message: the closest of ``known``, or else all of them."""
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.5)
+    return f"; did you mean {close[0]!r}?" if close else (f"; known keys: {', '.join(known)}" if known else "")

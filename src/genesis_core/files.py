@@ -134,7 +134,7 @@ def trim_least_recently_used(folder: Path, limit: int, every: float) -> list[Pat
         else:
             removed.append(Path(path))
         held -= size
-    for emptied in sorted({os.path.dirname(p) for p in map(os.fspath, removed)} - {folders[0]}, reverse=True):
+    for emptied in sorted({p.parent for p in removed} - {folder}, reverse=True):
         with contextlib.suppress(OSError):  # not empty: another process wrote into it meanwhile
             os.rmdir(emptied)
     return removed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import warnings
 from collections.abc import Sequence
@@ -11,7 +10,7 @@ from typing import Any
 import numpy as np
 import optuna
 
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, unknown_key_hint
 from genesis_core.plugins import describe, resolve
 
 
@@ -130,11 +129,11 @@ def _keywords(cls: type) -> set[str] | None:
 def _check_keywords(cls: type, kwargs: dict[str, Any], where: str, name: str) -> None:
     """ConfigError naming the first of ``kwargs`` that ``cls`` does not take, with the closest it does."""
     known = _keywords(cls)
-    unknown = [] if known is None else sorted(set(kwargs) - known)
-    if known is not None and unknown:
-        close = difflib.get_close_matches(unknown[0], known, 1)
-        raise ConfigError(f"{where}.{unknown[0]}: {name} takes no such argument; "
-                          + (f"did you mean {close[0]!r}?" if close else f"it takes {', '.join(sorted(known))}"))
+    if known is None:
+        return
+    unknown = sorted(set(kwargs) - known)
+    if unknown:
+        raise ConfigError(f"{where}.{unknown[0]}: {name} takes no such argument{unknown_key_hint(unknown[0], sorted(known))}")
 
 
 def make_sampler(name: str, kwargs: dict[str, Any], grid: dict[str, list[Any]], n_searched: int,
