@@ -30,7 +30,7 @@ from genesis_core.data import (
 )
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
 from genesis_core.errors import ConfigError, unknown_key_hint
-from genesis_core.features import FeatureStore
+from genesis_core.features import FeatureStore, Span
 from genesis_core.files import trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import compute_metrics, drawdowns
@@ -261,6 +261,7 @@ class Backtester:
         self._candles: dict[tuple[str, str | None], Candles] = {}  # data is read once per process
         self._windows: dict[tuple[str, str | None, str | None, int], Window] = {}
         self._features: dict[str, FeatureStore] = {}
+        self._spans: dict[tuple[str, int], Span] = {}  # windows by candles and end
 
     def candles(self, path: str, timeframe: str | None = None) -> Candles:
         key = (path, timeframe)
@@ -275,10 +276,17 @@ class Backtester:
         return self._windows[key]
 
     def features(self, window: Window) -> FeatureStore:
+        """The window's features. Its local ones (``register_feature``) are cut from those of the
+        widest window that ends at the same bar of the same candles: windows of a sweep over periods
+        each start at their own warm-up, and each read every feature from disk."""
         key = window.candles.fingerprint
-        if key not in self._features:
-            self._features[key] = FeatureStore(window.candles, None if self._cache is None else self._cache / "features")
-        return self._features[key]
+        store = self._features.get(key)
+        if store is None:
+            span = None if window.source is None else self._spans.setdefault(
+                (window.source.fingerprint, window.first + len(window.candles)), Span())
+            store = self._features[key] = FeatureStore(window.candles, None if self._cache is None else self._cache / "features",
+                                                       span, window.first)
+        return store
 
     def plan(self, config: BacktestConfig, params: Any = None) -> Plan:
         """Resolve the warm-up and the window and fingerprint the run, without running it. ``params``:

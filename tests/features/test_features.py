@@ -15,8 +15,9 @@ from genesis_core.backtest import Backtester, build_config
 from genesis_core.config import read_config_file
 from genesis_core.data import parse_timeframe
 from genesis_core.errors import ConfigError
-from genesis_core.features import FeatureStore, feature_names, warmup_bars
+from genesis_core.features import FeatureStore, Span, feature_names, warmup_bars
 from genesis_core.features import _indicators as ind
+from genesis_core.features._store import _REGISTRY
 from genesis_core.fingerprint import code_version
 from genesis_core.strategy.model import DEFAULT_FEATURES
 
@@ -66,6 +67,42 @@ def test_declared_warmup_is_the_first_valid_bar(full, prefix_candles, spec):
     else:
         assert first == declared
     assert not np.isnan(values[declared:]).any()
+
+
+@pytest.mark.parametrize("spec", [*SPECS, "sma:3", "sma:97", "ret:1", "ret:24", "bb_position:50:1.5"])
+def test_a_window_s_features_equal_its_own_computation_bit_for_bit_whether_cut_from_a_wider_window_or_not(btc_year, spec):
+    """Windows that end at the same bar, the widest made first: a narrower one (down to fewer bars
+    than the warm-up) cuts its local features from the widest, and must get exactly what it computes
+    on its own candles. A feature not declared local must not be cut: for some window, the widest's
+    values from that window's warm-up on differ from the window's own (an EMA seeded at its start)."""
+    end = 3000
+    span = Span()
+    FeatureStore(btc_year.slice(0, end), span=span, first=0)
+    local = _REGISTRY[spec.split(":")[0]].local
+    widest = span.widest.get(spec)
+    cut_differs = False
+    for first in (1, 7, 150, 999, 2500, end - warmup_bars(spec, 3600) - 1, end - 5):
+        narrow = FeatureStore(btc_year.slice(first, end), span=span, first=first).get(spec)
+        alone = FeatureStore(btc_year.slice(first, end)).get(spec)
+        assert narrow.tobytes() == alone.tobytes(), (spec, first)
+        assert not narrow.flags.writeable
+        cut = widest[first:].copy()
+        cut[:warmup_bars(spec, 3600)] = np.nan
+        cut_differs |= cut.tobytes() != alone.tobytes()
+    assert cut_differs != local, "declared local, its cut differs" if local else "cut-stable: declare it local"
+
+
+def test_a_window_cut_from_the_widest_holds_no_copy_and_the_widest_is_the_one_that_reads(btc_year, tmp_path):
+    """Narrower windows made first, then a wider one: from then on the narrower ones cut from it, and
+    keep nothing (a sweep over periods made one array a window and period: 287 MB a process)."""
+    span = Span()
+    stores = [FeatureStore(btc_year.slice(first, 3000), tmp_path, span, first) for first in (900, 600, 300)]
+    assert span.widest is stores[-1] and span.first == 300
+    for store in stores:
+        for period in (5, 50, 200):
+            assert store.get(f"sma:{period}").tobytes() == FeatureStore(store.candles).get(f"sma:{period}").tobytes()
+    assert [len(s._cache) for s in stores] == [0, 0, 3]
+    assert sorted(f.name.split("-")[0] for f in tmp_path.rglob("*.f8")) == ["sma_200", "sma_5", "sma_50"]
 
 
 def test_fib_distance_warmup_is_enough_on_real_data(full):

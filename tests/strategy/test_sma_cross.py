@@ -67,3 +67,26 @@ def test_decisions_equal_the_numpy_definition_on_real_data_from_any_start():
     for start in range(-2, 12):
         assert _same(strategy.decide(Fixed(**{"sma:2": fast, "sma:3": slow}), params, start),  # type: ignore[arg-type]
                      _numpy_decide(fast, slow, params, start)), start
+
+
+def test_a_sweep_over_periods_makes_each_average_once_and_gives_every_pair_its_own_backtest_s_numbers():
+    """SMA pairs backtested by one Backtester, as a sweep's process does: each pair's window starts
+    at its own warm-up, so windows differ. With the slowest pair first, its window is the widest and
+    every other cuts its averages from it: each average is made once, and no other window keeps one.
+    In a sweep's order (slow rising, so each window is the widest yet when made) and the reverse,
+    every pair's metrics, trace and equity equal those of a backtest made on its own, bit for bit."""
+    base = read_config_file(str(ROOT / "configs/sma_cross.yaml"))
+    periods = (3, 8, 20, 55, 144)
+    pairs = [(f, s) for f in periods for s in periods if f < s]
+    configs = {p: build_config(base, overrides={"params": {"fast": p[0], "slow": p[1]}}) for p in pairs}
+    alone = {p: Backtester().run(c) for p, c in configs.items()}
+    assert len({r.window.start_index for r in alone.values()}) == len(periods) - 1
+    for widest_first, order in ((True, sorted(pairs, key=lambda p: -p[1])), (False, pairs)):
+        bt = Backtester()
+        for p in order:
+            got, want = bt.run(configs[p]), alone[p]
+            assert (got.metrics, got.trace, got.config_fingerprint) == (want.metrics, want.trace, want.config_fingerprint), p
+            assert got.engine.equity.tobytes() == want.engine.equity.tobytes(), p
+        if widest_first:
+            holding = [sorted(store._cache) for store in bt._features.values() if store._cache]
+            assert holding == [sorted(f"sma:{w}" for w in periods)]

@@ -183,7 +183,7 @@ class Candles:
                 f"window start {format_ts(ts[first])} needs {warmup_bars} warm-up bars before it but the data "
                 f"({self.source or 'candles'}) has only {first}; start later or lower warmup_bars"
             )
-        return Window(self.slice(first - warmup_bars, last + 1), warmup_bars)
+        return Window(self.slice(first - warmup_bars, last + 1), warmup_bars, self, first - warmup_bars)
 
 
 @dataclass(frozen=True, eq=False)
@@ -192,6 +192,8 @@ class Window:
 
     candles: Candles
     start_index: int
+    source: Candles | None = None  # the candles it was cut from (``Candles.window``), from their bar ``first`` on
+    first: int = 0
 
     @property
     def bars(self) -> int:

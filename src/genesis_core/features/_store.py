@@ -12,6 +12,7 @@ import contextlib
 import functools
 import re
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -24,18 +25,33 @@ from genesis_core.plugins import code_fingerprint
 
 _Compute = Callable[..., np.ndarray]
 _Warmup = Callable[..., int]
-_REGISTRY: dict[str, tuple[_Compute, str, _Warmup]] = {}
 
 
-def register_feature(name: str, signature: str, warmup: _Warmup) -> Callable[[_Compute], _Compute]:
+@dataclass(frozen=True)
+class _Feature:
+    compute: _Compute
+    signature: str
+    warmup: _Warmup
+    local: bool
+
+
+_REGISTRY: dict[str, _Feature] = {}
+
+
+def register_feature(name: str, signature: str, warmup: _Warmup, local: bool = False) -> Callable[[_Compute], _Compute]:
     """Decorator: make ``fn(store, *args) -> array`` the feature ``name`` (spec ``signature``, e.g.
     ``"rsi:period"``); ``warmup(base_seconds, *args)`` is the index of its first valid value.
-    A user's feature must be causal: its value at bar t may use candles[:t+1] only."""
+    A user's feature must be causal: its value at bar t may use candles[:t+1] only.
+
+    ``local``: its value at bar t is computed from bars t - warmup .. t alone, the same way wherever
+    the candles start (no seed, no running sum), and is NaN before ``warmup``. Then a window's values
+    are those of any longer window with the same last bar, cut to it: a sweep over periods, whose
+    windows each start at their own warm-up, computes such a feature once, not once a window."""
 
     def register(fn: _Compute) -> _Compute:
-        if name in _REGISTRY and _REGISTRY[name][0] is not fn:
+        if name in _REGISTRY and _REGISTRY[name].compute is not fn:
             raise ConfigError(f"feature {name!r} is already registered (known: {', '.join(sorted(_REGISTRY))})")
-        _REGISTRY[name] = (fn, signature, warmup)
+        _REGISTRY[name] = _Feature(fn, signature, warmup, local)
         return fn
 
     return register
@@ -61,7 +77,7 @@ def parse_spec(spec: str) -> tuple[str, tuple[int | float | str, ...]]:
     name, *args = spec.split(":")
     if name not in _REGISTRY:
         raise ConfigError(f"unknown feature {name!r} in {spec!r}; known: {', '.join(sorted(_REGISTRY))}")
-    signature = _REGISTRY[name][1]
+    signature = _REGISTRY[name].signature
     expected = len(signature.split(":")) - 1 if ":" in signature else 0
     if len(args) != expected:
         raise ConfigError(f"feature {spec!r} takes {expected} argument(s): {signature}")
@@ -72,17 +88,17 @@ def parse_spec(spec: str) -> tuple[str, tuple[int | float | str, ...]]:
 def warmup_bars(spec: str, base_seconds: int) -> int:
     """Bars a feature needs before its first valid value (its lookback)."""
     name, args = parse_spec(spec)
-    return _REGISTRY[name][2](base_seconds, *args)
+    return _REGISTRY[name].warmup(base_seconds, *args)
 
 
 @functools.cache
 def _feature_code(name: str) -> str:
-    return code_fingerprint(_REGISTRY[name][0])
+    return code_fingerprint(_REGISTRY[name].compute)
 
 
 def feature_names() -> dict[str, str]:
     """Every known feature and its spec signature, for docs and error messages."""
-    return {name: sig for name, (_, sig, _w) in sorted(_REGISTRY.items())}
+    return {name: f.signature for name, f in sorted(_REGISTRY.items())}
 
 
 _DISK_DTYPE = np.dtype("<f8")
@@ -99,27 +115,52 @@ def _read_feature(path: Path, bars: int) -> np.ndarray | None:
     return values.astype(np.float64, copy=False) if len(values) == bars else None
 
 
-class FeatureStore:
-    """Features of one candle set; every array it returns is read-only and computed at most once."""
+@dataclass
+class Span:
+    """Feature stores of windows that end at the same bar of the same candles, and the widest of them
+    so far (its first bar in those candles), whose local features the others cut (``register_feature``)."""
 
-    def __init__(self, candles: Candles, cache_dir: Path | None = None) -> None:
+    widest: FeatureStore | None = None
+    first: int = 0
+
+
+class FeatureStore:
+    """Features of one candle set; every array it returns is read-only. Each feature is computed at
+    most once, here or, for a local one, by the widest store of the ``span`` these candles belong to,
+    from whose bar ``first`` on they are."""
+
+    def __init__(self, candles: Candles, cache_dir: Path | None = None, span: Span | None = None, first: int = 0) -> None:
         self.candles = candles
         self._cache: dict[str, np.ndarray] = {}
         self._htf: dict[str, tuple[Candles, np.ndarray]] = {}
         self._disk = cache_dir / candles.fingerprint[:32] if cache_dir is not None else None
         if self._disk is not None:
             remove_stale_temporaries(self._disk)  # a killed process's half-written features
+        self._span, self._first = span, first
+        if span is not None and (span.widest is None or first < span.first):
+            span.widest, span.first = self, first
 
     def get(self, spec: str) -> np.ndarray:
-        """The feature named by ``spec``, from memory, then disk, then computed."""
+        """The feature named by ``spec``, from memory, then the span's widest store, then disk, then
+        computed. A feature cut from the widest store is not kept: the copy costs microseconds, and a
+        sweep over periods makes thousands of windows, whose features all stayed in memory (287 MB a
+        process for the SMA pairs of a year)."""
         hit = self._cache.get(spec)
         if hit is not None:
             return hit
         name, args = parse_spec(spec)
+        feature = _REGISTRY[name]
+        span = self._span
+        if feature.local and span is not None and span.widest is not None and span.widest is not self:
+            offset = self._first - span.first
+            cut = span.widest.get(spec)[offset:offset + len(self.candles)].copy()
+            cut[:feature.warmup(self.candles.timeframe_seconds, *args)] = np.nan
+            cut.flags.writeable = False
+            return cut
         path = self._disk / f"{spec.replace(':', '_')}-{_feature_code(name)[:16]}.f8" if self._disk is not None else None
         values = _read_feature(path, len(self.candles)) if path is not None else None
         if values is None:
-            values = np.ascontiguousarray(_REGISTRY[name][0](self, *args), dtype=np.float64)
+            values = np.ascontiguousarray(feature.compute(self, *args), dtype=np.float64)
             if path is not None:
                 with contextlib.suppress(OSError):  # a disk that refuses (full, read-only) only costs a recompute
                     atomic_write(path, values.astype(_DISK_DTYPE, copy=False).tobytes(), durable=False)
@@ -149,7 +190,7 @@ class FeatureStore:
         return out
 
 
-@register_feature("sma", "sma:period", lambda b, p: p - 1)
+@register_feature("sma", "sma:period", lambda b, p: p - 1, local=True)
 def _sma(s: FeatureStore, period: int) -> np.ndarray:
     return ind.sma(s.candles.close, period)
 
@@ -174,7 +215,7 @@ def _ema_dist(s: FeatureStore, period: int) -> np.ndarray:
     return s.candles.close / s.get(f"ema:{period}") - 1.0
 
 
-@register_feature("ret", "ret:bars", lambda b, k: k)
+@register_feature("ret", "ret:bars", lambda b, k: k, local=True)
 def _ret(s: FeatureStore, bars: int) -> np.ndarray:
     c = s.candles.close
     out = np.full(len(c), np.nan)
@@ -211,14 +252,14 @@ def _adx(s: FeatureStore, period: int) -> np.ndarray:
     return ind.adx(c.high, c.low, c.close, period)
 
 
-@register_feature("bb_position", "bb_position:period:width", lambda b, p, w: p - 1)
+@register_feature("bb_position", "bb_position:period:width", lambda b, p, w: p - 1, local=True)
 def _bb_position(s: FeatureStore, period: int, width: float) -> np.ndarray:
     """Where the close sits in its Bollinger band: 0 at the lower band, 1 at the upper, 0.5 if flat."""
     z = ind.rolling_zscore(s.candles.close, period)
     return 0.5 + z / (2.0 * width)
 
 
-@register_feature("volume_z", "volume_z:window", lambda b, w: w - 1)
+@register_feature("volume_z", "volume_z:window", lambda b, w: w - 1, local=True)
 def _volume_z(s: FeatureStore, window: int) -> np.ndarray:
     return ind.rolling_zscore(s.candles.volume, window)
 
