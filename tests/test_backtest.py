@@ -361,3 +361,22 @@ def test_genesis_cache_mb_bounds_the_cache_of_the_command_line_and_a_bad_value_i
     assert json.loads(later.stdout)["metrics"] == json.loads(other.stdout)["metrics"]
     [new_window] = features.iterdir()
     assert new_window != old_window
+
+
+def test_a_backtester_keeps_the_features_of_its_most_recent_windows_only_and_the_numbers_never_depend_on_it():
+    """Forty windows of the reference strategy, each with its own warm-up, as a study over an
+    indicator's period makes: one Backtester keeps the features of its FEATURE_STORES most recent
+    windows, not of all forty (each kept its own EMAs, ATRs and ADX for the whole run). Every
+    backtest's metrics equal those of a Backtester of its own, and a window used again after its
+    features were dropped gives the same numbers again."""
+    cfg = read_config_file(ROOT / "configs" / "reference.yaml")
+    cfg["data"]["path"] = str(ROOT / cfg["data"]["path"])
+    configs = [build_config(cfg, overrides={"data": {"warmup_bars": 513 + 7 * k}}) for k in range(40)]
+    bt = Backtester()
+    first = [bt.run(c).metrics for c in configs]
+    assert len({bt.plan(c).window.fingerprint for c in configs}) == 40
+    assert len(bt._features) == backtest.FEATURE_STORES < 40
+    assert all(store._cache for store in bt._features.values())  # each holds its non-local features
+    assert bt.run(configs[0]).metrics == first[0] == Backtester().run(configs[0]).metrics  # made again
+    for k in (1, 20, 39):
+        assert first[k] == Backtester().run(configs[k]).metrics, k

@@ -249,6 +249,9 @@ def _trim(cache: Path) -> None:
     trim_least_recently_used(cache, limit * 2**20, TRIM_EVERY_SECONDS)
 
 
+FEATURE_STORES = 32  # windows whose features a Backtester keeps in memory (the reference strategy's: 0.7 MB a year of 1h bars)
+
+
 class Backtester:
     """Runs backtests; holds data read once per process and feature caches shared by all runs."""
 
@@ -260,7 +263,7 @@ class Backtester:
         self._cache = cache
         self._candles: dict[tuple[str, str | None], Candles] = {}  # data is read once per process
         self._windows: dict[tuple[str, str | None, str | None, int], Window] = {}
-        self._features: dict[str, FeatureStore] = {}
+        self._features: dict[str, FeatureStore] = {}  # the FEATURE_STORES most recently used, oldest first
         self._spans: dict[tuple[str, int], Span] = {}  # windows by candles and end
 
     def candles(self, path: str, timeframe: str | None = None) -> Candles:
@@ -278,14 +281,20 @@ class Backtester:
     def features(self, window: Window) -> FeatureStore:
         """The window's features. Its local ones (``register_feature``) are cut from those of the
         widest window that ends at the same bar of the same candles: windows of a sweep over periods
-        each start at their own warm-up, and each read every feature from disk."""
+        each start at their own warm-up, and each read every feature from disk. Only the
+        ``FEATURE_STORES`` most recently used windows keep theirs: a study over an EMA's period kept
+        one array a window and period for its whole run."""
         key = window.candles.fingerprint
-        store = self._features.get(key)
+        store = self._features.pop(key, None)
+        span = None if window.source is None else self._spans.setdefault(
+            (window.source.fingerprint, window.first + len(window.candles)), Span())
+        if store is None and span is not None and span.widest is not None and span.first == window.first:
+            store = span.widest  # the same bars as this window's
         if store is None:
-            span = None if window.source is None else self._spans.setdefault(
-                (window.source.fingerprint, window.first + len(window.candles)), Span())
-            store = self._features[key] = FeatureStore(window.candles, None if self._cache is None else self._cache / "features",
-                                                       span, window.first)
+            store = FeatureStore(window.candles, None if self._cache is None else self._cache / "features", span, window.first)
+        self._features[key] = store
+        if len(self._features) > FEATURE_STORES:
+            del self._features[next(iter(self._features))]
         return store
 
     def plan(self, config: BacktestConfig, params: Any = None) -> Plan:

@@ -69,12 +69,18 @@ def sync_all() -> None:
 
 def remove_stale_temporaries(folder: Path) -> list[Path]:
     """Remove temporary files in ``folder`` left by a process that was killed while writing (its
-    pid, in the name, no longer runs); returns them."""
+    pid, in the name, no longer runs); returns them. By name, not by pattern: a feature folder
+    of a hundred files took pathlib's glob 0.15 ms."""
     removed = []
-    for tmp in folder.glob("*.tmp") if folder.is_dir() else []:
-        match = _TEMPORARY.fullmatch(tmp.name)
+    try:
+        names = [entry.name for entry in os.scandir(folder) if entry.name.endswith(".tmp")]
+    except (FileNotFoundError, NotADirectoryError):
+        names = []
+    for name in names:
+        match = _TEMPORARY.fullmatch(name)
         if match is None:
             continue
+        tmp = folder / name
         try:
             os.kill(int(match.group(1)), 0)
         except ProcessLookupError:

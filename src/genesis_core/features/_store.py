@@ -134,8 +134,7 @@ class FeatureStore:
         self._cache: dict[str, np.ndarray] = {}
         self._htf: dict[str, tuple[Candles, np.ndarray]] = {}
         self._disk = cache_dir / candles.fingerprint[:32] if cache_dir is not None else None
-        if self._disk is not None:
-            remove_stale_temporaries(self._disk)  # a killed process's half-written features
+        self._swept = False  # of a killed process's half-written features, at the first read from disk
         self._span, self._first = span, first
         if span is not None and (span.widest is None or first < span.first):
             span.widest, span.first = self, first
@@ -157,7 +156,12 @@ class FeatureStore:
             cut[:feature.warmup(self.candles.timeframe_seconds, *args)] = np.nan
             cut.flags.writeable = False
             return cut
-        path = self._disk / f"{spec.replace(':', '_')}-{_feature_code(name)[:16]}.f8" if self._disk is not None else None
+        path = None
+        if self._disk is not None:
+            if not self._swept:
+                remove_stale_temporaries(self._disk)
+                self._swept = True
+            path = self._disk / f"{spec.replace(':', '_')}-{_feature_code(name)[:16]}.f8"
         values = _read_feature(path, len(self.candles)) if path is not None else None
         if values is None:
             values = np.ascontiguousarray(feature.compute(self, *args), dtype=np.float64)
