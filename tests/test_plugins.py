@@ -93,3 +93,37 @@ def test_a_user_feature_through_the_public_decorator(btc_year):
         register_feature("rsi", "rsi:period", lambda b, p: p)(close_over_open)
     with pytest.raises(ConfigError, match="unknown feature 'close_over_opn'"):
         FeatureStore(btc_year).get("close_over_opn:3")
+
+
+def test_a_user_feature_declared_local_is_cut_from_the_widest_window_and_one_that_is_not_local_is_refused(btc_year):
+    """Windows that end at the same bar cut a local feature from the widest. A user's feature that is
+    truly local gives the same values either way; one declared local that carries state from where
+    the candles start (an exponential average) is refused, naming it, the first time a window cuts
+    it, instead of giving results that depend on which window came first."""
+    from genesis_core.features import Span
+
+    @register_feature("hl_range", "hl_range:bars", lambda base_seconds, bars: bars - 1, local=True)
+    def hl_range(store: FeatureStore, bars: int) -> np.ndarray:
+        c = store.candles
+        out = np.full(len(c), np.nan)
+        for t in range(bars - 1, len(c)):
+            out[t] = c.high[t - bars + 1:t + 1].max() / c.low[t - bars + 1:t + 1].min() - 1.0
+        return out
+
+    @register_feature("decayed_close", "decayed_close:alpha", lambda base_seconds, alpha: 0, local=True)
+    def decayed_close(store: FeatureStore, alpha: float) -> np.ndarray:
+        out = np.empty(len(store.candles))
+        level = store.candles.close[0]
+        for t, close in enumerate(store.candles.close):
+            level = alpha * close + (1 - alpha) * level
+            out[t] = level
+        return out
+
+    span = Span()
+    FeatureStore(btc_year.slice(0, 800), span=span, first=0)
+    narrow = FeatureStore(btc_year.slice(300, 800), span=span, first=300)
+    assert narrow.get("hl_range:24").tobytes() == FeatureStore(btc_year.slice(300, 800)).get("hl_range:24").tobytes()
+    assert span.checked == {"hl_range:24"}
+    with pytest.raises(ConfigError, match=r"feature 'decayed_close:0.1' is registered local=True, but .*\(first at the "
+                                          r"window's bar 0\): .* register it without local=True"):
+        narrow.get("decayed_close:0.1")

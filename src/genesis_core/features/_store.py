@@ -12,7 +12,7 @@ import contextlib
 import functools
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -122,6 +122,7 @@ class Span:
 
     widest: FeatureStore | None = None
     first: int = 0
+    checked: set[str] = field(default_factory=set)  # user features declared local, found so on a window of the span
 
 
 class FeatureStore:
@@ -154,6 +155,9 @@ class FeatureStore:
             offset = self._first - span.first
             cut = span.widest.get(spec)[offset:offset + len(self.candles)].copy()
             cut[:feature.warmup(self.candles.timeframe_seconds, *args)] = np.nan
+            if feature.compute.__module__ != __name__ and spec not in span.checked:
+                self._check_local(spec, feature, args, cut)
+                span.checked.add(spec)
             cut.flags.writeable = False
             return cut
         path = None
@@ -171,6 +175,18 @@ class FeatureStore:
         values.flags.writeable = False
         self._cache[spec] = values
         return values
+
+    def _check_local(self, spec: str, feature: _Feature, args: tuple[int | float | str, ...], cut: np.ndarray) -> None:
+        """A user's feature declared local, the first time a window of a span cuts it: cut and computed
+        on the window alone must agree, or every result would depend on which windows came first (the
+        built-ins' flags are checked by the tests)."""
+        own = np.asarray(feature.compute(self, *args), dtype=np.float64)
+        if own.shape != cut.shape or not np.array_equal(own, cut, equal_nan=True):
+            differ = np.flatnonzero(~((own == cut) | (np.isnan(own) & np.isnan(cut)))) if own.shape == cut.shape else [0]
+            raise ConfigError(
+                f"feature {spec!r} is registered local=True, but on a window it differs from a wider window's values "
+                f"cut to it (first at the window's bar {int(differ[0])}): its values depend on where the candles "
+                "start (a seed or a running sum); register it without local=True")
 
     def memo(self, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
         """Cache an array derived from features (a regime, a model's probabilities) under ``key``."""
