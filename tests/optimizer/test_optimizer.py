@@ -1084,3 +1084,24 @@ def test_the_command_line_s_workers_are_forked_under_its_progress_bar_and_their_
             return {k: v for k, v in row.items() if k == "number" or k.startswith("param:") or k.endswith("_score")}
 
         assert [same(r) for r in cli_rows] == [same(r) for r in _trials(api_run)] and len(cli_rows) == 12
+
+
+@pytest.mark.parametrize("parallel, workers", [("free", 1), ("reproducible", 2)])
+def test_a_config_refused_as_its_backtest_runs_fails_its_trial_with_the_reason_and_holds_no_claim(tmp_path, parallel, workers):
+    """``gates.htf.timeframe: 90m`` passes the config's checks on 1h bars and is refused only as the
+    strategy asks for its HTF trend. Each such trial is a FAIL naming why, as a refused plan is, and
+    its key's claim is released: a duplicate waited for it until it was stale (30 s a trial) and then
+    failed the same way, and no reason was written. The budget is met by the trials that run."""
+    from genesis_core.optimizer._storage import ScoreCache, cache_url
+
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 6}, "parallel": parallel,
+                                        "sampler": {"name": "tpe", "kwargs": {"seed": 3, "n_startup_trials": 5}}},
+                        parameters={"gates.htf.timeframe": {"type": "categorical", "choices": ["4h", "90m"]},
+                                    "exits.max_bars_held": {"type": "categorical", "choices": [12, 24, 48]}})
+    rows = _trials(optimize(path, RunOptions(workers=workers)))
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert failed and {r["param:gates.htf.timeframe"] for r in failed} == {"90m"}
+    assert {r["fail_reason"] for r in failed} == {"higher timeframe 90m must be a multiple of the data's 1h"}
+    assert sum(r["state"] == "COMPLETE" for r in rows) == 6
+    assert max(float(r["duration_ms"]) for r in failed) < 10_000  # none waited for a stale claim (30 s)
+    assert ScoreCache(cache_url(load_study_config(path).spec().storage_url)).running_claims("t") == {}

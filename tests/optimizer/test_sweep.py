@@ -363,3 +363,19 @@ def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_comm
         row = rows[key]
         assert row.state == "done" and row.trial_number == t.number == json.loads(row.payload)["trial_number"], t.number
     assert not list((folder.path / "trials").glob("*.tmp"))
+
+
+def test_a_point_refused_as_its_backtest_runs_is_noted_as_refused_and_the_sweep_adds_the_rest(tmp_path):
+    """``gates.htf.timeframe: 90m`` passes the config's checks on 1h bars and is refused only as the
+    strategy asks for its HTF trend. Those points are noted as refused, with the reason, and the others
+    are added as trials with their artifacts (the refusal ended the whole sweep with it)."""
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 1000}},
+                        parameters={"gates.htf.timeframe": {"type": "categorical", "choices": ["4h", "90m"]},
+                                    "exits.max_bars_held": {"type": "categorical", "choices": [12, 24, 48]}})
+    summary = sweep(load_study_config(path).spec(), SweepOptions("grid", workers=2))
+    assert "3 added" in summary.session.notes[-2]
+    assert summary.session.notes[-1] == ("sweep: the strategy refused 3 point(s) (not added), the first: "
+                                         "higher timeframe 90m must be a multiple of the data's 1h")
+    trials = _study(tmp_path).trials
+    assert [t.params["gates.htf.timeframe"] for t in trials] == ["4h"] * 3
+    assert all(RunFolder(Path(summary.run_dir)).read_trial(t.number).score.production == t.value for t in trials)

@@ -10,14 +10,16 @@ import contextlib
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import Any
 
 import optuna
 from optuna.trial import TrialState
 
 from genesis_core.backtest import CACHE, BacktestConfig, Backtester
+from genesis_core.errors import GenesisError
 from genesis_core.optimizer._storage import CacheAnswer, CacheEntry, flush
 from genesis_core.optimizer._study import StudySpec
-from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure, process_context
+from genesis_core.optimizer._worker import REFUSALS, TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure, process_context
 
 
 def measuring_process(conn: Connection, spec: StudySpec) -> None:
@@ -25,6 +27,10 @@ def measuring_process(conn: Connection, spec: StudySpec) -> None:
     Its data and feature caches live as long as it does. It never handles a signal (it starts with
     them ignored): the process that samples decides when to stop."""
     backtester, pruner = Backtester(CACHE), spec.pruner()
+
+    def measure_config(config: dict[str, Any]) -> Measured:
+        return measure(backtester, backtester.plan(BacktestConfig.model_validate(config)), spec, pruner)
+
     while True:
         try:
             config = conn.recv()
@@ -32,7 +38,15 @@ def measuring_process(conn: Connection, spec: StudySpec) -> None:
             return
         if config is None:
             return
-        conn.send(measure(backtester, backtester.plan(BacktestConfig.model_validate(config)), spec, pruner))
+        conn.send(measured_or_refusal(measure_config, config))
+
+
+def measured_or_refusal(measure_one: Callable[[Any], Measured], job: Any) -> Measured | GenesisError:
+    """``measure_one(job)``, or why its config was refused (sent back to be its trial's reason)."""
+    try:
+        return measure_one(job)
+    except REFUSALS as exc:
+        return exc
 
 
 class Measurers:
@@ -50,14 +64,14 @@ class Measurers:
         for p in self.procs:
             p.start()
 
-    def map(self, jobs: list[Job], measure_here: Callable[[Job], Measured]) -> list[Measured]:
+    def map(self, jobs: list[Job], measure_here: Callable[[Job], Measured]) -> list[Measured | GenesisError]:
         """Measure each job, the last with ``measure_here`` while the processes measure the others
         (this process would otherwise wait idle for them); results in order. Who measures a job
         changes nothing in its result: the backtest is deterministic."""
         sent = jobs[:-1]
         for i, job in enumerate(sent):
             self._conns[i % len(self._conns)].send(job.plan.config.model_dump(mode="json"))
-        here = [measure_here(job) for job in jobs[-1:]]
+        here = [measured_or_refusal(measure_here, job) for job in jobs[-1:]]
         return [self._conns[i % len(self._conns)].recv() for i in range(len(sent))] + here
 
     def close(self) -> None:
@@ -109,7 +123,11 @@ def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_t
         if todo is not None and (first[todo.key] == t.number or todo.key in entries):
             answer = answers[t.number] if first[todo.key] == t.number else CacheAnswer(entries[todo.key], first[todo.key], True)
             try:
-                settled = worker.settle(t, todo, answer, measured.get(t.number))
+                result = measured.get(t.number)
+                if isinstance(result, GenesisError):
+                    worker.refused(t, todo, result)
+                    raise result
+                settled = worker.settle(t, todo, answer, result)
                 entries[todo.key] = settled.entry
                 state, value = (TrialState.COMPLETE, settled.objective) if settled.pruned is None else (TrialState.PRUNED, None)
             except TRIAL_FAILURES as exc:

@@ -27,7 +27,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from genesis_core.backtest import CACHE, Backtester
-from genesis_core.errors import ConfigError, DataError, GenesisError
+from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._run import OnProgress, Progress, at_least_one, quietly
 from genesis_core.optimizer._sobol import MAX_DIMENSIONS, sobol
@@ -43,6 +43,7 @@ from genesis_core.optimizer._storage import (
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
 from genesis_core.optimizer._worker import (
+    REFUSALS,
     Measured,
     freeze_survivors,
     make_job,
@@ -149,14 +150,14 @@ def _evaluate(chunk: list[tuple[int, dict[str, Any]]]) -> list[Evaluated]:
     spec, backtester, known = _PROCESS["spec"], _PROCESS["backtester"], _PROCESS["known"]
     out = []
     for index, params in chunk:
-        try:
+        try:  # a point refused as it is planned or as its backtest runs (a feature the data cannot give)
             plan = backtester.plan(*spec.build.validated(params))
-        except (ConfigError, DataError) as exc:
+            key = make_job(spec, 0, params, plan).key
+            measured = None if key in known else Measurement.of(measure(backtester, plan, spec, _PROCESS["pruner"]))
+        except REFUSALS as exc:
             out.append(Evaluated(index, None, None, None, str(exc)))
             continue
-        key = make_job(spec, 0, params, plan).key
-        out.append(Evaluated(index, key, plan.config_fingerprint,
-                             None if key in known else Measurement.of(measure(backtester, plan, spec, _PROCESS["pruner"]))))
+        out.append(Evaluated(index, key, plan.config_fingerprint, measured))
     return out
 
 

@@ -50,7 +50,8 @@ class BudgetReached(GenesisError):
 
 
 # what makes a trial FAIL (with its reason) and the run go on; anything else, a lost database included, ends the run
-TRIAL_FAILURES = (ConfigError, DataError, BudgetReached, ClaimExpired)
+REFUSALS = (ConfigError, DataError)  # a config its strategy or the data refuse: the trial's FAIL, with the reason
+TRIAL_FAILURES = (*REFUSALS, BudgetReached, ClaimExpired)
 
 
 @dataclass(frozen=True)
@@ -267,8 +268,22 @@ class Worker:
         job = self.prepare(trial)
         flush(trial.study, durable=False)  # its worker and parameters written before the backtest: a killed worker's trial is queued again
         answer = self.cache.claim(self.spec.name, job.key, trial.number)
-        measured = measure(self.backtester, job.plan, self.spec, self.pruner) if answer is None else None
+        measured = None
+        if answer is None:
+            try:
+                measured = measure(self.backtester, job.plan, self.spec, self.pruner)
+            except REFUSALS as exc:
+                self.refused(trial, job, exc)
+                raise
         return self.settle(trial, job, answer, measured).value()
+
+    def refused(self, trial: optuna.Trial, job: Job, exc: GenesisError) -> None:
+        """A config refused only as its backtest runs (a feature its parameters name that the data
+        cannot give: ``gates.htf.timeframe: 90m`` on 1h bars): the trial's FAIL with the reason, as
+        when its plan is refused, and its key's claim released. A duplicate waited for the claim
+        until it was stale (30 s a trial), then failed the same way, and no reason was written."""
+        self.cache.release(self.spec.name, job.key)
+        trial.set_user_attr("error", str(exc))
 
     def prepare(self, trial: optuna.Trial) -> Job:
         """Record the worker, check the budget, suggest the parameters and plan the backtest; a
@@ -280,7 +295,7 @@ class Worker:
         params = s.space.trial_params(trial)
         try:
             plan = self.backtester.plan(*s.build.validated(params))
-        except (ConfigError, DataError) as exc:
+        except REFUSALS as exc:
             trial.set_user_attr("error", str(exc))
             raise
         return make_job(s, trial.number, params, plan)
