@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from optuna.distributions import CategoricalDistribution
+
 from genesis_core.backtest import Backtester, BacktestResult, build_config, data_symbol, get_path, training_problems
 from genesis_core.data import Candles, format_ts, parse_timeframe, parse_ts, same_symbol
 from genesis_core.errors import GenesisError
@@ -136,38 +138,52 @@ def _outcome_key(result: BacktestResult) -> str:
     return fingerprint({"metrics": result.metrics, "trace": result.trace})
 
 
-def _check_inert(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> Check:
+def _check_inert(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> list[Check]:
     """Move each searched parameter across its range with the others fixed, at the base point and
     at EXTRA_BASE_POINTS random points; inert = no change at any of them (a parameter may matter
-    only in part of the space, e.g. a risk step that a high entry threshold never reaches)."""
+    only in part of the space, e.g. a risk step that a high entry threshold never reaches). A
+    choice refused at every point tried is named with its reason (``gates.htf.timeframe: 90m`` on
+    1h bars: every trial that draws it fails), and does not make its parameter look inert."""
     rng = random.Random(0)
     bases = [point] + [study.space.random_point(rng) for _ in range(EXTRA_BASE_POINTS)]
-    inert, skipped = [], []
-    for path in study.space.distributions:
+    inert, skipped, never = [], [], []
+    for path, d in study.space.distributions.items():
         values = study.space.sweep(path, SWEEP_POINTS)
         changes, runs = False, 0
+        ran: set[int] = set()  # indexes of values that ran somewhere
+        refused: dict[int, str] = {}  # the first reason each value was refused
         for base in bases:
             outcomes = set()
-            for value in values:
+            for i, value in enumerate(values):
                 try:
                     outcomes.add(_outcome_key(_run(study, bt, {**base, path: value})))
-                except GenesisError:
-                    continue  # an invalid combination is the optimizer's FAIL, not inertness
+                    ran.add(i)
+                except GenesisError as exc:
+                    refused.setdefault(i, str(exc))  # an invalid combination is the optimizer's FAIL, not inertness
             runs += len(outcomes) > 0
             if len(outcomes) > 1:
                 changes = True
                 break
+        dead = [i for i in range(len(values)) if i not in ran] if isinstance(d, CategoricalDistribution) and ran else []
+        never += [f"{path} = {values[i]!r} ({refused[i]})" for i in dead]
         if not runs:
             skipped.append(path)
-        elif not changes:
+        elif not changes and not dead:
             inert.append(f"{path} ({len(values)} values {values[0]} .. {values[-1]})")
     n = len(study.space.distributions)
+    checks = []
+    if never:
+        checks.append(Check("refused choices", "fail", f"{len(never)} searched choice(s) refused at every one of the "
+                            f"{len(bases)} points of the space tried (each trial that draws one fails): " + "; ".join(never)))
     if inert:
-        return Check("inert parameters", "fail", f"{len(inert)} of {n} searched parameters changed nothing (identical metrics and "
-                     f"trace across the range, others fixed, at {len(bases)} points of the space): " + "; ".join(inert)
-                     + ". Is something overriding them (e.g. signal_adaptation.zones override top-level thresholds)?")
+        return [*checks, Check("inert parameters", "fail", f"{len(inert)} of {n} searched parameters changed nothing (identical "
+                               f"metrics and trace across the range, others fixed, at {len(bases)} points of the space): "
+                               + "; ".join(inert) + ". Is something overriding them (e.g. signal_adaptation.zones override "
+                               "top-level thresholds)?")]
     extra = f"; no valid value for {', '.join(skipped)}" if skipped else ""
-    return Check("inert parameters", "warn" if skipped else "pass", f"each of {n} searched parameters changes the outcome{extra}")
+    return [*checks, Check("inert parameters", "warn" if skipped else "pass",
+                           f"each of {n} searched parameters changes the outcome{extra}" if not never else
+                           f"the searched parameters change the outcome, but for the refused choices{extra}")]
 
 
 def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Check:
@@ -240,8 +256,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     checks.append(Check("smoke run", "pass" if trades else "fail",
                         f"{trades} trades, outcome {sc.outcome.value}, production score {sc.production:.3f}" if trades else
                         f"no trade at the base point: {sc.outcome.value}, blocked {result.trace['blocked']}"))
-    checks.append(_check_inert(study, bt, point) if trades else
-                  Check("inert parameters", "warn", "not checked: the base point does not trade"))
+    checks += _check_inert(study, bt, point) if trades else [Check("inert parameters", "warn", "not checked: the base point does not trade")]
     checks.append(_check_storage(study, bt, force_resume))
     checks.append(_check_run_time(cfg, study, bt, max_trials or study.config.meta.stop.max_trials,
                                   workers or study.config.meta.n_workers))

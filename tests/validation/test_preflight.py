@@ -44,6 +44,24 @@ def test_the_zones_override_case_is_caught_as_inert(tmp_path):
     assert "exits.max_bars_held" not in inert.detail
 
 
+def test_a_choice_refused_everywhere_is_named_with_its_reason_not_taken_for_an_inert_parameter(tmp_path):
+    """``gates.htf.timeframe: 90m`` passes the config's checks on 1h bars and is refused only as the
+    backtest asks for its HTF trend. Preflight said the parameter changed nothing (the refused choice
+    was skipped, so one outcome was left) and sent the user to look for an override; it names the
+    choice and why instead. A choice refused only at some points is the optimizer's FAIL, as before."""
+    path = validated_config(tmp_path, parameters={**PARAMETERS, "gates.htf.timeframe": {"type": "categorical",
+                                                                                         "choices": ["4h", "90m", "1d"]}})
+    checks = _by_name(preflight(path))
+    assert checks["refused choices"].status == "fail"
+    assert checks["refused choices"].detail.endswith(
+        "(each trial that draws one fails): gates.htf.timeframe = '90m' (higher timeframe 90m must be a multiple of the data's 1h)")
+    assert checks["inert parameters"].status == "pass"
+    (tmp_path / "good").mkdir()
+    good = _by_name(preflight(validated_config(tmp_path / "good", parameters={
+        **PARAMETERS, "gates.htf.timeframe": {"type": "categorical", "choices": ["4h", "1d"]}})))
+    assert "refused choices" not in good and good["inert parameters"].status == "pass"
+
+
 def test_a_window_outside_the_data_fails(tmp_path):
     path = validated_config(tmp_path, validation={**VALIDATION, "windows": [{"start": "2023-12-01", "end": "2024-03-31"}]})
     checks = _by_name(preflight(path))
