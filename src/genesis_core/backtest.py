@@ -261,6 +261,7 @@ class Backtester:
         if cache is not None:
             _trim(cache)
         self._cache = cache
+        self._feature_folder = None if cache is None else cache / "features"
         self._candles: dict[tuple[str, str | None], Candles] = {}  # data is read once per process
         self._windows: dict[tuple[str, str | None, str | None, int], Window] = {}
         self._features: dict[str, FeatureStore] = {}  # the FEATURE_STORES most recently used, oldest first
@@ -286,12 +287,14 @@ class Backtester:
         one array a window and period for its whole run."""
         key = window.candles.fingerprint
         store = self._features.pop(key, None)
-        span = None if window.source is None else self._spans.setdefault(
-            (window.source.fingerprint, window.first + len(window.candles)), Span())
+        span = None
+        if window.source is not None:
+            end = (window.source.fingerprint, window.first + len(window.candles))
+            span = self._spans.get(end) or self._spans.setdefault(end, Span())
         if store is None and span is not None and span.widest is not None and span.first == window.first:
             store = span.widest  # the same bars as this window's
         if store is None:
-            store = FeatureStore(window.candles, None if self._cache is None else self._cache / "features", span, window.first)
+            store = FeatureStore(window.candles, self._feature_folder, span, window.first)
         self._features[key] = store
         if len(self._features) > FEATURE_STORES:
             del self._features[next(iter(self._features))]

@@ -134,8 +134,9 @@ class FeatureStore:
         self.candles = candles
         self._cache: dict[str, np.ndarray] = {}
         self._htf: dict[str, tuple[Candles, np.ndarray]] = {}
-        self._disk = cache_dir / candles.fingerprint[:32] if cache_dir is not None else None
-        self._swept = False  # of a killed process's half-written features, at the first read from disk
+        self._folder = cache_dir
+        self._disk: Path | None = None  # its folder in ``cache_dir``, made and swept of a killed process's
+        # half-written features at the first read from disk (a store that only cuts never reads)
         self._span, self._first = span, first
         if span is not None and (span.widest is None or first < span.first):
             span.widest, span.first = self, first
@@ -161,10 +162,10 @@ class FeatureStore:
             cut.flags.writeable = False
             return cut
         path = None
-        if self._disk is not None:
-            if not self._swept:
+        if self._folder is not None:
+            if self._disk is None:
+                self._disk = self._folder / self.candles.fingerprint[:32]
                 remove_stale_temporaries(self._disk)
-                self._swept = True
             path = self._disk / f"{spec.replace(':', '_')}-{_feature_code(name)[:16]}.f8"
         values = _read_feature(path, len(self.candles)) if path is not None else None
         if values is None:
