@@ -290,7 +290,9 @@ class Backtester:
         span = None
         if window.source is not None:
             end = (window.source.fingerprint, window.first + len(window.candles))
-            span = self._spans.get(end) or self._spans.setdefault(end, Span())
+            span = self._spans.get(end)
+            if span is None:
+                span = self._spans[end] = Span()
         if store is None and span is not None and span.widest is not None and span.first == window.first:
             store = span.widest  # the same bars as this window's
         if store is None:

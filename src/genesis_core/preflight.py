@@ -161,9 +161,9 @@ def _check_inert(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> lis
                 except GenesisError as exc:
                     refused.setdefault(i, str(exc))  # an invalid combination is the optimizer's FAIL, not inertness
             runs += len(outcomes) > 0
-            if len(outcomes) > 1:
-                changes = True
-                break
+            changes = changes or len(outcomes) > 1
+            if changes and len(ran) == len(values):
+                break  # a value refused so far is tried at the next point: "refused at every point" must be so
         dead = [i for i in range(len(values)) if i not in ran] if isinstance(d, CategoricalDistribution) and ran else []
         never += [f"{path} = {values[i]!r} ({refused[i]})" for i in dead]
         if not runs:

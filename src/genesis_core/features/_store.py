@@ -182,8 +182,8 @@ class FeatureStore:
         on the window alone must agree, or every result would depend on which windows came first (the
         built-ins' flags are checked by the tests)."""
         own = np.asarray(feature.compute(self, *args), dtype=np.float64)
-        if own.shape != cut.shape or not np.array_equal(own, cut, equal_nan=True):
-            differ = np.flatnonzero(~((own == cut) | (np.isnan(own) & np.isnan(cut)))) if own.shape == cut.shape else [0]
+        differ = np.flatnonzero(~((own == cut) | (np.isnan(own) & np.isnan(cut)))) if own.shape == cut.shape else [0]
+        if len(differ):
             raise ConfigError(
                 f"feature {spec!r} is registered local=True, but on a window it differs from a wider window's values "
                 f"cut to it (first at the window's bar {int(differ[0])}): its values depend on where the candles "

@@ -124,8 +124,8 @@ def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_t
             answer = answers[t.number] if first[todo.key] == t.number else CacheAnswer(entries[todo.key], first[todo.key], True)
             try:
                 result = measured.get(t.number)
-                if isinstance(result, GenesisError):
-                    worker.refused(t, todo, result)
+                if isinstance(result, GenesisError):  # refused as its backtest ran: its reason is written below
+                    worker.cache.release(worker.spec.name, todo.key)
                     raise result
                 settled = worker.settle(t, todo, answer, result)
                 entries[todo.key] = settled.entry
