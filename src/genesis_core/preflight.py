@@ -234,6 +234,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
                                        (stop.timeout_seconds, f"{stop.timeout_seconds} s"),
                                        (stop.end_at, f"until {stop.end_at}")] if given is not None]
     checks.append(Check("stop policy", "fail" if refusal else "pass", refusal or f"stops at the first of: {', '.join(budget)}"))
+    checks += _check_space_size(study, max_trials or stop.max_trials)
     bt = Backtester()  # memory caches only: preflight writes no file
     try:
         candles = bt.candles(study.fixed.data.path, study.fixed.data.timeframe)
@@ -261,6 +262,19 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     checks.append(_check_run_time(cfg, study, bt, max_trials or study.config.meta.stop.max_trials,
                                   workers or study.config.meta.n_workers))
     return checks
+
+
+def _check_space_size(study: StudySpec, n_trials: int | None) -> list[Check]:
+    """A budget beyond a finite space, named (shown only then): the trials past its size can only
+    repeat points, each answered from the score cache, since a sampler does not know it has used the
+    space up; a grid sweep backtests every point once."""
+    size = study.space.size()
+    if size is None or n_trials is None or n_trials <= size:
+        return []
+    levels = study.space.grid_levels()
+    grid = "" if levels is None else f"; `genesis sweep CONFIG --method grid --levels {levels}` backtests each of them once"
+    return [Check("space size", "warn", f"the space holds {size:,} distinct points, fewer than the budget's {n_trials:,} trials: "
+                  f"{n_trials - size:,} or more would repeat a point (answered from the score cache){grid}")]
 
 
 PROBE_TRIALS = 3  # trials run, and asks timed per study size

@@ -178,6 +178,11 @@ def test_bad_configs_are_refused_before_anything_is_written(tmp_path):
         ({"meta": {"study_nam": "x"}}, r"meta.study_nam: unknown key; did you mean 'study_name'"),
         ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 3.0, "high": 1.0}}}, r"low \(3.0\) must be below high"),
         ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "step": 5}}}, r"step \(5.0\) is larger"),
+        # Optuna would search 1.0 .. 1.5 (and 6 .. 55) with a warning printed from its own source file
+        ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 1.6, "step": 0.25}}},
+         r"1.0 .. 1.6 is not a whole number of steps of 0.25: the sampler would stop at 1.5 \(Optuna moves the high onto the grid\); "
+         r"give high 1.5 or 1.75"),
+        ({"parameters": {"exits.max_bars_held": {"type": "int", "low": 6, "high": 60, "step": 7}}}, r"would stop at 55 .*give high 55 or 62"),
         ({"parameters": {"exits.stop_los_atr": {"type": "float", "low": 1.0, "high": 2.0}}}, r"params.exits.stop_los_atr: unknown key; did you mean 'stop_loss_atr'"),
         ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "lg": True}}}, r"lg: unknown key; did you mean 'log'"),
         ({"parameters": {"exits": {"stop_loss_atr": 2.0}}}, r"parameters.exits.stop_loss_atr: expected a parameter spec"),

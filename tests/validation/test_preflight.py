@@ -22,13 +22,13 @@ def _by_name(checks):
 
 
 def test_a_good_config_passes_every_check_and_writes_nothing(tmp_path):
-    checks = _by_name(preflight(validated_config(tmp_path)))
+    checks = _by_name(preflight(validated_config(tmp_path), max_trials=12))  # the space's 12 points: none repeated
     assert {n: c.status for n, c in checks.items()} == {
         "config": "pass", "stop policy": "pass", "data": "pass", "windows covered": "pass", "market": "pass",
         "model training": "pass", "champion in space": "pass", "smoke run": "pass",
         "inert parameters": "pass", "storage": "pass", "expected run time": "pass"}
-    assert checks["stop policy"].detail == "stops at the first of: 16 trials"
-    assert "will be created" in checks["storage"].detail and "for 16 trials on 1 worker(s):" in checks["expected run time"].detail
+    assert checks["stop policy"].detail == "stops at the first of: 12 trials"
+    assert "will be created" in checks["storage"].detail and "for 12 trials on 1 worker(s):" in checks["expected run time"].detail
     assert not (tmp_path / "results").exists()
 
 
@@ -60,6 +60,33 @@ def test_a_choice_refused_everywhere_is_named_with_its_reason_not_taken_for_an_i
     good = _by_name(preflight(validated_config(tmp_path / "good", parameters={
         **PARAMETERS, "gates.htf.timeframe": {"type": "categorical", "choices": ["4h", "1d"]}})))
     assert "refused choices" not in good and good["inert parameters"].status == "pass"
+
+
+def test_a_budget_beyond_a_finite_space_is_named_with_the_grid_sweep_that_backtests_each_point_once(tmp_path):
+    """5 whole numbers, 5 steps of a float (1.5 .. 2.5 by 0.25) and 2 choices make 50 points; past
+    them a budget's trials can only repeat one. The grid sweep preflight names adds exactly those
+    50 points, none twice."""
+    from genesis_core.optimizer import SweepOptions, sweep
+
+    space = {"exits.max_bars_held": {"type": "int", "low": 10, "high": 14},
+             "exits.stop_loss_atr": {"type": "float", "low": 1.5, "high": 2.5, "step": 0.25},
+             "gates.htf.enabled": {"type": "categorical", "choices": [True, False]}}
+    path = validated_config(tmp_path, parameters=space, meta={"stop": {"max_trials": 60}})
+    check = _by_name(preflight(path))["space size"]
+    assert (check.status, check.detail) == ("warn", "the space holds 50 distinct points, fewer than the budget's 60 trials: 10 or "
+                                            "more would repeat a point (answered from the score cache); `genesis sweep CONFIG "
+                                            "--method grid --levels 5` backtests each of them once")
+    summary = sweep(load_study_config(path).spec(), SweepOptions("grid", levels=5, workers=1))
+    assert (summary.cache.total_trials, summary.cache.unique_backtests) == (50, 50)
+    assert "space size" not in _by_name(preflight(path, max_trials=50))
+    (tmp_path / "log").mkdir()  # a log scale's grid spreads over the logarithm: no levels hold every point
+    log = _by_name(preflight(validated_config(tmp_path / "log", parameters={
+        **space, "exits.max_bars_held": {"type": "int", "low": 10, "high": 14, "log": True}}, meta={"stop": {"max_trials": 60}})))
+    assert log["space size"].detail.endswith("(answered from the score cache)")
+    (tmp_path / "free").mkdir()  # a float without a step: no end to the points
+    free = validated_config(tmp_path / "free", parameters={**space, "exits.stop_loss_atr": {"type": "float", "low": 1.5, "high": 2.6}},
+                            meta={"stop": {"max_trials": 60}})
+    assert "space size" not in _by_name(preflight(free))
 
 
 def test_a_window_outside_the_data_fails(tmp_path):

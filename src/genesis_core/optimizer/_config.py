@@ -4,6 +4,7 @@ promotion sections belong to their layers (``genesis_core.workflow.StudyConfig``
 
 from __future__ import annotations
 
+from decimal import Decimal
 from pathlib import Path
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -94,6 +95,13 @@ def _check_range(low: float, high: float, step: float | None, log: bool) -> None
         raise ValueError(f"log scale needs low > 0, got {low}")
     if log and step is not None:
         raise ValueError("log scale and step cannot be combined")
+    if step is not None:  # in decimal, as Optuna checks it: 0.62 - 0.5 is 24 steps of 0.005, not 24.000000000000004
+        span, size = Decimal(str(high)) - Decimal(str(low)), Decimal(str(step))
+        if span % size:
+            below = Decimal(str(low)) + span // size * size
+            ends = [format(end.normalize(), "f") for end in (below, below + size)]
+            raise ValueError(f"{low} .. {high} is not a whole number of steps of {step}: the sampler would stop at {ends[0]} "
+                             f"(Optuna moves the high onto the grid); give high {ends[0]} or {ends[1]}")
 
 
 class SamplerConfig(StrictModel):

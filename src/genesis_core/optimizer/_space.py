@@ -39,6 +39,12 @@ def _on_grid(d: FloatDistribution | IntDistribution, x: float) -> int | float:
     return round(x) if isinstance(d, IntDistribution) else round(x, 12)
 
 
+def _steps(d: FloatDistribution | IntDistribution) -> int:
+    """How many values the step grid of ``d`` holds (an int's step is always set; Optuna moved the high onto the grid)."""
+    assert d.step is not None, "only a distribution with a step has a grid"
+    return round((d.high - d.low) / d.step) + 1
+
+
 def _on_log_scale(d: FloatDistribution | IntDistribution, u: float) -> int | float:
     """The value at ``u`` in [0, 1) of a log-scale range, evenly over its logarithm: each whole
     number of an int range takes the logarithm's share of [n - 0.5, n + 0.5], as in Optuna's
@@ -92,6 +98,30 @@ class SearchSpace:
         """Searched values of a trial plus the fixed ones, as dotted paths inside params."""
         return {**self.fixed, **{p: self.unchoice(p, v) for p, v in trial.params.items()}}
 
+    def size(self) -> int | None:
+        """How many distinct points the sampler can propose; None when a float has no step (no end to them)."""
+        n = 1
+        for d in self.distributions.values():
+            if isinstance(d, CategoricalDistribution):
+                n *= len(d.choices)
+            elif d.step is not None:
+                n *= _steps(d)
+            else:
+                return None
+        return n
+
+    def grid_levels(self) -> int | None:
+        """The fewest ``levels`` at which a grid sweep (``sweep``) holds every point of the space;
+        None when none does: a float without a step, or a log scale, spread over its logarithm."""
+        levels = 2
+        for d in self.distributions.values():
+            if isinstance(d, CategoricalDistribution):
+                continue
+            if d.log or d.step is None:
+                return None
+            levels = max(levels, _steps(d))
+        return levels
+
     def midpoint(self) -> dict[str, Any]:
         """A deterministic point inside the space (for smoke runs and preflight)."""
         point: dict[str, Any] = dict(self.fixed)
@@ -120,7 +150,7 @@ class SearchSpace:
         if d.log:
             return lambda u: _on_log_scale(d, u)
         if d.step is not None:
-            step, steps = d.step, round((d.high - d.low) / d.step) + 1
+            step, steps = d.step, _steps(d)
             return lambda u: _on_grid(d, d.low + min(int(u * steps), steps - 1) * step)
         return lambda u: _on_grid(d, d.low + u * (d.high - d.low))
 
@@ -133,10 +163,8 @@ class SearchSpace:
                 point[path] = self.unchoice(path, rng.choice(d.choices))
             elif d.log:
                 point[path] = _on_log_scale(d, rng.random())
-            elif isinstance(d, IntDistribution):
-                point[path] = d.low + rng.randrange((d.high - d.low) // d.step + 1) * d.step
-            elif d.step is not None:
-                point[path] = round(d.low + rng.randrange(round((d.high - d.low) / d.step) + 1) * d.step, 12)
+            elif d.step is not None:  # every int
+                point[path] = _on_grid(d, d.low + rng.randrange(_steps(d)) * d.step)
             else:
                 point[path] = rng.uniform(d.low, d.high)
         return point
