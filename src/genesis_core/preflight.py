@@ -272,9 +272,11 @@ def _check_space_size(study: StudySpec, n_trials: int | None) -> list[Check]:
     if size is None or n_trials is None or n_trials <= size:
         return []
     levels = study.space.grid_levels()
-    grid = "" if levels is None else f"; `genesis sweep CONFIG --method grid --levels {levels}` backtests each of them once"
-    return [Check("space size", "warn", f"the space holds {size:,} distinct points, fewer than the budget's {n_trials:,} trials: "
-                  f"{n_trials - size:,} or more would repeat a point (answered from the score cache){grid}")]
+    grid = "" if levels is None else f"; `genesis sweep CONFIG --method grid --levels {levels}` backtests each point once"
+    limit = study.config.meta.duplicate_streak_limit
+    return [Check("space size", "warn", f"the space holds {size:,} distinct points, fewer than the budget's {n_trials:,} trials: the "
+                  f"{n_trials - size:,} past them can only repeat a point (answered from the score cache; {limit} in a row end "
+                  f"the run: meta.duplicate_streak_limit){grid}")]
 
 
 PROBE_TRIALS = 3  # trials run, and asks timed per study size

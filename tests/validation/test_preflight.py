@@ -73,16 +73,17 @@ def test_a_budget_beyond_a_finite_space_is_named_with_the_grid_sweep_that_backte
              "gates.htf.enabled": {"type": "categorical", "choices": [True, False]}}
     path = validated_config(tmp_path, parameters=space, meta={"stop": {"max_trials": 60}})
     check = _by_name(preflight(path))["space size"]
-    assert (check.status, check.detail) == ("warn", "the space holds 50 distinct points, fewer than the budget's 60 trials: 10 or "
-                                            "more would repeat a point (answered from the score cache); `genesis sweep CONFIG "
-                                            "--method grid --levels 5` backtests each of them once")
+    assert (check.status, check.detail) == ("warn", "the space holds 50 distinct points, fewer than the budget's 60 trials: the 10 "
+                                            "past them can only repeat a point (answered from the score cache; 50 in a row end the "
+                                            "run: meta.duplicate_streak_limit); `genesis sweep CONFIG --method grid --levels 5` "
+                                            "backtests each point once")
     summary = sweep(load_study_config(path).spec(), SweepOptions("grid", levels=5, workers=1))
     assert (summary.cache.total_trials, summary.cache.unique_backtests) == (50, 50)
     assert "space size" not in _by_name(preflight(path, max_trials=50))
     (tmp_path / "log").mkdir()  # a log scale's grid spreads over the logarithm: no levels hold every point
     log = _by_name(preflight(validated_config(tmp_path / "log", parameters={
         **space, "exits.max_bars_held": {"type": "int", "low": 10, "high": 14, "log": True}}, meta={"stop": {"max_trials": 60}})))
-    assert log["space size"].detail.endswith("(answered from the score cache)")
+    assert log["space size"].detail.endswith("(answered from the score cache; 50 in a row end the run: meta.duplicate_streak_limit)")
     (tmp_path / "free").mkdir()  # a float without a step: no end to the points
     free = validated_config(tmp_path / "free", parameters={**space, "exits.stop_loss_atr": {"type": "float", "low": 1.5, "high": 2.6}},
                             meta={"stop": {"max_trials": 60}})
