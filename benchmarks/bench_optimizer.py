@@ -341,6 +341,7 @@ def main() -> None:
                                       lambda: genesis_run(tmp, n, 2, parallel="reproducible")[0], args.rounds)
         f["genesis_2_workers_reproducible_s"] = repro
         r["reproducible batches / free-running, 2 workers (wall)"] = ratio
+        r["reproducible batches, 2 workers / 1 worker (medians; the reason the bundled config runs one)"] = repro / one
 
         # before the sweeps: their features stay in this process, whose forked workers would copy a larger heap
         bindir = server_bindir()
