@@ -323,19 +323,20 @@ def test_the_builder_s_validated_params_plan_as_the_config_s_own_would(tmp_path)
         assert given.config == own.config and given.config_fingerprint == own.config_fingerprint
 
 
-_STEPS = {"write_trials": "genesis_core.records._run:RunFolder.write_trials",  # the chunk's artifacts written
-          "store_many": "genesis_core.optimizer._storage:ScoreCache.store_many",  # its cache entries stored
-          "add_trials": "genesis_core.optimizer._sweep:_commit"}  # its trials appended: the commit's last step
+_STEPS = {"add_finished": "genesis_core.optimizer._sweep:add_finished",  # the chunk's trials appended: the commit's first step
+          "write_trials": "genesis_core.records._run:RunFolder.write_trials",  # their artifacts written
+          "store_many": "genesis_core.optimizer._storage:ScoreCache.store_many"}  # their cache entries stored: the last step
 
 
-@pytest.mark.parametrize(("step", "server"), [("write_trials", False), ("store_many", False), ("add_trials", False),
-                                              ("store_many", True)])
+@pytest.mark.parametrize(("step", "server"), [("add_finished", False), ("write_trials", False), ("store_many", False),
+                                              ("add_finished", True), ("write_trials", True)])
 def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_command_finishes(tmp_path, step, server, request):
-    """kill -9 of the sweep's process right after its second chunk's artifacts are written, after its
-    cache entries are stored, or after its trials are appended (the cache step also on
-    ``journal+postgresql://``): the study keeps the first chunk (and the second when its trials were
-    appended), each trial with its artifact, and the same command then adds exactly the rest: every
-    point once, each trial's artifact and cache entry its own."""
+    """kill -9 of the sweep's process right after its second chunk's trials are appended, after
+    their artifacts are written, or after their cache entries are stored (the first two also on
+    ``journal+postgresql://``): the study keeps both chunks, and the same command writes what the
+    kill left unwritten (the artifacts, by running those trials again; the entries, from the
+    artifacts), then adds exactly the rest: every point once, each trial's artifact and cache entry
+    its own."""
     path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-03-31")
     storage = "journal+" + request.getfixturevalue("postgres_url") if server else None
     args = [str(path), "--points", "600", "--workers", "1", *(["--storage", storage] if storage else [])]
@@ -346,10 +347,17 @@ def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_comm
         return _study(tmp_path) if storage is None else optuna.load_study(study_name="t", storage=open_storage(storage))
 
     kept = study().trials
-    assert len(kept) == (500 if step == "add_trials" else 250)
+    assert len(kept) == 500
     rest = genesis("sweep", *args, "--json")
     assert rest.returncode == 0, rest.stdout + rest.stderr
-    assert f"{600 - len(kept):,} added, {len(kept):,} already in the study" in json.loads(rest.stdout)["session"]["notes"][-1]
+    notes = json.loads(rest.stdout)["session"]["notes"]
+    assert "100 added, 500 already in the study" in notes[-1]
+    second = list(range(250, 500))
+    artifacts = ("250 trial artifact(s) lost before they reached the disk (a power loss, or a sweep stopped before writing them) "
+                 f"were written again by running their trials again, with the scores the study recorded: {second}")
+    entries = f"250 trial(s) told before a stopped worker or sweep wrote their score cache entries had them written from their artifacts: {second}"
+    expected = {"add_finished": [artifacts, entries], "write_trials": [entries], "store_many": []}[step]
+    assert [n for n in notes if "lost before" in n or "told before" in n] == expected
     trials = study().trials
     keys = [t.user_attrs["genesis"]["cache_key"] for t in trials]
     assert [t.number for t in trials] == list(range(600)) and len(set(keys)) == 600
@@ -363,6 +371,47 @@ def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_comm
         row = rows[key]
         assert row.state == "done" and row.trial_number == t.number == json.loads(row.payload)["trial_number"], t.number
     assert not list((folder.path / "trials").glob("*.tmp"))
+
+
+def test_a_trial_another_process_adds_during_a_commit_keeps_its_number_and_artifact_and_the_chunk_s_trials_go_after_it(
+        tmp_path, monkeypatch):
+    """Two sweeps of one study at once (the same command in two terminals), or a worker started
+    during a sweep: another process's trial lands between the chunk's look at the study and its
+    append. The chunk's trials take the numbers after it, and their artifacts and cache entries are
+    written under those. Before, the artifacts were written first, under the numbers expected: the
+    other's artifact was written over, and the sweep then stopped (two real sweeps of 3,000 points
+    each left 393 of 6,000 trials with another trial's artifact and 250 with none)."""
+    path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-03-31")
+    spec = load_study_config(path).spec()
+    folder, real, raced = spec.folder, sweep_module.add_finished, []
+
+    def racing(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[int]:
+        if not raced:  # the first chunk: the other process appends its own trial and writes its artifact first
+            other = optuna.load_study(study_name="t", storage=open_storage(spec.storage_url))  # a journal view of its own
+            distributions = dict(spec.space.distributions)
+            params = {p: trials[-1].params[p] for p in distributions}
+            other.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=-1e9))
+            folder.trial_path(0).parent.mkdir(parents=True, exist_ok=True)
+            folder.trial_path(0).write_text("the other process's artifact")
+            raced.append(len(trials))
+        return real(study, trials)
+
+    monkeypatch.setattr(sweep_module, "add_finished", racing)
+    summary = sweep(spec, SweepOptions("sobol", points=300, workers=1))
+    assert raced == [250] and summary.session.notes[-1] == ("sweep: 250 of its trials took later numbers than expected: another "
+                                                            "process added trials to the study meanwhile (a second sweep, or "
+                                                            "workers started since)")
+    trials = _study(tmp_path).trials
+    assert len(trials) == 301 and trials[0].value == -1e9 and "genesis" not in trials[0].user_attrs
+    assert folder.trial_path(0).read_text() == "the other process's artifact"
+    with make_engine(cache_url(spec.storage_url)).connect() as conn:
+        rows = {r.key: r for r in conn.execute(sa.select(_CACHE).where(_CACHE.c.study == "t"))}
+    assert len(rows) == 300
+    for t in trials[1:]:
+        artifact, key = folder.read_trial(t.number), t.user_attrs["genesis"]["cache_key"]
+        assert (artifact.trial_number, artifact.score.production, artifact.fingerprints["config"]) == (
+            t.number, t.value, t.user_attrs["genesis"]["config_fingerprint"])
+        assert rows[key].trial_number == t.number == json.loads(rows[key].payload)["trial_number"]
 
 
 def test_a_point_refused_as_its_backtest_runs_is_noted_as_refused_and_the_sweep_adds_the_rest(tmp_path):

@@ -41,10 +41,9 @@ from genesis_core.optimizer._worker import (
     STOP_SIGNALS,
     Worker,
     evaluated,
+    mend_records,
     process_context,
-    restore_artifacts,
     settled_heap,
-    store_told,
 )
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 
@@ -187,16 +186,7 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     if dead:
         cache.release_trials(spec.name, dead)
         notes.append(f"{len(dead)} trial(s) left running by a stopped worker were failed and queued again: {dead}")
-    for restored, how in zip(restore_artifacts(spec, optuna_study),
-                             ("from the database's copy", "by running their trials again, with the scores the study recorded"),
-                             strict=True):
-        if restored:
-            notes.append(f"{len(restored)} trial artifact(s) lost before they reached the disk (a power loss) were "
-                         f"written again {how}: {restored}")
-    told = store_told(spec, optuna_study, cache)
-    if told:
-        notes.append(f"{len(told)} trial(s) told before a stopped worker wrote their score cache entries had them "
-                     f"written from their artifacts: {told}")
+    notes += mend_records(spec, optuna_study, cache)
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     remaining = None if max_trials is None else max(0, max_trials - evaluated(optuna_study))
     workers = options.workers or cfg.meta.n_workers

@@ -721,7 +721,7 @@ class HeldJournalStorage(optuna.storages.JournalStorage):
 
     def __init__(self, backend: BaseJournalBackend) -> None:
         self._held: list[dict[str, Any]] = []
-        self.adding = False  # hold finished trials added (``adding_trials``) too: a sweep's chunk in one append
+        self.adding = False  # hold finished trials added (``add_finished``) too: a sweep's chunk in one append
         self.synced_later = False  # no append is fsync'd: the caller syncs in groups (``synced_later``)
         self._wrote_nothing = False  # the write just made was held: Optuna's read-back after it has nothing to read
         self._first_queued: dict[int, int] = {}  # per study, the position of its first trial that may be queued
@@ -870,21 +870,28 @@ def synced_later(study: optuna.Study) -> Iterator[None]:
         storage.synced_later = False
 
 
-@contextlib.contextmanager
-def adding_trials(study: optuna.Study) -> Iterator[None]:
-    """``study.add_trials`` inside writes every finished trial in one append at the end (on a journal)."""
+def add_finished(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[int]:
+    """Add finished ``trials`` to ``study``; the numbers they took, whatever other processes added
+    meanwhile. On a journal they are one append, so their entries are consecutive in the log and so
+    are their numbers, the last of them the last trial this process created; elsewhere one create each."""
     storage = study._storage
     if not isinstance(storage, HeldJournalStorage):
-        yield
-        return
+        ids = []
+        for t in trials:
+            t._validate()  # as Study.add_trial does
+            ids.append(storage.create_new_trial(study._study_id, template_trial=t))
+        return [storage.get_trial_number_from_id(i) for i in ids]
     storage.adding = True
     replay = storage._replay_result  # the trial id Optuna reads back after a create it did not apply (add_trial ignores it)
     replay._last_created_trial_id_by_this_process = getattr(replay, "_last_created_trial_id_by_this_process", -1)
     try:
-        yield
+        study.add_trials(trials)
     finally:
         storage.adding = False
         storage.flush()
+    storage.read_now()  # the append applied, whatever came before it
+    last = storage._replay_result._last_created_trial_id_by_this_process
+    return [storage.get_trial_number_from_id(i) for i in range(last - len(trials) + 1, last + 1)]
 
 
 def _proxied(url: str) -> None:
@@ -1164,11 +1171,11 @@ class ScoreCache:
             time.sleep(0.005)
 
     def store_many(self, study: str, entries: list[tuple[str, int, str]]) -> None:
-        """Finished evaluations nobody claimed (a sweep's): key, trial number and the entry's JSON
-        (``CacheEntry.json_of``), in one transaction. They are of points the study holds no trial
-        of, so an entry already there for one of their keys answers for no trial (a sweep killed
-        between storing a chunk and appending its trials, a dead worker's claim): it is replaced,
-        not a conflict that would stop every later run."""
+        """Finished evaluations, each its trial's: key, trial number and the entry's JSON
+        (``CacheEntry.json_of``), in one transaction: a sweep's chunk, or the told trials whose
+        entries a stopped process left unwritten (``store_told``). A row already there for one of
+        their keys is replaced (a claim of that trial; for a sweep, a dead worker's claim of a point
+        the study held no trial of), not a conflict that would stop every later run."""
         if not entries:
             return
         now = time.time()
@@ -1207,15 +1214,18 @@ class ScoreCache:
         if self._held:
             retrying(write, self._retry, self._url)
 
-    def running_claims(self, study: str) -> dict[int, str]:
-        """The keys claimed and not yet stored in ``study``, by trial number."""
-        def read() -> dict[int, str]:
+    def keys(self, study: str) -> dict[str, tuple[str, int]]:
+        """Every key of ``study`` the cache holds, stored or claimed: its state and trial number."""
+        def read() -> dict[str, tuple[str, int]]:
             with self._engine.connect() as conn:
-                rows = conn.execute(sa.select(_CACHE.c.trial_number, _CACHE.c.key).where(_CACHE.c.study == study,
-                                                                                           _CACHE.c.state == "running"))
-                return {r.trial_number: r.key for r in rows}
+                rows = conn.execute(sa.select(_CACHE.c.key, _CACHE.c.state, _CACHE.c.trial_number).where(_CACHE.c.study == study))
+                return {r.key: (r.state, r.trial_number) for r in rows}
 
         return retrying(read, self._retry, self._url)
+
+    def running_claims(self, study: str) -> dict[int, str]:
+        """The keys claimed and not yet stored in ``study``, by trial number."""
+        return {number: key for key, (state, number) in self.keys(study).items() if state == "running"}
 
     def join(self, study: str, live_seconds: float) -> int:
         """Take the lowest free session slot of ``study``: 0 for a session alone (a resume), another for a

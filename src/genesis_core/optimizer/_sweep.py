@@ -4,9 +4,10 @@ records an optimizer session writes. A sweep seeds a study (``genesis optimize``
 trials, the sampler learning from them) or feeds validation, reports and PBO as a study does.
 
 Each process keeps its data, windows and features for its whole share, so a feature spec is
-computed once per process; a chunk of points is committed at once (artifacts made durable together,
-the cache in one transaction, the trials in one journal append), so an interrupted sweep keeps
-every finished chunk and a second run evaluates only what is not in the study yet.
+computed once per process; a chunk of points is committed at once (the trials in one journal
+append, then their artifacts made durable together, then the cache in one transaction), so an
+interrupted sweep keeps every finished chunk and a second run writes what the stop left unwritten
+and evaluates only what is not in the study yet.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import (
     CacheEntry,
     ScoreCache,
-    adding_trials,
+    add_finished,
     cache_url,
     open_storage,
     recover_stale_trials,
@@ -48,6 +49,7 @@ from genesis_core.optimizer._worker import (
     freeze_survivors,
     make_job,
     measure,
+    mend_records,
     process_context,
     settled_heap,
     stopping_on_signals,
@@ -260,19 +262,19 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
         raise GenesisError(f"study {spec.name!r} has {len(running)} running or queued trial(s): a sweep adds trials only to a "
                            "study no worker is running (wait for them, or sweep into another study: --study NAME)")
     cache = ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
+    notes += mend_records(spec, study, cache)
     known = frozenset(t.user_attrs["genesis"]["cache_key"] for t in study.get_trials(deepcopy=False)
                       if "cache_key" in t.user_attrs.get("genesis", {}))
     workers = max(1, min(options.workers or os.cpu_count() or 1, -(-count // CHUNK)))
     seen = set(known)
-    done = repeated = in_study = 0
+    done = repeated = in_study = moved = 0
     refused: list[str] = []
     t0 = time.time()
     interrupted: list[int] = []
     with stopping_on_signals(interrupted.append, options.deaf_once_stopped):  # till the records: a second Ctrl-C cannot cut them short
         with _evaluations(spec, known, workers, lambda: bool(interrupted)) as evaluate:
             for chunk in evaluate(points):
-                trials, artifacts, entries = [], [], []
-                first = number = trial_count(study)
+                new: list[_New] = []
                 for e in chunk:
                     done += 1
                     if e.key is not None and e.key in seen:
@@ -282,20 +284,9 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
                     if e.key is None or e.measured is None or e.config_fingerprint is None:  # refused by the strategy
                         refused.append(e.error or "")
                         continue
-                    params = points[e.index]
-                    held = {p: spec.space.held(p, v) for p, v in params.items() if p in spec.space.distributions}
                     seen.add(e.key)
-                    m = e.measured
-                    attrs = trial_attributes(m.score, m.metrics, None, e.config_fingerprint, e.key, spec.phase(number))
-                    artifacts.append((number, TrialArtifact.json_of(m.record_json, number, params, m.score)))
-                    entries.append((e.key, number, CacheEntry.json_of(spec.name, number, m.score, m.metrics, m.record_json)))
-                    now = datetime.datetime.now()  # as create_trial would, without converting and validating twice
-                    trials.append(FrozenTrial(number=-1, trial_id=-1, state=TrialState.COMPLETE, value=m.score.production,
-                                              values=None, datetime_start=now, datetime_complete=now, params=held,
-                                              distributions=dict(spec.space.distributions), user_attrs=attrs,
-                                              system_attrs={}, intermediate_values={}))
-                    number += 1
-                _commit(spec, study, cache, first, trials, artifacts, entries)
+                    new.append(_New(points[e.index], e.key, e.config_fingerprint, e.measured))
+                moved += _commit(spec, study, cache, new)
                 freeze_survivors()  # the study's new trials live as long as it does: full collections rescanned each (1.4 s of 10k points)
                 if on_progress is not None:
                     elapsed = max(time.time() - t0, 1e-9)
@@ -309,6 +300,9 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
                      f"{repeated:,} repeated a configuration" + (f", {len(points) - done:,} not evaluated" if done < len(points) else ""))
         if refused:
             notes.append(f"sweep: the strategy refused {len(refused):,} point(s) (not added), the first: {refused[0]}")
+        if moved:
+            notes.append(f"sweep: {moved:,} of its trials took later numbers than expected: another process added trials to the "
+                         "study meanwhile (a second sweep, or workers started since)")
         session = Session(
             started=iso(started), finished=iso(finished), seconds=round(finished - started, 3), workers=workers, max_trials=None,
             interrupted=bool(interrupted), signal=None if not interrupted else signal.Signals(interrupted[0]).name, stopped_reason=None,
@@ -317,18 +311,38 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
         return record_results(spec, study, session)
 
 
-def _commit(spec: StudySpec, study: optuna.Study, cache: ScoreCache, first: int, trials: list[optuna.trial.FrozenTrial],
-            artifacts: list[tuple[int, str]], entries: list[tuple[str, int, str]]) -> None:
-    """A chunk into the run: artifacts durable first, then the cache, then the trials (one append),
-    so the study never lists a trial without its artifact; then check the trials took the numbers
-    their artifacts carry, from ``first`` on (a worker that started meanwhile would have taken some)."""
-    spec.folder.write_trials(artifacts)
-    cache.store_many(spec.name, entries)
-    with adding_trials(study):
-        study.add_trials(trials)
-    added = study.get_trials(deepcopy=False)[first:first + len(trials)]
-    if [t.user_attrs.get("genesis", {}).get("cache_key") for t in added] != [t.user_attrs.get("genesis", {}).get("cache_key")
-                                                                                for t in trials]:
-        raise GenesisError(f"another process added trials to study {spec.name!r} during the sweep: its trial numbers no "
-                           "longer match the artifacts; sweep into a study no worker is running")
+@dataclass(frozen=True)
+class _New:
+    """A point the sweep adds to the study: its parameters and evaluation."""
 
+    params: dict[str, Any]
+    key: str
+    config_fingerprint: str
+    measured: Measurement
+
+
+def _commit(spec: StudySpec, study: optuna.Study, cache: ScoreCache, new: list[_New]) -> int:
+    """A chunk into the run: its trials appended first, so that they take their numbers from the
+    storage whatever other process adds trials meanwhile (another sweep of the study, a worker
+    started since); then, under those numbers, their artifacts (made durable together) and their
+    cache entries (one transaction). A stop in between leaves trials whose artifacts or entries the
+    next session writes (``mend_records``). Artifacts were written first, under the numbers the
+    trials were expected to take: a second sweep of the study at the same time wrote over the
+    first's, and left its own trials without one. Returns how many took other numbers than expected
+    (their ``phase`` attribute is the expected number's)."""
+    first = trial_count(study)
+    now = datetime.datetime.now()  # as create_trial would, without converting and validating twice
+    trials = [FrozenTrial(number=-1, trial_id=-1, state=TrialState.COMPLETE, value=n.measured.score.production, values=None,
+                          datetime_start=now, datetime_complete=now,
+                          params={p: spec.space.held(p, v) for p, v in n.params.items() if p in spec.space.distributions},
+                          distributions=dict(spec.space.distributions), system_attrs={}, intermediate_values={},
+                          user_attrs=trial_attributes(n.measured.score, n.measured.metrics, None, n.config_fingerprint, n.key,
+                                                      spec.phase(first + i)))
+              for i, n in enumerate(new)]
+    numbers = add_finished(study, trials)
+    spec.folder.write_trials([(number, TrialArtifact.json_of(n.measured.record_json, number, n.params, n.measured.score))
+                              for number, n in zip(numbers, new, strict=True)])
+    cache.store_many(spec.name, [(n.key, number, CacheEntry.json_of(spec.name, number, n.measured.score, n.measured.metrics,
+                                                                     n.measured.record_json))
+                                 for number, n in zip(numbers, new, strict=True)])
+    return sum(number != first + i for i, number in enumerate(numbers))

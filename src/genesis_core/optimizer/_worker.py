@@ -220,20 +220,45 @@ def restore_artifacts(spec: StudySpec, study: optuna.Study) -> tuple[list[int], 
 
 
 def store_told(spec: StudySpec, study: optuna.Study, cache: ScoreCache) -> list[int]:
-    """Store the cache entries of evaluated trials told before their entry was written (a worker
-    holds it for its next claim, ``ScoreCache.hold``, and was stopped first), from their artifacts:
-    their keys' claims stay running otherwise, and a duplicate would wait for one until it is stale,
-    then measure it again. A trial told meanwhile by a worker elsewhere, whose artifact is not here
-    yet, is left to its worker. Returns the trials' numbers."""
-    claims = cache.running_claims(spec.name)
-    trials = study.get_trials(deepcopy=False)
-    told = [n for n, key in sorted(claims.items()) if n < len(trials) and trials[n].state in EVALUATED
-            and trials[n].user_attrs.get("genesis", {}).get("cache_key") == key]
+    """Store, from their artifacts, the cache entries of evaluated trials told before their entry
+    was written: a worker holds it for its next claim (``ScoreCache.hold``) and was stopped first,
+    so its key's claim stays running (a duplicate would wait for it until it is stale, then measure
+    it again); or a sweep was stopped between appending a chunk's trials and storing their entries,
+    so their keys have none (a duplicate would be measured again, as a trial of its own). A trial
+    told meanwhile by a worker elsewhere, whose artifact is not here yet, is left to its worker.
+    Returns the trials' numbers."""
+    keys = cache.keys(spec.name)
+    told = []
+    for t in study.get_trials(deepcopy=False, states=EVALUATED):
+        key = t.user_attrs.get("genesis", {}).get("cache_key")
+        if key is not None and t.user_attrs.get("cached") is False and keys.get(key, ("running", t.number)) == ("running", t.number):
+            told.append(t.number)
     elsewhere = set(spec.folder.lost_trials(told))
     told = [n for n in told if n not in elsewhere]
-    for n in told:
-        cache.store(spec.name, claims[n], CacheEntry.of_artifact(spec.folder.read_trial(n), spec.name))
+    if not told:
+        return told
+    trials = study.get_trials(deepcopy=False)
+    cache.store_many(spec.name, [(trials[n].user_attrs["genesis"]["cache_key"], n,
+                                  CacheEntry.of_artifact(spec.folder.read_trial(n), spec.name).model_dump_json()) for n in told])
     return told
+
+
+def mend_records(spec: StudySpec, study: optuna.Study, cache: ScoreCache) -> list[str]:
+    """What a stopped session left half written, written now, before a session adds trials: the
+    artifacts (``restore_artifacts``) and then the cache entries (``store_told``) of evaluated
+    trials; a note for each kind mended."""
+    notes = []
+    for restored, how in zip(restore_artifacts(spec, study),
+                             ("from the database's copy", "by running their trials again, with the scores the study recorded"),
+                             strict=True):
+        if restored:
+            notes.append(f"{len(restored)} trial artifact(s) lost before they reached the disk (a power loss, or a sweep "
+                         f"stopped before writing them) were written again {how}: {restored}")
+    told = store_told(spec, study, cache)
+    if told:
+        notes.append(f"{len(told)} trial(s) told before a stopped worker or sweep wrote their score cache entries had them "
+                     f"written from their artifacts: {told}")
+    return notes
 
 
 def evaluated(study: optuna.Study) -> int:
