@@ -373,8 +373,9 @@ def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_comm
     assert not list((folder.path / "trials").glob("*.tmp"))
 
 
+@pytest.mark.parametrize("rdb", [False, True])  # the journal's one append; an RDB storage's create per trial
 def test_a_trial_another_process_adds_during_a_commit_keeps_its_number_and_artifact_and_the_chunk_s_trials_go_after_it(
-        tmp_path, monkeypatch):
+        tmp_path, monkeypatch, rdb):
     """Two sweeps of one study at once (the same command in two terminals), or a worker started
     during a sweep: another process's trial lands between the chunk's look at the study and its
     append. The chunk's trials take the numbers after it, and their artifacts and cache entries are
@@ -382,12 +383,12 @@ def test_a_trial_another_process_adds_during_a_commit_keeps_its_number_and_artif
     other's artifact was written over, and the sweep then stopped (two real sweeps of 3,000 points
     each left 393 of 6,000 trials with another trial's artifact and 250 with none)."""
     path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-03-31")
-    spec = load_study_config(path).spec()
+    spec = load_study_config(path).spec(f"sqlite:///{tmp_path / 'results' / 'study.db'}" if rdb else None)
     folder, real, raced = spec.folder, sweep_module.add_finished, []
 
     def racing(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) -> list[int]:
         if not raced:  # the first chunk: the other process appends its own trial and writes its artifact first
-            other = optuna.load_study(study_name="t", storage=open_storage(spec.storage_url))  # a journal view of its own
+            other = optuna.load_study(study_name="t", storage=open_storage(spec.storage_url))  # a view of its own
             distributions = dict(spec.space.distributions)
             params = {p: trials[-1].params[p] for p in distributions}
             other.add_trial(optuna.trial.create_trial(params=params, distributions=distributions, value=-1e9))
@@ -401,7 +402,7 @@ def test_a_trial_another_process_adds_during_a_commit_keeps_its_number_and_artif
     assert raced == [250] and summary.session.notes[-1] == ("sweep: 250 of its trials took later numbers than expected: another "
                                                             "process added trials to the study meanwhile (a second sweep, or "
                                                             "workers started since)")
-    trials = _study(tmp_path).trials
+    trials = optuna.load_study(study_name="t", storage=open_storage(spec.storage_url)).trials
     assert len(trials) == 301 and trials[0].value == -1e9 and "genesis" not in trials[0].user_attrs
     assert folder.trial_path(0).read_text() == "the other process's artifact"
     with make_engine(cache_url(spec.storage_url)).connect() as conn:
