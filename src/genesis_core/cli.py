@@ -77,9 +77,13 @@ def _handle_errors(fn: F) -> F:
         except OSError as exc:
             if exc.errno not in _DISK_ERRORS:
                 raise
-            raise fail(f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror), 2) from None
+            raise fail(_disk_error(exc), 2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def _disk_error(exc: OSError) -> str:
+    return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -354,7 +358,7 @@ def sweep(
     """Backtest a grid, random or Sobol set of points of the search space on every core, and add them
     to the study as trials (artifacts, cache, trials.csv): `genesis optimize` then goes on from them,
     and `genesis validate` and `genesis report` read them as any run's."""
-    from genesis_core.optimizer import SweepOptions
+    from genesis_core.optimizer import StorageUnavailable, SweepOptions
     from genesis_core.optimizer import sweep as run_sweep
     from genesis_core.study import load_study_config
 
@@ -362,8 +366,15 @@ def sweep(
     cfg = load_study_config(config)
     if study is not None:
         cfg = _with_meta(cfg, "study_name", study, "--study")
-    with _progress_bar(not as_json) as on_progress:
-        summary = run_sweep(cfg.spec(storage), options, on_progress)
+    try:
+        with _progress_bar(not as_json) as on_progress:
+            summary = run_sweep(cfg.spec(storage), options, on_progress)
+    except (StorageUnavailable, OSError) as exc:  # a full disk, a database gone: what was committed stays
+        if isinstance(exc, OSError) and exc.errno not in _DISK_ERRORS:
+            raise
+        said = _disk_error(exc) if isinstance(exc, OSError) else str(exc)
+        raise StorageUnavailable(f"{said}; the chunks committed before are kept: the same command, run again, writes what "
+                                 "this one left unwritten and evaluates the rest") from None
     s = summary.session
     if as_json:
         sys.stdout.write(summary.model_dump_json(indent=2) + "\n")

@@ -597,7 +597,7 @@ def test_kill_9_after_a_tell_whose_cache_entry_was_held_then_resume_writes_it_fr
     assert trials[4].user_attrs["cached"] is False  # evaluated, so its entry was held
     assert rows(tmp_path / "killed")[fifth][:2] == ("running", 4)
     summary = optimize(path)
-    assert "1 trial(s) told before a stopped worker or sweep wrote their score cache entries had them written from their artifacts: [4]" \
+    assert "1 trial(s) told before a stopped worker or sweep wrote their score cache entries had them written from their artifacts: 4" \
         in summary["session"]["notes"]
     assert summary["session"]["seconds"] < 60  # nothing waited for the claim to go stale (600 s)
     after, expected = rows(tmp_path / "killed"), rows(tmp_path / "reference")

@@ -352,7 +352,7 @@ def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_comm
     assert rest.returncode == 0, rest.stdout + rest.stderr
     notes = json.loads(rest.stdout)["session"]["notes"]
     assert "100 added, 500 already in the study" in notes[-1]
-    second = list(range(250, 500))
+    second = "250-499"
     artifacts = ("250 trial artifact(s) lost before they reached the disk (a power loss, or a sweep stopped before writing them) "
                  f"were written again by running their trials again, with the scores the study recorded: {second}")
     entries = f"250 trial(s) told before a stopped worker or sweep wrote their score cache entries had them written from their artifacts: {second}"
@@ -370,6 +370,44 @@ def test_kill_9_at_each_step_of_a_chunk_s_commit_loses_nothing_and_the_same_comm
         assert artifact.trial_number == t.number and artifact.score.production == t.value
         row = rows[key]
         assert row.state == "done" and row.trial_number == t.number == json.loads(row.payload)["trial_number"], t.number
+    assert not list((folder.path / "trials").glob("*.tmp"))
+
+
+def test_a_full_disk_mid_sweep_ends_it_saying_how_to_finish_and_the_same_command_then_writes_what_is_missing(tmp_path):
+    """The tenth artifact write of the first chunk is refused (a file size limit: the kernel cuts the
+    write short, then refuses it, as a full disk does). The chunk's trials were appended first, so the
+    study holds them, nine with their artifacts. The sweep ends at once, with one line saying so and
+    what to do (it printed the bare OS error); the same command, with room, writes the missing
+    artifacts by running their trials again and the cache entries from them, then adds the rest."""
+    from tests.optimizer.test_accounting import _FULL_DISK
+
+    path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-03-31")
+    args = ["sweep", str(path), "--points", "600", "--workers", "1"]
+    full = subprocess.run([sys.executable, "-c", _FULL_DISK, "artifact", "10", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert full.returncode == 2, full.stderr
+    folder = RunFolder(tmp_path / "results" / "runs" / "t")
+    assert full.stderr.strip().endswith(f"error: {folder.trial_path(9)}: File too large; the chunks committed before are kept: the "
+                                        "same command, run again, writes what this one left unwritten and evaluates the rest")
+    assert "Traceback" not in full.stderr
+    assert len(_study(tmp_path).trials) == 250 and folder.lost_trials(list(range(250))) == list(range(9, 250))
+    rest = genesis(*args, "--json")
+    assert rest.returncode == 0, rest.stdout + rest.stderr
+    notes = json.loads(rest.stdout)["session"]["notes"]
+    assert notes == [
+        "241 trial artifact(s) lost before they reached the disk (a power loss, or a sweep stopped before writing them) were "
+        "written again by running their trials again, with the scores the study recorded: 9-249",
+        "250 trial(s) told before a stopped worker or sweep wrote their score cache entries had them written from their "
+        "artifacts: 0-249",
+        "sweep: sobol, 600 points (seed 0) with 1 process(es): 350 added, 250 already in the study, 0 repeated a configuration"]
+    trials = _study(tmp_path).trials
+    with make_engine(cache_url(load_study_config(path).spec().storage_url)).connect() as conn:
+        rows = {r.key: r for r in conn.execute(sa.select(_CACHE).where(_CACHE.c.study == "t"))}
+    assert len(trials) == len(rows) == 600
+    for t in trials:
+        artifact, key = folder.read_trial(t.number), t.user_attrs["genesis"]["cache_key"]
+        assert (artifact.trial_number, artifact.score.production) == (t.number, t.value)
+        assert rows[key].state == "done" and rows[key].trial_number == t.number == json.loads(rows[key].payload)["trial_number"]
     assert not list((folder.path / "trials").glob("*.tmp"))
 
 

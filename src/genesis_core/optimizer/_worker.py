@@ -253,12 +253,23 @@ def mend_records(spec: StudySpec, study: optuna.Study, cache: ScoreCache) -> lis
                              strict=True):
         if restored:
             notes.append(f"{len(restored)} trial artifact(s) lost before they reached the disk (a power loss, or a sweep "
-                         f"stopped before writing them) were written again {how}: {restored}")
+                         f"stopped before writing them) were written again {how}: {spans(restored)}")
     told = store_told(spec, study, cache)
     if told:
         notes.append(f"{len(told)} trial(s) told before a stopped worker or sweep wrote their score cache entries had them "
-                     f"written from their artifacts: {told}")
+                     f"written from their artifacts: {spans(told)}")
     return notes
+
+
+def spans(numbers: list[int]) -> str:
+    """Trial numbers as runs (``3, 10-249``): a chunk's 250 numbers each printed made a note of 20 lines."""
+    runs: list[list[int]] = []
+    for n in sorted(numbers):
+        if runs and n == runs[-1][1] + 1:
+            runs[-1][1] = n
+        else:
+            runs.append([n, n])
+    return ", ".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def evaluated(study: optuna.Study) -> int:
