@@ -227,20 +227,18 @@ def store_told(spec: StudySpec, study: optuna.Study, cache: ScoreCache) -> list[
     so their keys have none (a duplicate would be measured again, as a trial of its own). A trial
     told meanwhile by a worker elsewhere, whose artifact is not here yet, is left to its worker.
     Returns the trials' numbers."""
-    keys = cache.keys(spec.name)
-    told = []
+    rows = cache.keys(spec.name)
+    told: dict[int, str] = {}  # trial number -> its key
     for t in study.get_trials(deepcopy=False, states=EVALUATED):
         key = t.user_attrs.get("genesis", {}).get("cache_key")
-        if key is not None and t.user_attrs.get("cached") is False and keys.get(key, ("running", t.number)) == ("running", t.number):
-            told.append(t.number)
-    elsewhere = set(spec.folder.lost_trials(told))
-    told = [n for n in told if n not in elsewhere]
-    if not told:
-        return told
-    trials = study.get_trials(deepcopy=False)
-    cache.store_many(spec.name, [(trials[n].user_attrs["genesis"]["cache_key"], n,
-                                  CacheEntry.of_artifact(spec.folder.read_trial(n), spec.name).model_dump_json()) for n in told])
-    return told
+        if key is not None and t.user_attrs.get("cached") is False and rows.get(key, ("running", t.number)) == ("running", t.number):
+            told[t.number] = key  # no row for its key, or its own claim still running
+    for n in spec.folder.lost_trials(list(told)):
+        del told[n]
+    if told:
+        cache.store_many(spec.name, [(key, n, CacheEntry.of_artifact(spec.folder.read_trial(n), spec.name).model_dump_json())
+                                     for n, key in told.items()])
+    return list(told)
 
 
 def mend_records(spec: StudySpec, study: optuna.Study, cache: ScoreCache) -> list[str]:
