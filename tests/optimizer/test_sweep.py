@@ -419,7 +419,7 @@ def test_a_trial_another_process_adds_during_a_commit_keeps_its_number_and_artif
     append. The chunk's trials take the numbers after it, and their artifacts and cache entries are
     written under those. Before, the artifacts were written first, under the numbers expected: the
     other's artifact was written over, and the sweep then stopped (two real sweeps of 3,000 points
-    each left 393 of 6,000 trials with another trial's artifact and 250 with none)."""
+    each: of the 3,250 trials they left, 393 carried another trial's artifact and 250 had none)."""
     path = _config(tmp_path, sample_start="2022-01-01", sample_end="2022-03-31")
     spec = load_study_config(path).spec(f"sqlite:///{tmp_path / 'results' / 'study.db'}" if rdb else None)
     folder, real, raced = spec.folder, sweep_module.add_finished, []
