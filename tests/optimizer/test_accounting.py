@@ -524,7 +524,8 @@ def test_a_trial_whose_cache_entry_was_written_and_tell_was_not_is_retried_as_it
     cache = ScoreCache(cache_url(storage) if storage else f"sqlite:///{tmp_path / 'results' / 'optuna.cache.db'}")
     (number, key), = cache.running_claims("t").items()
     assert _study(tmp_path, storage).trials[number].state.name == "RUNNING"
-    cache.store("t", key, CacheEntry.of_artifact(RunFolder(tmp_path / "results" / "runs" / "t").read_trial(number), "t"))
+    cache.hold("t", key, CacheEntry.of_artifact(RunFolder(tmp_path / "results" / "runs" / "t").read_trial(number), "t"))
+    cache.write_held()
     optimize(path, storage=storage)
     trials = _study(tmp_path, storage).trials
     retries = [t for t in trials if "retry_of" in t.user_attrs]

@@ -1189,11 +1189,6 @@ class ScoreCache:
 
         retrying(insert, self._retry, self._url)
 
-    def store(self, study: str, key: str, entry: CacheEntry) -> None:
-        """Write the entry of ``key``, claimed by this process, now."""
-        self.hold(study, key, entry)
-        self.write_held()
-
     def hold(self, study: str, key: str, entry: CacheEntry) -> None:
         """Store the entry of ``key``, claimed by this process, with its next transaction (the next
         trial's claim) or ``write_held``: one transaction a trial instead of two (with the connection
