@@ -888,8 +888,7 @@ def add_finished(study: optuna.Study, trials: list[optuna.trial.FrozenTrial]) ->
         study.add_trials(trials)
     finally:
         storage.adding = False
-        storage.flush()
-    storage.read_now()  # the append applied, whatever came before it
+        storage.flush()  # the append, then the log read up to it and past: its trials applied in their place
     last = storage._replay_result._last_created_trial_id_by_this_process
     return [storage.get_trial_number_from_id(i) for i in range(last - len(trials) + 1, last + 1)]
 
