@@ -283,6 +283,7 @@ def optimize(
     storage: Annotated[str | None, typer.Option(help="Storage URL (sqlite:///... or postgresql://...); overrides meta.storage.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes on this machine; overrides meta.n_workers.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Total trials in the study; overrides meta.stop.max_trials.")] = None,
+    study: Annotated[str | None, typer.Option(help="Run this study instead of meta.study_name's (a sweep's --study).")] = None,
     force_resume: Annotated[bool, typer.Option(help="Resume although the study signature differs (recorded).")] = False,
     backfill_signature: Annotated[bool, typer.Option(help="Adopt the current signature for a study that has none.")] = False,
     skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks (recorded in run.json).")] = False,
@@ -298,12 +299,14 @@ def optimize(
     cfg = load_study_config(config)
     if proxy is not None:
         cfg = _with_meta(cfg, "proxy", proxy, "--proxy")
+    if study is not None:
+        cfg = _with_meta(cfg, "study_name", study, "--study")
     options = RunOptions(workers, max_trials, force_resume, backfill_signature, deaf_once_stopped=True)
     try:
         with _progress_bar(not as_json) as on_progress:
             summary = run(cfg, options, storage, skip_preflight, on_progress)
     except StorageUnavailable as exc:
-        resume = f"genesis optimize {config}" + (f" --storage {storage}" if storage else "")
+        resume = f"genesis optimize {config}" + (f" --storage {storage}" if storage else "") + (f" --study {study}" if study else "")
         raise StorageUnavailable(f"{exc}; resume with: {resume}  (trials left running are recovered then)") from None
     except PreflightFailed as exc:
         if as_json:
@@ -384,14 +387,22 @@ def sweep(
         out.print(f"outcomes: {_counts(summary.outcomes)}")
         if summary.best_trial:
             out.print(f"best trial #{summary.best_trial.number}: production score {summary.best_trial.production_score:.4f}")
-        out.print(f"artifacts in {summary.run_dir}; next: genesis optimize {config} goes on from these trials, "
-                  f"genesis validate {summary.run_dir}")
+        out.print(f"artifacts in {summary.run_dir}; next: {_going_on(config, cfg, study, storage, summary.states)} goes on "
+                  f"from these trials, genesis validate {summary.run_dir}")
     for line in s.notes:
         err.print(f"[yellow]note:[/] {escape(line)}")
     if s.interrupted:
         stopped_by = signal.Signals[s.signal or "SIGINT"]
         err.print("interrupted; the points evaluated so far are in the study: the same command evaluates the rest")
         raise typer.Exit(128 + stopped_by.value)
+
+
+def _going_on(config: Path, cfg: StudyConfig, study: str | None, storage: str | None, states: dict[str, int]) -> str:
+    """The optimize command that goes on from a sweep's study: its budget counts the sweep's trials,
+    so one they already meet is raised by its own size (an optimize that ran nothing said only "0/0")."""
+    command = f"genesis optimize {config}" + (f" --storage {storage}" if storage else "") + (f" --study {study}" if study else "")
+    budget, done = cfg.meta.stop.max_trials, states.get("COMPLETE", 0) + states.get("PRUNED", 0)
+    return command if budget is None or budget > done else f"{command} --max-trials {done + budget}"
 
 
 def _with_meta(cfg: StudyConfig, name: str, value: Any, flag: str) -> StudyConfig:

@@ -170,6 +170,48 @@ def test_a_grid_sweep_then_the_same_sweep_again_adds_nothing_and_optimize_goes_o
     assert report["evaluated_trials"] >= 54 and not report["missing_artifacts"]
 
 
+def test_the_sweep_s_next_command_goes_on_from_its_trials_within_the_budget_and_the_study_they_went_to(tmp_path):
+    """The sweep's last line names the optimize command that goes on from its trials. The budget
+    counts them, so where they meet it already the command raises it by the config's budget (it
+    said `genesis optimize CONFIG`, which ran nothing and printed only 0/0; such a session now says
+    why in a note); and a sweep into ``--study`` names that study, which optimize now takes too (it
+    had no ``--study``: the command went on in ``meta.study_name``'s study)."""
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 20}, "duplicate_streak_limit": 1000}, parameters=SPACE,
+                        validation={**VALIDATION, "enabled": False})
+
+    def next_command(*args: str) -> list[str]:
+        swept = genesis("sweep", str(path), *args)
+        assert swept.returncode == 0, swept.stdout + swept.stderr
+        said = " ".join(swept.stdout.split())
+        command = said[said.index("next: ") + 6:said.index(" goes on from these trials")]
+        assert command.startswith("genesis optimize "), said
+        return command.split()[1:]
+
+    def trials(study: str) -> list[optuna.trial.FrozenTrial]:
+        return optuna.load_study(study_name=study, storage=open_storage(f"journal:///{tmp_path / 'results' / 'optuna.journal'}")).trials
+
+    command = next_command("--points", "30")
+    assert command == ["optimize", str(path), "--max-trials", "50"]  # the sweep's 30 trials meet the budget of 20
+    as_the_config_says = genesis("optimize", str(path), "--skip-preflight")
+    assert as_the_config_says.returncode == 0 and len(trials("t")) == 30, as_the_config_says.stderr
+    assert "the study's 30 evaluated trials meet its budget of 20 already" in " ".join(as_the_config_says.stderr.split())
+    went_on = genesis(*command, "--skip-preflight")
+    assert went_on.returncode == 0, went_on.stderr
+    assert len(trials("t")) == 50 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials("t"))
+    assert "meet its budget" not in went_on.stderr
+
+    command = next_command("--points", "12", "--study", "other")  # fewer than the budget: as the config says
+    assert command == ["optimize", str(path), "--study", "other"]
+    went_on = genesis(*command, "--skip-preflight")
+    assert went_on.returncode == 0, went_on.stderr
+    assert len(trials("other")) == 20 and len(trials("t")) == 50
+
+    def sessions(study: str) -> list[int]:
+        return [s["max_trials"] for s in json.loads((tmp_path / "results" / "runs" / study / "run.json").read_text())["sessions"]]
+
+    assert sessions("other") == [None, 20] and sessions("t") == [None, 20, 50]  # the sweep's, then optimize's
+
+
 def _options(max_trials: int):
     from genesis_core.optimizer import RunOptions
 

@@ -188,7 +188,11 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
         notes.append(f"{len(dead)} trial(s) left running by a stopped worker were failed and queued again: {dead}")
     notes += mend_records(spec, optuna_study, cache)
     max_trials = options.max_trials or cfg.meta.stop.max_trials
-    remaining = None if max_trials is None else max(0, max_trials - evaluated(optuna_study))
+    done = evaluated(optuna_study)
+    remaining = None if max_trials is None else max(0, max_trials - done)
+    if remaining == 0:
+        notes.append(f"the study's {done:,} evaluated trials meet its budget of {max_trials:,} already (meta.stop.max_trials, "
+                     f"or --max-trials): no trial was run; a larger budget goes on from them")
     workers = options.workers or cfg.meta.n_workers
     timeout = cfg.meta.stop.seconds_left(time.time())
     n_procs = workers if remaining is None else min(workers, remaining)
