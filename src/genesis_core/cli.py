@@ -356,6 +356,7 @@ def sweep(
     workers: Annotated[int | None, typer.Option(help="Processes, this one included (default: every core).")] = None,
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
     study: Annotated[str | None, typer.Option(help="Add the trials to this study instead of meta.study_name's.")] = None,
+    force_resume: Annotated[bool, typer.Option(help="Add to the study although its signature differs (recorded).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Backtest a grid, random or Sobol set of points of the search space on every core, and add them
@@ -365,7 +366,7 @@ def sweep(
     from genesis_core.optimizer import sweep as run_sweep
     from genesis_core.study import load_study_config
 
-    options = SweepOptions(method, points, levels, seed, workers, deaf_once_stopped=True)  # type: ignore[arg-type]
+    options = SweepOptions(method, points, levels, seed, workers, force_resume, deaf_once_stopped=True)  # type: ignore[arg-type]
     cfg = load_study_config(config)
     if study is not None:
         cfg = _with_meta(cfg, "study_name", study, "--study")

@@ -212,6 +212,32 @@ def test_the_sweep_s_next_command_goes_on_from_its_trials_within_the_budget_and_
     assert sessions("other") == [None, 20] and sessions("t") == [None, 20, 50]  # the sweep's, then optimize's
 
 
+def test_a_sweep_into_a_study_of_another_space_is_refused_naming_the_ways_on_and_force_resume_adds_to_it(tmp_path):
+    """A sweep checks the study's signature as optimize does; its refusal named `--force-resume`,
+    which the sweep did not take ("No such option"). It takes it now, records it as optimize does,
+    and the refusal names `--study NAME` too, which both commands take."""
+    path = _config(tmp_path)
+    assert genesis("sweep", str(path), "--points", "20").returncode == 0
+    wider = {**SPACE, "exits.stop_loss_atr": {**SPACE["exits.stop_loss_atr"], "high": 5.0}}
+    assert write_config(tmp_path, meta={"stop": {"max_trials": 1000}, "duplicate_streak_limit": 1000}, parameters=wider,
+                        validation=VALIDATION) == path
+    refused = genesis("sweep", str(path), "--points", "20")
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 2 and "exits.stop_loss_atr.high: 4.0 -> 5.0" in said, said
+    assert "(use a new study name, --study NAME, or --force-resume to continue anyway)" in said
+    assert len(_study(tmp_path).trials) == 20
+    forced = genesis("sweep", str(path), "--points", "20", "--force-resume")
+    assert forced.returncode == 0, forced.stderr
+    trials = _study(tmp_path).trials
+    added = len(trials) - 20  # points of the wider range that fall on one of the first sweep's are already there
+    assert added > 15 and max(t.params["exits.stop_loss_atr"] for t in trials[20:]) > 4.0
+    notes = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]["notes"]
+    assert notes[0] == "resumed despite signature mismatch (--force-resume): search_space: exits.stop_loss_atr.high: 4.0 -> 5.0"
+    assert f"{added} added, {20 - added} already in the study" in notes[-1]
+    again = genesis("sweep", str(path), "--points", "20")  # the study took the new signature
+    assert again.returncode == 0 and len(_study(tmp_path).trials) == 20 + added, again.stderr
+
+
 def _options(max_trials: int):
     from genesis_core.optimizer import RunOptions
 

@@ -202,7 +202,7 @@ def check_signature(optuna_study: optuna.Study, spec: StudySpec, data_fingerprin
             notes.append("signature backfilled by --backfill-signature")
     elif diff and not force_resume:
         raise ResumeBlocked("resume blocked: study signature mismatch\n  " + "\n  ".join(diff)
-                            + "\n(use a new study name, or --force-resume to continue anyway)")
+                            + "\n(use a new study name, --study NAME, or --force-resume to continue anyway)")
     elif diff:
         _refuse_incompatible_space(optuna_study.user_attrs.get(SPACE_ATTR, {}), spec.space.spec)
         notes.append("resumed despite signature mismatch (--force-resume): " + "; ".join(diff))
@@ -219,5 +219,5 @@ def _refuse_incompatible_space(stored: dict[str, Any], current: dict[str, Any]) 
         if old["type"] != new["type"] or (old["type"] in ("categorical", "grid") and old != new):
             raise ResumeBlocked(
                 f"cannot resume even with --force-resume: parameter {path} changed from {old} to {new}, "
-                "which Optuna cannot mix in one study; use a new study name"
+                "which Optuna cannot mix in one study; use a new study name (--study NAME)"
             )
