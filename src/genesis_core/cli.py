@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import logging
 import math
@@ -29,8 +30,9 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.data.exchange import Fetched
     from genesis_core.optimizer import OnProgress
     from genesis_core.optimizer import Progress as OptimizerProgress
-    from genesis_core.records import PreflightRecord, Robustness, RunFolder, TrialArtifact, ValidationReport
+    from genesis_core.records import PreflightRecord, PreflightSkipped, Robustness, RunFolder, TrialArtifact, ValidationReport
     from genesis_core.study import StudyConfig
+    from genesis_core.workflow import PreflightFailed
 
 app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
 model_app = typer.Typer(help="Train signal models and show what one was trained on.", no_args_is_help=True)
@@ -309,10 +311,7 @@ def optimize(
         resume = f"genesis optimize {config}" + (f" --storage {storage}" if storage else "") + (f" --study {study}" if study else "")
         raise StorageUnavailable(f"{exc}; resume with: {resume}  (trials left running are recovered then)") from None
     except PreflightFailed as exc:
-        if as_json:
-            sys.stdout.write(exc.report.model_dump_json(indent=2) + "\n")
-        else:
-            _print_checks(exc.report)
+        _print_failed(exc, as_json)
         raise
     e = summary.explore
     if as_json:
@@ -326,8 +325,7 @@ def optimize(
         if e.best_trial:
             out.print(f"best trial #{e.best_trial.number}: production score {e.best_trial.production_score:.4f}")
         out.print(f"artifacts in {e.run_dir}")
-    preflight_warnings = [f"preflight {c.name}: {c.detail}" for c in getattr(summary.preflight, "checks", []) if c.status == "warn"]
-    for line in [*preflight_warnings, *e.session.notes, *e.warnings]:
+    for line in [*_preflight_warnings(summary.preflight), *e.session.notes, *e.warnings]:
         err.print(f"[yellow]warning:[/] {escape(line)}")
     if e.session.stopped_reason:
         err.print(f"[yellow]explore stopped early:[/] {e.session.stopped_reason}")
@@ -357,6 +355,7 @@ def sweep(
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
     study: Annotated[str | None, typer.Option(help="Add the trials to this study instead of meta.study_name's.")] = None,
     force_resume: Annotated[bool, typer.Option(help="Add to the study although its signature differs (recorded).")] = False,
+    skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks (recorded in run.json).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Backtest a grid, random or Sobol set of points of the search space on every core, and add them
@@ -365,11 +364,17 @@ def sweep(
     from genesis_core.optimizer import StorageUnavailable, SweepOptions
     from genesis_core.optimizer import sweep as run_sweep
     from genesis_core.study import load_study_config
+    from genesis_core.workflow import PreflightFailed, checked
 
     options = SweepOptions(method, points, levels, seed, workers, force_resume, deaf_once_stopped=True)  # type: ignore[arg-type]
     cfg = load_study_config(config)
     if study is not None:
         cfg = _with_meta(cfg, "study_name", study, "--study")
+    try:
+        options = dataclasses.replace(options, preflight=checked(cfg, options, storage, skip_preflight))
+    except PreflightFailed as exc:
+        _print_failed(exc, as_json)
+        raise
     try:
         with _progress_bar(not as_json) as on_progress:
             summary = run_sweep(cfg.spec(storage), options, on_progress)
@@ -390,12 +395,26 @@ def sweep(
             out.print(f"best trial #{summary.best_trial.number}: production score {summary.best_trial.production_score:.4f}")
         out.print(f"artifacts in {summary.run_dir}; next: {_going_on(config, cfg, study, storage, summary.states)} goes on "
                   f"from these trials, genesis validate {summary.run_dir}")
+    for line in _preflight_warnings(options.preflight):
+        err.print(f"[yellow]warning:[/] {escape(line)}")
     for line in s.notes:
         err.print(f"[yellow]note:[/] {escape(line)}")
     if s.interrupted:
         stopped_by = signal.Signals[s.signal or "SIGINT"]
         err.print("interrupted; the points evaluated so far are in the study: the same command evaluates the rest")
         raise typer.Exit(128 + stopped_by.value)
+
+
+def _print_failed(exc: PreflightFailed, as_json: bool) -> None:
+    """A failed preflight's whole report: every check, not only the failures the error names."""
+    if as_json:
+        sys.stdout.write(exc.report.model_dump_json(indent=2) + "\n")
+    else:
+        _print_checks(exc.report)
+
+
+def _preflight_warnings(record: PreflightRecord | PreflightSkipped | None) -> list[str]:
+    return [f"preflight {c.name}: {c.detail}" for c in getattr(record, "checks", []) if c.status == "warn"]
 
 
 def _going_on(config: Path, cfg: StudyConfig, study: str | None, storage: str | None, states: dict[str, int]) -> str:

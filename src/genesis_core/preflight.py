@@ -1,7 +1,7 @@
-"""Preflight: refuse a bad optimizer run before it starts.
+"""Preflight: refuse a bad optimizer run or sweep before it starts.
 
 Each check reports pass, warn or fail; any fail means the run should not start (``genesis
-optimize`` runs these first unless ``--skip-preflight``, which it records). Nothing here writes
+optimize`` and ``genesis sweep`` run these first unless ``--skip-preflight``, which they record). Nothing here writes
 a file: storage is proven writable without creating one (a database server by a throwaway study).
 """
 
@@ -20,7 +20,7 @@ from genesis_core.backtest import Backtester, BacktestResult, build_config, data
 from genesis_core.data import Candles, format_ts, parse_timeframe, parse_ts, same_symbol
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import fingerprint
-from genesis_core.optimizer import StudySpec, measure, probe_storage, redact, stored_signature_diff
+from genesis_core.optimizer import StudySpec, SweepOptions, measure, probe_storage, redact, stored_signature_diff, sweep_size
 from genesis_core.records import CheckRecord, PreflightRecord
 from genesis_core.scoring import score
 from genesis_core.strategy import get_strategy
@@ -206,8 +206,9 @@ def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Chec
         return Check("storage", status, f"study {name!r} exists with {trials} trials and no signature (see --backfill-signature)")
     if diff:
         forced = " (resuming anyway: --force-resume)" if force_resume else ""
+        ways = "" if force_resume else "; --study NAME for a study of its own, or --force-resume to go on in this one"
         return Check("storage", "warn" if force_resume else "fail",
-                     f"study {name!r} ({trials} trials) was made with other settings{forced}: " + "; ".join(diff))
+                     f"study {name!r} ({trials} trials) was made with other settings{forced}: " + "; ".join(diff) + ways)
     return Check("storage", "pass", f"{redact(url)} writable; study {name!r} resumes ({trials} trials, signature matches)")
 
 
@@ -221,20 +222,17 @@ def preflight_file(config_path: str | Path, storage: str | None = None) -> list[
 
 
 def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None = None,
-              max_trials: int | None = None, force_resume: bool = False) -> list[Check]:
-    """Every check of the module docstring; stops early only when later checks cannot run."""
+              max_trials: int | None = None, force_resume: bool = False, sweep: SweepOptions | None = None) -> list[Check]:
+    """Every check of the module docstring; stops early only when later checks cannot run. For a
+    ``sweep`` (which has no budget and no sampler) the stop policy and space size are not checked,
+    and the run time is its points' backtests."""
     try:
         study = cfg.spec(storage)
     except GenesisError as exc:
         return [Check("config", "fail", str(exc))]
     checks = [Check("config", "pass", f"{len(study.space.distributions)} searched, {len(study.space.fixed)} fixed parameters")]
-    stop = cfg.meta.stop
-    refusal = stop.refusal(max_trials, time.time())
-    budget = [text for given, text in [(max_trials or stop.max_trials, f"{max_trials or stop.max_trials} trials"),
-                                       (stop.timeout_seconds, f"{stop.timeout_seconds} s"),
-                                       (stop.end_at, f"until {stop.end_at}")] if given is not None]
-    checks.append(Check("stop policy", "fail" if refusal else "pass", refusal or f"stops at the first of: {', '.join(budget)}"))
-    checks += _check_space_size(study, max_trials or stop.max_trials)
+    if sweep is None:
+        checks += _check_budget(cfg, study, max_trials)
     bt = Backtester()  # memory caches only: preflight writes no file
     try:
         candles = bt.candles(study.fixed.data.path, study.fixed.data.timeframe)
@@ -259,9 +257,36 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
                         f"no trade at the base point: {sc.outcome.value}, blocked {result.trace['blocked']}"))
     checks += _check_inert(study, bt, point) if trades else [Check("inert parameters", "warn", "not checked: the base point does not trade")]
     checks.append(_check_storage(study, bt, force_resume))
-    checks.append(_check_run_time(cfg, study, bt, point, max_trials or study.config.meta.stop.max_trials,
-                                  workers or study.config.meta.n_workers))
+    if sweep is not None:
+        checks.append(_check_sweep_time(study, bt, point, sweep))
+    else:
+        checks.append(_check_run_time(cfg, study, bt, point, max_trials or study.config.meta.stop.max_trials,
+                                      workers or study.config.meta.n_workers))
     return checks
+
+
+def _check_budget(cfg: StudyConfig, study: StudySpec, max_trials: int | None) -> list[Check]:
+    stop = cfg.meta.stop
+    refusal = stop.refusal(max_trials, time.time())
+    budget = [text for given, text in [(max_trials or stop.max_trials, f"{max_trials or stop.max_trials} trials"),
+                                       (stop.timeout_seconds, f"{stop.timeout_seconds} s"),
+                                       (stop.end_at, f"until {stop.end_at}")] if given is not None]
+    return [Check("stop policy", "fail" if refusal else "pass", refusal or f"stops at the first of: {', '.join(budget)}"),
+            *_check_space_size(study, max_trials or stop.max_trials)]
+
+
+def _check_sweep_time(study: StudySpec, bt: Backtester, point: dict[str, Any], sweep: SweepOptions) -> Check:
+    """The sweep's backtests, measured at the base point and divided among its processes; what the
+    sweep writes for each point (trial, artifact, cache entry) comes on top."""
+    try:
+        points = sweep_size(study.space, sweep)
+    except GenesisError as exc:
+        return Check("sweep points", "fail", str(exc))
+    each = _measure_seconds(study, bt, point)
+    cores = max(1, min(sweep.workers or os.cpu_count() or 1, os.cpu_count() or 1))
+    return Check("expected run time", "pass", f"~{_duration(points * each / cores)} of backtests for {points:,} points on {cores} "
+                 f"process(es): {each * 1e3:.1f} ms a point (plan, backtest, score, record), measured at the base point; "
+                 "writing each point's trial, artifact and cache entry comes on top")
 
 
 def _check_space_size(study: StudySpec, n_trials: int | None) -> list[Check]:

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 from genesis_core.champion import Decision, promote
 from genesis_core.config import parse_model
 from genesis_core.errors import ConfigError, GenesisError
-from genesis_core.optimizer import OnProgress, RunOptions, RunSummary, optimize
+from genesis_core.optimizer import OnProgress, RunOptions, RunSummary, SweepOptions, optimize
 from genesis_core.preflight import preflight, report
 from genesis_core.records import (
     Fold,
@@ -61,12 +61,17 @@ class WorkflowSummary(BaseModel):
     promotion: PromotionSummary | None = None
 
 
-def checked(cfg: StudyConfig, options: RunOptions, storage: str | None,
+def checked(cfg: StudyConfig, options: RunOptions | SweepOptions, storage: str | None,
             skip_preflight: bool) -> PreflightRecord | PreflightSkipped:
-    """Preflight's report (or that it was skipped); PreflightFailed if any check fails."""
+    """Preflight's report (or that it was skipped) for an optimizer session or a sweep; PreflightFailed
+    if any check fails."""
     if skip_preflight:
         return PreflightSkipped()
-    record = report(preflight(cfg, storage, options.workers, options.max_trials, options.force_resume))
+    if isinstance(options, SweepOptions):
+        checks = preflight(cfg, storage, options.workers, force_resume=options.force_resume, sweep=options)
+    else:
+        checks = preflight(cfg, storage, options.workers, options.max_trials, options.force_resume)
+    record = report(checks)
     if not record.ok:
         raise PreflightFailed(record)
     return record

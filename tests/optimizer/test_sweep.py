@@ -8,6 +8,7 @@ from __future__ import annotations
 import gc
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -213,15 +214,21 @@ def test_the_sweep_s_next_command_goes_on_from_its_trials_within_the_budget_and_
 
 
 def test_a_sweep_into_a_study_of_another_space_is_refused_naming_the_ways_on_and_force_resume_adds_to_it(tmp_path):
-    """A sweep checks the study's signature as optimize does; its refusal named `--force-resume`,
-    which the sweep did not take ("No such option"). It takes it now, records it as optimize does,
-    and the refusal names `--study NAME` too, which both commands take."""
+    """A sweep checks the study's signature as optimize does (in preflight, and again as it opens the
+    study); its refusal named `--force-resume`, which the sweep did not take ("No such option"). It
+    takes it now, records it as optimize does, and both refusals name `--study NAME` too, which both
+    commands take."""
     path = _config(tmp_path)
     assert genesis("sweep", str(path), "--points", "20").returncode == 0
     wider = {**SPACE, "exits.stop_loss_atr": {**SPACE["exits.stop_loss_atr"], "high": 5.0}}
     assert write_config(tmp_path, meta={"stop": {"max_trials": 1000}, "duplicate_streak_limit": 1000}, parameters=wider,
                         validation=VALIDATION) == path
     refused = genesis("sweep", str(path), "--points", "20")
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 1 and "preflight failed" in said, said
+    assert ("storage: study 't' (20 trials) was made with other settings: search_space: exits.stop_loss_atr.high: 4.0 -> 5.0; "
+            "--study NAME for a study of its own, or --force-resume to go on in this one") in said
+    refused = genesis("sweep", str(path), "--points", "20", "--skip-preflight")
     said = " ".join(refused.stderr.split())
     assert refused.returncode == 2 and "exits.stop_loss_atr.high: 4.0 -> 5.0" in said, said
     assert "(use a new study name, --study NAME, or --force-resume to continue anyway)" in said
@@ -231,11 +238,48 @@ def test_a_sweep_into_a_study_of_another_space_is_refused_naming_the_ways_on_and
     trials = _study(tmp_path).trials
     added = len(trials) - 20  # points of the wider range that fall on one of the first sweep's are already there
     assert added > 15 and max(t.params["exits.stop_loss_atr"] for t in trials[20:]) > 4.0
-    notes = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]["notes"]
+    session = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]
+    assert {c["name"]: c["status"] for c in session["preflight"]["checks"]}["storage"] == "warn"
+    notes = session["notes"]
     assert notes[0] == "resumed despite signature mismatch (--force-resume): search_space: exits.stop_loss_atr.high: 4.0 -> 5.0"
     assert f"{added} added, {20 - added} already in the study" in notes[-1]
     again = genesis("sweep", str(path), "--points", "20")  # the study took the new signature
     assert again.returncode == 0 and len(_study(tmp_path).trials) == 20 + added, again.stderr
+
+
+def test_a_sweep_is_preflighted_as_optimize_is_and_one_inside_its_model_s_training_span_writes_nothing(tmp_path):
+    """`genesis sweep` ran without preflight: a sweep over a window inside the model's training span
+    (in-sample for the model, the leakage preflight exists to stop) or past the data's end ran to
+    the end, and its results fed validation and promotion as any run's; the second added nothing
+    and said so only in a note, exit 0. Now preflight runs first (without the budget's checks: a
+    sweep has none) and is recorded in the session; ``--skip-preflight`` starts it anyway, recorded."""
+    leak = write_config(tmp_path, "leak.yaml", meta={"sample_start": "2021-01-01", "sample_end": "2021-03-31"}, parameters=SPACE,
+                        validation=VALIDATION)
+    refused = genesis("sweep", str(leak), "--points", "20")
+    said = " ".join(refused.stderr.split())
+    assert refused.returncode == 1 and "preflight failed" in said, said
+    assert ("model training: explore 2021-01-01..2021-03-31 overlaps the training span of model builtin:btcusd_1h "
+            "(2018-06-01..2021-12-31, BTCUSD 1h): in-sample for the model") in said
+    assert not (tmp_path / "results").exists()
+    past = write_config(tmp_path, "past.yaml", meta={"sample_start": "2023-06-01", "sample_end": "2025-12-31"}, parameters=SPACE,
+                        validation=VALIDATION)
+    refused = genesis("sweep", str(past), "--points", "20")
+    assert refused.returncode == 1 and "windows covered: explore 2023-06-01..2025-12-31: window end 2025-12-31 is after the " \
+        "data's last bar" in " ".join(refused.stderr.split())
+    assert not (tmp_path / "results").exists()
+
+    anyway = genesis("sweep", str(leak), "--points", "20", "--skip-preflight")
+    assert anyway.returncode == 0 and len(_study(tmp_path).trials) == 20, anyway.stderr
+    assert json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]["preflight"] == {"skipped": True}
+
+    checked = genesis("sweep", str(_config(tmp_path, study_name="u")), "--points", "300", "--workers", "2")
+    assert checked.returncode == 0, checked.stderr
+    session = json.loads((tmp_path / "results" / "runs" / "u" / "run.json").read_text())["sessions"][-1]
+    checks = {c["name"]: (c["status"], c["detail"]) for c in session["preflight"]["checks"]}
+    assert "stop policy" not in checks and "space size" not in checks and all(s == "pass" for s, _ in checks.values()), checks
+    assert re.fullmatch(rf"~\d+\.\d s of backtests for 300 points on {min(2, os.cpu_count() or 1)} process\(es\): \d+\.\d ms a point \(plan, backtest, score, "
+                        r"record\), measured at the base point; writing each point's trial, artifact and cache entry comes on top",
+                        checks["expected run time"][1]), checks["expected run time"]
 
 
 def _options(max_trials: int):

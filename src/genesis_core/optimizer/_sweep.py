@@ -16,6 +16,7 @@ import contextlib
 import datetime
 import fcntl
 import itertools
+import math
 import os
 import signal
 import time
@@ -55,7 +56,7 @@ from genesis_core.optimizer._worker import (
     stopping_on_signals,
     trial_attributes,
 )
-from genesis_core.records import Metrics, ScoreRecord, Session, TrialArtifact, iso
+from genesis_core.records import Metrics, PreflightRecord, PreflightSkipped, ScoreRecord, Session, TrialArtifact, iso
 
 SweepMethod = Literal["grid", "random", "sobol"]
 MAX_POINTS = 1_000_000
@@ -71,6 +72,7 @@ class SweepOptions:
     seed: int = 0
     workers: int | None = None  # processes; None: every core
     force_resume: bool = False  # add to a study whose signature differs (recorded in the session's notes)
+    preflight: PreflightRecord | PreflightSkipped | None = None  # what preflight said before the sweep (recorded in run.json)
     deaf_once_stopped: bool = False  # ignore SIGINT and SIGTERM for good once one stopped the sweep (see stopping_on_signals)
 
     def __post_init__(self) -> None:
@@ -85,16 +87,23 @@ class SweepOptions:
         at_least_one("--workers", self.workers)
 
 
+def sweep_size(space: SearchSpace, options: SweepOptions) -> int:
+    """How many points ``sweep_points`` makes, without making them; ConfigError for a grid of more
+    than MAX_POINTS."""
+    if options.method != "grid":
+        return options.points
+    size = math.prod(len(space.sweep(path, options.levels)) for path in space.distributions)
+    if size > MAX_POINTS:
+        raise ConfigError(f"a grid of {options.levels} levels over {len(space.distributions)} parameters has {size:,} points "
+                          f"(at most {MAX_POINTS:,}): fewer --levels, or --method sobol --points N")
+    return size
+
+
 def sweep_points(space: SearchSpace, options: SweepOptions) -> list[dict[str, Any]]:
     """The sweep's points, as trial parameters (dotted paths inside params), in a fixed order."""
     if options.method == "grid":
+        sweep_size(space, options)
         axes = [space.sweep(path, options.levels) for path in space.distributions]
-        size = 1
-        for axis in axes:
-            size *= len(axis)
-        if size > MAX_POINTS:
-            raise ConfigError(f"a grid of {options.levels} levels over {len(axes)} parameters has {size:,} points "
-                              f"(at most {MAX_POINTS:,}): fewer --levels, or --method sobol --points N")
         return [{**space.fixed, **dict(zip(space.distributions, values, strict=True))} for values in itertools.product(*axes)]
     if options.method == "random":
         import random
@@ -307,7 +316,7 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
         session = Session(
             started=iso(started), finished=iso(finished), seconds=round(finished - started, 3), workers=workers, max_trials=None,
             interrupted=bool(interrupted), signal=None if not interrupted else signal.Signals(interrupted[0]).name, stopped_reason=None,
-            widened=0, notes=notes, failed_workers=[], preflight=None,
+            widened=0, notes=notes, failed_workers=[], preflight=options.preflight,
         )
         return record_results(spec, study, session)
 
