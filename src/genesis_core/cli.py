@@ -355,6 +355,7 @@ def sweep(
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
     study: Annotated[str | None, typer.Option(help="Add the trials to this study instead of meta.study_name's.")] = None,
     force_resume: Annotated[bool, typer.Option(help="Add to the study although its signature differs (recorded).")] = False,
+    backfill_signature: Annotated[bool, typer.Option(help="Adopt the current signature for a study that has none.")] = False,
     skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks (recorded in run.json).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
@@ -366,7 +367,8 @@ def sweep(
     from genesis_core.study import load_study_config
     from genesis_core.workflow import PreflightFailed, checked
 
-    options = SweepOptions(method, points, levels, seed, workers, force_resume, deaf_once_stopped=True)  # type: ignore[arg-type]
+    options = SweepOptions(method, points, levels, seed, workers, force_resume, backfill_signature,  # type: ignore[arg-type]
+                           deaf_once_stopped=True)
     cfg = load_study_config(config)
     if study is not None:
         cfg = _with_meta(cfg, "study_name", study, "--study")

@@ -282,6 +282,33 @@ def test_a_sweep_is_preflighted_as_optimize_is_and_one_inside_its_model_s_traini
                         checks["expected run time"][1]), checks["expected run time"]
 
 
+def test_a_sweep_into_a_study_without_a_signature_can_adopt_one_as_its_note_says(tmp_path):
+    """A study made without this code's signature (plain Optuna, an old version) is swept into with a
+    note naming `--backfill-signature`, which only optimize took: the sweep takes it now, and the
+    study's signature then guards it as any study's."""
+    path = _config(tmp_path)
+    (tmp_path / "results").mkdir()
+    plain = optuna.create_study(study_name="t", direction="maximize", storage=optuna.storages.JournalStorage(
+        optuna.storages.journal.JournalFileBackend(str(tmp_path / "results" / "optuna.journal"))))
+    plain.add_trial(optuna.trial.create_trial(params={"exits.max_bars_held": 24}, value=1.0,
+                                              distributions={"exits.max_bars_held": optuna.distributions.IntDistribution(6, 96)}))
+
+    def notes() -> list[str]:
+        return json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]["notes"]
+
+    assert genesis("sweep", str(path), "--points", "10").returncode == 0
+    assert "study 't' has 1 trials but no signature, so nothing proves they were made with this config; " \
+           "--backfill-signature adopts the current one" in notes()
+    adopted = genesis("sweep", str(path), "--points", "20", "--backfill-signature")
+    assert adopted.returncode == 0, adopted.stderr
+    assert notes()[0] == "signature backfilled by --backfill-signature" and len(_study(tmp_path).trials) == 21
+    assert genesis("sweep", str(path), "--points", "30").returncode == 0 and "signature" not in " ".join(notes()[:-1])
+    wider = {**SPACE, "exits.max_bars_held": {**SPACE["exits.max_bars_held"], "high": 120}}
+    write_config(tmp_path, meta={"stop": {"max_trials": 1000}, "duplicate_streak_limit": 1000}, parameters=wider, validation=VALIDATION)
+    guarded = genesis("sweep", str(path), "--points", "10", "--skip-preflight")
+    assert guarded.returncode == 2 and "exits.max_bars_held.high: 96 -> 120" in " ".join(guarded.stderr.split())
+
+
 def _options(max_trials: int):
     from genesis_core.optimizer import RunOptions
 

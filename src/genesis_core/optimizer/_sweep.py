@@ -72,6 +72,7 @@ class SweepOptions:
     seed: int = 0
     workers: int | None = None  # processes; None: every core
     force_resume: bool = False  # add to a study whose signature differs (recorded in the session's notes)
+    backfill_signature: bool = False  # adopt the current signature for a study that has none
     preflight: PreflightRecord | PreflightSkipped | None = None  # what preflight said before the sweep (recorded in run.json)
     deaf_once_stopped: bool = False  # ignore SIGINT and SIGTERM for good once one stopped the sweep (see stopping_on_signals)
 
@@ -264,7 +265,7 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True,
                                 sampler=spec.sampler(), pruner=spec.pruner())
-    notes = check_signature(study, spec, data_fp, options.force_resume, False)
+    notes = check_signature(study, spec, data_fp, options.force_resume, options.backfill_signature)
     spec.folder.remove_stale_temporaries()
     recover_stale_trials(study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
