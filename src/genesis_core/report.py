@@ -28,6 +28,7 @@ from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config, data_symbol
 from genesis_core.optimizer import SearchSpace
 from genesis_core.records import (
+    SWEPT,
     BacktestRecord,
     ChampionStore,
     RunFolder,
@@ -86,14 +87,17 @@ class _Page:
                 f"<p class='note'>genesis-core {__version__}</p></body></html>")
 
 
+_PHASES = {SWEPT: "sweep points (grid, random or Sobol)", 1: "phase 1 (feasibility sampling)", 2: "phase 2 (production sampling)"}
+
+
 def _history(rows: list[TrialRow]) -> go.Figure:
-    """Production score per trial, by phase, with the best so far."""
+    """Production score per trial, by phase (a sweep's points apart: neither phase sampled them), with the best so far."""
     fig = go.Figure()
     done = [r for r in rows if r.production_score is not None and r.state == "COMPLETE"]
     for phase in sorted({r.phase for r in done if r.phase is not None}):
         mine = [r for r in done if r.phase == phase]
         fig.add_trace(go.Scatter(x=[r.number for r in mine], y=[r.production_score for r in mine], mode="markers",
-                                 name=f"phase {phase} ({'feasibility' if phase == 1 else 'production'} sampling)"))
+                                 name=_PHASES.get(phase, f"phase {phase}")))
     scores = np.array([r.production_score for r in done], dtype=np.float64)
     fig.add_trace(go.Scatter(x=[r.number for r in done], y=np.maximum.accumulate(scores) if len(scores) else [], mode="lines",
                              name="best so far"))

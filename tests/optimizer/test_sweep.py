@@ -19,6 +19,7 @@ import optuna
 import pytest
 import sqlalchemy as sa
 
+from genesis_core import report as report_module
 from genesis_core.backtest import Backtester
 from genesis_core.optimizer import SweepOptions, open_storage, sweep, sweep_points
 from genesis_core.optimizer import _sweep as sweep_module
@@ -167,6 +168,13 @@ def test_a_grid_sweep_then_the_same_sweep_again_adds_nothing_and_optimize_goes_o
         [t.user_attrs["genesis"]["cache_key"] for t in _study(tmp_path).trials[:54]]
     best = max((t for t in trials if t.user_attrs["outcome"] == "VALID"), key=lambda t: t.value)
     assert resumed["best_trial"]["number"] == best.number
+    # the sweep's points are labelled as such, not by the phase their numbers fall in (the first
+    # scoring.phase1.trials read "phase 1 (feasibility sampling)" in the report, the rest phase 2)
+    assert [t.user_attrs["phase"] for t in trials] == [0] * 54 + [2] * 10
+    rows = RunFolder(Path(resumed["run_dir"])).read_trials_table()
+    assert [r.phase for r in rows] == [0] * 54 + [2] * 10
+    assert [trace.name for trace in report_module._history(rows).data] == [
+        "sweep points (grid, random or Sobol)", "phase 2 (production sampling)", "best so far"]
     report = validate(Path(resumed["run_dir"]))  # validation reads the sweep's trials as any run's
     assert report["evaluated_trials"] >= 54 and not report["missing_artifacts"]
 

@@ -56,7 +56,7 @@ from genesis_core.optimizer._worker import (
     stopping_on_signals,
     trial_attributes,
 )
-from genesis_core.records import Metrics, PreflightRecord, PreflightSkipped, ScoreRecord, Session, TrialArtifact, iso
+from genesis_core.records import SWEPT, Metrics, PreflightRecord, PreflightSkipped, ScoreRecord, Session, TrialArtifact, iso
 
 SweepMethod = Literal["grid", "random", "sobol"]
 MAX_POINTS = 1_000_000
@@ -339,8 +339,7 @@ def _commit(spec: StudySpec, study: optuna.Study, cache: ScoreCache, new: list[_
     cache entries (one transaction). A stop in between leaves trials whose artifacts or entries the
     next session writes (``mend_records``). Artifacts were written first, under the numbers the
     trials were expected to take: a second sweep of the study at the same time wrote over the
-    first's, and left its own trials without one. Returns how many took other numbers than expected
-    (their ``phase`` attribute is the expected number's)."""
+    first's, and left its own trials without one. Returns how many took other numbers than expected."""
     first = trial_count(study)
     now = datetime.datetime.now()  # as create_trial would, without converting and validating twice
     trials = [FrozenTrial(number=-1, trial_id=-1, state=TrialState.COMPLETE, value=n.measured.score.production, values=None,
@@ -348,8 +347,8 @@ def _commit(spec: StudySpec, study: optuna.Study, cache: ScoreCache, new: list[_
                           params={p: spec.space.held(p, v) for p, v in n.params.items() if p in spec.space.distributions},
                           distributions=dict(spec.space.distributions), system_attrs={}, intermediate_values={},
                           user_attrs=trial_attributes(n.measured.score, n.measured.metrics, None, n.config_fingerprint, n.key,
-                                                      spec.phase(first + i)))
-              for i, n in enumerate(new)]
+                                                      SWEPT))
+              for n in new]
     numbers = add_finished(study, trials)
     spec.folder.write_trials([(number, TrialArtifact.json_of(n.measured.record_json, number, n.params, n.measured.score))
                               for number, n in zip(numbers, new, strict=True)])

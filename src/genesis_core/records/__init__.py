@@ -29,6 +29,7 @@ from genesis_core.records._run import (
     finished_runs,
 )
 from genesis_core.records._trial import (
+    SWEPT,
     TRIAL_METRICS,
     BacktestRecord,
     BestTrial,
@@ -61,7 +62,7 @@ from genesis_core.records._validation import (
 )
 
 __all__ = [
-    "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
+    "SWEPT", "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
     "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "ChampionWriteError", "CheckRecord",
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",

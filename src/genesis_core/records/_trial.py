@@ -201,6 +201,9 @@ class BestTrial(Record):
         return raw
 
 
+SWEPT = 0  # the phase of a sweep's trials: points of a grid, random or Sobol sweep, sampled by neither phase
+
+
 class TrialRow(Part):
     """One row of ``trials.csv`` (every trial of the study, whatever its state)."""
 
@@ -208,7 +211,7 @@ class TrialRow(Part):
     state: str
     outcome: str | None = None
     objective: float | None = None  # what Optuna was told (the production score; see PhasedSampler)
-    phase: int | None = None
+    phase: int | None = None  # 1 feasibility first, 2 production (the scoring phase that sampled it), or SWEPT
     feasibility_score: float | None = None
     production_score: float | None = None
     cached: bool | None = None  # answered as a duplicate of an earlier trial of this study
