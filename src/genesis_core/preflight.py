@@ -20,7 +20,16 @@ from genesis_core.backtest import Backtester, BacktestResult, build_config, data
 from genesis_core.data import Candles, format_ts, parse_timeframe, parse_ts, same_symbol
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import fingerprint
-from genesis_core.optimizer import StudySpec, SweepOptions, measure, probe_storage, redact, stored_signature_diff, sweep_size
+from genesis_core.optimizer import (
+    StudySpec,
+    SweepOptions,
+    measure,
+    probe_storage,
+    redact,
+    stored_signature_diff,
+    sweep_processes,
+    sweep_size,
+)
 from genesis_core.records import CheckRecord, PreflightRecord
 from genesis_core.scoring import score
 from genesis_core.strategy import get_strategy
@@ -276,15 +285,16 @@ def _check_budget(cfg: StudyConfig, study: StudySpec, max_trials: int | None) ->
 
 
 def _check_sweep_time(study: StudySpec, bt: Backtester, point: dict[str, Any], sweep: SweepOptions) -> Check:
-    """The sweep's backtests, measured at the base point and divided among its processes; what the
-    sweep writes for each point (trial, artifact, cache entry) comes on top."""
+    """The sweep's backtests, measured at the base point and divided among its processes (up to one
+    per core); what the sweep writes for each point (trial, artifact, cache entry) comes on top."""
     try:
         points = sweep_size(study.space, sweep)
     except GenesisError as exc:
         return Check("sweep points", "fail", str(exc))
     each = _measure_seconds(study, bt, point)
-    cores = max(1, min(sweep.workers or os.cpu_count() or 1, os.cpu_count() or 1))
-    return Check("expected run time", "pass", f"~{_duration(points * each / cores)} of backtests for {points:,} points on {cores} "
+    processes = sweep_processes(sweep, points)
+    cores = min(processes, os.cpu_count() or 1)
+    return Check("expected run time", "pass", f"~{_duration(points * each / cores)} of backtests for {points:,} points on {processes} "
                  f"process(es): {each * 1e3:.1f} ms a point (plan, backtest, score, record), measured at the base point; "
                  "writing each point's trial, artifact and cache entry comes on top")
 

@@ -88,23 +88,31 @@ class SweepOptions:
         at_least_one("--workers", self.workers)
 
 
-def sweep_size(space: SearchSpace, options: SweepOptions) -> int:
-    """How many points ``sweep_points`` makes, without making them; ConfigError for a grid of more
-    than MAX_POINTS."""
-    if options.method != "grid":
-        return options.points
-    size = math.prod(len(space.sweep(path, options.levels)) for path in space.distributions)
+def _grid_axes(space: SearchSpace, levels: int) -> list[list[Any]]:
+    """Each searched parameter's values in a grid of ``levels``; ConfigError for more than MAX_POINTS points."""
+    axes = [space.sweep(path, levels) for path in space.distributions]
+    size = math.prod(len(axis) for axis in axes)
     if size > MAX_POINTS:
-        raise ConfigError(f"a grid of {options.levels} levels over {len(space.distributions)} parameters has {size:,} points "
+        raise ConfigError(f"a grid of {levels} levels over {len(axes)} parameters has {size:,} points "
                           f"(at most {MAX_POINTS:,}): fewer --levels, or --method sobol --points N")
-    return size
+    return axes
+
+
+def sweep_size(space: SearchSpace, options: SweepOptions) -> int:
+    """How many points ``sweep_points`` makes, without making them."""
+    return options.points if options.method != "grid" else math.prod(len(axis) for axis in _grid_axes(space, options.levels))
+
+
+def sweep_processes(options: SweepOptions, points: int) -> int:
+    """The processes a sweep of ``points`` runs on, its own included: ``workers`` (every core by
+    default), no more than it has chunks."""
+    return max(1, min(options.workers or os.cpu_count() or 1, -(-points // CHUNK)))
 
 
 def sweep_points(space: SearchSpace, options: SweepOptions) -> list[dict[str, Any]]:
     """The sweep's points, as trial parameters (dotted paths inside params), in a fixed order."""
     if options.method == "grid":
-        sweep_size(space, options)
-        axes = [space.sweep(path, options.levels) for path in space.distributions]
+        axes = _grid_axes(space, options.levels)
         return [{**space.fixed, **dict(zip(space.distributions, values, strict=True))} for values in itertools.product(*axes)]
     if options.method == "random":
         import random
@@ -276,7 +284,7 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
     notes += mend_records(spec, study, cache)
     known = frozenset(t.user_attrs["genesis"]["cache_key"] for t in study.get_trials(deepcopy=False)
                       if "cache_key" in t.user_attrs.get("genesis", {}))
-    workers = max(1, min(options.workers or os.cpu_count() or 1, -(-count // CHUNK)))
+    workers = sweep_processes(options, count)
     seen = set(known)
     done = repeated = in_study = moved = 0
     refused: list[str] = []
