@@ -498,28 +498,37 @@ def preflight(
         raise typer.Exit(1)
 
 
-def _plateau(r: Robustness | None) -> str:
-    return "-" if r is None else f"[red]{escape(r.describe())}[/]" if r.flagged else r.describe()
+def _plateau(r: Robustness | None, between: str) -> str:
+    """The share of the score a candidate's neighbours keep at the median and at worst; a peak said so, in red."""
+    if r is None or r.plateau is None or r.worst is None:
+        return "-"
+    text = f"{r.plateau:.0%}{between}({r.worst:.0%})"
+    return f"[red]{text}{between}peak[/]" if r.flagged else text
 
 
 def _print_validation(report: ValidationReport) -> None:
+    """The candidates' windows, one row each, narrow enough that no figure is cut short in 100
+    columns (under 120 a window's dates, and a plateau's two shares, take two lines); why a
+    candidate failed is listed under the table in full, where a column of reasons showed
+    ``min_pro…`` in 120 columns and the scores ``-11…`` in 100."""
     from genesis_core.validation import ValidationConfig
 
     v = ValidationConfig.model_validate(report.validation)
     table = Table(title=f"Validation of {report.run}: top {v.top_n} of {report.evaluated_trials} evaluated trials, "
                         f"ranked by {v.ranking} window score")
-    for col in ("rank", "trial", "window", "production", "return", "max dd", "PF", "trades", "val score", "plateau", "result"):
-        table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=col == "window")
+    for col in ("trial", "window", "score", "return", "max dd", "PF", "trades", "val\nscore", "plateau\n(worst)", "result"):
+        table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=True)
+    wide = out.width >= 120
+    between = " .. " if wide else "\n.."
     for c in report.candidates:
-        verdict = "[green]pass[/]" if c.passed else "[red]fail[/]"
-        rows = [("explore", c.explore.production_score, c.explore.metrics, verdict)]
-        rows += [(f"{w.start}..{w.end}", w.production_score, w.metrics, "; ".join(w.reasons)) for w in c.windows]
-        for i, (label, sc, m, result) in enumerate(rows):
+        rows = [("explore", c.explore.production_score, c.explore.metrics, c.passed)]  # the candidate's verdict first
+        rows += [(f"{w.start}{between}{w.end}", w.production_score, w.metrics, w.passed) for w in c.windows]
+        for i, (label, sc, m, ok) in enumerate(rows):
             first = i == 0
-            table.add_row(str(c.rank) if first else "", str(c.trial) if first else "", label, f"{sc:.2f}",
-                          _fmt(m["total_return"], "+.2%"), _fmt(m["max_drawdown"], ".2%"), _fmt(m["profit_factor"], ".2f"),
-                          str(m["num_trades"]),
-                          f"{c.validation_score:.2f}" if first else "", _plateau(c.robustness) if first else "", result)
+            table.add_row(f"#{c.trial}" if first else "", label, f"{sc:.2f}", _fmt(m["total_return"], "+.2%"),
+                          _fmt(m["max_drawdown"], ".2%"), _fmt(m["profit_factor"], ".2f"), str(m["num_trades"]),
+                          f"{c.validation_score:.2f}" if first else "", _plateau(c.robustness, " " if wide else "\n") if first else "",
+                          "[green]pass[/]" if ok else "[red]fail[/]")
         table.add_section()
     out.print(table)
     o = report.overfitting
@@ -535,6 +544,11 @@ def _print_validation(report: ValidationReport) -> None:
                   f"below the out-of-sample median in that share of {o.pbo.splits:,} splits of {o.pbo.blocks} blocks)")
     elif o.pbo_note:
         out.print(f"probability of backtest overfitting: not measured ({o.pbo_note})")
+    failed = [(c.trial, reason) for c in report.candidates for reason in c.reasons]
+    if failed:
+        out.print("why they failed:")
+        for trial, reason in failed:
+            out.print(f"  #{trial} {escape(reason)}", soft_wrap=True)
     peaks = [c for c in report.candidates if c.robustness is not None and c.robustness.flagged]
     if peaks:
         err.print(f"[yellow]warning:[/] {', '.join(f'#{c.trial}' for c in peaks)}: a peak, not a plateau: one step in some "

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import statistics
@@ -13,7 +14,7 @@ import pytest
 
 from genesis_core.backtest import BacktestConfig, Backtester, build_config
 from genesis_core.errors import ConfigError
-from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact
+from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact, ValidationReport
 from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, evaluate_candidate, select_candidates
 from tests.optimizer.test_optimizer import ROOT, write_config
@@ -136,9 +137,42 @@ def test_validate_cli_writes_the_report_and_a_table(fresh_run):
     proc = subprocess.run([sys.executable, "-m", "genesis_core", "validate", str(fresh_run), "--top-n", "2"],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert "Validation of t" in proc.stdout and "explore" in proc.stdout and "2022-06-01..2022-08-31" in proc.stdout
     report = json.loads((fresh_run / "validation.json").read_text())
     assert len(report["candidates"]) == 2 and report["validation"]["top_n"] == 2
+    _shows_every_figure_whole(proc.stdout, ValidationReport.model_validate(report), 120)
+
+
+def _shows_every_figure_whole(text: str, report: ValidationReport, width: int) -> None:
+    """Every window's figures and every failed constraint in full in ``text``, no line wider than
+    ``width`` and nothing cut short (a column of reasons showed ``min_pro…`` in 120 columns, and
+    scores ``-11…`` in 100)."""
+    lines = text.splitlines()
+    assert "…" not in text and max(map(len, lines)) <= width
+    assert report.candidates and any(c.reasons for c in report.candidates)  # something to show
+    rows = [line for line in lines if line.startswith("│")]
+    for c in report.candidates:
+        for label, sc, m in [("explore", c.explore.production_score, c.explore.metrics),
+                             *((w.start, w.production_score, w.metrics) for w in c.windows)]:
+            row = next(r for r in rows if label in r and f"{sc:.2f}" in r)
+            cells = [cell.strip() for cell in row.strip("│").split("│")]
+            assert cells[2:7] == [f"{sc:.2f}", f"{m['total_return']:+.2%}", f"{m['max_drawdown']:.2%}",
+                                  f"{m['profit_factor']:.2f}", str(m["num_trades"])]
+        assert any(f"#{c.trial}" in r and f"{c.validation_score:.2f}" in r for r in rows)
+        for reason in c.reasons:
+            assert f"  #{c.trial} {reason}" in lines
+
+
+def test_the_validate_table_shows_every_figure_whole_in_100_columns(validated_run):
+    from rich.console import Console
+
+    from genesis_core import cli
+
+    report = ValidationReport.model_validate_json((validated_run / "validation.json").read_text())
+    recorded = Console(width=100, record=True, file=io.StringIO())
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "out", recorded)
+        cli._print_validation(report)
+    _shows_every_figure_whole(recorded.export_text(), report, 100)
 
 
 def test_a_run_without_validation_windows_is_a_clear_error(tmp_path):
