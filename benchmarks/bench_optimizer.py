@@ -11,7 +11,8 @@ Prints:
    through the command line (`genesis optimize`, its progress bar drawn) against the API, each in
    a new process;
 3. trials/s with 1, 2 and 4 workers on a throwaway PostgreSQL server through the path README
-   recommends for fleets, `journal+postgresql://` (--pg-trials), interleaved;
+   recommends for fleets, `journal+postgresql://` (--pg-trials), interleaved; and a sweep of
+   --pg-sweep-points points into it against the same sweep into the journal file, each in a fresh process;
 4. `genesis sweep`: 10,000 Sobol points of the reference space (target <= 5 s), and an SMA
    crossover sweep against vectorbt's `MA.run_combs` over the same window pairs, each timed in a
    fresh process after one untimed run there (``in_fresh_process``).
@@ -228,21 +229,21 @@ def new_process_run(tmp: Path, trials: int, workers: int, command_line: bool) ->
     return float(json.loads((tmp / name / "runs" / name / "run.json").read_text())["sessions"][-1]["seconds"])
 
 
-def reference_sweep(tmp: Path, points: int) -> float:
-    spec = load_study_config(_config(tmp, f"sweep{time.monotonic_ns()}", points)).spec()
+def reference_sweep(tmp: Path, points: int, storage: str | None = None) -> float:
+    spec = load_study_config(_config(tmp, f"sweep{time.monotonic_ns()}", points)).spec(storage)
     t = time.perf_counter()
     summary = sweep(spec, SweepOptions("sobol", points=points, seed=0))
     assert summary.cache.unique_backtests > 0.99 * points, summary.session.notes
     return time.perf_counter() - t
 
 
-def in_fresh_process(name: str, *args: str | int) -> float:
-    """Seconds of ``name(*args)`` (a function of this module; a string argument is a path) timed in a new
+def in_fresh_process(name: str, *args: Path | str | int) -> float:
+    """Seconds of ``name(*args)`` (a function of this module) timed in a new
     process after one untimed call there, so imports, compiled kernels and data caches are warm, as
     for a user's command run the second time. Not in this process: by the sweeps it holds every
     earlier figure's leftovers (vectorbt's arrays among them), which a sweep's forked worker copies
     (the SMA sweep took 3.9 s here against 2.4 s in a fresh process)."""
-    call = f"{name}(*[Path(a) if isinstance(a, str) else a for a in {list(args)!r}])"
+    call = f"{name}({', '.join(f'Path({str(a)!r})' if isinstance(a, Path) else repr(a) for a in args)})"
     code = (f"import sys; sys.path.insert(0, {str(ROOT)!r}); from pathlib import Path; "
             f"from benchmarks.bench_optimizer import {name}; {call}; print({call})")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
@@ -295,6 +296,7 @@ def main() -> None:
     ap.add_argument("--trials", type=int, default=1000)
     ap.add_argument("--pg-trials", type=int, default=300)
     ap.add_argument("--sweep-points", type=int, default=10_000)
+    ap.add_argument("--pg-sweep-points", type=int, default=2_000)
     ap.add_argument("--rounds", type=int, default=3, help="interleaved rounds of each A/B comparison")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args()
@@ -351,18 +353,24 @@ def main() -> None:
                 for _ in range(args.rounds):  # interleaved: 1, 2, 4 workers, 1, 2, 4 ... (a run lasts seconds)
                     for w, got in rates.items():
                         got.append(args.pg_trials / genesis_run(tmp, args.pg_trials, w, "journal+" + fresh_database(server.url))[0])
+                points = args.pg_sweep_points  # a sweep into the database against the same sweep into the journal file
+                file_s, database_s, ratio = interleaved(
+                    lambda: in_fresh_process("reference_sweep", tmp, points),
+                    lambda: in_fresh_process("reference_sweep", tmp, points, "journal+" + fresh_database(server.url)), args.rounds)
             for w, got in rates.items():
                 f[f"postgres_{w}_workers_trials_per_s"] = statistics.median(got)
             for w in (2, 4):
                 r[f"postgres {w} workers / 1 worker (interleaved)"] = statistics.median(
                     many / one for many, one in zip(rates[w], rates[1], strict=True))
+            f[f"sweep_{points}_journal_file_s"], f[f"sweep_{points}_journal_postgresql_s"] = file_s, database_s
+            r[f"sweep of {points:,} points into journal+postgresql / into the journal file (interleaved)"] = ratio
 
-        f["sweep_reference_s"] = statistics.median(in_fresh_process("reference_sweep", str(tmp), args.sweep_points)
+        f["sweep_reference_s"] = statistics.median(in_fresh_process("reference_sweep", tmp, args.sweep_points)
                                                    for _ in range(args.rounds))
         f["sweep_reference_configs_per_s"] = args.sweep_points / f["sweep_reference_s"]
         r[f"sweep of {args.sweep_points:,} reference configs / 5 s target (<= 1 meets it)"] = f["sweep_reference_s"] / 5.0
         vbt_s, ours_s, ratio = interleaved(lambda: in_fresh_process("vectorbt_sma_sweep"),
-                                           lambda: in_fresh_process("genesis_sma_sweep", str(tmp)), args.rounds)
+                                           lambda: in_fresh_process("genesis_sma_sweep", tmp), args.rounds)
         f[f"sma_sweep_{len(sma_pairs())}_configs_genesis_s"] = ours_s
         f[f"sma_sweep_{len(sma_pairs())}_configs_vectorbt_s"] = vbt_s
         r["SMA sweep: speed-up vs vectorbt (interleaved; target >= 5)"] = 1 / ratio

@@ -165,3 +165,54 @@ def test_the_dashboard_shows_a_journal_on_postgresql_study_live(tmp_path, postgr
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=30)
     assert proc.returncode == 143 and "optuna-dashboard for journal+postgresql://" in err, err
+
+
+def _writer(url: str, names: list[str], k: int) -> None:
+    """A machine ending sessions: ``names`` stored twenty times over, each time in its own order."""
+    import random
+
+    from genesis_core.optimizer import RunFiles
+
+    rng = random.Random(k)
+    for round_ in range(20):
+        order = rng.sample(names, len(names))
+        RunFiles(url).put("r", {name: f"{k} {round_} {name}".encode() for name in order})
+
+
+def test_run_files_are_stored_in_one_statement_and_writers_of_the_same_files_in_any_order_each_leave_a_whole_set(
+        tmp_path, postgres_url):
+    """A sweep's chunk of artifacts goes into the database in one upsert; stored again, a file is
+    replaced. Four machines (processes) writing the same 60 files, each in its own order, twenty
+    times over: none fails, and a third machine pulls each file whole, all as one of them last wrote them."""
+    import multiprocessing
+
+    import sqlalchemy as sa
+
+    from genesis_core.optimizer import RunFiles
+    from genesis_core.optimizer._storage import make_engine
+
+    files = RunFiles(postgres_url)
+    assert files.runs() == []  # the tables made
+    artifacts = {f"trials/{n:06d}.json": json.dumps({"trial_number": n, "pad": "x" * (n % 4000)}).encode() for n in range(600)}
+    statements: list[str] = []
+    sa.event.listen(make_engine(postgres_url), "before_cursor_execute",  # the process's one engine for the database
+                    lambda conn, cursor, statement, *rest: statements.append(statement))
+    files.put("r", artifacts)
+    assert len([s for s in statements if "genesis_run_files" in s]) == 1, statements  # not an update and an insert each
+    files.put("r", {"trials/000007.json": b"replaced"})
+
+    names = [f"file{i}.json" for i in range(60)]
+    context = multiprocessing.get_context("spawn")  # machines of their own: no engine, connection or lock shared
+    machines = [context.Process(target=_writer, args=(postgres_url, names, k)) for k in range(4)]
+    for m in machines:
+        m.start()
+    for m in machines:
+        m.join(timeout=120)
+    assert [m.exitcode for m in machines] == [0, 0, 0, 0]
+    third = tmp_path / "third"
+    assert files.pull("r", third) == 600 + 60
+    for name, body in artifacts.items():
+        assert (third / name).read_bytes() == (b"replaced" if name == "trials/000007.json" else body)
+    last = {tuple((third / name).read_text().split()[:2]) for name in names}
+    assert len(last) == 1 and next(iter(last))[1] == "19"  # one writer's last put, whole: each waited for the other's
+    assert all((third / name).read_text().endswith(name) for name in names)
