@@ -61,6 +61,18 @@ def atomic_write(path: Path, text: str | bytes, durable: bool = True) -> None:
         os.close(fd)
 
 
+def is_whole(path: Path) -> bool:
+    """Whether the JSON object at ``path`` is whole: one written without ``durable`` that a power
+    loss caught before it reached the disk is gone, empty or cut short, and an object's last byte is
+    ``}``."""
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(-1, 2)
+            return fh.read(1) == b"}"
+    except OSError:  # missing, or empty (a seek before the start)
+        return False
+
+
 def sync_all() -> None:
     """Flush every file written without ``durable`` (and the folders naming them) to disk: one
     system-wide flush for a batch of files instead of two per file."""

@@ -183,7 +183,8 @@ def test_run_files_are_stored_in_one_statement_and_writers_of_the_same_files_in_
         tmp_path, postgres_url):
     """A sweep's chunk of artifacts goes into the database in one upsert; stored again, a file is
     replaced. Four machines (processes) writing the same 60 files, each in its own order, twenty
-    times over: none fails, and a third machine pulls each file whole, all as one of them last wrote them."""
+    times over: none fails, and a third machine pulls each file whole, all as one of them last wrote
+    them. A pull again writes the artifacts a power loss cut short, and keeps the whole ones."""
     import multiprocessing
 
     import sqlalchemy as sa
@@ -216,3 +217,13 @@ def test_run_files_are_stored_in_one_statement_and_writers_of_the_same_files_in_
     last = {tuple((third / name).read_text().split()[:2]) for name in names}
     assert len(last) == 1 and next(iter(last))[1] == "19"  # one writer's last put, whole: each waited for the other's
     assert all((third / name).read_text().endswith(name) for name in names)
+
+    # a power loss during that pull (its files are flushed together at its end) left two artifacts empty
+    # and cut short; another is whole but not as stored (artifacts never change: a local one is kept)
+    (third / "trials/000001.json").write_bytes(b"")
+    (third / "trials/000002.json").write_bytes(artifacts["trials/000002.json"][:100])
+    (third / "trials/000003.json").write_bytes(b'{"kept": true}')
+    assert files.pull("r", third) == 660
+    for n in (1, 2):
+        assert (third / f"trials/{n:06d}.json").read_bytes() == artifacts[f"trials/{n:06d}.json"]
+    assert (third / "trials/000003.json").read_bytes() == b'{"kept": true}'

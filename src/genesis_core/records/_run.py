@@ -15,7 +15,7 @@ from typing import Any, Literal, Protocol
 
 from genesis_core.backtest import BacktestConfig
 from genesis_core.errors import ConfigError
-from genesis_core.files import atomic_write, remove_stale_temporaries, sync_all
+from genesis_core.files import atomic_write, is_whole, remove_stale_temporaries, sync_all
 from genesis_core.records._base import Part, Record, SchemaError, iso, read_record
 from genesis_core.records._trial import BestTrial, TrialArtifact, TrialRow
 from genesis_core.records._validation import ValidationReport, WalkForwardReport
@@ -232,20 +232,8 @@ class RunFolder:
         return self.trial_path(number).exists()
 
     def lost_trials(self, numbers: list[int]) -> list[int]:
-        """Those of ``numbers`` whose artifact is missing or not whole: one written without
-        ``durable`` that a power loss caught before it reached the disk is gone, empty or cut short
-        (an artifact is one JSON object, so its last byte is ``}``)."""
-        lost = []
-        for n in numbers:
-            try:
-                with self.trial_path(n).open("rb") as fh:
-                    fh.seek(-1, 2)
-                    whole = fh.read(1) == b"}"
-            except OSError:  # missing, or empty (a seek before the start)
-                whole = False
-            if not whole:
-                lost.append(n)
-        return lost
+        """Those of ``numbers`` whose artifact is missing or not whole (``is_whole``)."""
+        return [n for n in numbers if not is_whole(self.trial_path(n))]
 
     def read_trial(self, number: int) -> TrialArtifact:
         return read_record(self.trial_path(number), TrialArtifact)
