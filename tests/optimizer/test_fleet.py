@@ -118,11 +118,20 @@ def _two_machines_then_a_third(tmp_path, postgres_url: str, proxy: list[str]) ->
     run = json.loads((machines[2] / "results" / "runs" / "t" / "run.json").read_text())  # as fetched from the database
     assert run["cache"]["total_trials"] >= len(evaluated) and f"<td>{run['cache']['total_trials']}</td>" in page.replace(
         "<td class='l'>", "<td>")
-    # what the third machine wrote went back to the database: a fourth sees the validation
-    code, output = _genesis("runs", "list", "--storage", postgres_url, "--results-dir", str(tmp_path / "d" / "results"), "--json")
+    # what the third machine wrote went back to the database: a fourth sees the validation, listing and
+    # showing the run without pulling a trial artifact; showing a trial pulls them
+    d = tmp_path / "d" / "results"
+    code, output = _genesis("runs", "list", "--storage", postgres_url, "--results-dir", str(d), "--json")
     assert code == 0, output
     (listed,) = json.loads(output)
     assert listed["validation"] is not None and listed["trials"] == run["cache"]["total_trials"]
+    code, output = _genesis("runs", "show", "t", "--storage", postgres_url, "--results-dir", str(d), "--json")
+    assert code == 0 and json.loads(output)["cache"]["total_trials"] == run["cache"]["total_trials"], output
+    assert (d / "runs" / "t" / "run.json").is_file() and not (d / "runs" / "t" / "trials").exists()
+    code, output = _genesis("runs", "show", "t", "--trial", str(evaluated[0]), "--storage", postgres_url, "--results-dir", str(d),
+                            "--json")
+    assert code == 0 and json.loads(output)["trial_number"] == evaluated[0], output
+    assert sorted(int(p.stem) for p in (d / "runs" / "t" / "trials").glob("*.json")) == evaluated
 
 
 def test_a_proxy_that_does_not_answer_is_one_clear_error_before_anything_runs(tmp_path, postgres_url):

@@ -119,8 +119,9 @@ class Mirror(Protocol):
         """Store ``files`` (path inside the run folder -> content) of ``run``, all or none."""
         ...
 
-    def pull(self, run: str, folder: Path) -> int:
-        """Write the run's files into ``folder`` (trial artifacts already there are kept); how many it holds."""
+    def pull(self, run: str, folder: Path, trials: bool = True) -> int:
+        """Write the run's files into ``folder`` (trial artifacts already there are kept; none without
+        ``trials``); how many it holds."""
         ...
 
 
@@ -136,9 +137,10 @@ class RunFolder:
     within: Path | None = field(default=None, compare=False)
     mirror: Mirror | None = field(default=None, compare=False)
 
-    def sync(self) -> int:
-        """Bring the folder up to date from the mirror (other machines' files); how many files it holds there."""
-        return 0 if self.mirror is None else self.mirror.pull(self.name, self.path)
+    def sync(self, trials: bool = True) -> int:
+        """Bring the folder up to date from the mirror (other machines' files; the trial artifacts only
+        with ``trials``); how many files it holds there."""
+        return 0 if self.mirror is None else self.mirror.pull(self.name, self.path, trials)
 
     def _write(self, name: str, text: str, durable: bool = True) -> Path:
         """``text`` as the file ``name`` (a path inside the run folder), here (on disk when this
