@@ -423,9 +423,9 @@ def _preflight_warnings(record: PreflightRecord | PreflightSkipped | None) -> li
 def _going_on(config: Path, cfg: StudyConfig, study: str | None, storage: str | None, states: dict[str, int]) -> str:
     """The optimize command that goes on from a sweep's study: its budget counts the sweep's trials,
     so one they already meet is raised by its own size (an optimize that ran nothing said only "0/0")."""
-    command = f"genesis optimize {config}" + (f" --storage {storage}" if storage else "") + (f" --study {study}" if study else "")
     from genesis_core.optimizer import EVALUATED
 
+    command = f"genesis optimize {config}" + (f" --storage {storage}" if storage else "") + (f" --study {study}" if study else "")
     budget, done = cfg.meta.stop.max_trials, sum(states.get(state.name, 0) for state in EVALUATED)
     return command if budget is None or budget > done else f"{command} --max-trials {done + budget}"
 

@@ -1437,7 +1437,7 @@ class RunFiles:
         for name in stored:
             if ".." in Path(name).parts or Path(name).is_absolute():
                 raise StorageError(f"run {run}: stored file name {name!r} leads outside the run folder; not written")
-        wanted = [n for n in stored if not (n.startswith("trials/") and (not trials or is_whole(folder / n)))]
+        wanted = [n for n in stored if not n.startswith("trials/") or trials and not is_whole(folder / n)]
         for i in range(0, len(wanted), 500):
             for name, body in retrying(functools.partial(fetch, wanted[i:i + 500]), self.retry_seconds, self.url):
                 atomic_write(folder / name, zlib.decompress(body).decode(), durable=False)
