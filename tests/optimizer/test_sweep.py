@@ -58,15 +58,16 @@ def _counted(chunk):
 
 
 def test_a_sobol_sweep_on_two_processes_writes_what_single_backtests_give_bit_for_bit(tmp_path, monkeypatch):
-    """Chunks of 8 points: the pool's process and the sweep's own each evaluate some of the 5. The
-    sweep's own takes the first chunk no process has started while it waits (two are the pool's at
-    once: one running, one queued), not the last, so none of its chunks waits to be committed at the end."""
-    monkeypatch.setattr(sweep_module, "CHUNK", 8)
+    """40 points, fewer than a chunk's most (``CHUNK``), on two processes: chunks of 5, four for each
+    (one chunk of ``CHUNK`` ran them on one core). The pool's process and the sweep's own each
+    evaluate some of the 8. The sweep's own takes the first chunk no process has started while it
+    waits (two are the pool's at once: one running, one queued), not the last, so none of its chunks
+    waits to be committed at the end."""
     monkeypatch.setattr(sweep_module, "_evaluate", _counted)
     _HERE.clear()
     spec = load_study_config(_config(tmp_path)).spec()
     summary = sweep(spec, SweepOptions("sobol", points=40, seed=1, workers=2))
-    assert 0 < len(_HERE) < 5 and _HERE[0] <= 2 * 8 and summary.session.workers == 2
+    assert 0 < len(_HERE) < 8 and all(i % 5 == 0 for i in _HERE) and _HERE[0] <= 2 * 5 and summary.session.workers == 2
     folder = RunFolder(Path(summary.run_dir))
     trials = _study(tmp_path).trials
     points = sweep_points(spec.space, SweepOptions("sobol", points=40, seed=1))
@@ -331,15 +332,16 @@ def test_ctrl_c_mid_sweep_keeps_the_finished_chunks_and_the_same_command_does_th
     trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
     proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "sweep", str(path), "--points", "1500", "--workers", "2"],
                             cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    chunk = sweep_module.chunk_size(1500, 2)
     deadline = time.time() + 120
-    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 250 and proc.poll() is None:
+    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < chunk and proc.poll() is None:
         time.sleep(0.02)
     ctrl_c_until_it_ends(proc)
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "Traceback" not in err
     kept = _study(tmp_path).trials
-    assert 250 <= len(kept) < 1500 and len(kept) % 250 == 0  # whole chunks only
+    assert chunk <= len(kept) < 1500 and len(kept) % chunk == 0  # whole chunks only
     assert sorted(int(p.stem) for p in trials_dir.glob("*.json")) == [t.number for t in kept]
     run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
     assert run["sessions"][-1]["interrupted"] and run["sessions"][-1]["signal"] == "SIGINT"

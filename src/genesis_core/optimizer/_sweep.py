@@ -60,7 +60,8 @@ from genesis_core.records import SWEPT, Metrics, PreflightRecord, PreflightSkipp
 
 SweepMethod = Literal["grid", "random", "sobol"]
 MAX_POINTS = 1_000_000
-CHUNK = 250  # points a process evaluates per task: large enough to hide the round trip, small enough to show progress
+CHUNK = 250  # the most points a process evaluates per task: large enough to hide the round trip, small enough to show progress
+CHUNKS_EACH = 4  # on several processes, chunks per process at least: none waits long for another's last chunk
 RESULT_PIPE_BYTES = 1 << 20  # Linux's most for an unprivileged process; a reference chunk's results pickle to ~380 KB
 
 
@@ -105,8 +106,16 @@ def sweep_size(space: SearchSpace, options: SweepOptions) -> int:
 
 def sweep_processes(options: SweepOptions, points: int) -> int:
     """The processes a sweep of ``points`` runs on, its own included: ``workers`` (every core by
-    default), no more than it has chunks."""
-    return max(1, min(options.workers or os.cpu_count() or 1, -(-points // CHUNK)))
+    default), no more than it has points."""
+    return max(1, min(options.workers or os.cpu_count() or 1, points))
+
+
+def chunk_size(points: int, processes: int) -> int:
+    """Points per task: ``CHUNK``, or on several processes few enough that each process gets
+    ``CHUNKS_EACH`` chunks. With ``CHUNK`` alone a sweep of fewer points ran on one core, and the
+    processes of a longer one finished up to a chunk apart: a user's strategy at 57 ms a point left
+    a core idle for 3.7 s of 64 points, and for up to 14 s at the end of any sweep."""
+    return CHUNK if processes == 1 else max(1, min(CHUNK, -(-points // (CHUNKS_EACH * processes))))
 
 
 def sweep_points(space: SearchSpace, options: SweepOptions) -> list[dict[str, Any]]:
@@ -213,8 +222,8 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
     to commit at the end while the other processes wait idle."""
 
     def chunks(points: list[dict[str, Any]]) -> list[list[tuple[int, dict[str, Any]]]]:
-        indexed = list(enumerate(points))
-        return [indexed[i:i + CHUNK] for i in range(0, len(points), CHUNK)]
+        indexed, size = list(enumerate(points)), chunk_size(len(points), workers)
+        return [indexed[i:i + size] for i in range(0, len(points), size)]
 
     _start_process(spec, known)
     if workers == 1:
