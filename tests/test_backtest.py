@@ -46,16 +46,19 @@ def short_config(tmp_path_factory) -> Path:
 
 
 def test_same_command_twice_gives_byte_identical_metrics(short_config, tmp_path):
+    """The config given with -c, then as the command's argument as `genesis optimize` takes its own."""
     outs = []
-    for i in range(2):
+    for i, given in enumerate((["-c", str(short_config)], [str(short_config)])):
         out = tmp_path / f"r{i}.json"
-        proc = _cli("backtest", "-c", str(short_config), "--out", str(out), "--json")
+        proc = _cli("backtest", *given, "--out", str(out), "--json")
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout) == json.loads(out.read_text())
         outs.append(json.loads(out.read_text()))
     a, b = outs
     assert canonical_json(a["metrics"]) == canonical_json(b["metrics"])
     assert a == b
+    both = _cli("backtest", str(short_config), "-c", str(short_config))
+    assert both.returncode == 2 and "give one of CONFIG (or --config), --champion or --trial" in both.stderr
     # and the same numbers in this process, with another feature cache state
     inproc = backtest_record(Backtester().run(build_config(read_config_file(short_config)))).model_dump(mode="json")
     assert inproc["metrics"] == a["metrics"] and inproc["fingerprints"] == a["fingerprints"]

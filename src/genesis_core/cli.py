@@ -120,6 +120,8 @@ RunStorage = Annotated[str | None, typer.Option("--storage", help="The study's d
 @app.command()
 @_handle_errors
 def backtest(
+    config_file: Annotated[Path | None, typer.Argument(metavar="CONFIG", show_default=False,
+                                                       help="The same as --config.")] = None,
     config: Annotated[Path | None, typer.Option("--config", "-c", help="Strategy YAML (strategy, params, data, costs), or a "
                                                 "result JSON holding an effective config (a trial artifact, best_trial.json).")] = None,
     champion: Annotated[bool, typer.Option("--champion", help="Run the current champion's effective config.")] = False,
@@ -148,8 +150,9 @@ def backtest(
     from genesis_core.strategy import get_strategy
 
     overrides: dict[str, Any] = {"data": {k: v for k, v in (("path", data), ("start", start), ("end", end)) if v is not None}}
-    if sum((config is not None, champion, trial is not None)) != 1:
-        raise typer.BadParameter("give one of --config, --champion or --trial")
+    if sum((config_file is not None, config is not None, champion, trial is not None)) != 1:
+        raise typer.BadParameter("give one of CONFIG (or --config), --champion or --trial")
+    config = config or config_file
     if champion:
         store = ChampionStore(results_dir, symbol, timeframe)
         current = store.load()
@@ -287,9 +290,9 @@ def optimize(
     workers: Annotated[int | None, typer.Option(help="Worker processes on this machine; overrides meta.n_workers.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Total trials in the study; overrides meta.stop.max_trials.")] = None,
     study: Annotated[str | None, typer.Option(help="Run this study instead of meta.study_name's (a sweep's --study).")] = None,
-    force_resume: Annotated[bool, typer.Option(help="Resume although the study signature differs (recorded).")] = False,
-    backfill_signature: Annotated[bool, typer.Option(help="Adopt the current signature for a study that has none.")] = False,
-    skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks (recorded in run.json).")] = False,
+    force_resume: Annotated[bool, typer.Option("--force-resume", help="Resume although the study signature differs (recorded).")] = False,
+    backfill_signature: Annotated[bool, typer.Option("--backfill-signature", help="Adopt the current signature for a study that has none.")] = False,
+    skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Start without the preflight checks (recorded in run.json).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
     proxy: Annotated[str | None, typer.Option(help="HOST:PORT of a `genesis storage serve` gRPC proxy for the --storage "
                                               "database: the study's calls go through it; overrides meta.proxy.")] = None,
@@ -355,9 +358,9 @@ def sweep(
     workers: Annotated[int | None, typer.Option(help="Processes, this one included (default: every core).")] = None,
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
     study: Annotated[str | None, typer.Option(help="Add the trials to this study instead of meta.study_name's.")] = None,
-    force_resume: Annotated[bool, typer.Option(help="Add to the study although its signature differs (recorded).")] = False,
-    backfill_signature: Annotated[bool, typer.Option(help="Adopt the current signature for a study that has none.")] = False,
-    skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks (recorded in run.json).")] = False,
+    force_resume: Annotated[bool, typer.Option("--force-resume", help="Add to the study although its signature differs (recorded).")] = False,
+    backfill_signature: Annotated[bool, typer.Option("--backfill-signature", help="Adopt the current signature for a study that has none.")] = False,
+    skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Start without the preflight checks (recorded in run.json).")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the run summary as JSON.")] = False,
 ) -> None:
     """Backtest a grid, random or Sobol set of points of the search space on every core, and add them
@@ -627,7 +630,7 @@ def walk_forward(
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes; overrides meta.n_workers.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Trials per fold; overrides meta.stop.max_trials.")] = None,
-    skip_preflight: Annotated[bool, typer.Option(help="Start without the preflight checks.")] = False,
+    skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Start without the preflight checks.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
 ) -> None:
     """Explore and validate on rolling folds (each preflighted); writes walk_forward.json."""
@@ -762,13 +765,13 @@ def mcp(
     port: Annotated[int, typer.Option(help="HTTP port.")] = 8765,
     results_dir: Annotated[Path, typer.Option(help="The results folder served (runs, champions).")] = Path("results"),
     configs_dir: Annotated[Path, typer.Option(help="The folder optimizer configs (and their base configs) are read from.")] = Path("configs"),
-    allow_write: Annotated[bool, typer.Option(help="Add tools that start runs and promote champions "
+    allow_write: Annotated[bool, typer.Option("--allow-write", help="Add tools that start runs and promote champions "
                                                    "(HTTP then needs the token in $GENESIS_MCP_TOKEN).")] = False,
     allowed_host: Annotated[list[str] | None, typer.Option(help="A Host name clients use to reach the server (repeatable); "
                                                                 "the bind address and loopback names are always allowed.")] = None,
-    allow_strategy_modules: Annotated[bool, typer.Option(help="Let configs name Python modules to import "
+    allow_strategy_modules: Annotated[bool, typer.Option("--allow-strategy-modules", help="Let configs name Python modules to import "
                                                               "(package.module:Class strategies, score functions, samplers).")] = False,
-    json_response: Annotated[bool, typer.Option(help="Answer plain JSON (stateless) instead of server-sent events.")] = False,
+    json_response: Annotated[bool, typer.Option("--json-response", help="Answer plain JSON (stateless) instead of server-sent events.")] = False,
 ) -> None:
     """Serve runs, trials and champions to AI assistants over MCP (read-only unless --allow-write)."""
     import os

@@ -76,4 +76,4 @@ def test_runs_show_trial_and_backtest_trial_reproduce_the_stored_trial(results, 
         bad = _genesis("backtest", "--trial", ref, "--results-dir", str(results))
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
     both = _genesis("backtest", "--trial", f"t:{n}", "--champion", "--results-dir", str(results))
-    assert both.returncode == 2 and "give one of --config, --champion or --trial" in both.stderr
+    assert both.returncode == 2 and "give one of CONFIG (or --config), --champion or --trial" in both.stderr
