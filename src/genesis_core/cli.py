@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
+from rich import box
 from rich.columns import Columns
 from rich.console import Console
 from rich.markup import escape
@@ -102,6 +103,15 @@ def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> No
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, strict_json(payload) + "\n")
+
+
+
+def _table(**options: Any) -> Table:
+    """A table for ``out``: under 100 columns without lines between its columns and without padding,
+    which took 31 of a validation table's columns: in a terminal of 80 the boxed table cut every
+    score to ``-7.…`` and every timestamp to ``2026-12-…``."""
+    compact: dict[str, Any] = {"box": box.SIMPLE_HEAD, "show_edge": False, "padding": 0} if out.width < 100 else {}
+    return Table(**compact, **options)
 
 
 def _fmt(value: Any, spec: str = ",.4f") -> str:
@@ -213,10 +223,10 @@ def backtest(
     if record.not_finite:
         err.print(f"[yellow]warning:[/] INVALID_NUMERIC: {', '.join(record.not_finite)} not finite numbers (written as null); "
                   "the prices or sizes are beyond what the arithmetic holds")
-    metrics = Table(title="Metrics", show_header=False)
+    metrics = _table(title="Metrics", show_header=False)
     for k, v in record.metrics.items():
         metrics.add_row(k, _fmt(v))
-    trace = Table(title="Decision trace", show_header=False)
+    trace = _table(title="Decision trace", show_header=False)
     for k, v in result.trace.items():
         if isinstance(v, dict):
             for sub, n in v.items():
@@ -227,7 +237,7 @@ def backtest(
     all_trades = record.trades or []
     rows = all_trades[-trades:] if trades > 0 else []
     if rows:
-        table = Table(title=f"Last {len(rows)} of {len(all_trades)} trades")
+        table = _table(title=f"Last {len(rows)} of {len(all_trades)} trades")
         for col in ("entry (UTC)", "exit (UTC)", "side", "entry", "exit", "pnl", "bars", "reason"):
             table.add_column(col, justify="left" if col in ("side", "reason") else "right")
         for t in rows:
@@ -474,7 +484,7 @@ def _progress_bar(show: bool) -> Iterator[OnProgress | None]:
 
 def _print_checks(report: PreflightRecord) -> None:
     colour = {"pass": "green", "warn": "yellow", "fail": "red"}
-    table = Table(title=f"Preflight: {report.failed} failed, {report.warnings} warnings")
+    table = _table(title=f"Preflight: {report.failed} failed, {report.warnings} warnings")
     table.add_column("check")
     table.add_column("status")
     table.add_column("detail", overflow="fold")
@@ -511,15 +521,15 @@ def _plateau(r: Robustness | None, between: str) -> str:
 
 
 def _print_validation(report: ValidationReport) -> None:
-    """The candidates' windows, one row each, narrow enough that no figure is cut short in 100
-    columns (under 120 a window's dates, and a plateau's two shares, take two lines); why a
-    candidate failed is listed under the table in full, where a column of reasons showed
-    ``min_pro…`` in 120 columns and the scores ``-11…`` in 100."""
+    """The candidates' windows, one row each, narrow enough that no figure is cut short in 80
+    columns (under 120 a window's dates, and a plateau's two shares, take two lines; under 100 it
+    is 73 columns, ``_table``); why a candidate failed is listed under the table in full, where a
+    column of reasons showed ``min_pro…`` in 120 columns and the scores ``-11…`` in 100."""
     from genesis_core.validation import ValidationConfig
 
     v = ValidationConfig.model_validate(report.validation)
-    table = Table(title=f"Validation of {report.run}: top {v.top_n} of {report.evaluated_trials} evaluated trials, "
-                        f"ranked by {v.ranking} window score")
+    table = _table(title=f"Validation of {report.run}: top {v.top_n} of {report.evaluated_trials} evaluated trials, "
+                         f"ranked by {v.ranking} window score")
     for col in ("trial", "window", "score", "return", "max dd", "PF", "trades", "val\nscore", "plateau\n(worst)", "result"):
         table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=True)
     wide = out.width >= 120
@@ -613,7 +623,7 @@ def check_equivalence(
                   + ("" if failed or verbose else " (--verbose lists them)"))
         shown = results if verbose else failed
         if shown:
-            table = Table(title="Trials" if verbose else "Trials that differ")
+            table = _table(title="Trials" if verbose else "Trials that differ")
             table.add_column("trial", justify="right")
             table.add_column("result")
             for r in shown:
@@ -648,7 +658,7 @@ def walk_forward(
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         return
-    table = Table(title=f"Walk-forward of {report.study}: {len(report.folds)} folds")
+    table = _table(title=f"Walk-forward of {report.study}: {len(report.folds)} folds")
     for col in ("fold", "explore", "validation", "top trial", "expl. score", "val score", "gap", "passed", "DSR"):
         table.add_column(col, justify="left" if col in ("explore", "validation") else "right",
                          no_wrap=col in ("explore", "validation"))
@@ -694,7 +704,7 @@ def champion_show(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", result
               f"trial {c.run.trial}, promoted {c.created}, code {c.code_version[:12]}")
     out.print(f"explore {c.data.explore.first_bar} .. {c.data.explore.last_bar}: "
               f"score {c.scores.explore:.3f}; validation ({c.scores.ranking}) {c.scores.validation:.3f}")
-    table = Table(title="Metrics")
+    table = _table(title="Metrics")
     table.add_column("window")
     for col in ("return", "sharpe", "max dd", "PF", "trades"):
         table.add_column(col, justify="right")
@@ -736,7 +746,7 @@ def champion_history(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", res
     if as_json:
         sys.stdout.write(strict_json([e.model_dump(mode="json", exclude={"champion"}) for e in history]) + "\n")
         return
-    table = Table(title=f"{symbol} {timeframe} champion history")
+    table = _table(title=f"{symbol} {timeframe} champion history")
     for col in ("time", "action", "run", "trial", "config", "reason"):
         table.add_column(col, overflow="fold")
     for e in history:
@@ -827,9 +837,9 @@ def runs_list(
     if not runs:
         out.print(f"no runs in {results_dir / 'runs'} (see `genesis optimize`)")
         return
-    table = Table(title=f"Runs in {results_dir}")
-    for col in ("run", "trials", "best trial", "production score", "validated", "passed", "last session"):
-        table.add_column(col, justify="left" if col in ("run", "last session") else "right")
+    table = _table(title=f"Runs in {results_dir}")
+    for col in ("run", "trials", "best\ntrial", "production\nscore", "validated", "passed", "last session"):
+        table.add_column(col, justify="left" if col in ("run", "last session") else "right", no_wrap=True)
     for r in runs:
         best, v = r.run.best_trial, r.validation
         table.add_row(r.name, f"{r.run.cache.total_trials:,}", "-" if best is None else str(best.number),
@@ -858,10 +868,10 @@ def runs_show(
         out.print(f"[bold]trial {trial}[/] of {folder.name}: {sc.outcome.value}, production score {sc.production:.4f}, "
                   f"feasibility {sc.feasibility:.4f}" + (f", constraints failed: {', '.join(sc.constraints_failed)}"
                                                           if sc.constraints_failed else ""))
-        table = Table(show_header=False, title="Parameters")
+        table = _table(show_header=False, title="Parameters")
         for path, value in artifact.params.items():
             table.add_row(path, strict_json(value, None))
-        metrics = Table(show_header=False, title="Metrics")
+        metrics = _table(show_header=False, title="Metrics")
         for k, v in artifact.metrics.items():
             metrics.add_row(k, _fmt(v))
         out.print(Columns([table, metrics]))
@@ -874,7 +884,7 @@ def runs_show(
         sys.stdout.write(record.model_dump_json(indent=2) + "\n")
         return
     out.print(f"[bold]{record.study_name}[/] ({folder.path}), storage {record.storage}")
-    sessions = Table(title="Sessions")
+    sessions = _table(title="Sessions")
     for col in ("started", "seconds", "workers", "max trials", "stopped", "preflight"):
         sessions.add_column(col)
     for s in record.sessions:
@@ -952,7 +962,7 @@ def model_show(
               f"{t['first_bar']} .. {t['last_bar']} ({t.get('source', 'source unrecorded')}); code {t.get('code', 'unrecorded')}")
     out.print(f"{t['fit_rows']:,} rows fitted, {t['calibration_rows']:,} for calibration (accuracy "
               f"{t['calibration_accuracy']:.2%}), label: sign of the {loaded.horizon}-bar return")
-    table = Table(title="Features (standardised weights)")
+    table = _table(title="Features (standardised weights)")
     table.add_column("feature")
     table.add_column("weight", justify="right")
     for name, weight in sorted(zip(loaded.features, loaded.weights, strict=True), key=lambda fw: -abs(fw[1])):
@@ -1027,7 +1037,7 @@ def data_check(
     if as_json:
         sys.stdout.write(strict_json(summary) + "\n")
         return
-    table = Table(show_header=False, title="Candles OK")
+    table = _table(show_header=False, title="Candles OK")
     for k, v in summary.items():
         table.add_row(k, _fmt(v))
     out.print(table)
@@ -1171,9 +1181,9 @@ def data_list(
     if as_json:
         sys.stdout.write(strict_json(rows) + "\n")
         return
-    table = Table(title=f"Candle files in {folder}")
+    table = _table(title=f"Candle files in {folder}")
     for col in ("file", "market", "span", "bars", "gaps", "fingerprint"):
-        table.add_column(col, justify="right" if col in ("bars", "gaps") else "left")
+        table.add_column(col, justify="right" if col in ("bars", "gaps") else "left", no_wrap=col != "span")
     for r in rows:
         market = " ".join(str(x) for x in (r["exchange"], r["symbol"], r["timeframe"]) if x) or "-"
         if r["error"]:

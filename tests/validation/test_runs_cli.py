@@ -47,6 +47,34 @@ def test_runs_list_and_show_say_what_the_files_hold(results):
     assert empty.returncode == 0 and "no runs in" in empty.stdout
 
 
+def _in_80_columns(*args: str) -> str:
+    """A command's output in a terminal of 80 columns, nothing cut short (lines printed whole, as the
+    reasons a candidate failed are, may be wider: the terminal wraps them)."""
+    from rich.console import Console
+    from typer.testing import CliRunner
+
+    from genesis_core import cli
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(cli, "out", Console(width=80))  # writes to sys.stdout, which the runner captures
+        result = CliRunner().invoke(cli.app, list(args))
+    assert result.exit_code == 0, result.output
+    assert "…" not in result.output, result.output
+    return result.output
+
+
+def test_runs_list_and_show_cut_no_figure_or_time_short_in_80_columns(results):
+    """The boxed tables cut the time of a run's last session to ``2026-12-…`` and every score of
+    the validation table to ``-7.…`` in 80 columns."""
+    run = json.loads((results / "runs" / "t" / "run.json").read_text())
+    validation = json.loads((results / "runs" / "t" / "validation.json").read_text())
+    listed = _in_80_columns("runs", "list", "--results-dir", str(results))
+    assert run["sessions"][-1]["finished"] in listed and f"{run['best_trial']['production_score']:.2f}" in listed
+    shown = _in_80_columns("runs", "show", "t", "--results-dir", str(results))
+    assert run["sessions"][-1]["started"] in shown
+    assert all(f"{c['validation_score']:.2f}" in shown for c in validation["candidates"])
+
+
 def test_runs_show_trial_and_backtest_trial_reproduce_the_stored_trial(results, tmp_path):
     rows = _rows(results)
     evaluated = next(r for r in rows if r["cached"] == "False" and r["outcome"] == "VALID")

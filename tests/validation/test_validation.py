@@ -145,34 +145,35 @@ def test_validate_cli_writes_the_report_and_a_table(fresh_run):
 def _shows_every_figure_whole(text: str, report: ValidationReport, width: int) -> None:
     """Every window's figures and every failed constraint in full in ``text``, no line wider than
     ``width`` and nothing cut short (a column of reasons showed ``min_pro…`` in 120 columns, and
-    scores ``-11…`` in 100)."""
+    scores ``-11…`` in 100 and ``-7.…`` in 80)."""
     lines = text.splitlines()
     assert "…" not in text and max(map(len, lines)) <= width
     assert report.candidates and any(c.reasons for c in report.candidates)  # something to show
-    rows = [line for line in lines if line.startswith("│")]
+    rows = [line.replace("│", " ").split() for line in lines]  # cells, with the table's lines or without
     for c in report.candidates:
         for label, sc, m in [("explore", c.explore.production_score, c.explore.metrics),
                              *((w.start, w.production_score, w.metrics) for w in c.windows)]:
-            row = next(r for r in rows if label in r and f"{sc:.2f}" in r)
-            cells = [cell.strip() for cell in row.strip("│").split("│")]
-            assert cells[2:7] == [f"{sc:.2f}", f"{m['total_return']:+.2%}", f"{m['max_drawdown']:.2%}",
-                                  f"{m['profit_factor']:.2f}", str(m["num_trades"])]
+            cells = next(r for r in rows if label in r and f"{sc:.2f}" in r)
+            at = cells.index(f"{sc:.2f}", cells.index(label))
+            assert cells[at:at + 5] == [f"{sc:.2f}", f"{m['total_return']:+.2%}", f"{m['max_drawdown']:.2%}",
+                                        f"{m['profit_factor']:.2f}", str(m["num_trades"])]
         assert any(f"#{c.trial}" in r and f"{c.validation_score:.2f}" in r for r in rows)
         for reason in c.reasons:
             assert f"  #{c.trial} {reason}" in lines
 
 
-def test_the_validate_table_shows_every_figure_whole_in_100_columns(validated_run):
+@pytest.mark.parametrize("width", [100, 80])
+def test_the_validate_table_shows_every_figure_whole_in_a_terminal_of_100_or_80_columns(validated_run, width):
     from rich.console import Console
 
     from genesis_core import cli
 
     report = ValidationReport.model_validate_json((validated_run / "validation.json").read_text())
-    recorded = Console(width=100, record=True, file=io.StringIO())
+    recorded = Console(width=width, record=True, file=io.StringIO())
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(cli, "out", recorded)
         cli._print_validation(report)
-    _shows_every_figure_whole(recorded.export_text(), report, 100)
+    _shows_every_figure_whole(recorded.export_text(), report, width)
 
 
 def test_a_run_without_validation_windows_is_a_clear_error(tmp_path):
