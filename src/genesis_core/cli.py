@@ -105,7 +105,6 @@ def _write_json(path: Path, payload: dict[str, Any]) -> None:
     atomic_write(path, strict_json(payload) + "\n")
 
 
-
 def _table(**options: Any) -> Table:
     """A table for ``out``: under 100 columns without lines between its columns and without padding,
     which took 31 of a validation table's columns: in a terminal of 80 the boxed table cut every
@@ -776,11 +775,11 @@ def mcp(
     results_dir: Annotated[Path, typer.Option(help="The results folder served (runs, champions).")] = Path("results"),
     configs_dir: Annotated[Path, typer.Option(help="The folder optimizer configs (and their base configs) are read from.")] = Path("configs"),
     allow_write: Annotated[bool, typer.Option("--allow-write", help="Add tools that start runs and promote champions "
-                                                   "(HTTP then needs the token in $GENESIS_MCP_TOKEN).")] = False,
+                                              "(HTTP then needs the token in $GENESIS_MCP_TOKEN).")] = False,
     allowed_host: Annotated[list[str] | None, typer.Option(help="A Host name clients use to reach the server (repeatable); "
                                                                 "the bind address and loopback names are always allowed.")] = None,
-    allow_strategy_modules: Annotated[bool, typer.Option("--allow-strategy-modules", help="Let configs name Python modules to import "
-                                                              "(package.module:Class strategies, score functions, samplers).")] = False,
+    allow_strategy_modules: Annotated[bool, typer.Option("--allow-strategy-modules", help="Let configs name Python modules "
+                                                         "to import (package.module:Class strategies, score functions, samplers).")] = False,
     json_response: Annotated[bool, typer.Option("--json-response", help="Answer plain JSON (stateless) instead of server-sent events.")] = False,
 ) -> None:
     """Serve runs, trials and champions to AI assistants over MCP (read-only unless --allow-write)."""

@@ -114,7 +114,7 @@ def chunk_size(points: int, processes: int) -> int:
     """Points per task: ``CHUNK``, or on several processes few enough that each process gets
     ``CHUNKS_EACH`` chunks. With ``CHUNK`` alone a sweep of fewer points ran on one core, and the
     processes of a longer one finished up to a chunk apart: a user's strategy at 57 ms a point left
-    a core idle for 3.7 s of 64 points, and for up to 14 s at the end of any sweep."""
+    a core idle through a 64-point sweep (3.2-3.7 s), and for up to 14 s at the end of any sweep."""
     return CHUNK if processes == 1 else max(1, min(CHUNK, -(-points // (CHUNKS_EACH * processes))))
 
 
