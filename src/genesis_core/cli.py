@@ -9,7 +9,7 @@ import logging
 import math
 import signal
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -252,10 +252,10 @@ def backtest(
 
 
 def _run_folder(run: str, results_dir: Path = Path("results"), storage: str | None = None,
-                walk_forward: bool = False, trials: bool = True) -> RunFolder:
+                walk_forward: bool = False, trials: bool | Collection[int] = True) -> RunFolder:
     """The run's folder; with a database ``storage``, its files (without ``trials``, not its trial
-    artifacts) pulled from there into ``<results_dir>/runs/<run>`` (or the folder given) first, and
-    its writes mirrored back."""
+    artifacts; when it lists trials, theirs only) pulled from there into ``<results_dir>/runs/<run>``
+    (or the folder given) first, and its writes mirrored back."""
     from genesis_core.optimizer import RunFiles, redact, shares_files
     from genesis_core.records import RunFolder
 
@@ -278,8 +278,8 @@ def _trial_artifact(ref: str, results_dir: Path, storage: str | None = None) -> 
     run, sep, number = ref.rpartition(":")
     if not sep or not number.isdigit():
         raise ConfigError(f"--trial {ref!r}: expected RUN:N, e.g. reference-2022:41")
-    folder = _run_folder(run, results_dir, storage)
     n = int(number)
+    folder = _run_folder(run, results_dir, storage, trials={n})
     if not folder.has_trial(n):
         rows = {r.number: r for r in folder.read_trials_table()}
         if n not in rows:
@@ -613,7 +613,8 @@ def check_equivalence(
 
     if trial and all_trials:
         raise typer.BadParameter("give --trial or --all, not both")
-    results = check(_run_folder(run, results_dir, storage), None if all_trials or not trial else list(trial))
+    chosen = None if all_trials or not trial else list(trial)
+    results = check(_run_folder(run, results_dir, storage, trials=chosen or True), chosen)
     failed = [r for r in results if not r.ok]
     if as_json:
         sys.stdout.write(strict_json([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results]) + "\n")
@@ -857,7 +858,7 @@ def runs_show(
     storage: RunStorage = None,
 ) -> None:
     """One run: sessions, cache, outcomes, best trial and validation; or, with --trial, one trial."""
-    folder = _run_folder(run, results_dir, storage, trials=trial is not None)
+    folder = _run_folder(run, results_dir, storage, trials=False if trial is None else {trial})
     if trial is not None:
         artifact = _trial_artifact(f"{folder.path}:{trial}", results_dir)
         if as_json:

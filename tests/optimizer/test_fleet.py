@@ -119,7 +119,8 @@ def _two_machines_then_a_third(tmp_path, postgres_url: str, proxy: list[str]) ->
     assert run["cache"]["total_trials"] >= len(evaluated) and f"<td>{run['cache']['total_trials']}</td>" in page.replace(
         "<td class='l'>", "<td>")
     # what the third machine wrote went back to the database: a fourth sees the validation, listing and
-    # showing the run without pulling a trial artifact; showing a trial pulls them
+    # showing the run without pulling a trial artifact; showing a trial, re-running one or checking one
+    # pulls that trial's artifact alone
     d = tmp_path / "d" / "results"
     code, output = _genesis("runs", "list", "--storage", postgres_url, "--results-dir", str(d), "--json")
     assert code == 0, output
@@ -131,7 +132,16 @@ def _two_machines_then_a_third(tmp_path, postgres_url: str, proxy: list[str]) ->
     code, output = _genesis("runs", "show", "t", "--trial", str(evaluated[0]), "--storage", postgres_url, "--results-dir", str(d),
                             "--json")
     assert code == 0 and json.loads(output)["trial_number"] == evaluated[0], output
-    assert sorted(int(p.stem) for p in (d / "runs" / "t" / "trials").glob("*.json")) == evaluated
+    pulled = d / "runs" / "t" / "trials"
+    assert sorted(int(p.stem) for p in pulled.glob("*.json")) == evaluated[:1]
+    code, output = _genesis("backtest", "--trial", f"t:{evaluated[1]}", "--storage", postgres_url, "--results-dir", str(d),
+                            "--out", str(tmp_path / "d" / "again.json"), "--json")
+    shown = json.loads((pulled / f"{evaluated[1]:06d}.json").read_text())
+    assert code == 0 and json.loads(output)["metrics"] == shown["metrics"], output
+    code, output = _genesis("check-equivalence", "t", "--trial", str(evaluated[2]), "--storage", postgres_url,
+                            "--results-dir", str(d), "--json")
+    assert code == 0 and [r["trial"] for r in json.loads(output) if r["ok"]] == [evaluated[2]], output
+    assert sorted(int(p.stem) for p in pulled.glob("*.json")) == evaluated[:3]
 
 
 def test_a_proxy_that_does_not_answer_is_one_clear_error_before_anything_runs(tmp_path, postgres_url):

@@ -29,7 +29,7 @@ import sqlite3
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Container, Generator, Iterable, Iterator
+from collections.abc import Callable, Collection, Container, Generator, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn, ParamSpec, TypeVar
@@ -1416,12 +1416,13 @@ class RunFiles:
         with self._begin() as conn:
             return sorted(conn.execute(sa.select(_FILES.c.run).distinct()).scalars())
 
-    def pull(self, run: str, folder: Path, trials: bool = True) -> int:
+    def pull(self, run: str, folder: Path, trials: bool | Collection[str] = True) -> int:
         """Write the stored files of ``run`` into ``folder``, atomically each, and flush them to disk
         together (a flush each made 3,000 artifacts take 3.4 s against 2.2 s); a trial artifact already
         there and whole is kept (artifacts never change once written; one a power loss cut short
         during an earlier pull is written again). Without ``trials``, the run's own files only, no
-        trial artifact (what listing runs reads). How many files the run has here."""
+        trial artifact (what listing runs reads); with names, those artifacts only (showing one trial
+        of a 5,000-trial run pulled all of them: 2 s). How many files the run has here."""
         from genesis_core.files import atomic_write, is_whole, sync_all
 
         def names() -> list[str]:
@@ -1437,7 +1438,8 @@ class RunFiles:
         for name in stored:
             if ".." in Path(name).parts or Path(name).is_absolute():
                 raise StorageError(f"run {run}: stored file name {name!r} leads outside the run folder; not written")
-        wanted = [n for n in stored if not n.startswith("trials/") or trials and not is_whole(folder / n)]
+        wanted = [n for n in stored if not n.startswith("trials/")
+                  or (trials is True or not isinstance(trials, bool) and n in trials) and not is_whole(folder / n)]
         for i in range(0, len(wanted), 500):
             for name, body in retrying(functools.partial(fetch, wanted[i:i + 500]), self.retry_seconds, self.url):
                 atomic_write(folder / name, zlib.decompress(body).decode(), durable=False)

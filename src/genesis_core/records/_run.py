@@ -8,7 +8,7 @@ import fcntl
 import io
 import re
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -119,9 +119,9 @@ class Mirror(Protocol):
         """Store ``files`` (path inside the run folder -> content) of ``run``, all or none."""
         ...
 
-    def pull(self, run: str, folder: Path, trials: bool = True) -> int:
+    def pull(self, run: str, folder: Path, trials: bool | Collection[str] = True) -> int:
         """Write the run's files into ``folder`` (trial artifacts already there are kept; none without
-        ``trials``); how many it holds."""
+        ``trials``, only those named when it names some); how many it holds."""
         ...
 
 
@@ -137,10 +137,12 @@ class RunFolder:
     within: Path | None = field(default=None, compare=False)
     mirror: Mirror | None = field(default=None, compare=False)
 
-    def sync(self, trials: bool = True) -> int:
+    def sync(self, trials: bool | Collection[int] = True) -> int:
         """Bring the folder up to date from the mirror (other machines' files; the trial artifacts only
-        with ``trials``); how many files it holds there."""
-        return 0 if self.mirror is None else self.mirror.pull(self.name, self.path, trials)
+        with ``trials``, or those of the trials it lists); how many files it holds there."""
+        if self.mirror is None:
+            return 0
+        return self.mirror.pull(self.name, self.path, trials if isinstance(trials, bool) else {_trial_name(n) for n in trials})
 
     def _write(self, name: str, text: str, durable: bool = True) -> Path:
         """``text`` as the file ``name`` (a path inside the run folder), here (on disk when this
