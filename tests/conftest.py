@@ -38,3 +38,18 @@ def make_candles(open_, high, low, close, start: int = 1_640_995_200, step: int 
         start + step * np.arange(len(o), dtype=np.int64), o, np.asarray(high, dtype=np.float64),
         np.asarray(low, dtype=np.float64), np.asarray(close, dtype=np.float64), np.ones(len(o)), step,
     )
+
+
+@pytest.fixture(autouse=True)
+def _features_a_test_registers_are_forgotten():
+    """A feature a test registers (a user's, as a plugin would) is gone after it, so that no test
+    depends on which ran before: `pytest tests/test_plugins.py tests/features` found the plugin
+    tests' features beside the built-ins."""
+    from genesis_core.features import _store
+
+    before = dict(_store._REGISTRY)
+    yield
+    if _store._REGISTRY != before:
+        _store._REGISTRY.clear()
+        _store._REGISTRY.update(before)
+        _store._feature_code.cache_clear()
