@@ -90,24 +90,39 @@ def test_a_budget_beyond_a_finite_space_is_named_with_the_grid_sweep_that_backte
     assert "space size" not in _by_name(preflight(free))
 
 
-def test_workers_in_reproducible_batches_that_would_share_next_to_nothing_are_a_warning_with_the_measured_split(tmp_path):
+def test_workers_in_reproducible_batches_that_would_share_next_to_nothing_are_a_warning_with_the_measured_split(
+        tmp_path, monkeypatch):
     """A seed on the journal runs two workers in reproducible batches: one process asks, records and
     tells every trial, the other takes backtests only. A reference backtest is a fraction of a trial,
     so the second worker adds next to nothing (1.20-1.28 s for the bundled 300 trials, against
     1.10-1.26 s on one worker); preflight says so with what it measured, and what to do instead.
-    Free-running workers, and a single worker, are not warned of."""
+    Measured on the bundled config the gain lies near the threshold (once just under 1.25, warned of, and
+    printed rounded as 1.25), so the verdict is asserted against the figures printed, and each side of
+    the threshold with the two times given (a trial of 4 ms, its backtest 0.8 ms or 3.6 ms). Free-running
+    workers, and a single worker, are not warned of."""
     import re
 
     import pytest
 
-    check = _by_name(preflight(validated_config(tmp_path, meta={"n_workers": 2})))["expected run time"]
-    assert check.status == "warn"
-    found = re.search(r"for 16 trials on 2 workers in reproducible batches: ([\d.]+) ms a trial at first .*; the workers share "
-                      r"the backtests only \(([\d.]+) ms of a trial\), so they run at most ([\d.]+)x as fast as one: one worker "
-                      r"is as fast and as reproducible; meta.parallel: free runs them side by side", check.detail)
-    assert found, check.detail
-    trial, shared, gain = map(float, found.groups())
-    assert 0 < shared < trial and gain == pytest.approx(trial / (trial - shared / 2), abs=0.02) and gain < 1.25
+    from genesis_core import preflight as preflight_module
+
+    pattern = (r"for 16 trials on 2 workers in reproducible batches: ([\d.]+) ms a trial at first .*; the workers share "
+               r"the backtests only \(([\d.]+) ms of a trial\), so they run at most ([\d.]+)x as fast as one")
+    warning = ": one worker is as fast and as reproducible; meta.parallel: free runs them side by side"
+    for backtest, verdict in ((None, None), (0.0008, "warn"), (0.0036, "pass")):
+        if backtest is not None:
+            monkeypatch.setattr(preflight_module, "_trial_seconds", lambda *a: 0.004)
+            monkeypatch.setattr(preflight_module, "_measure_seconds", lambda *a, b=backtest: b)
+        (tmp_path / str(backtest)).mkdir()
+        check = _by_name(preflight(validated_config(tmp_path / str(backtest), meta={"n_workers": 2})))["expected run time"]
+        found = re.search(pattern, check.detail)
+        assert found, check.detail
+        trial, shared, gain = map(float, found.groups())
+        assert 0 < shared < trial and gain == pytest.approx(trial / (trial - shared / 2), abs=0.03)
+        assert check.status == verdict or verdict is None, check.detail
+        assert (warning in check.detail) == (check.status == "warn")
+        assert gain <= preflight_module.WORTH_BATCHES if check.status == "warn" else gain >= preflight_module.WORTH_BATCHES
+        monkeypatch.undo()
     for name, meta in (("free", {"n_workers": 2, "parallel": "free"}), ("one", {"n_workers": 1})):
         (tmp_path / name).mkdir()
         check = _by_name(preflight(validated_config(tmp_path / name, meta=meta)))["expected run time"]

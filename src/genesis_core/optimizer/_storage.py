@@ -1422,7 +1422,7 @@ class RunFiles:
         there and whole is kept (artifacts never change once written; one a power loss cut short
         during an earlier pull is written again). Without ``trials``, the run's own files only, no
         trial artifact (what listing runs reads); with names, those artifacts only (showing one trial
-        of a 5,000-trial run pulled all of them: 2 s). How many files the run has here."""
+        of a 5,000-trial run pulled all of them: 4.3 s against 1.6 s). How many files the run has here."""
         from genesis_core.files import atomic_write, is_whole, sync_all
 
         def names() -> list[str]:
