@@ -1438,8 +1438,10 @@ class RunFiles:
         for name in stored:
             if ".." in Path(name).parts or Path(name).is_absolute():
                 raise StorageError(f"run {run}: stored file name {name!r} leads outside the run folder; not written")
-        wanted = [n for n in stored if not n.startswith("trials/")
-                  or (trials is True or not isinstance(trials, bool) and n in trials) and not is_whole(folder / n)]
+        def asked(name: str) -> bool:
+            return trials if isinstance(trials, bool) else name in trials
+
+        wanted = [n for n in stored if not n.startswith("trials/") or asked(n) and not is_whole(folder / n)]
         for i in range(0, len(wanted), 500):
             for name, body in retrying(functools.partial(fetch, wanted[i:i + 500]), self.retry_seconds, self.url):
                 atomic_write(folder / name, zlib.decompress(body).decode(), durable=False)
