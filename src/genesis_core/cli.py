@@ -562,6 +562,13 @@ def _print_validation(report: ValidationReport) -> None:
         out.print("why they failed:")
         for trial, reason in failed:
             out.print(f"  #{trial} {escape(reason)}", soft_wrap=True)
+    unmeasured: dict[str, list[int]] = {}  # why a plateau shows as -: the candidates it is so for
+    for c in report.candidates:
+        why = None if c.robustness is None else c.robustness.unmeasured()
+        if why is not None:
+            unmeasured.setdefault(why, []).append(c.trial)
+    for why, trials in unmeasured.items():
+        out.print(f"plateau -: {', '.join(f'#{n}' for n in trials)}: {why}")
     peaks = [c for c in report.candidates if c.robustness is not None and c.robustness.flagged]
     if peaks:
         err.print(f"[yellow]warning:[/] {', '.join(f'#{c.trial}' for c in peaks)}: a peak, not a plateau: one step in some "

@@ -274,3 +274,36 @@ def test_each_candidate_s_neighbours_are_one_step_away_and_scored_as_single_back
             assert r["flagged"] == (r["plateau"] < cfg.validation.min_plateau)
         else:
             assert r["plateau"] is None and not r["flagged"]
+
+
+def test_a_plateau_not_measured_says_why_under_the_table_and_in_the_report(tmp_path):
+    """SMA crossovers swept over 2021 with fees all lose on explore: a share of a score of 0 or
+    less means nothing, so no plateau is given; the table shows ``-`` and says why under it for
+    exactly those candidates (a bare ``-`` read as a missing measurement), and the HTML report says
+    it in the cell. Their neighbours are still scored and recorded."""
+    from tests.runs import genesis
+
+    path = write_config(tmp_path, meta={"base_config": str(ROOT / "configs" / "sma_cross.yaml"),
+                                        "sample_start": "2021-01-01", "sample_end": "2021-12-31"},
+                        parameters={"fast": {"type": "categorical", "choices": [2, 5, 8]},
+                                    "slow": {"type": "categorical", "choices": [70, 110, 150]}},
+                        constraints={"min_trades": 5, "min_profit_factor": 0.0, "max_drawdown": 0.9},
+                        validation={**VALIDATION, "top_n": 3, "constraints": {"min_trades": 1, "min_profit_factor": 0.0,
+                                                                              "max_drawdown": 0.9}})
+    assert genesis("sweep", str(path), "--method", "grid", "--skip-preflight").returncode == 0
+    run_dir = tmp_path / "results" / "runs" / "t"
+    shown = genesis("validate", str(run_dir))
+    assert shown.returncode == 0, shown.stderr
+    report = ValidationReport.model_validate_json((run_dir / "validation.json").read_text())
+    assert len(report.candidates) == 3
+    for c in report.candidates:
+        assert c.explore.production_score <= 0 and c.robustness is not None  # what this test is about
+        assert c.robustness.plateau is None and len(c.robustness.neighbours) >= 2 and not c.robustness.flagged
+    rows = [line.replace("│", " ").split() for line in shown.stdout.splitlines()]
+    for c in report.candidates:
+        row = next(r for r in rows if f"#{c.trial}" in r)
+        assert row[-2:] == ["-", "pass" if c.passed else "fail"]
+    why = "an explore score of 0 or less, of which a share means nothing"
+    assert f"plateau -: {', '.join(f'#{c.trial}' for c in report.candidates)}: {why}" in shown.stdout.splitlines()
+    assert genesis("report", str(run_dir)).returncode == 0
+    assert (run_dir / "report.html").read_text().count(f"<td>- ({why})</td>") == 3

@@ -65,10 +65,18 @@ class Robustness(Part):
     worst: float | None  # the worst neighbour's score / the candidate's
     flagged: bool  # plateau below validation.min_plateau
 
+    def unmeasured(self) -> str | None:
+        """Why there is no plateau (None when there is one): a share of a score of 0 or less means nothing."""
+        if self.plateau is not None:
+            return None
+        if not self.neighbours:
+            return "no neighbour the strategy accepts"
+        return "an explore score of 0 or less, of which a share means nothing"
+
     def describe(self) -> str:
         """What tables show: the share of the score the neighbours keep at the median and at worst."""
         if self.plateau is None or self.worst is None:
-            return "-"
+            return f"- ({self.unmeasured()})"
         return f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "")
 
 
