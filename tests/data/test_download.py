@@ -187,6 +187,8 @@ def test_a_bar_the_loader_refuses_names_it_and_writes_no_file(tmp_path):
     (["--exchange", "bitfinex", "--symbol", "BTC/USDX"], "bitfinex has no spot market 'BTC/USDX'; close matches: BTC/USD"),
     (["--exchange", "binance", "--symbol", "BTCUSDX"], "binance has no spot market 'BTCUSDX'; close matches: BTC/USDT"),
     (["--exchange", "bitfinex", "--symbol", "BTC/USD", "--timeframe", "7m"], "bitfinex offers no 7m candles; it offers 1m, 5m"),
+    # a month on the exchange, once read here as a minute: monthly candles were fetched and stored as 1-minute bars
+    (["--exchange", "binance", "--symbol", "BTC/USDT", "--timeframe", "1M"], "timeframe 1M: genesis works with minutes, hours"),
 ])
 def test_an_exchange_symbol_or_timeframe_not_offered_is_one_clear_line(tmp_path, args, message):
     ex = {"bitfinex": Exchange(_bars("bitfinex", 0, 10)), "binance": Exchange(_bars("binance", 0, 10))}

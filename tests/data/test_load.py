@@ -185,3 +185,15 @@ def test_explicit_timeframe_is_checked(sample):
     assert load_candles(SAMPLE_FILE, "1h").fingerprint == sample.fingerprint
     with pytest.raises(DataError, match="not a multiple of the 14400 s"):
         load_candles(SAMPLE_FILE, "4h")
+
+
+def test_a_month_is_not_taken_for_a_minute(tmp_path, sample):
+    """'1M' is a month to exchanges and ccxt; read here as a minute, monthly bars passed the grid check
+    (every month is a whole number of minutes) and went on as 1-minute bars."""
+    monthly = tmp_path / "monthly.csv"
+    days = pd.date_range("2021-01-01", periods=6, freq="MS", tz="UTC")
+    pd.DataFrame({"timestamp": days.strftime("%Y-%m-%dT%H:%M:%SZ"), "open": 1.0, "high": 2.0, "low": 0.5, "close": 1.5,
+                  "volume": 1.0}).to_csv(monthly, index=False)
+    with pytest.raises(DataError, match="'1M': M is a month"):
+        load_candles(monthly, "1M")
+    assert load_candles(SAMPLE_FILE, "60m").fingerprint == sample.fingerprint  # minutes are m

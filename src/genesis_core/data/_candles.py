@@ -19,8 +19,12 @@ _ISO_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}")  # pandas also reads 'now' and 
 
 
 def parse_timeframe(text: str) -> int:
-    """'15m', '1h', '4h', '1d', '1w' -> seconds."""
-    m = re.fullmatch(r"\s*(\d+)\s*([mhdwMHDW])\s*", text)
+    """'15m', '1h', '4h', '1d', '1w' -> seconds. ``M`` is refused: exchanges and ccxt read '1M' as a
+    month, which was taken here for a minute (monthly candles passed as 1-minute bars)."""
+    m = re.fullmatch(r"\s*(\d+)\s*([mhdwHDW])\s*", text)
+    if m is None and re.fullmatch(r"\s*\d+\s*M\s*", text):
+        raise DataError(f"bad timeframe {text!r}: M is a month, as exchanges read it, and a month has no fixed length; "
+                        "a minute is m (e.g. '1m', '15m')")
     if not m or int(m.group(1)) <= 0:
         raise DataError(f"bad timeframe {text!r}: expected a number and a unit m/h/d/w, e.g. '1h' or '4h'")
     return int(m.group(1)) * _TF_UNITS[m.group(2).lower()]
