@@ -54,7 +54,24 @@ def test_resample_matches_pandas_on_complete_buckets(btc_year):
     assert np.allclose(htf.volume, expected["volume"].to_numpy())
 
 
-@pytest.mark.parametrize("timeframe", ["4h", "1d"])
+def test_weeks_run_monday_to_sunday_as_exchanges_weekly_candles_do(btc_year):
+    """Aligned to the epoch, a 1w bar ran Thursday to Wednesday: its trend was not the one a user's
+    weekly chart or an exchange's 1w candles show."""
+    htf, _ = resample(btc_year, "1w")
+    frame = pd.DataFrame(
+        {"open": btc_year.open, "high": btc_year.high, "low": btc_year.low, "close": btc_year.close, "volume": btc_year.volume},
+        index=pd.to_datetime(btc_year.timestamps, unit="s", utc=True),
+    )
+    weeks = frame.resample("W-MON", closed="left", label="left").agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}).dropna()
+    assert {d.weekday() for d in weeks.index} == {0} and len(htf) == len(weeks) >= 52
+    assert np.array_equal(htf.timestamps, weeks.index.as_unit("s").asi8)
+    for col in ("open", "high", "low", "close"):
+        assert np.array_equal(getattr(htf, col), weeks[col].to_numpy())
+    assert np.allclose(htf.volume, weeks["volume"].to_numpy())
+
+
+@pytest.mark.parametrize("timeframe", ["4h", "1d", "1w"])
 def test_a_bar_sees_only_completed_higher_timeframe_bars(btc_year, timeframe):
     htf, asof = resample(btc_year, timeframe)
     ends = htf.timestamps + htf.timeframe_seconds

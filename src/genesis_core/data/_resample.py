@@ -7,9 +7,14 @@ import numpy as np
 from genesis_core.data._candles import Candles, parse_timeframe
 from genesis_core.errors import DataError
 
+WEEK = 7 * 86_400
+MONDAY = 4 * 86_400  # the first Monday 00:00 UTC after the epoch (a Thursday)
+
 
 def resample(candles: Candles, timeframe: str) -> tuple[Candles, np.ndarray]:
-    """Aggregate into ``timeframe`` bars aligned to the epoch; return them and the as-of map.
+    """Aggregate into ``timeframe`` bars aligned to the epoch, weeks to Monday 00:00 UTC as
+    exchanges' weekly candles are (aligned to the epoch they ran Thursday to Wednesday); return them
+    and the as-of map.
 
     ``asof[t]`` is the index of the last HTF bar that is complete when base bar ``t`` closes
     (-1 if none): an HTF bar [T, T + htf) is complete once ``ts[t] + base >= T + htf``. Because a
@@ -21,7 +26,8 @@ def resample(candles: Candles, timeframe: str) -> tuple[Candles, np.ndarray]:
     if htf <= base or htf % base:
         raise DataError(f"higher timeframe {timeframe} must be a multiple of the data's {candles.timeframe}")
     ts = candles.timestamps
-    buckets = ts - ts % htf
+    origin = MONDAY if htf % WEEK == 0 else 0
+    buckets = ts - (ts - origin) % htf
     starts = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
     ends = np.r_[starts[1:], len(ts)] - 1
     htf_candles = Candles(
