@@ -54,6 +54,25 @@ def test_parquet_and_epoch_timestamps_give_the_same_fingerprint(tmp_path, sample
     assert fps == {sample.fingerprint}
 
 
+def test_a_parquet_file_indexed_by_time_gives_the_same_candles(tmp_path, sample):
+    """Candles saved from a frame indexed by time (``df.set_index("timestamp").to_parquet()``, as
+    pandas users keep them) have their times as the index, not a column: they were refused with
+    "missing column(s) timestamp". An index that is not the time (rows filtered) is left out."""
+    frame = _sample_frame()
+    times = pd.to_datetime(frame["timestamp"], utc=True)
+    prices = frame.drop(columns="timestamp").astype(float)
+    files = {"named.parquet": prices.set_index(times.rename("timestamp")),
+             "date.parquet": prices.set_index(times.rename("Date")),
+             "unnamed.parquet": prices.set_index(pd.DatetimeIndex(times.to_numpy())),
+             "naive.parquet": prices.set_index(times.dt.tz_localize(None).rename("timestamp")),
+             "rows.parquet": prices.assign(timestamp=times).iloc[1:].set_axis([2 * i for i in range(1, len(prices))])}
+    for name, table in files.items():
+        assert not isinstance(table.index, pd.RangeIndex)  # each keeps an index in the file
+        table.to_parquet(tmp_path / name)
+    fps = {name: load_candles(tmp_path / name).fingerprint for name in files}
+    assert fps == {**dict.fromkeys(files, sample.fingerprint), "rows.parquet": sample.slice(1, len(sample)).fingerprint}
+
+
 def test_fingerprint_changes_with_any_value(tmp_path, sample):
     frame = _sample_frame()
     frame.loc[100, "volume"] = str(float(frame.loc[100, "volume"]) + 0.001)

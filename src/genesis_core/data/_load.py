@@ -77,6 +77,21 @@ def file_market(path: Path) -> dict[str, Any] | None:
     return market
 
 
+def _time_index_as_column(frame: pd.DataFrame) -> pd.DataFrame:
+    """A table saved from a frame indexed by time (``df.set_index("timestamp").to_parquet()``, as
+    pandas users keep candles) holds its times as the index: that index as a column, when no
+    column is the time. Another index (the row numbers of a filtered frame) is left out."""
+    import pandas as pd
+
+    if not {str(c).strip().lower() for c in frame.columns}.isdisjoint(_TIME_ALIASES):
+        return frame
+    index = frame.index
+    named = str(index.name).strip().lower() in _TIME_ALIASES
+    if named or isinstance(index, pd.DatetimeIndex):
+        return frame.rename_axis(index.name if named else "timestamp").reset_index()
+    return frame
+
+
 def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
     """Return the raw table and whether rows map to file lines (CSV) for error messages."""
     import pandas as pd
@@ -90,7 +105,7 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
             rows = pq.ParquetFile(path).metadata.num_rows
             if rows > MAX_BARS:
                 raise DataError(f"{path}: {rows:,} rows is more than {MAX_BARS:,}; split the file")
-            return pd.read_parquet(path), False
+            return _time_index_as_column(pd.read_parquet(path)), False
         if suffixes.endswith((".csv", ".txt", ".csv.gz", ".txt.gz")):
             text = _csv_bytes(path, suffixes.endswith(".gz"))
             header = pd.read_csv(io.BytesIO(text), dtype=str, header=None, nrows=1, keep_default_na=False)
