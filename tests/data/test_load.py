@@ -185,6 +185,37 @@ def test_a_decompression_bomb_stops_at_the_limit_without_holding_it(tmp_path, mo
         load_candles(big)
 
 
+def test_freqtrade_s_feather_candles_load_as_the_same_candles_and_are_listed(tmp_path, sample):
+    """Freqtrade keeps candles as Feather (``BTC_USDT-1h.feather``: ``date`` as UTC times, then the
+    prices): the same bars as the CSV, and ``genesis data list`` shows the file."""
+    from genesis_core.data import candle_files
+
+    frame = _sample_frame()
+    ft = frame.drop(columns="timestamp").astype(float)
+    ft.insert(0, "date", pd.to_datetime(frame["timestamp"], utc=True))
+    ft.to_feather(tmp_path / "BTC_USDT-1h.feather")
+    assert load_candles(tmp_path / "BTC_USDT-1h.feather").fingerprint == sample.fingerprint
+    listed = candle_files(tmp_path)
+    assert [(f.path.name, f.candles is not None and f.candles.fingerprint) for f in listed] == [("BTC_USDT-1h.feather",
+                                                                                                sample.fingerprint)]
+
+
+@pytest.mark.parametrize("name", ["big.parquet", "big.feather"])
+def test_a_table_of_too_many_rows_is_refused_by_its_count_before_it_is_read(tmp_path, monkeypatch, name):
+    from genesis_core.data import _load
+
+    monkeypatch.setattr(_load, "MAX_BARS", 150)  # the real limit is 5,000,000 bars: the same code, faster
+    frame = _sample_frame().astype({c: float for c in ("open", "high", "low", "close", "volume")})
+    path = tmp_path / name
+    (frame.to_parquet if name.endswith("parquet") else frame.to_feather)(path, compression="zstd")
+    read = []
+    for reader in ("read_parquet", "read_feather"):
+        monkeypatch.setattr(pd, reader, lambda *a, _r=reader, **k: read.append(_r))
+    with pytest.raises(DataError, match=rf"{name}: {len(frame)} rows is more than 150; split the file"):
+        load_candles(path)
+    assert read == [] and len(frame) > 150
+
+
 def test_more_bad_rows_are_counted(tmp_path):
     f = _sample_frame()
     f.loc[[3, 4, 5], "close"] = "nan"

@@ -25,6 +25,8 @@ if TYPE_CHECKING:
 
 _PRICE_COLUMNS = ("open", "high", "low", "close")
 _TIME_ALIASES = ("timestamp", "time", "date", "datetime", "open_time")
+_CSV, _PARQUET, _FEATHER = (".csv", ".txt", ".csv.gz", ".txt.gz"), (".parquet", ".pq"), (".feather",)
+CANDLE_FILES = (*_CSV, *_PARQUET, *_FEATHER)  # what load_candles reads, by how a file's name ends
 MAX_BARS = 5_000_000  # 9.5 years of 1-minute bars
 MAX_CSV_BYTES = MAX_BARS * 128  # a candle line is 50-150 bytes: more text than this is not a candle file (or a bomb)
 FIRST_SECOND, LAST_SECOND = -2_208_988_800, 7_258_118_400  # 1900-01-01 .. 2200-01-01 UTC
@@ -95,18 +97,20 @@ def _time_index_as_column(frame: pd.DataFrame) -> pd.DataFrame:
 def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
     """Return the raw table and whether rows map to file lines (CSV) for error messages."""
     import pandas as pd
+    import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
 
     if not path.exists():
         raise DataError(f"data file not found: {path} (candles from an exchange: `genesis data download`)")
     suffixes = "".join(path.suffixes).lower()
     try:
-        if suffixes.endswith(".parquet") or suffixes.endswith(".pq"):
-            rows = pq.ParquetFile(path).metadata.num_rows
+        if suffixes.endswith(_PARQUET + _FEATHER):  # counted before they are read: a compressed table may be a bomb
+            parquet = suffixes.endswith(_PARQUET)
+            rows = pq.ParquetFile(path).metadata.num_rows if parquet else ipc.open_file(path).count_rows()
             if rows > MAX_BARS:
                 raise DataError(f"{path}: {rows:,} rows is more than {MAX_BARS:,}; split the file")
-            return _time_index_as_column(pd.read_parquet(path)), False
-        if suffixes.endswith((".csv", ".txt", ".csv.gz", ".txt.gz")):
+            return _time_index_as_column(pd.read_parquet(path) if parquet else pd.read_feather(path)), False
+        if suffixes.endswith(_CSV):
             text = _csv_bytes(path, suffixes.endswith(".gz"))
             header = pd.read_csv(io.BytesIO(text), dtype=str, header=None, nrows=1, keep_default_na=False)
             names = [str(c).strip().lower() for c in header.iloc[0]] if len(header) else []
@@ -118,7 +122,7 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types; the user needs the file and the cause
         raise DataError(f"{path}: cannot read file: {clip(str(exc), 300)}") from None
-    raise DataError(f"{path}: unknown file type {suffixes or '(none)'}; expected .csv, .csv.gz or .parquet")
+    raise DataError(f"{path}: unknown file type {suffixes or '(none)'}; expected .csv, .csv.gz, .parquet or .feather")
 
 
 def _where(path: Path, i: int, is_csv: bool, raw_ts: object) -> str:
@@ -294,11 +298,11 @@ class CandleFile:
 
 
 def candle_files(folder: Path) -> list[CandleFile]:
-    """Every candle file in ``folder`` (CSV, CSV.gz, Parquet), loaded and checked."""
+    """Every candle file in ``folder`` (``CANDLE_FILES``), loaded and checked."""
     found = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         name = path.name.lower()
-        if not path.is_file() or name.startswith(".") or not name.endswith((".csv", ".csv.gz", ".parquet", ".pq")):
+        if not path.is_file() or name.startswith(".") or not name.endswith(CANDLE_FILES):
             continue
         try:
             found.append(CandleFile(path, file_market(path), load_candles(path), None))
