@@ -5,6 +5,7 @@ recorded in the file."""
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import signal
@@ -153,6 +154,25 @@ def test_update_appends_exactly_the_new_bars_and_replaces_the_file_atomically(tm
     assert again.returncode == 0 and json.loads(again.stdout)["new_bars"] == 0
     _same_bars(out, everything)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.parquet"]
+
+
+def test_update_of_a_downloaded_file_unpacked_to_csv_is_refused_saying_why(tmp_path):
+    """A downloaded .csv.gz unpacked to .csv keeps its market beside it; update wrote gzip under
+    a temporary .csv name, then stopped reading it back: "cannot read file: .b.csv.new.csv: 'utf-8'
+    codec can't decode byte 0x8b", a file the user never named."""
+    ex = Exchange(_bars("binance", 0, 1_500), page_rows=1_000)
+    with serving(binance=ex) as root:
+        assert _download(tmp_path / "b.csv.gz", "binance", root).returncode == 0
+        plain = tmp_path / "b.csv"
+        plain.write_bytes(gzip.decompress((tmp_path / "b.csv.gz").read_bytes()))
+        market_sidecar(tmp_path / "b.csv.gz").rename(market_sidecar(plain))
+        (tmp_path / "b.csv.gz").unlink()
+        ex.candles = _bars("binance", 0, 2_000)
+        before = plain.read_bytes()
+        proc = _genesis("update", str(plain), root=root, name="binance")
+    assert proc.returncode == 2 and "update writes .parquet or .csv.gz" in proc.stderr, proc.stderr
+    assert plain.read_bytes() == before
+    _same_bars(plain, _bars("binance", 0, 1_500))
 
 
 def test_the_still_open_candle_is_never_stored(tmp_path):

@@ -269,6 +269,9 @@ def download(exchange: str, symbol: str, timeframe: str, start: str, end: str | 
 def update(path: Path, api_url: str | None = None, on_progress: OnProgress | None = None, retries: int = RETRIES) -> Fetched:
     """Append the bars closed since ``path``'s last one, re-validate the whole file and replace it
     atomically; its market metadata says where from."""
+    if not path.name.endswith(SUFFIXES):  # what it writes: for a renamed x.csv it wrote gzip, then failed to read it back
+        raise DataError(f"{path}: update writes .parquet or .csv.gz, as download does; give the file such a name "
+                        "(and its .market.json beside a CSV the same)")
     market = file_market(path)
     if market is None or not {"exchange", "symbol", "timeframe"} <= set(market):
         raise DataError(f"{path}: no exchange market in its metadata (written by `genesis data download`?); "
