@@ -185,6 +185,24 @@ def test_a_decompression_bomb_stops_at_the_limit_without_holding_it(tmp_path, mo
         load_candles(big)
 
 
+def test_a_csv_whose_time_column_has_no_name_loads_as_pandas_wrote_it(tmp_path):
+    """``df.to_csv()`` writes an unnamed index under an empty header (backtesting.py's own GOOG.csv:
+    ``,Open,High,...``): those are the times. Row numbers 0, 1, 2 ... there are not."""
+    import backtesting
+    from backtesting.test import GOOG
+
+    theirs = Path(backtesting.__file__).parent / "test" / "GOOG.csv"
+    assert theirs.read_text().startswith(",Open,High,Low,Close,Volume\n")
+    named = tmp_path / "named.csv"
+    GOOG.rename(columns=str.lower).rename_axis("timestamp").to_csv(named)
+    assert load_candles(theirs).fingerprint == load_candles(named).fingerprint
+    assert len(load_candles(theirs)) == len(GOOG) == 2_148
+    rows = tmp_path / "rows.csv"
+    GOOG.reset_index(drop=True).to_csv(rows)
+    with pytest.raises(DataError, match=r"missing column\(s\) timestamp; found Unnamed: 0, Open"):
+        load_candles(rows)
+
+
 def test_freqtrade_s_feather_candles_load_as_the_same_candles_and_are_listed(tmp_path, sample):
     """Freqtrade keeps candles as Feather (``BTC_USDT-1h.feather``: ``date`` as UTC times, then the
     prices): the same bars as the CSV, and ``genesis data list`` shows the file."""

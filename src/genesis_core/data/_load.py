@@ -94,6 +94,16 @@ def _time_index_as_column(frame: pd.DataFrame) -> pd.DataFrame:
     return frame
 
 
+def _unnamed_time(frame: pd.DataFrame) -> str | None:
+    """The first column when its header is empty, as ``df.to_csv()`` writes an unnamed index
+    (backtesting.py's own GOOG.csv: ``,Open,High,...``), unless it holds the row numbers 0, 1, 2 ...
+    of a frame that had no times."""
+    if len(frame.columns) == 0 or not str(frame.columns[0]).startswith("Unnamed: 0"):
+        return None
+    first = frame.iloc[:, 0].astype(str).str.strip()
+    return None if first.tolist() == [str(i) for i in range(len(first))] else str(frame.columns[0]).strip().lower()
+
+
 def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
     """Return the raw table and whether rows map to file lines (CSV) for error messages."""
     import pandas as pd
@@ -203,7 +213,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
         names = [str(c).strip().lower() for c in frame.columns]
         twice = sorted({c for c in names if names.count(c) > 1})
         raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
-    time_key = next((a for a in _TIME_ALIASES if a in columns), None)
+    time_key = next((a for a in _TIME_ALIASES if a in columns), None) or _unnamed_time(frame)
     missing = [c for c in (*_PRICE_COLUMNS, "volume") if c not in columns]
     if time_key is None:
         missing.insert(0, "timestamp")
