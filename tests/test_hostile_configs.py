@@ -39,8 +39,8 @@ def test_a_study_name_cannot_lead_out_of_the_results_folder(tmp_path):
             optimize(path)
     _refused_in_one_line(genesis("optimize", str(path)), "meta.study_name", "is not a name")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["opt.yaml"]  # nothing written anywhere
-    for field in ("symbol", "timeframe"):  # they name the champion's files
-        with pytest.raises(ConfigError, match=f"meta.{field}: '../x' is not a name"):
+    for field, refusal in (("symbol", "is not a name"), ("timeframe", "bad timeframe")):  # they name the champion's files
+        with pytest.raises(ConfigError, match=f"meta.{field}: .*{refusal}"):
             load_study_config(write_config(tmp_path, meta={field: "../x"}))
 
 
@@ -231,3 +231,21 @@ def test_categorical_choices_may_be_whole_mappings(tmp_path):
                                                "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 3.0}})
     with pytest.raises(ConfigError, match="a choice and another's JSON text are the same"):
         load_study_config(clash).spec()
+
+
+@pytest.mark.parametrize("timeframe", ["7x", "1M"])
+def test_a_bad_timeframe_is_refused_as_the_config_is_read_naming_its_key(tmp_path, timeframe):
+    """A timeframe was checked only when the candles were loaded: "error: bad timeframe '7x'", no
+    key, no file, and preflight stopped with that line instead of its table."""
+    backtest = tmp_path / "bt.yaml"
+    backtest.write_text(yaml.safe_dump({**read_config_file(ROOT / "configs" / "sma_cross.yaml"),
+                                        "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                                                 "timeframe": timeframe}}))
+    _refused_in_one_line(genesis("backtest", str(backtest)), f"data.timeframe: bad timeframe '{timeframe}'")
+    study = write_config(tmp_path, meta={"timeframe": timeframe})
+    _refused_in_one_line(genesis("sweep", str(study), "--skip-preflight", cwd=tmp_path), f"meta.timeframe: bad timeframe '{timeframe}'")
+    checked = genesis("preflight", str(study), "--json", cwd=tmp_path)
+    assert checked.returncode == 1, checked.stderr
+    config = next(c for c in json.loads(checked.stdout)["checks"] if c["name"] == "config")
+    assert config["status"] == "fail" and f"meta.timeframe: bad timeframe '{timeframe}'" in config["detail"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bt.yaml", "opt.yaml"]

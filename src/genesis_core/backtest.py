@@ -19,6 +19,7 @@ from pydantic import Field
 from genesis_core.config import StrictModel, deep_merge, parse_model
 from genesis_core.data import (
     Candles,
+    Timeframe,
     Window,
     cache_candles,
     cached_candles,
@@ -50,7 +51,7 @@ class DataSpec(StrictModel):
 
     path: str = DEFAULT_DATA
     symbol: str | None = None  # the market the file holds, if the file does not say (Parquet metadata does)
-    timeframe: str | None = None
+    timeframe: Timeframe | None = None
     start: str | None = None
     end: str | None = None
     warmup_bars: int | None = Field(None, ge=0)

@@ -5,6 +5,7 @@
 from genesis_core.data._candles import (
     Candles,
     GapReport,
+    Timeframe,
     Window,
     check_span,
     format_timeframe,
@@ -33,6 +34,7 @@ __all__ = [
     "candle_files",
     "Candles",
     "GapReport",
+    "Timeframe",
     "Window",
     "check_span",
     "format_timeframe",

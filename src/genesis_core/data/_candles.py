@@ -6,8 +6,10 @@ import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import cached_property
+from typing import Annotated
 
 import numpy as np
+from pydantic import AfterValidator
 
 from genesis_core.errors import DataError, clip
 from genesis_core.fingerprint import fingerprint_arrays
@@ -28,6 +30,17 @@ def parse_timeframe(text: str) -> int:
     if not m or int(m.group(1)) <= 0:
         raise DataError(f"bad timeframe {text!r}: expected a number and a unit m/h/d/w, e.g. '1h' or '4h'")
     return int(m.group(1)) * _TF_UNITS[m.group(2).lower()]
+
+
+def _valid_timeframe(text: str) -> str:
+    try:
+        parse_timeframe(text)
+    except DataError as exc:
+        raise ValueError(str(exc)) from None
+    return text
+
+
+Timeframe = Annotated[str, AfterValidator(_valid_timeframe)]  # a config's timeframe, checked as it is read: the error names its key
 
 
 def format_timeframe(seconds: int) -> str:

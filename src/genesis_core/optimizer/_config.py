@@ -11,7 +11,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from pydantic import Field, field_validator, model_validator
 
 from genesis_core.config import StrictModel, name_problem, parse_model, read_config_file
-from genesis_core.data import check_span, parse_ts
+from genesis_core.data import Timeframe, check_span, parse_ts
 from genesis_core.errors import ConfigError, DataError, clip
 from genesis_core.fingerprint import canonical_json
 from genesis_core.optimizer._samplers import sampler_class
@@ -158,7 +158,7 @@ class StopPolicy(StrictModel):
 
 class Meta(StrictModel):
     symbol: str = "BTCUSD"
-    timeframe: str = "1h"
+    timeframe: Timeframe = "1h"
     base_config: str = "configs/reference.yaml"
     data: str | None = None  # overrides the base config's data.path
     warmup_bars: int | None = Field(None, ge=0)

@@ -13,26 +13,15 @@ from typing import Annotated
 
 import numpy as np
 from numba import njit
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import Field, model_validator
 
 from genesis_core.config import StrictModel
-from genesis_core.data import parse_timeframe
-from genesis_core.errors import DataError
+from genesis_core.data import Timeframe
 from genesis_core.features import FeatureStore, warmup_bars
 from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, Training, register_strategy
 from genesis_core.strategy.model import load_model
 
-
-def _timeframe(text: str) -> str:
-    try:
-        parse_timeframe(text)
-    except DataError as exc:
-        raise ValueError(str(exc)) from None
-    return text
-
-
 Prob = Annotated[float, Field(ge=0.0, le=1.0)]
-Timeframe = Annotated[str, AfterValidator(_timeframe)]
 REGIMES = ("bull", "bear", "ranging", "balanced")
 ZONES = ("low", "mid", "high")
 BLOCK_REASONS = ("min_edge", "entry_conf", "regime_proba", "htf_gate", "fib_gate", "size_zero")
