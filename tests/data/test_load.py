@@ -249,10 +249,14 @@ def test_missing_file_and_unknown_type(tmp_path):
         load_candles(tmp_path / "x.xlsx")
 
 
-def test_explicit_timeframe_is_checked(sample):
+def test_explicit_timeframe_is_checked(tmp_path, sample):
     assert load_candles(SAMPLE_FILE, "1h").fingerprint == sample.fingerprint
-    with pytest.raises(DataError, match="not a multiple of the 14400 s"):
-        load_candles(SAMPLE_FILE, "4h")
+    # 1h bars given as 30m passed as 30m bars, every other one missing: a Sharpe annualised sqrt(2) too high
+    for wrong in ("30m", "4h"):
+        with pytest.raises(DataError, match=rf"timeframe {wrong} given, but no two bars are {wrong} apart \(most are 1h\): give 1h"):
+            load_candles(SAMPLE_FILE, wrong)
+    sparse = _sample_frame().drop(index=range(1, 150, 2))  # most bars 2h apart, the rest 1h: 1h bars with gaps
+    assert load_candles(_write(tmp_path, sparse), "1h").gaps().count == 75
 
 
 def test_a_month_is_not_taken_for_a_minute(tmp_path, sample):

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genesis_core.data._candles import CANDLE_ARRAYS, Candles, parse_timeframe
+from genesis_core.data._candles import CANDLE_ARRAYS, Candles, format_timeframe, parse_timeframe
 from genesis_core.errors import DataError, clip
 from genesis_core.files import atomic_write
 
@@ -254,11 +254,15 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     if (diffs < 0).any():
         i, n = _first_bad(diffs < 0)
         raise DataError(f"{_where(path, i + 1, is_csv, raw_ts.iloc[i + 1])}: timestamps not sorted (earlier than row {i + 1}){_more(n)}")
+    steps, counts = np.unique(diffs, return_counts=True)
+    common = int(steps[np.argmax(counts)]) if len(steps) else None  # the bars' own timeframe
     if timeframe is not None:
         tf = parse_timeframe(timeframe)
-    elif len(diffs):
-        steps, counts = np.unique(diffs, return_counts=True)
-        tf = int(steps[np.argmax(counts)])
+        if common is not None and tf not in steps:  # 30m given for 1h bars passed as 30m bars, every other one missing
+            raise DataError(f"{path}: timeframe {timeframe} given, but no two bars are {timeframe} apart (most are "
+                            f"{format_timeframe(common)}): give {format_timeframe(common)}, or none (it is read from the bars)")
+    elif common is not None:
+        tf = common
     else:
         raise DataError(f"{path}: a single bar has no timeframe; pass the timeframe explicitly")
     off_grid = (diffs % tf) != 0
