@@ -126,10 +126,13 @@ def test_a_database_down_longer_than_the_retry_time_ends_cleanly_and_resumes(tmp
     assert proc.returncode == 2, err[-3000:]
     assert "did not answer for 5 s" in err and "resume with: genesis optimize" in err
     assert "Traceback" not in err
-    # One retry period and the teardown: 1.8-4.7 s with a 3 s period (the workers find the database gone
-    # up to a period after it went), 6.1 under load; a second period for the held entries made it 6.3-6.9 s.
-    # A 5 s period keeps the two apart by more than that spread.
-    assert ended < 8.5, ended
+    # Each process that met the outage waits one retry period (a warning starts it), then every later
+    # call on its way out (the failed trial's tell, its held cache entries) fails at once, "given up on
+    # ... ago". Counted, not timed: the time depends on when each worker next touches the database,
+    # 3.6-3.7 s alone but 10.3 s once on a loaded machine, where a bound of 8.5 s failed.
+    periods = err.count("does not answer; retrying for up to 5 s")
+    assert 1 <= periods <= 3 and "given up on" in err, err  # the session's process and its two workers, once each
+    assert ended < 60, ended
     summary = optimize(path, storage=url)  # the database is back: the next session completes the budget
     states = [t.state.name for t in _pg_study(url).trials]
     assert states.count("COMPLETE") + states.count("PRUNED") == 40
