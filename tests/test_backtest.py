@@ -383,3 +383,23 @@ def test_a_backtester_keeps_the_features_of_its_most_recent_windows_only_and_the
     assert bt.run(configs[0]).metrics == first[0] == Backtester().run(configs[0]).metrics  # made again
     for k in (1, 20, 39):
         assert first[k] == Backtester().run(configs[k]).metrics, k
+
+
+def test_a_market_closed_at_weekends_is_annualised_over_the_bars_it_trades_a_year(btc):
+    """Crypto trades every day: P is 365 days of bars, gaps or not. A stock market closes at
+    weekends (backtesting.py's own GOOG.csv, daily): P is the bars the file holds a year, 251.6,
+    where 365 made its Sharpe about 20% too high (the same test of weekends as backtesting.py's)."""
+    import math
+
+    import backtesting
+
+    assert btc.gaps().count > 0 and btc.bars_per_year == 8760.0
+    goog = Path(backtesting.__file__).parent / "test" / "GOOG.csv"
+    candles = load_candles(goog)
+    span_days = (candles.timestamps[-1] - candles.timestamps[0]) / 86_400 + 1
+    assert candles.bars_per_year == pytest.approx(len(candles) * 365 / span_days) and 250 < candles.bars_per_year < 253
+    result = Backtester().run(build_config({"strategy": "sma_cross", "params": {"fast": 10, "slow": 20},
+                                            "data": {"path": str(goog), "start": "2006-01-01", "end": "2012-12-31"}}))
+    r = result.engine.equity[1:] / result.engine.equity[:-1] - 1
+    assert result.metrics["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(candles.bars_per_year), rel=1e-12)
+    assert result.metrics["sharpe"] > 0 and math.sqrt(365 / candles.bars_per_year) > 1.2  # what 365 days made it

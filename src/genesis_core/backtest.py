@@ -327,7 +327,7 @@ class Backtester:
     def execute(self, plan: Plan) -> BacktestResult:
         decisions = plan.strategy.decide(self.features(plan.window), plan.params, plan.window.start_index)
         engine = run_engine(plan.window.candles, decisions, plan.window.start_index, plan.config.costs)
-        metrics = compute_metrics(engine, plan.candles.timeframe_seconds)
+        metrics = compute_metrics(engine, plan.candles.bars_per_year)
         st = decisions.trace
         reasons = engine.trades["exit_reason"]
         trace = {

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from genesis_core.engine import TRADE_DTYPE, EngineResult
-from genesis_core.metrics import DD_FLOOR, PF_CAP, bars_per_year, compute_metrics
+from genesis_core.metrics import DD_FLOOR, PF_CAP, compute_metrics
 
 
 def _result(equity, pnls, held=None, bars_in_position=0) -> EngineResult:
@@ -20,7 +20,7 @@ def _result(equity, pnls, held=None, bars_in_position=0) -> EngineResult:
 
 
 def test_hand_computed_metrics():
-    m = compute_metrics(_result([100, 110, 99, 121], [10, -11, 22], held=[2, 1, 3], bars_in_position=2), 86400)
+    m = compute_metrics(_result([100, 110, 99, 121], [10, -11, 22], held=[2, 1, 3], bars_in_position=2), 365)
     r = np.array([0.1, -0.1, 22 / 99])
     assert m["total_return"] == pytest.approx(0.21)
     assert m["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(365))
@@ -36,24 +36,24 @@ def test_hand_computed_metrics():
     assert m["classic_score"] == pytest.approx(m["sharpe"] + 0.21 + 0.25 * 2.1 + 0.2)
 
 
-def test_annualisation_follows_the_timeframe():
+def test_annualisation_follows_the_bars_a_year():
     eq = [100, 101, 100.5, 102]
-    daily = compute_metrics(_result(eq, []), 86400)["sharpe"]
-    hourly = compute_metrics(_result(eq, []), 3600)["sharpe"]
+    daily = compute_metrics(_result(eq, []), 365)["sharpe"]
+    hourly = compute_metrics(_result(eq, []), 8760)["sharpe"]
     assert hourly == pytest.approx(daily * math.sqrt(24))
 
 
 def test_bounds_hold_in_degenerate_cases():
-    flat = compute_metrics(_result([100, 100, 100], []), 3600)
+    flat = compute_metrics(_result([100, 100, 100], []), 8760)
     assert (flat["sharpe"], flat["sortino"], flat["profit_factor"], flat["win_rate"], flat["return_to_dd"]) == (0, 0, 0, 0, 0)
     # a 1% gain with no drawdown: the floor keeps return/drawdown at 0.5, not infinity
-    up = compute_metrics(_result([100, 100.5, 101], [1.0]), 3600)
+    up = compute_metrics(_result([100, 100.5, 101], [1.0]), 8760)
     assert up["max_drawdown"] == 0 and up["return_to_dd"] == pytest.approx(0.01 / DD_FLOOR)
     assert up["profit_factor"] == PF_CAP and up["sortino"] == 0
-    streak = compute_metrics(_result([100, 90], [-1, -2, 3, -1, -1, -1, 2]), 3600)
+    streak = compute_metrics(_result([100, 90], [-1, -2, 3, -1, -1, -1, 2]), 8760)
     assert streak["max_loss_streak"] == 3
-    assert compute_metrics(_result([100, 90], [-1, -2]), 3600)["profit_factor"] == 0
-    assert compute_metrics(_result([100, 90], [100, -1]), 3600)["profit_factor"] == PF_CAP
+    assert compute_metrics(_result([100, 90], [-1, -2]), 8760)["profit_factor"] == 0
+    assert compute_metrics(_result([100, 90], [100, -1]), 8760)["profit_factor"] == PF_CAP
 
 
 def _numpy_max_drawdown(equity: np.ndarray) -> float:
@@ -104,10 +104,10 @@ def test_max_drawdown_and_max_streak_are_numpy_s_bit_for_bit_on_real_curves_and_
         max_drawdown(np.array([]))
 
 
-def _numpy_return_and_trade_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, float]:
+def _numpy_return_and_trade_metrics(result: EngineResult, periods: float) -> dict[str, float]:
     """The definitions, as NumPy computed them before the compiled passes."""
     eq, pnl = result.equity, result.trades["pnl"]
-    bars, periods = len(eq) - 1, bars_per_year(timeframe_seconds)
+    bars = len(eq) - 1
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         r = eq[1:] / eq[:-1] - 1.0
@@ -158,10 +158,10 @@ def test_return_and_trade_metrics_are_numpy_s_bit_for_bit_on_real_backtests_and_
         t["pnl"][len(t) // 2:] = np.where(rng.random(len(t) - len(t) // 2) < 0.3, 0.0, t["pnl"][len(t) // 2:])  # break-evens
         results.append(EngineResult(np.asarray(curve, dtype=float), t, {"bars_in_position": 0}))
     for result in results:
-        for timeframe in (3600, 86400):
+        for periods in (8760, 365):
             with np.errstate(all="ignore"):  # absurd curves: a total return of 0 / 0
-                mine = compute_metrics(result, timeframe)
-            for name, value in _numpy_return_and_trade_metrics(result, timeframe).items():
+                mine = compute_metrics(result, periods)
+            for name, value in _numpy_return_and_trade_metrics(result, periods).items():
                 assert _same(mine[name], value), (name, mine[name], value, len(result.equity))
     structured = np.zeros(4000, TRADE_DTYPE)
     structured["pnl"] = rng.standard_normal(4000) * 10.0 ** rng.integers(-6, 6, 4000)

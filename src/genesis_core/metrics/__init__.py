@@ -1,7 +1,8 @@
 """Performance metrics and the classic composite score, each defined once here and bounded.
 
-Definitions (r = per-bar returns of the equity curve over the decision bars; P = bars per year,
-365 days of the candles' timeframe, since crypto trades every day):
+Definitions (r = per-bar returns of the equity curve over the decision bars; P = bars per year of
+the market, ``Candles.bars_per_year``: 365 days of the timeframe where it trades every day, as
+crypto does; the bars the file holds a year where it closes at weekends, as stock markets do):
 - total_return: final equity / initial equity - 1.
 - sharpe: mean(r) / std(r, ddof=1) * sqrt(P); 0 when std is 0 or fewer than 2 bars.
 - sortino: mean(r) / sqrt(mean(min(r, 0)^2)) * sqrt(P); 0 without downside.
@@ -31,17 +32,11 @@ from genesis_core.engine import EngineResult
 
 DD_FLOOR = 0.02
 PF_CAP = 10.0
-_YEAR_SECONDS = 365 * 86400
 
 METRIC_NAMES = (
     "total_return", "sharpe", "sortino", "max_drawdown", "return_to_dd", "win_rate", "profit_factor",
     "num_trades", "avg_bars_held", "max_loss_streak", "exposure", "total_fees", "final_equity", "classic_score",
 )
-
-
-def bars_per_year(timeframe_seconds: int) -> float:
-    """P of the definitions above: bars in 365 days of this timeframe."""
-    return _YEAR_SECONDS / timeframe_seconds
 
 
 @njit(cache=True)
@@ -199,11 +194,11 @@ def _trade_sums(pnl: np.ndarray, fees: np.ndarray, entry_bar: np.ndarray,
     return _sum(won[:wins]), -_sum(lost[:losses]), wins, _sum(fees), held, _longest_run(pnl < 0)
 
 
-def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, float | int]:
-    """Every metric of the module docstring, as plain Python numbers in METRIC_NAMES order."""
+def compute_metrics(result: EngineResult, periods: float) -> dict[str, float | int]:
+    """Every metric of the module docstring, as plain Python numbers in METRIC_NAMES order;
+    ``periods``: P, the market's bars a year."""
     eq = result.equity
     bars = len(eq) - 1
-    periods = bars_per_year(timeframe_seconds)
     total_return = float(eq[-1] / eq[0] - 1.0)
     mean, var, downside_square = _return_moments(eq) if bars else (math.nan, math.nan, 0.0)
     std = math.sqrt(var) if bars >= 2 else 0.0
@@ -244,4 +239,4 @@ def compute_metrics(result: EngineResult, timeframe_seconds: int) -> dict[str, f
     return {k: values[k] for k in METRIC_NAMES}
 
 
-__all__ = ["DD_FLOOR", "METRIC_NAMES", "PF_CAP", "bars_per_year", "compute_metrics", "drawdowns", "max_drawdown", "max_streak"]
+__all__ = ["DD_FLOOR", "METRIC_NAMES", "PF_CAP", "compute_metrics", "drawdowns", "max_drawdown", "max_streak"]

@@ -16,7 +16,6 @@ import numpy as np
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, ConfigBuilder, build_config
 from genesis_core.errors import ConfigError, DataError
 from genesis_core.fingerprint import code_version, fingerprint
-from genesis_core.metrics import bars_per_year
 from genesis_core.optimizer import OptimizerConfig, SearchSpace
 from genesis_core.records import (
     Candidate,
@@ -135,7 +134,7 @@ def _explore_returns(backtester: Backtester, trial: TrialArtifact) -> np.ndarray
 
 
 def _overfitting(backtester: Backtester, best: TrialArtifact | None, trials: list[TrialArtifact], candidates: list[Candidate],
-                 v: ValidationConfig, timeframe_seconds: int) -> Overfitting:
+                 v: ValidationConfig, periods: float) -> Overfitting:
     """The mean explore-validation gap, the deflated Sharpe ratio of the top-ranked candidate given
     every evaluated trial (N and N_eff), and the PBO of the top distinct configs."""
     top = select_candidates(trials, v.overfitting.configs, include_scoring_failures=True)
@@ -143,7 +142,7 @@ def _overfitting(backtester: Backtester, best: TrialArtifact | None, trials: lis
     mean_gap = sum(c.gap for c in candidates) / len(candidates) if candidates else None
     dsr = None
     if best is not None:
-        scale = math.sqrt(bars_per_year(timeframe_seconds))  # metrics.sharpe is annualised; DSR wants per bar
+        scale = math.sqrt(periods)  # metrics.sharpe is annualised over the market's bars a year; DSR wants per bar
         sharpes = np.array([s / scale for t in trials if (s := t.metrics["sharpe"]) is not None])
         chosen = _explore_returns(backtester, best)
         stats = deflated_sharpe(chosen, sharpes, len(sharpes))
@@ -200,7 +199,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
     by_number = {t.trial_number: t for t in trials}
     top = by_number[candidates[0].trial] if candidates else None
     data = run.fixed_config.data
-    timeframe = bt.candles(data.path, data.timeframe).timeframe_seconds
+    periods = bt.candles(data.path, data.timeframe).bars_per_year
     report = ValidationReport(
         run=run.study_name,
         created=folder.now(),
@@ -213,7 +212,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         candidates=candidates,
         passed=[c.trial for c in candidates if c.passed],
         best=next((c.trial for c in candidates if c.passed), None),
-        overfitting=_overfitting(bt, top, trials, candidates, v, timeframe),
+        overfitting=_overfitting(bt, top, trials, candidates, v, periods),
     )
     folder.write_validation(report)
     return report
