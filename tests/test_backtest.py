@@ -387,7 +387,7 @@ def test_a_backtester_keeps_the_features_of_its_most_recent_windows_only_and_the
 
 def test_a_market_closed_at_weekends_is_annualised_over_the_bars_it_trades_a_year(btc):
     """Crypto trades every day: P is 365 days of bars, gaps or not. A stock market closes at
-    weekends (backtesting.py's own GOOG.csv, daily): P is the bars the file holds a year, 251.6,
+    weekends (backtesting.py's own GOOG.csv, daily): P is the bars the file holds a year, 251.5,
     where 365 made its Sharpe about 20% too high (the same test of weekends as backtesting.py's)."""
     import math
 

@@ -269,3 +269,19 @@ def test_a_month_is_not_taken_for_a_minute(tmp_path, sample):
     with pytest.raises(DataError, match="'1M': M is a month"):
         load_candles(monthly, "1M")
     assert load_candles(SAMPLE_FILE, "60m").fingerprint == sample.fingerprint  # minutes are m
+
+
+def test_a_market_closed_at_weekends_has_no_weekend_gaps(btc):
+    """backtesting.py's GOOG.csv (daily, weekdays): a gap is a weekday with no bar (a holiday),
+    counted against NumPy's business days; a weekend is not one (463 were reported, 77 are).
+    Crypto trades every day: its gaps are every missing bar, weekends included, as before."""
+    import backtesting
+
+    goog = load_candles(Path(backtesting.__file__).parent / "test" / "GOOG.csv")
+    days = goog.timestamps.astype("datetime64[s]").astype("datetime64[D]")
+    weekdays_between = np.busday_count(days[:-1] + 1, days[1:])
+    report = goog.gaps()
+    assert goog.closes_at_weekends and not btc.closes_at_weekends
+    assert (report.count, report.missing_bars) == ((weekdays_between > 0).sum(), weekdays_between.sum()) == (77, 79)
+    diffs = np.diff(btc.timestamps)
+    assert (btc.gaps().count, btc.gaps().missing_bars) == ((diffs > 3600).sum(), (diffs // 3600 - 1)[diffs > 3600].sum())
