@@ -16,17 +16,17 @@ from genesis_core.fingerprint import fingerprint_arrays
 
 CANDLE_ARRAYS = ("timestamps", "open", "high", "low", "close", "volume")  # Candles' arrays, in field order
 _TF_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
-DAY = 86_400
+DAY, WEEK = 86_400, 7 * 86_400
 YEAR_SECONDS = 365 * DAY
-_MONDAY = 4 * DAY  # the first Monday 00:00 UTC after the epoch
+MONDAY = 4 * DAY  # the first Monday 00:00 UTC after the epoch (a Thursday)
+_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+_ISO_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}")  # pandas also reads 'now' and 'tomorrow': a config must not
 
 
 def _weekend_seconds(t: np.ndarray) -> np.ndarray:
     """Seconds of Saturdays and Sundays (UTC) from the first Monday after the epoch to each time."""
-    weeks, rest = np.divmod(t - _MONDAY, 7 * DAY)
+    weeks, rest = np.divmod(t - MONDAY, WEEK)
     return weeks * 2 * DAY + np.maximum(rest - 5 * DAY, 0)
-_DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-_ISO_START = re.compile(r"\s*\d{4}-\d{2}-\d{2}")  # pandas also reads 'now' and 'tomorrow': a config must not
 
 
 def parse_timeframe(text: str) -> int:

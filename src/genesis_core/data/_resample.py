@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from genesis_core.data._candles import Candles, parse_timeframe
+from genesis_core.data._candles import MONDAY, WEEK, Candles, parse_timeframe
 from genesis_core.errors import DataError
-
-WEEK = 7 * 86_400
-MONDAY = 4 * 86_400  # the first Monday 00:00 UTC after the epoch (a Thursday)
 
 
 def resample(candles: Candles, timeframe: str) -> tuple[Candles, np.ndarray]:
