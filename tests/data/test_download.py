@@ -218,6 +218,16 @@ def test_an_exchange_symbol_or_timeframe_not_offered_is_one_clear_line(tmp_path,
     assert not any(_candle_requests(e) for e in ex.values()) and list(tmp_path.iterdir()) == []
 
 
+def test_an_end_before_the_start_is_refused_before_the_exchange_is_asked(tmp_path):
+    """It asked the exchange, then said it had no candles "from 2023-01-01 to 2022-01-01"."""
+    ex = Exchange(_bars("binance", 0, 10))
+    with serving(binance=ex) as root:
+        proc = _genesis("download", "--exchange", "binance", "--symbol", "BTC/USDT", "--start", "2023-01-01", "--end",
+                        "2022-01-01", "--out", str(tmp_path / "x.parquet"), root=root, name="binance")
+    assert proc.returncode == 2 and proc.stderr.strip() == "error: --end 2022-01-01 is before --start 2023-01-01", proc.stderr
+    assert ex.requests == [] and list(tmp_path.iterdir()) == []
+
+
 def test_data_list_shows_each_file_with_its_market_span_and_fingerprint(tmp_path):
     ex = Exchange(_bars("binance", 0, 1_500), page_rows=1_000)
     with serving(binance=ex) as root:

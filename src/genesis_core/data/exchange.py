@@ -248,13 +248,15 @@ def download(exchange: str, symbol: str, timeframe: str, start: str, end: str | 
              api_url: str | None = None, on_progress: OnProgress | None = None, retries: int = RETRIES) -> Fetched:
     """Candles of ``symbol`` from ``start`` to ``end`` (inclusive; default: the last closed bar) into
     ``out`` (Parquet unless it ends in .csv.gz), resuming an interrupted run of the same request."""
+    since = parse_ts(start) * 1000
+    until = None if end is None else parse_ts(end, end_of_day=True) * 1000
+    if until is not None and until < since:  # it asked the exchange, then said it had no candles "from 2023-01-01 to 2022-01-01"
+        raise DataError(f"--end {end} is before --start {start}")
     ex = connect(exchange, api_url)
     unified = market_symbol(ex, symbol, timeframe, retries)
     path = out or default_path(Path("data"), ex.id, unified, timeframe)
     if not path.name.endswith(SUFFIXES):
         raise DataError(f"{path}: write .parquet (default) or .csv.gz")
-    since = parse_ts(start) * 1000
-    until = None if end is None else parse_ts(end, end_of_day=True) * 1000
     parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": timeframe, "start": since, "end": until})
     rows, resumed = _fetch(ex, unified, timeframe, since, until, parts, on_progress, retries)
     if len(rows) == 0:
