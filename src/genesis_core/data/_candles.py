@@ -156,7 +156,7 @@ class Candles:
         """Whether the market closes at weekends, as stock markets do (crypto trades every day), by
         backtesting.py's test: its bars hold under 60% of the weekend bars a 7-day week would."""
         ts = self.timestamps
-        return bool(len(ts)) and float(((ts // DAY + 3) % 7 >= 5).mean()) <= 0.6 * 2 / 7  # 1970-01-01 was a Thursday
+        return bool(len(ts)) and float(((ts - MONDAY) % WEEK >= 5 * DAY).mean()) <= 0.6 * 2 / 7
 
     @cached_property
     def bars_per_year(self) -> float:
