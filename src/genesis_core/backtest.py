@@ -30,7 +30,7 @@ from genesis_core.data import (
     same_symbol,
 )
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
-from genesis_core.errors import ConfigError, unknown_key_hint
+from genesis_core.errors import ConfigError, StrategyError, unknown_key_hint
 from genesis_core.features import FeatureStore, Span
 from genesis_core.files import trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
@@ -326,7 +326,10 @@ class Backtester:
 
     def execute(self, plan: Plan) -> BacktestResult:
         decisions = plan.strategy.decide(self.features(plan.window), plan.params, plan.window.start_index)
-        engine = run_engine(plan.window.candles, decisions, plan.window.start_index, plan.config.costs)
+        try:
+            engine = run_engine(plan.window.candles, decisions, plan.window.start_index, plan.config.costs)
+        except StrategyError as exc:
+            raise StrategyError(f"strategy {plan.config.strategy!r} {exc}") from None
         metrics = compute_metrics(engine, plan.candles.bars_per_year)
         st = decisions.trace
         reasons = engine.trades["exit_reason"]

@@ -24,6 +24,12 @@ class ConfigError(GenesisError):
     exit_code = 2
 
 
+class StrategyError(GenesisError):
+    """Decisions a strategy returned that the engine cannot take: the message names the strategy,
+    the array, the value and its bar. In a study it fails the trial with that reason, as a config
+    the strategy refuses does: a strategy can err for some parameters only."""
+
+
 def clip(text: str, limit: int = 100) -> str:
     """``text`` cut to about ``limit`` characters, so a hostile value is never echoed whole."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

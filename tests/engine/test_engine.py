@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import replace
+from datetime import UTC, datetime
 
 import numpy as np
 import pytest
 
+from genesis_core.data import Candles
 from genesis_core.engine import EXIT_REASONS, Costs, run_engine
+from genesis_core.errors import StrategyError
 from genesis_core.strategy import Decisions, StrategyTrace
 from tests.conftest import make_candles
 
@@ -148,3 +152,90 @@ def test_decisions_before_start_and_on_the_last_bar_never_fill():
     r = run_engine(c, _decisions(5, entries={0: long, 4: long}), 2, NO_COST)
     assert len(r.trades) == 0 and r.counters["orders"] == 0 and len(r.equity) == 4
     assert np.all(r.equity == 10_000)
+
+
+START = 30  # the decisions of bars before it are never read
+
+
+def _orders_on(candles: Candles) -> Decisions:
+    """Real bars traded as a user's strategy might: long after an up bar, short after a down bar,
+    half the equity, stops 2% away, from bar START on (NaN sizes and stops while warming up)."""
+    n = len(candles)
+    side = np.sign(candles.close - candles.open).astype(np.int8)
+    side[:START] = 0
+    distance = np.where(side != 0, 0.02 * candles.close, np.nan)
+    size = np.where(np.arange(n) >= START, 0.5, np.nan)
+    return replace(Decisions.empty(n, StrategyTrace(n - START, START, 0, 0)), side=side, size=size, stop_dist=distance,
+                   take_dist=2 * distance)
+
+
+def _at(candles: Candles, bar: int) -> str:
+    return f"at {datetime.fromtimestamp(int(candles.timestamps[bar]), UTC):%Y-%m-%d %H:%M} UTC (bar {bar} of the window)"
+
+
+def _first_order(d: Decisions, side: int = 0) -> int:
+    return START + int(np.flatnonzero(d.side[START:] if side == 0 else d.side[START:] == side)[0])
+
+
+def _set(array: np.ndarray, bar: int, value) -> np.ndarray:
+    out = array.astype(np.result_type(array, np.asarray(value)), copy=True)
+    out[bar] = value
+    return out
+
+
+RULE_SIZE = "a fraction of equity above 0 and at most 1"
+REFUSED = {  # a strategy's bug: (its decisions from the good ones, what the refusal says, the bar it names or None)
+    "side 2": (lambda d, b: replace(d, side=_set(d.side, b, 2)), r"side is 2 {at}: 1 \(long\), -1 \(short\) or 0", 0),
+    "side -1.5": (lambda d, b: replace(d, side=_set(d.side, b, -1.5)), r"side is -1.5 {at}: 1 \(long\)", 0),
+    "side NaN (np.sign of a warm-up)": (lambda d, b: replace(d, side=_set(d.side, b, np.nan)), "side is nan {at}", 0),
+    "negative size": (lambda d, b: replace(d, size=_set(d.size, b, -0.5)), r"size is -0.5 for an order of side -?1 {at}: " + RULE_SIZE, 0),
+    "NaN size": (lambda d, b: replace(d, size=_set(d.size, b, np.nan)), "size is nan for an order of side -?1 {at}", 0),
+    "no size": (lambda d, b: replace(d, size=_set(d.size, b, 0.0)), "size is 0.0 for an order", 0),
+    "leverage": (lambda d, b: replace(d, size=_set(d.size, b, 1.5)), r"size is 1.5 .*\(no leverage is modelled", 0),
+    "stop on the wrong side": (lambda d, b: replace(d, stop_dist=_set(d.stop_dist, b, -250.0)), "stop_dist is -250.0 for an order", 0),
+    "take -inf": (lambda d, b: replace(d, take_dist=_set(d.take_dist, b, -np.inf)), "take_dist is -inf for an order", 0),
+    "trail negative": (lambda d, b: replace(d, trail_dist=_set(d.trail_dist, b, -1.0)), "trail_dist is -1.0 for an order", 0),
+    "exit 0.5": (lambda d, b: replace(d, exit_long=_set(d.exit_long.astype(float), b, 0.5)), "exit_long is 0.5 {at}: true or false", 0),
+    "an array short of the window": (lambda d, b: replace(d, side=d.side[:-100].copy()),
+                                     r"side has shape \(\d+,\): one value for each of the window's", None),
+    "a 2-D array": (lambda d, b: replace(d, size=d.size[:, None]), r"size has shape \(\d+, 1\)", None),
+    "text": (lambda d, b: replace(d, side=d.side.astype(str)), "side holds <U4 values", None),
+    "negative cooldown": (lambda d, b: replace(d, cooldown_bars=-1), "cooldown_bars is -1: a whole number of bars", None),
+    "fractional hold": (lambda d, b: replace(d, max_bars_held=2.5), "max_bars_held is 2.5: a whole number of bars", None),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+def test_decisions_the_engine_cannot_take_are_refused_naming_the_array_the_value_and_its_bar(sample, case):
+    """A strategy's bug was read as its result: a negative size traded each signal the other way, a
+    side of 2 doubled the position, a NaN size gave a Sharpe of 0 and an array shorter than the
+    window was read past its end. Each is refused at the first order it spoils, naming its bar."""
+    good = _orders_on(sample)
+    assert run_engine(sample, good, START, NO_COST).counters["trades_opened"] > 50
+    bar = _first_order(good) + 7  # not the first bar: the bar named is the one at fault
+    while good.side[bar] == 0:
+        bar += 1
+    change, words, named = REFUSED[case]
+    with pytest.raises(StrategyError, match="decided what the engine cannot take: " + words.format(at=re.escape(_at(sample, bar)))):
+        run_engine(sample, change(good, bar), START, NO_COST)
+
+
+def test_values_the_engine_never_reads_pass_and_numbers_of_other_types_run_as_the_same_orders(sample):
+    """What a strategy leaves where the engine reads nothing (a size, a negative stop or a side of 5
+    before the window's start or where there is no order) is never refused, and a side of floats or
+    int64, lists, an infinite distance for none: each gives the run of the engine's own types."""
+    good = _orders_on(sample)
+    expected = run_engine(sample, good, START, NO_COST)
+    flat = good.side == 0
+    loose = [
+        replace(good, side=_set(good.side, 3, 5), size=np.where(flat, -7.0, good.size),
+                stop_dist=np.where(flat, -1.0, good.stop_dist)),
+        replace(good, side=good.side.astype(float), exit_long=good.exit_long.astype(int)),
+        replace(good, side=good.side.astype(np.int64), cooldown_bars=np.int64(0)),
+        replace(good, side=good.side.tolist(), size=good.size.tolist()),
+        replace(good, trail_dist=np.full(len(sample), np.inf)),
+    ]
+    for d in loose:
+        r = run_engine(sample, d, START, NO_COST)
+        assert np.array_equal(r.equity, expected.equity) and np.array_equal(r.trades, expected.trades)
+        assert r.counters == expected.counters

@@ -5,6 +5,7 @@ finished chunk and a second run evaluates only the rest."""
 
 from __future__ import annotations
 
+import csv
 import gc
 import json
 import os
@@ -18,6 +19,7 @@ from pathlib import Path
 import optuna
 import pytest
 import sqlalchemy as sa
+import yaml
 
 from genesis_core import report as report_module
 from genesis_core.backtest import Backtester
@@ -616,3 +618,42 @@ def test_a_point_refused_as_its_backtest_runs_is_noted_as_refused_and_the_sweep_
     trials = _study(tmp_path).trials
     assert [t.params["gates.htf.timeframe"] for t in trials] == ["4h"] * 3
     assert all(RunFolder(Path(summary.run_dir)).read_trial(t.number).score.production == t.value for t in trials)
+
+
+def test_a_user_strategy_s_order_the_engine_cannot_take_ends_a_backtest_in_one_line_and_fails_only_its_trials(tmp_path):
+    """A user's strategy whose ``size`` parameter is left unbounded, run at -0.5: the engine read it
+    as an order the other way round and the backtest reported its result. Now a backtest ends with
+    one line naming the strategy, the value and its bar; a sweep and a study over sizes fail just
+    those points, with the reason, and add the others as single backtests give them."""
+    strategy = "tests.strategy.custom_strategy:RsiReversion"
+    base = tmp_path / "rsi.yaml"
+    base.write_text(yaml.safe_dump({"strategy": strategy, "params": {"size": -0.5},
+                                    "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                                             "start": "2022-03-01", "end": "2022-05-31"}}))
+    out = genesis("backtest", "--config", str(base))
+    refusal = (f"strategy '{strategy}' decided what the engine cannot take: size is -0.5 for an order of side -?1 "
+               r"at 2022-\d\d-\d\d \d\d:00 UTC \(bar \d+ of the window\): a fraction of equity above 0 and at most 1")
+    assert out.returncode == 1 and re.fullmatch(f"error: {refusal}.*\n", out.stderr), out.stderr
+    space = {"size": {"type": "categorical", "choices": [-0.5, 0.5, 1.0]},
+             "period": {"type": "categorical", "choices": [10, 14]}}
+    path = write_config(tmp_path, meta={"base_config": str(base), "stop": {"max_trials": 1000}}, parameters=space)
+    summary = sweep(load_study_config(path).spec(), SweepOptions("grid", workers=2))
+    assert "4 added" in summary.session.notes[-2]
+    assert re.fullmatch(f"sweep: the strategy refused 2 point\\(s\\) \\(not added\\), the first: {refusal}.*",
+                        summary.session.notes[-1]), summary.session.notes
+    bt, spec, run = Backtester(), load_study_config(path).spec(), RunFolder(Path(summary.run_dir))
+    trials = _study(tmp_path).trials
+    assert sorted((t.params["size"], t.params["period"]) for t in trials) == [(0.5, 10), (0.5, 14), (1.0, 10), (1.0, 14)]
+    for t in trials:
+        result = bt.run(spec.build(t.params))
+        assert result.metrics["num_trades"] > 10
+        assert run.read_trial(t.number).score == ScoreRecord.of(score(result.metrics, result.trace, spec.config.scoring,
+                                                                      spec.config.constraints))
+
+    studied = optimize(write_config(tmp_path, "tpe.yaml", meta={"base_config": str(base), "study_name": "tpe",
+                                                                "stop": {"max_trials": 15}}, parameters=space))
+    with open(Path(studied["run_dir"]) / "trials.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert failed and all(r["param:size"] == "-0.5" and re.fullmatch(refusal + ".*", r["fail_reason"]) for r in failed)
+    assert all(r["param:size"] != "-0.5" for r in rows if r["state"] == "COMPLETE")

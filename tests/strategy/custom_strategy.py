@@ -15,6 +15,7 @@ class RsiParams(StrictModel):
     period: int = 14
     oversold: float = 30.0
     overbought: float = 70.0
+    size: float = 0.5  # unbounded, as a user may leave it: the engine refuses what it cannot take
 
 
 class RsiReversion(Strategy):
@@ -30,4 +31,4 @@ class RsiReversion(Strategy):
         side = np.where(live & (rsi < params.oversold), 1, np.where(live & (rsi > params.overbought), -1, 0)).astype(np.int8)
         n_sig = int((side != 0).sum())
         trace = StrategyTrace(int(live.sum()), 0, n_sig, n_sig)
-        return replace(Decisions.empty(len(rsi), trace), side=side, size=np.where(side != 0, 0.5, 0.0))
+        return replace(Decisions.empty(len(rsi), trace), side=side, size=np.where(side != 0, params.size, 0.0))

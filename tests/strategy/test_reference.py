@@ -127,7 +127,7 @@ def test_a_user_strategy_by_module_and_class(bt):
     cfg = build_config({**BASE, "strategy": "tests.strategy.custom_strategy:RsiReversion", "params": {"period": 10}})
     r = bt.run(cfg)
     assert r.metrics["num_trades"] > 10
-    assert cfg.params == {"period": 10, "oversold": 30.0, "overbought": 70.0}
+    assert cfg.params == {"period": 10, "oversold": 30.0, "overbought": 70.0, "size": 0.5}
     with pytest.raises(ConfigError, match="cannot import Nope"):
         build_config({**BASE, "strategy": "tests.strategy.custom_strategy:Nope", "params": {}})
     with pytest.raises(ConfigError, match="unknown strategy 'refrence'"):

@@ -69,6 +69,32 @@ class CostRates(NamedTuple):
     initial_equity: float
 
 
+# The arrays of an order whose values run_bars cannot take, in the order first_fault checks them.
+ORDER_ARRAYS = ("side", "size", "stop_dist", "take_dist", "trail_dist")
+
+
+@njit(cache=True)
+def first_fault(side, size, stop, take, trail, start):  # pragma: no cover - compiled
+    """(index in ORDER_ARRAYS, bar) of the first order from bar ``start`` on that run_bars cannot
+    take, or (-1, -1): a side other than 1, -1 or 0; a size not above 0 and at most 1 (no leverage
+    is modelled); a negative distance. Values at bars without an order are never read, so any pass."""
+    for t in range(start, len(side)):
+        s = side[t]
+        if s == 0:
+            continue
+        if s != 1 and s != -1:
+            return 0, t
+        if not (size[t] > 0.0 and size[t] <= 1.0):
+            return 1, t
+        if stop[t] < 0.0:
+            return 2, t
+        if take[t] < 0.0:
+            return 3, t
+        if trail[t] < 0.0:
+            return 4, t
+    return -1, -1
+
+
 @njit(cache=True, inline="always")
 def _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw_price, reason, costs):
     """Write trade ``k`` for closing at ``raw_price``, count the fill; return the cash it brings in."""
