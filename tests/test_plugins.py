@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 
 import numpy as np
 import optuna
 import pytest
+import yaml
 
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore, feature_names, register_feature
@@ -14,8 +17,8 @@ from genesis_core.optimizer import SamplerConfig, StudySpec
 from genesis_core.optimizer._samplers import PhasedSampler
 from genesis_core.scoring import Constraints, Scoring, score
 from genesis_core.study import load_study_config
-from tests.optimizer.test_optimizer import _trials, write_config
-from tests.runs import optimize
+from tests.optimizer.test_optimizer import ROOT, _trials, write_config
+from tests.runs import genesis, optimize
 from tests.scoring_functions import return_over_drawdown
 
 METRICS = {"total_return": 0.12, "max_drawdown": 0.08, "profit_factor": 1.4, "num_trades": 40, "max_loss_streak": 3,
@@ -127,3 +130,53 @@ def test_a_user_feature_declared_local_is_cut_from_the_widest_window_and_one_tha
     with pytest.raises(ConfigError, match=r"feature 'decayed_close:0.1' is registered local=True, but .*\(first at the "
                                           r"window's bar 0\): .* register it without local=True"):
         narrow.get("decayed_close:0.1")
+
+
+def test_a_user_feature_of_another_length_than_the_candles_is_refused_naming_it(btc_year):
+    """A strategy reads a feature bar by bar: one shorter than the candles was read past its end."""
+    @register_feature("clipped_close", "clipped_close:bars", lambda base_seconds, bars: 0)
+    def clipped_close(store: FeatureStore, bars: int) -> np.ndarray:
+        return store.candles.close[:-bars] if bars else np.stack([store.candles.close] * 2)
+
+    n = len(btc_year)
+    with pytest.raises(ConfigError, match=rf"feature 'clipped_close:3' computed values of shape \({n - 3},\) for {n:,} bars: "
+                                          "one value a bar"):
+        FeatureStore(btc_year).get("clipped_close:3")
+    with pytest.raises(ConfigError, match=rf"shape \(2, {n}\) for {n:,} bars"):
+        FeatureStore(btc_year).get("clipped_close:0")
+
+
+MISBEHAVING = {
+    "a tuple": "returned a tuple from decide, not a genesis_core.strategy.Decisions",
+    "None": "returned None from decide, not a genesis_core.strategy.Decisions",
+    "a trace of a dict": "returned a dict as its decisions' trace, not a genesis_core.strategy.StrategyTrace",
+    "candidates 3.5": "counted 3.5 as its trace's candidates: a whole number, 0 or more",
+    "signals -1": "counted -1 as its trace's signals: a whole number, 0 or more",
+    "blocked list": r"counted \[\('cooldown', 1\)\] as its trace's blocked: a dict of counts by reason",
+    "blocked 'many'": r"counted 'many' as its trace's blocked\['cooldown'\]: a whole number, 0 or more",
+    "warmup -5": "returned -5 from warmup_bars: a whole number of bars, 0 or more",
+    "warmup 20.5": "returned 20.5 from warmup_bars: a whole number of bars, 0 or more",
+    "warmup True": "returned True from warmup_bars: a whole number of bars, 0 or more",
+}
+
+
+@pytest.mark.parametrize("bug", list(MISBEHAVING))
+def test_what_a_user_strategy_returns_that_is_not_what_it_must_is_refused_in_one_line_naming_it(tmp_path, monkeypatch, bug):
+    """Each ended in a traceback from inside Genesis-Core (an AttributeError in the engine, a
+    TypeError slicing the window, a pydantic error about the result record), or, for a negative
+    warm-up, in a backtest run from bar -5: the window's last five bars first. The same strategy
+    without the bug runs."""
+    monkeypatch.chdir(tmp_path)
+    strategy = "tests.strategy.misbehaving_strategy:Misbehaving"
+
+    def backtest(params: dict) -> object:
+        path = tmp_path / "c.yaml"
+        path.write_text(yaml.safe_dump({"strategy": strategy, "params": params,
+                                        "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                                                 "start": "2022-03-01", "end": "2022-05-31"}}))
+        return genesis("backtest", "--config", str(path), "--json")
+
+    good = backtest({})
+    assert good.returncode == 0 and json.loads(good.stdout)["metrics"]["num_trades"] > 10
+    out = backtest({"bug": bug})
+    assert out.returncode == 1 and re.fullmatch(f"error: strategy '{strategy}' {MISBEHAVING[bug]}\n", out.stderr), out.stderr

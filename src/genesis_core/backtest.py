@@ -7,8 +7,10 @@ into the effective configuration.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,7 +38,7 @@ from genesis_core.files import trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import compute_metrics, drawdowns
 from genesis_core.plugins import code_fingerprint
-from genesis_core.strategy import Strategy, get_strategy
+from genesis_core.strategy import Strategy, checked_decisions, checked_warmup, get_strategy
 
 DEFAULT_DATA = "data/BTCUSD_1h_bitfinex.csv.gz"
 CACHE = Path(".cache/genesis")  # where the CLI and the optimizer keep checked candles and computed features
@@ -212,6 +214,15 @@ class BacktestResult:
 _LOADED: dict[tuple[Any, ...], Candles] = {}
 
 
+@contextlib.contextmanager
+def _named(strategy: str) -> Iterator[None]:
+    """A StrategyError from what the strategy returned, its message led by the strategy's name."""
+    try:
+        yield
+    except StrategyError as exc:
+        raise StrategyError(f"strategy {strategy!r} {exc}") from None
+
+
 def _loaded(path: str, timeframe: str | None, cache: Path | None) -> Candles:
     """The candles of ``path``, parsed and checked once while the file (and its market sidecar)
     stays as it is: once per process, and with a ``cache`` folder once for every process (a worker
@@ -311,7 +322,8 @@ class Backtester:
         candles = self.candles(config.data.path, config.data.timeframe)
         warmup = config.data.warmup_bars
         if warmup is None:
-            warmup = strategy.warmup_bars(params, candles.timeframe_seconds)
+            with _named(config.strategy):
+                warmup = checked_warmup(strategy.warmup_bars(params, candles.timeframe_seconds))
             config = config.model_copy(update={"data": config.data.model_copy(update={"warmup_bars": warmup})})
         window = self._window(candles, config.data, warmup)
         resources = strategy.resources(params)
@@ -325,11 +337,9 @@ class Backtester:
         return Plan(config, strategy, params, candles, window, resources, config_fp, code_fingerprint(type(strategy)))
 
     def execute(self, plan: Plan) -> BacktestResult:
-        decisions = plan.strategy.decide(self.features(plan.window), plan.params, plan.window.start_index)
-        try:
+        with _named(plan.config.strategy):
+            decisions = checked_decisions(plan.strategy.decide(self.features(plan.window), plan.params, plan.window.start_index))
             engine = run_engine(plan.window.candles, decisions, plan.window.start_index, plan.config.costs)
-        except StrategyError as exc:
-            raise StrategyError(f"strategy {plan.config.strategy!r} {exc}") from None
         metrics = compute_metrics(engine, plan.candles.bars_per_year)
         st = decisions.trace
         reasons = engine.trades["exit_reason"]

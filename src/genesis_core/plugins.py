@@ -86,7 +86,7 @@ def describe(obj: Any) -> str:
     """What ``obj`` is, for an error saying it is not what was expected."""
     if isinstance(obj, type):
         return f"the class {obj.__module__}.{obj.__qualname__}"
-    return f"a {type(obj).__name__}"
+    return "None" if obj is None else f"a {type(obj).__name__}"
 
 
 @functools.cache

@@ -170,6 +170,9 @@ class FeatureStore:
         values = _read_feature(path, len(self.candles)) if path is not None else None
         if values is None:
             values = np.ascontiguousarray(feature.compute(self, *args), dtype=np.float64)
+            if values.shape != (len(self.candles),):  # a strategy would read a short feature past its end
+                raise ConfigError(f"feature {spec!r} computed values of shape {values.shape} for {len(self.candles):,} bars: "
+                                  "one value a bar")
             if path is not None:
                 with contextlib.suppress(OSError):  # a disk that refuses (full, read-only) only costs a recompute
                     atomic_write(path, values.astype(_DISK_DTYPE, copy=False).tobytes(), durable=False)

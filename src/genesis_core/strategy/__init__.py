@@ -1,6 +1,15 @@
 """Strategies: typed parameters -> per-bar decisions and a trace of why."""
 
-from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, Training, get_strategy, register_strategy
+from genesis_core.strategy._base import (
+    Decisions,
+    Strategy,
+    StrategyTrace,
+    Training,
+    checked_decisions,
+    checked_warmup,
+    get_strategy,
+    register_strategy,
+)
 from genesis_core.strategy.reference import ReferenceStrategy
 from genesis_core.strategy.sma_cross import SmaCrossStrategy
 
@@ -11,6 +20,8 @@ __all__ = [
     "Strategy",
     "StrategyTrace",
     "Training",
+    "checked_decisions",
+    "checked_warmup",
     "get_strategy",
     "register_strategy",
 ]

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from genesis_core.config import StrictModel
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, StrategyError, clip
 from genesis_core.features import FeatureStore
 from genesis_core.plugins import describe, resolve
 
@@ -58,6 +58,36 @@ class StrategyTrace:
     signals: int
     candidates: int
     blocked: dict[str, int] = field(default_factory=dict)
+
+
+def _count(value: Any) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool) and bool(value >= 0)
+
+
+def checked_warmup(bars: Any) -> int:
+    """What ``Strategy.warmup_bars`` returned, or StrategyError: a float stopped the window's slicing
+    with a TypeError, and a negative count ran the engine from a negative bar: the window's last first."""
+    if not _count(bars):
+        raise StrategyError(f"returned {clip(repr(bars))} from warmup_bars: a whole number of bars, 0 or more")
+    return int(bars)
+
+
+def checked_decisions(decided: Any) -> Decisions:
+    """What ``Strategy.decide`` returned, or StrategyError: another object ended in an AttributeError
+    inside the engine, and a trace's count that is no count ended in a pydantic error about the record."""
+    if not isinstance(decided, Decisions):
+        raise StrategyError(f"returned {describe(decided)} from decide, not a genesis_core.strategy.Decisions")
+    trace = decided.trace
+    if not isinstance(trace, StrategyTrace):
+        raise StrategyError(f"returned {describe(trace)} as its decisions' trace, not a genesis_core.strategy.StrategyTrace")
+    counts = {name: getattr(trace, name) for name in ("bars_evaluated", "warmup_bars_in_window", "signals", "candidates")}
+    if not isinstance(trace.blocked, dict) or not all(isinstance(reason, str) for reason in trace.blocked):
+        raise StrategyError(f"counted {clip(repr(trace.blocked))} as its trace's blocked: a dict of counts by reason")
+    counts.update({f"blocked[{reason!r}]": count for reason, count in trace.blocked.items()})
+    for name, count in counts.items():
+        if not _count(count):
+            raise StrategyError(f"counted {clip(repr(count))} as its trace's {name}: a whole number, 0 or more")
+    return decided
 
 
 @dataclass(frozen=True)

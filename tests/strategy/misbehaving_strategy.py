@@ -1,0 +1,38 @@
+"""A user strategy with a bug chosen by its ``bug`` parameter, selected as
+``tests.strategy.misbehaving_strategy:Misbehaving``: what it returns must be refused in one line."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from typing import Any
+
+import numpy as np
+
+from genesis_core.config import StrictModel
+from genesis_core.features import FeatureStore
+from genesis_core.strategy import Decisions, Strategy, StrategyTrace
+
+
+class MisbehavingParams(StrictModel):
+    bug: str = "none"
+
+
+class Misbehaving(Strategy):
+    name = "misbehaving"
+    Params = MisbehavingParams
+
+    def warmup_bars(self, params: MisbehavingParams, timeframe_seconds: int) -> Any:
+        return {"warmup -5": -5, "warmup 20.5": 20.5, "warmup True": True}.get(params.bug, 20)
+
+    def decide(self, features: FeatureStore, params: MisbehavingParams, start: int) -> Any:
+        c = features.candles
+        side = np.where(np.arange(len(c)) >= start, np.sign(c.close - features.get("sma:20")), 0).astype(np.int8)
+        trace = {
+            "candidates 3.5": StrategyTrace(len(c) - start, 0, 10, 3.5),
+            "signals -1": StrategyTrace(len(c) - start, 0, -1, 0),
+            "blocked list": StrategyTrace(len(c) - start, 0, 0, 0, [("cooldown", 1)]),
+            "blocked 'many'": StrategyTrace(len(c) - start, 0, 0, 0, {"cooldown": "many"}),
+        }.get(params.bug, StrategyTrace(len(c) - start, 0, int((side != 0).sum()), int((side != 0).sum())))
+        decisions = replace(Decisions.empty(len(c), trace), side=side, size=np.full(len(c), 0.5))
+        return {"a tuple": (side, decisions.size), "None": None, "a trace of a dict": replace(decisions, trace={})}.get(
+            params.bug, decisions)
