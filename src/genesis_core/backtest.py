@@ -7,10 +7,8 @@ into the effective configuration.
 
 from __future__ import annotations
 
-import contextlib
 import os
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -214,13 +212,9 @@ class BacktestResult:
 _LOADED: dict[tuple[Any, ...], Candles] = {}
 
 
-@contextlib.contextmanager
-def _named(strategy: str) -> Iterator[None]:
-    """A StrategyError from what the strategy returned, its message led by the strategy's name."""
-    try:
-        yield
-    except StrategyError as exc:
-        raise StrategyError(f"strategy {strategy!r} {exc}") from None
+def _named(exc: StrategyError, strategy: str) -> StrategyError:
+    """A StrategyError about what the strategy returned, its message led by the strategy's name."""
+    return StrategyError(f"strategy {strategy!r} {exc}")
 
 
 def _loaded(path: str, timeframe: str | None, cache: Path | None) -> Candles:
@@ -322,8 +316,10 @@ class Backtester:
         candles = self.candles(config.data.path, config.data.timeframe)
         warmup = config.data.warmup_bars
         if warmup is None:
-            with _named(config.strategy):
+            try:
                 warmup = checked_warmup(strategy.warmup_bars(params, candles.timeframe_seconds))
+            except StrategyError as exc:
+                raise _named(exc, config.strategy) from None
             config = config.model_copy(update={"data": config.data.model_copy(update={"warmup_bars": warmup})})
         window = self._window(candles, config.data, warmup)
         resources = strategy.resources(params)
@@ -337,9 +333,11 @@ class Backtester:
         return Plan(config, strategy, params, candles, window, resources, config_fp, code_fingerprint(type(strategy)))
 
     def execute(self, plan: Plan) -> BacktestResult:
-        with _named(plan.config.strategy):
+        try:
             decisions = checked_decisions(plan.strategy.decide(self.features(plan.window), plan.params, plan.window.start_index))
             engine = run_engine(plan.window.candles, decisions, plan.window.start_index, plan.config.costs)
+        except StrategyError as exc:
+            raise _named(exc, plan.config.strategy) from None
         metrics = compute_metrics(engine, plan.candles.bars_per_year)
         st = decisions.trace
         reasons = engine.trades["exit_reason"]

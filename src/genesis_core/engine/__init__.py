@@ -82,14 +82,16 @@ def _orders(d: Decisions, times: np.ndarray, start: int) -> Orders:
         given = np.asarray(getattr(d, name))
         if given.ndim != 1 or len(given) != n:
             raise refused(f"{name} has shape {given.shape}", f"one value for each of the window's {n:,} bars")
-        if given.dtype.kind not in "biuf":
-            raise refused(f"{name} holds {given.dtype} values", _RULES[name])
-        with np.errstate(invalid="ignore"):  # NaN cast to a side, where the next lines look for what a cast lost
-            engine: np.ndarray = given.astype(dtype, copy=False)
-            lost = np.flatnonzero(engine[start:] != given[start:]) if engine is not given else np.empty(0, np.int64)
-        a[name] = engine
-        if lost.size:  # a cast must keep every value the kernel reads: 1.5 is no side, 0.5 no exit
-            raise refused(f"{name} is {given[start + lost[0]]}", _RULES[name], start + int(lost[0]))
+        if given.dtype != dtype:  # a cast, which must keep every value the kernel reads: 1.5 is no side, 0.5 no exit
+            if given.dtype.kind not in "biuf":
+                raise refused(f"{name} holds {given.dtype} values", _RULES[name])
+            with np.errstate(invalid="ignore"):  # NaN cast to a side: found just below
+                cast: np.ndarray = given.astype(dtype)
+                lost = np.flatnonzero(cast[start:] != given[start:])
+            if lost.size:
+                raise refused(f"{name} is {given[start + lost[0]]}", _RULES[name], start + int(lost[0]))
+            given = cast
+        a[name] = given
     fault, bar = first_fault(a["side"], a["size"], a["stop_dist"], a["take_dist"], a["trail_dist"], start)
     if fault >= 0:
         name = ORDER_ARRAYS[fault]
