@@ -30,6 +30,12 @@ class StrategyError(GenesisError):
     the strategy refuses does: a strategy can err for some parameters only."""
 
 
+# What a point of a search space can be refused with: by its config (the strategy's own checks), by
+# the data, or by the engine (what the strategy decided for it). A study fails that trial with the
+# reason and goes on; validation leaves such a neighbour out of a candidate's robustness map.
+REFUSALS = (ConfigError, DataError, StrategyError)
+
+
 def clip(text: str, limit: int = 100) -> str:
     """``text`` cut to about ``limit`` characters, so a hostile value is never echoed whole."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"

@@ -26,7 +26,7 @@ from genesis_core.backtest import Backtester
 from genesis_core.optimizer import SweepOptions, open_storage, sweep, sweep_points
 from genesis_core.optimizer import _sweep as sweep_module
 from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine
-from genesis_core.records import RunFolder, ScoreRecord, backtest_record
+from genesis_core.records import RunFolder, ScoreRecord, ValidationReport, backtest_record
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
@@ -636,7 +636,9 @@ def test_a_user_strategy_s_order_the_engine_cannot_take_ends_a_backtest_in_one_l
     assert out.returncode == 1 and re.fullmatch(f"error: {refusal}.*\n", out.stderr), out.stderr
     space = {"size": {"type": "categorical", "choices": [-0.5, 0.5, 1.0]},
              "period": {"type": "categorical", "choices": [10, 14]}}
-    path = write_config(tmp_path, meta={"base_config": str(base), "stop": {"max_trials": 1000}}, parameters=space)
+    validation = {**VALIDATION, "constraints": {"min_trades": 1, "min_profit_factor": 0.0, "max_drawdown": 0.9}}
+    path = write_config(tmp_path, meta={"base_config": str(base), "stop": {"max_trials": 1000}}, parameters=space,
+                        validation=validation)
     summary = sweep(load_study_config(path).spec(), SweepOptions("grid", workers=2))
     assert "4 added" in summary.session.notes[-2]
     assert re.fullmatch(f"sweep: the strategy refused 2 point\\(s\\) \\(not added\\), the first: {refusal}.*",
@@ -649,6 +651,14 @@ def test_a_user_strategy_s_order_the_engine_cannot_take_ends_a_backtest_in_one_l
         assert result.metrics["num_trades"] > 10
         assert run.read_trial(t.number).score == ScoreRecord.of(score(result.metrics, result.trace, spec.config.scoring,
                                                                       spec.config.constraints))
+    shown = genesis("validate", summary.run_dir)  # the robustness map leaves out a neighbour at size -0.5, as one refused
+    assert shown.returncode == 0, shown.stderr
+    report = ValidationReport.model_validate_json((Path(summary.run_dir) / "validation.json").read_text())
+    assert report.candidates
+    for c in report.candidates:
+        size, period = (run.read_trial(c.trial).params[p] for p in ("size", "period"))
+        assert c.robustness is not None and sorted((n.param, n.value) for n in c.robustness.neighbours) == [
+            ("period", 24 - period), ("size", 1.0 if size == 0.5 else 0.5)]
 
     studied = optimize(write_config(tmp_path, "tpe.yaml", meta={"base_config": str(base), "study_name": "tpe",
                                                                 "stop": {"max_trials": 15}}, parameters=space))

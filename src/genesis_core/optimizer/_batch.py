@@ -16,10 +16,10 @@ import optuna
 from optuna.trial import TrialState
 
 from genesis_core.backtest import CACHE, BacktestConfig, Backtester
-from genesis_core.errors import GenesisError
+from genesis_core.errors import REFUSALS, GenesisError
 from genesis_core.optimizer._storage import CacheAnswer, CacheEntry, flush
 from genesis_core.optimizer._study import StudySpec
-from genesis_core.optimizer._worker import REFUSALS, TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure, process_context
+from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure, process_context
 
 
 def measuring_process(conn: Connection, spec: StudySpec) -> None:

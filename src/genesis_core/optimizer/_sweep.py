@@ -29,7 +29,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from genesis_core.backtest import CACHE, Backtester
-from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.errors import REFUSALS, ConfigError, GenesisError
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._run import OnProgress, Progress, at_least_one, quietly
 from genesis_core.optimizer._sobol import MAX_DIMENSIONS, sobol
@@ -45,7 +45,6 @@ from genesis_core.optimizer._storage import (
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
 from genesis_core.optimizer._worker import (
-    REFUSALS,
     Measured,
     freeze_survivors,
     make_job,

@@ -18,7 +18,7 @@ import optuna
 from optuna.trial import TrialState
 
 from genesis_core.backtest import CACHE, Backtester, Plan
-from genesis_core.errors import ConfigError, DataError, GenesisError, StrategyError
+from genesis_core.errors import REFUSALS, GenesisError
 from genesis_core.files import sync_all
 from genesis_core.fingerprint import fingerprint
 from genesis_core.optimizer._storage import (
@@ -50,7 +50,6 @@ class BudgetReached(GenesisError):
 
 
 # what makes a trial FAIL (with its reason) and the run go on; anything else, a lost database included, ends the run
-REFUSALS = (ConfigError, DataError, StrategyError)  # a config its strategy, the data or the engine refuse: the trial's FAIL, with the reason
 TRIAL_FAILURES = (*REFUSALS, BudgetReached, ClaimExpired)
 
 

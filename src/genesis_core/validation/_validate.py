@@ -14,7 +14,7 @@ import math
 import numpy as np
 
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, ConfigBuilder, build_config
-from genesis_core.errors import ConfigError, DataError
+from genesis_core.errors import REFUSALS, ConfigError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.optimizer import OptimizerConfig, SearchSpace
 from genesis_core.records import (
@@ -116,8 +116,8 @@ def robustness(backtester: Backtester, trial: TrialArtifact, space: SearchSpace,
     for path, value in space.neighbours(trial.params):
         try:
             result = backtester.run(build({path: value}))
-        except (ConfigError, DataError):
-            continue  # a neighbour the strategy refuses (fast >= slow, say) is not part of the landscape
+        except REFUSALS:
+            continue  # a neighbour the strategy or the engine refuses (fast >= slow, a size of -0.5) is not part of the landscape
         sc = score(result.metrics, result.trace, scoring, constraints)
         neighbours.append(Neighbour(param=path, value=value, production_score=sc.production, outcome=sc.outcome))
     own = trial.score.production
