@@ -1094,16 +1094,20 @@ def test_the_command_line_s_workers_are_forked_under_its_progress_bar_and_their_
         assert [same(r) for r in cli_rows] == [same(r) for r in _trials(api_run)] and len(cli_rows) == 12
 
 
-@pytest.mark.parametrize("parallel, workers", [("free", 1), ("reproducible", 2)])
-def test_a_config_refused_as_its_backtest_runs_fails_its_trial_with_the_reason_and_holds_no_claim(tmp_path, parallel, workers):
+@pytest.mark.parametrize("parallel, workers, sampler", [("free", 1, "tpe"), ("reproducible", 2, "tpe"), ("reproducible", 3, "random")])
+def test_a_config_refused_as_its_backtest_runs_fails_its_trial_with_the_reason_and_holds_no_claim(tmp_path, parallel, workers,
+                                                                                                   sampler):
     """``gates.htf.timeframe: 90m`` passes the config's checks on 1h bars and is refused only as the
     strategy asks for its HTF trend. Each such trial is a FAIL naming why, as a refused plan is, and
     its key's claim is released: a duplicate waited for it until it was stale (30 s a trial) and then
-    failed the same way, and no reason was written. The budget is met by the trials that run."""
+    failed the same way, and no reason was written. The same point drawn twice in a batch of the
+    reproducible mode (random sampling makes it likely) failed the second time without a reason.
+    The budget is met by the trials that run."""
     from genesis_core.optimizer._storage import ScoreCache, cache_url
 
     path = write_config(tmp_path, meta={"stop": {"max_trials": 6}, "parallel": parallel,
-                                        "sampler": {"name": "tpe", "kwargs": {"seed": 3, "n_startup_trials": 5}}},
+                                        "sampler": {"name": sampler, "kwargs": {"seed": 3} | (
+                                            {"n_startup_trials": 5} if sampler == "tpe" else {})}},
                         parameters={"gates.htf.timeframe": {"type": "categorical", "choices": ["4h", "90m"]},
                                     "exits.max_bars_held": {"type": "categorical", "choices": [12, 24, 48]}})
     rows = _trials(optimize(path, RunOptions(workers=workers)))

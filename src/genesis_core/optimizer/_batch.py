@@ -116,11 +116,14 @@ def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_t
     measured = dict(zip([j.number for j in owned], pool.map(owned, lambda job: measure(
         worker.backtester, job.plan, worker.spec, worker.pruner)), strict=True))
     entries: dict[str, CacheEntry] = {}
+    failed: dict[str, str] = {}  # key -> why the batch's first trial with it failed, its duplicates' reason too
     stop = False
     for t in trials:
         todo = jobs.get(t.number)
         state, value = TrialState.FAIL, None
-        if todo is not None and (first[todo.key] == t.number or todo.key in entries):
+        if todo is not None and todo.key in failed:
+            t.set_user_attr("error", failed[todo.key])  # failed without a reason: a refused point drawn twice in a batch
+        elif todo is not None and (first[todo.key] == t.number or todo.key in entries):
             answer = answers[t.number] if first[todo.key] == t.number else CacheAnswer(entries[todo.key], first[todo.key], True)
             try:
                 result = measured.get(t.number)
@@ -131,6 +134,8 @@ def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_t
                 entries[todo.key] = settled.entry
                 state, value = (TrialState.COMPLETE, settled.objective) if settled.pruned is None else (TrialState.PRUNED, None)
             except TRIAL_FAILURES as exc:
+                if isinstance(exc, REFUSALS):  # a property of the point, not of this trial's turn (a budget, a claim)
+                    failed[todo.key] = str(exc)
                 t.set_user_attr("error", str(exc))
         study.tell(t, value, state=state)
         stop = worker.after(study, study._storage.get_trial(t._trial_id)) or stop  # not a list of every trial
