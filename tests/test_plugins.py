@@ -13,7 +13,7 @@ import yaml
 
 from genesis_core.errors import ConfigError
 from genesis_core.features import FeatureStore, feature_names, register_feature
-from genesis_core.optimizer import SamplerConfig, StudySpec
+from genesis_core.optimizer import RunOptions, SamplerConfig, StudySpec, SweepOptions, sweep
 from genesis_core.optimizer._samplers import PhasedSampler
 from genesis_core.scoring import Constraints, Scoring, score
 from genesis_core.study import load_study_config
@@ -157,6 +157,8 @@ MISBEHAVING = {
     "warmup -5": "returned -5 from warmup_bars: a whole number of bars, 0 or more",
     "warmup 20.5": "returned 20.5 from warmup_bars: a whole number of bars, 0 or more",
     "warmup True": "returned True from warmup_bars: a whole number of bars, 0 or more",
+    "raises": r"raised ZeroDivisionError: division by zero at \S+/tests/strategy/misbehaving_strategy.py:\d+, in decide",
+    "warmup raises": r"raised KeyError: 'ema' at \S+/tests/strategy/misbehaving_strategy.py:\d+, in warmup_bars",
 }
 
 
@@ -164,8 +166,8 @@ MISBEHAVING = {
 def test_what_a_user_strategy_returns_that_is_not_what_it_must_is_refused_in_one_line_naming_it(tmp_path, monkeypatch, bug):
     """Each ended in a traceback from inside Genesis-Core (an AttributeError in the engine, a
     TypeError slicing the window, a pydantic error about the result record), or, for a negative
-    warm-up, in a backtest run from bar -5: the window's last five bars first. The same strategy
-    without the bug runs."""
+    warm-up, in a backtest run from bar -5: the window's last five bars first. An exception the
+    strategy raises is said in one line naming its line. The same strategy without the bug runs."""
     monkeypatch.chdir(tmp_path)
     strategy = "tests.strategy.misbehaving_strategy:Misbehaving"
 
@@ -180,3 +182,31 @@ def test_what_a_user_strategy_returns_that_is_not_what_it_must_is_refused_in_one
     assert good.returncode == 0 and json.loads(good.stdout)["metrics"]["num_trades"] > 10
     out = backtest({"bug": bug})
     assert out.returncode == 1 and re.fullmatch(f"error: strategy '{strategy}' {MISBEHAVING[bug]}\n", out.stderr), out.stderr
+
+
+def test_a_user_strategy_s_exception_fails_its_trials_saying_where_and_the_run_keeps_its_records(tmp_path):
+    """A strategy that raises for one choice of its parameters: the exception ended the run with two
+    tracebacks (one a worker's) and no records of the trials done. Now each such trial fails with
+    the exception and its line as its reason, the others complete, the records are written and
+    the summary says how many failed and why; a sweep notes the point as refused, with the reason."""
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
+    space = {"bug": {"type": "categorical", "choices": ["none", "raises"]}}
+    raised = (r"strategy 'tests.strategy.misbehaving_strategy:Misbehaving' raised ZeroDivisionError: division by zero "
+              r"at \S+/tests/strategy/misbehaving_strategy.py:\d+, in decide")
+    path = write_config(tmp_path, meta={"base_config": str(base), "stop": {"max_trials": 6},
+                                        "sampler": {"name": "random", "kwargs": {"seed": 1}}}, parameters=space)
+    summary = optimize(path, RunOptions(workers=2))
+    rows = _trials(summary)
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert failed and all(r["param:bug"] == "raises" and re.fullmatch(raised, r["fail_reason"]) for r in failed)
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    assert len(complete) == 6 and {r["param:bug"] for r in complete} == {"none"}
+    assert int(complete[0]["num_trades"]) > 10
+    assert re.fullmatch(f"{len(failed)} trial\\(s\\) failed \\(trials.csv fail_reason\\): {len(failed)} {raised}",
+                        summary["warnings"][0]), summary["warnings"]
+    swept = sweep(load_study_config(write_config(tmp_path, "sweep.yaml", meta={"base_config": str(base), "study_name": "s"},
+                                                 parameters=space)).spec(), SweepOptions("grid"))
+    assert "1 added" in swept.session.notes[-2]
+    assert re.fullmatch(f"sweep: the strategy refused 1 point\\(s\\) \\(not added\\), the first: {raised}",
+                        swept.session.notes[-1])

@@ -7,11 +7,14 @@ into the effective configuration.
 
 from __future__ import annotations
 
+import inspect
 import os
 import time
+import traceback
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 from pydantic import Field
@@ -30,7 +33,7 @@ from genesis_core.data import (
     same_symbol,
 )
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
-from genesis_core.errors import ConfigError, StrategyError, unknown_key_hint
+from genesis_core.errors import ConfigError, GenesisError, StrategyError, clip, unknown_key_hint
 from genesis_core.features import FeatureStore, Span
 from genesis_core.files import trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
@@ -38,6 +41,7 @@ from genesis_core.metrics import compute_metrics, drawdowns
 from genesis_core.plugins import code_fingerprint
 from genesis_core.strategy import Strategy, checked_decisions, checked_warmup, get_strategy
 
+T = TypeVar("T")
 DEFAULT_DATA = "data/BTCUSD_1h_bitfinex.csv.gz"
 CACHE = Path(".cache/genesis")  # where the CLI and the optimizer keep checked candles and computed features
 CACHE_LIMIT_ENV, CACHE_LIMIT_MB = "GENESIS_CACHE_MB", 1024  # the most CACHE may hold, in MiB, and its default
@@ -217,6 +221,25 @@ def _named(exc: StrategyError, strategy: str) -> StrategyError:
     return StrategyError(f"strategy {strategy!r} {exc}")
 
 
+def _own(strategy: Strategy, call: Callable[[], T]) -> T:
+    """``call()``, of the strategy's own code. Its exception that is no GenesisError (a bug, or a
+    value its code cannot take) is a StrategyError saying what was raised and where, so a study
+    fails that trial with it, as a refused one, where the traceback ended the run without its
+    records; the exception stays its cause."""
+    try:
+        return call()
+    except GenesisError:
+        raise
+    except Exception as exc:
+        frames = traceback.extract_tb(exc.__traceback__)
+        try:
+            source = inspect.getsourcefile(type(strategy))
+        except TypeError:
+            source = None
+        at = next((f for f in reversed(frames) if f.filename == source), frames[-1])  # the strategy's own line, if it has one
+        raise StrategyError(f"raised {type(exc).__name__}: {clip(str(exc))} at {at.filename}:{at.lineno}, in {at.name}") from exc
+
+
 def _loaded(path: str, timeframe: str | None, cache: Path | None) -> Candles:
     """The candles of ``path``, parsed and checked once while the file (and its market sidecar)
     stays as it is: once per process, and with a ``cache`` folder once for every process (a worker
@@ -317,9 +340,9 @@ class Backtester:
         warmup = config.data.warmup_bars
         if warmup is None:
             try:
-                warmup = checked_warmup(strategy.warmup_bars(params, candles.timeframe_seconds))
+                warmup = checked_warmup(_own(strategy, lambda: strategy.warmup_bars(params, candles.timeframe_seconds)))
             except StrategyError as exc:
-                raise _named(exc, config.strategy) from None
+                raise _named(exc, config.strategy) from exc.__cause__
             config = config.model_copy(update={"data": config.data.model_copy(update={"warmup_bars": warmup})})
         window = self._window(candles, config.data, warmup)
         resources = strategy.resources(params)
@@ -333,11 +356,13 @@ class Backtester:
         return Plan(config, strategy, params, candles, window, resources, config_fp, code_fingerprint(type(strategy)))
 
     def execute(self, plan: Plan) -> BacktestResult:
+        features = self.features(plan.window)
         try:
-            decisions = checked_decisions(plan.strategy.decide(self.features(plan.window), plan.params, plan.window.start_index))
+            decisions = checked_decisions(_own(plan.strategy, lambda: plan.strategy.decide(features, plan.params,
+                                                                                            plan.window.start_index)))
             engine = run_engine(plan.window.candles, decisions, plan.window.start_index, plan.config.costs)
         except StrategyError as exc:
-            raise _named(exc, plan.config.strategy) from None
+            raise _named(exc, plan.config.strategy) from exc.__cause__
         metrics = compute_metrics(engine, plan.candles.bars_per_year)
         st = decisions.trace
         reasons = engine.trades["exit_reason"]

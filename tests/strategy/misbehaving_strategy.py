@@ -22,10 +22,14 @@ class Misbehaving(Strategy):
     Params = MisbehavingParams
 
     def warmup_bars(self, params: MisbehavingParams, timeframe_seconds: int) -> Any:
+        if params.bug == "warmup raises":
+            return {"sma": 20}["ema"]
         return {"warmup -5": -5, "warmup 20.5": 20.5, "warmup True": True}.get(params.bug, 20)
 
     def decide(self, features: FeatureStore, params: MisbehavingParams, start: int) -> Any:
         c = features.candles
+        if params.bug == "raises":
+            return len(c) / 0
         side = np.where(np.arange(len(c)) >= start, np.sign(c.close - features.get("sma:20")), 0).astype(np.int8)
         trace = {
             "candidates 3.5": StrategyTrace(len(c) - start, 0, 10, 3.5),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections import Counter
 from typing import Any
 
 import numba
@@ -132,6 +133,11 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
     if run.identical_outcomes:
         warnings.append(f"{run.identical_outcomes} evaluated trial(s) gave exactly the metrics of an earlier, different "
                         "config (trials.csv: same_outcome_as): some searched parameter may change nothing")
+    reasons = Counter(t.user_attrs.get("error", "no reason recorded") for t in trials if t.state == TrialState.FAIL)
+    if reasons:  # each in trials.csv, but unsaid here a strategy bug in a region of the space passed for a quiet search
+        warnings.append(f"{sum(reasons.values()):,} trial(s) failed (trials.csv fail_reason): "
+                        + "; ".join(f"{n:,} {why}" for why, n in reasons.most_common(2))
+                        + ("; ..." if len(reasons) > 2 else ""))
     if cache.hit_rate > 0.8:
         warnings.append(f"cache hit rate {cache.hit_rate:.0%}: the sampler keeps proposing known parameter sets; "
                         "widen the space or use a finer step")
