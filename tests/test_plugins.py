@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import html
 import json
 import math
 import re
+import warnings
+from pathlib import Path
 
 import numpy as np
 import optuna
@@ -188,7 +191,8 @@ def test_a_user_strategy_s_exception_fails_its_trials_saying_where_and_the_run_k
     """A strategy that raises for one choice of its parameters: the exception ended the run with two
     tracebacks (one a worker's) and no records of the trials done. Now each such trial fails with
     the exception and its line as its reason, the others complete, the records are written and
-    the summary says how many failed and why; a sweep notes the point as refused, with the reason."""
+    the summary and the HTML report say how many failed and why; a sweep notes the point as refused,
+    with the reason."""
     base = tmp_path / "bug.yaml"
     base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
     space = {"bug": {"type": "categorical", "choices": ["none", "raises"]}}
@@ -205,6 +209,13 @@ def test_a_user_strategy_s_exception_fails_its_trials_saying_where_and_the_run_k
     assert int(complete[0]["num_trades"]) > 10
     assert re.fullmatch(f"{len(failed)} trial\\(s\\) failed \\(trials.csv fail_reason\\): {len(failed)} {raised}",
                         summary["warnings"][0]), summary["warnings"]
+    with warnings.catch_warnings(record=True) as caught:  # every completed trial scored the same: Optuna warned of it
+        warnings.simplefilter("always")
+        report = genesis("report", summary["run_dir"])  # the report's summary says what failed too
+    assert report.returncode == 0 and not [w.message for w in caught if issubclass(w.category, UserWarning)]
+    page = html.unescape((Path(summary["run_dir"]) / "report.html").read_text())
+    assert re.search(f"failed trials</td><td>{len(failed)} trial\\(s\\) failed .*: {len(failed)} {raised}</td>", page)
+    assert "Parameter importances</h2><p class='note'>not available: the top 10% of the completed trials by score" in page
     swept = sweep(load_study_config(write_config(tmp_path, "sweep.yaml", meta={"base_config": str(base), "study_name": "s"},
                                                  parameters=space)).spec(), SweepOptions("grid"))
     assert "1 added" in swept.session.notes[-2]

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import html
 import math
+import warnings
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,7 @@ from genesis_core.records import (
     ValidationReport,
     WalkForwardReport,
     backtest_record,
+    failures,
 )
 from genesis_core.study import load_run
 
@@ -116,9 +118,14 @@ def _importances(rows: list[TrialRow], space: SearchSpace) -> go.Figure | str:
             value=r.production_score) for r in done])
         # PED-ANOVA: which parameters decide whether a trial lands in the top 10%; pure NumPy, where
         # fANOVA would need scikit-learn (and SciPy) in every install for one figure
-        values = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+        with warnings.catch_warnings(record=True) as caught:  # Optuna's word for scores that tell nothing apart, said below
+            warnings.simplefilter("always", UserWarning)
+            values = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
     except (ValueError, RuntimeError, KeyError) as exc:
         return f"<p class='note'>not available: {html.escape(str(exc))}</p>"
+    if any("select the same set of trials" in str(w.message) for w in caught):
+        return ("<p class='note'>not available: the top 10% of the completed trials by score cannot be told from the rest "
+                "(too few trials, or too few distinct scores), so every importance would be equal</p>")
     names = list(values)[::-1]
     fig = go.Figure(go.Bar(x=[values[n] for n in names], y=names, orientation="h"))
     fig.update_layout(title="Parameter importances for reaching the top 10% (Optuna, PED-ANOVA)", xaxis_title="importance",
@@ -217,6 +224,7 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
         ["sessions", len(run.sessions)], ["last session", last.finished if last else None],
         ["trials", c.total_trials], ["states", ", ".join(f"{n} {s}" for s, n in run.states.items())],
         ["outcomes", ", ".join(f"{n} {o}" for o, n in run.outcomes.items())],
+        ["failed trials", failures([r.fail_reason for r in rows if r.state == "FAIL"]) or "none"],
         ["duplicates answered from the cache", f"{c.cache_hits} ({c.hit_rate:.1%})"], ["backtests run", c.unique_backtests],
         ["best trial", None if run.best_trial is None else f"#{run.best_trial.number}, production score "
                                                            f"{run.best_trial.production_score:.4f}"],

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import platform
-from collections import Counter
 from typing import Any
 
 import numba
@@ -16,7 +15,7 @@ from genesis_core.files import sync_all
 from genesis_core.fingerprint import code_version
 from genesis_core.optimizer._storage import redact
 from genesis_core.optimizer._study import SIGNATURE_ATTR, StudySpec
-from genesis_core.records import TRIAL_METRICS, BestRef, BestTrial, CacheStats, RunRecord, Session, TrialRow
+from genesis_core.records import TRIAL_METRICS, BestRef, BestTrial, CacheStats, RunRecord, Session, TrialRow, failures
 
 
 class RunSummary(BaseModel):
@@ -133,11 +132,9 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
     if run.identical_outcomes:
         warnings.append(f"{run.identical_outcomes} evaluated trial(s) gave exactly the metrics of an earlier, different "
                         "config (trials.csv: same_outcome_as): some searched parameter may change nothing")
-    reasons = Counter(t.user_attrs.get("error", "no reason recorded") for t in trials if t.state == TrialState.FAIL)
-    if reasons:  # each in trials.csv, but unsaid here a strategy bug in a region of the space passed for a quiet search
-        warnings.append(f"{sum(reasons.values()):,} trial(s) failed (trials.csv fail_reason): "
-                        + "; ".join(f"{n:,} {why}" for why, n in reasons.most_common(2))
-                        + ("; ..." if len(reasons) > 2 else ""))
+    failed = failures([t.user_attrs.get("error") for t in trials if t.state == TrialState.FAIL])
+    if failed:
+        warnings.append(failed)
     if cache.hit_rate > 0.8:
         warnings.append(f"cache hit rate {cache.hit_rate:.0%}: the sampler keeps proposing known parameter sets; "
                         "widen the space or use a finer step")

@@ -41,6 +41,7 @@ from genesis_core.records._trial import (
     TrialRow,
     WindowInfo,
     backtest_record,
+    failures,
     finite_metrics,
 )
 from genesis_core.records._validation import (
@@ -67,5 +68,5 @@ __all__ = [
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
-    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "finite_metrics", "finished_runs", "iso", "read_record", "write_record",
+    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "failures", "finite_metrics", "finished_runs", "iso", "read_record", "write_record",
 ]

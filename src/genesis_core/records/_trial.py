@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections import Counter
 from typing import Any
 
 import pydantic
@@ -252,6 +253,17 @@ class TrialRow(Part):
             "params": {k.removeprefix("param:"): _cell(v) for k, v in cells.items() if k.startswith("param:")},
             "metrics": {m: _cell(cells[m]) for m in TRIAL_METRICS if m in cells},
         })
+
+
+def failures(reasons: list[str | None]) -> str | None:
+    """The failed trials of a study (each FAIL's reason, None where it recorded none) in one line:
+    how many, and the two commonest reasons with their counts; None when none failed. Unsaid, a
+    strategy's bug in a region of the space passed for a quiet search (trials.csv has each reason)."""
+    if not reasons:
+        return None
+    common = Counter(reason or "no reason recorded" for reason in reasons).most_common()
+    return (f"{len(reasons):,} trial(s) failed (trials.csv fail_reason): " + "; ".join(f"{n:,} {why}" for why, n in common[:2])
+            + ("; ..." if len(common) > 2 else ""))
 
 
 # trials.csv's columns around the four spread by ``TrialRow.cells`` (constraints_failed, pruned,
