@@ -154,6 +154,56 @@ def test_decisions_before_start_and_on_the_last_bar_never_fill():
     assert np.all(r.equity == 10_000)
 
 
+@pytest.mark.parametrize(("bar3", "stop", "expected_px", "reason"), [
+    ((140, 210, 135, 195), NAN, 200.0, "liquidation"),  # the high reaches where the equity is gone
+    ((250, 260, 240, 255), NAN, 250.0, "liquidation"),  # it opens beyond: filled at the open, the rest not owed
+    ((140, 210, 135, 195), 50.0, 150.0, "stop_loss"),  # a stop before it closes the short first
+    ((140, 210, 135, 195), 150.0, 200.0, "liquidation"),  # a stop beyond it comes too late
+])
+def test_a_short_that_would_lose_more_than_the_equity_is_liquidated_and_the_account_trades_no_more(bar3, stop, expected_px,
+                                                                                                    reason):
+    """A short of all the equity at 100, no costs: cash 20,000 for 100 units, so the equity is gone
+    at 200. It used to be marked on: BTC/USD shorted from 2020-10 lost 4.3 times the equity, and
+    the returns of a negative equity gave a Sharpe of +2.1 (see the next test)."""
+    c = make_candles([100, 100, 120, bar3[0], 150, 150], [101, 101, 130, bar3[1], 151, 151], [99, 99, 110, bar3[2], 149, 149],
+                     [100, 100, 120, bar3[3], 150, 150])
+    d = _decisions(6, entries={0: (-1, 1.0, stop, NAN, NAN), 4: (1, 1.0, NAN, NAN, NAN)})
+    r = run_engine(c, d, 0, NO_COST)
+    t = _trades(r)[0]
+    assert (t["side"], t["entry_price"], t["exit_bar"], t["exit_price"]) == (-1, 100.0, 3, expected_px)
+    assert EXIT_REASONS[int(t["exit_reason"])] == reason and t["pnl"] == pytest.approx(-100 * (expected_px - 100))
+    if reason == "liquidation":  # nothing after: the long decided at bar 4 never fills
+        assert list(r.equity) == [10_000, 10_000, 10_000, 8_000, 0, 0, 0] and r.counters["fills"] == 2
+    else:  # the long at bar 5's open, closed at its close
+        assert r.equity[-1] == 10_000 - 100 * 50 and r.counters["fills"] == 4
+
+
+def test_a_short_of_btc_through_its_2020_rise_loses_the_equity_once_with_costs_and_a_negative_sharpe(btc):
+    """Short all the equity at 2020-10-01's open and hold: the kernel closes it on the first bar
+    whose high reaches the price where the exit, with its slippage and fee, leaves nothing. The
+    account ends at 0, down 100%, and its Sharpe and Sortino are negative."""
+    from genesis_core.metrics import compute_metrics
+
+    candles = btc.slice(int(np.searchsorted(btc.timestamps, 1_601_510_400)) - 1, int(np.searchsorted(btc.timestamps, 1_619_827_200)))
+    n = len(candles)
+    side = np.zeros(n, np.int8)
+    side[0] = -1
+    costs = Costs(fee_bps=10, slippage_bps=5, initial_equity=10_000)
+    r = run_engine(candles, replace(Decisions.empty(n, StrategyTrace(n, 0, 1, 1)), side=side, size=np.ones(n)), 0, costs)
+    (t,) = _trades(r)
+    entry = candles.open[1] * (1 - 0.0005)
+    units = 10_000 / (entry * 1.001)
+    cash = 10_000 + units * entry - units * entry * 0.001
+    level = cash / (units * 1.001 * 1.0005)
+    gone = 2 + int(np.flatnonzero(candles.high[2:] >= level)[0])
+    assert t["entry_bar"] == 1 and t["exit_bar"] == gone and EXIT_REASONS[int(t["exit_reason"])] == "liquidation"
+    assert t["exit_price"] == pytest.approx(max(level, candles.open[gone]) * 1.0005, rel=1e-12)
+    assert r.equity[gone + 1] == 0.0 and not r.equity[gone + 1:].any() and r.equity[gone] > 0
+    metrics = compute_metrics(r, candles.bars_per_year)
+    assert metrics["total_return"] == -1.0 and metrics["max_drawdown"] == 1.0 and metrics["final_equity"] == 0.0
+    assert metrics["sharpe"] < 0 and metrics["sortino"] < 0
+
+
 START = 30  # the decisions of bars before it are never read
 
 

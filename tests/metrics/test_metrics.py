@@ -110,7 +110,7 @@ def _numpy_return_and_trade_metrics(result: EngineResult, periods: float) -> dic
     bars = len(eq) - 1
     with np.errstate(all="ignore"), warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        r = eq[1:] / eq[:-1] - 1.0
+        r = np.where(eq[:-1] != 0.0, eq[1:] / eq[:-1] - 1.0, 0.0)  # 0 from an equity of 0 (liquidated)
         std = float(r.std(ddof=1)) if bars >= 2 else 0.0
         mean = r.mean() if bars else np.nan
         downside = float(np.sqrt(np.mean(np.minimum(r, 0.0) ** 2))) if bars else 0.0

@@ -16,6 +16,11 @@ Rules (each has a hand-computed test in tests/engine):
   a same-side candidate while in position is blocked (``in_position``).
 - ``cooldown`` bars must pass between an exit fill and the next entry fill (``cooldown``).
 - A position still open at the last bar is closed at its close (``end_of_window``).
+- An account cannot lose more than it holds: a position is closed (``liquidation``) at the price
+  where its loss, with the exit's slippage and fee, takes all the equity (a short's, as the price
+  rises: a long of at most all the equity cannot lose more), within the bar as a stop is, and
+  first when it lies before the stop. If the bar opens beyond it, it fills at the open, and what
+  the gap loses beyond the equity is not owed: the equity is 0 from then on and nothing fills.
 """
 
 from __future__ import annotations
@@ -25,8 +30,9 @@ from typing import NamedTuple
 import numpy as np
 from numba import njit
 
-EXIT_REASONS = ("stop_loss", "take_profit", "trailing_stop", "exit_signal", "max_bars_held", "reverse", "end_of_window")
-_STOP, _TAKE, _TRAIL, _SIGNAL, _MAXHOLD, _REVERSE, _END = range(len(EXIT_REASONS))
+EXIT_REASONS = ("stop_loss", "take_profit", "trailing_stop", "exit_signal", "max_bars_held", "reverse", "end_of_window",
+                "liquidation")
+_STOP, _TAKE, _TRAIL, _SIGNAL, _MAXHOLD, _REVERSE, _END, _RUIN = range(len(EXIT_REASONS))
 
 # One record per closed trade; the kernel writes fields by name (book[k].pnl), so no reader counts columns.
 TRADE_DTYPE = np.dtype([
@@ -179,6 +185,11 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
             if not np.isnan(trail) and (np.isnan(sl) or pos * (trail - sl) > 0.0):
                 level = trail
                 lreason = _TRAIL
+            # where closing leaves no equity: cash + pos * units * fill - fee = 0 (at or below 0 for a long)
+            ruin = -cash / (units * (pos - costs.fee_rate) * (1.0 - pos * costs.slippage))
+            if np.isnan(level) or pos * (ruin - level) > 0.0:
+                level = ruin
+                lreason = _RUIN
             raw = np.nan
             reason = 0
             if pos == 1:
@@ -207,6 +218,9 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
                 pos = 0
                 units = 0.0
                 last_exit = t
+                if reason == _RUIN:  # nothing left to trade with, nor owed
+                    equity[t - start + 1:] = 0.0
+                    break
 
         # 3. mark to market at the close; 4. the trailing level follows this bar's extreme
         equity[t - start + 1] = cash + pos * units * close[t]

@@ -1,6 +1,7 @@
 """Performance metrics and the classic composite score, each defined once here and bounded.
 
-Definitions (r = per-bar returns of the equity curve over the decision bars; P = bars per year of
+Definitions (r = per-bar returns of the equity curve over the decision bars, 0 after a liquidation
+left it at 0; P = bars per year of
 the market, ``Candles.bars_per_year``: 365 days of the timeframe where it trades every day, as
 crypto does; the bars the file holds a year where it closes at weekends, as stock markets do):
 - total_return: final equity / initial equity - 1.
@@ -160,7 +161,7 @@ def _return_moments(equity: np.ndarray) -> tuple[float, float, float]:
     n = equity.shape[0] - 1
     r = np.empty(n)
     for i in range(n):
-        r[i] = equity[i + 1] / equity[i] - 1.0
+        r[i] = equity[i + 1] / equity[i] - 1.0 if equity[i] != 0.0 else 0.0  # 0 once liquidated: nothing at stake
     mean = _sum(r) / n
     work = np.empty(n)
     for i in range(n):
