@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import replace
 from datetime import UTC, datetime
@@ -182,7 +183,7 @@ def test_a_short_of_btc_through_its_2020_rise_loses_the_equity_once_with_costs_a
     """Short all the equity at 2020-10-01's open and hold: the kernel closes it on the first bar
     whose high reaches the price where the exit, with its slippage and fee, leaves nothing. The
     account ends at 0, down 100%, and its Sharpe and Sortino are negative."""
-    from genesis_core.metrics import compute_metrics
+    from genesis_core.metrics import bar_returns, compute_metrics
 
     candles = btc.slice(int(np.searchsorted(btc.timestamps, 1_601_510_400)) - 1, int(np.searchsorted(btc.timestamps, 1_619_827_200)))
     n = len(candles)
@@ -202,6 +203,9 @@ def test_a_short_of_btc_through_its_2020_rise_loses_the_equity_once_with_costs_a
     metrics = compute_metrics(r, candles.bars_per_year)
     assert metrics["total_return"] == -1.0 and metrics["max_drawdown"] == 1.0 and metrics["final_equity"] == 0.0
     assert metrics["sharpe"] < 0 and metrics["sortino"] < 0
+    returns = bar_returns(r.equity)  # what validation's DSR and PBO take: 0 after the liquidation, not 0 / 0
+    assert np.isfinite(returns).all() and returns[gone] == -1.0 and not returns[gone + 1:].any()
+    assert metrics["sharpe"] == returns.mean() / returns.std(ddof=1) * math.sqrt(candles.bars_per_year)
 
 
 START = 30  # the decisions of bars before it are never read

@@ -195,6 +195,13 @@ def _trade_sums(pnl: np.ndarray, fees: np.ndarray, entry_bar: np.ndarray,
     return _sum(won[:wins]), -_sum(lost[:losses]), wins, _sum(fees), held, _longest_run(pnl < 0)
 
 
+def bar_returns(equity: np.ndarray) -> np.ndarray:
+    """The per-bar returns r of the module docstring (``_return_moments`` computes the same in its pass)."""
+    before = equity[:-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(before != 0.0, equity[1:] / before - 1.0, 0.0)
+
+
 def compute_metrics(result: EngineResult, periods: float) -> dict[str, float | int]:
     """Every metric of the module docstring, as plain Python numbers in METRIC_NAMES order;
     ``periods``: P, the market's bars a year."""
@@ -240,4 +247,4 @@ def compute_metrics(result: EngineResult, periods: float) -> dict[str, float | i
     return {k: values[k] for k in METRIC_NAMES}
 
 
-__all__ = ["DD_FLOOR", "METRIC_NAMES", "PF_CAP", "compute_metrics", "drawdowns", "max_drawdown", "max_streak"]
+__all__ = ["DD_FLOOR", "METRIC_NAMES", "PF_CAP", "bar_returns", "compute_metrics", "drawdowns", "max_drawdown", "max_streak"]

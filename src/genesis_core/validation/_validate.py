@@ -16,6 +16,7 @@ import numpy as np
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, ConfigBuilder, build_config
 from genesis_core.errors import REFUSALS, ConfigError
 from genesis_core.fingerprint import code_version, fingerprint
+from genesis_core.metrics import bar_returns
 from genesis_core.optimizer import OptimizerConfig, SearchSpace
 from genesis_core.records import (
     Candidate,
@@ -130,7 +131,7 @@ def robustness(backtester: Backtester, trial: TrialArtifact, space: SearchSpace,
 def _explore_returns(backtester: Backtester, trial: TrialArtifact) -> np.ndarray:
     """Per-bar returns of a trial's effective config on its explore window (re-run: artifacts keep no series)."""
     equity = backtester.run(build_config(trial.effective_config.model_dump(mode="json"))).engine.equity
-    return equity[1:] / equity[:-1] - 1.0
+    return bar_returns(equity)
 
 
 def _overfitting(backtester: Backtester, best: TrialArtifact | None, trials: list[TrialArtifact], candidates: list[Candidate],
