@@ -25,9 +25,10 @@ class ConfigError(GenesisError):
 
 
 class StrategyError(GenesisError):
-    """Decisions a strategy returned that the engine cannot take: the message names the strategy,
-    the array, the value and its bar. In a study it fails the trial with that reason, as a config
-    the strategy refuses does: a strategy can err for some parameters only."""
+    """What a strategy returned or raised that a backtest cannot take (an order the engine cannot
+    fill, a trace count that is no count, an exception of its own code): the message names the
+    strategy, the value and its bar, or the exception and its line. In a study it fails the trial
+    with that reason, as a config the strategy refuses does: a strategy can err for some parameters only."""
 
 
 # What a point of a search space can be refused with: by its config (the strategy's own checks), by

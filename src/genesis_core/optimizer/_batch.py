@@ -122,7 +122,7 @@ def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_t
         todo = jobs.get(t.number)
         state, value = TrialState.FAIL, None
         if todo is not None and todo.key in failed:
-            t.set_user_attr("error", failed[todo.key])  # failed without a reason: a refused point drawn twice in a batch
+            t.set_user_attr("error", failed[todo.key])  # a refused point drawn again in the batch (it failed without a reason)
         elif todo is not None and (first[todo.key] == t.number or todo.key in entries):
             answer = answers[t.number] if first[todo.key] == t.number else CacheAnswer(entries[todo.key], first[todo.key], True)
             try:
