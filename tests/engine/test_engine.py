@@ -179,6 +179,17 @@ def test_a_short_that_would_lose_more_than_the_equity_is_liquidated_and_the_acco
         assert r.equity[-1] == 10_000 - 100 * 50 and r.counters["fills"] == 4
 
 
+def test_an_exit_ordered_for_a_bar_that_opens_beyond_the_liquidation_level_comes_too_late():
+    """The same short, its exit signalled at bar 2's close: bar 3 opens at 250, beyond 200. The exit
+    filled there and left the account at -5,000, marked on below zero; now the bar's open
+    liquidates it first, and the equity is 0."""
+    c = make_candles([100, 100, 120, 250, 150], [101, 101, 130, 260, 151], [99, 99, 110, 240, 149], [100, 100, 120, 255, 150])
+    r = run_engine(c, _decisions(5, entries={0: (-1, 1.0, NAN, NAN, NAN)}, exit_short=[2]), 0, NO_COST)
+    (t,) = _trades(r)
+    assert (t["exit_bar"], t["exit_price"], EXIT_REASONS[int(t["exit_reason"])]) == (3, 250.0, "liquidation")
+    assert list(r.equity) == [10_000, 10_000, 10_000, 8_000, 0, 0]
+
+
 def test_a_short_of_btc_through_its_2020_rise_loses_the_equity_once_with_costs_and_a_negative_sharpe(btc):
     """Short all the equity at 2020-10-01's open and hold: the kernel closes it on the first bar
     whose high reaches the price where the exit, with its slippage and fee, leaves nothing. The

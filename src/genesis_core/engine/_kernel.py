@@ -19,8 +19,9 @@ Rules (each has a hand-computed test in tests/engine):
 - An account cannot lose more than it holds: a position is closed (``liquidation``) at the price
   where its loss, with the exit's slippage and fee, takes all the equity (a short's, as the price
   rises: a long of at most all the equity cannot lose more), within the bar as a stop is, and
-  first when it lies before the stop. If the bar opens beyond it, it fills at the open, and what
-  the gap loses beyond the equity is not owed: the equity is 0 from then on and nothing fills.
+  first when it lies before the stop. If the bar opens beyond it, it fills at the open, before an
+  exit ordered for that open, and what the gap loses beyond the equity is not owed: the equity is
+  0 from then on and nothing fills.
 """
 
 from __future__ import annotations
@@ -102,6 +103,13 @@ def first_fault(side, size, stop, take, trail, start):  # pragma: no cover - com
 
 
 @njit(cache=True, inline="always")
+def _ruin(cash, pos, units, costs):
+    """The price where closing the position leaves no equity: cash + pos * units * fill - fee = 0,
+    fill and fee as ``_close`` makes them (at or below 0 for a long of at most all the equity)."""
+    return -cash / (units * (pos - costs.fee_rate) * (1.0 - pos * costs.slippage))
+
+
+@njit(cache=True, inline="always")
 def _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw_price, reason, costs):
     """Write trade ``k`` for closing at ``raw_price``, count the fill; return the cash it brings in."""
     counters[0].fills += 1
@@ -151,6 +159,12 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
     pend_i = 0
 
     for t in range(start, n):
+        # 0. a bar that opens beyond the level where the equity is gone liquidates there, before any order
+        if pos != 0 and pos * (open_[t] - _ruin(cash, pos, units, costs)) <= 0.0:
+            _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, open_[t], _RUIN, costs)
+            k += 1
+            equity[t - start + 1:] = 0.0  # nothing left to trade with, nor owed
+            break
         # 1. orders decided at the previous close fill at this open
         if pend_exit and pos != 0:
             cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, open_[t], pend_reason, costs)
@@ -185,8 +199,7 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
             if not np.isnan(trail) and (np.isnan(sl) or pos * (trail - sl) > 0.0):
                 level = trail
                 lreason = _TRAIL
-            # where closing leaves no equity: cash + pos * units * fill - fee = 0 (at or below 0 for a long)
-            ruin = -cash / (units * (pos - costs.fee_rate) * (1.0 - pos * costs.slippage))
+            ruin = _ruin(cash, pos, units, costs)
             if np.isnan(level) or pos * (ruin - level) > 0.0:
                 level = ruin
                 lreason = _RUIN
