@@ -50,9 +50,12 @@ def test_old_files_are_migrated_on_read(old_results: Path):
     trials = folder.read_trials()
     assert [t.trial_number for t in trials] == [0, 1, 3, 5]
     first = json.loads((folder.path / "trials" / "000000.json").read_text())
+    expected = renamed_scores(first)
+    expected["trace"]["exits"]["liquidation"] = 0  # an exit added since (schema 3), which no older backtest had
     assert trials[0].model_dump(mode="json", exclude={"schema_version": True, "trades": True, "cached_from": True,
-                                                      "not_finite": True, "series": True, "effective_config": {"data": {"symbol"}}}) == renamed_scores(first)  # added since
-    assert folder.read_best().result.trial_number == raw["best_trial"]["number"] == 5
+                                                      "not_finite": True, "series": True, "effective_config": {"data": {"symbol"}}}) == expected  # added since
+    best = folder.read_best()
+    assert best.result.trial_number == raw["best_trial"]["number"] == 5 and best.result.trace["exits"]["liquidation"] == 0
     report = folder.read_validation()
     added = {"pbo": True, "pbo_note": True,  # statistics added since: absent from an old file
              "deflated_sharpe": {"mean_correlation", "effective_trials", "sr0_effective", "dsr_effective"}}
@@ -125,3 +128,28 @@ def test_foreign_files_in_trials_are_not_read_as_artifacts(old_results: Path):
     (folder.path / "trials" / "notes.json").write_text("{}")
     (folder.path / "trials" / "000007.json.123.tmp").write_text("{")
     assert folder.trial_numbers() == [0, 1, 3, 5]
+
+
+def test_a_trial_written_before_the_liquidation_exit_re_runs_identical(tmp_path: Path):
+    """Schema 3 added the engine's ``liquidation`` exit to every trace. A run's artifacts written
+    before it (schema 2, no such count) are migrated with a count of 0, which no backtest before it
+    could have had: `genesis check-equivalence` of a run made before the change found every trial
+    differing by that count alone."""
+    from tests.optimizer.test_optimizer import write_config
+    from tests.runs import genesis, optimize
+
+    run_dir = Path(optimize(write_config(tmp_path, meta={"stop": {"max_trials": 4}}))["run_dir"])
+    folder = RunFolder(run_dir)
+    for number in folder.evaluated_numbers():
+        path = folder.trial_path(number)
+        raw = json.loads(path.read_text())
+        assert raw["schema_version"] == 3 and raw["trace"]["exits"].pop("liquidation") == 0
+        path.write_text(json.dumps({**raw, "schema_version": 2}))  # as the code before it wrote it
+    best = json.loads((run_dir / "best_trial.json").read_text())
+    del best["result"]["trace"]["exits"]["liquidation"]
+    (run_dir / "best_trial.json").write_text(json.dumps({**best, "schema_version": 2, "result": {**best["result"], "schema_version": 2}}))
+    check = genesis("check-equivalence", str(run_dir), "--all", "--json")
+    assert check.returncode == 0, check.stdout
+    results = json.loads(check.stdout)
+    assert len(results) == len(folder.evaluated_numbers()) >= 2 and all(r["ok"] for r in results)
+    assert folder.read_best().result.trace["exits"]["liquidation"] == 0

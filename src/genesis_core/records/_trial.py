@@ -70,7 +70,7 @@ class BacktestRecord(Record):
     """What ``genesis backtest`` writes: enough to re-run it (the effective config) and to prove
     what produced it (fingerprints of config, data window, data file and resources; code version)."""
 
-    SCHEMA = 2
+    SCHEMA = 3
     genesis_core_version: str
     code_version: str
     effective_config: BacktestConfig
@@ -82,6 +82,18 @@ class BacktestRecord(Record):
     series: Series | None = None  # per decision bar; left out of trial artifacts (a re-run gives it exactly)
     not_finite: list[str] = []  # metrics that came out NaN or infinite (stored as null): the outcome is INVALID_NUMERIC
     score: ScoreRecord | None = None  # `genesis backtest`: outcome and scores under the default scoring
+
+    @classmethod
+    def upgrade(cls, raw: Any, version: int) -> Any:
+        """Version 2 -> 3: the engine's exits gained ``liquidation`` (an account cannot lose more than
+        it holds), which a backtest before it never had: 0. Unmigrated, every trial of an older run
+        differed from its re-run (``genesis check-equivalence``) by that count alone."""
+        if version == 2 and isinstance(raw, dict):
+            trace = raw.get("trace")
+            if isinstance(trace, dict) and isinstance(trace.get("exits"), dict):
+                raw = {**raw, "trace": {**trace, "exits": {**trace["exits"], "liquidation": trace["exits"].get("liquidation", 0)}}}
+            return {**raw, "schema_version": 3}
+        return super().upgrade(raw, version)
 
     @property
     def trial_metrics(self) -> Metrics:
@@ -186,7 +198,7 @@ _ArtifactFields = pydantic.create_model(  # type: ignore[call-overload]
 class BestTrial(Record):
     """``best_trial.json``: the best evaluated VALID trial by production score."""
 
-    SCHEMA = 2
+    SCHEMA = 3
     number: int
     objective: float | None  # what Optuna was told: its production score
     production_score: float
@@ -195,6 +207,8 @@ class BestTrial(Record):
 
     @classmethod
     def upgrade(cls, raw: Any, version: int) -> Any:
+        if version == 2 and isinstance(raw, dict):  # its trial's record alone changed
+            return {**raw, "result": TrialArtifact.upgrade(raw["result"], version), "schema_version": 3}
         if version == 1 and isinstance(raw, dict) and "value" in raw:
             raw = {**{k: v for k, v in raw.items() if k != "value"}, "objective": raw["value"]}
         raw = super().upgrade(raw, version)
