@@ -403,3 +403,23 @@ def test_a_market_closed_at_weekends_is_annualised_over_the_bars_it_trades_a_yea
     r = result.engine.equity[1:] / result.engine.equity[:-1] - 1
     assert result.metrics["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1) * math.sqrt(candles.bars_per_year), rel=1e-12)
     assert result.metrics["sharpe"] > 0 and math.sqrt(365 / candles.bars_per_year) > 1.2  # what 365 days made it
+
+
+def test_a_liquidated_account_is_said_by_the_backtest_and_its_numbers_are_a_total_loss(tmp_path, monkeypatch):
+    """RSI above 50 shorts all the equity and nothing closes it: BTC/USD from 2020-10 doubles within
+    weeks. The backtest says when the account was liquidated and that nothing traded after; its
+    numbers are a total loss (the run was marked on to -434% with a Sharpe of +2.1)."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "short.yaml"
+    path.write_text(yaml.safe_dump({"strategy": "tests.strategy.custom_strategy:RsiReversion",
+                                    "params": {"oversold": 0, "overbought": 50, "size": 1.0},
+                                    "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                                             "start": "2020-10-01", "end": "2021-04-30"}}))
+    result = json.loads(genesis("backtest", "--config", str(path), "--json").stdout)
+    m, (ruin,) = result["metrics"], [t for t in result["trades"] if t["exit_reason"] == "liquidation"]
+    assert (m["total_return"], m["final_equity"], m["max_drawdown"]) == (-1.0, 0.0, 1.0) and m["sharpe"] < 0
+    assert ruin["side"] == "short" and ruin["exit_price"] > 1.9 * ruin["entry_price"] and result["trace"]["exits"]["liquidation"] == 1
+    assert ruin == result["trades"][-1]  # nothing after it
+    shown = " ".join(genesis("backtest", "--config", str(path)).stderr.split())
+    assert (f"warning: the account was liquidated at {ruin['exit_time']}: its short from {ruin['entry_time']} lost all the "
+            f"equity at {ruin['exit_price']:,.2f} (entry {ruin['entry_price']:,.2f}); nothing traded after it") in shown

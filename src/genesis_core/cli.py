@@ -222,6 +222,9 @@ def backtest(
     if record.not_finite:
         err.print(f"[yellow]warning:[/] INVALID_NUMERIC: {', '.join(record.not_finite)} not finite numbers (written as null); "
                   "the prices or sizes are beyond what the arithmetic holds")
+    for ruin in (t for t in record.trades or [] if t.exit_reason == "liquidation"):
+        err.print(f"[yellow]warning:[/] the account was liquidated at {ruin.exit_time}: its {ruin.side} from {ruin.entry_time} "
+                  f"lost all the equity at {ruin.exit_price:,.2f} (entry {ruin.entry_price:,.2f}); nothing traded after it")
     metrics = _table(title="Metrics", show_header=False)
     for k, v in record.metrics.items():
         metrics.add_row(k, _fmt(v))
