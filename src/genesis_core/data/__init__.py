@@ -3,6 +3,7 @@
 ``genesis_core.data.exchange`` downloads them (imported on use: it loads ccxt)."""
 
 from genesis_core.data._candles import (
+    DAY,
     Candles,
     GapReport,
     Timeframe,
@@ -27,6 +28,7 @@ from genesis_core.data._load import (
 from genesis_core.data._resample import resample
 
 __all__ = [
+    "DAY",
     "MARKET_KEY",
     "CandleFile",
     "cache_candles",

@@ -15,8 +15,8 @@ from genesis_core.errors import DataError, clip
 from genesis_core.fingerprint import fingerprint_arrays
 
 CANDLE_ARRAYS = ("timestamps", "open", "high", "low", "close", "volume")  # Candles' arrays, in field order
-_TF_UNITS = {"m": 60, "h": 3600, "d": 86400, "w": 604800}
 DAY, WEEK = 86_400, 7 * 86_400
+_TF_UNITS = {"m": 60, "h": 3600, "d": DAY, "w": WEEK}
 YEAR_SECONDS = 365 * DAY
 MONDAY = 4 * DAY  # the first Monday 00:00 UTC after the epoch (a Thursday)
 _DATE_ONLY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -88,7 +88,7 @@ def parse_ts(text: str | datetime, *, end_of_day: bool = False) -> int:
             raise DataError(f"cannot parse date {clip(str(text))!r}: {hint}, between 1677 and 2262") from None
     seconds = int((when.replace(tzinfo=UTC) if when.tzinfo is None else when).timestamp())
     if end_of_day and isinstance(text, str) and _DATE_ONLY.match(text.strip()):
-        seconds += 86400 - 1
+        seconds += DAY - 1
     return seconds
 
 
