@@ -5,7 +5,6 @@ finished chunk and a second run evaluates only the rest."""
 
 from __future__ import annotations
 
-import csv
 import gc
 import json
 import os
@@ -29,7 +28,7 @@ from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine
 from genesis_core.records import RunFolder, ScoreRecord, ValidationReport, backtest_record
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
-from tests.optimizer.test_optimizer import ROOT, write_config
+from tests.optimizer.test_optimizer import ROOT, _trials, write_config
 from tests.runs import ctrl_c_until_it_ends, genesis, genesis_killed_after, optimize, validate
 from tests.validation.conftest import VALIDATION
 
@@ -662,8 +661,7 @@ def test_a_user_strategy_s_order_the_engine_cannot_take_ends_a_backtest_in_one_l
 
     studied = optimize(write_config(tmp_path, "tpe.yaml", meta={"base_config": str(base), "study_name": "tpe",
                                                                 "stop": {"max_trials": 15}}, parameters=space))
-    with open(Path(studied["run_dir"]) / "trials.csv") as fh:
-        rows = list(csv.DictReader(fh))
+    rows = _trials(studied)
     failed = [r for r in rows if r["state"] == "FAIL"]
     assert failed and all(r["param:size"] == "-0.5" and re.fullmatch(refusal + ".*", r["fail_reason"]) for r in failed)
     assert all(r["param:size"] != "-0.5" for r in rows if r["state"] == "COMPLETE")
