@@ -235,7 +235,7 @@ def _orders_on(candles: Candles) -> Decisions:
 
 
 def _at(candles: Candles, bar: int) -> str:
-    return f"at {datetime.fromtimestamp(int(candles.timestamps[bar]), UTC):%Y-%m-%d %H:%M} UTC (bar {bar} of the window)"
+    return f"at {datetime.fromtimestamp(int(candles.timestamps[bar]), UTC):%Y-%m-%dT%H:%M:%SZ} (bar {bar} of the window)"
 
 
 def _first_order(d: Decisions, side: int = 0) -> int:

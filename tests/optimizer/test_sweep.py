@@ -631,7 +631,7 @@ def test_a_user_strategy_s_order_the_engine_cannot_take_ends_a_backtest_in_one_l
                                              "start": "2022-03-01", "end": "2022-05-31"}}))
     out = genesis("backtest", "--config", str(base))
     refusal = (f"strategy '{strategy}' decided what the engine cannot take: size is -0.5 for an order of side -?1 "
-               r"at 2022-\d\d-\d\d \d\d:00 UTC \(bar \d+ of the window\): a fraction of equity above 0 and at most 1")
+               r"at 2022-\d\d-\d\dT\d\d:00:00Z \(bar \d+ of the window\): a fraction of equity above 0 and at most 1")
     assert out.returncode == 1 and re.fullmatch(f"error: {refusal}.*\n", out.stderr), out.stderr
     space = {"size": {"type": "categorical", "choices": [-0.5, 0.5, 1.0]},
              "period": {"type": "categorical", "choices": [10, 14]}}

@@ -8,7 +8,7 @@ import numpy as np
 from pydantic import Field
 
 from genesis_core.config import StrictModel
-from genesis_core.data import Candles
+from genesis_core.data import Candles, format_ts
 from genesis_core.engine._kernel import (
     COUNTER_DTYPE,
     COUNTERS,
@@ -73,8 +73,7 @@ def _orders(d: Decisions, times: np.ndarray, start: int) -> Orders:
     n = len(times)
 
     def refused(what: str, rule: str, bar: int | None = None) -> StrategyError:
-        when = "" if bar is None else str(np.datetime64(int(times[bar]), "s").astype("datetime64[m]")).replace("T", " ")
-        at = "" if bar is None else f" at {when} UTC (bar {bar} of the window)"
+        at = "" if bar is None else f" at {format_ts(times[bar])} (bar {bar} of the window)"
         return StrategyError(f"decided what the engine cannot take: {what}{at}: {rule}")
 
     a: dict[str, np.ndarray] = {}  # the arrays as the kernel takes them
