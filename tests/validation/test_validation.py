@@ -14,6 +14,7 @@ import pytest
 
 from genesis_core.backtest import BacktestConfig, Backtester, build_config
 from genesis_core.errors import ConfigError
+from genesis_core.optimizer import SweepOptions, sweep
 from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact, ValidationReport
 from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, evaluate_candidate, select_candidates
@@ -254,7 +255,7 @@ def test_each_candidate_s_neighbours_are_one_step_away_and_scored_as_single_back
     from genesis_core.scoring import score
 
     report = json.loads((validated_run / "validation.json").read_text())
-    _, cfg = load_run(RunFolder(validated_run))
+    run, cfg = load_run(RunFolder(validated_run))
     choices = {path: spec["choices"] for path, spec in PARAMETERS.items()}
     bt = Backtester()
     for c in report["candidates"]:
@@ -263,9 +264,9 @@ def test_each_candidate_s_neighbours_are_one_step_away_and_scored_as_single_back
                           for j in (values.index(c["params"][path]) - 1, values.index(c["params"][path]) + 1)
                           if 0 <= j < len(values))
         assert sorted((n["param"], n["value"]) for n in r["neighbours"]) == expected
-        artifact = json.loads((validated_run / "trials" / f"{c['trial']:06d}.json").read_text())
-        for n in r["neighbours"]:
-            result = bt.run(build_config(artifact["effective_config"], trial_params={n["param"]: n["value"]}))
+        for n in r["neighbours"]:  # the config a trial of those params is
+            result = bt.run(build_config(run.fixed_config.model_dump(mode="json"),
+                                         trial_params={**c["params"], n["param"]: n["value"]}))
             assert n["production_score"] == score(result.metrics, result.trace, cfg.scoring, cfg.constraints).production
         own, scores = c["explore"]["production_score"], sorted(n["production_score"] for n in r["neighbours"])
         if own > 0:
@@ -307,3 +308,30 @@ def test_a_plateau_not_measured_says_why_under_the_table_and_in_the_report(tmp_p
     assert f"plateau -: {', '.join(f'#{c.trial}' for c in report.candidates)}: {why}" in shown.stdout.splitlines()
     assert genesis("report", str(run_dir)).returncode == 0
     assert (run_dir / "report.html").read_text().count(f"<td>- ({why})</td>") == 3
+
+
+def test_a_neighbour_warms_up_as_its_trial_does_and_scores_what_that_trial_scored(tmp_path):
+    """The robustness map built each neighbour on the candidate's effective config, whose warm-up
+    was resolved for the candidate's params: a neighbour with a longer 4h EMA started with an EMA of
+    fewer bars, one with a shorter EMA warmed up for longer, and each scored other than the same
+    config as a trial (18.7 for a neighbour whose trial scored 7.5, on this grid). In a grid sweep
+    every neighbour is a trial of the run: each must score exactly what that trial scored."""
+    path = write_config(tmp_path, parameters={"gates.htf.ema_period": {"type": "categorical", "choices": [100, 200, 300]},
+                                              "exits.max_bars_held": {"type": "categorical", "choices": [12, 24]}},
+                        constraints={"min_trades": 1, "min_profit_factor": 0.0, "max_drawdown": 0.9},
+                        validation={**VALIDATION, "top_n": 4})
+    sweep(load_study_config(path).spec(), SweepOptions("grid"))
+    run_dir = tmp_path / "results" / "runs" / "t"
+    report = ValidationReport.model_validate(validate(run_dir))
+    trials = {tuple(sorted(t.params.items())): t for t in RunFolder(run_dir).read_trials()}
+    assert len(trials) == 6 and len(report.candidates) == 4
+    warmups = set()
+    for c in report.candidates:
+        assert c.robustness is not None and len(c.robustness.neighbours) >= 2
+        own = trials[tuple(sorted(c.params.items()))].effective_config.data.warmup_bars
+        for n in c.robustness.neighbours:
+            trial = trials[tuple(sorted({**c.params, n.param: n.value}.items()))]
+            assert (n.production_score, n.outcome) == (trial.score.production, trial.score.outcome), (c.trial, n)
+            warmups.add((own, trial.effective_config.data.warmup_bars))
+    assert any(a < b for a, b in warmups) and any(a > b for a, b in warmups)  # neighbours warming up longer and shorter
+

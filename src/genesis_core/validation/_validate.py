@@ -109,10 +109,15 @@ def evaluate_candidate(
 
 
 def robustness(backtester: Backtester, trial: TrialArtifact, space: SearchSpace, scoring: Scoring, constraints: Constraints,
-               min_plateau: float) -> Robustness:
+               min_plateau: float, warmup_bars: int | None) -> Robustness:
     """The explore score of each neighbour of ``trial`` (one step down and up in each searched
-    parameter), and how much of the trial's score they keep at the median and at worst."""
-    build = ConfigBuilder(trial.effective_config.model_dump(mode="json"))  # validated once, each neighbour's params on top
+    parameter), and how much of the trial's score they keep at the median and at worst. Each
+    neighbour is the config its trial would be: the run's ``warmup_bars`` (None: the strategy's for
+    its params), not the candidate's own, resolved for the candidate's params (a longer period's
+    neighbour started with cold indicators and scored other than its trial)."""
+    candidate = trial.effective_config.model_dump(mode="json")
+    candidate["data"]["warmup_bars"] = warmup_bars
+    build = ConfigBuilder(candidate)  # validated once, each neighbour's params on top
     neighbours = []
     for path, value in space.neighbours(trial.params):
         try:
@@ -192,7 +197,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
             **dict(result),
             gap=explore - result.validation_score,
             sharpe_gap=_sharpe_gap(t.metrics["sharpe"], [w.metrics["sharpe"] for w in result.windows]),
-            robustness=robustness(bt, t, space, scoring, config.constraints, v.min_plateau),
+            robustness=robustness(bt, t, space, scoring, config.constraints, v.min_plateau, run.fixed_config.data.warmup_bars),
         ))
     candidates.sort(key=lambda c: (not c.passed, -c.validation_score, -c.explore.production_score, c.trial))
     for rank, c in enumerate(candidates, 1):
