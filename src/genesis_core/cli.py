@@ -546,6 +546,12 @@ def _print_validation(report: ValidationReport) -> None:
                           f"{c.validation_score:.2f}" if first else "", _plateau(c.robustness, " " if wide else "\n") if first else "",
                           "[green]pass[/]" if ok else "[red]fail[/]")
         table.add_section()
+    for r in report.refused:  # below the ranked: they cannot pass
+        m = r.explore.metrics
+        table.add_row(f"#{r.trial}", "explore", f"{r.explore.production_score:.2f}", _fmt(m["total_return"], "+.2%"),
+                      _fmt(m["max_drawdown"], ".2%"), _fmt(m["profit_factor"], ".2f"), str(m["num_trades"]), "-", "-", "[red]refused[/]")
+        table.add_row("", f"{r.start}{between}{r.end}", *["-"] * 7, "[red]refused[/]")
+        table.add_section()
     out.print(table)
     o = report.overfitting
     dsr = o.deflated_sharpe
@@ -561,6 +567,7 @@ def _print_validation(report: ValidationReport) -> None:
     elif o.pbo_note:
         out.print(f"probability of backtest overfitting: not measured ({o.pbo_note})")
     failed = [(c.trial, reason) for c in report.candidates for reason in c.reasons]
+    failed += [(r.trial, f"{r.start}..{r.end}: refused: {r.reason}") for r in report.refused]
     if failed:
         out.print("why they failed:")
         for trial, reason in failed:

@@ -203,7 +203,8 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
             table = {"passed": v.passed, "best": v.best, "overfitting": v.overfitting.model_dump(mode="json"),
                      "candidates": [{"rank": c.rank, "trial": c.trial, "passed": c.passed, "reasons": c.reasons,
                                      "explore_score": c.explore.production_score, "validation_score": c.validation_score,
-                                     "gap": c.gap} for c in v.candidates]}
+                                     "gap": c.gap} for c in v.candidates],
+                     "refused": [{"trial": r.trial, "window": [r.start, r.end], "reason": r.reason} for r in v.refused]}
         return {"run": run, **meta, "validation": table}
 
     @server.tool(annotations=READ)
@@ -309,7 +310,7 @@ def _add_write_tools(server: MCPServer, g: Genesis, forbid: str | None) -> None:
         from genesis_core.workflow import validate_run
 
         report = validate_run(g.folder(run), top_n=top_n)
-        return {"passed": report.passed, "best": report.best, "candidates": len(report.candidates)}
+        return {"passed": report.passed, "best": report.best, "candidates": len(report.candidates), "refused": len(report.refused)}
 
     @server.tool(annotations=PROMOTE)
     @_guarded(forbid)

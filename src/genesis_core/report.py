@@ -338,6 +338,10 @@ def _validation(report: ValidationReport) -> str:
                      "pass" if cand.passed else "fail"])
         rows += [["", "", f"{w.start} .. {w.end}", w.production_score, w.metrics["total_return"], w.metrics["max_drawdown"],
                   w.metrics["num_trades"], "", "", "; ".join(w.reasons)] for w in cand.windows]
+    for r in report.refused:  # below the ranked: they cannot pass
+        rows.append(["", r.trial, "explore", r.explore.production_score, r.explore.metrics["total_return"],
+                     r.explore.metrics["max_drawdown"], r.explore.metrics["num_trades"], "", "", "refused"])
+        rows.append(["", "", f"{r.start} .. {r.end}", None, None, None, None, "", "", f"refused: {r.reason}"])
     table = _table(["rank", "trial", "window", "production score", "return", "max drawdown", "trades", "validation score",
                     "neighbours keep", "result"], rows, left=0)
     o = report.overfitting

@@ -44,6 +44,7 @@ class ValidationSummary(BaseModel):
     passed: list[int]
     best: int | None
     candidates: int
+    refused: int  # candidates the strategy or the engine refused on a window
 
 
 class PromotionSummary(BaseModel):
@@ -89,7 +90,7 @@ def run(cfg: StudyConfig, options: RunOptions | None = None, storage: str | None
     if cfg.validation.enabled:
         v = validate(spec.folder, cfg.validation, cfg)
         summary.validation = ValidationSummary(path=str(spec.folder.validation_path), passed=v.passed, best=v.best,
-                                               candidates=len(v.candidates))
+                                               candidates=len(v.candidates), refused=len(v.refused))
     if cfg.promotion.enabled:
         decision = promote(spec.folder, cfg, cfg.promotion)
         summary.promotion = PromotionSummary(promoted=decision.promoted, reason=decision.reason,

@@ -12,9 +12,12 @@ from genesis_core.config import StrictModel
 from genesis_core.features import FeatureStore
 from genesis_core.strategy import Decisions, Strategy, StrategyTrace
 
+_2023 = 1672531200  # 2023-01-01T00:00:00Z
+
 
 class MisbehavingParams(StrictModel):
     bug: str = "none"
+    period: int = 20  # of the SMA it trades around
 
 
 class Misbehaving(Strategy):
@@ -24,13 +27,13 @@ class Misbehaving(Strategy):
     def warmup_bars(self, params: MisbehavingParams, timeframe_seconds: int) -> Any:
         if params.bug == "warmup raises":
             return {"sma": 20}["ema"]
-        return {"warmup -5": -5, "warmup 20.5": 20.5, "warmup True": True}.get(params.bug, 20)
+        return {"warmup -5": -5, "warmup 20.5": 20.5, "warmup True": True}.get(params.bug, params.period)
 
     def decide(self, features: FeatureStore, params: MisbehavingParams, start: int) -> Any:
         c = features.candles
-        if params.bug == "raises":
+        if params.bug == "raises" or (params.bug == "raises on 2023" and c.timestamps[-1] >= _2023):
             return len(c) / 0
-        side = np.where(np.arange(len(c)) >= start, np.sign(c.close - features.get("sma:20")), 0).astype(np.int8)
+        side = np.where(np.arange(len(c)) >= start, np.sign(np.nan_to_num(c.close - features.get(f"sma:{params.period}"))), 0).astype(np.int8)
         trace = {
             "candidates 3.5": StrategyTrace(len(c) - start, 0, 10, 3.5),
             "signals -1": StrategyTrace(len(c) - start, 0, -1, 0),

@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import html
 import io
 import itertools
 import json
+import re
 import statistics
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import yaml
 
 from genesis_core.backtest import BacktestConfig, Backtester, build_config
 from genesis_core.errors import ConfigError
@@ -335,3 +338,45 @@ def test_a_neighbour_warms_up_as_its_trial_does_and_scores_what_that_trial_score
             warmups.add((own, trial.effective_config.data.warmup_bars))
     assert any(a < b for a, b in warmups) and any(a > b for a, b in warmups)  # neighbours warming up longer and shorter
 
+
+def test_a_candidate_refused_on_a_window_fails_with_the_reason_and_the_others_are_validated(tmp_path):
+    """A user strategy that raises on 2023's bars only: validation stopped at the first such
+    candidate with the exception, and validated none. Now that candidate is listed apart, refused on
+    that window with the reason (in validation.json, the table, the report and promotion's answer),
+    and the other candidates are validated; data that covers no window is still one error, before any."""
+    from tests.runs import genesis
+
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
+    windows = [{"start": "2022-06-01", "end": "2022-08-31"}, {"start": "2023-01-01", "end": "2023-03-31"}]
+    path = write_config(tmp_path, meta={"base_config": str(base)},
+                        parameters={"bug": {"type": "categorical", "choices": ["none", "raises on 2023"]},
+                                    "period": {"type": "int", "low": 10, "high": 40, "step": 10}},
+                        validation={**VALIDATION, "top_n": 3, "windows": windows})
+    points = [{"bug": "none", "period": 10}, {"bug": "raises on 2023", "period": 30}, {"bug": "none", "period": 40}]
+    sweep(load_study_config(path).spec(), SweepOptions("grid"), points=points)
+    run_dir = tmp_path / "results" / "runs" / "t"
+    shown = genesis("validate", str(run_dir))
+    assert shown.returncode == 0, shown.stdout
+    report = ValidationReport.model_validate_json((run_dir / "validation.json").read_text())
+    raised = (r"strategy 'tests.strategy.misbehaving_strategy:Misbehaving' raised ZeroDivisionError: division by zero "
+              r"at \S+/tests/strategy/misbehaving_strategy.py:\d+, in decide")
+    assert [c.params for c in sorted(report.candidates, key=lambda c: c.trial)] == [points[0], points[2]]
+    assert all(len(c.windows) == 2 and c.windows[1].bars > 2000 for c in report.candidates)
+    assert len(report.refused) == 1
+    refused = report.refused[0]
+    assert (refused.params, refused.start, refused.end) == (points[1], "2023-01-01", "2023-03-31")
+    assert re.fullmatch(raised, refused.reason) and refused.trial not in report.passed
+    assert refused.explore.metrics["num_trades"] > 10
+    why = shown.stdout.split("why they failed:\n")[1].splitlines()
+    assert [line for line in why if re.fullmatch(f"  #{refused.trial} 2023-01-01..2023-03-31: refused: {raised}", line)]
+    assert re.search(f"#{refused.trial} .* refused .*\n.* 2023-01-01 .. 2023-03-31 .* refused", shown.stdout)
+    assert genesis("report", str(run_dir)).returncode == 0
+    assert re.search(f"<td>refused: {raised}</td>", html.unescape((run_dir / "report.html").read_text()))
+    refusal = genesis("champion", "promote", str(run_dir), "--trial", str(refused.trial))
+    assert refusal.returncode == 1
+    assert re.search(f"trial {refused.trial} could not be validated on the window 2023-01-01..2023-03-31: {raised}",
+                     " ".join(refusal.stdout.split()))
+    late = write_config(tmp_path, "late.yaml", validation={**VALIDATION, "windows": [{"start": "2030-01-01", "end": "2030-03-31"}]})
+    uncovered = genesis("validate", str(run_dir), "--config", str(late))
+    assert uncovered.returncode == 2 and "window start 2030-01-01 is after the data's last bar" in uncovered.stdout + uncovered.stderr

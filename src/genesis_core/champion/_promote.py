@@ -78,8 +78,10 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
         current = store.reconcile()
         entry.current = None if current is None else current.config_fingerprint
         if candidate is None or number is None:
+            refused = next((r for r in report.refused if r.trial == number), None)
             reason = ("no candidate passed validation" if number is None
-                      else f"trial {number} is not among the validated candidates of {folder.path} (validation.top_n)")
+                      else f"trial {number} could not be validated on the window {refused.start}..{refused.end}: {refused.reason}"
+                      if refused else f"trial {number} is not among the validated candidates of {folder.path} (validation.top_n)")
             store.record(entry.model_copy(update={"reason": reason}))
             return Decision(False, reason)
         artifact = folder.read_trial(number)

@@ -132,12 +132,27 @@ class Overfitting(Part):
     pbo_note: str | None = None  # why there is no PBO (too few configs or bars)
 
 
+class RefusedCandidate(Part):
+    """A top explore candidate the strategy or the engine refused on a validation window (the
+    strategy raised, decided an order the engine cannot take, or needs more warm-up than the data
+    gives before it): it cannot pass, and the other candidates are validated."""
+
+    trial: int
+    config_fingerprint: str
+    params: dict[str, Any]
+    explore: ExploreResult
+    start: str  # the window's
+    end: str
+    reason: str
+
+
 class ValidationReport(Record):
-    """The top explore candidates re-run on the out-of-sample windows, ranked.
+    """The top explore candidates re-run on the out-of-sample windows, ranked; those refused on a
+    window listed apart.
 
     ``validation`` holds the validation settings used (``genesis_core.validation.ValidationConfig``)."""
 
-    SCHEMA = 2
+    SCHEMA = 3
     run: str
     created: str
     code_version: str
@@ -146,9 +161,16 @@ class ValidationReport(Record):
     missing_artifacts: list[int]
     eligible_note: str
     candidates: list[Candidate]
+    refused: list[RefusedCandidate]
     passed: list[int]
     best: int | None
     overfitting: Overfitting
+
+    @classmethod
+    def upgrade(cls, raw: Any, version: int) -> Any:
+        if version == 2 and isinstance(raw, dict):  # before a candidate could be refused on a window, none was
+            return {**raw, "refused": [], "schema_version": 3}
+        return super().upgrade(raw, version)
 
     def candidate(self, trial: int | None) -> Candidate | None:
         return next((c for c in self.candidates if c.trial == trial), None)

@@ -1,6 +1,7 @@
 """Explore -> validate: the top explore candidates re-run on out-of-sample windows.
 
-A candidate passes only if it is VALID and meets every validation constraint on every window.
+A candidate passes only if it is VALID and meets every validation constraint on every window; one
+the strategy or the engine refuses on a window is listed apart with the reason, and cannot pass.
 Candidates are ranked by their validation score (the production score of each window, combined
 by ``validation.ranking``), ties broken by the explore score. The report goes to the run's
 ``validation.json``; it is built from the run's records alone (run.json and the trial
@@ -14,7 +15,7 @@ import math
 import numpy as np
 
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, ConfigBuilder, build_config
-from genesis_core.errors import REFUSALS, ConfigError
+from genesis_core.errors import REFUSALS, ConfigError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bar_returns
 from genesis_core.optimizer import OptimizerConfig, SearchSpace
@@ -26,6 +27,7 @@ from genesis_core.records import (
     Neighbour,
     Overfitting,
     ProbabilityOfOverfitting,
+    RefusedCandidate,
     Robustness,
     RunFolder,
     TrialArtifact,
@@ -95,11 +97,27 @@ def aggregate(scores: list[float], validation: ValidationConfig) -> float:
     return (1 - validation.robust_weight) * mean + validation.robust_weight * worst
 
 
+class RefusedOnWindow(GenesisError):
+    """A config the strategy or the engine refused on a validation window: which window, and why
+    (the refusal, its cause, whose exit code it keeps)."""
+
+    def __init__(self, window: WindowSpec, refusal: GenesisError) -> None:
+        super().__init__(f"refused on the validation window {window.start}..{window.end}: {refusal}")
+        self.window, self.reason, self.exit_code = window, str(refusal), refusal.exit_code
+
+
 def evaluate_candidate(
     backtester: Backtester, effective_config: BacktestConfig, scoring: Scoring, validation: ValidationConfig
 ) -> CandidateResult:
-    """Validation windows, score and pass/fail of one effective config (a candidate or the champion)."""
-    windows = [_window_report(run_on_window(backtester, effective_config, w), w, scoring, validation) for w in validation.windows]
+    """Validation windows, score and pass/fail of one effective config (a candidate or the champion);
+    RefusedOnWindow where its strategy or the engine refuses it on a window."""
+    windows = []
+    for w in validation.windows:
+        try:
+            result = run_on_window(backtester, effective_config, w)
+        except REFUSALS as exc:
+            raise RefusedOnWindow(w, exc) from exc
+        windows.append(_window_report(result, w, scoring, validation))
     return CandidateResult(
         windows=windows,
         validation_score=aggregate([w.production_score for w in windows], validation),
@@ -184,28 +202,34 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
                           "(validation.windows) to the optimizer config and pass it with --config")
     run = folder.read_run()
     bt = backtester or Backtester()
+    data = run.fixed_config.data
+    candles = bt.candles(data.path, data.timeframe)
+    for w in v.windows:  # data that does not cover a window would refuse every candidate: said once, before any
+        candles.window(w.start, w.end, 0)
     trials = folder.read_trials()
-    candidates = []
+    candidates, refused = [], []
     for t in select_candidates(trials, v.top_n, v.constraints.include_scoring_failures):
-        result = evaluate_candidate(bt, t.effective_config, scoring, v)
         explore = t.score.production
+        seen = ExploreResult(production_score=explore, constraints_failed=t.score.constraints_failed, metrics=t.metrics,
+                             first_bar=t.window.first_bar, last_bar=t.window.last_bar, data_window=t.fingerprints["data_window"])
+        try:
+            result = evaluate_candidate(bt, t.effective_config, scoring, v)
+        except RefusedOnWindow as exc:
+            refused.append(RefusedCandidate(trial=t.trial_number, config_fingerprint=t.fingerprints["config"], params=t.params,
+                                            explore=seen, start=exc.window.start, end=exc.window.end, reason=exc.reason))
+            continue
         candidates.append(Candidate(
-            trial=t.trial_number, config_fingerprint=t.fingerprints["config"], params=t.params,
-            explore=ExploreResult(production_score=explore, constraints_failed=t.score.constraints_failed, metrics=t.metrics,
-                                  first_bar=t.window.first_bar, last_bar=t.window.last_bar,
-                                  data_window=t.fingerprints["data_window"]),
+            trial=t.trial_number, config_fingerprint=t.fingerprints["config"], params=t.params, explore=seen,
             **dict(result),
             gap=explore - result.validation_score,
             sharpe_gap=_sharpe_gap(t.metrics["sharpe"], [w.metrics["sharpe"] for w in result.windows]),
-            robustness=robustness(bt, t, space, scoring, config.constraints, v.min_plateau, run.fixed_config.data.warmup_bars),
+            robustness=robustness(bt, t, space, scoring, config.constraints, v.min_plateau, data.warmup_bars),
         ))
     candidates.sort(key=lambda c: (not c.passed, -c.validation_score, -c.explore.production_score, c.trial))
     for rank, c in enumerate(candidates, 1):
         c.rank = rank
     by_number = {t.trial_number: t for t in trials}
     top = by_number[candidates[0].trial] if candidates else None
-    data = run.fixed_config.data
-    periods = bt.candles(data.path, data.timeframe).bars_per_year
     report = ValidationReport(
         run=run.study_name,
         created=folder.now(),
@@ -216,9 +240,10 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         eligible_note="VALID, unpruned, distinct configs" + ("" if v.constraints.include_scoring_failures
                                                              else ", explore constraints met"),
         candidates=candidates,
+        refused=refused,
         passed=[c.trial for c in candidates if c.passed],
         best=next((c.trial for c in candidates if c.passed), None),
-        overfitting=_overfitting(bt, top, trials, candidates, v, periods),
+        overfitting=_overfitting(bt, top, trials, candidates, v, candles.bars_per_year),
     )
     folder.write_validation(report)
     return report
