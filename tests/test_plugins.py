@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import json
 import math
@@ -221,3 +222,30 @@ def test_a_user_strategy_s_exception_fails_its_trials_saying_where_and_the_run_k
     assert "1 added" in swept.session.notes[-2]
     assert re.fullmatch(f"sweep: the strategy refused 1 point\\(s\\) \\(not added\\), the first: {raised}",
                         swept.session.notes[-1])
+
+
+def test_a_run_whose_every_trial_fails_exits_1_saying_so_with_its_records_written(tmp_path):
+    """A strategy that raises for every choice: `genesis optimize` ended its fail streak with exit 0
+    and `genesis sweep` pointed to the trials to go on from, when there was none; a script then
+    validated nothing as if all went well. Now both exit 1, saying the study has no evaluated trial;
+    the failed trials are still recorded with their reasons."""
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
+    space = {"bug": {"type": "categorical", "choices": ["raises", "warmup raises"]}}
+    path = write_config(tmp_path, meta={"base_config": str(base), "fail_streak_limit": 6, "stop": {"max_trials": 20}}, parameters=space)
+    ran = genesis("optimize", str(path), "--skip-preflight")
+    assert ran.returncode == 1
+    assert ran.stderr.strip().splitlines()[-1] == ("error: the study has no evaluated trial (every trial failed: see the warning "
+                                                   "above); nothing to validate or promote")
+    with open(tmp_path / "results" / "runs" / "t" / "trials.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert len(rows) == 6 and all(r["state"] == "FAIL" and " raised " in r["fail_reason"] for r in rows)
+    swept = genesis("sweep", str(write_config(tmp_path, "s.yaml", meta={"base_config": str(base), "study_name": "s"}, parameters=space)),
+                    "--method", "grid", "--skip-preflight")
+    assert swept.returncode == 1 and "next:" not in swept.stdout
+    assert " ".join(swept.stderr.split()).endswith("error: the study has no evaluated trial (the strategy refused every point: "
+                                                   "see the note above); nothing to validate or promote")
+    ok = genesis("sweep", str(write_config(tmp_path, "k.yaml", meta={"base_config": str(base), "study_name": "k"},
+                                           parameters={"bug": {"type": "categorical", "choices": ["raises", "none"]}})),
+                 "--method", "grid", "--skip-preflight")
+    assert ok.returncode == 0 and "next:" in ok.stdout and "1 added" in ok.stderr

@@ -356,6 +356,7 @@ def optimize(
     if not as_json and summary.promotion is not None:
         p = summary.promotion
         out.print(("[green]promoted[/]: " if p.promoted else "[yellow]not promoted[/]: ") + p.reason)
+    _exit_if_none_evaluated(e.states, "every trial failed: see the warning above")
 
 
 @app.command()
@@ -411,8 +412,8 @@ def sweep(
         out.print(f"outcomes: {_counts(summary.outcomes)}")
         if summary.best_trial:
             out.print(f"best trial #{summary.best_trial.number}: production score {summary.best_trial.production_score:.4f}")
-        out.print(f"artifacts in {summary.run_dir}; next: {_going_on(config, cfg, study, storage, summary.states)} goes on "
-                  f"from these trials, genesis validate {summary.run_dir}")
+        out.print(f"artifacts in {summary.run_dir}" + (f"; next: {_going_on(config, cfg, study, storage, summary.states)} goes on "
+                  f"from these trials, genesis validate {summary.run_dir}" if _evaluated(summary.states) else ""))
     for line in _preflight_warnings(options.preflight):
         err.print(f"[yellow]warning:[/] {escape(line)}")
     for line in s.notes:
@@ -421,6 +422,20 @@ def sweep(
         stopped_by = signal.Signals[s.signal or "SIGINT"]
         err.print("interrupted; the points evaluated so far are in the study: the same command evaluates the rest")
         raise typer.Exit(128 + stopped_by.value)
+    _exit_if_none_evaluated(summary.states, "the strategy refused every point: see the note above")
+
+
+def _evaluated(states: dict[str, int]) -> bool:
+    """Whether a study holds a trial that was backtested to the end or pruned on the way."""
+    return bool(states.get("COMPLETE") or states.get("PRUNED"))
+
+
+def _exit_if_none_evaluated(states: dict[str, int], why: str) -> None:
+    """Exit 1 when the study holds no evaluated trial: a script's next step (validate, promote)
+    has nothing to work on, where an exit of 0 told it the run went well."""
+    if not _evaluated(states):
+        err.print(f"[red]error:[/] the study has no evaluated trial ({why}); nothing to validate or promote")
+        raise typer.Exit(1)
 
 
 def _print_failed(exc: PreflightFailed, as_json: bool) -> None:
