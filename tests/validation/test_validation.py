@@ -20,7 +20,7 @@ from genesis_core.errors import ConfigError
 from genesis_core.optimizer import SweepOptions, sweep
 from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact, ValidationReport
 from genesis_core.study import load_run, load_study_config
-from genesis_core.validation import ValidationConfig, evaluate_candidate, select_candidates
+from genesis_core.validation import ValidationConfig, WindowSpec, evaluate_candidate, select_candidates
 from tests.optimizer.test_optimizer import ROOT, write_config
 from tests.runs import optimize, validate
 from tests.validation.conftest import PARAMETERS, VALIDATION, validated_config
@@ -380,3 +380,29 @@ def test_a_candidate_refused_on_a_window_fails_with_the_reason_and_the_others_ar
     late = write_config(tmp_path, "late.yaml", validation={**VALIDATION, "windows": [{"start": "2030-01-01", "end": "2030-03-31"}]})
     uncovered = genesis("validate", str(run_dir), "--config", str(late))
     assert uncovered.returncode == 2 and "window start 2030-01-01 is after the data's last bar" in uncovered.stdout + uncovered.stderr
+
+
+def test_a_window_overlapping_the_explore_window_is_not_out_of_sample_and_no_candidate_passes_on_it(fresh_run):
+    """`genesis validate RUN --config OTHER` with a window that shares two months with the explore
+    window (preflight, which warns of it, does not run there): candidates passed on the bars they
+    were chosen on, and one was promoted. Now each fails that window, saying so, with its numbers
+    still measured; the window after it is judged as before, and promotion refuses."""
+    from tests.runs import genesis
+
+    clean = {"start": "2022-06-01", "end": "2022-08-31"}
+    overlapping = ValidationConfig.model_validate({**VALIDATION, "windows": [clean], "constraints": {
+        "min_trades": 1, "min_profit_factor": 0.0, "max_drawdown": 0.9}})
+    before = validate(fresh_run, overlapping)
+    assert before["passed"]  # what this test is about: candidates that pass on the clean window alone
+    inside = {"start": "2022-04-01", "end": "2022-07-31"}
+    after = validate(fresh_run, overlapping.model_copy(update={"windows": overlapping.windows + [WindowSpec(**inside)]}))
+    assert after["passed"] == [] and after["best"] is None
+    why = "not out of sample: overlaps the explore window 2022-03-01..2022-05-31"
+    for was, c in zip(sorted(before["candidates"], key=lambda c: c["trial"]), sorted(after["candidates"], key=lambda c: c["trial"]),
+                      strict=True):
+        assert c["windows"][0] == was["windows"][0]  # the clean window judged as before
+        assert why in c["windows"][1]["reasons"] and not c["windows"][1]["passed"] and c["windows"][1]["metrics"]["num_trades"] > 0
+        assert f"2022-04-01..2022-07-31: {why}" in c["reasons"] and not c["passed"]
+    refusal = genesis("champion", "promote", str(fresh_run), "--trial", str(before["passed"][0]),
+                      "--results-dir", str(fresh_run.parents[1]))
+    assert refusal.returncode == 1 and why in " ".join(refusal.stdout.split())

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from genesis_core.config import StrictModel
-from genesis_core.data import check_span
+from genesis_core.data import check_span, parse_ts
 from genesis_core.scoring import Constraints
 
 
@@ -22,6 +22,11 @@ class WindowSpec(StrictModel):
     def _span(self) -> WindowSpec:
         check_span(self.start, self.end)
         return self
+
+    def overlaps(self, start: str | None, end: str | None) -> bool:
+        """Whether this window shares a day with ``start``..``end`` (both inclusive; None: open)."""
+        return ((end is None or parse_ts(self.start) <= parse_ts(end, end_of_day=True))
+                and (start is None or parse_ts(self.end, end_of_day=True) >= parse_ts(start)))
 
 
 class ValidationConstraints(Constraints):

@@ -14,7 +14,7 @@ import math
 
 import numpy as np
 
-from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, ConfigBuilder, build_config
+from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, ConfigBuilder, DataSpec, build_config
 from genesis_core.errors import REFUSALS, ConfigError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bar_returns
@@ -72,7 +72,8 @@ def run_on_window(backtester: Backtester, effective_config: BacktestConfig, wind
                                        overrides={"data": {"start": window.start, "end": window.end}}))
 
 
-def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring, validation: ValidationConfig) -> WindowResult:
+def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring, validation: ValidationConfig,
+                   explore: DataSpec) -> WindowResult:
     c = validation.constraints
     sc = score(result.metrics, result.trace, scoring, c)
     m = result.metrics
@@ -80,6 +81,8 @@ def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring,
     if sc.outcome is not Outcome.VALID:
         reasons.append(sc.outcome.value)
     reasons += [f"{name}: {violation(name, m, c)}" for name in sc.constraints_failed]
+    if window.overlaps(explore.start, explore.end):  # the bars the config was chosen on prove nothing of it
+        reasons.append(f"not out of sample: overlaps the explore window {explore.start or 'first bar'}..{explore.end or 'last bar'}")
     return WindowResult(
         start=window.start, end=window.end, first_bar=result.window.first_bar, last_bar=result.window.last_bar,
         bars=result.window.bars, data_window=result.window.fingerprint, outcome=sc.outcome, production_score=sc.production,
@@ -110,14 +113,15 @@ def evaluate_candidate(
     backtester: Backtester, effective_config: BacktestConfig, scoring: Scoring, validation: ValidationConfig
 ) -> CandidateResult:
     """Validation windows, score and pass/fail of one effective config (a candidate or the champion);
-    RefusedOnWindow where its strategy or the engine refuses it on a window."""
+    RefusedOnWindow where its strategy or the engine refuses it on a window. A window that overlaps
+    the config's own (explore) window fails: it is not out of sample."""
     windows = []
     for w in validation.windows:
         try:
             result = run_on_window(backtester, effective_config, w)
         except REFUSALS as exc:
             raise RefusedOnWindow(w, exc) from exc
-        windows.append(_window_report(result, w, scoring, validation))
+        windows.append(_window_report(result, w, scoring, validation, effective_config.data))
     return CandidateResult(
         windows=windows,
         validation_score=aggregate([w.production_score for w in windows], validation),
