@@ -97,7 +97,7 @@ def test_ranking_worst_mean_robust_and_ties_by_explore_score(validated_run):
     scores = {}
     for ranking in ("worst", "mean", "robust"):
         v = cfg.validation.model_copy(update={"ranking": ranking, "robust_weight": 0.25})
-        result = evaluate_candidate(bt, BacktestConfig.model_validate(artifact["effective_config"]), cfg.scoring, v)
+        result = evaluate_candidate(bt, BacktestConfig.model_validate(artifact["effective_config"]), cfg.scoring, v, cfg.meta.symbol)
         scores[ranking] = result.validation_score
         window_scores = [w.production_score for w in result.windows]
     assert scores["worst"] == min(window_scores)
@@ -382,27 +382,32 @@ def test_a_candidate_refused_on_a_window_fails_with_the_reason_and_the_others_ar
     assert uncovered.returncode == 2 and "window start 2030-01-01 is after the data's last bar" in uncovered.stdout + uncovered.stderr
 
 
-def test_a_window_overlapping_the_explore_window_is_not_out_of_sample_and_no_candidate_passes_on_it(fresh_run):
+def test_a_window_on_the_bars_a_candidate_was_fitted_on_is_not_out_of_sample_and_no_candidate_passes_on_it(fresh_run):
     """`genesis validate RUN --config OTHER` with a window that shares two months with the explore
-    window (preflight, which warns of it, does not run there): candidates passed on the bars they
-    were chosen on, and one was promoted. Now each fails that window, saying so, with its numbers
-    still measured; the window after it is judged as before, and promotion refuses."""
+    window, or lies in the bundled model's training span (2018-06..2021-12; preflight, which refuses
+    or warns of both, does not run there): candidates passed on the bars they were chosen or fitted
+    on, and one was promoted. Now each fails such a window, saying why, with its numbers still
+    measured; the clean window is judged as before, and promotion refuses."""
     from tests.runs import genesis
 
     clean = {"start": "2022-06-01", "end": "2022-08-31"}
-    overlapping = ValidationConfig.model_validate({**VALIDATION, "windows": [clean], "constraints": {
+    loose = ValidationConfig.model_validate({**VALIDATION, "windows": [clean], "constraints": {
         "min_trades": 1, "min_profit_factor": 0.0, "max_drawdown": 0.9}})
-    before = validate(fresh_run, overlapping)
+    before = validate(fresh_run, loose)
     assert before["passed"]  # what this test is about: candidates that pass on the clean window alone
-    inside = {"start": "2022-04-01", "end": "2022-07-31"}
-    after = validate(fresh_run, overlapping.model_copy(update={"windows": overlapping.windows + [WindowSpec(**inside)]}))
+    windows = [WindowSpec(start="2022-04-01", end="2022-07-31"), WindowSpec(start="2021-09-01", end="2021-11-30")]
+    after = validate(fresh_run, loose.model_copy(update={"windows": loose.windows + windows}))
     assert after["passed"] == [] and after["best"] is None
-    why = "not out of sample: overlaps the explore window 2022-03-01..2022-05-31"
+    why = ["not out of sample: overlaps the explore window 2022-03-01..2022-05-31",
+           "not out of sample: the window 2021-09-01..2021-11-30 overlaps the training span of model builtin:btcusd_1h "
+           "(2018-06-01..2021-12-31, BTCUSD 1h): in-sample for the model"]
     for was, c in zip(sorted(before["candidates"], key=lambda c: c["trial"]), sorted(after["candidates"], key=lambda c: c["trial"]),
                       strict=True):
         assert c["windows"][0] == was["windows"][0]  # the clean window judged as before
-        assert why in c["windows"][1]["reasons"] and not c["windows"][1]["passed"] and c["windows"][1]["metrics"]["num_trades"] > 0
-        assert f"2022-04-01..2022-07-31: {why}" in c["reasons"] and not c["passed"]
+        for w, reason in zip(c["windows"][1:], why, strict=True):
+            assert reason in w["reasons"] and not w["passed"] and w["metrics"]["num_trades"] > 0
+            assert f"{w['start']}..{w['end']}: {reason}" in c["reasons"]
+        assert not c["passed"]
     refusal = genesis("champion", "promote", str(fresh_run), "--trial", str(before["passed"][0]),
                       "--results-dir", str(fresh_run.parents[1]))
-    assert refusal.returncode == 1 and why in " ".join(refusal.stdout.split())
+    assert refusal.returncode == 1 and all(reason in " ".join(refusal.stdout.split()) for reason in why)

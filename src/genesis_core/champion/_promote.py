@@ -126,7 +126,7 @@ def _gates(
                         detail="passed every validation window" if candidate.passed
                         else "failed validation: " + "; ".join(candidate.reasons))]
     explore = check_trial(folder, artifact.trial_number, bt)
-    rerun = evaluate_candidate(bt, artifact.effective_config, config.scoring, validation)
+    rerun = evaluate_candidate(bt, artifact.effective_config, config.scoring, validation, config.meta.symbol)
     diffs = explore.differences + _stored_vs_rerun(candidate.windows, rerun.windows)
     gates.append(GateRecord(name="reproduces", passed=not diffs,
                             detail="explore and validation metrics re-run identically" if not diffs
@@ -139,7 +139,7 @@ def _gates(
     else:
         same_data = build_config(current.effective_config.model_dump(mode="json"),
                                  overrides={"data": {"path": artifact.effective_config.data.path}})
-        theirs = evaluate_candidate(bt, same_data, config.scoring, validation).validation_score
+        theirs = evaluate_candidate(bt, same_data, config.scoring, validation, config.meta.symbol).validation_score
         gain = score - theirs
         ok = gain > 0 and gain >= minimum
         gates.append(GateRecord(name="improves", passed=ok, detail=(

@@ -14,7 +14,16 @@ import math
 
 import numpy as np
 
-from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, ConfigBuilder, DataSpec, build_config
+from genesis_core.backtest import (
+    BacktestConfig,
+    Backtester,
+    BacktestResult,
+    ConfigBuilder,
+    DataSpec,
+    build_config,
+    data_symbol,
+    training_problems,
+)
 from genesis_core.errors import REFUSALS, ConfigError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bar_returns
@@ -36,6 +45,7 @@ from genesis_core.records import (
     finite_metrics,
 )
 from genesis_core.scoring import Constraints, Outcome, Scoring, score, violation
+from genesis_core.strategy import get_strategy
 from genesis_core.validation._config import ValidationConfig, WindowSpec
 from genesis_core.validation._stats import deflated_sharpe, effective_trials, pbo
 
@@ -72,8 +82,19 @@ def run_on_window(backtester: Backtester, effective_config: BacktestConfig, wind
                                        overrides={"data": {"start": window.start, "end": window.end}}))
 
 
+def _in_sample(result: BacktestResult, window: WindowSpec, explore: DataSpec, market: str | None) -> list[str]:
+    """Why ``window`` is not out of sample for the config: it shares a day with the config's own
+    explore window, or lies in the training span of a model it reads (of this market)."""
+    why = [f"overlaps the explore window {explore.start or 'first bar'}..{explore.end or 'last bar'}"] \
+        if window.overlaps(explore.start, explore.end) else []
+    strategy, w = get_strategy(result.config.strategy), result.window
+    span = ("the window", int(w.candles.timestamps[w.start_index]), int(w.candles.timestamps[-1]))
+    leaks, _ = training_problems(strategy, strategy.Params.model_validate(result.config.params), w.candles, market, [span])
+    return why + leaks
+
+
 def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring, validation: ValidationConfig,
-                   explore: DataSpec) -> WindowResult:
+                   explore: DataSpec, market: str | None) -> WindowResult:
     c = validation.constraints
     sc = score(result.metrics, result.trace, scoring, c)
     m = result.metrics
@@ -81,8 +102,7 @@ def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring,
     if sc.outcome is not Outcome.VALID:
         reasons.append(sc.outcome.value)
     reasons += [f"{name}: {violation(name, m, c)}" for name in sc.constraints_failed]
-    if window.overlaps(explore.start, explore.end):  # the bars the config was chosen on prove nothing of it
-        reasons.append(f"not out of sample: overlaps the explore window {explore.start or 'first bar'}..{explore.end or 'last bar'}")
+    reasons += [f"not out of sample: {why}" for why in _in_sample(result, window, explore, market)]  # bars it was fitted on prove nothing
     return WindowResult(
         start=window.start, end=window.end, first_bar=result.window.first_bar, last_bar=result.window.last_bar,
         bars=result.window.bars, data_window=result.window.fingerprint, outcome=sc.outcome, production_score=sc.production,
@@ -110,18 +130,19 @@ class RefusedOnWindow(GenesisError):
 
 
 def evaluate_candidate(
-    backtester: Backtester, effective_config: BacktestConfig, scoring: Scoring, validation: ValidationConfig
+    backtester: Backtester, effective_config: BacktestConfig, scoring: Scoring, validation: ValidationConfig, market: str | None
 ) -> CandidateResult:
-    """Validation windows, score and pass/fail of one effective config (a candidate or the champion);
-    RefusedOnWindow where its strategy or the engine refuses it on a window. A window that overlaps
-    the config's own (explore) window fails: it is not out of sample."""
+    """Validation windows, score and pass/fail of one effective config (a candidate or the champion)
+    on the data of ``market``; RefusedOnWindow where its strategy or the engine refuses it on a
+    window. A window that overlaps the config's own (explore) window, or a model's training span,
+    fails: it is not out of sample."""
     windows = []
     for w in validation.windows:
         try:
             result = run_on_window(backtester, effective_config, w)
         except REFUSALS as exc:
             raise RefusedOnWindow(w, exc) from exc
-        windows.append(_window_report(result, w, scoring, validation, effective_config.data))
+        windows.append(_window_report(result, w, scoring, validation, effective_config.data, market))
     return CandidateResult(
         windows=windows,
         validation_score=aggregate([w.production_score for w in windows], validation),
@@ -208,6 +229,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
     bt = backtester or Backtester()
     data = run.fixed_config.data
     candles = bt.candles(data.path, data.timeframe)
+    market = data_symbol(run.fixed_config, candles) or config.meta.symbol
     for w in v.windows:  # data that does not cover a window would refuse every candidate: said once, before any
         candles.window(w.start, w.end, 0)
     trials = folder.read_trials()
@@ -217,7 +239,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         seen = ExploreResult(production_score=explore, constraints_failed=t.score.constraints_failed, metrics=t.metrics,
                              first_bar=t.window.first_bar, last_bar=t.window.last_bar, data_window=t.fingerprints["data_window"])
         try:
-            result = evaluate_candidate(bt, t.effective_config, scoring, v)
+            result = evaluate_candidate(bt, t.effective_config, scoring, v, market)
         except RefusedOnWindow as exc:
             refused.append(RefusedCandidate(trial=t.trial_number, config_fingerprint=t.fingerprints["config"], params=t.params,
                                             explore=seen, start=exc.window.start, end=exc.window.end, reason=exc.reason))
