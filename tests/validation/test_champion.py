@@ -259,3 +259,29 @@ def test_champion_cli_show_history_promote_rollback(fresh_run):
     table = genesis("champion", "history", "--results-dir", str(results))
     assert "promote" in table.stdout and "reject" in table.stdout and "min_improvement" in table.stdout
     assert genesis("champion", "rollback", "--results-dir", str(results)).returncode == 2  # the first champion
+
+
+def test_a_validation_made_before_the_run_s_later_trials_promotes_nothing_until_made_again(tmp_path):
+    """Explore 16 trials, validate, explore on to 40 (validation off), promote: the champion was
+    taken from a report of the first 16, whose candidates and DSR (N = 16) were not the run's. Now
+    promotion refuses, naming both counts, and records it; validated again, it goes through the gates."""
+    from genesis_core.optimizer import RunOptions
+    from tests.runs import optimize, validate
+
+    path = validated_config(tmp_path)
+    run_dir = Path(optimize(path)["run_dir"])
+    first = validate(run_dir)
+    assert first["passed"] and first["evaluated_trials"] == len(list((run_dir / "trials").glob("*.json")))
+    more = optimize(path, RunOptions(max_trials=40))
+    evaluated = len(list((run_dir / "trials").glob("*.json")))  # an artifact for each trial backtested
+    assert more["cache"]["total_trials"] == 40 and evaluated > first["evaluated_trials"]
+    decision = promote(run_dir)
+    assert not decision.promoted and decision.reason == (
+        f"validation.json was made of {first['evaluated_trials']} evaluated trial(s), the run now has {evaluated}: its candidates "
+        f"and deflated Sharpe ratio may not be this run's; run `genesis validate {run_dir}` again")
+    assert load_history(tmp_path / "results", "BTCUSD", "1h")[-1]["reason"] == decision.reason
+    assert load_champion(tmp_path / "results", "BTCUSD", "1h") is None
+    again = validate(run_dir)
+    assert again["evaluated_trials"] == evaluated
+    decision = promote(run_dir)
+    assert decision.gates and decision.promoted == (again["best"] is not None and all(g.passed for g in decision.gates))

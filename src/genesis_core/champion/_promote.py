@@ -38,6 +38,7 @@ from genesis_core.records import (
     RunFolder,
     RunRef,
     TrialArtifact,
+    ValidationReport,
     ValidationWindowRef,
     WindowRef,
     WindowResult,
@@ -63,6 +64,19 @@ def _stored_vs_rerun(stored: list[WindowResult], rerun: list[WindowResult]) -> l
             if differences(s.metrics, r.metrics)]
 
 
+def _unvalidated(folder: RunFolder, report: ValidationReport, number: int | None, evaluated: int) -> str | None:
+    """Why trial ``number`` has no validation to promote it on, if it has none: a report made before
+    the run's later trials (its candidates and DSR are of fewer trials than were tried), no
+    candidate passed, or the candidate was refused on a window."""
+    if evaluated != report.evaluated_trials:
+        return (f"validation.json was made of {report.evaluated_trials} evaluated trial(s), the run now has {evaluated}: its "
+                f"candidates and deflated Sharpe ratio may not be this run's; run `genesis validate {folder.path}` again")
+    if number is None:
+        return "no candidate passed validation"
+    refused = next((r for r in report.refused if r.trial == number), None)
+    return None if refused is None else f"trial {number} could not be validated on the window {refused.start}..{refused.end}: {refused.reason}"
+
+
 def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConfig, trial: int | None = None,
             backtester: Backtester | None = None) -> Decision:
     """Promote a validated trial of a run (default: the best passed one) if every gate passes;
@@ -74,17 +88,16 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
     number = report.best if trial is None else trial
     candidate = report.candidate(number)
     entry = HistoryEntry(time=store.now(), action="reject", reason="", run=str(folder.path), study=run.study_name, trial=number)
+    evaluated = len(folder.evaluated_numbers())
     with store.locked():
         current = store.reconcile()
         entry.current = None if current is None else current.config_fingerprint
-        if candidate is None or number is None:
-            refused = next((r for r in report.refused if r.trial == number), None)
-            reason = ("no candidate passed validation" if number is None
-                      else f"trial {number} could not be validated on the window {refused.start}..{refused.end}: {refused.reason}"
-                      if refused else f"trial {number} is not among the validated candidates of {folder.path} (validation.top_n)")
+        reason = _unvalidated(folder, report, number, evaluated)
+        if reason is not None or candidate is None:
+            reason = reason or f"trial {number} is not among the validated candidates of {folder.path} (validation.top_n)"
             store.record(entry.model_copy(update={"reason": reason}))
             return Decision(False, reason)
-        artifact = folder.read_trial(number)
+        artifact = folder.read_trial(candidate.trial)
         validation = ValidationConfig.model_validate(report.validation)
         gates = _gates(folder, artifact, candidate, current, validation, config, promotion.min_improvement, bt)
         gates += _floor(candidate, promotion, bt, artifact.effective_config.data.path) + _overfit(report.overfitting, promotion)
