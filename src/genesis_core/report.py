@@ -243,7 +243,10 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
         best = folder.read_trial(run.best_trial.number) if run.best_trial and folder.has_trial(run.best_trial.number) else None
         shown = [best] if best else []
     else:
-        page.add("Validation", _validation(report))
+        stale = folder.stale(report)
+        page.add("Validation", _validation(report) if stale is None else (
+            f"<p class='note'>{html.escape(stale)}: <code>genesis validate</code> again for this run's candidates</p>"
+            + _validation(report)))
         shown = [folder.read_trial(cand.trial) for cand in report.candidates[:CURVES]]
     champion = ChampionStore(folder.results_dir, cfg.meta.symbol, cfg.meta.timeframe).load()  # the folder it sits in
     configs: list[tuple[str, BacktestConfig]] = [(f"trial {t.trial_number}", t.effective_config) for t in shown]

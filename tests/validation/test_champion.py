@@ -264,9 +264,10 @@ def test_champion_cli_show_history_promote_rollback(fresh_run):
 def test_a_validation_made_before_the_run_s_later_trials_promotes_nothing_until_made_again(tmp_path):
     """Explore 16 trials, validate, explore on to 40 (validation off), promote: the champion was
     taken from a report of the first 16, whose candidates and DSR (N = 16) were not the run's. Now
-    promotion refuses, naming both counts, and records it; validated again, it goes through the gates."""
+    promotion refuses, naming both counts, and records it, and the report says so above the old
+    table; validated again, it goes through the gates."""
     from genesis_core.optimizer import RunOptions
-    from tests.runs import optimize, validate
+    from tests.runs import genesis, optimize, validate
 
     path = validated_config(tmp_path)
     run_dir = Path(optimize(path)["run_dir"])
@@ -281,7 +282,11 @@ def test_a_validation_made_before_the_run_s_later_trials_promotes_nothing_until_
         f"and deflated Sharpe ratio may not be this run's; run `genesis validate {run_dir}` again")
     assert load_history(tmp_path / "results", "BTCUSD", "1h")[-1]["reason"] == decision.reason
     assert load_champion(tmp_path / "results", "BTCUSD", "1h") is None
+    assert genesis("report", str(run_dir)).returncode == 0  # its validation section says so above the old table
+    said = f"{first['evaluated_trials']} evaluated trial(s), the run now has {evaluated}: <code>genesis validate</code> again"
+    assert said in (run_dir / "report.html").read_text()
     again = validate(run_dir)
     assert again["evaluated_trials"] == evaluated
     decision = promote(run_dir)
     assert decision.gates and decision.promoted == (again["best"] is not None and all(g.passed for g in decision.gates))
+    assert genesis("report", str(run_dir)).returncode == 0 and "evaluated trial(s), the run now has" not in (run_dir / "report.html").read_text()

@@ -64,13 +64,12 @@ def _stored_vs_rerun(stored: list[WindowResult], rerun: list[WindowResult]) -> l
             if differences(s.metrics, r.metrics)]
 
 
-def _unvalidated(folder: RunFolder, report: ValidationReport, number: int | None, evaluated: int) -> str | None:
+def _unvalidated(folder: RunFolder, report: ValidationReport, number: int | None, stale: str | None) -> str | None:
     """Why trial ``number`` has no validation to promote it on, if it has none: a report made before
     the run's later trials (its candidates and DSR are of fewer trials than were tried), no
     candidate passed, or the candidate was refused on a window."""
-    if evaluated != report.evaluated_trials:
-        return (f"validation.json was made of {report.evaluated_trials} evaluated trial(s), the run now has {evaluated}: its "
-                f"candidates and deflated Sharpe ratio may not be this run's; run `genesis validate {folder.path}` again")
+    if stale is not None:
+        return f"{stale}: its candidates and deflated Sharpe ratio may not be this run's; run `genesis validate {folder.path}` again"
     if number is None:
         return "no candidate passed validation"
     refused = next((r for r in report.refused if r.trial == number), None)
@@ -88,11 +87,11 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
     number = report.best if trial is None else trial
     candidate = report.candidate(number)
     entry = HistoryEntry(time=store.now(), action="reject", reason="", run=str(folder.path), study=run.study_name, trial=number)
-    evaluated = len(folder.evaluated_numbers())
+    stale = folder.stale(report)
     with store.locked():
         current = store.reconcile()
         entry.current = None if current is None else current.config_fingerprint
-        reason = _unvalidated(folder, report, number, evaluated)
+        reason = _unvalidated(folder, report, number, stale)
         if reason is not None or candidate is None:
             reason = reason or f"trial {number} is not among the validated candidates of {folder.path} (validation.top_n)"
             store.record(entry.model_copy(update={"reason": reason}))
