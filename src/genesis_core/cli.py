@@ -935,7 +935,11 @@ def runs_show(
               f"best trial #{best.number}: production score {best.production_score:.4f} "
               f"(genesis runs show {folder.name} --trial {best.number})")
     if folder.is_validated():
-        _print_validation(folder.read_validation())
+        report = folder.read_validation()
+        _print_validation(report)
+        stale = folder.stale(report)
+        if stale is not None:
+            err.print(f"[yellow]warning:[/] {stale}: genesis validate {folder.path} again for this run's candidates")
 
 
 def _counts(counts: dict[str, int]) -> str:

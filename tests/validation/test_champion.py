@@ -264,8 +264,8 @@ def test_champion_cli_show_history_promote_rollback(fresh_run):
 def test_a_validation_made_before_the_run_s_later_trials_promotes_nothing_until_made_again(tmp_path):
     """Explore 16 trials, validate, explore on to 40 (validation off), promote: the champion was
     taken from a report of the first 16, whose candidates and DSR (N = 16) were not the run's. Now
-    promotion refuses, naming both counts, and records it, and the report says so above the old
-    table; validated again, it goes through the gates."""
+    promotion refuses, naming both counts, and records it; the report and `runs show` say so with the
+    old table; validated again, it goes through the gates."""
     from genesis_core.optimizer import RunOptions
     from tests.runs import genesis, optimize, validate
 
@@ -285,6 +285,9 @@ def test_a_validation_made_before_the_run_s_later_trials_promotes_nothing_until_
     assert genesis("report", str(run_dir)).returncode == 0  # its validation section says so above the old table
     said = f"{first['evaluated_trials']} evaluated trial(s), the run now has {evaluated}: <code>genesis validate</code> again"
     assert said in (run_dir / "report.html").read_text()
+    shown = genesis("runs", "show", str(run_dir))  # and `runs show` under the old table
+    assert shown.returncode == 0 and f"warning: validation.json was made of {first['evaluated_trials']} evaluated trial(s), the " \
+        f"run now has {evaluated}: genesis validate {run_dir} again" in " ".join(shown.stderr.split())
     again = validate(run_dir)
     assert again["evaluated_trials"] == evaluated
     decision = promote(run_dir)
