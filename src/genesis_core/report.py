@@ -42,6 +42,7 @@ from genesis_core.records import (
     failures,
 )
 from genesis_core.study import load_run
+from genesis_core.validation import ValidationConfig
 
 CURVES = 5  # candidates drawn (beside the champion)
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
@@ -252,8 +253,9 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
     configs: list[tuple[str, BacktestConfig]] = [(f"trial {t.trial_number}", t.effective_config) for t in shown]
     if champion is not None:
         configs.append((f"champion {champion.config_fingerprint[:8]}", champion.effective_config))
+    validated = cfg.validation if report is None else ValidationConfig.model_validate(report.validation)  # a --config's windows
     windows = [("explore window", cfg.meta.sample_start, cfg.meta.sample_end)]
-    windows += [(f"validation window {w.start} .. {w.end}", w.start, w.end) for w in cfg.validation.windows]
+    windows += [(f"validation window {w.start} .. {w.end}", w.start, w.end) for w in validated.windows]
     for label, start, end in windows if configs else []:
         results = [(name, _on_window(bt, config, start, end)) for name, config in configs]
         page.add(f"Equity and drawdown: {label}", page.figure(_curves(results, label)))

@@ -387,7 +387,8 @@ def test_a_window_on_the_bars_a_candidate_was_fitted_on_is_not_out_of_sample_and
     window, or lies in the bundled model's training span (2018-06..2021-12; preflight, which refuses
     or warns of both, does not run there): candidates passed on the bars they were chosen or fitted
     on, and one was promoted. Now each fails such a window, saying why, with its numbers still
-    measured; the clean window is judged as before, and promotion refuses."""
+    measured; the clean window is judged as before, and promotion refuses. The report draws the
+    windows validated (it drew the run config's)."""
     from tests.runs import genesis
 
     clean = {"start": "2022-06-01", "end": "2022-08-31"}
@@ -411,3 +412,6 @@ def test_a_window_on_the_bars_a_candidate_was_fitted_on_is_not_out_of_sample_and
     refusal = genesis("champion", "promote", str(fresh_run), "--trial", str(before["passed"][0]),
                       "--results-dir", str(fresh_run.parents[1]))
     assert refusal.returncode == 1 and all(reason in " ".join(refusal.stdout.split()) for reason in why)
+    assert genesis("report", str(fresh_run)).returncode == 0  # its curves are of the windows validated, not the run config's
+    drawn = re.findall(r"<h2>Equity and drawdown: validation window ([^<]*)</h2>", (fresh_run / "report.html").read_text())
+    assert drawn == ["2022-06-01 .. 2022-08-31", "2022-04-01 .. 2022-07-31", "2021-09-01 .. 2021-11-30"]
