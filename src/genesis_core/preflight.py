@@ -17,7 +17,7 @@ from typing import Any, Literal
 from optuna.distributions import CategoricalDistribution
 
 from genesis_core.backtest import Backtester, BacktestResult, build_config, data_symbol, get_path, training_problems
-from genesis_core.data import Candles, format_ts, parse_timeframe, parse_ts, same_symbol
+from genesis_core.data import DAY, Candles, format_ts, parse_timeframe, parse_ts, same_symbol
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import fingerprint
 from genesis_core.optimizer import (
@@ -58,7 +58,7 @@ def _windows(cfg: StudyConfig) -> list[tuple[str, str, str]]:
 
 
 def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: dict[str, Any]) -> list[Check]:
-    problems, covered = [], []
+    problems, covered, gaps, large = [], [], [], False
     for label, start, end in _windows(cfg):
         config = build_config(study.base, study.champion, {"data": {**study.overrides["data"], "start": start, "end": end}}, point)
         try:
@@ -66,8 +66,16 @@ def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: di
         except GenesisError as exc:
             problems.append(f"{label} {start}..{end}: {exc}")
             continue
-        covered.append(f"{label} {plan.window.first_bar[:10]}..{plan.window.last_bar[:10]} (+{plan.window.start_index} warm-up)")
+        w = plan.window
+        covered.append(f"{label} {w.first_bar[:10]}..{w.last_bar[:10]} (+{w.start_index} warm-up)")
+        holes = w.candles.slice(w.start_index, len(w.candles)).gaps()
+        if holes.count:
+            gaps.append(f"{label} {start}..{end}: {holes.describe(w.candles.timeframe_seconds)}")
+            large |= holes.largest_seconds >= DAY or holes.missing_bars >= 0.01 * w.bars
     checks = [Check("windows covered", "fail" if problems else "pass", "; ".join(problems or covered))]
+    if gaps:  # the bars either side of a hole are traded as neighbours: a long one makes the window other than it says
+        checks.append(Check("gaps", "warn" if large else "pass", "; ".join(gaps) + ": the bars either side of each are traded "
+                            "as if consecutive" + ("" if large else " (none a day long, none 1% of its window)")))
     m = cfg.meta
     overlaps = [f"{w.start}..{w.end}" for w in cfg.validation.windows if w.overlaps(m.sample_start, m.sample_end)]
     if overlaps:

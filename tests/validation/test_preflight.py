@@ -24,7 +24,7 @@ def _by_name(checks):
 def test_a_good_config_passes_every_check_and_writes_nothing(tmp_path):
     checks = _by_name(preflight(validated_config(tmp_path), max_trials=12))  # the space's 12 points: none repeated
     assert {n: c.status for n, c in checks.items()} == {
-        "config": "pass", "stop policy": "pass", "data": "pass", "windows covered": "pass", "market": "pass",
+        "config": "pass", "stop policy": "pass", "data": "pass", "windows covered": "pass", "gaps": "pass", "market": "pass",
         "model training": "pass", "champion in space": "pass", "smoke run": "pass",
         "inert parameters": "pass", "storage": "pass", "expected run time": "pass"}
     assert checks["stop policy"].detail == "stops at the first of: 12 trials"
@@ -193,3 +193,23 @@ def test_cli_exit_codes_json_and_optimize_refusing_to_start(tmp_path):
     broken = write_config(tmp_path, "broken.yaml", meta={"sample_start": "not a date"})
     proc = genesis("preflight", str(broken), "--json")
     assert proc.returncode == 1 and json.loads(proc.stdout)["checks"][0]["name"] == "config"
+
+
+def test_a_hole_in_a_window_is_said_and_a_long_one_is_a_warning(tmp_path):
+    """The bundled file with ten days of April 2022 cut out (an exchange outage a user's download
+    may have): preflight said nothing, and the explore window's bars either side of the hole were
+    traded as neighbours. Now the gaps check names each window's holes, a warning when one is a day
+    long or more; the bundled file's own holes (hours) are named but pass."""
+    import gzip
+
+    lines = gzip.open(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "rt").read().splitlines()
+    holed = tmp_path / "holed.csv"
+    holed.write_text("\n".join(line for line in lines if not "2022-04-10" <= line[:10] <= "2022-04-19") + "\n")
+    check = _by_name(preflight(validated_config(tmp_path, meta={"data": str(holed)})))["gaps"]
+    assert check.status == "warn"
+    assert check.detail.startswith("explore 2022-03-01..2022-05-31: 1 gap(s), 240 missing bar(s), largest 241h after "
+                                   "2022-04-09T23:00:00Z; ")
+    (tmp_path / "b").mkdir()
+    bundled = _by_name(preflight(validated_config(tmp_path / "b")))["gaps"]  # its validation window holds 2022-10-12's 4 bars
+    assert bundled.status == "pass" and "4 missing bar(s), largest 5h after 2022-10-12T07:00:00Z" in bundled.detail
+    assert bundled.detail.endswith("(none a day long, none 1% of its window)")
