@@ -876,7 +876,7 @@ def runs_list(
         best, v = r.run.best_trial, r.validation
         table.add_row(r.name, f"{r.run.cache.total_trials:,}", "-" if best is None else str(best.number),
                       "-" if best is None else f"{best.production_score:.2f}", "no" if v is None else "yes",
-                      "-" if v is None else f"{len(v.passed)} of {len(v.candidates)}", r.run.sessions[-1].finished)
+                      "-" if v is None else f"{len(v.passed)} of {len(v.candidates) + len(v.refused)}", r.run.sessions[-1].finished)
     out.print(table)
 
 
@@ -884,7 +884,7 @@ def runs_list(
 @_handle_errors
 def runs_show(
     run: Annotated[str, typer.Argument(help="Run folder, or a study name under <results-dir>/runs.")],
-    trial: Annotated[int | None, typer.Option(help="Show this trial: parameters, score, metrics, trace.")] = None,
+    trial: Annotated[int | None, typer.Option(min=0, help="Show this trial: parameters, score, metrics, trace.")] = None,
     results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json (or the trial's artifact) as JSON.")] = False,
     storage: RunStorage = None,

@@ -45,6 +45,8 @@ def test_runs_list_and_show_say_what_the_files_hold(results):
     assert "best: #" in shown.stdout  # the validation table follows
     empty = _genesis("runs", "list", "--results-dir", str(results.parent / "nothing"))
     assert empty.returncode == 0 and "no runs in" in empty.stdout
+    negative = _genesis("runs", "show", "t", "--trial", "-1", "--results-dir", str(results))  # it said "expected RUN:N" of t:-1
+    assert negative.returncode == 2 and "Invalid value for '--trial'" in negative.stdout + negative.stderr
 
 
 def _in_80_columns(*args: str) -> str:

@@ -373,6 +373,8 @@ def test_a_candidate_refused_on_a_window_fails_with_the_reason_and_the_others_ar
     assert re.search(f"#{refused.trial} .* refused .*\n.* 2023-01-01 .. 2023-03-31 .* refused", shown.stdout)
     assert genesis("report", str(run_dir)).returncode == 0
     assert re.search(f"<td>refused: {raised}</td>", html.unescape((run_dir / "report.html").read_text()))
+    listed = genesis("runs", "list", "--results-dir", str(tmp_path / "results"))  # passed of the 3 candidates, the refused one too
+    assert re.search(f"│ t +│ +3 │ .* │ +yes │ {len(report.passed)} of 3 │", listed.stdout), listed.stdout
     refusal = genesis("champion", "promote", str(run_dir), "--trial", str(refused.trial))
     assert refusal.returncode == 1
     assert re.search(f"trial {refused.trial} could not be validated on the window 2023-01-01..2023-03-31: {raised}",
