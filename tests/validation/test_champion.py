@@ -293,3 +293,42 @@ def test_a_validation_made_before_the_run_s_later_trials_promotes_nothing_until_
     decision = promote(run_dir)
     assert decision.gates and decision.promoted == (again["best"] is not None and all(g.passed for g in decision.gates))
     assert genesis("report", str(run_dir)).returncode == 0 and "evaluated trial(s), the run now has" not in (run_dir / "report.html").read_text()
+
+
+def test_a_champion_that_cannot_trade_the_new_windows_has_no_score_to_beat(tmp_path):
+    """The champion's strategy raises on 2023's bars (a plugin's bug for some parameters); a later
+    run validated on 2023 asked for its score there to compare, and promotion ended with the
+    exception, recording nothing. Now the improves gate says why there is no comparison and the
+    candidate, validated, is promoted; the history has it."""
+    import yaml
+
+    from genesis_core.optimizer import SweepOptions, sweep
+    from tests.optimizer.test_optimizer import write_config
+    from tests.runs import validate
+    from tests.validation.conftest import GATES_OFF, VALIDATION
+
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
+    loose = {"min_trades": 1, "min_profit_factor": 0.0, "max_drawdown": 0.9}
+    space = {"bug": {"type": "categorical", "choices": ["none", "raises on 2023"]},
+             "period": {"type": "int", "low": 10, "high": 40, "step": 10}}
+
+    def run(name: str, window: dict, point: dict) -> Path:
+        path = write_config(tmp_path, f"{name}.yaml", meta={"base_config": str(base), "study_name": name}, parameters=space,
+                            constraints=loose, validation={**VALIDATION, "windows": [window], "constraints": loose},
+                            promotion=GATES_OFF)
+        sweep(load_study_config(path).spec(), SweepOptions("grid"), points=[point])
+        run_dir = tmp_path / "results" / "runs" / name
+        assert validate(run_dir)["passed"] == [0]
+        return run_dir
+
+    first = run("first", {"start": "2022-06-01", "end": "2022-08-31"}, {"bug": "raises on 2023", "period": 30})
+    assert promote(first).promoted
+    second = run("second", {"start": "2023-01-01", "end": "2023-03-31"}, {"bug": "none", "period": 10})
+    decision = promote(second)
+    improves = next(g for g in decision.gates if g.name == "improves")
+    assert improves.passed and improves.detail.startswith("validation score ") and (
+        "; the champion cannot be re-run on the same windows: refused on the validation window 2023-01-01..2023-03-31: strategy "
+        "'tests.strategy.misbehaving_strategy:Misbehaving' raised ZeroDivisionError: division by zero at ") in improves.detail
+    assert decision.promoted and load_champion(tmp_path / "results", "BTCUSD", "1h")["run"]["study"] == "second"
+    assert [e["action"] for e in load_history(tmp_path / "results", "BTCUSD", "1h")] == ["promote", "promote"]

@@ -43,7 +43,7 @@ from genesis_core.records import (
     WindowRef,
     WindowResult,
 )
-from genesis_core.validation import ValidationConfig, check_trial, evaluate_candidate
+from genesis_core.validation import RefusedOnWindow, ValidationConfig, check_trial, evaluate_candidate
 
 
 @dataclass
@@ -151,7 +151,12 @@ def _gates(
     else:
         same_data = build_config(current.effective_config.model_dump(mode="json"),
                                  overrides={"data": {"path": artifact.effective_config.data.path}})
-        theirs = evaluate_candidate(bt, same_data, config.scoring, validation, config.meta.symbol).validation_score
+        try:
+            theirs = evaluate_candidate(bt, same_data, config.scoring, validation, config.meta.symbol).validation_score
+        except RefusedOnWindow as exc:  # a champion that cannot trade these windows has no score to beat
+            gates.append(GateRecord(name="improves", passed=True, detail=f"validation score {score:.4f}; the champion cannot be "
+                                    f"re-run on the same windows: {exc}"))
+            return gates
         gain = score - theirs
         ok = gain > 0 and gain >= minimum
         gates.append(GateRecord(name="improves", passed=ok, detail=(

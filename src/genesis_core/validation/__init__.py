@@ -4,11 +4,12 @@ and proofs that stored results reproduce."""
 from genesis_core.validation._config import ValidationConfig, ValidationConstraints, WalkForward, WindowSpec
 from genesis_core.validation._equivalence import Equivalence, check_equivalence, check_trial
 from genesis_core.validation._stats import deflated_sharpe, effective_trials, expected_max_sharpe, pbo
-from genesis_core.validation._validate import evaluate_candidate, missing_artifacts, select_candidates, validate
+from genesis_core.validation._validate import RefusedOnWindow, evaluate_candidate, missing_artifacts, select_candidates, validate
 from genesis_core.validation._walk_forward import fold_windows
 
 __all__ = [
     "Equivalence",
+    "RefusedOnWindow",
     "ValidationConfig",
     "ValidationConstraints",
     "WalkForward",
