@@ -188,6 +188,37 @@ def test_what_a_user_strategy_returns_that_is_not_what_it_must_is_refused_in_one
     assert out.returncode == 1 and re.fullmatch(f"error: strategy '{strategy}' {MISBEHAVING[bug]}\n", out.stderr), out.stderr
 
 
+TRAINED_ON = {
+    "trained_on raises": r"raised KeyError: 'fitted' at \S+/tests/strategy/misbehaving_strategy.py:\d+, in trained_on",
+    "trained_on None": "returned None from trained_on, not a list of genesis_core.strategy.Training",
+    "trained_on dicts": "returned a list from trained_on, not a list of genesis_core.strategy.Training",
+}
+
+
+@pytest.mark.parametrize("bug", list(TRAINED_ON))
+def test_what_a_user_strategy_says_it_was_trained_on_that_is_no_training_is_refused_in_one_line(tmp_path, monkeypatch, bug):
+    """``trained_on`` is read by the leakage checks of `genesis backtest`, preflight and validation;
+    what a user's strategy raised or returned there ended each in a traceback (an AttributeError of
+    ``t.symbol``). Now each says it in one line naming the strategy; without the bug, all pass."""
+    monkeypatch.chdir(tmp_path)
+    strategy = "tests.strategy.misbehaving_strategy:Misbehaving"
+    line = f"strategy '{strategy}' {TRAINED_ON[bug]}"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"strategy": strategy, "params": {"bug": bug},
+                                    "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                                             "start": "2022-03-01", "end": "2022-05-31"}}))
+    ran = genesis("backtest", "--config", str(path))
+    assert ran.returncode == 1 and re.fullmatch(f"error: {line}", ran.stderr.strip().splitlines()[-1]), ran.stderr
+    base = tmp_path / "bug.yaml"
+    for choice, status in ((bug, "fail"), ("none", "pass")):
+        base.write_text(yaml.safe_dump({"strategy": strategy, "params": {"bug": choice}}))
+        config = write_config(tmp_path, meta={"base_config": str(base)},
+                              parameters={"period": {"type": "categorical", "choices": [10, 20]}})
+        checked = genesis("preflight", str(config), "--json")
+        training = next(c for c in json.loads(checked.stdout)["checks"] if c["name"] == "model training")
+        assert training["status"] == status and (status == "pass" or re.fullmatch(line, training["detail"])), training
+
+
 def test_a_user_strategy_s_exception_fails_its_trials_saying_where_and_the_run_keeps_its_records(tmp_path):
     """A strategy that raises for one choice of its parameters: the exception ended the run with two
     tracebacks (one a worker's) and no records of the trials done. Now each such trial fails with

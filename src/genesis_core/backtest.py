@@ -39,7 +39,7 @@ from genesis_core.files import trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import compute_metrics, drawdowns
 from genesis_core.plugins import code_fingerprint
-from genesis_core.strategy import Strategy, checked_decisions, checked_warmup, get_strategy
+from genesis_core.strategy import Strategy, Training, checked_decisions, checked_trained, checked_warmup, get_strategy
 
 T = TypeVar("T")
 DEFAULT_DATA = "data/BTCUSD_1h_bitfinex.csv.gz"
@@ -160,13 +160,24 @@ def data_symbol(config: BacktestConfig, candles: Candles) -> str | None:
     return declared or candles.symbol
 
 
-def training_problems(strategy: Strategy, params: Any, candles: Candles, symbol: str | None,
+def trained_on(config: BacktestConfig) -> list[Training]:
+    """What the fitted resources of ``config``'s strategy learnt from; StrategyError naming the
+    strategy for what its ``trained_on`` raised or returned that is no such list."""
+    strategy = get_strategy(config.strategy)
+    params = parse_model(strategy.Params, config.params, "params")
+    try:
+        return checked_trained(_own(strategy, lambda: strategy.trained_on(params)))
+    except StrategyError as exc:
+        raise _named(exc, config.strategy) from exc.__cause__
+
+
+def training_problems(trained: list[Training], candles: Candles, symbol: str | None,
                       windows: list[tuple[str, int, int]]) -> tuple[list[str], list[str]]:
-    """(leaks, other markets) of the strategy's fitted resources against the data of market
+    """(leaks, other markets) of fitted resources (``trained_on``) against the data of market
     ``symbol``: each ``(label, first, last)`` window (epoch seconds) inside a training span of
     this market, and each resource trained on another market or timeframe."""
     leaks, others = [], []
-    for t in strategy.trained_on(params):
+    for t in trained:
         if t.symbol is None:
             others.append(f"{t.resource} does not record its market (retrain it with `genesis model train`)")
             continue

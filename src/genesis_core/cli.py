@@ -152,11 +152,10 @@ def backtest(
     storage: RunStorage = None,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
-    from genesis_core.backtest import CACHE, Backtester, build_config, data_symbol, training_problems
+    from genesis_core.backtest import CACHE, Backtester, build_config, data_symbol, trained_on, training_problems
     from genesis_core.config import read_config_file
     from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record
     from genesis_core.scoring import Constraints, Scoring, score
-    from genesis_core.strategy import get_strategy
 
     overrides: dict[str, Any] = {"data": {k: v for k, v in (("path", data), ("start", start), ("end", end)) if v is not None}}
     if sum((config_file is not None, config is not None, champion, trial is not None)) != 1:
@@ -208,10 +207,9 @@ def backtest(
               f"scoring), feasibility {sc.feasibility:.2f}; classic_score is the composite metric below")
     if gaps.count:
         err.print(f"[yellow]warning:[/] window has {gaps.describe(candles.timeframe_seconds)}")
-    strategy = get_strategy(cfg.strategy)
     span = [("the backtest window", int(result.window.candles.timestamps[result.window.start_index]),
              int(result.window.candles.timestamps[-1]))]
-    leaks, others = training_problems(strategy, strategy.Params.model_validate(cfg.params), candles, data_symbol(cfg, candles), span)
+    leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), span)
     for problem in leaks + others:
         err.print(f"[yellow]warning:[/] {escape(problem)}")
     if result.trace["warmup_bars_in_window"]:

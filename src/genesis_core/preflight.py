@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from optuna.distributions import CategoricalDistribution
 
-from genesis_core.backtest import Backtester, BacktestResult, build_config, data_symbol, get_path, training_problems
+from genesis_core.backtest import Backtester, BacktestResult, build_config, data_symbol, get_path, trained_on, training_problems
 from genesis_core.data import DAY, Candles, format_ts, parse_timeframe, parse_ts, same_symbol
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import fingerprint
@@ -32,7 +32,6 @@ from genesis_core.optimizer import (
 )
 from genesis_core.records import CheckRecord, PreflightRecord
 from genesis_core.scoring import score
-from genesis_core.strategy import get_strategy
 from genesis_core.study import StudyConfig, load_study_config
 
 Status = Literal["pass", "warn", "fail"]
@@ -123,10 +122,12 @@ def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[
         problems.append(f"meta.symbol {m.symbol} but the data ({candles.source}) holds {symbol}")
     if parse_timeframe(m.timeframe) != candles.timeframe_seconds:
         problems.append(f"meta.timeframe {m.timeframe} but the data's bars are {candles.timeframe}")
-    strategy = get_strategy(fixed.strategy)
-    params = strategy.Params.model_validate(fixed.params)
+    try:
+        trained = trained_on(fixed)
+    except GenesisError as exc:
+        return [Check("model training", "fail", str(exc))]
     windows = [(label, parse_ts(start), parse_ts(end, end_of_day=True)) for label, start, end in _windows(cfg)]
-    leaks, others = training_problems(strategy, params, candles, symbol or m.symbol, windows)
+    leaks, others = training_problems(trained, candles, symbol or m.symbol, windows)
     problems += others
     champion = None if m.skip_champion_merge else cfg.champion_store().load()
     if champion is not None and champion.data.file != candles.fingerprint:
@@ -139,7 +140,6 @@ def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[
         check = Check("market", "warn", "allowed by meta.allow_cross_market: " + "; ".join(problems))
     else:
         check = Check("market", "fail", "; ".join(problems) + " (meta.allow_cross_market: true to go on anyway)")
-    trained = strategy.trained_on(params)
     return [check, Check("model training", "fail" if leaks else "pass", "; ".join(leaks) or (
         "no window inside " + ", ".join(f"{t.resource}'s {t.first_bar[:10]}..{t.last_bar[:10]}" for t in trained)
         if trained else "no trained resources"))]

@@ -29,6 +29,11 @@ class Misbehaving(Strategy):
             return {"sma": 20}["ema"]
         return {"warmup -5": -5, "warmup 20.5": 20.5, "warmup True": True}.get(params.bug, params.period)
 
+    def trained_on(self, params: MisbehavingParams) -> Any:
+        if params.bug == "trained_on raises":
+            return [{"model": 1}["fitted"]]
+        return {"trained_on None": None, "trained_on dicts": [{"first_bar": "2020-01-01"}]}.get(params.bug, [])
+
     def decide(self, features: FeatureStore, params: MisbehavingParams, start: int) -> Any:
         c = features.candles
         if params.bug == "raises" or (params.bug == "raises on 2023" and c.timestamps[-1] >= _2023):

@@ -109,6 +109,14 @@ class Training:
     last_bar: str
 
 
+def checked_trained(trained: Any) -> list[Training]:
+    """What ``Strategy.trained_on`` returned, or StrategyError: another object ended the leakage
+    check in an AttributeError."""
+    if not isinstance(trained, list) or not all(isinstance(t, Training) for t in trained):
+        raise StrategyError(f"returned {describe(trained)} from trained_on, not a list of genesis_core.strategy.Training")
+    return trained
+
+
 class Strategy(ABC):
     """Subclass, set ``name`` and ``Params``, implement ``warmup_bars`` and ``decide``."""
 

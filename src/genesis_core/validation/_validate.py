@@ -22,6 +22,7 @@ from genesis_core.backtest import (
     DataSpec,
     build_config,
     data_symbol,
+    trained_on,
     training_problems,
 )
 from genesis_core.errors import REFUSALS, ConfigError, GenesisError
@@ -45,7 +46,6 @@ from genesis_core.records import (
     finite_metrics,
 )
 from genesis_core.scoring import Constraints, Outcome, Scoring, score, violation
-from genesis_core.strategy import get_strategy
 from genesis_core.validation._config import ValidationConfig, WindowSpec
 from genesis_core.validation._stats import deflated_sharpe, effective_trials, pbo
 
@@ -87,9 +87,9 @@ def _in_sample(result: BacktestResult, window: WindowSpec, explore: DataSpec, ma
     explore window, or lies in the training span of a model it reads (of this market)."""
     why = [f"overlaps the explore window {explore.start or 'first bar'}..{explore.end or 'last bar'}"] \
         if window.overlaps(explore.start, explore.end) else []
-    strategy, w = get_strategy(result.config.strategy), result.window
+    w = result.window
     span = ("the window", int(w.candles.timestamps[w.start_index]), int(w.candles.timestamps[-1]))
-    leaks, _ = training_problems(strategy, strategy.Params.model_validate(result.config.params), w.candles, market, [span])
+    leaks, _ = training_problems(trained_on(result.config), w.candles, market, [span])
     return why + leaks
 
 
@@ -139,10 +139,10 @@ def evaluate_candidate(
     windows = []
     for w in validation.windows:
         try:
-            result = run_on_window(backtester, effective_config, w)
+            windows.append(_window_report(run_on_window(backtester, effective_config, w), w, scoring, validation,
+                                          effective_config.data, market))
         except REFUSALS as exc:
             raise RefusedOnWindow(w, exc) from exc
-        windows.append(_window_report(result, w, scoring, validation, effective_config.data, market))
     return CandidateResult(
         windows=windows,
         validation_score=aggregate([w.production_score for w in windows], validation),
