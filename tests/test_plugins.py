@@ -163,6 +163,8 @@ MISBEHAVING = {
     "warmup True": "returned True from warmup_bars: a whole number of bars, 0 or more",
     "raises": r"raised ZeroDivisionError: division by zero at \S+/tests/strategy/misbehaving_strategy.py:\d+, in decide",
     "warmup raises": r"raised KeyError: 'ema' at \S+/tests/strategy/misbehaving_strategy.py:\d+, in warmup_bars",
+    "resources raises": r"raised KeyError: 'model' at \S+/tests/strategy/misbehaving_strategy.py:\d+, in resources",
+    "resources ints": r"returned a dict from resources, not a dict of names to fingerprints \(str to str\)",
 }
 
 

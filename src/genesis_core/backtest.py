@@ -39,7 +39,15 @@ from genesis_core.files import trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import compute_metrics, drawdowns
 from genesis_core.plugins import code_fingerprint
-from genesis_core.strategy import Strategy, Training, checked_decisions, checked_trained, checked_warmup, get_strategy
+from genesis_core.strategy import (
+    Strategy,
+    Training,
+    checked_decisions,
+    checked_resources,
+    checked_trained,
+    checked_warmup,
+    get_strategy,
+)
 
 T = TypeVar("T")
 DEFAULT_DATA = "data/BTCUSD_1h_bitfinex.csv.gz"
@@ -165,10 +173,7 @@ def trained_on(config: BacktestConfig) -> list[Training]:
     strategy for what its ``trained_on`` raised or returned that is no such list."""
     strategy = get_strategy(config.strategy)
     params = parse_model(strategy.Params, config.params, "params")
-    try:
-        return checked_trained(_own(strategy, lambda: strategy.trained_on(params)))
-    except StrategyError as exc:
-        raise _named(exc, config.strategy) from exc.__cause__
+    return _asked(config.strategy, strategy, lambda: strategy.trained_on(params), checked_trained)
 
 
 def training_problems(trained: list[Training], candles: Candles, symbol: str | None,
@@ -249,6 +254,15 @@ def _own(strategy: Strategy, call: Callable[[], T]) -> T:
             source = None
         at = next((f for f in reversed(frames) if f.filename == source), frames[-1])  # the strategy's own line, if it has one
         raise StrategyError(f"raised {type(exc).__name__}: {clip(str(exc))} at {at.filename}:{at.lineno}, in {at.name}") from exc
+
+
+def _asked(name: str, strategy: Strategy, call: Callable[[], Any], checked: Callable[[Any], T]) -> T:
+    """``checked(call())``, a call of the strategy's own code: what it raised, or returned that is
+    not what it must, a StrategyError led by the strategy's ``name``."""
+    try:
+        return checked(_own(strategy, call))
+    except StrategyError as exc:
+        raise _named(exc, name) from exc.__cause__
 
 
 def _loaded(path: str, timeframe: str | None, cache: Path | None) -> Candles:
@@ -350,13 +364,10 @@ class Backtester:
         candles = self.candles(config.data.path, config.data.timeframe)
         warmup = config.data.warmup_bars
         if warmup is None:
-            try:
-                warmup = checked_warmup(_own(strategy, lambda: strategy.warmup_bars(params, candles.timeframe_seconds)))
-            except StrategyError as exc:
-                raise _named(exc, config.strategy) from exc.__cause__
+            warmup = _asked(config.strategy, strategy, lambda: strategy.warmup_bars(params, candles.timeframe_seconds), checked_warmup)
             config = config.model_copy(update={"data": config.data.model_copy(update={"warmup_bars": warmup})})
         window = self._window(candles, config.data, warmup)
-        resources = strategy.resources(params)
+        resources = _asked(config.strategy, strategy, lambda: strategy.resources(params), checked_resources)
         config_fp = fingerprint({
             "strategy": config.strategy,
             "params": config.params,

@@ -29,6 +29,11 @@ class Misbehaving(Strategy):
             return {"sma": 20}["ema"]
         return {"warmup -5": -5, "warmup 20.5": 20.5, "warmup True": True}.get(params.bug, params.period)
 
+    def resources(self, params: MisbehavingParams) -> Any:
+        if params.bug == "resources raises":
+            return {"model": {}["model"]}
+        return {"model": 3} if params.bug == "resources ints" else {}
+
     def trained_on(self, params: MisbehavingParams) -> Any:
         if params.bug == "trained_on raises":
             return [{"model": 1}["fitted"]]

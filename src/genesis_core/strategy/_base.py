@@ -109,6 +109,14 @@ class Training:
     last_bar: str
 
 
+def checked_resources(resources: Any) -> dict[str, str]:
+    """What ``Strategy.resources`` returned, or StrategyError: it goes into the config's fingerprint
+    and every result's record, where another object ended in a TypeError or a pydantic error."""
+    if not isinstance(resources, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in resources.items()):
+        raise StrategyError(f"returned {describe(resources)} from resources, not a dict of names to fingerprints (str to str)")
+    return resources
+
+
 def checked_trained(trained: Any) -> list[Training]:
     """What ``Strategy.trained_on`` returned, or StrategyError: another object ended the leakage
     check in an AttributeError."""
