@@ -15,3 +15,8 @@ def return_over_drawdown(metrics: Mapping[str, float | int], trace: Mapping[str,
 
 def not_a_number(metrics: Mapping[str, float | int], trace: Mapping[str, Any], scoring: Scoring) -> float:
     return float("nan")
+
+
+def per_odd_trade(metrics: Mapping[str, float | int], trace: Mapping[str, Any], scoring: Scoring) -> float:
+    """A user's function with a bug for some metrics: it divides by zero when the trade count is even."""
+    return 100.0 * metrics["total_return"] / (metrics["num_trades"] % 2)

@@ -51,6 +51,23 @@ def test_score_function_errors_name_the_known_ones_and_refuse_non_numbers():
         score(METRICS, TRACE, Scoring(objective="tests.scoring_functions:not_a_number"), Constraints())
 
 
+def test_a_user_score_function_that_raises_fails_those_trials_saying_where_and_the_run_keeps_its_records(tmp_path):
+    """A score function that divides by zero for some metrics (an even trade count): the exception
+    ended `genesis optimize` with a traceback and no run folder. Now each such trial fails with the
+    exception and the user's line, the others complete with the user's score, and the records are written."""
+    path = write_config(tmp_path, meta={"fail_streak_limit": 10},
+                        scoring={"phase1": {"trials": 2}, "objective": "tests.scoring_functions:per_odd_trade"})
+    rows = _trials(summary := optimize(path))
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    complete = [r for r in rows if r["state"] == "COMPLETE" and r["cached"] == "False"]
+    raised = (r"scoring.objective 'tests.scoring_functions:per_odd_trade' raised ZeroDivisionError: float division by zero "
+              r"at \S+/tests/scoring_functions.py:\d+, in per_odd_trade")
+    assert failed and all(re.fullmatch(raised, r["fail_reason"]) for r in failed)
+    assert complete and all(int(r["num_trades"]) % 2 == 1 for r in complete)
+    assert all(float(r["production_score"]) == pytest.approx(100.0 * float(r["total_return"])) for r in complete if int(r["phase"]) == 2)
+    assert re.search(f"{len(failed)} trial\\(s\\) failed \\(trials.csv fail_reason\\): {len(failed)} {raised}", summary["warnings"][0])
+
+
 def test_samplers_by_name_or_class_with_clear_errors(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown sampler 'tpee'; did you mean 'tpe'\? known: cmaes, gp, grid, qmc, random, tpe"):
         SamplerConfig(name="tpee")

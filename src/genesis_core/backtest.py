@@ -7,10 +7,8 @@ into the effective configuration.
 
 from __future__ import annotations
 
-import inspect
 import os
 import time
-import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +31,7 @@ from genesis_core.data import (
     same_symbol,
 )
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
-from genesis_core.errors import ConfigError, GenesisError, StrategyError, clip, unknown_key_hint
+from genesis_core.errors import ConfigError, GenesisError, StrategyError, raised, unknown_key_hint
 from genesis_core.features import FeatureStore, Span
 from genesis_core.files import trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
@@ -247,13 +245,7 @@ def _own(strategy: Strategy, call: Callable[[], T]) -> T:
     except GenesisError:
         raise
     except Exception as exc:
-        frames = traceback.extract_tb(exc.__traceback__)
-        try:
-            source = inspect.getsourcefile(type(strategy))
-        except TypeError:
-            source = None
-        at = next((f for f in reversed(frames) if f.filename == source), frames[-1])  # the strategy's own line, if it has one
-        raise StrategyError(f"raised {type(exc).__name__}: {clip(str(exc))} at {at.filename}:{at.lineno}, in {at.name}") from exc
+        raise StrategyError(raised(exc, type(strategy))) from exc
 
 
 def _asked(name: str, strategy: Strategy, call: Callable[[], Any], checked: Callable[[Any], T]) -> T:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import difflib
+import inspect
+import traceback
 from collections.abc import Sequence
 
 
@@ -35,6 +37,19 @@ class StrategyError(GenesisError):
 # the data, or by the engine (what the strategy decided for it). A study fails that trial with the
 # reason and goes on; validation leaves such a neighbour out of a candidate's robustness map.
 REFUSALS = (ConfigError, DataError, StrategyError)
+
+
+def raised(exc: Exception, owner: object) -> str:
+    """``raised ValueError: msg at file:line, in func`` of an exception a user's code (``owner``: its
+    class or function) raised: the line in the owner's own file where it has one, so the user sees
+    their line, not a library's."""
+    frames = traceback.extract_tb(exc.__traceback__)
+    try:
+        source = inspect.getsourcefile(owner)  # type: ignore[arg-type]
+    except TypeError:
+        source = None
+    at = next((f for f in reversed(frames) if f.filename == source), frames[-1])
+    return f"raised {type(exc).__name__}: {clip(str(exc))} at {at.filename}:{at.lineno}, in {at.name}"
 
 
 def clip(text: str, limit: int = 100) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from genesis_core.config import StrictModel
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, GenesisError, raised
 from genesis_core.metrics import max_drawdown, max_streak
 from genesis_core.plugins import resolve
 
@@ -235,7 +235,13 @@ def score(metrics: dict[str, float | int], trace: dict[str, Any], scoring: Scori
         + _within(metrics["max_drawdown"], 0.0, p1.dd_target)
         + _within(metrics["avg_bars_held"], p1.min_hold_bars, math.inf)
     ) / 3.0
-    production = score_function(scoring.objective)(metrics, trace, scoring)
+    objective = score_function(scoring.objective)
+    try:
+        production = objective(metrics, trace, scoring)
+    except GenesisError:
+        raise
+    except Exception as exc:  # a user's function that errs for some metrics: that trial fails with it, the run goes on
+        raise ConfigError(f"scoring.objective {scoring.objective!r} {raised(exc, objective)}") from exc
     if not isinstance(production, int | float) or not math.isfinite(production):
         raise ConfigError(f"scoring.objective {scoring.objective!r} returned {production!r}; a score must be a finite number")
     failed = constraints_failed(metrics, constraints)
