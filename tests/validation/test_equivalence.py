@@ -92,3 +92,35 @@ def test_identical_outcomes_are_told_apart_exactly_as_their_canonical_json():
     dicts += [{"sharpe": None}, {"num_trades": 12}, {}]
     for a, b in itertools.product(dicts, repeat=2):
         assert (_metrics_key(a) == _metrics_key(b)) == (canonical_json(a) == canonical_json(b)), (a, b)
+
+
+def test_new_bars_after_the_window_change_nothing_and_changed_bars_in_it_are_said_first(tmp_path):
+    """`genesis data update` appends the exchange's new bars to the file a run was made on: every
+    trial then "differed" by the file's fingerprint alone (0 of N identical, exit 1), and promotion's
+    reproduces gate refused the run's candidates, though every number re-ran exactly. Now the bars
+    a trial read (its data window) are compared, not the file; a bar changed inside the window is
+    said first, before the differences that follow from it."""
+    import gzip
+
+    from tests.runs import promote, validate
+    from tests.validation.conftest import validated_config
+
+    data = tmp_path / "btc.csv.gz"
+    lines = gzip.open(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "rt").read().splitlines()
+    data.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    run_dir = Path(optimize(validated_config(tmp_path, meta={"data": str(data)}))["run_dir"])
+    validate(run_dir)
+    data.write_bytes(gzip.compress(("\n".join([*lines, "2024-01-16T16:00:00Z,43000.0,43100.0,42900.0,43050.0,12.5"]) + "\n").encode()))
+    results = check_equivalence(RunFolder(run_dir))
+    assert len(results) >= 10 and all(r.ok for r in results), [r.differences for r in results if not r.ok][:1]
+    decision = promote(run_dir)
+    assert next(g for g in decision.gates if g.name == "reproduces").passed, decision.gates
+    at = next(i for i, line in enumerate(lines) if line.startswith("2022-04-01T05:00:00Z"))  # inside the explore window
+    t, o, h, low, c, v = lines[at].split(",")
+    lines[at] = ",".join([t, o, str(float(h) * 1.05), low, c, v])
+    data.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    changed = check_equivalence(RunFolder(run_dir))
+    assert changed and all(not r.ok for r in changed)
+    assert all(r.differences[0] == f"the bars of its window in {data} are not those it ran on (the file was changed or "
+               "replaced): what differs below may all follow from that" for r in changed)
+    assert all(any(d.startswith("fingerprints.data_window: stored") for d in r.differences) for r in changed)
