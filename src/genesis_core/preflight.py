@@ -16,9 +16,18 @@ from typing import Any, Literal
 
 from optuna.distributions import CategoricalDistribution
 
-from genesis_core.backtest import Backtester, BacktestResult, build_config, data_symbol, get_path, trained_on, training_problems
+from genesis_core.backtest import (
+    Backtester,
+    BacktestResult,
+    DataSpec,
+    build_config,
+    data_symbol,
+    get_path,
+    trained_on,
+    training_problems,
+)
 from genesis_core.data import DAY, Candles, format_ts, parse_timeframe, parse_ts, same_symbol
-from genesis_core.errors import GenesisError
+from genesis_core.errors import DataError, GenesisError
 from genesis_core.fingerprint import fingerprint
 from genesis_core.optimizer import (
     StudySpec,
@@ -108,6 +117,15 @@ def _check_champion(study: StudySpec) -> tuple[Check, dict[str, Any]]:
     return Check("champion in space", "pass", f"all {len(study.space.distributions)} searched values inside; base point: champion"), point
 
 
+def _holds_its_bars(candles: Candles, data: DataSpec, window: str) -> bool:
+    """Whether ``candles`` hold the very bars (warm-up included) a result was measured on: the same
+    data for it, though bars were appended since (`genesis data update`) or the file is another's copy."""
+    try:
+        return candles.window(data.start, data.end, data.warmup_bars or 0).fingerprint == window
+    except DataError:
+        return False
+
+
 def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[Check]:
     """Model leakage (a window inside a model's training span on its market: always a failure) and
     markets that disagree (meta.symbol or timeframe vs the data, a model of another market, a
@@ -130,9 +148,10 @@ def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[
     leaks, others = training_problems(trained, candles, symbol or m.symbol, windows)
     problems += others
     champion = None if m.skip_champion_merge else cfg.champion_store().load()
-    if champion is not None and champion.data.file != candles.fingerprint:
+    if champion is not None and not _holds_its_bars(candles, champion.effective_config.data, champion.data.explore.data_window):
         problems.append(f"the {m.symbol} {m.timeframe} champion was measured on {champion.data.path} (fingerprint "
-                        f"{champion.data.file[:12]}), this study's data is {candles.source} ({candles.fingerprint[:12]})")
+                        f"{champion.data.file[:12]}), whose bars in its explore window {champion.data.explore.first_bar[:10]}.."
+                        f"{champion.data.explore.last_bar[:10]} this study's data ({candles.source}) does not hold")
     market = symbol or f"{m.symbol} (meta.symbol; the data does not say)"
     if not problems:
         check = Check("market", "pass", f"{market} {candles.timeframe}: data, models and champion agree")

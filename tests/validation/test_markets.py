@@ -98,12 +98,18 @@ def test_a_champion_measured_on_other_data_or_of_another_strategy_is_not_merged_
     run = tmp_path / "results" / "runs" / "t"
     shutil.copytree(validated_run, run)
     assert promote(run).promoted
-    other = tmp_path / "other.csv"  # the same market, other data: the file a year shorter
-    lines = gzip.open(BTC_FILE, "rt").read().splitlines()
-    other.write_text("\n".join(line for line in lines if not line.startswith("2018")) + "\n")
+    other = ROOT / "data" / "BTCUSDT_1h_binance.csv.gz"  # the same market, other bars: another exchange's
     path = validated_config(tmp_path, "o.yaml", meta={"data": str(other), "stop": {"max_trials": 16}})
     check = _checks(path)["market"]
     assert check.status == "fail" and "the BTCUSD 1h champion was measured on" in check.detail and str(other) in check.detail
+    assert "whose bars in its explore window 2022-03-01..2022-05-31 this study's data" in check.detail
+    lines = gzip.open(BTC_FILE, "rt").read().splitlines()
+    for name, kept in (("updated.csv", [*lines, "2024-01-16T16:00:00Z,43000.0,43100.0,42900.0,43050.0,12.5"]),  # `data update`
+                       ("shorter.csv", [line for line in lines if not line.startswith("2018")])):  # the champion's bars all there
+        same = tmp_path / name
+        same.write_text("\n".join(kept) + "\n")
+        checks = _checks(validated_config(tmp_path, f"{name}.yaml", meta={"data": str(same), "stop": {"max_trials": 16}}))
+        assert checks["market"].status == "pass", (name, checks["market"].detail)  # it failed: another file's fingerprint
     sma = tmp_path / "sma.yaml"
     sma.write_text((ROOT / "configs" / "sma_cross.yaml").read_text())
     cross = write_config(tmp_path, "x.yaml", meta={"base_config": str(sma)}, parameters={"fast": {"type": "int", "low": 5, "high": 9}})
