@@ -233,8 +233,7 @@ def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Chec
     except KeyError:
         return Check("storage", "pass", f"{redact(url)} writable; study {name!r} is new")
     trials = len(storage.get_all_trials(study_id, deepcopy=False))
-    data_fp = bt.candles(study.fixed.data.path, study.fixed.data.timeframe).fingerprint
-    diff = stored_signature_diff(storage.get_study_user_attrs(study_id), study, data_fp)
+    diff = stored_signature_diff(storage.get_study_user_attrs(study_id), study, bt.candles(study.fixed.data.path, study.fixed.data.timeframe))
     if diff is None:
         status: Status = "warn" if trials else "pass"
         return Check("storage", status, f"study {name!r} exists with {trials} trials and no signature (see --backfill-signature)")

@@ -207,6 +207,41 @@ def test_dot_notation_and_nesting_mean_the_same(tmp_path):
     assert load_study_config(nested).parameters == load_study_config(dotted).parameters
 
 
+def test_a_data_update_after_the_window_resumes_and_a_changed_bar_in_it_blocks(tmp_path):
+    """`genesis data update` appends the exchange's new bars to the file a study explores: the
+    signature held the file's fingerprint, so resuming was blocked ("data: file: ... -> ...") though
+    no trial could read the new bars. Now it holds the bars up to the explore window's end: the
+    study resumes; a bar changed inside the window still blocks, naming it. A study signed by the
+    file before resumes on that same file, and is signed anew."""
+    import gzip
+
+    from genesis_core.fingerprint import fingerprint
+    from genesis_core.optimizer._study import SIGNATURE_ATTR, SIGNED_ATTR
+
+    data = tmp_path / "btc.csv.gz"
+    lines = gzip.open(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "rt").read().splitlines()
+    data.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    path = write_config(tmp_path, meta={"data": str(data), "stop": {"max_trials": 3}})
+    optimize(path)
+    data.write_bytes(gzip.compress(("\n".join([*lines, "2024-01-16T16:00:00Z,43000.0,43100.0,42900.0,43050.0,12.5"]) + "\n").encode()))
+    assert optimize(path, RunOptions(max_trials=5))["cache"]["total_trials"] == 5  # resumed: no trial reads the new bar
+    at = next(i for i, line in enumerate(lines) if line.startswith("2022-04-01T05:00:00Z"))
+    t, o, h, low, c, v = lines[at].split(",")
+    changed = [*lines[:at], ",".join([t, o, str(float(h) * 1.05), low, c, v]), *lines[at + 1:]]
+    data.write_bytes(gzip.compress(("\n".join(changed) + "\n").encode()))
+    with pytest.raises(ResumeBlocked, match=r"resume blocked: study signature mismatch\n  data: bars: "):
+        optimize(path, RunOptions(max_trials=6))
+    data.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    study = optuna.load_study(study_name="t", storage=open_storage(load_study_config(path).spec().storage_url, 60, 5))
+    signed = study.user_attrs[SIGNED_ATTR]
+    candles = Backtester().candles(str(data), None)
+    old = {**{k: v for k, v in signed["data"].items() if k != "bars"}, "file": candles.fingerprint}  # as signed before
+    study.set_user_attr(SIGNED_ATTR, {**signed, "data": old})
+    study.set_user_attr(SIGNATURE_ATTR, {**study.user_attrs[SIGNATURE_ATTR], "data": fingerprint(old)})
+    assert optimize(path, RunOptions(max_trials=6))["cache"]["total_trials"] == 6
+    assert "bars" in optuna.load_study(study_name="t", storage=study._storage).user_attrs[SIGNED_ATTR]["data"]  # signed anew
+
+
 def test_kill_9_mid_run_then_resume_loses_and_corrupts_nothing(tmp_path):
     import os
     import signal

@@ -177,6 +177,11 @@ class Candles:
             label=f"candles/{self.timeframe_seconds}",
         )
 
+    def through(self, end: str | None) -> Candles:
+        """The bars up to ``end`` (inclusive; None: all): what results of a window ending there can read."""
+        stop = len(self) if end is None else int(np.searchsorted(self.timestamps, parse_ts(end, end_of_day=True), side="right"))
+        return self.slice(0, stop)
+
     def slice(self, first: int, stop: int) -> Candles:
         """Bars ``first`` .. ``stop - 1`` as a new container (views, no copy)."""
         return Candles(

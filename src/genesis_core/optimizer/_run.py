@@ -173,11 +173,11 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     refusal = cfg.meta.stop.refusal(options.max_trials, time.time())  # before the study exists: a refused run leaves none
     if refusal:
         raise ConfigError(refusal)
-    data_fp = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint  # cached for the workers
+    candles = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe)  # cached for the workers
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     optuna_study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize",
                                        load_if_exists=True, sampler=spec.sampler(), pruner=spec.pruner())
-    notes = check_signature(optuna_study, spec, data_fp, options.force_resume, options.backfill_signature)
+    notes = check_signature(optuna_study, spec, candles, options.force_resume, options.backfill_signature)
     if cfg.meta.proxy is not None:
         notes.append(f"the study's calls went through the gRPC storage proxy at {cfg.meta.proxy}")
     spec.folder.remove_stale_temporaries()

@@ -16,6 +16,7 @@ import optuna
 
 from genesis_core.backtest import BacktestConfig, ConfigBuilder
 from genesis_core.config import read_config_file
+from genesis_core.data import Candles
 from genesis_core.errors import GenesisError, clip
 from genesis_core.fingerprint import differences, fingerprint, strict_json
 from genesis_core.optimizer._config import OptimizerConfig
@@ -83,22 +84,25 @@ class StudySpec:
         """Part of every trial's cache key: computed once, not per trial."""
         return fingerprint(self.scoring)
 
-    def signed(self, data_fingerprint: str) -> dict[str, Any]:
+    def signed(self, candles: Candles, whole_file: bool = False) -> dict[str, Any]:
         """What the signature's fixed_config, scoring and data fingerprints are of, kept beside it in
-        the study so that a refused resume can say what changed, path by path."""
+        the study so that a refused resume can say what changed, path by path. Of the data, the bars
+        up to the explore window's end: bars appended after it (`genesis data update`) change no
+        trial. ``whole_file``: the file's fingerprint, as studies were signed before."""
         fixed = self.fixed.model_dump(mode="json")
         fixed["data"].pop("path")  # the content is in 'data'; a moved file is the same data
+        d = self.fixed.data
+        bars = {"file": candles.fingerprint} if whole_file else {"bars": candles.through(d.end).fingerprint}
         return {
             "fixed_config": fixed,
             "scoring": self.scoring,
-            "data": {"file": data_fingerprint, "start": self.fixed.data.start, "end": self.fixed.data.end,
-                     "warmup_bars": self.fixed.data.warmup_bars},
+            "data": {**bars, "start": d.start, "end": d.end, "warmup_bars": d.warmup_bars},
         }
 
-    def signature(self, data_fingerprint: str) -> dict[str, str]:
+    def signature(self, candles: Candles) -> dict[str, str]:
         return {
             "search_space": self.space.fingerprint,
-            **{key: fingerprint(value) for key, value in self.signed(data_fingerprint).items()},
+            **{key: fingerprint(value) for key, value in self.signed(candles).items()},
             "code": code_fingerprint(type(get_strategy(self.fixed.strategy)), score_function(self.config.scoring.objective),
                                      sampler_class(self.config.meta.sampler.name)),
             "mode": "explore",
@@ -170,27 +174,29 @@ def signature_diff(stored: dict[str, Any], current: dict[str, Any], stored_parts
     return lines
 
 
-def stored_signature_diff(attrs: dict[str, Any], spec: StudySpec, data_fingerprint: str) -> list[str] | None:
-    """How a stored study's signature differs from ``spec``'s; None if the study has none."""
+def stored_signature_diff(attrs: dict[str, Any], spec: StudySpec, candles: Candles) -> list[str] | None:
+    """How a stored study's signature differs from ``spec``'s on ``candles``; None if the study has none."""
     stored = attrs.get(SIGNATURE_ATTR)
     if stored is None:
         return None
     stored_parts = {**attrs.get(SIGNED_ATTR, {}), "search_space": attrs.get(SPACE_ATTR, {})}
-    current = spec.signature(data_fingerprint)
-    diff = signature_diff(stored, current, stored_parts, {**spec.signed(data_fingerprint), "search_space": spec.space.spec})
+    current, parts = spec.signature(candles), {**spec.signed(candles), "search_space": spec.space.spec}
+    if stored.get("data") == fingerprint(spec.signed(candles, whole_file=True)["data"]):  # signed by the file, this one
+        stored, stored_parts = {**stored, "data": current["data"]}, {**stored_parts, "data": parts["data"]}
+    diff = signature_diff(stored, current, stored_parts, parts)
     if spec.champion is not None and stored.get("fixed_config") != current["fixed_config"]:
         diff.append("(the current champion's params are merged into the fixed config: a promotion changes it; "
                     "meta.skip_champion_merge, or a new study name)")
     return diff
 
 
-def check_signature(optuna_study: optuna.Study, spec: StudySpec, data_fingerprint: str, force_resume: bool,
+def check_signature(optuna_study: optuna.Study, spec: StudySpec, candles: Candles, force_resume: bool,
                     backfill_signature: bool) -> list[str]:
     """Stop before any trial if the study was made with other settings (warn if it has no signature);
     returns notes to record in the run metadata."""
     n_trials = len(optuna_study.get_trials(deepcopy=False))
     notes: list[str] = []
-    diff = stored_signature_diff(optuna_study.user_attrs, spec, data_fingerprint)
+    diff = stored_signature_diff(optuna_study.user_attrs, spec, candles)
     if diff is None:
         if n_trials and not backfill_signature:
             notes.append(
@@ -206,9 +212,9 @@ def check_signature(optuna_study: optuna.Study, spec: StudySpec, data_fingerprin
     elif diff:
         _refuse_incompatible_space(optuna_study.user_attrs.get(SPACE_ATTR, {}), spec.space.spec)
         notes.append("resumed despite signature mismatch (--force-resume): " + "; ".join(diff))
-    optuna_study.set_user_attr(SIGNATURE_ATTR, spec.signature(data_fingerprint))
+    optuna_study.set_user_attr(SIGNATURE_ATTR, spec.signature(candles))
     optuna_study.set_user_attr(SPACE_ATTR, spec.space.spec)
-    optuna_study.set_user_attr(SIGNED_ATTR, spec.signed(data_fingerprint))
+    optuna_study.set_user_attr(SIGNED_ATTR, spec.signed(candles))
     return notes
 
 

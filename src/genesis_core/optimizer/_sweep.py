@@ -277,11 +277,11 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
     given = points is not None
     points = sweep_points(spec.space, options) if points is None else points
     count = len(points)
-    data_fp = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe).fingerprint  # cached for the workers
+    candles = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe)  # cached for the workers
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True,
                                 sampler=spec.sampler(), pruner=spec.pruner())
-    notes = check_signature(study, spec, data_fp, options.force_resume, options.backfill_signature)
+    notes = check_signature(study, spec, candles, options.force_resume, options.backfill_signature)
     spec.folder.remove_stale_temporaries()
     recover_stale_trials(study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
