@@ -197,7 +197,7 @@ def backtest(
     if as_json:
         sys.stdout.write(strict_json(payload) + "\n")
         return
-    gaps = result.window.candles.slice(result.window.start_index, len(result.window.candles)).gaps()
+    gaps = result.window.decisions.gaps()
     w = record.window
     out.print(
         f"[bold]{cfg.strategy}[/] on {candles.source} ({w.timeframe}): {w.first_bar} .. {w.last_bar}, "
@@ -207,9 +207,7 @@ def backtest(
               f"scoring), feasibility {sc.feasibility:.2f}; classic_score is the composite metric below")
     if gaps.count:
         err.print(f"[yellow]warning:[/] window has {gaps.describe(candles.timeframe_seconds)}")
-    span = [("the backtest window", int(result.window.candles.timestamps[result.window.start_index]),
-             int(result.window.candles.timestamps[-1]))]
-    leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), span)
+    leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span)])
     for problem in leaks + others:
         err.print(f"[yellow]warning:[/] {escape(problem)}")
     if result.trace["warmup_bars_in_window"]:

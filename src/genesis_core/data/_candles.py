@@ -255,6 +255,16 @@ class Window:
         return len(self.candles) - self.start_index
 
     @cached_property
+    def decisions(self) -> Candles:
+        """The decision bars, without the warm-up: what a window's gaps and span are of."""
+        return self.candles.slice(self.start_index, len(self.candles))
+
+    @property
+    def span(self) -> tuple[int, int]:
+        """The first decision bar's and the last bar's open times, epoch seconds."""
+        return int(self.candles.timestamps[self.start_index]), int(self.candles.timestamps[-1])
+
+    @cached_property
     def first_bar(self) -> str:
         """The first decision bar's time (every backtest's record of the window has it: formatted once)."""
         return format_ts(self.candles.timestamps[self.start_index])

@@ -87,9 +87,7 @@ def _in_sample(result: BacktestResult, window: WindowSpec, explore: DataSpec, ma
     explore window, or lies in the training span of a model it reads (of this market)."""
     why = [f"overlaps the explore window {explore.start or 'first bar'}..{explore.end or 'last bar'}"] \
         if window.overlaps(explore.start, explore.end) else []
-    w = result.window
-    span = ("the window", int(w.candles.timestamps[w.start_index]), int(w.candles.timestamps[-1]))
-    leaks, _ = training_problems(trained_on(result.config), w.candles, market, [span])
+    leaks, _ = training_problems(trained_on(result.config), result.window.candles, market, [("the window", *result.window.span)])
     return why + leaks
 
 
