@@ -698,8 +698,11 @@ def walk_forward(
                       f"{len(f.passed)}", "-" if dsr is None or dsr.gated is None else f"{dsr.gated:.3f}")
     out.print(table)
     a = report.aggregate
-    out.print(f"{a.folds_with_a_pass} of {len(report.folds)} folds with a candidate passing; fold tops' validation "
-              f"score: mean {_fmt(a.mean_validation_score)}, worst {_fmt(a.worst_validation_score)}, mean gap {_fmt(a.mean_gap, '+,.4f')}")
+    out.print(f"{a.folds_with_a_pass} of {len(report.folds)} folds with a candidate passing; the fold tops (each fold's "
+              f"explore best) on their validation blocks: mean score {_fmt(a.mean_validation_score)}, worst "
+              f"{_fmt(a.worst_validation_score)}, mean gap (explore - validation) {_fmt(a.mean_gap, '+,.4f')}")
+    if report.biased():
+        err.print(f"[yellow]warning:[/] {report.biased()}")
     out.print(f"written to {path}; see it: genesis report {path.parent}", soft_wrap=True)
 
 

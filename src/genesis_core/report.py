@@ -273,10 +273,12 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
     page.add("Summary", _table(["", ""], [
         ["study", wf.study], ["folds", f"{len(wf.folds)} of {wf.walk_forward['folds']}" + ("" if wf.complete else " (interrupted)")],
         ["span", f"{wf.blocks[0][0]} .. {wf.blocks[-1][1]}"], ["folds with a candidate passing", a.folds_with_a_pass],
-        ["mean validation score of the fold tops", a.mean_validation_score],
+        ["mean validation score of the fold tops (each fold's explore best)", a.mean_validation_score],
         ["worst validation score of the fold tops", a.worst_validation_score],
-        ["mean gap (validation - explore)", a.mean_gap],
+        ["mean gap (explore - validation)", a.mean_gap],
     ]))
+    if wf.biased():
+        page.add("Not out of sample", f"<p class='note'>{html.escape(wf.biased() or '')}</p>")
     page.add("Folds", page.figure(_folds(wf)))
     rows = [[f.fold, " .. ".join(f.explore), " .. ".join(f.validation), *(["-"] * 4 if f.top is None else
              [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap]), len(f.passed),

@@ -141,7 +141,8 @@ def walk_forward(config_path: str | Path, options: RunOptions | None = None, sto
         if summary.explore.session.interrupted:
             break
         v = RunFolder(Path(summary.explore.run_dir)).read_validation()
-        top = v.candidates[0] if v.candidates else None
+        # what the explore alone picks: the best validated would be the best of top_n on the very block it is scored on
+        top = min(v.candidates, key=lambda c: (-c.explore.production_score, c.trial), default=None)
         folds.append(Fold(
             fold=i, explore=(explore_start, explore_end), validation=(val_start, val_end), config=str(fold_path),
             run_dir=summary.explore.run_dir, evaluated_trials=v.evaluated_trials, passed=v.passed, best=v.best,
@@ -152,6 +153,7 @@ def walk_forward(config_path: str | Path, options: RunOptions | None = None, sto
     tops = [f.top for f in folds if f.top is not None]
     result = WalkForwardReport(
         study=name, walk_forward=wf.model_dump(mode="json"), blocks=blocks, folds=folds, complete=len(folds) == wf.folds,
+        top_chosen_by="explore",
         aggregate=WalkForwardAggregate(
             folds_with_a_pass=sum(1 for f in folds if f.best is not None),
             mean_validation_score=sum(t.validation_score for t in tops) / len(tops) if tops else None,

@@ -73,6 +73,7 @@ def test_old_files_are_migrated_on_read(old_results: Path):
     assert store.load() == entry.champion
     wf = read_record(SCHEMA0 / "runs" / "walk_forward.json", WalkForwardReport)
     assert [f.fold for f in wf.folds] == [1, 2] and wf.aggregate.folds_with_a_pass == 2
+    assert wf.top_chosen_by == "validation" and "not out of sample" in (wf.biased() or "")  # its tops: the validation favourites
 
 
 def test_an_old_run_is_validated_and_promoted_by_this_code_with_the_same_numbers(old_results: Path):

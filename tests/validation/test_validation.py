@@ -214,6 +214,15 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
         v = json.loads((Path(f["run_dir"]) / "validation.json").read_text())
         assert v["validation"]["windows"] == [{"start": validation[0], "end": validation[1]}]
         assert Path(f["config"]).exists() and f["evaluated_trials"] >= 1
+    picked_otherwise = 0
+    for f in report["folds"]:  # each fold's top is its explore best, not the best of top_n on the block it is scored on
+        candidates = json.loads((Path(f["run_dir"]) / "validation.json").read_text())["candidates"]
+        best = max(candidates, key=lambda c: (c["explore"]["production_score"], -c["trial"]))
+        assert (f["top"]["trial"], f["top"]["validation_score"], f["top"]["explore_score"]) == \
+            (best["trial"], best["validation_score"], best["explore"]["production_score"])
+        picked_otherwise += candidates[0]["trial"] != best["trial"]
+    assert picked_otherwise  # the rule is tested: some fold's validation favourite is not its explore best
+    assert record.top_chosen_by == "explore" and record.biased() is None
     tops = [f["top"] for f in report["folds"] if f["top"]]
     assert report["aggregate"]["worst_validation_score"] == min(t["validation_score"] for t in tops)
     assert json.loads(report_path.read_text())["folds"] == report["folds"]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from genesis_core.records._base import Part, Record
 from genesis_core.records._trial import Metrics
@@ -177,6 +177,9 @@ class ValidationReport(Record):
 
 
 class FoldTop(Part):
+    """The fold's pick: its explore best among the candidates validated (chosen without the
+    validation block, so its score there is out of sample)."""
+
     trial: int
     params: dict[str, Any]
     validation_score: float
@@ -206,11 +209,29 @@ class WalkForwardAggregate(Part):
 
 
 class WalkForwardReport(Record):
-    """Every fold of a walk-forward run and their aggregate; ``walk_forward`` holds its settings."""
+    """Every fold of a walk-forward run and their aggregate; ``walk_forward`` holds its settings.
 
+    ``top_chosen_by`` is ``explore``; a file of schema 1 chose each fold's top by its score on the
+    validation block (the best of top_n there, so not out of sample): ``validation``."""
+
+    SCHEMA = 2
     study: str
     walk_forward: dict[str, Any]
     blocks: list[tuple[str, str]]
     folds: list[Fold]
     complete: bool
     aggregate: WalkForwardAggregate
+    top_chosen_by: Literal["explore", "validation"]
+
+    @classmethod
+    def upgrade(cls, raw: Any, version: int) -> Any:
+        if version == 1 and isinstance(raw, dict):
+            return {**raw, "top_chosen_by": "validation", "schema_version": 2}
+        return super().upgrade(raw, version)
+
+    def biased(self) -> str | None:
+        """Why its scores are not out of sample, if they are not."""
+        if self.top_chosen_by == "explore":
+            return None
+        return ("made by an older genesis-core, which took each fold's top by its score on the validation block "
+                "(the best of validation.top_n there): those scores are not out of sample; run genesis walk-forward again")
