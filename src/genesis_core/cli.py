@@ -564,6 +564,9 @@ def _print_validation(report: ValidationReport) -> None:
         table.add_row("", f"{r.start}{between}{r.end}", *["-"] * 7, "[red]refused[/]")
         table.add_section()
     out.print(table)
+    short = report.short()
+    if short:
+        out.print(short + ("" if report.eligible else "; loosen `constraints`, widen the space or explore longer"), soft_wrap=True)
     o = report.overfitting
     dsr = o.deflated_sharpe
     if dsr and dsr.dsr is not None and dsr.sharpe_per_bar is not None:
@@ -697,9 +700,12 @@ def walk_forward(
                                                       f"{t.gap:+.2f}"]),
                       f"{len(f.passed)}", "-" if dsr is None or dsr.gated is None else f"{dsr.gated:.3f}")
     out.print(table)
+    for f in report.folds:
+        if f.no_top:
+            out.print(f"fold {f.fold}: {f.no_top}", soft_wrap=True)
     a = report.aggregate
-    out.print(f"{a.folds_with_a_pass} of {len(report.folds)} folds with a candidate passing; the fold tops (each fold's "
-              f"explore best) on their validation blocks: mean score {_fmt(a.mean_validation_score)}, worst "
+    out.print(f"{a.folds_with_a_pass} of {len(report.folds)} folds with a candidate passing; the tops (each fold's "
+              f"explore best) of {sum(f.top is not None for f in report.folds)} folds on their validation blocks: mean score {_fmt(a.mean_validation_score)}, worst "
               f"{_fmt(a.worst_validation_score)}, mean gap (explore - validation) {_fmt(a.mean_gap, '+,.4f')}")
     if report.biased():
         err.print(f"[yellow]warning:[/] {report.biased()}")

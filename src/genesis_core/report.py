@@ -284,7 +284,8 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
              [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap]), len(f.passed),
              None if f.deflated_sharpe is None else f.deflated_sharpe.gated] for f in wf.folds]
     page.add("Fold tops", _table(["fold", "explore", "validation", "top trial", "explore score", "validation score", "gap",
-                                  "passed", "DSR"], rows, left=3))
+                                  "passed", "DSR"], rows, left=3)
+             + "".join(f"<p>fold {f.fold}: {html.escape(f.no_top)}</p>" for f in wf.folds if f.no_top))
     results = [(f"fold {f.fold}: trial {f.top.trial}", _on_window(bt, folder.fold(f.run_dir).read_trial(f.top.trial).effective_config,
                                                                   *f.validation)) for f in wf.folds if f.top is not None]
     if results:
@@ -360,6 +361,8 @@ def _validation(report: ValidationReport) -> str:
                         if d.dsr_effective is not None and d.effective_trials is not None else ""))
     if o.pbo:
         lines.append(f"probability of backtest overfitting: {o.pbo.pbo:.3f} ({o.pbo.configs} configs, {o.pbo.splits:,} splits)")
+    if report.short():
+        lines.insert(0, report.short() or "")
     passed = ", ".join(f"#{n}" for n in report.passed) or "none"
     return table + "".join(f"<p>{html.escape(line)}</p>" for line in lines) + f"<p>passed: {passed}</p>"
 

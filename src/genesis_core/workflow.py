@@ -149,6 +149,8 @@ def walk_forward(config_path: str | Path, options: RunOptions | None = None, sto
             top=None if top is None else FoldTop(trial=top.trial, params=top.params, validation_score=top.validation_score,
                                                   gap=top.gap, passed=top.passed, explore_score=top.explore.production_score),
             deflated_sharpe=v.overfitting.deflated_sharpe,
+            no_top=None if top is not None else v.short() or "every candidate was refused on the block: " + "; ".join(
+                f"#{r.trial}: {r.reason}" for r in v.refused),
         ))
     tops = [f.top for f in folds if f.top is not None]
     result = WalkForwardReport(

@@ -60,9 +60,11 @@ def test_old_files_are_migrated_on_read(old_results: Path):
     added = {"pbo": True, "pbo_note": True,  # statistics added since: absent from an old file
              "deflated_sharpe": {"mean_correlation", "effective_trials", "sr0_effective", "dsr_effective"}}
     assert report.model_dump(mode="json", exclude={"schema_version": True, "overfitting": added, "refused": True,
+                                                   "eligible": True, "left_out": True,
                                                    "candidates": {"__all__": {"robustness"}}}) == \
         renamed_scores(json.loads(folder.validation_path.read_text()))
     assert report.refused == []  # schema 3: no candidate could be refused on a window before
+    assert report.eligible is None and report.left_out is None and report.short() is None  # schema 4: not counted before
     assert report.candidates[0].explore.production_score == json.loads(folder.validation_path.read_text())["candidates"][0]["explore"]["score"]
     assert trials[0].metrics["classic_score"] == first["metrics"]["score"] and trials[0].score.production == first["score"]["phase2"]
     history_raw = json.loads((old_results / "champions" / "BTCUSD_1h.history.json").read_text())

@@ -426,3 +426,49 @@ def test_a_window_on_the_bars_a_candidate_was_fitted_on_is_not_out_of_sample_and
     assert genesis("report", str(fresh_run)).returncode == 0  # its curves are of the windows validated, not the run config's
     drawn = re.findall(r"<h2>Equity and drawdown: validation window ([^<]*)</h2>", (fresh_run / "report.html").read_text())
     assert drawn == ["2022-06-01 .. 2022-08-31", "2022-04-01 .. 2022-07-31", "2021-09-01 .. 2021-11-30"]
+
+
+def test_fewer_candidates_than_top_n_are_explained_by_counts_of_why_the_others_could_not_be(tmp_path):
+    """A validation table with fewer candidates than validation.top_n, or none, said nothing of why:
+    an empty table under "top 5 of 20 evaluated trials". Now the trials left out are counted by
+    reason (outcome, pruned, each explore constraint, same outcome as a better trial) in
+    validation.json and under the table; a walk-forward fold with no top says why."""
+    from collections import Counter
+
+    from tests.runs import genesis
+
+    path = write_config(tmp_path, parameters=PARAMETERS, constraints={"min_trades": 40, "max_drawdown": 0.1},
+                        validation={**VALIDATION, "top_n": 12})
+    sweep(load_study_config(path).spec(), SweepOptions("grid"))  # the 12 points of the space
+    run_dir = tmp_path / "results" / "runs" / "t"
+    shown = genesis("validate", str(run_dir))
+    assert shown.returncode == 0, shown.stderr
+    report = ValidationReport.model_validate_json((run_dir / "validation.json").read_text())
+    rows = RunFolder(run_dir).read_trials_table()
+    failing = [r for r in rows if r.outcome == "VALID" and r.constraints_failed]
+    assert len(rows) == 12 and failing and report.left_out is not None and report.eligible is not None
+    assert 0 < report.eligible == len(report.candidates) + len(report.refused) < 12
+    assert report.left_out.failed_constraints == len(failing)
+    assert report.left_out.constraints == dict(Counter(name for r in failing for name in r.constraints_failed))
+    assert sum(report.left_out.outcomes.values()) == sum(r.outcome != "VALID" for r in rows)
+    assert report.eligible + report.left_out.failed_constraints + sum(report.left_out.outcomes.values()) \
+        + report.left_out.pruned + report.left_out.repeats == 12
+    line = (f"only {report.eligible} of the 12 evaluated trials could be candidates (VALID, unpruned, distinct configs, "
+            f"explore constraints met): {len(failing)} failed the explore constraints (")
+    assert line in shown.stdout and report.short() in shown.stdout.replace("\n", "")
+
+    none = write_config(tmp_path, "none.yaml", parameters=PARAMETERS, constraints={"min_profit_factor": 50.0},
+                        meta={"study_name": "none", "stop": {"max_trials": 3}},
+                        validation={**VALIDATION, "walk_forward": {"folds": 2, "start": "2022-01-01", "end": "2022-09-30"}})
+    folds = genesis("walk-forward", str(none))
+    assert folds.returncode == 0, folds.stderr
+    wf = json.loads((tmp_path / "results" / "runs" / "none-walk-forward" / "walk_forward.json").read_text())
+    for f in wf["folds"]:
+        v = ValidationReport.model_validate_json((Path(f["run_dir"]) / "validation.json").read_text())
+        assert f["top"] is None and v.eligible == 0 and v.left_out is not None
+        assert f["no_top"] == v.short() == (f"no candidate: none of the {f['evaluated_trials']} evaluated trials could be one "
+                                            f"(VALID, unpruned, distinct configs, explore constraints met): "
+                                            f"{v.left_out.failed_constraints} failed the explore constraints "
+                                            f"(min_profit_factor {v.left_out.failed_constraints})")
+        assert f"fold {f['fold']}: {f['no_top']}" in folds.stdout.replace("\n", "")
+    assert wf["aggregate"]["mean_validation_score"] is None and "the tops (each fold's explore best) of 0 folds" in folds.stdout

@@ -51,6 +51,7 @@ from genesis_core.records._validation import (
     ExploreResult,
     Fold,
     FoldTop,
+    LeftOut,
     Neighbour,
     Overfitting,
     ProbabilityOfOverfitting,
@@ -67,7 +68,7 @@ __all__ = [
     "SWEPT", "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
     "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "ChampionWriteError", "CheckRecord",
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
-    "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "RefusedCandidate", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
+    "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "LeftOut", "RefusedCandidate", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
     "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "failures", "finite_metrics", "finished_runs", "iso", "read_record", "write_record",
 ]

@@ -146,13 +146,35 @@ class RefusedCandidate(Part):
     reason: str
 
 
+class LeftOut(Part):
+    """The evaluated trials that could not be candidates, counted by the first reason of each."""
+
+    outcomes: dict[str, int]  # not VALID, by outcome
+    pruned: int
+    failed_constraints: int  # VALID and unpruned, but failing an explore constraint
+    constraints: dict[str, int]  # how many of those failed each constraint (a trial may fail several)
+    repeats: int  # eligible, but the same config or outcome as a better trial
+
+    def describe(self) -> str:
+        parts = []
+        if self.failed_constraints:
+            each = ", ".join(f"{name} {n}" for name, n in sorted(self.constraints.items(), key=lambda kv: (-kv[1], kv[0])))
+            parts.append(f"{self.failed_constraints} failed the explore constraints ({each})")
+        parts += [f"{n} {outcome}" for outcome, n in sorted(self.outcomes.items(), key=lambda kv: (-kv[1], kv[0]))]
+        if self.pruned:
+            parts.append(f"{self.pruned} pruned")
+        if self.repeats:
+            parts.append(f"{self.repeats} the same config or outcome as a better trial")
+        return ", ".join(parts) or "none"
+
+
 class ValidationReport(Record):
     """The top explore candidates re-run on the out-of-sample windows, ranked; those refused on a
     window listed apart.
 
     ``validation`` holds the validation settings used (``genesis_core.validation.ValidationConfig``)."""
 
-    SCHEMA = 3
+    SCHEMA = 4
     run: str
     created: str
     code_version: str
@@ -160,6 +182,8 @@ class ValidationReport(Record):
     evaluated_trials: int
     missing_artifacts: list[int]
     eligible_note: str
+    eligible: int | None  # distinct eligible trials, of which the top_n are the candidates (None: not counted, schema < 4)
+    left_out: LeftOut | None
     candidates: list[Candidate]
     refused: list[RefusedCandidate]
     passed: list[int]
@@ -170,7 +194,18 @@ class ValidationReport(Record):
     def upgrade(cls, raw: Any, version: int) -> Any:
         if version == 2 and isinstance(raw, dict):  # before a candidate could be refused on a window, none was
             return {**raw, "refused": [], "schema_version": 3}
+        if version == 3 and isinstance(raw, dict):  # what was left out was not counted
+            return {**raw, "eligible": None, "left_out": None, "schema_version": 4}
         return super().upgrade(raw, version)
+
+    def short(self) -> str | None:
+        """Why there are fewer candidates than ``top_n``, when there are and it is known."""
+        top_n = self.validation.get("top_n", 0)
+        if self.eligible is None or self.left_out is None or self.eligible >= top_n:
+            return None
+        head = (f"no candidate: none of the {self.evaluated_trials} evaluated trials could be one" if not self.eligible else
+                f"only {self.eligible} of the {self.evaluated_trials} evaluated trials could be candidates")
+        return f"{head} ({self.eligible_note}): {self.left_out.describe()}"
 
     def candidate(self, trial: int | None) -> Candidate | None:
         return next((c for c in self.candidates if c.trial == trial), None)
@@ -199,6 +234,7 @@ class Fold(Part):
     best: int | None
     top: FoldTop | None
     deflated_sharpe: DeflatedSharpe | None
+    no_top: str | None = None  # why top is None: no trial could be a candidate, or every candidate was refused
 
 
 class WalkForwardAggregate(Part):

@@ -11,6 +11,7 @@ artifacts), so ``genesis validate RUN`` works on any finished run without its st
 from __future__ import annotations
 
 import math
+from collections import Counter
 
 import numpy as np
 
@@ -34,6 +35,7 @@ from genesis_core.records import (
     CandidateResult,
     DeflatedSharpe,
     ExploreResult,
+    LeftOut,
     Neighbour,
     Overfitting,
     ProbabilityOfOverfitting,
@@ -61,6 +63,10 @@ def select_candidates(trials: list[TrialArtifact], top_n: int, include_scoring_f
     """The top-N VALID, unpruned trials by explore production score, ties to the earlier trial;
     distinct configs with distinct outcomes (two configs that trade identically are one candidate:
     validating both would fill two slots with one result)."""
+    return _eligible(trials, include_scoring_failures)[:top_n]
+
+
+def _eligible(trials: list[TrialArtifact], include_scoring_failures: bool) -> list[TrialArtifact]:
     eligible = [
         t for t in trials
         if t.score.outcome is Outcome.VALID and not t.pruned and (include_scoring_failures or not t.score.constraints_failed)
@@ -73,7 +79,18 @@ def select_candidates(trials: list[TrialArtifact], top_n: int, include_scoring_f
         if not keys & seen:
             seen |= keys
             picked.append(t)
-    return picked[:top_n]
+    return picked
+
+
+def left_out(trials: list[TrialArtifact], eligible: int, include_scoring_failures: bool) -> LeftOut:
+    """Why the trials that are not among the ``eligible`` distinct ones could not be candidates."""
+    outcomes = Counter(t.score.outcome.value for t in trials if t.score.outcome is not Outcome.VALID)
+    valid = [t for t in trials if t.score.outcome is Outcome.VALID]
+    unpruned = [t for t in valid if not t.pruned]
+    failing = [] if include_scoring_failures else [t for t in unpruned if t.score.constraints_failed]
+    return LeftOut(outcomes=dict(outcomes), pruned=len(valid) - len(unpruned), failed_constraints=len(failing),
+                   constraints=dict(Counter(name for t in failing for name in t.score.constraints_failed)),
+                   repeats=len(unpruned) - len(failing) - eligible)
 
 
 def run_on_window(backtester: Backtester, effective_config: BacktestConfig, window: WindowSpec) -> BacktestResult:
@@ -232,7 +249,8 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         candles.window(w.start, w.end, 0)
     trials = folder.read_trials()
     candidates, refused = [], []
-    for t in select_candidates(trials, v.top_n, v.constraints.include_scoring_failures):
+    eligible = _eligible(trials, v.constraints.include_scoring_failures)
+    for t in eligible[:v.top_n]:
         explore = t.score.production
         seen = ExploreResult(production_score=explore, constraints_failed=t.score.constraints_failed, metrics=t.metrics,
                              first_bar=t.window.first_bar, last_bar=t.window.last_bar, data_window=t.fingerprints["data_window"])
@@ -263,6 +281,8 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         missing_artifacts=missing_artifacts(folder, trials),
         eligible_note="VALID, unpruned, distinct configs" + ("" if v.constraints.include_scoring_failures
                                                              else ", explore constraints met"),
+        eligible=len(eligible),
+        left_out=left_out(trials, len(eligible), v.constraints.include_scoring_failures),
         candidates=candidates,
         refused=refused,
         passed=[c.trial for c in candidates if c.passed],
