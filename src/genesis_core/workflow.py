@@ -148,7 +148,7 @@ def walk_forward(config_path: str | Path, options: RunOptions | None = None, sto
             run_dir=summary.explore.run_dir, evaluated_trials=v.evaluated_trials, passed=v.passed, best=v.best,
             top=None if top is None else FoldTop(trial=top.trial, params=top.params, validation_score=top.validation_score,
                                                   gap=top.gap, passed=top.passed, explore_score=top.explore.production_score),
-            deflated_sharpe=v.overfitting.deflated_sharpe,
+            deflated_sharpe=None if top is None else top.deflated_sharpe,
             no_top=None if top is not None else v.short() or "every candidate was refused on the block: " + "; ".join(
                 f"#{r.trial}: {r.reason}" for r in v.refused),
         ))

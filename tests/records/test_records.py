@@ -61,7 +61,7 @@ def test_old_files_are_migrated_on_read(old_results: Path):
              "deflated_sharpe": {"mean_correlation", "effective_trials", "sr0_effective", "dsr_effective"}}
     assert report.model_dump(mode="json", exclude={"schema_version": True, "overfitting": added, "refused": True,
                                                    "eligible": True, "left_out": True,
-                                                   "candidates": {"__all__": {"robustness"}}}) == \
+                                                   "candidates": {"__all__": {"robustness", "deflated_sharpe"}}}) == \
         renamed_scores(json.loads(folder.validation_path.read_text()))
     assert report.refused == []  # schema 3: no candidate could be refused on a window before
     assert report.eligible is None and report.left_out is None and report.short() is None  # schema 4: not counted before
@@ -86,7 +86,9 @@ def test_an_old_run_is_validated_and_promoted_by_this_code_with_the_same_numbers
     for key in ("passed", "best", "evaluated_trials"):
         assert after[key] == before[key], key
     # the candidates' robustness map is measured since: it comes on top of the old numbers
-    assert [{k: v for k, v in c.items() if k != "robustness"} for c in after["candidates"]] == before["candidates"]
+    assert [{k: v for k, v in c.items() if k not in ("robustness", "deflated_sharpe")} for c in after["candidates"]] == \
+        before["candidates"]
+    assert after["candidates"][0]["deflated_sharpe"] == after["overfitting"]["deflated_sharpe"]  # each candidate's own since
     assert all(c["robustness"]["neighbours"] for c in after["candidates"])
     old_dsr = before["overfitting"]["deflated_sharpe"]  # the statistics added since (PBO, effective N) come on top
     assert after["overfitting"]["deflated_sharpe"] | old_dsr == after["overfitting"]["deflated_sharpe"]

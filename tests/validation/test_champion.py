@@ -110,6 +110,46 @@ def test_the_floor_and_the_overfitting_gates_each_refuse_and_are_recorded(fresh_
     assert {g.name for g in done.gates} == {"validated", "reproduces", "improves", "floor", "deflated sharpe", "overfitting"}
 
 
+def test_the_deflated_sharpe_gate_holds_the_trial_promoted_to_its_own_ratio(fresh_run):
+    """`champion promote --trial N` of a candidate other than the top-ranked one was held to the top
+    one's deflated Sharpe ratio: a trial with a weaker explore Sharpe passed on another's. Each
+    candidate now has its own, measured on its explore returns against every evaluated trial."""
+    import math
+
+    import numpy as np
+
+    from genesis_core.backtest import Backtester, build_config
+    from genesis_core.metrics import bar_returns
+    from genesis_core.records import RunFolder
+    from genesis_core.validation._stats import deflated_sharpe
+
+    report = _report(fresh_run)
+    first, second = (next(c for c in report["candidates"] if c["trial"] == n) for n in report["passed"][:2])
+    assert report["overfitting"]["deflated_sharpe"] == first["deflated_sharpe"]  # the run's: the top-ranked one's
+    folder = RunFolder(fresh_run)
+    trials = folder.read_trials()
+    bt = Backtester()
+    per_bar = math.sqrt(bt.candles(trials[0].effective_config.data.path, "1h").bars_per_year)
+    sharpes = np.array([t.metrics["sharpe"] / per_bar for t in trials if t.metrics["sharpe"] is not None])
+    for c in (first, second):  # each its own: its explore returns against the same trials and N_eff
+        equity = bt.run(build_config(folder.read_trial(c["trial"]).effective_config.model_dump(mode="json"))).engine.equity
+        d = c["deflated_sharpe"]
+        assert d["trial"] == c["trial"] and d["n_trials"] == len(sharpes)
+        assert d["dsr_effective"] == deflated_sharpe(bar_returns(equity), sharpes, d["effective_trials"])["dsr"]
+    low, high = sorted((first, second), key=lambda c: c["deflated_sharpe"]["dsr_effective"])
+    assert high["deflated_sharpe"]["dsr_effective"] > low["deflated_sharpe"]["dsr_effective"]
+    between = (high["deflated_sharpe"]["dsr_effective"] + low["deflated_sharpe"]["dsr_effective"]) / 2
+    _with_promotion(fresh_run, min_dsr=between)
+    refused = promote(fresh_run, low["trial"])
+    gate = next(g for g in refused.gates if g.name == "deflated sharpe")
+    assert not refused.promoted and not gate.passed
+    assert gate.detail.startswith(f"DSR {low['deflated_sharpe']['dsr_effective']:.3f} below min_dsr {between:g}")
+    done = promote(fresh_run, high["trial"])
+    assert done.promoted, done.reason
+    assert next(g for g in done.gates if g.name == "deflated sharpe").detail.startswith(
+        f"DSR {high['deflated_sharpe']['dsr_effective']:.3f} >= min_dsr")
+
+
 def test_min_improvement_refusal_promotion_and_rollback(fresh_run):
     results = fresh_run.parent.parent
     first, second = _report(fresh_run)["passed"][:2]  # ranked: `first` scores better out of sample

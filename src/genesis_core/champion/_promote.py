@@ -34,7 +34,6 @@ from genesis_core.records import (
     ChampionStore,
     GateRecord,
     HistoryEntry,
-    Overfitting,
     RunFolder,
     RunRef,
     TrialArtifact,
@@ -99,7 +98,7 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
         artifact = folder.read_trial(candidate.trial)
         validation = ValidationConfig.model_validate(report.validation)
         gates = _gates(folder, artifact, candidate, current, validation, config, promotion.min_improvement, bt)
-        gates += _floor(candidate, promotion, bt, artifact.effective_config.data.path) + _overfit(report.overfitting, promotion)
+        gates += _floor(candidate, promotion, bt, artifact.effective_config.data.path) + _overfit(report, candidate, promotion)
         failed = [g for g in gates if not g.passed]
         entry.config_fingerprint = candidate.config_fingerprint
         entry.gates = gates
@@ -191,18 +190,22 @@ def _floor(candidate: Candidate, promotion: PromotionConfig, bt: Backtester, dat
     return [GateRecord(name="floor", passed=ok, detail=", ".join(checks))]
 
 
-def _overfit(o: Overfitting, promotion: PromotionConfig) -> list[GateRecord]:
-    """The search's overfitting statistics against their limits; a missing statistic fails a set limit."""
-    gates = []
-    dsr = o.deflated_sharpe.gated if o.deflated_sharpe else None
+def _overfit(report: ValidationReport, candidate: Candidate, promotion: PromotionConfig) -> list[GateRecord]:
+    """The candidate's deflated Sharpe ratio (given the run's trials) and the search's PBO against
+    their limits; a missing statistic fails a set limit."""
+    gates, o = [], report.overfitting
+    d = candidate.deflated_sharpe  # a report before schema 4 measured only the top-ranked candidate's
+    d = d or (o.deflated_sharpe if o.deflated_sharpe and o.deflated_sharpe.trial == candidate.trial else None)
+    dsr = d.gated if d else None
     if promotion.min_dsr is None:
         gates.append(GateRecord(name="deflated sharpe", passed=True, detail="switched off (min_dsr: null)"))
     else:
         ok = dsr is not None and dsr >= promotion.min_dsr
-        shown = "not available" if dsr is None else f"{dsr:.3f}"
+        shown = (f"not available for trial {candidate.trial} (validation.json measured only trial "
+                 f"{o.deflated_sharpe and o.deflated_sharpe.trial}'s: run genesis validate again)" if dsr is None else f"{dsr:.3f}")
         gates.append(GateRecord(name="deflated sharpe", passed=ok, detail=f"DSR {shown} {'>=' if ok else 'below'} min_dsr "
-                                f"{promotion.min_dsr:g}" + (f" (N_eff {o.deflated_sharpe.effective_trials:.1f} of "
-                                f"{o.deflated_sharpe.n_trials} trials)" if o.deflated_sharpe and o.deflated_sharpe.effective_trials else "")))
+                                f"{promotion.min_dsr:g}" + (f" (N_eff {d.effective_trials:.1f} of {d.n_trials} trials)"
+                                                            if d and d.effective_trials else "")))
     if promotion.max_pbo is None:
         gates.append(GateRecord(name="overfitting", passed=True, detail="switched off (max_pbo: null)"))
     else:

@@ -80,17 +80,6 @@ class Robustness(Part):
         return f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "")
 
 
-class Candidate(CandidateResult):
-    trial: int
-    config_fingerprint: str
-    params: dict[str, Any]
-    explore: ExploreResult
-    gap: float  # explore score - validation score
-    sharpe_gap: float | None  # None when a window's Sharpe ratio is not a finite number
-    rank: int = 0
-    robustness: Robustness | None = None  # absent in reports written before it was measured
-
-
 class DeflatedSharpe(Part):
     """The DSR with N the evaluated configs, and with N_eff the independent ones they amount to
     (from ``mean_correlation`` of the top configs' returns); see genesis_core.validation._stats."""
@@ -112,6 +101,18 @@ class DeflatedSharpe(Part):
     def gated(self) -> float | None:
         """What promotion's min_dsr is held against: the effective-N DSR where there is one."""
         return self.dsr_effective if self.dsr_effective is not None else self.dsr
+
+
+class Candidate(CandidateResult):
+    trial: int
+    config_fingerprint: str
+    params: dict[str, Any]
+    explore: ExploreResult
+    gap: float  # explore score - validation score
+    sharpe_gap: float | None  # None when a window's Sharpe ratio is not a finite number
+    rank: int = 0
+    robustness: Robustness | None = None  # absent in reports written before it was measured
+    deflated_sharpe: DeflatedSharpe | None = None  # its own (schema 4); before, only the top-ranked candidate's was measured
 
 
 class ProbabilityOfOverfitting(Part):

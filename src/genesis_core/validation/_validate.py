@@ -197,31 +197,34 @@ def _explore_returns(backtester: Backtester, trial: TrialArtifact) -> np.ndarray
     return bar_returns(equity)
 
 
-def _overfitting(backtester: Backtester, best: TrialArtifact | None, trials: list[TrialArtifact], candidates: list[Candidate],
-                 v: ValidationConfig, periods: float) -> Overfitting:
-    """The mean explore-validation gap, the deflated Sharpe ratio of the top-ranked candidate given
-    every evaluated trial (N and N_eff), and the PBO of the top distinct configs."""
+def _overfitting(backtester: Backtester, trials: list[TrialArtifact], candidates: list[Candidate], v: ValidationConfig,
+                 periods: float) -> Overfitting:
+    """The mean explore-validation gap; each candidate's deflated Sharpe ratio given every evaluated
+    trial (N and N_eff), the top-ranked one's as the run's; the PBO of the top distinct configs."""
     top = select_candidates(trials, v.overfitting.configs, include_scoring_failures=True)
-    returns = np.column_stack([_explore_returns(backtester, t) for t in top]) if len(top) >= 2 else None
+    returns = {t.trial_number: _explore_returns(backtester, t) for t in top}
+    matrix = np.column_stack(list(returns.values())) if len(top) >= 2 else None
     mean_gap = sum(c.gap for c in candidates) / len(candidates) if candidates else None
-    dsr = None
-    if best is not None:
-        scale = math.sqrt(periods)  # metrics.sharpe is annualised over the market's bars a year; DSR wants per bar
-        sharpes = np.array([s / scale for t in trials if (s := t.metrics["sharpe"]) is not None])
-        chosen = _explore_returns(backtester, best)
+    scale = math.sqrt(periods)  # metrics.sharpe is annualised over the market's bars a year; DSR wants per bar
+    sharpes = np.array([s / scale for t in trials if (s := t.metrics["sharpe"]) is not None])
+    rho, n_eff = effective_trials(matrix, len(sharpes)) if matrix is not None else (None, None)
+    by_number = {t.trial_number: t for t in trials}
+    for c in candidates:  # promotion holds the trial it promotes to its own
+        chosen = returns.get(c.trial)
+        chosen = _explore_returns(backtester, by_number[c.trial]) if chosen is None else chosen
         stats = deflated_sharpe(chosen, sharpes, len(sharpes))
-        if returns is not None:
-            rho, n_eff = effective_trials(returns, len(sharpes))
+        if n_eff is not None:
             effective = deflated_sharpe(chosen, sharpes, n_eff)
             stats |= {"mean_correlation": rho, "effective_trials": n_eff, "sr0_effective": effective["sr0_per_bar"],
                       "dsr_effective": effective["dsr"]}
-        dsr = DeflatedSharpe.model_validate({"trial": best.trial_number, **stats})
+        c.deflated_sharpe = DeflatedSharpe.model_validate({"trial": c.trial, **stats})
+    dsr = candidates[0].deflated_sharpe if candidates else None
     o = v.overfitting
-    if returns is None or len(returns) // o.blocks < 2:
-        note = (f"{len(top)} distinct VALID config(s): PBO needs 2 or more" if returns is None else
-                f"{len(returns)} explore bars are too few for {o.blocks} blocks")
+    if matrix is None or len(matrix) // o.blocks < 2:
+        note = (f"{len(top)} distinct VALID config(s): PBO needs 2 or more" if matrix is None else
+                f"{len(matrix)} explore bars are too few for {o.blocks} blocks")
         return Overfitting(mean_gap=mean_gap, deflated_sharpe=dsr, pbo_note=note)
-    return Overfitting(mean_gap=mean_gap, deflated_sharpe=dsr, pbo=ProbabilityOfOverfitting.model_validate(pbo(returns, o.blocks)))
+    return Overfitting(mean_gap=mean_gap, deflated_sharpe=dsr, pbo=ProbabilityOfOverfitting.model_validate(pbo(matrix, o.blocks)))
 
 
 def _sharpe_gap(explore: float | int | None, windows: list[float | int | None]) -> float | None:
@@ -270,8 +273,6 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
     candidates.sort(key=lambda c: (not c.passed, -c.validation_score, -c.explore.production_score, c.trial))
     for rank, c in enumerate(candidates, 1):
         c.rank = rank
-    by_number = {t.trial_number: t for t in trials}
-    top = by_number[candidates[0].trial] if candidates else None
     report = ValidationReport(
         run=run.study_name,
         created=folder.now(),
@@ -287,7 +288,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         refused=refused,
         passed=[c.trial for c in candidates if c.passed],
         best=next((c.trial for c in candidates if c.passed), None),
-        overfitting=_overfitting(bt, top, trials, candidates, v, candles.bars_per_year),
+        overfitting=_overfitting(bt, trials, candidates, v, candles.bars_per_year),
     )
     folder.write_validation(report)
     return report
