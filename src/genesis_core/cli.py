@@ -671,18 +671,24 @@ def walk_forward(
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes; overrides meta.n_workers.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Trials per fold; overrides meta.stop.max_trials.")] = None,
+    study: Annotated[str | None, typer.Option(help="Name the folds' studies NAME-wf<i> instead of after meta.study_name.")] = None,
+    force_resume: Annotated[bool, typer.Option("--force-resume", help="Resume folds although their signature differs (recorded).")] = False,
     skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Start without the preflight checks.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
 ) -> None:
     """Explore and validate on rolling folds (each preflighted); writes walk_forward.json."""
     from genesis_core.optimizer import RunOptions
+    from genesis_core.study import load_study_config
     from genesis_core.workflow import PreflightFailed
     from genesis_core.workflow import walk_forward as run_folds
 
-    options = RunOptions(workers, max_trials, deaf_once_stopped=True)
+    cfg = load_study_config(config)
+    if study is not None:
+        cfg = _with_meta(cfg, "study_name", study, "--study")
+    options = RunOptions(workers, max_trials, force_resume, deaf_once_stopped=True)
     try:  # each fold is a run of its own, preflighted before it starts
         with _progress_bar(not as_json) as on_progress:
-            report, path = run_folds(config, options, storage, skip_preflight, on_progress)
+            report, path = run_folds(cfg, options, storage, skip_preflight, on_progress)
     except PreflightFailed as exc:
         _print_checks(exc.report)
         raise

@@ -26,7 +26,7 @@ from genesis_core.records import (
     WalkForwardAggregate,
     WalkForwardReport,
 )
-from genesis_core.study import StudyConfig, load_run, load_study_config
+from genesis_core.study import StudyConfig, load_run
 from genesis_core.validation import ValidationConfig, fold_windows, validate
 
 
@@ -114,15 +114,15 @@ def promote_run(folder: RunFolder, trial: int | None = None, min_improvement: fl
     return promote(folder, cfg, promotion, trial)
 
 
-def walk_forward(config_path: str | Path, options: RunOptions | None = None, storage: str | None = None,
+def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: str | None = None,
                  skip_preflight: bool = False, on_progress: OnProgress | None = None) -> tuple[WalkForwardReport, Path]:
     """Every fold of ``validation.walk_forward`` as a study of its own (``<study>-wf<i>``, its config
     written beside the report so it can be re-run alone), each preflighted, explored and validated on
     the next block; writes the report and returns it with its path."""
-    cfg = load_study_config(config_path)
     wf = cfg.validation.walk_forward
     if wf is None:
-        raise ConfigError(f"{config_path}: no validation.walk_forward section")
+        raise ConfigError(f"the config of study {cfg.meta.study_name!r} has no validation.walk_forward section "
+                          "(validation.walk_forward: {folds, start, end})")
     options = options or RunOptions()
     blocks = fold_windows(wf)
     raw = cfg.model_dump(mode="json")

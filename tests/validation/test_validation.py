@@ -201,7 +201,7 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
 
     path = validated_config(tmp_path, meta={"stop": {"max_trials": 6}},
                             validation={**VALIDATION, "walk_forward": {"folds": 2, "start": "2022-01-01", "end": "2022-09-30"}})
-    record, report_path = walk_forward(path)
+    record, report_path = walk_forward(load_study_config(path))
     report = record.model_dump(mode="json")
     assert report["complete"] and len(report["folds"]) == 2
     for f in report["folds"]:  # each fold was preflighted before it ran
@@ -472,3 +472,20 @@ def test_fewer_candidates_than_top_n_are_explained_by_counts_of_why_the_others_c
                                             f"(min_profit_factor {v.left_out.failed_constraints})")
         assert f"fold {f['fold']}: {f['no_top']}" in folds.stdout.replace("\n", "")
     assert wf["aggregate"]["mean_validation_score"] is None and "the tops (each fold's explore best) of 0 folds" in folds.stdout
+    # the config changed since: preflight's way on (--study NAME, or --force-resume) is walk-forward's too
+    changed = none.read_text().replace("min_profit_factor: 50.0", "min_profit_factor: 40.0")
+    assert changed != none.read_text()
+    none.write_text(changed)
+    blocked = genesis("walk-forward", str(none))
+    assert blocked.returncode == 1 and "study 'none-wf1' (3 trials) was made with other settings" in blocked.stderr
+    assert "--study NAME for a study of its own, or --force-resume to go on in this one" in blocked.stderr
+    apart = genesis("walk-forward", str(none), "--study", "other")
+    assert apart.returncode == 0, apart.stderr
+    other = json.loads((tmp_path / "results" / "runs" / "other-walk-forward" / "walk_forward.json").read_text())
+    assert other["study"] == "other" and [Path(f["run_dir"]).name for f in other["folds"]] == ["other-wf1", "other-wf2"]
+    assert all(f["evaluated_trials"] == 3 for f in other["folds"])
+    forced = genesis("walk-forward", str(none), "--force-resume", "--max-trials", "4")
+    assert forced.returncode == 0, forced.stderr
+    for f in json.loads((tmp_path / "results" / "runs" / "none-walk-forward" / "walk_forward.json").read_text())["folds"]:
+        run = json.loads((Path(f["run_dir"]) / "run.json").read_text())
+        assert f["evaluated_trials"] == 4 and any("--force-resume" in note for note in run["sessions"][-1]["notes"])
