@@ -28,7 +28,7 @@ from genesis_core.backtest import (
 )
 from genesis_core.data import DAY, Candles, format_ts, parse_timeframe, parse_ts, same_symbol
 from genesis_core.errors import DataError, GenesisError
-from genesis_core.fingerprint import fingerprint
+from genesis_core.fingerprint import differences, fingerprint
 from genesis_core.optimizer import (
     StudySpec,
     SweepOptions,
@@ -42,6 +42,7 @@ from genesis_core.optimizer import (
 from genesis_core.records import CheckRecord, PreflightRecord
 from genesis_core.scoring import score
 from genesis_core.study import StudyConfig, load_study_config
+from genesis_core.validation import WindowSpec, fold_windows
 
 Status = Literal["pass", "warn", "fail"]
 SWEEP_POINTS = 5
@@ -115,6 +116,35 @@ def _check_champion(study: StudySpec) -> tuple[Check, dict[str, Any]]:
         return Check("champion in space", "warn", "the champion lies outside the space, the search cannot return to it: "
                      + "; ".join(outside)), point
     return Check("champion in space", "pass", f"all {len(study.space.distributions)} searched values inside; base point: champion"), point
+
+
+def _check_inherited(cfg: StudyConfig, study: StudySpec, point: dict[str, Any]) -> list[Check]:
+    """The champion's params this study does not search were chosen on the champion's explore
+    window: a validation window, or a walk-forward fold's validation block, on those bars is not out
+    of sample for them, and validation cannot tell (it knows only the trial's own explore window)."""
+    champion = None if study.champion is None else cfg.champion_store().load()
+    if champion is None:
+        return []
+    inherited = [path for path, _, _ in differences(build_config(study.base, study.champion, study.overrides, point).params,
+                                                     build_config(study.base, None, study.overrides, point).params)]
+    m, v = cfg.meta, cfg.validation
+    if not inherited:
+        return [Check("champion inherited", "pass", f"the {m.symbol} {m.timeframe} champion's params are all searched "
+                      "or the base config's own")]
+    first, last = champion.data.explore.first_bar[:10], champion.data.explore.last_bar[:10]
+    windows = [(f"validation {w.start}..{w.end}", w) for w in v.windows]
+    if v.walk_forward is not None:
+        windows += [(f"walk-forward fold {i}'s {a}..{b}", WindowSpec(start=a, end=b))
+                    for i, (a, b) in enumerate(fold_windows(v.walk_forward)[1:], 1)]
+    hit = [label for label, w in windows if w.overlaps(first, last)]
+    names = ", ".join(inherited[:4]) + (f" and {len(inherited) - 4} more" if len(inherited) > 4 else "")
+    if not hit:
+        return [Check("champion inherited", "pass", f"{len(inherited)} param(s) from the {m.symbol} {m.timeframe} champion, "
+                      f"not searched ({names}), chosen on {first}..{last}: no validation window on those bars")]
+    return [Check("champion inherited", "fail", f"{len(inherited)} param(s) this study does not search come from the "
+                  f"{m.symbol} {m.timeframe} champion ({names}), chosen on its explore window {first}..{last}; "
+                  f"{', '.join(hit)} overlap(s) it: not out of sample for them; search them too, set "
+                  "meta.skip_champion_merge: true, or validate after " + last)]
 
 
 def _holds_its_bars(candles: Candles, data: DataSpec, window: str) -> bool:
@@ -276,6 +306,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     champion, point = _check_champion(study)
     checks += _check_windows(cfg, study, bt, point)
     checks.append(champion)
+    checks += _check_inherited(cfg, study, point)
     checks += _check_market(cfg, study, candles)
     if any(c.status == "fail" for c in checks):
         return checks  # a smoke run needs the windows

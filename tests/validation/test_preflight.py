@@ -213,3 +213,47 @@ def test_a_hole_in_a_window_is_said_and_a_long_one_is_a_warning(tmp_path):
     bundled = _by_name(preflight(validated_config(tmp_path / "b")))["gaps"]  # its validation window holds 2022-10-12's 4 bars
     assert bundled.status == "pass" and "4 missing bar(s), largest 5h after 2022-10-12T07:00:00Z" in bundled.detail
     assert bundled.detail.endswith("(none a day long, none 1% of its window)")
+
+
+def test_a_validation_window_on_the_bars_the_champion_s_unsearched_params_were_chosen_on_fails(validated_run, tmp_path):
+    """A study that narrows the search after a promotion inherits the champion's other params,
+    chosen on the champion's explore window (2022-03..05). Validating on those bars is not out of
+    sample for them, and validation cannot see it (it knows only the trial's own explore window):
+    preflight fails it, naming the params and the windows, and passes once they are searched, the
+    merge is skipped, or the windows lie after."""
+    import shutil
+
+    from genesis_core.backtest import get_path
+
+    run_dir = tmp_path / "results" / "runs" / "t"
+    shutil.copytree(validated_run, run_dir)
+    assert promote(run_dir).promoted
+    champion = json.loads((tmp_path / "results" / "champions" / "BTCUSD_1h.json").read_text())
+    base = __import__("yaml").safe_load((ROOT / "configs" / "reference.yaml").read_text())["params"]
+    inherited = sorted(p for p in PARAMETERS if p != "exits.max_bars_held"
+                       and get_path(champion["effective_config"]["params"], p) != get_path(base, p))
+    assert inherited  # the champion's values differ from the base config's: what the narrowed study inherits
+    narrow = {"exits.max_bars_held": PARAMETERS["exits.max_bars_held"]}
+    before = {"start": "2022-01-01", "end": "2022-03-15"}  # shares March 2022 with the champion's explore window
+    late = {"meta": {"sample_start": "2022-06-01", "sample_end": "2022-08-31", "study_name": "narrow"}}
+    leaky = validated_config(tmp_path, "leaky.yaml", parameters=narrow, **late,
+                             validation={**VALIDATION, "windows": [before, {"start": "2022-09-01", "end": "2022-11-30"}],
+                                         "walk_forward": {"folds": 2, "start": "2021-12-01", "end": "2022-08-31"}})
+    check = _by_name(preflight(leaky))["champion inherited"]
+    assert check.status == "fail", check
+    assert check.detail == (f"{len(inherited)} param(s) this study does not search come from the BTCUSD 1h champion "
+                            f"({', '.join(inherited)}), chosen on its explore window 2022-03-01..2022-05-31; validation "
+                            "2022-01-01..2022-03-15, walk-forward fold 1's 2022-03-02..2022-05-31 overlap(s) it: not out of "
+                            "sample for them; search them too, set meta.skip_champion_merge: true, or validate after 2022-05-31")
+    result = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(leaky)], capture_output=True, text=True)
+    assert result.returncode == 1 and "champion inherited: " in result.stderr and not (tmp_path / "results" / "runs" / "narrow").exists()
+    after = validated_config(tmp_path, "after.yaml", parameters=narrow, **late,
+                             validation={**VALIDATION, "windows": [{"start": "2022-09-01", "end": "2022-11-30"}]})
+    fine = _by_name(preflight(after))
+    assert fine["champion inherited"].status == "pass" and "no validation window on those bars" in fine["champion inherited"].detail
+    assert all(c.status != "fail" for c in fine.values())
+    searched = _by_name(preflight(validated_config(tmp_path, "all.yaml", **late, validation={**VALIDATION, "windows": [before]})))
+    assert searched["champion inherited"].status == "pass" and "are all searched" in searched["champion inherited"].detail
+    skipped = validated_config(tmp_path, "skip.yaml", parameters=narrow, validation={**VALIDATION, "windows": [before]},
+                               meta={**late["meta"], "skip_champion_merge": True})
+    assert "champion inherited" not in _by_name(preflight(skipped))
