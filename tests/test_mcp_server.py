@@ -102,6 +102,7 @@ async def _exercise_read_tools(client: Client) -> None:
     run = (await client.call_tool("show_run", {"run": "t"})).structured_content
     assert run["study_name"] == "t" and run["cache"]["total_trials"] == 16
     assert run["validation"]["candidates"] and run["validation"]["best"] == run["validation"]["passed"][0]
+    assert run["validation"]["stale"] is None
 
     valid = (await client.call_tool("query_trials", {"run": "t", "outcome": "VALID", "sort_by": "production_score",
                                                      "descending": True})).structured_content
@@ -395,3 +396,27 @@ def test_foreign_files_in_trials_are_left_alone(served, tmp_path):
     report = validate(copy)
     assert report["evaluated_trials"] == len(folder.read_trials()) > 0 and report["candidates"]
     assert all(r.ok for r in check_equivalence(folder, folder.evaluated_numbers()[:2]))
+
+
+def test_a_validation_made_before_the_run_s_later_trials_is_shown_stale(served, tmp_path):
+    """An assistant reading show_run's validation table could not tell a validation.json made of
+    fewer trials than the run now has (its candidates and DSR are not the run's; promotion refuses
+    it): the table now says so, and why it has fewer candidates than top_n when it has."""
+    import shutil
+
+    copy = tmp_path / "served"
+    shutil.copytree(served / "results" / "runs" / "t", copy / "results" / "runs" / "t", symlinks=True)
+    (copy / "configs").mkdir()
+    path = copy / "results" / "runs" / "t" / "validation.json"
+    report = json.loads(path.read_text())
+    report["evaluated_trials"] -= 6  # as if made 6 trials ago
+    path.write_text(json.dumps(report))
+
+    async def main() -> None:
+        async with _stdio(copy) as client:
+            run = (await client.call_tool("show_run", {"run": "t"})).structured_content
+            assert run["validation"]["stale"] == (f"validation.json was made of {report['evaluated_trials']} evaluated "
+                                                  f"trial(s), the run now has {report['evaluated_trials'] + 6}")
+            assert run["validation"]["fewer_candidates"] is None  # top_n 4 of 16 trials: enough could be candidates
+
+    asyncio.run(main())

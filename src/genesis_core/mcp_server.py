@@ -200,7 +200,8 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         table = None
         if folder.is_validated():
             v = folder.read_validation()
-            table = {"passed": v.passed, "best": v.best, "overfitting": v.overfitting.model_dump(mode="json"),
+            table = {"stale": folder.stale(v), "fewer_candidates": v.short(),  # None, or why not to read it as the run's
+                     "passed": v.passed, "best": v.best, "overfitting": v.overfitting.model_dump(mode="json"),
                      "candidates": [{"rank": c.rank, "trial": c.trial, "passed": c.passed, "reasons": c.reasons,
                                      "explore_score": c.explore.production_score, "validation_score": c.validation_score,
                                      "gap": c.gap} for c in v.candidates],
