@@ -207,6 +207,8 @@ def backtest(
               f"scoring), feasibility {sc.feasibility:.2f}; classic_score is the composite metric below")
     if gaps.count:
         err.print(f"[yellow]warning:[/] window has {gaps.describe(candles.timeframe_seconds)}")
+    if (spikes := result.window.decisions.spikes()).count:
+        err.print(f"[yellow]warning:[/] window has {spikes.describe()}", soft_wrap=True)
     leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span)])
     for problem in leaks + others:
         err.print(f"[yellow]warning:[/] {escape(problem)}")
@@ -1075,11 +1077,12 @@ def data_check(
     from genesis_core.data import format_ts, load_candles
 
     c = load_candles(path, timeframe)
-    g = c.gaps()
+    g, spikes = c.gaps(), c.spikes()
     summary = {
         "path": path, "bars": len(c), "timeframe": c.timeframe, "first_bar": format_ts(c.timestamps[0]),
         "last_bar": format_ts(c.timestamps[-1]), "gaps": g.count, "missing_bars": g.missing_bars,
-        "largest_gap_after": g.largest_at, "fingerprint": c.fingerprint,
+        "largest_gap_after": g.largest_at, "spikes": spikes.count, "largest_spike_at": spikes.largest_at,
+        "fingerprint": c.fingerprint,
     }
     if as_json:
         sys.stdout.write(strict_json(summary) + "\n")
@@ -1090,6 +1093,8 @@ def data_check(
     out.print(table)
     if g.count:
         err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}")
+    if spikes.count:
+        err.print(f"[yellow]warning:[/] {spikes.describe()}", soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -1126,6 +1131,8 @@ def _print_fetched(fetched: Fetched, as_json: bool, verb: str) -> None:
               soft_wrap=True)
     if g.count:
         err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}: " + "; ".join(largest), soft_wrap=True)
+    if (spikes := c.spikes()).count:
+        err.print(f"[yellow]warning:[/] {spikes.describe()}", soft_wrap=True)
 
 
 ApiUrl = Annotated[str | None, typer.Option("--api-url", help="Send the exchange's REST requests to this root instead (a proxy, "

@@ -67,7 +67,7 @@ def _windows(cfg: StudyConfig) -> list[tuple[str, str, str]]:
 
 
 def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: dict[str, Any]) -> list[Check]:
-    problems, covered, gaps, large = [], [], [], False
+    problems, covered, gaps, large, spikes = [], [], [], False, []
     for label, start, end in _windows(cfg):
         config = build_config(study.base, study.champion, {"data": {**study.overrides["data"], "start": start, "end": end}}, point)
         try:
@@ -81,10 +81,16 @@ def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: di
         if holes.count:
             gaps.append(f"{label} {start}..{end}: {holes.describe(w.candles.timeframe_seconds)}")
             large |= holes.largest_seconds >= DAY or holes.missing_bars >= 0.01 * w.bars
+        far = w.decisions.spikes()
+        if far.count:
+            spikes.append(f"{label} {start}..{end}: {far.describe()}")
     checks = [Check("windows covered", "fail" if problems else "pass", "; ".join(problems or covered))]
     if gaps:  # the bars either side of a hole are traded as neighbours: a long one makes the window other than it says
         checks.append(Check("gaps", "warn" if large else "pass", "; ".join(gaps) + ": the bars either side of each are traded "
                             "as if consecutive" + ("" if large else " (none a day long, none 1% of its window)")))
+    if spikes:  # stops, targets and liquidations are filled at such a price
+        checks.append(Check("spikes", "warn", "; ".join(spikes) + ": a bar's high and low trigger stops, targets and "
+                            "liquidation; check the file (genesis data check)"))
     m = cfg.meta
     overlaps = [f"{w.start}..{w.end}" for w in cfg.validation.windows if w.overlaps(m.sample_start, m.sample_end)]
     if overlaps:

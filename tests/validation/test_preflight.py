@@ -257,3 +257,42 @@ def test_a_validation_window_on_the_bars_the_champion_s_unsearched_params_were_c
     skipped = validated_config(tmp_path, "skip.yaml", parameters=narrow, validation={**VALIDATION, "windows": [before]},
                                meta={**late["meta"], "skip_champion_merge": True})
     assert "champion inherited" not in _by_name(preflight(skipped))
+
+
+def test_a_bad_tick_is_named_by_data_check_backtest_and_preflight(tmp_path):
+    """The bundled file with one high slipped by three decimals (8,430 read as 8,430,000), as a bad
+    tick in a download would be: data check, the backtest and preflight said nothing, and the
+    engine read that high for stops, targets and liquidation. Each now names the bar and the factor;
+    the bundled file has no such bar."""
+    import gzip
+
+    from tests.runs import genesis
+
+    lines = gzip.open(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "rt").read().splitlines()
+    at = next(i for i, line in enumerate(lines) if line.startswith("2022-04-12T10:00:00Z"))
+    cells = lines[at].split(",")
+    high, previous_close = float(cells[2]) * 1000, float(lines[at - 1].split(",")[4])
+    cells[2] = repr(high)
+    lines[at] = ",".join(cells)
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join(lines) + "\n")
+    described = (f"1 bar(s) whose high or low is at least 2x above or below the previous close (a bad tick?), the largest "
+                 f"{high / previous_close:,.1f}x at 2022-04-12T10:00:00Z (high {high:,.8g} after a close of {previous_close:,.8g})")
+
+    checked = genesis("data", "check", str(bad), "--json")
+    summary = json.loads(checked.stdout)
+    assert (summary["spikes"], summary["largest_spike_at"]) == (1, "2022-04-12T10:00:00Z")
+    assert described in genesis("data", "check", str(bad)).stderr.replace("\n", "")
+    assert json.loads(genesis("data", "check", str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"), "--json").stdout)["spikes"] == 0
+
+    shown = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--data", str(bad), "--start", "2022-04-01",
+                    "--end", "2022-04-30", "--out", str(tmp_path / "bt.json"))
+    assert shown.returncode == 0 and f"warning: window has {described}" in shown.stderr.replace("\n", "")
+    clean = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--data", str(bad), "--start", "2022-05-01",
+                    "--end", "2022-05-31", "--out", str(tmp_path / "bt2.json"))
+    assert clean.returncode == 0 and "bad tick" not in clean.stderr
+
+    check = _by_name(preflight(validated_config(tmp_path, meta={"data": str(bad)})))["spikes"]
+    assert check.status == "warn" and check.detail.startswith(f"explore 2022-03-01..2022-05-31: {described}: a bar's high")
+    (tmp_path / "b").mkdir()
+    assert "spikes" not in _by_name(preflight(validated_config(tmp_path / "b")))

@@ -126,6 +126,25 @@ class GapReport:
         )
 
 
+SPIKE = 2.0  # no bar of the bundled BTC/USD 1h data moves a third as far from the previous close (the most: 30%, 2020-03-12)
+
+
+@dataclass(frozen=True)
+class SpikeReport:
+    """Bars whose high is ``SPIKE`` times the previous close or more, or whose low is that
+    fraction of it or less: a bad tick or a misplaced decimal, which would trigger stops, targets
+    and liquidations in the engine. A warning, never an error: a real crash can do it too."""
+
+    count: int
+    largest: float  # the largest such factor
+    largest_at: str | None  # that bar's open time
+    price: str | None  # e.g. "high 8,430,000"
+
+    def describe(self) -> str:
+        return (f"{self.count} bar(s) whose high or low is at least {SPIKE:g}x above or below the previous close (a bad "
+                f"tick?), the largest {self.largest:,.1f}x at {self.largest_at} ({self.price})")
+
+
 @dataclass(frozen=True, eq=False)
 class Candles:
     """OHLCV bars as read-only numpy arrays; timestamps are bar open times in epoch seconds (UTC)."""
@@ -204,6 +223,20 @@ class Candles:
             return GapReport(0, 0, 0, None)
         worst = over[np.argmax(diffs[over])]
         return GapReport(len(over), int(missing.sum()), int(diffs[worst]), format_ts(ts[worst]))
+
+    def spikes(self) -> SpikeReport:
+        """Bars far from the previous close (``SpikeReport``); a bar after a gap is left out, its move
+        being over more than one bar."""
+        previous = self.close[:-1]
+        up, down = self.high[1:] / previous, previous / self.low[1:]
+        factor = np.where(np.diff(self.timestamps) > self.timeframe_seconds, 0.0, np.maximum(up, down))
+        hits = np.flatnonzero(factor >= SPIKE)
+        if len(hits) == 0:
+            return SpikeReport(0, 0.0, None, None)
+        worst = int(hits[np.argmax(factor[hits])])
+        field, value = ("high", self.high[worst + 1]) if up[worst] >= down[worst] else ("low", self.low[worst + 1])
+        return SpikeReport(len(hits), float(factor[worst]), format_ts(self.timestamps[worst + 1]),
+                           f"{field} {value:,.8g} after a close of {previous[worst]:,.8g}")
 
     def window(self, start: str | None, end: str | None, warmup_bars: int) -> Window:
         """Bars from ``start`` to ``end`` (both inclusive) plus ``warmup_bars`` bars before ``start``.
