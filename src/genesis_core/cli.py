@@ -31,7 +31,15 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.data.exchange import Fetched
     from genesis_core.optimizer import OnProgress
     from genesis_core.optimizer import Progress as OptimizerProgress
-    from genesis_core.records import PreflightRecord, PreflightSkipped, Robustness, RunFolder, TrialArtifact, ValidationReport
+    from genesis_core.records import (
+        PreflightRecord,
+        PreflightSkipped,
+        Robustness,
+        RunFolder,
+        TrialArtifact,
+        ValidationReport,
+        WalkForwardReport,
+    )
     from genesis_core.study import StudyConfig
     from genesis_core.workflow import PreflightFailed
 
@@ -697,6 +705,12 @@ def walk_forward(
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
         return
+    _print_walk_forward(report)
+    out.print(f"written to {path}; see it: genesis report {path.parent}", soft_wrap=True)
+
+
+def _print_walk_forward(report: WalkForwardReport) -> None:
+    """The folds, a row each, and their aggregate (``genesis walk-forward`` and ``runs show``)."""
     table = _table(title=f"Walk-forward of {report.study}: {len(report.folds)} folds")
     for col in ("fold", "explore", "validation", "top trial", "expl. score", "val score", "gap", "passed", "DSR"):
         table.add_column(col, justify="left" if col in ("explore", "validation") else "right",
@@ -717,7 +731,6 @@ def walk_forward(
               f"{_fmt(a.worst_validation_score)}, mean gap (explore - validation) {_fmt(a.mean_gap, '+,.4f')}")
     if report.biased():
         err.print(f"[yellow]warning:[/] {report.biased()}")
-    out.print(f"written to {path}; see it: genesis report {path.parent}", soft_wrap=True)
 
 
 def _print_decision(decision: Decision, as_json: bool) -> None:
@@ -871,7 +884,7 @@ def runs_list(
 ) -> None:
     """Every finished run, newest first: study, trials, best production score, validation, last session."""
     from genesis_core.optimizer import RunFiles
-    from genesis_core.records import finished_runs
+    from genesis_core.records import finished_runs, walk_forwards
 
     for name in RunFiles.of(storage).runs() if storage is not None else []:  # pulled into results_dir first
         _run_folder(name, results_dir, storage, trials=False)  # a 5,000-trial run's artifacts took half of 2 s
@@ -891,6 +904,16 @@ def runs_list(
                       "-" if best is None else f"{best.production_score:.2f}", "no" if v is None else "yes",
                       "-" if v is None else f"{len(v.passed)} of {len(v.candidates) + len(v.refused)}", r.run.sessions[-1].finished)
     out.print(table)
+    walks = walk_forwards(results_dir)
+    if walks:
+        wf_table = _table(title=f"Walk-forwards in {results_dir} (their folds are the runs named <study>-wf<i> above)")
+        for col in ("walk-forward", "folds", "with a pass", "tops' mean\nval score", "worst"):
+            wf_table.add_column(col, justify="left" if col == "walk-forward" else "right", no_wrap=True)
+        for name, wf in walks:
+            a = wf.aggregate
+            wf_table.add_row(name, f"{len(wf.folds)} of {wf.walk_forward['folds']}", str(a.folds_with_a_pass),
+                             _fmt(a.mean_validation_score, ".2f"), _fmt(a.worst_validation_score, ".2f"))
+        out.print(wf_table)
 
 
 @runs_app.command("show")
@@ -902,8 +925,17 @@ def runs_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json (or the trial's artifact) as JSON.")] = False,
     storage: RunStorage = None,
 ) -> None:
-    """One run: sessions, cache, outcomes, best trial and validation; or, with --trial, one trial."""
-    folder = _run_folder(run, results_dir, storage, trials=False if trial is None else {trial})
+    """One run: sessions, cache, outcomes, best trial and validation; or, with --trial, one trial; or a walk-forward's folds."""
+    folder = _run_folder(run, results_dir, storage, walk_forward=trial is None, trials=False if trial is None else {trial})
+    if not folder.exists() and folder.is_walk_forward():
+        wf = folder.read_walk_forward()
+        if as_json:
+            sys.stdout.write(wf.model_dump_json(indent=2) + "\n")
+            return
+        _print_walk_forward(wf)
+        out.print(f"its page: genesis report {folder.path}; a fold: genesis runs show {wf.folds[0].run_dir if wf.folds else '...'}",
+                  soft_wrap=True)
+        return
     if trial is not None:
         artifact = _trial_artifact(f"{folder.path}:{trial}", results_dir)
         if as_json:

@@ -227,6 +227,17 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
     assert report["aggregate"]["worst_validation_score"] == min(t["validation_score"] for t in tops)
     assert json.loads(report_path.read_text())["folds"] == report["folds"]
     _assert_walk_forward_report(report_path.parent, report)
+    from tests.runs import genesis  # runs show and runs list know a walk-forward (they said "no run at ...")
+
+    results = str(tmp_path / "results")
+    shown = genesis("runs", "show", "t-walk-forward", "--results-dir", results, "--json")
+    assert shown.returncode == 0 and json.loads(shown.stdout) == json.loads(report_path.read_text())
+    text = genesis("runs", "show", "t-walk-forward", "--results-dir", results).stdout
+    assert f"{report['aggregate']['folds_with_a_pass']} of 2 folds with a candidate passing" in text
+    listed = genesis("runs", "list", "--results-dir", results).stdout
+    a = report["aggregate"]
+    assert re.search(rf"│ t-walk-forward +│ +2 of 2 │ +{a['folds_with_a_pass']} │ +{a['mean_validation_score']:.2f} │ "
+                     rf"+{a['worst_validation_score']:.2f} │", listed), listed
 
 
 def _assert_walk_forward_report(folder: Path, report: dict) -> None:

@@ -348,6 +348,17 @@ class RunListing:
                 "validation": None if v is None else {"passed": v.passed, "best": v.best}}
 
 
+def walk_forwards(results_dir: Path) -> list[tuple[str, WalkForwardReport]]:
+    """The walk-forwards under ``<results_dir>/runs`` (folders holding walk_forward.json) this version reads, by name."""
+    found = []
+    for path in sorted((Path(results_dir) / "runs").glob(f"*/{WALK_FORWARD_FILE}")):
+        try:
+            found.append((path.parent.name, read_record(path, WalkForwardReport)))
+        except SchemaError:
+            continue
+    return found
+
+
 def finished_runs(results_dir: Path, within: Path | None = None) -> list[RunListing]:
     """The finished runs under ``<results_dir>/runs``, newest session first. Folders that are not
     runs this version reads, or (with ``within``) that lead outside it, are left out."""
