@@ -207,6 +207,45 @@ def test_what_a_user_strategy_returns_that_is_not_what_it_must_is_refused_in_one
     assert out.returncode == 1 and re.fullmatch(f"error: strategy '{strategy}' {MISBEHAVING[bug]}\n", out.stderr), out.stderr
 
 
+@pytest.mark.parametrize("bug", ["peeks at the next bar", "the window's mean"])
+def test_a_strategy_that_reads_bars_after_the_one_it_decides_on_fails_preflight_and_the_backtest_warns(tmp_path, monkeypatch, bug):
+    """A user strategy that decides a bar on the next bar's close (a shift the wrong way), or on the
+    mean of the window's closes (a statistic of bars to come): its backtests are fiction (the first
+    returns several times the market's moves), and neither preflight nor the backtest said so. Each
+    is now decided again on the window cut short; the first decision that changes is named."""
+    from genesis_core.data import format_ts, load_candles
+
+    monkeypatch.chdir(tmp_path)
+    strategy = "tests.strategy.misbehaving_strategy:Misbehaving"
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump({"strategy": strategy, "params": {"bug": bug},
+                                    "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                                             "start": "2022-03-01", "end": "2022-05-31"}}))
+    ran = genesis("backtest", "--config", str(path), "--out", str(tmp_path / "r.json"))
+    window = load_candles(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz").window("2022-03-01", "2022-05-31", 20).decisions
+    half = format_ts(window.timestamps[len(window) // 2 - 1])  # the first cut: after half the decision bars
+    said = re.search(r"warning: lookahead: its side at (\S+) is (-?\d) on the window's bars up to 2022-05-31T23:00:00Z, "
+                     rf"(-?\d) on those up to {half}: a decision read bars after its own", ran.stderr.replace("\n", ""))
+    assert ran.returncode == 0 and said, ran.stderr
+    assert said[2] != said[3] and said[1] <= half
+    if bug == "peeks at the next bar":  # it knew the next close: the cut's last bar, which has none, is where it differs
+        assert said[1] == half and said[3] == "0"
+        assert json.loads((tmp_path / "r.json").read_text())["metrics"]["total_return"] > 10  # +1,000% in three months
+    base = tmp_path / "bug.yaml"
+    for choice in (bug, "none"):
+        base.write_text(yaml.safe_dump({"strategy": strategy, "params": {"bug": choice}}))
+        config = write_config(tmp_path, meta={"base_config": str(base)}, parameters={"period": {"type": "categorical", "choices": [10, 20]}})
+        checks = {c["name"]: c for c in json.loads(genesis("preflight", str(config), "--json").stdout)["checks"]}
+        check = checks["lookahead"]
+        if choice == "none":
+            assert check["status"] == "pass" and "cut short after 50% and 80% of its bars" in check["detail"]
+        else:
+            assert check["status"] == "fail" and check["detail"].startswith(f"its side at {said[1]} is {said[2]}"), check
+    clean = genesis("backtest", "--config", str(base), "--data", str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                    "--start", "2022-03-01", "--end", "2022-05-31", "--out", str(tmp_path / "c.json"))
+    assert clean.returncode == 0 and "lookahead" not in clean.stderr
+
+
 TRAINED_ON = {
     "trained_on raises": r"raised KeyError: 'fitted' at \S+/tests/strategy/misbehaving_strategy.py:\d+, in trained_on",
     "trained_on None": "returned None from trained_on, not a list of genesis_core.strategy.Training",

@@ -38,6 +38,7 @@ from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import compute_metrics, drawdowns
 from genesis_core.plugins import code_fingerprint
 from genesis_core.strategy import (
+    Decisions,
     Strategy,
     Training,
     checked_decisions,
@@ -257,6 +258,35 @@ def _asked(name: str, strategy: Strategy, call: Callable[[], Any], checked: Call
         raise _named(exc, name) from exc.__cause__
 
 
+LOOKAHEAD_CUTS = (0.5, 0.8)  # shares of a window's decision bars after which it is cut short
+_DECIDED = ("side", "size", "stop_dist", "take_dist", "trail_dist", "exit_long", "exit_short")
+
+
+def lookahead(backtester: Backtester, config: BacktestConfig) -> str | None:
+    """Whether a strategy reads bars after the one it decides on (a shift the wrong way, a centred
+    window, a statistic of the whole window): its decisions are made on the whole window and again
+    with the window cut short after each of ``LOOKAHEAD_CUTS``, and every decision before a cut
+    must be the same. What differs first, or None."""
+    whole = backtester.plan(config)
+    w, decided = whole.window, backtester.decide(whole)
+    ts = w.candles.timestamps
+    for share in LOOKAHEAD_CUTS:
+        stop = w.start_index + max(1, int(w.bars * share))
+        if stop >= len(w.candles):
+            continue
+        data = whole.config.data.model_copy(update={"end": format_ts(ts[stop - 1])})
+        part = backtester.decide(backtester.plan(whole.config.model_copy(update={"data": data}), whole.params))
+        for name in _DECIDED:
+            a, b = getattr(decided, name)[w.start_index:stop], getattr(part, name)[w.start_index:stop]
+            differ = (~np.isclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True) if a.dtype.kind == "f" else a != b)
+            if differ.any():
+                i = int(np.argmax(differ))
+                return (f"its {name} at {format_ts(ts[w.start_index + i])} is {a[i]} on the window's bars up to "
+                        f"{format_ts(ts[-1])}, {b[i]} on those up to {format_ts(ts[stop - 1])}: a decision read bars after "
+                        "its own (it would know the future in every backtest)")
+    return None
+
+
 def _loaded(path: str, timeframe: str | None, cache: Path | None) -> Candles:
     """The candles of ``path``, parsed and checked once while the file (and its market sidecar)
     stays as it is: once per process, and with a ``cache`` folder once for every process (a worker
@@ -369,11 +399,15 @@ class Backtester:
         })
         return Plan(config, strategy, params, candles, window, resources, config_fp, code_fingerprint(type(strategy)))
 
-    def execute(self, plan: Plan) -> BacktestResult:
+    def decide(self, plan: Plan) -> Decisions:
+        """The strategy's decisions on the plan's window, checked (a StrategyError names the strategy)."""
         features = self.features(plan.window)
+        return _asked(plan.config.strategy, plan.strategy,
+                      lambda: plan.strategy.decide(features, plan.params, plan.window.start_index), checked_decisions)
+
+    def execute(self, plan: Plan) -> BacktestResult:
+        decisions = self.decide(plan)
         try:
-            decisions = checked_decisions(_own(plan.strategy, lambda: plan.strategy.decide(features, plan.params,
-                                                                                            plan.window.start_index)))
             engine = run_engine(plan.window.candles, decisions, plan.window.start_index, plan.config.costs)
         except StrategyError as exc:
             raise _named(exc, plan.config.strategy) from exc.__cause__

@@ -160,7 +160,7 @@ def backtest(
     storage: RunStorage = None,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
-    from genesis_core.backtest import CACHE, Backtester, build_config, data_symbol, trained_on, training_problems
+    from genesis_core.backtest import CACHE, Backtester, build_config, data_symbol, lookahead, trained_on, training_problems
     from genesis_core.config import read_config_file
     from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record
     from genesis_core.scoring import Constraints, Scoring, score
@@ -217,6 +217,12 @@ def backtest(
         err.print(f"[yellow]warning:[/] window has {gaps.describe(candles.timeframe_seconds)}")
     if (spikes := result.window.decisions.spikes()).count:
         err.print(f"[yellow]warning:[/] window has {spikes.describe()}", soft_wrap=True)
+    try:
+        ahead = lookahead(bt, cfg)
+    except GenesisError as exc:
+        ahead = f"not checked: the window cut short does not run: {exc}"
+    if ahead is not None:
+        err.print(f"[yellow]warning:[/] lookahead: {escape(ahead)}", soft_wrap=True)
     leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span)])
     for problem in leaks + others:
         err.print(f"[yellow]warning:[/] {escape(problem)}")

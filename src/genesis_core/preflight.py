@@ -17,12 +17,14 @@ from typing import Any, Literal
 from optuna.distributions import CategoricalDistribution
 
 from genesis_core.backtest import (
+    LOOKAHEAD_CUTS,
     Backtester,
     BacktestResult,
     DataSpec,
     build_config,
     data_symbol,
     get_path,
+    lookahead,
     trained_on,
     training_problems,
 )
@@ -208,6 +210,17 @@ def _outcome_key(result: BacktestResult) -> str:
     return fingerprint({"metrics": result.metrics, "trace": result.trace})
 
 
+def _check_lookahead(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> Check:
+    """A strategy that reads bars after the one it decides on makes every backtest a fiction."""
+    try:
+        found = lookahead(bt, study.build(point))
+    except GenesisError as exc:
+        return Check("lookahead", "fail", f"the window cut short does not run: {exc}")
+    cuts = " and ".join(f"{share:.0%}" for share in LOOKAHEAD_CUTS)
+    return Check("lookahead", "fail" if found else "pass", found or f"the base point decides each bar as it did with the "
+                 f"explore window cut short after {cuts} of its bars")
+
+
 def _check_inert(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> list[Check]:
     """Move each searched parameter across its range with the others fixed, at the base point and
     at EXTRA_BASE_POINTS random points; inert = no change at any of them (a parameter may matter
@@ -325,6 +338,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     checks.append(Check("smoke run", "pass" if trades else "fail",
                         f"{trades} trades, outcome {sc.outcome.value}, production score {sc.production:.3f}" if trades else
                         f"no trade at the base point: {sc.outcome.value}, blocked {result.trace['blocked']}"))
+    checks.append(_check_lookahead(study, bt, point))
     checks += _check_inert(study, bt, point) if trades else [Check("inert parameters", "warn", "not checked: the base point does not trade")]
     checks.append(_check_storage(study, bt, force_resume))
     if sweep is not None:

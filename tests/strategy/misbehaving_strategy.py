@@ -43,7 +43,10 @@ class Misbehaving(Strategy):
         c = features.candles
         if params.bug == "raises" or (params.bug == "raises on 2023" and c.timestamps[-1] >= _2023):
             return len(c) / 0
-        side = np.where(np.arange(len(c)) >= start, np.sign(np.nan_to_num(c.close - features.get(f"sma:{params.period}"))), 0).astype(np.int8)
+        signal = {"peeks at the next bar": np.append(c.close[1:], c.close[-1]) - c.close,  # the bar after each: shift(-1)
+                  "the window's mean": c.close - c.close[start:].mean(),  # a statistic of bars to come
+                  }.get(params.bug, c.close - features.get(f"sma:{params.period}"))
+        side = np.where(np.arange(len(c)) >= start, np.sign(np.nan_to_num(signal)), 0).astype(np.int8)
         trace = {
             "candidates 3.5": StrategyTrace(len(c) - start, 0, 10, 3.5),
             "signals -1": StrategyTrace(len(c) - start, 0, -1, 0),
