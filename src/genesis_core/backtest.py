@@ -258,6 +258,31 @@ def _asked(name: str, strategy: Strategy, call: Callable[[], Any], checked: Call
         raise _named(exc, name) from exc.__cause__
 
 
+VOLUME_SHARE = 0.1  # a fill of more of its bar's traded volume moves the price by more than a few bps of slippage
+
+
+def thin_fill(result: BacktestResult) -> str | None:
+    """Where the largest fill took ``VOLUME_SHARE`` or more of its bar's traded volume (units over
+    the bar's volume): fills at the open with the configured slippage are then fiction. None when
+    none did, there was no trade, or the file gives no volume (all zero)."""
+    trades, candles = result.engine.trades, result.window.candles
+    if len(trades) == 0 or not candles.volume.any():
+        return None
+    bars = np.concatenate([trades["entry_bar"], trades["exit_bar"]])
+    units = np.concatenate([trades["units"], trades["units"]])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        share = units / candles.volume[bars]  # inf on a bar nothing traded in
+    i, many = int(np.argmax(share)), int((share >= VOLUME_SHARE).sum())
+    if not many:
+        return None
+    costs, at = result.config.costs, format_ts(candles.timestamps[bars[i]])
+    largest = ("one on a bar with no traded volume" if candles.volume[bars[i]] == 0 else f"the largest {share[i]:.0%}")
+    return (f"{many} of {len(bars)} fills took {VOLUME_SHARE:.0%} or more of their bar's traded volume, {largest} "
+            f"({units[i]:,.6g} units of {candles.volume[bars[i]]:,.6g} at {at}): at that size the price moves more than "
+            f"{costs.slippage_bps:g} bps of slippage; lower costs.initial_equity ({costs.initial_equity:,.0f}) or the size, "
+            "or raise costs.slippage_bps")
+
+
 LOOKAHEAD_CUTS = (0.5, 0.8)  # shares of a window's decision bars after which it is cut short
 _DECIDED = ("side", "size", "stop_dist", "take_dist", "trail_dist", "exit_long", "exit_short")
 

@@ -160,7 +160,16 @@ def backtest(
     storage: RunStorage = None,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
-    from genesis_core.backtest import CACHE, Backtester, build_config, data_symbol, lookahead, trained_on, training_problems
+    from genesis_core.backtest import (
+        CACHE,
+        Backtester,
+        build_config,
+        data_symbol,
+        lookahead,
+        thin_fill,
+        trained_on,
+        training_problems,
+    )
     from genesis_core.config import read_config_file
     from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record
     from genesis_core.scoring import Constraints, Scoring, score
@@ -217,6 +226,8 @@ def backtest(
         err.print(f"[yellow]warning:[/] window has {gaps.describe(candles.timeframe_seconds)}")
     if (spikes := result.window.decisions.spikes()).count:
         err.print(f"[yellow]warning:[/] window has {spikes.describe()}", soft_wrap=True)
+    if (thin := thin_fill(result)) is not None:
+        err.print(f"[yellow]warning:[/] {escape(thin)}", soft_wrap=True)
     try:
         ahead = lookahead(bt, cfg)
     except GenesisError as exc:

@@ -25,6 +25,7 @@ from genesis_core.backtest import (
     data_symbol,
     get_path,
     lookahead,
+    thin_fill,
     trained_on,
     training_problems,
 )
@@ -338,6 +339,9 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     checks.append(Check("smoke run", "pass" if trades else "fail",
                         f"{trades} trades, outcome {sc.outcome.value}, production score {sc.production:.3f}" if trades else
                         f"no trade at the base point: {sc.outcome.value}, blocked {result.trace['blocked']}"))
+    thin = thin_fill(result)
+    if thin is not None:  # the smoke run's fills: the size the study's trials trade at
+        checks.append(Check("liquidity", "warn", f"the base point's {thin}"))
     checks.append(_check_lookahead(study, bt, point))
     checks += _check_inert(study, bt, point) if trades else [Check("inert parameters", "warn", "not checked: the base point does not trade")]
     checks.append(_check_storage(study, bt, force_resume))
