@@ -176,10 +176,12 @@ def trained_on(config: BacktestConfig) -> list[Training]:
 
 
 def training_problems(trained: list[Training], candles: Candles, symbol: str | None,
-                      windows: list[tuple[str, int, int]]) -> tuple[list[str], list[str]]:
+                      windows: list[tuple[str, int, int, bool]]) -> tuple[list[str], list[str]]:
     """(leaks, other markets) of fitted resources (``trained_on``) against the data of market
-    ``symbol``: each ``(label, first, last)`` window (epoch seconds) inside a training span of
-    this market, and each resource trained on another market or timeframe."""
+    ``symbol``: each ``(label, first, last, held_out)`` window (epoch seconds) inside a training
+    span of this market, or, when ``held_out`` (a result to be read as out of sample), before its
+    end: a model fitted on later bars knows the market to come, which no trader then had. And each
+    resource trained on another market or timeframe."""
     leaks, others = [], []
     for t in trained:
         if t.symbol is None:
@@ -190,9 +192,13 @@ def training_problems(trained: list[Training], candles: Candles, symbol: str | N
                           f"{candles.timeframe}")
             continue
         first, last = parse_ts(t.first_bar), parse_ts(t.last_bar)
-        leaks += [f"{label} {format_ts(a)[:10]}..{format_ts(b)[:10]} overlaps the training span of {t.resource} "
-                  f"({t.first_bar[:10]}..{t.last_bar[:10]}, {t.symbol} {t.timeframe}): in-sample for the model"
-                  for label, a, b in windows if a <= last and b >= first]
+        span = f"the training span of {t.resource} ({t.first_bar[:10]}..{t.last_bar[:10]}, {t.symbol} {t.timeframe})"
+        for label, a, b, held_out in windows:
+            if a <= last and b >= first:
+                leaks.append(f"{label} {format_ts(a)[:10]}..{format_ts(b)[:10]} overlaps {span}: in-sample for the model")
+            elif held_out and b < first:
+                leaks.append(f"{label} {format_ts(a)[:10]}..{format_ts(b)[:10]} precedes {span}: a model fitted on later "
+                             "bars knows the market to come, so it is not out of sample")
     return leaks, others
 
 

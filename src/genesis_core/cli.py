@@ -234,9 +234,9 @@ def backtest(
         ahead = f"not checked: the window cut short does not run: {exc}"
     if ahead is not None:
         err.print(f"[yellow]warning:[/] lookahead: {escape(ahead)}", soft_wrap=True)
-    leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span)])
+    leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span, True)])
     for problem in leaks + others:
-        err.print(f"[yellow]warning:[/] {escape(problem)}")
+        err.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)
     if result.trace["warmup_bars_in_window"]:
         err.print(
             f"[yellow]warning:[/] {result.trace['warmup_bars_in_window']} bars of the window still had cold indicators; "

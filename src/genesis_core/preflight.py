@@ -183,7 +183,9 @@ def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[
         trained = trained_on(fixed)
     except GenesisError as exc:
         return [Check("model training", "fail", str(exc))]
-    windows = [(label, parse_ts(start), parse_ts(end, end_of_day=True)) for label, start, end in _windows(cfg)]
+    # an explore window before a model's training is only where parameters are chosen; a walk-forward's span
+    # before it holds its folds' validation blocks too (one that overlaps it fails either way)
+    windows = [(label, parse_ts(start), parse_ts(end, end_of_day=True), label != "explore") for label, start, end in _windows(cfg)]
     leaks, others = training_problems(trained, candles, symbol or m.symbol, windows)
     problems += others
     champion = None if m.skip_champion_merge else cfg.champion_store().load()
@@ -200,6 +202,7 @@ def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[
         check = Check("market", "fail", "; ".join(problems) + " (meta.allow_cross_market: true to go on anyway)")
     return [check, Check("model training", "fail" if leaks else "pass", "; ".join(leaks) or (
         "no window inside " + ", ".join(f"{t.resource}'s {t.first_bar[:10]}..{t.last_bar[:10]}" for t in trained)
+        + ", and no validation window before it"
         if trained else "no trained resources"))]
 
 

@@ -131,3 +131,45 @@ def test_a_trained_model_records_its_market_span_and_code(tmp_path):
     shown = _genesis("model", "show", str(tmp_path / "m.json"))
     assert shown.returncode == 0 and "trained on BTCUSD 1h 2019-01-01T00:00:00Z .. 2019-06-30T23:00:00Z" in shown.stdout
     assert json.loads(_genesis("model", "show", str(tmp_path / "m.json"), "--json").stdout)["training"] == training
+
+
+def test_a_window_before_a_model_s_training_span_is_not_out_of_sample(tmp_path):
+    """A model fitted on 2021-01..2022-06 knows how the market went then; validating on 2020 with it
+    passed preflight and validation as out of sample, though no trader of 2020 had that model.
+    Validation windows (and the backtest's) before a training span now count as leakage, named
+    "precedes"; an explore window there only chooses parameters, and is left alone."""
+    import yaml
+
+    from genesis_core.optimizer import SweepOptions, sweep
+    from genesis_core.records import ValidationReport
+    from tests.runs import validate
+
+    model = tmp_path / "m.json"
+    trained = _genesis("model", "train", "--out", str(model), "--symbol", "BTCUSD", "--start", "2021-01-01", "--end", "2022-06-30")
+    assert trained.returncode == 0, trained.stderr
+    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    base["params"]["model"] = str(model)
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    span = f"the training span of model {model} (2021-01-01..2022-06-30, BTCUSD 1h)"
+    before = {"start": "2020-06-01", "end": "2020-08-31"}
+    path = validated_config(tmp_path, meta={"base_config": str(tmp_path / "base.yaml"), "sample_start": "2020-01-01",
+                                             "sample_end": "2020-03-31", "stop": {"max_trials": 3}},
+                            validation={**VALIDATION, "windows": [before, {"start": "2022-09-01", "end": "2022-11-30"}]})
+    check = _checks(path)["model training"]
+    precedes = (f"validation 1 2020-06-01..2020-08-31 precedes {span}: a model fitted on later bars knows the market to "
+                "come, so it is not out of sample")
+    assert check.status == "fail" and check.detail == precedes, check.detail  # the explore window (2020-01..03) is not named
+
+    sweep(load_study_config(path).spec(), SweepOptions("random", points=3, seed=1))
+    report = ValidationReport.model_validate(validate(tmp_path / "results" / "runs" / "t"))
+    assert report.candidates and not report.passed
+    for c in report.candidates:  # the early window fails every candidate, the late one is judged as before
+        early, late = c.windows
+        assert f"not out of sample: {precedes.replace('validation 1', 'the window')}" in early.reasons and not early.passed
+        assert not any("not out of sample" in r for r in late.reasons)
+
+    out = str(tmp_path / "r.json")
+    warned = _genesis("backtest", "-c", str(tmp_path / "base.yaml"), "--start", "2020-06-01", "--end", "2020-08-31", "--out", out)
+    assert warned.returncode == 0 and f"warning: the backtest window 2020-06-01..2020-08-31 precedes {span}" in warned.stderr
+    after = _genesis("backtest", "-c", str(tmp_path / "base.yaml"), "--start", "2022-09-01", "--end", "2022-11-30", "--out", out)
+    assert after.returncode == 0 and "training span" not in after.stderr

@@ -101,10 +101,10 @@ def run_on_window(backtester: Backtester, effective_config: BacktestConfig, wind
 
 def _in_sample(result: BacktestResult, window: WindowSpec, explore: DataSpec, market: str | None) -> list[str]:
     """Why ``window`` is not out of sample for the config: it shares a day with the config's own
-    explore window, or lies in the training span of a model it reads (of this market)."""
+    explore window, or lies in or before the training span of a model it reads (of this market)."""
     why = [f"overlaps the explore window {explore.start or 'first bar'}..{explore.end or 'last bar'}"] \
         if window.overlaps(explore.start, explore.end) else []
-    leaks, _ = training_problems(trained_on(result.config), result.window.candles, market, [("the window", *result.window.span)])
+    leaks, _ = training_problems(trained_on(result.config), result.window.candles, market, [("the window", *result.window.span, True)])
     return why + leaks
 
 
