@@ -238,9 +238,15 @@ def test_a_strategy_that_reads_bars_after_the_one_it_decides_on_fails_preflight_
         checks = {c["name"]: c for c in json.loads(genesis("preflight", str(config), "--json").stdout)["checks"]}
         check = checks["lookahead"]
         if choice == "none":
-            assert check["status"] == "pass" and "cut short after 50% and 80% of its bars" in check["detail"]
+            assert check["status"] == "pass" and "at 3 point(s) of the space" in check["detail"]
+            assert "cut short after 50% and 80% of its bars" in check["detail"]
         else:
-            assert check["status"] == "fail" and check["detail"].startswith(f"its side at {said[1]} is {said[2]}"), check
+            assert check["status"] == "fail" and check["detail"].startswith(f"at the base point, its side at {said[1]} is {said[2]}"), check
+    # a strategy that peeks for some values only: the base point (bug none) does not, a seeded random point of the space does
+    config = write_config(tmp_path, meta={"base_config": str(base)}, parameters={
+        "bug": {"type": "categorical", "choices": ["none", bug]}, "period": {"type": "int", "low": 10, "high": 40, "step": 10}})
+    check = next(c for c in json.loads(genesis("preflight", str(config), "--json").stdout)["checks"] if c["name"] == "lookahead")
+    assert check["status"] == "fail" and check["detail"].startswith(f"at a random point of the space (bug {bug!r}, period "), check
     clean = genesis("backtest", "--config", str(base), "--data", str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
                     "--start", "2022-03-01", "--end", "2022-05-31", "--out", str(tmp_path / "c.json"))
     assert clean.returncode == 0 and "lookahead" not in clean.stderr
