@@ -277,7 +277,7 @@ def thin_fill(result: BacktestResult) -> str | None:
     bars = np.concatenate([trades["entry_bar"], trades["exit_bar"]])
     units = np.concatenate([trades["units"], trades["units"]])
     with np.errstate(divide="ignore", invalid="ignore"):
-        share = units / candles.volume[bars]  # inf on a bar nothing traded in
+        share = np.nan_to_num(units / candles.volume[bars], nan=0.0, posinf=np.inf)  # inf on a bar nothing traded in
     i, many = int(np.argmax(share)), int((share >= VOLUME_SHARE).sum())
     if not many:
         return None

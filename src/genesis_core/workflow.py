@@ -114,6 +114,13 @@ def promote_run(folder: RunFolder, trial: int | None = None, min_improvement: fl
     return promote(folder, cfg, promotion, trial)
 
 
+def _no_top(v: ValidationReport) -> str:
+    """Why a fold's validation has no candidate to take as its top."""
+    if v.refused:
+        return "every candidate was refused on the block: " + "; ".join(f"#{r.trial}: {r.reason}" for r in v.refused)
+    return v.short() or f"none of its {v.evaluated_trials} evaluated trial(s) could be a candidate"
+
+
 def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: str | None = None,
                  skip_preflight: bool = False, on_progress: OnProgress | None = None) -> tuple[WalkForwardReport, Path]:
     """Every fold of ``validation.walk_forward`` as a study of its own (``<study>-wf<i>``, its config
@@ -149,8 +156,7 @@ def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: s
             top=None if top is None else FoldTop(trial=top.trial, params=top.params, validation_score=top.validation_score,
                                                   gap=top.gap, passed=top.passed, explore_score=top.explore.production_score),
             deflated_sharpe=None if top is None else top.deflated_sharpe,
-            no_top=None if top is not None else v.short() or "every candidate was refused on the block: " + "; ".join(
-                f"#{r.trial}: {r.reason}" for r in v.refused),
+            no_top=None if top is not None else _no_top(v),
         ))
     tops = [f.top for f in folds if f.top is not None]
     result = WalkForwardReport(

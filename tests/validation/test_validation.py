@@ -500,3 +500,25 @@ def test_fewer_candidates_than_top_n_are_explained_by_counts_of_why_the_others_c
     for f in json.loads((tmp_path / "results" / "runs" / "none-walk-forward" / "walk_forward.json").read_text())["folds"]:
         run = json.loads((Path(f["run_dir"]) / "run.json").read_text())
         assert f["evaluated_trials"] == 4 and any("--force-resume" in note for note in run["sessions"][-1]["notes"])
+
+
+def test_a_walk_forward_fold_whose_every_candidate_is_refused_says_so(tmp_path):
+    """A user strategy that raises on 2023's bars, walked forward into 2023: the fold's candidates
+    are all refused on its validation block, and the fold says so with each reason, where it showed
+    an empty row."""
+    from tests.runs import genesis
+
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {"bug": "raises on 2023"}}))
+    path = write_config(tmp_path, meta={"base_config": str(base), "stop": {"max_trials": 3},
+                                        "sampler": {"name": "random", "kwargs": {"seed": 1}}},
+                        parameters={"period": {"type": "int", "low": 10, "high": 40, "step": 10}},
+                        validation={**VALIDATION, "walk_forward": {"folds": 1, "start": "2022-05-01", "end": "2023-02-28"}})
+    ran = genesis("walk-forward", str(path), "--json")
+    assert ran.returncode == 0, ran.stderr
+    (fold,) = json.loads(ran.stdout)["folds"]
+    v = ValidationReport.model_validate_json((Path(fold["run_dir"]) / "validation.json").read_text())
+    assert fold["top"] is None and not v.candidates and len(v.refused) == v.eligible >= 2
+    assert v.short() is None  # fewer than top_n (4) because the run has fewer, not because any was left out
+    assert fold["no_top"] == "every candidate was refused on the block: " + "; ".join(f"#{r.trial}: {r.reason}" for r in v.refused)
+    assert all("raised ZeroDivisionError: division by zero" in r.reason for r in v.refused)

@@ -156,6 +156,10 @@ class LeftOut(Part):
     constraints: dict[str, int]  # how many of those failed each constraint (a trial may fail several)
     repeats: int  # eligible, but the same config or outcome as a better trial
 
+    @property
+    def count(self) -> int:
+        return sum(self.outcomes.values()) + self.pruned + self.failed_constraints + self.repeats
+
     def describe(self) -> str:
         parts = []
         if self.failed_constraints:
@@ -166,7 +170,7 @@ class LeftOut(Part):
             parts.append(f"{self.pruned} pruned")
         if self.repeats:
             parts.append(f"{self.repeats} the same config or outcome as a better trial")
-        return ", ".join(parts) or "none"
+        return ", ".join(parts)
 
 
 class ValidationReport(Record):
@@ -200,9 +204,10 @@ class ValidationReport(Record):
         return super().upgrade(raw, version)
 
     def short(self) -> str | None:
-        """Why there are fewer candidates than ``top_n``, when there are and it is known."""
+        """Why there are fewer candidates than ``top_n``, when there are because trials were left out
+        (not merely because the run has fewer), and it is known."""
         top_n = self.validation.get("top_n", 0)
-        if self.eligible is None or self.left_out is None or self.eligible >= top_n:
+        if self.eligible is None or self.left_out is None or self.eligible >= top_n or not self.left_out.count:
             return None
         head = (f"no candidate: none of the {self.evaluated_trials} evaluated trials could be one" if not self.eligible else
                 f"only {self.eligible} of the {self.evaluated_trials} evaluated trials could be candidates")
