@@ -742,9 +742,9 @@ def _print_walk_forward(report: WalkForwardReport) -> None:
     for f in report.folds:
         if f.no_top:
             out.print(f"fold {f.fold}: {f.no_top}", soft_wrap=True)
-    a = report.aggregate
-    out.print(f"{a.folds_with_a_pass} of {len(report.folds)} folds with a candidate passing; the tops (each fold's "
-              f"explore best) of {sum(f.top is not None for f in report.folds)} folds on their validation blocks: mean score {_fmt(a.mean_validation_score)}, worst "
+    a, topped = report.aggregate, sum(f.top is not None for f in report.folds)
+    out.print(f"{a.folds_with_a_pass} of {len(report.folds)} folds with a candidate passing; the tops (each fold's explore "
+              f"best) of {topped} folds on their validation blocks: mean score {_fmt(a.mean_validation_score)}, worst "
               f"{_fmt(a.worst_validation_score)}, mean gap (explore - validation) {_fmt(a.mean_gap, '+,.4f')}")
     if report.biased():
         err.print(f"[yellow]warning:[/] {report.biased()}")

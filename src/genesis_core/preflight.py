@@ -232,8 +232,9 @@ def _check_lookahead(study: StudySpec, bt: Backtester, point: dict[str, Any]) ->
             continue
         tried += 1
         if found:
-            where = "at the base point" if i == 0 else "at a random point of the space (" + ", ".join(f"{k} {v!r}" for k, v in base.items()) + ")"
-            return Check("lookahead", "fail", f"{where}, {found}")
+            values = ", ".join(f"{k} {v!r}" for k, v in base.items())
+            return Check("lookahead", "fail", ("at the base point" if i == 0 else f"at a random point of the space ({values})")
+                         + f", {found}")
     cuts = " and ".join(f"{share:.0%}" for share in LOOKAHEAD_CUTS)
     return Check("lookahead", "pass", f"at {tried} point(s) of the space each bar is decided as it was with the explore "
                  f"window cut short after {cuts} of its bars")

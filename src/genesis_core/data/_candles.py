@@ -138,7 +138,7 @@ class SpikeReport:
     count: int
     largest: float  # the largest such factor
     largest_at: str | None  # that bar's open time
-    price: str | None  # e.g. "high 8,430,000"
+    price: str | None  # e.g. "high 40,301,000 after a close of 40,241"
 
     def describe(self) -> str:
         return (f"{self.count} bar(s) whose high or low is at least {SPIKE:g}x above or below the previous close (a bad "
