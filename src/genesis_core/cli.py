@@ -594,6 +594,8 @@ def _print_validation(report: ValidationReport) -> None:
     short = report.short()
     if short:
         out.print(short + ("" if report.eligible else "; loosen `constraints`, widen the space or explore longer"), soft_wrap=True)
+    if report.reused():
+        err.print(f"[yellow]note:[/] {report.reused()}", soft_wrap=True)
     o = report.overfitting
     dsr = o.deflated_sharpe
     if dsr and dsr.dsr is not None and dsr.sharpe_per_bar is not None:

@@ -200,7 +200,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
         table = None
         if folder.is_validated():
             v = folder.read_validation()
-            table = {"stale": folder.stale(v), "fewer_candidates": v.short(),  # None, or why not to read it as the run's
+            table = {"stale": folder.stale(v), "fewer_candidates": v.short(), "reused": v.reused(),  # None, or a caution
                      "passed": v.passed, "best": v.best, "overfitting": v.overfitting.model_dump(mode="json"),
                      "candidates": [{"rank": c.rank, "trial": c.trial, "passed": c.passed, "reasons": c.reasons,
                                      "explore_score": c.explore.production_score, "validation_score": c.validation_score,

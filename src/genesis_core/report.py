@@ -361,8 +361,7 @@ def _validation(report: ValidationReport) -> str:
                         if d.dsr_effective is not None and d.effective_trials is not None else ""))
     if o.pbo:
         lines.append(f"probability of backtest overfitting: {o.pbo.pbo:.3f} ({o.pbo.configs} configs, {o.pbo.splits:,} splits)")
-    if report.short():
-        lines.insert(0, report.short() or "")
+    lines = [line for line in (report.short(), report.reused()) if line] + lines
     passed = ", ".join(f"#{n}" for n in report.passed) or "none"
     return table + "".join(f"<p>{html.escape(line)}</p>" for line in lines) + f"<p>passed: {passed}</p>"
 

@@ -522,3 +522,31 @@ def test_a_walk_forward_fold_whose_every_candidate_is_refused_says_so(tmp_path):
     assert v.short() is None  # fewer than top_n (4) because the run has fewer, not because any was left out
     assert fold["no_top"] == "every candidate was refused on the block: " + "; ".join(f"#{r.trial}: {r.reason}" for r in v.refused)
     assert all("raised ZeroDivisionError: division by zero" in r.reason for r in v.refused)
+
+
+def test_a_validation_says_which_other_runs_of_its_market_were_validated_on_its_windows(validated_run, tmp_path):
+    """Every study of a results folder may validate on the same windows, and choosing among them by
+    those windows fits them; nothing said how often they had been looked at. validation.json now
+    lists the other runs of the same market validated on a day of its windows, and the CLI and the
+    report say so; runs on other windows or of another market are not counted."""
+    import shutil
+
+    from tests.runs import genesis
+
+    runs = tmp_path / "results" / "runs"
+    for name in ("t", "t2", "other-windows", "eth"):
+        shutil.copytree(validated_run, runs / name)
+    validate(runs / "other-windows", ValidationConfig.model_validate({**VALIDATION, "windows": [{"start": "2023-01-01", "end": "2023-03-31"}]}))
+    run_json = runs / "eth" / "run.json"
+    eth = json.loads(run_json.read_text())
+    eth["config"]["meta"]["symbol"] = "ETHUSD"  # a run of another market on the same windows
+    run_json.write_text(json.dumps(eth))
+    shown = genesis("validate", str(runs / "t2"))
+    assert shown.returncode == 0, shown.stderr
+    report = ValidationReport.model_validate_json((runs / "t2" / "validation.json").read_text())
+    assert report.looked_before == ["t"]
+    assert ("note: 1 other run(s) of this market here were validated on days of these windows (t): each look makes them less "
+            "out of sample; keep a last window none has seen for the final check") in shown.stderr.replace("\n", " ")
+    alone = validate(runs / "other-windows", ValidationConfig.model_validate(
+        {**VALIDATION, "windows": [{"start": "2023-01-01", "end": "2023-03-31"}]}))
+    assert alone["looked_before"] == []

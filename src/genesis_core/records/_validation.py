@@ -189,6 +189,7 @@ class ValidationReport(Record):
     eligible_note: str
     eligible: int | None  # distinct eligible trials, of which the top_n are the candidates (None: not counted, schema < 4)
     left_out: LeftOut | None
+    looked_before: list[str] | None  # other runs here validated on a day of these windows, same market (None: schema < 4)
     candidates: list[Candidate]
     refused: list[RefusedCandidate]
     passed: list[int]
@@ -200,7 +201,7 @@ class ValidationReport(Record):
         if version == 2 and isinstance(raw, dict):  # before a candidate could be refused on a window, none was
             return {**raw, "refused": [], "schema_version": 3}
         if version == 3 and isinstance(raw, dict):  # what was left out was not counted
-            return {**raw, "eligible": None, "left_out": None, "schema_version": 4}
+            return {**raw, "eligible": None, "left_out": None, "looked_before": None, "schema_version": 4}
         return super().upgrade(raw, version)
 
     def short(self) -> str | None:
@@ -212,6 +213,14 @@ class ValidationReport(Record):
         head = (f"no candidate: none of the {self.evaluated_trials} evaluated trials could be one" if not self.eligible else
                 f"only {self.eligible} of the {self.evaluated_trials} evaluated trials could be candidates")
         return f"{head} ({self.eligible_note}): {self.left_out.describe()}"
+
+    def reused(self) -> str | None:
+        """That other runs were validated on these windows, if they were."""
+        if not self.looked_before:
+            return None
+        names = ", ".join(self.looked_before[:5]) + (f" and {len(self.looked_before) - 5} more" if len(self.looked_before) > 5 else "")
+        return (f"{len(self.looked_before)} other run(s) of this market here were validated on days of these windows "
+                f"({names}): each look makes them less out of sample; keep a last window none has seen for the final check")
 
     def candidate(self, trial: int | None) -> Candidate | None:
         return next((c for c in self.candidates if c.trial == trial), None)

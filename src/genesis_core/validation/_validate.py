@@ -26,6 +26,7 @@ from genesis_core.backtest import (
     trained_on,
     training_problems,
 )
+from genesis_core.data import same_symbol
 from genesis_core.errors import REFUSALS, ConfigError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bar_returns
@@ -42,6 +43,7 @@ from genesis_core.records import (
     RefusedCandidate,
     Robustness,
     RunFolder,
+    SchemaError,
     TrialArtifact,
     ValidationReport,
     WindowResult,
@@ -234,6 +236,26 @@ def _sharpe_gap(explore: float | int | None, windows: list[float | int | None]) 
     return explore - sum(w for w in windows if w is not None) / len(windows)
 
 
+def looked_before(folder: RunFolder, windows: list[WindowSpec], symbol: str, timeframe: str) -> list[str]:
+    """The other runs of ``folder``'s results folder, of the same market, whose validation shares a
+    day with ``windows``: each look at a window makes it less out of sample (choosing among the
+    runs by it is fitting to it)."""
+    seen = []
+    for path in sorted((folder.results_dir / "runs").glob("*/validation.json")):
+        other = RunFolder(path.parent)
+        if other.path.resolve() == folder.path.resolve():
+            continue
+        try:
+            meta, theirs = other.read_run().config.get("meta", {}), other.read_validation().validation.get("windows", [])
+        except SchemaError:
+            continue
+        if not (same_symbol(str(meta.get("symbol")), symbol) and meta.get("timeframe") == timeframe):
+            continue
+        if any(w.overlaps(o.get("start"), o.get("end")) for w in windows for o in theirs):
+            seen.append(other.name)
+    return seen
+
+
 def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerConfig,
              backtester: Backtester | None = None) -> ValidationReport:
     """Validate a finished run's top candidates (with the scoring, explore constraints and search
@@ -284,6 +306,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
                                                              else ", explore constraints met"),
         eligible=len(eligible),
         left_out=left_out(trials, len(eligible), v.constraints.include_scoring_failures),
+        looked_before=looked_before(folder, v.windows, config.meta.symbol, config.meta.timeframe),
         candidates=candidates,
         refused=refused,
         passed=[c.trial for c in candidates if c.passed],
