@@ -252,6 +252,25 @@ def test_a_strategy_that_reads_bars_after_the_one_it_decides_on_fails_preflight_
     assert clean.returncode == 0 and "lookahead" not in clean.stderr
 
 
+def test_a_strategy_whose_decisions_are_not_deterministic_is_said_so_not_taken_for_lookahead(tmp_path, monkeypatch):
+    """A user strategy drawing unseeded random numbers decides differently on the same bars each
+    time: no result of it can be reproduced, and the lookahead check, which compares two decisions,
+    would name it a peek. The whole window is decided twice first, and that is what is said."""
+    monkeypatch.chdir(tmp_path)
+    strategy = "tests.strategy.misbehaving_strategy:Misbehaving"
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": strategy, "params": {"bug": "coin flips"},
+                                    "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                                             "start": "2022-03-01", "end": "2022-05-31"}}))
+    ran = genesis("backtest", "--config", str(base), "--out", str(tmp_path / "r.json"))
+    said = re.search(r"warning: lookahead: its side at 2022-0\S+ is (-?\d) in one run and (-?\d) in another on the same bars: "
+                     r"its decisions are not deterministic \(no result of it can be reproduced\)", ran.stderr)
+    assert ran.returncode == 0 and said and said[1] != said[2], ran.stderr
+    config = write_config(tmp_path, meta={"base_config": str(base)}, parameters={"period": {"type": "categorical", "choices": [10, 20]}})
+    check = next(c for c in json.loads(genesis("preflight", str(config), "--json").stdout)["checks"] if c["name"] == "lookahead")
+    assert check["status"] == "fail" and "its decisions are not deterministic" in check["detail"], check
+
+
 TRAINED_ON = {
     "trained_on raises": r"raised KeyError: 'fitted' at \S+/tests/strategy/misbehaving_strategy.py:\d+, in trained_on",
     "trained_on None": "returned None from trained_on, not a list of genesis_core.strategy.Training",

@@ -297,24 +297,40 @@ def lookahead(backtester: Backtester, config: BacktestConfig) -> str | None:
     """Whether a strategy reads bars after the one it decides on (a shift the wrong way, a centred
     window, a statistic of the whole window): its decisions are made on the whole window and again
     with the window cut short after each of ``LOOKAHEAD_CUTS``, and every decision before a cut
-    must be the same. What differs first, or None."""
+    must be the same. First the whole window is decided twice: decisions that differ between two
+    runs on the same bars (unseeded randomness) would read as lookahead. What differs first, or None."""
     whole = backtester.plan(config)
     w, decided = whole.window, backtester.decide(whole)
     ts = w.candles.timestamps
+    differs = _first_difference(decided, backtester.decide(whole), w.start_index, len(w.candles))
+    if differs is not None:
+        name, t, a, b = differs
+        return (f"its {name} at {format_ts(ts[t])} is {a} in one run and {b} in another on the same bars: its decisions "
+                "are not deterministic (no result of it can be reproduced)")
     for share in LOOKAHEAD_CUTS:
         stop = w.start_index + max(1, int(w.bars * share))
         if stop >= len(w.candles):
             continue
         data = whole.config.data.model_copy(update={"end": format_ts(ts[stop - 1])})
         part = backtester.decide(backtester.plan(whole.config.model_copy(update={"data": data}), whole.params))
-        for name in _DECIDED:
-            a, b = getattr(decided, name)[w.start_index:stop], getattr(part, name)[w.start_index:stop]
-            differ = (~np.isclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True) if a.dtype.kind == "f" else a != b)
-            if differ.any():
-                i = int(np.argmax(differ))
-                return (f"its {name} at {format_ts(ts[w.start_index + i])} is {a[i]} on the window's bars up to "
-                        f"{format_ts(ts[-1])}, {b[i]} on those up to {format_ts(ts[stop - 1])}: a decision read bars after "
-                        "its own (it would know the future in every backtest)")
+        differs = _first_difference(decided, part, w.start_index, stop)
+        if differs is not None:
+            name, t, a, b = differs
+            return (f"its {name} at {format_ts(ts[t])} is {a} on the window's bars up to {format_ts(ts[-1])}, {b} on those "
+                    f"up to {format_ts(ts[stop - 1])}: a decision read bars after its own (it would know the future in every "
+                    "backtest)")
+    return None
+
+
+def _first_difference(one: Decisions, other: Decisions, start: int, stop: int) -> tuple[str, int, Any, Any] | None:
+    """(field, bar, one's value, other's) of the first decision of bars ``start`` .. ``stop - 1`` that
+    differs, floats to a relative 1e-9 (NaN equal to NaN), or None."""
+    for name in _DECIDED:
+        a, b = getattr(one, name)[start:stop], getattr(other, name)[start:stop]
+        differ = ~np.isclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True) if a.dtype.kind == "f" else a != b
+        if differ.any():
+            i = int(np.argmax(differ))
+            return name, start + i, a[i], b[i]
     return None
 
 

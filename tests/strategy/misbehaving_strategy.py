@@ -45,6 +45,7 @@ class Misbehaving(Strategy):
             return len(c) / 0
         signal = {"peeks at the next bar": np.append(c.close[1:], c.close[-1]) - c.close,  # the bar after each: shift(-1)
                   "the window's mean": c.close - c.close[start:].mean(),  # a statistic of bars to come
+                  "coin flips": np.random.default_rng().standard_normal(len(c)),  # unseeded: not deterministic
                   }.get(params.bug, c.close - features.get(f"sma:{params.period}"))
         side = np.where(np.arange(len(c)) >= start, np.sign(np.nan_to_num(signal)), 0).astype(np.int8)
         trace = {
