@@ -312,7 +312,7 @@ def lookahead(backtester: Backtester, config: BacktestConfig) -> str | None:
         if stop >= len(w.candles):
             continue
         data = whole.config.data.model_copy(update={"end": format_ts(ts[stop - 1])})
-        part = backtester.decide(backtester.plan(whole.config.model_copy(update={"data": data}), whole.params))
+        part = backtester.decide(backtester.plan(whole.config.model_copy(update={"data": data}), whole.params), cached=False)
         differs = _first_difference(decided, part, w.start_index, stop)
         if differs is not None:
             name, t, a, b = differs
@@ -446,9 +446,11 @@ class Backtester:
         })
         return Plan(config, strategy, params, candles, window, resources, config_fp, code_fingerprint(type(strategy)))
 
-    def decide(self, plan: Plan) -> Decisions:
-        """The strategy's decisions on the plan's window, checked (a StrategyError names the strategy)."""
-        features = self.features(plan.window)
+    def decide(self, plan: Plan, cached: bool = True) -> Decisions:
+        """The strategy's decisions on the plan's window, checked (a StrategyError names the strategy);
+        with ``cached`` False its features are computed in memory alone (a window decided once, for a
+        check, would leave a folder of features in the cache)."""
+        features = self.features(plan.window) if cached else FeatureStore(plan.window.candles)
         return _asked(plan.config.strategy, plan.strategy,
                       lambda: plan.strategy.decide(features, plan.params, plan.window.start_index), checked_decisions)
 

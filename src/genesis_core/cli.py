@@ -27,11 +27,13 @@ from genesis_core.files import atomic_write
 from genesis_core.fingerprint import strict_json
 
 if TYPE_CHECKING:  # the commands import what they use when they run, so `genesis --help` starts fast
+    from genesis_core.backtest import Backtester, BacktestResult
     from genesis_core.champion import Decision
     from genesis_core.data.exchange import Fetched
     from genesis_core.optimizer import OnProgress
     from genesis_core.optimizer import Progress as OptimizerProgress
     from genesis_core.records import (
+        BacktestRecord,
         PreflightRecord,
         PreflightSkipped,
         Robustness,
@@ -160,16 +162,7 @@ def backtest(
     storage: RunStorage = None,
 ) -> None:
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
-    from genesis_core.backtest import (
-        CACHE,
-        Backtester,
-        build_config,
-        data_symbol,
-        lookahead,
-        thin_fill,
-        trained_on,
-        training_problems,
-    )
+    from genesis_core.backtest import CACHE, Backtester, build_config
     from genesis_core.config import read_config_file
     from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record
     from genesis_core.scoring import Constraints, Scoring, score
@@ -207,14 +200,16 @@ def backtest(
         ser = record.series
         _write_csv(equity_csv, [{"time": t, "equity": e, "drawdown": d} for t, e, d in zip(ser.time, ser.equity, ser.drawdown, strict=True)],
                    ["time", "equity", "drawdown"])
+    cautions = _cautions(bt, result, record)
     if report is not None:
         from genesis_core.report import backtest_report
 
-        atomic_write(report, backtest_report(result, record))
+        atomic_write(report, backtest_report(result, record, cautions))
     if as_json:
         sys.stdout.write(strict_json(payload) + "\n")
+        for line in cautions:  # stdout stays the JSON alone
+            err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
         return
-    gaps = result.window.decisions.gaps()
     w = record.window
     out.print(
         f"[bold]{cfg.strategy}[/] on {candles.source} ({w.timeframe}): {w.first_bar} .. {w.last_bar}, "
@@ -222,32 +217,8 @@ def backtest(
     )
     out.print(f"outcome {sc.outcome.value}, production score {sc.production:.2f} (what the optimizer ranks by, default "
               f"scoring), feasibility {sc.feasibility:.2f}; classic_score is the composite metric below")
-    if gaps.count:
-        err.print(f"[yellow]warning:[/] window has {gaps.describe(candles.timeframe_seconds)}")
-    if (spikes := result.window.decisions.spikes()).count:
-        err.print(f"[yellow]warning:[/] window has {spikes.describe()}", soft_wrap=True)
-    if (thin := thin_fill(result)) is not None:
-        err.print(f"[yellow]warning:[/] {escape(thin)}", soft_wrap=True)
-    try:
-        ahead = lookahead(bt, cfg)
-    except GenesisError as exc:
-        ahead = f"not checked: the window cut short does not run: {exc}"
-    if ahead is not None:
-        err.print(f"[yellow]warning:[/] lookahead: {escape(ahead)}", soft_wrap=True)
-    leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span, True)])
-    for problem in leaks + others:
-        err.print(f"[yellow]warning:[/] {escape(problem)}", soft_wrap=True)
-    if result.trace["warmup_bars_in_window"]:
-        err.print(
-            f"[yellow]warning:[/] {result.trace['warmup_bars_in_window']} bars of the window still had cold indicators; "
-            "raise data.warmup_bars"
-        )
-    if record.not_finite:
-        err.print(f"[yellow]warning:[/] INVALID_NUMERIC: {', '.join(record.not_finite)} not finite numbers (written as null); "
-                  "the prices or sizes are beyond what the arithmetic holds")
-    for ruin in (t for t in record.trades or [] if t.exit_reason == "liquidation"):
-        err.print(f"[yellow]warning:[/] the account was liquidated at {ruin.exit_time}: its {ruin.side} from {ruin.entry_time} "
-                  f"lost all the equity at {ruin.exit_price:,.2f} (entry {ruin.entry_price:,.2f}); nothing traded after it")
+    for line in cautions:
+        err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
     metrics = _table(title="Metrics", show_header=False)
     for k, v in record.metrics.items():
         metrics.add_row(k, _fmt(v))
@@ -275,6 +246,40 @@ def backtest(
     out.print(f"result written to {path}", soft_wrap=True)
     if report is not None:
         out.print(f"report written to {report}", soft_wrap=True)
+
+
+def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) -> list[str]:
+    """What a backtest's numbers should be read with: holes and bad ticks in its window, fills
+    beyond the market's volume, a strategy that reads the future, a model fitted on its bars or
+    after them, cold indicators, numbers beyond the arithmetic, a liquidation."""
+    from genesis_core.backtest import data_symbol, lookahead, thin_fill, trained_on, training_problems
+
+    cfg, decisions = result.config, result.window.decisions
+    lines = []
+    if (gaps := decisions.gaps()).count:
+        lines.append(f"window has {gaps.describe(decisions.timeframe_seconds)}")
+    if (spikes := decisions.spikes()).count:
+        lines.append(f"window has {spikes.describe()}")
+    if (thin := thin_fill(result)) is not None:
+        lines.append(thin)
+    try:
+        ahead = lookahead(bt, cfg)
+    except GenesisError as exc:
+        ahead = f"not checked: the window cut short does not run: {exc}"
+    if ahead is not None:
+        lines.append(f"lookahead: {ahead}")
+    candles = result.window.candles
+    leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span, True)])
+    lines += leaks + others
+    if result.trace["warmup_bars_in_window"]:
+        lines.append(f"{result.trace['warmup_bars_in_window']} bars of the window still had cold indicators; raise data.warmup_bars")
+    if record.not_finite:
+        lines.append(f"INVALID_NUMERIC: {', '.join(record.not_finite)} not finite numbers (written as null); the prices or "
+                     "sizes are beyond what the arithmetic holds")
+    lines += [f"the account was liquidated at {t.exit_time}: its {t.side} from {t.entry_time} lost all the equity at "
+              f"{t.exit_price:,.2f} (entry {t.entry_price:,.2f}); nothing traded after it"
+              for t in record.trades or [] if t.exit_reason == "liquidation"]
+    return lines
 
 
 def _run_folder(run: str, results_dir: Path = Path("results"), storage: str | None = None,

@@ -375,8 +375,9 @@ def _trades_table(trades: list[TradeRecord]) -> str:
     return _table(["entry", "exit", "side", "entry price", "exit price", "pnl", "bars", "reason"], rows, left=3)
 
 
-def backtest_report(result: BacktestResult, record: BacktestRecord) -> str:
-    """The HTML page of one backtest (``record`` is ``result``'s, with its score)."""
+def backtest_report(result: BacktestResult, record: BacktestRecord, cautions: list[str]) -> str:
+    """The HTML page of one backtest (``record`` is ``result``'s, with its score); ``cautions``, what
+    its numbers should be read with, above them, as the CLI prints them."""
     cfg, w = result.config, record.window
     page = _Page(f"Backtest of {cfg.strategy} on {data_symbol(cfg, result.window.candles) or result.window.candles.source}")
     sc = record.score
@@ -388,6 +389,8 @@ def backtest_report(result: BacktestResult, record: BacktestRecord) -> str:
         ["outcome", None if sc is None else sc.outcome.value], ["production score", None if sc is None else sc.production],
         ["config fingerprint", result.config_fingerprint], ["data window fingerprint", result.window.fingerprint],
     ]))
+    if cautions:
+        page.add("Read with care", "".join(f"<p class='note'>{html.escape(line)}</p>" for line in cautions))
     page.add("Metrics", _table(["metric", "value"], [[k, v] for k, v in record.metrics.items()]))
     page.add("Price, equity and drawdown", page.figure(_curves([("equity", result)], "Price, trades and equity", price=result)))
     page.add("Decision trace", page.figure(_trace(result.trace)))

@@ -288,6 +288,15 @@ def test_a_bad_tick_is_named_by_data_check_backtest_and_preflight(tmp_path):
     shown = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--data", str(bad), "--start", "2022-04-01",
                     "--end", "2022-04-30", "--out", str(tmp_path / "bt.json"))
     assert shown.returncode == 0 and f"warning: window has {described}" in shown.stderr.replace("\n", "")
+    # --json said none of its warnings, and the page none: stdout stays the JSON, the page has them above the metrics
+    page = tmp_path / "bt.html"
+    quiet = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--data", str(bad), "--start", "2022-04-01",
+                    "--end", "2022-04-30", "--out", str(tmp_path / "bt.json"), "--json", "--report", str(page))
+    assert quiet.returncode == 0 and json.loads(quiet.stdout)["window"]["first_bar"] == "2022-04-01T00:00:00Z"
+    assert f"warning: window has {described}" in quiet.stderr.replace("\n", "")
+    import html
+
+    assert f"<h2>Read with care</h2><p class='note'>window has {html.escape(described)}</p>" in page.read_text()
     clean = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--data", str(bad), "--start", "2022-05-01",
                     "--end", "2022-05-31", "--out", str(tmp_path / "bt2.json"))
     assert clean.returncode == 0 and "bad tick" not in clean.stderr
