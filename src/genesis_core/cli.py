@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.records import (
         BacktestRecord,
         PreflightRecord,
-        PreflightSkipped,
         Robustness,
         RunFolder,
         TrialArtifact,
@@ -339,6 +338,7 @@ def optimize(
 ) -> None:
     """Preflight, search parameters with Optuna (resumable, cached), then validate and promote if enabled."""
     from genesis_core.optimizer import RunOptions, StorageUnavailable
+    from genesis_core.records import preflight_warnings
     from genesis_core.study import load_study_config
     from genesis_core.workflow import PreflightFailed, run
 
@@ -369,7 +369,7 @@ def optimize(
         if e.best_trial:
             out.print(f"best trial #{e.best_trial.number}: production score {e.best_trial.production_score:.4f}")
         out.print(f"artifacts in {e.run_dir}")
-    for line in [*_preflight_warnings(summary.preflight), *e.session.notes, *e.warnings]:
+    for line in [*preflight_warnings(summary.preflight), *e.session.notes, *e.warnings]:
         err.print(f"[yellow]warning:[/] {escape(line)}")
     if e.session.stopped_reason:
         err.print(f"[yellow]explore stopped early:[/] {e.session.stopped_reason}")
@@ -409,6 +409,7 @@ def sweep(
     and `genesis validate` and `genesis report` read them as any run's."""
     from genesis_core.optimizer import StorageUnavailable, SweepOptions
     from genesis_core.optimizer import sweep as run_sweep
+    from genesis_core.records import preflight_warnings
     from genesis_core.study import load_study_config
     from genesis_core.workflow import PreflightFailed, checked
 
@@ -442,7 +443,7 @@ def sweep(
             out.print(f"best trial #{summary.best_trial.number}: production score {summary.best_trial.production_score:.4f}")
         out.print(f"artifacts in {summary.run_dir}" + (f"; next: {_going_on(config, cfg, study, storage, summary.states)} goes on "
                   f"from these trials, genesis validate {summary.run_dir}" if _evaluated(summary.states) else ""))
-    for line in _preflight_warnings(options.preflight):
+    for line in preflight_warnings(options.preflight):
         err.print(f"[yellow]warning:[/] {escape(line)}")
     for line in s.notes:
         err.print(f"[yellow]note:[/] {escape(line)}")
@@ -472,10 +473,6 @@ def _print_failed(exc: PreflightFailed, as_json: bool) -> None:
         sys.stdout.write(exc.report.model_dump_json(indent=2) + "\n")
     else:
         _print_checks(exc.report)
-
-
-def _preflight_warnings(record: PreflightRecord | PreflightSkipped | None) -> list[str]:
-    return [f"preflight {c.name}: {c.detail}" for c in getattr(record, "checks", []) if c.status == "warn"]
 
 
 def _going_on(config: Path, cfg: StudyConfig, study: str | None, storage: str | None, states: dict[str, int]) -> str:

@@ -231,6 +231,9 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
                                                            f"{run.best_trial.production_score:.4f}"],
         ["signature", ", ".join(f"{k} {v[:12]}" for k, v in (run.signature or {}).items())],
     ]))
+    cautions = list(dict.fromkeys(line for session in run.sessions for line in session.cautions()))
+    if cautions:
+        page.add("Read with care", "".join(f"<p class='note'>{html.escape(line)}</p>" for line in cautions))
     page.add("Optimisation history", page.figure(_history(rows)))
     importances = _importances(rows, SearchSpace(cfg))
     page.add("Parameter importances", importances if isinstance(importances, str) else page.figure(importances))

@@ -265,6 +265,7 @@ def test_a_bad_tick_is_named_by_data_check_backtest_and_preflight(tmp_path):
     engine read that high for stops, targets and liquidation. Each now names the bar and the factor;
     the bundled file has no such bar."""
     import gzip
+    import html
 
     from tests.runs import genesis
 
@@ -294,15 +295,19 @@ def test_a_bad_tick_is_named_by_data_check_backtest_and_preflight(tmp_path):
                     "--end", "2022-04-30", "--out", str(tmp_path / "bt.json"), "--json", "--report", str(page))
     assert quiet.returncode == 0 and json.loads(quiet.stdout)["window"]["first_bar"] == "2022-04-01T00:00:00Z"
     assert f"warning: window has {described}" in quiet.stderr.replace("\n", "")
-    import html
-
     assert f"<h2>Read with care</h2><p class='note'>window has {html.escape(described)}</p>" in page.read_text()
     clean = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--data", str(bad), "--start", "2022-05-01",
                     "--end", "2022-05-31", "--out", str(tmp_path / "bt2.json"))
     assert clean.returncode == 0 and "bad tick" not in clean.stderr
 
-    check = _by_name(preflight(validated_config(tmp_path, meta={"data": str(bad)})))["spikes"]
+    config = validated_config(tmp_path, meta={"data": str(bad), "stop": {"max_trials": 3}})
+    check = _by_name(preflight(config))["spikes"]
     assert check.status == "warn" and check.detail.startswith(f"explore 2022-03-01..2022-05-31: {described}: a bar's high")
+    # a run's page said nothing of what preflight warned of before its sessions: it heads the page now
+    assert genesis("optimize", str(config)).returncode == 0
+    run_page = tmp_path / "run.html"
+    assert genesis("report", str(tmp_path / "results" / "runs" / "t"), "--out", str(run_page)).returncode == 0
+    assert f"<h2>Read with care</h2><p class='note'>preflight spikes: {html.escape(check.detail)}</p>" in run_page.read_text()
     (tmp_path / "b").mkdir()
     assert "spikes" not in _by_name(preflight(validated_config(tmp_path / "b")))
 

@@ -27,6 +27,7 @@ from genesis_core.records._run import (
     RunRecord,
     Session,
     finished_runs,
+    preflight_warnings,
     walk_forwards,
 )
 from genesis_core.records._trial import (
@@ -71,5 +72,5 @@ __all__ = [
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "LeftOut", "RefusedCandidate", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
-    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "failures", "finite_metrics", "finished_runs", "iso", "read_record", "walk_forwards", "write_record",
+    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "failures", "finite_metrics", "finished_runs", "iso", "preflight_warnings", "read_record", "walk_forwards", "write_record",
 ]

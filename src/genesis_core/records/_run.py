@@ -42,6 +42,11 @@ class PreflightSkipped(Part):
     skipped: Literal[True] = True
 
 
+def preflight_warnings(record: PreflightRecord | PreflightSkipped | None) -> list[str]:
+    """What preflight warned of before a session, one line per check."""
+    return [f"preflight {c.name}: {c.detail}" for c in getattr(record, "checks", []) if c.status == "warn"]
+
+
 class Session(Part):
     """One ``genesis optimize`` process's share of a run."""
 
@@ -59,6 +64,11 @@ class Session(Part):
     preflight: PreflightRecord | PreflightSkipped | None
     slot: int = 0  # 0 alone; another when it joined sessions already at work on the study
     sampler_seeds: list[int] = []  # one per worker process (empty without meta.sampler.kwargs.seed)
+
+    def cautions(self) -> list[str]:
+        """What its trials should be read with: preflight's warnings (or that it was skipped), its notes."""
+        skipped = ["started without preflight (--skip-preflight)"] if isinstance(self.preflight, PreflightSkipped) else []
+        return skipped + preflight_warnings(self.preflight) + self.notes
 
 
 class CacheStats(Part):
