@@ -65,14 +65,23 @@ def select_candidates(trials: list[TrialArtifact], top_n: int, include_scoring_f
     """The top-N VALID, unpruned trials by explore production score, ties to the earlier trial;
     distinct configs with distinct outcomes (two configs that trade identically are one candidate:
     validating both would fill two slots with one result)."""
-    return _eligible(trials, include_scoring_failures)[:top_n]
+    return _eligible(trials, include_scoring_failures)[0][:top_n]
 
 
-def _eligible(trials: list[TrialArtifact], include_scoring_failures: bool) -> list[TrialArtifact]:
-    eligible = [
-        t for t in trials
-        if t.score.outcome is Outcome.VALID and not t.pruned and (include_scoring_failures or not t.score.constraints_failed)
-    ]
+def _eligible(trials: list[TrialArtifact], include_scoring_failures: bool) -> tuple[list[TrialArtifact], LeftOut]:
+    """The distinct eligible trials, best first (``select_candidates``), and why each other trial is
+    not one, counted by its first reason: one sorting of the trials for both."""
+    outcomes: Counter[str] = Counter()
+    pruned, failing, eligible = 0, [], []
+    for t in trials:
+        if t.score.outcome is not Outcome.VALID:
+            outcomes[t.score.outcome.value] += 1
+        elif t.pruned:
+            pruned += 1
+        elif t.score.constraints_failed and not include_scoring_failures:
+            failing.append(t)
+        else:
+            eligible.append(t)
     eligible.sort(key=lambda t: (-t.score.production, t.trial_number))
     seen: set[str] = set()
     picked = []
@@ -81,18 +90,9 @@ def _eligible(trials: list[TrialArtifact], include_scoring_failures: bool) -> li
         if not keys & seen:
             seen |= keys
             picked.append(t)
-    return picked
-
-
-def left_out(trials: list[TrialArtifact], eligible: int, include_scoring_failures: bool) -> LeftOut:
-    """Why the trials that are not among the ``eligible`` distinct ones could not be candidates."""
-    outcomes = Counter(t.score.outcome.value for t in trials if t.score.outcome is not Outcome.VALID)
-    valid = [t for t in trials if t.score.outcome is Outcome.VALID]
-    unpruned = [t for t in valid if not t.pruned]
-    failing = [] if include_scoring_failures else [t for t in unpruned if t.score.constraints_failed]
-    return LeftOut(outcomes=dict(outcomes), pruned=len(valid) - len(unpruned), failed_constraints=len(failing),
-                   constraints=dict(Counter(name for t in failing for name in t.score.constraints_failed)),
-                   repeats=len(unpruned) - len(failing) - eligible)
+    return picked, LeftOut(outcomes=dict(outcomes), pruned=pruned, failed_constraints=len(failing),
+                           constraints=dict(Counter(name for t in failing for name in t.score.constraints_failed)),
+                           repeats=len(eligible) - len(picked))
 
 
 def run_on_window(backtester: Backtester, effective_config: BacktestConfig, window: WindowSpec) -> BacktestResult:
@@ -274,7 +274,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         candles.window(w.start, w.end, 0)
     trials = folder.read_trials()
     candidates, refused = [], []
-    eligible = _eligible(trials, v.constraints.include_scoring_failures)
+    eligible, left_out = _eligible(trials, v.constraints.include_scoring_failures)
     for t in eligible[:v.top_n]:
         explore = t.score.production
         seen = ExploreResult(production_score=explore, constraints_failed=t.score.constraints_failed, metrics=t.metrics,
@@ -305,7 +305,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         eligible_note="VALID, unpruned, distinct configs" + ("" if v.constraints.include_scoring_failures
                                                              else ", explore constraints met"),
         eligible=len(eligible),
-        left_out=left_out(trials, len(eligible), v.constraints.include_scoring_failures),
+        left_out=left_out,
         looked_before=looked_before(folder, v.windows, config.meta.symbol, config.meta.timeframe),
         candidates=candidates,
         refused=refused,
