@@ -42,7 +42,7 @@ from genesis_core.optimizer import (
     sweep_processes,
     sweep_size,
 )
-from genesis_core.records import CheckRecord, PreflightRecord
+from genesis_core.records import ChampionRecord, CheckRecord, PreflightRecord
 from genesis_core.scoring import score
 from genesis_core.study import StudyConfig, load_study_config
 from genesis_core.validation import WindowSpec, fold_windows
@@ -127,11 +127,10 @@ def _check_champion(study: StudySpec) -> tuple[Check, dict[str, Any]]:
     return Check("champion in space", "pass", f"all {len(study.space.distributions)} searched values inside; base point: champion"), point
 
 
-def _check_inherited(cfg: StudyConfig, study: StudySpec, point: dict[str, Any]) -> list[Check]:
+def _check_inherited(cfg: StudyConfig, study: StudySpec, champion: ChampionRecord | None, point: dict[str, Any]) -> list[Check]:
     """The champion's params this study does not search were chosen on the champion's explore
     window: a validation window, or a walk-forward fold's validation block, on those bars is not out
     of sample for them, and validation cannot tell (it knows only the trial's own explore window)."""
-    champion = None if study.champion is None else cfg.champion_store().load()
     if champion is None:
         return []
     inherited = [path for path, _, _ in differences(build_config(study.base, study.champion, study.overrides, point).params,
@@ -165,7 +164,7 @@ def _holds_its_bars(candles: Candles, data: DataSpec, window: str) -> bool:
         return False
 
 
-def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[Check]:
+def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles, champion: ChampionRecord | None) -> list[Check]:
     """Model leakage (a window inside a model's training span on its market: always a failure) and
     markets that disagree (meta.symbol or timeframe vs the data, a model of another market, a
     champion measured on other data: failures unless meta.allow_cross_market, then warnings)."""
@@ -188,7 +187,6 @@ def _check_market(cfg: StudyConfig, study: StudySpec, candles: Candles) -> list[
     windows = [(label, parse_ts(start), parse_ts(end, end_of_day=True), label != "explore") for label, start, end in _windows(cfg)]
     leaks, others = training_problems(trained, candles, symbol or m.symbol, windows)
     problems += others
-    champion = None if m.skip_champion_merge else cfg.champion_store().load()
     if champion is not None and not _holds_its_bars(candles, champion.effective_config.data, champion.data.explore.data_window):
         problems.append(f"the {m.symbol} {m.timeframe} champion was measured on {champion.data.path} (fingerprint "
                         f"{champion.data.file[:12]}), whose bars in its explore window {champion.data.explore.first_bar[:10]}.."
@@ -343,8 +341,9 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     champion, point = _check_champion(study)
     checks += _check_windows(cfg, study, bt, point)
     checks.append(champion)
-    checks += _check_inherited(cfg, study, point)
-    checks += _check_market(cfg, study, candles)
+    merged = None if study.champion is None else cfg.champion_store().load()  # the champion whose params the spec merged
+    checks += _check_inherited(cfg, study, merged, point)
+    checks += _check_market(cfg, study, candles, merged)
     if any(c.status == "fail" for c in checks):
         return checks  # a smoke run needs the windows
     try:
