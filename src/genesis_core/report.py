@@ -206,6 +206,11 @@ def _price(fig: go.Figure, result: BacktestResult) -> None:
     fig.update_yaxes(title_text="price", row=1, col=1)
 
 
+def _notes(lines: list[str]) -> str:
+    """Plain-text cautions as the page's notes, one paragraph each."""
+    return "".join(f"<p class='note'>{html.escape(line)}</p>" for line in lines)
+
+
 def _on_window(bt: Backtester, config: BacktestConfig, start: str, end: str) -> BacktestResult:
     """``config`` re-run on ``start`` .. ``end`` (only the window changes)."""
     return bt.run(build_config(config.model_dump(mode="json"), overrides={"data": {"start": start, "end": end}}))
@@ -233,7 +238,7 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
     ]))
     cautions = list(dict.fromkeys(line for session in run.sessions for line in session.cautions()))
     if cautions:
-        page.add("Read with care", "".join(f"<p class='note'>{html.escape(line)}</p>" for line in cautions))
+        page.add("Read with care", _notes(cautions))
     page.add("Optimisation history", page.figure(_history(rows)))
     importances = _importances(rows, SearchSpace(cfg))
     page.add("Parameter importances", importances if isinstance(importances, str) else page.figure(importances))
@@ -281,7 +286,7 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
         ["mean gap (explore - validation)", a.mean_gap],
     ]))
     if wf.biased():
-        page.add("Not out of sample", f"<p class='note'>{html.escape(wf.biased() or '')}</p>")
+        page.add("Not out of sample", _notes([wf.biased() or ""]))
     page.add("Folds", page.figure(_folds(wf)))
     rows = [[f.fold, " .. ".join(f.explore), " .. ".join(f.validation), *(["-"] * 4 if f.top is None else
              [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap]), len(f.passed),
@@ -393,7 +398,7 @@ def backtest_report(result: BacktestResult, record: BacktestRecord, cautions: li
         ["config fingerprint", result.config_fingerprint], ["data window fingerprint", result.window.fingerprint],
     ]))
     if cautions:
-        page.add("Read with care", "".join(f"<p class='note'>{html.escape(line)}</p>" for line in cautions))
+        page.add("Read with care", _notes(cautions))
     page.add("Metrics", _table(["metric", "value"], [[k, v] for k, v in record.metrics.items()]))
     page.add("Price, equity and drawdown", page.figure(_curves([("equity", result)], "Price, trades and equity", price=result)))
     page.add("Decision trace", page.figure(_trace(result.trace)))
