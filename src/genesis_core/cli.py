@@ -601,7 +601,7 @@ def _print_validation(report: ValidationReport) -> None:
     o = report.overfitting
     dsr = o.deflated_sharpe
     if dsr and dsr.dsr is not None and dsr.sharpe_per_bar is not None:
-        out.print(f"deflated Sharpe ratio of trial {dsr.trial} given {dsr.n_trials} evaluated configs: {dsr.dsr:.3f} "
+        out.print(f"deflated Sharpe ratio of trial {dsr.trial} given {dsr.counted()}: {dsr.dsr:.3f} "
                   f"(per-bar Sharpe {dsr.sharpe_per_bar:.4f} vs {dsr.sr0_per_bar:.4f} expected from luck alone)")
         if dsr.dsr_effective is not None and dsr.effective_trials is not None:
             out.print(f"  with the {dsr.effective_trials:.1f} independent trials they amount to (mean correlation "

@@ -364,7 +364,7 @@ def _validation(report: ValidationReport) -> str:
     lines = []
     if o.deflated_sharpe and o.deflated_sharpe.dsr is not None:
         d = o.deflated_sharpe
-        lines.append(f"deflated Sharpe ratio of trial {d.trial}: {d.dsr:.3f} given {d.n_trials} configs"
+        lines.append(f"deflated Sharpe ratio of trial {d.trial}: {d.dsr:.3f} given {d.counted()}"
                      + (f"; {d.dsr_effective:.3f} given the {d.effective_trials:.1f} independent trials they amount to"
                         if d.dsr_effective is not None and d.effective_trials is not None else ""))
     if o.pbo:

@@ -58,7 +58,8 @@ def test_old_files_are_migrated_on_read(old_results: Path):
     assert best.result.trial_number == raw["best_trial"]["number"] == 5 and best.result.trace["exits"]["liquidation"] == 0
     report = folder.read_validation()
     added = {"pbo": True, "pbo_note": True,  # statistics added since: absent from an old file
-             "deflated_sharpe": {"mean_correlation", "effective_trials", "sr0_effective", "dsr_effective"}}
+             "deflated_sharpe": {"mean_correlation", "effective_trials", "sr0_effective", "dsr_effective", "other_runs",
+                                 "other_trials"}}
     assert report.model_dump(mode="json", exclude={"schema_version": True, "overfitting": added, "refused": True,
                                                    "eligible": True, "left_out": True, "looked_before": True,
                                                    "candidates": {"__all__": {"robustness", "deflated_sharpe"}}}) == \

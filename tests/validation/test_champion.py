@@ -150,6 +150,63 @@ def test_the_deflated_sharpe_gate_holds_the_trial_promoted_to_its_own_ratio(fres
         f"DSR {high['deflated_sharpe']['dsr_effective']:.3f} >= min_dsr")
 
 
+def test_the_deflated_sharpe_ratio_counts_the_configs_other_runs_tried_on_the_same_bars(fresh_run):
+    """A second study on the same bars, then the best of both: the DSR counted only the validated
+    run's own trials, so running more studies deflated nothing. It now counts every config another
+    run of the market evaluated on days of its explore window (each once, none the run tried
+    itself), a run on other bars not; and promotion refuses a DSR counted before such a run."""
+    import csv
+    import math
+
+    import numpy as np
+
+    from genesis_core.backtest import Backtester, build_config
+    from genesis_core.metrics import bar_returns
+    from genesis_core.records import RunFolder
+    from genesis_core.validation._stats import deflated_sharpe
+    from tests.runs import genesis, optimize, validate
+
+    tmp = fresh_run.parent.parent.parent
+    before = _report(fresh_run)
+    top = before["candidates"][0]
+    assert before["overfitting"]["deflated_sharpe"]["other_runs"] == [] and top["deflated_sharpe"]["other_trials"] == 0
+    other_space = {"exits.max_bars_held": {"type": "categorical", "choices": [6, 18, 36, 72]},
+                   "exits.stop_loss_atr": {"type": "categorical", "choices": [1.0, 3.0]}}
+    optimize(validated_config(tmp, "other.yaml", parameters=other_space, meta={"study_name": "other"}))
+    optimize(validated_config(tmp, "later.yaml", parameters=other_space,  # explores 2022-09..11: none of these bars
+                              meta={"study_name": "later", "sample_start": "2022-09-01", "sample_end": "2022-11-30"}))
+
+    _with_promotion(fresh_run, min_dsr=0.0)  # any DSR passes: what refuses is the count
+    refused = promote(fresh_run, top["trial"])
+    gate = next(g for g in refused.gates if g.name == "deflated sharpe")
+    mine = {r["config_fingerprint"] for r in csv.DictReader((fresh_run / "trials.csv").open())}
+    theirs = {r["config_fingerprint"]: float(r["sharpe"]) for r in csv.DictReader((tmp / "results/runs/other/trials.csv").open())
+              if r["state"] == "COMPLETE" and r["sharpe"] and r["config_fingerprint"] not in mine}
+    assert 0 < len(theirs) < 16  # some of its 16 trials were duplicates: each config counts once
+    assert not refused.promoted and not gate.passed
+    assert gate.detail == (f"DSR {top['deflated_sharpe']['dsr_effective']:.3f} counted 0 configs of other runs on these bars, "
+                           f"and they have evaluated {len(theirs)} this run did not since (other): the choice is among more "
+                           f"trials; run genesis validate t again")
+
+    after = validate(fresh_run)
+    d = next(c for c in after["candidates"] if c["trial"] == top["trial"])["deflated_sharpe"]
+    folder = RunFolder(fresh_run)
+    trials = folder.read_trials()
+    bt = Backtester()
+    per_bar = math.sqrt(bt.candles(trials[0].effective_config.data.path, "1h").bars_per_year)
+    sharpes = np.array([t.metrics["sharpe"] / per_bar for t in trials if t.metrics["sharpe"] is not None]
+                       + [s / per_bar for s in theirs.values()])
+    returns = bar_returns(bt.run(build_config(folder.read_trial(top["trial"]).effective_config.model_dump(mode="json"))).engine.equity)
+    assert (d["n_trials"], d["other_trials"], d["other_runs"]) == (top["deflated_sharpe"]["n_trials"] + len(theirs), len(theirs), ["other"])
+    assert d["dsr"] == deflated_sharpe(returns, sharpes, len(sharpes))["dsr"]
+    assert d["dsr_effective"] == deflated_sharpe(returns, sharpes, d["effective_trials"])["dsr"]
+    assert d["sr0_per_bar"] > top["deflated_sharpe"]["sr0_per_bar"]  # more trials: luck alone goes further
+    assert promote(fresh_run, top["trial"]).promoted  # counted now
+    shown = genesis("validate", str(fresh_run))
+    assert (f"given {d['n_trials']} evaluated configs ({len(theirs)} of them by 1 other run(s) on these bars: other)"
+            in " ".join(shown.stdout.split()))
+
+
 def test_min_improvement_refusal_promotion_and_rollback(fresh_run):
     results = fresh_run.parent.parent
     first, second = _report(fresh_run)["passed"][:2]  # ranked: `first` scores better out of sample

@@ -41,8 +41,9 @@ from genesis_core.records import (
     ValidationWindowRef,
     WindowRef,
     WindowResult,
+    names,
 )
-from genesis_core.validation import RefusedOnWindow, ValidationConfig, check_trial, evaluate_candidate
+from genesis_core.validation import Alike, RefusedOnWindow, ValidationConfig, check_trial, evaluate_candidate, tried_alike
 
 
 @dataclass
@@ -98,7 +99,8 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
         artifact = folder.read_trial(candidate.trial)
         validation = ValidationConfig.model_validate(report.validation)
         gates = _gates(folder, artifact, candidate, current, validation, config, promotion.min_improvement, bt)
-        gates += _floor(candidate, promotion, bt, artifact.effective_config.data.path) + _overfit(report, candidate, promotion)
+        alike = tried_alike(folder, candidate.explore.first_bar, candidate.explore.last_bar, config.meta.symbol, config.meta.timeframe)
+        gates += _floor(candidate, promotion, bt, artifact.effective_config.data.path) + _overfit(report, candidate, promotion, alike)
         failed = [g for g in gates if not g.passed]
         entry.config_fingerprint = candidate.config_fingerprint
         entry.gates = gates
@@ -190,9 +192,10 @@ def _floor(candidate: Candidate, promotion: PromotionConfig, bt: Backtester, dat
     return [GateRecord(name="floor", passed=ok, detail=", ".join(checks))]
 
 
-def _overfit(report: ValidationReport, candidate: Candidate, promotion: PromotionConfig) -> list[GateRecord]:
-    """The candidate's deflated Sharpe ratio (given the run's trials) and the search's PBO against
-    their limits; a missing statistic fails a set limit."""
+def _overfit(report: ValidationReport, candidate: Candidate, promotion: PromotionConfig, alike: Alike) -> list[GateRecord]:
+    """The candidate's deflated Sharpe ratio (given the run's trials and ``alike``, what other runs
+    tried on its bars now) and the search's PBO against their limits; a missing statistic fails a
+    set limit, as does a DSR that counted fewer of the other runs' configs than there are now."""
     gates, o = [], report.overfitting
     d = candidate.deflated_sharpe  # a report before schema 4 measured only the top-ranked candidate's
     d = d or (o.deflated_sharpe if o.deflated_sharpe and o.deflated_sharpe.trial == candidate.trial else None)
@@ -203,9 +206,13 @@ def _overfit(report: ValidationReport, candidate: Candidate, promotion: Promotio
         ok = dsr is not None and dsr >= promotion.min_dsr
         shown = (f"not available for trial {candidate.trial} (validation.json measured only trial "
                  f"{o.deflated_sharpe and o.deflated_sharpe.trial}'s: run genesis validate again)" if dsr is None else f"{dsr:.3f}")
-        gates.append(GateRecord(name="deflated sharpe", passed=ok, detail=f"DSR {shown} {'>=' if ok else 'below'} min_dsr "
-                                f"{promotion.min_dsr:g}" + (f" (N_eff {d.effective_trials:.1f} of {d.n_trials} trials)"
-                                                            if d and d.effective_trials else "")))
+        detail = f"DSR {shown} {'>=' if ok else 'below'} min_dsr {promotion.min_dsr:g}" + (
+            f" (N_eff {d.effective_trials:.1f} of {d.counted()})" if d and d.effective_trials else "")
+        if d is not None and len(alike.sharpes) > d.other_trials:
+            ok, detail = False, (f"DSR {shown} counted {d.other_trials:,} configs of other runs on these bars, and they have "
+                                 f"evaluated {len(alike.sharpes):,} this run did not since ({names(alike.runs)}): the choice is "
+                                 f"among more trials; run genesis validate {report.run} again")
+        gates.append(GateRecord(name="deflated sharpe", passed=ok, detail=detail))
     if promotion.max_pbo is None:
         gates.append(GateRecord(name="overfitting", passed=True, detail="switched off (max_pbo: null)"))
     else:

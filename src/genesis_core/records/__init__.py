@@ -64,6 +64,7 @@ from genesis_core.records._validation import (
     WalkForwardReport,
     WindowRef,
     WindowResult,
+    names,
 )
 
 __all__ = [
@@ -72,5 +73,5 @@ __all__ = [
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "LeftOut", "RefusedCandidate", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
-    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "failures", "finite_metrics", "finished_runs", "iso", "preflight_warnings", "read_record", "walk_forwards", "write_record",
+    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "failures", "finite_metrics", "finished_runs", "iso", "names", "preflight_warnings", "read_record", "walk_forwards", "write_record",
 ]

@@ -80,12 +80,22 @@ class Robustness(Part):
         return f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "")
 
 
+def names(runs: list[str], shown: int = 5) -> str:
+    """Run names for a line of text: the first ``shown``, and how many more."""
+    return ", ".join(runs[:shown]) + (f" and {len(runs) - shown} more" if len(runs) > shown else "")
+
+
 class DeflatedSharpe(Part):
     """The DSR with N the evaluated configs, and with N_eff the independent ones they amount to
-    (from ``mean_correlation`` of the top configs' returns); see genesis_core.validation._stats."""
+    (from ``mean_correlation`` of the top configs' returns); see genesis_core.validation._stats.
+    N counts the configs other runs of the market evaluated on days of this run's explore window
+    (``other_runs``, ``other_trials``): which study tried a config on these bars does not make it
+    less of a trial."""
 
     trial: int
     n_trials: int
+    other_runs: list[str] | None = None  # None: only this run's trials were counted (a report before other runs were)
+    other_trials: int = 0  # of n_trials, configs the other runs evaluated and this run did not
     bars: int
     sharpe_per_bar: float | None
     sr0_per_bar: float
@@ -96,6 +106,13 @@ class DeflatedSharpe(Part):
     effective_trials: float | None = None
     sr0_effective: float | None = None
     dsr_effective: float | None = None
+
+    def counted(self) -> str:
+        """N in words: how many configs, and how many of them other runs tried."""
+        if not self.other_trials or not self.other_runs:
+            return f"{self.n_trials:,} evaluated configs"
+        return (f"{self.n_trials:,} evaluated configs ({self.other_trials:,} of them by {len(self.other_runs)} other run(s) "
+                f"on these bars: {names(self.other_runs)})")
 
     @property
     def gated(self) -> float | None:
@@ -218,9 +235,8 @@ class ValidationReport(Record):
         """That other runs were validated on these windows, if they were."""
         if not self.looked_before:
             return None
-        names = ", ".join(self.looked_before[:5]) + (f" and {len(self.looked_before) - 5} more" if len(self.looked_before) > 5 else "")
         return (f"{len(self.looked_before)} other run(s) of this market here were validated on days of these windows "
-                f"({names}): each look makes them less out of sample; keep a last window none has seen for the final check")
+                f"({names(self.looked_before)}): each look makes them less out of sample; keep a last window none has seen for the final check")
 
     def candidate(self, trial: int | None) -> Candidate | None:
         return next((c for c in self.candidates if c.trial == trial), None)

@@ -4,10 +4,19 @@ and proofs that stored results reproduce."""
 from genesis_core.validation._config import ValidationConfig, ValidationConstraints, WalkForward, WindowSpec
 from genesis_core.validation._equivalence import Equivalence, check_equivalence, check_trial
 from genesis_core.validation._stats import deflated_sharpe, effective_trials, expected_max_sharpe, pbo
-from genesis_core.validation._validate import RefusedOnWindow, evaluate_candidate, missing_artifacts, select_candidates, validate
+from genesis_core.validation._validate import (
+    Alike,
+    RefusedOnWindow,
+    evaluate_candidate,
+    missing_artifacts,
+    select_candidates,
+    tried_alike,
+    validate,
+)
 from genesis_core.validation._walk_forward import fold_windows
 
 __all__ = [
+    "Alike",
     "Equivalence",
     "RefusedOnWindow",
     "ValidationConfig",
@@ -24,5 +33,6 @@ __all__ = [
     "fold_windows",
     "missing_artifacts",
     "select_candidates",
+    "tried_alike",
     "validate",
 ]

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -43,6 +45,7 @@ from genesis_core.records import (
     RefusedCandidate,
     Robustness,
     RunFolder,
+    RunRecord,
     SchemaError,
     TrialArtifact,
     ValidationReport,
@@ -200,21 +203,22 @@ def _explore_returns(backtester: Backtester, trial: TrialArtifact) -> np.ndarray
 
 
 def _overfitting(backtester: Backtester, trials: list[TrialArtifact], candidates: list[Candidate], v: ValidationConfig,
-                 periods: float) -> Overfitting:
+                 periods: float, alike: Alike) -> Overfitting:
     """The mean explore-validation gap; each candidate's deflated Sharpe ratio given every evaluated
-    trial (N and N_eff), the top-ranked one's as the run's; the PBO of the top distinct configs."""
+    trial (N and N_eff), the other runs' on these bars among them, the top-ranked one's as the run's;
+    the PBO of the top distinct configs."""
     top = select_candidates(trials, v.overfitting.configs, include_scoring_failures=True)
     returns = {t.trial_number: _explore_returns(backtester, t) for t in top}
     matrix = np.column_stack(list(returns.values())) if len(top) >= 2 else None
     mean_gap = sum(c.gap for c in candidates) / len(candidates) if candidates else None
     scale = math.sqrt(periods)  # metrics.sharpe is annualised over the market's bars a year; DSR wants per bar
-    sharpes = np.array([s / scale for t in trials if (s := t.metrics["sharpe"]) is not None])
+    sharpes = np.array([s / scale for t in trials if (s := t.metrics["sharpe"]) is not None] + [s / scale for s in alike.sharpes])
     rho, n_eff = effective_trials(matrix, len(sharpes)) if matrix is not None else (None, None)
     by_number = {t.trial_number: t for t in trials}
     for c in candidates:  # promotion holds the trial it promotes to its own
         chosen = returns.get(c.trial)
         chosen = _explore_returns(backtester, by_number[c.trial]) if chosen is None else chosen
-        stats = deflated_sharpe(chosen, sharpes, len(sharpes))
+        stats = deflated_sharpe(chosen, sharpes, len(sharpes)) | {"other_runs": alike.runs, "other_trials": len(alike.sharpes)}
         if n_eff is not None:
             effective = deflated_sharpe(chosen, sharpes, n_eff)
             stats |= {"mean_correlation": rho, "effective_trials": n_eff, "sr0_effective": effective["sr0_per_bar"],
@@ -236,24 +240,71 @@ def _sharpe_gap(explore: float | int | None, windows: list[float | int | None]) 
     return explore - sum(w for w in windows if w is not None) / len(windows)
 
 
+def _market_runs(folder: RunFolder, symbol: str, timeframe: str) -> Iterator[tuple[RunFolder, RunRecord]]:
+    """The other runs of ``folder``'s results folder, of the same market, that this version reads."""
+    for path in sorted((folder.results_dir / "runs").glob("*/run.json")):
+        other = RunFolder(path.parent)
+        if other.path.resolve() == folder.path.resolve():
+            continue
+        try:
+            run = other.read_run()
+        except SchemaError:
+            continue
+        meta = run.config.get("meta", {})
+        if same_symbol(str(meta.get("symbol")), symbol) and meta.get("timeframe") == timeframe:
+            yield other, run
+
+
 def looked_before(folder: RunFolder, windows: list[WindowSpec], symbol: str, timeframe: str) -> list[str]:
     """The other runs of ``folder``'s results folder, of the same market, whose validation shares a
     day with ``windows``: each look at a window makes it less out of sample (choosing among the
     runs by it is fitting to it)."""
     seen = []
-    for path in sorted((folder.results_dir / "runs").glob("*/validation.json")):
-        other = RunFolder(path.parent)
-        if other.path.resolve() == folder.path.resolve():
-            continue
+    for other, _ in _market_runs(folder, symbol, timeframe):
         try:
-            meta, theirs = other.read_run().config.get("meta", {}), other.read_validation().validation.get("windows", [])
+            theirs = other.read_validation().validation.get("windows", []) if other.is_validated() else []
         except SchemaError:
-            continue
-        if not (same_symbol(str(meta.get("symbol")), symbol) and meta.get("timeframe") == timeframe):
             continue
         if any(w.overlaps(o.get("start"), o.get("end")) for w in windows for o in theirs):
             seen.append(other.name)
     return seen
+
+
+@dataclass(frozen=True)
+class Alike:
+    """What other runs tried on a run's explore bars: the runs, and the per-bar Sharpe ratio of
+    each config they evaluated that the run did not."""
+
+    runs: list[str]
+    sharpes: list[float]
+
+
+def tried_alike(folder: RunFolder, first_bar: str, last_bar: str, symbol: str, timeframe: str) -> Alike:
+    """The configs the other runs of the market evaluated on days of this run's explore window
+    (``first_bar``..``last_bar``), each once and none this run evaluated (trials.csv: a config
+    answered from another study's cache is listed by both). A study run after another on the same
+    bars goes on with its search, and the best of both is chosen: N is every config tried (Bailey
+    and López de Prado)."""
+    mine = WindowSpec(start=first_bar, end=last_bar)
+    seen = {r.config_fingerprint or f"#{r.number}" for r in folder.read_trials_table()}
+    runs: list[str] = []
+    sharpes: list[float] = []
+    for other, run in _market_runs(folder, symbol, timeframe):
+        if not mine.overlaps(run.fixed_config.data.start, run.fixed_config.data.end):
+            continue
+        try:
+            rows = other.read_trials_table()
+        except SchemaError:
+            continue
+        before = len(sharpes)
+        for r in rows:
+            sharpe, key = r.metrics.get("sharpe"), r.config_fingerprint or f"{other.name}#{r.number}"  # or an old row's
+            if r.state == "COMPLETE" and isinstance(sharpe, int | float) and key not in seen:
+                seen.add(key)
+                sharpes.append(float(sharpe))
+        if len(sharpes) > before:
+            runs.append(other.name)
+    return Alike(runs, sharpes)
 
 
 def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerConfig,
@@ -311,7 +362,9 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         refused=refused,
         passed=[c.trial for c in candidates if c.passed],
         best=next((c.trial for c in candidates if c.passed), None),
-        overfitting=_overfitting(bt, trials, candidates, v, candles.bars_per_year),
+        overfitting=_overfitting(bt, trials, candidates, v, candles.bars_per_year,
+                                 tried_alike(folder, trials[0].window.first_bar, trials[0].window.last_bar, config.meta.symbol,
+                                             config.meta.timeframe) if trials else Alike([], [])),
     )
     folder.write_validation(report)
     return report
