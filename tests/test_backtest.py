@@ -64,6 +64,31 @@ def test_same_command_twice_gives_byte_identical_metrics(short_config, tmp_path)
     assert inproc["metrics"] == a["metrics"] and inproc["fingerprints"] == a["fingerprints"]
 
 
+def test_a_short_s_borrow_is_paid_on_its_value_at_each_close_it_is_held_through(short_config):
+    """The reference strategy on 2022-03..05 with shorts paying 30 bps a day (a margin short's
+    borrow): the same trades at the same bars, each short's carry its units times each close held
+    through times 1.25 bps (an hour's share), none on the longs; the equity the sum of the pnls."""
+    import numpy as np
+
+    cfg = read_config_file(short_config)
+    bt = Backtester()
+    free = bt.run(build_config(cfg))
+    paid = bt.run(build_config({**cfg, "costs": {**cfg["costs"], "carry_bps_per_day": {"short": 30}}}))
+    a, b = free.engine.trades, paid.engine.trades
+    assert len(a) == len(b) and (a["side"] == -1).sum() >= 10
+    assert (a[["entry_bar", "exit_bar", "side"]] == b[["entry_bar", "exit_bar", "side"]]).all()
+    close = paid.window.candles.close
+    expected = [t["units"] * close[t["entry_bar"]:t["exit_bar"]].sum() * 30 / 24 / 1e4 if t["side"] == -1 else 0.0 for t in b]
+    np.testing.assert_allclose(b["carry"], expected, rtol=1e-12)
+    assert (a["carry"] == 0).all() and b["carry"].sum() > 0
+    np.testing.assert_allclose(b["pnl"], b["side"] * b["units"] * (b["exit_price"] - b["entry_price"]) - b["fees"] - b["carry"],
+                               rtol=1e-12)
+    assert paid.engine.equity[-1] == pytest.approx(paid.engine.equity[0] + b["pnl"].sum(), rel=1e-12)
+    assert paid.metrics["total_return"] < free.metrics["total_return"]
+    record = backtest_record(paid).model_dump(mode="json")
+    assert [t["carry"] for t in record["trades"]] == pytest.approx(list(b["carry"]))
+
+
 def test_result_json_holds_what_proves_and_reproduces_it(short_config, tmp_path):
     out = tmp_path / "r.json"
     proc = _cli("backtest", "-c", str(short_config), "--out", str(out))

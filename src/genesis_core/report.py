@@ -392,8 +392,7 @@ def backtest_report(result: BacktestResult, record: BacktestRecord, cautions: li
     page.add("Summary", _table(["", ""], [
         ["strategy", cfg.strategy], ["data", cfg.data.path], ["window", f"{w.first_bar} .. {w.last_bar}"],
         ["bars", f"{w.bars:,} ({w.warmup_bars:,} warm-up before)"], ["timeframe", w.timeframe],
-        ["costs", f"fee {cfg.costs.fee_bps:g} bps, slippage {cfg.costs.slippage_bps:g} bps, initial equity "
-                  f"{cfg.costs.initial_equity:,.0f}"],
+        ["costs", cfg.costs.describe()],
         ["outcome", None if sc is None else sc.outcome.value], ["production score", None if sc is None else sc.production],
         ["config fingerprint", result.config_fingerprint], ["data window fingerprint", result.window.fingerprint],
     ]))

@@ -34,7 +34,7 @@ def _decisions(n: int, **bars) -> Decisions:
 
 
 def _trades(result):
-    names = ("entry_bar", "exit_bar", "side", "entry_price", "exit_price", "units", "pnl", "fees", "exit_reason")
+    names = ("entry_bar", "exit_bar", "side", "entry_price", "exit_price", "units", "pnl", "fees", "exit_reason", "carry")
     return [dict(zip(names, row, strict=True)) for row in result.trades.tolist()]
 
 
@@ -72,6 +72,44 @@ def test_short_profits_when_price_falls():
     assert t["side"] == -1 and t["entry_price"] == pytest.approx(entry) and t["exit_price"] == pytest.approx(exit_)
     assert t["pnl"] == pytest.approx(units * (entry - exit_))
     assert r.equity[-1] == pytest.approx(10_000 + t["pnl"])
+
+
+def test_carry_is_paid_at_each_close_a_position_is_held_through_by_its_side_s_rate():
+    """A short pays borrow (or funding) on its value at each close it is held through; a long may
+    receive it. 24 bps a day is 1 bp an hourly bar. The trade's pnl is net of it, and so the equity."""
+    c = make_candles([100, 100, 90, 80, 80, 80], [101, 101, 91, 81, 81, 81], [99, 89, 79, 79, 79, 79],
+                     [100, 90, 80, 80, 80, 80])
+    costs = Costs(fee_bps=0, slippage_bps=0, initial_equity=10_000, carry_bps_per_day={"long": -12, "short": 24})
+    r = run_engine(c, _decisions(6, entries={0: (-1, 0.5, NAN, NAN, NAN), 3: (1, 1.0, NAN, 0.5, NAN)}, exit_short=[2]), 0, costs)
+    short, long_ = _trades(r)
+    units = 5_000 / 100
+    paid = units * (90 + 80) * 1e-4  # held through the closes of bars 1 and 2, out at bar 3's open
+    assert (short["entry_bar"], short["exit_bar"]) == (1, 3) and short["carry"] == pytest.approx(paid)
+    assert short["pnl"] == pytest.approx(units * (100 - 80) - paid)
+    assert r.equity[2] == pytest.approx(10_000 + units * (100 - 90) - units * 90 * 1e-4)  # bar 1's close, its carry paid
+    # the long enters at bar 4's open and its target (80.5) is hit inside bar 4: no close held through, no carry
+    assert (long_["entry_bar"], long_["exit_bar"], EXIT_REASONS[int(long_["exit_reason"])], long_["carry"]) == (4, 4, "take_profit", 0)
+    assert r.equity[-1] == pytest.approx(10_000 + short["pnl"] + long_["pnl"])
+    held = run_engine(c, _decisions(6, entries={3: (1, 1.0, NAN, NAN, NAN)}), 0, costs)
+    (t,) = _trades(held)  # held through the close of bar 4, out at the last bar's close: received for one bar
+    units = 10_000 / 80
+    assert (t["exit_bar"], EXIT_REASONS[int(t["exit_reason"])]) == (5, "end_of_window")
+    assert t["carry"] == pytest.approx(-units * 80 * 0.5e-4) and t["pnl"] == pytest.approx(-t["carry"])
+
+
+def test_no_carry_is_serialised_and_fingerprinted_as_configs_were_before_carry():
+    """A config without carry must read, fingerprint and sign as before carry was modelled: its
+    study resumes and its trials re-run identical. With carry it is another config."""
+    from genesis_core.backtest import Backtester, build_config
+
+    assert set(Costs().model_dump()) == {"fee_bps", "slippage_bps", "initial_equity"}
+    base = build_config({"data": {"start": "2022-03-01", "end": "2022-03-31"}})
+    assert "carry_bps_per_day" not in base.model_dump(mode="json")["costs"]
+    carried = build_config({"data": {"start": "2022-03-01", "end": "2022-03-31"}, "costs": {"carry_bps_per_day": {"short": 5}}})
+    assert carried.model_dump(mode="json")["costs"]["carry_bps_per_day"] == {"long": 0.0, "short": 5.0}
+    assert build_config(carried.model_dump(mode="json")) == carried
+    bt = Backtester()
+    assert bt.plan(base).config_fingerprint != bt.plan(carried).config_fingerprint
 
 
 @pytest.mark.parametrize(

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
 
 from genesis_core.config import StrictModel
 from genesis_core.data import Candles, format_ts
@@ -25,12 +26,43 @@ from genesis_core.errors import StrategyError
 from genesis_core.strategy import Decisions
 
 
+class Carry(StrictModel):
+    """Borrow or funding a position pays per day held, in basis points of its value, by side
+    (negative: received, as a perpetual's funding can be)."""
+
+    long: float = Field(0.0, ge=-100.0, le=100.0)
+    short: float = Field(0.0, ge=-100.0, le=100.0)
+
+
 class Costs(StrictModel):
-    """Trading costs, each in basis points of notional per fill, and the starting equity."""
+    """Trading costs, each in basis points of notional per fill, the starting equity, and carry."""
 
     fee_bps: float = Field(10.0, ge=0.0, le=1000.0)
     slippage_bps: float = Field(5.0, ge=0.0, le=1000.0)
     initial_equity: float = Field(10_000.0, gt=0.0)
+    carry_bps_per_day: Carry = Carry()
+
+    @model_serializer(mode="wrap")
+    def _without_no_carry(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
+        """No carry is left out, so that a config without one serialises, and is fingerprinted, as
+        configs did before carry was modelled (their studies resume, their artifacts re-run)."""
+        out: dict[str, Any] = handler(self)
+        if self.carry_bps_per_day == Carry():
+            out.pop("carry_bps_per_day", None)
+        return out
+
+    def describe(self) -> str:
+        c = self.carry_bps_per_day
+        carry = [f"{bps:g} bps a day on {side}s" for side, bps in (("long", c.long), ("short", c.short)) if bps]
+        return (f"fee {self.fee_bps:g} bps, slippage {self.slippage_bps:g} bps, initial equity {self.initial_equity:,.0f}"
+                + (f", carry {' and '.join(carry)}" if carry else ""))
+
+    def rates(self, timeframe_seconds: int) -> CostRates:
+        """As the kernel takes them: fractions of notional, and carry a bar of ``timeframe_seconds``
+        (a bar missing from the data is not charged)."""
+        day = timeframe_seconds / 86_400 / 1e4
+        return CostRates(self.fee_bps / 1e4, self.slippage_bps / 1e4, self.initial_equity,
+                         self.carry_bps_per_day.long * day, self.carry_bps_per_day.short * day)
 
 
 @dataclass(frozen=True)
@@ -58,7 +90,7 @@ def run_engine(candles: Candles, decisions: Decisions, start: int, costs: Costs)
     for decisions the engine cannot take (see ``_orders``)."""
     equity, counters, trades = run_bars(
         Prices(candles.open, candles.high, candles.low, candles.close), start, _orders(decisions, candles.timestamps, start),
-        CostRates(costs.fee_bps / 1e4, costs.slippage_bps / 1e4, costs.initial_equity),
+        costs.rates(candles.timeframe_seconds),
     )
     return EngineResult(equity, trades, {name: int(counters[0][name]) for name in COUNTERS})
 
@@ -104,4 +136,4 @@ def _orders(d: Decisions, times: np.ndarray, start: int) -> Orders:
                   int(d.cooldown_bars), int(d.max_bars_held))
 
 
-__all__ = ["COUNTERS", "COUNTER_DTYPE", "EXIT_REASONS", "TRADE_DTYPE", "Costs", "EngineResult", "run_engine"]
+__all__ = ["COUNTERS", "COUNTER_DTYPE", "EXIT_REASONS", "TRADE_DTYPE", "Carry", "Costs", "EngineResult", "run_engine"]

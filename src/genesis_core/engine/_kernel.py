@@ -4,6 +4,8 @@ Rules (each has a hand-computed test in tests/engine):
 - A decision at bar t's close fills at bar t+1's open; nothing fills beyond the last bar.
 - Fill prices carry slippage against the trader: buy at price * (1 + slip), sell at price * (1 - slip);
   each fill pays fee = notional * fee rate.
+- A position pays carry (borrow, funding) at each close it is held through: its value at that close
+  times its side's rate a bar (negative: received). A trade's pnl is net of its fees and carry.
 - Entry size: notional plus entry fee equal the fraction of equity marked at the fill bar's open
   (no hidden leverage from fees); units of the asset are fractional.
 - Stop, take-profit and trailing levels are set from the entry bar's raw open and the distances
@@ -39,6 +41,7 @@ _STOP, _TAKE, _TRAIL, _SIGNAL, _MAXHOLD, _REVERSE, _END, _RUIN = range(len(EXIT_
 TRADE_DTYPE = np.dtype([
     ("entry_bar", np.int64), ("exit_bar", np.int64), ("side", np.int64), ("entry_price", np.float64),
     ("exit_price", np.float64), ("units", np.float64), ("pnl", np.float64), ("fees", np.float64), ("exit_reason", np.int64),
+    ("carry", np.float64),
 ], align=True)
 COUNTERS = ("orders", "fills", "trades_opened", "trades_closed", "blocked_in_position", "blocked_cooldown", "bars_in_position")
 # The engine's counters, one record (an array of length 1, since numba returns arrays, not records).
@@ -69,11 +72,14 @@ class Orders(NamedTuple):
 
 
 class CostRates(NamedTuple):
-    """Costs as fractions of notional per fill, and the starting equity."""
+    """Costs as fractions of notional per fill, the starting equity, and carry as a fraction of a
+    position's value a bar, long and short."""
 
     fee_rate: float
     slippage: float
     initial_equity: float
+    long_carry: float
+    short_carry: float
 
 
 # The arrays of an order whose values run_bars cannot take, in the order first_fault checks them.
@@ -110,8 +116,9 @@ def _ruin(cash, pos, units, costs):
 
 
 @njit(cache=True, inline="always")
-def _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw_price, reason, costs):
-    """Write trade ``k`` for closing at ``raw_price``, count the fill; return the cash it brings in."""
+def _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, carry, raw_price, reason, costs):
+    """Write trade ``k`` for closing at ``raw_price``, ``carry`` paid while held; count the fill;
+    return the cash it brings in."""
     counters[0].fills += 1
     counters[0].trades_closed += 1
     fill = raw_price * (1.0 - pos * costs.slippage)
@@ -123,9 +130,10 @@ def _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw
     trade.entry_price = entry_px
     trade.exit_price = fill
     trade.units = units
-    trade.pnl = pos * units * (fill - entry_px) - entry_fee - fee
+    trade.pnl = pos * units * (fill - entry_px) - entry_fee - fee - carry
     trade.fees = entry_fee + fee
     trade.exit_reason = reason
+    trade.carry = carry
     return pos * units * fill - fee
 
 
@@ -148,6 +156,7 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
     entry_bar = 0
     entry_px = 0.0
     entry_fee = 0.0
+    carry = 0.0
     sl = np.nan
     tp = np.nan
     trail = np.nan
@@ -161,13 +170,13 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
     for t in range(start, n):
         # 0. a bar that opens beyond the level where the equity is gone liquidates there, before any order
         if pos != 0 and pos * (open_[t] - _ruin(cash, pos, units, costs)) <= 0.0:
-            _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, open_[t], _RUIN, costs)
+            _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, carry, open_[t], _RUIN, costs)
             k += 1
             equity[t - start + 1:] = 0.0  # nothing left to trade with, nor owed
             break
         # 1. orders decided at the previous close fill at this open
         if pend_exit and pos != 0:
-            cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, open_[t], pend_reason, costs)
+            cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, carry, open_[t], pend_reason, costs)
             k += 1
             pos = 0
             units = 0.0
@@ -179,6 +188,7 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
                 entry_px = ref * (1.0 + pend_side * costs.slippage)
                 units = mark * orders.size[pend_i] / (entry_px * (1.0 + costs.fee_rate))
                 entry_fee = units * entry_px * costs.fee_rate
+                carry = 0.0
                 cash -= pend_side * units * entry_px + entry_fee
                 pos = pend_side
                 entry_bar = t
@@ -226,7 +236,7 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
             if t == n - 1 and np.isnan(raw):
                 raw, reason = close[t], _END
             if not np.isnan(raw):
-                cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, raw, reason, costs)
+                cash += _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, carry, raw, reason, costs)
                 k += 1
                 pos = 0
                 units = 0.0
@@ -235,7 +245,12 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
                     equity[t - start + 1:] = 0.0
                     break
 
-        # 3. mark to market at the close; 4. the trailing level follows this bar's extreme
+        # 3. carry for holding through this close, and the mark to market there; 4. the trailing
+        # level follows this bar's extreme
+        if pos != 0:
+            paid = units * close[t] * (costs.long_carry if pos == 1 else costs.short_carry)
+            cash -= paid
+            carry += paid
         equity[t - start + 1] = cash + pos * units * close[t]
         if pos != 0 and not np.isnan(trail_d):
             if pos == 1:

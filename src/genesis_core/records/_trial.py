@@ -38,10 +38,11 @@ class TradeRecord(Part):
     entry_price: float | None
     exit_price: float | None
     units: float | None
-    pnl: float | None
+    pnl: float | None  # net of fees and carry
     fees: float | None
     bars_held: int
     exit_reason: str
+    carry: float | None = 0.0  # borrow or funding paid while held (costs.carry_bps_per_day; negative: received)
 
 
 class ScoreRecord(Part):
@@ -139,7 +140,7 @@ def _trades(result: BacktestResult) -> list[TradeRecord]:
         side="long" if t["side"] > 0 else "short", entry_price=finite(float(t["entry_price"])),
         exit_price=finite(float(t["exit_price"])), units=finite(float(t["units"])), pnl=finite(float(t["pnl"])),
         fees=finite(float(t["fees"])), bars_held=int(t["exit_bar"] - t["entry_bar"]),
-        exit_reason=EXIT_REASONS[int(t["exit_reason"])],
+        exit_reason=EXIT_REASONS[int(t["exit_reason"])], carry=finite(float(t["carry"])),
     ) for t in result.engine.trades]
 
 
