@@ -73,11 +73,13 @@ def test_samplers_by_name_or_class_with_clear_errors(tmp_path):
         SamplerConfig(name="tpee")
     with pytest.raises(ConfigError, match="is the class optuna.pruners._median.MedianPruner, not an optuna.samplers.BaseSampler subclass"):
         SamplerConfig(name="optuna.pruners:MedianPruner")
-    path = write_config(tmp_path, meta={"sampler": {"name": "optuna.samplers:RandomSampler", "kwargs": {"seed": 3}}})
+    path = write_config(tmp_path, meta={"sampler": {"name": "optuna.samplers:TPESampler", "kwargs": {"seed": 3}}})
     spec: StudySpec = load_study_config(path).spec()
     phased = spec.sampler()  # phase 1 chooses in a companion study, with a sampler of the same kind
-    assert isinstance(phased, PhasedSampler) and isinstance(phased.main, optuna.samplers.RandomSampler)
-    assert isinstance(phased.feasibility, optuna.samplers.RandomSampler)
+    assert isinstance(phased, PhasedSampler) and isinstance(phased.main, optuna.samplers.TPESampler)
+    assert isinstance(phased.feasibility, optuna.samplers.TPESampler)
+    blind = write_config(tmp_path, "random.yaml", meta={"sampler": {"name": "optuna.samplers:RandomSampler", "kwargs": {"seed": 3}}})
+    assert isinstance(load_study_config(blind).spec().sampler(), optuna.samplers.RandomSampler)  # reads no score: no companion
     qmc = write_config(tmp_path, "qmc.yaml", meta={"sampler": {"name": "qmc", "kwargs": {"seed": 3}}},
                        scoring={"phase1": {"trials": 0}})
     assert isinstance(load_study_config(qmc).spec().sampler(), optuna.samplers.QMCSampler)  # no phase 1: unwrapped

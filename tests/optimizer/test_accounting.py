@@ -363,7 +363,10 @@ def test_two_processes_joining_one_study_sample_with_distinct_seeds(tmp_path):
     assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
     sessions = [json.loads(o[0])["explore"]["session"] for o in outs]
     assert sorted(s["slot"] for s in sessions) == [0, 1]
-    assert sorted(s["sampler_seeds"][0] for s in sessions) == [7, 1007]
+    from genesis_core.optimizer._worker import RESUME_STRIDE, SEED_STRIDE
+
+    seeds = {s["slot"]: s["sampler_seeds"][0] for s in sessions}  # slot k's: 7 + 1000 k + RESUME_STRIDE x the trials it found
+    assert seeds[0] != seeds[1] and [(seeds[k] - 7 - SEED_STRIDE * k) % RESUME_STRIDE for k in (0, 1)] == [0, 0]
     trials = _study(tmp_path).trials
     assert sum(t.state.name in ("COMPLETE", "PRUNED") for t in trials) >= 30
     assert not [t for t in trials if t.user_attrs.get("outcome") == "DUPLICATE"]  # same seeds would repeat the start-up points
@@ -389,6 +392,58 @@ def test_a_seeded_one_worker_run_reproduces_exactly(tmp_path):
         with open(Path(summary["run_dir"]) / "trials.csv") as fh:
             tables.append([{k: v for k, v in row.items() if k != "duration_ms"} for row in csv.DictReader(fh)])
     assert len(tables[0]) == 15 and tables[0] == tables[1]
+
+
+@pytest.mark.parametrize(("sampler", "sessions"), [
+    ({"name": "random", "kwargs": {"seed": 1}}, (100, 200)),  # in phase 2 when stopped
+    ({"name": "tpe", "kwargs": {"seed": 1, "n_startup_trials": 25}}, (10, 45)),  # in the feasibility phase, then TPE's start-up
+    ({"name": "qmc", "kwargs": {"seed": 1}}, (100,)),  # one session: its phase 1 was a companion walking the same Sobol points
+])
+def test_a_seeded_study_run_again_proposes_no_point_twice(tmp_path, sampler, sessions):
+    """A seeded study stopped and run again (to go on after Ctrl-C, or with a larger budget) sampled
+    with its first session's seeds: a random sampler proposed the first session's points again, each
+    answered from the cache, until the duplicate streak stopped the run (random, 100 then 200 trials:
+    50 repeats and 'explore stopped early'); TPE's start-up and the feasibility phase's companion
+    repeated theirs. A session that finds N trials now samples with streams of its own. And QMC's
+    feasibility companion walked the Sobol points the study then walked again (30 of 100)."""
+    import csv
+
+    from tests.optimizer.test_optimizer import write_config
+
+    path = write_config(tmp_path, meta={"sampler": sampler, "duplicate_streak_limit": 50, "stop": {"max_trials": sessions[-1]}},
+                        scoring={"phase1": {"trials": 30}},
+                        parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+                                    "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0}})
+    for budget in sessions:
+        summary = optimize(path, RunOptions(max_trials=budget))
+        assert summary["session"]["stopped_reason"] is None
+    rows = list(csv.DictReader((tmp_path / "results" / "runs" / "t" / "trials.csv").open()))
+    assert len(rows) == sessions[-1] and {r["state"] for r in rows} == {"COMPLETE"}
+    assert [r["number"] for r in rows if r["outcome"] == "DUPLICATE" or r["cached"] == "True"] == []
+    assert len({r["config_fingerprint"] for r in rows}) == sessions[-1]
+    from genesis_core.optimizer._samplers import offset_seed  # each session's seeds, as run.json records them
+    from genesis_core.optimizer._worker import RESUME_STRIDE
+
+    run = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())
+    assert [s["sampler_seeds"] for s in run["sessions"]] == [[offset_seed(1, RESUME_STRIDE * n)] for n in (0, *sessions[:-1])]
+
+
+def test_a_sampler_whose_package_is_missing_is_refused_as_the_config_is_read(tmp_path):
+    """`sampler: gp` ran its start-up trials, then ended in a traceback (No module named 'torch'): Optuna's
+    GP sampler imports PyTorch, which Genesis-Core does not install."""
+    import importlib.util
+
+    from genesis_core.errors import ConfigError
+    from genesis_core.study import load_study_config
+    from tests.optimizer.test_optimizer import write_config
+
+    path = write_config(tmp_path, meta={"sampler": {"name": "gp", "kwargs": {"seed": 1}}})
+    if importlib.util.find_spec("torch") is not None:  # installed by hand: it loads
+        assert load_study_config(path).meta.sampler.name == "gp"
+        return
+    with pytest.raises(ConfigError, match=r"sampler 'gp' needs PyTorch \(torch\), which is not installed here: .* -m pip "
+                                          r"install torch, or another sampler \(tpe, tpe-batched, random, cmaes, qmc, grid\)"):
+        load_study_config(path)
 
 
 def test_a_seeded_two_worker_run_is_reproducible_with_its_processes_forked_or_spawned(tmp_path, monkeypatch):

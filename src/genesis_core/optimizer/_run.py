@@ -33,10 +33,12 @@ from genesis_core.optimizer._storage import (
     orphan_age,
     read_now,
     recover_stale_trials,
+    trial_count,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
 from genesis_core.optimizer._worker import (
     EVALUATED,
+    RESUME_STRIDE,
     SEED_STRIDE,
     STOP_SIGNALS,
     Worker,
@@ -178,6 +180,7 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     optuna_study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize",
                                        load_if_exists=True, sampler=spec.sampler(), pruner=spec.pruner())
     notes = check_signature(optuna_study, spec, candles, options.force_resume, options.backfill_signature)
+    found = trial_count(optuna_study)
     if cfg.meta.proxy is not None:
         notes.append(f"the study's calls went through the gRPC storage proxy at {cfg.meta.proxy}")
     spec.folder.remove_stale_temporaries()
@@ -196,10 +199,10 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     workers = options.workers or cfg.meta.n_workers
     timeout = cfg.meta.stop.seconds_left(time.time())
     n_procs = workers if remaining is None else min(workers, remaining)
-    # a session alone takes slot 0 (a resume reproduces a seeded run); one joining a running study,
-    # from here or elsewhere, another slot, and so other sampler seeds than the sessions already at work
+    # a session alone takes slot 0; one joining a running study, from here or elsewhere, another slot,
+    # and so other sampler seeds than the sessions already at work
     slot = cache.join(spec.name, max(cfg.meta.stale_trial_seconds, orphan_age(cfg.meta.storage_retry_seconds)))
-    plan = _Plan(started, notes, max_trials, remaining, workers, n_procs, timeout, slot)
+    plan = _Plan(started, notes, max_trials, remaining, workers, n_procs, timeout, slot, found)
     try:
         return _run_session(spec, optuna_study, options, cache, plan, on_progress)
     finally:
@@ -219,6 +222,7 @@ class _Plan:
     n_procs: int  # worker processes to run (fewer than workers when little of the budget is left)
     timeout: float | None
     slot: int
+    found: int  # trials in the study when the session started
 
 
 def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOptions, cache: ScoreCache, plan: _Plan,
@@ -226,7 +230,11 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     """The workers of one session: started, run in rounds, joined; then the session's record."""
     cfg, clock = spec.config, spec.folder.clock
     started, notes, max_trials, timeout, n_procs = plan.started, plan.notes, plan.max_trials, plan.timeout, plan.n_procs
-    first = SEED_STRIDE * plan.slot  # worker i of the session uses sampler seed + first + i
+    # worker i of the session uses sampler seed + first + i. A seeded study resumed with the seeds of its
+    # first session drew their random numbers again: a random sampler's (and TPE's start-up, and the
+    # feasibility phase's) proposals were the first session's, answered from the cache one after
+    # another until the duplicate streak stopped the run, 'the space looks exhausted'
+    first = SEED_STRIDE * plan.slot + RESUME_STRIDE * plan.found
     ctx = process_context(spec)
     batched = spec.reproducible and n_procs > 1
     procs = [] if batched else [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), first + i))

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import sys
 import warnings
 from collections.abc import Sequence
 from typing import Any
@@ -90,6 +92,9 @@ SAMPLERS: dict[str, type[optuna.samplers.BaseSampler]] = {
     "qmc": optuna.samplers.QMCSampler,
     "grid": optuna.samplers.GridSampler,  # over the categorical and grid parameters
 }
+# what a sampler imports once it starts (Optuna's GP sampler: PyTorch, not a dependency of Genesis-Core,
+# which it imported after its start-up trials, ending the run in a traceback)
+NEEDS = {"gp": ("torch", "PyTorch")}
 PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
     "none": optuna.pruners.NopPruner,
     "median": optuna.pruners.MedianPruner,
@@ -98,7 +103,13 @@ PRUNERS: dict[str, type[optuna.pruners.BasePruner]] = {
 
 
 def sampler_class(name: str) -> type[optuna.samplers.BaseSampler]:
-    """A sampler class by name (SAMPLERS) or ``package.module:Class``."""
+    """A sampler class by name (SAMPLERS) or ``package.module:Class``; ConfigError for one whose
+    package (NEEDS) is not installed."""
+    module, package = NEEDS.get(name, (None, None))
+    if module is not None and importlib.util.find_spec(module) is None:
+        others = ", ".join(n for n in SAMPLERS if n not in NEEDS)
+        raise ConfigError(f"sampler {name!r} needs {package} ({module}), which is not installed here: "
+                          f"{sys.executable} -m pip install {module}, or another sampler ({others})")
     cls = resolve(name, SAMPLERS, "sampler", "genesis_core.samplers")
     if not (isinstance(cls, type) and issubclass(cls, optuna.samplers.BaseSampler)):
         raise ConfigError(f"sampler {name!r} is {describe(cls)}, not an optuna.samplers.BaseSampler subclass")
@@ -136,13 +147,18 @@ def _check_keywords(cls: type, kwargs: dict[str, Any], where: str, name: str) ->
         raise ConfigError(f"{where}.{unknown[0]}: {name} takes no such argument{unknown_key_hint(unknown[0], sorted(known))}")
 
 
+def offset_seed(seed: int, offset: int) -> int:
+    """``seed + offset`` within the seeds NumPy takes (0 .. 2**32 - 1)."""
+    return (int(seed) + offset) % 2**32
+
+
 def make_sampler(name: str, kwargs: dict[str, Any], grid: dict[str, list[Any]], n_searched: int,
                  worker_index: int = 0) -> optuna.samplers.BaseSampler:
     """The configured sampler; with a seed, worker i uses seed + i so workers do not propose the
     same points (which the cache would answer, but which would waste the workers)."""
     kwargs = dict(kwargs)
     if kwargs.get("seed") is not None:
-        kwargs["seed"] = int(kwargs["seed"]) + worker_index
+        kwargs["seed"] = offset_seed(kwargs["seed"], worker_index)
     cls = sampler_class(name)
     _check_keywords(cls, kwargs, "meta.sampler.kwargs", name)
     try:

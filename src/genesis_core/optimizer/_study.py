@@ -25,6 +25,7 @@ from genesis_core.optimizer._samplers import (
     PhasedSampler,
     make_pruner,
     make_sampler,
+    offset_seed,
     sampler_class,
 )
 from genesis_core.optimizer._space import SearchSpace
@@ -41,6 +42,10 @@ SIGNED_ATTR = "genesis_signed"  # what the fixed_config, scoring and data finger
 
 class ResumeBlocked(GenesisError):
     exit_code = 2
+
+
+# samplers whose proposals never depend on the scores told
+SCORE_BLIND = (optuna.samplers.GridSampler, optuna.samplers.RandomSampler, optuna.samplers.QMCSampler)
 
 
 @dataclass
@@ -110,11 +115,13 @@ class StudySpec:
 
     def sampler(self, worker_index: int = 0) -> optuna.samplers.BaseSampler:
         """The configured sampler; with phase-1 trials, wrapped so that they are chosen on the
-        feasibility scale in a companion study (``PhasedSampler``; a grid ignores scores)."""
+        feasibility scale in a companion study (``PhasedSampler``). Not a sampler that reads no score
+        (grid, random, QMC): a companion would only be a second stream of its points, and QMC's
+        (unscrambled Sobol, Optuna's default) the same points again, answered from the cache."""
         s = self.config.meta.sampler
         main = make_sampler(s.name, s.kwargs, self.space.grid, len(self.space.distributions), worker_index)
         phase1 = self.config.scoring.phase1.trials
-        if phase1 == 0 or isinstance(main, optuna.samplers.GridSampler):
+        if phase1 == 0 or isinstance(main, SCORE_BLIND):
             return main
         feasibility = make_sampler(s.name, s.kwargs, self.space.grid, len(self.space.distributions),
                                    worker_index + FEASIBILITY_SEED_OFFSET)
@@ -131,7 +138,7 @@ class StudySpec:
     def sampler_seeds(self, first: int, workers: int) -> list[int]:
         """The sampler seeds of workers ``first`` .. ``first + workers - 1`` (none without a seed)."""
         seed = self.config.meta.sampler.kwargs.get("seed")
-        return [] if seed is None else [int(seed) + first + i for i in range(workers)]
+        return [] if seed is None else [offset_seed(seed, first + i) for i in range(workers)]
 
     def pruner(self) -> optuna.pruners.BasePruner:
         return make_pruner(self.config.meta.pruner.name, self.config.meta.pruner.kwargs)

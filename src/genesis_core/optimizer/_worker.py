@@ -21,6 +21,7 @@ from genesis_core.backtest import CACHE, Backtester, Plan
 from genesis_core.errors import REFUSALS, GenesisError
 from genesis_core.files import sync_all
 from genesis_core.fingerprint import fingerprint
+from genesis_core.optimizer._samplers import offset_seed
 from genesis_core.optimizer._storage import (
     CacheAnswer,
     CacheEntry,
@@ -40,7 +41,8 @@ from genesis_core.records import BacktestRecord, CachedFrom, Metrics, ScoreRecor
 from genesis_core.scoring import Checkpoint, Outcome, checkpoints, prune_reason, score
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
-SEED_STRIDE = 1000  # session slot k's workers use sampler seeds seed + 1000 k + i
+SEED_STRIDE = 1000  # session slot k's workers use sampler seeds seed + 1000 k + i ...
+RESUME_STRIDE = 1_000_003  # ... + N x this in a session that finds N trials in the study (see _run.optimize)
 EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)  # what the budget counts: a FAIL was never evaluated
 COMMIT_SECONDS = 0.25  # the longest a finished trial waits for the disk (its worker's next group commit)
 
@@ -292,7 +294,8 @@ class Worker:
         self.budget_reached = False
         self.stopped_reason: str | None = None
         self.pruner = spec.pruner()
-        self.random_until = 0  # trials before this number are sampled at random (bootstrap, widening)
+        self.random_until = 0  # trials before this number are sampled at random (bootstrap, widening) ...
+        self.at_random: optuna.samplers.BaseSampler | None = None  # ... by this sampler, the worker's own
         self.widened = 0
         self.interrupted: int | None = None  # the signal that asked this worker to stop
         self._committed = time.monotonic()
@@ -424,8 +427,9 @@ class Worker:
                 exhausted = " even when sampling at random: the space looks exhausted" if meta.duplicate_streak_action == "widen" else ""
                 self.stopped_reason = f"{self.streak} duplicate parameter sets in a row (meta.duplicate_streak_limit){exhausted}"
                 stop = True
-        elif trial.number + 1 >= self.random_until and isinstance(study.sampler, optuna.samplers.RandomSampler):
-            study.sampler = self.spec.sampler(self.index)  # bootstrap or widening done: back to the configured one
+        elif trial.number + 1 >= self.random_until and study.sampler is self.at_random:  # not a configured random one,
+            study.sampler = self.spec.sampler(self.index)  # made again each trial, its first draw each time: bootstrap or
+            self.at_random = None                          # widening done, back to the configured one
         return stop
 
     def commit(self) -> None:
@@ -454,7 +458,8 @@ class Worker:
 
     def _random_sampler(self, offset: int) -> optuna.samplers.RandomSampler:
         seed = self.spec.config.meta.sampler.kwargs.get("seed")
-        return optuna.samplers.RandomSampler(seed=None if seed is None else int(seed) + self.index + offset)
+        self.at_random = optuna.samplers.RandomSampler(seed=None if seed is None else offset_seed(seed, self.index + offset))
+        return self.at_random
 
     def open_study(self) -> optuna.Study:
         """The study with this worker's sampler (random while the bootstrap trials last) and pruner."""
