@@ -340,7 +340,6 @@ def optimize(
 ) -> None:
     """Preflight, search parameters with Optuna (resumable, cached), then validate and promote if enabled."""
     from genesis_core.optimizer import RunOptions, StorageUnavailable
-    from genesis_core.records import preflight_warnings
     from genesis_core.study import load_study_config
     from genesis_core.workflow import PreflightFailed, run
 
@@ -371,7 +370,7 @@ def optimize(
         if e.best_trial:
             out.print(f"best trial #{e.best_trial.number}: production score {e.best_trial.production_score:.4f}")
         out.print(f"artifacts in {e.run_dir}")
-    for line in [*preflight_warnings(summary.preflight), *e.session.notes, *e.warnings]:
+    for line in summary.cautions():
         err.print(f"[yellow]warning:[/] {escape(line)}")
     if e.session.stopped_reason:
         err.print(f"[yellow]explore stopped early:[/] {e.session.stopped_reason}")
@@ -721,20 +720,32 @@ def walk_forward(
     options = RunOptions(workers, max_trials, force_resume, deaf_once_stopped=True)
     try:  # each fold is a run of its own, preflighted before it starts
         with _progress_bar(not as_json) as on_progress:
-            report, path = run_folds(cfg, options, storage, skip_preflight, on_progress)
+            done = run_folds(cfg, options, storage, skip_preflight, on_progress)
     except PreflightFailed as exc:
         _print_checks(exc.report)
         raise
     if as_json:
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
-        return
-    _print_walk_forward(report)
-    out.print(f"written to {path}; see it: genesis report {path.parent}", soft_wrap=True)
+        sys.stdout.write(done.report.model_dump_json(indent=2) + "\n")
+    else:
+        _print_walk_forward(done.report)
+        out.print(f"written to {done.path}; see it: genesis report {done.path.parent}", soft_wrap=True)
+    for line in done.cautions:
+        err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+    if done.signal is not None:
+        stopped_by = signal.Signals[done.signal]
+        given = [f"{flag} {value}" for flag, value in (("--study", study), ("--storage", storage), ("--workers", workers),
+                                                      ("--max-trials", max_trials)) if value is not None]
+        given += ["--skip-preflight"] if skip_preflight else []
+        err.print(f"interrupted in fold {len(done.report.folds) + 1} of {len(done.report.blocks) - 1}; resume with: genesis "
+                  f"walk-forward {' '.join([str(config), *given])}  (each fold's study resumes where it stopped; "
+                  f"{stopped_by.name})", soft_wrap=True)
+        raise typer.Exit(128 + stopped_by.value)
 
 
 def _print_walk_forward(report: WalkForwardReport) -> None:
     """The folds, a row each, and their aggregate (``genesis walk-forward`` and ``runs show``)."""
-    table = _table(title=f"Walk-forward of {report.study}: {len(report.folds)} folds")
+    table = _table(title=f"Walk-forward of {report.study}: {len(report.folds)} of {len(report.blocks) - 1} folds"
+                         + ("" if report.complete else " (interrupted)"))
     for col in ("fold", "explore", "validation", "top trial", "expl. score", "val score", "gap", "passed", "DSR"):
         table.add_column(col, justify="left" if col in ("explore", "validation") else "right",
                          no_wrap=col in ("explore", "validation"))

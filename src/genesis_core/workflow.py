@@ -4,7 +4,7 @@ explore phase; Ctrl-C ends all."""
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import yaml
@@ -25,6 +25,7 @@ from genesis_core.records import (
     ValidationReport,
     WalkForwardAggregate,
     WalkForwardReport,
+    preflight_warnings,
 )
 from genesis_core.study import StudyConfig, load_run
 from genesis_core.validation import ValidationConfig, fold_windows, validate
@@ -60,6 +61,21 @@ class WorkflowSummary(BaseModel):
     explore: RunSummary
     validation: ValidationSummary | None = None
     promotion: PromotionSummary | None = None
+
+    def cautions(self) -> list[str]:
+        """What the run warns of: preflight's warnings, the session's notes, the explore's warnings."""
+        return [*preflight_warnings(self.preflight), *self.explore.session.notes, *self.explore.warnings]
+
+
+@dataclass(frozen=True)
+class WalkForwardRun:
+    """What ``walk_forward`` did: the report and its path, what each fold's run warned of (led by
+    its fold), and the signal that interrupted it (None: every fold ran)."""
+
+    report: WalkForwardReport
+    path: Path
+    cautions: list[str]
+    signal: str | None
 
 
 def checked(cfg: StudyConfig, options: RunOptions | SweepOptions, storage: str | None,
@@ -122,10 +138,11 @@ def _no_top(v: ValidationReport) -> str:
 
 
 def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: str | None = None,
-                 skip_preflight: bool = False, on_progress: OnProgress | None = None) -> tuple[WalkForwardReport, Path]:
+                 skip_preflight: bool = False, on_progress: OnProgress | None = None) -> WalkForwardRun:
     """Every fold of ``validation.walk_forward`` as a study of its own (``<study>-wf<i>``, its config
     written beside the report so it can be re-run alone), each preflighted, explored and validated on
-    the next block; writes the report and returns it with its path."""
+    the next block; writes the report, of the folds done when interrupted (run again, each fold's
+    study resumes)."""
     wf = cfg.validation.walk_forward
     if wf is None:
         raise ConfigError(f"the config of study {cfg.meta.study_name!r} has no validation.walk_forward section "
@@ -136,6 +153,8 @@ def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: s
     name = cfg.meta.study_name
     folder = RunFolder.of(cfg.meta.results_dir, f"{name}-walk-forward")
     folds: list[Fold] = []
+    cautions: list[str] = []
+    stopped_by = None
     for i in range(1, wf.folds + 1):
         (explore_start, explore_end), (val_start, val_end) = blocks[i - 1], blocks[i]
         fold_raw = {**raw, "meta": {**raw["meta"], "sample_start": explore_start, "sample_end": explore_end,
@@ -145,7 +164,9 @@ def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: s
                     "promotion": {**raw["promotion"], "enabled": False}}
         fold_path = folder.write_fold_config(i, yaml.safe_dump(fold_raw, sort_keys=False))
         summary = run(parse_model(StudyConfig, fold_raw, str(fold_path)), options, storage, skip_preflight, on_progress)
+        cautions += [f"fold {i}: {line}" for line in summary.cautions()]
         if summary.explore.session.interrupted:
+            stopped_by = summary.explore.session.signal or "SIGINT"
             break
         v = RunFolder(Path(summary.explore.run_dir)).read_validation()
         # what the explore alone picks: the best validated would be the best of top_n on the very block it is scored on
@@ -170,4 +191,4 @@ def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: s
         ),
     )
     folder.write_walk_forward(result)
-    return result, folder.walk_forward_path
+    return WalkForwardRun(result, folder.walk_forward_path, cautions, stopped_by)

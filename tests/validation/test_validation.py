@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import csv
 import html
 import io
 import itertools
 import json
+import os
 import re
 import statistics
 import subprocess
@@ -201,7 +203,9 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
 
     path = validated_config(tmp_path, meta={"stop": {"max_trials": 6}},
                             validation={**VALIDATION, "walk_forward": {"folds": 2, "start": "2022-01-01", "end": "2022-09-30"}})
-    record, report_path = walk_forward(load_study_config(path))
+    done = walk_forward(load_study_config(path))
+    record, report_path = done.report, done.path
+    assert done.signal is None
     report = record.model_dump(mode="json")
     assert report["complete"] and len(report["folds"]) == 2
     for f in report["folds"]:  # each fold was preflighted before it ran
@@ -238,6 +242,50 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
     a = report["aggregate"]
     assert re.search(rf"│ t-walk-forward +│ +2 of 2 │ +{a['folds_with_a_pass']} │ +{a['mean_validation_score']:.2f} │ "
                      rf"+{a['worst_validation_score']:.2f} │", listed), listed
+
+
+def test_a_walk_forward_interrupted_in_a_fold_says_so_exits_130_and_goes_on_from_there_when_run_again(tmp_path):
+    """Ctrl-C in fold 2 of 3 printed a walk-forward of 1 fold, its table and aggregate, as the result,
+    and exited 0; run again, it said nothing of what each fold resumed. Now it says it was
+    interrupted and how to go on, exits 130, and the run again ends with every fold at its budget."""
+    import signal
+    import time
+
+    trials = 600
+    path = validated_config(tmp_path, meta={"stop": {"max_trials": trials}, "duplicate_streak_limit": trials,
+                                            "sampler": {"name": "random", "kwargs": {"seed": 1}}},
+                            parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 96},
+                                        "exits.stop_loss_atr": {"type": "float", "low": 0.5, "high": 5.0}},
+                            validation={**VALIDATION, "walk_forward": {"folds": 3, "start": "2022-01-01", "end": "2022-12-31"}})
+    command = [sys.executable, "-m", "genesis_core", "walk-forward", str(path), "--skip-preflight"]
+    proc = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "COLUMNS": "200"})
+    second = tmp_path / "results" / "runs" / "t-wf2" / "trials"
+    deadline = time.time() + 240
+    while time.time() < deadline and len(list(second.glob("*.json"))) < 10:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "Walk-forward of t: 1 of 3 folds (interrupted)" in out
+    assert f"interrupted in fold 2 of 3; resume with: genesis walk-forward {path} --skip-preflight (each fold's study " \
+           "resumes where it stopped; SIGINT)" in " ".join(err.split())
+    stored = json.loads((tmp_path / "results" / "runs" / "t-walk-forward" / "walk_forward.json").read_text())
+    assert not stored["complete"] and len(stored["folds"]) == 1
+    interrupted = json.loads((tmp_path / "results" / "runs" / "t-wf2" / "run.json").read_text())["sessions"]
+    assert [(s["interrupted"], s["signal"]) for s in interrupted] == [(True, "SIGINT")]
+
+    again = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "Walk-forward of t: 3 of 3 folds" in again.stdout and "(interrupted)" not in again.stdout
+    said = " ".join(again.stderr.split())
+    assert f"fold 1: the study's {trials:,} evaluated trials meet its budget of {trials:,} already" in said
+    stored = json.loads((tmp_path / "results" / "runs" / "t-walk-forward" / "walk_forward.json").read_text())
+    assert stored["complete"] and [f["fold"] for f in stored["folds"]] == [1, 2, 3]
+    for i in (1, 2, 3):  # every fold at its budget, no trial lost or run twice
+        rows = list(csv.DictReader((tmp_path / "results" / "runs" / f"t-wf{i}" / "trials.csv").open()))
+        assert sum(r["state"] == "COMPLETE" for r in rows) == trials == stored["folds"][i - 1]["evaluated_trials"]
+        assert len({r["config_fingerprint"] for r in rows if r["state"] == "COMPLETE"}) == trials
 
 
 def _assert_walk_forward_report(folder: Path, report: dict) -> None:
