@@ -52,6 +52,7 @@ class Costs(StrictModel):
         return out
 
     def describe(self) -> str:
+        """The costs in one line, as a report's summary shows them (carry only when there is one)."""
         c = self.carry_bps_per_day
         carry = [f"{bps:g} bps a day on {side}s" for side, bps in (("long", c.long), ("short", c.short)) if bps]
         return (f"fee {self.fee_bps:g} bps, slippage {self.slippage_bps:g} bps, initial equity {self.initial_equity:,.0f}"

@@ -427,9 +427,11 @@ class Worker:
                 exhausted = " even when sampling at random: the space looks exhausted" if meta.duplicate_streak_action == "widen" else ""
                 self.stopped_reason = f"{self.streak} duplicate parameter sets in a row (meta.duplicate_streak_limit){exhausted}"
                 stop = True
-        elif trial.number + 1 >= self.random_until and study.sampler is self.at_random:  # not a configured random one,
-            study.sampler = self.spec.sampler(self.index)  # made again each trial, its first draw each time: bootstrap or
-            self.at_random = None                          # widening done, back to the configured one
+        elif trial.number + 1 >= self.random_until and study.sampler is self.at_random:
+            # bootstrap or widening done: back to the configured sampler (this worker's own random one, not a
+            # configured random sampler, which, made again after each trial, proposed its first point each time)
+            study.sampler = self.spec.sampler(self.index)
+            self.at_random = None
         return stop
 
     def commit(self) -> None:
