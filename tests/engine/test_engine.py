@@ -97,6 +97,20 @@ def test_carry_is_paid_at_each_close_a_position_is_held_through_by_its_side_s_ra
     assert t["carry"] == pytest.approx(-units * 80 * 0.5e-4) and t["pnl"] == pytest.approx(-t["carry"])
 
 
+def test_a_carry_that_takes_the_last_of_the_equity_liquidates_at_that_close():
+    """A short of all the equity at 100, no fees: the equity is gone at 200. Bar 1 rises to 199.995
+    and closes at 199.99, leaving 1 of equity; its carry (100 bps a day, 1/24 of it an hour: 8.33)
+    marked the account at -7.33, below zero, until the next bar's open liquidated it."""
+    c = make_candles([100, 100, 199.99, 199.99], [101, 199.995, 200.5, 200.5], [99, 99, 199, 199], [100, 199.99, 199.99, 199.99])
+    costs = Costs(fee_bps=0, slippage_bps=0, initial_equity=10_000, carry_bps_per_day={"short": 100})
+    r = run_engine(c, _decisions(4, entries={0: (-1, 1.0, NAN, NAN, NAN)}), 0, costs)
+    (t,) = _trades(r)
+    paid = 100 * 199.99 * 100 / 1e4 / 24
+    assert (t["exit_bar"], t["exit_price"], EXIT_REASONS[int(t["exit_reason"])]) == (1, 199.99, "liquidation")
+    assert t["carry"] == pytest.approx(paid) and t["pnl"] == pytest.approx(100 * (100 - 199.99) - paid)
+    assert list(r.equity) == [10_000, 10_000, 0, 0, 0] and r.counters["fills"] == 2
+
+
 def test_no_carry_is_serialised_and_fingerprinted_as_configs_were_before_carry():
     """A config without carry must read, fingerprint and sign as before carry was modelled: its
     study resumes and its trials re-run identical. With carry it is another config."""

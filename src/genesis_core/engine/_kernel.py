@@ -5,7 +5,8 @@ Rules (each has a hand-computed test in tests/engine):
 - Fill prices carry slippage against the trader: buy at price * (1 + slip), sell at price * (1 - slip);
   each fill pays fee = notional * fee rate.
 - A position pays carry (borrow, funding) at each close it is held through: its value at that close
-  times its side's rate a bar (negative: received). A trade's pnl is net of its fees and carry.
+  times its side's rate a bar (negative: received). A trade's pnl is net of its fees and carry. A
+  carry that takes the last of the equity liquidates the position at that close.
 - Entry size: notional plus entry fee equal the fraction of equity marked at the fill bar's open
   (no hidden leverage from fees); units of the asset are fractional.
 - Stop, take-profit and trailing levels are set from the entry bar's raw open and the distances
@@ -251,6 +252,11 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
             paid = units * close[t] * (costs.long_carry if pos == 1 else costs.short_carry)
             cash -= paid
             carry += paid
+            if pos * (close[t] - _ruin(cash, pos, units, costs)) <= 0.0:  # the carry took what the bar left
+                _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, carry, close[t], _RUIN, costs)
+                k += 1
+                equity[t - start + 1:] = 0.0
+                break
         equity[t - start + 1] = cash + pos * units * close[t]
         if pos != 0 and not np.isnan(trail_d):
             if pos == 1:
