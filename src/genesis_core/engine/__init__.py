@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
-from pydantic import Field, SerializerFunctionWrapHandler, model_serializer
+from pydantic import Field
 
 from genesis_core.config import StrictModel
 from genesis_core.data import Candles, format_ts
@@ -40,16 +39,9 @@ class Costs(StrictModel):
     fee_bps: float = Field(10.0, ge=0.0, le=1000.0)
     slippage_bps: float = Field(5.0, ge=0.0, le=1000.0)
     initial_equity: float = Field(10_000.0, gt=0.0)
-    carry_bps_per_day: Carry = Carry()
-
-    @model_serializer(mode="wrap")
-    def _without_no_carry(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
-        """No carry is left out, so that a config without one serialises, and is fingerprinted, as
-        configs did before carry was modelled (their studies resume, their artifacts re-run)."""
-        out: dict[str, Any] = handler(self)
-        if self.carry_bps_per_day == Carry():
-            out.pop("carry_bps_per_day", None)
-        return out
+    # none is left out, so that a config without carry serialises, and is fingerprinted, as configs did
+    # before carry was modelled (their studies resume, their artifacts re-run)
+    carry_bps_per_day: Carry = Field(default_factory=Carry, exclude_if=lambda c: not (c.long or c.short))
 
     def describe(self) -> str:
         """The costs in one line, as a report's summary shows them (carry only when there is one)."""

@@ -248,11 +248,12 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
 
         # 3. carry for holding through this close, and the mark to market there; 4. the trailing
         # level follows this bar's extreme
-        if pos != 0:
-            paid = units * close[t] * (costs.long_carry if pos == 1 else costs.short_carry)
+        rate = 0.0 if pos == 0 else costs.long_carry if pos == 1 else costs.short_carry
+        if rate != 0.0:
+            paid = units * close[t] * rate
             cash -= paid
             carry += paid
-            if pos * (close[t] - _ruin(cash, pos, units, costs)) <= 0.0:  # the carry took what the bar left
+            if paid > 0.0 and pos * (close[t] - _ruin(cash, pos, units, costs)) <= 0.0:  # it took what the bar left
                 _close(book, counters, k, entry_bar, t, pos, entry_px, units, entry_fee, carry, close[t], _RUIN, costs)
                 k += 1
                 equity[t - start + 1:] = 0.0
