@@ -42,10 +42,10 @@ from genesis_core.optimizer import (
     sweep_processes,
     sweep_size,
 )
-from genesis_core.records import ChampionRecord, CheckRecord, PreflightRecord
+from genesis_core.records import ChampionRecord, CheckRecord, PreflightRecord, names
 from genesis_core.scoring import score
 from genesis_core.study import StudyConfig, load_study_config
-from genesis_core.validation import WindowSpec, fold_windows
+from genesis_core.validation import WindowSpec, fold_windows, tried_alike
 
 Status = Literal["pass", "warn", "fail"]
 SWEEP_POINTS = 5
@@ -344,6 +344,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     merged = None if study.champion is None else cfg.champion_store().load()  # the champion whose params the spec merged
     checks += _check_inherited(cfg, study, merged, point)
     checks += _check_market(cfg, study, candles, merged)
+    checks += _check_tried_before(cfg, study)
     if any(c.status == "fail" for c in checks):
         return checks  # a smoke run needs the windows
     try:
@@ -367,6 +368,18 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
         checks.append(_check_run_time(cfg, study, bt, point, max_trials or study.config.meta.stop.max_trials,
                                       workers or study.config.meta.n_workers))
     return checks
+
+
+def _check_tried_before(cfg: StudyConfig, study: StudySpec) -> list[Check]:
+    """The configs other runs of the market tried on days of the explore window, which the deflated
+    Sharpe ratio of this run's best counts: said before the run, as validation says it after."""
+    m = cfg.meta
+    alike = tried_alike(study.folder, m.sample_start, m.sample_end, m.symbol, m.timeframe)
+    if not alike.sharpes:
+        return []
+    return [Check("trials before", "pass", f"{len(alike.sharpes):,} configs were tried on days of the explore window by "
+                  f"{len(alike.runs)} other run(s) here ({names(alike.runs)}): the deflated Sharpe ratio of this run's "
+                  "best counts them with its own")]
 
 
 def _check_budget(cfg: StudyConfig, study: StudySpec, max_trials: int | None) -> list[Check]:

@@ -202,6 +202,14 @@ def test_the_deflated_sharpe_ratio_counts_the_configs_other_runs_tried_on_the_sa
     assert d["dsr_effective"] == deflated_sharpe(returns, sharpes, d["effective_trials"])["dsr"]
     assert d["sr0_per_bar"] > top["deflated_sharpe"]["sr0_per_bar"]  # more trials: luck alone goes further
     assert promote(fresh_run, top["trial"]).promoted  # counted now
+    # said before a run too: a third study on these bars is told what its DSR will count (t's and other's)
+    from genesis_core.preflight import preflight_file
+
+    tried = {r["config_fingerprint"] for name in ("t", "other") for r in csv.DictReader((tmp / f"results/runs/{name}/trials.csv").open())
+             if r["state"] == "COMPLETE" and r["sharpe"]}
+    check = next(c for c in preflight_file(validated_config(tmp, "third.yaml", meta={"study_name": "third"})) if c.name == "trials before")
+    assert (check.status, check.detail) == ("pass", f"{len(tried)} configs were tried on days of the explore window by 2 other run(s) "
+                                                    "here (other, t): the deflated Sharpe ratio of this run's best counts them with its own")
     shown = genesis("validate", str(fresh_run))
     assert (f"given {d['n_trials']} evaluated configs ({len(theirs)} of them by 1 other run(s) on these bars: other)"
             in " ".join(shown.stdout.split()))

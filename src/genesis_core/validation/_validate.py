@@ -286,7 +286,10 @@ def tried_alike(folder: RunFolder, first_bar: str, last_bar: str, symbol: str, t
     bars goes on with its search, and the best of both is chosen: N is every config tried (Bailey
     and López de Prado)."""
     mine = WindowSpec(start=first_bar, end=last_bar)
-    seen = {r.config_fingerprint or f"#{r.number}" for r in folder.read_trials_table()}
+    try:
+        seen = {r.config_fingerprint or f"#{r.number}" for r in folder.read_trials_table()}
+    except SchemaError:  # no trials.csv: a study not run yet (preflight's question)
+        seen = set()
     runs: list[str] = []
     sharpes: list[float] = []
     for other, run in _market_runs(folder, symbol, timeframe):
