@@ -760,8 +760,9 @@ def _print_walk_forward(report: WalkForwardReport) -> None:
         if f.no_top:
             out.print(f"fold {f.fold}: {f.no_top}", soft_wrap=True)
     a, topped = report.aggregate, sum(f.top is not None for f in report.folds)
+    passed = "" if a.tops_passed is None else f"{a.tops_passed} passed, "
     out.print(f"{a.folds_with_a_pass} of {len(report.folds)} folds with a candidate passing; the tops (each fold's explore "
-              f"best) of {topped} folds on their validation blocks: mean score {_fmt(a.mean_validation_score)}, worst "
+              f"best) of {topped} folds on their validation blocks: {passed}mean score {_fmt(a.mean_validation_score)}, worst "
               f"{_fmt(a.worst_validation_score)}, mean gap (explore - validation) {_fmt(a.mean_gap, '+,.4f')}")
     if report.biased():
         err.print(f"[yellow]warning:[/] {report.biased()}")
@@ -941,12 +942,13 @@ def runs_list(
     walks = walk_forwards(results_dir)
     if walks:
         wf_table = _table(title=f"Walk-forwards in {results_dir} (their folds are the runs named <study>-wf<i> above)")
-        for col in ("walk-forward", "folds", "with a pass", "tops' mean\nval score", "worst"):
+        for col in ("walk-forward", "folds", "with a pass", "tops\npassed", "tops' mean\nval score", "worst"):
             wf_table.add_column(col, justify="left" if col == "walk-forward" else "right", no_wrap=True)
         for name, wf in walks:
             a = wf.aggregate
             wf_table.add_row(name, f"{len(wf.folds)} of {wf.walk_forward['folds']}", str(a.folds_with_a_pass),
-                             _fmt(a.mean_validation_score, ".2f"), _fmt(a.worst_validation_score, ".2f"))
+                             "-" if a.tops_passed is None else str(a.tops_passed), _fmt(a.mean_validation_score, ".2f"),
+                             _fmt(a.worst_validation_score, ".2f"))
         out.print(wf_table)
 
 

@@ -281,6 +281,7 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
     page.add("Summary", _table(["", ""], [
         ["study", wf.study], ["folds", f"{len(wf.folds)} of {wf.walk_forward['folds']}" + ("" if wf.complete else " (interrupted)")],
         ["span", f"{wf.blocks[0][0]} .. {wf.blocks[-1][1]}"], ["folds with a candidate passing", a.folds_with_a_pass],
+        ["fold tops (each fold's explore best) that passed on their blocks", a.tops_passed],
         ["mean validation score of the fold tops (each fold's explore best)", a.mean_validation_score],
         ["worst validation score of the fold tops", a.worst_validation_score],
         ["mean gap (explore - validation)", a.mean_gap],

@@ -185,6 +185,7 @@ def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: s
         top_chosen_by="explore",
         aggregate=WalkForwardAggregate(
             folds_with_a_pass=sum(1 for f in folds if f.best is not None),
+            tops_passed=sum(t.passed for t in tops),
             mean_validation_score=sum(t.validation_score for t in tops) / len(tops) if tops else None,
             worst_validation_score=min((t.validation_score for t in tops), default=None),
             mean_gap=sum(t.gap for t in tops) / len(tops) if tops else None,

@@ -229,6 +229,8 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
     assert record.top_chosen_by == "explore" and record.biased() is None
     tops = [f["top"] for f in report["folds"] if f["top"]]
     assert report["aggregate"]["worst_validation_score"] == min(t["validation_score"] for t in tops)
+    # the tops' passes, out of sample, beside the folds where any of top_n passed (a best of several on the block)
+    assert report["aggregate"]["tops_passed"] == sum(t["passed"] for t in tops) <= report["aggregate"]["folds_with_a_pass"]
     assert json.loads(report_path.read_text())["folds"] == report["folds"]
     _assert_walk_forward_report(report_path.parent, report)
     from tests.runs import genesis  # runs show and runs list know a walk-forward (they said "no run at ...")
@@ -237,10 +239,11 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
     shown = genesis("runs", "show", "t-walk-forward", "--results-dir", results, "--json")
     assert shown.returncode == 0 and json.loads(shown.stdout) == json.loads(report_path.read_text())
     text = genesis("runs", "show", "t-walk-forward", "--results-dir", results).stdout
-    assert f"{report['aggregate']['folds_with_a_pass']} of 2 folds with a candidate passing" in text
-    listed = genesis("runs", "list", "--results-dir", results).stdout
     a = report["aggregate"]
-    assert re.search(rf"│ t-walk-forward +│ +2 of 2 │ +{a['folds_with_a_pass']} │ +{a['mean_validation_score']:.2f} │ "
+    assert f"{a['folds_with_a_pass']} of 2 folds with a candidate passing; the tops (each fold's explore best) of 2 folds on " \
+           f"their validation blocks: {a['tops_passed']} passed, mean score" in " ".join(text.split())
+    listed = genesis("runs", "list", "--results-dir", results).stdout
+    assert re.search(rf"│ t-walk-forward +│ +2 of 2 │ +{a['folds_with_a_pass']} │ +{a['tops_passed']} │ +{a['mean_validation_score']:.2f} │ "
                      rf"+{a['worst_validation_score']:.2f} │", listed), listed
 
 

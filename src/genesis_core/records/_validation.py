@@ -269,7 +269,12 @@ class Fold(Part):
 
 
 class WalkForwardAggregate(Part):
+    """Over the folds. ``folds_with_a_pass`` counts folds where any of ``top_n`` candidates passed on
+    the block, a best of several on it; ``tops_passed`` those whose top (chosen without the block)
+    passed, which is out of sample (None: a file written before it was counted)."""
+
     folds_with_a_pass: int
+    tops_passed: int | None = None
     mean_validation_score: float | None
     worst_validation_score: float | None
     mean_gap: float | None
