@@ -215,6 +215,26 @@ def test_the_deflated_sharpe_ratio_counts_the_configs_other_runs_tried_on_the_sa
             in " ".join(shown.stdout.split()))
 
 
+def test_a_corrupt_trials_table_in_another_run_does_not_break_validation_and_is_one_line_of_its_own(fresh_run):
+    """Another run's trials.csv edited by hand (a trial number that is no number) ended every other
+    run's validation of the market in a pydantic traceback, since validation counts the other runs'
+    trials. That run is now left out, and its own validation is one line naming the file and line."""
+    import shutil
+
+    from tests.runs import genesis, validate
+
+    junk = fresh_run.parent / "junk"
+    shutil.copytree(fresh_run, junk)
+    table = junk / "trials.csv"
+    header, first, *rest = table.read_text().splitlines()
+    table.write_text("\n".join([header, "abc" + first[first.index(","):], *rest]) + "\n")
+    report = validate(fresh_run)
+    assert report["overfitting"]["deflated_sharpe"]["other_runs"] == []  # left out (a copy would add no new config anyway)
+    refused = genesis("validate", str(junk))
+    assert refused.returncode == 2 and "Traceback" not in refused.stderr
+    assert f"error: {table}: line 2 is not a trial's row: number: Input should be a valid integer" in " ".join(refused.stderr.split())
+
+
 def test_min_improvement_refusal_promotion_and_rollback(fresh_run):
     results = fresh_run.parent.parent
     first, second = _report(fresh_run)["passed"][:2]  # ranked: `first` scores better out of sample

@@ -110,8 +110,12 @@ def read_record(path: Path, model: type[R]) -> R:
     try:
         return model.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
-        raise SchemaError(f"{path}: not a valid {model.__name__} (schema version {written}): {problems}") from None
+        raise SchemaError(f"{path}: not a valid {model.__name__} (schema version {written}): {problems(exc)}") from None
+
+
+def problems(exc: ValidationError) -> str:
+    """A record's first five faults in one line, each at its field."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
 
 
 def write_record(path: Path, record: Record, indent: int | None = 1) -> None:

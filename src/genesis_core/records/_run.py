@@ -13,10 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol
 
+from pydantic import ValidationError
+
 from genesis_core.backtest import BacktestConfig
 from genesis_core.errors import ConfigError
 from genesis_core.files import atomic_write, is_whole, remove_stale_temporaries, sync_all
-from genesis_core.records._base import Part, Record, SchemaError, iso, read_record
+from genesis_core.records._base import Part, Record, SchemaError, iso, problems, read_record
 from genesis_core.records._trial import BestTrial, TrialArtifact, TrialRow
 from genesis_core.records._validation import ValidationReport, WalkForwardReport
 
@@ -285,12 +287,20 @@ class RunFolder:
         self._write("trials.csv", buf.getvalue())
 
     def read_trials_table(self) -> list[TrialRow]:
+        """The rows; SchemaError naming the file, and the line of a row that is no trial's (a file
+        edited or cut short by hand: other runs' validations read it too, which it ended in a traceback)."""
         path = self._at("trials.csv")
+        reader = None
         try:
             with path.open(newline="") as fh:
-                return [TrialRow.from_csv(row) for row in csv.DictReader(fh)]
+                reader = csv.DictReader(fh)
+                return [TrialRow.from_csv(row) for row in reader]
         except OSError as exc:
             raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
+        except ValidationError as exc:
+            raise SchemaError(f"{path}: line {reader and reader.line_num} is not a trial's row: {problems(exc)}") from None
+        except (csv.Error, ValueError) as exc:  # a NUL byte, bytes that are not UTF-8
+            raise SchemaError(f"{path}: line {reader and reader.line_num + 1}: not a trials table: {exc}") from None
 
     # best_trial.json
     def write_best(self, best: BestTrial) -> None:
