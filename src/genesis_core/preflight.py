@@ -145,12 +145,12 @@ def _check_inherited(cfg: StudyConfig, study: StudySpec, champion: ChampionRecor
         windows += [(f"walk-forward fold {i}'s {a}..{b}", WindowSpec(start=a, end=b))
                     for i, (a, b) in enumerate(fold_windows(v.walk_forward)[1:], 1)]
     hit = [label for label, w in windows if w.overlaps(first, last)]
-    names = ", ".join(inherited[:4]) + (f" and {len(inherited) - 4} more" if len(inherited) > 4 else "")
+    params = names(inherited, 4)
     if not hit:
         return [Check("champion inherited", "pass", f"{len(inherited)} param(s) from the {m.symbol} {m.timeframe} champion, "
-                      f"not searched ({names}), chosen on {first}..{last}: no validation window on those bars")]
+                      f"not searched ({params}), chosen on {first}..{last}: no validation window on those bars")]
     return [Check("champion inherited", "fail", f"{len(inherited)} param(s) this study does not search come from the "
-                  f"{m.symbol} {m.timeframe} champion ({names}), chosen on its explore window {first}..{last}; "
+                  f"{m.symbol} {m.timeframe} champion ({params}), chosen on its explore window {first}..{last}; "
                   f"{', '.join(hit)} overlap(s) it: not out of sample for them; search them too, set "
                   "meta.skip_champion_merge: true, or validate after " + last)]
 

@@ -80,9 +80,9 @@ class Robustness(Part):
         return f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "")
 
 
-def names(runs: list[str], shown: int = 5) -> str:
-    """Run names for a line of text: the first ``shown``, and how many more."""
-    return ", ".join(runs[:shown]) + (f" and {len(runs) - shown} more" if len(runs) > shown else "")
+def names(items: list[str], shown: int = 5) -> str:
+    """Names (runs, params) for a line of text: the first ``shown``, and how many more."""
+    return ", ".join(items[:shown]) + (f" and {len(items) - shown} more" if len(items) > shown else "")
 
 
 class DeflatedSharpe(Part):
