@@ -216,7 +216,7 @@ def backtest(
     )
     out.print(f"outcome {sc.outcome.value}, production score {sc.production:.2f} (what the optimizer ranks by, default "
               f"scoring), feasibility {sc.feasibility:.2f}; classic_score is the composite metric below")
-    if "carry_bps_per_day" in payload["effective_config"]["costs"]:
+    if cfg.costs.carry_bps_per_day.charged:
         out.print(f"costs: {cfg.costs.describe()}: {float(result.engine.trades['carry'].sum()):,.2f} paid over the trades")
     for line in cautions:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)

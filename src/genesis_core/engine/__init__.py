@@ -32,6 +32,10 @@ class Carry(StrictModel):
     long: float = Field(0.0, ge=-100.0, le=100.0)
     short: float = Field(0.0, ge=-100.0, le=100.0)
 
+    @property
+    def charged(self) -> bool:
+        return bool(self.long or self.short)
+
 
 class Costs(StrictModel):
     """Trading costs, each in basis points of notional per fill, the starting equity, and carry."""
@@ -41,7 +45,7 @@ class Costs(StrictModel):
     initial_equity: float = Field(10_000.0, gt=0.0)
     # none is left out, so that a config without carry serialises, and is fingerprinted, as configs did
     # before carry was modelled (their studies resume, their artifacts re-run)
-    carry_bps_per_day: Carry = Field(default_factory=Carry, exclude_if=lambda c: not (c.long or c.short))
+    carry_bps_per_day: Carry = Field(default_factory=Carry, exclude_if=lambda c: not c.charged)
 
     def describe(self) -> str:
         """The costs in one line, as a report's summary shows them (carry only when there is one)."""
