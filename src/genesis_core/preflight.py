@@ -45,7 +45,7 @@ from genesis_core.optimizer import (
 from genesis_core.records import ChampionRecord, CheckRecord, PreflightRecord, names
 from genesis_core.scoring import score
 from genesis_core.study import StudyConfig, load_study_config
-from genesis_core.validation import WindowSpec, fold_windows, tried_alike
+from genesis_core.validation import WindowSpec, fold_windows, market_runs, tried_alike
 
 Status = Literal["pass", "warn", "fail"]
 SWEEP_POINTS = 5
@@ -374,7 +374,7 @@ def _check_tried_before(cfg: StudyConfig, study: StudySpec) -> list[Check]:
     """The configs other runs of the market tried on days of the explore window, which the deflated
     Sharpe ratio of this run's best counts: said before the run, as validation says it after."""
     m = cfg.meta
-    alike = tried_alike(study.folder, m.sample_start, m.sample_end, m.symbol, m.timeframe)
+    alike = tried_alike(study.folder, market_runs(study.folder, m.symbol, m.timeframe), m.sample_start, m.sample_end)
     if not alike.sharpes:
         return []
     return [Check("trials before", "pass", f"{len(alike.sharpes):,} configs were tried on days of the explore window by "

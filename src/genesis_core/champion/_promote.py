@@ -43,7 +43,15 @@ from genesis_core.records import (
     WindowResult,
     names,
 )
-from genesis_core.validation import Alike, RefusedOnWindow, ValidationConfig, check_trial, evaluate_candidate, tried_alike
+from genesis_core.validation import (
+    Alike,
+    RefusedOnWindow,
+    ValidationConfig,
+    check_trial,
+    evaluate_candidate,
+    market_runs,
+    tried_alike,
+)
 
 
 @dataclass
@@ -99,7 +107,8 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
         artifact = folder.read_trial(candidate.trial)
         validation = ValidationConfig.model_validate(report.validation)
         gates = _gates(folder, artifact, candidate, current, validation, config, promotion.min_improvement, bt)
-        alike = tried_alike(folder, candidate.explore.first_bar, candidate.explore.last_bar, config.meta.symbol, config.meta.timeframe)
+        alike = tried_alike(folder, market_runs(folder, config.meta.symbol, config.meta.timeframe), candidate.explore.first_bar,
+                            candidate.explore.last_bar)
         gates += _floor(candidate, promotion, bt, artifact.effective_config.data.path) + _overfit(report, candidate, promotion, alike)
         failed = [g for g in gates if not g.passed]
         entry.config_fingerprint = candidate.config_fingerprint

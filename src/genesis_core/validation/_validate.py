@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -240,8 +239,10 @@ def _sharpe_gap(explore: float | int | None, windows: list[float | int | None]) 
     return explore - sum(w for w in windows if w is not None) / len(windows)
 
 
-def _market_runs(folder: RunFolder, symbol: str, timeframe: str) -> Iterator[tuple[RunFolder, RunRecord]]:
-    """The other runs of ``folder``'s results folder, of the same market, that this version reads."""
+def market_runs(folder: RunFolder, symbol: str, timeframe: str) -> list[tuple[RunFolder, RunRecord]]:
+    """The other runs of ``folder``'s results folder, of the same market, that this version reads (by
+    name), with their run.json: what ``looked_before`` and ``tried_alike`` look through."""
+    found = []
     for path in sorted((folder.results_dir / "runs").glob("*/run.json")):
         other = RunFolder(path.parent)
         if other.path.resolve() == folder.path.resolve():
@@ -252,15 +253,16 @@ def _market_runs(folder: RunFolder, symbol: str, timeframe: str) -> Iterator[tup
             continue
         meta = run.config.get("meta", {})
         if same_symbol(str(meta.get("symbol")), symbol) and meta.get("timeframe") == timeframe:
-            yield other, run
+            found.append((other, run))
+    return found
 
 
-def looked_before(folder: RunFolder, windows: list[WindowSpec], symbol: str, timeframe: str) -> list[str]:
-    """The other runs of ``folder``'s results folder, of the same market, whose validation shares a
-    day with ``windows``: each look at a window makes it less out of sample (choosing among the
-    runs by it is fitting to it)."""
+def looked_before(others: list[tuple[RunFolder, RunRecord]], windows: list[WindowSpec]) -> list[str]:
+    """Those of the market's ``others`` runs (``market_runs``) whose validation shares a day with
+    ``windows``: each look at a window makes it less out of sample (choosing among the runs by it is
+    fitting to it)."""
     seen = []
-    for other, _ in _market_runs(folder, symbol, timeframe):
+    for other, _ in others:
         try:
             theirs = other.read_validation().validation.get("windows", []) if other.is_validated() else []
         except SchemaError:
@@ -279,9 +281,9 @@ class Alike:
     sharpes: list[float]
 
 
-def tried_alike(folder: RunFolder, first_bar: str, last_bar: str, symbol: str, timeframe: str) -> Alike:
-    """The configs the other runs of the market evaluated on days of this run's explore window
-    (``first_bar``..``last_bar``), each once and none this run evaluated (trials.csv: a config
+def tried_alike(folder: RunFolder, others: list[tuple[RunFolder, RunRecord]], first_bar: str, last_bar: str) -> Alike:
+    """The configs the market's ``others`` runs (``market_runs``) evaluated on days of this run's
+    explore window (``first_bar``..``last_bar``), each once and none this run evaluated (trials.csv: a config
     answered from another study's cache is listed by both). A study run after another on the same
     bars goes on with its search, and the best of both is chosen: N is every config tried (Bailey
     and López de Prado)."""
@@ -292,7 +294,7 @@ def tried_alike(folder: RunFolder, first_bar: str, last_bar: str, symbol: str, t
         seen = set()
     runs: list[str] = []
     sharpes: list[float] = []
-    for other, run in _market_runs(folder, symbol, timeframe):
+    for other, run in others:
         if not mine.overlaps(run.fixed_config.data.start, run.fixed_config.data.end):
             continue
         try:
@@ -349,6 +351,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
     candidates.sort(key=lambda c: (not c.passed, -c.validation_score, -c.explore.production_score, c.trial))
     for rank, c in enumerate(candidates, 1):
         c.rank = rank
+    others = market_runs(folder, config.meta.symbol, config.meta.timeframe)  # read once, for both looks at them
     report = ValidationReport(
         run=run.study_name,
         created=folder.now(),
@@ -360,14 +363,14 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
                                                              else ", explore constraints met"),
         eligible=len(eligible),
         left_out=left_out,
-        looked_before=looked_before(folder, v.windows, config.meta.symbol, config.meta.timeframe),
+        looked_before=looked_before(others, v.windows),
         candidates=candidates,
         refused=refused,
         passed=[c.trial for c in candidates if c.passed],
         best=next((c.trial for c in candidates if c.passed), None),
         overfitting=_overfitting(bt, trials, candidates, v, candles.bars_per_year,
-                                 tried_alike(folder, trials[0].window.first_bar, trials[0].window.last_bar, config.meta.symbol,
-                                             config.meta.timeframe) if trials else Alike([], [])),
+                                 tried_alike(folder, others, trials[0].window.first_bar, trials[0].window.last_bar) if trials
+                                 else Alike([], [])),
     )
     folder.write_validation(report)
     return report
