@@ -179,20 +179,21 @@ def training_problems(trained: list[Training], candles: Candles, symbol: str | N
                       windows: list[tuple[str, int, int, bool]]) -> tuple[list[str], list[str]]:
     """(leaks, other markets) of fitted resources (``trained_on``) against the data of market
     ``symbol``: each ``(label, first, last, held_out)`` window (epoch seconds) inside a training
-    span of this market, or, when ``held_out`` (a result to be read as out of sample), before its
-    end: a model fitted on later bars knows the market to come, which no trader then had. And each
+    span, or, when ``held_out`` (a result to be read as out of sample), before its end: a model
+    fitted on later bars knows the market to come, which no trader then had. A span on another
+    market or timeframe counts as well: BTCUSDT on another venue, or 4h bars, move as this
+    market's bars did on those days, and a model fitted on them learnt those moves. And each
     resource trained on another market or timeframe."""
     leaks, others = [], []
     for t in trained:
+        market = f"{t.symbol} {t.timeframe}" if t.symbol is not None else "its market not recorded"
         if t.symbol is None:
             others.append(f"{t.resource} does not record its market (retrain it with `genesis model train`)")
-            continue
-        if symbol is not None and not same_symbol(t.symbol, symbol) or t.timeframe not in (None, candles.timeframe):
-            others.append(f"{t.resource} was trained on {t.symbol} {t.timeframe}, the data is {symbol or 'of unknown market'} "
-                          f"{candles.timeframe}")
-            continue
+        elif symbol is not None and not same_symbol(t.symbol, symbol) or t.timeframe not in (None, candles.timeframe):
+            others.append(f"{t.resource} was trained on {market}, the data is {symbol or 'of unknown market'} {candles.timeframe}")
+            market += ", another market on the same days"
         first, last = parse_ts(t.first_bar), parse_ts(t.last_bar)
-        span = f"the training span of {t.resource} ({t.first_bar[:10]}..{t.last_bar[:10]}, {t.symbol} {t.timeframe})"
+        span = f"the training span of {t.resource} ({t.first_bar[:10]}..{t.last_bar[:10]}, {market})"
         for label, a, b, held_out in windows:
             if a <= last and b >= first:
                 leaks.append(f"{label} {format_ts(a)[:10]}..{format_ts(b)[:10]} overlaps {span}: in-sample for the model")

@@ -173,3 +173,45 @@ def test_a_window_before_a_model_s_training_span_is_not_out_of_sample(tmp_path):
     assert warned.returncode == 0 and f"warning: the backtest window 2020-06-01..2020-08-31 precedes {span}" in warned.stderr
     after = _genesis("backtest", "-c", str(tmp_path / "base.yaml"), "--start", "2022-09-01", "--end", "2022-11-30", "--out", out)
     assert after.returncode == 0 and "training span" not in after.stderr
+
+
+def test_a_model_trained_on_another_market_or_timeframe_still_makes_its_days_in_sample(tmp_path):
+    """The bundled model learnt Bitfinex BTCUSD 1h up to 2021-12-31. On Binance's BTCUSDT, with
+    ``meta.allow_cross_market``, a validation window in 2021 passed preflight ("no window inside
+    model builtin:btcusd_1h's 2018-06-01..2021-12-31") and validation as out of sample: a model of
+    another market was not checked for its span at all, though bitcoin on another venue, or on 4h
+    bars, moved as it did on those days."""
+    from genesis_core.backtest import training_problems
+    from genesis_core.data import parse_ts
+    from genesis_core.optimizer import SweepOptions, sweep
+    from genesis_core.records import ValidationReport
+    from genesis_core.strategy import Training
+    from tests.runs import validate
+
+    inside = {"start": "2021-06-01", "end": "2021-08-31"}
+    path = validated_config(tmp_path, meta={"data": str(ROOT / "data" / "BTCUSDT_1h_binance.csv.gz"), "symbol": "BTCUSDT",
+                                             "allow_cross_market": True, "stop": {"max_trials": 3}},
+                            validation={**VALIDATION, "windows": [inside, VALIDATION["windows"][1]]})
+    checks = _checks(path)
+    assert checks["market"].status == "warn" and "trained on BTCUSD 1h, the data is BTCUSDT 1h" in checks["market"].detail
+    span = "the training span of model builtin:btcusd_1h (2018-06-01..2021-12-31, BTCUSD 1h, another market on the same days)"
+    overlaps = f"validation 1 2021-06-01..2021-08-31 overlaps {span}: in-sample for the model"
+    assert checks["model training"].status == "fail" and checks["model training"].detail == overlaps
+
+    sweep(load_study_config(path).spec(), SweepOptions("random", points=3, seed=1))
+    report = ValidationReport.model_validate(validate(tmp_path / "results" / "runs" / "t"))
+    assert report.candidates
+    for c in report.candidates:  # the 2021 window fails every candidate, the 2022 one is judged as before
+        early, late = c.windows
+        assert f"not out of sample: {overlaps.replace('validation 1', 'the window')}" in early.reasons and not early.passed
+        assert not any("not out of sample" in r for r in late.reasons)
+
+    four_hours = [Training("model m", "BTCUSD", "4h", "2021-01-01T00:00:00Z", "2021-12-31T20:00:00Z")]
+    candles = load_candles(BTC_FILE)
+    window = [("the window", parse_ts("2021-03-01"), parse_ts("2021-03-31", end_of_day=True), True)]
+    leaks, others = training_problems(four_hours, candles, "BTCUSD", window)
+    assert others == ["model m was trained on BTCUSD 4h, the data is BTCUSD 1h"]
+    assert leaks == ["the window 2021-03-01..2021-03-31 overlaps the training span of model m (2021-01-01..2021-12-31, BTCUSD 4h, "
+                     "another market on the same days): in-sample for the model"]
+    after = [("the window", parse_ts("2022-03-01"), parse_ts("2022-03-31", end_of_day=True), True)]
+    assert training_problems(four_hours, candles, "BTCUSD", after)[0] == []
