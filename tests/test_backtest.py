@@ -67,7 +67,9 @@ def test_same_command_twice_gives_byte_identical_metrics(short_config, tmp_path)
 def test_a_short_s_borrow_is_paid_on_its_value_at_each_close_it_is_held_through(short_config):
     """The reference strategy on 2022-03..05 with shorts paying 30 bps a day (a margin short's
     borrow): the same trades at the same bars, each short's carry its units times each close held
-    through times 1.25 bps (an hour's share), none on the longs; the equity the sum of the pnls."""
+    through times 1.25 bps (an hour's share), none on the longs; the equity the sum of the pnls.
+    And in October 2021, where a long is held over four missing hours (2021-10-13), longs paying 30
+    bps a day pay for the hours held, not the bars."""
     import numpy as np
 
     cfg = read_config_file(short_config)
@@ -87,6 +89,20 @@ def test_a_short_s_borrow_is_paid_on_its_value_at_each_close_it_is_held_through(
     assert paid.metrics["total_return"] < free.metrics["total_return"]
     record = backtest_record(paid).model_dump(mode="json")
     assert [t["carry"] for t in record["trades"]] == pytest.approx(list(b["carry"]))
+
+    october = bt.run(build_config({**cfg, "data": {**cfg["data"], "start": "2021-10-01", "end": "2021-10-31"},
+                                   "costs": {**cfg["costs"], "carry_bps_per_day": {"long": 30}}}))
+    times, close = october.window.candles.timestamps, october.window.candles.close
+    held = [np.arange(t["entry_bar"], t["exit_bar"]) for t in october.engine.trades]
+    expected = [t["units"] * (close[h] * np.diff(times)[h]).sum() / 86_400 * 30 / 1e4 if t["side"] == 1 else 0.0
+                for t, h in zip(october.engine.trades, held, strict=True)]
+    np.testing.assert_allclose(october.engine.trades["carry"], expected, rtol=1e-12)
+    over_gap = [(t, h[np.diff(times)[h] > 3600]) for t, h in zip(october.engine.trades, held, strict=True)
+                if t["side"] == 1 and (np.diff(times)[h] > 3600).any()]
+    assert len(over_gap) == 1
+    ((t, (gap,)),) = over_gap  # the close before four hours: three bars missing
+    by_bar = t["units"] * close[t["entry_bar"]:t["exit_bar"]].sum() * 30 / 24 / 1e4
+    assert t["carry"] == pytest.approx(by_bar + t["units"] * close[gap] * 3 * 30 / 24 / 1e4, rel=1e-12)
 
 
 def test_result_json_holds_what_proves_and_reproduces_it(short_config, tmp_path):

@@ -97,6 +97,27 @@ def test_carry_is_paid_at_each_close_a_position_is_held_through_by_its_side_s_ra
     assert t["carry"] == pytest.approx(-units * 80 * 0.5e-4) and t["pnl"] == pytest.approx(-t["carry"])
 
 
+def test_carry_is_paid_for_the_time_held_over_a_gap_in_the_data_and_a_weekend():
+    """Borrow and funding accrue by the day, not by the bar: a short held over five missing hours
+    paid for one, and a stock's short held over a weekend on daily bars paid for one day of three
+    (252 trading days a year undercharged a year's borrow by 31%)."""
+    hour, day = 3600, 86_400
+    gapped = Candles(1_640_995_200 + hour * np.array([0, 1, 2, 7, 8, 9]), *(np.full(6, 100.0),) * 4, np.ones(6), hour)
+    costs = Costs(fee_bps=0, slippage_bps=0, initial_equity=10_000, carry_bps_per_day={"short": 24, "long": 48})
+    r = run_engine(gapped, _decisions(6, entries={0: (-1, 1.0, NAN, NAN, NAN)}, exit_short=[3]), 0, costs)
+    (t,) = _trades(r)
+    assert (t["entry_bar"], t["exit_bar"]) == (1, 4)  # held through the closes of bars 1, 2 (5 h to the next) and 3
+    assert t["carry"] == pytest.approx(100 * 100 * 24e-4 * 7 / 24)  # 7 hours from its entry's open to its exit's
+    assert r.equity[3] == pytest.approx(10_000 - 100 * 100 * 24e-4 * 6 / 24)  # bar 2's close paid 5 hours
+    thursday = 1_704_326_400  # 2024-01-04, daily bars of a market closed at weekends: Thu, Fri, Mon, Tue, Wed
+    closes = np.array([100.0, 101.0, 102.0, 103.0, 104.0])
+    stock = Candles(thursday + day * np.array([0, 1, 4, 5, 6]), closes, closes + 1, closes - 1, closes, np.ones(5), day)
+    r = run_engine(stock, _decisions(5, entries={0: (1, 1.0, NAN, NAN, NAN)}), 0, costs)
+    (t,) = _trades(r)  # in at Friday's open, out at the last bar's close: held through Friday's, Monday's and Tuesday's
+    units = 10_000 / 101
+    assert t["carry"] == pytest.approx(units * (101 * 3 + 102 + 103) * 48e-4)
+
+
 def test_a_carry_that_takes_the_last_of_the_equity_liquidates_at_that_close():
     """A short of all the equity at 100, no fees: the equity is gone at 200. Bar 1 rises to 199.995
     and closes at 199.99, leaving 1 of equity; its carry (100 bps a day, 1/24 of it an hour: 8.33)

@@ -54,12 +54,10 @@ class Costs(StrictModel):
         return (f"fee {self.fee_bps:g} bps, slippage {self.slippage_bps:g} bps, initial equity {self.initial_equity:,.0f}"
                 + (f", carry {' and '.join(carry)}" if carry else ""))
 
-    def rates(self, timeframe_seconds: int) -> CostRates:
-        """As the kernel takes them: fractions of notional, and carry a bar of ``timeframe_seconds``
-        (a bar missing from the data is not charged)."""
-        day = timeframe_seconds / 86_400 / 1e4
+    def rates(self) -> CostRates:
+        """As the kernel takes them: fractions of notional, and carry a day."""
         return CostRates(self.fee_bps / 1e4, self.slippage_bps / 1e4, self.initial_equity,
-                         self.carry_bps_per_day.long * day, self.carry_bps_per_day.short * day)
+                         self.carry_bps_per_day.long / 1e4, self.carry_bps_per_day.short / 1e4)
 
 
 @dataclass(frozen=True)
@@ -86,8 +84,8 @@ def run_engine(candles: Candles, decisions: Decisions, start: int, costs: Costs)
     """Simulate bars ``start``.. of ``candles`` under ``decisions`` and ``costs``; StrategyError
     for decisions the engine cannot take (see ``_orders``)."""
     equity, counters, trades = run_bars(
-        Prices(candles.open, candles.high, candles.low, candles.close), start, _orders(decisions, candles.timestamps, start),
-        costs.rates(candles.timeframe_seconds),
+        Prices(candles.timestamps, candles.open, candles.high, candles.low, candles.close), start,
+        _orders(decisions, candles.timestamps, start), costs.rates(),
     )
     return EngineResult(equity, trades, {name: int(counters[0][name]) for name in COUNTERS})
 

@@ -5,8 +5,10 @@ Rules (each has a hand-computed test in tests/engine):
 - Fill prices carry slippage against the trader: buy at price * (1 + slip), sell at price * (1 - slip);
   each fill pays fee = notional * fee rate.
 - A position pays carry (borrow, funding) at each close it is held through: its value at that close
-  times its side's rate a bar (negative: received). A trade's pnl is net of its fees and carry. A
-  carry that takes the last of the equity liquidates the position at that close.
+  times its side's rate a day, for the days from that bar's open to the next bar's (negative:
+  received), so a trade pays for the time from its entry bar's open to its exit bar's, gaps and
+  weekends included. A trade's pnl is net of its fees and carry. A carry that takes the last of the
+  equity liquidates the position at that close.
 - Entry size: notional plus entry fee equal the fraction of equity marked at the fill bar's open
   (no hidden leverage from fees); units of the asset are fractional.
 - Stop, take-profit and trailing levels are set from the entry bar's raw open and the distances
@@ -50,8 +52,9 @@ COUNTER_DTYPE = np.dtype([(name, np.int64) for name in COUNTERS], align=True)
 
 
 class Prices(NamedTuple):
-    """The candles' price columns."""
+    """The candles' open times (epoch seconds) and price columns."""
 
+    time: np.ndarray
     open: np.ndarray
     high: np.ndarray
     low: np.ndarray
@@ -74,7 +77,7 @@ class Orders(NamedTuple):
 
 class CostRates(NamedTuple):
     """Costs as fractions of notional per fill, the starting equity, and carry as a fraction of a
-    position's value a bar, long and short."""
+    position's value a day, long and short."""
 
     fee_rate: float
     slippage: float
@@ -250,7 +253,8 @@ def run_bars(prices, start, orders, costs):  # pragma: no cover - compiled
         # level follows this bar's extreme
         rate = 0.0 if pos == 0 else costs.long_carry if pos == 1 else costs.short_carry
         if rate != 0.0:
-            paid = units * close[t] * rate
+            days = (prices.time[t + 1] - prices.time[t]) / 86_400.0  # t < n - 1: a position is closed at the last bar
+            paid = units * close[t] * rate * days
             cash -= paid
             carry += paid
             if paid > 0.0 and pos * (close[t] - _ruin(cash, pos, units, costs)) <= 0.0:  # it took what the bar left
