@@ -24,7 +24,7 @@ from tests.runs import ctrl_c_until_it_ends, genesis
 
 ROOT = Path(__file__).resolve().parents[2]
 FILES = {"bitfinex": ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "binance": ROOT / "data" / "BTCUSDT_1h_binance.csv.gz"}
-SYMBOLS = {"bitfinex": "BTC/USD", "binance": "BTC/USDT"}
+SYMBOLS = {"bitfinex": "BTC/USD", "binance": "BTC/USDT", "okx": "BTC/USDT", "bitstamp": "BTC/USD"}
 
 
 def _bars(exchange: str, first: int, stop: int) -> Candles:
@@ -37,9 +37,14 @@ def _genesis(*args: str, root: str, name: str) -> SimpleNamespace:
     return genesis("data", *args, "--api-url", f"{root}/{name}")
 
 
-def _download(out: Path, name: str, root: str, *extra: str) -> SimpleNamespace:
-    return _genesis("download", "--exchange", name, "--symbol", SYMBOLS[name], "--start", "2017-01-01", "--out", str(out),
+def _download(out: Path, name: str, root: str, *extra: str, start: str = "2017-01-01") -> SimpleNamespace:
+    return _genesis("download", "--exchange", name, "--symbol", SYMBOLS[name], "--start", start, "--out", str(out),
                     "--json", *extra, root=root, name=name)
+
+
+def _first(ex: Exchange) -> str:
+    """The exchange's first bar, as a --start: no span before it to walk through."""
+    return format_ts(ex.candles.timestamps[0])
 
 
 def _same_bars(path: Path, expected: Candles) -> None:
@@ -50,17 +55,17 @@ def _same_bars(path: Path, expected: Candles) -> None:
 
 
 def _candle_requests(ex: Exchange) -> list[str]:
-    return [r for r in ex.requests if "candles/" in r or "klines" in r]
+    return [r for r in ex.requests if any(k in r for k in ("candles", "klines", "ohlc/"))]
 
 
 @pytest.mark.parametrize("name,out", [("bitfinex", "btc.parquet"), ("binance", "btc.csv.gz")])
 def test_a_multi_page_download_equals_the_exchange_bar_for_bar_with_its_market_recorded(tmp_path, name, out):
     ex = Exchange(_bars(name, 0, 4_500), page_rows=1_000)  # 5 pages: the server's cap, not the client's limit
     with serving(**{name: ex}) as root:
-        proc = _download(tmp_path / out, name, root)
+        proc = _download(tmp_path / out, name, root, start=_first(ex))
     assert proc.returncode == 0, proc.stderr
     _same_bars(tmp_path / out, ex.candles)
-    assert len(_candle_requests(ex)) == 6  # 5 pages and the empty one that says there is no more
+    assert len(_candle_requests(ex)) == 7  # 5 pages, the empty span after them, and the exchange's last bar: before it
     market = file_market(tmp_path / out)
     assert market is not None
     assert {k: market[k] for k in ("exchange", "symbol", "timeframe", "bars")} == {"exchange": name, "symbol": SYMBOLS[name],
@@ -85,11 +90,11 @@ def test_a_multi_page_download_equals_the_exchange_bar_for_bar_with_its_market_r
 def test_a_429_and_a_500_are_retried_and_the_file_is_whole(tmp_path, name):
     ex = Exchange(_bars(name, 0, 2_500), page_rows=1_000, failures=[429, 500])
     with serving(**{name: ex}) as root:
-        proc = _download(tmp_path / "b.parquet", name, root)
+        proc = _download(tmp_path / "b.parquet", name, root, start=_first(ex))
     assert proc.returncode == 0, proc.stderr
     _same_bars(tmp_path / "b.parquet", ex.candles)
     asked = _candle_requests(ex)
-    assert len(asked) == 4 + 2 and asked[0] == asked[1] == asked[2]  # the first page asked three times, then 2 more and the end
+    assert len(asked) == 5 + 2 and asked[0] == asked[1] == asked[2]  # the first page asked three times, 2 more, and the end (2)
 
 
 def test_ctrl_c_then_kill_9_mid_download_lose_at_most_the_page_in_flight_and_a_rerun_gives_the_same_file(tmp_path):
@@ -100,7 +105,7 @@ def test_ctrl_c_then_kill_9_mid_download_lose_at_most_the_page_in_flight_and_a_r
         kept = []
         for sig in (signal.SIGINT, signal.SIGKILL):
             proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "data", "download", "--exchange", "binance", "--symbol",
-                                     "BTC/USDT", "--start", "2017-01-01", "--out", str(out), "--api-url", f"{root}/binance"],
+                                     "BTC/USDT", "--start", _first(ex), "--out", str(out), "--api-url", f"{root}/binance"],
                                     cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
             before = len(list(part.glob("page-*.csv"))) if part.exists() else 0
             deadline = time.monotonic() + 60
@@ -121,15 +126,36 @@ def test_ctrl_c_then_kill_9_mid_download_lose_at_most_the_page_in_flight_and_a_r
             assert kept[-1] == 500 * len(pages)  # whole pages only: a page is written at once or not at all
         asked_before = len(_candle_requests(ex))
         ex.delay = 0.0
-        proc = _download(out, "binance", root)
+        proc = _download(out, "binance", root, start=_first(ex))
     assert proc.returncode == 0, proc.stderr
     _same_bars(out, ex.candles)
     assert not part.exists()
     assert json.loads(proc.stdout)["resumed_bars"] == kept[-1]
     rerun = _candle_requests(ex)[asked_before:]
-    assert len(rerun) == (6_000 - kept[-1]) // 500 + 1  # only the pages not kept, then the end
+    assert len(rerun) == (6_000 - kept[-1]) // 500 + 2  # only the pages not kept, then the end (2)
     assert f"startTime={int(ex.candles.timestamps[kept[-1]]) * 1000}" in rerun[0]
     assert asked_before <= kept[-1] // 500 + 2  # each interruption lost at most the page in flight
+
+
+@pytest.mark.parametrize("name", ["okx", "bitstamp", "binance", "bitfinex"])
+def test_every_exchange_s_paging_gives_every_bar_across_a_gap_longer_than_a_page(tmp_path, name):
+    """Each exchange answers a span of time its own way. Asked for everything from the start to the
+    last bar, OKX answers the newest 300 bars: a download of years held its last 300. Bitstamp
+    (and OKX, and Coinbase) answer only the span of a page from the start asked: a gap longer than a
+    page (1,000 bars of Bitstamp's 1m candles are 17 hours; its outage of January 2015 lasted four
+    days) answered nothing, and the download ended there as if the market had. Here 1,200 hours
+    are missing from the real Binance candles, and the download starts seven months before them."""
+    bars = _bars("binance", 0, 4_000)
+    keep = np.r_[0:1_500, 2_700:4_000]
+    holed = Candles(*(getattr(bars, f)[keep] for f in ("timestamps", "open", "high", "low", "close", "volume")), 3600)
+    ex = Exchange(holed, page_rows=1_000)
+    with serving(**{name: ex}) as root:
+        proc = _download(tmp_path / "b.parquet", name, root)
+    assert proc.returncode == 0, proc.stderr
+    _same_bars(tmp_path / "b.parquet", holed)
+    result = json.loads(proc.stdout)
+    assert result["bars"] == 2_800 and result["largest_gaps"][0].startswith(
+        f"1200 bar(s) missing {format_ts(bars.timestamps[1_500])} .. {format_ts(bars.timestamps[2_699])}")
 
 
 def test_update_appends_exactly_the_new_bars_and_replaces_the_file_atomically(tmp_path):

@@ -173,7 +173,15 @@ class _Parts:
 def _fetch(ex: ccxt.Exchange, symbol: str, timeframe: str, since_ms: int, until_ms: int | None, parts: _Parts,
            on_progress: OnProgress | None, retries: int) -> tuple[np.ndarray, int]:
     """The closed bars from ``since_ms`` to ``until_ms`` (open times, inclusive), page by page
-    into ``parts`` from where it stopped: the stored and the new ones, and how many were stored before."""
+    into ``parts`` from where it stopped: the stored and the new ones, and how many were stored before.
+
+    Each request asks for one page's span of time from where the file stops, which every exchange
+    answers whole; asked for all the rest, OKX answers its newest page (a download of years held
+    its last 300 bars) and Coinbase refuses. Bars that start later than asked follow a gap or are
+    the newest of the span (an exchange answering newest first): the bars before them are asked for
+    until there are none. A span with no bar is a gap where an exchange answers only the span asked
+    (Bitstamp, OKX, Coinbase), unless the exchange's last bar is before it: the download goes on
+    past it instead of ending there."""
     tf_ms = parse_timeframe(timeframe) * 1000
     last_closed = (ex.milliseconds() // tf_ms - 1) * tf_ms  # the open time of the last candle already closed
     until = last_closed if until_ms is None else min(until_ms, last_closed)
@@ -183,15 +191,30 @@ def _fetch(ex: ccxt.Exchange, symbol: str, timeframe: str, since_ms: int, until_
     expected = max(1, (until - origin) // tf_ms + 1)
     limit = ex.features.get("spot", {}).get("fetchOHLCV", {}).get("limit") or 1000
     fetched = len(stored)
+    latest: int | None = None  # the open time of the exchange's last bar, asked once a span comes back empty
+
+    def bars(first: int, last: int, keep: int) -> list[list[float]]:
+        """The bars from ``first`` to ``keep`` of the exchange's answer for ``first`` to ``last`` (Kraken
+        answers what it has after ``first``, whatever ``last``)."""
+        page = _retrying(ex, f"candles from {format_ts(first // 1000)}",
+                         functools.partial(ex.fetch_ohlcv, symbol, timeframe, since=first, limit=limit, params={"until": last}),
+                         retries)
+        return [r for r in page if first <= r[0] <= keep]
+
     if on_progress is not None:
         on_progress(fetched, expected)
     while since <= until:
-        page = _retrying(ex, f"candles from {format_ts(since // 1000)}",
-                         functools.partial(ex.fetch_ohlcv, symbol, timeframe, since=since, limit=limit, params={"until": until}),
-                         retries)
-        rows = [r for r in page if since <= r[0] <= until]
+        rows = bars(since, min(since + (limit - 1) * tf_ms, until), until)
+        while rows and rows[0][0] > since and (head := bars(since, int(rows[0][0]) - tf_ms, int(rows[0][0]) - tf_ms)):
+            rows = head + rows
         if not rows:
-            break  # nothing more up to ``until``: the exchange has no later bars
+            if latest is None:
+                last = _retrying(ex, "its last candle", functools.partial(ex.fetch_ohlcv, symbol, timeframe, limit=1), retries)
+                latest = int(last[-1][0]) if last else since - tf_ms
+            if latest < since:
+                break  # nothing more up to ``until``: the exchange has no later bars
+            since += limit * tf_ms
+            continue
         if not fetched:  # the exchange's first bar may come long after the start asked for
             expected = max(1, (until - int(rows[0][0])) // tf_ms + 1)
         parts.add(rows)
