@@ -35,6 +35,7 @@ from genesis_core.fingerprint import differences, fingerprint
 from genesis_core.optimizer import (
     StudySpec,
     SweepOptions,
+    folder_taken,
     measure,
     probe_storage,
     redact,
@@ -291,14 +292,19 @@ def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Chec
         storage = probe_storage(url)
     except GenesisError as exc:
         return Check("storage", "fail", str(exc))
-    if storage is None:
-        return Check("storage", "pass", f"{redact(url)} will be created; study {name!r} is new")
-    try:
-        study_id = storage.get_study_id_from_name(name)
-    except KeyError:
-        return Check("storage", "pass", f"{redact(url)} writable; study {name!r} is new")
-    trials = len(storage.get_all_trials(study_id, deepcopy=False))
-    diff = stored_signature_diff(storage.get_study_user_attrs(study_id), study, bt.candles(study.fixed.data.path, study.fixed.data.timeframe))
+    attrs: dict[str, Any] = {}
+    trials, new = 0, f"{redact(url)} will be created; study {name!r} is new"
+    if storage is not None:
+        try:
+            study_id = storage.get_study_id_from_name(name)
+            attrs, trials, new = storage.get_study_user_attrs(study_id), len(storage.get_all_trials(study_id, deepcopy=False)), ""
+        except KeyError:
+            new = f"{redact(url)} writable; study {name!r} is new"
+    if (taken := folder_taken(study, attrs, trials)) is not None:
+        return Check("storage", "fail", taken)
+    if new:
+        return Check("storage", "pass", new)
+    diff = stored_signature_diff(attrs, study, bt.candles(study.fixed.data.path, study.fixed.data.timeframe))
     if diff is None:
         status: Status = "warn" if trials else "pass"
         return Check("storage", status, f"study {name!r} exists with {trials} trials and no signature (see --backfill-signature)")

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from genesis_core.optimizer import RunOptions
 from genesis_core.optimizer._storage import _CACHE, ClaimExpired, ScoreCache, cache_url, make_engine
 from genesis_core.optimizer._worker import process_context
-from tests.optimizer.test_optimizer import _trials
+from tests.optimizer.test_optimizer import _trials, write_config
 from tests.runs import ctrl_c_until_it_ends, genesis_killed_after, optimize, validate
 from tests.validation.conftest import validated_config
 
@@ -41,6 +41,45 @@ def test_a_second_study_in_the_same_folder_reuses_results_as_trials_of_its_own(t
     report_a, report_b = validate(Path(a["run_dir"])), validate(Path(b["run_dir"]))
     assert report_b["candidates"] and report_b["candidates"] == report_a["candidates"]
     assert report_b["best"] == report_a["best"]
+
+
+def test_a_study_of_the_same_name_in_another_storage_does_not_write_over_the_run_folder(tmp_path):
+    """A journal study of 12 trials, then the same config on SQLite (a move to a database, or the
+    journal deleted): the second study took the same run folder and wrote its trials' artifacts,
+    trials.csv and best trial over the first's, under run.json still listing the first's session."""
+    from genesis_core.records import RunFolder
+    from tests.runs import genesis
+
+    journal = write_config(tmp_path, "j.yaml")
+    first = optimize(journal)
+    folder = RunFolder(Path(first["run_dir"]))
+    before = {p.name: p.read_bytes() for p in [*folder.path.glob("*.json"), folder.path / "trials.csv", *folder.path.glob("trials/*")]}
+    sqlite = f"sqlite:///{tmp_path / 'other.db'}"
+    refused = genesis("optimize", str(write_config(tmp_path, "s.yaml", meta={"storage": sqlite})), "--skip-preflight")
+    assert refused.returncode == 2
+    assert refused.stderr.startswith(f"error: {folder.path} holds the run of another study named 't' (12 trial(s) in "
+                                     f"journal:///{tmp_path}/results/optuna.journal), not of this one (0 trial(s) in {sqlite}): ")
+    assert {p.name: p.read_bytes() for p in [*folder.path.glob("*.json"), folder.path / "trials.csv", *folder.path.glob("trials/*")]} \
+        == before  # nothing written
+    swept = genesis("sweep", str(write_config(tmp_path, "s.yaml", meta={"storage": sqlite})), "--points", "4", "--skip-preflight")
+    assert swept.returncode == 2 and "holds the run of another study named 't'" in swept.stderr
+    from genesis_core.preflight import preflight
+    from genesis_core.study import load_study_config
+
+    storage = next(c for c in preflight(load_study_config(tmp_path / "s.yaml")) if c.name == "storage")  # said before a run too
+    assert storage.status == "fail" and storage.detail == refused.stderr.removeprefix("error: ").strip()
+    from genesis_core.optimizer._study import RUN_ID_ATTR
+
+    run_id = folder.read_run().run_id
+    assert run_id == _study(tmp_path).user_attrs[RUN_ID_ATTR] and len(run_id) == 32
+
+    # a folder written before run ids: another study's when it holds trials and the study none
+    raw = json.loads((folder.path / "run.json").read_text())
+    (folder.path / "run.json").write_text(json.dumps({k: v for k, v in raw.items() if k != "run_id"}))
+    again = genesis("optimize", str(write_config(tmp_path, "s.yaml", meta={"storage": sqlite})), "--skip-preflight")
+    assert again.returncode == 2 and "holds the run of another study named 't' (12 trial(s)" in again.stderr
+    resumed = optimize(journal, RunOptions(max_trials=14))  # its own study goes on, and its folder takes the study's id
+    assert resumed["states"] == {"COMPLETE": 14} and folder.read_run().run_id == run_id
 
 
 def _study(tmp_path: Path, storage: str | None = None):

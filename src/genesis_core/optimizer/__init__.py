@@ -24,14 +24,14 @@ from genesis_core.optimizer._storage import (
     serve_proxy,
     shares_files,
 )
-from genesis_core.optimizer._study import ResumeBlocked, StudySpec, stored_signature_diff, study_spec
+from genesis_core.optimizer._study import ResumeBlocked, StudySpec, folder_taken, stored_signature_diff, study_spec
 from genesis_core.optimizer._sweep import SweepOptions, sweep, sweep_points, sweep_processes, sweep_size
 from genesis_core.optimizer._worker import EVALUATED, Worker, measure, settled_heap
 
 __all__ = [
     "EVALUATED", "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
     "ResumeBlocked", "RunFiles", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "SweepOptions", "Worker",
-    "best_score", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
+    "best_score", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
     "recover_stale_trials", "redact", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
     "sweep_points", "sweep_processes", "sweep_size",
 ]

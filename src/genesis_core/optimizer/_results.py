@@ -14,7 +14,7 @@ from genesis_core import __version__
 from genesis_core.files import sync_all
 from genesis_core.fingerprint import code_version
 from genesis_core.optimizer._storage import redact
-from genesis_core.optimizer._study import SIGNATURE_ATTR, StudySpec
+from genesis_core.optimizer._study import RUN_ID_ATTR, SIGNATURE_ATTR, StudySpec
 from genesis_core.records import TRIAL_METRICS, BestRef, BestTrial, CacheStats, RunRecord, Session, TrialRow, failures
 
 
@@ -125,7 +125,7 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
             sessions=[*(previous.sessions if previous else []), session],
             cache=cache, states=states, outcomes=outcomes,
             best_trial=None if best is None else BestRef(number=best.number, production_score=best.user_attrs["production_score"]),
-            identical_outcomes=len(same),
+            identical_outcomes=len(same), run_id=optuna_study.user_attrs.get(RUN_ID_ATTR),
         )
         folder.write_run(run)
     warnings = []

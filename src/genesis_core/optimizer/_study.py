@@ -8,6 +8,7 @@ URL, so a run can be extended or scaled out.
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -29,7 +30,7 @@ from genesis_core.optimizer._samplers import (
     sampler_class,
 )
 from genesis_core.optimizer._space import SearchSpace
-from genesis_core.optimizer._storage import RunFiles, default_storage_url, shares_files
+from genesis_core.optimizer._storage import RunFiles, default_storage_url, redact, shares_files, trial_count
 from genesis_core.plugins import code_fingerprint, plugin_source
 from genesis_core.records import RunFolder
 from genesis_core.scoring import score_function
@@ -38,6 +39,7 @@ from genesis_core.strategy import get_strategy
 SIGNATURE_ATTR = "genesis_signature"
 SPACE_ATTR = "genesis_space"
 SIGNED_ATTR = "genesis_signed"  # what the fixed_config, scoring and data fingerprints are of
+RUN_ID_ATTR = "genesis_run_id"  # which study a run folder is: run.json records it (run_id)
 
 
 class ResumeBlocked(GenesisError):
@@ -199,8 +201,9 @@ def stored_signature_diff(attrs: dict[str, Any], spec: StudySpec, candles: Candl
 
 def check_signature(optuna_study: optuna.Study, spec: StudySpec, candles: Candles, force_resume: bool,
                     backfill_signature: bool) -> list[str]:
-    """Stop before any trial if the study was made with other settings (warn if it has no signature);
-    returns notes to record in the run metadata."""
+    """Stop before any trial if the study was made with other settings (warn if it has no signature),
+    or if its run folder is another study's (``claim_folder``); returns notes to record in the run metadata."""
+    claim_folder(optuna_study, spec)
     n_trials = len(optuna_study.get_trials(deepcopy=False))
     notes: list[str] = []
     diff = stored_signature_diff(optuna_study.user_attrs, spec, candles)
@@ -223,6 +226,34 @@ def check_signature(optuna_study: optuna.Study, spec: StudySpec, candles: Candle
     optuna_study.set_user_attr(SPACE_ATTR, spec.space.spec)
     optuna_study.set_user_attr(SIGNED_ATTR, spec.signed(candles))
     return notes
+
+
+def claim_folder(optuna_study: optuna.Study, spec: StudySpec) -> None:
+    """Refuse a run folder another study wrote (``folder_taken``) before a trial of this one is
+    written over its trials' artifacts under the same numbers; give a study its id."""
+    other = folder_taken(spec, optuna_study.user_attrs, trial_count(optuna_study))
+    if other is not None:
+        raise ResumeBlocked(other)
+    if RUN_ID_ATTR not in optuna_study.user_attrs:
+        optuna_study.set_user_attr(RUN_ID_ATTR, uuid.uuid4().hex)
+
+
+def folder_taken(spec: StudySpec, attrs: dict[str, Any], found: int) -> str | None:
+    """Why the run folder of ``spec`` is another study's than the one with user attributes ``attrs``
+    and ``found`` trials, if it is. A study of the same name in another storage (a journal's study
+    run again on SQLite or PostgreSQL, or a storage deleted) took the first's folder, and its
+    trials.csv, best trial and artifacts became the second's under the first's sessions. Each study
+    holds an id that its run.json records; a folder written before ids is another study's when it
+    holds trials and the study none."""
+    record = spec.folder.read_run_if_any()
+    if record is None:
+        return None
+    held = sum(record.states.values())
+    if (attrs.get(RUN_ID_ATTR) == record.run_id) if record.run_id is not None else (not held or found):
+        return None
+    return (f"{spec.folder.path} holds the run of another study named {spec.name!r} ({held:,} trial(s) in {record.storage}), not "
+            f"of this one ({found:,} trial(s) in {redact(spec.storage_url)}): its trials' artifacts would be written over. Give "
+            "this study another name (--study NAME) or meta.results_dir, or move that folder away")
 
 
 def _refuse_incompatible_space(stored: dict[str, Any], current: dict[str, Any]) -> None:

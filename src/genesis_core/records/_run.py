@@ -106,6 +106,7 @@ class RunRecord(Record):
     outcomes: dict[str, int]
     best_trial: BestRef | None
     identical_outcomes: int
+    run_id: str | None = None  # the study's (``genesis_run_id``): whose run the folder is; None in a file written before
 
     @classmethod
     def upgrade(cls, raw: Any, version: int) -> Any:
