@@ -1,13 +1,14 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from genesis_core.data import format_ts, load_candles
+from genesis_core.data import MARKET_KEY, format_ts, load_candles
 from genesis_core.errors import DataError
 from tests.conftest import SAMPLE_FILE
 
@@ -285,3 +286,24 @@ def test_a_market_closed_at_weekends_has_no_weekend_gaps(btc):
     assert (report.count, report.missing_bars) == ((weekdays_between > 0).sum(), weekdays_between.sum()) == (77, 79)
     diffs = np.diff(btc.timestamps)
     assert (btc.gaps().count, btc.gaps().missing_bars) == ((diffs > 3600).sum(), (diffs // 3600 - 1)[diffs > 3600].sum())
+
+
+@pytest.mark.parametrize("meta,message", [
+    (b"{not json", "unreadable market metadata: "),
+    (b'{"exchange": "x"}', "market metadata without a market's symbol (1 to 64 printable characters): {'exchange': 'x'}"),
+    (json.dumps({"symbol": "A" * 100_000}).encode(), "market metadata without a market's symbol"),
+    (json.dumps({"symbol": "BTC\x1b[2J"}).encode(), "market metadata without a market's symbol"),
+])
+def test_a_parquet_file_s_hostile_market_metadata_is_refused_in_one_short_line(tmp_path, sample, meta, message):
+    """A symbol of 100,000 characters was taken as the file's market, and echoed whole by every
+    market check (preflight, backtest: "data.symbol BTCUSD but ... says it holds AAAA...")."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    path = tmp_path / "m.parquet"
+    table = pa.table({"timestamp": sample.timestamps, "open": sample.open, "high": sample.high, "low": sample.low,
+                      "close": sample.close, "volume": sample.volume})
+    pq.write_table(table.replace_schema_metadata({MARKET_KEY: meta}), path)
+    with pytest.raises(DataError) as caught:
+        load_candles(path)
+    assert str(caught.value).startswith(f"{path}: {message}") and len(str(caught.value)) < 300

@@ -74,8 +74,10 @@ def file_market(path: Path) -> dict[str, Any] | None:
         market = json.loads(raw) if raw else None
     except (OSError, ValueError) as exc:
         raise DataError(f"{path}: unreadable market metadata: {clip(str(exc))}") from None
-    if market is not None and not (isinstance(market, dict) and isinstance(market.get("symbol"), str)):
-        raise DataError(f"{path}: market metadata without a symbol: {clip(str(market))}")
+    symbol = market.get("symbol") if isinstance(market, dict) else None
+    if market is not None and not (isinstance(symbol, str) and 0 < len(symbol) <= 64 and symbol.isprintable()):
+        # what a hostile file holds there is echoed in every market check's message, whole
+        raise DataError(f"{path}: market metadata without a market's symbol (1 to 64 printable characters): {clip(str(market))}")
     return market
 
 
