@@ -100,6 +100,12 @@ def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: di
     if overlaps:
         checks.append(Check("out of sample", "warn", f"validation window(s) {', '.join(overlaps)} overlap the explore "
                             f"window {m.sample_start}..{m.sample_end}: not out of sample, so no candidate passes on them"))
+    windows = cfg.validation.windows
+    shared = [f"{i + 1} ({a.start}..{a.end}) and {j + 1} ({b.start}..{b.end})" for i, a in enumerate(windows)
+              for j, b in enumerate(windows) if i < j and a.overlaps(b.start, b.end)]
+    if shared:  # a copied date, or windows drawn to look like more evidence than they hold
+        checks.append(Check("validation windows", "warn", f"validation windows {'; '.join(shared)} share days: each such "
+                            "day counts twice in a candidate's mean score, and a pass on both is one pass on those days"))
     return checks
 
 

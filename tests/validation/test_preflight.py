@@ -147,6 +147,18 @@ def test_validation_overlapping_explore_is_a_warning(tmp_path):
     assert check.status == "warn" and "overlap the explore window 2022-03-01..2022-05-31: not out of sample, so no candidate passes on them" in check.detail
 
 
+def test_validation_windows_that_share_days_are_a_warning(tmp_path):
+    """Two windows sharing August (a copied date) made every August day count twice in a
+    candidate's mean score and its pass on both look like two, with nothing said."""
+    windows = [{"start": "2022-06-01", "end": "2022-08-31"}, {"start": "2022-08-01", "end": "2022-09-30"},
+               {"start": "2022-10-01", "end": "2022-11-30"}]
+    check = _by_name(preflight(validated_config(tmp_path, validation={**VALIDATION, "windows": windows})))["validation windows"]
+    assert check.status == "warn" and check.detail == (
+        "validation windows 1 (2022-06-01..2022-08-31) and 2 (2022-08-01..2022-09-30) share days: each such day counts twice "
+        "in a candidate's mean score, and a pass on both is one pass on those days")
+    assert "validation windows" not in _by_name(preflight(validated_config(tmp_path, "apart.yaml")))  # the usual two, apart
+
+
 def test_a_champion_outside_the_space_is_named(validated_run, tmp_path):
     import shutil
 
