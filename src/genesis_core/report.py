@@ -129,7 +129,9 @@ def _importances(rows: list[TrialRow], space: SearchSpace) -> go.Figure | str:
                 "(too few trials, or too few distinct scores), so every importance would be equal</p>")
     names = list(values)[::-1]
     fig = go.Figure(go.Bar(x=[values[n] for n in names], y=names, orientation="h"))
-    fig.update_layout(title="Parameter importances for reaching the top 10% (Optuna, PED-ANOVA)", xaxis_title="importance",
+    top = math.ceil(0.1 * len(done))  # as PED-ANOVA cuts it: bars drawn from a handful of trials read as findings
+    few = f"<br><sup>the top 10% is {top} of {len(done)} trials: with so few, the bars are mostly chance</sup>" if top < 10 else ""
+    fig.update_layout(title="Parameter importances for reaching the top 10% (Optuna, PED-ANOVA)" + few, xaxis_title="importance",
                       height=120 + 28 * len(names))
     return fig
 
