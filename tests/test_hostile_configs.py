@@ -249,3 +249,23 @@ def test_a_bad_timeframe_is_refused_as_the_config_is_read_naming_its_key(tmp_pat
     config = next(c for c in json.loads(checked.stdout)["checks"] if c["name"] == "config")
     assert config["status"] == "fail" and f"meta.timeframe: bad timeframe '{timeframe}'" in config["detail"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bt.yaml", "opt.yaml"]
+
+
+def test_an_output_path_a_file_or_folder_blocks_is_one_line_naming_it(tmp_path):
+    """`--out` under a file, `--out` a folder, a results_dir that is a file: each ended in a
+    NotADirectoryError, IsADirectoryError or FileExistsError traceback, naming a writer's temporary
+    file at best. Now one line naming the path in the way, exit 2, and the file as it was."""
+    blocker = tmp_path / "notes.txt"
+    blocker.write_text("mine")
+    cases = [
+        (("backtest", "configs/sma_cross.yaml", "--out", str(blocker / "r.json")),
+         f"error: {blocker} is a file, where a folder is needed (for {blocker / 'r.json'})\n"),
+        (("backtest", "configs/sma_cross.yaml", "--out", str(tmp_path)), f"error: {tmp_path} is a folder, where a file is needed\n"),
+        (("optimize", str(write_config(tmp_path, meta={"results_dir": str(blocker)})), "--skip-preflight"),
+         f"error: {blocker} is a file, where a folder is needed\n"),
+        (("sweep", str(tmp_path / "opt.yaml"), "--points", "2", "--skip-preflight"), f"error: {blocker} is a file, where a folder is needed\n"),
+    ]
+    for args, line in cases:
+        proc = genesis(*args)
+        assert (proc.returncode, proc.stderr) == (2, line), proc.stderr[-3000:]
+    assert blocker.read_text() == "mine" and sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "opt.yaml"]

@@ -22,8 +22,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from genesis_core import __version__
-from genesis_core.errors import ConfigError, GenesisError
-from genesis_core.files import atomic_write
+from genesis_core.errors import ConfigError, GenesisError, clip
+from genesis_core.files import atomic_write, written_as
 from genesis_core.fingerprint import strict_json
 
 if TYPE_CHECKING:  # the commands import what they use when they run, so `genesis --help` starts fast
@@ -69,6 +69,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 # what a disk says when a file cannot be written however the command is given: full, over quota, a
 # file too large, failing, read-only
 _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
+# a path given that cannot be written as asked: a file where a folder is needed, a folder given as a
+# file, no permission. They ended in tracebacks (`--out` a folder, a results_dir that is a file).
+_PATH_ERRORS = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})
 
 
 def _handle_errors(fn: F) -> F:
@@ -87,6 +90,8 @@ def _handle_errors(fn: F) -> F:
         except GenesisError as exc:
             raise fail(str(exc), exc.exit_code) from None
         except OSError as exc:
+            if exc.errno in _PATH_ERRORS and exc.filename:
+                raise fail(_path_error(exc), 2) from None
             if exc.errno not in _DISK_ERRORS:
                 raise
             raise fail(_disk_error(exc), 2) from None
@@ -96,6 +101,19 @@ def _handle_errors(fn: F) -> F:
 
 def _disk_error(exc: OSError) -> str:
     return f"{exc.filename}: {exc.strerror}" if exc.filename else str(exc.strerror)
+
+
+def _path_error(exc: OSError) -> str:
+    """The path a write could not take, as the user gave it (not a writer's temporary name), and why."""
+    path = Path(written_as(str(exc.filename)))
+    if exc.errno in (errno.ENOTDIR, errno.EEXIST):
+        blocking = next((p for p in (path, *path.parents) if p.exists() and not p.is_dir()), None)
+        if blocking is not None:
+            wanted = "" if blocking == path else f" (for {clip(str(path), 300)})"
+            return f"{clip(str(blocking), 300)} is a file, where a folder is needed{wanted}"
+    if exc.errno == errno.EISDIR:
+        return f"{clip(str(path), 300)} is a folder, where a file is needed"
+    return f"{clip(str(path), 300)}: {exc.strerror}"
 
 
 def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:

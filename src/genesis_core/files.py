@@ -13,6 +13,11 @@ from pathlib import Path
 _TEMPORARY = re.compile(r".*\.(\d+)\.tmp")
 
 
+def written_as(name: str) -> str:
+    """The path a writer's temporary file (``atomic_write``'s) stands for; another path as it is."""
+    return re.sub(r"\.\d+\.tmp$", "", name)
+
+
 def atomic_write(path: Path, text: str | bytes, durable: bool = True) -> None:
     """Write to a temporary file beside ``path``, flush it to disk, rename it over ``path`` (atomic on
     POSIX) and flush the folder, so the new file survives a power cut. On any failure (a full disk,
