@@ -268,6 +268,10 @@ def test_data_list_shows_each_file_with_its_market_span_and_fingerprint(tmp_path
                                                                                        ex.candles.fingerprint)
     assert b["gaps"] == ex.candles.gaps().count >= 1 and b["first_bar"] == "2017-08-17T04:00:00Z"
     assert "high 0.5 < max(open, close)" in listed["broken.csv"]["error"]
+    alone = genesis("data", "list", str(tmp_path / "b.csv.gz"), "--json")  # a file given: that file alone
+    assert alone.returncode == 0 and json.loads(alone.stdout) == [b]
+    missing = genesis("data", "list", str(tmp_path / "dat"))  # a mistyped folder listed no file, exit 0, as an empty one does
+    assert (missing.returncode, missing.stdout) == (2, "") and missing.stderr.startswith(f"error: {tmp_path / 'dat'}: no such folder")
 
 
 def test_the_readme_flow_download_a_market_then_optimize_on_it(tmp_path):

@@ -314,11 +314,15 @@ class CandleFile:
 
 
 def candle_files(folder: Path) -> list[CandleFile]:
-    """Every candle file in ``folder`` (``CANDLE_FILES``), loaded and checked."""
+    """Every candle file in ``folder`` (``CANDLE_FILES``), loaded and checked; a file given instead
+    of a folder is listed alone. A folder that is not there is a DataError: a mistyped name listed
+    no file, as an empty folder does."""
+    if not folder.exists():
+        raise DataError(f"{folder}: no such folder (candles from an exchange: `genesis data download`)")
     found = []
-    for path in sorted(folder.iterdir()) if folder.is_dir() else []:
+    for path in sorted(folder.iterdir()) if folder.is_dir() else [folder]:
         name = path.name.lower()
-        if not path.is_file() or name.startswith(".") or not name.endswith(CANDLE_FILES):
+        if path != folder and (not path.is_file() or name.startswith(".") or not name.endswith(CANDLE_FILES)):
             continue
         try:
             found.append(CandleFile(path, file_market(path), load_candles(path), None))
