@@ -853,9 +853,13 @@ def champion_history(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", res
     """Every promotion, refusal and rollback, oldest first."""
     from genesis_core.records import ChampionStore
 
-    history = ChampionStore(results_dir, symbol, timeframe).history()
+    store = ChampionStore(results_dir, symbol, timeframe)
+    history = store.history()
     if as_json:
         sys.stdout.write(strict_json([e.model_dump(mode="json", exclude={"champion"}) for e in history]) + "\n")
+        return
+    if not history:  # an empty table said nothing of where it looked: a mistyped --results-dir read as no history
+        out.print(f"no {symbol} {timeframe} champion history at {store.history_path} (see `genesis champion promote`)", soft_wrap=True)
         return
     table = _table(title=f"{symbol} {timeframe} champion history")
     for col in ("time", "action", "run", "trial", "config", "reason"):

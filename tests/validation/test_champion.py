@@ -375,6 +375,9 @@ def test_champion_cli_show_history_promote_rollback(fresh_run):
 
     missing = genesis("champion", "show", "--results-dir", str(results))
     assert missing.returncode == 2 and "no BTCUSD 1h champion" in missing.stderr
+    none = genesis("champion", "history", "--results-dir", str(results))  # was an empty table, saying nothing of where it looked
+    assert none.stdout.strip() == f"no BTCUSD 1h champion history at {results / 'champions' / 'BTCUSD_1h.history.json'} " \
+        "(see `genesis champion promote`)"
     first, second = _report(fresh_run)["passed"][:2]
     assert genesis("champion", "promote", str(fresh_run), "--trial", str(second)).returncode == 0
     refused = genesis("champion", "promote", str(fresh_run), "--trial", str(first), "--min-improvement", "1000", "--json")
