@@ -61,7 +61,7 @@ def test_old_files_are_migrated_on_read(old_results: Path):
              "deflated_sharpe": {"mean_correlation", "effective_trials", "sr0_effective", "dsr_effective", "other_runs",
                                  "other_trials"}}
     assert report.model_dump(mode="json", exclude={"schema_version": True, "overfitting": added, "refused": True,
-                                                   "eligible": True, "left_out": True, "looked_before": True,
+                                                   "eligible": True, "left_out": True, "looked_before": True, "backtested_before": True,
                                                    "candidates": {"__all__": {"robustness", "deflated_sharpe"}}}) == \
         renamed_scores(json.loads(folder.validation_path.read_text()))
     assert report.refused == []  # schema 3: no candidate could be refused on a window before

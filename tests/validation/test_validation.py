@@ -601,3 +601,30 @@ def test_a_validation_says_which_other_runs_of_its_market_were_validated_on_its_
     alone = validate(runs / "other-windows", ValidationConfig.model_validate(
         {**VALIDATION, "windows": [{"start": "2023-01-01", "end": "2023-03-31"}]}))
     assert alone["looked_before"] == []
+
+
+def test_a_validation_counts_the_configs_backtested_by_hand_on_its_windows(fresh_run):
+    """Tuning a config by hand with `genesis backtest` on a validation window, then validating,
+    made the window no more out of sample than choosing among runs by it, and nothing said so.
+    validation.json counts the other configs backtested here on days of its windows (a candidate
+    re-run there, or a config run on other days, does not count), and the CLI says so."""
+    from tests.runs import genesis
+
+    results = fresh_run.parent.parent
+    report = ValidationReport.model_validate(validate(fresh_run))
+    candidates = {c.trial for c in report.candidates}
+    others = [n for n in RunFolder(fresh_run).evaluated_numbers() if n not in candidates
+              and RunFolder(fresh_run).read_trial(n).fingerprints["config"] not in {c.config_fingerprint for c in report.candidates}]
+    looks = [(others[0], "2022-07-01", "2022-07-31"), (others[1], "2022-11-01", "2022-12-31"), (others[1], "2022-06-15", "2022-06-20"),
+             (others[2], "2022-03-01", "2022-05-31"), (min(candidates), "2022-06-01", "2022-08-31")]
+    for i, (trial, start, end) in enumerate(looks):  # two configs on the windows' days, one before them, a candidate
+        proc = genesis("backtest", "--trial", f"{fresh_run}:{trial}", "--start", start, "--end", end, "--out",
+                       str(results / "backtests" / f"{i}.json"))
+        assert proc.returncode == 0, proc.stderr
+    (results / "backtests" / "junk.json").write_text("{not a result")
+    shown = genesis("validate", str(fresh_run))
+    assert shown.returncode == 0, shown.stderr
+    again = ValidationReport.model_validate_json((fresh_run / "validation.json").read_text())
+    assert again.backtested_before == 2 and report.backtested_before == 0
+    assert ("note: 2 other config(s) were backtested here on days of these windows (genesis backtest: results/backtests): each "
+            "look makes them less out of sample") in " ".join(shown.stderr.split())

@@ -33,6 +33,7 @@ from genesis_core.records._run import (
 from genesis_core.records._trial import (
     SWEPT,
     TRIAL_METRICS,
+    BacktestLook,
     BacktestRecord,
     BestTrial,
     CachedFrom,
@@ -42,6 +43,7 @@ from genesis_core.records._trial import (
     TrialArtifact,
     TrialRow,
     WindowInfo,
+    backtest_looks,
     backtest_record,
     failures,
     finite_metrics,
@@ -68,10 +70,10 @@ from genesis_core.records._validation import (
 )
 
 __all__ = [
-    "SWEPT", "TRIAL_METRICS", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
+    "SWEPT", "TRIAL_METRICS", "BacktestLook", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
     "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "ChampionWriteError", "CheckRecord",
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "LeftOut", "RefusedCandidate", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
-    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_record", "failures", "finite_metrics", "finished_runs", "iso", "names", "preflight_warnings", "read_record", "walk_forwards", "write_record",
+    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_looks", "backtest_record", "failures", "finite_metrics", "finished_runs", "iso", "names", "preflight_warnings", "read_record", "walk_forwards", "write_record",
 ]

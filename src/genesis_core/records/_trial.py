@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import pydantic
@@ -65,6 +67,33 @@ class Series(Part):
     time: list[str]
     equity: list[float | None]
     drawdown: list[float | None]
+
+
+@dataclass(frozen=True)
+class BacktestLook:
+    """A result ``genesis backtest`` kept in a results folder: which config ran on which bars."""
+
+    config: str  # its fingerprint
+    symbol: str | None  # data.symbol, if the config declares it
+    data_file: str  # the data file's fingerprint
+    timeframe: str
+    first_bar: str
+    last_bar: str
+
+
+def backtest_looks(results_dir: Path) -> list[BacktestLook]:
+    """The results in ``results_dir``/backtests (where ``genesis backtest`` writes them); a file
+    that is not one is left out."""
+    looks = []
+    for path in sorted((results_dir / "backtests").glob("*.json")):
+        try:
+            raw = json.loads(path.read_bytes())
+            data, window, prints = raw["effective_config"]["data"], raw["window"], raw["fingerprints"]
+            looks.append(BacktestLook(str(prints["config"]), data.get("symbol"), str(prints["data_file"]), str(window["timeframe"]),
+                                      str(window["first_bar"]), str(window["last_bar"])))
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    return looks
 
 
 class BacktestRecord(Record):

@@ -207,6 +207,7 @@ class ValidationReport(Record):
     eligible: int | None  # distinct eligible trials, of which the top_n are the candidates (None: not counted, schema < 4)
     left_out: LeftOut | None
     looked_before: list[str] | None  # other runs here validated on a day of these windows, same market (None: schema < 4)
+    backtested_before: int | None = None  # configs `genesis backtest` ran here on days of these windows, same market (None: not counted)
     candidates: list[Candidate]
     refused: list[RefusedCandidate]
     passed: list[int]
@@ -232,11 +233,18 @@ class ValidationReport(Record):
         return f"{head} ({self.eligible_note}): {self.left_out.describe()}"
 
     def reused(self) -> str | None:
-        """That other runs were validated on these windows, if they were."""
-        if not self.looked_before:
+        """That other runs were validated on these windows, or other configs backtested on them by
+        hand, if any were."""
+        looks = []
+        if self.looked_before:
+            looks.append(f"{len(self.looked_before)} other run(s) of this market here were validated on days of these windows "
+                         f"({names(self.looked_before)})")
+        if self.backtested_before:
+            looks.append(f"{self.backtested_before} other config(s) were backtested here on days of these windows (genesis "
+                         "backtest: results/backtests)")
+        if not looks:
             return None
-        return (f"{len(self.looked_before)} other run(s) of this market here were validated on days of these windows "
-                f"({names(self.looked_before)}): each look makes them less out of sample; keep a last window none has seen for the final check")
+        return "; ".join(looks) + ": each look makes them less out of sample; keep a last window none has seen for the final check"
 
     def candidate(self, trial: int | None) -> Candidate | None:
         return next((c for c in self.candidates if c.trial == trial), None)

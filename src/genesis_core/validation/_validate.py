@@ -33,6 +33,7 @@ from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bar_returns
 from genesis_core.optimizer import OptimizerConfig, SearchSpace
 from genesis_core.records import (
+    BacktestLook,
     Candidate,
     CandidateResult,
     DeflatedSharpe,
@@ -49,6 +50,7 @@ from genesis_core.records import (
     TrialArtifact,
     ValidationReport,
     WindowResult,
+    backtest_looks,
     finite_metrics,
 )
 from genesis_core.scoring import Constraints, Outcome, Scoring, score, violation
@@ -272,6 +274,17 @@ def looked_before(others: list[tuple[RunFolder, RunRecord]], windows: list[Windo
     return seen
 
 
+def backtested_before(looks: list[BacktestLook], symbol: str, timeframe: str, data_file: str, windows: list[WindowSpec],
+                      mine: set[str]) -> int:
+    """How many configs other than ``mine`` ``genesis backtest`` ran (``backtest_looks``) on days of
+    ``windows``, on this market's bars (its data file, or its symbol and timeframe): a config tuned
+    by hand on a validation window by its results fits the window as choosing among runs by it does."""
+    return len({look.config for look in looks
+                if look.config not in mine and any(w.overlaps(look.first_bar, look.last_bar) for w in windows)
+                and (look.data_file == data_file or (look.symbol is not None and same_symbol(look.symbol, symbol)
+                                                     and look.timeframe == timeframe))})
+
+
 @dataclass(frozen=True)
 class Alike:
     """What other runs tried on a run's explore bars: the runs, and the per-bar Sharpe ratio of
@@ -364,6 +377,9 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         eligible=len(eligible),
         left_out=left_out,
         looked_before=looked_before(others, v.windows),
+        backtested_before=backtested_before(backtest_looks(folder.results_dir), config.meta.symbol, config.meta.timeframe,
+                                            trials[0].fingerprints["data_file"] if trials else "", v.windows,
+                                            {c.config_fingerprint for c in candidates}),
         candidates=candidates,
         refused=refused,
         passed=[c.trial for c in candidates if c.passed],
