@@ -10,12 +10,13 @@ import stat
 import time
 from pathlib import Path
 
-_TEMPORARY = re.compile(r".*\.(\d+)\.tmp")
+_TEMPORARY = re.compile(r"(.*)\.(\d+)\.tmp")  # atomic_write's: the path written and the writer's pid
 
 
 def written_as(name: str) -> str:
     """The path a writer's temporary file (``atomic_write``'s) stands for; another path as it is."""
-    return re.sub(r"\.\d+\.tmp$", "", name)
+    match = _TEMPORARY.fullmatch(name)
+    return name if match is None else match.group(1)
 
 
 def atomic_write(path: Path, text: str | bytes, durable: bool = True) -> None:
@@ -99,7 +100,7 @@ def remove_stale_temporaries(folder: Path) -> list[Path]:
             continue
         tmp = folder / name
         try:
-            os.kill(int(match.group(1)), 0)
+            os.kill(int(match.group(2)), 0)
         except ProcessLookupError:
             tmp.unlink(missing_ok=True)
             removed.append(tmp)

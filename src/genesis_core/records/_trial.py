@@ -89,8 +89,9 @@ def backtest_looks(results_dir: Path) -> list[BacktestLook]:
         try:
             raw = json.loads(path.read_bytes())
             data, window, prints = raw["effective_config"]["data"], raw["window"], raw["fingerprints"]
-            looks.append(BacktestLook(str(prints["config"]), data.get("symbol"), str(prints["data_file"]), str(window["timeframe"]),
-                                      str(window["first_bar"]), str(window["last_bar"])))
+            symbol = data.get("symbol")
+            looks.append(BacktestLook(str(prints["config"]), symbol if isinstance(symbol, str) else None, str(prints["data_file"]),
+                                      str(window["timeframe"]), str(window["first_bar"]), str(window["last_bar"])))
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             continue
     return looks
