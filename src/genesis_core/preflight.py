@@ -306,7 +306,11 @@ def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Chec
             attrs, trials, new = storage.get_study_user_attrs(study_id), len(storage.get_all_trials(study_id, deepcopy=False)), ""
         except KeyError:
             new = f"{redact(url)} writable; study {name!r} is new"
-    if (taken := folder_taken(study, attrs, trials)) is not None:
+    try:
+        taken = folder_taken(study, attrs, trials)
+    except GenesisError as exc:  # a run.json that does not read: the run would stop on it before any trial
+        return Check("storage", "fail", str(exc))
+    if taken is not None:
         return Check("storage", "fail", taken)
     if new:
         return Check("storage", "pass", new)

@@ -73,8 +73,12 @@ def test_a_study_of_the_same_name_in_another_storage_does_not_write_over_the_run
     run_id = folder.read_run().run_id
     assert run_id == _study(tmp_path).user_attrs[RUN_ID_ATTR] and len(run_id) == 32
 
-    # a folder written before run ids: another study's when it holds trials and the study none
     raw = json.loads((folder.path / "run.json").read_text())
+    (folder.path / "run.json").write_text("{broken")  # one that does not read is a failed check, not a preflight ended
+    broken = next(c for c in preflight(load_study_config(tmp_path / "s.yaml")) if c.name == "storage")
+    assert broken.status == "fail" and broken.detail.startswith(f"{folder.path / 'run.json'}: ")
+
+    # a folder written before run ids: another study's when it holds trials and the study none
     (folder.path / "run.json").write_text(json.dumps({k: v for k, v in raw.items() if k != "run_id"}))
     again = genesis("optimize", str(write_config(tmp_path, "s.yaml", meta={"storage": sqlite})), "--skip-preflight")
     assert again.returncode == 2 and "holds the run of another study named 't' (12 trial(s)" in again.stderr
