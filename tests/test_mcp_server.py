@@ -294,6 +294,19 @@ def test_http_write_or_beyond_loopback_needs_a_token_to_start(served):
         assert proc.returncode == 1 and f"{why} over HTTP needs a bearer token in $GENESIS_MCP_TOKEN" in proc.stderr
 
 
+def test_a_results_folder_without_runs_is_said_as_the_server_starts(served, tmp_path):
+    """A mistyped --results-dir in an assistant's config served an empty list of runs, and nothing
+    said why; the server still starts (a results folder may get its first run later)."""
+    said = []
+    for folder in (tmp_path / "reslts", served / "results"):
+        proc = subprocess.run([sys.executable, "-m", "genesis_core", "mcp", "--results-dir", str(folder)], cwd=ROOT, input="",
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stderr
+        said.append(proc.stderr)
+    assert said[0] == f"warning: {tmp_path / 'reslts'} holds no runs/ folder: the assistant will find no run (--results-dir)\n"
+    assert "warning" not in said[1]
+
+
 def test_beyond_loopback_every_request_needs_the_token_and_a_known_host(served):
     token = "t0ken"
     with _http_server(served, "--allowed-host", "genesis.example", host="0.0.0.0", env={mcp_server.TOKEN_ENV: token}) as (url, server):

@@ -903,6 +903,9 @@ def mcp(
 
     from genesis_core.mcp_server import TOKEN_ENV, is_loopback, serve
 
+    if not (results_dir / "runs").is_dir():  # a mistyped folder in an assistant's config served "no runs", saying nothing
+        err.print(f"[yellow]warning:[/] {escape(str(results_dir.resolve()))} holds no runs/ folder: the assistant will find no run "
+                  "(--results-dir)", soft_wrap=True)
     if http:
         if not is_loopback(host):
             err.print(f"[yellow]warning:[/] binding {host}: the MCP server is reachable from the network "
