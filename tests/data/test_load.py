@@ -242,9 +242,13 @@ def test_more_bad_rows_are_counted(tmp_path):
         load_candles(_write(tmp_path, f))
 
 
-def test_missing_file_and_unknown_type(tmp_path):
+def test_missing_file_and_unknown_type(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="not found"):
         load_candles(tmp_path / "nope.csv")
+    monkeypatch.chdir(tmp_path)  # a config's relative path, run from another folder than the config's: where it looked
+    with pytest.raises(DataError) as relative:
+        load_candles("data/BTCUSD_1h_bitfinex.csv.gz")
+    assert str(relative.value).startswith(f"data file not found: data/BTCUSD_1h_bitfinex.csv.gz in {tmp_path} (")
     (tmp_path / "x.xlsx").write_text("x")
     with pytest.raises(DataError, match="unknown file type"):
         load_candles(tmp_path / "x.xlsx")

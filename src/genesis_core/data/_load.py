@@ -112,8 +112,9 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
     import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
 
-    if not path.exists():
-        raise DataError(f"data file not found: {path} (candles from an exchange: `genesis data download`)")
+    if not path.exists():  # a relative path is read from where genesis runs, not from the config's folder: say where
+        where = "" if path.is_absolute() else f" in {Path.cwd()}"
+        raise DataError(f"data file not found: {path}{where} (candles from an exchange: `genesis data download`)")
     suffixes = "".join(path.suffixes).lower()
     try:
         if suffixes.endswith(_PARQUET + _FEATHER):  # counted before they are read: a compressed table may be a bomb
