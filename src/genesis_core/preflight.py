@@ -7,6 +7,7 @@ a file: storage is proven writable without creating one (a database server by a 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -298,22 +299,22 @@ def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Chec
         storage = probe_storage(url)
     except GenesisError as exc:
         return Check("storage", "fail", str(exc))
-    attrs: dict[str, Any] = {}
-    trials, new = 0, f"{redact(url)} will be created; study {name!r} is new"
+    study_id = None
     if storage is not None:
-        try:
+        with contextlib.suppress(KeyError):
             study_id = storage.get_study_id_from_name(name)
-            attrs, trials, new = storage.get_study_user_attrs(study_id), len(storage.get_all_trials(study_id, deepcopy=False)), ""
-        except KeyError:
-            new = f"{redact(url)} writable; study {name!r} is new"
+    attrs: dict[str, Any] = {}
+    trials = 0
+    if storage is not None and study_id is not None:
+        attrs, trials = storage.get_study_user_attrs(study_id), len(storage.get_all_trials(study_id, deepcopy=False))
     try:
         taken = folder_taken(study, attrs, trials)
     except GenesisError as exc:  # a run.json that does not read: the run would stop on it before any trial
         return Check("storage", "fail", str(exc))
     if taken is not None:
         return Check("storage", "fail", taken)
-    if new:
-        return Check("storage", "pass", new)
+    if study_id is None:
+        return Check("storage", "pass", f"{redact(url)} {'will be created' if storage is None else 'writable'}; study {name!r} is new")
     diff = stored_signature_diff(attrs, study, bt.candles(study.fixed.data.path, study.fixed.data.timeframe))
     if diff is None:
         status: Status = "warn" if trials else "pass"

@@ -203,8 +203,8 @@ def check_signature(optuna_study: optuna.Study, spec: StudySpec, candles: Candle
                     backfill_signature: bool) -> list[str]:
     """Stop before any trial if the study was made with other settings (warn if it has no signature),
     or if its run folder is another study's (``claim_folder``); returns notes to record in the run metadata."""
-    claim_folder(optuna_study, spec)
-    n_trials = len(optuna_study.get_trials(deepcopy=False))
+    n_trials = trial_count(optuna_study)
+    claim_folder(optuna_study, spec, n_trials)
     notes: list[str] = []
     diff = stored_signature_diff(optuna_study.user_attrs, spec, candles)
     if diff is None:
@@ -228,10 +228,11 @@ def check_signature(optuna_study: optuna.Study, spec: StudySpec, candles: Candle
     return notes
 
 
-def claim_folder(optuna_study: optuna.Study, spec: StudySpec) -> None:
-    """Refuse a run folder another study wrote (``folder_taken``) before a trial of this one is
-    written over its trials' artifacts under the same numbers; give a study its id."""
-    other = folder_taken(spec, optuna_study.user_attrs, trial_count(optuna_study))
+def claim_folder(optuna_study: optuna.Study, spec: StudySpec, found: int) -> None:
+    """Refuse a run folder another study wrote (``folder_taken``; the study holds ``found`` trials)
+    before a trial of this one is written over its trials' artifacts under the same numbers; give a
+    study its id."""
+    other = folder_taken(spec, optuna_study.user_attrs, found)
     if other is not None:
         raise ResumeBlocked(other)
     if RUN_ID_ATTR not in optuna_study.user_attrs:
