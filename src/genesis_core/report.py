@@ -108,6 +108,9 @@ def _history(rows: list[TrialRow]) -> go.Figure:
     return fig
 
 
+TOP_SHARE = 0.1  # the importances are of reaching this share of the trials by score (the titles' "top 10%")
+
+
 def _importances(rows: list[TrialRow], space: SearchSpace) -> go.Figure | str:
     """Importances over the run's trials.csv, not its storage: the page can be made wherever the
     run folder is (a storage path may be relative to where the run was started, or another machine)."""
@@ -121,7 +124,8 @@ def _importances(rows: list[TrialRow], space: SearchSpace) -> go.Figure | str:
         # fANOVA would need scikit-learn (and SciPy) in every install for one figure
         with warnings.catch_warnings(record=True) as caught:  # Optuna's word for scores that tell nothing apart, said below
             warnings.simplefilter("always", UserWarning)
-            values = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator())
+            values = optuna.importance.get_param_importances(study, evaluator=optuna.importance.PedAnovaImportanceEvaluator(
+                target_quantile=TOP_SHARE))
     except (ValueError, RuntimeError, KeyError) as exc:
         return f"<p class='note'>not available: {html.escape(str(exc))}</p>"
     if any("select the same set of trials" in str(w.message) for w in caught):
@@ -129,7 +133,7 @@ def _importances(rows: list[TrialRow], space: SearchSpace) -> go.Figure | str:
                 "(too few trials, or too few distinct scores), so every importance would be equal</p>")
     names = list(values)[::-1]
     fig = go.Figure(go.Bar(x=[values[n] for n in names], y=names, orientation="h"))
-    top = math.ceil(0.1 * len(done))  # as PED-ANOVA cuts it: bars drawn from a handful of trials read as findings
+    top = math.ceil(TOP_SHARE * len(done))  # as PED-ANOVA cuts it: bars drawn from a handful of trials read as findings
     few = f"<br><sup>the top 10% is {top} of {len(done)} trials: with so few, the bars are mostly chance</sup>" if top < 10 else ""
     fig.update_layout(title="Parameter importances for reaching the top 10% (Optuna, PED-ANOVA)" + few, xaxis_title="importance",
                       height=120 + 28 * len(names))
