@@ -203,6 +203,26 @@ def training_problems(trained: list[Training], candles: Candles, symbol: str | N
     return leaks, others
 
 
+def dead_inputs(trained: list[Training], features: FeatureStore, start: int) -> list[str]:
+    """Inputs of fitted resources (``Training.inputs``) that hold one value on every bar of the
+    window from ``start`` on, where they varied over the training bars: a file without volume feeds
+    a volume z-score 0 throughout, and a model so fed gives what it was never fitted to give, with no
+    error. Bitcoin's own weeks never hold one still: over every 7 days of 2018-2024, each input of the
+    bundled model spread at least 0.048 times as wide as in training."""
+    lines = []
+    for t in trained:
+        for spec, spread in t.inputs:
+            x = features.get(spec)[start:]
+            x = x[np.isfinite(x)]
+            if len(x) > 1 and x.min() == x.max():
+                volume = features.candles.volume[start:]
+                why = " (the file gives no volume: every bar's is 0)" if not volume.any() else ""
+                lines.append(f"{t.resource}'s input {spec} is {x[0]:.6g} on every bar{why}, where it varied "
+                             f"over its training bars (standard deviation {spread:.3g}): its output there is not what it was "
+                             "fitted to give")
+    return lines
+
+
 @dataclass(frozen=True)
 class Plan:
     """A backtest ready to run: effective config with the warm-up resolved, window, fingerprint."""

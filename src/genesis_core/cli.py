@@ -270,8 +270,8 @@ def backtest(
 def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) -> list[str]:
     """What a backtest's numbers should be read with: holes and bad ticks in its window, fills
     beyond the market's volume, a strategy that reads the future, a model fitted on its bars or
-    after them, cold indicators, numbers beyond the arithmetic, a liquidation."""
-    from genesis_core.backtest import data_symbol, lookahead, thin_fill, trained_on, training_problems
+    after them or fed a constant, cold indicators, numbers beyond the arithmetic, a liquidation."""
+    from genesis_core.backtest import data_symbol, dead_inputs, lookahead, thin_fill, trained_on, training_problems
 
     cfg, decisions = result.config, result.window.decisions
     lines = []
@@ -287,9 +287,9 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) ->
         ahead = f"not checked: the window cut short does not run: {exc}"
     if ahead is not None:
         lines.append(f"lookahead: {ahead}")
-    candles = result.window.candles
-    leaks, others = training_problems(trained_on(cfg), candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span, True)])
-    lines += leaks + others
+    candles, trained = result.window.candles, trained_on(cfg)
+    leaks, others = training_problems(trained, candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span, True)])
+    lines += leaks + others + dead_inputs(trained, bt.features(result.window), result.window.start_index)
     if result.trace["warmup_bars_in_window"]:
         lines.append(f"{result.trace['warmup_bars_in_window']} bars of the window still had cold indicators; raise data.warmup_bars")
     if record.not_finite:

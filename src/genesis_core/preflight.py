@@ -24,6 +24,7 @@ from genesis_core.backtest import (
     DataSpec,
     build_config,
     data_symbol,
+    dead_inputs,
     get_path,
     lookahead,
     thin_fill,
@@ -72,7 +73,8 @@ def _windows(cfg: StudyConfig) -> list[tuple[str, str, str]]:
 
 
 def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: dict[str, Any]) -> list[Check]:
-    problems, covered, gaps, large, spikes = [], [], [], False, []
+    problems, covered, gaps, large, spikes, inputs = [], [], [], False, [], 0
+    dead: dict[str, list[str]] = {}  # what an input is fed: the windows that feed it so
     for label, start, end in _windows(cfg):
         config = build_config(study.base, study.champion, {"data": {**study.overrides["data"], "start": start, "end": end}}, point)
         try:
@@ -89,6 +91,11 @@ def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: di
         far = w.decisions.spikes()
         if far.count:
             spikes.append(f"{label} {start}..{end}: {far.describe()}")
+        with contextlib.suppress(GenesisError):  # a trained_on that raises is the model training check's to name
+            trained = trained_on(config)
+            inputs = sum(len(t.inputs) for t in trained)
+            for line in dead_inputs(trained, bt.features(w), w.start_index):
+                dead.setdefault(line, []).append(f"{label} {start}..{end}")
     checks = [Check("windows covered", "fail" if problems else "pass", "; ".join(problems or covered))]
     if gaps:  # the bars either side of a hole are traded as neighbours: a long one makes the window other than it says
         checks.append(Check("gaps", "warn" if large else "pass", "; ".join(gaps) + ": the bars either side of each are traded "
@@ -96,6 +103,10 @@ def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: di
     if spikes:  # stops, targets and liquidations are filled at such a price
         checks.append(Check("spikes", "warn", "; ".join(spikes) + ": a bar's high and low trigger stops, targets and "
                             "liquidation; check the file (genesis data check)"))
+    if inputs:  # a model fed a constant gives what it was never fitted to give
+        checks.append(Check("model inputs", "warn" if dead else "pass", "; ".join(f"{', '.join(where)}: {line}" for line, where
+                            in dead.items()) or f"each of the {inputs} inputs "
+                            "of the strategy's models varies over every window"))
     m = cfg.meta
     overlaps = [f"{w.start}..{w.end}" for w in cfg.validation.windows if w.overlaps(m.sample_start, m.sample_end)]
     if overlaps:

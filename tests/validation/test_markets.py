@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from genesis_core.data import MARKET_KEY, load_candles
+from genesis_core.data import MARKET_KEY, load_candles, parse_ts
 from genesis_core.errors import ConfigError
 from genesis_core.preflight import preflight
 from genesis_core.strategy.model import load_model
@@ -182,7 +182,6 @@ def test_a_model_trained_on_another_market_or_timeframe_still_makes_its_days_in_
     another market was not checked for its span at all, though bitcoin on another venue, or on 4h
     bars, moved as it did on those days."""
     from genesis_core.backtest import training_problems
-    from genesis_core.data import parse_ts
     from genesis_core.optimizer import SweepOptions, sweep
     from genesis_core.records import ValidationReport
     from genesis_core.strategy import Training
@@ -215,3 +214,45 @@ def test_a_model_trained_on_another_market_or_timeframe_still_makes_its_days_in_
                      "another market on the same days): in-sample for the model"]
     after = [("the window", parse_ts("2022-03-01"), parse_ts("2022-03-31", end_of_day=True), True)]
     assert training_problems(four_hours, candles, "BTCUSD", after)[0] == []
+
+
+def test_a_model_fed_a_constant_by_a_file_without_volume_is_named_by_preflight_and_backtest(tmp_path):
+    """A venue that stopped reporting volume (every bar's 0 from 2022-08-25 on, as exports of indices and
+    FX often give): the model's volume_z:48 is 0 on every bar of a window after that, and the model
+    answers what it was never fitted on, with no error."""
+    c = load_candles(BTC_FILE)
+    volume = c.volume.copy()
+    volume[c.timestamps >= parse_ts("2022-08-25")] = 0.0
+    silent = tmp_path / "silent.parquet"
+    pq.write_table(pa.table({"timestamp": c.timestamps, "open": c.open, "high": c.high, "low": c.low, "close": c.close,
+                             "volume": volume}), silent)
+    model = load_model("builtin:btcusd_1h")[0]
+    spread = model.std[model.features.index("volume_z:48")]
+    line = (f"model builtin:btcusd_1h's input volume_z:48 is 0 on every bar (the file gives no volume: every bar's is 0), "
+            f"where it varied over its training bars (standard deviation {spread:.3g}): its output there is not what it "
+            "was fitted to give")
+    check = _checks(validated_config(tmp_path, meta={"data": str(silent)}))["model inputs"]
+    assert (check.status, check.detail) == ("warn", f"validation 2 2022-09-01..2022-11-30: {line}")  # not the windows before
+    clean = _checks(validated_config(tmp_path, "clean.yaml"))["model inputs"]
+    assert (clean.status, clean.detail) == ("pass", f"each of the {len(model.features)} inputs of the strategy's models varies "
+                                                    "over every window")
+
+    def backtest(data: Path, start: str, end: str) -> tuple[str, dict]:
+        out = tmp_path / "r.json"
+        proc = _genesis("backtest", "-c", "configs/reference.yaml", "--data", str(data), "--start", start, "--end", end,
+                        "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        return proc.stderr, json.loads(out.read_text())["metrics"]
+
+    said, fed_zeros = backtest(silent, "2022-09-01", "2022-11-30")
+    assert f"warning: {line}" in said.splitlines()
+    _, fed_volume = backtest(BTC_FILE, "2022-09-01", "2022-11-30")
+    assert fed_zeros != fed_volume  # the same bars, the model's answers moved by the constant alone
+    before, _ = backtest(silent, "2022-06-01", "2022-08-24")
+    assert "volume_z" not in before
+
+    from genesis_core.errors import StrategyError
+    from genesis_core.strategy import Training, checked_trained
+    for inputs in ((("volume_z:48", 0.0),), (("no_such:1", 1.0),), (("rsi:14",),), [("rsi:14", 1.0)]):
+        with pytest.raises(StrategyError, match="returned a Training whose inputs are .*, not a tuple of"):
+            checked_trained([Training("model m", "BTCUSD", "1h", "2021-01-01T00:00:00Z", "2021-12-31T23:00:00Z", inputs)])

@@ -25,7 +25,7 @@ def test_a_good_config_passes_every_check_and_writes_nothing(tmp_path):
     checks = _by_name(preflight(validated_config(tmp_path), max_trials=12))  # the space's 12 points: none repeated
     assert {n: c.status for n, c in checks.items()} == {
         "config": "pass", "stop policy": "pass", "data": "pass", "windows covered": "pass", "gaps": "pass", "market": "pass",
-        "model training": "pass", "champion in space": "pass", "smoke run": "pass", "lookahead": "pass",
+        "model inputs": "pass", "model training": "pass", "champion in space": "pass", "smoke run": "pass", "lookahead": "pass",
         "inert parameters": "pass", "storage": "pass", "expected run time": "pass"}
     assert checks["stop policy"].detail == "stops at the first of: 12 trials"
     assert "will be created" in checks["storage"].detail and "for 12 trials on 1 worker(s):" in checks["expected run time"].detail

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from inspect import isabstract
@@ -11,7 +12,7 @@ import numpy as np
 
 from genesis_core.config import StrictModel
 from genesis_core.errors import ConfigError, StrategyError, clip
-from genesis_core.features import FeatureStore
+from genesis_core.features import FeatureStore, parse_spec
 from genesis_core.plugins import describe, resolve
 
 
@@ -100,13 +101,17 @@ def checked_decisions(decided: Any) -> Decisions:
 @dataclass(frozen=True)
 class Training:
     """What a fitted resource (a model) learnt from: its market and its span, both ends inclusive.
-    Results on that market inside that span are in-sample for it, whatever the optimizer did."""
+    Results on that market inside that span are in-sample for it, whatever the optimizer did.
+    ``inputs``: the feature specs it reads, each with its standard deviation over the training bars
+    (above 0), so a window that feeds one a constant is named: the model's output there is not what
+    it was fitted to give."""
 
     resource: str
     symbol: str | None
     timeframe: str | None
     first_bar: str
     last_bar: str
+    inputs: tuple[tuple[str, float], ...] = ()
 
 
 def checked_resources(resources: Any) -> dict[str, str]:
@@ -122,7 +127,22 @@ def checked_trained(trained: Any) -> list[Training]:
     check in an AttributeError."""
     if not isinstance(trained, list) or not all(isinstance(t, Training) for t in trained):
         raise StrategyError(f"returned {describe(trained)} from trained_on, not a list of genesis_core.strategy.Training")
+    for t in trained:
+        if not isinstance(t.inputs, tuple) or not all(_an_input(i) for i in t.inputs):
+            raise StrategyError(f"returned a Training whose inputs are {describe(t.inputs)}, not a tuple of (feature spec, "
+                                "standard deviation above 0) pairs")
     return trained
+
+
+def _an_input(item: Any) -> bool:
+    if not (isinstance(item, tuple) and len(item) == 2 and isinstance(item[0], str) and isinstance(item[1], float | int)
+            and not isinstance(item[1], bool)):
+        return False
+    try:
+        parse_spec(item[0])
+    except ConfigError:
+        return False
+    return math.isfinite(item[1]) and item[1] > 0
 
 
 class Strategy(ABC):

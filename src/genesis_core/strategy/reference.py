@@ -241,8 +241,11 @@ class ReferenceStrategy(Strategy):
         return {"model": load_model(params.model)[1]}
 
     def trained_on(self, params: ReferenceParams) -> list[Training]:
-        t = load_model(params.model)[0].training
-        return [Training(f"model {params.model}", t.get("symbol"), t.get("timeframe"), t["first_bar"], t["last_bar"])]
+        model = load_model(params.model)[0]
+        t = model.training
+        # an input constant in training was fitted a weight of exactly 0 (its std recorded as 1): whatever it is fed, it adds nothing
+        inputs = tuple((f, s) for f, s, w in zip(model.features, model.std, model.weights, strict=True) if w != 0)
+        return [Training(f"model {params.model}", t.get("symbol"), t.get("timeframe"), t["first_bar"], t["last_bar"], inputs)]
 
     def decide(self, features: FeatureStore, params: ReferenceParams, start: int) -> Decisions:
         p = params
