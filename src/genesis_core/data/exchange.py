@@ -7,7 +7,7 @@ a kill, a lost network) loses at most the page in flight, and the same command r
 bars then pass every check of the loader and the file is written at once, the market (exchange,
 symbol, timeframe, first/last bar, when fetched, ccxt version) in its metadata: Parquet's schema
 metadata ``genesis.market``, or ``<file>.market.json`` beside a CSV. The still-open last candle is
-never stored.
+never stored, nor one closed in the last ``SETTLED_MS`` by this machine's clock.
 """
 
 from __future__ import annotations
@@ -42,6 +42,9 @@ from genesis_core.files import atomic_write
 RETRIES = 5  # per page, after the first try; waits 1, 2, 4, 8, 16 s (or what Retry-After says)
 BACKOFF_SECONDS = 1.0
 SUFFIXES = (".parquet", ".csv.gz")
+SETTLED_MS = 120_000  # a candle is stored once it closed this long ago by this machine's clock: one that runs fast, or an
+# exchange that settles a candle just after its close, would store one still trading, and an update never asks for it again
+
 # Gaps an exchange is known to have (outages, maintenance): a gap overlapping one is named, not
 # left to look like a broken download. Sources: data/PROVENANCE.md.
 KNOWN_OUTAGES: dict[str, tuple[tuple[str, str, str], ...]] = {
@@ -183,7 +186,7 @@ def _fetch(ex: ccxt.Exchange, symbol: str, timeframe: str, since_ms: int, until_
     (Bitstamp, OKX, Coinbase), unless the exchange's last bar is before it: the download goes on
     past it instead of ending there."""
     tf_ms = parse_timeframe(timeframe) * 1000
-    last_closed = (ex.milliseconds() // tf_ms - 1) * tf_ms  # the open time of the last candle already closed
+    last_closed = ((ex.milliseconds() - SETTLED_MS) // tf_ms - 1) * tf_ms  # the open time of the last candle surely closed
     until = last_closed if until_ms is None else min(until_ms, last_closed)
     stored = parts.rows()
     since = int(stored[-1, 0]) + tf_ms if len(stored) else since_ms
