@@ -310,6 +310,24 @@ def thin_fill(result: BacktestResult) -> str | None:
             "or raise costs.slippage_bps")
 
 
+FREE_BPS, TYPICAL_BPS = 1.0, 10.0  # a fill's fee plus slippage below which trading is free; a taker's at many venues
+
+
+def free_trading(result: BacktestResult) -> str | None:
+    """What the trades would have paid when a fill costs under ``FREE_BPS`` (fee plus slippage): a
+    search over such a config favours the configs that trade most, which no venue lets trade free.
+    None when trading costs that much, or there was no trade."""
+    costs, trades = result.config.costs, result.engine.trades
+    if costs.fee_bps + costs.slippage_bps >= FREE_BPS or len(trades) == 0:
+        return None
+    notional = float((trades["units"] * (trades["entry_price"] + trades["exit_price"])).sum())
+    paid = notional * TYPICAL_BPS / 1e4
+    return (f"{len(trades)} trades pay next to nothing to trade (fee {costs.fee_bps:g} bps and slippage {costs.slippage_bps:g} "
+            f"bps a fill), so a search favours the configs that trade most; at {TYPICAL_BPS:g} bps a fill (a taker's "
+            f"fee with slippage at many venues) they would pay {paid:,.0f}, {paid / costs.initial_equity:.0%} of the "
+            "initial equity (costs.fee_bps, costs.slippage_bps)")
+
+
 LOOKAHEAD_CUTS = (0.5, 0.8)  # shares of a window's decision bars after which it is cut short
 _DECIDED = ("side", "size", "stop_dist", "take_dist", "trail_dist", "exit_long", "exit_short")
 

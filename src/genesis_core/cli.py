@@ -269,9 +269,10 @@ def backtest(
 
 def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) -> list[str]:
     """What a backtest's numbers should be read with: holes and bad ticks in its window, fills
-    beyond the market's volume, a strategy that reads the future, a model fitted on its bars or
-    after them or fed a constant, cold indicators, numbers beyond the arithmetic, a liquidation."""
-    from genesis_core.backtest import data_symbol, dead_inputs, lookahead, thin_fill, trained_on, training_problems
+    beyond the market's volume or costing nothing, a strategy that reads the future, a model
+    fitted on its bars or after them or fed a constant, cold indicators, numbers beyond the
+    arithmetic, a liquidation."""
+    from genesis_core.backtest import data_symbol, dead_inputs, free_trading, lookahead, thin_fill, trained_on, training_problems
 
     cfg, decisions = result.config, result.window.decisions
     lines = []
@@ -279,8 +280,7 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) ->
         lines.append(f"window has {gaps.describe(decisions.timeframe_seconds)}")
     if (spikes := decisions.spikes()).count:
         lines.append(f"window has {spikes.describe()}")
-    if (thin := thin_fill(result)) is not None:
-        lines.append(thin)
+    lines += [line for line in (thin_fill(result), free_trading(result)) if line is not None]
     try:
         ahead = lookahead(bt, cfg)
     except GenesisError as exc:

@@ -359,3 +359,34 @@ def test_fills_larger_than_a_bar_s_traded_volume_are_said_by_the_backtest_and_pr
     assert check.status == "warn" and check.detail.startswith("the base point's ") and "of their bar's traded volume" in check.detail
     (tmp_path / "b").mkdir()
     assert "liquidity" not in _by_name(preflight(validated_config(tmp_path / "b")))
+
+
+def test_trading_that_costs_nothing_is_said_by_the_backtest_and_preflight_with_what_it_would_pay(tmp_path):
+    """fee_bps 0 and slippage_bps 0.5 (a copied vectorbt default, or costs left for later): every trade
+    is free, and a search's best config is the one that trades most. The backtest and preflight
+    say what the trades would pay at 10 bps a fill, the notional of their fills times 10 bps."""
+    import yaml
+
+    from tests.runs import genesis
+
+    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    base["costs"] |= {"fee_bps": 0, "slippage_bps": 0.5}
+    base["data"] |= {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"), "start": "2022-03-01", "end": "2022-05-31"}
+    free = tmp_path / "free.yaml"
+    free.write_text(yaml.safe_dump(base))
+    ran = genesis("backtest", "-c", str(free), "--out", str(tmp_path / "r.json"))
+    result = json.loads((tmp_path / "r.json").read_text())
+    trades = result["trades"]
+    notional = sum(t["units"] * (t["entry_price"] + t["exit_price"]) for t in trades)
+    assert result["metrics"]["total_fees"] == 0 and len(trades) > 20 and notional > 10 * 10_000  # turned over 10x its equity
+    said = (f"warning: {len(trades)} trades pay next to nothing to trade (fee 0 bps and slippage 0.5 bps a fill), so a search "
+            f"favours the configs that trade most; at 10 bps a fill (a taker's fee with slippage at many venues) they would pay "
+            f"{notional / 1e3:,.0f}, {notional / 1e3 / 10_000:.0%} of the initial equity (costs.fee_bps, costs.slippage_bps)")
+    assert ran.returncode == 0 and said in ran.stderr.replace("\n", ""), ran.stderr
+    paid = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--start", "2022-03-01", "--end", "2022-05-31",
+                   "--out", str(tmp_path / "s.json"))
+    assert paid.returncode == 0 and "next to nothing" not in paid.stderr
+
+    check = _by_name(preflight(validated_config(tmp_path, meta={"base_config": str(free)})))["costs"]
+    assert check.status == "warn" and check.detail.startswith("the base point's ") and "pay next to nothing" in check.detail
+    assert "costs" not in _by_name(preflight(validated_config(tmp_path, "paid.yaml")))
