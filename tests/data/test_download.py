@@ -182,6 +182,38 @@ def test_update_appends_exactly_the_new_bars_and_replaces_the_file_atomically(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.parquet"]
 
 
+def test_a_second_update_or_download_of_a_file_while_one_runs_is_refused_and_the_first_writes_every_bar(tmp_path):
+    """A cron job's update and one typed by hand, at once: the second read the first's pages as the
+    first removed them (a traceback), or left a page in a folder the next run took for the download's
+    start. Now the second is refused in one line, exit 2, and the first's file is the exchange's."""
+    everything = _bars("binance", 0, 4_000)
+    ex = Exchange(everything.slice(0, 1_000), page_rows=200)
+    out = tmp_path / "b.parquet"
+    part = tmp_path / "b.parquet.part"
+    with serving(binance=ex) as root:
+        assert _download(out, "binance", root, start=_first(ex)).returncode == 0
+        ex.candles, ex.delay = everything, 0.2  # 15 pages to add, a fifth of a second each
+        first = subprocess.Popen([sys.executable, "-m", "genesis_core", "data", "update", str(out), "--api-url", f"{root}/binance"],
+                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 60
+        while not (part.exists() and list(part.glob("page-*.csv"))):
+            assert time.monotonic() < deadline and first.poll() is None, first.communicate()
+            time.sleep(0.02)
+        refused = f"error: {out}: another `genesis data download` or `update` of it is running; run this when it has ended"
+        download = ("download", "--exchange", "binance", "--symbol", "BTC/USDT", "--start", _first(ex), "--out", str(out))
+        for args in (("update", str(out)), download):
+            second = _genesis(*args, root=root, name="binance")
+            assert (second.returncode, second.stderr.strip()) == (2, refused)
+        assert first.poll() is None  # the refusals were made while it ran
+        _, stderr = first.communicate(timeout=120)
+        assert first.returncode == 0, stderr
+        _same_bars(out, everything)
+        ex.delay = 0.0
+        again = _genesis("update", str(out), "--json", root=root, name="binance")
+    assert again.returncode == 0 and json.loads(again.stdout)["new_bars"] == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.parquet"]  # no lock and no page left
+
+
 def test_update_of_a_downloaded_file_unpacked_to_csv_is_refused_saying_why(tmp_path):
     """A downloaded .csv.gz unpacked to .csv keeps its market beside it; update wrote gzip under
     a temporary .csv name, then stopped reading it back: "cannot read file: .b.csv.new.csv: 'utf-8'

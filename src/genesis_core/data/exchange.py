@@ -15,13 +15,15 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import difflib
+import fcntl
 import functools
 import gzip
 import io
 import json
+import os
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -139,6 +141,33 @@ def market_symbol(ex: ccxt.Exchange, symbol: str, timeframe: str, retries: int =
     except DataError:
         raise DataError(f"timeframe {timeframe}: genesis works with minutes, hours, days and weeks (e.g. 1h, 4h, 1d)") from None
     return symbol
+
+
+@contextlib.contextmanager
+def _only_writer(path: Path) -> Iterator[None]:
+    """One download or update of ``path`` at a time, across processes (a lock on ``.<name>.lock``
+    beside it while it runs, released by the system if the holder dies): a second one read the
+    first's pages as the first removed them and ended in a traceback, or wrote a page into the
+    folder just removed, which the next run of the command took for where the download stood."""
+    lock = path.with_name(f".{path.name}.lock")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        fh = open(lock, "a")  # held open until the end, below
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.close()
+            raise DataError(f"{path}: another `genesis data download` or `update` of it is running; run this when it "
+                            "has ended") from None
+        with contextlib.suppress(FileNotFoundError):
+            if os.path.samestat(os.fstat(fh.fileno()), os.stat(lock)):
+                break
+        fh.close()  # the lock file of a run that removed it as it ended: take a new one
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # before the lock is released: whoever opened it since takes a new one
+        fh.close()
 
 
 class _Parts:
@@ -283,14 +312,15 @@ def download(exchange: str, symbol: str, timeframe: str, start: str, end: str | 
     path = out or default_path(Path("data"), ex.id, unified, timeframe)
     if not path.name.endswith(SUFFIXES):
         raise DataError(f"{path}: write .parquet (default) or .csv.gz")
-    parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": timeframe, "start": since, "end": until})
-    rows, resumed = _fetch(ex, unified, timeframe, since, until, parts, on_progress, retries)
-    if len(rows) == 0:
+    with _only_writer(path):
+        parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": timeframe, "start": since, "end": until})
+        rows, resumed = _fetch(ex, unified, timeframe, since, until, parts, on_progress, retries)
+        if len(rows) == 0:
+            parts.remove()
+            raise DataError(f"{ex.id} has no {unified} {timeframe} candles from {start}" + (f" to {end}" if end else ""))
+        market = _market(ex, unified, timeframe, rows)
+        candles = _write(path, rows, market, timeframe)
         parts.remove()
-        raise DataError(f"{ex.id} has no {unified} {timeframe} candles from {start}" + (f" to {end}" if end else ""))
-    market = _market(ex, unified, timeframe, rows)
-    candles = _write(path, rows, market, timeframe)
-    parts.remove()
     return Fetched(path, candles, market, len(rows), resumed)
 
 
@@ -304,21 +334,22 @@ def update(path: Path, api_url: str | None = None, on_progress: OnProgress | Non
     if market is None or not {"exchange", "symbol", "timeframe"} <= set(market):
         raise DataError(f"{path}: no exchange market in its metadata (written by `genesis data download`?); "
                         "download it with `genesis data download` first")
-    old = load_candles(path, market["timeframe"])
-    ex = connect(market["exchange"], api_url)
-    unified = market_symbol(ex, market["symbol"], market["timeframe"], retries)
-    tf_ms = old.timeframe_seconds * 1000
-    since = int(old.timestamps[-1]) * 1000 + tf_ms
-    parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": market["timeframe"], "start": since, "end": None})
-    new, resumed = _fetch(ex, unified, market["timeframe"], since, None, parts, on_progress, retries)
-    if len(new) == 0:
+    with _only_writer(path):
+        old = load_candles(path, market["timeframe"])
+        ex = connect(market["exchange"], api_url)
+        unified = market_symbol(ex, market["symbol"], market["timeframe"], retries)
+        tf_ms = old.timeframe_seconds * 1000
+        since = int(old.timestamps[-1]) * 1000 + tf_ms
+        parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": market["timeframe"], "start": since, "end": None})
+        new, resumed = _fetch(ex, unified, market["timeframe"], since, None, parts, on_progress, retries)
+        if len(new) == 0:
+            parts.remove()
+            return Fetched(path, old, market, 0, 0)
+        before = np.column_stack([old.timestamps * 1000, old.open, old.high, old.low, old.close, old.volume])
+        rows = np.concatenate([before, new])
+        updated = _market(ex, unified, market["timeframe"], rows)
+        candles = _write(path, rows, updated, market["timeframe"])
         parts.remove()
-        return Fetched(path, old, market, 0, 0)
-    before = np.column_stack([old.timestamps * 1000, old.open, old.high, old.low, old.close, old.volume])
-    rows = np.concatenate([before, new])
-    updated = _market(ex, unified, market["timeframe"], rows)
-    candles = _write(path, rows, updated, market["timeframe"])
-    parts.remove()
     return Fetched(path, candles, updated, len(new), resumed)
 
 
