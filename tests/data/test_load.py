@@ -55,6 +55,42 @@ def test_parquet_and_epoch_timestamps_give_the_same_fingerprint(tmp_path, sample
     assert fps == {sample.fingerprint}
 
 
+def test_binance_s_headerless_klines_in_milli_or_microseconds_and_ccxt_s_six_columns_load_as_the_same_candles(tmp_path):
+    """data.binance.vision's bulk klines have no header row and 12 columns (the 7th each bar's close
+    time), their times in epoch milliseconds until 2024 and microseconds since 2025; a dump of ccxt's
+    candles has 6. Each was refused as missing every column, naming its first bar as the header."""
+    from tests.conftest import ROOT
+
+    binance = load_candles(ROOT / "data" / "BTCUSDT_1h_binance.csv.gz").slice(0, 500)
+    rows = [[repr(float(getattr(binance, k)[i])) for k in ("open", "high", "low", "close", "volume")] for i in range(500)]
+
+    def headerless(name: str, unit: int, columns: int, bad: int | None = None) -> Path:
+        lines = []
+        for i, (t, row) in enumerate(zip(binance.timestamps.tolist(), rows, strict=True)):
+            opened = t * unit
+            row = [row[0], row[2] if i == bad else row[1], *row[2:]]  # ``bad``: a high at its low
+            extra = [str(opened + 3600 * unit - 1), "40512.2", "1402", "23.1", "935877.1", "0"]
+            lines.append(",".join([str(opened), *row, *extra][:columns]) + "\n")
+        (tmp_path / name).write_text("".join(lines))
+        return tmp_path / name
+
+    for name, unit, columns in (("ms.csv", 1_000, 12), ("us.csv", 1_000_000, 12), ("ccxt.csv", 1_000, 6)):
+        assert load_candles(headerless(name, unit, columns)).fingerprint == binance.fingerprint, name
+    seven = headerless("seven.csv", 1, 7)
+    with pytest.raises(DataError, match=r"seven.csv: no header row, and 7 columns \(its first line: 1502942400, 4261.48, .*\): "
+                                        r"a file without one is read only with 6 columns \(time, open, high, low, close, "
+                                        r"volume\) or as Binance's 12-column klines; add a header line"):
+        load_candles(seven)
+    with pytest.raises(DataError, match=rf"row 42, line 42 \(timestamp {binance.timestamps[41] * 1_000_000}\): high "
+                                        rf"{binance.low[41]} <"):
+        load_candles(headerless("bad.csv", 1_000_000, 12, bad=41))  # a line is a row: no header before it
+    mixed = headerless("mixed.csv", 1_000_000, 12).read_text().splitlines()
+    mixed[9] = mixed[9].replace(str(binance.timestamps[9] * 1_000_000), str(binance.timestamps[9] * 1_000), 1)
+    (tmp_path / "mixed.csv").write_text("\n".join(mixed))
+    with pytest.raises(DataError, match="row 10, line 10 .*: mixed units: epoch milliseconds among epoch microseconds"):
+        load_candles(tmp_path / "mixed.csv")
+
+
 def test_a_parquet_file_indexed_by_time_gives_the_same_candles(tmp_path, sample):
     """Candles saved from a frame indexed by time (``df.set_index("timestamp").to_parquet()``, as
     pandas users keep them) have their times as the index, not a column: they were refused with

@@ -106,8 +106,8 @@ def _unnamed_time(frame: pd.DataFrame) -> str | None:
     return None if first.tolist() == [str(i) for i in range(len(first))] else str(frame.columns[0]).strip().lower()
 
 
-def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
-    """Return the raw table and whether rows map to file lines (CSV) for error messages."""
+def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
+    """The raw table and the file line of its first row (a CSV's, for error messages; 0: no lines)."""
     import pandas as pd
     import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
@@ -122,15 +122,17 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
             rows = pq.ParquetFile(path).metadata.num_rows if parquet else ipc.open_file(path).count_rows()
             if rows > MAX_BARS:
                 raise DataError(f"{path}: {rows:,} rows is more than {MAX_BARS:,}; split the file")
-            return _time_index_as_column(pd.read_parquet(path) if parquet else pd.read_feather(path)), False
+            return _time_index_as_column(pd.read_parquet(path) if parquet else pd.read_feather(path)), 0
         if suffixes.endswith(_CSV):
             text = _csv_bytes(path, suffixes.endswith(".gz"))
             header = pd.read_csv(io.BytesIO(text), dtype=str, header=None, nrows=1, keep_default_na=False)
             names = [str(c).strip().lower() for c in header.iloc[0]] if len(header) else []
+            if names and pd.to_numeric(pd.Series(names), errors="coerce").notna().all():  # no header: the first line is a bar
+                return _headerless(pd.read_csv(io.BytesIO(text), dtype=str, header=None, keep_default_na=False), path), 1
             twice = sorted({c for c in names if names.count(c) > 1})
             if twice:
                 raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
-            return pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False), True
+            return pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False), 2
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types; the user needs the file and the cause
@@ -138,8 +140,25 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, bool]:
     raise DataError(f"{path}: unknown file type {suffixes or '(none)'}; expected .csv, .csv.gz, .parquet or .feather")
 
 
-def _where(path: Path, i: int, is_csv: bool, raw_ts: object) -> str:
-    line = f", line {i + 2}" if is_csv else ""
+def _headerless(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """A CSV without a header row, as exchanges' bulk files come (Binance's data.binance.vision
+    klines: 12 columns, the 7th each bar's close time) and as ccxt's candles are dumped (6): the
+    first six columns are time, open, high, low, close and volume. Any other count is refused: the
+    order of its columns cannot be known (Kraken's API answers its VWAP where the volume is)."""
+    import pandas as pd
+
+    columns = len(frame.columns)
+    binance = columns == 12 and bool((pd.to_numeric(frame[6], errors="coerce") > pd.to_numeric(frame[0], errors="coerce")).all())
+    if columns != 6 and not binance:
+        raise DataError(f"{path}: no header row, and {columns} columns (its first line: {clip(', '.join(frame.iloc[0]))}): a "
+                        "file without one is read only with 6 columns (time, open, high, low, close, volume) or as "
+                        "Binance's 12-column klines; add a header line naming the columns (timestamp,open,high,low,close,"
+                        "volume)")
+    return frame.iloc[:, :6].set_axis(["timestamp", *_PRICE_COLUMNS, "volume"], axis=1)
+
+
+def _where(path: Path, i: int, first_line: int, raw_ts: object) -> str:
+    line = f", line {i + first_line}" if first_line else ""
     return f"{path}: row {i + 1}{line} (timestamp {clip(str(raw_ts))})"
 
 
@@ -153,9 +172,9 @@ def _more(n: int) -> str:
     return f" (and {n} more row(s))" if n else ""
 
 
-def _parse_timestamps(col: pd.Series, path: Path, is_csv: bool) -> np.ndarray:
-    """ISO-8601 strings, datetimes, or epoch seconds/milliseconds -> int64 epoch seconds; whole
-    seconds only, in one unit, between 1900 and 2200."""
+def _parse_timestamps(col: pd.Series, path: Path, first_line: int) -> np.ndarray:
+    """ISO-8601 strings, datetimes, or epoch seconds, milliseconds or microseconds -> int64 epoch
+    seconds; whole seconds only, in one unit, between 1900 and 2200."""
     import pandas as pd
 
     if pd.api.types.is_datetime64_any_dtype(col):
@@ -164,40 +183,43 @@ def _parse_timestamps(col: pd.Series, path: Path, is_csv: bool) -> np.ndarray:
         text = col.astype(str).str.strip()
         numeric = pd.to_numeric(text, errors="coerce")
         if numeric.notna().all():
-            return _epoch_seconds(numeric.to_numpy(dtype=np.float64), text, path, is_csv)
+            return _epoch_seconds(numeric.to_numpy(dtype=np.float64), text, path, first_line)
         dt = pd.to_datetime(text, utc=True, errors="coerce", format="ISO8601")
     bad = dt.isna().to_numpy()
     if bad.any():
         i, n = _first_bad(bad)
-        raise DataError(f"{_where(path, i, is_csv, col.iloc[i])}: unparseable timestamp{_more(n)}")
+        raise DataError(f"{_where(path, i, first_line, col.iloc[i])}: unparseable timestamp{_more(n)}")
     micros = dt.dt.as_unit("us").astype("int64").to_numpy()
-    _check_seconds(micros / 1e6, col, path, is_csv)
+    _check_seconds(micros / 1e6, col, path, first_line)
     return micros // 1_000_000
 
 
-def _epoch_seconds(values: np.ndarray, text: pd.Series, path: Path, is_csv: bool) -> np.ndarray:
-    # Epoch milliseconds are > 1e11 for any date after 1973; seconds stay below until year 5138.
-    millis = np.abs(values) > 1e11
-    if millis.any() and not millis.all():
-        minority = ~millis if millis.sum() > len(millis) / 2 else millis
-        i, n = _first_bad(minority)
-        unit = "seconds" if millis[i] == 0 else "milliseconds"
-        raise DataError(f"{_where(path, i, is_csv, text.iloc[i])}: mixed units: epoch {unit} among epoch "
-                        f"{'milliseconds' if unit == 'seconds' else 'seconds'}{_more(n)}")
-    seconds = values / 1000.0 if millis.all() else values
-    _check_seconds(seconds, text, path, is_csv)
+_EPOCH_UNITS = ("seconds", "milliseconds", "microseconds")  # Binance's bulk klines count microseconds since 2025
+_EPOCH_STEPS = (1e11, 1e14, 1e17)  # where each unit begins and the last ends: a date of 1973..5138 is 1e11..1e14 ms
+
+
+def _epoch_seconds(values: np.ndarray, text: pd.Series, path: Path, first_line: int) -> np.ndarray:
+    units = np.searchsorted(_EPOCH_STEPS, np.abs(values), side="right")
+    unit = int(np.bincount(units, minlength=4)[:3].argmax())  # the file's unit: most of its rows'; a value
+    mixed = (units != unit) & (units < 3)  # past every unit's dates is one outside 1900..2200, said below
+    if mixed.any():
+        i, n = _first_bad(mixed)
+        raise DataError(f"{_where(path, i, first_line, text.iloc[i])}: mixed units: epoch {_EPOCH_UNITS[units[i]]} among "
+                        f"epoch {_EPOCH_UNITS[unit]}{_more(n)}")
+    seconds = values / 1000.0 ** unit
+    _check_seconds(seconds, text, path, first_line)
     return seconds.astype(np.int64)
 
 
-def _check_seconds(seconds: np.ndarray, raw: pd.Series, path: Path, is_csv: bool) -> None:
+def _check_seconds(seconds: np.ndarray, raw: pd.Series, path: Path, first_line: int) -> None:
     outside = ~((seconds >= FIRST_SECOND) & (seconds < LAST_SECOND))
     if outside.any():
         i, n = _first_bad(outside)
-        raise DataError(f"{_where(path, i, is_csv, raw.iloc[i])}: timestamp outside 1900..2200{_more(n)}")
+        raise DataError(f"{_where(path, i, first_line, raw.iloc[i])}: timestamp outside 1900..2200{_more(n)}")
     fractional = seconds != np.floor(seconds)
     if fractional.any():
         i, n = _first_bad(fractional)
-        raise DataError(f"{_where(path, i, is_csv, raw.iloc[i])}: timestamp is not a whole second{_more(n)}")
+        raise DataError(f"{_where(path, i, first_line, raw.iloc[i])}: timestamp is not a whole second{_more(n)}")
 
 
 def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
@@ -210,7 +232,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     import pandas as pd
 
     path = Path(path)
-    frame, is_csv = _read_frame(path)
+    frame, first_line = _read_frame(path)
     columns = {str(c).strip().lower(): c for c in frame.columns}
     if len(columns) < len(frame.columns):
         names = [str(c).strip().lower() for c in frame.columns]
@@ -225,7 +247,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     if len(frame) == 0:
         raise DataError(f"{path}: no rows")
     raw_ts = frame[columns[time_key]]
-    ts = _parse_timestamps(raw_ts, path, is_csv)
+    ts = _parse_timestamps(raw_ts, path, first_line)
 
     values = {}
     for name in (*_PRICE_COLUMNS, "volume"):
@@ -233,30 +255,30 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
         if not np.isfinite(col).all():
             i, n = _first_bad(~np.isfinite(col))
             raw = frame[columns[name]].iloc[i]
-            raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: {name} is {clip(repr(raw))}, not a finite number{_more(n)}")
+            raise DataError(f"{_where(path, i, first_line, raw_ts.iloc[i])}: {name} is {clip(repr(raw))}, not a finite number{_more(n)}")
         values[name] = col
     o, h, lo, c, v = (values[k] for k in ("open", "high", "low", "close", "volume"))
     for name in _PRICE_COLUMNS:
         if (values[name] <= 0).any():
             i, n = _first_bad(values[name] <= 0)
-            raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: {name} {values[name][i]} is not positive{_more(n)}")
+            raise DataError(f"{_where(path, i, first_line, raw_ts.iloc[i])}: {name} {values[name][i]} is not positive{_more(n)}")
     if (v < 0).any():
         i, n = _first_bad(v < 0)
-        raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: volume {v[i]} is negative{_more(n)}")
+        raise DataError(f"{_where(path, i, first_line, raw_ts.iloc[i])}: volume {v[i]} is negative{_more(n)}")
     if (h < np.maximum(o, c)).any():
         i, n = _first_bad(h < np.maximum(o, c))
-        raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: high {h[i]} < max(open, close) {max(o[i], c[i])}{_more(n)}")
+        raise DataError(f"{_where(path, i, first_line, raw_ts.iloc[i])}: high {h[i]} < max(open, close) {max(o[i], c[i])}{_more(n)}")
     if (lo > np.minimum(o, c)).any():
         i, n = _first_bad(lo > np.minimum(o, c))
-        raise DataError(f"{_where(path, i, is_csv, raw_ts.iloc[i])}: low {lo[i]} > min(open, close) {min(o[i], c[i])}{_more(n)}")
+        raise DataError(f"{_where(path, i, first_line, raw_ts.iloc[i])}: low {lo[i]} > min(open, close) {min(o[i], c[i])}{_more(n)}")
 
     diffs = np.diff(ts)
     if (diffs == 0).any():
         i, n = _first_bad(diffs == 0)
-        raise DataError(f"{_where(path, i + 1, is_csv, raw_ts.iloc[i + 1])}: duplicate timestamp (same as row {i + 1}){_more(n)}")
+        raise DataError(f"{_where(path, i + 1, first_line, raw_ts.iloc[i + 1])}: duplicate timestamp (same as row {i + 1}){_more(n)}")
     if (diffs < 0).any():
         i, n = _first_bad(diffs < 0)
-        raise DataError(f"{_where(path, i + 1, is_csv, raw_ts.iloc[i + 1])}: timestamps not sorted (earlier than row {i + 1}){_more(n)}")
+        raise DataError(f"{_where(path, i + 1, first_line, raw_ts.iloc[i + 1])}: timestamps not sorted (earlier than row {i + 1}){_more(n)}")
     steps, counts = np.unique(diffs, return_counts=True)
     common = int(steps[np.argmax(counts)]) if len(steps) else None  # the bars' own timeframe
     if timeframe is not None:
@@ -272,7 +294,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     if off_grid.any():
         i, n = _first_bad(off_grid)
         raise DataError(
-            f"{_where(path, i + 1, is_csv, raw_ts.iloc[i + 1])}: {diffs[i]} s after the previous bar, "
+            f"{_where(path, i + 1, first_line, raw_ts.iloc[i + 1])}: {diffs[i]} s after the previous bar, "
             f"not a multiple of the {tf} s timeframe{_more(n)}"
         )
     market = file_market(path)
