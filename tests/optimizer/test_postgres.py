@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -310,3 +311,43 @@ def test_recovery_reads_the_log_afresh_before_judging_a_trial_whose_worker_just_
     with sa.create_engine(postgres_url).connect() as conn:
         states = [json.loads(body).get("state") for (body,) in conn.execute(sa.text("SELECT body FROM genesis_journal"))]
     assert optuna.trial.TrialState.FAIL.value not in states
+
+
+_SKEWED = """
+import sys, time
+from genesis_core.cli import app
+
+real, skew = time.time, float(sys.argv[1])
+time.time = lambda: real() + skew  # this machine's clock, that far off the database server's
+app(sys.argv[2:], prog_name="genesis")
+"""
+
+
+@pytest.mark.parametrize("kind", ["postgresql", "journal"])
+def test_a_machine_whose_clock_is_off_the_database_server_s_is_refused_before_it_touches_the_study(tmp_path, postgres_url,
+                                                                                                    kind):
+    """Workers stamp sessions, claims and a journal's trials with their own clocks, and judge other
+    machines' by theirs: one 60 s ahead took another machine's live session for a dead one (its slot,
+    so its seed: duplicate proposals), its claims for abandoned ones, and on a journal its running
+    trials for a killed worker's. Such a machine is refused, saying by how much, before any write."""
+    url = postgres_url if kind == "postgresql" else "journal+" + postgres_url
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 6}}, parameters=SMALL_SPACE)
+
+    def genesis(skew: float, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", _SKEWED, str(skew), *args, str(path), "--storage", url], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+
+    for skew, way in ((60.0, "ahead of"), (-60.0, "behind")):
+        for command in ("optimize", "sweep"):
+            refused = genesis(skew, command)
+            assert refused.returncode == 2, refused.stderr
+            assert re.fullmatch(rf"error: this machine's clock is (59\.9|60\.0|60\.1) s {way} the database server's \(postgresql://"
+                                r".*\): its workers would take other machines' live sessions, claims and trials for dead ones, "
+                                r"or theirs for its own\. Set its clock \(NTP: `timedatectl set-ntp true`, or `chronyc "
+                                r"makestep`\), or raise meta\.stale_trial_seconds to 18[01] or more",
+                                refused.stderr.replace("\n", " ").strip()), refused.stderr
+    assert optuna.get_all_study_names(open_storage(url)) == []  # refused before the study was made
+    assert not (tmp_path / "results" / "runs").exists()
+    in_time = genesis(5.0, "optimize")  # within a third of meta.stale_trial_seconds (30 s)
+    assert in_time.returncode == 0, in_time.stderr
+    assert len(_pg_study(url).trials) == 6

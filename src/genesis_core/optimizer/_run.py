@@ -29,6 +29,7 @@ from genesis_core.optimizer._storage import (
     ScoreCache,
     StorageUnavailable,
     cache_url,
+    check_clock,
     open_storage,
     orphan_age,
     read_now,
@@ -177,6 +178,7 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
         raise ConfigError(refusal)
     candles = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe)  # cached for the workers
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
+    check_clock(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, cfg.meta.proxy)
     optuna_study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize",
                                        load_if_exists=True, sampler=spec.sampler(), pruner=spec.pruner())
     notes = check_signature(optuna_study, spec, candles, options.force_resume, options.backfill_signature)

@@ -344,6 +344,40 @@ def make_engine(url: str, connections: int = OWN_CONNECTIONS) -> sa.Engine:
     return engine
 
 
+CLOCK_SHARE = 3  # a machine's clock may be off the database server's by a third of stale_seconds at most
+
+
+def check_clock(url: str, stale_seconds: float, retry_seconds: float, proxy: str | None = None) -> None:
+    """StorageError when this machine's clock is off the database server's (``url``'s, when it is
+    one, and not reached through a ``proxy``) by more than ``stale_seconds / CLOCK_SHARE``. Workers stamp claims, sessions and a
+    journal's trials with their own clocks and judge others' age by theirs: a machine 60 s ahead
+    took another machine's live session for a dead one (its slot, so its sampler's seed, and so its
+    proposals: the budget spent on duplicates), its claims for abandoned ones (the same configs
+    backtested twice) and, on a journal, its running trials for a killed worker's (failed and run
+    again). Measured against the server's clock, the error half a round trip."""
+    database = cache_url(url)
+    if proxy is not None or not database.startswith("postgresql"):
+        return  # a file: one machine's clock; behind a proxy, its machine's
+
+    def offset() -> float:
+        engine = make_engine(database)
+        try:
+            with engine.connect() as conn:
+                before = time.time()
+                server = float(conn.exec_driver_sql("SELECT EXTRACT(EPOCH FROM clock_timestamp())").scalar_one())
+                return (before + time.time()) / 2 - server
+        finally:
+            engine.dispose()
+
+    off = retrying(offset, retry_seconds, database)
+    if abs(off) > stale_seconds / CLOCK_SHARE:
+        raise StorageError(
+            f"this machine's clock is {abs(off):,.1f} s {'ahead of' if off > 0 else 'behind'} the database server's "
+            f"({redact(database)}): its workers would take other machines' live sessions, claims and trials for dead ones, "
+            f"or theirs for its own. Set its clock (NTP: `timedatectl set-ntp true`, or `chronyc makestep`), or raise "
+            f"meta.stale_trial_seconds to {math.ceil(abs(off) * CLOCK_SHARE):,} or more")
+
+
 def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: float = RETRY_SECONDS,
                  wait: bool = False, proxy: str | None = None) -> optuna.storages.BaseStorage:
     """The study storage for ``url`` (see the module docstring); a database's calls are retried

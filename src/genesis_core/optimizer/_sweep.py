@@ -39,6 +39,7 @@ from genesis_core.optimizer._storage import (
     ScoreCache,
     add_finished,
     cache_url,
+    check_clock,
     open_storage,
     recover_stale_trials,
     trial_count,
@@ -279,6 +280,7 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
     count = len(points)
     candles = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe)  # cached for the workers
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
+    check_clock(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, cfg.meta.proxy)
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True,
                                 sampler=spec.sampler(), pruner=spec.pruner())
     notes = check_signature(study, spec, candles, options.force_resume, options.backfill_signature)
