@@ -7,7 +7,9 @@ into the effective configuration.
 
 from __future__ import annotations
 
+import functools
 import os
+import signal
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -276,6 +278,31 @@ def _own(strategy: Strategy, call: Callable[[], T]) -> T:
         raise StrategyError(raised(exc, type(strategy))) from exc
 
 
+class _TookTooLong(BaseException):  # not an Exception: the strategy's own ``except Exception`` does not swallow it
+    pass
+
+
+def within(seconds: float, call: Callable[[], T]) -> T:
+    """``call()``, stopped after ``seconds`` (a timer's signal, so in the main thread only) with a
+    StrategyError: a strategy's loop that never ends for some parameters held its trial, and a
+    Ctrl-C, which waits for the trials in flight, for ever. Compiled code is stopped once it returns."""
+    def expired(signum: int, frame: object) -> None:
+        raise _TookTooLong
+
+    before = signal.signal(signal.SIGALRM, expired)
+    try:
+        signal.setitimer(signal.ITIMER_REAL, seconds)
+        try:
+            return call()
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0.0)
+    except _TookTooLong:
+        raise StrategyError(f"took longer than {seconds:g} s (meta.trial_timeout_seconds) to decide, and was stopped: "
+                            "a loop that never ends for these parameters?") from None
+    finally:
+        signal.signal(signal.SIGALRM, before)
+
+
 def _asked(name: str, strategy: Strategy, call: Callable[[], Any], checked: Callable[[Any], T]) -> T:
     """``checked(call())``, a call of the strategy's own code: what it raised, or returned that is
     not what it must, a StrategyError led by the strategy's ``name``."""
@@ -417,9 +444,11 @@ FEATURE_STORES = 32  # windows whose features a Backtester keeps in memory (the 
 class Backtester:
     """Runs backtests; holds data read once per process and feature caches shared by all runs."""
 
-    def __init__(self, cache: Path | None = None) -> None:
+    def __init__(self, cache: Path | None = None, decide_seconds: float | None = None) -> None:
         """``cache``: a folder for checked candles and computed features (``CACHE``), kept within
-        ``GENESIS_CACHE_MB`` (least recently used files go first); None: memory only."""
+        ``GENESIS_CACHE_MB`` (least recently used files go first); None: memory only.
+        ``decide_seconds``: how long a strategy may take to decide a window (``within``); None: no limit."""
+        self._decide_seconds = decide_seconds
         if cache is not None:
             _trim(cache)
         self._cache = cache
@@ -490,8 +519,10 @@ class Backtester:
         with ``cached`` False its features are computed in memory alone (a window decided once, for a
         check, would leave a folder of features in the cache)."""
         features = self.features(plan.window) if cached else FeatureStore(plan.window.candles)
-        return _asked(plan.config.strategy, plan.strategy,
-                      lambda: plan.strategy.decide(features, plan.params, plan.window.start_index), checked_decisions)
+        decide = functools.partial(plan.strategy.decide, features, plan.params, plan.window.start_index)
+        seconds = self._decide_seconds
+        return _asked(plan.config.strategy, plan.strategy, decide if seconds is None else lambda: within(seconds, decide),
+                      checked_decisions)
 
     def execute(self, plan: Plan) -> BacktestResult:
         decisions = self.decide(plan)

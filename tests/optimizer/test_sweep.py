@@ -619,6 +619,38 @@ def test_a_point_refused_as_its_backtest_runs_is_noted_as_refused_and_the_sweep_
     assert all(RunFolder(Path(summary.run_dir)).read_trial(t.number).score.production == t.value for t in trials)
 
 
+def test_a_strategy_that_never_ends_for_some_parameters_fails_those_trials_and_points_and_the_run_ends(tmp_path):
+    """A user's loop whose end condition some parameters never meet: its trial held the worker for
+    ever, and a Ctrl-C, which waits for the trials in flight, could not stop the run (kill -9 only).
+    Now each such trial or point FAILs after meta.trial_timeout_seconds with the reason, and the
+    others are what single backtests give."""
+    strategy = "tests.strategy.misbehaving_strategy:Misbehaving"
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": strategy, "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz")}}))
+    space = {"bug": {"type": "categorical", "choices": ["none", "never ends"]},
+             "period": {"type": "categorical", "choices": [10, 20]}}
+    path = write_config(tmp_path, meta={"base_config": str(base), "stop": {"max_trials": 4}, "trial_timeout_seconds": 1,
+                                        "sampler": {"name": "grid"}}, parameters=space)
+    run = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path), "--skip-preflight"], cwd=ROOT,
+                         capture_output=True, text=True, timeout=120)  # without the limit: never
+    assert run.returncode == 0, run.stderr
+    reason = (f"strategy '{strategy}' took longer than 1 s (meta.trial_timeout_seconds) to decide, and was stopped: a loop "
+              "that never ends for these parameters?")
+    rows = _trials({"run_dir": tmp_path / "results" / "runs" / "t"})
+    assert sorted((r["param:bug"], r["state"]) for r in rows) == [("never ends", "FAIL")] * 2 + [("none", "COMPLETE")] * 2
+    assert all(r["fail_reason"] == reason for r in rows if r["state"] == "FAIL")
+    bt, spec = Backtester(), load_study_config(path).spec()
+    for r in (r for r in rows if r["state"] == "COMPLETE"):
+        result = bt.run(spec.build({"bug": "none", "period": int(r["param:period"])}))
+        assert float(r["total_return"]) == result.metrics["total_return"] and int(r["num_trades"]) == result.metrics["num_trades"]
+
+    summary = sweep(load_study_config(write_config(tmp_path, "s.yaml", meta={
+        "base_config": str(base), "study_name": "s", "trial_timeout_seconds": 1}, parameters=space)).spec(),
+        SweepOptions("grid", workers=2))
+    assert "2 added" in summary.session.notes[-2]
+    assert summary.session.notes[-1].startswith(f"sweep: the strategy refused 2 point(s) (not added), the first: {reason}")
+
+
 def test_a_user_strategy_s_order_the_engine_cannot_take_ends_a_backtest_in_one_line_and_fails_only_its_trials(tmp_path):
     """A user's strategy whose ``size`` parameter is left unbounded, run at -0.5: the engine read it
     as an order the other way round and the backtest reported its result. Now a backtest ends with

@@ -41,6 +41,9 @@ class Misbehaving(Strategy):
 
     def decide(self, features: FeatureStore, params: MisbehavingParams, start: int) -> Any:
         c = features.candles
+        spins = 0
+        while params.bug == "never ends":  # a loop whose end condition these parameters never meet
+            spins += 1
         if params.bug == "raises" or (params.bug == "raises on 2023" and c.timestamps[-1] >= _2023):
             return len(c) / 0
         signal = {"peeks at the next bar": np.append(c.close[1:], c.close[-1]) - c.close,  # the bar after each: shift(-1)

@@ -15,7 +15,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from genesis_core.backtest import CACHE, BacktestConfig, Backtester
+from genesis_core.backtest import BacktestConfig
 from genesis_core.errors import REFUSALS, GenesisError
 from genesis_core.optimizer._storage import CacheAnswer, CacheEntry, flush
 from genesis_core.optimizer._study import StudySpec
@@ -26,7 +26,7 @@ def measuring_process(conn: Connection, spec: StudySpec) -> None:
     """A measuring process: effective configs in, ``Measured`` out, until the connection closes.
     Its data and feature caches live as long as it does. It never handles a signal (it starts with
     them ignored): the process that samples decides when to stop."""
-    backtester, pruner = Backtester(CACHE), spec.pruner()
+    backtester, pruner = spec.backtester(), spec.pruner()
 
     def measure_config(config: dict[str, Any]) -> Measured:
         return measure(backtester, backtester.plan(BacktestConfig.model_validate(config)), spec, pruner)

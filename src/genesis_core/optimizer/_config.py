@@ -186,6 +186,9 @@ class Meta(StrictModel):
     # a worker elsewhere whose heartbeats stop counts as dead after the longer of this + 5 s and stale_trial_seconds
     storage_retry_seconds: float = Field(60.0, ge=0)
     stale_trial_seconds: float = Field(30.0, gt=0)  # a RUNNING trial or cache claim older than this is a dead worker's
+    # how long a strategy may take to decide a trial's window before the trial FAILs: a loop that never
+    # ended held its worker, and a Ctrl-C (which waits for the trials in flight) for ever
+    trial_timeout_seconds: float = Field(300.0, gt=0)
     # host:port of a `genesis storage serve` gRPC proxy in front of the database storage: the study's
     # calls go through it (one connection pool for a whole fleet); the score cache and run files still
     # go to the database, which stays the run's storage (its signature, its files)

@@ -15,7 +15,7 @@ from typing import Any
 
 import optuna
 
-from genesis_core.backtest import BacktestConfig, ConfigBuilder
+from genesis_core.backtest import CACHE, BacktestConfig, Backtester, ConfigBuilder
 from genesis_core.config import read_config_file
 from genesis_core.data import Candles
 from genesis_core.errors import GenesisError, clip
@@ -90,6 +90,11 @@ class StudySpec:
     def scoring_fingerprint(self) -> str:
         """Part of every trial's cache key: computed once, not per trial."""
         return fingerprint(self.scoring)
+
+    def backtester(self) -> Backtester:
+        """A trial process's backtester: the disk caches, and the strategy's time to decide a window
+        limited to ``meta.trial_timeout_seconds``."""
+        return Backtester(CACHE, self.config.meta.trial_timeout_seconds)
 
     def signed(self, candles: Candles, whole_file: bool = False) -> dict[str, Any]:
         """What the signature's fixed_config, scoring and data fingerprints are of, kept beside it in

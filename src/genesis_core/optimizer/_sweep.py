@@ -167,7 +167,7 @@ _PROCESS: dict[str, Any] = {}  # a pool process's spec, backtester and the keys 
 
 
 def _start_process(spec: StudySpec, known: frozenset[str]) -> None:
-    _PROCESS.update(spec=spec, backtester=Backtester(CACHE), pruner=optuna.pruners.NopPruner(), known=known)
+    _PROCESS.update(spec=spec, backtester=spec.backtester(), pruner=optuna.pruners.NopPruner(), known=known)
 
 
 def _start_pool_process(spec: StudySpec, known: frozenset[str]) -> None:

@@ -286,7 +286,7 @@ class Worker:
         self.session = session  # the session's slot, kept taken by the session's main worker
         self.storage = storage  # the session's, for its own worker: one replay of the study in the process, not two
         self._heard = 0.0
-        self.backtester = Backtester(CACHE)
+        self.backtester = spec.backtester()
         meta = spec.config.meta
         self.cache = ScoreCache(cache_url(spec.storage_url), meta.stale_trial_seconds, meta.storage_retry_seconds)
         self.streak = 0
