@@ -91,6 +91,30 @@ def test_binance_s_headerless_klines_in_milli_or_microseconds_and_ccxt_s_six_col
         load_candles(tmp_path / "mixed.csv")
 
 
+def test_a_pipe_a_device_or_a_folder_named_as_a_candle_file_is_refused_at_once(tmp_path):
+    """A pipe named bars.csv waited for a writer for ever; a link to /dev/zero (its size 0, under the
+    limit) was read until memory ran out. Each is refused in one line, exit 2, as it is looked at."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    os.mkfifo(tmp_path / "fifo.csv")
+    (tmp_path / "zero.csv").symlink_to("/dev/zero")
+    (tmp_path / "folder.parquet").mkdir()
+
+    def four_gib() -> None:  # what /dev/zero takes is this process's memory, not the machine's
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    for name, kind in (("fifo.csv", "a pipe"), ("zero.csv", "a device"), ("folder.parquet", "a folder")):
+        proc = subprocess.run([sys.executable, "-m", "genesis_core", "data", "check", str(tmp_path / name)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, preexec_fn=four_gib)
+        assert (proc.returncode, proc.stderr.strip()) == (2, f"error: {tmp_path / name}: {kind}, not a file; candles are read "
+                                                             "from a CSV, Parquet or Feather file")
+
+
 def test_a_parquet_file_indexed_by_time_gives_the_same_candles(tmp_path, sample):
     """Candles saved from a frame indexed by time (``df.set_index("timestamp").to_parquet()``, as
     pandas users keep them) have their times as the index, not a column: they were refused with

@@ -8,6 +8,8 @@ import contextlib
 import gzip
 import io
 import json
+import os
+import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -35,10 +37,13 @@ FIRST_SECOND, LAST_SECOND = -2_208_988_800, 7_258_118_400  # 1900-01-01 .. 2200-
 def _csv_bytes(path: Path, gzipped: bool) -> bytes:
     """The CSV text of ``path``, decompressed, refused past ``MAX_CSV_BYTES`` before more is read."""
     if not gzipped:
-        if path.stat().st_size > MAX_CSV_BYTES:
-            raise DataError(f"{path}: {path.stat().st_size:,} bytes is more than {MAX_CSV_BYTES:,} "
+        with path.open("rb") as fh:  # read up to the limit only: a file may grow after it is looked at
+            size = os.fstat(fh.fileno()).st_size
+            text = fh.read(MAX_CSV_BYTES + 1) if size <= MAX_CSV_BYTES else b""
+        if size > MAX_CSV_BYTES or len(text) > MAX_CSV_BYTES:
+            raise DataError(f"{path}: {max(size, len(text)):,} bytes is more than {MAX_CSV_BYTES:,} "
                             f"(about {MAX_BARS:,} bars); split the file")
-        return path.read_bytes()
+        return text
     try:
         with gzip.open(path, "rb") as fh:  # count first, keeping nothing: a bomb costs time, not memory
             size = 0
@@ -115,6 +120,11 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
     if not path.exists():  # a relative path is read from where genesis runs, not from the config's folder: say where
         where = "" if path.is_absolute() else f" in {Path.cwd()}"
         raise DataError(f"data file not found: {path}{where} (candles from an exchange: `genesis data download`)")
+    mode = path.stat().st_mode
+    if not stat.S_ISREG(mode):  # a pipe waited for a writer for ever; /dev/zero, of size 0, was read until memory ran out
+        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) \
+            or stat.S_ISBLK(mode) else "a socket"
+        raise DataError(f"{path}: {kind}, not a file; candles are read from a CSV, Parquet or Feather file")
     suffixes = "".join(path.suffixes).lower()
     try:
         if suffixes.endswith(_PARQUET + _FEATHER):  # counted before they are read: a compressed table may be a bomb
