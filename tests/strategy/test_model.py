@@ -26,3 +26,33 @@ def test_training_uses_only_the_window_and_no_label_past_its_end(btc, tmp_path):
     p = loaded.p_buy(FeatureStore(btc.window("2020-01-01", "2020-03-31", 600).candles))[600:]
     assert np.all((p > 0) & (p < 1))
     assert 0.3 < p.mean() < 0.7
+
+
+def test_a_model_path_that_is_a_pipe_a_device_or_too_large_is_refused_in_one_line(tmp_path):
+    """A model named by a config is read whole: a pipe waited for a writer for ever, and /dev/zero
+    was read until memory ran out (a MemoryError from the strategy's warmup_bars)."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    import yaml
+
+    from tests.conftest import ROOT
+
+    os.mkfifo(tmp_path / "model.fifo")
+    (tmp_path / "zero.json").symlink_to("/dev/zero")
+    (tmp_path / "huge.json").write_bytes(b" " * ((16 << 20) + 1))
+
+    def four_gib() -> None:  # what /dev/zero takes is this process's memory, not the machine's
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    for name, why in (("model.fifo", "is not a file"), ("zero.json", "is not a file"),
+                      ("huge.json", "is larger than 16,777,216 bytes; not a model file")):
+        model = str(tmp_path / name)
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({**base, "params": {**base["params"], "model": model}}))
+        proc = subprocess.run([sys.executable, "-m", "genesis_core", "backtest", "-c", str(config)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, preexec_fn=four_gib)
+        assert (proc.returncode, proc.stderr.strip()) == (2, f"error: model {model!r}: {model} {why}"), proc.stderr

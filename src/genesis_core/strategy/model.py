@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import os
+import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ from genesis_core.files import atomic_write
 from genesis_core.fingerprint import code_version, strict_json
 
 BUILTIN_PREFIX = "builtin:"
+MAX_MODEL_BYTES = 16 << 20  # a model file is a few kilobytes: its features' weights and statistics
 _BUILTIN_DIR = Path(__file__).resolve().parent / "models"
 
 DEFAULT_FEATURES = (
@@ -167,10 +169,14 @@ def load_model(ref: str) -> tuple[SignalModel, str]:
         key = (path, st.st_mtime_ns, st.st_size)
         if key in _LOADED:
             return _LOADED[key]
+        if not stat.S_ISREG(st.st_mode):  # a pipe waited for a writer for ever, /dev/zero was read until memory ran out
+            raise ConfigError(f"model {ref!r}: {path} is not a file")
         with open(path, "rb") as fh:
-            raw = fh.read()
+            raw = fh.read(MAX_MODEL_BYTES + 1)
     except OSError as exc:
         raise ConfigError(f"model {ref!r}: cannot read {path}: {exc.strerror}") from None
+    if len(raw) > MAX_MODEL_BYTES:
+        raise ConfigError(f"model {ref!r}: {path} is larger than {MAX_MODEL_BYTES:,} bytes; not a model file")
     try:
         model = SignalModel(**json.loads(raw))
     except (TypeError, ValueError) as exc:
