@@ -349,12 +349,13 @@ CLOCK_SHARE = 3  # a machine's clock may be off the database server's by a third
 
 def check_clock(url: str, stale_seconds: float, retry_seconds: float, proxy: str | None = None) -> None:
     """StorageError when this machine's clock is off the database server's (``url``'s, when it is
-    one, and not reached through a ``proxy``) by more than ``stale_seconds / CLOCK_SHARE``. Workers stamp claims, sessions and a
-    journal's trials with their own clocks and judge others' age by theirs: a machine 60 s ahead
-    took another machine's live session for a dead one (its slot, so its sampler's seed, and so its
-    proposals: the budget spent on duplicates), its claims for abandoned ones (the same configs
-    backtested twice) and, on a journal, its running trials for a killed worker's (failed and run
-    again). Measured against the server's clock, the error half a round trip."""
+    one, and not reached through a ``proxy``) by more than ``stale_seconds / CLOCK_SHARE``. Workers
+    stamp claims, sessions and a journal's trials with their own clocks and judge others' age by
+    theirs: a machine 60 s ahead took another machine's live session for a dead one (its slot, so
+    its sampler's seed, and so its proposals: the budget spent on duplicates), its claims for
+    abandoned ones (the same configs backtested twice) and, on a journal, its running trials for a
+    killed worker's (failed and run again). Measured against the server's clock, the error half a
+    round trip."""
     database = cache_url(url)
     if proxy is not None or not database.startswith("postgresql"):
         return  # a file: one machine's clock; behind a proxy, its machine's
