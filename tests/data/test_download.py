@@ -233,22 +233,30 @@ def test_update_of_a_downloaded_file_unpacked_to_csv_is_refused_saying_why(tmp_p
     _same_bars(plain, _bars("binance", 0, 1_500))
 
 
-def test_the_still_open_candle_is_never_stored(tmp_path, monkeypatch):
-    """The exchange's last bar opened this hour: it is not stored by a download, nor by an update."""
+def _clock_at(monkeypatch: pytest.MonkeyPatch, seconds: int) -> None:
+    """ccxt's clock (``Exchange.milliseconds``) set to ``seconds`` now, running on from there: its
+    rate limiter measures the time between requests by it, and slept a full interval each on a clock
+    held still."""
     import ccxt
 
-    real = _bars("bitfinex", 0, 1_000)
+    offset = seconds * 1000 - time.time_ns() // 1_000_000
+    monkeypatch.setattr(ccxt.Exchange, "milliseconds", staticmethod(lambda: time.time_ns() // 1_000_000 + offset))
+
+
+def test_the_still_open_candle_is_never_stored(tmp_path, monkeypatch):
+    """The exchange's last bar opened this hour: it is not stored by a download, nor by an update.
+    (Binance's candles: ccxt's rate limiter waits 50 ms between its requests, 675 for Bitfinex's.)"""
+    real = _bars("binance", 0, 1_000)
     now_bar = int(time.time()) // 3600 * 3600
-    monkeypatch.setattr(ccxt.Exchange, "milliseconds", staticmethod(lambda: (now_bar + 1800) * 1000))  # half past: the
-    # hour before closed long enough ago, whenever the test runs
+    _clock_at(monkeypatch, now_bar + 1800)  # half past: the hour before closed long enough ago, whenever the test runs
     shifted = Candles(real.timestamps - real.timestamps[-1] + now_bar, real.open, real.high, real.low, real.close, real.volume,
                       3600)
     ex = Exchange(shifted, page_rows=1_000)
     out = tmp_path / "b.parquet"
-    with serving(bitfinex=ex) as root:
-        assert _download(out, "bitfinex", root).returncode == 0
+    with serving(binance=ex) as root:
+        assert _download(out, "binance", root).returncode == 0
         _same_bars(out, shifted.slice(0, 999))
-        assert json.loads(_genesis("update", str(out), "--json", root=root, name="bitfinex").stdout)["new_bars"] == 0
+        assert json.loads(_genesis("update", str(out), "--json", root=root, name="binance").stdout)["new_bars"] == 0
     _same_bars(out, shifted.slice(0, 999))
 
 
@@ -257,23 +265,20 @@ def test_a_candle_closed_seconds_ago_by_this_machine_s_clock_is_left_until_the_e
     """This machine's clock 30 s past the hour while the exchange is not there yet (a clock that runs
     fast, or an exchange that settles a candle just after its close): the hour's candle is still
     trading there. Stored, it stayed as it was then, since an update asks only for later bars."""
-    import ccxt
-
-    real = _bars("bitfinex", 0, 1_001)
+    real = _bars("binance", 0, 1_001)
     hour = (int(time.time()) // 3600 + 1) * 3600  # the next hour by the real clock: the exchange's last candle ends then
     times = real.timestamps - real.timestamps[-2] + hour - 3600
     so_far = np.append(real.close[:-2], real.open[-2])  # the open candle so far: its close is its open
     trading = Candles(times[:-1], real.open[:-1], real.high[:-1], real.low[:-1], so_far, real.volume[:-1], 3600)
     ex = Exchange(trading, page_rows=1_000)
-    clock = {"now": (hour + 30) * 1000}
-    monkeypatch.setattr(ccxt.Exchange, "milliseconds", staticmethod(lambda: clock["now"]))
+    _clock_at(monkeypatch, hour + 30)
     out = tmp_path / "b.parquet"
-    with serving(bitfinex=ex) as root:
-        assert _download(out, "bitfinex", root).returncode == 0
+    with serving(binance=ex) as root:
+        assert _download(out, "binance", root).returncode == 0
         _same_bars(out, trading.slice(0, 999))  # not the candle that closed 30 s ago by this clock
         ex.candles = Candles(times, real.open, real.high, real.low, real.close, real.volume, 3600)  # it closed as it did
-        clock["now"] = (hour + 3600 + 300) * 1000  # and the next one 5 minutes ago
-        update = json.loads(_genesis("update", str(out), "--json", root=root, name="bitfinex").stdout)
+        _clock_at(monkeypatch, hour + 3600 + 300)  # and the next one 5 minutes ago
+        update = json.loads(_genesis("update", str(out), "--json", root=root, name="binance").stdout)
     assert update["new_bars"] == 2
     _same_bars(out, ex.candles)
 
