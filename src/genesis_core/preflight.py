@@ -38,6 +38,7 @@ from genesis_core.fingerprint import differences, fingerprint
 from genesis_core.optimizer import (
     StudySpec,
     SweepOptions,
+    check_clock,
     folder_taken,
     measure,
     probe_storage,
@@ -306,9 +307,10 @@ def _check_inert(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> lis
 
 
 def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Check:
-    url, name = study.storage_url, study.name
+    url, name, meta = study.storage_url, study.name, study.config.meta
     try:
         storage = probe_storage(url)
+        check_clock(url, meta.stale_trial_seconds, meta.storage_retry_seconds, meta.proxy)
     except GenesisError as exc:
         return Check("storage", "fail", str(exc))
     study_id = None

@@ -333,20 +333,22 @@ def test_a_machine_whose_clock_is_off_the_database_server_s_is_refused_before_it
     url = postgres_url if kind == "postgresql" else "journal+" + postgres_url
     path = write_config(tmp_path, meta={"stop": {"max_trials": 6}}, parameters=SMALL_SPACE)
 
-    def genesis(skew: float, *args: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([sys.executable, "-c", _SKEWED, str(skew), *args, str(path), "--storage", url, "--skip-preflight"],
+    def genesis(skew: float, command: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-c", _SKEWED, str(skew), command, str(path), "--storage", url, *args],
                               cwd=ROOT, capture_output=True, text=True, timeout=300)
 
+    said = (r"this machine's clock is (59\.9|60\.0|60\.1) s {way} the database server's \(postgresql://.*\): its workers "
+            r"would take other machines' live sessions, claims and trials for dead ones, or theirs for its own\. Set its clock "
+            r"\(NTP: `timedatectl set-ntp true`, or `chronyc makestep`\), or raise meta\.stale_trial_seconds to 18[01] or more")
     for skew, way, command in ((60.0, "ahead of", "optimize"), (-60.0, "behind", "sweep")):
-        refused = genesis(skew, command)
+        refused = genesis(skew, command, "--skip-preflight")
         assert refused.returncode == 2, refused.stderr
-        assert re.fullmatch(rf"error: this machine's clock is (59\.9|60\.0|60\.1) s {way} the database server's \(postgresql://"
-                            r".*\): its workers would take other machines' live sessions, claims and trials for dead ones, "
-                            r"or theirs for its own\. Set its clock \(NTP: `timedatectl set-ntp true`, or `chronyc "
-                            r"makestep`\), or raise meta\.stale_trial_seconds to 18[01] or more",
-                            refused.stderr.replace("\n", " ").strip()), refused.stderr
+        assert re.fullmatch("error: " + said.format(way=way), refused.stderr.replace("\n", " ").strip()), refused.stderr
+    checked = json.loads(genesis(60.0, "preflight", "--json").stdout)  # preflight's storage check says it too
+    storage = next(c for c in checked["checks"] if c["name"] == "storage")
+    assert storage["status"] == "fail" and re.fullmatch(said.format(way="ahead of"), storage["detail"]), storage
     assert optuna.get_all_study_names(open_storage(url)) == []  # refused before the study was made
     assert not (tmp_path / "results" / "runs").exists()
-    in_time = genesis(5.0, "optimize")  # within a third of meta.stale_trial_seconds (30 s)
+    in_time = genesis(5.0, "optimize", "--skip-preflight")  # within a third of meta.stale_trial_seconds (30 s)
     assert in_time.returncode == 0, in_time.stderr
     assert len(_pg_study(url).trials) == 6

@@ -17,6 +17,7 @@ from genesis_core.optimizer._storage import (
     RunFiles,
     StorageError,
     StorageUnavailable,
+    check_clock,
     open_storage,
     probe_storage,
     recover_stale_trials,
@@ -31,7 +32,7 @@ from genesis_core.optimizer._worker import EVALUATED, Worker, measure, settled_h
 __all__ = [
     "EVALUATED", "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
     "ResumeBlocked", "RunFiles", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "SweepOptions", "Worker",
-    "best_score", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
+    "best_score", "check_clock", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
     "recover_stale_trials", "redact", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
     "sweep_points", "sweep_processes", "sweep_size",
 ]
