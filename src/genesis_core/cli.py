@@ -1214,7 +1214,7 @@ def _print_fetched(fetched: Fetched, as_json: bool, verb: str) -> None:
                "bars": len(c), "new_bars": fetched.new_bars, "resumed_bars": fetched.resumed_bars,
                "first_bar": format_ts(c.timestamps[0]), "last_bar": format_ts(c.timestamps[-1]), "gaps": g.count,
                "missing_bars": g.missing_bars, "largest_gaps": largest, "fingerprint": c.fingerprint,
-               "fetched_at": m.get("fetched_at"), "ccxt_version": m.get("ccxt_version")}
+               "fetched_at": m.get("fetched_at"), "ccxt_version": m.get("ccxt_version"), "revised": fetched.revised}
     if as_json:
         sys.stdout.write(strict_json(summary) + "\n")
         return
@@ -1222,6 +1222,8 @@ def _print_fetched(fetched: Fetched, as_json: bool, verb: str) -> None:
     out.print(f"{verb} {fetched.new_bars:,} bars{resumed}: {fetched.path} holds {len(c):,} {m.get('symbol')} {c.timeframe} bars "
               f"from {m.get('exchange')}, {summary['first_bar']} .. {summary['last_bar']}, fingerprint {c.fingerprint[:16]}",
               soft_wrap=True)
+    if fetched.revised is not None:
+        err.print(f"[yellow]warning:[/] {fetched.revised}", soft_wrap=True)
     if g.count:
         err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}: " + "; ".join(largest), soft_wrap=True)
     if (spikes := c.spikes()).count:

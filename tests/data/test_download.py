@@ -171,7 +171,7 @@ def test_update_appends_exactly_the_new_bars_and_replaces_the_file_atomically(tm
         assert proc.returncode == 0, proc.stderr
         assert json.loads(proc.stdout)["new_bars"] == 1_000
         asked = [r for r in ex.requests[before:] if "candles/" in r]
-        assert f"start={int(everything.timestamps[2_000]) * 1000}" in asked[0]  # from the bar after the file's last
+        assert f"start={int(everything.timestamps[1_999]) * 1000}" in asked[0]  # from the file's last bar, asked again
         _same_bars(out, everything)
         market = file_market(out)
         assert market["bars"] == 3_000 and market["last_bar"] == format_ts(everything.timestamps[-1])
@@ -212,6 +212,42 @@ def test_a_second_update_or_download_of_a_file_while_one_runs_is_refused_and_the
         again = _genesis("update", str(out), "--json", root=root, name="binance")
     assert again.returncode == 0 and json.loads(again.stdout)["new_bars"] == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["b.parquet"]  # no lock and no page left
+
+
+def test_an_update_replaces_the_file_s_last_bar_when_the_exchange_s_differs_and_says_so(tmp_path):
+    """A file whose last bar was stored before it settled (by an older genesis, or a clock more than
+    2 minutes fast), or that the exchange revised since: an update asked only for later bars, so the
+    file kept it. It now asks for that bar again, replaces it with the exchange's and says so."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    everything = _bars("binance", 0, 1_500)
+    ex = Exchange(everything.slice(0, 1_000), page_rows=1_000)
+    out = tmp_path / "b.parquet"
+    with serving(binance=ex) as root:
+        assert _download(out, "binance", root, start=_first(ex)).returncode == 0
+        ex.candles = everything  # 500 bars later, and the file's last bar as an older genesis stored it,
+        table = pq.read_table(out)  # before it settled: its close its open, half its volume
+        columns = {name: table.column(name).to_numpy().copy() for name in ("open", "close", "volume")}
+        columns["close"][-1], columns["volume"][-1] = columns["open"][-1], columns["volume"][-1] / 2
+        for name in ("close", "volume"):
+            table = table.set_column(table.schema.get_field_index(name), name, pa.array(columns[name]))
+        pq.write_table(table.replace_schema_metadata(pq.read_schema(out).metadata), out)
+        unsettled = load_candles(out)
+        assert unsettled.symbol == "BTC/USDT" and unsettled.close[-1] != everything.close[999]
+        proc = _genesis("update", str(out), "--json", root=root, name="binance")
+        assert proc.returncode == 0, proc.stderr
+        result = json.loads(proc.stdout)
+        again = _genesis("update", str(out), "--json", root=root, name="binance")
+    _same_bars(out, everything)
+    i = 999
+    held = ", ".join(f"{v:g}" for v in (unsettled.open[i], unsettled.high[i], unsettled.low[i], unsettled.close[i], unsettled.volume[i]))
+    given = ", ".join(f"{v:g}" for v in (everything.open[i], everything.high[i], everything.low[i], everything.close[i],
+                                          everything.volume[i]))
+    assert (result["new_bars"], result["revised"]) == (500, f"the file's last bar {format_ts(everything.timestamps[i])} held open, "
+                                                            f"high, low, close, volume {held}; the exchange now gives {given} "
+                                                            "(stored before it settled, or revised since): replaced")
+    assert json.loads(again.stdout)["new_bars"] == 0 and json.loads(again.stdout)["revised"] is None  # the same bar: kept
 
 
 def test_update_of_a_downloaded_file_unpacked_to_csv_is_refused_saying_why(tmp_path):

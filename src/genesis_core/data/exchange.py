@@ -70,6 +70,7 @@ class Fetched:
     market: dict[str, Any]
     new_bars: int
     resumed_bars: int  # of the new bars, those an interrupted run had already fetched
+    revised: str | None = None  # how the file's last bar differed from the exchange's, asked again by an update
 
 
 def connect(exchange: str, api_url: str | None = None) -> ccxt.Exchange:
@@ -326,7 +327,9 @@ def download(exchange: str, symbol: str, timeframe: str, start: str, end: str | 
 
 def update(path: Path, api_url: str | None = None, on_progress: OnProgress | None = None, retries: int = RETRIES) -> Fetched:
     """Append the bars closed since ``path``'s last one, re-validate the whole file and replace it
-    atomically; its market metadata says where from."""
+    atomically; its market metadata says where from. The file's last bar is asked for again and
+    replaced when the exchange's differs (``Fetched.revised``): one stored before it settled (by an
+    older genesis, or a clock more than ``SETTLED_MS`` fast) stayed as it was then."""
     if not path.name.endswith(SUFFIXES):  # what it writes: for a renamed x.csv it wrote gzip, then failed to read it back
         raise DataError(f"{path}: update writes .parquet or .csv.gz, as download does; give the file such a name "
                         "(and its .market.json beside a CSV the same)")
@@ -338,19 +341,26 @@ def update(path: Path, api_url: str | None = None, on_progress: OnProgress | Non
         old = load_candles(path, market["timeframe"])
         ex = connect(market["exchange"], api_url)
         unified = market_symbol(ex, market["symbol"], market["timeframe"], retries)
-        tf_ms = old.timeframe_seconds * 1000
-        since = int(old.timestamps[-1]) * 1000 + tf_ms
-        parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": market["timeframe"], "start": since, "end": None})
-        new, resumed = _fetch(ex, unified, market["timeframe"], since, None, parts, on_progress, retries)
-        if len(new) == 0:
+        last = int(old.timestamps[-1]) * 1000
+        parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": market["timeframe"], "start": last, "end": None})
+        new, resumed = _fetch(ex, unified, market["timeframe"], last, None, parts, on_progress, retries)
+        before = np.column_stack([old.timestamps * 1000, old.open, old.high, old.low, old.close, old.volume])
+        again = len(new) > 0 and int(new[0, 0]) == last  # the file's last bar, as the exchange gives it now
+        revised = None
+        if again and not np.array_equal(new[0], before[-1]):
+            revised = (f"the file's last bar {format_ts(last // 1000)} held open, high, low, close, volume "
+                       f"{', '.join(f'{v:g}' for v in before[-1, 1:])}; the exchange now gives "
+                       f"{', '.join(f'{v:g}' for v in new[0, 1:])} (stored before it settled, or revised since): replaced")
+            before = before[:-1]
+        fresh = len(new) - again
+        if not fresh and revised is None:
             parts.remove()
             return Fetched(path, old, market, 0, 0)
-        before = np.column_stack([old.timestamps * 1000, old.open, old.high, old.low, old.close, old.volume])
-        rows = np.concatenate([before, new])
+        rows = np.concatenate([before, new if revised else new[int(again):]])
         updated = _market(ex, unified, market["timeframe"], rows)
         candles = _write(path, rows, updated, market["timeframe"])
         parts.remove()
-    return Fetched(path, candles, updated, len(new), resumed)
+    return Fetched(path, candles, updated, fresh, max(0, resumed - again), revised)
 
 
 def _market(ex: ccxt.Exchange, symbol: str, timeframe: str, rows: np.ndarray) -> dict[str, Any]:
