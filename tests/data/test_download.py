@@ -281,7 +281,7 @@ def _clock_at(monkeypatch: pytest.MonkeyPatch, seconds: int) -> None:
 
 def test_the_still_open_candle_is_never_stored(tmp_path, monkeypatch):
     """The exchange's last bar opened this hour: it is not stored by a download, nor by an update.
-    (Binance's candles: ccxt's rate limiter waits 50 ms between its requests, 675 for Bitfinex's.)"""
+    (Binance's candles: ccxt's rate limiter waits 50 ms between their requests, about 675 ms for Bitfinex's.)"""
     real = _bars("binance", 0, 1_000)
     now_bar = int(time.time()) // 3600 * 3600
     _clock_at(monkeypatch, now_bar + 1800)  # half past: the hour before closed long enough ago, whenever the test runs
