@@ -344,6 +344,8 @@ def test_a_machine_whose_clock_is_off_the_database_server_s_is_refused_before_it
         refused = genesis(skew, command, "--skip-preflight")
         assert refused.returncode == 2, refused.stderr
         assert re.fullmatch("error: " + said.format(way=way), refused.stderr.replace("\n", " ").strip()), refused.stderr
+        if kind == "journal":
+            return  # the same check of the same database; a journal on it runs on a true clock in test_two_machines_join_one_study
     checked = json.loads(genesis(60.0, "preflight", "--json").stdout)  # preflight's storage check says it too
     storage = next(c for c in checked["checks"] if c["name"] == "storage")
     assert storage["status"] == "fail" and re.fullmatch(said.format(way="ahead of"), storage["detail"]), storage
