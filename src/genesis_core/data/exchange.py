@@ -347,20 +347,21 @@ def update(path: Path, api_url: str | None = None, on_progress: OnProgress | Non
         before = np.column_stack([old.timestamps * 1000, old.open, old.high, old.low, old.close, old.volume])
         again = len(new) > 0 and int(new[0, 0]) == last  # the file's last bar, as the exchange gives it now
         revised = None
-        if again and not np.array_equal(new[0], before[-1]):
+        if again and np.array_equal(new[0], before[-1]):
+            new = new[1:]  # as stored
+        elif again:
             revised = (f"the file's last bar {format_ts(last // 1000)} held open, high, low, close, volume "
                        f"{', '.join(f'{v:g}' for v in before[-1, 1:])}; the exchange now gives "
                        f"{', '.join(f'{v:g}' for v in new[0, 1:])} (stored before it settled, or revised since): replaced")
-            before = before[:-1]
-        fresh = len(new) - again
-        if not fresh and revised is None:
+            before = before[:-1]  # for the exchange's
+        if len(new) == 0:
             parts.remove()
             return Fetched(path, old, market, 0, 0)
-        rows = np.concatenate([before, new if revised else new[int(again):]])
+        rows = np.concatenate([before, new])
         updated = _market(ex, unified, market["timeframe"], rows)
         candles = _write(path, rows, updated, market["timeframe"])
         parts.remove()
-    return Fetched(path, candles, updated, fresh, max(0, resumed - again), revised)
+    return Fetched(path, candles, updated, len(new) - (revised is not None), max(0, resumed - again), revised)
 
 
 def _market(ex: ccxt.Exchange, symbol: str, timeframe: str, rows: np.ndarray) -> dict[str, Any]:
