@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+from types import SimpleNamespace
 
 from genesis_core.preflight import preflight as preflight_config
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
-from tests.runs import optimize, promote
+from tests.runs import genesis, optimize, promote
 from tests.validation.conftest import PARAMETERS, VALIDATION, validated_config
 
 
@@ -279,8 +281,6 @@ def test_a_bad_tick_is_named_by_data_check_backtest_and_preflight(tmp_path):
     import gzip
     import html
 
-    from tests.runs import genesis
-
     lines = gzip.open(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "rt").read().splitlines()
     at = next(i for i, line in enumerate(lines) if line.startswith("2022-04-12T10:00:00Z"))
     cells = lines[at].split(",")
@@ -324,23 +324,35 @@ def test_a_bad_tick_is_named_by_data_check_backtest_and_preflight(tmp_path):
     assert "spikes" not in _by_name(preflight(validated_config(tmp_path / "b")))
 
 
+def _march_may(tmp_path, name: str, **costs: float) -> tuple[Path, SimpleNamespace, dict]:
+    """The reference config over March-May 2022 with ``costs`` changed, written to ``name``: its
+    path, `genesis backtest`'s run of it and its result."""
+    import yaml
+
+    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    base["costs"] |= costs
+    base["data"] |= {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"), "start": "2022-03-01", "end": "2022-05-31"}
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(base))
+    ran = genesis("backtest", "-c", str(path), "--out", str(tmp_path / f"{name}.json"))
+    return path, ran, json.loads((tmp_path / f"{name}.json").read_text())
+
+
+def _march_may_as_bundled(tmp_path) -> SimpleNamespace:
+    """`genesis backtest` of the bundled reference config (its costs) over March-May 2022."""
+    return genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--start", "2022-03-01", "--end", "2022-05-31",
+                   "--out", str(tmp_path / "bundled.json"))
+
+
 def test_fills_larger_than_a_bar_s_traded_volume_are_said_by_the_backtest_and_preflight(tmp_path):
     """With 1,000,000 of equity the reference strategy's orders are a large share of the hour's
     Bitfinex volume on quiet nights, filled at the open with 5 bps of slippage; nothing said so.
     The backtest now counts the fills that took 10% or more of their bar's volume and names the
     largest, as preflight does at the base point; the default 10,000 takes far less."""
-    import yaml
-
     from genesis_core.data import load_candles, parse_ts
-    from tests.runs import genesis
 
-    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
-    base["costs"]["initial_equity"] = 1_000_000
-    base["data"] |= {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"), "start": "2022-03-01", "end": "2022-05-31"}
-    big = tmp_path / "big.yaml"
-    big.write_text(yaml.safe_dump(base))
-    ran = genesis("backtest", "-c", str(big), "--out", str(tmp_path / "r.json"))
-    trades = json.loads((tmp_path / "r.json").read_text())["trades"]
+    big, ran, result = _march_may(tmp_path, "big.yaml", initial_equity=1_000_000)
+    trades = result["trades"]
     candles = load_candles(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz")
     volume = dict(zip(candles.timestamps.tolist(), candles.volume.tolist(), strict=True))
     shares = [(t["units"] / volume[parse_ts(t[at])], t["units"], t[at]) for t in trades for at in ("entry_time", "exit_time")]
@@ -351,8 +363,7 @@ def test_fills_larger_than_a_bar_s_traded_volume_are_said_by_the_backtest_and_pr
             f"{share:.0%} ({units:,.6g} units of {volume[parse_ts(at)]:,.6g} at {at}): at that size the price moves more "
             "than 5 bps of slippage; lower costs.initial_equity (1,000,000) or the size, or raise costs.slippage_bps")
     assert ran.returncode == 0 and said in ran.stderr.replace("\n", ""), ran.stderr
-    small = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--start", "2022-03-01", "--end", "2022-05-31",
-                    "--out", str(tmp_path / "s.json"))
+    small = _march_may_as_bundled(tmp_path)
     assert small.returncode == 0 and "traded volume" not in small.stderr
 
     check = _by_name(preflight(validated_config(tmp_path, meta={"base_config": str(big)})))["liquidity"]
@@ -365,17 +376,7 @@ def test_trading_that_costs_nothing_is_said_by_the_backtest_and_preflight_with_w
     """fee_bps 0 and slippage_bps 0.5 (a copied vectorbt default, or costs left for later): every trade
     is free, and a search's best config is the one that trades most. The backtest and preflight
     say what the trades would pay at 10 bps a fill, the notional of their fills times 10 bps."""
-    import yaml
-
-    from tests.runs import genesis
-
-    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
-    base["costs"] |= {"fee_bps": 0, "slippage_bps": 0.5}
-    base["data"] |= {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"), "start": "2022-03-01", "end": "2022-05-31"}
-    free = tmp_path / "free.yaml"
-    free.write_text(yaml.safe_dump(base))
-    ran = genesis("backtest", "-c", str(free), "--out", str(tmp_path / "r.json"))
-    result = json.loads((tmp_path / "r.json").read_text())
+    free, ran, result = _march_may(tmp_path, "free.yaml", fee_bps=0, slippage_bps=0.5)
     trades = result["trades"]
     notional = sum(t["units"] * (t["entry_price"] + t["exit_price"]) for t in trades)
     assert result["metrics"]["total_fees"] == 0 and len(trades) > 20 and notional > 10 * 10_000  # turned over 10x its equity
@@ -383,8 +384,7 @@ def test_trading_that_costs_nothing_is_said_by_the_backtest_and_preflight_with_w
             f"favours the configs that trade most; at 10 bps a fill (a taker's fee with slippage at many venues) they would pay "
             f"{notional / 1e3:,.0f}, {notional / 1e3 / 10_000:.0%} of the initial equity (costs.fee_bps, costs.slippage_bps)")
     assert ran.returncode == 0 and said in ran.stderr.replace("\n", ""), ran.stderr
-    paid = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--start", "2022-03-01", "--end", "2022-05-31",
-                   "--out", str(tmp_path / "s.json"))
+    paid = _march_may_as_bundled(tmp_path)
     assert paid.returncode == 0 and "next to nothing" not in paid.stderr
 
     check = _by_name(preflight(validated_config(tmp_path, meta={"base_config": str(free)})))["costs"]
