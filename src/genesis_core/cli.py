@@ -1172,7 +1172,7 @@ def data_check(
     c = load_candles(path, timeframe)
     g, spikes = c.gaps(), c.spikes()
     summary = {
-        "path": path, "bars": len(c), "timeframe": c.timeframe, "first_bar": format_ts(c.timestamps[0]),
+        "path": path, "symbol": c.symbol, "bars": len(c), "timeframe": c.timeframe, "first_bar": format_ts(c.timestamps[0]),
         "last_bar": format_ts(c.timestamps[-1]), "gaps": g.count, "missing_bars": g.missing_bars,
         "largest_gap_after": g.largest_at, "spikes": spikes.count, "largest_spike_at": spikes.largest_at,
         "fingerprint": c.fingerprint,

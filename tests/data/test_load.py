@@ -91,6 +91,46 @@ def test_binance_s_headerless_klines_in_milli_or_microseconds_and_ccxt_s_six_col
         load_candles(tmp_path / "mixed.csv")
 
 
+def test_cryptodatadownload_s_files_newest_first_under_a_banner_load_as_the_same_candles_with_their_market(tmp_path, btc):
+    """CryptoDataDownload's files (``Bitfinex_BTCUSD_1h.csv``, the reference market) open with a
+    line holding its address, give the time as ``unix`` and ``date``, the volume in both currencies
+    and none named ``volume``, and run newest first: each was refused, the address taken for the
+    header. Their ``symbol`` column is the market checked against a model's."""
+    from genesis_core.backtest import training_problems
+    from genesis_core.strategy import Training
+
+    bars = btc.slice(30_000, 31_000)
+    t = pd.to_datetime(bars.timestamps, unit="s", utc=True)
+    table = pd.DataFrame({"unix": bars.timestamps * 1000, "date": t.strftime("%Y-%m-%d %H:%M:%S"), "symbol": "BTC/USD",
+                          **{k: getattr(bars, k) for k in ("open", "high", "low", "close")},
+                          "Volume BTC": bars.volume, "Volume USD": (bars.volume * bars.close).round(2)})
+
+    def cdd(name: str, frame: pd.DataFrame) -> Path:
+        (tmp_path / name).write_text("https://www.CryptoDataDownload.com\n" + frame.iloc[::-1].to_csv(index=False))
+        return tmp_path / name
+
+    for name, frame in (("cdd.csv", table), ("usd_first.csv", table[[*table.columns[:7], "Volume USD", "Volume BTC"]])):
+        loaded = load_candles(cdd(name, frame))
+        assert loaded.fingerprint == bars.fingerprint and loaded.symbol == "BTC/USD", name
+        assert all(np.array_equal(getattr(loaded, k), getattr(bars, k)) for k in ("timestamps", "close", "volume")), name
+    off = table.copy()
+    off.loc[500, "unix"] += 60_000  # the 501st bar by time, row 500 of the file (newest first), line 502 under the banner and header
+    with pytest.raises(DataError, match=rf"row 500, line 502 \(timestamp {off.loc[500, 'unix']}\): 3660 s after the previous bar"):
+        load_candles(cdd("off.csv", off))
+    two = table.copy()
+    two.loc[:9, "symbol"] = "ETH/USD"  # the oldest ten bars: the file's last ten rows
+    with pytest.raises(DataError, match=r"row 991, line 993 .*: symbol ETH/USD where row 1's is BTC/USD \(and 9 more row\(s\)\): "
+                                        r"a file holds one market's bars"):
+        load_candles(cdd("two.csv", two))
+    euro = table.assign(**{"Volume USD": table["Volume USD"] * 0.5})
+    with pytest.raises(DataError, match=r"euro.csv: no volume column, and Volume BTC, Volume USD could not be told apart"):
+        load_candles(cdd("euro.csv", euro))
+
+    eth = load_candles(cdd("eth.csv", table.assign(symbol="ETH/USD")))
+    model = Training("model m", "BTCUSD", "1h", "2018-06-01T00:00:00Z", "2021-12-31T23:00:00Z")
+    assert training_problems([model], eth, eth.symbol, [])[1] == ["model m was trained on BTCUSD 1h, the data is ETH/USD 1h"]
+
+
 def test_a_pipe_a_device_or_a_folder_named_as_a_candle_file_is_refused_at_once(tmp_path):
     """A pipe named bars.csv waited for a writer for ever; a link to /dev/zero (its size 0, under the
     limit) was read until memory ran out. Each is refused in one line, exit 2, as it is looked at."""

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genesis_core.data._candles import CANDLE_ARRAYS, Candles, format_timeframe, parse_timeframe
+from genesis_core.data._candles import CANDLE_ARRAYS, Candles, format_timeframe, parse_timeframe, same_symbol
 from genesis_core.errors import DataError, clip
 from genesis_core.files import atomic_write
 
@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     import pandas as pd
 
 _PRICE_COLUMNS = ("open", "high", "low", "close")
-_TIME_ALIASES = ("timestamp", "time", "date", "datetime", "open_time")
+_TIME_ALIASES = ("timestamp", "time", "unix", "date", "datetime", "open_time")  # by precedence: CryptoDataDownload's
+# files give both unix and date
 _CSV, _PARQUET, _FEATHER = (".csv", ".txt", ".csv.gz", ".txt.gz"), (".parquet", ".pq"), (".feather",)
 CANDLE_FILES = (*_CSV, *_PARQUET, *_FEATHER)  # what load_candles reads, by how a file's name ends
 MAX_BARS = 5_000_000  # 9.5 years of 1-minute bars
@@ -135,19 +136,27 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
             return _time_index_as_column(pd.read_parquet(path) if parquet else pd.read_feather(path)), 0
         if suffixes.endswith(_CSV):
             text = _csv_bytes(path, suffixes.endswith(".gz"))
-            header = pd.read_csv(io.BytesIO(text), dtype=str, header=None, nrows=1, keep_default_na=False)
+            banner = _banner_lines(text)
+            header = pd.read_csv(io.BytesIO(text), dtype=str, header=None, nrows=1, skiprows=banner, keep_default_na=False)
             names = [str(c).strip().lower() for c in header.iloc[0]] if len(header) else []
             if names and pd.to_numeric(pd.Series(names), errors="coerce").notna().all():  # no header: the first line is a bar
-                return _headerless(pd.read_csv(io.BytesIO(text), dtype=str, header=None, keep_default_na=False), path), 1
+                frame = pd.read_csv(io.BytesIO(text), dtype=str, header=None, skiprows=banner, keep_default_na=False)
+                return _headerless(frame, path), banner + 1
             twice = sorted({c for c in names if names.count(c) > 1})
             if twice:
                 raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
-            return pd.read_csv(io.BytesIO(text), dtype=str, keep_default_na=False), 2
+            return pd.read_csv(io.BytesIO(text), dtype=str, skiprows=banner, keep_default_na=False), banner + 2
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types; the user needs the file and the cause
         raise DataError(f"{path}: cannot read file: {clip(str(exc), 300)}") from None
     raise DataError(f"{path}: unknown file type {suffixes or '(none)'}; expected .csv, .csv.gz, .parquet or .feather")
+
+
+def _banner_lines(text: bytes) -> int:
+    """How many lines before the table hold no comma: a title or a link, as CryptoDataDownload's
+    files open with (``https://www.CryptoDataDownload.com``); none when no line of the first few has one."""
+    return next((i for i, line in enumerate(text[:4096].splitlines()[:4]) if b"," in line), 0)
 
 
 def _headerless(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -235,9 +244,10 @@ def _check_seconds(seconds: np.ndarray, raw: pd.Series, path: Path, first_line: 
 def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     """Load and validate OHLCV candles; raise DataError naming the first bad row.
 
-    Checked: required columns, timestamps (parseable, strictly increasing, on the timeframe's
-    grid), prices finite and positive, volume finite and non-negative, high >= max(open, close)
-    and low <= min(open, close). Gaps are allowed (see ``Candles.gaps``).
+    Checked: required columns, timestamps (parseable, strictly increasing, or decreasing throughout
+    for a file newest first, on the timeframe's grid), prices finite and positive, volume finite and
+    non-negative, high >= max(open, close) and low <= min(open, close), one symbol if a column
+    names it. Gaps are allowed (see ``Candles.gaps``).
     """
     import pandas as pd
 
@@ -249,6 +259,8 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
         twice = sorted({c for c in names if names.count(c) > 1})
         raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
     time_key = next((a for a in _TIME_ALIASES if a in columns), None) or _unnamed_time(frame)
+    if "volume" not in columns and (traded := _traded_volume(frame, columns, path)) is not None:
+        columns["volume"] = traded
     missing = [c for c in (*_PRICE_COLUMNS, "volume") if c not in columns]
     if time_key is None:
         missing.insert(0, "timestamp")
@@ -283,6 +295,10 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
         raise DataError(f"{_where(path, i, first_line, raw_ts.iloc[i])}: low {lo[i]} > min(open, close) {min(o[i], c[i])}{_more(n)}")
 
     diffs = np.diff(ts)
+    rows = np.arange(len(ts))  # each bar's row in the file
+    if len(ts) > 1 and (diffs < 0).all():  # newest first, as CryptoDataDownload's files are: read oldest first
+        rows, ts, o, h, lo, c, v = (a[::-1].copy() for a in (rows, ts, o, h, lo, c, v))
+        diffs = -diffs[::-1]
     if (diffs == 0).any():
         i, n = _first_bad(diffs == 0)
         raise DataError(f"{_where(path, i + 1, first_line, raw_ts.iloc[i + 1])}: duplicate timestamp (same as row {i + 1}){_more(n)}")
@@ -304,11 +320,55 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     if off_grid.any():
         i, n = _first_bad(off_grid)
         raise DataError(
-            f"{_where(path, i + 1, first_line, raw_ts.iloc[i + 1])}: {diffs[i]} s after the previous bar, "
+            f"{_where(path, rows[i + 1], first_line, raw_ts.iloc[rows[i + 1]])}: {diffs[i]} s after the previous bar, "
             f"not a multiple of the {tf} s timeframe{_more(n)}"
         )
+    return Candles(ts, o, h, lo, c, v, tf, str(path), _file_symbol(frame, columns, path, first_line, raw_ts))
+
+
+def _traded_volume(frame: pd.DataFrame, columns: dict[str, Any], path: Path) -> Any:
+    """The column of volume in the traded asset where a file gives two and names neither ``volume``
+    (CryptoDataDownload's ``Volume BTC`` and ``Volume USD``, CryptoCompare's ``volumefrom`` and
+    ``volumeto``): the one that times the close is the other, within 20% on most bars. None when
+    the file names fewer than two; a DataError when its volumes cannot be told apart."""
+    import pandas as pd
+
+    named = [name for name in columns if name.startswith("volume")]
+    if len(named) < 2 or "close" not in columns:  # one alone is named among the columns found, volume missing
+        return None
+    close = pd.to_numeric(frame[columns["close"]], errors="coerce").to_numpy(dtype=np.float64)
+    volume = {name: pd.to_numeric(frame[columns[name]], errors="coerce").to_numpy(dtype=np.float64) for name in named}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        traded = [a for a in named for b in named if a != b
+                  and 0.8 <= np.nanmedian(np.where(volume[a] > 0, volume[b] / (volume[a] * close), np.nan)) <= 1.25]
+    if len(traded) != 1:
+        raise DataError(f"{path}: no volume column, and {', '.join(str(columns[n]) for n in named)} could not be told apart "
+                        "(the traded asset's volume times the close is the other): name the one counted in the traded "
+                        "asset volume")
+    return columns[traded[0]]
+
+
+def _file_symbol(frame: pd.DataFrame, columns: dict[str, Any], path: Path, first_line: int, raw_ts: pd.Series) -> str | None:
+    """The market the file says it holds: its metadata's (``file_market``), or one value of a
+    ``symbol`` column (CryptoDataDownload's ``BTC/USD``) on every row; they must agree."""
     market = file_market(path)
-    return Candles(ts, o, h, lo, c, v, tf, str(path), market["symbol"] if market else None)
+    declared = market["symbol"] if market else None
+    if "symbol" not in columns:
+        return declared
+    symbols = frame[columns["symbol"]].astype(str).str.strip()
+    other = (symbols != symbols.iloc[0]).to_numpy()
+    if other.any():
+        i, n = _first_bad(other)
+        raise DataError(f"{_where(path, i, first_line, raw_ts.iloc[i])}: symbol {clip(symbols.iloc[i])} where row 1's is "
+                        f"{clip(symbols.iloc[0])}{_more(n)}: a file holds one market's bars")
+    symbol = symbols.iloc[0]
+    if not symbol:
+        return declared
+    if not (len(symbol) <= 64 and symbol.isprintable()):
+        raise DataError(f"{path}: symbol column holds {clip(symbol)}, not a market's symbol (1 to 64 printable characters)")
+    if declared is not None and not same_symbol(declared, symbol):
+        raise DataError(f"{path}: its symbol column says {symbol}, its market metadata {declared}")
+    return declared or symbol
 
 
 def cache_candles(candles: Candles, file: Path) -> None:
