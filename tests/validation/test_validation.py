@@ -92,6 +92,44 @@ def test_a_candidate_passes_only_if_every_constraint_holds_on_every_window(valid
     assert not explore_best["passed"] and any("max_drawdown" in r for r in explore_best["reasons"])
 
 
+def test_a_window_whose_profit_rests_on_one_trade_fails_naming_the_trade_and_its_share():
+    """A config of the bundled reference run's top 40 (trial 233 of 300, seed 42) made money in
+    2023-H1 with 43 trades and passed every validation constraint there; without the trade it
+    entered on 2023-03-22, its trades together lost. 12 of the 13 windows of those configs that
+    made money in 2023 rest on one trade so."""
+    from genesis_core.backtest import ConfigBuilder
+    from genesis_core.data import format_ts
+
+    study = load_study_config(ROOT / "configs" / "optimize_reference.yaml")
+    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    config = ConfigBuilder(base, None, {"data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"), "start": "2022-01-01",
+                                                 "end": "2022-12-31"}})({
+        "exits.exit_conf_threshold": 0.46, "exits.max_bars_held": 89, "exits.stop_loss_atr": 2.75, "exits.take_profit_atr": 5.5,
+        "gates.cooldown_bars": 11, "gates.htf.enabled": False, "risk.risk_map.0.1": 0.5, "thresholds.min_edge": 0.01,
+        "thresholds.signal_adaptation.zones.high.entry_conf_overall": 0.595,
+        "thresholds.signal_adaptation.zones.low.entry_conf_overall": 0.545,
+        "thresholds.signal_adaptation.zones.mid.entry_conf_overall": 0.615})
+    window = WindowSpec(start="2023-01-01", end="2023-06-30")
+    validation = study.validation.model_copy(update={"windows": [window]})
+    backtester = Backtester()
+    single = backtester.run(build_config(config.model_dump(mode="json"), overrides={"data": {"start": window.start, "end": window.end}}))
+    pnl = single.engine.trades["pnl"]
+    best, net = float(pnl.max()), float(pnl.sum())
+    assert 0 < net < best and len(pnl) >= validation.constraints.min_trades  # it made money, and all of it on one trade
+    when = format_ts(single.window.candles.timestamps[int(single.engine.trades["entry_bar"][pnl.argmax()])])
+    assert when == "2023-03-22T20:00:00Z"
+
+    result = evaluate_candidate(backtester, config, study.scoring, validation, "BTCUSD")
+    assert not result.passed and result.reasons == [
+        f"2023-01-01..2023-06-30: max_best_trade_share: {best / net:.3g} > 0.5 (one trade, entered {when}, made {best:,.2f} of "
+        f"the window's net profit of {net:,.2f}; the others together lost {best - net:,.2f})"]
+    assert result.windows[0].metrics == single.metrics  # the same run, judged
+
+    lenient = validation.model_copy(update={"constraints": validation.constraints.model_copy(
+        update={"max_best_trade_share": best / net + 0.01})})
+    assert evaluate_candidate(backtester, config, study.scoring, lenient, "BTCUSD").passed  # nothing else held it back
+
+
 def test_ranking_worst_mean_robust_and_ties_by_explore_score(validated_run):
     _, cfg = load_run(RunFolder(validated_run))
     artifact = json.loads(next((validated_run / "trials").glob("*.json")).read_text())

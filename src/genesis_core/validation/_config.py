@@ -33,6 +33,8 @@ class ValidationConstraints(Constraints):
     """Usually stricter than the explore constraints; all must hold on every window."""
 
     include_scoring_failures: bool = False  # also re-run VALID explore trials that broke explore constraints
+    # the most of a window's net profit its best trade may have made (above 1, the other trades lost)
+    max_best_trade_share: float = Field(0.5, gt=0.0)
 
 
 class WalkForward(WindowSpec):
