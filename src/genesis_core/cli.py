@@ -948,7 +948,9 @@ def runs_list(
 
     for name in RunFiles.of(storage).runs() if storage is not None else []:  # pulled into results_dir first
         _run_folder(name, results_dir, storage, trials=False)  # a 5,000-trial run's artifacts took half of 2 s
-    runs = finished_runs(results_dir)
+    runs, unreadable = finished_runs(results_dir)
+    for why in unreadable:
+        err.print(f"[yellow]warning:[/] a run left out: {escape(why)}", soft_wrap=True)
     if as_json:
         sys.stdout.write(strict_json([r.summary() for r in runs]) + "\n")
         return

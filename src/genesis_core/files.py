@@ -4,6 +4,7 @@ nothing; keeping a cache's files to a size."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import re
 import stat
@@ -11,6 +12,32 @@ import time
 from pathlib import Path
 
 _TEMPORARY = re.compile(r"(.*)\.(\d+)\.tmp")  # atomic_write's: the path written and the writer's pid
+
+
+MAX_RECORD_BYTES = 1 << 30  # a result file of 5,000,000 bars' equity and drawdown is about 400 MB
+
+
+def not_a_file(mode: int) -> str | None:
+    """What a path of ``os.stat`` mode ``mode`` is when it is not a regular file (a pipe, a device,
+    a folder, a socket); None when it is one."""
+    if stat.S_ISREG(mode):
+        return None
+    return "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else \
+        "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
+
+
+def read_file(path: Path, limit: int = MAX_RECORD_BYTES) -> bytes:
+    """The bytes of ``path``, a regular file (or a link to one) of at most ``limit`` bytes; an
+    OSError saying what it is otherwise, looked at before it is opened: a pipe waited for a writer
+    for ever, and /dev/zero (of size 0) was read until memory ran out."""
+    kind = not_a_file(os.stat(path).st_mode)
+    if kind is not None:
+        raise OSError(errno.EINVAL, f"{kind}, not a file", os.fspath(path))
+    with open(path, "rb") as fh:  # up to the limit only: a file may grow after it is looked at
+        raw = fh.read(limit + 1)
+    if len(raw) > limit:
+        raise OSError(errno.EFBIG, f"more than {limit:,} bytes", os.fspath(path))
+    return raw
 
 
 def written_as(name: str) -> str:
@@ -72,6 +99,8 @@ def is_whole(path: Path) -> bool:
     loss caught before it reached the disk is gone, empty or cut short, and an object's last byte is
     ``}``."""
     try:
+        if not_a_file(os.stat(path).st_mode):  # a pipe would wait for a writer for ever
+            return False
         with open(path, "rb") as fh:
             fh.seek(-1, 2)
             return fh.read(1) == b"}"

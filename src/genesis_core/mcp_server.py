@@ -186,8 +186,8 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     @_guarded(forbid)
     def list_runs(offset: int = 0, limit: int = 50) -> dict[str, Any]:
         """Optimizer runs in the results folder, newest first: study, trials, best trial, validation summary."""
-        runs = [r.summary() for r in finished_runs(g.results, within=g.results)]  # a symlink out of the folder is not listed
-        return _page(runs, offset, limit)
+        runs, unreadable = finished_runs(g.results, within=g.results)  # a symlink out of the folder is not listed
+        return {**_page([r.summary() for r in runs], offset, limit), "unreadable": unreadable}
 
     @server.tool(annotations=READ)
     @_guarded(forbid)

@@ -120,6 +120,52 @@ def test_a_file_that_does_not_fit_its_record_is_refused_naming_the_field(tmp_pat
         read_record(path, ChampionRecord)
 
 
+def test_a_results_folder_s_hostile_files_are_each_one_line_naming_the_file_and_the_run_beside_them_is_read(old_results: Path):
+    """A results folder from elsewhere (a colleague's, a shared disk) whose files are a link to
+    /dev/zero, pipes, or arrays nested 100,000 deep: ``runs list`` ended in a MemoryError (under
+    4 GiB), a pipe held ``runs show --trial`` and ``backtest --trial`` for ever (the MCP server's
+    tools read the same files), and the nesting raised RecursionError. Each is now one line naming
+    the file, and the intact run beside it is listed as before."""
+    import os
+    import resource
+    import subprocess
+    import sys
+
+    from genesis_core.records import finished_runs
+
+    hostile = old_results / "runs" / "hostile"
+    shutil.copytree(old_results / "runs" / "old", hostile)
+    (hostile / "validation.json").unlink()
+    (hostile / "validation.json").symlink_to("/dev/zero")
+    for name in ("trials.csv", "trials/000001.json"):
+        (hostile / name).unlink()
+        os.mkfifo(hostile / name)
+    (hostile / "best_trial.json").write_text("[" * 100_000 + "]" * 100_000)
+    intact = RunFolder(old_results / "runs" / "old").read_run()
+
+    def four_gib() -> None:  # what /dev/zero takes is this process's memory, not the machine's
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    def genesis(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "genesis_core", *args, "--results-dir", str(old_results)], cwd=ROOT,
+                              capture_output=True, text=True, timeout=60, preexec_fn=four_gib)
+
+    listed = genesis("runs", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [(r["run"], r["trials"], r["best_trial"]["number"]) for r in json.loads(listed.stdout)] == [
+        ("old", intact.cache.total_trials, intact.best_trial.number)]
+    assert listed.stderr.split() == f"warning: a run left out: {hostile}/validation.json: cannot read: a device, not a file".split()
+    for args, line in ((("runs", "show", "hostile"), f"{hostile}/validation.json: cannot read: a device, not a file"),
+                       (("runs", "show", "hostile", "--trial", "1"), f"{hostile}/trials/000001.json: cannot read: a pipe, not a file"),
+                       (("backtest", "--trial", "hostile:2"), f"{hostile}/trials.csv: cannot read: a pipe, not a file")):
+        proc = genesis(*args)
+        assert (proc.returncode, proc.stderr.split()[-12:]) == (2, f"error: {line}".split()[-12:]), (args, proc.stderr)
+    with pytest.raises(SchemaError, match=r"best_trial.json: not valid JSON: maximum recursion depth exceeded"):
+        read_record(hostile / "best_trial.json", BestTrial)
+    runs, unreadable = finished_runs(old_results, within=old_results)  # the MCP server's list_runs: no link out is followed
+    assert [r.name for r in runs] == ["old"] and unreadable == [f"{hostile}/validation.json leads outside the served folder; not read"]
+
+
 def test_records_round_trip_and_the_clock_is_passed_in(old_results: Path, tmp_path: Path):
     best = RunFolder(old_results / "runs" / "old").read_best()
     write_record(tmp_path / "b.json", best)

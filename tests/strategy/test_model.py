@@ -48,11 +48,11 @@ def test_a_model_path_that_is_a_pipe_a_device_or_too_large_is_refused_in_one_lin
         resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
 
     base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
-    for name, why in (("model.fifo", "is not a file"), ("zero.json", "is not a file"),
-                      ("huge.json", "is larger than 16,777,216 bytes; not a model file")):
+    for name, why in (("model.fifo", "a pipe, not a file"), ("zero.json", "a device, not a file"),
+                      ("huge.json", "more than 16,777,216 bytes")):
         model = str(tmp_path / name)
         config = tmp_path / f"{name}.yaml"
         config.write_text(yaml.safe_dump({**base, "params": {**base["params"], "model": model}}))
         proc = subprocess.run([sys.executable, "-m", "genesis_core", "backtest", "-c", str(config)], cwd=ROOT,
                               capture_output=True, text=True, timeout=60, preexec_fn=four_gib)
-        assert (proc.returncode, proc.stderr.strip()) == (2, f"error: model {model!r}: {model} {why}"), proc.stderr
+        assert (proc.returncode, proc.stderr.strip()) == (2, f"error: model {model!r}: cannot read {model}: {why}"), proc.stderr

@@ -9,7 +9,6 @@ import gzip
 import io
 import json
 import os
-import stat
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -20,7 +19,7 @@ import numpy as np
 
 from genesis_core.data._candles import CANDLE_ARRAYS, Candles, format_timeframe, parse_timeframe, same_symbol
 from genesis_core.errors import DataError, clip
-from genesis_core.files import atomic_write
+from genesis_core.files import atomic_write, not_a_file, read_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -60,6 +59,7 @@ def _csv_bytes(path: Path, gzipped: bool) -> bytes:
 
 
 MARKET_KEY = b"genesis.market"  # Parquet metadata: JSON {"exchange", "symbol", "timeframe", ...}
+MAX_SIDECAR_BYTES = 1 << 20  # a market's metadata is a few hundred bytes
 
 
 def market_sidecar(path: Path) -> Path:
@@ -76,9 +76,9 @@ def file_market(path: Path) -> dict[str, Any] | None:
             raw = (pq.read_schema(path).metadata or {}).get(MARKET_KEY)
         else:
             sidecar = market_sidecar(path)
-            raw = sidecar.read_bytes() if sidecar.is_file() else None
+            raw = read_file(sidecar, MAX_SIDECAR_BYTES) if sidecar.exists() else None
         market = json.loads(raw) if raw else None
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise DataError(f"{path}: unreadable market metadata: {clip(str(exc))}") from None
     symbol = market.get("symbol") if isinstance(market, dict) else None
     if market is not None and not (isinstance(symbol, str) and 0 < len(symbol) <= 64 and symbol.isprintable()):
@@ -121,10 +121,8 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
     if not path.exists():  # a relative path is read from where genesis runs, not from the config's folder: say where
         where = "" if path.is_absolute() else f" in {Path.cwd()}"
         raise DataError(f"data file not found: {path}{where} (candles from an exchange: `genesis data download`)")
-    mode = path.stat().st_mode
-    if not stat.S_ISREG(mode):  # a pipe waited for a writer for ever; /dev/zero, of size 0, was read until memory ran out
-        kind = "a folder" if stat.S_ISDIR(mode) else "a pipe" if stat.S_ISFIFO(mode) else "a device" if stat.S_ISCHR(mode) \
-            or stat.S_ISBLK(mode) else "a socket"
+    kind = not_a_file(path.stat().st_mode)  # a pipe waited for a writer for ever; /dev/zero was read until memory ran out
+    if kind is not None:
         raise DataError(f"{path}: {kind}, not a file; candles are read from a CSV, Parquet or Feather file")
     suffixes = "".join(path.suffixes).lower()
     try:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from genesis_core.errors import GenesisError
-from genesis_core.files import atomic_write
+from genesis_core.files import atomic_write, read_file
 
 R = TypeVar("R", bound="Record")
 
@@ -92,10 +92,10 @@ def renamed_scores(node: Any, key: str | None = None) -> Any:
 def read_record(path: Path, model: type[R]) -> R:
     """``path`` as ``model``, migrated from an older schema version if need be."""
     try:
-        raw = json.loads(path.read_text())
+        raw = json.loads(read_file(path))
     except OSError as exc:
         raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested 100,000 deep
         raise SchemaError(f"{path}: not valid JSON: {exc}") from None
     version = written = raw.get("schema_version", 0) if isinstance(raw, dict) else 0
     if not isinstance(version, int) or version > model.SCHEMA:

@@ -17,7 +17,7 @@ from pydantic import ValidationError
 
 from genesis_core.backtest import BacktestConfig
 from genesis_core.errors import ConfigError
-from genesis_core.files import atomic_write, is_whole, remove_stale_temporaries, sync_all
+from genesis_core.files import atomic_write, is_whole, read_file, remove_stale_temporaries, sync_all
 from genesis_core.records._base import Part, Record, SchemaError, iso, problems, read_record
 from genesis_core.records._trial import BestTrial, TrialArtifact, TrialRow
 from genesis_core.records._validation import ValidationReport, WalkForwardReport
@@ -293,7 +293,7 @@ class RunFolder:
         path = self._at("trials.csv")
         reader = None
         try:
-            with path.open(newline="") as fh:
+            with io.TextIOWrapper(io.BytesIO(read_file(path)), newline="") as fh:
                 reader = csv.DictReader(fh)
                 return [TrialRow.from_csv(row) for row in reader]
         except OSError as exc:
@@ -380,21 +380,23 @@ def walk_forwards(results_dir: Path) -> list[tuple[str, WalkForwardReport]]:
     return found
 
 
-def finished_runs(results_dir: Path, within: Path | None = None) -> list[RunListing]:
-    """The finished runs under ``<results_dir>/runs``, newest session first. Folders that are not
-    runs this version reads, or (with ``within``) that lead outside it, are left out."""
+def finished_runs(results_dir: Path, within: Path | None = None) -> tuple[list[RunListing], list[str]]:
+    """The finished runs under ``<results_dir>/runs``, newest session first, and why each run that
+    could not be read was left out (a damaged file, a newer schema, a link to a device). Folders
+    without a run, or (with ``within``) that lead outside it, are left out unsaid."""
     folder = Path(results_dir) / "runs"
-    found = []
+    found, unreadable = [], []
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         run_folder = RunFolder(path, within=within)
         try:
-            if within is not None and not path.resolve().is_relative_to(within.resolve()):
+            if within is not None and not path.resolve().is_relative_to(within.resolve()) or not run_folder.exists():
                 continue
             run = run_folder.read_run()
             validation = run_folder.read_validation() if run_folder.is_validated() else None
-        except SchemaError:
+        except SchemaError as exc:
+            unreadable.append(str(exc))
             continue
         if run.sessions:
             found.append(RunListing(path.name, run, validation))
-    return sorted(found, key=lambda r: r.run.sessions[-1].finished, reverse=True)
+    return sorted(found, key=lambda r: r.run.sessions[-1].finished, reverse=True), unreadable
 

@@ -15,6 +15,7 @@ from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, BacktestResult
 from genesis_core.data import format_ts
 from genesis_core.engine import EXIT_REASONS
+from genesis_core.files import read_file
 from genesis_core.records._base import Part, Record, finite
 from genesis_core.scoring import Outcome, Score
 
@@ -87,12 +88,12 @@ def backtest_looks(results_dir: Path) -> list[BacktestLook]:
     looks = []
     for path in sorted((results_dir / "backtests").glob("*.json")):
         try:
-            raw = json.loads(path.read_bytes())
+            raw = json.loads(read_file(path))
             data, window, prints = raw["effective_config"]["data"], raw["window"], raw["fingerprints"]
             symbol = data.get("symbol")
             looks.append(BacktestLook(str(prints["config"]), symbol if isinstance(symbol, str) else None, str(prints["data_file"]),
                                       str(window["timeframe"]), str(window["first_bar"]), str(window["last_bar"])))
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError):
             continue
     return looks
 
@@ -328,6 +329,6 @@ def _cell(text: str) -> Any:
     for parse in (int, float, json.loads):
         try:
             return parse(text)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: a cell of arrays nested 65,000 deep
             continue
     return text

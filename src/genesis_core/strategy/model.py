@@ -12,7 +12,6 @@ import functools
 import hashlib
 import json
 import os
-import stat
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import numpy as np
 from genesis_core.data import Candles, format_ts
 from genesis_core.errors import ConfigError, DataError
 from genesis_core.features import FeatureStore, parse_spec, warmup_bars
-from genesis_core.files import atomic_write
+from genesis_core.files import atomic_write, read_file
 from genesis_core.fingerprint import code_version, strict_json
 
 BUILTIN_PREFIX = "builtin:"
@@ -169,17 +168,12 @@ def load_model(ref: str) -> tuple[SignalModel, str]:
         key = (path, st.st_mtime_ns, st.st_size)
         if key in _LOADED:
             return _LOADED[key]
-        if not stat.S_ISREG(st.st_mode):  # a pipe waited for a writer for ever, /dev/zero was read until memory ran out
-            raise ConfigError(f"model {ref!r}: {path} is not a file")
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_MODEL_BYTES + 1)
+        raw = read_file(Path(path), MAX_MODEL_BYTES)
     except OSError as exc:
         raise ConfigError(f"model {ref!r}: cannot read {path}: {exc.strerror}") from None
-    if len(raw) > MAX_MODEL_BYTES:
-        raise ConfigError(f"model {ref!r}: {path} is larger than {MAX_MODEL_BYTES:,} bytes; not a model file")
     try:
         model = SignalModel(**json.loads(raw))
-    except (TypeError, ValueError) as exc:
+    except (TypeError, ValueError, RecursionError) as exc:
         raise ConfigError(f"model {ref!r} ({path}) is not a valid model file: {exc}") from None
     for spec in model.features:
         parse_spec(spec)
