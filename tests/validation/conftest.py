@@ -23,6 +23,18 @@ VALIDATION = {
 }
 
 
+# Trial 233 of the bundled reference run (300 trials, seed 42): 2022 explored, it made money in
+# 2023-H1 with 43 trades, all of it on the one entered on 2023-03-22.
+ONE_TRADE = {
+    "exits.exit_conf_threshold": 0.46, "exits.max_bars_held": 89, "exits.stop_loss_atr": 2.75, "exits.take_profit_atr": 5.5,
+    "gates.cooldown_bars": 11, "gates.htf.enabled": False, "risk.risk_map.0.1": 0.5, "thresholds.min_edge": 0.01,
+    "thresholds.signal_adaptation.zones.high.entry_conf_overall": 0.595,
+    "thresholds.signal_adaptation.zones.low.entry_conf_overall": 0.545,
+    "thresholds.signal_adaptation.zones.mid.entry_conf_overall": 0.615,
+}
+FIRST_HALF_2023 = {"start": "2023-01-01", "end": "2023-06-30"}
+
+
 # The gates on money and overfitting are off here (tests of the other gates promote a 16-trial search's
 # favourite, which they rightly refuse); tests/validation/test_champion.py switches each on.
 GATES_OFF = {"min_validation_return": None, "min_dsr": None, "max_pbo": None}

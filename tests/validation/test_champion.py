@@ -423,6 +423,39 @@ def test_a_validation_made_before_the_run_s_later_trials_promotes_nothing_until_
     assert genesis("report", str(run_dir)).returncode == 0 and "evaluated trial(s), the run now has" not in (run_dir / "report.html").read_text()
 
 
+def test_a_validation_json_of_an_earlier_version_that_passed_a_window_resting_on_one_trade_promotes_nothing(tmp_path,
+                                                                                                             monkeypatch):
+    """A validation.json written before max_best_trade_share passed ``ONE_TRADE`` on 2023-H1, and
+    promotion took that pass as it stood: the windows it re-runs to check that they reproduce were
+    not judged again. Now the validated gate judges them as this version does."""
+    from genesis_core.optimizer import SweepOptions, sweep
+    from genesis_core.validation import _validate
+    from tests.optimizer.test_optimizer import write_config
+    from tests.runs import validate
+    from tests.validation.conftest import FIRST_HALF_2023, GATES_OFF, ONE_TRADE
+
+    reference = load_study_config(ROOT / "configs" / "optimize_reference.yaml").validation
+    path = write_config(tmp_path, meta={"sample_start": "2022-01-01", "sample_end": "2022-12-31"}, promotion=GATES_OFF,
+                        parameters={k: {"type": "categorical", "choices": [v]} for k, v in ONE_TRADE.items()},
+                        validation={"enabled": True, "top_n": 1, "windows": [FIRST_HALF_2023],
+                                    "constraints": reference.constraints.model_dump()})
+    sweep(load_study_config(path).spec(), SweepOptions("grid"), points=[ONE_TRADE])
+    run_dir = tmp_path / "results" / "runs" / "t"
+    with monkeypatch.context() as earlier:
+        earlier.setattr(_validate, "_one_trade", lambda result, limit: [])  # the checks before max_best_trade_share
+        assert validate(run_dir)["passed"] == [0]
+
+    decision = promote(run_dir)
+    gates = {g.name: g for g in decision.gates}
+    assert not decision.promoted and not gates["validated"].passed and gates["reproduces"].passed
+    assert gates["validated"].detail.startswith(
+        "failed validation as this version judges it (validation.json, of an earlier version, says passed): 2023-01-01..2023-06-30: "
+        "max_best_trade_share: 1.02 > 0.5 (one trade, entered 2023-03-22T20:00:00Z, made ")
+    assert load_history(tmp_path / "results", "BTCUSD", "1h")[-1]["reason"].startswith(f"validated: {gates['validated'].detail}")
+    assert load_champion(tmp_path / "results", "BTCUSD", "1h") is None
+    assert validate(run_dir)["passed"] == []  # validated again, it fails there too
+
+
 def test_a_champion_that_cannot_trade_the_new_windows_has_no_score_to_beat(tmp_path):
     """The champion's strategy raises on 2023's bars (a plugin's bug for some parameters); a later
     run validated on 2023 asked for its score there to compare, and promotion ended with the

@@ -25,7 +25,7 @@ from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, WindowSpec, evaluate_candidate, select_candidates
 from tests.optimizer.test_optimizer import ROOT, write_config
 from tests.runs import optimize, validate
-from tests.validation.conftest import PARAMETERS, VALIDATION, validated_config
+from tests.validation.conftest import FIRST_HALF_2023, ONE_TRADE, PARAMETERS, VALIDATION, validated_config
 
 
 def evaluated_trials(run_dir: Path) -> list[dict]:
@@ -93,23 +93,18 @@ def test_a_candidate_passes_only_if_every_constraint_holds_on_every_window(valid
 
 
 def test_a_window_whose_profit_rests_on_one_trade_fails_naming_the_trade_and_its_share():
-    """A config of the bundled reference run's top 40 (trial 233 of 300, seed 42) made money in
-    2023-H1 with 43 trades and passed every validation constraint there; without the trade it
-    entered on 2023-03-22, its trades together lost. 12 of the 13 windows of those configs that
-    made money in 2023 rest on one trade so."""
+    """A config of the bundled reference run's top 40 (``ONE_TRADE``) made money in 2023-H1 with 43
+    trades and passed every validation constraint there; without the trade it entered on
+    2023-03-22, its trades together lost. 12 of the 13 windows of those configs that made money in
+    2023 rest on one trade so."""
     from genesis_core.backtest import ConfigBuilder
     from genesis_core.data import format_ts
 
     study = load_study_config(ROOT / "configs" / "optimize_reference.yaml")
     base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
     config = ConfigBuilder(base, None, {"data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"), "start": "2022-01-01",
-                                                 "end": "2022-12-31"}})({
-        "exits.exit_conf_threshold": 0.46, "exits.max_bars_held": 89, "exits.stop_loss_atr": 2.75, "exits.take_profit_atr": 5.5,
-        "gates.cooldown_bars": 11, "gates.htf.enabled": False, "risk.risk_map.0.1": 0.5, "thresholds.min_edge": 0.01,
-        "thresholds.signal_adaptation.zones.high.entry_conf_overall": 0.595,
-        "thresholds.signal_adaptation.zones.low.entry_conf_overall": 0.545,
-        "thresholds.signal_adaptation.zones.mid.entry_conf_overall": 0.615})
-    window = WindowSpec(start="2023-01-01", end="2023-06-30")
+                                                 "end": "2022-12-31"}})(ONE_TRADE)
+    window = WindowSpec(**FIRST_HALF_2023)
     validation = study.validation.model_copy(update={"windows": [window]})
     backtester = Backtester()
     single = backtester.run(build_config(config.model_dump(mode="json"), overrides={"data": {"start": window.start, "end": window.end}}))

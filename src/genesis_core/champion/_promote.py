@@ -2,7 +2,8 @@
 
 The files (the champion, its history, the lock) belong to ``genesis_core.records.ChampionStore``.
 A candidate is promoted only if every gate passes:
-1. validated: it passed validation (``genesis validate``) on every window;
+1. validated: it passed validation (``genesis validate``) on every window, as this version judges
+   the windows re-run in gate 2 (a validation.json of an earlier version lacks later checks);
 2. reproduces: re-running its stored effective config gives its stored explore and validation
    metrics exactly;
 3. improves: its validation score beats the current champion's, re-run now on the same windows
@@ -144,11 +145,16 @@ def _gates(
     folder: RunFolder, artifact: TrialArtifact, candidate: Candidate, current: ChampionRecord | None,
     validation: ValidationConfig, config: OptimizerConfig, minimum: float, bt: Backtester,
 ) -> list[GateRecord]:
-    gates = [GateRecord(name="validated", passed=candidate.passed,
-                        detail="passed every validation window" if candidate.passed
-                        else "failed validation: " + "; ".join(candidate.reasons))]
-    explore = check_trial(folder, artifact.trial_number, bt)
     rerun = evaluate_candidate(bt, artifact.effective_config, config.scoring, validation, config.meta.symbol)
+    if not candidate.passed:
+        validated = "failed validation: " + "; ".join(candidate.reasons)
+    elif not rerun.passed:  # validation.json written by a version without a check this one makes (max_best_trade_share)
+        validated = "failed validation as this version judges it (validation.json, of an earlier version, says passed): " \
+            + "; ".join(rerun.reasons)
+    else:
+        validated = "passed every validation window"
+    gates = [GateRecord(name="validated", passed=candidate.passed and rerun.passed, detail=validated)]
+    explore = check_trial(folder, artifact.trial_number, bt)
     diffs = explore.differences + _stored_vs_rerun(candidate.windows, rerun.windows)
     gates.append(GateRecord(name="reproduces", passed=not diffs,
                             detail="explore and validation metrics re-run identically" if not diffs
