@@ -131,6 +131,27 @@ def test_cryptodatadownload_s_files_newest_first_under_a_banner_load_as_the_same
     assert training_problems([model], eth, eth.symbol, [])[1] == ["model m was trained on BTCUSD 1h, the data is ETH/USD 1h"]
 
 
+def test_a_spreadsheet_s_csv_with_semicolons_and_decimal_commas_or_tabs_loads_as_the_same_candles(tmp_path, btc):
+    """A spreadsheet in a European locale saves its CSV with semicolons and decimal commas
+    (``8739,5``); others save tabs. Each was refused as one column; a title line above the header
+    took the header with it."""
+    bars = btc.slice(1_000, 1_500)
+    table = pd.DataFrame({"timestamp": [format_ts(t) for t in bars.timestamps],
+                          **{k: getattr(bars, k) for k in ("open", "high", "low", "close", "volume")}})
+    table.to_csv(tmp_path / "excel.csv", sep=";", decimal=",", index=False)
+    (tmp_path / "titled.csv").write_text("Bitfinex BTCUSD 1h\n" + (tmp_path / "excel.csv").read_text())
+    table.to_csv(tmp_path / "tabs.txt", sep="\t", index=False)
+    assert f"{format_ts(bars.timestamps[0])};{float(bars.open[0])}".replace(".", ",") in (tmp_path / "excel.csv").read_text()
+    for name in ("excel.csv", "titled.csv", "tabs.txt"):
+        assert load_candles(tmp_path / name).fingerprint == bars.fingerprint, name
+    bad = (tmp_path / "titled.csv").read_text().splitlines()
+    bad[12] = bad[12].replace(";", ";x", 1)  # row 11's open, line 13 under the title and the header
+    (tmp_path / "bad.csv").write_text("\n".join(bad))
+    written = str(float(bars.open[10])).replace(".", ",")  # the value quoted as the file has it
+    with pytest.raises(DataError, match=rf"bad.csv: row 11, line 13 \(timestamp .*\): open is 'x{written}', not a finite number"):
+        load_candles(tmp_path / "bad.csv")
+
+
 def test_a_pipe_a_device_or_a_folder_named_as_a_candle_file_is_refused_at_once(tmp_path):
     """A pipe named bars.csv waited for a writer for ever; a link to /dev/zero (its size 0, under the
     limit) was read until memory ran out. Each is refused in one line, exit 2, as it is looked at."""

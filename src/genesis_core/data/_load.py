@@ -112,8 +112,9 @@ def _unnamed_time(frame: pd.DataFrame) -> str | None:
     return None if first.tolist() == [str(i) for i in range(len(first))] else str(frame.columns[0]).strip().lower()
 
 
-def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
-    """The raw table and the file line of its first row (a CSV's, for error messages; 0: no lines)."""
+def _read_frame(path: Path) -> tuple[pd.DataFrame, int, bool]:
+    """The raw table, the file line of its first row (a CSV's, for error messages; 0: no lines) and
+    whether its decimal mark is a comma."""
     import pandas as pd
     import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
@@ -131,19 +132,21 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
             rows = pq.ParquetFile(path).metadata.num_rows if parquet else ipc.open_file(path).count_rows()
             if rows > MAX_BARS:
                 raise DataError(f"{path}: {rows:,} rows is more than {MAX_BARS:,}; split the file")
-            return _time_index_as_column(pd.read_parquet(path) if parquet else pd.read_feather(path)), 0
+            return _time_index_as_column(pd.read_parquet(path) if parquet else pd.read_feather(path)), 0, False
         if suffixes.endswith(_CSV):
             text = _csv_bytes(path, suffixes.endswith(".gz"))
-            banner = _banner_lines(text)
-            header = pd.read_csv(io.BytesIO(text), dtype=str, header=None, nrows=1, skiprows=banner, keep_default_na=False)
+            sep, banner, comma = _layout(text)
+            read = {"dtype": str, "sep": sep, "skiprows": banner, "keep_default_na": False}
+            header = pd.read_csv(io.BytesIO(text), header=None, nrows=1, **read)
             names = [str(c).strip().lower() for c in header.iloc[0]] if len(header) else []
             if names and pd.to_numeric(pd.Series(names), errors="coerce").notna().all():  # no header: the first line is a bar
-                frame = pd.read_csv(io.BytesIO(text), dtype=str, header=None, skiprows=banner, keep_default_na=False)
-                return _headerless(frame, path), banner + 1
-            twice = sorted({c for c in names if names.count(c) > 1})
-            if twice:
-                raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
-            return pd.read_csv(io.BytesIO(text), dtype=str, skiprows=banner, keep_default_na=False), banner + 2
+                frame, first_line = _headerless(pd.read_csv(io.BytesIO(text), header=None, **read), path), banner + 1
+            else:
+                twice = sorted({c for c in names if names.count(c) > 1})
+                if twice:
+                    raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
+                frame, first_line = pd.read_csv(io.BytesIO(text), **read), banner + 2
+            return frame, first_line, comma
     except DataError:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types; the user needs the file and the cause
@@ -151,10 +154,20 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int]:
     raise DataError(f"{path}: unknown file type {suffixes or '(none)'}; expected .csv, .csv.gz, .parquet or .feather")
 
 
-def _banner_lines(text: bytes) -> int:
-    """How many lines before the table hold no comma: a title or a link, as CryptoDataDownload's
-    files open with (``https://www.CryptoDataDownload.com``); none when no line of the first few has one."""
-    return next((i for i, line in enumerate(text[:4096].splitlines()[:4]) if b"," in line), 0)
+_SEPARATORS = (",", ";", "\t", "|")
+
+
+def _layout(text: bytes) -> tuple[str, int, bool]:
+    """How a CSV is laid out, from its first lines: the separator (a comma, or the semicolon, tab or
+    bar on most lines at least five times: a spreadsheet in a European locale writes ``;`` and
+    decimal commas), how many lines before the table hold no separator (a title or a link, as
+    CryptoDataDownload's files open with), and whether its decimal mark is a comma."""
+    lines = text[:4096].splitlines()[:12]
+    lines = lines[:-1] if len(lines) > 1 else lines  # the last may be cut short
+    sep = max(_SEPARATORS, key=lambda c: sum(line.count(c.encode()) >= 5 for line in lines))  # ties: the comma
+    banner = next((i for i, line in enumerate(lines[:4]) if sep.encode() in line), 0)
+    comma = sep != "," and any(b"," in line for line in lines[banner:])
+    return sep, banner, comma
 
 
 def _headerless(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
@@ -247,17 +260,16 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     non-negative, high >= max(open, close) and low <= min(open, close), one symbol if a column
     names it. Gaps are allowed (see ``Candles.gaps``).
     """
-    import pandas as pd
 
     path = Path(path)
-    frame, first_line = _read_frame(path)
+    frame, first_line, comma = _read_frame(path)
     columns = {str(c).strip().lower(): c for c in frame.columns}
     if len(columns) < len(frame.columns):
         names = [str(c).strip().lower() for c in frame.columns]
         twice = sorted({c for c in names if names.count(c) > 1})
         raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
     time_key = next((a for a in _TIME_ALIASES if a in columns), None) or _unnamed_time(frame)
-    if "volume" not in columns and (traded := _traded_volume(frame, columns, path)) is not None:
+    if "volume" not in columns and (traded := _traded_volume(frame, columns, path, comma)) is not None:
         columns["volume"] = traded
     missing = [c for c in (*_PRICE_COLUMNS, "volume") if c not in columns]
     if time_key is None:
@@ -271,7 +283,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
 
     values = {}
     for name in (*_PRICE_COLUMNS, "volume"):
-        col = pd.to_numeric(frame[columns[name]], errors="coerce").to_numpy(dtype=np.float64)
+        col = _numbers(frame[columns[name]], comma)
         if not np.isfinite(col).all():
             i, n = _first_bad(~np.isfinite(col))
             raw = frame[columns[name]].iloc[i]
@@ -324,18 +336,24 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     return Candles(ts, o, h, lo, c, v, tf, str(path), _file_symbol(frame, columns, path, first_line, raw_ts))
 
 
-def _traded_volume(frame: pd.DataFrame, columns: dict[str, Any], path: Path) -> Any:
+def _numbers(column: pd.Series, comma: bool) -> np.ndarray:
+    """A column's values as numbers, NaN where one is not; ``comma``: the decimal mark is one."""
+    import pandas as pd
+
+    text = column.str.replace(",", ".", regex=False) if comma else column  # a CSV's column: text
+    return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _traded_volume(frame: pd.DataFrame, columns: dict[str, Any], path: Path, comma: bool) -> Any:
     """The column of volume in the traded asset where a file gives two and names neither ``volume``
     (CryptoDataDownload's ``Volume BTC`` and ``Volume USD``, CryptoCompare's ``volumefrom`` and
     ``volumeto``): the one that times the close is the other, within 20% on most bars. None when
     the file names fewer than two; a DataError when its volumes cannot be told apart."""
-    import pandas as pd
-
     named = [name for name in columns if name.startswith("volume")]
     if len(named) < 2 or "close" not in columns:  # one alone is named among the columns found, volume missing
         return None
-    close = pd.to_numeric(frame[columns["close"]], errors="coerce").to_numpy(dtype=np.float64)
-    volume = {name: pd.to_numeric(frame[columns[name]], errors="coerce").to_numpy(dtype=np.float64) for name in named}
+    close = _numbers(frame[columns["close"]], comma)
+    volume = {name: _numbers(frame[columns[name]], comma) for name in named}
     with np.errstate(divide="ignore", invalid="ignore"):
         traded = [a for a in named for b in named if a != b
                   and 0.8 <= np.nanmedian(np.where(volume[a] > 0, volume[b] / (volume[a] * close), np.nan)) <= 1.25]
