@@ -269,10 +269,20 @@ def backtest(
 
 def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) -> list[str]:
     """What a backtest's numbers should be read with: holes and bad ticks in its window, fills
-    beyond the market's volume or costing nothing, a strategy that reads the future, a model
-    fitted on its bars or after them or fed a constant, cold indicators, numbers beyond the
-    arithmetic, a liquidation."""
-    from genesis_core.backtest import data_symbol, dead_inputs, free_trading, lookahead, thin_fill, trained_on, training_problems
+    beyond the market's volume or costing nothing, a profit made by one trade, a strategy that
+    reads the future, a model fitted on its bars or after them or fed a constant, cold indicators,
+    numbers beyond the arithmetic, a liquidation."""
+    from genesis_core.backtest import (
+        BEST_TRADE_SHARE,
+        data_symbol,
+        dead_inputs,
+        free_trading,
+        lookahead,
+        one_trade,
+        thin_fill,
+        trained_on,
+        training_problems,
+    )
 
     cfg, decisions = result.config, result.window.decisions
     lines = []
@@ -281,6 +291,9 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) ->
     if (spikes := decisions.spikes()).count:
         lines.append(f"window has {spikes.describe()}")
     lines += [line for line in (thin_fill(result), free_trading(result)) if line is not None]
+    if (rests := one_trade(result)) is not None:
+        lines.append(f"{rests[0]:.0%} of the net profit rests on one trade ({rests[1]}): a validation window like this fails "
+                     f"(validation.constraints.max_best_trade_share: {BEST_TRADE_SHARE:g})")
     try:
         ahead = lookahead(bt, cfg)
     except GenesisError as exc:

@@ -442,7 +442,7 @@ def test_a_validation_json_of_an_earlier_version_that_passed_a_window_resting_on
     sweep(load_study_config(path).spec(), SweepOptions("grid"), points=[ONE_TRADE])
     run_dir = tmp_path / "results" / "runs" / "t"
     with monkeypatch.context() as earlier:
-        earlier.setattr(_validate, "_one_trade", lambda result, limit: [])  # the checks before max_best_trade_share
+        earlier.setattr(_validate, "one_trade", lambda result, limit: None)  # the checks before max_best_trade_share
         assert validate(run_dir)["passed"] == [0]
 
     decision = promote(run_dir)

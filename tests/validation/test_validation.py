@@ -24,7 +24,7 @@ from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact, Validati
 from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, WindowSpec, evaluate_candidate, select_candidates
 from tests.optimizer.test_optimizer import ROOT, write_config
-from tests.runs import optimize, validate
+from tests.runs import genesis, optimize, validate
 from tests.validation.conftest import FIRST_HALF_2023, ONE_TRADE, PARAMETERS, VALIDATION, validated_config
 
 
@@ -92,7 +92,7 @@ def test_a_candidate_passes_only_if_every_constraint_holds_on_every_window(valid
     assert not explore_best["passed"] and any("max_drawdown" in r for r in explore_best["reasons"])
 
 
-def test_a_window_whose_profit_rests_on_one_trade_fails_naming_the_trade_and_its_share():
+def test_a_window_whose_profit_rests_on_one_trade_fails_naming_the_trade_and_its_share(tmp_path):
     """A config of the bundled reference run's top 40 (``ONE_TRADE``) made money in 2023-H1 with 43
     trades and passed every validation constraint there; without the trade it entered on
     2023-03-22, its trades together lost. 12 of the 13 windows of those configs that made money in
@@ -117,12 +117,23 @@ def test_a_window_whose_profit_rests_on_one_trade_fails_naming_the_trade_and_its
     result = evaluate_candidate(backtester, config, study.scoring, validation, "BTCUSD")
     assert not result.passed and result.reasons == [
         f"2023-01-01..2023-06-30: max_best_trade_share: {best / net:.3g} > 0.5 (one trade, entered {when}, made {best:,.2f} of "
-        f"the window's net profit of {net:,.2f}; the others together lost {best - net:,.2f})"]
+        f"the net profit of {net:,.2f}; the others together lost {best - net:,.2f})"]
     assert result.windows[0].metrics == single.metrics  # the same run, judged
 
     lenient = validation.model_copy(update={"constraints": validation.constraints.model_copy(
         update={"max_best_trade_share": best / net + 0.01})})
     assert evaluate_candidate(backtester, config, study.scoring, lenient, "BTCUSD").passed  # nothing else held it back
+
+    path = tmp_path / "h1.yaml"  # `genesis backtest` of it says so too, and of 2022 (24% on its best trade) does not
+    path.write_text(yaml.safe_dump(single.config.model_dump(mode="json")))
+    shown = genesis("backtest", "-c", str(path), "--json", "--out", str(tmp_path / "h1.json"))
+    assert shown.returncode == 0 and (f"warning: {best / net:.0%} of the net profit rests on one trade (one trade, entered {when}, "
+                                      f"made {best:,.2f} of the net profit of {net:,.2f}; the others together lost {best - net:,.2f}): "
+                                      "a validation window like this fails (validation.constraints.max_best_trade_share: 0.5)"
+                                      ) in " ".join(shown.stderr.split())
+    path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
+    shown = genesis("backtest", "-c", str(path), "--json", "--out", str(tmp_path / "2022.json"))
+    assert shown.returncode == 0 and "rests on one trade" not in shown.stderr
 
 
 def test_ranking_worst_mean_robust_and_ties_by_explore_score(validated_run):

@@ -7,6 +7,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from genesis_core.backtest import BEST_TRADE_SHARE
 from genesis_core.config import StrictModel
 from genesis_core.data import check_span, parse_ts
 from genesis_core.scoring import Constraints
@@ -34,7 +35,7 @@ class ValidationConstraints(Constraints):
 
     include_scoring_failures: bool = False  # also re-run VALID explore trials that broke explore constraints
     # the most of a window's net profit its best trade may have made (above 1, the other trades lost)
-    max_best_trade_share: float = Field(0.5, gt=0.0)
+    max_best_trade_share: float = Field(BEST_TRADE_SHARE, gt=0.0)
 
 
 class WalkForward(WindowSpec):

@@ -24,10 +24,11 @@ from genesis_core.backtest import (
     DataSpec,
     build_config,
     data_symbol,
+    one_trade,
     trained_on,
     training_problems,
 )
-from genesis_core.data import format_ts, same_symbol
+from genesis_core.data import same_symbol
 from genesis_core.errors import REFUSALS, ConfigError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bar_returns
@@ -114,26 +115,6 @@ def _in_sample(result: BacktestResult, window: WindowSpec, explore: DataSpec, ma
     return why + leaks
 
 
-def _one_trade(result: BacktestResult, limit: float) -> list[str]:
-    """Why a window's profit rests on one trade: its best made more than ``limit`` of the net profit
-    of all its trades. Thirty trades that make money show an edge; one that made it all shows a
-    day's luck. Of the top 40 configs of the bundled reference run (300 trials), 12 of the 13
-    windows of 2023 that made money would have lost without their best trade, and 8 of the 13
-    passed every other constraint."""
-    trades = result.engine.trades
-    net = float(trades["pnl"].sum())
-    if net <= 0:
-        return []
-    best = trades[int(trades["pnl"].argmax())]
-    made = float(best["pnl"])
-    if made / net <= limit:
-        return []
-    others = f"lost {made - net:,.2f}" if made > net else f"made {net - made:,.2f}"
-    return [f"max_best_trade_share: {made / net:.3g} > {limit:g} (one trade, entered "
-            f"{format_ts(result.window.candles.timestamps[int(best['entry_bar'])])}, made {made:,.2f} of the window's net "
-            f"profit of {net:,.2f}; the others together {others})"]
-
-
 def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring, validation: ValidationConfig,
                    explore: DataSpec, market: str | None) -> WindowResult:
     c = validation.constraints
@@ -143,7 +124,8 @@ def _window_report(result: BacktestResult, window: WindowSpec, scoring: Scoring,
     if sc.outcome is not Outcome.VALID:
         reasons.append(sc.outcome.value)
     reasons += [f"{name}: {violation(name, m, c)}" for name in sc.constraints_failed]
-    reasons += _one_trade(result, c.max_best_trade_share)
+    if (rests := one_trade(result, c.max_best_trade_share)) is not None:
+        reasons.append(f"max_best_trade_share: {rests[0]:.3g} > {c.max_best_trade_share:g} ({rests[1]})")
     reasons += [f"not out of sample: {why}" for why in _in_sample(result, window, explore, market)]  # bars it was fitted on prove nothing
     return WindowResult(
         start=window.start, end=window.end, first_bar=result.window.first_bar, last_bar=result.window.last_bar,
