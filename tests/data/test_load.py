@@ -340,6 +340,31 @@ def test_freqtrade_s_feather_candles_load_as_the_same_candles_and_are_listed(tmp
                                                                                                 sample.fingerprint)]
 
 
+def test_freqtrade_s_json_and_jsongz_candles_load_as_the_same_candles_and_are_listed(tmp_path, sample):
+    """Freqtrade's json and jsongz data formats (``BTC_USDT-1h.json``: ``[[ms, open, high, low,
+    close, volume], ...]``, as ccxt's ``fetch_ohlcv`` answers) were an unknown file type."""
+    from genesis_core.data import candle_files
+
+    rows = [[int(t) * 1000, *(float(getattr(sample, k)[i]) for k in ("open", "high", "low", "close", "volume"))]
+            for i, t in enumerate(sample.timestamps)]
+    (tmp_path / "BTC_USDT-1h.json").write_text(json.dumps(rows))
+    with gzip.open(tmp_path / "BTC_USDT-4h.json.gz", "wt") as fh:  # jsongz
+        json.dump(rows, fh)
+    (tmp_path / "b.csv.market.json").write_text(json.dumps({"symbol": "BTC/USD"}))  # a CSV's market, not candles
+    listed = candle_files(tmp_path)
+    assert [(f.path.name, f.error, f.candles and f.candles.fingerprint) for f in listed] == [
+        ("BTC_USDT-1h.json", None, sample.fingerprint), ("BTC_USDT-4h.json.gz", None, sample.fingerprint)]
+    for name, text, why in (("five.json", json.dumps([*rows[:41], rows[41][:5], *rows[42:]]),
+                             rf"row 42 is \[{rows[41][0]}, .*\], not \[time, open, high, low, close, volume\]"),
+                            ("none.json", json.dumps([*rows[:9], [*rows[9][:4], None, rows[9][5]], *rows[10:]]),
+                             r"row 10 \(timestamp \d+\): close is 'null', not a finite number"),
+                            ("object.json", json.dumps({"data": rows}), "a JSON object, not an array of"),
+                            ("deep.json", "[" * 100_000 + "]" * 100_000, "not valid JSON: maximum recursion depth")):
+        (tmp_path / name).write_text(text)
+        with pytest.raises(DataError, match=f"{name}: {why}"):
+            load_candles(tmp_path / name)
+
+
 @pytest.mark.parametrize("name", ["big.parquet", "big.feather"])
 def test_a_table_of_too_many_rows_is_refused_by_its_count_before_it_is_read(tmp_path, monkeypatch, name):
     from genesis_core.data import _load

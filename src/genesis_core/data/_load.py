@@ -28,14 +28,15 @@ _PRICE_COLUMNS = ("open", "high", "low", "close")
 _TIME_ALIASES = ("timestamp", "time", "unix", "date", "datetime", "open_time")  # by precedence: CryptoDataDownload's
 # files give both unix and date
 _CSV, _PARQUET, _FEATHER = (".csv", ".txt", ".csv.gz", ".txt.gz"), (".parquet", ".pq"), (".feather",)
-CANDLE_FILES = (*_CSV, *_PARQUET, *_FEATHER)  # what load_candles reads, by how a file's name ends
+_JSON = (".json", ".json.gz")  # Freqtrade's json and jsongz data formats
+CANDLE_FILES = (*_CSV, *_PARQUET, *_FEATHER, *_JSON)  # what load_candles reads, by how a file's name ends
 MAX_BARS = 5_000_000  # 9.5 years of 1-minute bars
 MAX_CSV_BYTES = MAX_BARS * 128  # a candle line is 50-150 bytes: more text than this is not a candle file (or a bomb)
 FIRST_SECOND, LAST_SECOND = -2_208_988_800, 7_258_118_400  # 1900-01-01 .. 2200-01-01 UTC
 
 
-def _csv_bytes(path: Path, gzipped: bool) -> bytes:
-    """The CSV text of ``path``, decompressed, refused past ``MAX_CSV_BYTES`` before more is read."""
+def _text_bytes(path: Path, gzipped: bool) -> bytes:
+    """The text of ``path`` (a CSV or JSON file), decompressed, refused past ``MAX_CSV_BYTES`` before more is read."""
     if not gzipped:
         with path.open("rb") as fh:  # read up to the limit only: a file may grow after it is looked at
             size = os.fstat(fh.fileno()).st_size
@@ -133,8 +134,10 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int, bool]:
             if rows > MAX_BARS:
                 raise DataError(f"{path}: {rows:,} rows is more than {MAX_BARS:,}; split the file")
             return _time_index_as_column(pd.read_parquet(path) if parquet else pd.read_feather(path)), 0, False
+        if suffixes.endswith(_JSON):
+            return _json_rows(_text_bytes(path, suffixes.endswith(".gz")), path), 0, False
         if suffixes.endswith(_CSV):
-            text = _csv_bytes(path, suffixes.endswith(".gz"))
+            text = _text_bytes(path, suffixes.endswith(".gz"))
             sep, banner, comma = _layout(text)
             read = {"dtype": str, "sep": sep, "skiprows": banner, "keep_default_na": False}
             header = pd.read_csv(io.BytesIO(text), header=None, nrows=1, **read)
@@ -151,7 +154,27 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int, bool]:
         raise
     except Exception as exc:  # pandas/pyarrow raise many types; the user needs the file and the cause
         raise DataError(f"{path}: cannot read file: {clip(str(exc), 300)}") from None
-    raise DataError(f"{path}: unknown file type {suffixes or '(none)'}; expected .csv, .csv.gz, .parquet or .feather")
+    raise DataError(f"{path}: unknown file type {suffixes or '(none)'}; expected .csv, .csv.gz, .parquet, .feather, .json or "
+                    ".json.gz")
+
+
+def _json_rows(text: bytes, path: Path) -> pd.DataFrame:
+    """Candles as Freqtrade's json and jsongz formats and ccxt's ``fetch_ohlcv`` keep them: an array
+    of ``[time, open, high, low, close, volume]`` arrays, read as a CSV's text is."""
+    import pandas as pd
+
+    try:
+        rows = json.loads(text)
+    except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested 100,000 deep
+        raise DataError(f"{path}: not valid JSON: {clip(str(exc))}") from None
+    if not isinstance(rows, list):
+        kind = "object" if isinstance(rows, dict) else "string" if isinstance(rows, str) else "value"
+        raise DataError(f"{path}: a JSON {kind}, not an array of [time, open, high, low, close, volume] arrays")
+    bad = next((i for i, row in enumerate(rows) if not (isinstance(row, list) and len(row) == 6)), None)
+    if bad is not None:
+        raise DataError(f"{path}: row {bad + 1} is {clip(json.dumps(rows[bad]))}, not [time, open, high, low, close, volume]")
+    values = [[v if isinstance(v, str) else json.dumps(v) for v in row] for row in rows]  # each as the file has it
+    return pd.DataFrame(values, columns=["timestamp", *_PRICE_COLUMNS, "volume"], dtype=str)
 
 
 _SEPARATORS = (",", ";", "\t", "|")
@@ -431,7 +454,8 @@ def candle_files(folder: Path) -> list[CandleFile]:
     found = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else [folder]:
         name = path.name.lower()
-        if path != folder and (not path.is_file() or name.startswith(".") or not name.endswith(CANDLE_FILES)):
+        if path != folder and (not path.is_file() or name.startswith(".") or not name.endswith(CANDLE_FILES)
+                               or name.endswith(".market.json")):  # a CSV's market, beside it
             continue
         try:
             found.append(CandleFile(path, file_market(path), load_candles(path), None))
