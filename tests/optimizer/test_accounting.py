@@ -348,6 +348,66 @@ def test_a_process_killed_while_writing_to_the_score_cache_leaves_nothing_to_wai
     assert ("dead", "running") not in [tuple(r) for r in rows] and all(r.state == "done" for r in rows)
 
 
+def test_a_damaged_score_cache_is_one_line_saying_what_to_do_and_doing_it_loses_no_trial(tmp_path):
+    """A score cache whose pages a disk error (or a copy made while it was written) garbled: each
+    run ended in SQLAlchemy's traceback, ``database disk image is malformed``. Now it is one line
+    naming the file and what to do, no file of the run changed; done, the run goes on with every
+    trial, each entry written again from its artifact. A study's own SQLite file, damaged, is a
+    line too: its trials are in no other file."""
+    import contextlib
+    import csv
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    from tests.runs import genesis
+
+    path = _space_config(tmp_path, 8)
+    optimize(path)
+    results = tmp_path / "results"
+    db, run = results / "optuna.cache.db", results / "runs" / "t"
+    before = {name: (run / name).read_bytes() for name in ("run.json", "trials.csv")}
+
+    def garble(file: Path) -> None:
+        with contextlib.closing(sqlite3.connect(file)) as conn:  # its pages all in the file, as when every process has ended
+            conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with file.open("r+b") as fh:  # every page after the first (the header and the schema) garbled
+            fh.seek(4096)
+            fh.write(b"\xa5" * (file.stat().st_size - 4096))
+
+    garble(db)
+
+    refused = genesis("optimize", str(path), "--skip-preflight", "--max-trials", "12")
+    beside = " ".join(str(f) for f in (db, f"{db}-wal", f"{db}-shm") if os.path.exists(f))  # this process's connections keep them
+    assert refused.returncode == 2 and " ".join(refused.stderr.split()) == (
+        f"error: {db} is damaged (database disk image is malformed): move it aside (mkdir {db}.damaged && mv {beside} "
+        f"{db}.damaged/) and run again: a study's entries are written again from its trials' artifacts as it resumes")
+    assert {name: (run / name).read_bytes() for name in before} == before
+
+    subprocess.run(refused.stderr.split("(", 2)[2].split(")")[0], shell=True, check=True)  # as it says
+    again = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path), "--skip-preflight", "--max-trials", "12",
+                            "--json"], capture_output=True, text=True, timeout=300)  # a process of its own, as a user's is
+    summary = json.loads(again.stdout)["explore"]
+    assert summary["cache"]["total_trials"] == 12 and "had them written from their artifacts: 0-7" in " ".join(again.stderr.split())
+    rows = {int(r["number"]): r for r in _trials(summary)}
+    was = {int(r["number"]): r for r in csv.DictReader(before["trials.csv"].decode().splitlines())}
+    assert all(rows[n]["production_score"] == r["production_score"] for n, r in was.items())  # the 8 as they were
+    with contextlib.closing(sqlite3.connect(db)) as conn:  # the new file (this process's engine holds the one moved)
+        stored = [n for (n,) in conn.execute("SELECT trial_number FROM genesis_trial_cache WHERE state = 'done'")]
+    assert sorted(stored) == sorted(n for n, r in rows.items() if r["cached"] == "False")  # each evaluated trial's entry
+
+    study = tmp_path / "study.db"  # a study kept in a SQLite file: its trials are in no other file
+    path = write_config(tmp_path, "sq.yaml", meta={"storage": f"sqlite:///{study}", "study_name": "sq", "stop": {"max_trials": 4}})
+    optimize(path)
+    garble(study)
+    refused = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path), "--skip-preflight"], capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 2 and " ".join(refused.stderr.split()) == (
+        f"error: {study} is damaged (database disk image is malformed): the study's trials are in it: restore it from a backup, "
+        f"or recover what it holds (sqlite3 {study} .recover)")
+
+
 def test_an_optuna_process_writing_to_the_journal_meanwhile_loses_nothing_and_garbles_nothing(tmp_path):
     """A plain Optuna process (its own lock file, which ours do not take) sets study attributes as
     fast as it can while two workers run 400 trials: every attribute it set is in the study, the

@@ -162,6 +162,22 @@ def _write_refused(exc: BaseException) -> str | None:
     return None
 
 
+def _damaged(exc: BaseException, url: str) -> str | None:
+    """What to do, if ``exc`` (or what it wraps) says the SQLite file at ``url`` is damaged (a disk
+    error, a copy made while it was written, a file that is no database): each query of it failed
+    with a traceback. The score cache is rebuilt from the trials' artifacts; a study's file is not."""
+    for seen in _wrapped(exc):
+        err = getattr(seen, "orig", seen)
+        if isinstance(err, sqlite3.Error) and err.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB):
+            file = url.removeprefix("sqlite:///")
+            beside = " ".join(f for f in (file, f"{file}-wal", f"{file}-shm") if os.path.exists(f))  # SQLite's, of this file
+            todo = (f"move it aside (mkdir {file}.damaged && mv {beside} {file}.damaged/) and run again: a study's entries are "
+                    "written again from its trials' artifacts as it resumes") if file.endswith(".cache.db") else \
+                (f"the study's trials are in it: restore it from a backup, or recover what it holds (sqlite3 {file} .recover)")
+            return f"{file} is damaged ({err}): {todo}"
+    return None
+
+
 _GAVE_UP: dict[str, float] = {}  # databases a call of this process gave up on, and when (``time.monotonic``)
 
 
@@ -182,6 +198,9 @@ def retrying(call: Callable[[], T], retry_seconds: float, url: str) -> T:
             refused = _write_refused(exc)
             if refused is not None:  # at once: waiting would not free the disk
                 raise StorageUnavailable(f"the database {redact(url)} could not be written: {refused}") from None
+            damaged = _damaged(exc, url)
+            if damaged is not None:
+                raise StorageError(damaged) from None
             if not _connection_lost(exc):
                 raise
             now = time.monotonic()
@@ -403,8 +422,11 @@ def open_storage(url: str, grace_seconds: float = GRACE_SECONDS, retry_seconds: 
                            "journal+postgresql://...")
     if url.startswith("sqlite:///"):
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        with make_engine(url).connect() as conn:  # switch the file to WAL before Optuna opens it
-            conn.exec_driver_sql("SELECT 1")
+        def wal() -> None:  # switch the file to WAL before Optuna opens it
+            with make_engine(url).connect() as conn:
+                conn.exec_driver_sql("SELECT 1")
+
+        retrying(wal, retry_seconds if wait else 0.0, url)
     try:
         rdb = retrying(lambda: _creating_schema(lambda: optuna.storages.RDBStorage(
             url,
