@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -125,6 +126,9 @@ def test_cryptodatadownload_s_files_newest_first_under_a_banner_load_as_the_same
     euro = table.assign(**{"Volume USD": table["Volume USD"] * 0.5})
     with pytest.raises(DataError, match=r"euro.csv: no volume column, and Volume BTC, Volume USD could not be told apart"):
         load_candles(cdd("euro.csv", euro))
+    with warnings.catch_warnings():  # a file without volume in either column: read as such, not a median of nothing
+        warnings.simplefilter("error")
+        assert not load_candles(cdd("none.csv", table.assign(**{"Volume BTC": 0.0, "Volume USD": 0.0}))).volume.any()
 
     eth = load_candles(cdd("eth.csv", table.assign(symbol="ETH/USD")))
     model = Training("model m", "BTCUSD", "1h", "2018-06-01T00:00:00Z", "2021-12-31T23:00:00Z")

@@ -377,9 +377,15 @@ def _traded_volume(frame: pd.DataFrame, columns: dict[str, Any], path: Path, com
         return None
     close = _numbers(frame[columns["close"]], comma)
     volume = {name: _numbers(frame[columns[name]], comma) for name in named}
-    with np.errstate(divide="ignore", invalid="ignore"):
-        traded = [a for a in named for b in named if a != b
-                  and 0.8 <= np.nanmedian(np.where(volume[a] > 0, volume[b] / (volume[a] * close), np.nan)) <= 1.25]
+    if not any(v.any() for v in volume.values()):  # no volume in any: either says so
+        return columns[named[0]]
+
+    def times_close_is(a: str, b: str) -> bool:
+        both = (volume[a] > 0) & (volume[b] > 0)  # bars with trades (NaN compares false)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return bool(both.any()) and 0.8 <= float(np.median(volume[b][both] / (volume[a][both] * close[both]))) <= 1.25
+
+    traded = [a for a in named for b in named if a != b and times_close_is(a, b)]
     if len(traded) != 1:
         raise DataError(f"{path}: no volume column, and {', '.join(str(columns[n]) for n in named)} could not be told apart "
                         "(the traded asset's volume times the close is the other): name the one counted in the traded "
