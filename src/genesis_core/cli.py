@@ -961,9 +961,9 @@ def runs_list(
 
     for name in RunFiles.of(storage).runs() if storage is not None else []:  # pulled into results_dir first
         _run_folder(name, results_dir, storage, trials=False)  # a 5,000-trial run's artifacts took half of 2 s
-    runs, unreadable = finished_runs(results_dir)
-    for why in unreadable:
-        err.print(f"[yellow]warning:[/] a run left out: {escape(why)}", soft_wrap=True)
+    (runs, unreadable), (walks, unread_walks) = finished_runs(results_dir), walk_forwards(results_dir)
+    for what, why in [("a run", why) for why in unreadable] + [("a walk-forward", why) for why in unread_walks]:
+        err.print(f"[yellow]warning:[/] {what} left out: {escape(why)}", soft_wrap=True)
     if as_json:
         sys.stdout.write(strict_json([r.summary() for r in runs]) + "\n")
         return
@@ -979,7 +979,6 @@ def runs_list(
                       "-" if best is None else f"{best.production_score:.2f}", "no" if v is None else "yes",
                       "-" if v is None else f"{len(v.passed)} of {len(v.candidates) + len(v.refused)}", r.run.sessions[-1].finished)
     out.print(table)
-    walks = walk_forwards(results_dir)
     if walks:
         wf_table = _table(title=f"Walk-forwards in {results_dir} (their folds are the runs named <study>-wf<i> above)")
         for col in ("walk-forward", "folds", "with a pass", "tops\npassed", "tops' mean\nval score", "worst"):

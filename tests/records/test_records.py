@@ -141,6 +141,8 @@ def test_a_results_folder_s_hostile_files_are_each_one_line_naming_the_file_and_
         (hostile / name).unlink()
         os.mkfifo(hostile / name)
     (hostile / "best_trial.json").write_text("[" * 100_000 + "]" * 100_000)
+    (old_results / "runs" / "wf").mkdir()
+    os.mkfifo(old_results / "runs" / "wf" / "walk_forward.json")  # a walk-forward's
     intact = RunFolder(old_results / "runs" / "old").read_run()
 
     def four_gib() -> None:  # what /dev/zero takes is this process's memory, not the machine's
@@ -154,7 +156,9 @@ def test_a_results_folder_s_hostile_files_are_each_one_line_naming_the_file_and_
     assert listed.returncode == 0, listed.stderr
     assert [(r["run"], r["trials"], r["best_trial"]["number"]) for r in json.loads(listed.stdout)] == [
         ("old", intact.cache.total_trials, intact.best_trial.number)]
-    assert listed.stderr.split() == f"warning: a run left out: {hostile}/validation.json: cannot read: a device, not a file".split()
+    assert listed.stderr.split() == (f"warning: a run left out: {hostile}/validation.json: cannot read: a device, not a file "
+                                     f"warning: a walk-forward left out: {old_results}/runs/wf/walk_forward.json: cannot read: a "
+                                     "pipe, not a file").split()
     for args, line in ((("runs", "show", "hostile"), f"{hostile}/validation.json: cannot read: a device, not a file"),
                        (("runs", "show", "hostile", "--trial", "1"), f"{hostile}/trials/000001.json: cannot read: a pipe, not a file"),
                        (("backtest", "--trial", "hostile:2"), f"{hostile}/trials.csv: cannot read: a pipe, not a file")):

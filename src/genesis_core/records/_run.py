@@ -369,15 +369,16 @@ class RunListing:
                 "validation": None if v is None else {"passed": v.passed, "best": v.best}}
 
 
-def walk_forwards(results_dir: Path) -> list[tuple[str, WalkForwardReport]]:
-    """The walk-forwards under ``<results_dir>/runs`` (folders holding walk_forward.json) this version reads, by name."""
-    found = []
+def walk_forwards(results_dir: Path) -> tuple[list[tuple[str, WalkForwardReport]], list[str]]:
+    """The walk-forwards under ``<results_dir>/runs`` (folders holding walk_forward.json) by name,
+    and why each that could not be read was left out, as ``finished_runs`` says of runs."""
+    found, unreadable = [], []
     for path in sorted((Path(results_dir) / "runs").glob(f"*/{WALK_FORWARD_FILE}")):
         try:
             found.append((path.parent.name, read_record(path, WalkForwardReport)))
-        except SchemaError:
-            continue
-    return found
+        except SchemaError as exc:
+            unreadable.append(str(exc))
+    return found, unreadable
 
 
 def finished_runs(results_dir: Path, within: Path | None = None) -> tuple[list[RunListing], list[str]]:
