@@ -373,9 +373,9 @@ def one_trade(result: BacktestResult, limit: float = BEST_TRADE_SHARE) -> tuple[
     made = float(best["pnl"])
     if made / net <= limit:
         return None
-    others = f"lost {made - net:,.2f}" if made > net else f"made {net - made:,.2f}"
-    return made / net, (f"one trade, entered {format_ts(result.window.candles.timestamps[int(best['entry_bar'])])}, made "
-                        f"{made:,.2f} of the net profit of {net:,.2f}; the others together {others}")
+    trade = f"one trade, entered {format_ts(result.window.candles.timestamps[int(best['entry_bar'])])}, made {made:,.2f}"
+    return made / net, (f"{trade}, more than the net profit of {net:,.2f}: the others together lost {made - net:,.2f}" if made > net
+                        else f"{trade} of the net profit of {net:,.2f}; the others together made {net - made:,.2f}")
 
 
 LOOKAHEAD_CUTS = (0.5, 0.8)  # shares of a window's decision bars after which it is cut short

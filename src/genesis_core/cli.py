@@ -292,7 +292,7 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) ->
         lines.append(f"window has {spikes.describe()}")
     lines += [line for line in (thin_fill(result), free_trading(result)) if line is not None]
     if (rests := one_trade(result)) is not None:
-        lines.append(f"{rests[0]:.0%} of the net profit rests on one trade ({rests[1]}): a validation window like this fails "
+        lines.append(f"the profit rests on one trade ({rests[1]}): a validation window like this fails "
                      f"(validation.constraints.max_best_trade_share: {BEST_TRADE_SHARE:g})")
     try:
         ahead = lookahead(bt, cfg)

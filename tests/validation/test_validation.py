@@ -97,7 +97,7 @@ def test_a_window_whose_profit_rests_on_one_trade_fails_naming_the_trade_and_its
     trades and passed every validation constraint there; without the trade it entered on
     2023-03-22, its trades together lost. 12 of the 13 windows of those configs that made money in
     2023 rest on one trade so."""
-    from genesis_core.backtest import ConfigBuilder
+    from genesis_core.backtest import ConfigBuilder, one_trade
     from genesis_core.data import format_ts
 
     study = load_study_config(ROOT / "configs" / "optimize_reference.yaml")
@@ -116,8 +116,8 @@ def test_a_window_whose_profit_rests_on_one_trade_fails_naming_the_trade_and_its
 
     result = evaluate_candidate(backtester, config, study.scoring, validation, "BTCUSD")
     assert not result.passed and result.reasons == [
-        f"2023-01-01..2023-06-30: max_best_trade_share: {best / net:.3g} > 0.5 (one trade, entered {when}, made {best:,.2f} of "
-        f"the net profit of {net:,.2f}; the others together lost {best - net:,.2f})"]
+        f"2023-01-01..2023-06-30: max_best_trade_share: {best / net:.3g} > 0.5 (one trade, entered {when}, made {best:,.2f}, more "
+        f"than the net profit of {net:,.2f}: the others together lost {best - net:,.2f})"]
     assert result.windows[0].metrics == single.metrics  # the same run, judged
 
     lenient = validation.model_copy(update={"constraints": validation.constraints.model_copy(
@@ -127,13 +127,20 @@ def test_a_window_whose_profit_rests_on_one_trade_fails_naming_the_trade_and_its
     path = tmp_path / "h1.yaml"  # `genesis backtest` of it says so too, and of 2022 (24% on its best trade) does not
     path.write_text(yaml.safe_dump(single.config.model_dump(mode="json")))
     shown = genesis("backtest", "-c", str(path), "--json", "--out", str(tmp_path / "h1.json"))
-    assert shown.returncode == 0 and (f"warning: {best / net:.0%} of the net profit rests on one trade (one trade, entered {when}, "
-                                      f"made {best:,.2f} of the net profit of {net:,.2f}; the others together lost {best - net:,.2f}): "
-                                      "a validation window like this fails (validation.constraints.max_best_trade_share: 0.5)"
+    assert shown.returncode == 0 and (f"warning: the profit rests on one trade (one trade, entered {when}, made {best:,.2f}, more "
+                                      f"than the net profit of {net:,.2f}: the others together lost {best - net:,.2f}): a validation "
+                                      "window like this fails (validation.constraints.max_best_trade_share: 0.5)"
                                       ) in " ".join(shown.stderr.split())
     path.write_text(yaml.safe_dump(config.model_dump(mode="json")))
     shown = genesis("backtest", "-c", str(path), "--json", "--out", str(tmp_path / "2022.json"))
     assert shown.returncode == 0 and "rests on one trade" not in shown.stderr
+    explore = backtester.run(config)  # its best 2022 trade made a share of the profit the others added to
+    pnl = explore.engine.trades["pnl"]
+    best, net = float(pnl.max()), float(pnl.sum())
+    when = format_ts(explore.window.candles.timestamps[int(explore.engine.trades["entry_bar"][pnl.argmax()])])
+    assert one_trade(explore, best / net - 0.01) == (best / net, f"one trade, entered {when}, made {best:,.2f} of the net profit "
+                                                                 f"of {net:,.2f}; the others together made {net - best:,.2f}")
+    assert one_trade(explore) is None and 0 < best / net < 0.5
 
 
 def test_ranking_worst_mean_robust_and_ties_by_explore_score(validated_run):
