@@ -124,7 +124,7 @@ def test_a_window_whose_profit_rests_on_one_trade_fails_naming_the_trade_and_its
         update={"max_best_trade_share": best / net + 0.01})})
     assert evaluate_candidate(backtester, config, study.scoring, lenient, "BTCUSD").passed  # nothing else held it back
 
-    path = tmp_path / "h1.yaml"  # `genesis backtest` of it says so too, and of 2022 (24% on its best trade) does not
+    path = tmp_path / "h1.yaml"  # `genesis backtest` of it says so too, and of 2022 (23% on its best trade) does not
     path.write_text(yaml.safe_dump(single.config.model_dump(mode="json")))
     shown = genesis("backtest", "-c", str(path), "--json", "--out", str(tmp_path / "h1.json"))
     assert shown.returncode == 0 and (f"warning: the profit rests on one trade (one trade, entered {when}, made {best:,.2f}, more "

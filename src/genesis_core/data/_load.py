@@ -283,7 +283,6 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     non-negative, high >= max(open, close) and low <= min(open, close), one symbol if a column
     names it. Gaps are allowed (see ``Candles.gaps``).
     """
-
     path = Path(path)
     frame, first_line, comma = _read_frame(path)
     columns = {str(c).strip().lower(): c for c in frame.columns}
