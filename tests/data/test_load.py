@@ -355,6 +355,7 @@ def test_freqtrade_s_json_and_jsongz_candles_load_as_the_same_candles_and_are_li
     with gzip.open(tmp_path / "BTC_USDT-4h.json.gz", "wt") as fh:  # jsongz
         json.dump(rows, fh)
     (tmp_path / "b.csv.market.json").write_text(json.dumps({"symbol": "BTC/USD"}))  # a CSV's market, not candles
+    (tmp_path / "result.json").write_text(json.dumps({"metrics": {}}))  # nor a backtest's result
     listed = candle_files(tmp_path)
     assert [(f.path.name, f.error, f.candles and f.candles.fingerprint) for f in listed] == [
         ("BTC_USDT-1h.json", None, sample.fingerprint), ("BTC_USDT-4h.json.gz", None, sample.fingerprint)]

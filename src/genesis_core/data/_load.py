@@ -440,6 +440,15 @@ def cached_candles(file: Path, source: str) -> Candles | None:
     return Candles(ts, o, h, lo, c, v, timeframe, source, symbol or None)
 
 
+def _json_array(path: Path) -> bool:
+    """Whether a JSON file holds an array, as candles do (not a market's metadata or a result)."""
+    try:
+        with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")) as fh:
+            return fh.read(64).lstrip().startswith(b"[")
+    except (OSError, EOFError, zlib.error):
+        return True  # listed with what is wrong with it
+
+
 @dataclass(frozen=True)
 class CandleFile:
     """A candle file as ``genesis data list`` shows it; ``error`` when it does not load."""
@@ -460,7 +469,7 @@ def candle_files(folder: Path) -> list[CandleFile]:
     for path in sorted(folder.iterdir()) if folder.is_dir() else [folder]:
         name = path.name.lower()
         if path != folder and (not path.is_file() or name.startswith(".") or not name.endswith(CANDLE_FILES)
-                               or name.endswith(".market.json")):  # a CSV's market, beside it
+                               or name.endswith(_JSON) and not _json_array(path)):  # a CSV's .market.json, a backtest's
             continue
         try:
             found.append(CandleFile(path, file_market(path), load_candles(path), None))
