@@ -177,7 +177,7 @@ def test_a_pipe_a_device_or_a_folder_named_as_a_candle_file_is_refused_at_once(t
         proc = subprocess.run([sys.executable, "-m", "genesis_core", "data", "check", str(tmp_path / name)], cwd=ROOT,
                               capture_output=True, text=True, timeout=60, preexec_fn=four_gib)
         assert (proc.returncode, proc.stderr.strip()) == (2, f"error: {tmp_path / name}: {kind}, not a file; candles are read "
-                                                             "from a CSV, Parquet or Feather file")
+                                                             "from a CSV, Parquet, Feather or JSON file")
 
 
 def test_a_parquet_file_indexed_by_time_gives_the_same_candles(tmp_path, sample):

@@ -125,7 +125,7 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int, bool]:
         raise DataError(f"data file not found: {path}{where} (candles from an exchange: `genesis data download`)")
     kind = not_a_file(path.stat().st_mode)  # a pipe waited for a writer for ever; /dev/zero was read until memory ran out
     if kind is not None:
-        raise DataError(f"{path}: {kind}, not a file; candles are read from a CSV, Parquet or Feather file")
+        raise DataError(f"{path}: {kind}, not a file; candles are read from a CSV, Parquet, Feather or JSON file")
     suffixes = "".join(path.suffixes).lower()
     try:
         if suffixes.endswith(_PARQUET + _FEATHER):  # counted before they are read: a compressed table may be a bomb
