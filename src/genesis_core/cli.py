@@ -22,7 +22,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from genesis_core import __version__
-from genesis_core.errors import ConfigError, GenesisError, clip
+from genesis_core.errors import ConfigError, DataError, GenesisError, clip
 from genesis_core.files import atomic_write, written_as
 from genesis_core.fingerprint import strict_json
 
@@ -1316,13 +1316,19 @@ def _interruptible(deaf_once_stopped: bool = False) -> Iterator[list[int]]:
 
 @contextlib.contextmanager
 def _resumable() -> Iterator[None]:
-    """Ctrl-C or SIGTERM during a download: the pages fetched are kept; say so and exit 128 + the signal."""
+    """Ctrl-C or SIGTERM during a download: the pages fetched are kept; say so and exit 128 + the
+    signal. A full disk keeps them too: say so in its line."""
     with _interruptible(deaf_once_stopped=True) as received:
         try:
             yield
         except KeyboardInterrupt:
             err.print("interrupted: the pages fetched are kept in <file>.part/; run the same command again to resume")
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
+        except OSError as exc:
+            if exc.errno not in _DISK_ERRORS:
+                raise
+            raise DataError(f"{_disk_error(exc)}; the pages fetched are kept in <file>.part/: free some space, then run the "
+                            "same command again to resume") from None
 
 
 @data_app.command("list")

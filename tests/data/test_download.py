@@ -137,6 +137,35 @@ def test_ctrl_c_then_kill_9_mid_download_lose_at_most_the_page_in_flight_and_a_r
     assert asked_before <= kept[-1] // 500 + 2  # each interruption lost at most the page in flight
 
 
+def test_a_disk_full_at_the_file_s_write_keeps_every_page_says_so_and_the_same_command_then_writes_the_file(tmp_path):
+    """The disk fills as the downloaded file is written (a file size limit, as a full disk refuses
+    a write): one line naming the file, its pages kept, as Ctrl-C says; the same command then asks
+    only for what is after them and writes the exchange's bars."""
+    import resource
+
+    ex = Exchange(_bars("binance", 10_000, 16_000), page_rows=500)  # 12 pages of 30 kB; the Parquet file 150 kB
+    out, part = tmp_path / "b.parquet", tmp_path / "b.parquet.part"
+
+    def full_at_100_kb() -> None:
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG, as on a full disk
+        resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000))
+
+    with serving(binance=ex) as root:
+        full = subprocess.run([sys.executable, "-m", "genesis_core", "data", "download", "--exchange", "binance", "--symbol",
+                               "BTC/USDT", "--start", _first(ex), "--out", str(out), "--api-url", f"{root}/binance"], cwd=ROOT,
+                              capture_output=True, text=True, timeout=120, preexec_fn=full_at_100_kb)
+        assert full.returncode == 2 and full.stderr.strip() == (
+            f"error: {tmp_path}/.b.parquet.new.parquet: File too large; the pages fetched are kept in <file>.part/: free some "
+            "space, then run the same command again to resume"), full.stderr
+        assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["b.parquet.part"]
+        assert sum(len(p.read_text().splitlines()) for p in part.glob("page-*.csv")) == 6_000
+        asked = len(_candle_requests(ex))
+        again = _download(out, "binance", root, start=_first(ex))
+    assert again.returncode == 0 and json.loads(again.stdout)["resumed_bars"] == 6_000, again.stderr
+    _same_bars(out, ex.candles)
+    assert len(_candle_requests(ex)) - asked <= 2 and not part.exists()  # only past the pages kept
+
+
 @pytest.mark.parametrize("name", ["okx", "bitstamp", "binance", "bitfinex"])
 def test_every_exchange_s_paging_gives_every_bar_across_a_gap_longer_than_a_page(tmp_path, name):
     """Each exchange answers a span of time its own way. Asked for everything from the start to the
