@@ -1183,10 +1183,11 @@ def data_check(
     """Validate a candle file and summarise it (exit 2 naming the first bad row)."""
     from genesis_core.data import format_ts, load_candles
 
-    c = load_candles(path, timeframe)
+    read: list[str] = []
+    c = load_candles(path, timeframe, read)
     g, spikes = c.gaps(), c.spikes()
     summary = {
-        "path": path, "symbol": c.symbol, "bars": len(c), "timeframe": c.timeframe, "first_bar": format_ts(c.timestamps[0]),
+        "path": path, "read": read, "symbol": c.symbol, "bars": len(c), "timeframe": c.timeframe, "first_bar": format_ts(c.timestamps[0]),
         "last_bar": format_ts(c.timestamps[-1]), "gaps": g.count, "missing_bars": g.missing_bars,
         "largest_gap_after": g.largest_at, "spikes": spikes.count, "largest_spike_at": spikes.largest_at,
         "fingerprint": c.fingerprint,
@@ -1196,7 +1197,7 @@ def data_check(
         return
     table = _table(show_header=False, title="Candles OK")
     for k, v in summary.items():
-        table.add_row(k, _fmt(v))
+        table.add_row(k, "; ".join(v) or "as written" if isinstance(v, list) else _fmt(v))
     out.print(table)
     if g.count:
         err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}")

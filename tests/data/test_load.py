@@ -12,6 +12,7 @@ import pytest
 from genesis_core.data import MARKET_KEY, format_ts, load_candles
 from genesis_core.errors import DataError
 from tests.conftest import SAMPLE_FILE
+from tests.runs import genesis
 
 
 def _sample_frame() -> pd.DataFrame:
@@ -114,6 +115,10 @@ def test_cryptodatadownload_s_files_newest_first_under_a_banner_load_as_the_same
         loaded = load_candles(cdd(name, frame))
         assert loaded.fingerprint == bars.fingerprint and loaded.symbol == "BTC/USD", name
         assert all(np.array_equal(getattr(loaded, k), getattr(bars, k)) for k in ("timestamps", "close", "volume")), name
+    checked = genesis("data", "check", str(tmp_path / "cdd.csv"), "--json")  # what was read, said
+    assert checked.returncode == 0 and {k: v for k, v in json.loads(checked.stdout).items() if k in ("read", "symbol", "fingerprint")} == {
+        "read": ["1 line(s) above the table passed over", "volume from the column Volume BTC", "newest bar first: read oldest first"],
+        "symbol": "BTC/USD", "fingerprint": bars.fingerprint}
     off = table.copy()
     off.loc[500, "unix"] += 60_000  # the 501st bar by time, row 500 of the file (newest first), line 502 under the banner and header
     with pytest.raises(DataError, match=rf"row 500, line 502 \(timestamp {off.loc[500, 'unix']}\): 3660 s after the previous bar"):
@@ -146,8 +151,11 @@ def test_a_spreadsheet_s_csv_with_semicolons_and_decimal_commas_or_tabs_loads_as
     (tmp_path / "titled.csv").write_text("Bitfinex BTCUSD 1h\n" + (tmp_path / "excel.csv").read_text())
     table.to_csv(tmp_path / "tabs.txt", sep="\t", index=False)
     assert f"{format_ts(bars.timestamps[0])};{float(bars.open[0])}".replace(".", ",") in (tmp_path / "excel.csv").read_text()
-    for name in ("excel.csv", "titled.csv", "tabs.txt"):
-        assert load_candles(tmp_path / name).fingerprint == bars.fingerprint, name
+    for name, read in (("excel.csv", ["separated by semicolons, with decimal commas"]),
+                       ("titled.csv", ["1 line(s) above the table passed over", "separated by semicolons, with decimal commas"]),
+                       ("tabs.txt", ["separated by tabs"])):
+        notes: list[str] = []
+        assert load_candles(tmp_path / name, None, notes).fingerprint == bars.fingerprint and notes == read, name
     bad = (tmp_path / "titled.csv").read_text().splitlines()
     bad[12] = bad[12].replace(";", ";x", 1)  # row 11's open, line 13 under the title and the header
     (tmp_path / "bad.csv").write_text("\n".join(bad))

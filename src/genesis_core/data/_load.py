@@ -113,9 +113,9 @@ def _unnamed_time(frame: pd.DataFrame) -> str | None:
     return None if first.tolist() == [str(i) for i in range(len(first))] else str(frame.columns[0]).strip().lower()
 
 
-def _read_frame(path: Path) -> tuple[pd.DataFrame, int, bool]:
+def _read_frame(path: Path, notes: list[str]) -> tuple[pd.DataFrame, int, bool]:
     """The raw table, the file line of its first row (a CSV's, for error messages; 0: no lines) and
-    whether its decimal mark is a comma."""
+    whether its decimal mark is a comma; ``notes`` has how a CSV was read where it was not plain."""
     import pandas as pd
     import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
@@ -139,6 +139,8 @@ def _read_frame(path: Path) -> tuple[pd.DataFrame, int, bool]:
         if suffixes.endswith(_CSV):
             text = _text_bytes(path, suffixes.endswith(".gz"))
             sep, banner, comma = _layout(text)
+            notes += [f"{banner} line(s) above the table passed over"] if banner else []
+            notes += [f"separated by {_SEPARATORS[sep]}" + (", with decimal commas" if comma else "")] if sep != "," else []
             read = {"dtype": str, "sep": sep, "skiprows": banner, "keep_default_na": False}
             header = pd.read_csv(io.BytesIO(text), header=None, nrows=1, **read)
             names = [str(c).strip().lower() for c in header.iloc[0]] if len(header) else []
@@ -177,7 +179,7 @@ def _json_rows(text: bytes, path: Path) -> pd.DataFrame:
     return pd.DataFrame(values, columns=["timestamp", *_PRICE_COLUMNS, "volume"], dtype=str)
 
 
-_SEPARATORS = (",", ";", "\t", "|")
+_SEPARATORS = {",": "commas", ";": "semicolons", "\t": "tabs", "|": "bars"}
 
 
 def _layout(text: bytes) -> tuple[str, int, bool]:
@@ -275,16 +277,18 @@ def _check_seconds(seconds: np.ndarray, raw: pd.Series, path: Path, first_line: 
         raise DataError(f"{_where(path, i, first_line, raw.iloc[i])}: timestamp is not a whole second{_more(n)}")
 
 
-def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
-    """Load and validate OHLCV candles; raise DataError naming the first bad row.
+def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str] | None = None) -> Candles:
+    """Load and validate OHLCV candles; raise DataError naming the first bad row. ``notes``, if given,
+    has how the file was read where it was not plain (a banner passed over, semicolons, a volume
+    column chosen, newest first), for ``genesis data check`` to say.
 
     Checked: required columns, timestamps (parseable, strictly increasing, or decreasing throughout
     for a file newest first, on the timeframe's grid), prices finite and positive, volume finite and
     non-negative, high >= max(open, close) and low <= min(open, close), one symbol if a column
     names it. Gaps are allowed (see ``Candles.gaps``).
     """
-    path = Path(path)
-    frame, first_line, comma = _read_frame(path)
+    path, notes = Path(path), [] if notes is None else notes
+    frame, first_line, comma = _read_frame(path, notes)
     columns = {str(c).strip().lower(): c for c in frame.columns}
     if len(columns) < len(frame.columns):
         names = [str(c).strip().lower() for c in frame.columns]
@@ -293,6 +297,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     time_key = next((a for a in _TIME_ALIASES if a in columns), None) or _unnamed_time(frame)
     if "volume" not in columns and (traded := _traded_volume(frame, columns, path, comma)) is not None:
         columns["volume"] = traded
+        notes.append(f"volume from the column {traded}")
     missing = [c for c in (*_PRICE_COLUMNS, "volume") if c not in columns]
     if time_key is None:
         missing.insert(0, "timestamp")
@@ -331,6 +336,7 @@ def load_candles(path: str | Path, timeframe: str | None = None) -> Candles:
     if len(ts) > 1 and (diffs < 0).all():  # newest first, as CryptoDataDownload's files are: read oldest first
         rows, ts, o, h, lo, c, v = (a[::-1].copy() for a in (rows, ts, o, h, lo, c, v))
         diffs = -diffs[::-1]
+        notes.append("newest bar first: read oldest first")
     if (diffs == 0).any():
         i, n = _first_bad(diffs == 0)
         raise DataError(f"{_where(path, i + 1, first_line, raw_ts.iloc[i + 1])}: duplicate timestamp (same as row {i + 1}){_more(n)}")
