@@ -102,6 +102,9 @@ def test_the_floor_and_the_overfitting_gates_each_refuse_and_are_recorded(fresh_
     for w in best["windows"]:
         bars = candles.window(w["start"], w["end"], 0).candles
         held *= bars.close[-1] / bars.open[0]
+    floor_refused = next(line for line in load_history(results, "BTCUSD", "1h")[-3]["reason"].split("; ") if line.startswith("floor"))
+    assert floor_refused.endswith(f"not above the floor +0.00%, buying and holding made {held - 1:+.2%} there (not a gate: "
+                                  "promotion.beat_buy_and_hold)")  # said when not gated: the market's own move beside it
     _with_promotion(fresh_run, min_validation_return=-0.5, beat_buy_and_hold=True, min_dsr=0.5, max_pbo=0.5)
     done = promote(fresh_run)
     assert done.promoted, done.reason
