@@ -77,7 +77,9 @@ def test_binance_s_headerless_klines_in_milli_or_microseconds_and_ccxt_s_six_col
         return tmp_path / name
 
     for name, unit, columns in (("ms.csv", 1_000, 12), ("us.csv", 1_000_000, 12), ("ccxt.csv", 1_000, 6)):
-        assert load_candles(headerless(name, unit, columns)).fingerprint == binance.fingerprint, name
+        notes: list[str] = []
+        assert load_candles(headerless(name, unit, columns), None, notes).fingerprint == binance.fingerprint, name
+        assert notes == ["no header: its first six columns read as time, open, high, low, close, volume"]
     seven = headerless("seven.csv", 1, 7)
     with pytest.raises(DataError, match=r"seven.csv: no header row, and 7 columns \(its first line: 1502942400, 4261.48, .*\): "
                                         r"a file without one is read only with 6 columns \(time, open, high, low, close, "
@@ -364,9 +366,11 @@ def test_freqtrade_s_json_and_jsongz_candles_load_as_the_same_candles_and_are_li
         json.dump(rows, fh)
     (tmp_path / "b.csv.market.json").write_text(json.dumps({"symbol": "BTC/USD"}))  # a CSV's market, not candles
     (tmp_path / "result.json").write_text(json.dumps({"metrics": {}}))  # nor a backtest's result
+    (tmp_path / "BTC_USDT-1d.json").write_bytes(b"\xef\xbb\xbf " + json.dumps(rows).encode())  # saved with a byte order mark
     listed = candle_files(tmp_path)
     assert [(f.path.name, f.error, f.candles and f.candles.fingerprint) for f in listed] == [
-        ("BTC_USDT-1h.json", None, sample.fingerprint), ("BTC_USDT-4h.json.gz", None, sample.fingerprint)]
+        ("BTC_USDT-1d.json", None, sample.fingerprint), ("BTC_USDT-1h.json", None, sample.fingerprint),
+        ("BTC_USDT-4h.json.gz", None, sample.fingerprint)]
     for name, text, why in (("five.json", json.dumps([*rows[:41], rows[41][:5], *rows[42:]]),
                              rf"row 42 is \[{rows[41][0]}, .*\], not \[time, open, high, low, close, volume\]"),
                             ("none.json", json.dumps([*rows[:9], [*rows[9][:4], None, rows[9][5]], *rows[10:]]),

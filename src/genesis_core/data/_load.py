@@ -146,6 +146,7 @@ def _read_frame(path: Path, notes: list[str]) -> tuple[pd.DataFrame, int, bool]:
             names = [str(c).strip().lower() for c in header.iloc[0]] if len(header) else []
             if names and pd.to_numeric(pd.Series(names), errors="coerce").notna().all():  # no header: the first line is a bar
                 frame, first_line = _headerless(pd.read_csv(io.BytesIO(text), header=None, **read), path), banner + 1
+                notes.append("no header: its first six columns read as time, open, high, low, close, volume")
             else:
                 twice = sorted({c for c in names if names.count(c) > 1})
                 if twice:
@@ -450,7 +451,7 @@ def _json_array(path: Path) -> bool:
     """Whether a JSON file holds an array, as candles do (not a market's metadata or a result)."""
     try:
         with (gzip.open(path, "rb") if path.name.lower().endswith(".gz") else path.open("rb")) as fh:
-            return fh.read(64).lstrip().startswith(b"[")
+            return fh.read(64).lstrip(b"\xef\xbb\xbf \t\r\n").startswith(b"[")  # a byte order mark and spaces before
     except (OSError, EOFError, zlib.error):
         return True  # listed with what is wrong with it
 
