@@ -26,6 +26,15 @@ def not_a_file(mode: int) -> str | None:
         "a device" if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) else "a socket"
 
 
+def capped_bytes(path: Path, limit: int) -> tuple[bytes, int]:
+    """Up to ``limit`` + 1 bytes of ``path``, and its size as it is opened; nothing is read when that
+    size is past ``limit`` already (a file past it is refused by its size, not read first). More
+    than ``limit`` bytes read says the file grew after it was looked at."""
+    with open(path, "rb") as fh:
+        size = os.fstat(fh.fileno()).st_size
+        return (fh.read(limit + 1) if size <= limit else b""), size
+
+
 def read_file(path: Path, limit: int = MAX_RECORD_BYTES) -> bytes:
     """The bytes of ``path``, a regular file (or a link to one) of at most ``limit`` bytes; an
     OSError saying what it is otherwise, looked at before it is opened: a pipe waited for a writer
@@ -33,9 +42,8 @@ def read_file(path: Path, limit: int = MAX_RECORD_BYTES) -> bytes:
     kind = not_a_file(os.stat(path).st_mode)
     if kind is not None:
         raise OSError(errno.EINVAL, f"{kind}, not a file", os.fspath(path))
-    with open(path, "rb") as fh:  # up to the limit only: a file may grow after it is looked at
-        raw = fh.read(limit + 1)
-    if len(raw) > limit:
+    raw, size = capped_bytes(path, limit)
+    if max(size, len(raw)) > limit:
         raise OSError(errno.EFBIG, f"more than {limit:,} bytes", os.fspath(path))
     return raw
 

@@ -8,7 +8,6 @@ import contextlib
 import gzip
 import io
 import json
-import os
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -19,7 +18,7 @@ import numpy as np
 
 from genesis_core.data._candles import CANDLE_ARRAYS, Candles, format_timeframe, parse_timeframe, same_symbol
 from genesis_core.errors import DataError, clip
-from genesis_core.files import atomic_write, not_a_file, read_file
+from genesis_core.files import atomic_write, capped_bytes, not_a_file, read_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -38,10 +37,8 @@ FIRST_SECOND, LAST_SECOND = -2_208_988_800, 7_258_118_400  # 1900-01-01 .. 2200-
 def _text_bytes(path: Path, gzipped: bool) -> bytes:
     """The text of ``path`` (a CSV or JSON file), decompressed, refused past ``MAX_CSV_BYTES`` before more is read."""
     if not gzipped:
-        with path.open("rb") as fh:  # read up to the limit only: a file may grow after it is looked at
-            size = os.fstat(fh.fileno()).st_size
-            text = fh.read(MAX_CSV_BYTES + 1) if size <= MAX_CSV_BYTES else b""
-        if size > MAX_CSV_BYTES or len(text) > MAX_CSV_BYTES:
+        text, size = capped_bytes(path, MAX_CSV_BYTES)
+        if max(size, len(text)) > MAX_CSV_BYTES:
             raise DataError(f"{path}: {max(size, len(text)):,} bytes is more than {MAX_CSV_BYTES:,} "
                             f"(about {MAX_BARS:,} bars); split the file")
         return text
