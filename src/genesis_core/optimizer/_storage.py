@@ -380,14 +380,10 @@ def check_clock(url: str, stale_seconds: float, retry_seconds: float, proxy: str
         return  # a file: one machine's clock; behind a proxy, its machine's
 
     def offset() -> float:
-        engine = make_engine(database)
-        try:
-            with engine.connect() as conn:
-                before = time.time()
-                server = float(conn.exec_driver_sql("SELECT EXTRACT(EPOCH FROM clock_timestamp())").scalar_one())
-                return (before + time.time()) / 2 - server
-        finally:
-            engine.dispose()
+        with make_engine(database).connect() as conn:  # the process's engine: its connection is the score cache's next
+            before = time.time()
+            server = float(conn.exec_driver_sql("SELECT EXTRACT(EPOCH FROM clock_timestamp())").scalar_one())
+            return (before + time.time()) / 2 - server
 
     off = retrying(offset, retry_seconds, database)
     if abs(off) > stale_seconds / CLOCK_SHARE:
