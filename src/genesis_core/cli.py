@@ -656,6 +656,10 @@ def _print_validation(report: ValidationReport) -> None:
             unmeasured.setdefault(why, []).append(c.trial)
     for why, trials in unmeasured.items():
         out.print(f"plateau -: {', '.join(f'#{n}' for n in trials)}: {why}")
+    for c in report.candidates:
+        left_out = None if c.robustness is None else c.robustness.left_out()
+        if left_out:
+            out.print(f"plateau #{c.trial}: {left_out}", soft_wrap=True)
     peaks = [c for c in report.candidates if c.robustness is not None and c.robustness.flagged]
     if peaks:
         err.print(f"[yellow]warning:[/] {', '.join(f'#{c.trial}' for c in peaks)}: a peak, not a plateau: one step in some "

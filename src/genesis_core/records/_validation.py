@@ -55,14 +55,15 @@ class Neighbour(Part):
     value: Any
     production_score: float
     outcome: Outcome
+    unchanged: bool = False  # its backtest is the candidate's, fill for fill: left out of plateau and worst (False before 2026-12-07)
 
 
 class Robustness(Part):
     """How a candidate's neighbourhood scores: a plateau, or a peak whose neighbours collapse."""
 
     neighbours: list[Neighbour]
-    plateau: float | None  # median neighbour score / the candidate's explore score; None unless that score is positive
-    worst: float | None  # the worst neighbour's score / the candidate's
+    plateau: float | None  # median neighbour score / the candidate's explore score, over the neighbours that changed a fill; None unless that score is positive
+    worst: float | None  # the worst such neighbour's score / the candidate's
     flagged: bool  # plateau below validation.min_plateau
 
     def unmeasured(self) -> str | None:
@@ -71,13 +72,24 @@ class Robustness(Part):
             return None
         if not self.neighbours:
             return "no neighbour the strategy accepts"
+        if all(n.unchanged for n in self.neighbours):
+            return "no neighbour changes a fill: one step in any parameter leaves the backtest as it is"
         return "an explore score of 0 or less, of which a share means nothing"
 
     def describe(self) -> str:
         """What tables show: the share of the score the neighbours keep at the median and at worst."""
         if self.plateau is None or self.worst is None:
             return f"- ({self.unmeasured()})"
-        return f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "")
+        left_out = self.left_out()
+        return f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "") + (f"; {left_out}" if left_out else "")
+
+    def left_out(self) -> str | None:
+        """How many neighbours made the candidate's own backtest, fill for fill, and in which
+        parameters (None if none did): the shares leave them out."""
+        same = [n.param for n in self.neighbours if n.unchanged]
+        if not same:
+            return None
+        return f"{len(same)} of {len(self.neighbours)} neighbours left out, the same backtest ({names(list(dict.fromkeys(same)))})"
 
 
 def names(items: list[str], shown: int = 5) -> str:

@@ -29,6 +29,7 @@ from genesis_core.backtest import (
     training_problems,
 )
 from genesis_core.data import same_symbol
+from genesis_core.engine import EngineResult
 from genesis_core.errors import REFUSALS, ConfigError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bar_returns
@@ -181,10 +182,15 @@ def robustness(backtester: Backtester, trial: TrialArtifact, space: SearchSpace,
     parameter), and how much of the trial's score they keep at the median and at worst. Each
     neighbour is the config its trial would be: the run's ``warmup_bars`` (None: the strategy's for
     its params), not the candidate's own, resolved for the candidate's params (a longer period's
-    neighbour started with cold indicators and scored other than its trial)."""
+    neighbour started with cold indicators and scored other than its trial). A neighbour whose
+    backtest is the candidate's, fill for fill, is recorded but left out of the shares: it is the
+    same point, and on the reference run such neighbours (a holding limit no trade reaches, a zone
+    threshold no trade enters under) were half of each candidate's, holding its median at 100%
+    whatever the parameters that matter did."""
     candidate = trial.effective_config.model_dump(mode="json")
     candidate["data"]["warmup_bars"] = warmup_bars
     build = ConfigBuilder(candidate)  # validated once, each neighbour's params on top
+    own_run = backtester.run(build({})).engine
     neighbours = []
     for path, value in space.neighbours(trial.params):
         try:
@@ -192,12 +198,18 @@ def robustness(backtester: Backtester, trial: TrialArtifact, space: SearchSpace,
         except REFUSALS:
             continue  # a neighbour the strategy or the engine refuses (fast >= slow, a size of -0.5) is not part of the landscape
         sc = score(result.metrics, result.trace, scoring, constraints)
-        neighbours.append(Neighbour(param=path, value=value, production_score=sc.production, outcome=sc.outcome))
+        neighbours.append(Neighbour(param=path, value=value, production_score=sc.production, outcome=sc.outcome,
+                                    unchanged=_same_fills(result.engine, own_run)))
     own = trial.score.production
-    scores = sorted(n.production_score for n in neighbours)
+    scores = sorted(n.production_score for n in neighbours if not n.unchanged)
     plateau = float(np.median(scores)) / own if scores and own > 0 else None
     worst = scores[0] / own if scores and own > 0 else None
     return Robustness(neighbours=neighbours, plateau=plateau, worst=worst, flagged=plateau is not None and plateau < min_plateau)
+
+
+def _same_fills(a: EngineResult, b: EngineResult) -> bool:
+    """Whether two backtests of a window made the same trades and the same equity, bit for bit."""
+    return a.trades.tobytes() == b.trades.tobytes() and a.equity.tobytes() == b.equity.tobytes()
 
 
 def _explore_returns(backtester: Backtester, trial: TrialArtifact) -> np.ndarray:
