@@ -270,7 +270,8 @@ def backtest(
 def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) -> list[str]:
     """What a backtest's numbers should be read with: holes and bad ticks in its window, fills
     beyond the market's volume or costing nothing, a profit made by one trade, a strategy that
-    reads the future, a model fitted on its bars or after them or fed a constant, cold indicators,
+    reads the future, a model fitted on its bars or after them or fed a constant, cold indicators
+    or indicators that still remember where their warm-up began,
     numbers beyond the arithmetic, a liquidation."""
     from genesis_core.backtest import (
         BEST_TRADE_SHARE,
@@ -282,6 +283,7 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) ->
         thin_fill,
         trained_on,
         training_problems,
+        warmup_dependence,
     )
 
     cfg, decisions = result.config, result.window.decisions
@@ -300,6 +302,12 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) ->
         ahead = f"not checked: the window cut short does not run: {exc}"
     if ahead is not None:
         lines.append(f"lookahead: {ahead}")
+    try:
+        _, early = warmup_dependence(bt, cfg)
+    except GenesisError as exc:
+        early = f"not checked: the window with a longer warm-up does not run: {exc}"
+    if early is not None:
+        lines.append(f"warm-up: {early}")
     candles, trained = result.window.candles, trained_on(cfg)
     leaks, others = training_problems(trained, candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span, True)])
     lines += leaks + others + dead_inputs(trained, bt.features(result.window), result.window.start_index)

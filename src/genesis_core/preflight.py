@@ -19,6 +19,7 @@ from optuna.distributions import CategoricalDistribution
 
 from genesis_core.backtest import (
     LOOKAHEAD_CUTS,
+    WARMUP_FACTOR,
     Backtester,
     BacktestResult,
     DataSpec,
@@ -31,6 +32,7 @@ from genesis_core.backtest import (
     thin_fill,
     trained_on,
     training_problems,
+    warmup_dependence,
 )
 from genesis_core.data import DAY, Candles, format_ts, parse_timeframe, parse_ts, same_symbol
 from genesis_core.errors import DataError, GenesisError
@@ -259,6 +261,28 @@ def _check_lookahead(study: StudySpec, bt: Backtester, point: dict[str, Any]) ->
                  f"window cut short after {cuts} of its bars")
 
 
+def _check_warmup(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> Check:
+    """Every trial decides its window's first bars on indicators warmed up from a bar the data
+    happens to start at; where they still remember it, the trials are measured on values no live
+    run sees. Checked at each of ``_bases``, as the warm-up and the indicators depend on the params."""
+    tried, longest = 0, 0
+    for i, base in enumerate(_bases(study, point)):
+        try:
+            longer, found = warmup_dependence(bt, study.build(base))
+        except GenesisError:
+            continue
+        if found:
+            values = ", ".join(f"{k} {v!r}" for k, v in base.items())
+            return Check("warm-up", "warn", ("at the base point" if i == 0 else f"at a random point of the space ({values})")
+                         + f" on the explore window, {found}")
+        tried += longer > 0
+        longest = max(longest, longer)
+    if not tried:
+        return Check("warm-up", "warn", "not checked: the data holds no bar before the explore window's warm-up")
+    return Check("warm-up", "pass", f"at {tried} point(s) of the space each bar is decided as it was after {WARMUP_FACTOR} "
+                 f"times the warm-up (up to {longest:,} bars, as far as the data reaches before the explore window)")
+
+
 def _check_inert(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> list[Check]:
     """Move each searched parameter across its range with the others fixed, at the base point and
     at EXTRA_BASE_POINTS random points; inert = no change at any of them (a parameter may matter
@@ -394,6 +418,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     if free is not None:  # the config's costs, which every trial pays
         checks.append(Check("costs", "warn", f"the base point's {free}"))
     checks.append(_check_lookahead(study, bt, point))
+    checks.append(_check_warmup(study, bt, point))
     checks += _check_inert(study, bt, point) if trades else [Check("inert parameters", "warn", "not checked: the base point does not trade")]
     checks.append(_check_storage(study, bt, force_resume))
     if sweep is not None:

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+from genesis_core.data import format_ts
 from genesis_core.preflight import preflight as preflight_config
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
@@ -28,8 +29,10 @@ def test_a_good_config_passes_every_check_and_writes_nothing(tmp_path):
     assert {n: c.status for n, c in checks.items()} == {
         "config": "pass", "stop policy": "pass", "data": "pass", "windows covered": "pass", "gaps": "pass", "market": "pass",
         "model inputs": "pass", "model training": "pass", "champion in space": "pass", "smoke run": "pass", "lookahead": "pass",
-        "inert parameters": "pass", "storage": "pass", "expected run time": "pass"}
+        "warm-up": "pass", "inert parameters": "pass", "storage": "pass", "expected run time": "pass"}
     assert checks["stop policy"].detail == "stops at the first of: 12 trials"
+    assert checks["warm-up"].detail == ("at 3 point(s) of the space each bar is decided as it was after 3 times the warm-up "
+                                        "(up to 1,539 bars, as far as the data reaches before the explore window)")
     assert "will be created" in checks["storage"].detail and "for 12 trials on 1 worker(s):" in checks["expected run time"].detail
     assert not (tmp_path / "results").exists()
 
@@ -390,3 +393,58 @@ def test_trading_that_costs_nothing_is_said_by_the_backtest_and_preflight_with_w
     check = _by_name(preflight(validated_config(tmp_path, meta={"base_config": str(free)})))["costs"]
     assert check.status == "warn" and check.detail.startswith("the base point's ") and "pay next to nothing" in check.detail
     assert "costs" not in _by_name(preflight(validated_config(tmp_path, "paid.yaml")))
+
+
+def test_indicators_that_still_remember_where_their_warm_up_began_are_warned_of_by_the_backtest_and_preflight(tmp_path):
+    """The reference strategy with a daily EMA of 100 as its HTF gate warms up 2,424 bars: enough for
+    the EMA's first value, not for it to forget where it began. Decided after three times as many
+    bars, as a live run with the market's history decides it, 2022 trades otherwise (-23.07%
+    against -25.51%), and neither the backtest nor preflight said so. Both now name the first
+    decision that differs, how many bars do, and the warm-up that decides them as the longer one."""
+    import numpy as np
+    import yaml
+
+    from genesis_core.backtest import Backtester, build_config
+
+    raw = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    raw["data"]["path"] = str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz")
+    raw["params"]["gates"]["htf"].update(timeframe="1d", ema_period=100)
+    bt = Backtester()
+
+    def decided(warmup: int | None):
+        plan = bt.plan(build_config({**raw, "data": {**raw["data"], "warmup_bars": warmup}}))
+        return plan, bt.decide(plan, cached=False)
+
+    (short, one), (_, other) = decided(None), decided(3 * 2424)
+    assert short.config.data.warmup_bars == 2424 and short.window.bars == 8756
+    fields = ("side", "size", "stop_dist", "take_dist", "trail_dist", "exit_long", "exit_short")
+    differ = {f: ~np.isclose(getattr(one, f)[2424:], getattr(other, f)[7272:], rtol=1e-9, equal_nan=True) for f in fields}
+    first = next(f for f in fields if differ[f].any())
+    bar = int(np.argmax(differ[first]))
+    at = short.window.candles.timestamps[2424 + bar]
+    expected = (f"warning: warm-up: its {first} at {format_ts(at)} is {getattr(one, first)[2424 + bar]} after 2,424 bars of "
+                f"warm-up and {getattr(other, first)[7272 + bar]} after 7,272, and {int(np.logical_or.reduce(list(differ.values())).sum())} "
+                "of the window's 8,756 bars are decided otherwise: an indicator that remembers every bar it saw (an EMA, "
+                "Wilder's average) still carries where its warm-up began, which the live market's longer history does not; "
+                "set data.warmup_bars: 7272 or more")
+
+    def backtest(data: dict) -> SimpleNamespace:
+        path = tmp_path / "daily.yaml"
+        path.write_text(yaml.safe_dump({**raw, "data": {**raw["data"], **data}}))
+        ran = genesis("backtest", "--config", str(path), "--json")
+        assert ran.returncode == 0, ran.stderr
+        return SimpleNamespace(stderr=ran.stderr.replace("\n", ""), total_return=json.loads(ran.stdout)["metrics"]["total_return"])
+
+    warned, longer = backtest({}), backtest({"warmup_bars": 7272})
+    assert expected in warned.stderr, warned.stderr
+    assert round(warned.total_return, 4) == -0.2307 and round(longer.total_return, 4) == -0.2551  # what the warning is about
+    assert "warm-up:" not in longer.stderr  # decided after 7,272 bars as after 21,816
+    reference = genesis("backtest", "--config", str(ROOT / "configs" / "reference.yaml"), "--data", raw["data"]["path"], "--json")
+    assert reference.returncode == 0 and "warm-up:" not in reference.stderr  # its 513 bars: every indicator has forgotten
+
+    base = tmp_path / "daily.yaml"
+    base.write_text(yaml.safe_dump(raw))
+    config = write_config(tmp_path, meta={"base_config": str(base), "sample_start": "2022-01-01", "sample_end": "2022-12-31"})
+    check = _by_name(preflight(config))["warm-up"]
+    assert check.status == "warn" and check.detail.startswith("at the base point on the explore window, its "), check
+    assert "after 2,424 bars of warm-up and" in check.detail and check.detail.endswith("set data.warmup_bars: 7272 or more")
