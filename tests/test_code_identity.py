@@ -80,8 +80,8 @@ def _genesis(root: Path, *args: str) -> subprocess.CompletedProcess:
                           timeout=300)
 
 
-def _study(root: Path, name: str, trials: int) -> Path:
-    (root / "base.yaml").write_text(yaml.safe_dump({"strategy": "userplug.strategy:Mine", "params": {"fast": 10, "slow": 30}}))
+def _study(root: Path, name: str, trials: int, strategy: str = "userplug.strategy:Mine") -> Path:
+    (root / "base.yaml").write_text(yaml.safe_dump({"strategy": strategy, "params": {"fast": 10, "slow": 30}}))
     path = root / f"{name}.yaml"
     path.write_text(yaml.safe_dump({
         "meta": {"base_config": str(root / "base.yaml"), "data": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
@@ -110,6 +110,30 @@ def test_an_edited_user_strategy_blocks_resume_and_is_never_answered_from_the_ca
     assert trials_b["params"] == trials_a["params"]  # the same seeded first point ...
     assert trials_b["metrics"]["total_return"] != trials_a["metrics"]["total_return"]  # ... measured again
     assert trials_b["code_version"] != trials_a["code_version"] != code_version()
+
+
+def test_an_edit_to_a_module_a_one_file_strategy_imports_blocks_resume_and_is_never_answered_from_the_cache(tmp_path):
+    """A strategy in ``mine.py`` that takes its size from ``sizes.py`` beside it: only mine.py was
+    hashed, so after an edit to sizes.py the study resumed, mixing trials of two sizes under one
+    code, and a new study's duplicates were answered from the cache with the old size's scores."""
+    strategy = STRATEGY.replace("from userplug import feature  # noqa: F401 - registers \"wma\"", "from sizes import SIZE")
+    strategy = strategy.replace("SIZE = {size}", "").replace('f"wma:{{params.fast}}"', 'f"sma:{{params.fast}}"')
+    (tmp_path / "mine.py").write_text(strategy.format())
+
+    def study(name: str, trials: int, size: float) -> subprocess.CompletedProcess:
+        (tmp_path / "sizes.py").write_text(f"SIZE = {size}\n")
+        return _genesis(tmp_path, "optimize", str(_study(tmp_path, name, trials, "mine:Mine")), "--skip-preflight", "--json")
+
+    assert study("a", 6, 0.5).returncode == 0
+    trial_a = json.loads((tmp_path / "results" / "runs" / "a" / "trials" / "000000.json").read_text())
+    resumed = study("a", 8, 0.1)  # the user edits the size their strategy imports
+    assert resumed.returncode == 2 and "code:" in resumed.stderr, resumed.stderr
+    fresh = study("b", 6, 0.1)
+    assert fresh.returncode == 0, fresh.stderr
+    assert json.loads(fresh.stdout)["explore"]["cache"]["reused_from_other_studies"] == 0
+    trial_b = json.loads((tmp_path / "results" / "runs" / "b" / "trials" / "000000.json").read_text())
+    assert trial_b["params"] == trial_a["params"] and trial_b["code_version"] != trial_a["code_version"]
+    assert trial_b["metrics"]["total_fees"] < trial_a["metrics"]["total_fees"] / 2  # traded at a fifth the size
 
 
 def test_an_edited_user_feature_is_computed_again_not_read_from_the_disk_cache(tmp_path):
