@@ -107,7 +107,7 @@ def plugin_source(obj: Any) -> tuple[str, str] | None:
     """(top-level package, sha256 of its source) for a user's plugin, None for Genesis-Core's own
     (``code_version`` covers those). The whole top-level package is hashed, so an edit to a
     helper module the plugin imports counts too, and so is every other top-level package or module
-    of the user's it imports, at any depth (``_user_imports``): a strategy in ``mine.py`` that took
+    of the user's it imports, at any depth (``_user_source``): a strategy in ``mine.py`` that took
     its size from ``sizes.py`` beside it resumed its study after an edit to ``sizes.py``, and the
     score cache answered its duplicates with scores of the old size."""
     module = inspect.getmodule(obj if inspect.isclass(obj) or callable(obj) else type(obj))

@@ -185,8 +185,8 @@ def robustness(backtester: Backtester, trial: TrialArtifact, space: SearchSpace,
     neighbour started with cold indicators and scored other than its trial). A neighbour whose
     backtest is the candidate's, fill for fill, is recorded but left out of the shares: it is the
     same point, and on the reference run such neighbours (a holding limit no trade reaches, a zone
-    threshold no trade enters under) were half of each candidate's, holding its median at 100%
-    whatever the parameters that matter did."""
+    threshold no entry is near) were 6 to 10 of each top candidate's 17-19, holding its median at
+    98-100% whatever the parameters that matter did."""
     candidate = trial.effective_config.model_dump(mode="json")
     candidate["data"]["warmup_bars"] = warmup_bars
     build = ConfigBuilder(candidate)  # validated once, each neighbour's params on top
