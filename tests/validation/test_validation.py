@@ -261,7 +261,7 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
     assert report["complete"] and len(report["folds"]) == 2
     for f in report["folds"]:  # each fold was preflighted before it ran
         preflight = json.loads((Path(f["run_dir"]) / "run.json").read_text())["sessions"][0]["preflight"]
-        assert preflight["ok"] and "skipped" not in preflight and len(preflight["checks"]) == 13
+        assert preflight["ok"] and "skipped" not in preflight and len(preflight["checks"]) == 14
     blocks = report["blocks"]
     assert blocks[0][0] == "2022-01-01" and blocks[-1][1] == "2022-09-30"
     for f, (explore, validation) in zip(report["folds"], itertools.pairwise(blocks), strict=True):
