@@ -607,6 +607,7 @@ def _print_validation(report: ValidationReport) -> None:
     columns (under 120 a window's dates, and a plateau's two shares, take two lines; under 100 it
     is 73 columns, ``_table``); why a candidate failed is listed under the table in full, where a
     column of reasons showed ``min_pro…`` in 120 columns and the scores ``-11…`` in 100."""
+    from genesis_core.records import names
     from genesis_core.validation import ValidationConfig
 
     v = ValidationConfig.model_validate(report.validation)
@@ -664,10 +665,13 @@ def _print_validation(report: ValidationReport) -> None:
             unmeasured.setdefault(why, []).append(c.trial)
     for why, trials in unmeasured.items():
         out.print(f"plateau -: {', '.join(f'#{n}' for n in trials)}: {why}")
+    left_out: dict[str, list[str]] = {}  # the candidates whose plateau leaves out neighbours, by those neighbours' params
     for c in report.candidates:
-        left_out = None if c.robustness is None else c.robustness.left_out()
-        if left_out:
-            out.print(f"plateau #{c.trial}: {left_out}", soft_wrap=True)
+        if c.robustness is not None and (params := c.robustness.unchanged()):
+            same = sum(n.unchanged for n in c.robustness.neighbours)
+            left_out.setdefault(names(params), []).append(f"#{c.trial} {same} of {len(c.robustness.neighbours)}")
+    for inert, counts in left_out.items():
+        out.print(f"plateau {', '.join(counts)} neighbours left out, the same backtest as the candidate's ({inert})", soft_wrap=True)
     peaks = [c for c in report.candidates if c.robustness is not None and c.robustness.flagged]
     if peaks:
         err.print(f"[yellow]warning:[/] {', '.join(f'#{c.trial}' for c in peaks)}: a peak, not a plateau: one step in some "

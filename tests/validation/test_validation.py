@@ -471,10 +471,11 @@ def test_a_neighbour_that_makes_the_candidate_s_own_backtest_is_left_out_of_its_
     assert r.plateau < everyone - 0.02
     assert r.worst == pytest.approx(moved[0] / c.explore.production_score, rel=1e-12)
     params = ", ".join(dict.fromkeys(n.param for n in same))
-    line = f"plateau #{c.trial}: 9 of 20 neighbours left out, the same backtest ({params})"
+    line = f"plateau #{c.trial} 9 of 20 neighbours left out, the same backtest as the candidate's ({params})"
     assert line in shown.stdout.splitlines()
     assert genesis("report", str(run_dir)).returncode == 0
-    assert f"{r.plateau:.0%} (worst {r.worst:.0%}); 9 of 20 neighbours left out, the same backtest" in (run_dir / "report.html").read_text()
+    cell = f"{r.plateau:.0%} (worst {r.worst:.0%}); 9 of 20 neighbours left out, the same backtest as the candidate's ({params})"
+    assert html.escape(cell) in (run_dir / "report.html").read_text()
 
     # searched in those parameters alone, the candidate has no neighbour that changes a fill: no plateau, and why
     def flat(section: dict, prefix: str = "") -> dict:

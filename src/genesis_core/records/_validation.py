@@ -80,16 +80,15 @@ class Robustness(Part):
         """What tables show: the share of the score the neighbours keep at the median and at worst."""
         if self.plateau is None or self.worst is None:
             return f"- ({self.unmeasured()})"
-        left_out = self.left_out()
-        return f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "") + (f"; {left_out}" if left_out else "")
+        same = sum(n.unchanged for n in self.neighbours)
+        return (f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "")
+                + (f"; {same} of {len(self.neighbours)} neighbours left out, the same backtest as the candidate's "
+                   f"({names(self.unchanged())})" if same else ""))
 
-    def left_out(self) -> str | None:
-        """How many neighbours made the candidate's own backtest, fill for fill, and in which
-        parameters (None if none did): the shares leave them out."""
-        same = [n.param for n in self.neighbours if n.unchanged]
-        if not same:
-            return None
-        return f"{len(same)} of {len(self.neighbours)} neighbours left out, the same backtest ({names(list(dict.fromkeys(same)))})"
+    def unchanged(self) -> list[str]:
+        """The parameters of the neighbours that made the candidate's own backtest, fill for fill
+        (each once): the shares leave those neighbours out."""
+        return list(dict.fromkeys(n.param for n in self.neighbours if n.unchanged))
 
 
 def names(items: list[str], shown: int = 5) -> str:
