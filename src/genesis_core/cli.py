@@ -665,13 +665,14 @@ def _print_validation(report: ValidationReport) -> None:
             unmeasured.setdefault(why, []).append(c.trial)
     for why, trials in unmeasured.items():
         out.print(f"plateau -: {', '.join(f'#{n}' for n in trials)}: {why}")
-    left_out: dict[str, list[str]] = {}  # the candidates whose plateau leaves out neighbours, by those neighbours' params
+    left_out: dict[tuple[str, ...], list[str]] = {}  # the candidates whose plateau leaves out neighbours, by those neighbours' params
     for c in report.candidates:
         if c.robustness is not None and (params := c.robustness.unchanged()):
             same = sum(n.unchanged for n in c.robustness.neighbours)
-            left_out.setdefault(names(params), []).append(f"#{c.trial} {same} of {len(c.robustness.neighbours)}")
+            left_out.setdefault(tuple(params), []).append(f"#{c.trial} {same} of {len(c.robustness.neighbours)}")
     for inert, counts in left_out.items():
-        out.print(f"plateau {', '.join(counts)} neighbours left out, the same backtest as the candidate's ({inert})", soft_wrap=True)
+        out.print(f"plateau {', '.join(counts)} neighbours left out, the same backtest as the candidate's ({names(list(inert))})",
+                  soft_wrap=True)
     peaks = [c for c in report.candidates if c.robustness is not None and c.robustness.flagged]
     if peaks:
         err.print(f"[yellow]warning:[/] {', '.join(f'#{c.trial}' for c in peaks)}: a peak, not a plateau: one step in some "
