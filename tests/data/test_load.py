@@ -80,10 +80,11 @@ def test_binance_s_headerless_klines_in_milli_or_microseconds_and_ccxt_s_six_col
         notes: list[str] = []
         assert load_candles(headerless(name, unit, columns), None, notes).fingerprint == binance.fingerprint, name
         assert notes == ["no header: its first six columns read as time, open, high, low, close, volume"]
-    seven = headerless("seven.csv", 1, 7)
+    seven = headerless("seven.csv", 1, 7)  # Binance's klines cut after the close time: not Kraken's trade count
     with pytest.raises(DataError, match=r"seven.csv: no header row, and 7 columns \(its first line: 1502942400, 4261.48, .*\): "
                                         r"a file without one is read only with 6 columns \(time, open, high, low, close, "
-                                        r"volume\) or as Binance's 12-column klines; add a header line"):
+                                        r"volume\), as Kraken's 7-column OHLCVT \(with the trade count\) or as Binance's "
+                                        r"12-column klines; add a header line"):
         load_candles(seven)
     with pytest.raises(DataError, match=rf"row 42, line 42 \(timestamp {binance.timestamps[41] * 1_000_000}\): high "
                                         rf"{binance.low[41]} <"):
@@ -93,6 +94,30 @@ def test_binance_s_headerless_klines_in_milli_or_microseconds_and_ccxt_s_six_col
     (tmp_path / "mixed.csv").write_text("\n".join(mixed))
     with pytest.raises(DataError, match="row 10, line 10 .*: mixed units: epoch milliseconds among epoch microseconds"):
         load_candles(tmp_path / "mixed.csv")
+
+
+def test_kraken_s_headerless_ohlcvt_files_load_as_the_same_candles_and_its_api_s_vwap_is_not_taken_for_the_volume(tmp_path, btc):
+    """Kraken's downloadable OHLCVT files (``XBTUSD_60.csv``) have no header and 7 columns: time in
+    epoch seconds, open, high, low, close, volume and the bar's trade count. They were refused for
+    their column count. Its API's candles, dumped, hold a VWAP between the close and the volume: 8
+    columns, still refused, and a 7-column file whose 6th column lies within every bar's range (a
+    VWAP, not a volume) is refused too rather than read as volumes."""
+    bars = btc.slice(0, 1000)
+    trades = np.random.default_rng(0).integers(0, 5000, len(bars))
+
+    def write(name: str, sixth: np.ndarray, *more: np.ndarray) -> Path:
+        columns = [bars.timestamps, bars.open, bars.high, bars.low, bars.close, sixth, *more]
+        (tmp_path / name).write_text("".join(",".join(repr(c[i].item()) for c in columns) + "\n" for i in range(len(bars))))
+        return tmp_path / name
+
+    notes: list[str] = []
+    kraken = load_candles(write("XBTUSD_60.csv", bars.volume, trades), None, notes)
+    assert kraken.fingerprint == bars.fingerprint and np.array_equal(kraken.volume, bars.volume)
+    assert notes == ["no header: Kraken's OHLCVT: time, open, high, low, close, volume and the trade count"]
+    vwap = (bars.high + bars.low + bars.close) / 3
+    for name, columns in (("api.csv", (vwap, bars.volume, trades)), ("vwap.csv", (vwap, trades))):
+        with pytest.raises(DataError, match=rf"{name}: no header row, and {len(columns) + 5} columns"):
+            load_candles(write(name, *columns))
 
 
 def test_cryptodatadownload_s_files_newest_first_under_a_banner_load_as_the_same_candles_with_their_market(tmp_path, btc):

@@ -142,8 +142,9 @@ def _read_frame(path: Path, notes: list[str]) -> tuple[pd.DataFrame, int, bool]:
             header = pd.read_csv(io.BytesIO(text), header=None, nrows=1, **read)
             names = [str(c).strip().lower() for c in header.iloc[0]] if len(header) else []
             if names and pd.to_numeric(pd.Series(names), errors="coerce").notna().all():  # no header: the first line is a bar
-                frame, first_line = _headerless(pd.read_csv(io.BytesIO(text), header=None, **read), path), banner + 1
-                notes.append("no header: its first six columns read as time, open, high, low, close, volume")
+                frame, how = _headerless(pd.read_csv(io.BytesIO(text), header=None, **read), path)
+                first_line = banner + 1
+                notes.append(how)
             else:
                 twice = sorted({c for c in names if names.count(c) > 1})
                 if twice:
@@ -193,21 +194,27 @@ def _layout(text: bytes) -> tuple[str, int, bool]:
     return sep, banner, comma
 
 
-def _headerless(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+def _headerless(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str]:
     """A CSV without a header row, as exchanges' bulk files come (Binance's data.binance.vision
-    klines: 12 columns, the 7th each bar's close time) and as ccxt's candles are dumped (6): the
-    first six columns are time, open, high, low, close and volume. Any other count is refused: the
-    order of its columns cannot be known (Kraken's API answers its VWAP where the volume is)."""
+    klines: 12 columns, the 7th each bar's close time; Kraken's OHLCVT files: 7, the 7th each bar's
+    trade count) and as ccxt's candles are dumped (6): the first six columns are time, open, high,
+    low, close and volume. Any other count is refused: the order of its columns cannot be known
+    (Kraken's API answers its VWAP where the volume is). The frame, and how it was read."""
     import pandas as pd
 
     columns = len(frame.columns)
-    binance = columns == 12 and bool((pd.to_numeric(frame[6], errors="coerce") > pd.to_numeric(frame[0], errors="coerce")).all())
-    if columns != 6 and not binance:
+    number = {k: pd.to_numeric(frame[k], errors="coerce") for k in range(min(columns, 7))}
+    binance = columns == 12 and bool((pd.to_numeric(frame[6], errors="coerce") > number[0]).all())
+    kraken = columns == 7 and bool(((number[6] >= 0) & (number[6] % 1 == 0) & (number[6] < number[0])).all()
+                                   and not number[5].between(number[3], number[2]).all())  # a count, not a time; a volume, not a VWAP
+    if columns != 6 and not binance and not kraken:
         raise DataError(f"{path}: no header row, and {columns} columns (its first line: {clip(', '.join(frame.iloc[0]))}): a "
-                        "file without one is read only with 6 columns (time, open, high, low, close, volume) or as "
-                        "Binance's 12-column klines; add a header line naming the columns (timestamp,open,high,low,close,"
-                        "volume)")
-    return frame.iloc[:, :6].set_axis(["timestamp", *_PRICE_COLUMNS, "volume"], axis=1)
+                        "file without one is read only with 6 columns (time, open, high, low, close, volume), as Kraken's "
+                        "7-column OHLCVT (with the trade count) or as Binance's 12-column klines; add a header line naming "
+                        "the columns (timestamp,open,high,low,close,volume)")
+    how = ("Kraken's OHLCVT: time, open, high, low, close, volume and the trade count" if kraken
+           else "its first six columns read as time, open, high, low, close, volume")
+    return frame.iloc[:, :6].set_axis(["timestamp", *_PRICE_COLUMNS, "volume"], axis=1), f"no header: {how}"
 
 
 def _where(path: Path, i: int, first_line: int, raw_ts: object) -> str:
