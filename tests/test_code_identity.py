@@ -14,7 +14,7 @@ import yaml
 from genesis_core.features import register_feature
 from genesis_core.features._store import _feature_code
 from genesis_core.fingerprint import code_version
-from genesis_core.plugins import code_fingerprint, plugin_source
+from genesis_core.plugins import _user_root, code_fingerprint, plugin_source
 from genesis_core.strategy import get_strategy
 from tests.optimizer.test_optimizer import ROOT
 from tests.scoring_functions import return_over_drawdown
@@ -161,6 +161,9 @@ def test_built_in_code_is_the_package_version_and_user_code_its_source():
     top, digest = plugin_source(return_over_drawdown)
     assert top == "tests" and len(digest) == 64
     assert code_fingerprint(return_over_drawdown) not in (code_version(), digest)
+    # what is followed from a plugin's imports: the user's code, not the interpreter's, an installed package's or ours
+    assert _user_root("tests") == str(ROOT / "tests") and _user_root("userplug_absent") is None
+    assert [_user_root(name) for name in ("json", "numpy", "optuna", "genesis_core")] == [None] * 4
 
     @register_feature("code_identity_probe", "code_identity_probe", lambda base_seconds: 0)
     def probe(store):

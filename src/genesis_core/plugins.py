@@ -18,6 +18,7 @@ import importlib.metadata
 import importlib.util
 import inspect
 import re
+import site
 import sys
 import sysconfig
 from collections.abc import Iterator, Mapping
@@ -163,7 +164,10 @@ def _imported_tops(root: str) -> frozenset[str]:
     return frozenset(tops)
 
 
-_LIBRARIES = tuple({Path(p) for key in ("stdlib", "platstdlib", "purelib", "platlib") if (p := sysconfig.get_paths().get(key))})
+# where the interpreter's and installed packages' code lives (a user's --user installs and a system's
+# dist-packages among them): not the user's own code, whose edits change results
+_LIBRARIES = tuple({Path(p) for p in (*(sysconfig.get_paths().get(key) for key in ("stdlib", "platstdlib", "purelib", "platlib")),
+                                      *site.getsitepackages(), site.getusersitepackages()) if p})
 
 
 def _user_root(name: str) -> str | None:
