@@ -53,7 +53,7 @@ _KILLED_AFTER = """
 import importlib, os, signal, sys
 from genesis_core.cli import app
 
-target, calls, args = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+target, calls, sig, args = sys.argv[1], int(sys.argv[2]), signal.Signals[sys.argv[3]], sys.argv[4:]
 module, _, path = target.partition(":")
 *owners, name = path.split(".")
 owner = importlib.import_module(module)
@@ -65,7 +65,7 @@ def then_killed(*a, **k):
     out = real(*a, **k)
     done.append(1)
     if len(done) == calls:
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), sig)
     return out
 
 setattr(owner, name, then_killed)
@@ -73,11 +73,12 @@ app(args, prog_name="genesis")
 """
 
 
-def genesis_killed_after(target: str, calls: int, *args: str) -> subprocess.CompletedProcess[str]:
-    """`genesis ARGS` in a process of its own that kill -9s itself right after its ``calls``-th call of
-    ``target`` (``module:Class.function`` or ``module:function``) returns: a kill at a chosen step."""
-    return subprocess.run([sys.executable, "-c", _KILLED_AFTER, target, str(calls), *args], cwd=Path(__file__).resolve().parents[1],
-                          capture_output=True, text=True, timeout=300)
+def genesis_killed_after(target: str, calls: int, *args: str, sig: signal.Signals = signal.SIGKILL) -> subprocess.CompletedProcess[str]:
+    """`genesis ARGS` in a process of its own that kill -9s itself (or sends itself ``sig``) right
+    after its ``calls``-th call of ``target`` (``module:Class.function`` or ``module:function``)
+    returns: a kill at a chosen step."""
+    return subprocess.run([sys.executable, "-c", _KILLED_AFTER, target, str(calls), sig.name, *args],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
 
 
 def ctrl_c_until_it_ends(proc: subprocess.Popen[str], group: bool = True, limit: int = 6000) -> int:

@@ -700,7 +700,15 @@ def validate(
     from genesis_core.workflow import validate_run
 
     folder = _run_folder(run, results_dir, storage)
-    report = validate_run(folder, load_study_config(config).validation if config else None, top_n)
+    before = _identity(folder.validation_path)
+    with _interruptible() as received:
+        try:
+            report = validate_run(folder, load_study_config(config).validation if config else None, top_n)
+        except KeyboardInterrupt:  # validation.json is written whole at the end, or not at all: say which
+            kept = ("was written before the stop" if _identity(folder.validation_path) != before else
+                    "is as it was" if before else "was not written")
+            err.print(f"interrupted: {folder.validation_path} {kept}; run the same command again to validate", soft_wrap=True)
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
@@ -1304,6 +1312,15 @@ def data_update(
     with _download_bar(not as_json) as on_progress, _resumable():
         fetched = update(path, api_url, on_progress, retries)
     _print_fetched(fetched, as_json, "appended")
+
+
+def _identity(path: Path) -> tuple[int, int, int] | None:
+    """A file's inode, size and modification time (None if absent): whether a command replaced it."""
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @contextlib.contextmanager

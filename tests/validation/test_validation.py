@@ -9,6 +9,7 @@ import itertools
 import json
 import os
 import re
+import signal
 import statistics
 import subprocess
 import sys
@@ -740,3 +741,23 @@ def test_a_validation_counts_the_configs_backtested_by_hand_on_its_windows(fresh
     assert again.backtested_before == 2 and report.backtested_before == 0
     assert ("note: 2 other config(s) were backtested here on days of these windows (genesis backtest: results/backtests): each "
             "look makes them less out of sample") in " ".join(shown.stderr.split())
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_validation_stopped_by_a_signal_says_what_became_of_validation_json_and_leaves_no_piece(fresh_run, sig):
+    """Ctrl-C during `genesis validate` ended it with exit 130 and not a word, and SIGTERM killed it
+    (a temporary file it was writing would have stayed). Stopped in the robustness map of its second
+    candidate, it now says validation.json is as it was (or was not written), exits 128 + the
+    signal, and the run folder holds what it held."""
+    from tests.runs import genesis_killed_after
+
+    path = fresh_run / "validation.json"
+    if sig == signal.SIGTERM:
+        path.unlink()
+    before = {p.name: p.read_bytes() for p in fresh_run.iterdir() if p.is_file()}
+    stopped = genesis_killed_after("genesis_core.validation._validate:robustness", 2, "validate", str(fresh_run), sig=sig)
+    kept = "is as it was" if sig == signal.SIGINT else "was not written"
+    assert (stopped.returncode, stopped.stderr) == (128 + sig, f"interrupted: {path} {kept}; run the same command again to validate\n")
+    assert {p.name: p.read_bytes() for p in fresh_run.iterdir() if p.is_file()} == before
+    again = genesis("validate", str(fresh_run))  # and the same command then validates
+    assert again.returncode == 0 and ValidationReport.model_validate_json(path.read_text()).candidates
