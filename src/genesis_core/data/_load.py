@@ -202,11 +202,15 @@ def _headerless(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str]:
     (Kraken's API answers its VWAP where the volume is). The frame, and how it was read."""
     import pandas as pd
 
+    def number(k: int) -> pd.Series:
+        return pd.to_numeric(frame[k], errors="coerce")
+
     columns = len(frame.columns)
-    number = {k: pd.to_numeric(frame[k], errors="coerce") for k in range(min(columns, 7))}
-    binance = columns == 12 and bool((pd.to_numeric(frame[6], errors="coerce") > number[0]).all())
-    kraken = columns == 7 and bool(((number[6] >= 0) & (number[6] % 1 == 0) & (number[6] < number[0])).all()
-                                   and not number[5].between(number[3], number[2]).all())  # a count, not a time; a volume, not a VWAP
+    binance = columns == 12 and bool((number(6) > number(0)).all())
+    kraken = False
+    if columns == 7:  # a count, not a time; a volume, not a VWAP
+        time, high, low, volume, count = (number(k) for k in (0, 2, 3, 5, 6))
+        kraken = bool(((count >= 0) & (count % 1 == 0) & (count < time)).all() and not volume.between(low, high).all())
     if columns != 6 and not binance and not kraken:
         raise DataError(f"{path}: no header row, and {columns} columns (its first line: {clip(', '.join(frame.iloc[0]))}): a "
                         "file without one is read only with 6 columns (time, open, high, low, close, volume), as Kraken's "
