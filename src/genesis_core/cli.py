@@ -668,8 +668,7 @@ def _print_validation(report: ValidationReport) -> None:
     left_out: dict[tuple[str, ...], list[str]] = {}  # the candidates whose plateau leaves out neighbours, by those neighbours' params
     for c in report.candidates:
         if c.robustness is not None and (params := c.robustness.unchanged()):
-            same = sum(n.unchanged for n in c.robustness.neighbours)
-            left_out.setdefault(tuple(params), []).append(f"#{c.trial} {same} of {len(c.robustness.neighbours)}")
+            left_out.setdefault(tuple(params), []).append(f"#{c.trial} {c.robustness.left_out} of {len(c.robustness.neighbours)}")
     for inert, counts in left_out.items():
         out.print(f"plateau {', '.join(counts)} neighbours left out, the same backtest as the candidate's ({names(list(inert))})",
                   soft_wrap=True)

@@ -80,10 +80,14 @@ class Robustness(Part):
         """What tables show: the share of the score the neighbours keep at the median and at worst."""
         if self.plateau is None or self.worst is None:
             return f"- ({self.unmeasured()})"
-        same = sum(n.unchanged for n in self.neighbours)
         return (f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "")
-                + (f"; {same} of {len(self.neighbours)} neighbours left out, the same backtest as the candidate's "
-                   f"({names(self.unchanged())})" if same else ""))
+                + (f"; {self.left_out} of {len(self.neighbours)} neighbours left out, the same backtest as the candidate's "
+                   f"({names(self.unchanged())})" if self.left_out else ""))
+
+    @property
+    def left_out(self) -> int:
+        """How many neighbours made the candidate's own backtest, fill for fill."""
+        return sum(n.unchanged for n in self.neighbours)
 
     def unchanged(self) -> list[str]:
         """The parameters of the neighbours that made the candidate's own backtest, fill for fill
