@@ -21,6 +21,7 @@ import yaml
 from genesis_core.backtest import BacktestConfig, Backtester, build_config
 from genesis_core.errors import ConfigError
 from genesis_core.optimizer import SweepOptions, sweep
+from genesis_core.optimizer._config import flatten_parameters
 from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact, ValidationReport
 from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, WindowSpec, evaluate_candidate, select_candidates
@@ -479,11 +480,7 @@ def test_a_neighbour_that_makes_the_candidate_s_own_backtest_is_left_out_of_its_
     assert html.escape(cell) in (run_dir / "report.html").read_text()
 
     # searched in those parameters alone, the candidate has no neighbour that changes a fill: no plateau, and why
-    def flat(section: dict, prefix: str = "") -> dict:
-        return {k: v for name, spec in section.items()
-                for k, v in ({prefix + name: spec} if "type" in spec else flat(spec, f"{prefix}{name}.")).items()}
-
-    inert = {k: flat(parameters)[k] for k in dict.fromkeys(n.param for n in same)}
+    inert = {k: flatten_parameters(parameters)[k] for k in dict.fromkeys(n.param for n in same)}
     (tmp_path / "inert").mkdir()
     alone = write_config(tmp_path / "inert", meta={"sample_start": "2022-01-01", "sample_end": "2022-12-31"},
                          parameters={**{k: {"type": "categorical", "choices": [v]} for k, v in ONE_TRADE.items()}, **inert},
