@@ -288,7 +288,7 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) ->
 
     cfg, decisions = result.config, result.window.decisions
     lines = []
-    if (gaps := decisions.gaps()).count:
+    if (gaps := result.window.gaps()).count:
         lines.append(f"window has {gaps.describe(decisions.timeframe_seconds)}")
     if (spikes := decisions.spikes()).count:
         lines.append(f"window has {spikes.describe()}")
@@ -1213,18 +1213,19 @@ def data_check(
     summary = {
         "path": path, "read": read, "symbol": c.symbol, "bars": len(c), "timeframe": c.timeframe, "first_bar": format_ts(c.timestamps[0]),
         "last_bar": format_ts(c.timestamps[-1]), "gaps": g.count, "missing_bars": g.missing_bars,
-        "largest_gap_after": g.largest_at, "spikes": spikes.count, "largest_spike_at": spikes.largest_at,
-        "fingerprint": c.fingerprint,
+        "largest_gap_after": g.largest_at, "local_clock": g.local_clock, "spikes": spikes.count,
+        "largest_spike_at": spikes.largest_at, "fingerprint": c.fingerprint,
     }
     if as_json:
         sys.stdout.write(strict_json(summary) + "\n")
         return
     table = _table(show_header=False, title="Candles OK")
     for k, v in summary.items():
-        table.add_row(k, "; ".join(v) or "as written" if isinstance(v, list) else _fmt(v))
+        if k != "local_clock":  # said in the gaps' warning
+            table.add_row(k, "; ".join(v) or "as written" if isinstance(v, list) else _fmt(v))
     out.print(table)
     if g.count:
-        err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}")
+        err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}", soft_wrap=True)
     if spikes.count:
         err.print(f"[yellow]warning:[/] {spikes.describe()}", soft_wrap=True)
 

@@ -88,7 +88,7 @@ def _check_windows(cfg: StudyConfig, study: StudySpec, bt: Backtester, point: di
             continue
         w = plan.window
         covered.append(f"{label} {w.first_bar[:10]}..{w.last_bar[:10]} (+{w.start_index} warm-up)")
-        holes = w.decisions.gaps()
+        holes = w.gaps()
         if holes.count:
             gaps.append(f"{label} {start}..{end}: {holes.describe(w.candles.timeframe_seconds)}")
             large |= holes.largest_seconds >= DAY or holes.missing_bars >= 0.01 * w.bars

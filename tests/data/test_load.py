@@ -8,10 +8,12 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
+from genesis_core.config import read_config_file
 from genesis_core.data import MARKET_KEY, format_ts, load_candles
 from genesis_core.errors import DataError
-from tests.conftest import SAMPLE_FILE
+from tests.conftest import BTC_FILE, ROOT, SAMPLE_FILE
 from tests.runs import genesis
 
 
@@ -499,3 +501,69 @@ def test_a_parquet_file_s_hostile_market_metadata_is_refused_in_one_short_line(t
     with pytest.raises(DataError) as caught:
         load_candles(path)
     assert str(caught.value).startswith(f"{path}: {message}") and len(str(caught.value)) < 300
+
+
+def _local_clock_frame(zone: str) -> pd.DataFrame:
+    """The bundled Bitfinex bars with their timestamps written in ``zone``'s wall clock, no offset."""
+    frame = pd.read_csv(BTC_FILE, dtype=str)
+    utc = pd.to_datetime(frame["timestamp"], utc=True)
+    return frame.assign(timestamp=utc.dt.tz_convert(zone).dt.strftime("%Y-%m-%d %H:%M:%S"))
+
+
+def test_timestamps_in_a_local_clock_with_daylight_saving_are_told_by_its_repeated_and_skipped_hours(tmp_path, btc):
+    """A file written in local time, not UTC, repeats an hour each autumn, refused as a duplicate
+    that said nothing of why; with the repeated hour dropped, it loaded silently with every bar an
+    hour or two off, its springs' skipped hours among the gaps."""
+    for zone, label, first, offsets in (("Europe/Berlin", "central Europe's", "2018-10-28 02:00:00", ("+02:00", "+01:00")),
+                                        ("America/New_York", "North America's", "2018-11-04 01:00:00", ("-04:00", "-05:00"))):
+        frame = _local_clock_frame(zone)
+        naive = pd.to_datetime(frame["timestamp"]).to_numpy()
+        repeats = np.flatnonzero(naive[1:] == naive[:-1]) + 1  # the second of each pair
+        assert frame["timestamp"][repeats[0]] == first
+        path = _write(tmp_path, frame, f"{zone.replace('/', '_')}.csv")
+        with pytest.raises(DataError) as caught:
+            load_candles(path)
+        stamp = first.replace(" ", "T")
+        assert str(caught.value) == (
+            f"{path}: row {repeats[0] + 1}, line {repeats[0] + 2} (timestamp {first}): duplicate timestamp (same as row "
+            f"{repeats[0]}) (and {len(repeats) - 1} more row(s)): each is in the hour {label} clocks ({zone}) repeat as "
+            f"daylight saving ends, so the timestamps are that local time, not UTC: write them in UTC, or with their "
+            f"offset ({stamp}{offsets[0]}, then {stamp}{offsets[1]})")
+
+    # a duplicate the clocks do not explain is refused as before
+    utc = pd.read_csv(BTC_FILE, dtype=str)
+    twice = pd.concat([utc.iloc[:101], utc.iloc[100:]])
+    with pytest.raises(DataError) as caught:
+        load_candles(_write(tmp_path, twice, "twice.csv"))
+    assert str(caught.value).endswith(f"(timestamp {utc['timestamp'][100]}): duplicate timestamp (same as row 101)")
+
+    # the repeated hour dropped: 5 springs' skipped hours are gaps, told apart from the 6 of the UTC file
+    dropped = _local_clock_frame("Europe/Berlin").drop_duplicates("timestamp")
+    local = load_candles(_write(tmp_path, dropped, "dropped.csv"))
+    said = ("5 of them are the hour central Europe's clocks (Europe/Berlin) skip as daylight saving begins, each spring "
+            "from 2019-03-31 to 2023-03-26: the timestamps look like that local time, not UTC (so each bar is an hour or "
+            "two off, and an hour each autumn is doubled or dropped); write them in UTC")
+    gaps = local.gaps()
+    assert (gaps.count, gaps.local_clock) == (btc.gaps().count + 5, said)
+    springs = ["2019-03-31", "2020-03-29", "2021-03-28", "2022-03-27", "2023-03-26"]
+    for day in springs:
+        before = np.searchsorted(local.timestamps, pd.Timestamp(f"{day}T01:00Z").timestamp())
+        assert local.timestamps[before + 1] - local.timestamps[before] == 2 * 3600
+    assert btc.gaps().local_clock is None
+    shown = genesis("data", "check", str(tmp_path / "dropped.csv"))
+    assert shown.returncode == 0 and shown.stderr == f"warning: {gaps.describe(3600)}\n"
+    assert json.loads(genesis("data", "check", str(tmp_path / "dropped.csv"), "--json").stdout)["local_clock"] == said
+
+    # a year's window holds one spring: it is told from the whole file; and not from its own bars
+    window = local.window("2022-01-01", "2022-12-31", 0)
+    assert (window.gaps().local_clock, window.decisions.gaps().local_clock) == (said, None)
+    config = read_config_file(ROOT / "configs" / "reference.yaml")
+    config["data"]["path"] = str(tmp_path / "dropped.csv")
+    (tmp_path / "local.yaml").write_text(yaml.safe_dump(config))
+    ran = genesis("backtest", "--config", str(tmp_path / "local.yaml"))
+    assert ran.returncode == 0 and f"window has {window.gaps().describe(3600)}" in " ".join(ran.stderr.split())
+
+    # the same gaps at another hour of those days are the file's own
+    elsewhere = utc[~utc["timestamp"].isin([f"{day}T05:00:00Z" for day in springs])]
+    moved = load_candles(_write(tmp_path, elsewhere, "elsewhere.csv")).gaps()
+    assert (moved.count, moved.local_clock) == (btc.gaps().count + 5, None)

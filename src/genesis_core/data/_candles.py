@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from functools import cached_property
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+from functools import cache, cached_property
 from typing import Annotated
+from zoneinfo import ZoneInfo
 
 import numpy as np
 from pydantic import AfterValidator
@@ -108,6 +109,92 @@ def check_span(start: str, end: str) -> None:
         raise ValueError(f"start {start} is after end {end}")
 
 
+# Clocks that keep daylight saving, one a rule and local hour of change: a file written in one of
+# them, not in UTC, repeats an hour each autumn and skips one each spring (crypto trades through both).
+LOCAL_CLOCKS = (("Europe/London", "the UK's"), ("Europe/Berlin", "central Europe's"), ("Europe/Athens", "eastern Europe's"),
+                ("America/New_York", "North America's"), ("Australia/Sydney", "south-east Australia's"),
+                ("Pacific/Auckland", "New Zealand's"))
+_HOUR = 3600
+
+
+def _wall(seconds: int) -> datetime:
+    """A timestamp read as UTC, as the wall-clock time it reads as."""
+    return datetime(1970, 1, 1) + timedelta(seconds=int(seconds))
+
+
+def _repeated(zone: ZoneInfo, seconds: int) -> bool:
+    """Whether the wall-clock time ``seconds`` reads as comes twice in ``zone`` (its autumn hour)."""
+    t = _wall(seconds)
+    return t.replace(tzinfo=zone, fold=0).utcoffset() != t.replace(tzinfo=zone, fold=1).utcoffset()
+
+
+def _skipped(zone: ZoneInfo, seconds: int) -> bool:
+    """Whether the wall-clock time ``seconds`` reads as never comes in ``zone`` (its spring hour)."""
+    t = _wall(seconds).replace(tzinfo=zone)
+    return t.astimezone(UTC).astimezone(zone).replace(tzinfo=None) != t.replace(tzinfo=None)
+
+
+@cache
+def _zone(name: str) -> ZoneInfo:
+    return ZoneInfo(name)
+
+
+def repeated_local_hours(times: np.ndarray) -> str | None:
+    """Why ``times`` (timestamps read as UTC, each given twice or out of order by a file) came
+    twice, when each is in the hour one of ``LOCAL_CLOCKS`` repeats as its daylight saving ends:
+    the file's clock is that local time; None otherwise. For the loader's error."""
+    for name, label in LOCAL_CLOCKS:
+        zone = _zone(name)
+        if len(times) and all(_repeated(zone, t) for t in times):
+            first = _wall(times[0])
+            before, after = (first.replace(tzinfo=zone, fold=f).isoformat() for f in (0, 1))
+            return (f"{'each' if len(times) > 1 else 'it'} is in the hour {label} clocks ({name}) repeat as daylight saving ends, "
+                    f"so the timestamps are that local time, not UTC: write them in UTC, or with their offset ({before}, "
+                    f"then {after})")
+    return None
+
+
+def _springs(zone: ZoneInfo, first: int, last: int) -> list[int]:
+    """The first wall-clock time (a timestamp read as UTC) of each hour ``zone`` skips between ``first`` and ``last``."""
+    out, day = [], _wall(first).replace(hour=12, minute=0, second=0)
+    offset = day.replace(tzinfo=zone).utcoffset()
+    while (day := day + timedelta(days=1)) <= _wall(last):
+        now = day.replace(tzinfo=zone).utcoffset()
+        if now is not None and offset is not None and now > offset:
+            midnight = int(day.replace(hour=0, tzinfo=UTC).timestamp())
+            out += [h for h in range(midnight, midnight + 12 * _HOUR, _HOUR) if _skipped(zone, h)][:1]
+        offset = now
+    return out
+
+
+GAPS_BY_CHANCE = 1e-6  # the most likely that a file's gaps fall on each of a clock's spring hours by chance, for them to be its
+
+
+def skipped_local_hours(timestamps: np.ndarray, timeframe_seconds: int) -> str | None:
+    """When bars are missing at each hour one of ``LOCAL_CLOCKS`` skips as its daylight saving
+    begins (two springs or more, the bars either side there), and the file's other gaps are too
+    few for that to be chance: its timestamps are that local time, not UTC; None otherwise."""
+    ts, tf = timestamps, timeframe_seconds
+    if len(ts) < 2 or _HOUR % tf:
+        return None
+    diffs = np.diff(ts)
+    hour_gaps = ts[:-1][diffs == _HOUR + tf] + tf  # the first missing bar of each gap of exactly an hour
+    rate = float(diffs[diffs > tf].sum() - tf * (diffs > tf).sum()) / max(float(ts[-1] - ts[0]), 1.0)
+    for name, label in LOCAL_CLOCKS:
+        zone = _zone(name)
+        if sum(_skipped(zone, t) for t in hour_gaps) < 2:
+            continue
+        springs = _springs(zone, int(ts[0]), int(ts[-1]))
+        if len(springs) < 2 or rate ** len(springs) > GAPS_BY_CHANCE:
+            continue
+        if np.isin(springs, hour_gaps).all():
+            dates = [format_ts(h)[:10] for h in springs]
+            return (f"{len(springs)} of them are the hour {label} clocks ({name}) skip as daylight saving begins, each "
+                    f"spring from {dates[0]} to {dates[-1]}: the timestamps look like that local time, not UTC (so each "
+                    "bar is an hour or two off, and an hour each autumn is doubled or dropped); write them in UTC")
+    return None
+
+
 @dataclass(frozen=True)
 class GapReport:
     """Gaps (missing bars) in a candle series; reported as a warning, never an error."""
@@ -116,6 +203,7 @@ class GapReport:
     missing_bars: int
     largest_seconds: int
     largest_at: str | None  # timestamp of the last bar before the largest gap
+    local_clock: str | None = None  # why the gaps say the file's clock is a local time (``skipped_local_hours``)
 
     def describe(self, timeframe_seconds: int) -> str:
         if self.count == 0:
@@ -123,7 +211,7 @@ class GapReport:
         return (
             f"{self.count} gap(s), {self.missing_bars} missing bar(s), largest "
             f"{format_timeframe(self.largest_seconds)} after {self.largest_at}"
-        )
+        ) + (f"; {self.local_clock}" if self.local_clock else "")
 
 
 SPIKE = 2.0  # no bar of the bundled BTC/USD 1h data moves a third as far from the previous close (the most: 30%, 2020-03-12)
@@ -222,7 +310,12 @@ class Candles:
         if len(over) == 0:
             return GapReport(0, 0, 0, None)
         worst = over[np.argmax(diffs[over])]
-        return GapReport(len(over), int(missing.sum()), int(diffs[worst]), format_ts(ts[worst]))
+        return GapReport(len(over), int(missing.sum()), int(diffs[worst]), format_ts(ts[worst]), self.local_clock)
+
+    @cached_property
+    def local_clock(self) -> str | None:
+        """Why the gaps say these bars' clock is a local time, not UTC (``skipped_local_hours``)."""
+        return skipped_local_hours(self.timestamps, self.timeframe_seconds)
 
     def spikes(self) -> SpikeReport:
         """Bars far from the previous close (``SpikeReport``); a bar after a gap is left out, its move
@@ -291,6 +384,12 @@ class Window:
     def decisions(self) -> Candles:
         """The decision bars, without the warm-up: what a window's gaps and span are of."""
         return self.candles.slice(self.start_index, len(self.candles))
+
+    def gaps(self) -> GapReport:
+        """The decision bars' gaps, and what the gaps of the bars it was cut from say of their clock
+        (a window of a year holds one spring, too few to tell)."""
+        report = self.decisions.gaps()
+        return replace(report, local_clock=self.source.local_clock) if report.count and self.source is not None else report
 
     @property
     def span(self) -> tuple[int, int]:

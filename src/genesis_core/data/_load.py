@@ -16,7 +16,14 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from genesis_core.data._candles import CANDLE_ARRAYS, Candles, format_timeframe, parse_timeframe, same_symbol
+from genesis_core.data._candles import (
+    CANDLE_ARRAYS,
+    Candles,
+    format_timeframe,
+    parse_timeframe,
+    repeated_local_hours,
+    same_symbol,
+)
 from genesis_core.errors import DataError, clip
 from genesis_core.files import atomic_write, capped_bytes, not_a_file, read_file
 
@@ -346,12 +353,12 @@ def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str
         rows, ts, o, h, lo, c, v = (a[::-1].copy() for a in (rows, ts, o, h, lo, c, v))
         diffs = -diffs[::-1]
         notes.append("newest bar first: read oldest first")
-    if (diffs == 0).any():
-        i, n = _first_bad(diffs == 0)
-        raise DataError(f"{_where(path, i + 1, first_line, raw_ts.iloc[i + 1])}: duplicate timestamp (same as row {i + 1}){_more(n)}")
-    if (diffs < 0).any():
-        i, n = _first_bad(diffs < 0)
-        raise DataError(f"{_where(path, i + 1, first_line, raw_ts.iloc[i + 1])}: timestamps not sorted (earlier than row {i + 1}){_more(n)}")
+    for bad, what in ((diffs == 0, "duplicate timestamp (same as row {})"), (diffs < 0, "timestamps not sorted (earlier than row {})")):
+        if bad.any():
+            i, n = _first_bad(bad)
+            local = repeated_local_hours(ts[1:][bad])
+            raise DataError(f"{_where(path, rows[i + 1], first_line, raw_ts.iloc[rows[i + 1]])}: {what.format(rows[i] + 1)}{_more(n)}"
+                            + (f": {local}" if local else ""))
     steps, counts = np.unique(diffs, return_counts=True)
     common = int(steps[np.argmax(counts)]) if len(steps) else None  # the bars' own timeframe
     if timeframe is not None:
