@@ -243,8 +243,9 @@ def test_the_result_holds_its_series_and_trades_export_as_csv(short_config, tmp_
 
 
 def test_backtest_report_renders_in_a_browser_and_plots_what_the_result_holds(short_config, tmp_path):
-    """`--report`: price with every entry and exit, equity, drawdown and the decision trace, each
-    plot rendered by a real browser without a JavaScript error, their data equal to the result's."""
+    """`--report`: price with every entry and exit, equity, drawdown, buying and holding, and the
+    decision trace, each plot rendered by a real browser without a JavaScript error, their data equal
+    to the result's; the market's return beside the strategy's, on the command line too."""
     from datetime import datetime
 
     from tests.browser import figure_data, render, rendered_figures
@@ -259,9 +260,16 @@ def test_backtest_report_renders_in_a_browser_and_plots_what_the_result_holds(sh
     figures = rendered_figures(dom)
     assert sorted(figures) == ["1", "2"] and all('class="main-svg"' in body for body in figures.values())
     text = page.read_text()
-    close, longs, shorts, exits, equity, drawdown = figure_data(text, 1)
+    close, longs, shorts, exits, equity, drawdown, held = figure_data(text, 1)
     ms = [int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() * 1000) for t in record["series"]["time"]]
-    assert equity["x"] == drawdown["x"] == close["x"] == ms
+    assert equity["x"] == drawdown["x"] == close["x"] == held["x"] == ms
+    bars = pd.read_csv(yaml.safe_load(short_config.read_text())["data"]["path"], index_col="timestamp").loc["2022-03-01":"2022-06"]
+    assert list(bars.index[[0, -1]]) == ["2022-03-01T00:00:00Z", "2022-05-31T23:00:00Z"] == record["series"]["time"][::len(ms) - 1]
+    market = bars["close"].iloc[-1] / bars["open"].iloc[0] - 1
+    assert held["name"] == "buy and hold" and held["y"] == pytest.approx(list(10_000.0 * bars["close"] / bars["open"].iloc[0]), rel=1e-12)
+    assert f"<td class='l'>buy and hold</td><td>{market:+.2%} (bought at the first bar&#x27;s open)</td>" in text
+    assert (f"market: buying at the first bar's open and holding made {market:+.2%} over the window; this strategy "
+            f"{record['metrics']['total_return']:+.2%} (total_return)") in proc.stdout
     assert equity["y"] == record["series"]["equity"] and drawdown["y"] == record["series"]["drawdown"]
     trades = record["trades"]
     for trace, side in ((longs, "long"), (shorts, "short")):

@@ -385,6 +385,13 @@ class Window:
         """The decision bars, without the warm-up: what a window's gaps and span are of."""
         return self.candles.slice(self.start_index, len(self.candles))
 
+    @cached_property
+    def held(self) -> np.ndarray:
+        """What 1 bought at the first decision bar's open is worth at each decision bar's close: the
+        market's own course over the window, which a strategy's is read against."""
+        d = self.decisions
+        return d.close / d.open[0]
+
     def gaps(self) -> GapReport:
         """The decision bars' gaps, and what the gaps of the bars it was cut from say of their clock
         (a window of a year holds one spring, too few to tell)."""
