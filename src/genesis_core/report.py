@@ -175,8 +175,8 @@ def _equity(result: BacktestResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 def _curves(results: list[tuple[str, BacktestResult]], title: str, price: BacktestResult | None = None) -> go.Figure:
-    """Equity and drawdown of each result on one time axis; with ``price``, its close with
-    entries and exits marked above them, and buying and holding its window beside the equity."""
+    """Equity and drawdown of each result on one time axis, with buying and holding their window
+    beside the equity; with ``price``, its close with entries and exits marked above them."""
     rows = 2 if price is None else 3
     heights = [0.7, 0.3] if price is None else [0.45, 0.35, 0.2]
     fig = make_subplots(rows=rows, cols=1, shared_xaxes=True, row_heights=heights, vertical_spacing=0.04)
@@ -188,10 +188,9 @@ def _curves(results: list[tuple[str, BacktestResult]], title: str, price: Backte
         fig.add_trace(go.Scatter(x=times, y=equity, name=label, legendgroup=label, mode="lines", line=line), row=rows - 1, col=1)
         fig.add_trace(go.Scatter(x=times, y=drawdown, name=label, legendgroup=label, showlegend=False, mode="lines", line=line),
                       row=rows, col=1)
-    if price is not None:  # the market's own course, the equity's yardstick
-        fig.add_trace(go.Scatter(x=price.window.decisions.timestamps * 1000, y=price.config.costs.initial_equity * price.window.held,
-                                 name="buy and hold",
-                                 mode="lines", line={"color": "#888", "width": 1, "dash": "dot"}), row=rows - 1, col=1)
+    market = price or results[0][1]  # the market's own course on the window the results share, the equity's yardstick
+    fig.add_trace(go.Scatter(x=market.window.decisions.timestamps * 1000, y=market.config.costs.initial_equity * market.window.held,
+                             name="buy and hold", mode="lines", line={"color": "#888", "width": 1, "dash": "dot"}), row=rows - 1, col=1)
     fig.update_xaxes(type="date")
     fig.update_yaxes(title_text="equity", row=rows - 1, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=rows, col=1)
