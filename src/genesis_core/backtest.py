@@ -205,6 +205,17 @@ def training_problems(trained: list[Training], candles: Candles, symbol: str | N
     return leaks, others
 
 
+def seen_problems(window: tuple[int, int], seen: list[tuple[str, str, str]]) -> list[str]:
+    """Where a backtest window (first and last bar, epoch seconds) overlaps bars its config was
+    searched or chosen on: each ``(first bar, last bar, what they were to it)``. There its numbers
+    are what the search fitted or the choice favoured: ``genesis backtest --champion`` ran the
+    champion on its own explore window by default, and showed the fit as a result."""
+    a, b = window
+    return [f"the backtest window {format_ts(a)[:10]}..{format_ts(b)[:10]} overlaps {first[:10]}..{last[:10]}, {what}: "
+            "in-sample, so its numbers there are not what the config does on bars it has not seen"
+            for first, last, what in seen if a <= parse_ts(last) and b >= parse_ts(first)]
+
+
 def dead_inputs(trained: list[Training], features: FeatureStore, start: int) -> list[str]:
     """Inputs of fitted resources (``Training.inputs``) that hold one value on every bar of the
     window from ``start`` on, where they varied over the training bars: a file without volume feeds

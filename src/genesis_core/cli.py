@@ -188,20 +188,30 @@ def backtest(
     if sum((config_file is not None, config is not None, champion, trial is not None)) != 1:
         raise typer.BadParameter("give one of CONFIG (or --config), --champion or --trial")
     config = config or config_file
+    seen: list[tuple[str, str, str]] = []  # bars the config was searched or chosen on (``seen_problems``)
     if champion:
         store = ChampionStore(results_dir, symbol, timeframe)
         current = store.load()
         if current is None:
             raise ConfigError(f"no {symbol} {timeframe} champion at {store.path} (see `genesis champion promote`)")
         base = current.effective_config.model_dump(mode="json")
+        d, study = current.data, current.run.study
+        seen = [(d.explore.first_bar, d.explore.last_bar, f"the explore window of the search that found the champion ({study})"),
+                *((v.first_bar, v.last_bar, f"a validation window the champion was chosen on ({study})") for v in d.validation)]
     elif trial is not None:
-        base = _trial_artifact(trial, results_dir, storage).effective_config.model_dump(mode="json")
+        artifact = _trial_artifact(trial, results_dir, storage)
+        base = artifact.effective_config.model_dump(mode="json")
+        seen = [(artifact.window.first_bar, artifact.window.last_bar, f"the explore window of the search that found trial {trial}")]
     else:
         assert config is not None
         base = read_config_file(config)
         stored = base.get("result", base)  # best_trial.json holds its trial under "result"
         if isinstance(stored, dict) and "effective_config" in stored:
             base = stored["effective_config"]  # a result file: what it was run with
+            window = stored.get("window")
+            if isinstance(window, dict) and "trial_number" in stored:  # a trial's: the bars its search explored
+                seen = [(window["first_bar"], window["last_bar"], f"the explore window of the search that found trial "
+                                                                    f"{stored['trial_number']}")]
     cfg = build_config(base, overrides=overrides)
     bt = Backtester(CACHE)
     candles = bt.candles(cfg.data.path, cfg.data.timeframe)
@@ -217,7 +227,7 @@ def backtest(
         ser = record.series
         _write_csv(equity_csv, [{"time": t, "equity": e, "drawdown": d} for t, e, d in zip(ser.time, ser.equity, ser.drawdown, strict=True)],
                    ["time", "equity", "drawdown"])
-    cautions = _cautions(bt, result, record)
+    cautions = _cautions(bt, result, record, seen)
     if report is not None:
         from genesis_core.report import backtest_report
 
@@ -270,12 +280,12 @@ def backtest(
         out.print(f"report written to {report}", soft_wrap=True)
 
 
-def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) -> list[str]:
+def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord, seen: list[tuple[str, str, str]]) -> list[str]:
     """What a backtest's numbers should be read with: holes and bad ticks in its window, fills
     beyond the market's volume or costing nothing, a profit made by one trade, a strategy that
-    reads the future, a model fitted on its bars or after them or fed a constant, cold indicators
-    or indicators that still remember where their warm-up began,
-    numbers beyond the arithmetic, a liquidation."""
+    reads the future, a model fitted on its bars or after them or fed a constant, bars the config
+    was searched or chosen on (``seen``), cold indicators or indicators that still remember where
+    their warm-up began, numbers beyond the arithmetic, a liquidation."""
     from genesis_core.backtest import (
         BEST_TRADE_SHARE,
         data_symbol,
@@ -283,6 +293,7 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) ->
         free_trading,
         lookahead,
         one_trade,
+        seen_problems,
         thin_fill,
         trained_on,
         training_problems,
@@ -314,6 +325,7 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord) ->
     candles, trained = result.window.candles, trained_on(cfg)
     leaks, others = training_problems(trained, candles, data_symbol(cfg, candles), [("the backtest window", *result.window.span, True)])
     lines += leaks + others + dead_inputs(trained, bt.features(result.window), result.window.start_index)
+    lines += seen_problems(result.window.span, seen)
     if result.trace["warmup_bars_in_window"]:
         lines.append(f"{result.trace['warmup_bars_in_window']} bars of the window still had cold indicators; raise data.warmup_bars")
     if record.not_finite:

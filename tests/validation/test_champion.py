@@ -17,7 +17,7 @@ from genesis_core.records import (
 )
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT
-from tests.runs import promote
+from tests.runs import genesis, promote
 from tests.validation.conftest import validated_config
 
 
@@ -287,6 +287,35 @@ def test_the_champion_file_says_what_it_is_and_runs_with_backtest_champion(fresh
     assert load_study_config(config).spec().champion == c["effective_config"]["params"]
     skip = validated_config(fresh_run.parent.parent.parent, "skip.yaml", meta={"stop": {"max_trials": 16}, "skip_champion_merge": True})
     assert load_study_config(skip).spec().champion is None
+
+
+def test_a_backtest_of_the_champion_or_a_trial_on_bars_it_was_searched_or_chosen_on_says_it_is_in_sample(fresh_run):
+    """`genesis backtest --champion` ran on the champion's own explore window by default and showed
+    the search's fit as a result, without a word; nor was a window it was chosen on told apart."""
+    results = fresh_run.parent.parent
+    assert promote(fresh_run).promoted
+    c = load_champion(results, "BTCUSD", "1h")
+    study, trial = c["run"]["study"], c["run"]["trial"]
+    tail = "in-sample, so its numbers there are not what the config does on bars it has not seen"
+
+    def said(*args: str) -> list[str]:
+        ran = genesis("backtest", *args, "--results-dir", str(results), "--out", str(results / "bt.json"), "--json")
+        assert ran.returncode == 0, ran.stderr
+        return [line.strip() for line in " ".join(ran.stderr.split()).split("warning: ") if "overlaps" in line and "in-sample" in line]
+
+    searched = f"the explore window of the search that found the champion ({study}): {tail}"
+    assert said("--champion") == [f"the backtest window 2022-03-01..2022-05-31 overlaps 2022-03-01..2022-05-31, {searched}"]
+    assert said("--champion", "--start", "2022-05-20", "--end", "2022-06-10") == [
+        f"the backtest window 2022-05-20..2022-06-10 overlaps 2022-03-01..2022-05-31, {searched}",
+        f"the backtest window 2022-05-20..2022-06-10 overlaps 2022-06-01..2022-08-31, a validation window the champion was "
+        f"chosen on ({study}): {tail}"]
+    assert said("--champion", "--start", "2022-12-01", "--end", "2022-12-31") == []  # after every bar it was searched or chosen on
+    found = f"the explore window of the search that found trial {{}}: {tail}"
+    assert said("--trial", f"{fresh_run}:{trial}") == [
+        "the backtest window 2022-03-01..2022-05-31 overlaps 2022-03-01..2022-05-31, " + found.format(f"{fresh_run}:{trial}")]
+    assert said("-c", str(fresh_run / "trials" / f"{trial:06d}.json")) == [
+        "the backtest window 2022-03-01..2022-05-31 overlaps 2022-03-01..2022-05-31, " + found.format(trial)]
+    assert said("-c", str(fresh_run / "trials" / f"{trial:06d}.json"), "--start", "2022-06-01", "--end", "2022-06-30") == []
 
 
 def test_a_crash_mid_promotion_never_leaves_a_half_written_champion(fresh_run, monkeypatch):
