@@ -340,15 +340,22 @@ def _ms(day: str) -> int:
 
 
 def _chained(results: list[tuple[str, BacktestResult]]) -> go.Figure:
-    """Each fold's validation-window equity, each segment starting where the previous one ended."""
+    """Each fold's validation-window equity, each segment starting where the previous one ended, and
+    buying and holding those blocks, chained alike."""
     fig = go.Figure()
-    level = 1.0
+    level = market = 1.0
+    times_held: list[tuple[np.ndarray, np.ndarray]] = []
     for i, (label, result) in enumerate(results):
         times, equity, _ = _equity(result)
         initial = result.engine.equity[0]
         fig.add_trace(go.Scatter(x=times, y=level * equity / initial, name=label, mode="lines",
                                  line={"color": COLOURS[i % len(COLOURS)]}))
         level *= equity[-1] / initial
+        times_held.append((times, market * result.window.held))
+        market = float(times_held[-1][1][-1])
+    if results:
+        fig.add_trace(go.Scatter(x=np.concatenate([t for t, _ in times_held]), y=np.concatenate([h for _, h in times_held]),
+                                 name="buy and hold", mode="lines", line={"color": "#888", "width": 1, "dash": "dot"}))
     fig.update_xaxes(type="date")
     fig.update_layout(title="Trading each fold's top on its validation block, chained (1 = start)", yaxis_title="growth of 1",
                       height=420)

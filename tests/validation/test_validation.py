@@ -7,6 +7,7 @@ import html
 import io
 import itertools
 import json
+import math
 import os
 import re
 import signal
@@ -15,6 +16,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import yaml
 
@@ -25,6 +27,7 @@ from genesis_core.optimizer._config import flatten_parameters
 from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact, ValidationReport
 from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, WindowSpec, evaluate_candidate, select_candidates
+from tests.conftest import BTC_FILE
 from tests.optimizer.test_optimizer import ROOT, write_config
 from tests.runs import genesis, optimize, validate
 from tests.validation.conftest import FIRST_HALF_2023, ONE_TRADE, PARAMETERS, VALIDATION, validated_config
@@ -369,7 +372,13 @@ def _assert_walk_forward_report(folder: Path, report: dict) -> None:
         v = json.loads((Path(f["run_dir"]) / "validation.json").read_text())
         top = next(c for c in v["candidates"] if c["trial"] == f["top"]["trial"])
         growth *= 1 + top["windows"][0]["metrics"]["total_return"]
-    assert figure_data(text, 2)[-1]["y"][-1] == pytest.approx(growth, rel=1e-12)
+    *chained, held = figure_data(text, 2)
+    assert chained[-1]["y"][-1] == pytest.approx(growth, rel=1e-12)
+    bars = pd.read_csv(BTC_FILE, index_col="timestamp")  # and buying and holding each block, chained alike
+    blocks = [bars.loc[f"{f['validation'][0]}T00:00:00Z":f"{f['validation'][1]}T23:00:00Z"] for f in report["folds"]]
+    assert held["name"] == "buy and hold" and held["y"][-1] == pytest.approx(
+        math.prod(b["close"].iloc[-1] / b["open"].iloc[0] for b in blocks), rel=1e-12)
+    assert held["x"] == [x for t in chained for x in t["x"]]
     for f in report["folds"]:
         assert f'<td class="l">{f["fold"]}</td><td class="l">{" .. ".join(f["explore"])}</td>' in dom
 
