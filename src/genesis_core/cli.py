@@ -632,6 +632,10 @@ def _print_validation(report: ValidationReport) -> None:
         table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=True)
     wide = out.width >= 120
     between = " .. " if wide else "\n.."
+    if report.buy_and_hold:  # the market's own return on each window, which a candidate's is read against
+        for i, (label, made) in enumerate(report.buy_and_hold.items()):
+            table.add_row("market" if i == 0 else "", label.replace("..", between), "", f"{made:+.2%}", *[""] * 6)
+        table.add_section()
     for c in report.candidates:
         rows = [("explore", c.explore.production_score, c.explore.metrics, c.passed)]  # the candidate's verdict first
         rows += [(f"{w.start}{between}{w.end}", w.production_score, w.metrics, w.passed) for w in c.windows]

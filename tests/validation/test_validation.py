@@ -201,6 +201,10 @@ def test_validate_cli_writes_the_report_and_a_table(fresh_run):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((fresh_run / "validation.json").read_text())
     assert len(report["candidates"]) == 2 and report["validation"]["top_n"] == 2
+    bars = pd.read_csv(BTC_FILE, index_col="timestamp")  # beside them, what buying and holding each window made
+    spans = [("explore", "2022-03-01", "2022-05-31"), *((f"{w['start']}..{w['end']}", w["start"], w["end"]) for w in VALIDATION["windows"])]
+    held = {label: bars.loc[f"{a}T00:00:00Z":f"{b}T23:00:00Z"] for label, a, b in spans}
+    assert report["buy_and_hold"] == pytest.approx({k: b["close"].iloc[-1] / b["open"].iloc[0] - 1 for k, b in held.items()}, rel=1e-12)
     _shows_every_figure_whole(proc.stdout, ValidationReport.model_validate(report), 120)
 
 
@@ -212,6 +216,11 @@ def _shows_every_figure_whole(text: str, report: ValidationReport, width: int) -
     assert "…" not in text and max(map(len, lines)) <= width
     assert report.candidates and any(c.reasons for c in report.candidates)  # something to show
     rows = [line.replace("│", " ").split() for line in lines]  # cells, with the table's lines or without
+    assert report.buy_and_hold is not None and len(report.buy_and_hold) == 1 + len(report.validation["windows"])
+    market = next(i for i, r in enumerate(rows) if r[:2] == ["market", "explore"])
+    for label, made in report.buy_and_hold.items():  # the market's rows, first: each window's return, nothing else
+        cells = next(r for r in rows[market:] if label.split("..")[0] in r)
+        assert cells[-1] == f"{made:+.2%}" and set(cells[:-1]) <= {"market", *label.split(".."), "..", f"..{label.split('..')[-1]}"}
     for c in report.candidates:
         for label, sc, m in [("explore", c.explore.production_score, c.explore.metrics),
                              *((w.start, w.production_score, w.metrics) for w in c.windows)]:

@@ -223,6 +223,8 @@ class ValidationReport(Record):
     left_out: LeftOut | None
     looked_before: list[str] | None  # other runs here validated on a day of these windows, same market (None: schema < 4)
     backtested_before: int | None = None  # configs `genesis backtest` ran here on days of these windows, same market (None: not counted)
+    # what buying and holding made on the explore window ("explore") and on each window ("START..END"); None: not recorded
+    buy_and_hold: dict[str, float] | None = None
     candidates: list[Candidate]
     refused: list[RefusedCandidate]
     passed: list[int]
