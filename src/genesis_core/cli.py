@@ -245,7 +245,7 @@ def backtest(
     out.print(f"outcome {sc.outcome.value}, production score {sc.production:.2f} (what the optimizer ranks by, default "
               f"scoring), feasibility {sc.feasibility:.2f}; classic_score is the composite metric below")
     made = record.metrics.get("total_return")
-    out.print(f"market: buying at the first bar's open and holding made {float(result.window.held[-1]) - 1:+.2%} over the "
+    out.print(f"market: buying at the first bar's open and holding made {result.window.held_return:+.2%} over the "
               f"window" + ("" if made is None else f"; this strategy {made:+.2%} (total_return)"))
     if cfg.costs.carry_bps_per_day.charged:
         out.print(f"costs: {cfg.costs.describe()}: {float(result.engine.trades['carry'].sum()):,.2f} paid over the trades")

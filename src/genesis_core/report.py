@@ -410,7 +410,7 @@ def backtest_report(result: BacktestResult, record: BacktestRecord, cautions: li
         ["strategy", cfg.strategy], ["data", cfg.data.path], ["window", f"{w.first_bar} .. {w.last_bar}"],
         ["bars", f"{w.bars:,} ({w.warmup_bars:,} warm-up before)"], ["timeframe", w.timeframe],
         ["costs", cfg.costs.describe()],
-        ["buy and hold", f"{float(result.window.held[-1]) - 1:+.2%} (bought at the first bar's open)"],
+        ["buy and hold", f"{result.window.held_return:+.2%} (bought at the first bar's open)"],
         ["outcome", None if sc is None else sc.outcome.value], ["production score", None if sc is None else sc.production],
         ["config fingerprint", result.config_fingerprint], ["data window fingerprint", result.window.fingerprint],
     ]))

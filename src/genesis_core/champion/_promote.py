@@ -199,7 +199,7 @@ def _floor(candidate: Candidate, promotion: PromotionConfig, bt: Backtester, dat
         above = got > promotion.min_validation_return
         ok &= above
         checks.append(f"{'above' if above else 'not above'} the floor {promotion.min_validation_return:+.2%}")
-    held = _compounded([float(bt.candles(data_path).window(w.start, w.end, 0).held[-1]) - 1.0 for w in candidate.windows])
+    held = _compounded([bt.candles(data_path).window(w.start, w.end, 0).held_return for w in candidate.windows])
     if promotion.beat_buy_and_hold:
         ok &= got > held
         checks.append(f"{'above' if got > held else 'not above'} buy-and-hold {held:+.2%}")

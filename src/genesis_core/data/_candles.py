@@ -392,6 +392,11 @@ class Window:
         d = self.decisions
         return d.close / d.open[0]
 
+    @property
+    def held_return(self) -> float:
+        """What buying at the first decision bar's open and holding to the last close made (``held``)."""
+        return float(self.held[-1]) - 1.0
+
     def gaps(self) -> GapReport:
         """The decision bars' gaps, and what the gaps of the bars it was cut from say of their clock
         (a window of a year holds one spring, too few to tell)."""

@@ -395,7 +395,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         backtested_before=backtested_before(backtest_looks(folder.results_dir), config.meta.symbol, config.meta.timeframe,
                                             trials[0].fingerprints["data_file"] if trials else "", v.windows,
                                             {c.config_fingerprint for c in candidates}),
-        buy_and_hold={label: float(candles.window(start, end, 0).held[-1]) - 1.0 for label, start, end in
+        buy_and_hold={label: candles.window(start, end, 0).held_return for label, start, end in
                       [("explore", data.start, data.end), *((f"{w.start}..{w.end}", w.start, w.end) for w in v.windows)]},
         candidates=candidates,
         refused=refused,
