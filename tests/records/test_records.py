@@ -62,10 +62,12 @@ def test_old_files_are_migrated_on_read(old_results: Path):
                                  "other_trials"}}
     assert report.model_dump(mode="json", exclude={"schema_version": True, "overfitting": added, "refused": True,
                                                    "eligible": True, "left_out": True, "looked_before": True, "backtested_before": True,
+                                                   "buy_and_hold": True,
                                                    "candidates": {"__all__": {"robustness", "deflated_sharpe"}}}) == \
         renamed_scores(json.loads(folder.validation_path.read_text()))
     assert report.refused == []  # schema 3: no candidate could be refused on a window before
     assert report.eligible is None and report.left_out is None and report.short() is None  # schema 4: not counted before
+    assert report.buy_and_hold is None  # not recorded before
     assert report.candidates[0].explore.production_score == json.loads(folder.validation_path.read_text())["candidates"][0]["explore"]["score"]
     assert trials[0].metrics["classic_score"] == first["metrics"]["score"] and trials[0].score.production == first["score"]["phase2"]
     history_raw = json.loads((old_results / "champions" / "BTCUSD_1h.history.json").read_text())
