@@ -363,7 +363,8 @@ def _chained(results: list[tuple[str, BacktestResult]]) -> go.Figure:
 
 
 def _validation(report: ValidationReport) -> str:
-    rows = []
+    rows: list[list[Any]] = [["", "market" if i == 0 else "", label.replace("..", " .. "), None, made, None, None, "", "", ""]
+                             for i, (label, made) in enumerate((report.buy_and_hold or {}).items())]  # what holding made
     for cand in report.candidates:
         plateau = "" if cand.robustness is None else cand.robustness.describe()
         rows.append([cand.rank, cand.trial, "explore", cand.explore.production_score, cand.explore.metrics["total_return"],

@@ -70,6 +70,8 @@ def test_the_report_says_what_the_run_files_hold(report, rendered):
     validation = json.loads((run_dir / "validation.json").read_text())
     for candidate in validation["candidates"]:
         assert f"<td>{candidate['rank']}</td><td>{candidate['trial']}</td>" in dom
+    for i, (label, made) in enumerate(validation["buy_and_hold"].items()):  # above them, what holding each window made
+        assert f"<td></td><td>{'market' if i == 0 else ''}</td><td>{label.replace('..', ' .. ')}</td><td>-</td><td>{made:,.4g}</td>" in dom
     dsr = validation["overfitting"]["deflated_sharpe"]
     assert f"deflated Sharpe ratio of trial {dsr['trial']}: {dsr['dsr']:.3f}" in dom
     assert f"probability of backtest overfitting: {validation['overfitting']['pbo']['pbo']:.3f}" in dom
