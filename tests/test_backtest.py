@@ -266,6 +266,7 @@ def test_backtest_report_renders_in_a_browser_and_plots_what_the_result_holds(sh
     bars = pd.read_csv(yaml.safe_load(short_config.read_text())["data"]["path"], index_col="timestamp").loc["2022-03-01":"2022-06"]
     assert list(bars.index[[0, -1]]) == ["2022-03-01T00:00:00Z", "2022-05-31T23:00:00Z"] == record["series"]["time"][::len(ms) - 1]
     market = bars["close"].iloc[-1] / bars["open"].iloc[0] - 1
+    assert record["buy_and_hold"] == pytest.approx(market, rel=1e-12)  # in the result JSON too
     assert held["name"] == "buy and hold" and held["y"] == pytest.approx(list(10_000.0 * bars["close"] / bars["open"].iloc[0]), rel=1e-12)
     assert f"<td class='l'>buy and hold</td><td>{market:+.2%} (bought at the first bar&#x27;s open)</td>" in text
     assert (f"market: buying at the first bar's open and holding made {market:+.2%} over the window; this strategy "

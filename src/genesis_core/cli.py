@@ -217,7 +217,7 @@ def backtest(
     candles = bt.candles(cfg.data.path, cfg.data.timeframe)
     result = bt.run(cfg)
     sc = ScoreRecord.of(score(result.metrics, result.trace, Scoring(), Constraints()))
-    record = backtest_record(result).model_copy(update={"score": sc})
+    record = backtest_record(result).model_copy(update={"score": sc, "buy_and_hold": result.window.held_return})
     payload = record.model_dump(mode="json")
     path = output or Path("results/backtests") / f"{cfg.strategy}-{result.config_fingerprint[:10]}-{result.window.fingerprint[:10]}.json"
     _write_json(path, payload)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from genesis_core.backtest import Backtester
 from genesis_core.champion import rollback
 from genesis_core.errors import ConfigError
 from genesis_core.records import ChampionStore, ChampionWriteError
@@ -316,6 +317,10 @@ def test_a_backtest_of_the_champion_or_a_trial_on_bars_it_was_searched_or_chosen
     assert said("-c", str(fresh_run / "trials" / f"{trial:06d}.json")) == [
         "the backtest window 2022-03-01..2022-05-31 overlaps 2022-03-01..2022-05-31, " + found.format(trial)]
     assert said("-c", str(fresh_run / "trials" / f"{trial:06d}.json"), "--start", "2022-06-01", "--end", "2022-06-30") == []
+    # a backtest's result says what holding its window made; a trial's artifact, as its record was before, does not
+    assert json.loads((results / "bt.json").read_text())["buy_and_hold"] == pytest.approx(
+        Backtester().candles(c["effective_config"]["data"]["path"]).window("2022-06-01", "2022-06-30", 0).held_return, rel=1e-15)
+    assert not any("buy_and_hold" in path.read_text() for path in (fresh_run / "trials").iterdir())
 
 
 def test_a_crash_mid_promotion_never_leaves_a_half_written_champion(fresh_run, monkeypatch):

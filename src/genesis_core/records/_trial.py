@@ -114,6 +114,9 @@ class BacktestRecord(Record):
     series: Series | None = None  # per decision bar; left out of trial artifacts (a re-run gives it exactly)
     not_finite: list[str] = []  # metrics that came out NaN or infinite (stored as null): the outcome is INVALID_NUMERIC
     score: ScoreRecord | None = None  # `genesis backtest`: outcome and scores under the default scoring
+    # `genesis backtest`: what buying at the window's first open and holding to its last close made (left out elsewhere:
+    # trial artifacts and cache entries are as they were)
+    buy_and_hold: float | None = pydantic.Field(None, exclude_if=lambda v: v is None)
 
     @classmethod
     def upgrade(cls, raw: Any, version: int) -> Any:
