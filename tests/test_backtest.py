@@ -6,6 +6,7 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -473,3 +474,29 @@ def test_a_liquidated_account_is_said_by_the_backtest_and_its_numbers_are_a_tota
     shown = " ".join(genesis("backtest", "--config", str(path)).stderr.split())
     assert (f"warning: the account was liquidated at {ruin['exit_time']}: its short from {ruin['entry_time']} lost all the "
             f"equity at {ruin['exit_price']:,.2f} (entry {ruin['entry_price']:,.2f}); nothing traded after it") in shown
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_backtest_stopped_by_a_signal_says_what_became_of_each_file_and_leaves_no_piece(short_config, tmp_path, sig):
+    """Ctrl-C during `genesis backtest` ended it without a word (exit 130), SIGTERM killed it: a
+    temporary file could stay beside an output, and nothing said which outputs were written.
+    Stopped as the trades CSV is flushed (the third file's flush: the result JSON's is the first):
+    one line, exit 128 + the signal, the JSON written, the CSV not, the page as it was (SIGINT: one
+    was there) or not written, no other file; the same command then writes them all."""
+    from tests.runs import genesis_killed_after
+
+    out, trades, page = tmp_path / "r.json", tmp_path / "trades.csv", tmp_path / "bt.html"
+    if sig == signal.SIGINT:
+        page.write_text("an earlier page")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    args = ["backtest", "-c", str(short_config), "--out", str(out), "--trades-csv", str(trades), "--report", str(page)]
+    stopped = genesis_killed_after("genesis_core.files:os.fsync", 3, *args, sig=sig)
+    kept = "is as it was" if sig == signal.SIGINT else "was not written"
+    assert (stopped.returncode, stopped.stderr) == (128 + sig, f"interrupted: {out} was written before the stop; {trades} was not "
+                                                                f"written; {page} {kept}; run the same command again\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([*before, "r.json"])  # no temporary beside them
+    assert json.loads(out.read_text())["effective_config"]["data"]["start"] == "2022-03-01"
+    again = _cli(*args)
+    assert again.returncode == 0, again.stderr
+    assert json.loads(out.read_text())["metrics"]["num_trades"] == len(trades.read_text().splitlines()) - 1 > 0
+    assert page.read_text().startswith("<!DOCTYPE html>")

@@ -212,26 +212,31 @@ def backtest(
             if isinstance(window, dict) and "trial_number" in stored:  # a trial's: the bars its search explored
                 seen = [(window["first_bar"], window["last_bar"], f"the explore window of the search that found trial "
                                                                     f"{stored['trial_number']}")]
-    cfg = build_config(base, overrides=overrides)
-    bt = Backtester(CACHE)
-    candles = bt.candles(cfg.data.path, cfg.data.timeframe)
-    result = bt.run(cfg)
-    sc = ScoreRecord.of(score(result.metrics, result.trace, Scoring(), Constraints()))
-    record = backtest_record(result).model_copy(update={"score": sc, "buy_and_hold": result.window.held_return})
-    payload = record.model_dump(mode="json")
-    path = output or Path("results/backtests") / f"{cfg.strategy}-{result.config_fingerprint[:10]}-{result.window.fingerprint[:10]}.json"
-    _write_json(path, payload)
-    if trades_csv is not None:
-        _write_csv(trades_csv, [t.model_dump() for t in record.trades or []], list(TradeRecord.model_fields))
-    if equity_csv is not None and record.series is not None:
-        ser = record.series
-        _write_csv(equity_csv, [{"time": t, "equity": e, "drawdown": d} for t, e, d in zip(ser.time, ser.equity, ser.drawdown, strict=True)],
-                   ["time", "equity", "drawdown"])
-    cautions = _cautions(bt, result, record, seen)
-    if report is not None:
-        from genesis_core.report import backtest_report
+    with _saying_what_became("run the same command again") as watch:  # each file is written whole, or not at all
+        for given in (output, trades_csv, equity_csv, report):
+            if given is not None:
+                watch(given)
+        cfg = build_config(base, overrides=overrides)
+        bt = Backtester(CACHE)
+        candles = bt.candles(cfg.data.path, cfg.data.timeframe)
+        result = bt.run(cfg)
+        sc = ScoreRecord.of(score(result.metrics, result.trace, Scoring(), Constraints()))
+        record = backtest_record(result).model_copy(update={"score": sc, "buy_and_hold": result.window.held_return})
+        payload = record.model_dump(mode="json")
+        path = output or Path("results/backtests") / f"{cfg.strategy}-{result.config_fingerprint[:10]}-{result.window.fingerprint[:10]}.json"
+        watch(path)
+        _write_json(path, payload)
+        if trades_csv is not None:
+            _write_csv(trades_csv, [t.model_dump() for t in record.trades or []], list(TradeRecord.model_fields))
+        if equity_csv is not None and record.series is not None:
+            ser = record.series
+            _write_csv(equity_csv, [{"time": t, "equity": e, "drawdown": d} for t, e, d in zip(ser.time, ser.equity, ser.drawdown, strict=True)],
+                       ["time", "equity", "drawdown"])
+        cautions = _cautions(bt, result, record, seen)
+        if report is not None:
+            from genesis_core.report import backtest_report
 
-        atomic_write(report, backtest_report(result, record, cautions))
+            atomic_write(report, backtest_report(result, record, cautions))
     if as_json:
         sys.stdout.write(strict_json(payload) + "\n")
         for line in cautions:  # stdout stays the JSON alone
@@ -718,15 +723,9 @@ def validate(
     from genesis_core.workflow import validate_run
 
     folder = _run_folder(run, results_dir, storage)
-    before = _identity(folder.validation_path)
-    with _interruptible() as received:
-        try:
-            report = validate_run(folder, load_study_config(config).validation if config else None, top_n)
-        except KeyboardInterrupt:  # validation.json is written whole at the end, or not at all: say which
-            kept = ("was written before the stop" if _identity(folder.validation_path) != before else
-                    "is as it was" if before else "was not written")
-            err.print(f"interrupted: {folder.validation_path} {kept}; run the same command again to validate", soft_wrap=True)
-            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
+    with _saying_what_became("run the same command again to validate") as watch:
+        watch(folder.validation_path)
+        report = validate_run(folder, load_study_config(config).validation if config else None, top_n)
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:
@@ -751,7 +750,8 @@ def check_equivalence(
     if trial and all_trials:
         raise typer.BadParameter("give --trial or --all, not both")
     chosen = None if all_trials or not trial else list(trial)
-    results = check(_run_folder(run, results_dir, storage, trials=chosen or True), chosen)
+    with _saying_what_became("no trial is reported until all are re-run: run the same command again to check"):
+        results = check(_run_folder(run, results_dir, storage, trials=chosen or True), chosen)
     failed = [r for r in results if not r.ok]
     if as_json:
         sys.stdout.write(strict_json([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results]) + "\n")
@@ -987,7 +987,9 @@ def report(
 
     folder = _run_folder(run, results_dir, storage, walk_forward=True)
     path = output or folder.path / "report.html"
-    atomic_write(path, walk_forward_report(folder) if folder.is_walk_forward() else run_report(folder))
+    with _saying_what_became("run the same command again to write it") as watch:
+        watch(path)
+        atomic_write(path, walk_forward_report(folder) if folder.is_walk_forward() else run_report(folder))
     out.print(f"report written to {path}")
 
 
@@ -1366,6 +1368,30 @@ def _interruptible(deaf_once_stopped: bool = False) -> Iterator[list[int]]:
         if not (received and deaf_once_stopped):
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _saying_what_became(again: str) -> Iterator[Callable[[Path], None]]:
+    """Ctrl-C or SIGTERM: one line saying what became of each file the command watches (``watch(path)``
+    before it may write it; each is written whole or not at all, ``atomic_write``), and exit 128 +
+    the signal. Unhandled, SIGTERM killed the command, which could leave a temporary file beside its
+    output, and Ctrl-C ended it with no word of its files."""
+    before: dict[Path, tuple[int, int, int] | None] = {}
+
+    def watch(path: Path) -> None:
+        before.setdefault(path, _identity(path))
+
+    def became(path: Path) -> str:
+        now = _identity(path)
+        return "was written before the stop" if now != before[path] else "is as it was" if now else "was not written"
+
+    with _interruptible() as received:
+        try:
+            yield watch
+        except KeyboardInterrupt:
+            kept = "; ".join(f"{path} {became(path)}" for path in before) or "nothing was written"
+            err.print(f"interrupted: {kept}; {again}", soft_wrap=True)
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
 
 
 @contextlib.contextmanager

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -124,3 +125,19 @@ def test_new_bars_after_the_window_change_nothing_and_changed_bars_in_it_are_sai
     assert all(r.differences[0] == f"the bars of its window in {data} are not those it ran on (the file was changed or "
                "replaced): what differs below may all follow from that" for r in changed)
     assert all(any(d.startswith("fingerprints.data_window: stored") for d in r.differences) for r in changed)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_check_stopped_by_a_signal_says_nothing_was_written_and_reports_no_trial(run_dir, sig):
+    """Ctrl-C during `genesis check-equivalence` ended it without a word (exit 130), and SIGTERM
+    killed it. Stopped after its second trial: one line, exit 128 + the signal, no verdict on
+    any trial, the run folder as it was."""
+    from tests.runs import genesis_killed_after
+
+    before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
+    stopped = genesis_killed_after("genesis_core.validation._equivalence:check_trial", 2, "check-equivalence", str(run_dir),
+                                   "--all", sig=sig)
+    assert (stopped.returncode, stopped.stdout, stopped.stderr) == (
+        128 + sig, "", "interrupted: nothing was written; no trial is reported until all are re-run: run the same command "
+                       "again to check\n")
+    assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before

@@ -9,6 +9,7 @@ import json
 import math
 import re
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -123,3 +124,24 @@ def test_a_report_the_disk_cannot_hold_is_one_line_naming_the_file_and_leaves_no
     proc = subprocess.run([sys.executable, "-m", "genesis_core", "report", str(fresh_run), "--out", str(out)], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and out.stat().st_size > 100_000, proc.stderr
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_a_report_stopped_by_a_signal_says_what_became_of_the_page_and_leaves_no_piece(fresh_run, tmp_path, sig):
+    """Ctrl-C during `genesis report` ended it without a word (exit 130), and SIGTERM killed it, which
+    could leave the page's temporary file beside it. Stopped as the page is flushed to disk: one
+    line, exit 128 + the signal, the page as it was (SIGINT: one was there) or not written (SIGTERM),
+    nothing else in its folder; the same command then writes it."""
+    from tests.runs import genesis, genesis_killed_after
+
+    page = tmp_path / "report.html"
+    if sig == signal.SIGINT:
+        page.write_text("an earlier page")
+    before = sorted(p.name for p in tmp_path.iterdir())
+    stopped = genesis_killed_after("genesis_core.files:os.fsync", 1, "report", str(fresh_run), "--out", str(page), sig=sig)
+    kept = "is as it was" if sig == signal.SIGINT else "was not written"
+    assert (stopped.returncode, stopped.stderr) == (128 + sig, f"interrupted: {page} {kept}; run the same command again to write it\n")
+    assert sorted(p.name for p in tmp_path.iterdir()) == before  # no temporary beside it
+    assert page.read_text() == "an earlier page" if sig == signal.SIGINT else not page.exists()
+    again = genesis("report", str(fresh_run), "--out", str(page))
+    assert again.returncode == 0 and page.stat().st_size > 100_000
