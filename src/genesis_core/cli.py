@@ -750,8 +750,9 @@ def check_equivalence(
     if trial and all_trials:
         raise typer.BadParameter("give --trial or --all, not both")
     chosen = None if all_trials or not trial else list(trial)
+    folder = _run_folder(run, results_dir, storage, trials=chosen or True)  # with a database: its files pulled first
     with _saying_what_became("no trial is reported until all are re-run: run the same command again to check"):
-        results = check(_run_folder(run, results_dir, storage, trials=chosen or True), chosen)
+        results = check(folder, chosen)
     failed = [r for r in results if not r.ok]
     if as_json:
         sys.stdout.write(strict_json([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results]) + "\n")
