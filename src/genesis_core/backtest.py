@@ -33,7 +33,7 @@ from genesis_core.data import (
     same_symbol,
 )
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
-from genesis_core.errors import ConfigError, GenesisError, StrategyError, raised, unknown_key_hint
+from genesis_core.errors import ConfigError, DataError, GenesisError, StrategyError, raised, unknown_key_hint
 from genesis_core.features import FeatureStore, Span
 from genesis_core.files import trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
@@ -211,9 +211,16 @@ def seen_problems(window: tuple[int, int], seen: list[tuple[str, str, str]]) -> 
     are what the search fitted or the choice favoured: ``genesis backtest --champion`` ran the
     champion on its own explore window by default, and showed the fit as a result."""
     a, b = window
-    return [f"the backtest window {format_ts(a)[:10]}..{format_ts(b)[:10]} overlaps {first[:10]}..{last[:10]}, {what}: "
-            "in-sample, so its numbers there are not what the config does on bars it has not seen"
-            for first, last, what in seen if a <= parse_ts(last) and b >= parse_ts(first)]
+    lines = []
+    for first, last, what in seen:
+        try:
+            overlaps = a <= parse_ts(last) and b >= parse_ts(first)
+        except DataError:  # a result file edited by hand: no window to read
+            continue
+        if overlaps:
+            lines.append(f"the backtest window {format_ts(a)[:10]}..{format_ts(b)[:10]} overlaps {first[:10]}..{last[:10]}, "
+                         f"{what}: in-sample, so its numbers there are not what the config does on bars it has not seen")
+    return lines
 
 
 def dead_inputs(trained: list[Training], features: FeatureStore, start: int) -> list[str]:

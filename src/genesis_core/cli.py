@@ -209,9 +209,9 @@ def backtest(
         if isinstance(stored, dict) and "effective_config" in stored:
             base = stored["effective_config"]  # a result file: what it was run with
             window = stored.get("window")
-            if isinstance(window, dict) and "trial_number" in stored:  # a trial's: the bars its search explored
-                seen = [(window["first_bar"], window["last_bar"], f"the explore window of the search that found trial "
-                                                                    f"{stored['trial_number']}")]
+            if "trial_number" in stored and isinstance(window, dict) and all(isinstance(window.get(k), str) for k in ("first_bar", "last_bar")):
+                seen = [(window["first_bar"], window["last_bar"],  # a trial's: the bars its search explored
+                         f"the explore window of the search that found trial {stored['trial_number']}")]
     with _saying_what_became("run the same command again") as watch:  # each file is written whole, or not at all
         for given in (output, trades_csv, equity_csv, report):
             if given is not None:

@@ -321,6 +321,10 @@ def test_a_backtest_of_the_champion_or_a_trial_on_bars_it_was_searched_or_chosen
     assert json.loads((results / "bt.json").read_text())["buy_and_hold"] == pytest.approx(
         Backtester().candles(c["effective_config"]["data"]["path"]).window("2022-06-01", "2022-06-30", 0).held_return, rel=1e-15)
     assert not any("buy_and_hold" in path.read_text() for path in (fresh_run / "trials").iterdir())
+    edited = json.loads((fresh_run / "trials" / f"{trial:06d}.json").read_text())  # a window edited by hand: no line, no error
+    edited["window"]["first_bar"] = "garbage"
+    (results / "edited.json").write_text(json.dumps(edited))
+    assert said("-c", str(results / "edited.json")) == []
 
 
 def test_a_crash_mid_promotion_never_leaves_a_half_written_champion(fresh_run, monkeypatch):
