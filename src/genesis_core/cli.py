@@ -839,6 +839,8 @@ def _print_walk_forward(report: WalkForwardReport) -> None:
     out.print(f"{a.folds_with_a_pass} of {len(report.folds)} folds with a candidate passing; the tops (each fold's explore "
               f"best) of {topped} folds on their validation blocks: {passed}mean score {_fmt(a.mean_validation_score)}, worst "
               f"{_fmt(a.worst_validation_score)}, mean gap (explore - validation) {_fmt(a.mean_gap, '+,.4f')}")
+    if a.chained():
+        out.print(a.chained(), soft_wrap=True)
     if report.biased():
         err.print(f"[yellow]warning:[/] {report.biased()}")
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from genesis_core.champion import Decision, promote
 from genesis_core.config import parse_model
 from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.metrics import compounded
 from genesis_core.optimizer import OnProgress, RunOptions, RunSummary, SweepOptions, optimize
 from genesis_core.preflight import preflight, report
 from genesis_core.records import (
@@ -130,6 +131,11 @@ def promote_run(folder: RunFolder, trial: int | None = None, min_improvement: fl
     return promote(folder, cfg, promotion, trial)
 
 
+def _chained(returns: list[float | None]) -> float | None:
+    """``compounded(returns)``, or None when there is none or one is not known (a file written before it was kept)."""
+    return None if not returns or None in returns else compounded([r for r in returns if r is not None])
+
+
 def _no_top(v: ValidationReport) -> str:
     """Why a fold's validation has no candidate to take as its top."""
     if v.refused:
@@ -175,11 +181,14 @@ def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: s
             fold=i, explore=(explore_start, explore_end), validation=(val_start, val_end), config=str(fold_path),
             run_dir=summary.explore.run_dir, evaluated_trials=v.evaluated_trials, passed=v.passed, best=v.best,
             top=None if top is None else FoldTop(trial=top.trial, params=top.params, validation_score=top.validation_score,
-                                                  gap=top.gap, passed=top.passed, explore_score=top.explore.production_score),
+                                                  gap=top.gap, passed=top.passed, explore_score=top.explore.production_score,
+                                                  validation_return=top.windows[0].metrics["total_return"]),
             deflated_sharpe=None if top is None else top.deflated_sharpe,
             no_top=None if top is not None else _no_top(v),
+            buy_and_hold=(v.buy_and_hold or {}).get(f"{val_start}..{val_end}"),
         ))
     tops = [f.top for f in folds if f.top is not None]
+    traded = [(f.top.validation_return, f.buy_and_hold) for f in folds if f.top is not None]
     result = WalkForwardReport(
         study=name, walk_forward=wf.model_dump(mode="json"), blocks=blocks, folds=folds, complete=len(folds) == wf.folds,
         top_chosen_by="explore",
@@ -189,6 +198,8 @@ def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: s
             mean_validation_score=sum(t.validation_score for t in tops) / len(tops) if tops else None,
             worst_validation_score=min((t.validation_score for t in tops), default=None),
             mean_gap=sum(t.gap for t in tops) / len(tops) if tops else None,
+            chained_return=_chained([r for r, _ in traded]),
+            chained_buy_and_hold=_chained([h for _, h in traded]),
         ),
     )
     folder.write_walk_forward(result)

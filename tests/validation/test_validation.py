@@ -296,6 +296,17 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
     assert report["aggregate"]["worst_validation_score"] == min(t["validation_score"] for t in tops)
     # the tops' passes, out of sample, beside the folds where any of top_n passed (a best of several on the block)
     assert report["aggregate"]["tops_passed"] == sum(t["passed"] for t in tops) <= report["aggregate"]["folds_with_a_pass"]
+    # each top's return on its block and buying and holding the block, compounded over the folds alike
+    bars = pd.read_csv(BTC_FILE, index_col="timestamp")
+    for f in report["folds"]:
+        block = bars.loc[f"{f['validation'][0]}T00:00:00Z":f"{f['validation'][1]}T23:00:00Z"]
+        assert f["buy_and_hold"] == pytest.approx(block["close"].iloc[-1] / block["open"].iloc[0] - 1, rel=1e-12)
+        top = next(c for c in json.loads((Path(f["run_dir"]) / "validation.json").read_text())["candidates"]
+                   if c["trial"] == f["top"]["trial"])
+        assert f["top"]["validation_return"] == top["windows"][0]["metrics"]["total_return"]
+    chained = (math.prod(1 + f["top"]["validation_return"] for f in report["folds"]) - 1,
+               math.prod(1 + f["buy_and_hold"] for f in report["folds"]) - 1)
+    assert (report["aggregate"]["chained_return"], report["aggregate"]["chained_buy_and_hold"]) == pytest.approx(chained, rel=1e-12)
     assert json.loads(report_path.read_text())["folds"] == report["folds"]
     _assert_walk_forward_report(report_path.parent, report)
     from tests.runs import genesis  # runs show and runs list know a walk-forward (they said "no run at ...")
@@ -307,6 +318,8 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
     a = report["aggregate"]
     assert f"{a['folds_with_a_pass']} of 2 folds with a candidate passing; the tops (each fold's explore best) of 2 folds on " \
            f"their validation blocks: {a['tops_passed']} passed, mean score" in " ".join(text.split())
+    assert (f"traded each on its block in turn, the tops made {a['chained_return']:+.2%}; buying and holding those blocks made "
+            f"{a['chained_buy_and_hold']:+.2%}") in " ".join(text.split())
     listed = genesis("runs", "list", "--results-dir", results).stdout
     assert re.search(rf"│ t-walk-forward +│ +2 of 2 │ +{a['folds_with_a_pass']} │ +{a['tops_passed']} │ +{a['mean_validation_score']:.2f} │ "
                      rf"+{a['worst_validation_score']:.2f} │", listed), listed

@@ -18,13 +18,13 @@ recorded in the history.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from genesis_core.backtest import Backtester, build_config
 from genesis_core.champion._config import PromotionConfig
 from genesis_core.errors import ConfigError
 from genesis_core.fingerprint import code_version, differences
+from genesis_core.metrics import compounded
 from genesis_core.optimizer import OptimizerConfig
 from genesis_core.records import (
     Candidate,
@@ -182,10 +182,6 @@ def _gates(
     return gates
 
 
-def _compounded(returns: list[float]) -> float:
-    return math.prod(1.0 + r for r in returns) - 1.0
-
-
 def _floor(candidate: Candidate, promotion: PromotionConfig, bt: Backtester, data_path: str) -> list[GateRecord]:
     """Out-of-sample money: better than not trading (and than buying and holding, if asked)."""
     returns = [w.metrics["total_return"] for w in candidate.windows]
@@ -193,13 +189,13 @@ def _floor(candidate: Candidate, promotion: PromotionConfig, bt: Backtester, dat
         return [GateRecord(name="floor", passed=True, detail="switched off (min_validation_return: null)")]
     if any(r is None for r in returns):
         return [GateRecord(name="floor", passed=False, detail="a validation window's return is not a finite number")]
-    got = _compounded([float(r) for r in returns if r is not None])
+    got = compounded([float(r) for r in returns if r is not None])
     checks, ok = [f"validation return {got:+.2%} over {len(returns)} window(s)"], True
     if promotion.min_validation_return is not None:
         above = got > promotion.min_validation_return
         ok &= above
         checks.append(f"{'above' if above else 'not above'} the floor {promotion.min_validation_return:+.2%}")
-    held = _compounded([bt.candles(data_path).window(w.start, w.end, 0).held_return for w in candidate.windows])
+    held = compounded([bt.candles(data_path).window(w.start, w.end, 0).held_return for w in candidate.windows])
     if promotion.beat_buy_and_hold:
         ok &= got > held
         checks.append(f"{'above' if got > held else 'not above'} buy-and-hold {held:+.2%}")

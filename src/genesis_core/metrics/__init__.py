@@ -40,6 +40,11 @@ METRIC_NAMES = (
 )
 
 
+def compounded(returns: list[float]) -> float:
+    """Returns one after another, as one: what a stake held through each in turn made."""
+    return math.prod(1.0 + r for r in returns) - 1.0
+
+
 @njit(cache=True)
 def _longest_run(flags: np.ndarray) -> int:
     best = run = 0

@@ -277,6 +277,7 @@ class FoldTop(Part):
     gap: float
     passed: bool
     explore_score: float
+    validation_return: float | None = None  # its total return on the block (None: a file written before it was kept)
 
 
 class Fold(Part):
@@ -291,6 +292,7 @@ class Fold(Part):
     top: FoldTop | None
     deflated_sharpe: DeflatedSharpe | None
     no_top: str | None = None  # why top is None: no trial could be a candidate, or every candidate was refused
+    buy_and_hold: float | None = None  # what buying and holding the block made (None: a file written before it was kept)
 
 
 class WalkForwardAggregate(Part):
@@ -303,6 +305,17 @@ class WalkForwardAggregate(Part):
     mean_validation_score: float | None
     worst_validation_score: float | None
     mean_gap: float | None
+    # the tops' returns on their blocks compounded, as trading each fold's top in turn made, and buying and holding
+    # those blocks compounded alike (None: no fold has a top, or a file written before they were kept)
+    chained_return: float | None = None
+    chained_buy_and_hold: float | None = None
+
+    def chained(self) -> str | None:
+        """The chained returns in a line, beside each other."""
+        if self.chained_return is None or self.chained_buy_and_hold is None:
+            return None
+        return (f"traded each on its block in turn, the tops made {self.chained_return:+.2%}; buying and holding those "
+                f"blocks made {self.chained_buy_and_hold:+.2%}")
 
 
 class WalkForwardReport(Record):
