@@ -294,15 +294,17 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
         ["mean validation score of the fold tops (each fold's explore best)", a.mean_validation_score],
         ["worst validation score of the fold tops", a.worst_validation_score],
         ["mean gap (explore - validation)", a.mean_gap],
+        ["the fold tops traded each on its block in turn (compounded return)", a.chained_return],
+        ["buying and holding those blocks (compounded return)", a.chained_buy_and_hold],
     ]))
     if wf.biased():
         page.add("Not out of sample", _notes([wf.biased() or ""]))
     page.add("Folds", page.figure(_folds(wf)))
-    rows = [[f.fold, " .. ".join(f.explore), " .. ".join(f.validation), *(["-"] * 4 if f.top is None else
-             [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap]), len(f.passed),
-             None if f.deflated_sharpe is None else f.deflated_sharpe.gated] for f in wf.folds]
+    rows = [[f.fold, " .. ".join(f.explore), " .. ".join(f.validation), *(["-"] * 5 if f.top is None else
+             [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap, f.top.validation_return]), f.buy_and_hold,
+             len(f.passed), None if f.deflated_sharpe is None else f.deflated_sharpe.gated] for f in wf.folds]
     page.add("Fold tops", _table(["fold", "explore", "validation", "top trial", "explore score", "validation score", "gap",
-                                  "passed", "DSR"], rows, left=3)
+                                  "validation return", "buy and hold", "passed", "DSR"], rows, left=3)
              + "".join(f"<p>fold {f.fold}: {html.escape(f.no_top)}</p>" for f in wf.folds if f.no_top))
     results = [(f"fold {f.fold}: trial {f.top.trial}", _on_window(bt, folder.fold(f.run_dir).read_trial(f.top.trial).effective_config,
                                                                   *f.validation)) for f in wf.folds if f.top is not None]
