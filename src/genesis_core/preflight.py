@@ -241,6 +241,11 @@ def _bases(study: StudySpec, point: dict[str, Any]) -> list[dict[str, Any]]:
     return [point] + [study.space.random_point(rng) for _ in range(EXTRA_BASE_POINTS)]
 
 
+def _at(i: int, base: dict[str, Any]) -> str:
+    """Which of ``_bases`` point ``i`` is, as a check's detail names it."""
+    return "at the base point" if i == 0 else f"at a random point of the space ({', '.join(f'{k} {v!r}' for k, v in base.items())})"
+
+
 def _check_lookahead(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> Check:
     """A strategy that reads bars after the one it decides on makes every backtest a fiction; it
     may do so for some parameter values only (a centred window as an option), so the check runs
@@ -253,9 +258,7 @@ def _check_lookahead(study: StudySpec, bt: Backtester, point: dict[str, Any]) ->
             continue
         tried += 1
         if found:
-            values = ", ".join(f"{k} {v!r}" for k, v in base.items())
-            return Check("lookahead", "fail", ("at the base point" if i == 0 else f"at a random point of the space ({values})")
-                         + f", {found}")
+            return Check("lookahead", "fail", f"{_at(i, base)}, {found}")
     cuts = " and ".join(f"{share:.0%}" for share in LOOKAHEAD_CUTS)
     return Check("lookahead", "pass", f"at {tried} point(s) of the space each bar is decided as it was with the explore "
                  f"window cut short after {cuts} of its bars")
@@ -272,9 +275,7 @@ def _check_warmup(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> Ch
         except GenesisError:
             continue
         if found:
-            values = ", ".join(f"{k} {v!r}" for k, v in base.items())
-            return Check("warm-up", "warn", ("at the base point" if i == 0 else f"at a random point of the space ({values})")
-                         + f" on the explore window, {found}")
+            return Check("warm-up", "warn", f"{_at(i, base)} on the explore window, {found}")
         tried += longer > 0
         longest = max(longest, longer)
     if not tried:
