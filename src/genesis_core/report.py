@@ -189,13 +189,18 @@ def _curves(results: list[tuple[str, BacktestResult]], title: str, price: Backte
         fig.add_trace(go.Scatter(x=times, y=drawdown, name=label, legendgroup=label, showlegend=False, mode="lines", line=line),
                       row=rows, col=1)
     market = price or results[0][1]  # the market's own course on the window the results share, the equity's yardstick
-    fig.add_trace(go.Scatter(x=market.window.decisions.timestamps * 1000, y=market.config.costs.initial_equity * market.window.held,
-                             name="buy and hold", mode="lines", line={"color": "#888", "width": 1, "dash": "dot"}), row=rows - 1, col=1)
+    fig.add_trace(_held_trace(market.window.decisions.timestamps * 1000, market.config.costs.initial_equity * market.window.held),
+                  row=rows - 1, col=1)
     fig.update_xaxes(type="date")
     fig.update_yaxes(title_text="equity", row=rows - 1, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=rows, col=1)
     fig.update_layout(title=title, height=520 if price is None else 760)
     return fig
+
+
+def _held_trace(times: np.ndarray, held: np.ndarray) -> go.Scatter:
+    """Buying and holding, dotted beside the equity it is the yardstick of."""
+    return go.Scatter(x=times, y=held, name="buy and hold", mode="lines", line={"color": "#888", "width": 1, "dash": "dot"})
 
 
 def _price(fig: go.Figure, result: BacktestResult) -> None:
@@ -346,18 +351,18 @@ def _chained(results: list[tuple[str, BacktestResult]]) -> go.Figure:
     buying and holding those blocks, chained alike."""
     fig = go.Figure()
     level = market = 1.0
-    times_held: list[tuple[np.ndarray, np.ndarray]] = []
+    stamps, held = [], []  # holding each block from where holding the one before it ended
     for i, (label, result) in enumerate(results):
         times, equity, _ = _equity(result)
         initial = result.engine.equity[0]
         fig.add_trace(go.Scatter(x=times, y=level * equity / initial, name=label, mode="lines",
                                  line={"color": COLOURS[i % len(COLOURS)]}))
         level *= equity[-1] / initial
-        times_held.append((times, market * result.window.held))
-        market = float(times_held[-1][1][-1])
+        stamps.append(times)
+        held.append(market * result.window.held)
+        market = float(held[-1][-1])
     if results:
-        fig.add_trace(go.Scatter(x=np.concatenate([t for t, _ in times_held]), y=np.concatenate([h for _, h in times_held]),
-                                 name="buy and hold", mode="lines", line={"color": "#888", "width": 1, "dash": "dot"}))
+        fig.add_trace(_held_trace(np.concatenate(stamps), np.concatenate(held)))
     fig.update_xaxes(type="date")
     fig.update_layout(title="Trading each fold's top on its validation block, chained (1 = start)", yaxis_title="growth of 1",
                       height=420)
