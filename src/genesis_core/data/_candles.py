@@ -179,7 +179,7 @@ def skipped_local_hours(timestamps: np.ndarray, timeframe_seconds: int) -> str |
         return None
     diffs = np.diff(ts)
     hour_gaps = ts[:-1][diffs == _HOUR + tf] + tf  # the first missing bar of each gap of exactly an hour
-    rate = float(diffs[diffs > tf].sum() - tf * (diffs > tf).sum()) / max(float(ts[-1] - ts[0]), 1.0)
+    rate = float((diffs[diffs > tf] - tf).sum()) / max(float(ts[-1] - ts[0]), 1.0)  # the share of the span missing
     for name, label in LOCAL_CLOCKS:
         zone = _zone(name)
         if sum(_skipped(zone, t) for t in hour_gaps) < 2:
