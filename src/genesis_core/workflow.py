@@ -185,7 +185,7 @@ def walk_forward(cfg: StudyConfig, options: RunOptions | None = None, storage: s
                                                   validation_return=top.windows[0].metrics["total_return"]),
             deflated_sharpe=None if top is None else top.deflated_sharpe,
             no_top=None if top is not None else _no_top(v),
-            buy_and_hold=(v.buy_and_hold or {}).get(f"{val_start}..{val_end}"),
+            buy_and_hold=v.held_on(val_start, val_end),
         ))
     tops = [f.top for f in folds if f.top is not None]
     traded = [(f.top.validation_return, f.buy_and_hold) for f in folds if f.top is not None]

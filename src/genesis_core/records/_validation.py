@@ -231,6 +231,15 @@ class ValidationReport(Record):
     best: int | None
     overfitting: Overfitting
 
+    @staticmethod
+    def window_key(start: str, end: str) -> str:
+        """A validation window's key in ``buy_and_hold``."""
+        return f"{start}..{end}"
+
+    def held_on(self, start: str, end: str) -> float | None:
+        """What buying and holding validation window ``start``..``end`` made (None: not recorded)."""
+        return (self.buy_and_hold or {}).get(self.window_key(start, end))
+
     @classmethod
     def upgrade(cls, raw: Any, version: int) -> Any:
         if version == 2 and isinstance(raw, dict):  # before a candidate could be refused on a window, none was

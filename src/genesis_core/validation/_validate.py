@@ -396,7 +396,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
                                             trials[0].fingerprints["data_file"] if trials else "", v.windows,
                                             {c.config_fingerprint for c in candidates}),
         buy_and_hold={label: candles.window(start, end, 0).held_return for label, start, end in
-                      [("explore", data.start, data.end), *((f"{w.start}..{w.end}", w.start, w.end) for w in v.windows)]},
+                      [("explore", data.start, data.end), *((ValidationReport.window_key(w.start, w.end), w.start, w.end) for w in v.windows)]},
         candidates=candidates,
         refused=refused,
         passed=[c.trial for c in candidates if c.passed],
