@@ -201,7 +201,7 @@ def backtest(
     elif trial is not None:
         artifact = _trial_artifact(trial, results_dir, storage)
         base = artifact.effective_config.model_dump(mode="json")
-        seen = [(artifact.window.first_bar, artifact.window.last_bar, f"the explore window of the search that found trial {trial}")]
+        seen = _searched(artifact.window.first_bar, artifact.window.last_bar, trial)
     else:
         assert config is not None
         base = read_config_file(config)
@@ -210,8 +210,7 @@ def backtest(
             base = stored["effective_config"]  # a result file: what it was run with
             window = stored.get("window")
             if "trial_number" in stored and isinstance(window, dict) and all(isinstance(window.get(k), str) for k in ("first_bar", "last_bar")):
-                seen = [(window["first_bar"], window["last_bar"],  # a trial's: the bars its search explored
-                         f"the explore window of the search that found trial {stored['trial_number']}")]
+                seen = _searched(window["first_bar"], window["last_bar"], stored["trial_number"])  # a trial's
     with _saying_what_became("run the same command again") as watch:  # each file is written whole, or not at all
         for given in (output, trades_csv, equity_csv, report):
             if given is not None:
@@ -283,6 +282,11 @@ def backtest(
     out.print(f"result written to {path}", soft_wrap=True)
     if report is not None:
         out.print(f"report written to {report}", soft_wrap=True)
+
+
+def _searched(first: str, last: str, trial: object) -> list[tuple[str, str, str]]:
+    """A trial's explore window, the bars its search fitted it on (``seen_problems``)."""
+    return [(first, last, f"the explore window of the search that found trial {trial}")]
 
 
 def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord, seen: list[tuple[str, str, str]]) -> list[str]:
