@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from genesis_core.data import Candles, load_candles
@@ -12,6 +14,19 @@ from genesis_core.data import Candles, load_candles
 ROOT = Path(__file__).resolve().parents[1]
 BTC_FILE = ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"
 SAMPLE_FILE = ROOT / "data" / "tBTCUSD_1h_sample.csv.gz"
+
+
+@functools.cache
+def _bundled_bars() -> pd.DataFrame:
+    return pd.read_csv(BTC_FILE, index_col="timestamp")
+
+
+def held_in_file(start: str, end: str) -> pd.Series:
+    """Buying the bundled Bitfinex file's first bar of day ``start`` at its open and holding through
+    day ``end``: each bar's close over that open, by its timestamp, read with pandas (not through
+    the project's own candles): what the market's own course in a result must equal."""
+    bars = _bundled_bars().loc[f"{start}T00:00:00Z":f"{end}T23:00:00Z"]
+    return bars["close"] / bars["open"].iloc[0]
 
 
 @pytest.fixture(scope="session")

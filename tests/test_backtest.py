@@ -25,7 +25,7 @@ from genesis_core.files import TRIMMED, trim_least_recently_used
 from genesis_core.fingerprint import canonical_json, code_version, fingerprint
 from genesis_core.records import backtest_record
 from genesis_core.scoring import Constraints, Outcome, Scoring, score
-from tests.conftest import SAMPLE_FILE
+from tests.conftest import BTC_FILE, SAMPLE_FILE, held_in_file
 from tests.runs import genesis
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -264,11 +264,12 @@ def test_backtest_report_renders_in_a_browser_and_plots_what_the_result_holds(sh
     close, longs, shorts, exits, equity, drawdown, held = figure_data(text, 1)
     ms = [int(datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp() * 1000) for t in record["series"]["time"]]
     assert equity["x"] == drawdown["x"] == close["x"] == held["x"] == ms
-    bars = pd.read_csv(yaml.safe_load(short_config.read_text())["data"]["path"], index_col="timestamp").loc["2022-03-01":"2022-06"]
-    assert list(bars.index[[0, -1]]) == ["2022-03-01T00:00:00Z", "2022-05-31T23:00:00Z"] == record["series"]["time"][::len(ms) - 1]
-    market = bars["close"].iloc[-1] / bars["open"].iloc[0] - 1
+    assert Path(yaml.safe_load(short_config.read_text())["data"]["path"]) == BTC_FILE
+    holding = held_in_file("2022-03-01", "2022-05-31")
+    assert list(holding.index[[0, -1]]) == ["2022-03-01T00:00:00Z", "2022-05-31T23:00:00Z"] == record["series"]["time"][::len(ms) - 1]
+    market = holding.iloc[-1] - 1
     assert record["buy_and_hold"] == pytest.approx(market, rel=1e-12)  # in the result JSON too
-    assert held["name"] == "buy and hold" and held["y"] == pytest.approx(list(10_000.0 * bars["close"] / bars["open"].iloc[0]), rel=1e-12)
+    assert held["name"] == "buy and hold" and held["y"] == pytest.approx(list(10_000.0 * holding), rel=1e-12)
     assert f"<td class='l'>buy and hold</td><td>{market:+.2%} (bought at the first bar&#x27;s open)</td>" in text
     assert (f"market: buying at the first bar's open and holding made {market:+.2%} over the window; this strategy "
             f"{record['metrics']['total_return']:+.2%} (total_return)") in proc.stdout

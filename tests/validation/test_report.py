@@ -14,11 +14,10 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
 from tests.browser import figure_data, render, rendered_figures
-from tests.conftest import BTC_FILE
+from tests.conftest import held_in_file
 from tests.optimizer.test_optimizer import ROOT
 from tests.runs import promote
 from tests.validation.conftest import VALIDATION
@@ -79,13 +78,11 @@ def test_the_report_says_what_the_run_files_hold(report, rendered):
     champion = json.loads((run_dir.parent.parent / "champions" / "BTCUSD_1h.json").read_text())
     assert dom.count(f"champion {champion['config_fingerprint'][:8]}") >= 3  # a curve in every window's legend
     # beside the equity on each window, buying and holding it, from the first bar's open to the last close
-    bars = pd.read_csv(BTC_FILE, index_col="timestamp")
     text = report[0].read_text()
     for number, (start, end) in zip((4, 5, 6), [("2022-03-01", "2022-05-31")] + [(w["start"], w["end"]) for w in VALIDATION["windows"]],
                                     strict=True):
-        window = bars.loc[f"{start}T00:00:00Z":f"{end}T23:00:00Z"]
         (held,) = [t for t in figure_data(text, number) if t["name"] == "buy and hold"]
-        assert held["y"] == pytest.approx(list(10_000.0 * window["close"] / window["open"].iloc[0]), rel=1e-12)
+        assert held["y"] == pytest.approx(list(10_000.0 * held_in_file(start, end)), rel=1e-12)
 
 
 def test_the_importances_are_optunas_over_the_study_though_the_page_reads_only_the_run_folder(report, rendered):

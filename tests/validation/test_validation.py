@@ -16,7 +16,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pandas as pd
 import pytest
 import yaml
 
@@ -27,7 +26,7 @@ from genesis_core.optimizer._config import flatten_parameters
 from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact, ValidationReport
 from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, WindowSpec, evaluate_candidate, select_candidates
-from tests.conftest import BTC_FILE
+from tests.conftest import held_in_file
 from tests.optimizer.test_optimizer import ROOT, write_config
 from tests.runs import genesis, optimize, validate
 from tests.validation.conftest import FIRST_HALF_2023, ONE_TRADE, PARAMETERS, VALIDATION, validated_config
@@ -201,10 +200,8 @@ def test_validate_cli_writes_the_report_and_a_table(fresh_run):
     assert proc.returncode == 0, proc.stderr
     report = json.loads((fresh_run / "validation.json").read_text())
     assert len(report["candidates"]) == 2 and report["validation"]["top_n"] == 2
-    bars = pd.read_csv(BTC_FILE, index_col="timestamp")  # beside them, what buying and holding each window made
     spans = [("explore", "2022-03-01", "2022-05-31"), *((f"{w['start']}..{w['end']}", w["start"], w["end"]) for w in VALIDATION["windows"])]
-    held = {label: bars.loc[f"{a}T00:00:00Z":f"{b}T23:00:00Z"] for label, a, b in spans}
-    assert report["buy_and_hold"] == pytest.approx({k: b["close"].iloc[-1] / b["open"].iloc[0] - 1 for k, b in held.items()}, rel=1e-12)
+    assert report["buy_and_hold"] == pytest.approx({label: held_in_file(a, b).iloc[-1] - 1 for label, a, b in spans}, rel=1e-12)  # beside them
     _shows_every_figure_whole(proc.stdout, ValidationReport.model_validate(report), 120)
 
 
@@ -297,10 +294,8 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
     # the tops' passes, out of sample, beside the folds where any of top_n passed (a best of several on the block)
     assert report["aggregate"]["tops_passed"] == sum(t["passed"] for t in tops) <= report["aggregate"]["folds_with_a_pass"]
     # each top's return on its block and buying and holding the block, compounded over the folds alike
-    bars = pd.read_csv(BTC_FILE, index_col="timestamp")
     for f in report["folds"]:
-        block = bars.loc[f"{f['validation'][0]}T00:00:00Z":f"{f['validation'][1]}T23:00:00Z"]
-        assert f["buy_and_hold"] == pytest.approx(block["close"].iloc[-1] / block["open"].iloc[0] - 1, rel=1e-12)
+        assert f["buy_and_hold"] == pytest.approx(held_in_file(*f["validation"]).iloc[-1] - 1, rel=1e-12)
         top = next(c for c in json.loads((Path(f["run_dir"]) / "validation.json").read_text())["candidates"]
                    if c["trial"] == f["top"]["trial"])
         assert f["top"]["validation_return"] == top["windows"][0]["metrics"]["total_return"]
@@ -396,10 +391,8 @@ def _assert_walk_forward_report(folder: Path, report: dict) -> None:
         growth *= 1 + top["windows"][0]["metrics"]["total_return"]
     *chained, held = figure_data(text, 2)
     assert chained[-1]["y"][-1] == pytest.approx(growth, rel=1e-12)
-    bars = pd.read_csv(BTC_FILE, index_col="timestamp")  # and buying and holding each block, chained alike
-    blocks = [bars.loc[f"{f['validation'][0]}T00:00:00Z":f"{f['validation'][1]}T23:00:00Z"] for f in report["folds"]]
-    assert held["name"] == "buy and hold" and held["y"][-1] == pytest.approx(
-        math.prod(b["close"].iloc[-1] / b["open"].iloc[0] for b in blocks), rel=1e-12)
+    assert held["name"] == "buy and hold" and held["y"][-1] == pytest.approx(  # and buying and holding each block, chained alike
+        math.prod(held_in_file(*f["validation"]).iloc[-1] for f in report["folds"]), rel=1e-12)
     assert held["x"] == [x for t in chained for x in t["x"]]
     for f in report["folds"]:
         assert f'<td class="l">{f["fold"]}</td><td class="l">{" .. ".join(f["explore"])}</td>' in dom
