@@ -16,13 +16,18 @@ from tests.runs import optimize
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
+def explored(tmp_path_factory) -> dict:
     tmp = tmp_path_factory.mktemp("eq")
     path = write_config(tmp, meta={"stop": {"max_trials": 8}}, parameters={
         "exits.max_bars_held": {"type": "categorical", "choices": [12, 24]},  # 8 trials must repeat one
         "thresholds.entry_conf_overall": {"type": "float", "low": 0.5, "high": 0.6},  # inert: zones override it
     })
-    return Path(optimize(path)["run_dir"])
+    return optimize(path)
+
+
+@pytest.fixture(scope="module")
+def run_dir(explored) -> Path:
+    return Path(explored["run_dir"])
 
 
 def test_every_trial_reproduces_from_its_artifact(run_dir):
@@ -59,8 +64,9 @@ def test_a_corrupted_artifact_is_detected_with_exit_code_1(run_dir, tmp_path):
     assert ok.returncode == 0 and json.loads(ok.stdout) == [{"trial": 0, "ok": True, "differences": []}]
 
 
-def test_identical_outcomes_of_different_configs_are_recorded(run_dir):
-    """The searched top-level threshold is overridden by the zones: configs differ, outcomes do not."""
+def test_identical_outcomes_of_different_configs_are_recorded_and_the_parameter_they_differ_in_named(explored, run_dir):
+    """The searched top-level threshold is overridden by the zones: configs differ, outcomes do not;
+    the warning names that threshold, which each pair differs in, and not the limit they share."""
     rows = [r for r in _trials({"run_dir": str(run_dir)}) if r["cached"] == "False"]
     by_hold: dict[str, list[dict]] = {}
     for r in rows:
@@ -70,7 +76,11 @@ def test_identical_outcomes_of_different_configs_are_recorded(run_dir):
     for group in repeats:
         assert all(r["same_outcome_as"] == group[0]["number"] for r in group[1:])
     run = json.loads((run_dir / "run.json").read_text())
-    assert run["identical_outcomes"] == sum(len(g) - 1 for g in repeats)
+    n = sum(len(g) - 1 for g in repeats)
+    assert run["identical_outcomes"] == n
+    assert f"{n} evaluated trial(s) gave exactly the metrics of an earlier, different config (trials.csv: same_outcome_as): " \
+           f"some searched parameter may change nothing; the pairs differ in thresholds.entry_conf_overall (all {n})" \
+           in explored["warnings"]
 
 
 def test_unknown_runs_and_trials_are_clear_errors(run_dir):
@@ -141,3 +151,21 @@ def test_a_check_stopped_by_a_signal_says_nothing_was_written_and_reports_no_tri
         128 + sig, "", "interrupted: nothing was written; no trial is reported until all are re-run: run the same command "
                        "again to check\n")
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+
+
+def test_the_parameters_that_pairs_of_identical_outcomes_differ_in_are_counted_most_often_first():
+    import optuna
+
+    from genesis_core.optimizer._results import SHOWN_DIFFERING, _differing
+
+    dist = optuna.distributions.FloatDistribution(0, 10)
+    names = [f"p{i}" for i in range(SHOWN_DIFFERING + 2)]
+    rows = [dict.fromkeys(names, 0.0), {**dict.fromkeys(names, 0.0), "p3": 1.0}, {**dict.fromkeys(names, 1.0), "p3": 0.0},
+            dict.fromkeys(names, 0.0)]
+    trials = [optuna.trial.create_trial(params=r, distributions=dict.fromkeys(r, dist), value=0.0) for r in rows]
+    for number, t in enumerate(trials):
+        t.number = number
+    # 1 differs from 0 in p3; 2 from 1 in every parameter; 3 from 0 in none (its fixed config changed)
+    assert _differing(trials, {1: 0, 2: 1, 3: 0}) == (
+        "the pairs differ in p3 (2 of 3), p0 (1 of 3), p1 (1 of 3), p2 (1 of 3), p4 (1 of 3) and 3 more")
+    assert _differing(trials, {1: 0}) == "the pairs differ in p3 (all 1)"

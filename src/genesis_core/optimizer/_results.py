@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+from collections import Counter
 from typing import Any
 
 import numba
@@ -55,6 +56,25 @@ def _same_outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
             same[t.number] = first[key][0]
         first.setdefault(key, (t.number, g["config_fingerprint"]))
     return same
+
+
+_ABSENT = object()  # a parameter a trial has not (a space narrowed or widened between sessions)
+SHOWN_DIFFERING = 5  # parameters named by the warning on identical outcomes, the most often differing first
+
+
+def _differing(trials: list[optuna.trial.FrozenTrial], same: dict[int, int]) -> str:
+    """Which searched parameters the pairs of ``_same_outcomes`` differ in, by how many pairs: the
+    suspects, where the warning alone left the user to compare trials.csv's rows by hand (each of
+    the demo's 19 pairs differs in exits.max_bars_held)."""
+    params = {t.number: t.params for t in trials}
+    counts: Counter[str] = Counter()
+    for later, earlier in same.items():
+        a, b = params[later], params[earlier]
+        counts.update([name for name in sorted(a.keys() | b.keys()) if a.get(name, _ABSENT) != b.get(name, _ABSENT)]
+                      or ["no searched parameter (the fixed config changed between sessions)"])
+    named = [f"{name} ({f'all {n}' if n == len(same) else f'{n} of {len(same)}'})" for name, n in counts.most_common(SHOWN_DIFFERING)]
+    more = len(counts) - len(named)
+    return "the pairs differ in " + ", ".join(named) + (f" and {more} more" if more else "")
 
 
 def trial_fields(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> dict[str, Any]:
@@ -131,7 +151,8 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
     warnings = []
     if run.identical_outcomes:
         warnings.append(f"{run.identical_outcomes} evaluated trial(s) gave exactly the metrics of an earlier, different "
-                        "config (trials.csv: same_outcome_as): some searched parameter may change nothing")
+                        "config (trials.csv: same_outcome_as): some searched parameter may change nothing; "
+                        f"{_differing(trials, same)}")
     failed = failures([t.user_attrs.get("error") for t in trials if t.state == TrialState.FAIL])
     if failed:
         warnings.append(failed)
