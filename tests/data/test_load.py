@@ -85,8 +85,9 @@ def test_binance_s_headerless_klines_in_milli_or_microseconds_and_ccxt_s_six_col
     seven = headerless("seven.csv", 1, 7)  # Binance's klines cut after the close time: not Kraken's trade count
     with pytest.raises(DataError, match=r"seven.csv: no header row, and 7 columns \(its first line: 1502942400, 4261.48, .*\): "
                                         r"a file without one is read only with 6 columns \(time, open, high, low, close, "
-                                        r"volume\), as Kraken's 7-column OHLCVT \(with the trade count\) or as Binance's "
-                                        r"12-column klines; add a header line"):
+                                        r"volume\), as Kraken's 7-column OHLCVT \(with the trade count\), as MetaTrader's 7 "
+                                        r"\(date, time, open, high, low, close, volume\) or as Binance's 12-column klines; add a "
+                                        r"header line"):
         load_candles(seven)
     with pytest.raises(DataError, match=rf"row 42, line 42 \(timestamp {binance.timestamps[41] * 1_000_000}\): high "
                                         rf"{binance.low[41]} <"):
@@ -191,6 +192,44 @@ def test_a_spreadsheet_s_csv_with_semicolons_and_decimal_commas_or_tabs_loads_as
     written = str(float(bars.open[10])).replace(".", ",")  # the value quoted as the file has it
     with pytest.raises(DataError, match=rf"bad.csv: row 11, line 13 \(timestamp .*\): open is 'x{written}', not a finite number"):
         load_candles(tmp_path / "bad.csv")
+
+
+def test_a_date_and_a_time_of_day_in_two_columns_as_metatrader_and_stooq_export_them_load_as_the_same_candles(tmp_path, btc):
+    """MetaTrader 5 exports ``<DATE>`` (2018.05.15) and ``<TIME>`` tab-separated, ``<TICKVOL>`` and
+    ``<VOL>`` where the volume is; MetaTrader 4 the same without a header; Stooq ``<DATE>``
+    20180515 and ``<TIME>`` 070000; many brokers ``Date,Time``. Each was refused, the time of day
+    taken for the timestamp (``row 1, line 2 (timestamp 07:00): unparseable timestamp``) or the first
+    bar for the header. Each is read as UTC, which the notes say (a broker's clock often is not)."""
+    bars = btc.slice(2_000, 2_500)
+    t = pd.to_datetime(bars.timestamps, unit="s", utc=True)
+    prices = {k: getattr(bars, k) for k in ("open", "high", "low", "close")}
+    day, minute, second = t.strftime("%Y.%m.%d"), t.strftime("%H:%M"), t.strftime("%H:%M:%S")
+    pd.DataFrame({"<DATE>": day, "<TIME>": second, **{f"<{k.upper()}>": v for k, v in prices.items()}, "<TICKVOL>": 100,
+                  "<VOL>": bars.volume, "<SPREAD>": 0}).to_csv(tmp_path / "mt5.csv", sep="\t", index=False)
+    pd.DataFrame({"d": day, "t": minute, **prices, "v": bars.volume}).to_csv(tmp_path / "mt4.csv", header=False, index=False)
+    pd.DataFrame({"<TICKER>": "BTCUSD", "<PER>": 60, "<DATE>": t.strftime("%Y%m%d"), "<TIME>": t.strftime("%H%M%S"),
+                  **{f"<{k.upper()}>": v for k, v in prices.items()}, "<VOL>": bars.volume, "<OPENINT>": 0}).to_csv(
+        tmp_path / "stooq.csv", index=False)
+    pd.DataFrame({"Date": t.strftime("%Y-%m-%d"), "Time": minute, **prices, "Volume": bars.volume}).to_csv(
+        tmp_path / "broker.csv", index=False)
+    utc = "read as UTC (an export's clock is often its broker's: MetaTrader's is its server's, often UTC+2 or +3)"
+    for name, read in (("mt5.csv", ["separated by tabs", "volume from the column <VOL>",
+                                    f"each bar's time from the columns <DATE> and <TIME>, {utc}"]),
+                       ("mt4.csv", [f"no header: MetaTrader's date, time, open, high, low, close, volume, {utc}"]),
+                       ("stooq.csv", ["volume from the column <VOL>", f"each bar's time from the columns <DATE> and <TIME>, {utc}"]),
+                       ("broker.csv", [f"each bar's time from the columns Date and Time, {utc}"])):
+        notes: list[str] = []
+        loaded = load_candles(tmp_path / name, None, notes)
+        assert loaded.fingerprint == bars.fingerprint and notes == read, name
+    bad = (tmp_path / "mt4.csv").read_text().splitlines()
+    bad[6] = bad[6].replace(minute[6], "9h", 1)  # row 7, line 7: no header
+    (tmp_path / "bad.csv").write_text("\n".join(bad))
+    with pytest.raises(DataError, match=rf"bad.csv: row 7, line 7 \(timestamp {day[6]} 9h\): unparseable timestamp$"):
+        load_candles(tmp_path / "bad.csv")
+    stamped = pd.DataFrame({"date": t.strftime("%Y-%m-%d"), "time": bars.timestamps, **prices, "volume": bars.volume})
+    stamped.to_csv(tmp_path / "stamped.csv", index=False)  # a time column of whole timestamps is read as before, alone
+    notes = []
+    assert load_candles(tmp_path / "stamped.csv", None, notes).fingerprint == bars.fingerprint and notes == []
 
 
 def test_a_pipe_a_device_or_a_folder_named_as_a_candle_file_is_refused_at_once(tmp_path):

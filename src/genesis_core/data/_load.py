@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import io
 import json
+import re
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -92,16 +93,22 @@ def file_market(path: Path) -> dict[str, Any] | None:
     return market
 
 
+def _column_name(column: object) -> str:
+    """A header's name as looked up: trimmed, lower case, without the angle brackets MetaTrader's and
+    Stooq's exports put around each (``<DATE>``, ``<OPEN>``)."""
+    return str(column).strip().strip("<>").strip().lower()
+
+
 def _time_index_as_column(frame: pd.DataFrame) -> pd.DataFrame:
     """A table saved from a frame indexed by time (``df.set_index("timestamp").to_parquet()``, as
     pandas users keep candles) holds its times as the index: that index as a column, when no
     column is the time. Another index (the row numbers of a filtered frame) is left out."""
     import pandas as pd
 
-    if not {str(c).strip().lower() for c in frame.columns}.isdisjoint(_TIME_ALIASES):
+    if not {_column_name(c) for c in frame.columns}.isdisjoint(_TIME_ALIASES):
         return frame
     index = frame.index
-    named = str(index.name).strip().lower() in _TIME_ALIASES
+    named = _column_name(index.name) in _TIME_ALIASES
     if named or isinstance(index, pd.DatetimeIndex):
         return frame.rename_axis(index.name if named else "timestamp").reset_index()
     return frame
@@ -114,7 +121,7 @@ def _unnamed_time(frame: pd.DataFrame) -> str | None:
     if len(frame.columns) == 0 or not str(frame.columns[0]).startswith("Unnamed: 0"):
         return None
     first = frame.iloc[:, 0].astype(str).str.strip()
-    return None if first.tolist() == [str(i) for i in range(len(first))] else str(frame.columns[0]).strip().lower()
+    return None if first.tolist() == [str(i) for i in range(len(first))] else _column_name(frame.columns[0])
 
 
 def _read_frame(path: Path, notes: list[str]) -> tuple[pd.DataFrame, int, bool]:
@@ -147,8 +154,8 @@ def _read_frame(path: Path, notes: list[str]) -> tuple[pd.DataFrame, int, bool]:
             notes += [f"separated by {_SEPARATORS[sep]}" + (", with decimal commas" if comma else "")] if sep != "," else []
             read = {"dtype": str, "sep": sep, "skiprows": banner, "keep_default_na": False}
             header = pd.read_csv(io.BytesIO(text), header=None, nrows=1, **read)
-            names = [str(c).strip().lower() for c in header.iloc[0]] if len(header) else []
-            if names and pd.to_numeric(pd.Series(names), errors="coerce").notna().all():  # no header: the first line is a bar
+            names = [_column_name(c) for c in header.iloc[0]] if len(header) else []
+            if _a_bar(names):  # no header
                 frame, how = _headerless(pd.read_csv(io.BytesIO(text), header=None, **read), path)
                 first_line = banner + 1
                 notes.append(how)
@@ -204,8 +211,8 @@ def _layout(text: bytes) -> tuple[str, int, bool]:
 def _headerless(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str]:
     """A CSV without a header row, as exchanges' bulk files come (Binance's data.binance.vision
     klines: 12 columns, the 7th each bar's close time; Kraken's OHLCVT files: 7, the 7th each bar's
-    trade count) and as ccxt's candles are dumped (6): the first six columns are time, open, high,
-    low, close and volume. Any other count is refused: the order of its columns cannot be known
+    trade count), as MetaTrader 4 exports them (7: a date and a time of day, then the rest) and as
+    ccxt's candles are dumped (6): the first six columns are time, open, high, low, close and volume. Any other count is refused: the order of its columns cannot be known
     (Kraken's API answers its VWAP where the volume is). The frame, and how it was read."""
     import pandas as pd
 
@@ -213,6 +220,9 @@ def _headerless(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str]:
         return pd.to_numeric(frame[k], errors="coerce")
 
     columns = len(frame.columns)
+    metatrader = columns == 7 and (joined := _dates_and_times(frame[0], frame[1])) is not None
+    if metatrader:
+        frame, columns = pd.concat([joined, frame.iloc[:, 2:]], axis=1).set_axis(range(6), axis=1), 6
     binance = columns == 12 and bool((number(6) > number(0)).all())
     kraken = False
     if columns == 7:  # a count, not a time; a volume, not a VWAP
@@ -221,11 +231,39 @@ def _headerless(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str]:
     if columns != 6 and not binance and not kraken:
         raise DataError(f"{path}: no header row, and {columns} columns (its first line: {clip(', '.join(frame.iloc[0]))}): a "
                         "file without one is read only with 6 columns (time, open, high, low, close, volume), as Kraken's "
-                        "7-column OHLCVT (with the trade count) or as Binance's 12-column klines; add a header line naming "
-                        "the columns (timestamp,open,high,low,close,volume)")
+                        "7-column OHLCVT (with the trade count), as MetaTrader's 7 (date, time, open, high, low, close, "
+                        "volume) or as Binance's 12-column klines; add a header line naming the columns "
+                        "(timestamp,open,high,low,close,volume)")
     how = ("Kraken's OHLCVT: time, open, high, low, close, volume and the trade count" if kraken
+           else f"MetaTrader's date, time, open, high, low, close, volume, {_AS_UTC}" if metatrader
            else "its first six columns read as time, open, high, low, close, volume")
     return frame.iloc[:, :6].set_axis(["timestamp", *_PRICE_COLUMNS, "volume"], axis=1), f"no header: {how}"
+
+
+_DAY = r"\d{4}[-./]?\d{2}[-./]?\d{2}"  # 2018-05-15, MetaTrader's 2018.05.15, Stooq's 20180515
+_TIME_OF_DAY = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?|\d{6}"  # 07:00, 07:00:00, 07:00:00.000, Stooq's 070000
+_AS_UTC = "read as UTC (an export's clock is often its broker's: MetaTrader's is its server's, often UTC+2 or +3)"
+
+
+def _a_bar(fields: list[str]) -> bool:
+    """Whether a CSV's first line is a bar, not a header: numbers, or MetaTrader 4's date and time
+    of day and then numbers."""
+    import pandas as pd
+
+    if len(fields) > 2 and re.fullmatch(_DAY, fields[0]) and re.fullmatch(_TIME_OF_DAY, fields[1]):
+        fields = fields[2:]
+    return bool(fields) and bool(pd.to_numeric(pd.Series(fields), errors="coerce").notna().all())
+
+
+def _dates_and_times(dates: pd.Series, times: pd.Series) -> pd.Series | None:
+    """Each row's date and time of day joined into one timestamp's text, where a file gives them in
+    two columns, as MetaTrader's and Stooq's exports and many brokers' do (read alone, the times of
+    day were refused as unparseable timestamps); None when its first row holds no such pair. A
+    later row that is not one is then refused by name, as any unparseable timestamp."""
+    day, time = (column.astype(str).str.strip() for column in (dates, times))
+    if not (re.fullmatch(_DAY, day.iloc[0]) and re.fullmatch(_TIME_OF_DAY, time.iloc[0])):
+        return None
+    return day + " " + time
 
 
 def _where(path: Path, i: int, first_line: int, raw_ts: object) -> str:
@@ -305,14 +343,14 @@ def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str
     """
     path, notes = Path(path), [] if notes is None else notes
     frame, first_line, comma = _read_frame(path, notes)
-    columns = {str(c).strip().lower(): c for c in frame.columns}
+    columns = {_column_name(c): c for c in frame.columns}
     if len(columns) < len(frame.columns):
-        names = [str(c).strip().lower() for c in frame.columns]
+        names = [_column_name(c) for c in frame.columns]
         twice = sorted({c for c in names if names.count(c) > 1})
         raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
     time_key = next((a for a in _TIME_ALIASES if a in columns), None) or _unnamed_time(frame)
-    if "volume" not in columns and (traded := _traded_volume(frame, columns, path, comma)) is not None:
-        columns["volume"] = traded
+    if "volume" not in columns and (traded := _traded_volume(frame, columns, path, comma) or columns.get("vol")) is not None:
+        columns["volume"] = traded  # MetaTrader's and Stooq's <VOL> (MetaTrader's <TICKVOL> counts price changes, not trades)
         notes.append(f"volume from the column {traded}")
     missing = [c for c in (*_PRICE_COLUMNS, "volume") if c not in columns]
     if time_key is None:
@@ -322,6 +360,9 @@ def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str
     if len(frame) == 0:
         raise DataError(f"{path}: no rows")
     raw_ts = frame[columns[time_key]]
+    if time_key == "time" and "date" in columns and (joined := _dates_and_times(frame[columns["date"]], raw_ts)) is not None:
+        raw_ts = joined
+        notes.append(f"each bar's time from the columns {columns['date']} and {columns['time']}, {_AS_UTC}")
     ts = _parse_timestamps(raw_ts, path, first_line)
 
     values = {}
