@@ -35,7 +35,6 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.records import (
         BacktestRecord,
         PreflightRecord,
-        Robustness,
         RunFolder,
         TrialArtifact,
         ValidationReport,
@@ -618,48 +617,24 @@ def preflight(
         raise typer.Exit(1)
 
 
-def _plateau(r: Robustness | None, between: str) -> str:
-    """The share of the score a candidate's neighbours keep at the median and at worst; a peak said so, in red."""
-    if r is None or r.plateau is None or r.worst is None:
-        return "-"
-    text = f"{r.plateau:.0%}{between}({r.worst:.0%})"
-    return f"[red]{text}{between}peak[/]" if r.flagged else text
-
-
 def _print_validation(report: ValidationReport) -> None:
     """The candidates' windows, one row each, narrow enough that no figure is cut short in 80
     columns (under 120 a window's dates, and a plateau's two shares, take two lines; under 100 it
     is 73 columns, ``_table``); why a candidate failed is listed under the table in full, where a
     column of reasons showed ``min_pro…`` in 120 columns and the scores ``-11…`` in 100."""
-    from genesis_core.records import names
+    from genesis_core.records import TABLE_COLUMNS
     from genesis_core.validation import ValidationConfig
 
     v = ValidationConfig.model_validate(report.validation)
     table = _table(title=f"Validation of {report.run}: top {v.top_n} of {report.evaluated_trials} evaluated trials, "
                          f"ranked by {v.ranking} window score")
-    for col in ("trial", "window", "score", "return", "max dd", "PF", "trades", "val\nscore", "plateau\n(worst)", "result"):
+    for col in TABLE_COLUMNS:
         table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=True)
     wide = out.width >= 120
-    between = " .. " if wide else "\n.."
-    if report.buy_and_hold:  # the market's own return on each window, which a candidate's is read against
-        for i, (label, made) in enumerate(report.buy_and_hold.items()):
-            table.add_row("market" if i == 0 else "", label.replace("..", between), "", f"{made:+.2%}", *[""] * 6)
-        table.add_section()
-    for c in report.candidates:
-        rows = [("explore", c.explore.production_score, c.explore.metrics, c.passed)]  # the candidate's verdict first
-        rows += [(f"{w.start}{between}{w.end}", w.production_score, w.metrics, w.passed) for w in c.windows]
-        for i, (label, sc, m, ok) in enumerate(rows):
-            first = i == 0
-            table.add_row(f"#{c.trial}" if first else "", label, f"{sc:.2f}", _fmt(m["total_return"], "+.2%"),
-                          _fmt(m["max_drawdown"], ".2%"), _fmt(m["profit_factor"], ".2f"), str(m["num_trades"]),
-                          f"{c.validation_score:.2f}" if first else "", _plateau(c.robustness, " " if wide else "\n") if first else "",
-                          "[green]pass[/]" if ok else "[red]fail[/]")
-        table.add_section()
-    for r in report.refused:  # below the ranked: they cannot pass
-        m = r.explore.metrics
-        table.add_row(f"#{r.trial}", "explore", f"{r.explore.production_score:.2f}", _fmt(m["total_return"], "+.2%"),
-                      _fmt(m["max_drawdown"], ".2%"), _fmt(m["profit_factor"], ".2f"), str(m["num_trades"]), "-", "-", "[red]refused[/]")
-        table.add_row("", f"{r.start}{between}{r.end}", *["-"] * 7, "[red]refused[/]")
+    for group in report.table(" .. " if wide else "\n..", " " if wide else "\n"):
+        for *cells, plateau, result in group:
+            table.add_row(*cells, f"[red]{plateau}[/]" if plateau.endswith("peak") else plateau,
+                          f"[green]{result}[/]" if result == "pass" else f"[red]{result}[/]" if result else "")
         table.add_section()
     out.print(table)
     short = report.short()
@@ -680,26 +655,12 @@ def _print_validation(report: ValidationReport) -> None:
                   f"below the out-of-sample median in that share of {o.pbo.splits:,} splits of {o.pbo.blocks} blocks)")
     elif o.pbo_note:
         out.print(f"probability of backtest overfitting: not measured ({o.pbo_note})")
-    failed = [(c.trial, reason) for c in report.candidates for reason in c.reasons]
-    failed += [(r.trial, f"{r.start}..{r.end}: refused: {r.reason}") for r in report.refused]
-    if failed:
+    if failed := report.why_failed():
         out.print("why they failed:")
-        for trial, reason in failed:
-            out.print(f"  #{trial} {escape(reason)}", soft_wrap=True)
-    unmeasured: dict[str, list[int]] = {}  # why a plateau shows as -: the candidates it is so for
-    for c in report.candidates:
-        why = None if c.robustness is None else c.robustness.unmeasured()
-        if why is not None:
-            unmeasured.setdefault(why, []).append(c.trial)
-    for why, trials in unmeasured.items():
-        out.print(f"plateau -: {', '.join(f'#{n}' for n in trials)}: {why}")
-    left_out: dict[tuple[str, ...], list[str]] = {}  # the candidates whose plateau leaves out neighbours, by those neighbours' params
-    for c in report.candidates:
-        if c.robustness is not None and (params := c.robustness.unchanged()):
-            left_out.setdefault(tuple(params), []).append(f"#{c.trial} {c.robustness.left_out} of {len(c.robustness.neighbours)}")
-    for inert, counts in left_out.items():
-        out.print(f"plateau {', '.join(counts)} neighbours left out, the same backtest as the candidate's ({names(list(inert))})",
-                  soft_wrap=True)
+        for line in failed:
+            out.print(f"  {escape(line)}", soft_wrap=True)
+    for line in report.plateau_notes():
+        out.print(line, soft_wrap=True)
     peaks = [c for c in report.candidates if c.robustness is not None and c.robustness.flagged]
     if peaks:
         err.print(f"[yellow]warning:[/] {', '.join(f'#{c.trial}' for c in peaks)}: a peak, not a plateau: one step in some "

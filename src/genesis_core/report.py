@@ -30,6 +30,7 @@ from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, bu
 from genesis_core.optimizer import SearchSpace
 from genesis_core.records import (
     SWEPT,
+    TABLE_COLUMNS,
     BacktestRecord,
     ChampionStore,
     RunFolder,
@@ -48,14 +49,30 @@ CURVES = 5  # candidates drawn (beside the champion)
 COLOURS = ("#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#17becf")
 _STYLE = """body{font-family:system-ui,sans-serif;margin:2em auto;max-width:1200px;color:#222}
 table{border-collapse:collapse;margin:1em 0;font-size:13px}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}
-th{background:#f3f3f3}td.l,th.l{text-align:left}.pass{color:#1a7f37}.fail{color:#c62828}.note{color:#666}"""
+th{background:#f3f3f3}td.l,th.l{text-align:left}.pass{color:#1a7f37}.fail{color:#c62828}.note{color:#666}
+table.grouped td{white-space:nowrap}tr.group td{border-top:2px solid #999}"""
 
 
-def _table(header: list[str], rows: list[list[Any]], left: int = 1) -> str:
+def _table(header: list[str], rows: list[list[Any]], left: int = 1, groups: list[int] | None = None) -> str:
+    """An HTML table, its first ``left`` columns aligned left; ``groups``: how many rows each group
+    of rows holds (a line above each, its cells kept on one line each), as a terminal's table has
+    sections. A cell saying pass, fail, refused or peak is coloured so."""
     cells = "".join(f"<th class='l'>{html.escape(h)}</th>" if i < left else f"<th>{html.escape(h)}</th>" for i, h in enumerate(header))
-    body = "".join("<tr>" + "".join(f"<td class='l'>{_cell(v)}</td>" if i < left else f"<td>{_cell(v)}</td>"
-                                    for i, v in enumerate(row)) + "</tr>" for row in rows)
-    return f"<table>{f'<tr>{cells}</tr>' if any(header) else ''}{body}</table>"
+    firsts = set(np.cumsum([0, *groups[:-1]]).tolist()) if groups else set()
+    body = "".join(("<tr class='group'>" if n in firsts else "<tr>") + "".join(
+        f"<td{_classes('l' if i < left else '', _tone(v))}>{_cell(v)}</td>" for i, v in enumerate(row)) + "</tr>"
+        for n, row in enumerate(rows))
+    return f"<table{_classes('grouped' if groups else '')}>{f'<tr>{cells}</tr>' if any(header) else ''}{body}</table>"
+
+
+def _classes(*names: str) -> str:
+    return f" class='{' '.join(n for n in names if n)}'" if any(names) else ""
+
+
+def _tone(value: Any) -> str:
+    if value == "pass":
+        return "pass"
+    return "fail" if value in ("fail", "refused") or (isinstance(value, str) and value.endswith(" peak")) else ""
 
 
 def _cell(value: Any) -> str:
@@ -370,21 +387,10 @@ def _chained(results: list[tuple[str, BacktestResult]]) -> go.Figure:
 
 
 def _validation(report: ValidationReport) -> str:
-    rows: list[list[Any]] = [["", "market" if i == 0 else "", label.replace("..", " .. "), None, made, None, None, "", "", ""]
-                             for i, (label, made) in enumerate((report.buy_and_hold or {}).items())]  # what holding made
-    for cand in report.candidates:
-        plateau = "" if cand.robustness is None else cand.robustness.describe()
-        rows.append([cand.rank, cand.trial, "explore", cand.explore.production_score, cand.explore.metrics["total_return"],
-                     cand.explore.metrics["max_drawdown"], cand.explore.metrics["num_trades"], cand.validation_score, plateau,
-                     "pass" if cand.passed else "fail"])
-        rows += [["", "", f"{w.start} .. {w.end}", w.production_score, w.metrics["total_return"], w.metrics["max_drawdown"],
-                  w.metrics["num_trades"], "", "", "; ".join(w.reasons)] for w in cand.windows]
-    for r in report.refused:  # below the ranked: they cannot pass
-        rows.append(["", r.trial, "explore", r.explore.production_score, r.explore.metrics["total_return"],
-                     r.explore.metrics["max_drawdown"], r.explore.metrics["num_trades"], "", "", "refused"])
-        rows.append(["", "", f"{r.start} .. {r.end}", None, None, None, None, "", "", f"refused: {r.reason}"])
-    table = _table(["rank", "trial", "window", "production score", "return", "max drawdown", "trades", "validation score",
-                    "neighbours keep", "result"], rows, left=0)
+    """The validation table as `genesis validate` prints it, and what it prints under it."""
+    groups = report.table()
+    table = _table([c.replace("\n", " ") for c in TABLE_COLUMNS], [row for group in groups for row in group], left=2,
+                   groups=[len(group) for group in groups])
     o = report.overfitting
     lines = []
     if o.deflated_sharpe and o.deflated_sharpe.dsr is not None:
@@ -395,8 +401,11 @@ def _validation(report: ValidationReport) -> str:
     if o.pbo:
         lines.append(f"probability of backtest overfitting: {o.pbo.pbo:.3f} ({o.pbo.configs} configs, {o.pbo.splits:,} splits)")
     lines = [line for line in (report.short(), report.reused()) if line] + lines
+    failed = report.why_failed()
+    failed_list = "<p>why they failed:</p><ul>" + "".join(f"<li>{html.escape(line)}</li>" for line in failed) + "</ul>" if failed else ""
     passed = ", ".join(f"#{n}" for n in report.passed) or "none"
-    return table + "".join(f"<p>{html.escape(line)}</p>" for line in lines) + f"<p>passed: {passed}</p>"
+    return (table + "".join(f"<p>{html.escape(line)}</p>" for line in lines) + failed_list
+            + "".join(f"<p>{html.escape(line)}</p>" for line in report.plateau_notes()) + f"<p>passed: {passed}</p>")
 
 
 def _trades(bt: Backtester, trial: TrialArtifact) -> str:

@@ -5,6 +5,7 @@ the figures and tables say what the run's files hold."""
 from __future__ import annotations
 
 import csv
+import html
 import json
 import math
 import re
@@ -68,10 +69,28 @@ def test_the_report_says_what_the_run_files_hold(report, rendered):
     best = run["best_trial"]
     assert f"#{best['number']}, production score {best['production_score']:.4f}" in dom
     validation = json.loads((run_dir / "validation.json").read_text())
+    # the validation table as `genesis validate` prints it: percentages, the profit factor, a plateau's two shares
     for candidate in validation["candidates"]:
-        assert f"<td>{candidate['rank']}</td><td>{candidate['trial']}</td>" in dom
+        e, r = candidate["explore"], candidate["robustness"]
+        m = e["metrics"]
+        plateau = "-" if r is None or r["plateau"] is None else f"{r['plateau']:.0%} ({r['worst']:.0%})" + (" peak" if r["flagged"] else "")
+        verdict = "pass" if candidate["passed"] else "fail"
+        peak = ' class="fail"' if r and r["flagged"] else ""  # in red
+        assert (f'<tr class="group"><td class="l">#{candidate["trial"]}</td><td class="l">explore</td><td>{e["production_score"]:.2f}</td>'
+                f'<td>{m["total_return"]:+.2%}</td><td>{m["max_drawdown"]:.2%}</td><td>{m["profit_factor"]:.2f}</td>'
+                f'<td>{m["num_trades"]}</td><td>{candidate["validation_score"]:.2f}</td>'
+                f'<td{peak}>{plateau}</td>'
+                f'<td class="{verdict}">{verdict}</td></tr>') in dom
+        for w in candidate["windows"]:
+            m, verdict = w["metrics"], "pass" if w["passed"] else "fail"
+            assert (f'<tr><td class="l"></td><td class="l">{w["start"]} .. {w["end"]}</td><td>{w["production_score"]:.2f}</td>'
+                    f'<td>{m["total_return"]:+.2%}</td><td>{m["max_drawdown"]:.2%}</td><td>{m["profit_factor"]:.2f}</td>'
+                    f'<td>{m["num_trades"]}</td><td></td><td></td><td class="{verdict}">{verdict}</td></tr>') in dom
+            assert all(f"<li>#{candidate['trial']} {html.escape(reason)}</li>" in dom for reason in candidate["reasons"])
     for i, (label, made) in enumerate(validation["buy_and_hold"].items()):  # above them, what holding each window made
-        assert f"<td></td><td>{'market' if i == 0 else ''}</td><td>{label.replace('..', ' .. ')}</td><td>-</td><td>{made:,.4g}</td>" in dom
+        row = "tr class=\"group\"" if i == 0 else "tr"
+        assert (f'<{row}><td class="l">{"market" if i == 0 else ""}</td><td class="l">{label.replace("..", " .. ")}</td><td></td>'
+                f'<td>{made:+.2%}</td>' + "<td></td>" * 6 + "</tr>") in dom
     dsr = validation["overfitting"]["deflated_sharpe"]
     assert f"deflated Sharpe ratio of trial {dsr['trial']}: {dsr['dsr']:.3f}" in dom
     assert f"probability of backtest overfitting: {validation['overfitting']['pbo']['pbo']:.3f}" in dom

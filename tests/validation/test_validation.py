@@ -436,8 +436,8 @@ def test_each_candidate_s_neighbours_are_one_step_away_and_scored_as_single_back
 def test_a_plateau_not_measured_says_why_under_the_table_and_in_the_report(tmp_path):
     """SMA crossovers swept over 2021 with fees all lose on explore: a share of a score of 0 or
     less means nothing, so no plateau is given; the table shows ``-`` and says why under it for
-    exactly those candidates (a bare ``-`` read as a missing measurement), and the HTML report says
-    it in the cell. Their neighbours are still scored and recorded."""
+    exactly those candidates (a bare ``-`` read as a missing measurement), and so does the HTML
+    report. Their neighbours are still scored and recorded."""
     from tests.runs import genesis
 
     path = write_config(tmp_path, meta={"base_config": str(ROOT / "configs" / "sma_cross.yaml"),
@@ -463,7 +463,9 @@ def test_a_plateau_not_measured_says_why_under_the_table_and_in_the_report(tmp_p
     why = "an explore score of 0 or less, of which a share means nothing"
     assert f"plateau -: {', '.join(f'#{c.trial}' for c in report.candidates)}: {why}" in shown.stdout.splitlines()
     assert genesis("report", str(run_dir)).returncode == 0
-    assert (run_dir / "report.html").read_text().count(f"<td>- ({why})</td>") == 3
+    page = (run_dir / "report.html").read_text()
+    assert page.count(f"<td>{report.candidates[0].validation_score:.2f}</td><td>-</td>") == 1
+    assert f"<p>plateau -: {', '.join(f'#{c.trial}' for c in report.candidates)}: {why}</p>" in page
 
 
 def test_a_neighbour_that_makes_the_candidate_s_own_backtest_is_left_out_of_its_plateau(tmp_path):
@@ -505,8 +507,9 @@ def test_a_neighbour_that_makes_the_candidate_s_own_backtest_is_left_out_of_its_
     line = f"plateau #{c.trial} 9 of 20 neighbours left out, the same backtest as the candidate's ({params})"
     assert line in shown.stdout.splitlines()
     assert genesis("report", str(run_dir)).returncode == 0
-    cell = f"{r.plateau:.0%} (worst {r.worst:.0%}); 9 of 20 neighbours left out, the same backtest as the candidate's ({params})"
-    assert html.escape(cell) in (run_dir / "report.html").read_text()
+    page = (run_dir / "report.html").read_text()  # the page says it as the command does: the shares, the line under them
+    assert f"<td>{c.validation_score:.2f}</td><td>{r.plateau:.0%} ({r.worst:.0%})</td>" in page
+    assert f"<p>{html.escape(line)}</p>" in page
 
     # searched in those parameters alone, the candidate has no neighbour that changes a fill: no plateau, and why
     inert = {k: flatten_parameters(parameters)[k] for k in dict.fromkeys(n.param for n in same)}
@@ -582,7 +585,9 @@ def test_a_candidate_refused_on_a_window_fails_with_the_reason_and_the_others_ar
     assert [line for line in why if re.fullmatch(f"  #{refused.trial} 2023-01-01..2023-03-31: refused: {raised}", line)]
     assert re.search(f"#{refused.trial} .* refused .*\n.* 2023-01-01 .. 2023-03-31 .* refused", shown.stdout)
     assert genesis("report", str(run_dir)).returncode == 0
-    assert re.search(f"<td>refused: {raised}</td>", html.unescape((run_dir / "report.html").read_text()))
+    page = html.unescape((run_dir / "report.html").read_text())
+    assert re.search(f"<td class='l'>2023-01-01 .. 2023-03-31</td>{'<td>-</td>' * 7}<td class='fail'>refused</td>", page)
+    assert re.search(f"<li>#{refused.trial} 2023-01-01..2023-03-31: refused: {raised}</li>", page)
     listed = genesis("runs", "list", "--results-dir", str(tmp_path / "results"))  # passed of the 3 candidates, the refused one too
     assert re.search(f"│ t +│ +3 │ .* │ +yes │ {len(report.passed)} of 3 │", listed.stdout), listed.stdout
     refusal = genesis("champion", "promote", str(run_dir), "--trial", str(refused.trial))

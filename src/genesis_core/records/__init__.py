@@ -49,6 +49,7 @@ from genesis_core.records._trial import (
     finite_metrics,
 )
 from genesis_core.records._validation import (
+    TABLE_COLUMNS,
     Candidate,
     CandidateResult,
     DeflatedSharpe,
@@ -70,7 +71,7 @@ from genesis_core.records._validation import (
 )
 
 __all__ = [
-    "SWEPT", "TRIAL_METRICS", "BacktestLook", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
+    "SWEPT", "TABLE_COLUMNS", "TRIAL_METRICS", "BacktestLook", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
     "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "ChampionWriteError", "CheckRecord",
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "LeftOut", "RefusedCandidate", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, Literal
 
 from genesis_core.records._base import Part, Record
@@ -76,13 +77,12 @@ class Robustness(Part):
             return "no neighbour changes a fill: one step in any parameter leaves the backtest as it is"
         return "an explore score of 0 or less, of which a share means nothing"
 
-    def describe(self) -> str:
-        """What tables show: the share of the score the neighbours keep at the median and at worst."""
+    def shares(self, between: str = " ") -> str:
+        """What the validation table shows: the share of the score the neighbours keep at the median
+        and, in brackets, at worst; a peak said so ('-' without a plateau: ``unmeasured`` says why)."""
         if self.plateau is None or self.worst is None:
-            return f"- ({self.unmeasured()})"
-        return (f"{self.plateau:.0%} (worst {self.worst:.0%})" + (": a peak" if self.flagged else "")
-                + (f"; {self.left_out} of {len(self.neighbours)} neighbours left out, the same backtest as the candidate's "
-                   f"({names(self.unchanged())})" if self.left_out else ""))
+            return "-"
+        return f"{self.plateau:.0%}{between}({self.worst:.0%})" + (f"{between}peak" if self.flagged else "")
 
     @property
     def left_out(self) -> int:
@@ -274,6 +274,60 @@ class ValidationReport(Record):
 
     def candidate(self, trial: int | None) -> Candidate | None:
         return next((c for c in self.candidates if c.trial == trial), None)
+
+    def table(self, between: str = " .. ", inner: str = " ") -> list[list[list[str]]]:
+        """The validation table as `genesis validate` and a run's page show it, in ``TABLE_COLUMNS``:
+        a group of rows for the market (what buying and holding each window made), then one a
+        candidate (its verdict on its first row, each window after), then one a refused trial.
+        ``between`` joins a window's dates and ``inner`` a plateau's shares: a narrow table breaks
+        them there."""
+        groups = []
+        if self.buy_and_hold:
+            groups.append([["market" if i == 0 else "", label.replace("..", between), "", f"{made:+.2%}", *[""] * 6]
+                           for i, (label, made) in enumerate(self.buy_and_hold.items())])
+        for c in self.candidates:
+            rows = [("explore", c.explore.production_score, c.explore.metrics, c.passed)]
+            rows += [(f"{w.start}{between}{w.end}", w.production_score, w.metrics, w.passed) for w in c.windows]
+            groups.append([[f"#{c.trial}" if i == 0 else "", label, f"{score:.2f}", *_figures(m),
+                            f"{c.validation_score:.2f}" if i == 0 else "",
+                            (c.robustness.shares(inner) if c.robustness else "-") if i == 0 else "", "pass" if ok else "fail"]
+                           for i, (label, score, m, ok) in enumerate(rows)])
+        for r in self.refused:  # below the ranked: they cannot pass
+            groups.append([[f"#{r.trial}", "explore", f"{r.explore.production_score:.2f}", *_figures(r.explore.metrics), "-", "-",
+                            "refused"], ["", f"{r.start}{between}{r.end}", *["-"] * 7, "refused"]])
+        return groups
+
+    def why_failed(self) -> list[str]:
+        """Each candidate's reasons for failing, and each refused trial's, a line each."""
+        return ([f"#{c.trial} {reason}" for c in self.candidates for reason in c.reasons]
+                + [f"#{r.trial} {r.start}..{r.end}: refused: {r.reason}" for r in self.refused])
+
+    def plateau_notes(self) -> list[str]:
+        """What the plateau column cannot say: why it shows '-' for some candidates, and the
+        neighbours left out of others' shares (the same backtest as the candidate's), grouped."""
+        unmeasured: dict[str, list[str]] = {}
+        left_out: dict[tuple[str, ...], list[str]] = {}  # by the left-out neighbours' params
+        for c in self.candidates:
+            if c.robustness is None:
+                continue
+            if (why := c.robustness.unmeasured()) is not None:
+                unmeasured.setdefault(why, []).append(f"#{c.trial}")
+            if params := c.robustness.unchanged():
+                left_out.setdefault(tuple(params), []).append(f"#{c.trial} {c.robustness.left_out} of {len(c.robustness.neighbours)}")
+        return ([f"plateau -: {', '.join(trials)}: {why}" for why, trials in unmeasured.items()]
+                + [f"plateau {', '.join(counts)} neighbours left out, the same backtest as the candidate's ({names(list(inert))})"
+                   for inert, counts in left_out.items()])
+
+
+TABLE_COLUMNS = ("trial", "window", "score", "return", "max dd", "PF", "trades", "val\nscore", "plateau\n(worst)", "result")
+
+
+def _figures(m: Metrics) -> list[str]:
+    """A window's return, max drawdown, profit factor and trades as the validation table shows them."""
+    def number(value: float | None, spec: str) -> str:
+        return "-" if value is None or not math.isfinite(value) else format(value, spec)
+
+    return [number(m["total_return"], "+.2%"), number(m["max_drawdown"], ".2%"), number(m["profit_factor"], ".2f"), str(m["num_trades"])]
 
 
 class FoldTop(Part):
