@@ -5,6 +5,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -271,6 +272,11 @@ def test_backtest_report_renders_in_a_browser_and_plots_what_the_result_holds(sh
     assert record["buy_and_hold"] == pytest.approx(market, rel=1e-12)  # in the result JSON too
     assert held["name"] == "buy and hold" and held["y"] == pytest.approx(list(10_000.0 * holding), rel=1e-12)
     assert f"<td class='l'>buy and hold</td><td>{market:+.2%} (bought at the first bar&#x27;s open)</td>" in text
+    m = record["metrics"]  # the fractions beside it as percentages too, where the page showed -0.3623 under -64.15%
+    assert (f"<td class='l'>total_return</td><td>{m['total_return']:+.2%}</td></tr><tr><td class='l'>sharpe</td>"
+            f"<td>{m['sharpe']:,.4g}</td>") in text
+    assert all(f"<td class='l'>{k}</td><td>{m[k]:.2%}</td>" in text for k in ("max_drawdown", "win_rate", "exposure"))
+    assert re.search(rf"│ total_return +│ {re.escape(format(m['total_return'], '+.2%'))} +│", proc.stdout)  # and the command's table
     assert (f"market: buying at the first bar's open and holding made {market:+.2%} over the window; this strategy "
             f"{record['metrics']['total_return']:+.2%} (total_return)") in proc.stdout
     assert equity["y"] == record["series"]["equity"] and drawdown["y"] == record["series"]["drawdown"]

@@ -180,6 +180,7 @@ def backtest(
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
     from genesis_core.backtest import CACHE, Backtester, build_config
     from genesis_core.config import read_config_file
+    from genesis_core.metrics import SHARES
     from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record
     from genesis_core.scoring import Constraints, Scoring, score
 
@@ -256,7 +257,7 @@ def backtest(
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
     metrics = _table(title="Metrics", show_header=False)
     for k, v in record.metrics.items():
-        metrics.add_row(k, _fmt(v))
+        metrics.add_row(k, _fmt(v, SHARES.get(k, ",.4f")))
     trace = _table(title="Decision trace", show_header=False)
     for k, v in result.trace.items():
         if isinstance(v, dict):
@@ -1025,6 +1026,8 @@ def runs_show(
                   soft_wrap=True)
         return
     if trial is not None:
+        from genesis_core.metrics import SHARES
+
         artifact = _trial_artifact(f"{folder.path}:{trial}", results_dir)
         if as_json:
             sys.stdout.write(artifact.model_dump_json(indent=2) + "\n")
@@ -1038,7 +1041,7 @@ def runs_show(
             table.add_row(path, strict_json(value, None))
         metrics = _table(show_header=False, title="Metrics")
         for k, v in artifact.metrics.items():
-            metrics.add_row(k, _fmt(v))
+            metrics.add_row(k, _fmt(v, SHARES.get(k, ",.4f")))
         out.print(Columns([table, metrics]))
         out.print(f"window {artifact.window.first_bar} .. {artifact.window.last_bar}; config fingerprint "
                   f"{artifact.fingerprints['config'][:16]}")

@@ -27,6 +27,7 @@ from plotly.subplots import make_subplots
 
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config, data_symbol
+from genesis_core.metrics import SHARES
 from genesis_core.optimizer import SearchSpace
 from genesis_core.records import (
     SWEPT,
@@ -433,7 +434,8 @@ def backtest_report(result: BacktestResult, record: BacktestRecord, cautions: li
     ]))
     if cautions:
         page.add("Read with care", _notes(cautions))
-    page.add("Metrics", _table(["metric", "value"], [[k, v] for k, v in record.metrics.items()]))
+    page.add("Metrics", _table(["metric", "value"], [[k, v if k not in SHARES or v is None else format(v, SHARES[k])]
+                                                     for k, v in record.metrics.items()]))
     page.add("Price, equity and drawdown", page.figure(_curves([("equity", result)], "Price, trades and equity", price=result)))
     page.add("Decision trace", page.figure(_trace(result.trace)))
     page.add(f"Trades ({len(record.trades or [])})", _trades_table(record.trades or []))

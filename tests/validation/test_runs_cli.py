@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -86,6 +87,10 @@ def test_runs_show_trial_and_backtest_trial_reproduce_the_stored_trial(results, 
     assert shown.returncode == 0, shown.stderr
     assert f"production score {artifact['score']['production']:.4f}" in shown.stdout
     assert f"genesis backtest --trial t:{n}" in shown.stdout
+    m = artifact["metrics"]  # fractions as percentages, the rest as stored
+    for name, value in (("total_return", f"{m['total_return']:+.2%}"), ("max_drawdown", f"{m['max_drawdown']:.2%}"),
+                        ("win_rate", f"{m['win_rate']:.2%}"), ("exposure", f"{m['exposure']:.2%}"), ("sharpe", f"{m['sharpe']:,.4f}")):
+        assert re.search(rf"│ {name} +│ {re.escape(value)} +│", shown.stdout), (name, value)
     as_json = json.loads(_genesis("runs", "show", "t", "--trial", str(n), "--results-dir", str(results), "--json").stdout)
     assert as_json == artifact
     out = tmp_path / "rerun.json"

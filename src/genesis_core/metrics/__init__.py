@@ -38,6 +38,7 @@ METRIC_NAMES = (
     "total_return", "sharpe", "sortino", "max_drawdown", "return_to_dd", "win_rate", "profit_factor",
     "num_trades", "avg_bars_held", "max_loss_streak", "exposure", "total_fees", "final_equity", "classic_score",
 )
+SHARES = {"total_return": "+.2%", "max_drawdown": ".2%", "win_rate": ".2%", "exposure": ".2%"}  # fractions: read as percentages
 
 
 def compounded(returns: list[float]) -> float:

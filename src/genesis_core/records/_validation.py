@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from typing import Any, Literal
 
+from genesis_core.metrics import SHARES
 from genesis_core.records._base import Part, Record
 from genesis_core.records._trial import Metrics
 from genesis_core.scoring import Outcome
@@ -327,7 +328,8 @@ def _figures(m: Metrics) -> list[str]:
     def number(value: float | None, spec: str) -> str:
         return "-" if value is None or not math.isfinite(value) else format(value, spec)
 
-    return [number(m["total_return"], "+.2%"), number(m["max_drawdown"], ".2%"), number(m["profit_factor"], ".2f"), str(m["num_trades"])]
+    return [number(m["total_return"], SHARES["total_return"]), number(m["max_drawdown"], SHARES["max_drawdown"]),
+            number(m["profit_factor"], ".2f"), str(m["num_trades"])]
 
 
 class FoldTop(Part):
