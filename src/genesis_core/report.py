@@ -66,6 +66,11 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 1, groups: list
     return f"<table{_classes('grouped' if groups else '')}>{f'<tr>{cells}</tr>' if any(header) else ''}{body}</table>"
 
 
+def _share(value: float | int | None, spec: str = "+.2%") -> str | None:
+    """A fraction as a percentage (a return, by default: signed); None as a table shows it."""
+    return None if value is None or not math.isfinite(value) else format(value, spec)
+
+
 def _classes(*names: str) -> str:
     return f" class='{' '.join(n for n in names if n)}'" if any(names) else ""
 
@@ -317,14 +322,14 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
         ["mean validation score of the fold tops (each fold's explore best)", a.mean_validation_score],
         ["worst validation score of the fold tops", a.worst_validation_score],
         ["mean gap (explore - validation)", a.mean_gap],
-        ["the fold tops traded each on its block in turn (compounded return)", a.chained_return],
-        ["buying and holding those blocks (compounded return)", a.chained_buy_and_hold],
+        ["the fold tops traded each on its block in turn (compounded return)", _share(a.chained_return)],
+        ["buying and holding those blocks (compounded return)", _share(a.chained_buy_and_hold)],
     ]))
     if wf.biased():
         page.add("Not out of sample", _notes([wf.biased() or ""]))
     page.add("Folds", page.figure(_folds(wf)))
     rows = [[f.fold, " .. ".join(f.explore), " .. ".join(f.validation), *(["-"] * 5 if f.top is None else
-             [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap, f.top.validation_return]), f.buy_and_hold,
+             [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap, _share(f.top.validation_return)]), _share(f.buy_and_hold),
              len(f.passed), None if f.deflated_sharpe is None else f.deflated_sharpe.gated] for f in wf.folds]
     page.add("Fold tops", _table(["fold", "explore", "validation", "top trial", "explore score", "validation score", "gap",
                                   "validation return", "buy and hold", "passed", "DSR"], rows, left=3)
@@ -434,8 +439,7 @@ def backtest_report(result: BacktestResult, record: BacktestRecord, cautions: li
     ]))
     if cautions:
         page.add("Read with care", _notes(cautions))
-    page.add("Metrics", _table(["metric", "value"], [[k, v if k not in SHARES or v is None else format(v, SHARES[k])]
-                                                     for k, v in record.metrics.items()]))
+    page.add("Metrics", _table(["metric", "value"], [[k, _share(v, SHARES[k]) if k in SHARES else v] for k, v in record.metrics.items()]))
     page.add("Price, equity and drawdown", page.figure(_curves([("equity", result)], "Price, trades and equity", price=result)))
     page.add("Decision trace", page.figure(_trace(result.trace)))
     page.add(f"Trades ({len(record.trades or [])})", _trades_table(record.trades or []))

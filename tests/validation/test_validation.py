@@ -396,11 +396,11 @@ def _assert_walk_forward_report(folder: Path, report: dict) -> None:
     assert held["x"] == [x for t in chained for x in t["x"]]
     for f in report["folds"]:
         assert f'<td class="l">{f["fold"]}</td><td class="l">{" .. ".join(f["explore"])}</td>' in dom
-        assert f'<td>{f["top"]["validation_return"]:,.4g}</td><td>{f["buy_and_hold"]:,.4g}</td>' in dom  # the top's, the market's
+        assert f'<td>{f["top"]["validation_return"]:+.2%}</td><td>{f["buy_and_hold"]:+.2%}</td>' in dom  # the top's, the market's
     a = report["aggregate"]
     for label, value in (("the fold tops traded each on its block in turn", a["chained_return"]),
                          ("buying and holding those blocks", a["chained_buy_and_hold"])):
-        assert f'<td class="l">{label} (compounded return)</td><td>{value:,.4g}</td>' in dom
+        assert f'<td class="l">{label} (compounded return)</td><td>{value:+.2%}</td>' in dom
 
 
 def test_each_candidate_s_neighbours_are_one_step_away_and_scored_as_single_backtests(validated_run):
