@@ -1015,6 +1015,9 @@ def runs_show(
     storage: RunStorage = None,
 ) -> None:
     """One run: sessions, cache, outcomes, best trial and validation; or, with --trial, one trial; or a walk-forward's folds."""
+    from genesis_core.optimizer import same_outcome_warning
+    from genesis_core.records import SchemaError
+
     folder = _run_folder(run, results_dir, storage, walk_forward=trial is None, trials=False if trial is None else {trial})
     if not folder.exists() and folder.is_walk_forward():
         wf = folder.read_walk_forward()
@@ -1070,6 +1073,10 @@ def runs_show(
     out.print("no VALID trial yet" if best is None else
               f"best trial #{best.number}: production score {best.production_score:.4f} "
               f"(genesis runs show {folder.name} --trial {best.number})")
+    if record.identical_outcomes:  # as optimize warned after its search (trials.csv unreadable: it says so elsewhere)
+        with contextlib.suppress(SchemaError):
+            if line := same_outcome_warning([vars(r) for r in folder.read_trials_table()]):
+                err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
     if folder.is_validated():
         report = folder.read_validation()
         _print_validation(report)

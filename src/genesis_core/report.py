@@ -28,7 +28,7 @@ from plotly.subplots import make_subplots
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config, data_symbol
 from genesis_core.metrics import SHARES
-from genesis_core.optimizer import SearchSpace
+from genesis_core.optimizer import SearchSpace, same_outcome_warning
 from genesis_core.records import (
     SWEPT,
     TABLE_COLUMNS,
@@ -274,6 +274,7 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
         ["signature", ", ".join(f"{k} {v[:12]}" for k, v in (run.signature or {}).items())],
     ]))
     cautions = list(dict.fromkeys(line for session in run.sessions for line in session.cautions()))
+    cautions += [line for line in (same_outcome_warning([vars(r) for r in rows]),) if line]  # as optimize warned after its search
     if cautions:
         page.add("Read with care", _notes(cautions))
     page.add("Optimisation history", page.figure(_history(rows)))

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import html
 import json
 import signal
 import subprocess
@@ -12,7 +13,7 @@ from genesis_core.errors import ConfigError
 from genesis_core.records import RunFolder
 from genesis_core.validation import check_equivalence
 from tests.optimizer.test_optimizer import ROOT, _trials, write_config
-from tests.runs import optimize
+from tests.runs import genesis, optimize
 
 
 @pytest.fixture(scope="module")
@@ -78,9 +79,14 @@ def test_identical_outcomes_of_different_configs_are_recorded_and_the_parameter_
     run = json.loads((run_dir / "run.json").read_text())
     n = sum(len(g) - 1 for g in repeats)
     assert run["identical_outcomes"] == n
-    assert f"{n} evaluated trial(s) gave exactly the metrics of an earlier, different config (trials.csv: same_outcome_as): " \
-           f"some searched parameter may change nothing; the pairs differ in thresholds.entry_conf_overall (all {n})" \
-           in explored["warnings"]
+    line = (f"{n} evaluated trial(s) gave exactly the metrics of an earlier, different config (trials.csv: same_outcome_as): "
+            f"some searched parameter may change nothing; the pairs differ in thresholds.entry_conf_overall (all {n})")
+    assert line in explored["warnings"]
+    shown = genesis("runs", "show", str(run_dir))  # told again where the run is looked at, read from trials.csv
+    assert shown.returncode == 0 and f"warning: {line}" in " ".join(shown.stderr.split())
+    page = run_dir.parent / "page.html"
+    assert genesis("report", str(run_dir), "--out", str(page)).returncode == 0
+    assert f"<p class='note'>{html.escape(line)}</p>" in page.read_text().split("<h2>Read with care</h2>")[1].split("<h2>")[0]
 
 
 def test_unknown_runs_and_trials_are_clear_errors(run_dir):
@@ -154,18 +160,20 @@ def test_a_check_stopped_by_a_signal_says_nothing_was_written_and_reports_no_tri
 
 
 def test_the_parameters_that_pairs_of_identical_outcomes_differ_in_are_counted_most_often_first():
-    import optuna
+    from genesis_core.optimizer import same_outcome_warning
+    from genesis_core.optimizer._results import SHOWN_DIFFERING
 
-    from genesis_core.optimizer._results import SHOWN_DIFFERING, _differing
-
-    dist = optuna.distributions.FloatDistribution(0, 10)
     names = [f"p{i}" for i in range(SHOWN_DIFFERING + 2)]
-    rows = [dict.fromkeys(names, 0.0), {**dict.fromkeys(names, 0.0), "p3": 1.0}, {**dict.fromkeys(names, 1.0), "p3": 0.0},
-            dict.fromkeys(names, 0.0)]
-    trials = [optuna.trial.create_trial(params=r, distributions=dict.fromkeys(r, dist), value=0.0) for r in rows]
-    for number, t in enumerate(trials):
-        t.number = number
+    params = [dict.fromkeys(names, 0.0), {**dict.fromkeys(names, 0.0), "p3": 1.0}, {**dict.fromkeys(names, 1.0), "p3": 0.0},
+              dict.fromkeys(names, 0.0)]
+
+    def rows(same: dict[int, int]) -> list[dict]:
+        return [{"number": n, "params": p, "same_outcome_as": same.get(n)} for n, p in enumerate(params)]
+
+    head = ("evaluated trial(s) gave exactly the metrics of an earlier, different config (trials.csv: same_outcome_as): some "
+            "searched parameter may change nothing; the pairs differ in ")
     # 1 differs from 0 in p3; 2 from 1 in every parameter; 3 from 0 in none (its fixed config changed)
-    assert _differing(trials, {1: 0, 2: 1, 3: 0}) == (
-        "the pairs differ in p3 (2 of 3), p0 (1 of 3), p1 (1 of 3), p2 (1 of 3), p4 (1 of 3) and 3 more")
-    assert _differing(trials, {1: 0}) == "the pairs differ in p3 (all 1)"
+    assert same_outcome_warning(rows({1: 0, 2: 1, 3: 0})) == (
+        f"3 {head}p3 (2 of 3), p0 (1 of 3), p1 (1 of 3), p2 (1 of 3), p4 (1 of 3) and 3 more")
+    assert same_outcome_warning(rows({1: 0})) == f"1 {head}p3 (all 1)"
+    assert same_outcome_warning(rows({})) is None

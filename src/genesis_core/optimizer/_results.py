@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 import numba
@@ -62,19 +63,26 @@ _ABSENT = object()  # a parameter a trial has not (a space narrowed or widened b
 SHOWN_DIFFERING = 5  # parameters named by the warning on identical outcomes, the most often differing first
 
 
-def _differing(trials: list[optuna.trial.FrozenTrial], same: dict[int, int]) -> str:
-    """Which searched parameters the pairs of ``_same_outcomes`` differ in, by how many pairs: the
-    suspects, where the warning alone left the user to compare trials.csv's rows by hand (each of
-    the demo's 19 pairs differs in exits.max_bars_held)."""
-    params = {t.number: t.params for t in trials}
+def same_outcome_warning(rows: Iterable[Mapping[str, Any]]) -> str | None:
+    """What evaluated trials that gave exactly the metrics of an earlier, different config say
+    (``rows``: trials.csv's, or the fields it is written from), with the searched parameters each
+    such pair differs in, by how many pairs: the suspects, where the warning alone left the user to
+    compare trials.csv's rows by hand (each of the demo's 19 pairs differs in exits.max_bars_held).
+    None when there is no such trial."""
+    params = {r["number"]: r["params"] for r in rows}
+    same = {r["number"]: r["same_outcome_as"] for r in rows if r["same_outcome_as"] is not None}
+    if not same:
+        return None
     counts: Counter[str] = Counter()
     for later, earlier in same.items():
-        a, b = params[later], params[earlier]
+        a, b = params[later], params.get(earlier, {})
         counts.update([name for name in sorted(a.keys() | b.keys()) if a.get(name, _ABSENT) != b.get(name, _ABSENT)]
                       or ["no searched parameter (the fixed config changed between sessions)"])
     named = [f"{name} ({f'all {n}' if n == len(same) else f'{n} of {len(same)}'})" for name, n in counts.most_common(SHOWN_DIFFERING)]
     more = len(counts) - len(named)
-    return "the pairs differ in " + ", ".join(named) + (f" and {more} more" if more else "")
+    return (f"{len(same)} evaluated trial(s) gave exactly the metrics of an earlier, different config (trials.csv: "
+            "same_outcome_as): some searched parameter may change nothing; the pairs differ in " + ", ".join(named)
+            + (f" and {more} more" if more else ""))
 
 
 def trial_fields(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> dict[str, Any]:
@@ -113,7 +121,8 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
     sync_all()  # the trials listed are on disk, a worker killed before its last group commit's included
     trials = optuna_study.get_trials(deepcopy=False)
     same = _same_outcomes(trials)
-    folder.write_trials_table([TrialRow.cells(trial_fields(t, spec, same.get(t.number))) for t in trials])
+    fields = [trial_fields(t, spec, same.get(t.number)) for t in trials]
+    folder.write_trials_table([TrialRow.cells(f) for f in fields])
 
     finished = [t for t in trials if t.state.is_finished()]
     hits = sum(1 for t in finished if t.user_attrs.get("cached"))
@@ -148,11 +157,7 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
             identical_outcomes=len(same), run_id=optuna_study.user_attrs.get(RUN_ID_ATTR),
         )
         folder.write_run(run)
-    warnings = []
-    if run.identical_outcomes:
-        warnings.append(f"{run.identical_outcomes} evaluated trial(s) gave exactly the metrics of an earlier, different "
-                        "config (trials.csv: same_outcome_as): some searched parameter may change nothing; "
-                        f"{_differing(trials, same)}")
+    warnings = [line for line in (same_outcome_warning(fields),) if line]
     failed = failures([t.user_attrs.get("error") for t in trials if t.state == TrialState.FAIL])
     if failed:
         warnings.append(failed)
