@@ -6,7 +6,6 @@ import contextlib
 import dataclasses
 import errno
 import logging
-import math
 import signal
 import sys
 from collections.abc import Callable, Collection, Iterator
@@ -140,12 +139,10 @@ def _table(**options: Any) -> Table:
 
 
 def _fmt(value: Any, spec: str = ",.4f") -> str:
-    """A number for a table: ``spec`` for floats, '-' for one that is not finite (stored as null)."""
-    if value is None or (isinstance(value, float) and not math.isfinite(value)):
-        return "-"
-    if isinstance(value, float):
-        return format(value, spec)
-    return str(value)
+    """``records.formatted``, imported when a table is printed (the records import the engine)."""
+    from genesis_core.records import formatted
+
+    return formatted(value, spec)
 
 
 RunStorage = Annotated[str | None, typer.Option("--storage", help="The study's database (postgresql://...): the run's files "

@@ -42,6 +42,7 @@ from genesis_core.records import (
     WalkForwardReport,
     backtest_record,
     failures,
+    formatted,
 )
 from genesis_core.study import load_run
 from genesis_core.validation import ValidationConfig
@@ -64,11 +65,6 @@ def _table(header: list[str], rows: list[list[Any]], left: int = 1, groups: list
         f"<td{_classes('l' if i < left else '', _tone(v))}>{_cell(v)}</td>" for i, v in enumerate(row)) + "</tr>"
         for n, row in enumerate(rows))
     return f"<table{_classes('grouped' if groups else '')}>{f'<tr>{cells}</tr>' if any(header) else ''}{body}</table>"
-
-
-def _share(value: float | int | None, spec: str = "+.2%") -> str | None:
-    """A fraction as a percentage (a return, by default: signed); None as a table shows it."""
-    return None if value is None or not math.isfinite(value) else format(value, spec)
 
 
 def _classes(*names: str) -> str:
@@ -323,14 +319,15 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
         ["mean validation score of the fold tops (each fold's explore best)", a.mean_validation_score],
         ["worst validation score of the fold tops", a.worst_validation_score],
         ["mean gap (explore - validation)", a.mean_gap],
-        ["the fold tops traded each on its block in turn (compounded return)", _share(a.chained_return)],
-        ["buying and holding those blocks (compounded return)", _share(a.chained_buy_and_hold)],
+        ["the fold tops traded each on its block in turn (compounded return)", formatted(a.chained_return, "+.2%")],
+        ["buying and holding those blocks (compounded return)", formatted(a.chained_buy_and_hold, "+.2%")],
     ]))
     if wf.biased():
         page.add("Not out of sample", _notes([wf.biased() or ""]))
     page.add("Folds", page.figure(_folds(wf)))
     rows = [[f.fold, " .. ".join(f.explore), " .. ".join(f.validation), *(["-"] * 5 if f.top is None else
-             [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap, _share(f.top.validation_return)]), _share(f.buy_and_hold),
+             [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap, formatted(f.top.validation_return, "+.2%")]),
+             formatted(f.buy_and_hold, "+.2%"),
              len(f.passed), None if f.deflated_sharpe is None else f.deflated_sharpe.gated] for f in wf.folds]
     page.add("Fold tops", _table(["fold", "explore", "validation", "top trial", "explore score", "validation score", "gap",
                                   "validation return", "buy and hold", "passed", "DSR"], rows, left=3)
@@ -440,7 +437,7 @@ def backtest_report(result: BacktestResult, record: BacktestRecord, cautions: li
     ]))
     if cautions:
         page.add("Read with care", _notes(cautions))
-    page.add("Metrics", _table(["metric", "value"], [[k, _share(v, SHARES[k]) if k in SHARES else v] for k, v in record.metrics.items()]))
+    page.add("Metrics", _table(["metric", "value"], [[k, formatted(v, SHARES[k]) if k in SHARES else v] for k, v in record.metrics.items()]))
     page.add("Price, equity and drawdown", page.figure(_curves([("equity", result)], "Price, trades and equity", price=result)))
     page.add("Decision trace", page.figure(_trace(result.trace)))
     page.add(f"Trades ({len(record.trades or [])})", _trades_table(record.trades or []))

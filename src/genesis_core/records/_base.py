@@ -39,6 +39,16 @@ def finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def formatted(value: Any, spec: str = ",.4f") -> str:
+    """A number for a table or a page: ``spec`` for floats (a metric of ``metrics.SHARES``: its
+    percentage), '-' for one that is not finite (stored as null); anything else as text."""
+    if value is None or (isinstance(value, float) and not math.isfinite(value)):
+        return "-"
+    if isinstance(value, float):
+        return format(value, spec)
+    return str(value)
+
+
 class Record(Part):
     """A whole result file. ``SCHEMA`` is the version this code writes; ``upgrade`` migrates the
     raw JSON of an older version one step (version n -> n + 1), or raises SchemaError."""

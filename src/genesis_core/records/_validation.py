@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from typing import Any, Literal
 
 from genesis_core.metrics import SHARES
-from genesis_core.records._base import Part, Record
+from genesis_core.records._base import Part, Record, formatted
 from genesis_core.records._trial import Metrics
 from genesis_core.scoring import Outcome
 
@@ -325,11 +324,8 @@ TABLE_COLUMNS = ("trial", "window", "score", "return", "max dd", "PF", "trades",
 
 def _figures(m: Metrics) -> list[str]:
     """A window's return, max drawdown, profit factor and trades as the validation table shows them."""
-    def number(value: float | None, spec: str) -> str:
-        return "-" if value is None or not math.isfinite(value) else format(value, spec)
-
-    return [number(m["total_return"], SHARES["total_return"]), number(m["max_drawdown"], SHARES["max_drawdown"]),
-            number(m["profit_factor"], ".2f"), str(m["num_trades"])]
+    return [formatted(m["total_return"], SHARES["total_return"]), formatted(m["max_drawdown"], SHARES["max_drawdown"]),
+            formatted(m["profit_factor"], ".2f"), str(m["num_trades"])]
 
 
 class FoldTop(Part):
