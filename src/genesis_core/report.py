@@ -165,13 +165,14 @@ def _parallel(rows: list[TrialRow]) -> go.Figure | None:
     if not done or not paths:
         return None
     dims = []
+    short = _short(paths)
     for p in paths:
         values = [r.params.get(p) for r in done]
         if all(isinstance(v, int | float) and not isinstance(v, bool) for v in values):
-            dims.append({"label": _short(p), "values": values})
+            dims.append({"label": short[p], "values": values})
         else:
             labels = sorted({str(v) for v in values})
-            dims.append({"label": _short(p), "values": [labels.index(str(v)) for v in values], "tickvals": list(range(len(labels))),
+            dims.append({"label": short[p], "values": [labels.index(str(v)) for v in values], "tickvals": list(range(len(labels))),
                          "ticktext": [label[:20] for label in labels]})
     scores = [r.production_score for r in done]
     dims.append({"label": "production score", "values": scores})
@@ -182,9 +183,22 @@ def _parallel(rows: list[TrialRow]) -> go.Figure | None:
     return fig
 
 
-def _short(path: str) -> str:
-    """A parameter path short enough for an axis label: its last two parts."""
-    return ".".join(path.split(".")[-2:])
+def _short(paths: list[str]) -> dict[str, str]:
+    """Each parameter path short enough for an axis label: its last two parts, and more until the
+    first is a name, not a list's index, and no two labels are alike (``risk.risk_map.0.1`` was
+    labelled ``0.1``, beside its axis's tick ``0.1``)."""
+    parts = {p: p.split(".") for p in paths}
+    taken = {p: 2 for p in paths}
+    for p, names in parts.items():
+        while taken[p] < len(names) and names[-taken[p]].isdigit():  # the label starts with a name
+            taken[p] += 1
+    while True:
+        labels = {p: ".".join(parts[p][-taken[p]:]) for p in paths}
+        alike = [p for p in paths if list(labels.values()).count(labels[p]) > 1 and taken[p] < len(parts[p])]
+        if not alike:
+            return labels
+        for p in alike:
+            taken[p] += 1
 
 
 def _equity(result: BacktestResult) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -161,3 +161,16 @@ def test_a_report_stopped_by_a_signal_says_what_became_of_the_page_and_leaves_no
     assert page.read_text() == "an earlier page" if sig == signal.SIGINT else not page.exists()
     again = genesis("report", str(fresh_run), "--out", str(page))
     assert again.returncode == 0 and page.stat().st_size > 100_000
+
+
+def test_a_parameter_s_axis_is_named_by_its_last_parts_from_a_name_on_and_no_two_alike():
+    """The searched parameters' axes: ``risk.risk_map.0.1`` (an element of a list, as the bundled
+    optimizer config searches) was labelled ``0.1``, beside its axis's tick 0.1; two paths ending
+    alike were labelled alike."""
+    from genesis_core.report import _short
+
+    paths = ["risk.risk_map.0.1", "thresholds.signal_adaptation.zones.low.entry_conf_overall", "a.x.y", "b.x.y",
+             "exits.stop_loss_atr", "fast", "m.0"]
+    assert _short(paths) == {"risk.risk_map.0.1": "risk_map.0.1", "thresholds.signal_adaptation.zones.low.entry_conf_overall":
+                             "low.entry_conf_overall", "a.x.y": "a.x.y", "b.x.y": "b.x.y", "exits.stop_loss_atr": "exits.stop_loss_atr",
+                             "fast": "fast", "m.0": "m.0"}
