@@ -226,6 +226,12 @@ def test_a_date_and_a_time_of_day_in_two_columns_as_metatrader_and_stooq_export_
     (tmp_path / "bad.csv").write_text("\n".join(bad))
     with pytest.raises(DataError, match=rf"bad.csv: row 7, line 7 \(timestamp {day[6]} 9h\): unparseable timestamp$"):
         load_candles(tmp_path / "bad.csv")
+    european = pd.DataFrame({"Date": t.strftime("%d.%m.%Y"), "Time": minute, **prices, "Volume": bars.volume})
+    european.to_csv(tmp_path / "european.csv", index=False)  # day first: refused, the whole timestamp quoted, not 07:00 alone
+    with pytest.raises(DataError, match=rf"european.csv: row 1, line 2 \(timestamp {t[0]:%d.%m.%Y} {minute[0]}\): unparseable timestamp "
+                                        r"\(and 499 more row\(s\)\): a date with the year last \(15.05.2018, 05/15/2018\) is not read, its "
+                                        r"day and month a guess where both are 12 or less; write dates year first \(2018-05-15\)$"):
+        load_candles(tmp_path / "european.csv")
     stamped = pd.DataFrame({"date": t.strftime("%Y-%m-%d"), "time": bars.timestamps, **prices, "volume": bars.volume})
     stamped.to_csv(tmp_path / "stamped.csv", index=False)  # a time column of whole timestamps is read as before, alone
     notes = []

@@ -242,6 +242,7 @@ def _headerless(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str]:
 
 _DAY = r"\d{4}[-./]?\d{2}[-./]?\d{2}"  # 2018-05-15, MetaTrader's 2018.05.15, Stooq's 20180515
 _TIME_OF_DAY = r"\d{1,2}:\d{2}(?::\d{2}(?:\.\d+)?)?|\d{6}"  # 07:00, 07:00:00, 07:00:00.000, Stooq's 070000
+_YEAR_LAST = r"\d{1,2}[-./]\d{1,2}[-./]\d{4}\b"  # 15.05.2018 (Dukascopy's), 05/15/2018
 _AS_UTC = "read as UTC (an export's clock is often its broker's: MetaTrader's is its server's, often UTC+2 or +3)"
 
 
@@ -255,13 +256,15 @@ def _a_bar(fields: list[str]) -> bool:
     return bool(fields) and bool(pd.to_numeric(pd.Series(fields), errors="coerce").notna().all())
 
 
-def _dates_and_times(dates: pd.Series, times: pd.Series) -> pd.Series | None:
+def _dates_and_times(dates: pd.Series, times: pd.Series, named: bool = False) -> pd.Series | None:
     """Each row's date and time of day joined into one timestamp's text, where a file gives them in
     two columns, as MetaTrader's and Stooq's exports and many brokers' do (read alone, the times of
     day were refused as unparseable timestamps); None when its first row holds no such pair. A
-    later row that is not one is then refused by name, as any unparseable timestamp."""
+    later row that is not one is then refused by name, as any unparseable timestamp. Columns
+    ``named`` date and time need only the time of day: a date in another order (15.05.2018) is
+    then refused with the whole timestamp quoted, not the time of day alone."""
     day, time = (column.astype(str).str.strip() for column in (dates, times))
-    if not (re.fullmatch(_DAY, day.iloc[0]) and re.fullmatch(_TIME_OF_DAY, time.iloc[0])):
+    if not (re.fullmatch(_TIME_OF_DAY, time.iloc[0]) and (named or re.fullmatch(_DAY, day.iloc[0]))):
         return None
     return day + " " + time
 
@@ -297,7 +300,9 @@ def _parse_timestamps(col: pd.Series, path: Path, first_line: int) -> np.ndarray
     bad = dt.isna().to_numpy()
     if bad.any():
         i, n = _first_bad(bad)
-        raise DataError(f"{_where(path, i, first_line, col.iloc[i])}: unparseable timestamp{_more(n)}")
+        order = (": a date with the year last (15.05.2018, 05/15/2018) is not read, its day and month a guess where both are "
+                 "12 or less; write dates year first (2018-05-15)") if re.match(_YEAR_LAST, str(col.iloc[i]).strip()) else ""
+        raise DataError(f"{_where(path, i, first_line, col.iloc[i])}: unparseable timestamp{_more(n)}{order}")
     micros = dt.dt.as_unit("us").astype("int64").to_numpy()
     _check_seconds(micros / 1e6, col, path, first_line)
     return micros // 1_000_000
@@ -360,7 +365,7 @@ def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str
     if len(frame) == 0:
         raise DataError(f"{path}: no rows")
     raw_ts = frame[columns[time_key]]
-    if time_key == "time" and "date" in columns and (joined := _dates_and_times(frame[columns["date"]], raw_ts)) is not None:
+    if time_key == "time" and "date" in columns and (joined := _dates_and_times(frame[columns["date"]], raw_ts, named=True)) is not None:
         raw_ts = joined
         notes.append(f"each bar's time from the columns {columns['date']} and {columns['time']}, {_AS_UTC}")
     ts = _parse_timestamps(raw_ts, path, first_line)
