@@ -328,10 +328,13 @@ def test_a_user_strategy_s_exception_fails_its_trials_saying_where_and_the_run_k
                         summary["warnings"][0]), summary["warnings"]
     with warnings.catch_warnings(record=True) as caught:  # every completed trial scored the same: Optuna warned of it
         warnings.simplefilter("always")
-        report = genesis("report", summary["run_dir"])  # the report's summary says what failed too
+        report = genesis("report", summary["run_dir"])  # the report says what failed too, as the search warned of it
     assert report.returncode == 0 and not [w.message for w in caught if issubclass(w.category, UserWarning)]
     page = html.unescape((Path(summary["run_dir"]) / "report.html").read_text())
-    assert re.search(f"failed trials</td><td>{len(failed)} trial\\(s\\) failed .*: {len(failed)} {raised}</td>", page)
+    cautions = page.split("<h2>Read with care</h2>")[1].split("<h2>")[0]
+    assert f"<p class='note'>{summary['warnings'][0]}</p>" in cautions
+    shown = genesis("runs", "show", summary["run_dir"])  # and so does runs show
+    assert f"warning: {summary['warnings'][0]}" in " ".join(shown.stderr.split())
     assert "Parameter importances</h2><p class='note'>not available: the top 10% of the completed trials by score" in page
     swept = sweep(load_study_config(write_config(tmp_path, "sweep.yaml", meta={"base_config": str(base), "study_name": "s"},
                                                  parameters=space)).spec(), SweepOptions("grid"))

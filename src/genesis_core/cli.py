@@ -1012,7 +1012,7 @@ def runs_show(
     storage: RunStorage = None,
 ) -> None:
     """One run: sessions, cache, outcomes, best trial and validation; or, with --trial, one trial; or a walk-forward's folds."""
-    from genesis_core.optimizer import same_outcome_warning
+    from genesis_core.optimizer import run_warnings
     from genesis_core.records import SchemaError
 
     folder = _run_folder(run, results_dir, storage, walk_forward=trial is None, trials=False if trial is None else {trial})
@@ -1070,10 +1070,12 @@ def runs_show(
     out.print("no VALID trial yet" if best is None else
               f"best trial #{best.number}: production score {best.production_score:.4f} "
               f"(genesis runs show {folder.name} --trial {best.number})")
-    if record.identical_outcomes:  # as optimize warned after its search (trials.csv unreadable: it says so elsewhere)
+    rows = []  # what its trials warn of, as optimize said it after its search (trials.csv unreadable: said elsewhere)
+    if record.identical_outcomes or "FAIL" in record.states:
         with contextlib.suppress(SchemaError):
-            if line := same_outcome_warning([vars(r) for r in folder.read_trials_table()]):
-                err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+            rows = [vars(r) for r in folder.read_trials_table()]
+    for line in run_warnings(rows, c):
+        err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
     if folder.is_validated():
         report = folder.read_validation()
         _print_validation(report)

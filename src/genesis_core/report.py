@@ -28,20 +28,20 @@ from plotly.subplots import make_subplots
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config, data_symbol
 from genesis_core.metrics import SHARES
-from genesis_core.optimizer import SearchSpace, same_outcome_warning
+from genesis_core.optimizer import SearchSpace, run_warnings
 from genesis_core.records import (
     SWEPT,
     TABLE_COLUMNS,
     BacktestRecord,
     ChampionStore,
     RunFolder,
+    RunRecord,
     TradeRecord,
     TrialArtifact,
     TrialRow,
     ValidationReport,
     WalkForwardReport,
     backtest_record,
-    failures,
     formatted,
 )
 from genesis_core.study import load_run
@@ -277,14 +277,12 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
         ["sessions", len(run.sessions)], ["last session", last.finished if last else None],
         ["trials", c.total_trials], ["states", ", ".join(f"{n} {s}" for s, n in run.states.items())],
         ["outcomes", ", ".join(f"{n} {o}" for o, n in run.outcomes.items())],
-        ["failed trials", failures([r.fail_reason for r in rows if r.state == "FAIL"]) or "none"],
         ["duplicates answered from the cache", f"{c.cache_hits} ({c.hit_rate:.1%})"], ["backtests run", c.unique_backtests],
         ["best trial", None if run.best_trial is None else f"#{run.best_trial.number}, production score "
                                                            f"{run.best_trial.production_score:.4f}"],
         ["signature", ", ".join(f"{k} {v[:12]}" for k, v in (run.signature or {}).items())],
     ]))
-    cautions = list(dict.fromkeys(line for session in run.sessions for line in session.cautions()))
-    cautions += [line for line in (same_outcome_warning([vars(r) for r in rows]),) if line]  # as optimize warned after its search
+    cautions = _cautions(run, rows)
     if cautions:
         page.add("Read with care", _notes(cautions))
     page.add("Optimisation history", page.figure(_history(rows)))
@@ -320,6 +318,13 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
     return page.html()
 
 
+def _cautions(run: RunRecord, rows: list[TrialRow]) -> list[str]:
+    """What a run should be read with, as `genesis optimize` said it: its sessions' preflight
+    warnings and notes, then what its trials warn of (failures among them)."""
+    return list(dict.fromkeys([*(line for session in run.sessions for line in session.cautions()),
+                               *run_warnings([vars(r) for r in rows], run.cache)]))
+
+
 def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
     """The HTML report of a walk-forward (``folder`` holds its walk_forward.json)."""
     wf = folder.read_walk_forward()
@@ -338,6 +343,10 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
     ]))
     if wf.biased():
         page.add("Not out of sample", _notes([wf.biased() or ""]))
+    cautions = [f"fold {f.fold}: {line}" for f in wf.folds for fold in (folder.fold(f.run_dir),)
+                for line in _cautions(fold.read_run(), fold.read_trials_table())]  # as `genesis walk-forward` said them
+    if cautions:
+        page.add("Read with care", _notes(cautions))
     page.add("Folds", page.figure(_folds(wf)))
     rows = [[f.fold, " .. ".join(f.explore), " .. ".join(f.validation), *(["-"] * 5 if f.top is None else
              [f.top.trial, f.top.explore_score, f.top.validation_score, f.top.gap, formatted(f.top.validation_return, "+.2%")]),

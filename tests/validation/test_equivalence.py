@@ -160,8 +160,7 @@ def test_a_check_stopped_by_a_signal_says_nothing_was_written_and_reports_no_tri
 
 
 def test_the_parameters_that_pairs_of_identical_outcomes_differ_in_are_counted_most_often_first():
-    from genesis_core.optimizer import same_outcome_warning
-    from genesis_core.optimizer._results import SHOWN_DIFFERING
+    from genesis_core.optimizer._results import SHOWN_DIFFERING, same_outcome_warning
 
     names = [f"p{i}" for i in range(SHOWN_DIFFERING + 2)]
     params = [dict.fromkeys(names, 0.0), {**dict.fromkeys(names, 0.0), "p3": 1.0}, {**dict.fromkeys(names, 1.0), "p3": 0.0},

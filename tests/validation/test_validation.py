@@ -303,7 +303,7 @@ def test_walk_forward_runs_each_fold_and_aggregates(tmp_path):
                math.prod(1 + f["buy_and_hold"] for f in report["folds"]) - 1)
     assert (report["aggregate"]["chained_return"], report["aggregate"]["chained_buy_and_hold"]) == pytest.approx(chained, rel=1e-12)
     assert json.loads(report_path.read_text())["folds"] == report["folds"]
-    _assert_walk_forward_report(report_path.parent, report)
+    _assert_walk_forward_report(report_path.parent, report, done.cautions)
     from tests.runs import genesis  # runs show and runs list know a walk-forward (they said "no run at ...")
 
     results = str(tmp_path / "results")
@@ -326,6 +326,8 @@ def test_a_walk_forward_interrupted_in_a_fold_says_so_exits_130_and_goes_on_from
     interrupted and how to go on, exits 130, and the run again ends with every fold at its budget."""
     import signal
     import time
+
+    from tests.runs import genesis
 
     trials = 600
     path = validated_config(tmp_path, meta={"stop": {"max_trials": trials}, "duplicate_streak_limit": trials,
@@ -356,6 +358,12 @@ def test_a_walk_forward_interrupted_in_a_fold_says_so_exits_130_and_goes_on_from
     assert "Walk-forward of t: 3 of 3 folds" in again.stdout and "(interrupted)" not in again.stdout
     said = " ".join(again.stderr.split())
     assert f"fold 1: the study's {trials:,} evaluated trials meet its budget of {trials:,} already" in said
+    warned = [line.removeprefix("warning: ") for line in again.stderr.splitlines() if line.startswith("warning: fold ")]
+    assert any(line.startswith("fold 1: the study's") for line in warned)
+    page = tmp_path / "wf.html"  # the page says what the command warned of, each fold's run read again
+    assert genesis("report", str(tmp_path / "results" / "runs" / "t-walk-forward"), "--out", str(page)).returncode == 0
+    cautions = page.read_text().split("<h2>Read with care</h2>")[1].split("<h2>")[0]
+    assert all(f"<p class='note'>{html.escape(line)}</p>" in cautions for line in warned), (warned, cautions)
     stored = json.loads((tmp_path / "results" / "runs" / "t-walk-forward" / "walk_forward.json").read_text())
     assert stored["complete"] and [f["fold"] for f in stored["folds"]] == [1, 2, 3]
     for i in (1, 2, 3):  # every fold at its budget, no trial lost or run twice
@@ -364,9 +372,10 @@ def test_a_walk_forward_interrupted_in_a_fold_says_so_exits_130_and_goes_on_from
         assert len({r["config_fingerprint"] for r in rows if r["state"] == "COMPLETE"}) == trials
 
 
-def _assert_walk_forward_report(folder: Path, report: dict) -> None:
+def _assert_walk_forward_report(folder: Path, report: dict, cautions: list[str]) -> None:
     """`genesis report STUDY-walk-forward`: rendered by a real browser, its folds, scores and chained
-    out-of-sample equity equal to what walk_forward.json and the folds' validation.json hold."""
+    out-of-sample equity equal to what walk_forward.json and the folds' validation.json hold, and
+    ``cautions``, what the walk-forward warned of."""
     from tests.browser import figure_data, render, rendered_figures
     from tests.runs import genesis
 
@@ -378,6 +387,8 @@ def _assert_walk_forward_report(folder: Path, report: dict) -> None:
     figures = rendered_figures(dom)
     assert len(figures) == 2 and all('class="main-svg"' in body for body in figures.values())
     text = page.read_text()
+    said = "".join(f"<p class='note'>{html.escape(line)}</p>" for line in cautions)  # what each fold's run warned of, led by its fold
+    assert (text.split("<h2>Read with care</h2>")[1].split("<h2>")[0] == said) if cautions else "Read with care" not in text
     traces = figure_data(text, 1)
     blocks = [t for t in traces if t["mode"] == "lines"]
     assert [t["y"][0] for t in blocks] == [f"fold {f['fold']}" for f in report["folds"]] * 2

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 from collections import Counter
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import numba
@@ -63,7 +63,7 @@ _ABSENT = object()  # a parameter a trial has not (a space narrowed or widened b
 SHOWN_DIFFERING = 5  # parameters named by the warning on identical outcomes, the most often differing first
 
 
-def same_outcome_warning(rows: Iterable[Mapping[str, Any]]) -> str | None:
+def same_outcome_warning(rows: Sequence[Mapping[str, Any]]) -> str | None:
     """What evaluated trials that gave exactly the metrics of an earlier, different config say
     (``rows``: trials.csv's, or the fields it is written from), with the searched parameters each
     such pair differs in, by how many pairs: the suspects, where the warning alone left the user to
@@ -83,6 +83,20 @@ def same_outcome_warning(rows: Iterable[Mapping[str, Any]]) -> str | None:
     return (f"{len(same)} evaluated trial(s) gave exactly the metrics of an earlier, different config (trials.csv: "
             "same_outcome_as): some searched parameter may change nothing; the pairs differ in " + ", ".join(named)
             + (f" and {more} more" if more else ""))
+
+
+HIGH_HIT_RATE = 0.8  # of a run's trials answered from the cache, above which the sampler is said to repeat itself
+
+
+def run_warnings(rows: Sequence[Mapping[str, Any]], cache: CacheStats) -> list[str]:
+    """What a run's trials warn of (``rows``: trials.csv's, or the fields it is written from):
+    identical outcomes, failed trials, a sampler that keeps proposing known parameter sets.
+    `genesis optimize` prints them after its search, and `runs show` and the pages say them again."""
+    lines = [same_outcome_warning(rows), failures([r["fail_reason"] for r in rows if r["state"] == "FAIL"])]
+    if cache.hit_rate > HIGH_HIT_RATE:
+        lines.append(f"cache hit rate {cache.hit_rate:.0%}: the sampler keeps proposing known parameter sets; "
+                     "widen the space or use a finer step")
+    return [line for line in lines if line]
 
 
 def trial_fields(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> dict[str, Any]:
@@ -157,12 +171,6 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
             identical_outcomes=len(same), run_id=optuna_study.user_attrs.get(RUN_ID_ATTR),
         )
         folder.write_run(run)
-    warnings = [line for line in (same_outcome_warning(fields),) if line]
-    failed = failures([t.user_attrs.get("error") for t in trials if t.state == TrialState.FAIL])
-    if failed:
-        warnings.append(failed)
-    if cache.hit_rate > 0.8:
-        warnings.append(f"cache hit rate {cache.hit_rate:.0%}: the sampler keeps proposing known parameter sets; "
-                        "widen the space or use a finer step")
+    warnings = run_warnings(fields, cache)
     return RunSummary(run_dir=str(folder.path), cache=cache, states=states, outcomes=outcomes, best_trial=run.best_trial,
                       session=session, warnings=warnings)
