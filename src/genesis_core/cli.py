@@ -296,6 +296,7 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord, se
         BEST_TRADE_SHARE,
         data_symbol,
         dead_inputs,
+        free_borrow,
         free_trading,
         lookahead,
         one_trade,
@@ -312,7 +313,7 @@ def _cautions(bt: Backtester, result: BacktestResult, record: BacktestRecord, se
         lines.append(f"window has {gaps.describe(decisions.timeframe_seconds)}")
     if (spikes := decisions.spikes()).count:
         lines.append(f"window has {spikes.describe()}")
-    lines += [line for line in (thin_fill(result), free_trading(result)) if line is not None]
+    lines += [line for line in (thin_fill(result), free_trading(result), free_borrow(bt, result)) if line is not None]
     if (rests := one_trade(result)) is not None:
         lines.append(f"the profit rests on one trade ({rests[1]}): a validation window like this fails "
                      f"(validation.constraints.max_best_trade_share: {BEST_TRADE_SHARE:g})")

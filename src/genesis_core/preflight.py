@@ -26,6 +26,7 @@ from genesis_core.backtest import (
     build_config,
     data_symbol,
     dead_inputs,
+    free_borrow,
     free_trading,
     get_path,
     lookahead,
@@ -415,9 +416,9 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     thin = thin_fill(result)
     if thin is not None:  # the smoke run's fills: the size the study's trials trade at
         checks.append(Check("liquidity", "warn", f"the base point's {thin}"))
-    free = free_trading(result)
-    if free is not None:  # the config's costs, which every trial pays
-        checks.append(Check("costs", "warn", f"the base point's {free}"))
+    for free in (free_trading(result), free_borrow(bt, result)):
+        if free is not None:  # the config's costs, which every trial pays
+            checks.append(Check("costs", "warn", f"the base point's {free}"))
     checks.append(_check_lookahead(study, bt, point))
     checks.append(_check_warmup(study, bt, point))
     checks += _check_inert(study, bt, point) if trades else [Check("inert parameters", "warn", "not checked: the base point does not trade")]

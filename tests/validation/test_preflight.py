@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
-from genesis_core.data import format_ts
+from genesis_core.data import format_ts, parse_ts
 from genesis_core.preflight import preflight as preflight_config
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
@@ -352,7 +352,7 @@ def test_fills_larger_than_a_bar_s_traded_volume_are_said_by_the_backtest_and_pr
     Bitfinex volume on quiet nights, filled at the open with 5 bps of slippage; nothing said so.
     The backtest now counts the fills that took 10% or more of their bar's volume and names the
     largest, as preflight does at the base point; the default 10,000 takes far less."""
-    from genesis_core.data import load_candles, parse_ts
+    from genesis_core.data import load_candles
 
     big, ran, result = _march_may(tmp_path, "big.yaml", initial_equity=1_000_000)
     trades = result["trades"]
@@ -393,6 +393,41 @@ def test_trading_that_costs_nothing_is_said_by_the_backtest_and_preflight_with_w
     check = _by_name(preflight(validated_config(tmp_path, meta={"base_config": str(free)})))["costs"]
     assert check.status == "warn" and check.detail.startswith("the base point's ") and "pay next to nothing" in check.detail
     assert "costs" not in _by_name(preflight(validated_config(tmp_path, "paid.yaml")))
+
+
+def test_shorts_that_pay_nothing_to_borrow_are_said_by_the_backtest_and_preflight_with_what_borrowing_would_make(tmp_path):
+    """costs.carry_bps_per_day unset (as every config was before carry was modelled): an SMA
+    crossover, short half of 2022, paid nothing for 192 days of shorts. The backtest and preflight
+    say what it returns with shorts paying 3 bps a day, which a backtest with that rate set gives;
+    not for the reference strategy, whose shorts would cost it 1% of its equity, nor with a rate set."""
+    import yaml
+
+    sma = yaml.safe_load((ROOT / "configs" / "sma_cross.yaml").read_text())
+    sma["data"]["path"] = str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz")
+    (tmp_path / "sma.yaml").write_text(yaml.safe_dump(sma))
+    sma["costs"]["carry_bps_per_day"] = {"short": 3}
+    (tmp_path / "borrowed.yaml").write_text(yaml.safe_dump(sma))
+    ran = genesis("backtest", "-c", str(tmp_path / "sma.yaml"), "--out", str(tmp_path / "sma.json"))
+    borrowed = genesis("backtest", "-c", str(tmp_path / "borrowed.yaml"), "--out", str(tmp_path / "borrowed.json"))
+    assert ran.returncode == borrowed.returncode == 0
+    made, paid = (json.loads((tmp_path / f"{n}.json").read_text()) for n in ("sma", "borrowed"))
+    shorts = [t for t in made["trades"] if t["side"] == "short"]
+    days = sum(parse_ts(t["exit_time"]) - parse_ts(t["entry_time"]) for t in shorts) / 86_400
+    m, b = made["metrics"]["total_return"], paid["metrics"]["total_return"]
+    said = (f"warning: {len(shorts)} short trades held {days:,.0f} days in all paid nothing to borrow (costs.carry_bps_per_day "
+            f"unset): at 3 bps a day (a margin short's borrow, about 11% a year; a perpetual's funding is often as much) this "
+            f"backtest returns {b:+.2%}, not {m:+.2%} (total_return), ending with {1 - (1 + b) / (1 + m):.1%} less equity; set "
+            "costs.carry_bps_per_day: {short: ...} to what the venue charges")
+    assert days > 150 and said in ran.stderr.replace("\n", ""), ran.stderr
+    assert "borrow" not in borrowed.stderr  # a rate set is what the config says
+    whole_year = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--out", str(tmp_path / "ref.json"))
+    assert whole_year.returncode == 0 and "borrow" not in whole_year.stderr
+
+    config = validated_config(tmp_path, meta={"base_config": str(tmp_path / "sma.yaml"), "sample_start": "2022-01-01",
+                                              "sample_end": "2022-12-31"},
+                              parameters={"fast": {"type": "int", "low": 8, "high": 12}, "slow": {"type": "int", "low": 18, "high": 22}})
+    check = _by_name(preflight(config))["costs"]
+    assert check.status == "warn" and check.detail.startswith("the base point's ") and "paid nothing to borrow" in check.detail
 
 
 def test_indicators_that_still_remember_where_their_warm_up_began_are_warned_of_by_the_backtest_and_preflight(tmp_path):
