@@ -212,8 +212,9 @@ def _headerless(frame: pd.DataFrame, path: Path) -> tuple[pd.DataFrame, str]:
     """A CSV without a header row, as exchanges' bulk files come (Binance's data.binance.vision
     klines: 12 columns, the 7th each bar's close time; Kraken's OHLCVT files: 7, the 7th each bar's
     trade count), as MetaTrader 4 exports them (7: a date and a time of day, then the rest) and as
-    ccxt's candles are dumped (6): the first six columns are time, open, high, low, close and volume. Any other count is refused: the order of its columns cannot be known
-    (Kraken's API answers its VWAP where the volume is). The frame, and how it was read."""
+    ccxt's candles are dumped (6): the first six columns are time, open, high, low, close and
+    volume. Any other count is refused: the order of its columns cannot be known (Kraken's API
+    answers its VWAP where the volume is). The frame, and how it was read."""
     import pandas as pd
 
     def number(k: int) -> pd.Series:
