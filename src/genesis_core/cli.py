@@ -1013,8 +1013,7 @@ def runs_show(
     storage: RunStorage = None,
 ) -> None:
     """One run: sessions, cache, outcomes, best trial and validation; or, with --trial, one trial; or a walk-forward's folds."""
-    from genesis_core.optimizer import run_warnings
-    from genesis_core.records import SchemaError
+    from genesis_core.optimizer import folder_cautions
 
     folder = _run_folder(run, results_dir, storage, walk_forward=trial is None, trials=False if trial is None else {trial})
     if not folder.exists() and folder.is_walk_forward():
@@ -1023,6 +1022,9 @@ def runs_show(
             sys.stdout.write(wf.model_dump_json(indent=2) + "\n")
             return
         _print_walk_forward(wf)
+        for f in wf.folds:  # as `genesis walk-forward` said them, led by its fold
+            for line in folder_cautions(folder.fold(f.run_dir)):
+                err.print(f"[yellow]warning:[/] fold {f.fold}: {escape(line)}", soft_wrap=True)
         out.print(f"its page: genesis report {folder.path}; a fold: genesis runs show {wf.folds[0].run_dir if wf.folds else '...'}",
                   soft_wrap=True)
         return
@@ -1071,11 +1073,7 @@ def runs_show(
     out.print("no VALID trial yet" if best is None else
               f"best trial #{best.number}: production score {best.production_score:.4f} "
               f"(genesis runs show {folder.name} --trial {best.number})")
-    rows = []  # what its trials warn of, as optimize said it after its search (trials.csv unreadable: said elsewhere)
-    if record.identical_outcomes or "FAIL" in record.states:
-        with contextlib.suppress(SchemaError):
-            rows = [vars(r) for r in folder.read_trials_table()]
-    for line in run_warnings(rows, c):
+    for line in folder_cautions(folder):  # as optimize said them, as its page says them
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
     if folder.is_validated():
         report = folder.read_validation()

@@ -28,14 +28,13 @@ from plotly.subplots import make_subplots
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config, data_symbol
 from genesis_core.metrics import SHARES
-from genesis_core.optimizer import SearchSpace, run_warnings
+from genesis_core.optimizer import SearchSpace, folder_cautions
 from genesis_core.records import (
     SWEPT,
     TABLE_COLUMNS,
     BacktestRecord,
     ChampionStore,
     RunFolder,
-    RunRecord,
     TradeRecord,
     TrialArtifact,
     TrialRow,
@@ -282,7 +281,7 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
                                                            f"{run.best_trial.production_score:.4f}"],
         ["signature", ", ".join(f"{k} {v[:12]}" for k, v in (run.signature or {}).items())],
     ]))
-    cautions = _cautions(run, rows)
+    cautions = folder_cautions(folder)
     if cautions:
         page.add("Read with care", _notes(cautions))
     page.add("Optimisation history", page.figure(_history(rows)))
@@ -318,13 +317,6 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
     return page.html()
 
 
-def _cautions(run: RunRecord, rows: list[TrialRow]) -> list[str]:
-    """What a run should be read with, as `genesis optimize` said it: its sessions' preflight
-    warnings and notes, then what its trials warn of (failures among them)."""
-    return list(dict.fromkeys([*(line for session in run.sessions for line in session.cautions()),
-                               *run_warnings([vars(r) for r in rows], run.cache)]))
-
-
 def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
     """The HTML report of a walk-forward (``folder`` holds its walk_forward.json)."""
     wf = folder.read_walk_forward()
@@ -343,8 +335,7 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
     ]))
     if wf.biased():
         page.add("Not out of sample", _notes([wf.biased() or ""]))
-    cautions = [f"fold {f.fold}: {line}" for f in wf.folds for fold in (folder.fold(f.run_dir),)
-                for line in _cautions(fold.read_run(), fold.read_trials_table())]  # as `genesis walk-forward` said them
+    cautions = [f"fold {f.fold}: {line}" for f in wf.folds for line in folder_cautions(folder.fold(f.run_dir))]  # as the command said them
     if cautions:
         page.add("Read with care", _notes(cautions))
     page.add("Folds", page.figure(_folds(wf)))

@@ -364,6 +364,8 @@ def test_a_walk_forward_interrupted_in_a_fold_says_so_exits_130_and_goes_on_from
     assert genesis("report", str(tmp_path / "results" / "runs" / "t-walk-forward"), "--out", str(page)).returncode == 0
     cautions = page.read_text().split("<h2>Read with care</h2>")[1].split("<h2>")[0]
     assert all(f"<p class='note'>{html.escape(line)}</p>" in cautions for line in warned), (warned, cautions)
+    shown = genesis("runs", "show", "t-walk-forward", "--results-dir", str(tmp_path / "results"))  # and so does runs show
+    assert shown.returncode == 0 and all(" ".join(f"warning: {line}".split()) in " ".join(shown.stderr.split()) for line in warned)
     stored = json.loads((tmp_path / "results" / "runs" / "t-walk-forward" / "walk_forward.json").read_text())
     assert stored["complete"] and [f["fold"] for f in stored["folds"]] == [1, 2, 3]
     for i in (1, 2, 3):  # every fold at its budget, no trial lost or run twice

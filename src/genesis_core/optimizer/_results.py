@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import platform
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,18 @@ from genesis_core.files import sync_all
 from genesis_core.fingerprint import code_version
 from genesis_core.optimizer._storage import redact
 from genesis_core.optimizer._study import RUN_ID_ATTR, SIGNATURE_ATTR, StudySpec
-from genesis_core.records import TRIAL_METRICS, BestRef, BestTrial, CacheStats, RunRecord, Session, TrialRow, failures
+from genesis_core.records import (
+    TRIAL_METRICS,
+    BestRef,
+    BestTrial,
+    CacheStats,
+    RunFolder,
+    RunRecord,
+    SchemaError,
+    Session,
+    TrialRow,
+    failures,
+)
 
 
 class RunSummary(BaseModel):
@@ -97,6 +109,20 @@ def run_warnings(rows: Sequence[Mapping[str, Any]], cache: CacheStats) -> list[s
         lines.append(f"cache hit rate {cache.hit_rate:.0%}: the sampler keeps proposing known parameter sets; "
                      "widen the space or use a finer step")
     return [line for line in lines if line]
+
+
+def folder_cautions(folder: RunFolder) -> list[str]:
+    """What a run folder's run should be read with, as `genesis optimize` said it: its sessions'
+    preflight warnings and notes, then what its trials warn of (``run_warnings``). trials.csv is
+    read only when run.json says it has identical outcomes or failures to tell of; an unreadable
+    one leaves those lines out (reading it says why elsewhere)."""
+    run = folder.read_run()
+    rows: list[dict[str, Any]] = []
+    if run.identical_outcomes or "FAIL" in run.states:
+        with contextlib.suppress(SchemaError):
+            rows = [vars(r) for r in folder.read_trials_table()]
+    return list(dict.fromkeys([*(line for session in run.sessions for line in session.cautions()),
+                               *run_warnings(rows, run.cache)]))
 
 
 def trial_fields(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> dict[str, Any]:
