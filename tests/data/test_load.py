@@ -232,6 +232,10 @@ def test_a_date_and_a_time_of_day_in_two_columns_as_metatrader_and_stooq_export_
                                         r"\(and 499 more row\(s\)\): a date with the year last \(15.05.2018, 05/15/2018\) is not read, its "
                                         r"day and month a guess where both are 12 or less; write dates year first \(2018-05-15\)$"):
         load_candles(tmp_path / "european.csv")
+    plain = pd.DataFrame({"timestamp": bars.timestamps, **prices, "vol": bars.volume})  # a plain vol may be a volatility
+    plain.to_csv(tmp_path / "vol.csv", index=False)
+    with pytest.raises(DataError, match=r"vol.csv: missing column\(s\) volume; found timestamp, open, high, low, close, vol$"):
+        load_candles(tmp_path / "vol.csv")
     stamped = pd.DataFrame({"date": t.strftime("%Y-%m-%d"), "time": bars.timestamps, **prices, "volume": bars.volume})
     stamped.to_csv(tmp_path / "stamped.csv", index=False)  # a time column of whole timestamps is read as before, alone
     notes = []

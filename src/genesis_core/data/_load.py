@@ -355,8 +355,8 @@ def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str
         twice = sorted({c for c in names if names.count(c) > 1})
         raise DataError(f"{path}: column(s) {', '.join(map(clip, twice))} given twice; keep one of each")
     time_key = next((a for a in _TIME_ALIASES if a in columns), None) or _unnamed_time(frame)
-    if "volume" not in columns and (traded := _traded_volume(frame, columns, path, comma) or columns.get("vol")) is not None:
-        columns["volume"] = traded  # MetaTrader's and Stooq's <VOL> (MetaTrader's <TICKVOL> counts price changes, not trades)
+    if "volume" not in columns and (traded := _traded_volume(frame, columns, path, comma) or _bracketed_vol(columns)) is not None:
+        columns["volume"] = traded
         notes.append(f"volume from the column {traded}")
     missing = [c for c in (*_PRICE_COLUMNS, "volume") if c not in columns]
     if time_key is None:
@@ -433,6 +433,13 @@ def _numbers(column: pd.Series, comma: bool) -> np.ndarray:
 
     text = column.str.replace(",", ".", regex=False) if comma else column  # a CSV's column: text
     return pd.to_numeric(text, errors="coerce").to_numpy(dtype=np.float64)
+
+
+def _bracketed_vol(columns: dict[str, Any]) -> Any:
+    """MetaTrader's and Stooq's ``<VOL>``, the volume, where a file names none ``volume`` (MetaTrader's
+    ``<TICKVOL>`` counts price changes, not trades); a plain ``vol`` may be anything (a volatility)."""
+    column = columns.get("vol")
+    return column if str(column).strip().startswith("<") else None
 
 
 def _traded_volume(frame: pd.DataFrame, columns: dict[str, Any], path: Path, comma: bool) -> Any:
