@@ -433,3 +433,25 @@ def test_a_validation_made_before_the_run_s_later_trials_is_shown_stale(served, 
             assert run["validation"]["fewer_candidates"] is None  # top_n 4 of 16 trials: enough could be candidates
 
     asyncio.run(main())
+
+
+def test_show_run_says_what_the_run_should_be_read_with_as_runs_show_does(tmp_path):
+    """An assistant reading show_run had the count of identical outcomes and nothing of what they
+    point at, nor of preflight's warnings or the failures; it now has the lines `runs show` prints."""
+    from tests.runs import genesis
+
+    config = validated_config(tmp_path, meta={"stop": {"max_trials": 8}}, parameters={
+        "exits.max_bars_held": {"type": "categorical", "choices": [12, 24]},
+        "thresholds.entry_conf_overall": {"type": "float", "low": 0.5, "high": 0.6}})  # inert: the zones override it
+    run_dir = Path(optimize(config)["run_dir"])
+    (tmp_path / "configs").mkdir()
+    shown = genesis("runs", "show", str(run_dir))
+    said = [line.removeprefix("warning: ") for line in " ".join(shown.stderr.split()).split(" warning: ")]
+    assert shown.returncode == 0 and "thresholds.entry_conf_overall (all" in said[0], shown.stderr
+
+    async def main() -> None:
+        async with _stdio(tmp_path) as client:
+            run = (await client.call_tool("show_run", {"run": run_dir.name})).structured_content
+            assert [" ".join(line.split()) for line in run["cautions"]] == said and run["identical_outcomes"] > 0
+
+    asyncio.run(main())

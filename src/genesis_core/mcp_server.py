@@ -192,7 +192,11 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     @server.tool(annotations=READ)
     @_guarded(forbid)
     def show_run(run: str) -> dict[str, Any]:
-        """One run: metadata, signature, sessions, cache statistics, outcome counts and the validation table."""
+        """One run: metadata, signature, sessions, cache statistics, outcome counts, what it should be read with
+        (preflight's warnings, the sessions' notes, its trials' warnings, as `genesis runs show` says them) and the
+        validation table."""
+        from genesis_core.optimizer import folder_cautions
+
         folder = g.folder(run)
         meta = folder.read_run().model_dump(mode="json", include={
             "study_name", "storage", "signature", "search_space", "versions", "sessions", "cache", "states", "outcomes",
@@ -206,7 +210,7 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
                                      "explore_score": c.explore.production_score, "validation_score": c.validation_score,
                                      "gap": c.gap} for c in v.candidates],
                      "refused": [{"trial": r.trial, "window": [r.start, r.end], "reason": r.reason} for r in v.refused]}
-        return {"run": run, **meta, "validation": table}
+        return {"run": run, **meta, "cautions": folder_cautions(folder), "validation": table}
 
     @server.tool(annotations=READ)
     @_guarded(forbid)
