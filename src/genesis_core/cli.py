@@ -145,6 +145,16 @@ def _fmt(value: Any, spec: str = ",.4f") -> str:
     return formatted(value, spec)
 
 
+def _metrics_table(metrics: dict[str, Any]) -> Table:
+    """A backtest's or a trial's metrics, a row each: the fractions (``metrics.SHARES``) as percentages."""
+    from genesis_core.metrics import SHARES
+
+    table = _table(title="Metrics", show_header=False)
+    for k, v in metrics.items():
+        table.add_row(k, _fmt(v, SHARES.get(k, ",.4f")))
+    return table
+
+
 RunStorage = Annotated[str | None, typer.Option("--storage", help="The study's database (postgresql://...): the run's files "
                                                                    "are pulled from it first, and what is written goes back.")]
 
@@ -177,7 +187,6 @@ def backtest(
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
     from genesis_core.backtest import CACHE, Backtester, build_config
     from genesis_core.config import read_config_file
-    from genesis_core.metrics import SHARES
     from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record
     from genesis_core.scoring import Constraints, Scoring, score
 
@@ -252,9 +261,7 @@ def backtest(
         out.print(f"costs: {cfg.costs.describe()}: {float(result.engine.trades['carry'].sum()):,.2f} paid over the trades")
     for line in cautions:
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
-    metrics = _table(title="Metrics", show_header=False)
-    for k, v in record.metrics.items():
-        metrics.add_row(k, _fmt(v, SHARES.get(k, ",.4f")))
+    metrics = _metrics_table(record.metrics)
     trace = _table(title="Decision trace", show_header=False)
     for k, v in result.trace.items():
         if isinstance(v, dict):
@@ -1013,7 +1020,7 @@ def runs_show(
     storage: RunStorage = None,
 ) -> None:
     """One run: sessions, cache, outcomes, best trial and validation; or, with --trial, one trial; or a walk-forward's folds."""
-    from genesis_core.optimizer import folder_cautions
+    from genesis_core.optimizer import fold_cautions, folder_cautions
 
     folder = _run_folder(run, results_dir, storage, walk_forward=trial is None, trials=False if trial is None else {trial})
     if not folder.exists() and folder.is_walk_forward():
@@ -1022,15 +1029,12 @@ def runs_show(
             sys.stdout.write(wf.model_dump_json(indent=2) + "\n")
             return
         _print_walk_forward(wf)
-        for f in wf.folds:  # as `genesis walk-forward` said them, led by its fold
-            for line in folder_cautions(folder.fold(f.run_dir)):
-                err.print(f"[yellow]warning:[/] fold {f.fold}: {escape(line)}", soft_wrap=True)
+        for line in fold_cautions(folder, wf):
+            err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
         out.print(f"its page: genesis report {folder.path}; a fold: genesis runs show {wf.folds[0].run_dir if wf.folds else '...'}",
                   soft_wrap=True)
         return
     if trial is not None:
-        from genesis_core.metrics import SHARES
-
         artifact = _trial_artifact(f"{folder.path}:{trial}", results_dir)
         if as_json:
             sys.stdout.write(artifact.model_dump_json(indent=2) + "\n")
@@ -1042,9 +1046,7 @@ def runs_show(
         table = _table(show_header=False, title="Parameters")
         for path, value in artifact.params.items():
             table.add_row(path, strict_json(value, None))
-        metrics = _table(show_header=False, title="Metrics")
-        for k, v in artifact.metrics.items():
-            metrics.add_row(k, _fmt(v, SHARES.get(k, ",.4f")))
+        metrics = _metrics_table(artifact.metrics)
         out.print(Columns([table, metrics]))
         out.print(f"window {artifact.window.first_bar} .. {artifact.window.last_bar}; config fingerprint "
                   f"{artifact.fingerprints['config'][:16]}")

@@ -28,7 +28,7 @@ from plotly.subplots import make_subplots
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, Backtester, BacktestResult, build_config, data_symbol
 from genesis_core.metrics import SHARES
-from genesis_core.optimizer import SearchSpace, folder_cautions
+from genesis_core.optimizer import SearchSpace, fold_cautions, run_cautions
 from genesis_core.records import (
     SWEPT,
     TABLE_COLUMNS,
@@ -281,7 +281,7 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
                                                            f"{run.best_trial.production_score:.4f}"],
         ["signature", ", ".join(f"{k} {v[:12]}" for k, v in (run.signature or {}).items())],
     ]))
-    cautions = folder_cautions(folder)
+    cautions = run_cautions(run, [vars(r) for r in rows])  # the rows read above, not trials.csv again
     if cautions:
         page.add("Read with care", _notes(cautions))
     page.add("Optimisation history", page.figure(_history(rows)))
@@ -335,7 +335,7 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
     ]))
     if wf.biased():
         page.add("Not out of sample", _notes([wf.biased() or ""]))
-    cautions = [f"fold {f.fold}: {line}" for f in wf.folds for line in folder_cautions(folder.fold(f.run_dir))]  # as the command said them
+    cautions = fold_cautions(folder, wf)
     if cautions:
         page.add("Read with care", _notes(cautions))
     page.add("Folds", page.figure(_folds(wf)))

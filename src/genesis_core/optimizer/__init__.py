@@ -9,7 +9,7 @@ from genesis_core.optimizer._config import (
     SamplerConfig,
     load_optimizer_config,
 )
-from genesis_core.optimizer._results import RunSummary, best_score, folder_cautions
+from genesis_core.optimizer._results import RunSummary, best_score, fold_cautions, folder_cautions, run_cautions
 from genesis_core.optimizer._run import OnProgress, Progress, RunOptions, optimize
 from genesis_core.optimizer._samplers import PRUNERS, SAMPLERS, sampler_class
 from genesis_core.optimizer._space import SearchSpace
@@ -32,7 +32,7 @@ from genesis_core.optimizer._worker import EVALUATED, Worker, measure, settled_h
 __all__ = [
     "EVALUATED", "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
     "ResumeBlocked", "RunFiles", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "SweepOptions", "Worker",
-    "best_score", "check_clock", "folder_cautions", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
-    "recover_stale_trials", "redact", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
+    "best_score", "check_clock", "fold_cautions", "folder_cautions", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
+    "recover_stale_trials", "redact", "run_cautions", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
     "sweep_points", "sweep_processes", "sweep_size",
 ]

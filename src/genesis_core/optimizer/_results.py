@@ -28,6 +28,7 @@ from genesis_core.records import (
     SchemaError,
     Session,
     TrialRow,
+    WalkForwardReport,
     failures,
 )
 
@@ -111,18 +112,29 @@ def run_warnings(rows: Sequence[Mapping[str, Any]], cache: CacheStats) -> list[s
     return [line for line in lines if line]
 
 
+def run_cautions(run: RunRecord, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What a run should be read with, as `genesis optimize` said it: its sessions' preflight
+    warnings and notes, then what its trials (``rows``, trials.csv's) warn of (``run_warnings``)."""
+    return list(dict.fromkeys([*(line for session in run.sessions for line in session.cautions()),
+                               *run_warnings(rows, run.cache)]))
+
+
 def folder_cautions(folder: RunFolder) -> list[str]:
-    """What a run folder's run should be read with, as `genesis optimize` said it: its sessions'
-    preflight warnings and notes, then what its trials warn of (``run_warnings``). trials.csv is
-    read only when run.json says it has identical outcomes or failures to tell of; an unreadable
-    one leaves those lines out (reading it says why elsewhere)."""
+    """``run_cautions`` of a run folder's run. trials.csv is read only when run.json says it has
+    identical outcomes or failures to tell of; an unreadable one leaves those lines out (reading it
+    says why elsewhere)."""
     run = folder.read_run()
     rows: list[dict[str, Any]] = []
     if run.identical_outcomes or "FAIL" in run.states:
         with contextlib.suppress(SchemaError):
             rows = [vars(r) for r in folder.read_trials_table()]
-    return list(dict.fromkeys([*(line for session in run.sessions for line in session.cautions()),
-                               *run_warnings(rows, run.cache)]))
+    return run_cautions(run, rows)
+
+
+def fold_cautions(folder: RunFolder, wf: WalkForwardReport) -> list[str]:
+    """``folder_cautions`` of each fold of the walk-forward ``wf`` (``folder`` holds it), led by its
+    fold, as `genesis walk-forward` printed them."""
+    return [f"fold {f.fold}: {line}" for f in wf.folds for line in folder_cautions(folder.fold(f.run_dir))]
 
 
 def trial_fields(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> dict[str, Any]:
