@@ -104,6 +104,21 @@ def test_types_are_strict(tmp_path):
         load_study_config(write_config(tmp_path, meta={"stop": {"max_trials": True}}))
 
 
+def test_numbers_written_with_an_exponent_are_numbers_as_in_yaml_1_2(tmp_path):
+    """YAML 1.1 read 1e6, 1.0e6 and 1e-4 as text (it wants a dot and a signed exponent), which
+    strict types then refused as "not a valid number": what Optuna's users write for a log range."""
+    path = tmp_path / "e.yaml"
+    path.write_text("a: [1e6, 1.0e6, 1E+6, -3e-2, 1e-4, .5, -.5, 10, 1_000, 2021-01-01, 1.2.3, 1e6x, 12e]\n")
+    assert read_config_file(path)["a"] == [1e6, 1e6, 1e6, -0.03, 1e-4, 0.5, -0.5, 10, 1000, "2021-01-01", "1.2.3", "1e6x", "12e"]
+    assert [type(v) for v in read_config_file(path)["a"][7:9]] == [int, int]
+    sma = (ROOT / "configs" / "sma_cross.yaml").read_text().replace("initial_equity: 10000", "initial_equity: 1e6")
+    (tmp_path / "sma.yaml").write_text(sma.replace("data/", f"{ROOT}/data/"))
+    assert build_config(read_config_file(tmp_path / "sma.yaml")).costs.initial_equity == 1_000_000.0
+    opt = tmp_path / "opt.yaml"
+    opt.write_text(write_config(tmp_path).read_text().replace("parameters:", "parameters:\n  thresholds.min_edge: {type: float, low: 1e-3, high: 1e-1, log: true}", 1))
+    assert load_study_config(opt).parameters["thresholds.min_edge"].low == 0.001
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
 def test_a_config_not_in_utf8_is_refused_naming_the_file(tmp_path, encoding):
     path = tmp_path / "enc.yaml"

@@ -55,8 +55,19 @@ class _FastLoader(_Checked, yaml.CSafeLoader):
     cannot parse is parsed again by ``_Loader`` for the error."""
 
 
+# YAML 1.2's floats: YAML 1.1 (PyYAML's) wants a dot and a signed exponent, so 1e-4, 1e6 and
+# 1.0e6 were text, then refused by strict types as "not a valid number"; and -.5 was text
+_FLOAT = re.compile(
+    r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
+    |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
+    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
+    |[-+]?\.(?:inf|Inf|INF)
+    |\.(?:nan|NaN|NAN))$""",
+    re.X,
+)
 _Loader.yaml_implicit_resolvers = _FastLoader.yaml_implicit_resolvers = {
-    first: [(tag, regex) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, _FLOAT if tag == "tag:yaml.org,2002:float" else regex)
+            for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
 
