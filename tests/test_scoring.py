@@ -72,3 +72,52 @@ def test_checkpoints_use_only_their_prefix():
     assert prune_reason([p1, p2], 10, Pruning(enabled=True, max_drawdown=0.05))[0] == 0
     assert prune_reason([p1, p2], 10, Pruning(enabled=True, max_loss_streak=1))[1] == "2 losses in a row by bar 2 (limit 1)"
     assert prune_reason([p1, p2], 10, Pruning(enabled=True, audit_bars=2)) is None  # two trades by bar 2
+
+
+def test_a_best_trial_that_lost_money_is_said_with_what_the_score_paid_it(tmp_path):
+    """The default score pays any config that trades 10·log1p(PF) for its profit factor, and its
+    return and drawdown terms shrink with the position size: an SMA crossover in 2022 swept with its
+    size at 1% and 100% of equity is best at 1%, losing money. `genesis sweep` (as `optimize`) says
+    so after its search, and `runs show` and the run's page say it again (the MCP server's
+    `show_run` says what `runs show` does: tests/test_mcp_server.py)."""
+    import html
+
+    import yaml
+
+    from genesis_core.records import RunFolder
+    from genesis_core.report import run_report
+    from tests.optimizer.test_optimizer import ROOT
+    from tests.runs import genesis
+
+    space = {"fast": {"type": "categorical", "choices": [10, 20]}, "slow": {"type": "categorical", "choices": [50, 100]},
+             "size": {"type": "categorical", "choices": [0.01, 1.0]}}
+
+    def swept(name: str, min_profit_factor: float):
+        path = tmp_path / f"{name}.yaml"
+        path.write_text(yaml.safe_dump({
+            "meta": {"base_config": str(ROOT / "configs" / "sma_cross.yaml"), "data": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                     "sample_start": "2022-01-01", "sample_end": "2022-12-31", "study_name": name,
+                     "results_dir": str(tmp_path / "results"), "stop": {"max_trials": 100}},
+            "parameters": space, "constraints": {"min_trades": 10, "min_profit_factor": min_profit_factor}}))
+        proc = genesis("sweep", str(path), "--method", "grid", "--workers", "1", "--skip-preflight")
+        assert proc.returncode == 0, proc.stderr
+        return proc, RunFolder(tmp_path / "results" / "runs" / name)
+
+    proc, folder = swept("sizes", 0.0)
+    best = folder.read_best()
+    metrics = best.result.metrics
+    full = [r for r in folder.read_trials_table() if r.params["size"] == 1.0]
+    assert best.params["size"] == 0.01 and metrics["total_return"] < 0 and len(full) == 4  # every full-size config scored lower
+    assert all(r.production_score < best.production_score for r in full)
+    line = (f"warning: the best trial, #{best.number}, lost money (total_return {metrics['total_return']:+.2%}, profit factor "
+            f"{metrics['profit_factor']:.4f}) and still scored {best.production_score:.4f}: the production score pays a losing "
+            f"config {10 * math.log1p(metrics['profit_factor']):+.2f} for its profit factor (10·log1p(PF)), and its return and "
+            "drawdown terms shrink with the position size; constraints.min_profit_factor: 1.0 (it is 0.0) counts losing configs "
+            "as failing")
+    assert line in proc.stderr.splitlines()
+    assert line in genesis("runs", "show", str(folder.path)).stderr.splitlines()
+    assert html.escape(line.removeprefix("warning: ")) in run_report(folder)  # under "Read with care"
+
+    proc, folder = swept("floored", 1.0)  # losing configs fail the constraint: the best still lost, nothing to set
+    assert f"and still scored {folder.read_best().production_score:.4f}: the production score pays" in proc.stderr
+    assert "counts losing configs as failing" not in proc.stderr

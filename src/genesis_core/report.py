@@ -281,7 +281,7 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
                                                            f"{run.best_trial.production_score:.4f}"],
         ["signature", ", ".join(f"{k} {v[:12]}" for k, v in (run.signature or {}).items())],
     ]))
-    cautions = run_cautions(run, [vars(r) for r in rows])  # the rows read above, not trials.csv again
+    cautions = run_cautions(folder, run, [vars(r) for r in rows])  # the rows read above, not trials.csv again
     if cautions:
         page.add("Read with care", _notes(cautions))
     page.add("Optimisation history", page.figure(_history(rows)))

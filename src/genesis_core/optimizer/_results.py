@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import math
 import platform
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -30,6 +31,7 @@ from genesis_core.records import (
     TrialRow,
     WalkForwardReport,
     failures,
+    formatted,
 )
 
 
@@ -101,22 +103,51 @@ def same_outcome_warning(rows: Sequence[Mapping[str, Any]]) -> str | None:
 HIGH_HIT_RATE = 0.8  # of a run's trials answered from the cache, above which the sampler is said to repeat itself
 
 
-def run_warnings(rows: Sequence[Mapping[str, Any]], cache: CacheStats) -> list[str]:
-    """What a run's trials warn of (``rows``: trials.csv's, or the fields it is written from):
-    identical outcomes, failed trials, a sampler that keeps proposing known parameter sets.
-    `genesis optimize` prints them after its search, and `runs show` and the pages say them again."""
+def losing_best_warning(best: BestTrial, config: Mapping[str, Any]) -> str | None:
+    """What a best trial that lost money says (``config``: run.json's): the default score pays any
+    config that trades 10·log1p(PF) for its profit factor, and its return and drawdown terms shrink
+    with the position size, so a losing config at a small size can outscore every winning one (an
+    SMA crossover searched with its size: the best of 163,000 lost 0.22% at 1% of equity). None when
+    it made money."""
+    metrics = best.result.metrics
+    made = metrics.get("total_return")
+    if made is None or made >= 0.0:
+        return None
+    pf, objective = metrics.get("profit_factor"), config["scoring"]["objective"]
+    line = (f"the best trial, #{best.number}, lost money (total_return {formatted(made, '+.2%')}, "
+            f"profit factor {formatted(pf)}) and still scored {formatted(best.production_score)}")
+    if objective == "production" and pf is not None:
+        line += (f": the production score pays a losing config {10.0 * math.log1p(min(max(pf, 0.0), 5.0)):+.2f} for its profit factor "
+                 "(10·log1p(PF)), and its return and drawdown terms shrink with the position size")
+    elif objective != "production":
+        line += f" (scoring.objective {objective})"
+    floor = config["constraints"]["min_profit_factor"]
+    return line + (f"; constraints.min_profit_factor: 1.0 (it is {floor}) counts losing configs as failing" if floor < 1.0 else "")
+
+
+def run_warnings(rows: Sequence[Mapping[str, Any]], cache: CacheStats, best: BestTrial | None, config: Mapping[str, Any]) -> list[str]:
+    """What a run's trials warn of (``rows``: trials.csv's, or the fields it is written from; ``best``
+    its best trial; ``config`` run.json's): identical outcomes, failed trials, a sampler that keeps
+    proposing known parameter sets, a best trial that lost money. `genesis optimize` prints them
+    after its search, and `runs show` and the pages say them again."""
     lines = [same_outcome_warning(rows), failures([r["fail_reason"] for r in rows if r["state"] == "FAIL"])]
     if cache.hit_rate > HIGH_HIT_RATE:
         lines.append(f"cache hit rate {cache.hit_rate:.0%}: the sampler keeps proposing known parameter sets; "
                      "widen the space or use a finer step")
+    lines.append(None if best is None else losing_best_warning(best, config))
     return [line for line in lines if line]
 
 
-def run_cautions(run: RunRecord, rows: Sequence[Mapping[str, Any]]) -> list[str]:
-    """What a run should be read with, as `genesis optimize` said it: its sessions' preflight
-    warnings and notes, then what its trials (``rows``, trials.csv's) warn of (``run_warnings``)."""
+def run_cautions(folder: RunFolder, run: RunRecord, rows: Sequence[Mapping[str, Any]]) -> list[str]:
+    """What the run in ``folder`` should be read with, as `genesis optimize` said it: its sessions'
+    preflight warnings and notes, then what its trials (``rows``, trials.csv's) warn of
+    (``run_warnings``). An unreadable best_trial.json leaves its line out (reading it says why elsewhere)."""
+    best = None
+    if run.best_trial is not None:
+        with contextlib.suppress(SchemaError):
+            best = folder.read_best()
     return list(dict.fromkeys([*(line for session in run.sessions for line in session.cautions()),
-                               *run_warnings(rows, run.cache)]))
+                               *run_warnings(rows, run.cache, best, run.config)]))
 
 
 def folder_cautions(folder: RunFolder) -> list[str]:
@@ -128,7 +159,7 @@ def folder_cautions(folder: RunFolder) -> list[str]:
     if run.identical_outcomes or "FAIL" in run.states:
         with contextlib.suppress(SchemaError):
             rows = [vars(r) for r in folder.read_trials_table()]
-    return run_cautions(run, rows)
+    return run_cautions(folder, run, rows)
 
 
 def fold_cautions(folder: RunFolder, wf: WalkForwardReport) -> list[str]:
@@ -183,9 +214,11 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
     cache = CacheStats(total_trials=len(finished), cache_hits=hits, hit_rate=round(hits / len(finished), 4) if finished else 0.0,
                        unique_backtests=len(evaluated_here) - reused, reused_from_other_studies=reused)
     best = best_trial(trials)
-    if best is not None:
-        folder.write_best(BestTrial(number=best.number, objective=best.value, production_score=best.user_attrs["production_score"],
-                                    params=spec.space.trial_params(best), result=folder.read_trial(best.number)))
+    best_record = None if best is None else BestTrial(
+        number=best.number, objective=best.value, production_score=best.user_attrs["production_score"],
+        params=spec.space.trial_params(best), result=folder.read_trial(best.number))
+    if best_record is not None:
+        folder.write_best(best_record)
     states: dict[str, int] = {}
     outcomes: dict[str, int] = {}
     for t in trials:
@@ -209,6 +242,6 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
             identical_outcomes=len(same), run_id=optuna_study.user_attrs.get(RUN_ID_ATTR),
         )
         folder.write_run(run)
-    warnings = run_warnings(fields, cache)
+    warnings = run_warnings(fields, cache, best_record, run.config)
     return RunSummary(run_dir=str(folder.path), cache=cache, states=states, outcomes=outcomes, best_trial=run.best_trial,
                       session=session, warnings=warnings)
