@@ -244,6 +244,25 @@ def test_the_result_holds_its_series_and_trades_export_as_csv(short_config, tmp_
     assert sum(float(t["pnl"]) for t in trades) == pytest.approx(record["metrics"]["final_equity"] - 10_000.0)
 
 
+def test_the_drawdown_axis_of_a_small_drawdown_says_its_ticks_apart(tmp_path):
+    """An SMA crossover at 1% of equity draws down 2% at most: its axis' ticks, half a percent
+    apart, were each rounded to a whole percent (-2%, -2%, -1%, -1%, 0%)."""
+    import re
+
+    from tests.browser import render, rendered_figures
+
+    cfg = read_config_file(ROOT / "configs" / "sma_cross.yaml")
+    cfg["data"]["path"] = str(ROOT / cfg["data"]["path"])
+    cfg["params"]["size"] = 0.01
+    (tmp_path / "small.yaml").write_text(yaml.safe_dump(cfg))
+    page = tmp_path / "small.html"
+    proc = _cli("backtest", "-c", str(tmp_path / "small.yaml"), "--out", str(tmp_path / "r.json"), "--report", str(page))
+    assert proc.returncode == 0, proc.stderr
+    assert 0.01 < json.loads((tmp_path / "r.json").read_text())["metrics"]["max_drawdown"] < 0.03
+    ticks = re.findall(r'class="y3tick"><text[^>]*>([^<]*)</text>', rendered_figures(render(page)[0])["1"])
+    assert len(ticks) >= 3 and len(set(ticks)) == len(ticks) and ticks[-1] == "0%", ticks
+
+
 def test_backtest_report_renders_in_a_browser_and_plots_what_the_result_holds(short_config, tmp_path):
     """`--report`: price with every entry and exit, equity, drawdown, buying and holding, and the
     decision trace, each plot rendered by a real browser without a JavaScript error, their data equal

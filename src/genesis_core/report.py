@@ -225,7 +225,7 @@ def _curves(results: list[tuple[str, BacktestResult]], title: str, price: Backte
                   row=rows - 1, col=1)
     fig.update_xaxes(type="date")
     fig.update_yaxes(title_text="equity", row=rows - 1, col=1)
-    fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=rows, col=1)
+    fig.update_yaxes(title_text="drawdown", tickformat=".2~%", row=rows, col=1)  # a drawdown under 3% has ticks 0.5% apart
     fig.update_layout(title=title, height=520 if price is None else 760)
     return fig
 
