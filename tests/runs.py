@@ -15,7 +15,7 @@ from typing import Any
 
 from genesis_core import optimizer
 from genesis_core.champion import Decision
-from genesis_core.records import RunFolder
+from genesis_core.records import RunFolder, TrialArtifact
 from genesis_core.study import load_study_config
 from genesis_core.validation import ValidationConfig
 from genesis_core.workflow import promote_run, validate_run
@@ -93,3 +93,8 @@ def ctrl_c_until_it_ends(proc: subprocess.Popen[str], group: bool = True, limit:
         presses += 1
         time.sleep(0.02)
     return presses
+
+
+def artifacts(folder: RunFolder) -> list[TrialArtifact]:
+    """The artifacts of the run's evaluated trials (``RunFolder.evaluated_numbers``), in order."""
+    return [folder.read_trial(n) for n in folder.evaluated_numbers()]

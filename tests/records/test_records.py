@@ -23,7 +23,7 @@ from genesis_core.records import (
     write_record,
 )
 from genesis_core.records._base import renamed_scores
-from tests.runs import promote, validate
+from tests.runs import artifacts, promote, validate
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA0 = ROOT / "tests" / "records" / "fixtures" / "schema0"  # written by the code before this package existed
@@ -47,7 +47,7 @@ def test_old_files_are_migrated_on_read(old_results: Path):
     assert run.schema_version == RunRecord.SCHEMA and run.config == raw["optimizer_config"]  # renamed, not changed
     assert run.sessions[0].preflight is not None and run.cache.total_trials == raw["cache"]["total_trials"] == 6
     assert run.fixed_config.model_dump(mode="json", exclude={"data": {"symbol"}}) == raw["fixed_config"]  # data.symbol: new
-    trials = folder.read_trials()
+    trials = artifacts(folder)
     assert [t.trial_number for t in trials] == [0, 1, 3, 5]
     first = json.loads((folder.path / "trials" / "000000.json").read_text())
     expected = renamed_scores(first)

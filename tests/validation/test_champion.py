@@ -18,7 +18,7 @@ from genesis_core.records import (
 )
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT
-from tests.runs import genesis, promote
+from tests.runs import artifacts, genesis, promote
 from tests.validation.conftest import validated_config
 
 
@@ -131,7 +131,7 @@ def test_the_deflated_sharpe_gate_holds_the_trial_promoted_to_its_own_ratio(fres
     first, second = (next(c for c in report["candidates"] if c["trial"] == n) for n in report["passed"][:2])
     assert report["overfitting"]["deflated_sharpe"] == first["deflated_sharpe"]  # the run's: the top-ranked one's
     folder = RunFolder(fresh_run)
-    trials = folder.read_trials()
+    trials = artifacts(folder)
     bt = Backtester()
     per_bar = math.sqrt(bt.candles(trials[0].effective_config.data.path, "1h").bars_per_year)
     sharpes = np.array([t.metrics["sharpe"] / per_bar for t in trials if t.metrics["sharpe"] is not None])
@@ -195,7 +195,7 @@ def test_the_deflated_sharpe_ratio_counts_the_configs_other_runs_tried_on_the_sa
     after = validate(fresh_run)
     d = next(c for c in after["candidates"] if c["trial"] == top["trial"])["deflated_sharpe"]
     folder = RunFolder(fresh_run)
-    trials = folder.read_trials()
+    trials = artifacts(folder)
     bt = Backtester()
     per_bar = math.sqrt(bt.candles(trials[0].effective_config.data.path, "1h").bars_per_year)
     sharpes = np.array([t.metrics["sharpe"] / per_bar for t in trials if t.metrics["sharpe"] is not None]

@@ -28,12 +28,12 @@ from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, WindowSpec, evaluate_candidate, select_candidates
 from tests.conftest import held_in_file
 from tests.optimizer.test_optimizer import ROOT, write_config
-from tests.runs import genesis, optimize, validate
+from tests.runs import artifacts, genesis, optimize, validate
 from tests.validation.conftest import FIRST_HALF_2023, ONE_TRADE, PARAMETERS, VALIDATION, validated_config
 
 
 def evaluated_trials(run_dir: Path) -> list[dict]:
-    return [t.model_dump(mode="json") for t in RunFolder(run_dir).read_trials()]
+    return [t.model_dump(mode="json") for t in artifacts(RunFolder(run_dir))]
 
 
 def test_candidates_are_the_top_distinct_valid_trials_by_explore_score(validated_run):
@@ -552,7 +552,7 @@ def test_a_neighbour_warms_up_as_its_trial_does_and_scores_what_that_trial_score
     sweep(load_study_config(path).spec(), SweepOptions("grid"))
     run_dir = tmp_path / "results" / "runs" / "t"
     report = ValidationReport.model_validate(validate(run_dir))
-    trials = {tuple(sorted(t.params.items())): t for t in RunFolder(run_dir).read_trials()}
+    trials = {tuple(sorted(t.params.items())): t for t in artifacts(RunFolder(run_dir))}
     assert len(trials) == 6 and len(report.candidates) == 4
     warmups = set()
     for c in report.candidates:

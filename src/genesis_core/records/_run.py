@@ -263,19 +263,15 @@ class RunFolder:
                        if _TRIAL_FILE.fullmatch(p.name) and not p.is_symlink() and p.is_file()) if folder.is_dir() else []
         return [int(n.removesuffix(".json")) for n in names]
 
-    def evaluated_numbers(self) -> list[int]:
-        """The trials of this run (trials.csv lists them) that have an artifact here; any other
-        file in trials/ is foreign and left alone."""
-        ours = {r.number for r in self.read_trials_table()}
+    def evaluated_numbers(self, rows: list[TrialRow] | None = None) -> list[int]:
+        """The trials of this run (trials.csv lists them: its ``rows``, when read already) that have
+        an artifact here; any other file in trials/ is foreign and left alone."""
+        ours = {r.number for r in (self.read_trials_table() if rows is None else rows)}
         return [n for n in self.trial_numbers() if n in ours]
 
     def remove_stale_temporaries(self) -> int:
         """Remove what writers killed mid-write left behind (see ``genesis_core.files``); returns how many."""
         return len(remove_stale_temporaries(self.path)) + len(remove_stale_temporaries(self.path / "trials"))
-
-    def read_trials(self) -> list[TrialArtifact]:
-        """The artifacts of ``evaluated_numbers``."""
-        return [self.read_trial(n) for n in self.evaluated_numbers()]
 
     # trials.csv
     def write_trials_table(self, cells: list[dict[str, Any]]) -> None:

@@ -50,6 +50,7 @@ from genesis_core.records import (
     RunRecord,
     SchemaError,
     TrialArtifact,
+    TrialRow,
     ValidationReport,
     WindowResult,
     backtest_looks,
@@ -60,44 +61,63 @@ from genesis_core.validation._config import ValidationConfig, WindowSpec
 from genesis_core.validation._stats import deflated_sharpe, effective_trials, pbo
 
 
-def missing_artifacts(folder: RunFolder, trials: list[TrialArtifact]) -> list[int]:
-    """Evaluated trials listed in trials.csv without an artifact here: evaluated by a worker on
-    another machine (artifacts are written where a trial ran), so validation cannot see them."""
-    have = {t.trial_number for t in trials}
-    return [r.number for r in folder.read_trials_table() if r.cached is False and r.number not in have]
+def missing_artifacts(rows: list[TrialRow], have: set[int]) -> list[int]:
+    """Evaluated trials listed in trials.csv (``rows``) without an artifact here (``have``):
+    evaluated by a worker on another machine (artifacts are written where a trial ran), so
+    validation cannot see them."""
+    return [r.number for r in rows if r.cached is False and r.number not in have]
+
+
+@dataclass(frozen=True, slots=True)
+class Explored:
+    """What ranking an evaluated trial takes of its artifact, the rest let go: a sweep's 163,000
+    artifacts held whole took 2.7 GB to validate."""
+
+    number: int
+    outcome: Outcome
+    pruned: bool
+    constraints_failed: tuple[str, ...]
+    production: float
+    keys: frozenset[str]  # its config's fingerprint and its outcome's (metrics and trace): one candidate each
+    sharpe: float | None
+
+    @classmethod
+    def of(cls, t: TrialArtifact) -> Explored:
+        return cls(t.trial_number, t.score.outcome, bool(t.pruned), tuple(t.score.constraints_failed), t.score.production,
+                   frozenset((t.fingerprints["config"], fingerprint({"metrics": t.metrics, "trace": t.trace}))), t.metrics.get("sharpe"))
 
 
 def select_candidates(trials: list[TrialArtifact], top_n: int, include_scoring_failures: bool) -> list[TrialArtifact]:
     """The top-N VALID, unpruned trials by explore production score, ties to the earlier trial;
     distinct configs with distinct outcomes (two configs that trade identically are one candidate:
     validating both would fill two slots with one result)."""
-    return _eligible(trials, include_scoring_failures)[0][:top_n]
+    by_number = {t.trial_number: t for t in trials}
+    return [by_number[n] for n in _eligible([Explored.of(t) for t in trials], include_scoring_failures)[0][:top_n]]
 
 
-def _eligible(trials: list[TrialArtifact], include_scoring_failures: bool) -> tuple[list[TrialArtifact], LeftOut]:
-    """The distinct eligible trials, best first (``select_candidates``), and why each other trial is
-    not one, counted by its first reason: one sorting of the trials for both."""
+def _eligible(trials: list[Explored], include_scoring_failures: bool) -> tuple[list[int], LeftOut]:
+    """The numbers of the distinct eligible trials, best first (``select_candidates``), and why each
+    other trial is not one, counted by its first reason: one sorting of the trials for both."""
     outcomes: Counter[str] = Counter()
     pruned, failing, eligible = 0, [], []
     for t in trials:
-        if t.score.outcome is not Outcome.VALID:
-            outcomes[t.score.outcome.value] += 1
+        if t.outcome is not Outcome.VALID:
+            outcomes[t.outcome.value] += 1
         elif t.pruned:
             pruned += 1
-        elif t.score.constraints_failed and not include_scoring_failures:
+        elif t.constraints_failed and not include_scoring_failures:
             failing.append(t)
         else:
             eligible.append(t)
-    eligible.sort(key=lambda t: (-t.score.production, t.trial_number))
+    eligible.sort(key=lambda t: (-t.production, t.number))
     seen: set[str] = set()
     picked = []
     for t in eligible:
-        keys = {t.fingerprints["config"], fingerprint({"metrics": t.metrics, "trace": t.trace})}
-        if not keys & seen:
-            seen |= keys
-            picked.append(t)
+        if not t.keys & seen:
+            seen |= t.keys
+            picked.append(t.number)
     return picked, LeftOut(outcomes=dict(outcomes), pruned=pruned, failed_constraints=len(failing),
-                           constraints=dict(Counter(name for t in failing for name in t.score.constraints_failed)),
+                           constraints=dict(Counter(name for t in failing for name in t.constraints_failed)),
                            repeats=len(eligible) - len(picked))
 
 
@@ -218,22 +238,21 @@ def _explore_returns(backtester: Backtester, trial: TrialArtifact) -> np.ndarray
     return bar_returns(equity)
 
 
-def _overfitting(backtester: Backtester, trials: list[TrialArtifact], candidates: list[Candidate], v: ValidationConfig,
-                 periods: float, alike: Alike) -> Overfitting:
+def _overfitting(backtester: Backtester, folder: RunFolder, trials: list[Explored], candidates: list[Candidate],
+                 v: ValidationConfig, periods: float, alike: Alike) -> Overfitting:
     """The mean explore-validation gap; each candidate's deflated Sharpe ratio given every evaluated
     trial (N and N_eff), the other runs' on these bars among them, the top-ranked one's as the run's;
-    the PBO of the top distinct configs."""
-    top = select_candidates(trials, v.overfitting.configs, include_scoring_failures=True)
-    returns = {t.trial_number: _explore_returns(backtester, t) for t in top}
+    the PBO of the top distinct configs (their artifacts read from ``folder``)."""
+    top = _eligible(trials, include_scoring_failures=True)[0][:v.overfitting.configs]
+    returns = {n: _explore_returns(backtester, folder.read_trial(n)) for n in top}
     matrix = np.column_stack(list(returns.values())) if len(top) >= 2 else None
     mean_gap = sum(c.gap for c in candidates) / len(candidates) if candidates else None
     scale = math.sqrt(periods)  # metrics.sharpe is annualised over the market's bars a year; DSR wants per bar
-    sharpes = np.array([s / scale for t in trials if (s := t.metrics["sharpe"]) is not None] + [s / scale for s in alike.sharpes])
+    sharpes = np.array([s / scale for t in trials if (s := t.sharpe) is not None] + [s / scale for s in alike.sharpes])
     rho, n_eff = effective_trials(matrix, len(sharpes)) if matrix is not None else (None, None)
-    by_number = {t.trial_number: t for t in trials}
     for c in candidates:  # promotion holds the trial it promotes to its own
         chosen = returns.get(c.trial)
-        chosen = _explore_returns(backtester, by_number[c.trial]) if chosen is None else chosen
+        chosen = _explore_returns(backtester, folder.read_trial(c.trial)) if chosen is None else chosen
         stats = deflated_sharpe(chosen, sharpes, len(sharpes)) | {"other_runs": alike.runs, "other_trials": len(alike.sharpes)}
         if n_eff is not None:
             effective = deflated_sharpe(chosen, sharpes, n_eff)
@@ -309,15 +328,16 @@ class Alike:
     sharpes: list[float]
 
 
-def tried_alike(folder: RunFolder, others: list[tuple[RunFolder, RunRecord]], first_bar: str, last_bar: str) -> Alike:
+def tried_alike(folder: RunFolder, others: list[tuple[RunFolder, RunRecord]], first_bar: str, last_bar: str,
+                rows: list[TrialRow] | None = None) -> Alike:
     """The configs the market's ``others`` runs (``market_runs``) evaluated on days of this run's
-    explore window (``first_bar``..``last_bar``), each once and none this run evaluated (trials.csv: a config
-    answered from another study's cache is listed by both). A study run after another on the same
+    explore window (``first_bar``..``last_bar``), each once and none this run evaluated (trials.csv, or
+    its ``rows`` read already: a config answered from another study's cache is listed by both). A study run after another on the same
     bars goes on with its search, and the best of both is chosen: N is every config tried (Bailey
     and López de Prado)."""
     mine = WindowSpec(start=first_bar, end=last_bar)
     try:
-        seen = {r.config_fingerprint or f"#{r.number}" for r in folder.read_trials_table()}
+        seen = {r.config_fingerprint or f"#{r.number}" for r in (folder.read_trials_table() if rows is None else rows)}
     except SchemaError:  # no trials.csv: a study not run yet (preflight's question)
         seen = set()
     runs: list[str] = []
@@ -356,10 +376,15 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
     market = data_symbol(run.fixed_config, candles) or config.meta.symbol
     for w in v.windows:  # data that does not cover a window would refuse every candidate: said once, before any
         candles.window(w.start, w.end, 0)
-    trials = folder.read_trials()
+    rows = folder.read_trials_table()  # once, for the artifacts to read, the missing ones and the configs tried alike
+    trials, first = [], None
+    for n in folder.evaluated_numbers(rows):  # each artifact's ranking kept, the rest let go
+        artifact = folder.read_trial(n)
+        first = artifact if first is None else first
+        trials.append(Explored.of(artifact))
     candidates, refused = [], []
     eligible, left_out = _eligible(trials, v.constraints.include_scoring_failures)
-    for t in eligible[:v.top_n]:
+    for t in map(folder.read_trial, eligible[:v.top_n]):
         explore = t.score.production
         seen = ExploreResult(production_score=explore, constraints_failed=t.score.constraints_failed, metrics=t.metrics,
                              first_bar=t.window.first_bar, last_bar=t.window.last_bar, data_window=t.fingerprints["data_window"])
@@ -386,14 +411,14 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         code_version=code_version(),
         validation=v.model_dump(mode="json"),
         evaluated_trials=len(trials),
-        missing_artifacts=missing_artifacts(folder, trials),
+        missing_artifacts=missing_artifacts(rows, {t.number for t in trials}),
         eligible_note="VALID, unpruned, distinct configs" + ("" if v.constraints.include_scoring_failures
                                                              else ", explore constraints met"),
         eligible=len(eligible),
         left_out=left_out,
         looked_before=looked_before(others, v.windows),
         backtested_before=backtested_before(backtest_looks(folder.results_dir), config.meta.symbol, config.meta.timeframe,
-                                            trials[0].fingerprints["data_file"] if trials else "", v.windows,
+                                            first.fingerprints["data_file"] if first else "", v.windows,
                                             {c.config_fingerprint for c in candidates}),
         buy_and_hold={label: candles.window(start, end, 0).held_return for label, start, end in
                       [("explore", data.start, data.end), *((ValidationReport.window_key(w.start, w.end), w.start, w.end) for w in v.windows)]},
@@ -401,8 +426,8 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         refused=refused,
         passed=[c.trial for c in candidates if c.passed],
         best=next((c.trial for c in candidates if c.passed), None),
-        overfitting=_overfitting(bt, trials, candidates, v, candles.bars_per_year,
-                                 tried_alike(folder, others, trials[0].window.first_bar, trials[0].window.last_bar) if trials
+        overfitting=_overfitting(bt, folder, trials, candidates, v, candles.bars_per_year,
+                                 tried_alike(folder, others, first.window.first_bar, first.window.last_bar, rows) if first
                                  else Alike([], [])),
     )
     folder.write_validation(report)
