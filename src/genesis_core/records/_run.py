@@ -322,9 +322,10 @@ class RunFolder:
             raise ConfigError(f"{self.path} has not been validated: run `genesis validate {self.path}` first")
         return read_record(self.validation_path, ValidationReport)
 
-    def stale(self, report: ValidationReport) -> str | None:
-        """Why ``report`` is not of this run as it is now: made before its later trials."""
-        now = len(self.evaluated_numbers())
+    def stale(self, report: ValidationReport, rows: list[TrialRow] | None = None) -> str | None:
+        """Why ``report`` is not of this run as it is now: made before its later trials (trials.csv's
+        ``rows``, when read already)."""
+        now = len(self.evaluated_numbers(rows))
         return (None if now == report.evaluated_trials
                 else f"validation.json was made of {report.evaluated_trials} evaluated trial(s), the run now has {now}")
 
