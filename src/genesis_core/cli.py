@@ -58,9 +58,10 @@ Symbol = Annotated[str, typer.Option(help="Symbol of the champion.")]
 Timeframe = Annotated[str, typer.Option(help="Timeframe of the champion.")]
 ResultsDir = Annotated[Path, typer.Option(help="Results folder holding champions/.")]
 
-# Piped output gets a fixed width wide enough for the trade table, instead of rich's 80 columns.
-out = Console(width=None if sys.stdout.isatty() else 120)
-err = Console(stderr=True, width=None if sys.stderr.isatty() else 120)
+# Piped output gets a fixed width wide enough for the trade table, instead of rich's 80 columns,
+# and its lines whole (a log's line of a warning or a figure cut at 120 columns is found by no grep).
+out = Console(width=None if sys.stdout.isatty() else 120, soft_wrap=not sys.stdout.isatty())
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 120, soft_wrap=not sys.stderr.isatty())
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -634,7 +635,7 @@ def _print_validation(report: ValidationReport) -> None:
     from genesis_core.validation import ValidationConfig
 
     v = ValidationConfig.model_validate(report.validation)
-    table = _table(title=f"Validation of {report.run}: top {v.top_n} of {report.evaluated_trials} evaluated trials, "
+    table = _table(title=f"Validation of {report.run}: top {v.top_n} of {report.evaluated_trials:,} evaluated trials, "
                          f"ranked by {v.ranking} window score")
     for col in TABLE_COLUMNS:
         table.add_column(col, justify="left" if col in ("window", "result") else "right", no_wrap=True)

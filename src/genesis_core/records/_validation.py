@@ -254,8 +254,8 @@ class ValidationReport(Record):
         top_n = self.validation.get("top_n", 0)
         if self.eligible is None or self.left_out is None or self.eligible >= top_n or not self.left_out.count:
             return None
-        head = (f"no candidate: none of the {self.evaluated_trials} evaluated trials could be one" if not self.eligible else
-                f"only {self.eligible} of the {self.evaluated_trials} evaluated trials could be candidates")
+        head = (f"no candidate: none of the {self.evaluated_trials:,} evaluated trials could be one" if not self.eligible else
+                f"only {self.eligible:,} of the {self.evaluated_trials:,} evaluated trials could be candidates")
         return f"{head} ({self.eligible_note}): {self.left_out.describe()}"
 
     def reused(self) -> str | None:
