@@ -719,14 +719,29 @@ def check_equivalence(
     results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
 ) -> None:
     """Re-run trials from their stored artifacts alone; exit 1 if anything differs."""
+    from genesis_core.validation import Equivalence
     from genesis_core.validation import check_equivalence as check
 
     if trial and all_trials:
         raise typer.BadParameter("give --trial or --all, not both")
     chosen = None if all_trials or not trial else list(trial)
     folder = _run_folder(run, results_dir, storage, trials=chosen or True)  # with a database: its files pulled first
-    with _saying_what_became("no trial is reported until all are re-run: run the same command again to check"):
-        results = check(folder, chosen)
+    checked: list[Equivalence] = []
+    with _count_bar("trials", not as_json) as bar, _interruptible() as received:
+
+        def on_checked(result: Equivalence, total: int) -> None:
+            checked.append(result)
+            if bar is not None:
+                bar(len(checked), total)
+
+        try:
+            results = check(folder, chosen, on_checked)
+        except KeyboardInterrupt:
+            differ = [f"#{r.trial}" for r in checked if not r.ok]
+            err.print(f"interrupted after re-running {len(checked):,} trial(s): " + (
+                f"{len(differ):,} differ ({', '.join(differ[:10])}{', ...' if len(differ) > 10 else ''})" if differ
+                else "all identical so far") + "; nothing was written: run the same command again to check them all")
+            raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     failed = [r for r in results if not r.ok]
     if as_json:
         sys.stdout.write(strict_json([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results]) + "\n")
@@ -1233,15 +1248,17 @@ def data_check(
 
 
 @contextlib.contextmanager
-def _download_bar(show: bool) -> Iterator[Callable[[int, int], None] | None]:
-    """A progress bar of bars fetched, with the rate and the time left (nothing when not shown)."""
+def _count_bar(what: str, show: bool) -> Iterator[Callable[[int, int], None] | None]:
+    """A progress bar of ``what`` done of a total, with the time left (nothing when not shown): a
+    download's bars, check-equivalence's trials."""
     if not show:
         yield None
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn("[bold]bars"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err, transient=True) as bar:
-        task = bar.add_task("bars", total=None)
+    with Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
+                  transient=True, disable=not err.is_terminal) as bar:  # off a terminal it drew nothing but a blank line
+        task = bar.add_task(what, total=None)
         yield lambda done, total: bar.update(task, completed=done, total=max(total, done))
 
 
@@ -1295,7 +1312,7 @@ def data_download(
     download resumes where it stopped when run again; validated; the market in the file's metadata."""
     from genesis_core.data.exchange import download
 
-    with _download_bar(not as_json) as on_progress, _resumable():
+    with _count_bar("bars", not as_json) as on_progress, _resumable():
         fetched = download(exchange, symbol, timeframe, start, end, output, api_url, on_progress, retries)
     _print_fetched(fetched, as_json, "downloaded")
 
@@ -1311,7 +1328,7 @@ def data_update(
     """Append the bars closed since the file's last one, re-validate the whole file, replace it atomically."""
     from genesis_core.data.exchange import update
 
-    with _download_bar(not as_json) as on_progress, _resumable():
+    with _count_bar("bars", not as_json) as on_progress, _resumable():
         fetched = update(path, api_url, on_progress, retries)
     _print_fetched(fetched, as_json, "appended")
 

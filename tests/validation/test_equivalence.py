@@ -144,19 +144,34 @@ def test_new_bars_after_the_window_change_nothing_and_changed_bars_in_it_are_sai
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
-def test_a_check_stopped_by_a_signal_says_nothing_was_written_and_reports_no_trial(run_dir, sig):
+def test_a_check_stopped_by_a_signal_says_what_the_trials_re_run_before_it_gave_and_writes_nothing(run_dir, tmp_path, sig):
     """Ctrl-C during `genesis check-equivalence` ended it without a word (exit 130), and SIGTERM
-    killed it. Stopped after its second trial: one line, exit 128 + the signal, no verdict on
-    any trial, the run folder as it was."""
+    killed it; then it said that no trial is reported until all are re-run, where a 163,000-point
+    sweep's check takes minutes. Stopped as its second trial ends (that one not counted): one line
+    with how many were re-run and which of them differ, exit 128 + the signal, the run folder as it
+    was. Stopped as its third ends, after a doctored second: that one is named."""
+    import shutil
+
     from tests.runs import genesis_killed_after
 
+    def stopped(folder: Path, calls: int):
+        return genesis_killed_after("genesis_core.validation._equivalence:check_trial", calls, "check-equivalence", str(folder),
+                                    "--all", sig=sig)
+
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    stopped = genesis_killed_after("genesis_core.validation._equivalence:check_trial", 2, "check-equivalence", str(run_dir),
-                                   "--all", sig=sig)
-    assert (stopped.returncode, stopped.stdout, stopped.stderr) == (
-        128 + sig, "", "interrupted: nothing was written; no trial is reported until all are re-run: run the same command "
-                       "again to check\n")
+    proc = stopped(run_dir, 2)
+    assert (proc.returncode, proc.stdout, proc.stderr) == (
+        128 + sig, "", "interrupted after re-running 1 trial(s): all identical so far; nothing was written: run the same "
+                       "command again to check them all\n")
     assert {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()} == before
+    copy = tmp_path / "run"
+    shutil.copytree(run_dir, copy)
+    second = sorted((copy / "trials").glob("*.json"))[1]
+    artifact = json.loads(second.read_text())
+    artifact["metrics"]["sharpe"] = 9.99
+    second.write_text(json.dumps(artifact))
+    assert stopped(copy, 3).stderr == (f"interrupted after re-running 2 trial(s): 1 differ (#{artifact['trial_number']}); nothing "
+                                       "was written: run the same command again to check them all\n")
 
 
 def test_the_parameters_that_pairs_of_identical_outcomes_differ_in_are_counted_most_often_first():

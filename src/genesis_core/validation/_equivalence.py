@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from genesis_core.backtest import Backtester, build_config
@@ -49,12 +50,19 @@ def check_trial(folder: RunFolder, number: int, backtester: Backtester) -> Equiv
     return result
 
 
-def check_equivalence(folder: RunFolder, trials: list[int] | None = None) -> list[Equivalence]:
-    """Check the given trials (all evaluated trials when None) of a run."""
+def check_equivalence(folder: RunFolder, trials: list[int] | None = None,
+                      on_checked: Callable[[Equivalence, int], None] | None = None) -> list[Equivalence]:
+    """Check the given trials (all evaluated trials when None) of a run; ``on_checked(result, total)``
+    after each (a progress bar, and what a stop can say of the trials checked before it)."""
     numbers = folder.evaluated_numbers() if trials is None else trials
     missing = [n for n in numbers if not folder.has_trial(n)]
     if missing:
         raise ConfigError(f"no artifact for trial(s) {', '.join(map(str, missing))} in {folder.path / 'trials'} "
                           "(duplicates and failed trials have none)")
     backtester = Backtester()
-    return [check_trial(folder, n, backtester) for n in numbers]
+    results = []
+    for n in numbers:
+        results.append(check_trial(folder, n, backtester))
+        if on_checked is not None:
+            on_checked(results[-1], len(numbers))
+    return results
