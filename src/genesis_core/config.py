@@ -184,6 +184,9 @@ def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], tu
             return [], (*shown, loc[-1])
     current = _unwrap(current)
     if get_origin(current) in (Union, UnionType):
+        member, is_tag = _step(current, loc[-1])
+        if is_tag:  # a tagged union member's own check (low below high): the location ends at the member
+            return list(member.model_fields), tuple(shown)
         current = next((a for a in map(_unwrap, get_args(current)) if isinstance(a, type) and issubclass(a, BaseModel)), None)
     known = list(current.model_fields) if isinstance(current, type) and issubclass(current, BaseModel) else []
     return known, (*shown, loc[-1])

@@ -176,8 +176,10 @@ def test_two_worker_processes_share_the_study_and_cache(tmp_path):
 def test_bad_configs_are_refused_before_anything_is_written(tmp_path):
     cases = [
         ({"meta": {"study_nam": "x"}}, r"meta.study_nam: unknown key; did you mean 'study_name'"),
-        ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 3.0, "high": 1.0}}}, r"low \(3.0\) must be below high"),
-        ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "step": 5}}}, r"step \(5.0\) is larger"),
+        ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 3.0, "high": 1.0}}},  # no union tag in the path
+         r"configuration: parameters.exits.stop_loss_atr: low \(3.0\) must be below high"),
+        ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "step": 5}}},
+         r"configuration: parameters.exits.stop_loss_atr: step \(5.0\) is larger"),
         # Optuna would search 1.0 .. 1.5 (and 6 .. 55) with a warning printed from its own source file
         ({"parameters": {"exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 1.6, "step": 0.25}}},
          r"1.0 .. 1.6 is not a whole number of steps of 0.25: the sampler would stop at 1.5 \(Optuna moves the high onto the grid\); "
