@@ -358,13 +358,13 @@ def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool) -> Chec
     diff = stored_signature_diff(attrs, study, bt.candles(study.fixed.data.path, study.fixed.data.timeframe))
     if diff is None:
         status: Status = "warn" if trials else "pass"
-        return Check("storage", status, f"study {name!r} exists with {trials} trials and no signature (see --backfill-signature)")
+        return Check("storage", status, f"study {name!r} exists with {trials:,} trials and no signature (see --backfill-signature)")
     if diff:
         forced = " (resuming anyway: --force-resume)" if force_resume else ""
         ways = "" if force_resume else "; --study NAME for a study of its own, or --force-resume to go on in this one"
         return Check("storage", "warn" if force_resume else "fail",
-                     f"study {name!r} ({trials} trials) was made with other settings{forced}: " + "; ".join(diff) + ways)
-    return Check("storage", "pass", f"{redact(url)} writable; study {name!r} resumes ({trials} trials, signature matches)")
+                     f"study {name!r} ({trials:,} trials) was made with other settings{forced}: " + "; ".join(diff) + ways)
+    return Check("storage", "pass", f"{redact(url)} writable; study {name!r} resumes ({trials:,} trials, signature matches)")
 
 
 def preflight_file(config_path: str | Path, storage: str | None = None) -> list[Check]:
