@@ -440,7 +440,7 @@ def optimize(
             out.print(f"best trial #{e.best_trial.number}: production score {e.best_trial.production_score:.4f}")
         out.print(f"artifacts in {e.run_dir}")
     for line in summary.cautions():
-        err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(line)}")
     if e.session.stopped_reason:
         err.print(f"[yellow]explore stopped early:[/] {e.session.stopped_reason}")
     if e.session.interrupted:
@@ -514,11 +514,11 @@ def sweep(
         out.print(f"artifacts in {summary.run_dir}" + (f"; next: {_going_on(config, cfg, study, storage, summary.states)} goes on "
                   f"from these trials, genesis validate {summary.run_dir}" if _evaluated(summary.states) else ""))
     for line in preflight_warnings(options.preflight):
-        err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(line)}")
     for line in s.notes:
-        err.print(f"[yellow]note:[/] {escape(line)}", soft_wrap=True)
+        err.print(f"[yellow]note:[/] {escape(line)}")
     for line in summary.warnings:  # what its trials warn of, as optimize says it
-        err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
+        err.print(f"[yellow]warning:[/] {escape(line)}")
     if s.interrupted:
         stopped_by = signal.Signals[s.signal or "SIGINT"]
         err.print("interrupted; the points evaluated so far are in the study: the same command evaluates the rest")

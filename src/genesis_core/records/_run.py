@@ -327,7 +327,7 @@ class RunFolder:
         ``rows``, when read already)."""
         now = len(self.evaluated_numbers(rows))
         return (None if now == report.evaluated_trials
-                else f"validation.json was made of {report.evaluated_trials} evaluated trial(s), the run now has {now}")
+                else f"validation.json was made of {report.evaluated_trials:,} evaluated trial(s), the run now has {now:,}")
 
     # walk-forward: <study>-walk-forward/
     @property
