@@ -499,6 +499,14 @@ def test_explicit_timeframe_is_checked(tmp_path, sample):
     for wrong in ("30m", "4h"):
         with pytest.raises(DataError, match=rf"timeframe {wrong} given, but no two bars are {wrong} apart \(most are 1h\): give 1h"):
             load_candles(SAMPLE_FILE, wrong)
+    # 1h bars with a 3-bar hole (one step of 4h) given as 4h were refused at their second row, as
+    # "3600 s after the previous bar, not a multiple of the 14400 s timeframe"
+    holed = _write(tmp_path, _sample_frame().drop(index=[10, 11, 12]))
+    with pytest.raises(DataError) as coarser:
+        load_candles(holed, "4h")
+    assert str(coarser.value) == (f"{holed}: timeframe 4h given, but only 1 of the {len(_sample_frame()) - 4:,} steps between its bars is 4h "
+                                  "(most are 1h): give 1h, or none (it is read from the bars); a file's bars are not resampled: "
+                                  "download 4h bars (genesis data download --timeframe 4h)")
     sparse = _sample_frame().drop(index=range(1, 150, 2))  # most bars 2h apart, the rest 1h: 1h bars with gaps
     assert load_candles(_write(tmp_path, sparse), "1h").gaps().count == 75
 

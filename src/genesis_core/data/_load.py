@@ -410,9 +410,16 @@ def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str
     common = int(steps[np.argmax(counts)]) if len(steps) else None  # the bars' own timeframe
     if timeframe is not None:
         tf = parse_timeframe(timeframe)
-        if common is not None and tf not in steps:  # 30m given for 1h bars passed as 30m bars, every other one missing
-            raise DataError(f"{path}: timeframe {timeframe} given, but no two bars are {timeframe} apart (most are "
-                            f"{format_timeframe(common)}): give {format_timeframe(common)}, or none (it is read from the bars)")
+        # 30m given for 1h bars passed as 30m bars, every other one missing; 4h given for 1h bars was
+        # refused at their second row as "not a multiple of the 14400 s timeframe"
+        if common is not None and (tf not in steps or common < tf):
+            some = int(counts[steps == tf].sum())
+            head = (f"only {some:,} of the {len(diffs):,} steps between its bars {'is' if some == 1 else 'are'} {timeframe}" if some
+                    else f"no two bars are {timeframe} apart")
+            raise DataError(f"{path}: timeframe {timeframe} given, but {head} (most are {format_timeframe(common)}): give "
+                            f"{format_timeframe(common)}, or none (it is read from the bars)"
+                            + (f"; a file's bars are not resampled: download {timeframe} bars (genesis data download "
+                               f"--timeframe {timeframe})" if common < tf else ""))
     elif common is not None:
         tf = common
     else:
