@@ -12,6 +12,7 @@ import signal
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -378,14 +379,19 @@ def test_an_exchange_symbol_or_timeframe_not_offered_is_one_clear_line(tmp_path,
     assert not any(_candle_requests(e) for e in ex.values()) and list(tmp_path.iterdir()) == []
 
 
-def test_an_end_before_the_start_is_refused_before_the_exchange_is_asked(tmp_path):
-    """It asked the exchange, then said it had no candles "from 2023-01-01 to 2022-01-01"."""
+def test_an_end_before_the_start_or_a_start_to_come_is_refused_before_the_exchange_is_asked(tmp_path):
+    """It asked the exchange, then said it had no candles "from 2023-01-01 to 2022-01-01" (or from a
+    start a year ahead)."""
     ex = Exchange(_bars("binance", 0, 10))
-    with serving(binance=ex) as root:
-        proc = _genesis("download", "--exchange", "binance", "--symbol", "BTC/USDT", "--start", "2023-01-01", "--end",
-                        "2022-01-01", "--out", str(tmp_path / "x.parquet"), root=root, name="binance")
-    assert proc.returncode == 2 and proc.stderr.strip() == "error: --end 2022-01-01 is before --start 2023-01-01", proc.stderr
-    assert ex.requests == [] and list(tmp_path.iterdir()) == []
+    ahead = f"{datetime.now(UTC).year + 1}-01-01"
+    for dates, said in ((("--start", "2023-01-01", "--end", "2022-01-01"), "error: --end 2022-01-01 is before --start 2023-01-01"),
+                        (("--start", ahead), f"error: --start {ahead} is in the future (by this machine's clock): no candle has "
+                                             "closed since")):
+        with serving(binance=ex) as root:
+            proc = _genesis("download", "--exchange", "binance", "--symbol", "BTC/USDT", *dates, "--out", str(tmp_path / "x.parquet"),
+                            root=root, name="binance")
+        assert proc.returncode == 2 and proc.stderr.strip() == said, proc.stderr
+        assert ex.requests == [] and list(tmp_path.iterdir()) == []
 
 
 def test_data_list_shows_each_file_with_its_market_span_and_fingerprint(tmp_path):

@@ -308,6 +308,8 @@ def download(exchange: str, symbol: str, timeframe: str, start: str, end: str | 
     until = None if end is None else parse_ts(end, end_of_day=True) * 1000
     if until is not None and until < since:  # it asked the exchange, then said it had no candles "from 2023-01-01 to 2022-01-01"
         raise DataError(f"--end {end} is before --start {start}")
+    if since > time.time() * 1000:  # asked too: a wait on the exchange's markets, then "no candles"
+        raise DataError(f"--start {start} is in the future (by this machine's clock): no candle has closed since")
     ex = connect(exchange, api_url)
     unified = market_symbol(ex, symbol, timeframe, retries)
     path = out or default_path(Path("data"), ex.id, unified, timeframe)
