@@ -373,6 +373,15 @@ def test_a_walk_forward_interrupted_in_a_fold_says_so_exits_130_and_goes_on_from
     assert all(f"<p class='note'>{html.escape(line)}</p>" in cautions for line in warned), (warned, cautions)
     shown = genesis("runs", "show", "t-walk-forward", "--results-dir", str(tmp_path / "results"))  # and so does runs show
     assert shown.returncode == 0 and all(" ".join(f"warning: {line}".split()) in " ".join(shown.stderr.split()) for line in warned)
+    (tmp_path / "results" / "runs" / "t-wf2").rename(tmp_path / "t-wf2")  # a fold's run lost: runs show ended with an error there
+    lost = genesis("runs", "show", "t-walk-forward", "--results-dir", str(tmp_path / "results"))
+    assert lost.returncode == 0 and lost.stdout == shown.stdout
+    assert [line for line in lost.stderr.splitlines() if "fold 2: " in line] == [
+        f"warning: fold 2: what its run warned of is not known: {tmp_path / 'results' / 'runs' / 't-wf2' / 'run.json'}: cannot read: "
+        "No such file or directory"]
+    assert [line for line in lost.stderr.splitlines() if "fold 2: " not in line] == [
+        line for line in shown.stderr.splitlines() if "fold 2: " not in line]
+    (tmp_path / "t-wf2").rename(tmp_path / "results" / "runs" / "t-wf2")
     stored = json.loads((tmp_path / "results" / "runs" / "t-walk-forward" / "walk_forward.json").read_text())
     assert stored["complete"] and [f["fold"] for f in stored["folds"]] == [1, 2, 3]
     for i in (1, 2, 3):  # every fold at its budget, no trial lost or run twice

@@ -164,8 +164,15 @@ def folder_cautions(folder: RunFolder) -> list[str]:
 
 def fold_cautions(folder: RunFolder, wf: WalkForwardReport) -> list[str]:
     """``folder_cautions`` of each fold of the walk-forward ``wf`` (``folder`` holds it), led by its
-    fold, as `genesis walk-forward` printed them."""
-    return [f"fold {f.fold}: {line}" for f in wf.folds for line in folder_cautions(folder.fold(f.run_dir))]
+    fold, as `genesis walk-forward` printed them; a fold whose run cannot be read says so in its
+    place (`runs show` ended there, its folds' table printed and the rest not)."""
+    lines = []
+    for f in wf.folds:
+        try:
+            lines += [f"fold {f.fold}: {line}" for line in folder_cautions(folder.fold(f.run_dir))]
+        except SchemaError as exc:
+            lines.append(f"fold {f.fold}: what its run warned of is not known: {exc}")
+    return lines
 
 
 def trial_fields(t: optuna.trial.FrozenTrial, spec: StudySpec, same_outcome_as: int | None = None) -> dict[str, Any]:
