@@ -29,7 +29,8 @@ from tests.validation.conftest import validated_config
 
 INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
     "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "test", "version": "1"}}}).encode()
-READ_TOOLS = {"list_runs", "show_run", "query_trials", "show_trial", "compare_trials", "show_champion", "preflight"}
+READ_TOOLS = {"list_runs", "show_run", "show_walk_forward", "query_trials", "show_trial", "compare_trials", "show_champion",
+              "preflight"}
 WRITE_TOOLS = {"start_optimization", "run_validation", "promote_champion"}
 
 
@@ -453,5 +454,39 @@ def test_show_run_says_what_the_run_should_be_read_with_as_runs_show_does(tmp_pa
         async with _stdio(tmp_path) as client:
             run = (await client.call_tool("show_run", {"run": run_dir.name})).structured_content
             assert [" ".join(line.split()) for line in run["cautions"]] == said and run["identical_outcomes"] > 0
+
+    asyncio.run(main())
+
+
+def test_a_walk_forward_is_served_with_its_folds_and_what_they_warned_of(tmp_path):
+    """An assistant saw a walk-forward's fold runs (<study>-wf<i>) and nothing of the walk-forward:
+    its folds, the tops' scores out of sample, the aggregate. list_runs names it, show_walk_forward
+    gives walk_forward.json and the lines `runs show` warns with, and show_run points there."""
+    from genesis_core.study import load_study_config
+    from genesis_core.workflow import walk_forward
+    from tests.runs import genesis
+
+    config = validated_config(tmp_path, meta={"stop": {"max_trials": 6}}, validation={
+        "windows": [{"start": "2022-06-01", "end": "2022-06-30"}], "top_n": 2,
+        "walk_forward": {"folds": 2, "start": "2022-01-01", "end": "2022-09-30"}})
+    done = walk_forward(load_study_config(config))
+    name = done.path.parent.name
+    shown = genesis("runs", "show", name, "--results-dir", str(tmp_path / "results"))
+    warned = [line.removeprefix("warning: ") for line in shown.stderr.splitlines() if line.startswith("warning: ")]
+    assert shown.returncode == 0 and warned, shown.stderr
+    (tmp_path / "configs").mkdir()
+
+    async def main() -> None:
+        async with _stdio(tmp_path) as client:
+            listed = (await client.call_tool("list_runs", {})).structured_content
+            aggregate = done.report.aggregate.model_dump(mode="json")
+            assert listed["walk_forwards"] == [{"walk_forward": name, "study": "t", "folds": 2, "complete": True, **aggregate}]
+            assert sorted(r["run"] for r in listed["items"]) == ["t-wf1", "t-wf2"]
+            wf = (await client.call_tool("show_walk_forward", {"walk_forward": name})).structured_content
+            stored = json.loads((done.path).read_text())
+            assert {k: wf[k] for k in stored} == stored and wf["not_out_of_sample"] is None and wf["cautions"] == warned
+            assert f"'{name}' is a walk-forward: see show_walk_forward" in _error(
+                await client.call_tool("show_run", {"run": name}))["message"]
+            assert "no walk-forward 't-wf1'" in _error(await client.call_tool("show_walk_forward", {"walk_forward": "t-wf1"}))["message"]
 
     asyncio.run(main())

@@ -37,7 +37,7 @@ from genesis_core import __version__
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import differences, strict_json
 from genesis_core.plugins import modules_forbidden
-from genesis_core.records import ChampionStore, RunFolder, TrialArtifact, finished_runs
+from genesis_core.records import ChampionStore, RunFolder, TrialArtifact, finished_runs, walk_forwards
 
 log = logging.getLogger("genesis_core.mcp")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -134,7 +134,14 @@ class Genesis:
     def folder(self, run: str) -> RunFolder:
         folder = RunFolder(inside(self.results / "runs", run), within=self.results)
         if not folder.exists():
-            raise RequestError(f"no run {run!r} (see list_runs)")
+            raise RequestError(f"{run!r} is a walk-forward: see show_walk_forward" if folder.is_walk_forward()
+                               else f"no run {run!r} (see list_runs)")
+        return folder
+
+    def walk_forward(self, name: str) -> RunFolder:
+        folder = RunFolder(inside(self.results / "runs", name), within=self.results)
+        if not folder.is_walk_forward():
+            raise RequestError(f"no walk-forward {name!r} (see list_runs' walk_forwards)")
         return folder
 
     def trials(self, run: str) -> list[dict[str, Any]]:
@@ -185,9 +192,13 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
     @server.tool(annotations=READ)
     @_guarded(forbid)
     def list_runs(offset: int = 0, limit: int = 50) -> dict[str, Any]:
-        """Optimizer runs in the results folder, newest first: study, trials, best trial, validation summary."""
+        """Optimizer runs in the results folder, newest first: study, trials, best trial, validation summary;
+        and the walk-forwards (their folds are runs named <study>-wf<i>): folds, and how their tops did out of sample."""
         runs, unreadable = finished_runs(g.results, within=g.results)  # a symlink out of the folder is not listed
-        return {**_page([r.summary() for r in runs], offset, limit), "unreadable": unreadable}
+        found, left_out = walk_forwards(g.results, within=g.results)
+        return {**_page([r.summary() for r in runs], offset, limit), "unreadable": unreadable + left_out,
+                "walk_forwards": [{"walk_forward": name, "study": wf.study, "folds": len(wf.folds), "complete": wf.complete,
+                                   **wf.aggregate.model_dump(mode="json")} for name, wf in found]}
 
     @server.tool(annotations=READ)
     @_guarded(forbid)
@@ -211,6 +222,19 @@ def build_server(results_dir: Path, configs_dir: Path = Path("configs"), allow_w
                                      "gap": c.gap} for c in v.candidates],
                      "refused": [{"trial": r.trial, "window": [r.start, r.end], "reason": r.reason} for r in v.refused]}
         return {"run": run, **meta, "cautions": folder_cautions(folder), "validation": table}
+
+    @server.tool(annotations=READ)
+    @_guarded(forbid)
+    def show_walk_forward(walk_forward: str) -> dict[str, Any]:
+        """One walk-forward: its settings, each fold's explore and validation blocks, its top (the explore best)
+        with its explore and validation score and return beside buying and holding the block, the aggregate,
+        and what each fold's run warned of, led by its fold, as `genesis runs show` says it."""
+        from genesis_core.optimizer import fold_cautions
+
+        folder = g.walk_forward(walk_forward)
+        wf = folder.read_walk_forward()
+        return {"walk_forward": walk_forward, **wf.model_dump(mode="json"), "not_out_of_sample": wf.biased(),
+                "cautions": fold_cautions(folder, wf)}
 
     @server.tool(annotations=READ)
     @_guarded(forbid)

@@ -366,11 +366,14 @@ class RunListing:
                 "validation": None if v is None else {"passed": v.passed, "best": v.best}}
 
 
-def walk_forwards(results_dir: Path) -> tuple[list[tuple[str, WalkForwardReport]], list[str]]:
+def walk_forwards(results_dir: Path, within: Path | None = None) -> tuple[list[tuple[str, WalkForwardReport]], list[str]]:
     """The walk-forwards under ``<results_dir>/runs`` (folders holding walk_forward.json) by name,
-    and why each that could not be read was left out, as ``finished_runs`` says of runs."""
+    and why each that could not be read was left out, as ``finished_runs`` says of runs (those that
+    lead outside ``within``, unsaid)."""
     found, unreadable = [], []
     for path in sorted((Path(results_dir) / "runs").glob(f"*/{WALK_FORWARD_FILE}")):
+        if within is not None and not path.resolve().is_relative_to(within.resolve()):
+            continue
         try:
             found.append((path.parent.name, read_record(path, WalkForwardReport)))
         except SchemaError as exc:
