@@ -488,6 +488,17 @@ def test_missing_file_and_unknown_type(tmp_path, monkeypatch):
     with pytest.raises(DataError) as relative:
         load_candles("data/BTCUSD_1h_bitfinex.csv.gz")
     assert str(relative.value).startswith(f"data file not found: data/BTCUSD_1h_bitfinex.csv.gz in {tmp_path} (")
+    # the candle files beside it, the closest names first: on a machine that cannot download the file a
+    # config names (configs/optimize_sma_cross.yaml's), the bundled one of its market is found by eye
+    (tmp_path / "data").mkdir()
+    for name in ("BTCUSDT_1h_binance.csv.gz", "ETHUSD_1d.parquet", "BTCUSD_1h_bitfinex.csv.gz", "BTCUSDT_1h_binance.csv.gz.market.json",
+                 "notes.txt.bak", ".hidden.csv"):
+        (tmp_path / "data" / name).write_text("x")
+    with pytest.raises(DataError) as beside:
+        load_candles("data/binance_BTCUSDT_1h.parquet")
+    assert str(beside.value) == (f"data file not found: data/binance_BTCUSDT_1h.parquet in {tmp_path} (candles from an exchange: "
+                                 "`genesis data download`); data holds BTCUSDT_1h_binance.csv.gz, BTCUSD_1h_bitfinex.csv.gz, "
+                                 "ETHUSD_1d.parquet")
     (tmp_path / "x.xlsx").write_text("x")
     with pytest.raises(DataError, match="unknown file type"):
         load_candles(tmp_path / "x.xlsx")

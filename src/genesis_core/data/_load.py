@@ -124,6 +124,28 @@ def _unnamed_time(frame: pd.DataFrame) -> str | None:
     return None if first.tolist() == [str(i) for i in range(len(first))] else _column_name(frame.columns[0])
 
 
+SHOWN_BESIDE = 5  # candle files named when a file is not found
+
+
+def _name_parts(name: str) -> set[str]:
+    """A file name's words but its type's: exchange, symbol and timeframe, in whatever order."""
+    return set(re.findall(r"[a-z0-9]+", name.lower())) - {"csv", "txt", "gz", "parquet", "pq", "feather", "json"}
+
+
+def _beside(path: Path) -> str:
+    """The candle files in a missing file's folder, those sharing most words with its name first:
+    the bundled BTCUSDT_1h_binance.csv.gz for a config's binance_BTCUSDT_1h.parquet, on a machine
+    that cannot download it."""
+    folder = path.parent
+    names = [p.name for p in folder.iterdir() if p.name.lower().endswith(CANDLE_FILES) and not p.name.startswith(".")
+             and not p.name.endswith(".market.json")] if folder.is_dir() else []
+    if not names:
+        return ""
+    mine = _name_parts(path.name)
+    shown = sorted(names, key=lambda name: (-len(_name_parts(name) & mine), name))[:SHOWN_BESIDE]
+    return f"; {folder} holds {', '.join(shown)}" + (f" and {len(names) - len(shown)} more" if len(names) > len(shown) else "")
+
+
 def _read_frame(path: Path, notes: list[str]) -> tuple[pd.DataFrame, int, bool]:
     """The raw table, the file line of its first row (a CSV's, for error messages; 0: no lines) and
     whether its decimal mark is a comma; ``notes`` has how a CSV was read where it was not plain."""
@@ -133,7 +155,7 @@ def _read_frame(path: Path, notes: list[str]) -> tuple[pd.DataFrame, int, bool]:
 
     if not path.exists():  # a relative path is read from where genesis runs, not from the config's folder: say where
         where = "" if path.is_absolute() else f" in {Path.cwd()}"
-        raise DataError(f"data file not found: {path}{where} (candles from an exchange: `genesis data download`)")
+        raise DataError(f"data file not found: {path}{where} (candles from an exchange: `genesis data download`)" + _beside(path))
     kind = not_a_file(path.stat().st_mode)  # a pipe waited for a writer for ever; /dev/zero was read until memory ran out
     if kind is not None:
         raise DataError(f"{path}: {kind}, not a file; candles are read from a CSV, Parquet, Feather or JSON file")
