@@ -1117,7 +1117,7 @@ def model_train(
                                                     "metadata); recorded so the model is never used on another market unawares.")] = None,
     start: Annotated[str | None, typer.Option(help="Training window start (inclusive).")] = None,
     end: Annotated[str | None, typer.Option(help="Training window end (inclusive); labels never look past it.")] = None,
-    horizon: Annotated[int, typer.Option(help="Label: sign of the return over this many bars.")] = 4,
+    horizon: Annotated[int, typer.Option(min=1, help="Label: sign of the return over this many bars.")] = 4,
 ) -> None:
     """Fit the logistic signal model on a training window only and write its JSON."""
     from genesis_core.data import load_candles, same_symbol

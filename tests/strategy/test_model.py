@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from genesis_core.features import FeatureStore
-from genesis_core.strategy.model import load_model, save_model, train_model
+from genesis_core.strategy.model import DEFAULT_FEATURES, load_model, save_model, train_model
 
 
 def test_training_uses_only_the_window_and_no_label_past_its_end(btc, tmp_path):
@@ -56,3 +56,27 @@ def test_a_model_path_that_is_a_pipe_a_device_or_too_large_is_refused_in_one_lin
         proc = subprocess.run([sys.executable, "-m", "genesis_core", "backtest", "-c", str(config)], cwd=ROOT,
                               capture_output=True, text=True, timeout=60, preexec_fn=four_gib)
         assert (proc.returncode, proc.stderr.strip()) == (2, f"error: model {model!r}: cannot read {model}: {why}"), proc.stderr
+
+
+def test_a_window_too_short_to_train_on_says_where_its_bars_went(btc):
+    """A two-day window said "only 0 usable bars; need at least 200", as a horizon longer than the
+    window did: it now counts the bars before every feature warmed up and those without a label."""
+    import pytest
+
+    from genesis_core.errors import DataError
+    from tests.runs import genesis
+
+    two_days = btc.window("2021-01-01", "2021-01-02", 0).candles
+    with pytest.raises(DataError) as short:
+        train_model(two_days, "BTCUSD")
+    assert str(short.value) == ("training window has only 0 usable bars of its 48: 48 before every feature has warmed up, the last 4 "
+                                "without a 4-bar return to label them; need at least 200 (a longer window)")
+    half_year = btc.window("2020-01-01", "2020-06-30", 0).candles
+    cold = int((~np.isfinite(np.column_stack([FeatureStore(half_year).get(f) for f in DEFAULT_FEATURES])).all(axis=1)).sum())
+    with pytest.raises(DataError) as far:
+        train_model(half_year, "BTCUSD", horizon=100_000)
+    assert str(far.value) == (f"training window has only 0 usable bars of its {len(half_year.close)}: {cold} before every feature has "
+                              f"warmed up, the last {len(half_year.close)} without a 100000-bar return to label them; need at least 200 "
+                              "(a longer window)")
+    zero = genesis("model", "train", "--out", "m.json", "--symbol", "BTCUSD", "--horizon", "0")
+    assert zero.returncode == 2 and "--horizon" in zero.stderr  # refused before any data is read

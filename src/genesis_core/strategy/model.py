@@ -103,8 +103,11 @@ def train_model(
     fwd[: n - horizon] = close[horizon:] / close[: n - horizon] - 1.0
     usable = np.isfinite(x_raw).all(axis=1) & np.isfinite(fwd) & (fwd != 0.0)
     idx = np.flatnonzero(usable)
-    if len(idx) < 200:
-        raise DataError(f"training window has only {len(idx)} usable bars; need at least 200")
+    if len(idx) < 200:  # "only 0 usable bars" was all it said of a two-day window, or of one a horizon longer than it
+        cold = int((~np.isfinite(x_raw).all(axis=1)).sum())
+        raise DataError(f"training window has only {len(idx)} usable bars of its {n}: {cold} before every feature has warmed up, "
+                        f"the last {min(horizon, n)} without a {horizon}-bar return to label them; need at least 200 "
+                        "(a longer window)")
     split = idx[int(len(idx) * (1 - calibration_share))]
     fit, cal = idx[idx < split], idx[idx >= split]
     mean = x_raw[fit].mean(axis=0)
