@@ -113,7 +113,7 @@ def losing_best_warning(best: BestTrial, config: Mapping[str, Any]) -> str | Non
     made = metrics.get("total_return")
     if made is None or made >= 0.0:
         return None
-    pf, objective = metrics.get("profit_factor"), config["scoring"]["objective"]
+    pf, objective = metrics.get("profit_factor"), config.get("scoring", {}).get("objective", "production")  # an old run.json's too
     line = (f"the best trial, #{best.number}, lost money (total_return {formatted(made, '+.2%')}, "
             f"profit factor {formatted(pf)}) and still scored {formatted(best.production_score)}")
     if objective == "production" and pf is not None:
@@ -121,7 +121,7 @@ def losing_best_warning(best: BestTrial, config: Mapping[str, Any]) -> str | Non
                  "(10·log1p(PF)), and its return and drawdown terms shrink with the position size")
     elif objective != "production":
         line += f" (scoring.objective {objective})"
-    floor = config["constraints"]["min_profit_factor"]
+    floor = config.get("constraints", {}).get("min_profit_factor", 0.0)
     return line + (f"; constraints.min_profit_factor: 1.0 (it is {floor}) counts losing configs as failing" if floor < 1.0 else "")
 
 
