@@ -137,8 +137,11 @@ def _beside(path: Path) -> str:
     the bundled BTCUSDT_1h_binance.csv.gz for a config's binance_BTCUSDT_1h.parquet, on a machine
     that cannot download it."""
     folder = path.parent
-    names = [p.name for p in folder.iterdir() if p.name.lower().endswith(CANDLE_FILES) and not p.name.startswith(".")
-             and not p.name.endswith(".market.json")] if folder.is_dir() else []
+    try:
+        names = [p.name for p in folder.iterdir() if p.name.lower().endswith(CANDLE_FILES) and not p.name.startswith(".")
+                 and not p.name.endswith(".market.json")] if folder.is_dir() else []
+    except OSError:  # a folder this user may not list: the error without them
+        return ""
     if not names:
         return ""
     mine = _name_parts(path.name)
