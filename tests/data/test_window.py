@@ -30,8 +30,10 @@ def test_window_is_refused_when_data_cannot_supply_it(btc):
         btc.window("2018-05-16", "2018-06-30", 500)
     with pytest.raises(DataError, match="after the data's last bar"):
         btc.window("2023-06-01", "2024-06-30", 10)
-    with pytest.raises(DataError, match="holds no bars"):
+    with pytest.raises(DataError, match="holds no bars"):  # inside the 5-hour hole after 07:00
         btc.window("2022-10-12T08:00Z", "2022-10-12T11:00Z", 10)
+    with pytest.raises(DataError, match=r"^window 2023-01-01 .. 2022-01-01 ends before it starts$"):  # was "holds no bars"
+        btc.window("2023-01-01", "2022-01-01", 10)
 
 
 def test_window_fingerprint_covers_warmup(btc):

@@ -357,8 +357,9 @@ class Candles:
                     "the data does not cover the window"
                 )
             last = int(np.searchsorted(ts, e, side="right")) - 1
-        if last < first:
-            raise DataError(f"window {start} .. {end} holds no bars")
+        if last < first:  # an end before the start said only this, as a hole in the bars does
+            backwards = start is not None and end is not None and parse_ts(end, end_of_day=True) < parse_ts(start)
+            raise DataError(f"window {start} .. {end} " + ("ends before it starts" if backwards else "holds no bars"))
         if first < warmup_bars:
             raise DataError(
                 f"window start {format_ts(ts[first])} needs {warmup_bars} warm-up bars before it but the data "
