@@ -278,9 +278,9 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
         ["study", run.study_name], ["storage", run.storage], ["explore window", f"{cfg.meta.sample_start} .. {cfg.meta.sample_end}"],
         ["data", run.fixed_config.data.path], ["strategy", run.fixed_config.strategy],
         ["sessions", len(run.sessions)], ["last session", last.finished if last else None],
-        ["trials", c.total_trials], ["states", ", ".join(f"{n} {s}" for s, n in run.states.items())],
-        ["outcomes", ", ".join(f"{n} {o}" for o, n in run.outcomes.items())],
-        ["duplicates answered from the cache", f"{c.cache_hits} ({c.hit_rate:.1%})"], ["backtests run", c.unique_backtests],
+        ["trials", f"{c.total_trials:,}"], ["states", ", ".join(f"{n:,} {s}" for s, n in run.states.items())],
+        ["outcomes", ", ".join(f"{n:,} {o}" for o, n in run.outcomes.items())],
+        ["duplicates answered from the cache", f"{c.cache_hits:,} ({c.hit_rate:.1%})"], ["backtests run", f"{c.unique_backtests:,}"],
         ["best trial", None if run.best_trial is None else f"#{run.best_trial.number}, production score "
                                                            f"{run.best_trial.production_score:.4f}"],
         ["signature", ", ".join(f"{k} {v[:12]}" for k, v in (run.signature or {}).items())],

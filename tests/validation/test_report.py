@@ -153,6 +153,23 @@ def test_the_importances_of_a_large_run_are_of_trials_drawn_at_random_and_say_so
     assert "drawn at random" not in report_module._importances(rows, space).layout.title.text
 
 
+def test_the_summary_counts_as_the_command_line_does(report, tmp_path):
+    """A 163,000-point sweep's page said `163000 COMPLETE` where `runs show` says 163,000."""
+    from genesis_core.records import RunFolder
+    from genesis_core.report import run_report
+
+    copy = tmp_path / "results" / "runs" / "t"
+    shutil.copytree(report[1], copy)
+    run = json.loads((copy / "run.json").read_text())
+    run["cache"] |= {"total_trials": 163_000, "unique_backtests": 162_000, "cache_hits": 1_000}
+    run["states"], run["outcomes"] = {"COMPLETE": 163_000}, {"VALID": 161_000, "DUPLICATE": 2_000}
+    (copy / "run.json").write_text(json.dumps(run))
+    page = run_report(RunFolder(copy))
+    for label, shown in (("trials", "163,000"), ("states", "163,000 COMPLETE"), ("outcomes", "161,000 VALID, 2,000 DUPLICATE"),
+                         ("duplicates answered from the cache", f"1,000 ({run['cache']['hit_rate']:.1%})"), ("backtests run", "162,000")):
+        assert f"<td class='l'>{label}</td><td>{shown}</td>" in page, label
+
+
 def test_a_report_the_disk_cannot_hold_is_one_line_naming_the_file_and_leaves_no_piece(fresh_run, tmp_path):
     """`genesis report` on a disk that cannot take the page (a file size limit: the kernel cuts the
     write short, then refuses it, as on a full disk): one line naming the file and why, exit 2, no
