@@ -697,9 +697,9 @@ def validate(
     from genesis_core.workflow import validate_run
 
     folder = _run_folder(run, results_dir, storage)
-    with _saying_what_became("run the same command again to validate") as watch:
+    with _saying_what_became("run the same command again to validate") as watch, _count_bar("artifacts read", not as_json) as bar:
         watch(folder.validation_path)
-        report = validate_run(folder, load_study_config(config).validation if config else None, top_n)
+        report = validate_run(folder, load_study_config(config).validation if config else None, top_n, bar)
     if as_json:
         sys.stdout.write(report.model_dump_json(indent=2) + "\n")
     else:

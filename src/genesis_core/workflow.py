@@ -4,6 +4,7 @@ explore phase; Ctrl-C ends all."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -115,13 +116,15 @@ def run(cfg: StudyConfig, options: RunOptions | None = None, storage: str | None
     return summary
 
 
-def validate_run(folder: RunFolder, validation: ValidationConfig | None = None, top_n: int | None = None) -> ValidationReport:
-    """Validate a finished run with its own validation settings (or ``validation``), ``top_n`` overriding."""
+def validate_run(folder: RunFolder, validation: ValidationConfig | None = None, top_n: int | None = None,
+                 on_read: Callable[[int, int], None] | None = None) -> ValidationReport:
+    """Validate a finished run with its own validation settings (or ``validation``), ``top_n`` overriding
+    (``on_read``: see ``validate``)."""
     _, cfg = load_run(folder)
     v = validation or cfg.validation
     if top_n is not None:
         v = v.model_copy(update={"top_n": top_n})
-    return validate(folder, v, cfg)
+    return validate(folder, v, cfg, on_read=on_read)
 
 
 def promote_run(folder: RunFolder, trial: int | None = None, min_improvement: float | None = None) -> Decision:

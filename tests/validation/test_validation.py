@@ -26,6 +26,7 @@ from genesis_core.optimizer._config import flatten_parameters
 from genesis_core.records import RunFolder, ScoreRecord, TrialArtifact, ValidationReport
 from genesis_core.study import load_run, load_study_config
 from genesis_core.validation import ValidationConfig, WindowSpec, evaluate_candidate, select_candidates
+from genesis_core.workflow import validate_run
 from tests.conftest import held_in_file
 from tests.optimizer.test_optimizer import ROOT, write_config
 from tests.runs import artifacts, genesis, optimize, validate
@@ -58,9 +59,11 @@ def test_trials_evaluated_elsewhere_are_reported_not_silently_dropped(fresh_run)
     gone = artifacts[:2]
     for path in gone:
         path.unlink()
-    report = validate(fresh_run)
+    read: list[tuple[int, int]] = []  # what a progress bar is told: each artifact read of those there are
+    report = validate_run(RunFolder(fresh_run), on_read=lambda done, total: read.append((done, total))).model_dump(mode="json")
     assert report["missing_artifacts"] == [int(p.stem) for p in gone]
     assert report["evaluated_trials"] == len(artifacts) - 2
+    assert read == [(i, len(artifacts) - 2) for i in range(1, len(artifacts) - 1)]
     assert not {c["trial"] for c in report["candidates"]} & set(report["missing_artifacts"])
     proc = subprocess.run([sys.executable, "-m", "genesis_core", "validate", str(fresh_run)],
                           cwd=ROOT, capture_output=True, text=True, timeout=120)
