@@ -104,13 +104,17 @@ def test_types_are_strict(tmp_path):
         load_study_config(write_config(tmp_path, meta={"stop": {"max_trials": True}}))
 
 
-def test_numbers_written_with_an_exponent_are_numbers_as_in_yaml_1_2(tmp_path):
+def test_numbers_are_read_as_yaml_1_2_reads_them(tmp_path):
     """YAML 1.1 read 1e6, 1.0e6 and 1e-4 as text (it wants a dot and a signed exponent), which
-    strict types then refused as "not a valid number": what Optuna's users write for a log range."""
+    strict types then refused as "not a valid number": what Optuna's users write for a log range.
+    And it read 010 as 8 (octal) and 1:30 as 90 (base 60), silently: 010 is 10, 1:30 text."""
     path = tmp_path / "e.yaml"
-    path.write_text("a: [1e6, 1.0e6, 1E+6, -3e-2, 1e-4, .5, -.5, 10, 1_000, 2021-01-01, 1.2.3, 1e6x, 12e]\n")
-    assert read_config_file(path)["a"] == [1e6, 1e6, 1e6, -0.03, 1e-4, 0.5, -0.5, 10, 1000, "2021-01-01", "1.2.3", "1e6x", "12e"]
-    assert [type(v) for v in read_config_file(path)["a"][7:9]] == [int, int]
+    path.write_text("a: [1e6, 1.0e6, 1E+6, -3e-2, 1e-4, .5, -.5, 10, 1_000, 2021-01-01, 1.2.3, 1e6x, 12e]\n"
+                    "b: [010, 09, -010, 0o17, 0x1f, 0b101, 1:30, 1:30.5, 0x]\n")
+    read = read_config_file(path)
+    assert read["a"] == [1e6, 1e6, 1e6, -0.03, 1e-4, 0.5, -0.5, 10, 1000, "2021-01-01", "1.2.3", "1e6x", "12e"]
+    assert [type(v) for v in read["a"][7:9]] == [int, int]
+    assert read["b"] == [10, 9, -10, 15, 31, 5, "1:30", "1:30.5", "0x"]
     sma = (ROOT / "configs" / "sma_cross.yaml").read_text().replace("initial_equity: 10000", "initial_equity: 1e6")
     (tmp_path / "sma.yaml").write_text(sma.replace("data/", f"{ROOT}/data/"))
     assert build_config(read_config_file(tmp_path / "sma.yaml")).costs.initial_equity == 1_000_000.0

@@ -55,21 +55,33 @@ class _FastLoader(_Checked, yaml.CSafeLoader):
     cannot parse is parsed again by ``_Loader`` for the error."""
 
 
-# YAML 1.2's floats: YAML 1.1 (PyYAML's) wants a dot and a signed exponent, so 1e-4, 1e6 and
-# 1.0e6 were text, then refused by strict types as "not a valid number"; and -.5 was text
+# YAML 1.2's numbers. YAML 1.1 (PyYAML's) wants a dot and a signed exponent in a float, so 1e-4,
+# 1e6 and 1.0e6 were text, then refused by strict types as "not a valid number", and -.5 was text;
+# and it read 010 as 8 (octal) and 1:30 as 90 (base 60), silently. Octal is 0o10 here, and 1:30 text.
 _FLOAT = re.compile(
     r"""^(?:[-+]?(?:[0-9][0-9_]*\.[0-9_]*|\.[0-9][0-9_]*)(?:[eE][-+]?[0-9]+)?
     |[-+]?[0-9][0-9_]*[eE][-+]?[0-9]+
-    |[-+]?[0-9][0-9_]*(?::[0-5]?[0-9])+\.[0-9_]*
     |[-+]?\.(?:inf|Inf|INF)
     |\.(?:nan|NaN|NAN))$""",
     re.X,
 )
+_INT = re.compile(r"^(?:[-+]?0b[01_]+|[-+]?0o[0-7_]+|[-+]?0x[0-9a-fA-F_]+|[-+]?[0-9][0-9_]*)$")
+_NUMBERS = {"tag:yaml.org,2002:float": _FLOAT, "tag:yaml.org,2002:int": _INT}
 _Loader.yaml_implicit_resolvers = _FastLoader.yaml_implicit_resolvers = {
-    first: [(tag, _FLOAT if tag == "tag:yaml.org,2002:float" else regex)
-            for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    first: [(tag, _NUMBERS.get(tag, regex)) for tag, regex in resolvers if tag != "tag:yaml.org,2002:timestamp"]
     for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
 }
+
+
+def _integer(loader: yaml.SafeLoader, node: yaml.ScalarNode) -> int:
+    """An integer as ``_INT`` matched it: a leading zero is decimal (YAML 1.1 read 010 as octal 8)."""
+    text = str(loader.construct_scalar(node)).replace("_", "")
+    digits = text.lstrip("+-")
+    value = int(digits, 0) if digits[:2].lower() in ("0b", "0o", "0x") else int(digits, 10)
+    return -value if text.startswith("-") else value
+
+
+_Checked.add_constructor("tag:yaml.org,2002:int", _integer)
 
 
 MAX_CONFIG_NODES = 100_000  # values once YAML aliases are expanded: ten levels of ten aliases are 10^10
