@@ -231,7 +231,7 @@ def _overfit(report: ValidationReport, candidate: Candidate, promotion: Promotio
         value = o.pbo.pbo if o.pbo else None
         ok = value is not None and value <= promotion.max_pbo
         gates.append(GateRecord(name="overfitting", passed=ok, detail=(
-            f"PBO {value:.3f} {'<=' if ok else 'above'} max_pbo {promotion.max_pbo:g} ({o.pbo.configs} configs, {o.pbo.splits} splits)"
+            f"PBO {value:.3f} {'<=' if ok else 'above'} max_pbo {promotion.max_pbo:g} ({o.pbo.configs} configs, {o.pbo.splits:,} splits)"
             if o.pbo and value is not None else f"PBO not available: {o.pbo_note}")))
     return gates
 
