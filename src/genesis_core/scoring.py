@@ -144,6 +144,12 @@ def _trade_rate(metrics: Mapping[str, float | int], trace: Mapping[str, Any]) ->
     return 1000.0 * metrics["num_trades"] / max(trace["bars_in_window"], 1)
 
 
+def profit_factor_term(profit_factor: float) -> float:
+    """The production score's part for the profit factor: above 0 for any config that trades, a
+    losing one too (+6.9 at break-even), which a run whose best trial lost money is told."""
+    return 10.0 * math.log1p(min(max(profit_factor, 0.0), 5.0))
+
+
 def production_score(metrics: Mapping[str, float | int], trace: Mapping[str, Any], scoring: Scoring) -> float:
     """Return, drawdown, profit factor, loss streak and over-trading in one number (module docstring)."""
     p_streak = min(max(metrics["max_loss_streak"] / scoring.streak_limit - 1.0, 0.0), 1.0)
@@ -151,7 +157,7 @@ def production_score(metrics: Mapping[str, float | int], trace: Mapping[str, Any
     return (
         100.0 * min(metrics["total_return"], 10.0)
         - 60.0 * metrics["max_drawdown"]
-        + 10.0 * math.log1p(min(max(metrics["profit_factor"], 0.0), 5.0))
+        + profit_factor_term(metrics["profit_factor"])
         - 15.0 * p_streak
         - 10.0 * p_rate_hi
     )

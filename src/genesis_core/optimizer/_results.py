@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import math
 import platform
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -33,6 +32,7 @@ from genesis_core.records import (
     failures,
     formatted,
 )
+from genesis_core.scoring import profit_factor_term
 
 
 class RunSummary(BaseModel):
@@ -117,7 +117,7 @@ def losing_best_warning(best: BestTrial, config: Mapping[str, Any]) -> str | Non
     line = (f"the best trial, #{best.number}, lost money (total_return {formatted(made, '+.2%')}, "
             f"profit factor {formatted(pf)}) and still scored {formatted(best.production_score)}")
     if objective == "production" and pf is not None:
-        line += (f": the production score pays a losing config {10.0 * math.log1p(min(max(pf, 0.0), 5.0)):+.2f} for its profit factor "
+        line += (f": the production score pays a losing config {profit_factor_term(pf):+.2f} for its profit factor "
                  "(10·log1p(PF)), and its return and drawdown terms shrink with the position size")
     elif objective != "production":
         line += f" (scoring.objective {objective})"
