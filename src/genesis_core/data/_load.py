@@ -68,9 +68,12 @@ MARKET_KEY = b"genesis.market"  # Parquet metadata: JSON {"exchange", "symbol", 
 MAX_SIDECAR_BYTES = 1 << 20  # a market's metadata is a few hundred bytes
 
 
+_SIDECAR = ".market.json"
+
+
 def market_sidecar(path: Path) -> Path:
     """Where a CSV file's market is declared (``genesis data download`` writes it): ``<file>.market.json``."""
-    return path.with_name(path.name + ".market.json")
+    return path.with_name(path.name + _SIDECAR)
 
 
 def file_market(path: Path) -> dict[str, Any] | None:
@@ -127,6 +130,12 @@ def _unnamed_time(frame: pd.DataFrame) -> str | None:
 SHOWN_BESIDE = 5  # candle files named when a file is not found
 
 
+def _named_as_candles(name: str) -> bool:
+    """Whether a file's name is a candle file's (``CANDLE_FILES``): not hidden, nor a CSV's market sidecar."""
+    name = name.lower()
+    return not name.startswith(".") and name.endswith(CANDLE_FILES) and not name.endswith(_SIDECAR)
+
+
 def _name_parts(name: str) -> set[str]:
     """A file name's words but its type's: exchange, symbol and timeframe, in whatever order."""
     return set(re.findall(r"[a-z0-9]+", name.lower())) - {"csv", "txt", "gz", "parquet", "pq", "feather", "json"}
@@ -138,8 +147,7 @@ def _beside(path: Path) -> str:
     that cannot download it."""
     folder = path.parent
     try:
-        names = [p.name for p in folder.iterdir() if p.name.lower().endswith(CANDLE_FILES) and not p.name.startswith(".")
-                 and not p.name.endswith(".market.json")] if folder.is_dir() else []
+        names = [p.name for p in folder.iterdir() if _named_as_candles(p.name)] if folder.is_dir() else []
     except OSError:  # a folder this user may not list: the error without them
         return ""
     if not names:
@@ -575,9 +583,8 @@ def candle_files(folder: Path) -> list[CandleFile]:
         raise DataError(f"{folder}: no such folder (candles from an exchange: `genesis data download`)")
     found = []
     for path in sorted(folder.iterdir()) if folder.is_dir() else [folder]:
-        name = path.name.lower()
-        if path != folder and (not path.is_file() or name.startswith(".") or not name.endswith(CANDLE_FILES)
-                               or name.endswith(_JSON) and not _json_array(path)):  # a CSV's .market.json, a backtest's
+        if path != folder and (not path.is_file() or not _named_as_candles(path.name)
+                               or path.name.lower().endswith(_JSON) and not _json_array(path)):  # a backtest's JSON
             continue
         try:
             found.append(CandleFile(path, file_market(path), load_candles(path), None))
