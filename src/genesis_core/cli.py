@@ -1250,7 +1250,7 @@ def data_check(
 @contextlib.contextmanager
 def _count_bar(what: str, show: bool) -> Iterator[Callable[[int, int], None] | None]:
     """A progress bar of ``what`` done of a total, with the time left (nothing when not shown): a
-    download's bars, check-equivalence's trials."""
+    download's bars, check-equivalence's trials, the artifacts validate reads."""
     if not show:
         yield None
         return

@@ -221,10 +221,10 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
     cache = CacheStats(total_trials=len(finished), cache_hits=hits, hit_rate=round(hits / len(finished), 4) if finished else 0.0,
                        unique_backtests=len(evaluated_here) - reused, reused_from_other_studies=reused)
     best = best_trial(trials)
-    best_record = None if best is None else BestTrial(
-        number=best.number, objective=best.value, production_score=best.user_attrs["production_score"],
-        params=spec.space.trial_params(best), result=folder.read_trial(best.number))
-    if best_record is not None:
+    best_record = None
+    if best is not None:
+        best_record = BestTrial(number=best.number, objective=best.value, production_score=best.user_attrs["production_score"],
+                                params=spec.space.trial_params(best), result=folder.read_trial(best.number))
         folder.write_best(best_record)
     states: dict[str, int] = {}
     outcomes: dict[str, int] = {}

@@ -416,7 +416,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
         code_version=code_version(),
         validation=v.model_dump(mode="json"),
         evaluated_trials=len(trials),
-        missing_artifacts=missing_artifacts(rows, {t.number for t in trials}),
+        missing_artifacts=missing_artifacts(rows, set(numbers)),
         eligible_note="VALID, unpruned, distinct configs" + ("" if v.constraints.include_scoring_failures
                                                              else ", explore constraints met"),
         eligible=len(eligible),
