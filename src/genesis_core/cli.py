@@ -42,7 +42,7 @@ if TYPE_CHECKING:  # the commands import what they use when they run, so `genesi
     from genesis_core.study import StudyConfig
     from genesis_core.workflow import PreflightFailed
 
-app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True)
+app = typer.Typer(help="Genesis-Core: find and promote strategy parameters without fooling yourself.", no_args_is_help=True, rich_markup_mode="markdown")
 model_app = typer.Typer(help="Train signal models and show what one was trained on.", no_args_is_help=True)
 data_app = typer.Typer(help="Candle files: check them, download and update them from exchanges, list them.", no_args_is_help=True)
 storage_app = typer.Typer(help="The study storage of a fleet: serve a database to many workers.", no_args_is_help=True)
@@ -767,7 +767,7 @@ def walk_forward(
     storage: Annotated[str | None, typer.Option(help="Storage URL; overrides meta.storage.")] = None,
     workers: Annotated[int | None, typer.Option(help="Worker processes; overrides meta.n_workers.")] = None,
     max_trials: Annotated[int | None, typer.Option(help="Trials per fold; overrides meta.stop.max_trials.")] = None,
-    study: Annotated[str | None, typer.Option(help="Name the folds' studies NAME-wf<i> instead of after meta.study_name.")] = None,
+    study: Annotated[str | None, typer.Option(help="Name the folds' studies `NAME-wf<i>` instead of after meta.study_name.")] = None,
     force_resume: Annotated[bool, typer.Option("--force-resume", help="Resume folds although their signature differs (recorded).")] = False,
     skip_preflight: Annotated[bool, typer.Option("--skip-preflight", help="Start without the preflight checks.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
@@ -966,9 +966,9 @@ def mcp(
 @app.command()
 @_handle_errors
 def report(
-    run: Annotated[str, typer.Argument(help="Run folder, or a study name under <results-dir>/runs; a walk-forward's "
-                                       "folder (<study>-walk-forward) gives its walk-forward report.")],
-    output: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: <run folder>/report.html).")] = None,
+    run: Annotated[str, typer.Argument(help="Run folder, or a study name under `<results-dir>/runs`; a walk-forward's "
+                                       "folder (`<study>-walk-forward`) gives its walk-forward report.")],
+    output: Annotated[Path | None, typer.Option("--out", help="HTML file to write (default: `<run folder>/report.html`).")] = None,
     results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
     storage: RunStorage = None,
 ) -> None:
@@ -1031,7 +1031,7 @@ def runs_list(
 @runs_app.command("show")
 @_handle_errors
 def runs_show(
-    run: Annotated[str, typer.Argument(help="Run folder, or a study name under <results-dir>/runs.")],
+    run: Annotated[str, typer.Argument(help="Run folder, or a study name under `<results-dir>/runs`.")],
     trial: Annotated[int | None, typer.Option(min=0, help="Show this trial: parameters, score, metrics, trace.")] = None,
     results_dir: Annotated[Path, typer.Option(help="The results folder.")] = Path("results"),
     as_json: Annotated[bool, typer.Option("--json", help="Print run.json (or the trial's artifact) as JSON.")] = False,
@@ -1302,8 +1302,8 @@ def data_download(
     start: Annotated[str, typer.Option(help="First bar (ISO date/time, UTC).")],
     timeframe: Annotated[str, typer.Option(help="Candle timeframe, e.g. 1h, 4h, 1d.")] = "1h",
     end: Annotated[str | None, typer.Option(help="Last bar, inclusive (default: the last closed candle).")] = None,
-    output: Annotated[Path | None, typer.Option("--out", help="File to write: .parquet (default data/<exchange>_<SYMBOL>_<tf>"
-                                                 ".parquet) or .csv.gz (market in <file>.market.json).")] = None,
+    output: Annotated[Path | None, typer.Option("--out", help="File to write: .parquet (default `data/<exchange>_<SYMBOL>_<tf>"
+                                                 ".parquet`) or .csv.gz (market in `<file>.market.json`).")] = None,
     api_url: ApiUrl = None,
     retries: Retries = 5,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
