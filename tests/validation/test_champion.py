@@ -238,6 +238,17 @@ def test_a_corrupt_trials_table_in_another_run_does_not_break_validation_and_is_
     refused = genesis("validate", str(junk))
     assert refused.returncode == 2 and "Traceback" not in refused.stderr
     assert f"error: {table}: line 2 is not a trial's row: number: Input should be a valid integer" in " ".join(refused.stderr.split())
+    shown = genesis("runs", "show", str(junk))  # validated: its staleness reads trials.csv's numbers alone
+    assert shown.returncode == 2 and "Traceback" not in shown.stderr
+    assert f"error: {table}: line 2 is not a trial's row: number abc is not a whole number" in " ".join(shown.stderr.split())
+    columns = header.count(",") + 1
+    for line, cells in ((",".join(first.split(",")[:3]), 3), (first + ",7", columns + 1)):  # cut short, one cell too many
+        table.write_text("\n".join([header, *rest[:2], line, *rest[2:]]) + "\n")
+        for command in (("validate", str(junk)), ("runs", "show", str(junk))):
+            refused = genesis(*command)  # a TypeError and an AttributeError traceback before
+            assert refused.returncode == 2 and "Traceback" not in refused.stderr, (command, refused.stderr)
+            assert (f"error: {table}: line 4 is not a trial's row: {cells} cell(s) under a header of {columns}"
+                    in " ".join(refused.stderr.split())), (command, refused.stderr)
 
 
 def test_min_improvement_refusal_promotion_and_rollback(fresh_run):

@@ -6,17 +6,18 @@ import contextlib
 import csv
 import fcntl
 import io
+import os
 import re
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Literal, Protocol, TypeVar
 
 from pydantic import ValidationError
 
 from genesis_core.backtest import BacktestConfig
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, clip
 from genesis_core.files import atomic_write, is_whole, read_file, remove_stale_temporaries, sync_all
 from genesis_core.records._base import Part, Record, SchemaError, iso, problems, read_record
 from genesis_core.records._trial import BestTrial, TrialArtifact, TrialRow
@@ -116,6 +117,34 @@ class RunRecord(Record):
 
 
 _TRIAL_FILE = re.compile(r"\d{6,}\.json")
+_T = TypeVar("_T")
+
+
+class _NotATrialRow(ValueError):
+    """A line of trials.csv read whole that holds no trial's row."""
+
+
+def _whole_rows(reader: csv.DictReader[str]) -> Iterator[dict[str, str]]:
+    """``reader``'s rows, each with a cell under every column and none past the last (a row cut
+    short ended in a TypeError traceback, one too long in an AttributeError)."""
+    columns = len(reader.fieldnames or ())
+    for row in reader:
+        if None in row or None in row.values():  # how DictReader marks a row longer or shorter than its header
+            cells = sum(v is not None for k, v in row.items() if k is not None) + len(row.get(None) or ())
+            raise _NotATrialRow(f"{cells} cell(s) under a header of {columns}")
+        yield row
+
+
+def _numbers(rows: Iterator[dict[str, str]]) -> set[int]:
+    """trials.csv's trial numbers, read from its number column alone: ``TrialRow.from_csv`` parses
+    every cell (7.7 s of 172,800 rows, for a staleness check that needs only these)."""
+    numbers = set()
+    for row in rows:
+        try:
+            numbers.add(int(row["number"]))
+        except ValueError:
+            raise _NotATrialRow(f"number {clip(row['number'])} is not a whole number") from None
+    return numbers
 
 
 def _trial_name(number: int) -> str:
@@ -259,14 +288,16 @@ class RunFolder:
         """Numbers of the trial artifacts here, in order. Files not named like one, and symlinks
         (every artifact is written as a plain file), are not ours."""
         folder = self._at("trials")
-        names = sorted(p.name for p in folder.iterdir()
-                       if _TRIAL_FILE.fullmatch(p.name) and not p.is_symlink() and p.is_file()) if folder.is_dir() else []
+        if not folder.is_dir():
+            return []
+        with os.scandir(folder) as entries:  # a directory entry knows its type: no stat a file (1.6 s of 172,800)
+            names = sorted(e.name for e in entries if _TRIAL_FILE.fullmatch(e.name) and e.is_file(follow_symlinks=False))
         return [int(n.removesuffix(".json")) for n in names]
 
     def evaluated_numbers(self, rows: list[TrialRow] | None = None) -> list[int]:
         """The trials of this run (trials.csv lists them: its ``rows``, when read already) that have
         an artifact here; any other file in trials/ is foreign and left alone."""
-        ours = {r.number for r in (self.read_trials_table() if rows is None else rows)}
+        ours = {r.number for r in rows} if rows is not None else self._read_trials(_numbers)
         return [n for n in self.trial_numbers() if n in ours]
 
     def remove_stale_temporaries(self) -> int:
@@ -286,16 +317,23 @@ class RunFolder:
     def read_trials_table(self) -> list[TrialRow]:
         """The rows; SchemaError naming the file, and the line of a row that is no trial's (a file
         edited or cut short by hand: other runs' validations read it too, which it ended in a traceback)."""
+        return self._read_trials(lambda rows: [TrialRow.from_csv(row) for row in rows])
+
+    def _read_trials(self, read: Callable[[Iterator[dict[str, str]]], _T]) -> _T:
+        """What ``read`` makes of trials.csv's rows, its errors said as ``read_trials_table`` says them."""
         path = self._at("trials.csv")
         reader = None
         try:
             with io.TextIOWrapper(io.BytesIO(read_file(path)), newline="") as fh:
                 reader = csv.DictReader(fh)
-                return [TrialRow.from_csv(row) for row in reader]
+                if reader.fieldnames is not None and "number" not in reader.fieldnames:
+                    raise SchemaError(f"{path}: line 1 names no number column: not a trials table")
+                return read(_whole_rows(reader))
         except OSError as exc:
             raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
-        except ValidationError as exc:
-            raise SchemaError(f"{path}: line {reader and reader.line_num} is not a trial's row: {problems(exc)}") from None
+        except (ValidationError, _NotATrialRow) as exc:
+            detail = problems(exc) if isinstance(exc, ValidationError) else str(exc)
+            raise SchemaError(f"{path}: line {reader and reader.line_num} is not a trial's row: {detail}") from None
         except (csv.Error, ValueError) as exc:  # a NUL byte, bytes that are not UTF-8
             raise SchemaError(f"{path}: line {reader and reader.line_num + 1}: not a trials table: {exc}") from None
 
