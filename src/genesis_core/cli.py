@@ -657,7 +657,7 @@ def _print_validation(report: ValidationReport) -> None:
         out.print(f"deflated Sharpe ratio of trial {dsr.trial} given {dsr.counted()}: {dsr.dsr:.3f} "
                   f"(per-bar Sharpe {dsr.sharpe_per_bar:.4f} vs {dsr.sr0_per_bar:.4f} expected from luck alone)")
         if dsr.dsr_effective is not None and dsr.effective_trials is not None:
-            out.print(f"  with the {dsr.effective_trials:.1f} independent trials they amount to (mean correlation "
+            out.print(f"  with the {dsr.effective_trials:,.1f} independent trials they amount to (mean correlation "
                       f"{dsr.mean_correlation:.2f}): {dsr.dsr_effective:.3f}")
     if o.pbo:
         out.print(f"probability of backtest overfitting: {o.pbo.pbo:.3f} (the explore favourite of {o.pbo.configs} distinct configs "

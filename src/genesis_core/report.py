@@ -112,17 +112,21 @@ class _Page:
 _PHASES = {SWEPT: "sweep points (grid, random or Sobol)", 1: "phase 1 (feasibility sampling)", 2: "phase 2 (production sampling)"}
 
 
+GL_POINTS = 10_000  # a history of more trials is drawn by WebGL: 172,800 as SVG took a browser 8 s to show
+
+
 def _history(rows: list[TrialRow]) -> go.Figure:
     """Production score per trial, by phase (a sweep's points apart: neither phase sampled them), with the best so far."""
     fig = go.Figure()
     done = [r for r in rows if r.production_score is not None and r.state == "COMPLETE"]
+    scatter = go.Scattergl if len(done) > GL_POINTS else go.Scatter
     for phase in sorted({r.phase for r in done if r.phase is not None}):
         mine = [r for r in done if r.phase == phase]
-        fig.add_trace(go.Scatter(x=[r.number for r in mine], y=[r.production_score for r in mine], mode="markers",
-                                 name=_PHASES.get(phase, f"phase {phase}")))
-    scores = np.array([r.production_score for r in done], dtype=np.float64)
-    fig.add_trace(go.Scatter(x=[r.number for r in done], y=np.maximum.accumulate(scores) if len(scores) else [], mode="lines",
-                             name="best so far"))
+        fig.add_trace(scatter(x=[r.number for r in mine], y=[r.production_score for r in mine], mode="markers",
+                              name=_PHASES.get(phase, f"phase {phase}")))
+    best = np.maximum.accumulate(np.array([r.production_score for r in done], dtype=np.float64))
+    steps = np.unique(np.r_[np.flatnonzero(np.diff(best, prepend=-np.inf)), len(best) - 1 if len(best) else []]).astype(np.int64)
+    fig.add_trace(go.Scatter(x=[done[i].number for i in steps], y=best[steps], mode="lines", line_shape="hv", name="best so far"))
     fig.update_layout(title="Optimisation history", xaxis_title="trial", yaxis_title="production score")
     return fig
 
@@ -162,8 +166,20 @@ def _importances(rows: list[TrialRow], space: SearchSpace) -> go.Figure | str:
     return fig
 
 
+PARALLEL_TRIALS = 5_000  # lines of the parallel coordinates: 172,800 took a browser 31 s to draw, and a blur to read
+PARALLEL_BEST = 500  # of them, the best by score: where the good configs lie is what the figure is read for
+
+
 def _parallel(rows: list[TrialRow]) -> go.Figure | None:
-    done = [r for r in rows if r.production_score is not None and r.outcome == "VALID"]
+    """The VALID trials' parameters and score, one line each; of more than ``PARALLEL_TRIALS``, the
+    ``PARALLEL_BEST`` best and the rest drawn at random (the same each time), as the title says."""
+    valid = [r for r in rows if r.production_score is not None and r.outcome == "VALID"]
+    done, title = valid, "Searched parameters of the VALID trials, coloured by production score"
+    if len(valid) > PARALLEL_TRIALS:
+        ranked = sorted(valid, key=lambda r: -(r.production_score or 0.0))
+        done = ranked[:PARALLEL_BEST] + random.Random(0).sample(ranked[PARALLEL_BEST:], PARALLEL_TRIALS - PARALLEL_BEST)
+        title += (f"<br><sup>{PARALLEL_TRIALS:,} of the {len(valid):,}: the {PARALLEL_BEST:,} best and "
+                  f"{PARALLEL_TRIALS - PARALLEL_BEST:,} drawn at random</sup>")
     paths = sorted({p for r in done for p in r.params})
     if not done or not paths:
         return None
@@ -181,7 +197,7 @@ def _parallel(rows: list[TrialRow]) -> go.Figure | None:
     dims.append({"label": "production score", "values": scores})
     fig = go.Figure(go.Parcoords(line={"color": scores, "colorscale": "Viridis", "showscale": True}, dimensions=dims,
                                  labelangle=-20, labelside="bottom"))
-    fig.update_layout(title="Searched parameters of the VALID trials, coloured by production score", height=560,
+    fig.update_layout(title=title, height=560,
                       margin={"b": 110})
     return fig
 
@@ -418,7 +434,7 @@ def _validation(report: ValidationReport) -> str:
     if o.deflated_sharpe and o.deflated_sharpe.dsr is not None:
         d = o.deflated_sharpe
         lines.append(f"deflated Sharpe ratio of trial {d.trial}: {d.dsr:.3f} given {d.counted()}"
-                     + (f"; {d.dsr_effective:.3f} given the {d.effective_trials:.1f} independent trials they amount to"
+                     + (f"; {d.dsr_effective:.3f} given the {d.effective_trials:,.1f} independent trials they amount to"
                         if d.dsr_effective is not None and d.effective_trials is not None else ""))
     if o.pbo:
         lines.append(f"probability of backtest overfitting: {o.pbo.pbo:.3f} ({o.pbo.configs} configs, {o.pbo.splits:,} splits)")

@@ -153,6 +153,51 @@ def test_the_importances_of_a_large_run_are_of_trials_drawn_at_random_and_say_so
     assert "drawn at random" not in report_module._importances(rows, space).layout.title.text
 
 
+def test_a_large_run_s_page_draws_its_history_by_webgl_and_its_best_trials_in_parallel_coordinates(report, monkeypatch, tmp_path):
+    """A 172,800-point sweep's page took a browser 41 s to show: 31 s for as many lines of parallel
+    coordinates (a blur), 8 s for as many SVG markers of its history. Over ``GL_POINTS`` completed
+    trials (here 10 of the 16) the history is drawn by WebGL; over ``PARALLEL_TRIALS`` (here 10)
+    the lines are the ``PARALLEL_BEST`` (here 3) best and the rest drawn at random, the same each
+    time, as the title says. The best so far is a step at each trial where it rose, and still reads
+    the best of the trials up to each one."""
+    from genesis_core import report as report_module
+    from genesis_core.records import RunFolder
+
+    folder = RunFolder(report[1])
+    rows = folder.read_trials_table()
+    done = [r for r in rows if r.state == "COMPLETE" and r.production_score is not None]
+    valid = [r for r in done if r.outcome == "VALID"]
+    assert len(done) == 16 and len(valid) > 10
+    for name, value in (("GL_POINTS", 10), ("PARALLEL_TRIALS", 10), ("PARALLEL_BEST", 3)):
+        monkeypatch.setattr(report_module, name, value)
+    history = report_module._history(rows)
+    *markers, best = history.data
+    assert {t.type for t in markers} == {"scattergl"} and sum(len(t.x) for t in markers) == 16
+    assert best.type == "scatter" and best.line.shape == "hv" and best.x[-1] == done[-1].number
+    steps = dict(zip(best.x, best.y, strict=True))
+    so_far = -math.inf
+    for r in done:  # the step drawn at each trial, the last one at or before it, is the best up to it
+        so_far = max(so_far, r.production_score or -math.inf)
+        assert steps[max(x for x in best.x if x <= r.number)] == so_far
+    parallel = report_module._parallel(rows)
+    assert parallel.to_json() == report_module._parallel(rows).to_json()
+    assert (f"10 of the {len(valid)}: the 3 best and 7 drawn at random"
+            in parallel.layout.title.text)
+    drawn = list(parallel.data[0].line.color)
+    ranked = sorted((r.production_score for r in valid), reverse=True)
+    assert len(drawn) == 10 and drawn[:3] == ranked[:3] and all(score in ranked for score in drawn)
+    monkeypatch.setattr(report_module, "PARALLEL_TRIALS", len(valid))  # all of them: nothing said
+    assert "drawn at random" not in report_module._parallel(rows).layout.title.text
+    monkeypatch.setattr(report_module, "PARALLEL_TRIALS", 10)
+    page = tmp_path / "large.html"
+    page.write_text(report_module.run_report(folder))
+    dom, console = render(page)
+    figures = rendered_figures(dom)
+    assert len(figures) == FIGURES and not console, console
+    assert all('class="main-svg"' in body for body in figures.values())
+    assert "<canvas" in figures["1"] and 'class="point"' not in figures["1"]  # the markers on a WebGL canvas
+
+
 def test_the_summary_counts_as_the_command_line_does(report, tmp_path):
     """A 163,000-point sweep's page said `163000 COMPLETE` where `runs show` says 163,000."""
     from genesis_core.records import RunFolder
