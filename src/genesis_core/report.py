@@ -36,6 +36,7 @@ from genesis_core.records import (
     BacktestRecord,
     ChampionStore,
     RunFolder,
+    SchemaError,
     TradeRecord,
     TrialArtifact,
     TrialRow,
@@ -366,10 +367,20 @@ def walk_forward_report(folder: RunFolder, backtester: Backtester | None = None)
     page.add("Fold tops", _table(["fold", "explore", "validation", "top trial", "explore score", "validation score", "gap",
                                   "validation return", "buy and hold", "passed", "DSR"], rows, left=3)
              + "".join(f"<p>fold {f.fold}: {html.escape(f.no_top)}</p>" for f in wf.folds if f.no_top))
-    results = [(f"fold {f.fold}: trial {f.top.trial}", _on_window(bt, folder.fold(f.run_dir).read_trial(f.top.trial).effective_config,
-                                                                  *f.validation)) for f in wf.folds if f.top is not None]
-    if results:
-        page.add("Out-of-sample equity", page.figure(_chained(results)))
+    tops, lost = [], []  # each fold's top: its label, its validation block and its config, from the fold's run
+    for f in wf.folds:
+        if f.top is not None:
+            try:
+                tops.append((f"fold {f.fold}: trial {f.top.trial}", f.validation,
+                             folder.fold(f.run_dir).read_trial(f.top.trial).effective_config))
+            except SchemaError as exc:  # a fold's run moved or deleted: the rest of the page is walk_forward.json's
+                lost.append(f"fold {f.fold}: {exc}")
+    if lost:
+        page.add("Out-of-sample equity", _notes(["not drawn: the chain re-runs each fold's top, and these cannot be read "
+                                                 "(restore their run folders)", *lost]))
+    elif tops:
+        page.add("Out-of-sample equity", page.figure(_chained([(label, _on_window(bt, config, *block))
+                                                               for label, block, config in tops])))
     return page.html()
 
 

@@ -384,6 +384,20 @@ def test_a_walk_forward_interrupted_in_a_fold_says_so_exits_130_and_goes_on_from
         "No such file or directory"]
     assert [line for line in lost.stderr.splitlines() if "fold 2: " not in line] == [
         line for line in shown.stderr.splitlines() if "fold 2: " not in line]
+    page_lost = tmp_path / "wf-lost.html"  # and its page: it ended in that one-line error, no page written
+    made = genesis("report", str(tmp_path / "results" / "runs" / "t-walk-forward"), "--out", str(page_lost))
+    assert made.returncode == 0, made.stderr
+    wf = json.loads((tmp_path / "results" / "runs" / "t-walk-forward" / "walk_forward.json").read_text())
+    top = next(f["top"]["trial"] for f in wf["folds"] if f["fold"] == 2)
+    text = page_lost.read_text()
+    assert text.split("<h2>Read with care</h2>")[1].split("<h2>")[0] == "".join(
+        f"<p class='note'>{html.escape(line.removeprefix('warning: '))}</p>" for line in lost.stderr.splitlines()
+        if line.startswith("warning: fold "))
+    assert text.split("<h2>Out-of-sample equity</h2>")[1].split("<p class='note'>genesis-core ")[0] == (
+        "<p class='note'>not drawn: the chain re-runs each fold&#x27;s top, and these cannot be read (restore their run "
+        f"folders)</p><p class='note'>fold 2: {tmp_path / 'results' / 'runs' / 't-wf2' / 'trials' / f'{top:06d}.json'}: "
+        "cannot read: No such file or directory</p>")
+    assert text.split("<h2>Fold tops</h2>")[1].count("<tr") == 4  # the table, from walk_forward.json, whole
     (tmp_path / "t-wf2").rename(tmp_path / "results" / "runs" / "t-wf2")
     stored = json.loads((tmp_path / "results" / "runs" / "t-walk-forward" / "walk_forward.json").read_text())
     assert stored["complete"] and [f["fold"] for f in stored["folds"]] == [1, 2, 3]
