@@ -181,6 +181,25 @@ def test_a_grid_sweep_then_the_same_sweep_again_adds_nothing_and_optimize_goes_o
     assert report["evaluated_trials"] >= 54 and not report["missing_artifacts"]
 
 
+def test_a_sweep_s_progress_tells_the_best_of_the_study_so_far_after_each_chunk(tmp_path, monkeypatch):
+    """The best was the whole study's, scanned after each chunk: a 981,552-point sweep took 1,271 s,
+    38% of its process's time in that scan (307,200 points: 153 s, 97 s without it). It is now the
+    best of the study when the sweep started, then of each chunk added, and still says what the
+    study's trials say: here a sweep into a study whose 54 grid trials hold its best, in chunks of 5."""
+    from genesis_core.optimizer import best_score
+
+    path = _config(tmp_path)
+    sweep(load_study_config(path).spec(), SweepOptions("grid", levels=3, workers=1))
+    before = _study(tmp_path).trials
+    monkeypatch.setattr(sweep_module, "CHUNK", 5)
+    told = []
+    sweep(load_study_config(path).spec(), SweepOptions("sobol", points=40, seed=1, workers=1), on_progress=told.append)
+    trials = _study(tmp_path).trials
+    assert len(trials) == len(before) + 40 and [p.completed for p in told] == list(range(5, 45, 5))
+    assert [p.best for p in told] == [best_score(trials[:len(before) + p.completed]) for p in told]
+    assert told[0].best == best_score(before) != best_score(trials[len(before):len(before) + 5])  # the study's, not the chunk's
+
+
 def test_the_sweep_s_next_command_goes_on_from_its_trials_within_the_budget_and_the_study_they_went_to(tmp_path):
     """The sweep's last line names the optimize command that goes on from its trials. The budget
     counts them, so where they meet it already the command raises it by the config's budget (it
