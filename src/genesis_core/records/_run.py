@@ -314,10 +314,11 @@ class RunFolder:
         writer.writerows([c.get(k) for k in columns] for c in cells)
         self._write("trials.csv", buf.getvalue())
 
-    def read_trials_table(self) -> list[TrialRow]:
-        """The rows; SchemaError naming the file, and the line of a row that is no trial's (a file
-        edited or cut short by hand: other runs' validations read it too, which it ended in a traceback)."""
-        return self._read_trials(lambda rows: [TrialRow.from_csv(row) for row in rows])
+    def read_trials_table(self, only: Collection[str] | None = None) -> list[TrialRow]:
+        """The rows (with ``only``, of those columns: ``TrialRow.from_csv``); SchemaError naming the
+        file, and the line of a row that is no trial's (a file edited or cut short by hand: other
+        runs' validations read it too, which it ended in a traceback)."""
+        return self._read_trials(lambda rows: [TrialRow.from_csv(row, only) for row in rows])
 
     def _read_trials(self, read: Callable[[Iterator[dict[str, str]]], _T]) -> _T:
         """What ``read`` makes of trials.csv's rows, its errors said as ``read_trials_table`` says them."""
