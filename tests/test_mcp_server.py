@@ -396,6 +396,65 @@ def test_expensive_calls_run_one_at_a_time_and_the_rest_are_answered_busy(served
     asyncio.run(main())
 
 
+def test_query_trials_pages_are_the_whole_rows_filtered_and_sorted_though_only_their_columns_are_read(served, tmp_path):
+    """query_trials read every cell of trials.csv each call (981,552 rows: 33 s, 3.7 GB). It now
+    filters and sorts on the columns asked of and reads the page's rows whole; each page is still
+    the whole rows filtered and sorted: here with a parameter only later sessions searched (rows
+    without it come last, in file order) and a metric one row lacks (it comes last)."""
+    import csv
+    import math
+    import shutil
+
+    from genesis_core.records import RunFolder
+
+    copy = tmp_path / "results" / "runs" / "t"
+    shutil.copytree(served / "results" / "runs" / "t", copy, symlinks=True)
+    table = copy / "trials.csv"
+    with table.open() as fh:
+        rows = list(csv.DictReader(fh))
+    for i, row in enumerate(rows):
+        row["param:extra"] = str(i % 5 * 0.5) if i >= 8 else ""  # searched from trial 8 on
+    rows[3]["sharpe"] = ""  # not measured
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    whole = [r.to_csv() for r in RunFolder(copy).read_trials_table()]
+
+    def expected(sort_by, descending=False, outcome=None, min_score=None):  # what the tool gave before, from whole rows
+        picked = [r for r in whole if (outcome is None or r["outcome"] == outcome)
+                  and (min_score is None or (r["production_score"] is not None and r["production_score"] >= min_score))]
+        present = [r for r in picked if isinstance(r.get(sort_by), int | float)]
+        absent = [r for r in picked if not isinstance(r.get(sort_by), int | float)]
+        present.sort(key=lambda r: r[sort_by] if not (isinstance(r[sort_by], float) and math.isnan(r[sort_by])) else -math.inf,
+                     reverse=descending)
+        return present + absent
+
+    server = mcp_server.build_server(tmp_path / "results", served / "configs")
+    scores = sorted(r["production_score"] for r in whole if r["production_score"] is not None)
+
+    async def main() -> None:
+        async with Client(server) as client:
+            for query in ({"sort_by": "param:extra", "descending": True}, {"sort_by": "sharpe"}, {"sort_by": "config_fingerprint"},
+                          {"sort_by": "production_score", "descending": True, "outcome": "VALID"},
+                          {"sort_by": "number", "min_score": scores[len(scores) // 2]}):
+                want, got, offset = expected(**query), [], 0
+                while offset is not None:
+                    result = await client.call_tool("query_trials", {"run": "t", **query, "limit": 3, "offset": offset})
+                    assert not result.is_error, result.content
+                    page = result.structured_content
+                    assert page["total"] == len(want)
+                    got += page["items"]
+                    offset = page["next_offset"]
+                assert json.dumps(got, sort_keys=True) == json.dumps(want, sort_keys=True), query
+                if query["sort_by"] == "param:extra":  # those without it last, in file order
+                    assert [r["number"] for r in got][-8:] == list(range(8))
+            error = _error(await client.call_tool("query_trials", {"run": "t", "sort_by": "nope"}))
+            assert error["message"] == f"sort_by 'nope' is not a column; columns: {', '.join(whole[0])}"
+
+    asyncio.run(main())
+
+
 def test_foreign_files_in_trials_are_left_alone(served, tmp_path):
     import shutil
 

@@ -6,6 +6,7 @@ import contextlib
 import csv
 import fcntl
 import io
+import itertools
 import os
 import re
 import time
@@ -135,16 +136,13 @@ def _whole_rows(reader: csv.DictReader[str]) -> Iterator[dict[str, str]]:
         yield row
 
 
-def _numbers(rows: Iterator[dict[str, str]]) -> set[int]:
-    """trials.csv's trial numbers, read from its number column alone: ``TrialRow.from_csv`` parses
-    every cell (7.7 s of 172,800 rows, for a staleness check that needs only these)."""
-    numbers = set()
-    for row in rows:
-        try:
-            numbers.add(int(row["number"]))
-        except ValueError:
-            raise _NotATrialRow(f"number {clip(row['number'])} is not a whole number") from None
-    return numbers
+def _number(row: dict[str, str]) -> int:
+    """A row's trial number, read from its number column alone: ``TrialRow.from_csv`` parses every
+    cell (7.7 s of 172,800 rows, for a staleness check that needs only these)."""
+    try:
+        return int(row["number"])
+    except ValueError:
+        raise _NotATrialRow(f"number {clip(row['number'])} is not a whole number") from None
 
 
 def _trial_name(number: int) -> str:
@@ -297,7 +295,7 @@ class RunFolder:
     def evaluated_numbers(self, rows: list[TrialRow] | None = None) -> list[int]:
         """The trials of this run (trials.csv lists them: its ``rows``, when read already) that have
         an artifact here; any other file in trials/ is foreign and left alone."""
-        ours = {r.number for r in rows} if rows is not None else self._read_trials(_numbers)
+        ours = {r.number for r in rows} if rows is not None else self._read_trials(lambda rows: set(map(_number, rows)))
         return [n for n in self.trial_numbers() if n in ours]
 
     def remove_stale_temporaries(self) -> int:
@@ -314,11 +312,23 @@ class RunFolder:
         writer.writerows([c.get(k) for k in columns] for c in cells)
         self._write("trials.csv", buf.getvalue())
 
-    def read_trials_table(self, only: Collection[str] | None = None) -> list[TrialRow]:
-        """The rows (with ``only``, of those columns: ``TrialRow.from_csv``); SchemaError naming the
-        file, and the line of a row that is no trial's (a file edited or cut short by hand: other
-        runs' validations read it too, which it ended in a traceback)."""
-        return self._read_trials(lambda rows: [TrialRow.from_csv(row, only) for row in rows])
+    def read_trials_table(self, only: Collection[str] | None = None, numbers: Collection[int] | None = None) -> list[TrialRow]:
+        """The rows (with ``only``, of those columns: ``TrialRow.from_csv``; with ``numbers``, of those
+        trials alone); SchemaError naming the file, and the line of a row that is no trial's (a file
+        edited or cut short by hand: other runs' validations read it too, which it ended in a traceback)."""
+        if numbers is None:
+            return self._read_trials(lambda rows: [TrialRow.from_csv(row, only) for row in rows])
+        wanted = set(numbers)
+
+        def read(rows: Iterator[dict[str, str]]) -> list[TrialRow]:  # till the last wanted: a run's first row at once
+            found = []
+            for row in itertools.takewhile(lambda _: wanted, rows):
+                if (number := _number(row)) in wanted:
+                    wanted.discard(number)
+                    found.append(TrialRow.from_csv(row, only))
+            return found
+
+        return self._read_trials(read)
 
     def _read_trials(self, read: Callable[[Iterator[dict[str, str]]], _T]) -> _T:
         """What ``read`` makes of trials.csv's rows, its errors said as ``read_trials_table`` says them."""
