@@ -296,7 +296,7 @@ class TrialRow(Part):
     @classmethod
     def from_csv(cls, cells: dict[str, str], only: Collection[str] | None = None) -> TrialRow:
         """A row of trials.csv; with ``only``, of those columns (and number and state) alone, the other
-        fields at their defaults: half the time and memory where a few columns are read."""
+        fields at their defaults: half the time, and a quarter less memory, where a few columns are read."""
         cells = {_OLD_COLUMNS.get(k, k): v for k, v in cells.items()}  # a trials.csv written before the renames
         if only is not None:
             cells = {k: v for k, v in cells.items() if k in only or k in _KEY}
