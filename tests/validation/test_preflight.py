@@ -188,6 +188,41 @@ def test_an_existing_study_with_another_signature_fails_and_a_matching_one_passe
     assert _by_name(preflight(changed, force_resume=True))["storage"].status == "warn"
 
 
+def test_a_journal_whose_other_studies_hold_many_trials_or_a_sweep_that_would_make_it_so_is_a_warning(tmp_path, monkeypatch):
+    """Every process reads a journal whole as it starts, whatever study it runs: after sweeps of
+    1.6 million trials into a results folder's journal, a 5-trial run of a new study took 71 s and
+    6.5 GB, and nothing said why. Over ``SHARED_TRIALS`` other studies' trials (here 5) preflight
+    says so, with the time it took and a journal of the study's own; so does a sweep of more
+    points than that into the default journal, or one other studies share."""
+    import re
+
+    from genesis_core import preflight as preflight_module
+    from genesis_core.optimizer import SweepOptions
+
+    monkeypatch.setattr(preflight_module, "SHARED_TRIALS", 5)
+    other = validated_config(tmp_path, "other.yaml", meta={"study_name": "other", "stop": {"max_trials": 6}})
+    optimize(other)
+    mine = validated_config(tmp_path)
+    journal = f"journal:///{tmp_path / 'results' / 'optuna.journal'}"
+    shared = _by_name(preflight(mine))["shared journal"]
+    assert shared.status == "warn" and re.fullmatch(
+        f"{re.escape(journal)} holds 10 trials of 2 other studies \\(other 6, other\\.feasibility 4\\), which every process of this run reads as it starts "
+        f"\\(\\d+\\.\\d s here, and memory for each trial\\); a study in a journal of its own starts at once: --storage "
+        f"journal:///{re.escape(str(tmp_path / 'results' / 't.journal'))} \\(or meta.storage\\)", shared.detail), shared.detail
+    own = f"journal:///{tmp_path / 'results' / 't.journal'}"
+    assert "shared journal" not in _by_name(preflight(mine, storage=own))  # its own: nothing else read
+    grid = SweepOptions("grid", levels=2)  # every choice of the test space's categoricals: 12 points
+    assert _by_name(preflight(mine, storage=own, sweep=grid)).get("shared journal") is None
+    empty = tmp_path / "fresh"
+    empty.mkdir()
+    swept = _by_name(preflight(validated_config(empty), sweep=grid))["shared journal"]  # the default journal, none in it yet
+    assert swept.detail == (f"this sweep adds 12 trials to journal:///{empty / 'results' / 'optuna.journal'}, which every process "
+                            "of every other study in it then reads as it starts (the results folder default); a study in a journal "
+                            f"of its own starts at once: --storage journal:///{empty / 'results' / 't.journal'}")
+    monkeypatch.setattr(preflight_module, "SHARED_TRIALS", 10)
+    assert "shared journal" not in _by_name(preflight(mine))
+
+
 def test_cli_exit_codes_json_and_optimize_refusing_to_start(tmp_path):
     bad = validated_config(tmp_path, "bad.yaml", parameters={**PARAMETERS, "thresholds.entry_conf_overall":
                                                              {"type": "float", "low": 0.5, "high": 0.6}})

@@ -11,13 +11,14 @@ from genesis_core.optimizer._config import (
 )
 from genesis_core.optimizer._results import RunSummary, best_score, fold_cautions, folder_cautions, run_cautions
 from genesis_core.optimizer._run import OnProgress, Progress, RunOptions, optimize
-from genesis_core.optimizer._samplers import PRUNERS, SAMPLERS, sampler_class
+from genesis_core.optimizer._samplers import FEASIBILITY_SUFFIX, PRUNERS, SAMPLERS, sampler_class
 from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import (
     RunFiles,
     StorageError,
     StorageUnavailable,
     check_clock,
+    default_storage_url,
     open_storage,
     probe_storage,
     recover_stale_trials,
@@ -30,9 +31,9 @@ from genesis_core.optimizer._sweep import SweepOptions, sweep, sweep_points, swe
 from genesis_core.optimizer._worker import EVALUATED, Worker, measure, settled_heap
 
 __all__ = [
-    "EVALUATED", "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
+    "EVALUATED", "FEASIBILITY_SUFFIX", "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
     "ResumeBlocked", "RunFiles", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "SweepOptions", "Worker",
-    "best_score", "check_clock", "fold_cautions", "folder_cautions", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
+    "best_score", "check_clock", "default_storage_url", "fold_cautions", "folder_cautions", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
     "recover_stale_trials", "redact", "run_cautions", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
     "sweep_points", "sweep_processes", "sweep_size",
 ]
