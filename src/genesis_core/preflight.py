@@ -354,8 +354,9 @@ def _check_storage(study: StudySpec, bt: Backtester, force_resume: bool, adding:
 def _check_shared_journal(study: StudySpec, storage: BaseStorage | None, seconds: float, adding: int) -> Check | None:
     """A journal is read whole by every process that opens it, whatever study it runs: a 5-trial
     run of a new study beside 1.6 million trials of other studies (sweeps) took 71 s and 6.5 GB.
-    Said when its other studies (this one's phase-1 companion is its own) hold more than ``SHARED_TRIALS`` trials, or when a sweep would add
-    that many to the results folder's default journal or one other studies share; None otherwise."""
+    Said when its other studies (this one's phase-1 companion is its own) hold more than
+    ``SHARED_TRIALS`` trials, or when a sweep would add that many to the results folder's default
+    journal or one other studies share; None otherwise."""
     url = study.storage_url
     if not url.startswith("journal"):  # a database's studies are read each on its own
         return None
@@ -369,8 +370,9 @@ def _check_shared_journal(study: StudySpec, storage: BaseStorage | None, seconds
                      f"{'y' if len(others) == 1 else 'ies'} ({named}), which every process of this run reads as it starts "
                      f"({seconds:.1f} s here, and memory for each trial); {own} (or meta.storage)")
     if adding > SHARED_TRIALS and (others or url == default_storage_url(study.config.meta.results_dir)):
+        told = named or "the results folder's default journal"
         return Check("shared journal", "warn", f"this sweep adds {adding:,} trials to {redact(url)}, which every process of every "
-                     f"other study in it then reads as it starts ({named or 'the results folder default'}); {own}")
+                     f"other study in it then reads as it starts ({told}); {own}")
     return None
 
 

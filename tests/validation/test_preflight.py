@@ -217,8 +217,8 @@ def test_a_journal_whose_other_studies_hold_many_trials_or_a_sweep_that_would_ma
     empty.mkdir()
     swept = _by_name(preflight(validated_config(empty), sweep=grid))["shared journal"]  # the default journal, none in it yet
     assert swept.detail == (f"this sweep adds 12 trials to journal:///{empty / 'results' / 'optuna.journal'}, which every process "
-                            "of every other study in it then reads as it starts (the results folder default); a study in a journal "
-                            f"of its own starts at once: --storage journal:///{empty / 'results' / 't.journal'}")
+                            "of every other study in it then reads as it starts (the results folder's default journal); a study in a "
+                            f"journal of its own starts at once: --storage journal:///{empty / 'results' / 't.journal'}")
     monkeypatch.setattr(preflight_module, "SHARED_TRIALS", 10)
     assert "shared journal" not in _by_name(preflight(mine))
 
