@@ -145,6 +145,11 @@ def _number(row: dict[str, str]) -> int:
         raise _NotATrialRow(f"number {clip(row['number'])} is not a whole number") from None
 
 
+def _leads_outside(path: Path, within: Path | None) -> bool:
+    """Whether ``path`` resolves outside ``within`` (a link out of a served folder); never without one."""
+    return within is not None and not path.resolve().is_relative_to(within.resolve())
+
+
 def _trial_name(number: int) -> str:
     """Trial ``number``'s artifact, inside the run folder (the name ``_TRIAL_FILE`` matches)."""
     return f"trials/{number:06d}.json"
@@ -196,7 +201,7 @@ class RunFolder:
     def _at(self, *parts: str) -> Path:
         """The path of a file of this run; SchemaError if ``within`` is set and it resolves outside."""
         path = self.path.joinpath(*parts)
-        if self.within is not None and not path.resolve().is_relative_to(self.within.resolve()):
+        if _leads_outside(path, self.within):
             raise SchemaError(f"{path} leads outside the served folder; not read")
         return path
 
@@ -421,7 +426,7 @@ def walk_forwards(results_dir: Path, within: Path | None = None) -> tuple[list[t
     lead outside ``within``, unsaid)."""
     found, unreadable = [], []
     for path in sorted((Path(results_dir) / "runs").glob(f"*/{WALK_FORWARD_FILE}")):
-        if within is not None and not path.resolve().is_relative_to(within.resolve()):
+        if _leads_outside(path, within):
             continue
         try:
             found.append((path.parent.name, read_record(path, WalkForwardReport)))
@@ -439,7 +444,7 @@ def finished_runs(results_dir: Path, within: Path | None = None) -> tuple[list[R
     for path in sorted(folder.iterdir()) if folder.is_dir() else []:
         run_folder = RunFolder(path, within=within)
         try:
-            if within is not None and not path.resolve().is_relative_to(within.resolve()) or not run_folder.exists():
+            if _leads_outside(path, within) or not run_folder.exists():
                 continue
             run = run_folder.read_run()
             validation = run_folder.read_validation() if run_folder.is_validated() else None
