@@ -165,7 +165,8 @@ def data_symbol(config: BacktestConfig, candles: Candles) -> str | None:
     """The market of the data: what ``data.symbol`` declares and what the file says, which must agree."""
     declared = config.data.symbol
     if declared and candles.symbol and not same_symbol(declared, candles.symbol):
-        raise ConfigError(f"data.symbol {declared} but {candles.source} says it holds {candles.symbol}")
+        raise ConfigError(f"data.symbol {declared} but {candles.source} says it holds {candles.symbol}: declare data.symbol "
+                          f"{candles.symbol}, or use a file of {declared}")
     return declared or candles.symbol
 
 

@@ -228,6 +228,7 @@ def backtest(
         result = bt.run(cfg)
         sc = ScoreRecord.of(score(result.metrics, result.trace, Scoring(), Constraints()))
         record = backtest_record(result).model_copy(update={"score": sc, "buy_and_hold": result.window.held_return})
+        cautions = _cautions(bt, result, record, seen)  # before any file: what they refuse (data of another market) writes none
         payload = record.model_dump(mode="json")
         path = output or Path("results/backtests") / f"{cfg.strategy}-{result.config_fingerprint[:10]}-{result.window.fingerprint[:10]}.json"
         watch(path)
@@ -238,7 +239,6 @@ def backtest(
             ser = record.series
             _write_csv(equity_csv, [{"time": t, "equity": e, "drawdown": d} for t, e, d in zip(ser.time, ser.equity, ser.drawdown, strict=True)],
                        ["time", "equity", "drawdown"])
-        cautions = _cautions(bt, result, record, seen)
         if report is not None:
             from genesis_core.report import backtest_report
 

@@ -43,6 +43,34 @@ def test_bundled_file_matches_provenance(btc):
         assert round(btc.close[i]) == close
 
 
+def test_each_bundled_file_declares_its_market_so_a_config_of_another_is_refused(tmp_path):
+    """The bundled CSVs said no market, so `backtest -c configs/reference.yaml --data
+    data/BTCUSDT_1h_binance.csv.gz` ran the model trained on Bitfinex's BTC/USD on Binance's BTC/USDT
+    as BTCUSD, with no word: each now has the ``.market.json`` a download writes beside a CSV."""
+    from genesis_core.data import file_market
+
+    for name, exchange, symbol in (("BTCUSD_1h_bitfinex.csv.gz", "bitfinex", "BTC/USD"), ("BTCUSDT_1h_binance.csv.gz", "binance", "BTC/USDT"),
+                                   ("tBTCUSD_1h_sample.csv.gz", "bitfinex", "BTC/USD")):
+        candles = load_candles(ROOT / "data" / name)
+        market = file_market(ROOT / "data" / name)
+        assert candles.symbol == symbol and market is not None
+        assert (market["exchange"], market["timeframe"], market["first_bar"], market["last_bar"], market["bars"]) == \
+            (exchange, candles.timeframe, format_ts(candles.timestamps[0]), format_ts(candles.timestamps[-1]), len(candles))
+    listed = genesis("data", "list", "--json")
+    assert {(Path(f["path"]).name, f["exchange"], f["symbol"]) for f in json.loads(listed.stdout)} >= \
+        {("BTCUSD_1h_bitfinex.csv.gz", "bitfinex", "BTC/USD"), ("BTCUSDT_1h_binance.csv.gz", "binance", "BTC/USDT")}
+
+    out = tmp_path / "r.json"
+    refused = genesis("backtest", "-c", "configs/reference.yaml", "--data", "data/BTCUSDT_1h_binance.csv.gz", "--out", str(out))
+    assert refused.returncode == 2 and not out.exists()
+    assert refused.stderr.strip() == ("error: data.symbol BTCUSD but data/BTCUSDT_1h_binance.csv.gz says it holds BTC/USDT: declare "
+                                      "data.symbol BTC/USDT, or use a file of BTCUSD")
+    declared = tmp_path / "usdt.yaml"
+    declared.write_text((ROOT / "configs" / "reference.yaml").read_text().replace("symbol: BTCUSD ", "symbol: BTC/USDT "))
+    ran = genesis("backtest", "-c", str(declared), "--data", "data/BTCUSDT_1h_binance.csv.gz", "--out", str(out))
+    assert ran.returncode == 0 and "warning: model builtin:btcusd_1h was trained on BTCUSD 1h, the data is BTC/USDT 1h" in ran.stderr
+
+
 def test_arrays_are_read_only(sample):
     with pytest.raises(ValueError):
         sample.close[0] = 1.0

@@ -91,6 +91,11 @@ def test_data_of_another_market_fails_unless_allowed_and_then_is_recorded(tmp_pa
     base = tmp_path / "declared.yaml"
     base.write_text((ROOT / "configs" / "reference.yaml").read_text().replace("symbol: BTCUSD", "symbol: ETHUSD"))
     contradicted = write_config(tmp_path, "c.yaml", meta={"base_config": str(base), "data": None})
+    assert _checks(contradicted)["market"].detail == (f"data.symbol ETHUSD but {BTC_FILE} says it holds BTC/USD: declare "
+                                                      "data.symbol BTC/USD, or use a file of ETHUSD")
+    bare = tmp_path / "bare.csv.gz"  # a CSV that declares no market: the base config's data.symbol says it
+    shutil.copyfile(BTC_FILE, bare)
+    base.write_text(base.read_text().replace("data/BTCUSD_1h_bitfinex.csv.gz", str(bare)))
     assert "meta.symbol BTCUSD but the data" in _checks(contradicted)["market"].detail
 
 
@@ -98,7 +103,8 @@ def test_a_champion_measured_on_other_data_or_of_another_strategy_is_not_merged_
     run = tmp_path / "results" / "runs" / "t"
     shutil.copytree(validated_run, run)
     assert promote(run).promoted
-    other = ROOT / "data" / "BTCUSDT_1h_binance.csv.gz"  # the same market, other bars: another exchange's
+    other = tmp_path / "binance.csv.gz"  # other bars (another exchange's), declared as the same market
+    shutil.copyfile(ROOT / "data" / "BTCUSDT_1h_binance.csv.gz", other)
     path = validated_config(tmp_path, "o.yaml", meta={"data": str(other), "stop": {"max_trials": 16}})
     check = _checks(path)["market"]
     assert check.status == "fail" and "the BTCUSD 1h champion was measured on" in check.detail and str(other) in check.detail
@@ -119,8 +125,15 @@ def test_a_champion_measured_on_other_data_or_of_another_strategy_is_not_merged_
 
 
 def test_a_trained_model_records_its_market_span_and_code(tmp_path):
-    refused = _genesis("model", "train", "--out", str(tmp_path / "m.json"), "--start", "2019-01-01", "--end", "2019-06-30")
+    bare = tmp_path / "bare.csv.gz"  # a CSV that declares no market
+    shutil.copyfile(BTC_FILE, bare)
+    refused = _genesis("model", "train", "--data", str(bare), "--out", str(tmp_path / "m.json"), "--start", "2019-01-01",
+                       "--end", "2019-06-30")
     assert refused.returncode == 2 and "does not say which market it holds: give --symbol" in refused.stderr
+    wrong = _genesis("model", "train", "--symbol", "ETHUSD", "--out", str(tmp_path / "m.json"), "--start", "2019-01-01")
+    assert wrong.returncode == 2 and f"--symbol ETHUSD but data/{BTC_FILE.name} holds BTC/USD" in wrong.stderr
+    said = _genesis("model", "train", "--out", str(tmp_path / "m.json"), "--start", "2019-01-01", "--end", "2019-06-30")
+    assert said.returncode == 0 and json.loads((tmp_path / "m.json").read_text())["training"]["symbol"] == "BTC/USD"
     done = _genesis("model", "train", "--out", str(tmp_path / "m.json"), "--symbol", "BTCUSD", "--start", "2019-01-01",
                     "--end", "2019-06-30")
     assert done.returncode == 0, done.stderr
@@ -192,7 +205,7 @@ def test_a_model_trained_on_another_market_or_timeframe_still_makes_its_days_in_
                                              "allow_cross_market": True, "stop": {"max_trials": 3}},
                             validation={**VALIDATION, "windows": [inside, VALIDATION["windows"][1]]})
     checks = _checks(path)
-    assert checks["market"].status == "warn" and "trained on BTCUSD 1h, the data is BTCUSDT 1h" in checks["market"].detail
+    assert checks["market"].status == "warn" and "trained on BTCUSD 1h, the data is BTC/USDT 1h" in checks["market"].detail
     span = "the training span of model builtin:btcusd_1h (2018-06-01..2021-12-31, BTCUSD 1h, another market on the same days)"
     overlaps = f"validation 1 2021-06-01..2021-08-31 overlaps {span}: in-sample for the model"
     assert checks["model training"].status == "fail" and checks["model training"].detail == overlaps
