@@ -53,7 +53,7 @@ from genesis_core.optimizer import (
     sweep_processes,
     sweep_size,
 )
-from genesis_core.records import ChampionRecord, CheckRecord, PreflightRecord, names
+from genesis_core.records import ChampionRecord, CheckRecord, PreflightRecord, finite_metrics, names
 from genesis_core.scoring import score
 from genesis_core.study import StudyConfig, load_study_config
 from genesis_core.validation import WindowSpec, fold_windows, market_runs, tried_alike
@@ -236,7 +236,8 @@ def _run(study: StudySpec, bt: Backtester, point: dict[str, Any]) -> BacktestRes
 
 
 def _outcome_key(result: BacktestResult) -> str:
-    return fingerprint({"metrics": result.metrics, "trace": result.trace})
+    """The outcome as a record holds it: a metric beyond the arithmetic (prices of 1e-307) is None."""
+    return fingerprint({"metrics": finite_metrics(result.metrics), "trace": result.trace})
 
 
 def _bases(study: StudySpec, point: dict[str, Any]) -> list[dict[str, Any]]:
@@ -450,9 +451,16 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
         return [*checks, Check("smoke run", "fail", f"the base point does not run: {exc}")]
     sc = score(result.metrics, result.trace, study.config.scoring, study.config.constraints)
     trades = result.metrics["num_trades"]
-    checks.append(Check("smoke run", "pass" if trades else "fail",
-                        f"{trades} trades, outcome {sc.outcome.value}, production score {sc.production:.3f}" if trades else
-                        f"no trade at the base point: {sc.outcome.value}, blocked {result.trace['blocked']}"))
+    overflowed = [k for k, v in finite_metrics(result.metrics).items() if v is None]
+    if overflowed:  # the data's prices (1e-307 passes every candle check) or sizes: every trial would be INVALID_NUMERIC
+        closes = result.window.candles.close[result.window.start_index:]
+        checks.append(Check("smoke run", "fail", f"the base point's {', '.join(overflowed)} are not finite numbers "
+                            f"({sc.outcome.value}): the prices or sizes are beyond what the arithmetic holds (the window's "
+                            f"closes are {closes.min():.4g} .. {closes.max():.4g})"))
+    else:
+        checks.append(Check("smoke run", "pass" if trades else "fail",
+                            f"{trades} trades, outcome {sc.outcome.value}, production score {sc.production:.3f}" if trades else
+                            f"no trade at the base point: {sc.outcome.value}, blocked {result.trace['blocked']}"))
     thin = thin_fill(result)
     if thin is not None:  # the smoke run's fills: the size the study's trials trade at
         checks.append(Check("liquidity", "warn", f"the base point's {thin}"))

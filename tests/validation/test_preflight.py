@@ -518,3 +518,39 @@ def test_indicators_that_still_remember_where_their_warm_up_began_are_warned_of_
     check = _by_name(preflight(config))["warm-up"]
     assert check.status == "warn" and check.detail.startswith("at the base point on the explore window, its "), check
     assert "after 2,424 bars of warm-up and" in check.detail and check.detail.endswith("set data.warmup_bars: 7272 or more")
+
+
+def test_prices_beyond_the_arithmetic_fail_the_smoke_run_and_their_trials_are_not_taken_for_a_parameter_that_changes_nothing(tmp_path):
+    """Prices of 1e-307 pass every candle check, and every backtest on them is INVALID_NUMERIC. The
+    smoke run passed them ("1 trades, outcome INVALID_NUMERIC"), the inert-parameter check then ended
+    `genesis optimize` in a traceback (a metric's NaN fingerprinted), and a run started anyway
+    warned that its configs gave identical metrics, a searched parameter changing nothing."""
+    import csv
+    import gzip
+
+    lines = gzip.open(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", "rt").read().splitlines()[:3000]
+    prices = [lines[0].split(",").index(c) for c in ("open", "high", "low", "close")]
+    rows = [[repr(float(v) * 1e-310) if i in prices else v for i, v in enumerate(line.split(","))] for line in lines[1:]]
+    data = tmp_path / "tiny.csv"
+    data.write_text("\n".join([lines[0], *(",".join(r) for r in rows)]) + "\n")
+    path = write_config(tmp_path, meta={"base_config": str(ROOT / "configs" / "sma_cross.yaml"), "data": str(data),
+                                        "sample_start": "2018-06-01", "sample_end": "2018-09-10",
+                                        "sampler": {"name": "random", "kwargs": {"seed": 1}}, "stop": {"max_trials": 6}},
+                        parameters={"fast": {"type": "int", "low": 3, "high": 9}, "slow": {"type": "int", "low": 20, "high": 40}})
+    closes = [float(r[prices[3]]) for r in rows if "2018-06-01" <= r[0][:10] <= "2018-09-10"]
+    smoke = _by_name(preflight(path))["smoke run"]
+    assert smoke.status == "fail" and smoke.detail == (
+        "the base point's total_return, max_drawdown, return_to_dd, total_fees, final_equity, classic_score are not finite "
+        f"numbers (INVALID_NUMERIC): the prices or sizes are beyond what the arithmetic holds (the window's closes are "
+        f"{min(closes):.4g} .. {max(closes):.4g})")
+    refused = genesis("optimize", str(path))
+    assert refused.returncode == 1 and f"smoke run: {smoke.detail}" in refused.stderr.replace("\n", "")
+    assert not (tmp_path / "results").exists()
+
+    ran = genesis("optimize", str(path), "--skip-preflight")
+    assert ran.returncode == 0 and "gave exactly the metrics" not in ran.stderr, ran.stderr
+    with open(tmp_path / "results" / "runs" / "t" / "trials.csv") as fh:
+        trials = list(csv.DictReader(fh))
+    assert [(t["outcome"], t["production_score"], t["total_return"], t["same_outcome_as"]) for t in trials] == \
+        [("INVALID_NUMERIC", "-5000.0", "", "")] * 6
+    assert json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["identical_outcomes"] == 0

@@ -32,7 +32,7 @@ from genesis_core.records import (
     failures,
     formatted,
 )
-from genesis_core.scoring import profit_factor_term
+from genesis_core.scoring import Outcome, profit_factor_term
 
 
 class RunSummary(BaseModel):
@@ -60,12 +60,14 @@ def _metrics_key(metrics: dict[str, float | int | None]) -> tuple[tuple[str, typ
 
 def _same_outcomes(trials: list[optuna.trial.FrozenTrial]) -> dict[int, int]:
     """Evaluated trial -> the first earlier trial whose config differs but whose metrics are identical:
-    a sign that a searched parameter changes nothing. Configs that never trade are left out: they agree trivially."""
+    a sign that a searched parameter changes nothing. Configs that never trade are left out: they agree trivially;
+    so are those whose numbers overflowed (INVALID_NUMERIC), whose metrics are mostly None whatever they traded."""
     first: dict[tuple[tuple[str, type, float | int | None], ...], tuple[int, str]] = {}
     same: dict[int, int] = {}
     for t in trials:
         g = _g(t)
-        if t.user_attrs.get("cached") is not False or not g.get("metrics", {}).get("num_trades"):
+        if (t.user_attrs.get("cached") is not False or not g.get("metrics", {}).get("num_trades")
+                or t.user_attrs.get("outcome") == Outcome.INVALID_NUMERIC.value):
             continue
         key = _metrics_key(g["metrics"])
         if key in first and first[key][1] != g["config_fingerprint"]:
