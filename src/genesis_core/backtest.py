@@ -350,7 +350,8 @@ def thin_fill(result: BacktestResult) -> str | None:
     if not many:
         return None
     costs, at = result.config.costs, format_ts(candles.timestamps[bars[i]])
-    largest = ("one on a bar with no traded volume" if candles.volume[bars[i]] == 0 else f"the largest {share[i]:.0%}")
+    largest = ("one on a bar with no traded volume" if candles.volume[bars[i]] == 0 else f"the largest {share[i]:.0%}"
+               if share[i] < 100 else f"the largest {share[i]:,.4g} times it")  # a volume of 1e-300 made a 300-digit percentage
     return (f"{many} of {len(bars)} fills took {VOLUME_SHARE:.0%} or more of their bar's traded volume, {largest} "
             f"({units[i]:,.6g} units of {candles.volume[bars[i]]:,.6g} at {at}): at that size the price moves more than "
             f"{costs.slippage_bps:g} bps of slippage; lower costs.initial_equity ({costs.initial_equity:,.0f}) or the size, "

@@ -401,6 +401,10 @@ def test_fills_larger_than_a_bar_s_traded_volume_are_said_by_the_backtest_and_pr
             f"{share:.0%} ({units:,.6g} units of {volume[parse_ts(at)]:,.6g} at {at}): at that size the price moves more "
             "than 5 bps of slippage; lower costs.initial_equity (1,000,000) or the size, or raise costs.slippage_bps")
     assert ran.returncode == 0 and said in ran.stderr.replace("\n", ""), ran.stderr
+    _, ran, result = _march_may(tmp_path, "huge.yaml", initial_equity=1e9)  # a share of a bar's volume past 10,000%: as a factor
+    share, units, at = max((t["units"] / volume[parse_ts(t[at])], t["units"], t[at]) for t in result["trades"] for at in ("entry_time", "exit_time"))
+    assert share > 100 and f"the largest {share:,.4g} times it ({units:,.6g} units of {volume[parse_ts(at)]:,.6g} at {at})" in \
+        ran.stderr.replace("\n", ""), ran.stderr
     small = _march_may_as_bundled(tmp_path)
     assert small.returncode == 0 and "traded volume" not in small.stderr
 
