@@ -123,6 +123,28 @@ def test_numbers_are_read_as_yaml_1_2_reads_them(tmp_path):
     assert load_study_config(opt).parameters["thresholds.min_edge"].low == 0.001
 
 
+def test_a_word_yaml_reads_as_a_boolean_is_refused_saying_so(tmp_path):
+    """YAML reads an unquoted yes, no, on or off as true or false (the "Norway problem": a symbol
+    NO, a choice on): refused with "Input should be a valid string" alone, the user saw no
+    string missing. Said now, where a word was expected; a boolean key takes them as before."""
+    reference = (ROOT / "configs" / "reference.yaml").read_text()
+    path = tmp_path / "on.yaml"
+    path.write_text(reference.replace("symbol: BTCUSD ", "symbol: ON ").replace("data/", f"{ROOT}/data/"))
+    with pytest.raises(ConfigError) as refused:
+        build_config(read_config_file(path))
+    assert str(refused.value) == ("invalid configuration: data.symbol: Input should be a valid string, not true: YAML reads an "
+                                  "unquoted yes, no, on or off as true or false: quote it")
+    path.write_text(reference.replace("symbol: BTCUSD ", "symbol: 'ON' ").replace("data/", f"{ROOT}/data/"))
+    assert build_config(read_config_file(path)).data.symbol == "ON"
+    pruner = tmp_path / "pruner.yaml"  # one of some words: pruning turned "off"
+    pruner.write_text(write_config(tmp_path).read_text().replace("meta:", "meta:\n  pruner: {name: off}", 1))
+    with pytest.raises(ConfigError, match=r"meta.pruner.name: Input should be 'none', 'median' or 'hyperband', not false: YAML reads "
+                                          r"an unquoted yes, no, on or off as true or false: quote it$"):
+        load_study_config(pruner)
+    with pytest.raises(ConfigError, match=r"params.fast: Input should be a valid integer$"):  # a number expected: no word
+        build_config({**read_config_file(ROOT / "configs" / "sma_cross.yaml"), "params": {"fast": True, "slow": 20}})
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
 def test_a_config_not_in_utf8_is_refused_naming_the_file(tmp_path, encoding):
     path = tmp_path / "enc.yaml"

@@ -204,6 +204,9 @@ def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], tu
     return known, (*shown, loc[-1])
 
 
+_WORDS = frozenset({"string_type", "literal_error", "enum"})  # pydantic's errors where a word was expected
+
+
 def describe_validation_error(model: type[BaseModel], error: ValidationError, prefix: str = "") -> str:
     """One line per problem: ``path: message`` plus 'did you mean' for unknown keys.
 
@@ -217,6 +220,9 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError, pr
             lines.append(f"{path}: unknown key{unknown_key_hint(str(loc[-1]), known)}")
         elif e["type"] == "value_error" and "error" in e.get("ctx", {}):  # our own validators' words, unprefixed
             lines.append(f"{path}: {e['ctx']['error']}")
+        elif e["type"] in _WORDS and isinstance(e.get("input"), bool):
+            lines.append(f"{path}: {e['msg']}, not {str(e['input']).lower()}: YAML reads an unquoted yes, no, on or off as true or "
+                         "false: quote it")
         else:
             lines.append(f"{path}: {e['msg']}")
     if len(lines) == 1:
