@@ -455,6 +455,39 @@ def test_query_trials_pages_are_the_whole_rows_filtered_and_sorted_though_only_t
     asyncio.run(main())
 
 
+def test_a_trials_table_cell_edited_to_nan_or_inf_is_served_as_null(served, tmp_path):
+    """trials.csv never holds a NaN (a metric beyond the arithmetic is written empty), but a table
+    edited by hand can: every page holding its row was an error ("Out of range float values are not
+    JSON compliant"). Such a cell is null, as in every JSON Genesis-Core writes; the sort is as before."""
+    import csv
+    import shutil
+
+    copy = tmp_path / "results" / "runs" / "t"
+    shutil.copytree(served / "results" / "runs" / "t", copy, symlinks=True)
+    table = copy / "trials.csv"
+    with table.open() as fh:
+        rows = list(csv.DictReader(fh))
+    rows[2]["sharpe"], rows[4]["sharpe"], rows[5]["production_score"] = "nan", "inf", "-inf"
+    with table.open("w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    server = mcp_server.build_server(tmp_path / "results", served / "configs")
+
+    async def main() -> None:
+        async with Client(server) as client:
+            result = await client.call_tool("query_trials", {"run": "t", "sort_by": "sharpe", "descending": True, "limit": 100})
+            assert not result.is_error, result.content
+            items = result.structured_content["items"]
+            assert [r["number"] for r in items][0] == 4 and [r["number"] for r in items][-1] == 2  # inf first, nan last
+            assert (items[0]["sharpe"], items[-1]["sharpe"]) == (None, None)
+            assert next(r for r in items if r["number"] == 5)["production_score"] is None
+            kept = {int(r["number"]): float(r["sharpe"]) for r in rows if r["sharpe"] not in ("", "nan", "inf")}
+            assert {r["number"]: r["sharpe"] for r in items if r["number"] in kept} == kept
+
+    asyncio.run(main())
+
+
 def test_foreign_files_in_trials_are_left_alone(served, tmp_path):
     import shutil
 

@@ -145,8 +145,10 @@ class Genesis:
         return folder
 
     def trials(self, run: str, numbers: Collection[int]) -> list[dict[str, Any]]:
-        """The rows of trials.csv of trials ``numbers``, flat as in the file (``param:<path>`` columns)."""
-        return [r.to_csv() for r in self.folder(run).read_trials_table(numbers=numbers)]
+        """The rows of trials.csv of trials ``numbers``, flat as in the file (``param:<path>`` columns); a
+        cell edited to nan or inf is null, as strict JSON has it (the page holding it was an error)."""
+        return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.to_csv().items()}
+                for r in self.folder(run).read_trials_table(numbers=numbers)]
 
     def champion_store(self, symbol: str, timeframe: str) -> ChampionStore:
         """The store of (symbol, timeframe), refused if the names lead outside the results folder."""
