@@ -379,16 +379,19 @@ def test_an_exchange_symbol_or_timeframe_not_offered_is_one_clear_line(tmp_path,
     assert not any(_candle_requests(e) for e in ex.values()) and list(tmp_path.iterdir()) == []
 
 
-def test_an_end_before_the_start_or_a_start_to_come_is_refused_before_the_exchange_is_asked(tmp_path):
+def test_an_end_before_the_start_a_start_to_come_or_a_file_it_cannot_write_is_refused_before_the_exchange_is_asked(tmp_path):
     """It asked the exchange, then said it had no candles "from 2023-01-01 to 2022-01-01" (or from a
-    start a year ahead)."""
+    start a year ahead); and it loaded the exchange's markets before refusing `--out x.csv` (with
+    no network, 31 s of retries, then a network error that did not name the file)."""
     ex = Exchange(_bars("binance", 0, 10))
     ahead = f"{datetime.now(UTC).year + 1}-01-01"
-    for dates, said in ((("--start", "2023-01-01", "--end", "2022-01-01"), "error: --end 2022-01-01 is before --start 2023-01-01"),
-                        (("--start", ahead), f"error: --start {ahead} is in the future (by this machine's clock): no candle has "
-                                             "closed since")):
+    for dates, said, out in ((("--start", "2023-01-01", "--end", "2022-01-01"), "error: --end 2022-01-01 is before --start 2023-01-01",
+                              "x.parquet"),
+                             (("--start", ahead), f"error: --start {ahead} is in the future (by this machine's clock): no candle "
+                                                  "has closed since", "x.parquet"),
+                             (("--start", "2022-01-01"), f"error: {tmp_path / 'x.csv'}: write .parquet (default) or .csv.gz", "x.csv")):
         with serving(binance=ex) as root:
-            proc = _genesis("download", "--exchange", "binance", "--symbol", "BTC/USDT", *dates, "--out", str(tmp_path / "x.parquet"),
+            proc = _genesis("download", "--exchange", "binance", "--symbol", "BTC/USDT", *dates, "--out", str(tmp_path / out),
                             root=root, name="binance")
         assert proc.returncode == 2 and proc.stderr.strip() == said, proc.stderr
         assert ex.requests == [] and list(tmp_path.iterdir()) == []

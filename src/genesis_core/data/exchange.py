@@ -310,11 +310,11 @@ def download(exchange: str, symbol: str, timeframe: str, start: str, end: str | 
         raise DataError(f"--end {end} is before --start {start}")
     if since > time.time() * 1000:  # asked too: a wait on the exchange's markets, then "no candles"
         raise DataError(f"--start {start} is in the future (by this machine's clock): no candle has closed since")
+    if out is not None and not out.name.endswith(SUFFIXES):  # before the exchange is asked: its markets are a wait
+        raise DataError(f"{out}: write .parquet (default) or .csv.gz")
     ex = connect(exchange, api_url)
     unified = market_symbol(ex, symbol, timeframe, retries)
     path = out or default_path(Path("data"), ex.id, unified, timeframe)
-    if not path.name.endswith(SUFFIXES):
-        raise DataError(f"{path}: write .parquet (default) or .csv.gz")
     with _only_writer(path):
         parts = _Parts(path, {"exchange": ex.id, "symbol": unified, "timeframe": timeframe, "start": since, "end": until})
         rows, resumed = _fetch(ex, unified, timeframe, since, until, parts, on_progress, retries)
