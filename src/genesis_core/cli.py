@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import shlex
 import signal
 import sys
 from collections.abc import Callable, Collection, Iterator
@@ -372,6 +373,14 @@ def _run_folder(run: str, results_dir: Path = Path("results"), storage: str | No
         known = ", ".join(files.runs()) or "none"
         raise ConfigError(f"no run {folder.name} in {redact(storage)} (its runs: {known})")
     return folder
+
+
+def _run_ref(folder: RunFolder) -> str:
+    """How a command suggested to the user names ``folder``: its study name where commands look by
+    default (``results/runs/<name>`` here), else its path (`backtest --trial t:41` of a run under
+    another results folder said "no run at t")."""
+    default = Path("results") / "runs" / folder.name
+    return folder.name if default.is_dir() and default.resolve() == folder.path.resolve() else shlex.quote(str(folder.path))
 
 
 def _trial_artifact(ref: str, results_dir: Path, storage: str | None = None) -> TrialArtifact:
@@ -1068,7 +1077,7 @@ def runs_show(
         out.print(Columns([table, metrics]))
         out.print(f"window {artifact.window.first_bar} .. {artifact.window.last_bar}; config fingerprint "
                   f"{artifact.fingerprints['config'][:16]}")
-        out.print(f"re-run it: genesis backtest --trial {folder.name}:{trial}")
+        out.print(f"re-run it: genesis backtest --trial {_run_ref(folder)}:{trial}")
         return
     record = folder.read_run()
     if as_json:
@@ -1092,7 +1101,7 @@ def runs_show(
     best = record.best_trial
     out.print("no VALID trial yet" if best is None else
               f"best trial #{best.number}: production score {best.production_score:.4f} "
-              f"(genesis runs show {folder.name} --trial {best.number})")
+              f"(genesis runs show {_run_ref(folder)} --trial {best.number})")
     for line in folder_cautions(folder):  # as optimize said them, as its page says them
         err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
     if folder.is_validated():

@@ -41,7 +41,8 @@ def test_runs_list_and_show_say_what_the_files_hold(results):
     assert shown.returncode == 0, shown.stderr
     states = {s: n for s, n in run["states"].items()}
     assert f"{run['cache']['total_trials']} trials: " in shown.stdout and f"{states['COMPLETE']} COMPLETE" in shown.stdout
-    assert f"best trial #{best['number']}: production score {best['production_score']:.4f}" in shown.stdout
+    assert (f"best trial #{best['number']}: production score {best['production_score']:.4f} (genesis runs show "
+            f"{results / 'runs' / 't'} --trial {best['number']})") in shown.stdout.replace("\n", "")
     assert "{'" not in shown.stdout and "None" not in shown.stdout  # no Python reprs in human output
     assert "best: #" in shown.stdout  # the validation table follows
     empty = _genesis("runs", "list", "--results-dir", str(results.parent / "nothing"))
@@ -78,7 +79,7 @@ def test_runs_list_and_show_cut_no_figure_or_time_short_in_80_columns(results):
     assert all(f"{c['validation_score']:.2f}" in shown for c in validation["candidates"])
 
 
-def test_runs_show_trial_and_backtest_trial_reproduce_the_stored_trial(results, tmp_path):
+def test_runs_show_trial_and_backtest_trial_reproduce_the_stored_trial(results, tmp_path, monkeypatch):
     rows = _rows(results)
     evaluated = next(r for r in rows if r["cached"] == "False" and r["outcome"] == "VALID")
     n = int(evaluated["number"])
@@ -86,7 +87,13 @@ def test_runs_show_trial_and_backtest_trial_reproduce_the_stored_trial(results, 
     shown = _genesis("runs", "show", "t", "--trial", str(n), "--results-dir", str(results))
     assert shown.returncode == 0, shown.stderr
     assert f"production score {artifact['score']['production']:.4f}" in shown.stdout
-    assert f"genesis backtest --trial t:{n}" in shown.stdout
+    suggested = re.search(r"re-run it: genesis (backtest --trial \S+)", shown.stdout)  # as printed: `t:N` said "no run at t" here
+    assert suggested and suggested.group(1) == f"backtest --trial {results / 'runs' / 't'}:{n}"
+    assert json.loads(_genesis(*suggested.group(1).split(), "--out", str(tmp_path / "s.json"), "--json").stdout)["metrics"] == \
+        json.loads((results / "runs" / "t" / "trials" / f"{n:06d}.json").read_text())["metrics"]
+    with monkeypatch.context() as here:  # where commands look by default: the study's name
+        here.chdir(results.parent)
+        assert f"re-run it: genesis backtest --trial t:{n}\n" in _genesis("runs", "show", "t", "--trial", str(n)).stdout
     m = artifact["metrics"]  # fractions as percentages, the rest as stored
     for name, value in (("total_return", f"{m['total_return']:+.2%}"), ("max_drawdown", f"{m['max_drawdown']:.2%}"),
                         ("win_rate", f"{m['win_rate']:.2%}"), ("exposure", f"{m['exposure']:.2%}"), ("sharpe", f"{m['sharpe']:,.4f}")):
