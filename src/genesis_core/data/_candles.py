@@ -66,6 +66,12 @@ def format_ts(seconds: int | np.integer) -> str:
     return datetime.fromtimestamp(int(seconds), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
+def format_times(seconds: np.ndarray) -> list[str]:
+    """``format_ts`` of each of ``seconds`` (1900..2200, as candles hold), in a tenth of the time: a
+    backtest's equity series has one a bar (a million 1m bars took 2.5 s one at a time)."""
+    return np.char.add(np.datetime_as_string(np.asarray(seconds, np.int64).astype("datetime64[s]"), unit="s"), "Z").tolist()
+
+
 def parse_ts(text: str | datetime, *, end_of_day: bool = False) -> int:
     """ISO date or datetime (UTC unless an offset is given) -> epoch seconds.
 

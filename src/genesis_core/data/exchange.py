@@ -36,7 +36,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from genesis_core.data._candles import Candles, format_ts, parse_timeframe, parse_ts
+from genesis_core.data._candles import Candles, format_times, format_ts, parse_timeframe, parse_ts
 from genesis_core.data._load import MARKET_KEY, file_market, load_candles, market_sidecar
 from genesis_core.errors import DataError, clip
 from genesis_core.files import atomic_write
@@ -261,7 +261,7 @@ def _fetch(ex: ccxt.Exchange, symbol: str, timeframe: str, since_ms: int, until_
 def _frame(rows: np.ndarray, iso: bool) -> pd.DataFrame:
     """The bars as a table: time as a UTC timestamp (Parquet) or ISO text (CSV), like the bundled files."""
     seconds = rows[:, 0].astype(np.int64) // 1000
-    times = [format_ts(t) for t in seconds] if iso else pd.to_datetime(seconds, unit="s", utc=True).as_unit("s")
+    times = format_times(seconds) if iso else pd.to_datetime(seconds, unit="s", utc=True).as_unit("s")
     return pd.DataFrame({"timestamp": times, **{name: rows[:, i + 1] for i, name in enumerate(("open", "high", "low", "close", "volume"))}})
 
 

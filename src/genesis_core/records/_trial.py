@@ -14,7 +14,7 @@ import pydantic
 
 from genesis_core import __version__
 from genesis_core.backtest import BacktestConfig, BacktestResult
-from genesis_core.data import format_ts
+from genesis_core.data import format_times, format_ts
 from genesis_core.engine import EXIT_REASONS
 from genesis_core.files import read_file
 from genesis_core.records._base import Part, Record, finite
@@ -164,7 +164,7 @@ def finite_metrics(metrics: dict[str, float | int]) -> Metrics:
 
 def _series(result: BacktestResult) -> Series:
     ts, equity, drawdown = result.curve()
-    return Series(time=[format_ts(t) for t in ts], equity=[finite(float(e)) for e in equity],
+    return Series(time=format_times(ts), equity=[finite(float(e)) for e in equity],
                   drawdown=[finite(float(d)) for d in drawdown])
 
 
