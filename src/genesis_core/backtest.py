@@ -398,10 +398,21 @@ def free_borrow(backtester: Backtester, result: BacktestResult) -> str | None:
         return None
     shorts, ts = trades[trades["side"] < 0], result.window.candles.timestamps  # a trade's bars index the window's candles
     days = float((ts[shorts["exit_bar"]] - ts[shorts["entry_bar"]]).sum()) / 86_400
+    returns, instead = _apart(borrowed, made)
     return (f"{len(shorts)} short trades held {days:,.0f} days in all paid nothing to borrow (costs.carry_bps_per_day unset): "
             f"at {TYPICAL_BORROW_BPS:g} bps a day (a margin short's borrow, about 11% a year; a perpetual's funding is often as "
-            f"much) this backtest returns {borrowed:+.2%}, not {made:+.2%} (total_return), ending with {less:.1%} less equity; "
+            f"much) this backtest returns {returns}, not {instead} (total_return), ending with {less:.1%} less equity; "
             "set costs.carry_bps_per_day: {short: ...} to what the venue charges")
+
+
+def _apart(a: float, b: float) -> tuple[str, str]:
+    """``a`` and ``b`` as percentages, to the fewest places (2 or more) at which they read apart:
+    an account fees took down to dust returned "-100.00%, not -100.00%"."""
+    for places in range(2, 10):
+        shown = f"{a:+.{places}%}", f"{b:+.{places}%}"
+        if shown[0] != shown[1]:
+            break
+    return shown
 
 
 BEST_TRADE_SHARE = 0.5  # of a window's net profit, the most its best trade may have made (validation's default)

@@ -459,6 +459,15 @@ def test_shorts_that_pay_nothing_to_borrow_are_said_by_the_backtest_and_prefligh
             "costs.carry_bps_per_day: {short: ...} to what the venue charges")
     assert days > 150 and said in ran.stderr.replace("\n", ""), ran.stderr
     assert "borrow" not in borrowed.stderr  # a rate set is what the config says
+    sma["costs"] |= {"fee_bps": 100, "carry_bps_per_day": {"short": 0}}  # fees take the account down to dust
+    (tmp_path / "dust.yaml").write_text(yaml.safe_dump(sma))
+    dust = genesis("backtest", "-c", str(tmp_path / "dust.yaml"), "--out", str(tmp_path / "dust.json"))
+    sma["costs"]["carry_bps_per_day"] = {"short": 3}
+    (tmp_path / "dust-borrowed.yaml").write_text(yaml.safe_dump(sma))
+    genesis("backtest", "-c", str(tmp_path / "dust-borrowed.yaml"), "--out", str(tmp_path / "dust-borrowed.json"))
+    m, b = (json.loads((tmp_path / f"{n}.json").read_text())["metrics"]["total_return"] for n in ("dust", "dust-borrowed"))
+    assert f"{m:+.3%}" == f"{b:+.3%}" == "-99.998%"  # it said "returns -100.00%, not -100.00%"
+    assert f"this backtest returns {b:+.4%}, not {m:+.4%} (total_return)" in dust.stderr.replace("\n", ""), dust.stderr
     whole_year = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--out", str(tmp_path / "ref.json"))
     assert whole_year.returncode == 0 and "borrow" not in whole_year.stderr
 
