@@ -241,6 +241,9 @@ def test_the_result_holds_its_series_and_trades_export_as_csv(short_config, tmp_
     with open(tmp_path / "trades.csv") as fh:
         trades = list(csv.DictReader(fh))
     assert len(trades) == record["metrics"]["num_trades"] == len(record["trades"])
+    assert trades == [{k: "" if v is None else str(v) for k, v in t.items()} for t in record["trades"]]  # cell for cell
+    assert [[r["time"], float(r["equity"]), float(r["drawdown"])] for r in rows] == \
+        [list(x) for x in zip(series["time"], series["equity"], series["drawdown"], strict=True)]
     assert sum(float(t["pnl"]) for t in trades) == pytest.approx(record["metrics"]["final_equity"] - 10_000.0)
 
 

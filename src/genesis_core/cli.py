@@ -9,7 +9,7 @@ import logging
 import shlex
 import signal
 import sys
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterable, Iterator
 from functools import wraps
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -116,14 +116,15 @@ def _path_error(exc: OSError) -> str:
     return f"{clip(str(path), 300)}: {exc.strerror}"
 
 
-def _write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """A CSV file written atomically; None cells are empty."""
+def _write_csv(path: Path, columns: list[str], rows: Iterable[Iterable[Any]]) -> None:
+    """A CSV file written atomically, rows of cells under ``columns``; None cells are empty. Not a
+    dict a row: a million 1m bars' equity took 2.5 s so."""
     import csv
     import io
 
     buf = io.StringIO()
-    writer = csv.DictWriter(buf, fieldnames=columns)
-    writer.writeheader()
+    writer = csv.writer(buf)
+    writer.writerow(columns)
     writer.writerows(rows)
     atomic_write(path, buf.getvalue())
 
@@ -231,11 +232,11 @@ def backtest(
         watch(path)
         atomic_write(path, text)
         if trades_csv is not None:
-            _write_csv(trades_csv, [t.model_dump() for t in record.trades or []], list(TradeRecord.model_fields))
+            columns = list(TradeRecord.model_fields)
+            _write_csv(trades_csv, columns, ([getattr(t, c) for c in columns] for t in record.trades or []))
         if equity_csv is not None and record.series is not None:
             ser = record.series
-            _write_csv(equity_csv, [{"time": t, "equity": e, "drawdown": d} for t, e, d in zip(ser.time, ser.equity, ser.drawdown, strict=True)],
-                       ["time", "equity", "drawdown"])
+            _write_csv(equity_csv, ["time", "equity", "drawdown"], zip(ser.time, ser.equity, ser.drawdown, strict=True))
         if report is not None:
             from genesis_core.report import backtest_report
 
