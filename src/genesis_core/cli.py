@@ -1151,20 +1151,20 @@ def model_show(
     as_json: Annotated[bool, typer.Option("--json", help="Print the model file as JSON.")] = False,
 ) -> None:
     """What a signal model was trained on (market, span, code) and what it reads (its features)."""
-    from dataclasses import asdict
-
     from genesis_core.strategy.model import load_model
 
     loaded, sha = load_model(model)
     if as_json:
-        sys.stdout.write(strict_json(asdict(loaded)) + "\n")
+        sys.stdout.write(strict_json(loaded.model_dump()) + "\n")
         return
     t = loaded.training
     out.print(f"[bold]{model}[/] (sha256 {sha[:16]})")
     out.print(f"trained on {t.get('symbol') or 'an unrecorded market'} {t.get('timeframe') or ''} "
               f"{t['first_bar']} .. {t['last_bar']} ({t.get('source', 'source unrecorded')}); code {t.get('code', 'unrecorded')}")
-    out.print(f"{t['fit_rows']:,} rows fitted, {t['calibration_rows']:,} for calibration (accuracy "
-              f"{t['calibration_accuracy']:.2%}), label: sign of the {loaded.horizon}-bar return")
+    fitted = [t.get(k) for k in ("fit_rows", "calibration_rows", "calibration_accuracy")]  # a model not trained here may not say
+    out.print((f"{fitted[0]:,} rows fitted, {fitted[1]:,} for calibration (accuracy {fitted[2]:.2%}), "
+               if all(isinstance(x, int | float) and not isinstance(x, bool) for x in fitted) else "rows fitted unrecorded, ")
+              + f"label: sign of the {loaded.horizon}-bar return")
     table = _table(title="Features (standardised weights)")
     table.add_column("feature")
     table.add_column("weight", justify="right")

@@ -55,7 +55,48 @@ def test_a_model_path_that_is_a_pipe_a_device_or_too_large_is_refused_in_one_lin
         config.write_text(yaml.safe_dump({**base, "params": {**base["params"], "model": model}}))
         proc = subprocess.run([sys.executable, "-m", "genesis_core", "backtest", "-c", str(config)], cwd=ROOT,
                               capture_output=True, text=True, timeout=60, preexec_fn=four_gib)
-        assert (proc.returncode, proc.stderr.strip()) == (2, f"error: model {model!r}: cannot read {model}: {why}"), proc.stderr
+        assert (proc.returncode, proc.stderr.strip()) == (2, f"error: model {model}: cannot read it: {why}"), proc.stderr
+
+
+def test_a_model_file_edited_by_hand_is_refused_naming_what_is_wrong(tmp_path):
+    """A model file was read without a check of what it holds: a weight short ended a backtest in
+    "strategy 'reference' raised ValueError: zip() argument 4 is shorter than arguments 1-3", a std
+    of 0 in NumPy's divide-by-zero warnings, no training span in a KeyError, a NaN weight in a run of
+    no trade. Each is now one line naming the file and the key; a file `model train` wrote loads."""
+    import json
+
+    import yaml
+
+    from tests.conftest import ROOT
+    from tests.runs import genesis
+
+    good = json.loads((ROOT / "src" / "genesis_core" / "strategy" / "models" / "btcusd_1h.json").read_text())
+    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    training = {k: v for k, v in good["training"].items() if k != "first_bar"}
+    for name, model, said in (
+        ("short", {**good, "weights": good["weights"][:3]}, "weights holds 3 value(s) for 9 feature(s): one a feature"),
+        ("std0", {**good, "std": [0.0, *good["std"][1:]]}, "std.0: Input should be greater than 0"),
+        ("nan", json.dumps({**good, "weights": [float("nan"), *good["weights"][1:]]}), "weights.0: Input should be a finite number"),
+        ("text", {**good, "intercept": "0.1"}, "intercept: Input should be a valid number"),
+        ("span", {**good, "training": training}, "training has no first_bar (the span it learnt from, as ISO times)"),
+        ("calibration", {**good, "calibration": {"a": 1.0}}, "calibration holds ['a'], not a and b"),
+        ("horizon", {**good, "horizon": 0}, "horizon: Input should be greater than or equal to 1"),
+        ("extra", {**good, "bias": 1.0}, "bias: Extra inputs are not permitted"),
+    ):
+        path = tmp_path / f"{name}.json"
+        path.write_text(model if isinstance(model, str) else json.dumps(model))
+        config = tmp_path / f"{name}.yaml"
+        config.write_text(yaml.safe_dump({**base, "params": {**base["params"], "model": str(path)},
+                                          "data": {**base["data"], "path": str(ROOT / base["data"]["path"])}}))
+        out = tmp_path / f"{name}.out.json"
+        proc = genesis("backtest", "-c", str(config), "--out", str(out))
+        assert (proc.returncode, proc.stderr.strip()) == (2, f"error: model {path} is not a valid model file: {said}"), proc.stderr
+        assert not out.exists()
+    (tmp_path / "elsewhere.json").write_text(json.dumps({**good, "training": {k: good["training"][k] for k in ("first_bar", "last_bar")}}))
+    shown = genesis("model", "show", str(tmp_path / "elsewhere.json"))  # a model not trained here: what it does not record
+    assert shown.returncode == 0 and "rows fitted unrecorded, label: sign of the 4-bar return" in shown.stdout, shown.stderr
+    trained = genesis("model", "train", "--out", str(tmp_path / "trained.json"), "--start", "2019-01-01", "--end", "2019-06-30")
+    assert trained.returncode == 0 and genesis("model", "show", str(tmp_path / "trained.json"), "--json").returncode == 0
 
 
 def test_a_window_too_short_to_train_on_says_where_its_bars_went(btc):

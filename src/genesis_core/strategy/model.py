@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import os
-from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genesis_core.data import Candles, format_ts
-from genesis_core.errors import ConfigError, DataError
+from genesis_core.errors import ConfigError, DataError, clip
 from genesis_core.features import FeatureStore, parse_spec, warmup_bars
 from genesis_core.files import atomic_write, read_file
 from genesis_core.fingerprint import code_version, strict_json
@@ -41,16 +40,37 @@ DEFAULT_FEATURES = (
 )
 
 
-@dataclass(frozen=True)
-class SignalModel:
-    features: list[str]
-    mean: list[float]
-    std: list[float]
-    weights: list[float]
-    intercept: float
-    calibration: dict[str, float]
-    horizon: int
+Number = Annotated[float, Field(allow_inf_nan=False)]
+
+
+class SignalModel(BaseModel):
+    """A model as its file holds it, checked as it is read: a file edited by hand or given by a
+    colleague (a weight short, a std of 0, no training span) ended a backtest in the strategy's
+    KeyError or ValueError, or in NumPy's warnings."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+    features: list[str] = Field(min_length=1)
+    mean: list[Number]
+    std: list[Annotated[float, Field(gt=0, allow_inf_nan=False)]]  # a constant input's is 1 (its weight 0)
+    weights: list[Number]
+    intercept: Number
+    calibration: dict[str, Number]
+    horizon: int = Field(ge=1)
     training: dict[str, Any]
+
+    @model_validator(mode="after")
+    def _complete(self) -> SignalModel:
+        n = len(self.features)
+        for name in ("mean", "std", "weights"):
+            if len(getattr(self, name)) != n:
+                raise ValueError(f"{name} holds {len(getattr(self, name))} value(s) for {n} feature(s): one a feature")
+        if set(self.calibration) != {"a", "b"}:
+            raise ValueError(f"calibration holds {sorted(self.calibration)}, not a and b")
+        missing = [k for k in ("first_bar", "last_bar") if not isinstance(self.training.get(k), str)]
+        if missing:
+            raise ValueError(f"training has no {' or '.join(missing)} (the span it learnt from, as ISO times)")
+        return self
 
     def warmup_bars(self, timeframe_seconds: int) -> int:
         return max(warmup_bars(f, timeframe_seconds) for f in self.features)
@@ -148,7 +168,7 @@ def train_model(
 
 def save_model(model: SignalModel, path: Path) -> None:
     """Write the model JSON atomically."""
-    atomic_write(path, strict_json(asdict(model)) + "\n")
+    atomic_write(path, strict_json(model.model_dump()) + "\n")
 
 
 @functools.cache
@@ -157,6 +177,10 @@ def _model_file(ref: str) -> str:
     if ref.startswith(BUILTIN_PREFIX):
         return os.fspath(_BUILTIN_DIR / f"{ref[len(BUILTIN_PREFIX):]}.json")
     return ref
+
+
+def _named(ref: str, path: str) -> str:
+    return f"model {ref}" + (f" ({path})" if path != ref else "")
 
 
 _LOADED: dict[tuple[str, int, int], tuple[SignalModel, str]] = {}
@@ -173,11 +197,13 @@ def load_model(ref: str) -> tuple[SignalModel, str]:
             return _LOADED[key]
         raw = read_file(Path(path), MAX_MODEL_BYTES)
     except OSError as exc:
-        raise ConfigError(f"model {ref!r}: cannot read {path}: {exc.strerror}") from None
+        raise ConfigError(f"{_named(ref, path)}: cannot read it: {exc.strerror}") from None
     try:
-        model = SignalModel(**json.loads(raw))
-    except (TypeError, ValueError, RecursionError) as exc:
-        raise ConfigError(f"model {ref!r} ({path}) is not a valid model file: {exc}") from None
+        model = SignalModel.model_validate_json(raw)
+    except ValidationError as exc:
+        problems = "; ".join(": ".join([".".join(map(str, e["loc"]))] * bool(e["loc"]) + [e["msg"].removeprefix("Value error, ")])
+                             for e in exc.errors())
+        raise ConfigError(f"{_named(ref, path)} is not a valid model file: {clip(problems, 300)}") from None
     for spec in model.features:
         parse_spec(spec)
     _LOADED[key] = (model, hashlib.sha256(raw).hexdigest())
