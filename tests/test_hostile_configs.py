@@ -145,6 +145,36 @@ def test_a_word_yaml_reads_as_a_boolean_is_refused_saying_so(tmp_path):
         build_config({**read_config_file(ROOT / "configs" / "sma_cross.yaml"), "params": {"fast": True, "slow": 20}})
 
 
+def test_paths_a_config_names_from_the_home_folder_are_read_as_a_shell_reads_them(tmp_path, monkeypatch):
+    """`data.path: ~/candles.csv.gz` was "not found", and `results_dir: ~/results` made a folder
+    named `~` where genesis ran (the next `rm -rf ~/...` typed to clear it is the user's home)."""
+    import shutil
+
+    from tests.conftest import BTC_FILE
+
+    home, work = tmp_path / "home", tmp_path / "work"
+    (home / "candles").mkdir(parents=True)
+    work.mkdir()
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    shutil.copyfile(BTC_FILE, home / "candles" / "btc.csv.gz")
+    model = home / "m.json"
+    shutil.copyfile(ROOT / "src" / "genesis_core" / "strategy" / "models" / "btcusd_1h.json", model)
+    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    base["data"]["path"], base["params"]["model"] = "~/candles/btc.csv.gz", "~/m.json"
+    (home / "base.yaml").write_text(yaml.safe_dump(base))
+    built = build_config(read_config_file(home / "base.yaml"))
+    assert (built.data.path, built.params["model"]) == (str(home / "candles" / "btc.csv.gz"), str(model))
+    path = write_config(tmp_path, meta={"base_config": "~/base.yaml", "data": "~/candles/btc.csv.gz", "results_dir": "~/results",
+                                        "stop": {"max_trials": 3}})
+    study = load_study_config(path)
+    assert (study.meta.base_config, study.meta.data, study.meta.results_dir) == \
+        (str(home / "base.yaml"), str(home / "candles" / "btc.csv.gz"), str(home / "results"))
+    summary = optimize(path)
+    assert summary["run_dir"] == str(home / "results" / "runs" / "t") and summary["cache"]["total_trials"] == 3
+    assert list(work.iterdir()) == [work / ".cache"]  # no folder named ~ here; the candles' and features' cache, as always
+
+
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])
 def test_a_config_not_in_utf8_is_refused_naming_the_file(tmp_path, encoding):
     path = tmp_path / "enc.yaml"

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import numpy as np
 from pydantic import Field
 
-from genesis_core.config import StrictModel, deep_merge, parse_model
+from genesis_core.config import StrictModel, UserPath, deep_merge, parse_model
 from genesis_core.data import (
     Candles,
     Timeframe,
@@ -62,7 +62,7 @@ class DataSpec(StrictModel):
     """The candles and the window. ``start`` and ``end`` are inclusive (a bare date ``end`` means
     that whole day); ``warmup_bars`` come from before ``start`` (None: what the strategy needs)."""
 
-    path: str = DEFAULT_DATA
+    path: UserPath = DEFAULT_DATA
     symbol: str | None = None  # the market the file holds, if the file does not say (Parquet metadata does)
     timeframe: Timeframe | None = None
     start: str | None = None

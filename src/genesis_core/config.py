@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import re
 from pathlib import Path
 from types import UnionType
 from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 
 import yaml
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
 from genesis_core.errors import ConfigError, clip, unknown_key_hint
 
@@ -22,6 +23,16 @@ class StrictModel(BaseModel):
     What a user wrote goes through ``parse_model``, which adds strict types."""
 
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+def _home(value: str) -> str:
+    """A path as a shell reads it: a leading ``~`` (or ``~user``) is that home folder. A config's
+    ``data.path: ~/candles.csv`` was not found, and ``results_dir: ~/results`` made a folder named
+    ``~`` where genesis ran."""
+    return os.path.expanduser(value) if value.startswith("~") else value
+
+
+UserPath = Annotated[str, AfterValidator(_home)]  # a file or folder a config names
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; a megabyte is not one

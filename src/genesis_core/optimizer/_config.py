@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
-from genesis_core.config import StrictModel, name_problem, parse_model, read_config_file
+from genesis_core.config import StrictModel, UserPath, name_problem, parse_model, read_config_file
 from genesis_core.data import Timeframe, check_span, parse_ts
 from genesis_core.errors import ConfigError, DataError, clip
 from genesis_core.fingerprint import canonical_json
@@ -159,14 +159,14 @@ class StopPolicy(StrictModel):
 class Meta(StrictModel):
     symbol: str = "BTCUSD"
     timeframe: Timeframe = "1h"
-    base_config: str = "configs/reference.yaml"
-    data: str | None = None  # overrides the base config's data.path
+    base_config: UserPath = "configs/reference.yaml"
+    data: UserPath | None = None  # overrides the base config's data.path
     warmup_bars: int | None = Field(None, ge=0)
     sample_start: str
     sample_end: str
     study_name: str
     storage: str | None = None  # default: journal:///<results_dir>/optuna.journal
-    results_dir: str = "results"
+    results_dir: UserPath = "results"
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
     stop: StopPolicy = StopPolicy()

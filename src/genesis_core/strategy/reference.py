@@ -15,7 +15,7 @@ import numpy as np
 from numba import njit
 from pydantic import Field, model_validator
 
-from genesis_core.config import StrictModel
+from genesis_core.config import StrictModel, UserPath
 from genesis_core.data import Timeframe
 from genesis_core.features import FeatureStore, warmup_bars
 from genesis_core.strategy._base import Decisions, Strategy, StrategyTrace, Training, register_strategy
@@ -139,7 +139,7 @@ class Risk(StrictModel):
 
 
 class ReferenceParams(StrictModel):
-    model: str = "builtin:btcusd_1h"
+    model: UserPath = "builtin:btcusd_1h"
     thresholds: Thresholds = Thresholds()
     regime: RegimeParams = RegimeParams()
     gates: Gates = Gates()
