@@ -63,7 +63,7 @@ class DataSpec(StrictModel):
     that whole day); ``warmup_bars`` come from before ``start`` (None: what the strategy needs)."""
 
     path: UserPath = DEFAULT_DATA
-    symbol: str | None = None  # the market the file holds, if the file does not say (Parquet metadata does)
+    symbol: str | None = None  # the market the file holds, if the file does not say (a Parquet file's metadata, a CSV's .market.json)
     timeframe: Timeframe | None = None
     start: str | None = None
     end: str | None = None
