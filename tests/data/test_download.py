@@ -379,6 +379,28 @@ def test_an_exchange_symbol_or_timeframe_not_offered_is_one_clear_line(tmp_path,
     assert not any(_candle_requests(e) for e in ex.values()) and list(tmp_path.iterdir()) == []
 
 
+def test_a_bundled_file_is_brought_up_to_date_by_update_as_a_downloaded_one(tmp_path):
+    """The bundled CSVs declare their market beside them as a download does (exchange, symbol,
+    timeframe), so `genesis data update` appends what the exchange has since: here the Binance file,
+    cut 500 bars short, with its sidecar as shipped, becomes the whole file again."""
+    import shutil
+
+    source = FILES["binance"]
+    whole = load_candles(source)
+    lines = gzip.open(source, "rt").read().splitlines()
+    cut = tmp_path / source.name
+    with gzip.open(cut, "wt") as fh:
+        fh.write("\n".join(lines[:-500]) + "\n")
+    shutil.copyfile(market_sidecar(source), market_sidecar(cut))
+    ex = Exchange(whole.slice(len(whole) - 2_000, len(whole)), page_rows=1_000)
+    with serving(binance=ex) as root:
+        proc = _genesis("update", str(cut), "--json", root=root, name="binance")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["new_bars"] == 500
+    _same_bars(cut, whole)
+    assert file_market(cut)["last_bar"] == format_ts(whole.timestamps[-1])
+
+
 def test_an_end_before_the_start_a_start_to_come_or_a_file_it_cannot_write_is_refused_before_the_exchange_is_asked(tmp_path):
     """It asked the exchange, then said it had no candles "from 2023-01-01 to 2022-01-01" (or from a
     start a year ahead); and it loaded the exchange's markets before refusing `--out x.csv` (with
