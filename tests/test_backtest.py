@@ -171,6 +171,14 @@ def test_data_check_summarises_the_bundled_file():
     assert proc.returncode == 0
     summary = json.loads(proc.stdout)
     assert (summary["bars"], summary["gaps"], summary["missing_bars"], summary["timeframe"]) == (49_724, 6, 13, "1h")
+    assert (summary["exchange"], summary["symbol"]) == ("bitfinex", "BTC/USD")  # from the file's .market.json
+    binance = json.loads(_cli("data", "check", "data/BTCUSDT_1h_binance.csv.gz", "--json").stdout)
+    assert binance["largest_gaps"][:3] == [  # each with the exchange's known outage it falls in, as a download says them
+        "33 bar(s) missing 2018-02-08T01:00:00Z .. 2018-02-09T09:00:00Z (Binance's February 2018 outage)",
+        "10 bar(s) missing 2018-06-26T02:00:00Z .. 2018-06-26T11:00:00Z",
+        "10 bar(s) missing 2019-05-15T03:00:00Z .. 2019-05-15T12:00:00Z (Binance maintenance)"]
+    shown = _cli("data", "check", "data/BTCUSDT_1h_binance.csv.gz").stdout
+    assert "│ exchange          │ binance" in shown and "(Binance's February 2018 outage)" in shown
 
 
 def _strict(text: str):

@@ -1228,24 +1228,27 @@ def data_check(
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
 ) -> None:
     """Validate a candle file and summarise it (exit 2 naming the first bad row)."""
-    from genesis_core.data import format_ts, load_candles
+    from genesis_core.data import describe_gaps, file_market, format_ts, load_candles
 
     read: list[str] = []
     c = load_candles(path, timeframe, read)
     g, spikes = c.gaps(), c.spikes()
-    summary = {
-        "path": path, "read": read, "symbol": c.symbol, "bars": len(c), "timeframe": c.timeframe, "first_bar": format_ts(c.timestamps[0]),
-        "last_bar": format_ts(c.timestamps[-1]), "gaps": g.count, "missing_bars": g.missing_bars,
-        "largest_gap_after": g.largest_at, "local_clock": g.local_clock, "spikes": spikes.count,
-        "largest_spike_at": spikes.largest_at, "fingerprint": c.fingerprint,
+    exchange = (file_market(Path(path)) or {}).get("exchange")  # its known outages name the gaps they explain
+    summary: dict[str, Any] = {
+        "path": path, "read": read, "exchange": exchange, "symbol": c.symbol, "bars": len(c), "timeframe": c.timeframe,
+        "first_bar": format_ts(c.timestamps[0]), "last_bar": format_ts(c.timestamps[-1]), "gaps": g.count,
+        "missing_bars": g.missing_bars, "largest_gap_after": g.largest_at, "largest_gaps": describe_gaps(c, exchange),
+        "local_clock": g.local_clock, "spikes": spikes.count, "largest_spike_at": spikes.largest_at, "fingerprint": c.fingerprint,
     }
     if as_json:
         sys.stdout.write(strict_json(summary) + "\n")
         return
     table = _table(show_header=False, title="Candles OK")
     for k, v in summary.items():
-        if k != "local_clock":  # said in the gaps' warning
-            table.add_row(k, "; ".join(v) or "as written" if isinstance(v, list) else _fmt(v))
+        if k == "largest_gaps":  # with the exchange's known outage each falls in
+            table.add_row(k, "\n".join(v) or "-")
+        elif k != "local_clock":  # said in the gaps' warning
+            table.add_row(k, ("; ".join(v) or "as written") if isinstance(v, list) else _fmt(v))
     out.print(table)
     if g.count:
         err.print(f"[yellow]warning:[/] {g.describe(c.timeframe_seconds)}", soft_wrap=True)
@@ -1269,8 +1272,7 @@ def _count_bar(what: str, show: bool) -> Iterator[Callable[[int, int], None] | N
 
 
 def _print_fetched(fetched: Fetched, as_json: bool, verb: str) -> None:
-    from genesis_core.data import format_ts
-    from genesis_core.data.exchange import describe_gaps
+    from genesis_core.data import describe_gaps, format_ts
 
     c, m = fetched.candles, fetched.market
     g = c.gaps()

@@ -428,3 +428,31 @@ class Window:
     def fingerprint(self) -> str:
         """Covers every bar the result can depend on, warm-up included, and where decisions start."""
         return fingerprint_arrays(np.array([self.start_index]), label=self.candles.fingerprint)
+
+
+# Gaps an exchange is known to have (outages, maintenance): a gap overlapping one is named, not
+# left to look like a broken download. Sources: data/PROVENANCE.md.
+KNOWN_OUTAGES: dict[str, tuple[tuple[str, str, str], ...]] = {
+    "binance": (
+        ("2018-02-08T01:00:00Z", "2018-02-09T09:00:00Z", "Binance's February 2018 outage"),
+        ("2019-05-15T03:00:00Z", "2019-05-15T12:00:00Z", "Binance maintenance"),
+        ("2020-02-19T12:00:00Z", "2020-02-19T16:00:00Z", "Binance maintenance"),
+        ("2021-04-25T05:00:00Z", "2021-04-25T07:00:00Z", "Binance maintenance"),
+        ("2023-03-24T13:00:00Z", "2023-03-24T13:00:00Z", "Binance spot trading halt"),
+    ),
+}
+
+
+def describe_gaps(candles: Candles, exchange: str | None, most: int = 5) -> list[str]:
+    """The largest gaps, each with the exchange's known outage it falls in, if any."""
+    ts, tf = candles.timestamps, candles.timeframe_seconds
+    diffs = np.diff(ts)
+    over = np.flatnonzero(diffs > tf)
+    known = [(parse_ts(a), parse_ts(b), why) for a, b, why in KNOWN_OUTAGES.get(exchange or "", ())]
+    lines = []
+    for i in over[np.argsort(-diffs[over], kind="stable")][:most]:
+        first, last = int(ts[i]) + tf, int(ts[i + 1]) - tf  # the missing bars
+        why = next((w for a, b, w in known if first <= b and a <= last), None)
+        lines.append(f"{(last - first) // tf + 1} bar(s) missing {format_ts(first)} .. {format_ts(last)}"
+                     + (f" ({why})" if why else ""))
+    return lines

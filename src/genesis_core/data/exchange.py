@@ -47,17 +47,6 @@ SUFFIXES = (".parquet", ".csv.gz")
 SETTLED_MS = 120_000  # a candle is stored once it closed this long ago by this machine's clock: one that runs fast, or an
 # exchange that settles a candle just after its close, would store one still trading, and an update never asks for it again
 
-# Gaps an exchange is known to have (outages, maintenance): a gap overlapping one is named, not
-# left to look like a broken download. Sources: data/PROVENANCE.md.
-KNOWN_OUTAGES: dict[str, tuple[tuple[str, str, str], ...]] = {
-    "binance": (
-        ("2018-02-08T01:00:00Z", "2018-02-09T09:00:00Z", "Binance's February 2018 outage"),
-        ("2019-05-15T03:00:00Z", "2019-05-15T12:00:00Z", "Binance maintenance"),
-        ("2020-02-19T12:00:00Z", "2020-02-19T16:00:00Z", "Binance maintenance"),
-        ("2021-04-25T05:00:00Z", "2021-04-25T07:00:00Z", "Binance maintenance"),
-        ("2023-03-24T13:00:00Z", "2023-03-24T13:00:00Z", "Binance spot trading halt"),
-    ),
-}
 OnProgress = Callable[[int, int], None]  # bars fetched so far, bars expected in all
 
 
@@ -370,18 +359,3 @@ def _market(ex: ccxt.Exchange, symbol: str, timeframe: str, rows: np.ndarray) ->
     return {"exchange": ex.id, "symbol": symbol, "timeframe": timeframe, "first_bar": format_ts(int(rows[0, 0]) // 1000),
             "last_bar": format_ts(int(rows[-1, 0]) // 1000), "bars": len(rows),
             "fetched_at": datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), "ccxt_version": ccxt.__version__}
-
-
-def describe_gaps(candles: Candles, exchange: str | None, most: int = 5) -> list[str]:
-    """The largest gaps, each with the exchange's known outage it falls in, if any."""
-    ts, tf = candles.timestamps, candles.timeframe_seconds
-    diffs = np.diff(ts)
-    over = np.flatnonzero(diffs > tf)
-    known = [(parse_ts(a), parse_ts(b), why) for a, b, why in KNOWN_OUTAGES.get(exchange or "", ())]
-    lines = []
-    for i in over[np.argsort(-diffs[over], kind="stable")][:most]:
-        first, last = int(ts[i]) + tf, int(ts[i + 1]) - tf  # the missing bars
-        why = next((w for a, b, w in known if first <= b and a <= last), None)
-        lines.append(f"{(last - first) // tf + 1} bar(s) missing {format_ts(first)} .. {format_ts(last)}"
-                     + (f" ({why})" if why else ""))
-    return lines
