@@ -335,6 +335,8 @@ def test_an_output_path_a_file_or_folder_blocks_is_one_line_naming_it(tmp_path):
         (("optimize", str(write_config(tmp_path, meta={"results_dir": str(blocker)})), "--skip-preflight"),
          f"error: {blocker} is a file, where a folder is needed\n"),
         (("sweep", str(tmp_path / "opt.yaml"), "--points", "2", "--skip-preflight"), f"error: {blocker} is a file, where a folder is needed\n"),
+        (("backtest", "configs/sma_cross.yaml", "--out", "/proc/genesis-r.json"),  # a folder no file can be made in
+         "error: /proc/genesis-r.json: No such file or directory\n"),
     ]
     for args, line in cases:
         proc = genesis(*args)

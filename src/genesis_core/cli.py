@@ -70,8 +70,9 @@ F = TypeVar("F", bound=Callable[..., Any])
 # file too large, failing, read-only
 _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 # a path given that cannot be written as asked: a file where a folder is needed, a folder given as a
-# file, no permission. They ended in tracebacks (`--out` a folder, a results_dir that is a file).
-_PATH_ERRORS = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG})
+# file, no permission, a folder no file can be made in (/proc). They ended in tracebacks (`--out` a
+# folder, a results_dir that is a file, `--report /proc/x.html`).
+_PATH_ERRORS = frozenset({errno.ENOTDIR, errno.EEXIST, errno.EISDIR, errno.EACCES, errno.EPERM, errno.ENAMETOOLONG, errno.ENOENT})
 
 
 def _handle_errors(fn: F) -> F:
