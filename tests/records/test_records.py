@@ -22,7 +22,7 @@ from genesis_core.records import (
     read_record,
     write_record,
 )
-from genesis_core.records._base import renamed_scores
+from genesis_core.records._base import _strict_json, renamed_scores
 from tests.runs import artifacts, promote, validate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -199,6 +199,28 @@ def test_a_results_folder_s_hostile_files_are_each_one_line_naming_the_file_and_
         read_record(hostile / "best_trial.json", BestTrial)
     runs, unreadable = finished_runs(old_results, within=old_results)  # the MCP server's list_runs: no link out is followed
     assert [r.name for r in runs] == ["old"] and unreadable == [f"{hostile}/validation.json leads outside the served folder; not read"]
+
+
+def test_a_record_edited_to_hold_a_number_beyond_a_float_is_refused_naming_it(old_results: Path):
+    """Python's parser reads NaN, Infinity and 1e400 (as inf). A run.json edited to hold one was
+    listed with a best score of inf, and `runs list --json` ended in a traceback ("Out of range
+    float values are not JSON compliant"). The file is now left out naming the number, the run
+    beside it listed; the files Genesis-Core writes read as Python's parser reads them."""
+    from tests.runs import genesis
+
+    old = old_results / "runs" / "old"
+    for path in (old / "run.json", old / "validation.json", old / "best_trial.json", *sorted((old / "trials").glob("*.json"))):
+        assert _strict_json(path.read_bytes()) == json.loads(path.read_text()), path
+    edited = old_results / "runs" / "edited"
+    for number in ("1e400", "NaN", "-Infinity"):
+        shutil.rmtree(edited, ignore_errors=True)
+        shutil.copytree(old, edited)
+        run = (edited / "run.json").read_text()
+        (edited / "run.json").write_text(run.replace('"score_phase2": 7.519390553420035', f'"score_phase2": {number}', 1))
+        listed = genesis("runs", "list", "--results-dir", str(old_results), "--json")
+        assert listed.returncode == 0 and [r["run"] for r in json.loads(listed.stdout)] == ["old"], listed.stderr
+        assert listed.stderr.split() == (f"warning: a run left out: {edited}/run.json: not valid JSON: {number} is not a finite "
+                                         "number (Genesis-Core writes strict JSON)").split()
 
 
 def test_records_round_trip_and_the_clock_is_passed_in(old_results: Path, tmp_path: Path):

@@ -11,11 +11,12 @@ import json
 import math
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NoReturn, TypeVar
 
+import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from genesis_core.errors import GenesisError
+from genesis_core.errors import GenesisError, clip
 from genesis_core.files import atomic_write, read_file
 
 R = TypeVar("R", bound="Record")
@@ -99,10 +100,33 @@ def renamed_scores(node: Any, key: str | None = None) -> Any:
     return out
 
 
+def _not_finite(text: str) -> NoReturn:
+    raise ValueError(f"{clip(text)} is not a finite number (Genesis-Core writes strict JSON)")
+
+
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):
+        _not_finite(text)
+    return value
+
+
+def _strict_json(data: bytes) -> Any:
+    """A record's JSON as Genesis-Core writes it, every number finite. Python's parser also reads
+    NaN, Infinity and 1e400 (as inf), which a file edited by hand may hold, and a number so read
+    ended `runs list --json` in a traceback. orjson refuses them (and reads a record in half the
+    time); what it refuses is read again by Python's parser, each number checked, to say why (or to
+    read what only Python reads, a lone surrogate's escape)."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data, parse_constant=_not_finite, parse_float=_finite)
+
+
 def read_record(path: Path, model: type[R]) -> R:
     """``path`` as ``model``, migrated from an older schema version if need be."""
     try:
-        raw = json.loads(read_file(path))
+        raw = _strict_json(read_file(path))
     except OSError as exc:
         raise SchemaError(f"{path}: cannot read: {exc.strerror}") from None
     except (ValueError, RecursionError) as exc:  # RecursionError: arrays nested 100,000 deep
