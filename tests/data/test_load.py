@@ -70,6 +70,17 @@ def test_each_bundled_file_declares_its_market_so_a_config_of_another_is_refused
     ran = genesis("backtest", "-c", str(declared), "--data", "data/BTCUSDT_1h_binance.csv.gz", "--out", str(out))
     assert ran.returncode == 0 and "warning: model builtin:btcusd_1h was trained on BTCUSD 1h, the data is BTC/USDT 1h" in ran.stderr
 
+    import shutil
+
+    from genesis_core.data import market_sidecar
+
+    copied = tmp_path / "BTCUSD_1h_bitfinex.csv.gz"  # with a 4h file's metadata beside it
+    shutil.copyfile(ROOT / "data" / copied.name, copied)
+    market_sidecar(copied).write_text(json.dumps({**file_market(ROOT / "data" / copied.name), "timeframe": "4h"}))
+    checked = genesis("data", "check", str(copied))
+    assert (checked.returncode, checked.stderr.strip()) == (2, f"error: {copied}: its market metadata says 4h bars, but its bars "
+                                                               "are 1h apart: a metadata file of other bars")
+
 
 def test_arrays_are_read_only(sample):
     with pytest.raises(ValueError):

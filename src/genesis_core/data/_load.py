@@ -464,7 +464,7 @@ def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str
             f"{_where(path, rows[i + 1], first_line, raw_ts.iloc[rows[i + 1]])}: {diffs[i]} s after the previous bar, "
             f"not a multiple of the {tf} s timeframe{_more(n)}"
         )
-    return Candles(ts, o, h, lo, c, v, tf, str(path), _file_symbol(frame, columns, path, first_line, raw_ts))
+    return Candles(ts, o, h, lo, c, v, tf, str(path), _file_symbol(frame, columns, path, first_line, raw_ts, tf))
 
 
 def _numbers(column: pd.Series, comma: bool) -> np.ndarray:
@@ -508,11 +508,22 @@ def _traded_volume(frame: pd.DataFrame, columns: dict[str, Any], path: Path, com
     return columns[traded[0]]
 
 
-def _file_symbol(frame: pd.DataFrame, columns: dict[str, Any], path: Path, first_line: int, raw_ts: pd.Series) -> str | None:
+def _file_symbol(frame: pd.DataFrame, columns: dict[str, Any], path: Path, first_line: int, raw_ts: pd.Series,
+                 timeframe_seconds: int) -> str | None:
     """The market the file says it holds: its metadata's (``file_market``), or one value of a
-    ``symbol`` column (CryptoDataDownload's ``BTC/USD``) on every row; they must agree."""
+    ``symbol`` column (CryptoDataDownload's ``BTC/USD``) on every row; they must agree, and the
+    metadata's timeframe must be the bars' (a sidecar copied beside other bars was read as the bars'
+    market, whatever timeframe it said)."""
     market = file_market(path)
     declared = market["symbol"] if market else None
+    said = market.get("timeframe") if market else None
+    try:
+        same = said is None or (isinstance(said, str) and parse_timeframe(said) == timeframe_seconds)
+    except DataError:  # no timeframe at all
+        same = False
+    if not same:
+        raise DataError(f"{path}: its market metadata says {clip(str(said))} bars, but its bars are "
+                        f"{format_timeframe(timeframe_seconds)} apart: a metadata file of other bars")
     if "symbol" not in columns:
         return declared
     symbols = frame[columns["symbol"]].astype(str).str.strip()
