@@ -53,7 +53,7 @@ from genesis_core.optimizer import (
     sweep_processes,
     sweep_size,
 )
-from genesis_core.records import ChampionRecord, CheckRecord, PreflightRecord, finite_metrics, names
+from genesis_core.records import ChampionRecord, CheckRecord, PreflightRecord, finite_metrics, names, not_finite_metrics
 from genesis_core.scoring import score
 from genesis_core.study import StudyConfig, load_study_config
 from genesis_core.validation import WindowSpec, fold_windows, market_runs, tried_alike
@@ -451,7 +451,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
         return [*checks, Check("smoke run", "fail", f"the base point does not run: {exc}")]
     sc = score(result.metrics, result.trace, study.config.scoring, study.config.constraints)
     trades = result.metrics["num_trades"]
-    overflowed = [k for k, v in finite_metrics(result.metrics).items() if v is None]
+    overflowed = not_finite_metrics(result.metrics)
     if overflowed:  # the data's prices (1e-307 passes every candle check) or sizes: every trial would be INVALID_NUMERIC
         closes = result.window.candles.close[result.window.start_index:]
         checks.append(Check("smoke run", "fail", f"the base point's {', '.join(overflowed)} are not finite numbers "

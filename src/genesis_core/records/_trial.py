@@ -153,13 +153,18 @@ def backtest_record(result: BacktestResult, trades: bool = True) -> BacktestReco
         trace=result.trace,
         trades=_trades(result) if trades else None,
         series=_series(result) if trades else None,
-        not_finite=[k for k, v in result.metrics.items() if not math.isfinite(v)],
+        not_finite=not_finite_metrics(result.metrics),
     )
 
 
 def finite_metrics(metrics: dict[str, float | int]) -> Metrics:
     """Metrics as a record holds them: a NaN or infinity becomes None."""
     return {k: v if isinstance(v, int) else finite(v) for k, v in metrics.items()}
+
+
+def not_finite_metrics(metrics: dict[str, float | int]) -> list[str]:
+    """The metrics that came out NaN or infinite (a record holds them as None): the backtest is INVALID_NUMERIC."""
+    return [k for k, v in metrics.items() if not math.isfinite(v)]
 
 
 def _series(result: BacktestResult) -> Series:
