@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from genesis_core import backtest
-from genesis_core.backtest import Backtester, build_config
+from genesis_core.backtest import BacktestConfig, Backtester, build_config
 from genesis_core.config import read_config_file
 from genesis_core.data import Candles, load_candles, market_sidecar
 from genesis_core.files import TRIMMED, trim_least_recently_used
@@ -328,8 +328,8 @@ def _settled(path: Path, seconds_ago: float = 3600.0) -> Path:
 
 def _load_elsewhere(path: Path, cache: Path) -> dict:
     """What a fresh process (a worker) loads through ``Backtester(cache)``, and whether it imported pandas."""
-    code = ("import json, sys; from pathlib import Path; from genesis_core.backtest import Backtester; "
-            "c = Backtester(Path(sys.argv[2])).candles(sys.argv[1]); "
+    code = ("import json, sys; from pathlib import Path; from genesis_core.backtest import Backtester, BacktestConfig; "
+            "c = Backtester(Path(sys.argv[2])).candles(BacktestConfig.model_validate({'data': {'path': sys.argv[1]}})); "
             "print(json.dumps({'fp': c.fingerprint, 'symbol': c.symbol, 'pandas': 'pandas' in sys.modules}))")
     out = subprocess.run([sys.executable, "-c", code, str(path), str(cache)], capture_output=True, text=True, check=True)
     return json.loads(out.stdout)
@@ -354,7 +354,7 @@ def test_the_candle_cache_never_serves_a_changed_or_damaged_file(tmp_path, monke
 
     def load() -> Candles:
         monkeypatch.setattr(backtest, "_LOADED", {})  # a new process
-        return Backtester(cache).candles(str(path))
+        return Backtester(cache).candles(BacktestConfig.model_validate({"data": {"path": str(path)}}))
 
     assert load().fingerprint == load_candles(path).fingerprint
     assert not list(cache.rglob("*.npz"))  # just written: a second write in the same mtime tick would look the same

@@ -35,7 +35,7 @@ from genesis_core.data import (
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
 from genesis_core.errors import ConfigError, DataError, GenesisError, StrategyError, raised, unknown_key_hint
 from genesis_core.features import FeatureStore, Span
-from genesis_core.files import trim_least_recently_used
+from genesis_core.files import located, paths_from, trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import compute_metrics, drawdowns
 from genesis_core.plugins import code_fingerprint
@@ -75,6 +75,10 @@ class BacktestConfig(StrictModel):
     params: dict[str, Any] = Field(default_factory=dict)
     data: DataSpec = DataSpec()
     costs: Costs = Costs()
+    # The folder its relative paths (data.path, a model's) were read from when it first ran, which a
+    # backtest records (``paths_from``); None (left out of its dump, as configs were): the working folder.
+    # Not part of its fingerprint.
+    workdir: str | None = Field(None, exclude_if=lambda v: v is None)
 
 
 def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params") -> None:
@@ -170,12 +174,19 @@ def data_symbol(config: BacktestConfig, candles: Candles) -> str | None:
     return declared or candles.symbol
 
 
+def data_file(config: BacktestConfig) -> str:
+    """The file ``config.data.path`` names, read from its workdir where that holds it (``located``)."""
+    with paths_from(config.workdir):
+        return os.fspath(located(config.data.path))
+
+
 def trained_on(config: BacktestConfig) -> list[Training]:
     """What the fitted resources of ``config``'s strategy learnt from; StrategyError naming the
     strategy for what its ``trained_on`` raised or returned that is no such list."""
     strategy = get_strategy(config.strategy)
     params = parse_model(strategy.Params, config.params, "params")
-    return _asked(config.strategy, strategy, lambda: strategy.trained_on(params), checked_trained)
+    with paths_from(config.workdir):
+        return _asked(config.strategy, strategy, lambda: strategy.trained_on(params), checked_trained)
 
 
 def training_problems(trained: list[Training], candles: Candles, symbol: str | None,
@@ -580,10 +591,11 @@ class Backtester:
         self._features: dict[str, FeatureStore] = {}  # the FEATURE_STORES most recently used, oldest first
         self._spans: dict[tuple[str, int], Span] = {}  # windows by candles and end
 
-    def candles(self, path: str, timeframe: str | None = None) -> Candles:
-        key = (path, timeframe)
+    def candles(self, config: BacktestConfig) -> Candles:
+        """The candles ``config`` names (``data_file``)."""
+        key = (data_file(config), config.data.timeframe)
         if key not in self._candles:
-            self._candles[key] = _loaded(path, timeframe, self._cache)
+            self._candles[key] = _loaded(*key, self._cache)
         return self._candles[key]
 
     def _window(self, candles: Candles, spec: DataSpec, warmup: int) -> Window:
@@ -620,13 +632,18 @@ class Backtester:
         ``config.params`` validated by its strategy, when the caller has them (``ConfigBuilder.validated``)."""
         strategy = get_strategy(config.strategy)
         params = strategy.Params.model_validate(config.params) if params is None else params
-        candles = self.candles(config.data.path, config.data.timeframe)
-        warmup = config.data.warmup_bars
-        if warmup is None:
-            warmup = _asked(config.strategy, strategy, lambda: strategy.warmup_bars(params, candles.timeframe_seconds), checked_warmup)
-            config = config.model_copy(update={"data": config.data.model_copy(update={"warmup_bars": warmup})})
-        window = self._window(candles, config.data, warmup)
-        resources = _asked(config.strategy, strategy, lambda: strategy.resources(params), checked_resources)
+        with paths_from(config.workdir):
+            candles = self.candles(config)
+            warmup = config.data.warmup_bars
+            if warmup is None:
+                warmup = _asked(config.strategy, strategy, lambda: strategy.warmup_bars(params, candles.timeframe_seconds),
+                                checked_warmup)
+            window = self._window(candles, config.data, warmup)
+            resources = _asked(config.strategy, strategy, lambda: strategy.resources(params), checked_resources)
+        resolved: dict[str, Any] = {"data": config.data.model_copy(update={"warmup_bars": warmup})}
+        if config.workdir is None:  # where its relative paths were read from: its artifact re-runs from any folder
+            resolved["workdir"] = os.getcwd()
+        config = config.model_copy(update=resolved)
         config_fp = fingerprint({
             "strategy": config.strategy,
             "params": config.params,
@@ -643,8 +660,9 @@ class Backtester:
         features = self.features(plan.window) if cached else FeatureStore(plan.window.candles)
         decide = functools.partial(plan.strategy.decide, features, plan.params, plan.window.start_index)
         seconds = self._decide_seconds
-        return _asked(plan.config.strategy, plan.strategy, decide if seconds is None else lambda: within(seconds, decide),
-                      checked_decisions)
+        with paths_from(plan.config.workdir):
+            return _asked(plan.config.strategy, plan.strategy, decide if seconds is None else lambda: within(seconds, decide),
+                          checked_decisions)
 
     def execute(self, plan: Plan) -> BacktestResult:
         decisions = self.decide(plan)

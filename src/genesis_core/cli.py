@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import errno
 import logging
+import os
 import shlex
 import signal
 import sys
@@ -217,14 +218,16 @@ def backtest(
             window = stored.get("window")
             if "trial_number" in stored and isinstance(window, dict) and all(isinstance(window.get(k), str) for k in ("first_bar", "last_bar")):
                 seen = _searched(window["first_bar"], window["last_bar"], stored["trial_number"])  # a trial's
+    if data is not None and base.get("workdir") not in (None, os.getcwd()):  # read from here, not where a stored config ran
+        overrides["data"]["path"] = os.path.abspath(os.path.expanduser(data))
     with _saying_what_became("run the same command again") as watch:  # each file is written whole, or not at all
         for given in (output, trades_csv, equity_csv, report):
             if given is not None:
                 watch(given)
         cfg = build_config(base, overrides=overrides)
         bt = Backtester(CACHE)
-        candles = bt.candles(cfg.data.path, cfg.data.timeframe)
         result = bt.run(cfg)
+        candles = result.window.source or result.window.candles
         sc = ScoreRecord.of(score(result.metrics, result.trace, Scoring(), Constraints()))
         record = backtest_record(result).model_copy(update={"score": sc, "buy_and_hold": result.window.held_return})
         cautions = _cautions(bt, result, record, seen)  # before any file: what they refuse (data of another market) writes none
@@ -954,8 +957,6 @@ def mcp(
     json_response: Annotated[bool, typer.Option("--json-response", help="Answer plain JSON (stateless) instead of server-sent events.")] = False,
 ) -> None:
     """Serve runs, trials and champions to AI assistants over MCP (read-only unless --allow-write)."""
-    import os
-
     from genesis_core.mcp_server import TOKEN_ENV, is_loopback, serve
 
     if not (results_dir / "runs").is_dir():  # a mistyped folder in an assistant's config served "no runs", saying nothing

@@ -1,5 +1,5 @@
 """Writing result files so that a crash never leaves one half written, and a failed write leaves
-nothing; keeping a cache's files to a size."""
+nothing; keeping a cache's files to a size; finding the files a stored config names."""
 
 from __future__ import annotations
 
@@ -9,9 +9,44 @@ import os
 import re
 import stat
 import time
+from collections.abc import Iterator
+from contextvars import ContextVar
 from pathlib import Path
 
 _TEMPORARY = re.compile(r"(.*)\.(\d+)\.tmp")  # atomic_write's: the path written and the writer's pid
+
+
+_workdir: ContextVar[str | None] = ContextVar("genesis_workdir", default=None)
+
+
+@contextlib.contextmanager
+def paths_from(workdir: str | None) -> Iterator[None]:
+    """Within it, a relative path a config names is read from ``workdir`` (``BacktestConfig.workdir``:
+    where a stored config first ran) where that folder holds it: a trial re-run from its artifact
+    in another folder read no file. None: from the working folder alone."""
+    token = _workdir.set(workdir)
+    try:
+        yield
+    finally:
+        _workdir.reset(token)
+
+
+def located(path: str) -> Path:
+    """Where the file a config names as ``path`` is read from (``paths_from``); as the path alone
+    says where the workdir does not hold it (a run copied to another machine's project folder)."""
+    base = _workdir.get()
+    if base is None or os.path.isabs(path) or base == os.getcwd():  # said as written where genesis runs there
+        return Path(path)
+    there = Path(base) / path
+    return there if there.exists() else Path(path)
+
+
+def not_found_where(path: str) -> str:
+    """Where a missing ``path`` was looked for, for its error: `` in HERE``, and the workdir."""
+    if os.path.isabs(path):
+        return ""
+    base = _workdir.get()
+    return f" in {Path.cwd()}" + ("" if base is None else f", nor in {base} where it first ran")
 
 
 MAX_RECORD_BYTES = 1 << 30  # a result file of 5,000,000 bars' equity and drawdown is about 400 MB

@@ -396,7 +396,7 @@ def _check_study_in(study: StudySpec, storage: BaseStorage | None, bt: Backteste
         return Check("storage", "fail", taken)
     if study_id is None:
         return Check("storage", "pass", f"{redact(url)} {'will be created' if storage is None else 'writable'}; study {name!r} is new")
-    diff = stored_signature_diff(attrs, study, bt.candles(study.fixed.data.path, study.fixed.data.timeframe))
+    diff = stored_signature_diff(attrs, study, bt.candles(study.fixed))
     if diff is None:
         status: Status = "warn" if trials else "pass"
         return Check("storage", status, f"study {name!r} exists with {trials:,} trials and no signature (see --backfill-signature)")
@@ -431,7 +431,7 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
         checks += _check_budget(cfg, study, max_trials)
     bt = Backtester()  # memory caches only: preflight writes no file
     try:
-        candles = bt.candles(study.fixed.data.path, study.fixed.data.timeframe)
+        candles = bt.candles(study.fixed)
     except GenesisError as exc:
         return [*checks, Check("data", "fail", str(exc))]
     checks.append(Check("data", "pass", f"{candles.source}: {len(candles):,} bars {format_ts(candles.timestamps[0])} .. "

@@ -19,7 +19,7 @@ import pytest
 import yaml
 
 from genesis_core import optimizer as api
-from genesis_core.backtest import Backtester, build_config
+from genesis_core.backtest import BacktestConfig, Backtester, build_config
 from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.fingerprint import canonical_json
 from genesis_core.optimizer import ResumeBlocked, RunOptions, _worker, open_storage
@@ -236,7 +236,7 @@ def test_a_data_update_after_the_window_resumes_and_a_changed_bar_in_it_blocks(t
     data.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
     study = optuna.load_study(study_name="t", storage=open_storage(load_study_config(path).spec().storage_url, 60, 5))
     signed = study.user_attrs[SIGNED_ATTR]
-    candles = Backtester().candles(str(data), None)
+    candles = Backtester().candles(BacktestConfig.model_validate({"data": {"path": str(data)}}))
     old = {**{k: v for k, v in signed["data"].items() if k != "bars"}, "file": candles.fingerprint}  # as signed before
     study.set_user_attr(SIGNED_ATTR, {**signed, "data": old})
     study.set_user_attr(SIGNATURE_ATTR, {**study.user_attrs[SIGNATURE_ATTR], "data": fingerprint(old)})

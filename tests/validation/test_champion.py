@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from genesis_core.backtest import Backtester
+from genesis_core.backtest import BacktestConfig, Backtester
 from genesis_core.champion import rollback
 from genesis_core.errors import ConfigError
 from genesis_core.records import ChampionStore, ChampionWriteError
@@ -134,7 +134,7 @@ def test_the_deflated_sharpe_gate_holds_the_trial_promoted_to_its_own_ratio(fres
     folder = RunFolder(fresh_run)
     trials = artifacts(folder)
     bt = Backtester()
-    per_bar = math.sqrt(bt.candles(trials[0].effective_config.data.path, "1h").bars_per_year)
+    per_bar = math.sqrt(bt.candles(trials[0].effective_config).bars_per_year)
     sharpes = np.array([t.metrics["sharpe"] / per_bar for t in trials if t.metrics["sharpe"] is not None])
     for c in (first, second):  # each its own: its explore returns against the same trials and N_eff
         equity = bt.run(build_config(folder.read_trial(c["trial"]).effective_config.model_dump(mode="json"))).engine.equity
@@ -198,7 +198,7 @@ def test_the_deflated_sharpe_ratio_counts_the_configs_other_runs_tried_on_the_sa
     folder = RunFolder(fresh_run)
     trials = artifacts(folder)
     bt = Backtester()
-    per_bar = math.sqrt(bt.candles(trials[0].effective_config.data.path, "1h").bars_per_year)
+    per_bar = math.sqrt(bt.candles(trials[0].effective_config).bars_per_year)
     sharpes = np.array([t.metrics["sharpe"] / per_bar for t in trials if t.metrics["sharpe"] is not None]
                        + [s / per_bar for s in theirs.values()])
     returns = bar_returns(bt.run(build_config(folder.read_trial(top["trial"]).effective_config.model_dump(mode="json"))).engine.equity)
@@ -331,7 +331,7 @@ def test_a_backtest_of_the_champion_or_a_trial_on_bars_it_was_searched_or_chosen
     assert said("-c", str(fresh_run / "trials" / f"{trial:06d}.json"), "--start", "2022-06-01", "--end", "2022-06-30") == []
     # a backtest's result says what holding its window made; a trial's artifact, as its record was before, does not
     assert json.loads((results / "bt.json").read_text())["buy_and_hold"] == pytest.approx(
-        Backtester().candles(c["effective_config"]["data"]["path"]).window("2022-06-01", "2022-06-30", 0).held_return, rel=1e-15)
+        Backtester().candles(BacktestConfig.model_validate(c["effective_config"])).window("2022-06-01", "2022-06-30", 0).held_return, rel=1e-15)
     assert not any("buy_and_hold" in path.read_text() for path in (fresh_run / "trials").iterdir())
     edited = json.loads((fresh_run / "trials" / f"{trial:06d}.json").read_text())  # a window edited by hand: no line, no error
     edited["window"]["first_bar"] = "garbage"

@@ -119,3 +119,60 @@ def test_runs_show_trial_and_backtest_trial_reproduce_the_stored_trial(results, 
         assert bad.returncode == 2 and message in bad.stderr and "Traceback" not in bad.stderr
     both = _genesis("backtest", "--trial", f"t:{n}", "--champion", "--results-dir", str(results))
     assert both.returncode == 2 and "give one of CONFIG (or --config), --champion or --trial" in both.stderr
+
+
+def test_a_run_with_relative_paths_is_re_run_validated_and_reported_from_another_folder(tmp_path, monkeypatch):
+    """A config's relative paths are read from where genesis runs. A run's artifacts keep them as
+    written, and every command that re-ran one from another folder (`backtest --trial`,
+    `check-equivalence`, `validate`, `report`) said `data file not found: data/c.csv.gz in HERE`.
+    Each backtest now records the folder it read them from (``workdir``)."""
+    import yaml
+
+    from tests.conftest import BTC_FILE, ROOT
+    from tests.runs import optimize
+    from tests.validation.conftest import validated_config
+
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "data").mkdir(parents=True)
+    elsewhere.mkdir()
+    shutil.copy(BTC_FILE, project / "data" / "c.csv.gz")
+    shutil.copy(ROOT / "src" / "genesis_core" / "strategy" / "models" / "btcusd_1h.json", project / "m.json")
+    base = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    base["params"]["model"], base["data"]["path"] = "m.json", "data/c.csv.gz"  # a model of one's own, beside the data
+    (project / "base.yaml").write_text(yaml.safe_dump(base))
+    config = validated_config(project, meta={"base_config": "base.yaml", "data": "data/c.csv.gz", "results_dir": "results",
+                                             "stop": {"max_trials": 6}})
+    monkeypatch.chdir(project)
+    optimize(config)
+    run = project / "results" / "runs" / "t"
+    assert _genesis("validate", str(run)).returncode == 0
+    validated_here = json.loads((run / "validation.json").read_text())
+    numbers = sorted(int(p.stem) for p in (run / "trials").glob("*.json"))
+    artifact = json.loads((run / "trials" / f"{numbers[-1]:06d}.json").read_text())
+    assert artifact["effective_config"]["data"]["path"] == "data/c.csv.gz"  # as written: its fingerprints are unchanged
+    assert artifact["effective_config"]["params"]["model"] == "m.json" and artifact["effective_config"]["workdir"] == str(project)
+
+    monkeypatch.chdir(elsewhere)
+    checked = _genesis("check-equivalence", str(run))
+    assert checked.returncode == 0 and f"re-run from artifacts: {len(numbers)} of {len(numbers)} identical" in checked.stdout, \
+        checked.stdout + checked.stderr
+    rerun = _genesis("backtest", "--trial", f"{run}:{numbers[-1]}", "--out", str(elsewhere / "r.json"), "--json")
+    assert rerun.returncode == 0, rerun.stderr
+    assert json.loads(rerun.stdout)["metrics"] == artifact["metrics"]
+    (run / "validation.json").unlink()
+    assert _genesis("validate", str(run)).returncode == 0
+    validated_elsewhere = json.loads((run / "validation.json").read_text())
+    assert validated_elsewhere["candidates"] == validated_here["candidates"] and validated_here["candidates"]
+    reported = _genesis("report", str(run), "--out", str(elsewhere / "r.html"))
+    assert reported.returncode == 0 and (elsewhere / "r.html").stat().st_size > 0, reported.stderr
+
+    moved = tmp_path / "moved"  # a project copied to another machine: its paths are read from where genesis runs
+    project.rename(moved)
+    monkeypatch.chdir(moved)
+    run = moved / "results" / "runs" / "t"
+    again = _genesis("check-equivalence", str(run))
+    assert again.returncode == 0 and f"{len(numbers)} of {len(numbers)} identical" in again.stdout, again.stdout + again.stderr
+    monkeypatch.chdir(elsewhere)
+    lost = _genesis("backtest", "--trial", f"{run}:{numbers[-1]}")
+    assert lost.returncode == 2
+    assert f"error: data file not found: data/c.csv.gz in {elsewhere}, nor in {project} where it first ran" in lost.stderr

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from genesis_core.backtest import Backtester, build_config
+from genesis_core.backtest import BacktestConfig, Backtester, build_config, data_file
 from genesis_core.champion._config import PromotionConfig
 from genesis_core.errors import ConfigError
 from genesis_core.fingerprint import code_version, differences
@@ -110,7 +110,7 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
         gates = _gates(folder, artifact, candidate, current, validation, config, promotion.min_improvement, bt)
         alike = tried_alike(folder, market_runs(folder, config.meta.symbol, config.meta.timeframe), candidate.explore.first_bar,
                             candidate.explore.last_bar)
-        gates += _floor(candidate, promotion, bt, artifact.effective_config.data.path) + _overfit(report, candidate, promotion, alike)
+        gates += _floor(candidate, promotion, bt, artifact.effective_config) + _overfit(report, candidate, promotion, alike)
         failed = [g for g in gates if not g.passed]
         entry.config_fingerprint = candidate.config_fingerprint
         entry.gates = gates
@@ -166,7 +166,7 @@ def _gates(
         gates.append(GateRecord(name="improves", passed=False, detail="this config is already the champion"))
     else:
         same_data = build_config(current.effective_config.model_dump(mode="json"),
-                                 overrides={"data": {"path": artifact.effective_config.data.path}})
+                                 overrides={"data": {"path": data_file(artifact.effective_config)}})
         try:
             theirs = evaluate_candidate(bt, same_data, config.scoring, validation, config.meta.symbol).validation_score
         except RefusedOnWindow as exc:  # a champion that cannot trade these windows has no score to beat
@@ -182,7 +182,7 @@ def _gates(
     return gates
 
 
-def _floor(candidate: Candidate, promotion: PromotionConfig, bt: Backtester, data_path: str) -> list[GateRecord]:
+def _floor(candidate: Candidate, promotion: PromotionConfig, bt: Backtester, config: BacktestConfig) -> list[GateRecord]:
     """Out-of-sample money: better than not trading (and than buying and holding, if asked)."""
     returns = [w.metrics["total_return"] for w in candidate.windows]
     if promotion.min_validation_return is None and not promotion.beat_buy_and_hold:
@@ -195,7 +195,7 @@ def _floor(candidate: Candidate, promotion: PromotionConfig, bt: Backtester, dat
         above = got > promotion.min_validation_return
         ok &= above
         checks.append(f"{'above' if above else 'not above'} the floor {promotion.min_validation_return:+.2%}")
-    held = compounded([bt.candles(data_path).window(w.start, w.end, 0).held_return for w in candidate.windows])
+    held = compounded([bt.candles(config).window(w.start, w.end, 0).held_return for w in candidate.windows])
     if promotion.beat_buy_and_hold:
         ok &= got > held
         checks.append(f"{'above' if got > held else 'not above'} buy-and-hold {held:+.2%}")

@@ -26,7 +26,7 @@ from genesis_core.data._candles import (
     same_symbol,
 )
 from genesis_core.errors import DataError, clip
-from genesis_core.files import atomic_write, capped_bytes, not_a_file, read_file
+from genesis_core.files import atomic_write, capped_bytes, not_a_file, not_found_where, read_file
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -165,8 +165,7 @@ def _read_frame(path: Path, notes: list[str]) -> tuple[pd.DataFrame, int, bool]:
     import pyarrow.parquet as pq
 
     if not path.exists():  # a relative path is read from where genesis runs, not from the config's folder: say where
-        where = "" if path.is_absolute() else f" in {Path.cwd()}"
-        raise DataError(f"data file not found: {path}{where} (candles from an exchange: `genesis data download`)" + _beside(path))
+        raise DataError(f"data file not found: {path}{not_found_where(str(path))} (candles from an exchange: `genesis data download`)" + _beside(path))
     kind = not_a_file(path.stat().st_mode)  # a pipe waited for a writer for ever; /dev/zero was read until memory ran out
     if kind is not None:
         raise DataError(f"{path}: {kind}, not a file; candles are read from a CSV, Parquet, Feather or JSON file")

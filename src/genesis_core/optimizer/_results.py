@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import platform
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -242,7 +243,7 @@ def record_results(spec: StudySpec, optuna_study: optuna.Study, session: Session
             signature=optuna_study.user_attrs.get(SIGNATURE_ATTR),
             search_space=spec.space.spec,
             config=spec.config.model_dump(mode="json"),
-            fixed_config=spec.fixed,
+            fixed_config=spec.fixed if spec.fixed.workdir else spec.fixed.model_copy(update={"workdir": os.getcwd()}),
             versions={"genesis_core": __version__, "code": code_version(), "optuna": optuna.__version__,
                       "numba": numba.__version__, "python": platform.python_version()},
             sessions=[*(previous.sessions if previous else []), session],

@@ -176,7 +176,7 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     refusal = cfg.meta.stop.refusal(options.max_trials, time.time())  # before the study exists: a refused run leaves none
     if refusal:
         raise ConfigError(refusal)
-    candles = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe)  # cached for the workers
+    candles = Backtester(CACHE).candles(spec.fixed)  # cached for the workers
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     check_clock(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, cfg.meta.proxy)
     optuna_study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize",

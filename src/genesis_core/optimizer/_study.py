@@ -103,6 +103,7 @@ class StudySpec:
         trial. ``whole_file``: the file's fingerprint, as studies were signed before."""
         fixed = self.fixed.model_dump(mode="json")
         fixed["data"].pop("path")  # the content is in 'data'; a moved file is the same data
+        fixed.pop("workdir", None)  # the same: and where genesis runs is none of the study's settings
         d = self.fixed.data
         bars = {"file": candles.fingerprint} if whole_file else {"bars": candles.through(d.end).fingerprint}
         return {

@@ -278,7 +278,7 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
     given = points is not None
     points = sweep_points(spec.space, options) if points is None else points
     count = len(points)
-    candles = Backtester(CACHE).candles(spec.fixed.data.path, spec.fixed.data.timeframe)  # cached for the workers
+    candles = Backtester(CACHE).candles(spec.fixed)  # cached for the workers
     storage = open_storage(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, proxy=cfg.meta.proxy)
     check_clock(spec.storage_url, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds, cfg.meta.proxy)
     study = optuna.create_study(storage=storage, study_name=spec.name, direction="maximize", load_if_exists=True,

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from genesis_core.data import Candles, format_ts
 from genesis_core.errors import ConfigError, DataError, clip
 from genesis_core.features import FeatureStore, parse_spec, warmup_bars
-from genesis_core.files import atomic_write, read_file
+from genesis_core.files import atomic_write, located, not_found_where, read_file
 from genesis_core.fingerprint import code_version, strict_json
 
 BUILTIN_PREFIX = "builtin:"
@@ -172,11 +172,13 @@ def save_model(model: SignalModel, path: Path) -> None:
 
 
 @functools.cache
+def _builtin_file(ref: str) -> str:
+    return os.fspath(_BUILTIN_DIR / f"{ref[len(BUILTIN_PREFIX):]}.json")
+
+
 def _model_file(ref: str) -> str:
-    """``builtin:NAME`` -> the model shipped with the package; anything else is a file path."""
-    if ref.startswith(BUILTIN_PREFIX):
-        return os.fspath(_BUILTIN_DIR / f"{ref[len(BUILTIN_PREFIX):]}.json")
-    return ref
+    """``builtin:NAME`` -> the model shipped with the package; anything else is a file path (``located``)."""
+    return _builtin_file(ref) if ref.startswith(BUILTIN_PREFIX) else os.fspath(located(ref))
 
 
 def _named(ref: str, path: str) -> str:
@@ -197,7 +199,8 @@ def load_model(ref: str) -> tuple[SignalModel, str]:
             return _LOADED[key]
         raw = read_file(Path(path), MAX_MODEL_BYTES)
     except OSError as exc:
-        raise ConfigError(f"{_named(ref, path)}: cannot read it: {exc.strerror}") from None
+        where = not_found_where(path) if isinstance(exc, FileNotFoundError) else ""
+        raise ConfigError(f"{_named(ref, path)}: cannot read it: {exc.strerror}{where}") from None
     try:
         model = SignalModel.model_validate_json(raw)
     except ValidationError as exc:

@@ -391,7 +391,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
     run = folder.read_run()
     bt = backtester or Backtester()
     data = run.fixed_config.data
-    candles = bt.candles(data.path, data.timeframe)
+    candles = bt.candles(run.fixed_config)
     market = data_symbol(run.fixed_config, candles) or config.meta.symbol
     for w in v.windows:  # data that does not cover a window would refuse every candidate: said once, before any
         candles.window(w.start, w.end, 0)
