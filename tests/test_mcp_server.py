@@ -276,7 +276,7 @@ def test_http_write_tools_need_the_flag_and_the_token(served):
                 started = await client.call_tool("start_optimization", {"config": "new.yaml"})
                 assert not started.is_error, started.content[0].text
                 summary = started.structured_content
-                assert summary["preflight"]["ok"] and summary["explore"]["cache"]["total_trials"] == 4 and summary["validation"]
+                assert summary["preflight"]["ok"] and summary["explore"]["states"] == {"COMPLETE": 4} and summary["validation"]
                 runs = (await client.call_tool("list_runs", {})).structured_content
                 assert {r["run"] for r in runs["items"]} == {"t", "t2"}
                 # the resumed study's signature now differs (the champion is merged into its fixed config): refused
@@ -582,3 +582,48 @@ def test_a_walk_forward_is_served_with_its_folds_and_what_they_warned_of(tmp_pat
             assert "no walk-forward 't-wf1'" in _error(await client.call_tool("show_walk_forward", {"walk_forward": "t-wf1"}))["message"]
 
     asyncio.run(main())
+
+
+def test_a_server_an_assistant_starts_elsewhere_reads_the_configs_paths_from_the_folder_given_with_C(tmp_path):
+    """An assistant starts the server in a folder of its own (Claude Desktop: /). Given absolute
+    --results-dir and --configs-dir, as README said, preflight refused a config whose
+    base_config is `configs/reference.yaml` as `outside the configs folder`, and start_optimization
+    would have written its run under that folder's results/, which the server does not serve.
+    `genesis -C PROJECT mcp` runs as if started in the project folder. And a run it starts has its
+    trials evaluated, where every one failed."""
+    project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
+    (project / "configs").mkdir(parents=True)
+    (project / "results" / "runs").mkdir(parents=True)
+    elsewhere.mkdir()
+    (project / "configs" / "reference.yaml").write_text((ROOT / "configs" / "reference.yaml").read_text())
+    config = validated_config(tmp_path, meta={"base_config": "configs/reference.yaml", "results_dir": "results",
+                                              "study_name": "here", "stop": {"max_trials": 3}})
+    (project / "configs" / "opt.yaml").write_text(config.read_text())
+
+    def server(*args: str) -> Client:
+        return Client(StdioServerParameters(command=sys.executable, cwd=str(elsewhere), env=dict(os.environ),
+                                            args=["-m", "genesis_core", *args]))
+
+    async def main() -> None:
+        async with server("mcp", "--results-dir", str(project / "results"), "--configs-dir", str(project / "configs")) as client:
+            error = _error(await client.call_tool("preflight", {"config": "opt.yaml"}))
+            assert error["message"] == (
+                f"opt.yaml: meta.base_config 'configs/reference.yaml' is read from {elsewhere}, where the server was started, "
+                f"and not found there: start it in the folder the configs' paths are relative to (genesis -C {project} mcp)")
+        async with server("-C", str(project), "mcp", "--allow-write") as client:
+            checks = (await client.call_tool("preflight", {"config": "opt.yaml"})).structured_content
+            assert checks["ok"] and {c["name"] for c in checks["checks"]} >= {"config", "data", "storage"}
+            started = await client.call_tool("start_optimization", {"config": "opt.yaml"})
+            assert not started.is_error, started.content[0].text
+            explore = started.structured_content["explore"]  # its trials ran in the server's thread: they failed, "strategy
+            assert explore["states"] == {"COMPLETE": 3}       # 'reference' raised ValueError: signal only works in main thread"
+            assert "started off the main thread (by a server)" in explore["session"]["notes"][-1]
+            assert [r["run"] for r in (await client.call_tool("list_runs", {})).structured_content["items"]] == ["here"]
+
+    asyncio.run(main())
+    assert json.loads((project / "results" / "runs" / "here" / "run.json").read_text())["study_name"] == "here"
+    assert not (elsewhere / "results").exists()
+    for missing in (tmp_path / "nope", project / "configs" / "opt.yaml"):
+        proc = subprocess.run([sys.executable, "-m", "genesis_core", "-C", str(missing), "runs", "list"], cwd=elsewhere,
+                              capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "300"})
+        assert proc.returncode == 2 and f"Invalid value for -C: {missing}: not a folder" in proc.stderr, proc.stderr

@@ -10,6 +10,7 @@ from __future__ import annotations
 import functools
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -320,7 +321,11 @@ def within(seconds: float, call: Callable[[], T]) -> T:
     """``call()``, stopped after ``seconds`` (a timer's signal, so in the main thread only) with a
     StrategyError: a strategy's loop that never ends for some parameters held its trial, and a
     Ctrl-C, which waits for the trials in flight, for ever. Compiled code is stopped once it returns.
-    The signal's handler stays set (nothing else here uses the timer): 2 us a call, not 6."""
+    The signal's handler stays set (nothing else here uses the timer): 2 us a call, not 6. Off the
+    main thread (a run the MCP server started) there is no timer: setting one raised ValueError,
+    and every trial failed as the strategy's."""
+    if threading.current_thread() is not threading.main_thread():
+        return call()
     if signal.getsignal(signal.SIGALRM) is not _expired:
         signal.signal(signal.SIGALRM, _expired)
     try:

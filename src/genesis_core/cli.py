@@ -1459,7 +1459,11 @@ class _WarningLine(logging.Handler):
 
 
 @app.callback(invoke_without_command=True)
-def _main(version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False) -> None:
+def _main(
+    version: Annotated[bool, typer.Option("--version", help="Show the version and exit.")] = False,
+    directory: Annotated[Path | None, typer.Option("-C", "--directory", help="Run as if started in this folder, where a "
+                                                   "config's relative paths are read from (an assistant's MCP server, a cron job).")] = None,
+) -> None:
     library = logging.getLogger("genesis_core")
     if not library.handlers:
         library.addHandler(_WarningLine(logging.WARNING))
@@ -1467,3 +1471,8 @@ def _main(version: Annotated[bool, typer.Option("--version", help="Show the vers
     if version:
         out.print(f"genesis-core {__version__}")
         raise typer.Exit()
+    if directory is not None:
+        try:
+            os.chdir(directory.expanduser())
+        except OSError:
+            raise typer.BadParameter(f"{directory}: not a folder", param_hint="-C") from None

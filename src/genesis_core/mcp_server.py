@@ -163,6 +163,11 @@ class Genesis:
 
         cfg = load_study_config(inside(self.configs, config))
         base = Path(cfg.meta.base_config)
+        if not base.is_absolute() and not base.exists():  # an assistant starts the server in a folder of its own
+            project = self.configs.resolve().parent
+            raise RequestError(f"{config}: meta.base_config {str(base)!r} is read from {Path.cwd()}, where the server was "
+                               "started, and not found there: start it in the folder the configs' paths are relative to "
+                               f"(genesis -C {project if (project / base).exists() else 'FOLDER'} mcp)")
         if not base.resolve().is_relative_to(self.configs.resolve()):
             raise RequestError(f"{config}: meta.base_config {str(base)!r} is outside the configs folder; "
                                "this server reads configs only from there")
