@@ -77,9 +77,17 @@ def test_each_bundled_file_declares_its_market_so_a_config_of_another_is_refused
     copied = tmp_path / "BTCUSD_1h_bitfinex.csv.gz"  # with a 4h file's metadata beside it
     shutil.copyfile(ROOT / "data" / copied.name, copied)
     market_sidecar(copied).write_text(json.dumps({**file_market(ROOT / "data" / copied.name), "timeframe": "4h"}))
-    checked = genesis("data", "check", str(copied))
-    assert (checked.returncode, checked.stderr.strip()) == (2, f"error: {copied}: its market metadata says 4h bars, but its bars "
-                                                               "are 1h apart: a metadata file of other bars")
+    for command in ("check", "update"):  # update said "timeframe 4h given, ...: give 1h, or none", of a word no one gave
+        checked = genesis("data", command, str(copied))
+        assert (checked.returncode, checked.stderr.strip()) == (2, f"error: {copied}: its market metadata says 4h bars, but its "
+                                                                   "bars are 1h apart: a metadata file of other bars")
+    one = tmp_path / "one.csv"  # a single bar says no timeframe: its metadata's is read, as update read it
+    one.write_text("\n".join(gzip.open(copied, "rt").read().splitlines()[:2]) + "\n")
+    market_sidecar(one).write_text(json.dumps(file_market(ROOT / "data" / copied.name)))
+    assert load_candles(one).timeframe == "1h" and len(load_candles(one)) == 1
+    market_sidecar(one).unlink()
+    with pytest.raises(DataError, match="a single bar has no timeframe, and no market metadata says one"):
+        load_candles(one)
 
 
 def test_arrays_are_read_only(sample):

@@ -454,8 +454,8 @@ def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str
                                f"--timeframe {timeframe})" if common < tf else ""))
     elif common is not None:
         tf = common
-    else:
-        raise DataError(f"{path}: a single bar has no timeframe; pass the timeframe explicitly")
+    else:  # a single bar: its metadata's timeframe, where it says one (a download of one bar, updated)
+        tf = _declared_timeframe(path)
     off_grid = (diffs % tf) != 0
     if off_grid.any():
         i, n = _first_bad(off_grid)
@@ -464,6 +464,16 @@ def load_candles(path: str | Path, timeframe: str | None = None, notes: list[str
             f"not a multiple of the {tf} s timeframe{_more(n)}"
         )
     return Candles(ts, o, h, lo, c, v, tf, str(path), _file_symbol(frame, columns, path, first_line, raw_ts, tf))
+
+
+def _declared_timeframe(path: Path) -> int:
+    """The timeframe a single bar's file declares in its metadata (``file_market``)."""
+    market = file_market(path)
+    said = market.get("timeframe") if market else None
+    if isinstance(said, str):
+        with contextlib.suppress(DataError):
+            return parse_timeframe(said)
+    raise DataError(f"{path}: a single bar has no timeframe, and no market metadata says one; pass the timeframe explicitly")
 
 
 def _numbers(column: pd.Series, comma: bool) -> np.ndarray:

@@ -329,7 +329,7 @@ def update(path: Path, api_url: str | None = None, on_progress: OnProgress | Non
         raise DataError(f"{path}: no exchange market in its metadata (written by `genesis data download`?); "
                         "download it with `genesis data download` first")
     with _only_writer(path):
-        old = load_candles(path, market["timeframe"])
+        old = load_candles(path)  # the bars' timeframe, which the metadata's must be
         ex = connect(market["exchange"], api_url)
         unified = market_symbol(ex, market["symbol"], market["timeframe"], retries)
         last = int(old.timestamps[-1]) * 1000
