@@ -6,6 +6,10 @@ import difflib
 import inspect
 import traceback
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pydantic import ValidationError
 
 
 class GenesisError(Exception):
@@ -55,6 +59,13 @@ def raised(exc: Exception, owner: object) -> str:
 def clip(text: str, limit: int = 100) -> str:
     """``text`` cut to about ``limit`` characters, so a hostile value is never echoed whole."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def problems(exc: ValidationError, limit: int = 5) -> str:
+    """A file's first ``limit`` faults (pydantic's) in one line, each at its field, our validators'
+    words as they wrote them (a record, a model file; a config's are ``describe_validation_error``'s)."""
+    return "; ".join(": ".join([".".join(map(str, e["loc"]))] * bool(e["loc"]) + [e["msg"].removeprefix("Value error, ")])
+                     for e in exc.errors()[:limit])
 
 
 def unknown_key_hint(key: str, known: Sequence[str]) -> str:

@@ -16,7 +16,7 @@ from typing import Any, ClassVar, NoReturn, TypeVar
 import orjson
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from genesis_core.errors import GenesisError, clip
+from genesis_core.errors import GenesisError, clip, problems
 from genesis_core.files import atomic_write, read_file
 
 R = TypeVar("R", bound="Record")
@@ -145,11 +145,6 @@ def read_record(path: Path, model: type[R]) -> R:
         return model.model_validate(raw)
     except ValidationError as exc:
         raise SchemaError(f"{path}: not a valid {model.__name__} (schema version {written}): {problems(exc)}") from None
-
-
-def problems(exc: ValidationError) -> str:
-    """A record's first five faults in one line, each at its field."""
-    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
 
 
 def write_record(path: Path, record: Record, indent: int | None = 1) -> None:

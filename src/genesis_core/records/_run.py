@@ -18,9 +18,9 @@ from typing import Any, Literal, Protocol, TypeVar
 from pydantic import ValidationError
 
 from genesis_core.backtest import BacktestConfig
-from genesis_core.errors import ConfigError, clip
+from genesis_core.errors import ConfigError, clip, problems
 from genesis_core.files import atomic_write, is_whole, read_file, remove_stale_temporaries, sync_all
-from genesis_core.records._base import Part, Record, SchemaError, iso, problems, read_record
+from genesis_core.records._base import Part, Record, SchemaError, iso, read_record
 from genesis_core.records._trial import BestTrial, TrialArtifact, TrialRow
 from genesis_core.records._validation import ValidationReport, WalkForwardReport
 

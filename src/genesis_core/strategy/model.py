@@ -18,7 +18,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from genesis_core.data import Candles, format_ts
-from genesis_core.errors import ConfigError, DataError, clip
+from genesis_core.errors import ConfigError, DataError, clip, problems
 from genesis_core.features import FeatureStore, parse_spec, warmup_bars
 from genesis_core.files import atomic_write, located, not_found_where, read_file
 from genesis_core.fingerprint import code_version, strict_json
@@ -204,9 +204,7 @@ def load_model(ref: str) -> tuple[SignalModel, str]:
     try:
         model = SignalModel.model_validate_json(raw)
     except ValidationError as exc:
-        problems = "; ".join(": ".join([".".join(map(str, e["loc"]))] * bool(e["loc"]) + [e["msg"].removeprefix("Value error, ")])
-                             for e in exc.errors())
-        raise ConfigError(f"{_named(ref, path)} is not a valid model file: {clip(problems, 300)}") from None
+        raise ConfigError(f"{_named(ref, path)} is not a valid model file: {clip(problems(exc), 300)}") from None
     for spec in model.features:
         parse_spec(spec)
     _LOADED[key] = (model, hashlib.sha256(raw).hexdigest())
