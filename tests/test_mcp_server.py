@@ -590,7 +590,7 @@ def test_a_server_an_assistant_starts_elsewhere_reads_the_configs_paths_from_the
     base_config is `configs/reference.yaml` as `outside the configs folder`, and start_optimization
     would have written its run under that folder's results/, which the server does not serve.
     `genesis -C PROJECT mcp` runs as if started in the project folder. And a run it starts has its
-    trials evaluated, where every one failed."""
+    trials evaluated, where every one failed, and reports them as progress."""
     project, elsewhere = tmp_path / "project", tmp_path / "elsewhere"
     (project / "configs").mkdir(parents=True)
     (project / "results" / "runs").mkdir(parents=True)
@@ -613,8 +613,15 @@ def test_a_server_an_assistant_starts_elsewhere_reads_the_configs_paths_from_the
         async with server("-C", str(project), "mcp", "--allow-write") as client:
             checks = (await client.call_tool("preflight", {"config": "opt.yaml"})).structured_content
             assert checks["ok"] and {c["name"] for c in checks["checks"]} >= {"config", "data", "storage"}
-            started = await client.call_tool("start_optimization", {"config": "opt.yaml"})
+            seen: list[tuple[float, float | None, str | None]] = []
+
+            async def progress(done: float, total: float | None, message: str | None) -> None:
+                seen.append((done, total, message))
+
+            started = await client.call_tool("start_optimization", {"config": "opt.yaml"}, progress_callback=progress)
             assert not started.is_error, started.content[0].text
+            best = max(r["production_score"] for r in (await client.call_tool("query_trials", {"run": "here"})).structured_content["items"])
+            assert seen[-1] == (3, 3, f"3 trials evaluated, best {best:.4f}")  # it blocks, but says how far it got
             explore = started.structured_content["explore"]  # its trials ran in the server's thread: they failed, "strategy
             assert explore["states"] == {"COMPLETE": 3}       # 'reference' raised ValueError: signal only works in main thread"
             assert "started off the main thread (by a server)" in explore["session"]["notes"][-1]

@@ -28,7 +28,7 @@ from functools import wraps
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ResourceError, ToolError
 from mcp.server.transport_security import TransportSecuritySettings
 from mcp_types import ToolAnnotations
@@ -333,14 +333,20 @@ def _add_write_tools(server: MCPServer, g: Genesis, forbid: str | None) -> None:
     @server.tool(annotations=WRITE)
     @_guarded(forbid)
     @_one_at_a_time
-    def start_optimization(config: str, max_trials: int | None = None, skip_preflight: bool = False) -> dict[str, Any]:
+    def start_optimization(config: str, ctx: Context, max_trials: int | None = None, skip_preflight: bool = False) -> dict[str, Any]:
         """Run an optimizer config (inside the configs folder) to the end: preflight, explore, then validation and
-        promotion as the config says. Blocks until done; returns the run summary."""
-        from genesis_core.optimizer import RunOptions
+        promotion as the config says. Blocks until done, reporting the trials evaluated as progress; returns the run summary."""
+        import anyio.from_thread
+
+        from genesis_core.optimizer import Progress, RunOptions
         from genesis_core.workflow import run
 
+        def progress(p: Progress) -> None:  # a client that asked for progress sees the run move (and may wait on)
+            best = "none valid yet" if p.best is None else f"{p.best:.4f}"
+            anyio.from_thread.run(ctx.report_progress, p.completed, p.total, f"{p.completed:,} trials evaluated, best {best}")
+
         cfg = g.study_config(config)
-        return run(cfg, RunOptions(max_trials=max_trials), skip_preflight=skip_preflight).model_dump(mode="json")
+        return run(cfg, RunOptions(max_trials=max_trials), skip_preflight=skip_preflight, on_progress=progress).model_dump(mode="json")
 
     @server.tool(annotations=WRITE)
     @_guarded(forbid)
