@@ -591,16 +591,16 @@ class Backtester:
             _trim(cache)
         self._cache = cache
         self._feature_folder = None if cache is None else cache / "features"
-        self._candles: dict[tuple[str, str | None], Candles] = {}  # data is read once per process
+        self._candles: dict[tuple[str, str | None, str | None], Candles] = {}  # data is read once per process
         self._windows: dict[tuple[str, str | None, str | None, int], Window] = {}
         self._features: dict[str, FeatureStore] = {}  # the FEATURE_STORES most recently used, oldest first
         self._spans: dict[tuple[str, int], Span] = {}  # windows by candles and end
 
     def candles(self, config: BacktestConfig) -> Candles:
-        """The candles ``config`` names (``data_file``)."""
-        key = (data_file(config), config.data.timeframe)
+        """The candles ``config`` names (``data_file``: where found is looked up once, not per trial)."""
+        key = (config.data.path, config.workdir, config.data.timeframe)
         if key not in self._candles:
-            self._candles[key] = _loaded(*key, self._cache)
+            self._candles[key] = _loaded(data_file(config), config.data.timeframe, self._cache)
         return self._candles[key]
 
     def _window(self, candles: Candles, spec: DataSpec, warmup: int) -> Window:
