@@ -45,8 +45,8 @@ def not_found_where(path: str) -> str:
     """Where a missing ``path`` was looked for, for its error: `` in HERE``, and the workdir."""
     if os.path.isabs(path):
         return ""
-    base = _workdir.get()
-    return f" in {Path.cwd()}" + ("" if base is None else f", nor in {base} where it first ran")
+    base, here = _workdir.get(), os.getcwd()
+    return f" in {here}" + ("" if base in (None, here) else f", nor in {base} where it first ran")
 
 
 MAX_RECORD_BYTES = 1 << 30  # a result file of 5,000,000 bars' equity and drawdown is about 400 MB
