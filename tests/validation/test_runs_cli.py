@@ -166,6 +166,12 @@ def test_a_run_with_relative_paths_is_re_run_validated_and_reported_from_another
     reported = _genesis("report", str(run), "--out", str(elsewhere / "r.html"))
     assert reported.returncode == 0 and (elsewhere / "r.html").stat().st_size > 0, reported.stderr
 
+    monkeypatch.chdir(project)  # where it first ran, said once
+    (project / "data" / "c.csv.gz").rename(project / "data" / "gone.csv.gz")
+    gone = _genesis("backtest", "--trial", f"{run}:{numbers[-1]}")
+    assert gone.returncode == 2 and f"error: data file not found: data/c.csv.gz in {project} (candles" in gone.stderr, gone.stderr
+    (project / "data" / "gone.csv.gz").rename(project / "data" / "c.csv.gz")
+
     moved = tmp_path / "moved"  # a project copied to another machine: its paths are read from where genesis runs
     project.rename(moved)
     monkeypatch.chdir(moved)
