@@ -79,7 +79,7 @@ class BacktestConfig(StrictModel):
     # The folder its relative paths (data.path, a model's) were read from when it first ran, which a
     # backtest records (``paths_from``); None (left out of its dump, as configs were): the working folder.
     # Not part of its fingerprint.
-    workdir: str | None = Field(None, exclude_if=lambda v: v is None)
+    workdir: UserPath | None = Field(None, exclude_if=lambda v: v is None)
 
 
 def set_path(tree: dict[str, Any], path: str, value: Any, prefix: str = "params") -> None:
