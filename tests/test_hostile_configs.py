@@ -165,6 +165,7 @@ def test_paths_a_config_names_from_the_home_folder_are_read_as_a_shell_reads_the
     (home / "base.yaml").write_text(yaml.safe_dump(base))
     built = build_config(read_config_file(home / "base.yaml"))
     assert (built.data.path, built.params["model"]) == (str(home / "candles" / "btc.csv.gz"), str(model))
+    assert build_config({**base, "workdir": "~"}).workdir == str(home)  # where its relative paths are read from
     path = write_config(tmp_path, meta={"base_config": "~/base.yaml", "data": "~/candles/btc.csv.gz", "results_dir": "~/results",
                                         "stop": {"max_trials": 3}})
     study = load_study_config(path)
