@@ -4,6 +4,7 @@ key, with nothing written; or, where the config is legitimate, run as written.""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -174,6 +175,18 @@ def test_paths_a_config_names_from_the_home_folder_are_read_as_a_shell_reads_the
     summary = optimize(path)
     assert summary["run_dir"] == str(home / "results" / "runs" / "t") and summary["cache"]["total_trials"] == 3
     assert list(work.iterdir()) == [work / ".cache"]  # no folder named ~ here; the candles' and features' cache, as always
+
+
+def test_a_path_holding_a_nul_character_is_refused_naming_its_key(tmp_path):
+    """YAML's "\\0" puts a NUL character in a string, which no path can hold: a backtest of such a
+    data.path ended in a traceback, `ValueError: embedded null byte`."""
+    config = tmp_path / "nul.yaml"
+    config.write_text('strategy: sma_cross\ndata: {path: "data/a\\0b.csv"}\nparams: {fast: 10, slow: 20}\n')
+    _refused_in_one_line(genesis("backtest", "-c", str(config)),
+                         "error: invalid configuration: data.path: 'data/a\\x00b.csv' holds a NUL character (\\0), which no path can")
+    for key in ("base_config", "data", "results_dir"):
+        with pytest.raises(ConfigError, match=re.escape(f"meta.{key}: {'x' + chr(0)!r} holds a NUL character")):
+            load_study_config(write_config(tmp_path, meta={key: "x\0"}))
 
 
 @pytest.mark.parametrize("encoding", ["utf-16", "latin-1"])

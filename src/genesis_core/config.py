@@ -25,14 +25,16 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-def _home(value: str) -> str:
+def _user_path(value: str) -> str:
     """A path as a shell reads it: a leading ``~`` (or ``~user``) is that home folder. A config's
     ``data.path: ~/candles.csv`` was not found, and ``results_dir: ~/results`` made a folder named
-    ``~`` where genesis ran."""
+    ``~`` where genesis ran. A NUL character, which no path holds, is refused (it ended in a traceback)."""
+    if "\0" in value:
+        raise ValueError(f"{clip(repr(value))} holds a NUL character (\\0), which no path can")
     return os.path.expanduser(value) if value.startswith("~") else value
 
 
-UserPath = Annotated[str, AfterValidator(_home)]  # a file or folder a config names
+UserPath = Annotated[str, AfterValidator(_user_path)]  # a file or folder a config names
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; a megabyte is not one
