@@ -25,16 +25,23 @@ class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
+def _no_nul(value: str) -> str:
+    """A NUL character (YAML's ``"\\0"``), which no path holds, refused: it ended in a traceback."""
+    if "\0" in value:
+        raise ValueError(f"{clip(repr(value))} holds a NUL character (\\0), which no path can")
+    return value
+
+
 def _user_path(value: str) -> str:
     """A path as a shell reads it: a leading ``~`` (or ``~user``) is that home folder. A config's
     ``data.path: ~/candles.csv`` was not found, and ``results_dir: ~/results`` made a folder named
-    ``~`` where genesis ran. A NUL character, which no path holds, is refused (it ended in a traceback)."""
-    if "\0" in value:
-        raise ValueError(f"{clip(repr(value))} holds a NUL character (\\0), which no path can")
+    ``~`` where genesis ran."""
+    value = _no_nul(value)
     return os.path.expanduser(value) if value.startswith("~") else value
 
 
 UserPath = Annotated[str, AfterValidator(_user_path)]  # a file or folder a config names
+PathText = Annotated[str, AfterValidator(_no_nul)]  # a URL or name that becomes a path (a storage's)
 
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a page of YAML; a megabyte is not one

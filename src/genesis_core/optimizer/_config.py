@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal, TypeVar
 
 from pydantic import Field, field_validator, model_validator
 
-from genesis_core.config import StrictModel, UserPath, name_problem, parse_model, read_config_file
+from genesis_core.config import PathText, StrictModel, UserPath, name_problem, parse_model, read_config_file
 from genesis_core.data import Timeframe, check_span, parse_ts
 from genesis_core.errors import ConfigError, DataError, clip
 from genesis_core.fingerprint import canonical_json
@@ -165,7 +165,7 @@ class Meta(StrictModel):
     sample_start: str
     sample_end: str
     study_name: str
-    storage: str | None = None  # default: journal:///<results_dir>/optuna.journal
+    storage: PathText | None = None  # default: journal:///<results_dir>/optuna.journal
     results_dir: UserPath = "results"
     sampler: SamplerConfig = SamplerConfig()
     pruner: PrunerConfig = PrunerConfig()
