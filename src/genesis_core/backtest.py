@@ -7,6 +7,7 @@ into the effective configuration.
 
 from __future__ import annotations
 
+import ctypes
 import functools
 import os
 import signal
@@ -318,17 +319,17 @@ def _expired(signum: int, frame: object) -> None:
 
 
 def within(seconds: float, call: Callable[[], T]) -> T:
-    """``call()``, stopped after ``seconds`` (a timer's signal, so in the main thread only) with a
-    StrategyError: a strategy's loop that never ends for some parameters held its trial, and a
-    Ctrl-C, which waits for the trials in flight, for ever. Compiled code is stopped once it returns.
-    The signal's handler stays set (nothing else here uses the timer): 2 us a call, not 6. Off the
-    main thread (a run the MCP server started) there is no timer: setting one raised ValueError,
-    and every trial failed as the strategy's."""
-    if threading.current_thread() is not threading.main_thread():
-        return call()
-    if signal.getsignal(signal.SIGALRM) is not _expired:
-        signal.signal(signal.SIGALRM, _expired)
+    """``call()``, stopped after ``seconds`` with a StrategyError: a strategy's loop that never ends
+    for some parameters held its trial, and a Ctrl-C, which waits for the trials in flight, for ever.
+    Compiled code is stopped once it returns. In the main thread a timer's signal stops it; its
+    handler stays set (nothing else here uses the timer): 2 us a call, not 6. Off it (a run the MCP
+    server started), where no signal can be set (every trial failed as the strategy's ValueError),
+    a timer thread raises the same exception in this one (``_raise_in``)."""
     try:
+        if threading.current_thread() is not threading.main_thread():
+            return _raise_in(threading.get_ident(), seconds, call)
+        if signal.getsignal(signal.SIGALRM) is not _expired:
+            signal.signal(signal.SIGALRM, _expired)
         signal.setitimer(signal.ITIMER_REAL, seconds)
         try:
             return call()
@@ -337,6 +338,31 @@ def within(seconds: float, call: Callable[[], T]) -> T:
     except _TookTooLong:
         raise StrategyError(f"took longer than {seconds:g} s (meta.trial_timeout_seconds) to decide, and was stopped: "
                             "a loop that never ends for these parameters?") from None
+
+
+def _raise_in(thread: int, seconds: float, call: Callable[[], T]) -> T:
+    """``call()`` in ``thread`` (this one), which a timer thread interrupts after ``seconds`` with
+    ``_TookTooLong``, as the signal does the main thread (CPython's asynchronous exception, raised at
+    the thread's next bytecode). One raised after ``call`` returned is withdrawn before it arrives."""
+    lock, state = threading.Lock(), {"done": False, "raised": False}
+
+    def expire() -> None:
+        with lock:
+            if not state["done"]:
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), ctypes.py_object(_TookTooLong))
+                state["raised"] = True
+
+    timer = threading.Timer(seconds, expire)
+    timer.daemon = True
+    timer.start()
+    try:
+        return call()
+    finally:
+        timer.cancel()
+        with lock:
+            state["done"] = True
+            if state["raised"]:  # not yet arrived (it may have: then it is on its way out of here)
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread), None)
 
 
 def _asked(name: str, strategy: Strategy, call: Callable[[], Any], checked: Callable[[Any], T]) -> T:

@@ -12,6 +12,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -662,6 +663,18 @@ def test_a_strategy_that_never_ends_for_some_parameters_fails_those_trials_and_p
     for r in (r for r in rows if r["state"] == "COMPLETE"):
         result = bt.run(spec.build({"bug": "none", "period": int(r["param:period"])}))
         assert float(r["total_return"]) == result.metrics["total_return"] and int(r["num_trades"]) == result.metrics["num_trades"]
+
+    # as the MCP server runs a study, in a thread of its own, where no signal can be set: every trial failed
+    # as the strategy's ValueError; then, without a limit, this one never ended
+    threaded: dict = {}
+    in_thread = threading.Thread(target=lambda: threaded.update(optimize(write_config(tmp_path, "th.yaml", meta={
+        "base_config": str(base), "study_name": "th", "stop": {"max_trials": 4}, "trial_timeout_seconds": 1,
+        "sampler": {"name": "grid"}}, parameters=space))), daemon=True)
+    in_thread.start()
+    in_thread.join(120)
+    assert not in_thread.is_alive() and threaded
+    assert [(r["param:bug"], r["param:period"], r["state"], r["fail_reason"], r["total_return"]) for r in _trials(threaded)] == \
+        [(r["param:bug"], r["param:period"], r["state"], r["fail_reason"], r["total_return"]) for r in rows]
 
     summary = sweep(load_study_config(write_config(tmp_path, "s.yaml", meta={
         "base_config": str(base), "study_name": "s", "trial_timeout_seconds": 1}, parameters=space)).spec(),

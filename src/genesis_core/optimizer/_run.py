@@ -185,9 +185,6 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     found = trial_count(optuna_study)
     if cfg.meta.proxy is not None:
         notes.append(f"the study's calls went through the gRPC storage proxy at {cfg.meta.proxy}")
-    if threading.current_thread() is not threading.main_thread():
-        notes.append("started off the main thread (by a server): its trials there had no meta.trial_timeout_seconds, a "
-                     "timer's signal, which only the main thread receives; those of worker processes (n_workers) had")
     spec.folder.remove_stale_temporaries()
     dead = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     cache = ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
