@@ -18,6 +18,7 @@ recorded in the history.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 
 from genesis_core.backtest import BacktestConfig, Backtester, build_config, data_file
@@ -166,7 +167,7 @@ def _gates(
         gates.append(GateRecord(name="improves", passed=False, detail="this config is already the champion"))
     else:
         same_data = build_config(current.effective_config.model_dump(mode="json"),
-                                 overrides={"data": {"path": data_file(artifact.effective_config)}})
+                                 overrides={"data": {"path": os.path.abspath(data_file(artifact.effective_config))}})  # not the champion's workdir
         try:
             theirs = evaluate_candidate(bt, same_data, config.scoring, validation, config.meta.symbol).validation_score
         except RefusedOnWindow as exc:  # a champion that cannot trade these windows has no score to beat
