@@ -546,3 +546,31 @@ def test_a_champion_that_cannot_trade_the_new_windows_has_no_score_to_beat(tmp_p
         "'tests.strategy.misbehaving_strategy:Misbehaving' raised ZeroDivisionError: division by zero at ") in improves.detail
     assert decision.promoted and load_champion(tmp_path / "results", "BTCUSD", "1h")["run"]["study"] == "second"
     assert [e["action"] for e in load_history(tmp_path / "results", "BTCUSD", "1h")] == ["promote", "promote"]
+
+
+def test_the_champion_is_scored_on_the_candidate_s_data_whatever_its_own_workdir_holds(tmp_path, monkeypatch):
+    """The improves gate re-runs the champion on the candidate's data file. Given as the candidate's
+    relative path, the champion's config read it from the champion's own workdir first: a champion
+    promoted in another project, whose data/c.csv.gz is another market's, was scored on that."""
+    import shutil
+
+    from tests.runs import optimize, validate
+
+    project, other = tmp_path / "project", tmp_path / "other"
+    (project / "data").mkdir(parents=True)
+    (other / "data").mkdir(parents=True)
+    shutil.copy(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz", project / "data" / "c.csv.gz")
+    shutil.copy(ROOT / "data" / "BTCUSDT_1h_binance.csv.gz", other / "data" / "c.csv.gz")  # the same name, another market
+    monkeypatch.chdir(project)
+    run = Path(optimize(validated_config(project, meta={"data": "data/c.csv.gz", "results_dir": "results"}))["run_dir"])
+    validate(run)
+    first, second = _report(run)["passed"][:2]
+    assert promote(run, second).promoted
+    store = ChampionStore(project / "results", "BTCUSD", "1h")
+    champion = json.loads(store.path.read_text())
+    assert champion["effective_config"]["workdir"] == str(project)
+    champion["effective_config"]["workdir"] = str(other)  # as promoted there
+    store.path.write_text(json.dumps(champion))
+    improves = next(g for g in promote(run, first, min_improvement=1e9).gates if g.name == "improves")
+    theirs = next(c["validation_score"] for c in _report(run)["candidates"] if c["trial"] == second)
+    assert f" vs champion {theirs:.4f} on the same windows" in improves.detail, improves.detail
