@@ -633,3 +633,51 @@ def test_a_server_an_assistant_starts_elsewhere_reads_the_configs_paths_from_the
         proc = subprocess.run([sys.executable, "-m", "genesis_core", "-C", str(missing), "runs", "list"], cwd=elsewhere,
                               capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "COLUMNS": "300"})
         assert proc.returncode == 2 and f"Invalid value for -C: {missing}: not a folder" in proc.stderr, proc.stderr
+
+
+def test_a_cancelled_start_optimization_stops_its_run_as_ctrl_c_does_and_frees_the_server(tmp_path):
+    """A client that cancelled a long `start_optimization` (its own timeout, a user's stop) left the
+    run going in the server until its budget was spent, and every later call answered busy. Now the
+    run stops after the trials in flight, as on Ctrl-C, its records written, and the study goes on
+    from there at the next call."""
+    import anyio
+
+    (tmp_path / "configs").mkdir()
+    (tmp_path / "configs" / "sma.yaml").write_text((ROOT / "configs" / "sma_cross.yaml").read_text())
+    (tmp_path / "configs" / "long.yaml").write_text(yaml.safe_dump({
+        "meta": {"base_config": "configs/sma.yaml", "data": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                 "sample_start": "2022-01-01", "sample_end": "2022-12-31", "study_name": "long", "results_dir": "results",
+                 "stop": {"max_trials": 5000}},
+        "parameters": {"fast": {"type": "int", "low": 5, "high": 60}, "slow": {"type": "int", "low": 61, "high": 400}},
+        "validation": {"enabled": False}}))
+    (tmp_path / "results" / "runs").mkdir(parents=True)
+    params = StdioServerParameters(command=sys.executable, cwd=str(tmp_path), env=dict(os.environ),
+                                   args=["-m", "genesis_core", "mcp", "--allow-write"])
+    run_json = tmp_path / "results" / "runs" / "long" / "run.json"
+
+    async def main() -> None:
+        async with Client(params) as client:
+            async with anyio.create_task_group() as tg:
+                async def progress(done: float, total: float | None, message: str | None) -> None:
+                    if done >= 20:
+                        tg.cancel_scope.cancel()
+
+                async def start() -> None:
+                    await client.call_tool("start_optimization", {"config": "long.yaml", "skip_preflight": True},
+                                           progress_callback=progress)
+
+                tg.start_soon(start)
+            with anyio.fail_after(60):  # the run winds down and writes its records
+                while not run_json.exists():
+                    await anyio.sleep(0.1)
+            session = json.loads(run_json.read_text())["sessions"][-1]
+            assert session["interrupted"] and session["stopped_reason"] == (
+                "the MCP client cancelled start_optimization: the trials in flight finished; start it again to go on")
+            done = json.loads(run_json.read_text())["cache"]["total_trials"]
+            assert 20 <= done < 5000
+            again = await client.call_tool("start_optimization", {"config": "long.yaml", "skip_preflight": True,
+                                                                  "max_trials": done + 5})
+            assert not again.is_error, again.content[0].text  # not "busy"
+            assert again.structured_content["explore"]["states"] == {"COMPLETE": done + 5}
+
+    asyncio.run(main())

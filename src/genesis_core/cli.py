@@ -1089,7 +1089,7 @@ def runs_show(
     for s in record.sessions:
         preflight = "skipped" if s.preflight is None or getattr(s.preflight, "skipped", False) else \
             ("ok" if getattr(s.preflight, "ok", False) else "failed")
-        stopped = s.signal or s.stopped_reason or ("interrupted" if s.interrupted else "budget or time")
+        stopped = s.stopped_reason or s.signal or ("interrupted" if s.interrupted else "budget or time")
         sessions.add_row(s.started, f"{s.seconds:,.1f}", str(s.workers), "-" if s.max_trials is None else str(s.max_trials),
                          stopped, preflight)
     out.print(sessions)

@@ -336,17 +336,29 @@ def _add_write_tools(server: MCPServer, g: Genesis, forbid: str | None) -> None:
     def start_optimization(config: str, ctx: Context, max_trials: int | None = None, skip_preflight: bool = False) -> dict[str, Any]:
         """Run an optimizer config (inside the configs folder) to the end: preflight, explore, then validation and
         promotion as the config says. Blocks until done, reporting the trials evaluated as progress; returns the run summary."""
+        import anyio
         import anyio.from_thread
 
         from genesis_core.optimizer import Progress, RunOptions
         from genesis_core.workflow import run
 
+        stopped = anyio.from_thread.run_sync(anyio.get_cancelled_exc_class)  # the event loop's (this thread has none)
+
         def progress(p: Progress) -> None:  # a client that asked for progress sees the run move (and may wait on)
             best = "none valid yet" if p.best is None else f"{p.best:.4f}"
-            anyio.from_thread.run(ctx.report_progress, p.completed, p.total, f"{p.completed:,} trials evaluated, best {best}")
+            with contextlib.suppress(stopped):  # a cancelled call's: see cancelled()
+                anyio.from_thread.run(ctx.report_progress, p.completed, p.total, f"{p.completed:,} trials evaluated, best {best}")
+
+        def cancelled() -> str | None:  # the run stops as on Ctrl-C, its records written: the lock is free for the next
+            try:
+                anyio.from_thread.check_cancelled()
+            except stopped:
+                return "the MCP client cancelled start_optimization: the trials in flight finished; start it again to go on"
+            return None
 
         cfg = g.study_config(config)
-        return run(cfg, RunOptions(max_trials=max_trials), skip_preflight=skip_preflight, on_progress=progress).model_dump(mode="json")
+        options = RunOptions(max_trials=max_trials, stop_asked=cancelled)
+        return run(cfg, options, skip_preflight=skip_preflight, on_progress=progress).model_dump(mode="json")
 
     @server.tool(annotations=WRITE)
     @_guarded(forbid)

@@ -65,6 +65,9 @@ class RunOptions:
     backfill_signature: bool = False
     preflight: PreflightRecord | PreflightSkipped | None = None  # what preflight said before this session (recorded in run.json)
     deaf_once_stopped: bool = False  # ignore SIGINT and SIGTERM for good once one stopped the session (see stopping_on_signals)
+    # asked after each trial: a reason (an MCP client cancelled the call) stops the session as a Ctrl-C
+    # does, where no signal reaches a run in a server's thread
+    stop_asked: Callable[[], str | None] | None = None
 
     def __post_init__(self) -> None:
         at_least_one("--workers", self.workers)
@@ -245,7 +248,14 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     # the session's storage, read once in this process (through a proxy a worker's calls wait longer for it: its own)
     storage = optuna_study._storage if cfg.meta.proxy is None else None
     worker = Worker(spec, max_trials, first, session=(cache, plan.slot), storage=storage)
-    report = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
+    progress = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
+
+    def report(force: bool = False) -> None:
+        if progress is not None:
+            progress(force)
+        why = None if options.stop_asked is None or worker.interrupted is not None else options.stop_asked()
+        if why is not None:  # the trials in flight finish; worker processes are passed the signal (_join)
+            worker.interrupted, worker.stopped_reason = signal.SIGINT, why
     lost: StorageUnavailable | None = None
     # both through the records below: a second Ctrl-C cannot cut them short, and the heap is frozen
     # before the workers fork (thawed after the records): a forked worker's first full collection
@@ -284,8 +294,8 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
             _stop_resource_tracker()
         if lost is not None:
             raise lost
-        if report is not None:
-            report(True)
+        if progress is not None:
+            progress(True)
         if max_trials is not None and evaluated(optuna_study) >= max_trials:
             _drop_queued(optuna_study, max_trials)
         finished = clock()
