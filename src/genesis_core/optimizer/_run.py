@@ -256,6 +256,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
         why = None if options.stop_asked is None or worker.interrupted is not None else options.stop_asked()
         if why is not None:  # the trials in flight finish; worker processes are passed the signal (_join)
             worker.interrupted, worker.stopped_reason = signal.SIGINT, why
+
     lost: StorageUnavailable | None = None
     # both through the records below: a second Ctrl-C cannot cut them short, and the heap is frozen
     # before the workers fork (thawed after the records): a forked worker's first full collection
