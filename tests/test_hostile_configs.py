@@ -92,11 +92,14 @@ def test_an_empty_config_is_refused_not_run_with_every_default(tmp_path, text):
 
 
 def test_types_are_strict(tmp_path):
+    """A refused value is named as YAML gave it: `fast: "10"`, `fast: 10.5` and `fast: ~` each said
+    `Input should be a valid integer` alone, and a quoted number looks like a number in the file."""
     base = read_config_file(ROOT / "configs" / "sma_cross.yaml")
-    for value, message in [(True, "Input should be a valid integer"), ("10", "Input should be a valid integer"),
-                           (10.5, "Input should be a valid integer")]:
-        with pytest.raises(ConfigError, match=f"params.fast: {message}"):
+    for value, given in [(True, "true"), ("10", "'10' (a number in quotes, read as text)"), (10.5, "10.5"), (None, "null"),
+                         ("ten", "'ten' (text)"), ([10], "a list"), ({"a": 1}, "a mapping")]:
+        with pytest.raises(ConfigError) as refused:
             build_config({**base, "params": {**base["params"], "fast": value}})
+        assert str(refused.value) == f"invalid configuration: params.fast: Input should be a valid integer, not {given}"
     assert build_config({**base, "params": {**base["params"], "fast": 10}}).params["fast"] == 10
     assert build_config(base, overrides={"costs": {"fee_bps": 5}}).costs.fee_bps == 5.0  # an int is a float
     with pytest.raises(ConfigError, match="meta.n_workers: Input should be a valid integer"):
@@ -142,7 +145,7 @@ def test_a_word_yaml_reads_as_a_boolean_is_refused_saying_so(tmp_path):
     with pytest.raises(ConfigError, match=r"meta.pruner.name: Input should be 'none', 'median' or 'hyperband', not false: YAML reads "
                                           r"an unquoted yes, no, on or off as true or false: quote it$"):
         load_study_config(pruner)
-    with pytest.raises(ConfigError, match=r"params.fast: Input should be a valid integer$"):  # a number expected: no word
+    with pytest.raises(ConfigError, match=r"params.fast: Input should be a valid integer, not true$"):  # a number expected: no word
         build_config({**read_config_file(ROOT / "configs" / "sma_cross.yaml"), "params": {"fast": True, "slow": 20}})
 
 
