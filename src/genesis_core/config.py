@@ -13,7 +13,7 @@ from typing import Annotated, Any, TypeVar, Union, get_args, get_origin
 import yaml
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationError
 
-from genesis_core.errors import ConfigError, clip, unknown_key_hint
+from genesis_core.errors import ConfigError, as_written, clip, fault_message, unknown_key_hint
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -227,22 +227,6 @@ def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[list[str], tu
 _WORDS = frozenset({"string_type", "literal_error", "enum"})  # pydantic's errors where a word was expected
 
 
-def _as_written(value: Any) -> str:
-    """A value as YAML gave it: ``'10' (a number in quotes, read as text)``, ``10.5``, ``true``,
-    ``null``, ``a list``."""
-    if value is None or isinstance(value, bool):
-        return json.dumps(value)
-    if isinstance(value, list | dict):
-        return "a list" if isinstance(value, list) else "a mapping"
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return f"{clip(repr(value))} (text)"
-        return f"{clip(repr(value))} (a number in quotes, read as text)"
-    return clip(repr(value))
-
-
 def describe_validation_error(model: type[BaseModel], error: ValidationError, prefix: str = "") -> str:
     """One line per problem: ``path: message`` plus 'did you mean' for unknown keys.
 
@@ -257,12 +241,10 @@ def describe_validation_error(model: type[BaseModel], error: ValidationError, pr
         elif e["type"] == "value_error" and "error" in e.get("ctx", {}):  # our own validators' words, unprefixed
             lines.append(f"{path}: {e['ctx']['error']}")
         elif e["type"] in _WORDS and isinstance(e.get("input"), bool):
-            lines.append(f"{path}: {e['msg']}, not {_as_written(e['input'])}: YAML reads an unquoted yes, no, on or off as true or "
+            lines.append(f"{path}: {e['msg']}, not {as_written(e['input'])}: YAML reads an unquoted yes, no, on or off as true or "
                          "false: quote it")
-        elif e["msg"].startswith("Input should be a valid ") and "input" in e:  # `fast: "10"` and `fast: 10.5` read the same
-            lines.append(f"{path}: {e['msg']}, not {_as_written(e['input'])}")
         else:
-            lines.append(f"{path}: {e['msg']}")
+            lines.append(f"{path}: {fault_message(e)}")
     if len(lines) == 1:
         return f"invalid configuration: {lines[0]}"
     return "invalid configuration:\n  " + "\n  ".join(lines)

@@ -6,7 +6,7 @@ import difflib
 import inspect
 import traceback
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
@@ -64,8 +64,30 @@ def clip(text: str, limit: int = 100) -> str:
 def problems(exc: ValidationError, limit: int = 5) -> str:
     """A file's first ``limit`` faults (pydantic's) in one line, each at its field, our validators'
     words as they wrote them (a record, a model file; a config's are ``describe_validation_error``'s)."""
-    return "; ".join(": ".join([".".join(map(str, e["loc"]))] * bool(e["loc"]) + [e["msg"].removeprefix("Value error, ")])
-                     for e in exc.errors()[:limit])
+    return "; ".join(": ".join([".".join(map(str, e["loc"]))] * bool(e["loc"]) + [fault_message(e)]) for e in exc.errors()[:limit])
+
+
+def fault_message(error: Any) -> str:
+    """Pydantic's message of one fault, without its ``Value error, `` before our validators' words,
+    and naming the value where a type was expected (``fast: "10"`` and ``fast: 10.5`` read the same)."""
+    msg: str = error["msg"].removeprefix("Value error, ")
+    return f"{msg}, not {as_written(error['input'])}" if msg.startswith("Input should be a valid ") and "input" in error else msg
+
+
+def as_written(value: Any) -> str:
+    """A value as the YAML or JSON that gave it: ``'10' (a number in quotes, read as text)``, ``10.5``,
+    ``true``, ``null``, ``a list``."""
+    if value is None or isinstance(value, bool):
+        return "null" if value is None else str(value).lower()
+    if isinstance(value, list | dict):
+        return "a list" if isinstance(value, list) else "a mapping"
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return f"{clip(repr(value))} (text)"
+        return f"{clip(repr(value))} (a number in quotes, read as text)"
+    return clip(repr(value))
 
 
 def unknown_key_hint(key: str, known: Sequence[str]) -> str:

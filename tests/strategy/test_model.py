@@ -77,7 +77,7 @@ def test_a_model_file_edited_by_hand_is_refused_naming_what_is_wrong(tmp_path):
         ("short", {**good, "weights": good["weights"][:3]}, "weights holds 3 value(s) for 9 feature(s): one a feature"),
         ("std0", {**good, "std": [0.0, *good["std"][1:]]}, "std.0: Input should be greater than 0"),
         ("nan", json.dumps({**good, "weights": [float("nan"), *good["weights"][1:]]}), "weights.0: Input should be a finite number"),
-        ("text", {**good, "intercept": "0.1"}, "intercept: Input should be a valid number"),
+        ("text", {**good, "intercept": "0.1"}, "intercept: Input should be a valid number, not '0.1' (a number in quotes, read as text)"),
         ("span", {**good, "training": training}, "training has no first_bar (the span it learnt from, as ISO times)"),
         ("calibration", {**good, "calibration": {"a": 1.0}}, "calibration holds ['a'], not a and b"),
         ("horizon", {**good, "horizon": 0}, "horizon: Input should be greater than or equal to 1"),
