@@ -327,7 +327,7 @@ def within(seconds: float, call: Callable[[], T]) -> T:
     a timer thread raises the same exception in this one (``_raise_in``)."""
     try:
         if threading.current_thread() is not threading.main_thread():
-            return _raise_in(threading.get_ident(), seconds, call)
+            return _raise_in(seconds, call)
         if signal.getsignal(signal.SIGALRM) is not _expired:
             signal.signal(signal.SIGALRM, _expired)
         signal.setitimer(signal.ITIMER_REAL, seconds)
@@ -340,11 +340,11 @@ def within(seconds: float, call: Callable[[], T]) -> T:
                             "a loop that never ends for these parameters?") from None
 
 
-def _raise_in(thread: int, seconds: float, call: Callable[[], T]) -> T:
-    """``call()`` in ``thread`` (this one), which a timer thread interrupts after ``seconds`` with
+def _raise_in(seconds: float, call: Callable[[], T]) -> T:
+    """``call()`` in this thread, which a timer thread interrupts after ``seconds`` with
     ``_TookTooLong``, as the signal does the main thread (CPython's asynchronous exception, raised at
     the thread's next bytecode). One raised after ``call`` returned is withdrawn before it arrives."""
-    lock, state = threading.Lock(), {"done": False, "raised": False}
+    thread, lock, state = threading.get_ident(), threading.Lock(), {"done": False, "raised": False}
 
     def expire() -> None:
         with lock:
