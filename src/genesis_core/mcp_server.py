@@ -37,7 +37,7 @@ from genesis_core import __version__
 from genesis_core.errors import GenesisError
 from genesis_core.fingerprint import differences, strict_json
 from genesis_core.plugins import modules_forbidden
-from genesis_core.records import ChampionStore, RunFolder, TrialArtifact, finished_runs, walk_forwards
+from genesis_core.records import ChampionStore, RunFolder, TrialArtifact, finished_runs, finite, walk_forwards
 
 log = logging.getLogger("genesis_core.mcp")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -147,7 +147,7 @@ class Genesis:
     def trials(self, run: str, numbers: Collection[int]) -> list[dict[str, Any]]:
         """The rows of trials.csv of trials ``numbers``, flat as in the file (``param:<path>`` columns); a
         cell edited to nan or inf is null, as strict JSON has it (the page holding it was an error)."""
-        return [{k: None if isinstance(v, float) and not math.isfinite(v) else v for k, v in r.to_csv().items()}
+        return [{k: finite(v) if isinstance(v, float) else v for k, v in r.to_csv().items()}
                 for r in self.folder(run).read_trials_table(numbers=numbers)]
 
     def champion_store(self, symbol: str, timeframe: str) -> ChampionStore:

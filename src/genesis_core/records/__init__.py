@@ -1,7 +1,7 @@
 """Every file Genesis-Core writes, as a typed record with a schema version, and the one owner of
 each file's path: ``RunFolder`` (a run's files) and ``ChampionStore`` (champions and history)."""
 
-from genesis_core.records._base import Record, SchemaError, formatted, iso, read_record, write_record
+from genesis_core.records._base import Record, SchemaError, finite, formatted, iso, read_record, write_record
 from genesis_core.records._champion import (
     ChampionData,
     ChampionHistory,
@@ -77,5 +77,5 @@ __all__ = [
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "LeftOut", "RefusedCandidate", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
-    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_looks", "backtest_record", "failures", "finite_metrics", "finished_runs", "formatted", "iso", "names", "not_finite_metrics", "preflight_warnings", "read_record", "walk_forwards", "write_record",
+    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_looks", "backtest_record", "failures", "finite", "finite_metrics", "finished_runs", "formatted", "iso", "names", "not_finite_metrics", "preflight_warnings", "read_record", "walk_forwards", "write_record",
 ]
