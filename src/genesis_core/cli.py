@@ -188,7 +188,7 @@ def backtest(
     """Backtest a strategy config (or the champion) on candles and write a result JSON."""
     from genesis_core.backtest import CACHE, Backtester, build_config
     from genesis_core.config import read_config_file
-    from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record
+    from genesis_core.records import ChampionStore, ScoreRecord, TradeRecord, backtest_record, other_bars
     from genesis_core.scoring import Constraints, Scoring, score
 
     overrides: dict[str, Any] = {"data": {k: v for k, v in (("path", data), ("start", start), ("end", end)) if v is not None}}
@@ -196,6 +196,7 @@ def backtest(
         raise typer.BadParameter("give one of CONFIG (or --config), --champion or --trial")
     config = config or config_file
     seen: list[tuple[str, str, str]] = []  # bars the config was searched or chosen on (``seen_problems``)
+    ran_on: tuple[str, Any] = ("", None)  # what ran this config on its window before, and its bars' fingerprint then
     if champion:
         store = ChampionStore(results_dir, symbol, timeframe)
         current = store.load()
@@ -205,16 +206,20 @@ def backtest(
         d, study = current.data, current.run.study
         seen = [(d.explore.first_bar, d.explore.last_bar, f"the explore window of the search that found the champion ({study})"),
                 *((v.first_bar, v.last_bar, f"a validation window the champion was chosen on ({study})") for v in d.validation)]
+        ran_on = ("the champion", d.explore.data_window)
     elif trial is not None:
         artifact = _trial_artifact(trial, results_dir, storage)
         base = artifact.effective_config.model_dump(mode="json")
         seen = _searched(artifact.window.first_bar, artifact.window.last_bar, trial)
+        ran_on = (f"trial {trial}", artifact.fingerprints.get("data_window"))
     else:
         assert config is not None
         base = read_config_file(config)
         stored = base.get("result", base)  # best_trial.json holds its trial under "result"
         if isinstance(stored, dict) and "effective_config" in stored:
             base = stored["effective_config"]  # a result file: what it was run with
+            prints = stored.get("fingerprints")
+            ran_on = (str(config), prints.get("data_window") if isinstance(prints, dict) else None)
             window = stored.get("window")
             if "trial_number" in stored and isinstance(window, dict) and all(isinstance(window.get(k), str) for k in ("first_bar", "last_bar")):
                 seen = _searched(window["first_bar"], window["last_bar"], stored["trial_number"])  # a trial's
@@ -231,6 +236,9 @@ def backtest(
         sc = ScoreRecord.of(score(result.metrics, result.trace, Scoring(), Constraints()))
         record = backtest_record(result).model_copy(update={"score": sc, "buy_and_hold": result.window.held_return})
         cautions = _cautions(bt, result, record, seen)  # before any file: what they refuse (data of another market) writes none
+        other = None if overrides["data"] else other_bars(cfg.data.path, ran_on[1], result.window.fingerprint)
+        if other is not None:
+            cautions.append(f"{ran_on[0]}: {other}: the numbers here are of the bars there now, not its stored ones")
         text = strict_json(record.model_dump(mode="json")) + "\n"  # the file's, and --json's (a million bars' took 1.7 s)
         path = output or Path("results/backtests") / f"{cfg.strategy}-{result.config_fingerprint[:10]}-{result.window.fingerprint[:10]}.json"
         watch(path)

@@ -44,6 +44,7 @@ from genesis_core.records import (
     WalkForwardReport,
     backtest_record,
     formatted,
+    other_bars,
 )
 from genesis_core.study import load_run
 from genesis_core.validation import ValidationConfig
@@ -302,7 +303,21 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
                                                            f"{run.best_trial.production_score:.4f}"],
         ["signature", ", ".join(f"{k} {v[:12]}" for k, v in (run.signature or {}).items())],
     ]))
+    report = folder.read_validation() if folder.is_validated() else None
+    if report is None:
+        best = folder.read_trial(run.best_trial.number) if run.best_trial and folder.has_trial(run.best_trial.number) else None
+        shown = [best] if best else []
+    else:
+        shown = [folder.read_trial(cand.trial) for cand in report.candidates[:CURVES]]
     cautions = run_cautions(folder, run, [vars(r) for r in rows])  # the rows read above, not trials.csv again
+    changed = {t.trial_number: other for t in shown  # its curves below are re-runs
+               if (other := other_bars(t.effective_config.data.path, t.fingerprints["data_window"],
+                                       bt.plan(t.effective_config).window.fingerprint)) is not None}
+    if changed:
+        numbers, why = ", ".join(map(str, changed)), next(iter(changed.values()))
+        cautions.append(f"trial {numbers}: {why}: its curves below are of the bars there now, not of those it scored on"
+                        if len(changed) == 1 else
+                        f"trials {numbers}, each: {why}: their curves below are of the bars there now, not of those they scored on")
     if cautions:
         page.add("Read with care", _notes(cautions))
     page.add("Optimisation history", page.figure(_history(rows)))
@@ -311,18 +326,14 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
     parallel = _parallel(rows)
     if parallel is not None:
         page.add("Searched parameters", page.figure(parallel))
-    report = folder.read_validation() if folder.is_validated() else None
     if report is None:
         page.add("Validation", "<p class='note'>not validated: <code>genesis validate</code> adds the out-of-sample "
                                "table and curves</p>")
-        best = folder.read_trial(run.best_trial.number) if run.best_trial and folder.has_trial(run.best_trial.number) else None
-        shown = [best] if best else []
     else:
         stale = folder.stale(report, rows)
         page.add("Validation", _validation(report) if stale is None else (
             f"<p class='note'>{html.escape(stale)}: <code>genesis validate</code> again for this run's candidates</p>"
             + _validation(report)))
-        shown = [folder.read_trial(cand.trial) for cand in report.candidates[:CURVES]]
     champion = ChampionStore(folder.results_dir, cfg.meta.symbol, cfg.meta.timeframe).load()  # the folder it sits in
     configs: list[tuple[str, BacktestConfig]] = [(f"trial {t.trial_number}", t.effective_config) for t in shown]
     if champion is not None:

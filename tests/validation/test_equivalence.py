@@ -116,7 +116,13 @@ def test_new_bars_after_the_window_change_nothing_and_changed_bars_in_it_are_sai
     trial then "differed" by the file's fingerprint alone (0 of N identical, exit 1), and promotion's
     reproduces gate refused the run's candidates, though every number re-ran exactly. Now the bars
     a trial read (its data window) are compared, not the file; a bar changed inside the window is
-    said first, before the differences that follow from it."""
+    said first, before the differences that follow from it.
+
+    A bar changed inside the window also made validation rank candidates by their explore scores of
+    the old bars while it measured their plateaus (against those scores), deflated Sharpe ratios and
+    PBO on re-runs on the new ones, without a word; it is refused now, naming the trial, and nothing
+    is written. `backtest --trial`, `--champion` and of a result file, and the report's curves, say
+    their numbers are of other bars than the stored ones."""
     import gzip
 
     from tests.runs import promote, validate
@@ -132,6 +138,7 @@ def test_new_bars_after_the_window_change_nothing_and_changed_bars_in_it_are_sai
     assert len(results) >= 10 and all(r.ok for r in results), [r.differences for r in results if not r.ok][:1]
     decision = promote(run_dir)
     assert next(g for g in decision.gates if g.name == "reproduces").passed, decision.gates
+    candidates = [c["trial"] for c in validate(run_dir)["candidates"]]  # new bars after the window: validated as before
     at = next(i for i, line in enumerate(lines) if line.startswith("2022-04-01T05:00:00Z"))  # inside the explore window
     t, o, h, low, c, v = lines[at].split(",")
     lines[at] = ",".join([t, o, str(float(h) * 1.05), low, c, v])
@@ -141,6 +148,28 @@ def test_new_bars_after_the_window_change_nothing_and_changed_bars_in_it_are_sai
     assert all(r.differences[0] == f"the bars of its window in {data} are not those it ran on (the file was changed or "
                "replaced): what differs below may all follow from that" for r in changed)
     assert all(any(d.startswith("fingerprints.data_window: stored") for d in r.differences) for r in changed)
+    said = f"the bars of its window in {data} are not those it ran on (the file was changed or replaced)"
+    validated = (run_dir / "validation.json").read_bytes()
+    refused = genesis("validate", str(run_dir))
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    number = int(refused.stderr.split()[2].rstrip(":"))
+    assert number in candidates and " ".join(refused.stderr.split()) == (
+        f"error: trial {number}: {said}: validation would rank it by a score of other bars than those it re-runs it on for its "
+        "plateau, deflated Sharpe ratio and PBO. Restore the file the run read, or explore these bars in a study of their own "
+        "(another meta.study_name)")
+    assert (run_dir / "validation.json").read_bytes() == validated
+    best = run_dir / "best_trial.json"
+    for args, who in [(["--trial", f"{run_dir}:{number}"], f"trial {run_dir}:{number}"), ([str(best)], str(best)),
+                      (["--champion", "--results-dir", str(run_dir.parent.parent)], "the champion")]:
+        rerun = genesis("backtest", *args, "--out", str(tmp_path / "b.json"))
+        assert rerun.returncode == 0 and f"warning: {who}: {said}: the numbers here are of the bars there now, not its stored " \
+            "ones" in " ".join(rerun.stderr.split()), rerun.stderr
+    assert genesis("backtest", "--trial", f"{run_dir}:{number}", "--start", "2022-03-01").stderr.count("changed or replaced") == 0
+    assert genesis("report", str(run_dir)).returncode == 0
+    cautions = (run_dir / "report.html").read_text().split("<h2>Read with care</h2>")[1].split("<h2>")[0]
+    shown = ", ".join(map(str, candidates[:5]))  # the curves drawn: report.CURVES
+    assert html.escape(f"trials {shown}, each: {said}: their curves below are of the bars there now, not of those they "
+                       "scored on") in cautions
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])

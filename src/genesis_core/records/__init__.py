@@ -48,6 +48,7 @@ from genesis_core.records._trial import (
     failures,
     finite_metrics,
     not_finite_metrics,
+    other_bars,
 )
 from genesis_core.records._validation import (
     TABLE_COLUMNS,
@@ -77,5 +78,5 @@ __all__ = [
     "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "LeftOut", "RefusedCandidate", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
-    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_looks", "backtest_record", "failures", "finite", "finite_metrics", "finished_runs", "formatted", "iso", "names", "not_finite_metrics", "preflight_warnings", "read_record", "walk_forwards", "write_record",
+    "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_looks", "backtest_record", "failures", "finite", "finite_metrics", "finished_runs", "formatted", "iso", "names", "not_finite_metrics", "other_bars", "preflight_warnings", "read_record", "walk_forwards", "write_record",
 ]

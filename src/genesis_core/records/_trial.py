@@ -99,6 +99,14 @@ def backtest_looks(results_dir: Path) -> list[BacktestLook]:
     return looks
 
 
+def other_bars(path: str, ran_on: str | None, now: str) -> str | None:
+    """Why a stored backtest's numbers are not those of its config re-run on its window in ``path``,
+    whose bars fingerprint ``now`` where they fingerprinted ``ran_on`` (None: not recorded, or the same bars)."""
+    if ran_on is None or ran_on == now:
+        return None
+    return f"the bars of its window in {path} are not those it ran on (the file was changed or replaced)"
+
+
 class BacktestRecord(Record):
     """What ``genesis backtest`` writes: enough to re-run it (the effective config) and to prove
     what produced it (fingerprints of config, data window, data file and resources; code version)."""

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from genesis_core.backtest import Backtester, build_config
 from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.fingerprint import differences
-from genesis_core.records import RunFolder, SchemaError, backtest_record
+from genesis_core.records import RunFolder, SchemaError, backtest_record, other_bars
 
 _COMPARED = {"fingerprints", "metrics", "trace", "window"}
 # Not the file's fingerprint: bars appended after the window (`genesis data update`) change it and
@@ -42,9 +42,9 @@ def check_trial(folder: RunFolder, number: int, backtester: Backtester) -> Equiv
     was, now = stored.model_dump(mode="json", include=_COMPARED), rerun.model_dump(mode="json", include=_COMPARED)
     for compared in (was, now):
         compared["fingerprints"].pop(_FILE, None)
-    if was["fingerprints"]["data_window"] != now["fingerprints"]["data_window"]:  # not drift of the code: say so first
-        result.differences.append(f"the bars of its window in {stored.effective_config.data.path} are not those it ran on (the file "
-                                  "was changed or replaced): what differs below may all follow from that")
+    other = other_bars(stored.effective_config.data.path, stored.fingerprints["data_window"], rerun.fingerprints["data_window"])
+    if other is not None:  # not drift of the code: say so first
+        result.differences.append(f"{other}: what differs below may all follow from that")
     for path, a, b in differences(was, now):
         result.differences.append(f"{path}: stored {a!r} != re-run {b!r}")
     return result

@@ -31,7 +31,7 @@ from genesis_core.backtest import (
 )
 from genesis_core.data import same_symbol
 from genesis_core.engine import EngineResult
-from genesis_core.errors import REFUSALS, ConfigError, GenesisError
+from genesis_core.errors import REFUSALS, ConfigError, DataError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bar_returns
 from genesis_core.optimizer import OptimizerConfig, SearchSpace
@@ -56,6 +56,7 @@ from genesis_core.records import (
     WindowResult,
     backtest_looks,
     finite_metrics,
+    other_bars,
 )
 from genesis_core.scoring import Constraints, Outcome, Scoring, score, violation
 from genesis_core.validation._config import ValidationConfig, WindowSpec
@@ -235,8 +236,20 @@ def _same_fills(a: EngineResult, b: EngineResult) -> bool:
 
 def _explore_returns(backtester: Backtester, trial: TrialArtifact) -> np.ndarray:
     """Per-bar returns of a trial's effective config on its explore window (re-run: artifacts keep no series)."""
-    equity = backtester.run(build_config(trial.effective_config.model_dump(mode="json"))).engine.equity
-    return bar_returns(equity)
+    result = backtester.run(build_config(trial.effective_config.model_dump(mode="json")))
+    _same_bars(trial, result.window.fingerprint)
+    return bar_returns(result.engine.equity)
+
+
+def _same_bars(trial: TrialArtifact, data_window: str) -> None:
+    """DataError when ``trial``'s explore window no longer holds the bars it ran on (``data_window``:
+    theirs now): validation ranks candidates by their stored explore scores, and measures plateaus,
+    deflated Sharpe ratios and PBO on re-runs, which would then be of other bars."""
+    other = other_bars(trial.effective_config.data.path, trial.fingerprints["data_window"], data_window)
+    if other is not None:
+        raise DataError(f"trial {trial.trial_number}: {other}: validation would rank it by a score of other bars than "
+                        "those it re-runs it on for its plateau, deflated Sharpe ratio and PBO. Restore the file the run "
+                        "read, or explore these bars in a study of their own (another meta.study_name)")
 
 
 def _overfitting(backtester: Backtester, folder: RunFolder, trials: list[Explored], candidates: list[Candidate],
@@ -406,6 +419,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
     candidates, refused = [], []
     eligible, left_out = _eligible(trials, v.constraints.include_scoring_failures)
     for t in map(folder.read_trial, eligible[:v.top_n]):
+        _same_bars(t, bt.plan(t.effective_config).window.fingerprint)
         explore = t.score.production
         seen = ExploreResult(production_score=explore, constraints_failed=t.score.constraints_failed, metrics=t.metrics,
                              first_bar=t.window.first_bar, last_bar=t.window.last_bar, data_window=t.fingerprints["data_window"])
