@@ -28,8 +28,14 @@ def test_warmup_comes_from_before_start(btc):
 def test_window_is_refused_when_data_cannot_supply_it(btc):
     with pytest.raises(DataError, match="needs 500 warm-up bars .* has only 17"):
         btc.window("2018-05-16", "2018-06-30", 500)
-    with pytest.raises(DataError, match="after the data's last bar"):
+    with pytest.raises(DataError, match=r"^window end 2024-06-30 is after the data's last bar 2024-01-16T15:00:00Z: the data "
+                       r"does not cover the window$"):
         btc.window("2023-06-01", "2024-06-30", 10)
+    # the last bar's day, given as a date: a date is its whole day (to 23:00), which the bundled data ends at 15:00 of
+    with pytest.raises(DataError, match=r"^window end 2024-01-16 is after .*: the data does not cover the window \(a date alone "
+                       r"means its whole day: end at 2024-01-16T15:00:00Z, or give no end\)$"):
+        btc.window("2023-06-01", "2024-01-16", 10)
+    assert btc.window("2023-06-01", "2024-01-16T15:00:00Z", 10).last_bar == "2024-01-16T15:00:00Z"
     with pytest.raises(DataError, match="holds no bars"):  # inside the 5-hour hole after 07:00
         btc.window("2022-10-12T08:00Z", "2022-10-12T11:00Z", 10)
     with pytest.raises(DataError, match=r"^window 2023-01-01 .. 2022-01-01 ends before it starts$"):  # was "holds no bars"

@@ -358,9 +358,11 @@ class Candles:
         else:
             e = parse_ts(end, end_of_day=True)
             if e > ts[-1] + self.timeframe_seconds - 1:
+                day = parse_ts(end) <= ts[-1]  # a bare date: its whole day, of which the data holds the start
                 raise DataError(
                     f"window end {end} is after the data's last bar {format_ts(ts[-1])}: "
-                    "the data does not cover the window"
+                    "the data does not cover the window" + (f" (a date alone means its whole day: end at "
+                                                            f"{format_ts(ts[-1])}, or give no end)" if day else "")
                 )
             last = int(np.searchsorted(ts, e, side="right")) - 1
         if last < first:  # an end before the start said only this, as a hole in the bars does
