@@ -199,8 +199,8 @@ def _parallel(rows: list[TrialRow]) -> go.Figure | None:
     dims.append({"label": "production score", "values": scores})
     fig = go.Figure(go.Parcoords(line={"color": scores, "colorscale": "Viridis", "showscale": True}, dimensions=dims,
                                  labelangle=-20, labelside="bottom"))
-    fig.update_layout(title=title, height=560,
-                      margin={"b": 110})
+    # the first axis's label, slanted under it, reaches left by about its length: the default 80 px cut it short
+    fig.update_layout(title=title, height=560, margin={"b": 110, "l": max(80, 7 * len(dims[0]["label"]))})
     return fig
 
 
