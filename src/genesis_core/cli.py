@@ -23,7 +23,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from genesis_core import __version__
-from genesis_core.errors import ConfigError, DataError, GenesisError, clip
+from genesis_core.errors import ConfigError, DataError, GenesisError, clip, report_crashes
 from genesis_core.files import atomic_write, written_as
 from genesis_core.fingerprint import strict_json
 
@@ -1472,6 +1472,7 @@ def _main(
     directory: Annotated[Path | None, typer.Option("-C", "--directory", help="Run as if started in this folder, where a "
                                                    "config's relative paths are read from (an assistant's MCP server, a cron job).")] = None,
 ) -> None:
+    report_crashes()
     library = logging.getLogger("genesis_core")
     if not library.handlers:
         library.addHandler(_WarningLine(logging.WARNING))

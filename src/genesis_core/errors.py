@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import faulthandler
 import inspect
+import sys
 import traceback
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from pydantic import ValidationError
+
+
+def report_crashes() -> None:
+    """Have a crash of compiled code (a segfault in a strategy's numba kernel, an abort in a
+    library) print the Python stack of each thread to stderr, naming the line that called into it,
+    where the process would otherwise die saying ``Segmentation fault`` alone."""
+    if sys.__stderr__ is not None:
+        with contextlib.suppress(ValueError, OSError):  # no file descriptor behind stderr: nothing to write to
+            faulthandler.enable(file=sys.__stderr__)
 
 
 class GenesisError(Exception):

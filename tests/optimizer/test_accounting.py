@@ -4,6 +4,7 @@ from faults. Each test injects the fault and asserts the numbers afterwards."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 
@@ -936,3 +937,89 @@ def test_a_reader_never_takes_the_whole_lines_of_an_append_that_is_being_taken_b
     assert path.read_bytes() == whole and got == [[]]
     JournalFile(str(path)).append([{**entry, "user_attr": {"d": 3}}])
     assert [e["user_attr"] for e in reader.read_logs(1)] == [{"d": 3}]
+
+
+def _crashing_config(tmp_path: Path, bug: str, **meta):
+    """A study of the misbehaving strategy, whose ``bug`` crashes the process evaluating some trials
+    (a read of address 0: SIGSEGV, as compiled code with a bug does), over a grid of four periods."""
+    import yaml
+
+    from tests.optimizer.test_optimizer import ROOT
+
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {"bug": bug},
+                                    "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz")}}))
+    return write_config(tmp_path, meta={"base_config": str(base), "stop": {"max_trials": 3}, "sampler": {"name": "grid"}, **meta},
+                        parameters={"period": {"type": "categorical", "choices": [10, 17, 20, 30]}})
+
+
+def _crash_dump(stderr: str) -> bool:
+    """Whether ``stderr`` holds Python's faulthandler's dump of a segfault at the strategy's line."""
+    return "Fatal Python error: Segmentation fault" in stderr and \
+        re.search(r'File ".*misbehaving_strategy\.py", line \d+ in decide', stderr) is not None
+
+
+def test_a_trial_that_crashes_its_process_ends_that_run_with_where_and_is_not_run_a_third_time(tmp_path):
+    """A strategy's compiled code with a bug (numba checks no bounds) that segfaults on some
+    parameters: the run died saying `Segmentation fault` alone; each resume queued the crashed
+    trial's parameters again and died on them in turn, for ever, its records never written. Now
+    the crash prints Python's stack naming the strategy's line, and a queued copy whose process
+    died too is failed for good, so the third run goes on and completes the budget."""
+    import subprocess
+    import sys
+
+    from tests.optimizer.test_optimizer import ROOT
+
+    path = _crashing_config(tmp_path, "crashes at period 17")
+    runs = []
+    for _ in range(4):
+        runs.append(subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path), "--skip-preflight"],
+                                   cwd=ROOT, capture_output=True, text=True, timeout=300))
+        if runs[-1].returncode == 0:
+            break
+    assert [r.returncode for r in runs] == [-11, -11, 0], [r.stderr[-500:] for r in runs]
+    assert all(_crash_dump(r.stderr) for r in runs[:2])
+    rows = _trials({"run_dir": tmp_path / "results" / "runs" / "t"})
+    first, again = (r for r in rows if r["state"] == "FAIL")
+    assert (first["param:period"], again["param:period"]) == ("17", "17")
+    gone = "its worker process was gone before it finished (stopped, killed or crashed)"
+    assert first["fail_reason"] == f"{gone}: its parameters were queued again"
+    assert again["fail_reason"] == f"{gone}, as trial {first['number']}'s was on the same parameters: not queued again"
+    assert sorted(int(r["param:period"]) for r in rows if r["state"] == "COMPLETE") == [10, 20, 30]
+    note = (f"1 trial(s) left running by a worker that died were failed and not queued again, since a worker had died on the "
+            f"same parameters before: {again['number']} (as {first['number']}); a crash that repeats (a segfault in compiled "
+            "code, memory run out) would end every run that tried them (trials.csv fail_reason)")
+    session = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]
+    assert note in session["notes"] and f"warning: {note}" in " ".join(runs[-1].stderr.split())
+
+
+def test_a_worker_process_that_crashes_fails_its_trial_with_the_signal_and_the_others_complete_the_run(tmp_path):
+    """With free-running workers, a worker process that segfaulted left its trial RUNNING; the end
+    of the run failed it and queued it again, for the main process to run and die on, the whole run
+    lost. Now its trial fails with the signal as its reason and is not queued again, the session
+    says so, and the main process completes the budget."""
+    import subprocess
+    import sys
+
+    from tests.optimizer.test_optimizer import ROOT
+
+    path = _crashing_config(tmp_path, "crashes in a worker process", parallel="free", n_workers=2)
+    run = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path), "--skip-preflight"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and _crash_dump(run.stderr), run.stderr[-2000:]
+    rows = _trials({"run_dir": tmp_path / "results" / "runs" / "t"})
+    (crashed,) = (r for r in rows if "SIGSEGV" in r["fail_reason"])
+    assert crashed["fail_reason"] == ("its worker process died of SIGSEGV (Segmentation fault) evaluating it: a crash (of "
+                                      "compiled code: a strategy's, a feature's or a library's), not queued again")
+    # the budget, on the grid's three other points (the crashed trial had held a place in it: a trial the main process
+    # asked for meanwhile found the budget taken and failed, saying so)
+    assert sorted(r["param:period"] for r in rows if r["state"] == "COMPLETE") == sorted({"10", "17", "20", "30"} - {crashed["param:period"]})
+    assert all(r["fail_reason"] == "not evaluated: the study's 3 trials were taken by other workers"
+               for r in rows if r["state"] == "FAIL" and r is not crashed)
+    session = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]
+    assert session["failed_workers"] == [-11]
+    (note,) = (n for n in session["notes"] if n.startswith("worker process"))
+    assert re.fullmatch(rf"worker process \d+ died of SIGSEGV \(Segmentation fault\) evaluating trial\(s\) \[{crashed['number']}\], "
+                        r"failed with that reason and not queued again \(the same parameters would crash a worker again\); "
+                        r"where, Python's faulthandler wrote to stderr; the other workers went on", note)
+    assert f"warning: {note}" in " ".join(run.stderr.split())

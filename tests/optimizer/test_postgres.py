@@ -306,7 +306,7 @@ def test_recovery_reads_the_log_afresh_before_judging_a_trial_whose_worker_just_
     assert [t.state.name for t in session.get_trials(deepcopy=False)] == ["RUNNING"]
     worker.tell(trial, 0.5)  # its last write; then its process ends
     monkeypatch.setattr(_storage, "_alive", lambda w: False)
-    assert recover_stale_trials(session) == []
+    assert recover_stale_trials(session).failed == []
     assert [(t.state.name, t.value) for t in session.trials] == [("COMPLETE", 0.5)]
     with sa.create_engine(postgres_url).connect() as conn:
         states = [json.loads(body).get("state") for (body,) in conn.execute(sa.text("SELECT body FROM genesis_journal"))]

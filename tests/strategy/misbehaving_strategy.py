@@ -3,6 +3,8 @@
 
 from __future__ import annotations
 
+import ctypes
+import multiprocessing
 from dataclasses import replace
 from typing import Any
 
@@ -46,6 +48,9 @@ class Misbehaving(Strategy):
             spins += 1
         if params.bug == "raises" or (params.bug == "raises on 2023" and c.timestamps[-1] >= _2023):
             return len(c) / 0
+        if (params.bug == "crashes at period 17" and params.period == 17) or (
+                params.bug == "crashes in a worker process" and multiprocessing.parent_process() is not None):
+            ctypes.string_at(0)  # as compiled code with a bug does (numba checks no bounds): it reads address 0, SIGSEGV
         signal = {"peeks at the next bar": np.append(c.close[1:], c.close[-1]) - c.close,  # the bar after each: shift(-1)
                   "the window's mean": c.close - c.close[start:].mean(),  # a statistic of bars to come
                   "coin flips": np.random.default_rng().standard_normal(len(c)),  # unseeded: not deterministic

@@ -16,7 +16,7 @@ import optuna
 from optuna.trial import TrialState
 
 from genesis_core.backtest import BacktestConfig
-from genesis_core.errors import REFUSALS, GenesisError
+from genesis_core.errors import REFUSALS, GenesisError, report_crashes
 from genesis_core.optimizer._storage import CacheAnswer, CacheEntry, flush
 from genesis_core.optimizer._study import StudySpec
 from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure, process_context
@@ -26,6 +26,7 @@ def measuring_process(conn: Connection, spec: StudySpec) -> None:
     """A measuring process: effective configs in, ``Measured`` out, until the connection closes.
     Its data and feature caches live as long as it does. It never handles a signal (it starts with
     them ignored): the process that samples decides when to stop."""
+    report_crashes()  # a spawned process starts without it
     backtester, pruner = spec.backtester(), spec.pruner()
 
     def measure_config(config: dict[str, Any]) -> Measured:

@@ -8,28 +8,28 @@ import multiprocessing.process
 import os
 import signal
 import sys
-import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing import resource_tracker
-from typing import TypeVar
 
 import optuna
 import sqlalchemy as sa
 from optuna.trial import TrialState
 
 from genesis_core.backtest import CACHE, Backtester
-from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.errors import ConfigError, GenesisError, report_crashes
 from genesis_core.files import sync_all
 from genesis_core.optimizer._batch import Measurers, run_batched
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
 from genesis_core.optimizer._storage import (
+    CRASHES,
     ScoreCache,
     StorageUnavailable,
     cache_url,
     check_clock,
+    fail_crashed,
     open_storage,
     orphan_age,
     read_now,
@@ -41,11 +41,11 @@ from genesis_core.optimizer._worker import (
     EVALUATED,
     RESUME_STRIDE,
     SEED_STRIDE,
-    STOP_SIGNALS,
     Worker,
     evaluated,
     mend_records,
     process_context,
+    quietly,
     settled_heap,
 )
 from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
@@ -53,8 +53,7 @@ from genesis_core.records import PreflightRecord, PreflightSkipped, Session, iso
 optuna.logging.set_verbosity(optuna.logging.ERROR)  # failures are counted in the summary and trials.csv
 # heartbeats and stale-trial retry are marked experimental but are what makes a killed worker recoverable
 warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
-PROGRESS_INTERVAL = 0.25
-T = TypeVar("T")  # seconds between progress reports (each reads the study's trials)
+PROGRESS_INTERVAL = 0.25  # seconds between progress reports (each reads the study's trials)
 
 
 @dataclass(frozen=True)
@@ -99,6 +98,7 @@ def _worker_process(spec: StudySpec, max_trials: int | None, timeout: float | No
     """A worker process: it starts with SIGINT and SIGTERM ignored (see ``_start``) and handles them
     from here on, so no signal ever ends it with a traceback or in the middle of a trial."""
     os.chdir(cwd)
+    report_crashes()  # a spawned process starts without it
     try:
         worker = Worker(spec, max_trials, index)
         with worker.stopping_on_signals():
@@ -115,25 +115,6 @@ def _worker_process(spec: StudySpec, max_trials: int | None, timeout: float | No
     os._exit(0)
 
 
-def quietly(start: Callable[[], T]) -> T:
-    """Start processes with the stop signals ignored, which they inherit until they install their
-    own handlers (a measuring process of a reproducible run never does: this one decides): a Ctrl-C
-    while one is still importing cannot kill it with a traceback. The signals are also blocked here
-    meanwhile, so one that arrives is held back for this thread; but a thread a library started
-    (OpenBLAS's, say) may take it and drop it: a Ctrl-C in those milliseconds can be lost, and the
-    next one stops the run. Off the main thread (a run started by a server) signals are not ours."""
-    if threading.current_thread() is not threading.main_thread():
-        return start()
-    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
-    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
-    try:
-        return start()
-    finally:
-        for sig, handler in previous.items():
-            signal.signal(sig, handler)
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-
-
 def _join(procs: Sequence[multiprocessing.process.BaseProcess], worker: Worker) -> None:
     """Wait for every worker process; once this one was asked to stop, pass the signal on (again
     every half second: a child still starting up ignores it until its handlers are in place).
@@ -144,6 +125,22 @@ def _join(procs: Sequence[multiprocessing.process.BaseProcess], worker: Worker) 
             if worker.interrupted is not None and p.is_alive() and p.pid is not None:
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(p.pid, worker.interrupted)
+
+
+def _crashed(procs: Sequence[multiprocessing.process.BaseProcess], optuna_study: optuna.Study, said: set[int]) -> list[str]:
+    """A note for each worker process a crash signal ended (not said before: ``said``), whose trial
+    in flight is failed for good (``fail_crashed``): queued again, this process would run it next."""
+    notes = []
+    for p in procs:
+        if p.pid is None or p.pid in said or p.exitcode is None or -p.exitcode not in CRASHES:
+            continue
+        said.add(p.pid)
+        numbers = fail_crashed(optuna_study, p.pid, -p.exitcode)
+        died = f"worker process {p.pid} died of {signal.Signals(-p.exitcode).name} ({signal.strsignal(-p.exitcode)})"
+        notes.append(died + (f" evaluating trial(s) {numbers}, failed with that reason and not queued again (the same "
+                             "parameters would crash a worker again)" if numbers else "") +
+                     "; where, Python's faulthandler wrote to stderr; the other workers went on")
+    return notes
 
 
 def _start_all(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
@@ -191,9 +188,11 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     spec.folder.remove_stale_temporaries()
     dead = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     cache = ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
-    if dead:
-        cache.release_trials(spec.name, dead)
-        notes.append(f"{len(dead)} trial(s) left running by a stopped worker were failed and queued again: {dead}")
+    if dead.failed:
+        cache.release_trials(spec.name, dead.failed)
+    if dead.queued:
+        notes.append(f"{len(dead.queued)} trial(s) left running by a stopped worker were failed and queued again: {dead.queued}")
+    notes += dead.dropped_notes()
     notes += mend_records(spec, optuna_study, cache)
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     done = evaluated(optuna_study)
@@ -258,6 +257,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
             worker.interrupted, worker.stopped_reason = signal.SIGINT, why
 
     lost: StorageUnavailable | None = None
+    crashed: set[int] = set()  # worker processes whose crash was said (``_crashed``)
     # both through the records below: a second Ctrl-C cannot cut them short, and the heap is frozen
     # before the workers fork (thawed after the records): a forked worker's first full collection
     # then leaves what it inherited alone, instead of touching every object and so copying every page
@@ -265,7 +265,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     with worker.stopping_on_signals(options.deaf_once_stopped), settled_heap():
         quietly(lambda: _start_all(pool.procs if pool is not None else procs))
         try:
-            for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned meanwhile
+            for _ in range(3):  # a round ends when the budget is met, or short only by trials orphaned or crashed meanwhile
                 if n_procs > 0 and worker.interrupted is None and worker.stopped_reason is None:
                     worker.budget_reached = False
                     left = None if timeout is None else max(0.0, timeout - (clock() - started))
@@ -276,20 +276,24 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
                 if _timed_out(started, timeout, clock) or worker.interrupted is not None or worker.stopped_reason:
                     break
                 _join(procs, worker)
+                crashes = _crashed(procs, optuna_study, crashed)
+                notes += crashes
                 if max_trials is not None and evaluated(optuna_study) < max_trials:
                     _await_orphans(optuna_study, cfg.meta.storage_retry_seconds)
                 orphans = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
-                if orphans:
-                    notes.append(f"{len(orphans)} trial(s) orphaned during the run (a lost connection) were failed and "
-                                 f"queued again: {orphans}")
-                if max_trials is None or evaluated(optuna_study) >= max_trials or not orphans:
-                    break
+                if orphans.queued:
+                    notes.append(f"{len(orphans.queued)} trial(s) orphaned during the run (a lost connection) were failed and "
+                                 f"queued again: {orphans.queued}")
+                notes += orphans.dropped_notes()
+                if max_trials is None or evaluated(optuna_study) >= max_trials or not (orphans.queued or crashes):
+                    break  # else this process runs another round: a crashed worker's trial had held a place in the budget
         except StorageUnavailable as exc:
             lost = exc  # the workers meet the same database: wait for them, then say it once
         finally:
             if pool is not None:
                 pool.close()
         _join(procs, worker)
+        notes += _crashed(procs, optuna_study, crashed)
         read_now(optuna_study)  # the workers' last trials, written just before they ended
         if procs or pool is not None:
             _stop_resource_tracker()

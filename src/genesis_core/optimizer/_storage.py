@@ -24,6 +24,7 @@ import logging
 import math
 import os
 import random
+import signal
 import socket
 import sqlite3
 import time
@@ -1079,10 +1080,37 @@ def orphaned(trial: optuna.trial.FrozenTrial, retry_seconds: float, now: float) 
     return _alive(worker) is False
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """Trials left RUNNING by a dead worker, failed: those whose parameters were queued again, and
+    those not, whose parameters had killed a worker before (``retry_of``: a crash that repeats)."""
+
+    queued: list[int]
+    dropped: dict[int, int]  # trial -> the earlier trial whose worker died on the same parameters
+
+    @property
+    def failed(self) -> list[int]:
+        return sorted([*self.queued, *self.dropped])
+
+    def dropped_notes(self) -> list[str]:
+        """What a session says of those not queued again."""
+        if not self.dropped:
+            return []
+        pairs = ", ".join(f"{n} (as {earlier})" for n, earlier in self.dropped.items())
+        return [f"{len(self.dropped)} trial(s) left running by a worker that died were failed and not queued again, since a "
+                f"worker had died on the same parameters before: {pairs}; a crash that repeats (a segfault in compiled code, "
+                "memory run out) would end every run that tried them (trials.csv fail_reason)"]
+
+
+GONE = "its worker process was gone before it finished (stopped, killed or crashed)"
+
+
 def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECONDS,
-                         retry_seconds: float = RETRY_SECONDS) -> list[int]:
+                         retry_seconds: float = RETRY_SECONDS) -> Recovered:
     """Fail trials left RUNNING by a dead worker and queue their parameters again (queued trials
-    run before new ones); returns the failed trials' numbers.
+    run before new ones), once: a queued copy whose worker died too is failed for good, so a crash
+    of the process on those parameters (which kills a run of one worker, whose process runs the
+    trials) cannot end every later run in turn.
 
     A worker on this machine that provably died (its process is gone) is recovered at once. For
     one elsewhere, RDB storage knows from heartbeats; a journal has none, so a RUNNING trial older
@@ -1091,22 +1119,59 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
     # a journal, or a study behind a gRPC proxy, has no heartbeat: age is all there is to go on
     no_heartbeat = not isinstance(study._storage, RetryingStorage)
     now = time.time()
-    dead = []
+    queued: list[int] = []
+    dropped: dict[int, int] = {}
     read_now(study)  # a worker that just ended wrote its last trial's end before it did
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         old = t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_seconds
-        if orphaned(t, retry_seconds, now) or (no_heartbeat and old and _alive(t.user_attrs.get("worker")) is None):
-            try:
-                study._storage.set_trial_state_values(t._trial_id, optuna.trial.TrialState.FAIL)
-            except optuna.exceptions.UpdateFinishedTrialError:
+        gone = orphaned(t, retry_seconds, now)
+        if gone or (no_heartbeat and old and _alive(t.user_attrs.get("worker")) is None):
+            earlier, gone = t.user_attrs.get("retry_of"), gone and "worker" in t.user_attrs  # its process is gone, not just quiet
+            again = earlier if isinstance(earlier, int) and gone else None
+            dead = GONE if gone else f"its worker gave no sign of finishing it for over {grace_seconds:g} s (meta.stale_trial_seconds)"
+            why = (f"{dead}: its parameters were queued again" if again is None
+                   else f"{dead}, as trial {again}'s was on the same parameters: not queued again")
+            if not _fail(study, t, why):
                 continue  # its worker (one judged by age, elsewhere) finished it meanwhile: nothing to recover
-            study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
-            dead.append(t.number)
+            if again is not None:
+                dropped[t.number] = again
+            else:
+                study.enqueue_trial(t.params, user_attrs={"retry_of": t.number}, skip_if_exists=False)
+                queued.append(t.number)
     if not no_heartbeat:
         failed = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
         optuna.storages.fail_stale_trials(study)  # the heartbeat callback queues them again
-        dead += sorted({t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))} - failed)
-    return dead
+        queued += sorted({t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))} - failed)
+    return Recovered(queued, dropped)
+
+
+CRASHES = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT})  # faults of the code itself
+
+
+def fail_crashed(study: optuna.Study, pid: int, signum: int) -> list[int]:
+    """Fail, with the signal as its reason and without queueing it again, each trial still RUNNING
+    in worker process ``pid`` (of this machine), which a crash signal (``CRASHES``) ended: the same
+    parameters would crash a worker again. Returns their numbers."""
+    read_now(study)
+    crashed = []
+    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker")
+        if isinstance(worker, dict) and worker.get("host") == socket.gethostname() and worker.get("pid") == pid:
+            why = (f"its worker process died of {signal.Signals(signum).name} ({signal.strsignal(signum)}) evaluating it: "
+                   "a crash (of compiled code: a strategy's, a feature's or a library's), not queued again")
+            if _fail(study, t, why):
+                crashed.append(t.number)
+    return crashed
+
+
+def _fail(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> bool:
+    """Fail a RUNNING trial with ``why`` as its reason; False when it finished meanwhile."""
+    try:
+        study._storage.set_trial_user_attr(trial._trial_id, "error", why)
+        study._storage.set_trial_state_values(trial._trial_id, optuna.trial.TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False
+    return True
 
 
 def redact(url: str) -> str:

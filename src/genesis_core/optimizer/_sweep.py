@@ -31,7 +31,7 @@ from optuna.trial import FrozenTrial, TrialState
 from genesis_core.backtest import CACHE, Backtester
 from genesis_core.errors import REFUSALS, ConfigError, GenesisError
 from genesis_core.optimizer._results import RunSummary, best_score, record_results
-from genesis_core.optimizer._run import OnProgress, Progress, at_least_one, quietly
+from genesis_core.optimizer._run import OnProgress, Progress, at_least_one
 from genesis_core.optimizer._sobol import MAX_DIMENSIONS, sobol
 from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import (
@@ -52,6 +52,7 @@ from genesis_core.optimizer._worker import (
     measure,
     mend_records,
     process_context,
+    quietly,
     settled_heap,
     stopping_on_signals,
     trial_attributes,

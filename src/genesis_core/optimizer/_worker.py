@@ -12,7 +12,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import optuna
 from optuna.trial import TrialState
@@ -41,6 +41,7 @@ from genesis_core.records import BacktestRecord, CachedFrom, Metrics, ScoreRecor
 from genesis_core.scoring import Checkpoint, Outcome, checkpoints, prune_reason, score
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+T = TypeVar("T")
 SEED_STRIDE = 1000  # session slot k's workers use sampler seeds seed + 1000 k + i ...
 RESUME_STRIDE = 1_000_003  # ... + N x this in a session that finds N trials in the study (see _run.optimize)
 EVALUATED = (TrialState.COMPLETE, TrialState.PRUNED)  # what the budget counts: a FAIL was never evaluated
@@ -174,6 +175,25 @@ def settled_heap() -> Iterator[None]:
             _settled -= 1
             if not _settled:
                 gc.unfreeze()
+
+
+def quietly(start: Callable[[], T]) -> T:
+    """Start processes with the stop signals ignored, which they inherit until they install their
+    own handlers (a measuring process of a reproducible run never does: this one decides): a Ctrl-C
+    while one is still importing cannot kill it with a traceback. The signals are also blocked here
+    meanwhile, so one that arrives is held back for this thread; but a thread a library started
+    (OpenBLAS's, say) may take it and drop it: a Ctrl-C in those milliseconds can be lost, and the
+    next one stops the run. Off the main thread (a run started by a server) signals are not ours."""
+    if threading.current_thread() is not threading.main_thread():
+        return start()
+    signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+    previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in STOP_SIGNALS}
+    try:
+        return start()
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
 
 def process_context(spec: StudySpec) -> multiprocessing.context.ForkContext | multiprocessing.context.SpawnContext:
