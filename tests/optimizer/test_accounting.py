@@ -939,9 +939,9 @@ def test_a_reader_never_takes_the_whole_lines_of_an_append_that_is_being_taken_b
     assert [e["user_attr"] for e in reader.read_logs(1)] == [{"d": 3}]
 
 
-def _crashing_config(tmp_path: Path, bug: str, **meta):
+def _crashing_config(tmp_path: Path, bug: str, periods: tuple[int, ...] = (10, 17, 20, 30), **meta):
     """A study of the misbehaving strategy, whose ``bug`` crashes the process evaluating some trials
-    (a read of address 0: SIGSEGV, as compiled code with a bug does), over a grid of four periods."""
+    (a read of address 0: SIGSEGV, as compiled code with a bug does), over a grid of ``periods``, 3 trials."""
     import yaml
 
     from tests.optimizer.test_optimizer import ROOT
@@ -950,7 +950,7 @@ def _crashing_config(tmp_path: Path, bug: str, **meta):
     base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {"bug": bug},
                                     "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz")}}))
     return write_config(tmp_path, meta={"base_config": str(base), "stop": {"max_trials": 3}, "sampler": {"name": "grid"}, **meta},
-                        parameters={"period": {"type": "categorical", "choices": [10, 17, 20, 30]}})
+                        parameters={"period": {"type": "categorical", "choices": list(periods)}})
 
 
 def _crash_dump(stderr: str) -> bool:
@@ -1009,8 +1009,8 @@ def test_a_worker_process_that_crashes_fails_its_trial_with_the_signal_and_the_o
     assert run.returncode == 0 and _crash_dump(run.stderr), run.stderr[-2000:]
     rows = _trials({"run_dir": tmp_path / "results" / "runs" / "t"})
     (crashed,) = (r for r in rows if "SIGSEGV" in r["fail_reason"])
-    assert crashed["fail_reason"] == ("its worker process died of SIGSEGV (Segmentation fault) evaluating it: a crash (of "
-                                      "compiled code: a strategy's, a feature's or a library's), not queued again")
+    assert crashed["fail_reason"] == ("its worker process died of SIGSEGV (Segmentation fault) evaluating it: a crash of "
+                                      "compiled code (a strategy's, a feature's or a library's), not queued again")
     # the budget, on the grid's three other points (the crashed trial had held a place in it: a trial the main process
     # asked for meanwhile found the budget taken and failed, saying so)
     assert sorted(r["param:period"] for r in rows if r["state"] == "COMPLETE") == sorted({"10", "17", "20", "30"} - {crashed["param:period"]})
@@ -1023,3 +1023,31 @@ def test_a_worker_process_that_crashes_fails_its_trial_with_the_signal_and_the_o
                         r"failed with that reason and not queued again \(the same parameters would crash a worker again\); "
                         r"where, Python's faulthandler wrote to stderr; the other workers went on", note)
     assert f"warning: {note}" in " ".join(run.stderr.split())
+
+
+def test_a_measuring_process_that_crashes_fails_its_trial_and_another_takes_its_place(tmp_path):
+    """A seeded two-worker run measures each batch's first trial in a measuring process: one that
+    segfaulted ended the run with click's `Aborted.` (its pipe's EOFError), its records never
+    written. Now the trial fails with the signal as its reason, a new process takes the dead one's
+    place, and the run completes its budget."""
+    import subprocess
+    import sys
+
+    from tests.optimizer.test_optimizer import ROOT
+
+    path = _crashing_config(tmp_path, "crashes in a worker process", (10, 17, 20, 30, 40, 50), parallel="reproducible",
+                            n_workers=2, sampler={"name": "grid", "kwargs": {"seed": 1}})
+    run = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path), "--skip-preflight"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and _crash_dump(run.stderr), run.stderr[-2000:]
+    rows = _trials({"run_dir": tmp_path / "results" / "runs" / "t"})
+    # batches of two: the first trial of each measured in a measuring process, which crashes; the third batch, of one, here
+    assert [(r["state"], r["fail_reason"]) for r in rows] == [
+        ("FAIL", "its measuring process died of SIGSEGV (Segmentation fault) evaluating it: a crash of compiled code (a "
+                 "strategy's, a feature's or a library's), not queued again"), ("COMPLETE", "")] * 2 + [("COMPLETE", "")]
+    notes = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]["notes"]
+    crashes = [n for n in notes if n.startswith("measuring process")]
+    assert [re.sub(r"process \d+", "process N", n) for n in crashes] == [
+        f"measuring process N died of SIGSEGV (Segmentation fault) evaluating trial {n}, which failed with that reason (the "
+        "same parameters would end a process again); a new one took its place" for n in (0, 2)]
+    assert len({n.split()[2] for n in crashes}) == 2  # two processes, the second the first's replacement

@@ -451,9 +451,21 @@ def test_grid_sampler_walks_the_grid_and_high_hit_rates_warn(tmp_path):
         "exits.max_bars_held": {"type": "grid", "values": [12, 24]},
         "exits.stop_loss_atr": {"type": "grid", "values": [1.5, 2.5]},
     })
+    done = ("the sampler (grid) stopped the study before its budget: a grid sampler does once every point of its grid "
+            "has been tried")  # the run ended 8 trials short of its budget without a word
+    # one worker, and two seeded ones on the journal (reproducible batches, where Optuna's Study.stop, which the grid
+    # sampler calls, raised RuntimeError outside Study.optimize and ended the run in a traceback)
+    for name, workers in [("one", 1), ("two", 2)]:
+        summary = optimize(write_config(tmp_path, f"{name}.yaml", meta={
+            "study_name": name, "n_workers": workers, "sampler": {"name": "grid", "kwargs": {"seed": 1}}, "stop": {"max_trials": 12}},
+            parameters={"exits.max_bars_held": {"type": "grid", "values": [12, 24]},
+                        "exits.stop_loss_atr": {"type": "grid", "values": [1.5, 2.5]}}))
+        assert summary["session"]["stopped_reason"] == done and summary["states"] == {"COMPLETE": 4}
+        assert sorted((r["param:exits.max_bars_held"], r["param:exits.stop_loss_atr"]) for r in _trials(summary)) == [
+            ("12", "1.5"), ("12", "2.5"), ("24", "1.5"), ("24", "2.5")]  # each point once, then the grid is done
     rows = _trials(optimize(grid))
     assert sorted((r["param:exits.max_bars_held"], r["param:exits.stop_loss_atr"]) for r in rows) == [
-        ("12", "1.5"), ("12", "2.5"), ("24", "1.5"), ("24", "2.5")]  # each point once, then the grid is done
+        ("12", "1.5"), ("12", "2.5"), ("24", "1.5"), ("24", "2.5")]
     tiny = write_config(tmp_path, "tiny.yaml", meta={"study_name": "tiny", "stop": {"max_trials": 12}},
                         parameters={"exits.max_bars_held": {"type": "categorical", "choices": [12, 24]}})
     summary = optimize(tiny)

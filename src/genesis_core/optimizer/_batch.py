@@ -7,6 +7,7 @@ other way: see ``_run``.)"""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing.process
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -16,10 +17,10 @@ import optuna
 from optuna.trial import TrialState
 
 from genesis_core.backtest import BacktestConfig
-from genesis_core.errors import REFUSALS, GenesisError, report_crashes
-from genesis_core.optimizer._storage import CacheAnswer, CacheEntry, flush
+from genesis_core.errors import REFUSALS, GenesisError, StrategyError, report_crashes
+from genesis_core.optimizer._storage import CacheAnswer, CacheEntry, crash_reason, died_of, flush
 from genesis_core.optimizer._study import StudySpec
-from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure, process_context
+from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure, process_context, quietly
 
 
 def measuring_process(conn: Connection, spec: StudySpec) -> None:
@@ -53,17 +54,26 @@ def measured_or_refusal(measure_one: Callable[[Any], Measured], job: Any) -> Mea
 class Measurers:
     """The measuring processes of a reproducible session (one fewer than its workers: this process
     measures too), each behind a pipe (no threads here, so a signal held back while they start is
-    not lost)."""
+    not lost). One that dies measuring a job (a crash of compiled code, memory run out) fails that
+    job's trial with the reason and is replaced (``notes`` say so)."""
 
     def __init__(self, spec: StudySpec, n: int) -> None:
-        ctx = process_context(spec)
-        pairs = [ctx.Pipe() for _ in range(n)]
-        self._conns = [mine for mine, _ in pairs]
-        self.procs = [ctx.Process(target=measuring_process, args=(theirs, spec)) for _, theirs in pairs]
+        self._spec, self._ctx = spec, process_context(spec)
+        self._conns: list[Connection] = []
+        self.procs: list[multiprocessing.process.BaseProcess] = []
+        self.notes: list[str] = []
+        for _ in range(n):
+            self._add()
 
-    def start(self) -> None:
-        for p in self.procs:
-            p.start()
+    def _add(self, at: int | None = None) -> None:
+        """A new measuring process, appended or in place ``at``."""
+        mine, theirs = self._ctx.Pipe()
+        proc = self._ctx.Process(target=measuring_process, args=(theirs, self._spec))
+        if at is None:
+            self._conns.append(mine)
+            self.procs.append(proc)
+        else:
+            self._conns[at], self.procs[at] = mine, proc
 
     def map(self, jobs: list[Job], measure_here: Callable[[Job], Measured]) -> list[Measured | GenesisError]:
         """Measure each job, the last with ``measure_here`` while the processes measure the others
@@ -73,7 +83,23 @@ class Measurers:
         for i, job in enumerate(sent):
             self._conns[i % len(self._conns)].send(job.plan.config.model_dump(mode="json"))
         here = [measured_or_refusal(measure_here, job) for job in jobs[-1:]]
-        return [self._conns[i % len(self._conns)].recv() for i in range(len(sent))] + here
+        return [self._received(i % len(self._conns), job) for i, job in enumerate(sent)] + here
+
+    def _received(self, i: int, job: Job) -> Measured | GenesisError:
+        """Process ``i``'s answer for ``job``; if it died meanwhile, why, and a new process in its place."""
+        try:
+            answer: Measured | GenesisError = self._conns[i].recv()
+            return answer
+        except EOFError:
+            dead = self.procs[i]
+            dead.join()
+            assert dead.exitcode is not None
+            self._add(at=i)
+            quietly(self.procs[i].start)
+            self.notes.append(f"measuring process {dead.pid} died of {died_of(dead.exitcode)} evaluating trial {job.number}, "
+                              "which failed with that reason (the same parameters would end a process again); a new one "
+                              "took its place")
+            return StrategyError(crash_reason("measuring", dead.exitcode))
 
     def close(self) -> None:
         for conn in self._conns:
@@ -88,11 +114,17 @@ def run_batched(worker: Worker, pool: Measurers, batch: int, timeout: float | No
     """Trials in batches of ``batch`` until the budget is met, the deadline passes or ``worker`` says stop."""
     study = worker.open_study()
     deadline = None if timeout is None else time.monotonic() + timeout
-    with worker.committing(study):
-        while worker.interrupted is None and (deadline is None or time.monotonic() < deadline):
-            size = batch if worker.max_trials is None else min(batch, worker.max_trials - evaluated(study))
-            if size <= 0 or _batch(worker, study, pool, size, on_trial):
-                return
+    # told here, not in Study.optimize, a trial's sampler may still stop the study (Optuna's grid sampler does once its
+    # grid is done: outside optimize, Study.stop raised RuntimeError after the trial was stored); Worker.after stops then
+    study._thread_local.in_optimize_loop = True
+    try:
+        with worker.committing(study):
+            while worker.interrupted is None and (deadline is None or time.monotonic() < deadline):
+                size = batch if worker.max_trials is None else min(batch, worker.max_trials - evaluated(study))
+                if size <= 0 or _batch(worker, study, pool, size, on_trial):
+                    return
+    finally:
+        study._thread_local.in_optimize_loop, study._stop_flag = False, False
 
 
 def _batch(worker: Worker, study: optuna.Study, pool: Measurers, size: int, on_trial: Callable[[], None] | None) -> bool:

@@ -29,6 +29,7 @@ from genesis_core.optimizer._storage import (
     StorageUnavailable,
     cache_url,
     check_clock,
+    died_of,
     fail_crashed,
     open_storage,
     orphan_age,
@@ -136,7 +137,7 @@ def _crashed(procs: Sequence[multiprocessing.process.BaseProcess], optuna_study:
             continue
         said.add(p.pid)
         numbers = fail_crashed(optuna_study, p.pid, -p.exitcode)
-        died = f"worker process {p.pid} died of {signal.Signals(-p.exitcode).name} ({signal.strsignal(-p.exitcode)})"
+        died = f"worker process {p.pid} died of {died_of(p.exitcode)}"
         notes.append(died + (f" evaluating trial(s) {numbers}, failed with that reason and not queued again (the same "
                              "parameters would crash a worker again)" if numbers else "") +
                      "; where, Python's faulthandler wrote to stderr; the other workers went on")
@@ -292,6 +293,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
         finally:
             if pool is not None:
                 pool.close()
+                notes += pool.notes
         _join(procs, worker)
         notes += _crashed(procs, optuna_study, crashed)
         read_now(optuna_study)  # the workers' last trials, written just before they ended

@@ -1148,6 +1148,18 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
 CRASHES = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT})  # faults of the code itself
 
 
+def died_of(exitcode: int) -> str:
+    """What ended a process, from its exit code: ``SIGSEGV (Segmentation fault)``, ``exit code 2``."""
+    return f"{signal.Signals(-exitcode).name} ({signal.strsignal(-exitcode)})" if exitcode < 0 else f"exit code {exitcode}"
+
+
+def crash_reason(process: str, exitcode: int) -> str:
+    """A trial's reason for failing when the ``process`` process evaluating it died with ``exitcode``."""
+    how = ("a crash of compiled code (a strategy's, a feature's or a library's)" if -exitcode in CRASHES else
+           "killed: memory run out (the system's OOM killer) or kill -9" if exitcode == -signal.SIGKILL else "")
+    return f"its {process} process died of {died_of(exitcode)} evaluating it: " + (f"{how}, " if how else "") + "not queued again"
+
+
 def fail_crashed(study: optuna.Study, pid: int, signum: int) -> list[int]:
     """Fail, with the signal as its reason and without queueing it again, each trial still RUNNING
     in worker process ``pid`` (of this machine), which a crash signal (``CRASHES``) ended: the same
@@ -1157,9 +1169,7 @@ def fail_crashed(study: optuna.Study, pid: int, signum: int) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker")
         if isinstance(worker, dict) and worker.get("host") == socket.gethostname() and worker.get("pid") == pid:
-            why = (f"its worker process died of {signal.Signals(signum).name} ({signal.strsignal(signum)}) evaluating it: "
-                   "a crash (of compiled code: a strategy's, a feature's or a library's), not queued again")
-            if _fail(study, t, why):
+            if _fail(study, t, crash_reason("worker", -signum)):
                 crashed.append(t.number)
     return crashed
 

@@ -433,6 +433,10 @@ class Worker:
             return True
         stop = self.interrupted is not None  # Ctrl-C or SIGTERM: the trial in flight has finished; stop here
         meta = self.spec.config.meta
+        if study._stop_flag and not stop:  # the sampler stopped the study as it was told the trial (see run_batched)
+            self.stopped_reason = (f"the sampler ({meta.sampler.name}) stopped the study before its budget: a grid sampler "
+                                   "does once every point of its grid has been tried")
+            return True
         self.fail_streak = self.fail_streak + 1 if trial.state == TrialState.FAIL else 0
         if self.fail_streak >= meta.fail_streak_limit:
             self.stopped_reason = f"{self.fail_streak} failed parameter sets in a row (meta.fail_streak_limit): see trials.csv fail_reason"
