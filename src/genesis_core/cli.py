@@ -541,6 +541,9 @@ def sweep(
         stopped_by = signal.Signals[s.signal or "SIGINT"]
         err.print("interrupted; the points evaluated so far are in the study: the same command evaluates the rest")
         raise typer.Exit(128 + stopped_by.value)
+    if s.stopped_reason:
+        err.print(f"[red]error:[/] {escape(s.stopped_reason)}; the same command evaluates the rest")
+        raise typer.Exit(1)
     _exit_if_none_evaluated(summary.states, "the strategy refused every point: see the note above")
 
 

@@ -729,3 +729,30 @@ def test_a_user_strategy_s_order_the_engine_cannot_take_ends_a_backtest_in_one_l
     failed = [r for r in rows if r["state"] == "FAIL"]
     assert failed and all(r["param:size"] == "-0.5" and re.fullmatch(refusal + ".*", r["fail_reason"]) for r in failed)
     assert all(r["param:size"] != "-0.5" for r in rows if r["state"] == "COMPLETE")
+
+
+def test_a_sweep_whose_process_crashes_keeps_the_points_before_says_so_and_the_same_command_goes_on(tmp_path):
+    """A pool process that segfaulted (compiled code with a bug) broke the pool: the sweep ended in
+    concurrent.futures' BrokenProcessPool traceback, its records never written. Now the chunks
+    before the crash are added, the session records why it stopped, the command exits 1 saying so,
+    and the same command, run again (here in one process, where this strategy does not crash),
+    evaluates the rest."""
+    from tests.optimizer.test_accounting import _crash_dump, _crashing_config
+
+    path = _crashing_config(tmp_path, "crashes in a worker process", (10, 17, 20, 30, 40, 50))
+    run = subprocess.run([sys.executable, "-m", "genesis_core", "sweep", str(path), "--method", "grid", "--workers", "2",
+                          "--skip-preflight"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1 and _crash_dump(run.stderr), run.stderr[-2000:]
+    why = ("a process evaluating the sweep's points died (a crash of compiled code, or memory run out; where, Python's "
+           "faulthandler wrote to stderr): the points of the chunks before its were added, the rest not evaluated")
+    assert run.stderr.rstrip().endswith(f"error: {why}; the same command evaluates the rest") and "Traceback" not in run.stderr
+    session = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]
+    assert session["stopped_reason"] == why
+    added = len(_trials({"run_dir": tmp_path / "results" / "runs" / "t"}))  # none, when the pool took the first chunk
+    assert added < 6 and session["notes"][-1] == (f"sweep: grid, 6 points with 2 process(es): {added} added, 0 already in "
+                                                      f"the study, 0 repeated a configuration, {6 - added} not evaluated")
+    again = subprocess.run([sys.executable, "-m", "genesis_core", "sweep", str(path), "--method", "grid", "--workers", "1",
+                            "--skip-preflight"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr
+    assert f"note: sweep: grid, 6 points with 1 process(es): {6 - added} added, {added} already in the study" in again.stderr
+    assert sorted(int(r["param:period"]) for r in _trials({"run_dir": tmp_path / "results" / "runs" / "t"})) == [10, 17, 20, 30, 40, 50]

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -51,6 +52,8 @@ class Misbehaving(Strategy):
         if (params.bug == "crashes at period 17" and params.period == 17) or (
                 params.bug == "crashes in a worker process" and multiprocessing.parent_process() is not None):
             ctypes.string_at(0)  # as compiled code with a bug does (numba checks no bounds): it reads address 0, SIGSEGV
+        if params.bug == "crashes in a worker process":
+            time.sleep(0.2)  # the main process, slow, leaves the first trials to the others
         signal = {"peeks at the next bar": np.append(c.close[1:], c.close[-1]) - c.close,  # the bar after each: shift(-1)
                   "the window's mean": c.close - c.close[start:].mean(),  # a statistic of bars to come
                   "coin flips": np.random.default_rng().standard_normal(len(c)),  # unseeded: not deterministic

@@ -22,6 +22,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
@@ -215,12 +216,15 @@ Evaluations = Callable[[list[dict[str, Any]]], Iterator[list[Evaluated]]]
 
 
 @contextlib.contextmanager
-def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: Callable[[], bool]) -> Iterator[Evaluations]:
+def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: Callable[[], bool],
+                 crashed: list[str]) -> Iterator[Evaluations]:
     """A function from points to chunks of their evaluations in point order, from this process and
     ``workers - 1`` more, which start at once. This process is one of the workers (no start-up to
     pay, nothing to send back): while the chunk due next is not ready it evaluates the first chunk no
     process has started, between committing chunks, so what it took is committed in turn, not left
-    to commit at the end while the other processes wait idle."""
+    to commit at the end while the other processes wait idle. A process that dies (a crash of
+    compiled code, memory run out) breaks the pool: the chunks due after it are not evaluated, and
+    ``crashed`` says why."""
 
     def chunks(points: list[dict[str, Any]]) -> list[list[tuple[int, dict[str, Any]]]]:
         indexed, size = list(enumerate(points)), chunk_size(len(points), workers)
@@ -252,7 +256,14 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
                     untaken += 1
                 if stopped():
                     return
-                yield here.pop(i) if i in here else future.result()
+                try:
+                    chunk = here.pop(i) if i in here else future.result()
+                except BrokenProcessPool:
+                    crashed.append("a process evaluating the sweep's points died (a crash of compiled code, or memory run "
+                                   "out; where, Python's faulthandler wrote to stderr): the points of the chunks before "
+                                   "its were added, the rest not evaluated")
+                    return
+                yield chunk
 
         yield evaluate
     finally:
@@ -302,8 +313,9 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
     refused: list[str] = []
     t0 = time.time()
     interrupted: list[int] = []
+    crashed: list[str] = []
     with stopping_on_signals(interrupted.append, options.deaf_once_stopped):  # till the records: a second Ctrl-C cannot cut them short
-        with _evaluations(spec, known, workers, lambda: bool(interrupted)) as evaluate:
+        with _evaluations(spec, known, workers, lambda: bool(interrupted), crashed) as evaluate:
             for chunk in evaluate(points):
                 new: list[_New] = []
                 for e in chunk:
@@ -338,7 +350,8 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
                          "study meanwhile (a second sweep, or workers started since)")
         session = Session(
             started=iso(started), finished=iso(finished), seconds=round(finished - started, 3), workers=workers, max_trials=None,
-            interrupted=bool(interrupted), signal=None if not interrupted else signal.Signals(interrupted[0]).name, stopped_reason=None,
+            interrupted=bool(interrupted), signal=None if not interrupted else signal.Signals(interrupted[0]).name,
+            stopped_reason=crashed[0] if crashed else None,
             widened=0, notes=notes, failed_workers=[], preflight=options.preflight,
         )
         return record_results(spec, study, session)
