@@ -20,3 +20,10 @@ def not_a_number(metrics: Mapping[str, float | int], trace: Mapping[str, Any], s
 def per_odd_trade(metrics: Mapping[str, float | int], trace: Mapping[str, Any], scoring: Scoring) -> float:
     """A user's function with a bug for some metrics: it divides by zero when the trade count is even."""
     return 100.0 * metrics["total_return"] / (metrics["num_trades"] % 2)
+
+
+def exits(metrics: Mapping[str, float | int], trace: Mapping[str, Any], scoring: Scoring) -> float:
+    """A user's function that ends its script's way when it meets metrics it does not expect."""
+    if metrics["num_trades"] % 2 == 0:
+        raise SystemExit("an even trade count")
+    return metrics["total_return"]

@@ -49,6 +49,10 @@ def test_score_function_errors_name_the_known_ones_and_refuse_non_numbers():
         Scoring(objective="tests.scoring_functions:nope")
     with pytest.raises(ConfigError, match="returned nan; a score must be a finite number"):
         score(METRICS, TRACE, Scoring(objective="tests.scoring_functions:not_a_number"), Constraints())
+    # sys.exit() in a user's function is a fault of the trial too: it ended the run, its trials unrecorded
+    with pytest.raises(ConfigError, match=r"^scoring.objective 'tests.scoring_functions:exits' raised SystemExit: an even trade "
+                                          r"count at \S+/tests/scoring_functions.py:\d+, in exits$"):
+        score({**METRICS, "num_trades": 4}, TRACE, Scoring(objective="tests.scoring_functions:exits"), Constraints())
 
 
 def test_a_user_score_function_that_raises_fails_those_trials_saying_where_and_the_run_keeps_its_records(tmp_path):
@@ -181,6 +185,7 @@ MISBEHAVING = {
     "warmup 20.5": "returned 20.5 from warmup_bars: a whole number of bars, 0 or more",
     "warmup True": "returned True from warmup_bars: a whole number of bars, 0 or more",
     "raises": r"raised ZeroDivisionError: division by zero at \S+/tests/strategy/misbehaving_strategy.py:\d+, in decide",
+    "exits": r"raised SystemExit: 3 at \S+/tests/strategy/misbehaving_strategy.py:\d+, in decide",
     "warmup raises": r"raised KeyError: 'ema' at \S+/tests/strategy/misbehaving_strategy.py:\d+, in warmup_bars",
     "resources raises": r"raised KeyError: 'model' at \S+/tests/strategy/misbehaving_strategy.py:\d+, in resources",
     "resources ints": r"returned a dict from resources, not a dict of names to fingerprints \(str to str\)",

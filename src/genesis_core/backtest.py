@@ -35,7 +35,7 @@ from genesis_core.data import (
     same_symbol,
 )
 from genesis_core.engine import EXIT_REASONS, Costs, EngineResult, run_engine
-from genesis_core.errors import ConfigError, DataError, GenesisError, StrategyError, raised, unknown_key_hint
+from genesis_core.errors import USER_FAULTS, ConfigError, DataError, GenesisError, StrategyError, raised, unknown_key_hint
 from genesis_core.features import FeatureStore, Span
 from genesis_core.files import located, paths_from, trim_least_recently_used
 from genesis_core.fingerprint import code_version, fingerprint
@@ -306,7 +306,7 @@ def _own(strategy: Strategy, call: Callable[[], T]) -> T:
         return call()
     except GenesisError:
         raise
-    except Exception as exc:
+    except USER_FAULTS as exc:
         raise StrategyError(raised(exc, type(strategy))) from exc
 
 

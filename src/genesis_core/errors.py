@@ -55,7 +55,12 @@ class StrategyError(GenesisError):
 REFUSALS = (ConfigError, DataError, StrategyError)
 
 
-def raised(exc: Exception, owner: object) -> str:
+# what a user's code (a strategy, a score function) may raise that fails its trial, saying where, instead of ending
+# the run: any exception, and ``sys.exit()`` (a script's habit), which ended the run with every trial before unrecorded
+USER_FAULTS = (Exception, SystemExit)
+
+
+def raised(exc: BaseException, owner: object) -> str:
     """``raised ValueError: msg at file:line, in func`` of an exception a user's code (``owner``: its
     class or function) raised: the line in the owner's own file where it has one, so the user sees
     their line, not a library's."""

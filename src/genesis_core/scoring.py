@@ -28,7 +28,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from genesis_core.config import StrictModel
-from genesis_core.errors import ConfigError, GenesisError, raised
+from genesis_core.errors import USER_FAULTS, ConfigError, GenesisError, raised
 from genesis_core.metrics import max_drawdown, max_streak
 from genesis_core.plugins import resolve
 
@@ -246,7 +246,7 @@ def score(metrics: dict[str, float | int], trace: dict[str, Any], scoring: Scori
         production = objective(metrics, trace, scoring)
     except GenesisError:
         raise
-    except Exception as exc:  # a user's function that errs for some metrics: that trial fails with it, the run goes on
+    except USER_FAULTS as exc:  # a user's function that errs for some metrics: that trial fails with it, the run goes on
         raise ConfigError(f"scoring.objective {scoring.objective!r} {raised(exc, objective)}") from exc
     if not isinstance(production, int | float) or not math.isfinite(production):
         raise ConfigError(f"scoring.objective {scoring.objective!r} returned {production!r}; a score must be a finite number")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import sys
 import time
 from dataclasses import replace
 from typing import Any
@@ -49,6 +50,8 @@ class Misbehaving(Strategy):
             spins += 1
         if params.bug == "raises" or (params.bug == "raises on 2023" and c.timestamps[-1] >= _2023):
             return len(c) / 0
+        if params.bug == "exits":
+            sys.exit(3)  # a script's habit: it ended the whole run, every trial before it unrecorded
         if (params.bug == "crashes at period 17" and params.period == 17) or (
                 params.bug == "crashes in a worker process" and multiprocessing.parent_process() is not None):
             ctypes.string_at(0)  # as compiled code with a bug does (numba checks no bounds): it reads address 0, SIGSEGV
