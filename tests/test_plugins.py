@@ -309,6 +309,30 @@ def test_what_a_user_strategy_says_it_was_trained_on_that_is_no_training_is_refu
         assert training["status"] == status and (status == "pass" or re.fullmatch(line, training["detail"])), training
 
 
+def test_with_json_what_a_user_strategy_prints_goes_to_stderr_and_stdout_holds_the_json_alone(tmp_path):
+    """A user's strategy that prints while it decides (Python's print, and a compiled kernel's
+    printf to the process's stdout): its lines came before the JSON of `backtest --json` and
+    `optimize --json` (forked workers' too), which then read as no JSON at all."""
+    import subprocess
+    import sys
+
+    base = tmp_path / "prints.yaml"
+    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {"bug": "prints"},
+                                    "data": {"path": str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"),
+                                             "start": "2022-03-01", "end": "2022-05-31"}}))
+    path = write_config(tmp_path, meta={"base_config": str(base), "stop": {"max_trials": 4}, "n_workers": 2, "parallel": "free"},
+                        parameters={"period": {"type": "categorical", "choices": [10, 20, 30, 40]}})
+    for args in (["backtest", str(base), "--out", str(tmp_path / "b.json")], ["optimize", str(path), "--skip-preflight"]):
+        run = subprocess.run([sys.executable, "-m", "genesis_core", *args, "--json"], cwd=ROOT, capture_output=True, text=True,
+                             timeout=300)
+        assert run.returncode == 0, run.stderr
+        printed = json.loads(run.stdout)  # the JSON alone
+        assert "deciding on" in run.stderr and "a kernel's printf" in run.stderr
+        assert printed["metrics"]["num_trades"] > 10 if args[0] == "backtest" else printed["explore"]["states"]["COMPLETE"] == 4
+    inside = genesis("backtest", str(base), "--out", str(tmp_path / "b.json"), "--json")  # in this process, as tests run commands
+    assert json.loads(inside.stdout) == json.loads((tmp_path / "b.json").read_text()) and "deciding on" in inside.stderr
+
+
 def test_a_user_strategy_s_exception_fails_its_trials_saying_where_and_the_run_keeps_its_records(tmp_path):
     """A strategy that raises for one choice of its parameters: the exception ended the run with two
     tracebacks (one a worker's) and no records of the trials done. Now each such trial fails with

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import errno
+import io
 import logging
 import os
 import shlex
@@ -88,7 +89,8 @@ def _handle_errors(fn: F) -> F:
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return fn(*args, **kwargs)
+            with _json_only(kwargs.get("as_json") is True):
+                return fn(*args, **kwargs)
         except GenesisError as exc:
             raise fail(str(exc), exc.exit_code) from None
         except OSError as exc:
@@ -99,6 +101,51 @@ def _handle_errors(fn: F) -> F:
             raise fail(_disk_error(exc), 2) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+_json_out: list[tuple[Any, int | None]] = []  # while a --json command runs: stdout as it was, and its descriptor if diverted
+
+
+@contextlib.contextmanager
+def _json_only(active: bool) -> Iterator[None]:
+    """While a --json command runs, what else would reach stdout (a user strategy's print, a
+    compiled kernel's printf, a forked worker's) goes to stderr: stdout holds the JSON alone
+    (``_write_json``), where such a line ended up before it and the JSON read as none."""
+    if not active:
+        yield
+        return
+    stdout = sys.stdout
+    stdout.flush()
+    try:
+        real = os.dup(1) if stdout.fileno() == 1 else None
+    except (AttributeError, ValueError, OSError, io.UnsupportedOperation):  # not the process's fd 1 (a test's capture)
+        real = None
+    if real is not None:
+        os.dup2(2, 1)
+    _json_out.append((stdout, real))
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            yield
+    finally:
+        _json_out.pop()
+        if real is not None:
+            sys.stdout.flush()
+            os.dup2(real, 1)
+            os.close(real)
+
+
+def _write_json(text: str) -> None:
+    """``text`` (a command's JSON) to stdout, diverted or not (``_json_only``)."""
+    if not _json_out:
+        sys.stdout.write(text)
+        return
+    stdout, real = _json_out[-1]
+    if real is None:
+        stdout.write(text)
+        return
+    data = text.encode()
+    while data:
+        data = data[os.write(real, data):]
 
 
 def _disk_error(exc: OSError) -> str:
@@ -254,7 +301,7 @@ def backtest(
 
             atomic_write(report, backtest_report(result, record, cautions))
     if as_json:
-        sys.stdout.write(text)
+        _write_json(text)
         for line in cautions:  # stdout stays the JSON alone
             err.print(f"[yellow]warning:[/] {escape(line)}", soft_wrap=True)
         return
@@ -447,7 +494,7 @@ def optimize(
         raise
     e = summary.explore
     if as_json:
-        sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
+        _write_json(summary.model_dump_json(indent=2) + "\n")
     else:
         s = e.session
         out.print(f"{e.cache.total_trials} trials in the study; this session {s.seconds} s with {s.workers} worker(s)")
@@ -522,7 +569,7 @@ def sweep(
                                  "this one left unwritten and evaluates the rest") from None
     s = summary.session
     if as_json:
-        sys.stdout.write(summary.model_dump_json(indent=2) + "\n")
+        _write_json(summary.model_dump_json(indent=2) + "\n")
     else:
         out.print(f"{summary.cache.total_trials:,} trials in study {cfg.meta.study_name if study is None else study}; "
                   f"this sweep {s.seconds} s with {s.workers} process(es)")
@@ -563,7 +610,7 @@ def _exit_if_none_evaluated(states: dict[str, int], why: str) -> None:
 def _print_failed(exc: PreflightFailed, as_json: bool) -> None:
     """A failed preflight's whole report: every check, not only the failures the error names."""
     if as_json:
-        sys.stdout.write(exc.report.model_dump_json(indent=2) + "\n")
+        _write_json(exc.report.model_dump_json(indent=2) + "\n")
     else:
         _print_checks(exc.report)
 
@@ -640,7 +687,7 @@ def preflight(
 
     record = report(preflight_file(config, storage))
     if as_json:
-        sys.stdout.write(record.model_dump_json(indent=2) + "\n")
+        _write_json(record.model_dump_json(indent=2) + "\n")
     else:
         _print_checks(record)
     if not record.ok:
@@ -722,7 +769,7 @@ def validate(
         watch(folder.validation_path)
         report = validate_run(folder, load_study_config(config).validation if config else None, top_n, bar)
     if as_json:
-        sys.stdout.write(report.model_dump_json(indent=2) + "\n")
+        _write_json(report.model_dump_json(indent=2) + "\n")
     else:
         _print_validation(report)
         out.print(f"written to {folder.validation_path}")
@@ -765,7 +812,7 @@ def check_equivalence(
             raise typer.Exit(128 + (received[0] if received else signal.SIGINT)) from None
     failed = [r for r in results if not r.ok]
     if as_json:
-        sys.stdout.write(strict_json([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results]) + "\n")
+        _write_json(strict_json([{"trial": r.trial, "ok": r.ok, "differences": r.differences} for r in results]) + "\n")
     else:
         out.print(f"re-run from artifacts: {len(results) - len(failed)} of {len(results)} identical"
                   + ("" if failed or verbose else " (--verbose lists them)"))
@@ -810,7 +857,7 @@ def walk_forward(
         _print_checks(exc.report)
         raise
     if as_json:
-        sys.stdout.write(done.report.model_dump_json(indent=2) + "\n")
+        _write_json(done.report.model_dump_json(indent=2) + "\n")
     else:
         _print_walk_forward(done.report)
         out.print(f"written to {done.path}; see it: genesis report {done.path.parent}", soft_wrap=True)
@@ -857,7 +904,7 @@ def _print_walk_forward(report: WalkForwardReport) -> None:
 
 def _print_decision(decision: Decision, as_json: bool) -> None:
     if as_json:
-        sys.stdout.write(strict_json({"promoted": decision.promoted, "reason": decision.reason,
+        _write_json(strict_json({"promoted": decision.promoted, "reason": decision.reason,
                                       "gates": [g.model_dump() for g in decision.gates],
                                       "champion": decision.champion and decision.champion.model_dump(mode="json")}) + "\n")
         return
@@ -878,7 +925,7 @@ def champion_show(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", result
     if c is None:
         raise ConfigError(f"no {symbol} {timeframe} champion at {store.path}")
     if as_json:
-        sys.stdout.write(c.model_dump_json(indent=2) + "\n")
+        _write_json(c.model_dump_json(indent=2) + "\n")
         return
     out.print(f"[bold]{symbol} {timeframe} champion[/] {c.config_fingerprint[:16]}  from run {c.run.study} "
               f"trial {c.run.trial}, promoted {c.created}, code {c.code_version[:12]}")
@@ -925,7 +972,7 @@ def champion_history(symbol: Symbol = "BTCUSD", timeframe: Timeframe = "1h", res
     store = ChampionStore(results_dir, symbol, timeframe)
     history = store.history()
     if as_json:
-        sys.stdout.write(strict_json([e.model_dump(mode="json", exclude={"champion"}) for e in history]) + "\n")
+        _write_json(strict_json([e.model_dump(mode="json", exclude={"champion"}) for e in history]) + "\n")
         return
     if not history:  # an empty table said nothing of where it looked: a mistyped --results-dir read as no history
         out.print(f"no {symbol} {timeframe} champion history at {store.history_path} (see `genesis champion promote`)", soft_wrap=True)
@@ -1021,7 +1068,7 @@ def runs_list(
     for what, why in [("a run", why) for why in unreadable] + [("a walk-forward", why) for why in unread_walks]:
         err.print(f"[yellow]warning:[/] {what} left out: {escape(why)}", soft_wrap=True)
     if as_json:
-        sys.stdout.write(strict_json([r.summary() for r in runs]) + "\n")
+        _write_json(strict_json([r.summary() for r in runs]) + "\n")
         return
     if not runs:
         out.print(f"no runs in {results_dir / 'runs'} (see `genesis optimize`)")
@@ -1063,7 +1110,7 @@ def runs_show(
     if not folder.exists() and folder.is_walk_forward():
         wf = folder.read_walk_forward()
         if as_json:
-            sys.stdout.write(wf.model_dump_json(indent=2) + "\n")
+            _write_json(wf.model_dump_json(indent=2) + "\n")
             return
         _print_walk_forward(wf)
         for line in fold_cautions(folder, wf):
@@ -1074,7 +1121,7 @@ def runs_show(
     if trial is not None:
         artifact = _trial_artifact(f"{folder.path}:{trial}", results_dir)
         if as_json:
-            sys.stdout.write(artifact.model_dump_json(indent=2) + "\n")
+            _write_json(artifact.model_dump_json(indent=2) + "\n")
             return
         sc = artifact.score
         out.print(f"[bold]trial {trial}[/] of {folder.name}: {sc.outcome.value}, production score {sc.production:.4f}, "
@@ -1091,7 +1138,7 @@ def runs_show(
         return
     record = folder.read_run()
     if as_json:
-        sys.stdout.write(record.model_dump_json(indent=2) + "\n")
+        _write_json(record.model_dump_json(indent=2) + "\n")
         return
     out.print(f"[bold]{record.study_name}[/] ({folder.path}), storage {record.storage}")
     sessions = _table(title="Sessions")
@@ -1168,7 +1215,7 @@ def model_show(
 
     loaded, sha = load_model(model)
     if as_json:
-        sys.stdout.write(strict_json(loaded.model_dump()) + "\n")
+        _write_json(strict_json(loaded.model_dump()) + "\n")
         return
     t = loaded.training
     out.print(f"[bold]{model}[/] (sha256 {sha[:16]})")
@@ -1254,7 +1301,7 @@ def data_check(
         "local_clock": g.local_clock, "spikes": spikes.count, "largest_spike_at": spikes.largest_at, "fingerprint": c.fingerprint,
     }
     if as_json:
-        sys.stdout.write(strict_json(summary) + "\n")
+        _write_json(strict_json(summary) + "\n")
         return
     table = _table(show_header=False, title="Candles OK")
     for k, v in summary.items():
@@ -1296,7 +1343,7 @@ def _print_fetched(fetched: Fetched, as_json: bool, verb: str) -> None:
                "missing_bars": g.missing_bars, "largest_gaps": largest, "fingerprint": c.fingerprint,
                "fetched_at": m.get("fetched_at"), "ccxt_version": m.get("ccxt_version"), "revised": fetched.revised}
     if as_json:
-        sys.stdout.write(strict_json(summary) + "\n")
+        _write_json(strict_json(summary) + "\n")
         return
     resumed = f" ({fetched.resumed_bars:,} of them fetched by an interrupted run)" if fetched.resumed_bars else ""
     out.print(f"{verb} {fetched.new_bars:,} bars{resumed}: {fetched.path} holds {len(c):,} {m.get('symbol')} {c.timeframe} bars "
@@ -1447,7 +1494,7 @@ def data_list(
                      "last_bar": c and format_ts(c.timestamps[-1]), "bars": c and len(c), "gaps": c and c.gaps().count,
                      "fingerprint": c and c.fingerprint, "error": f.error})
     if as_json:
-        sys.stdout.write(strict_json(rows) + "\n")
+        _write_json(strict_json(rows) + "\n")
         return
     table = _table(title=f"Candle files in {folder}")
     for col in ("file", "market", "span", "bars", "gaps", "fingerprint"):

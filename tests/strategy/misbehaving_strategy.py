@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ctypes
 import multiprocessing
+import os
 import sys
 import time
 from dataclasses import replace
@@ -50,6 +51,9 @@ class Misbehaving(Strategy):
             spins += 1
         if params.bug == "raises" or (params.bug == "raises on 2023" and c.timestamps[-1] >= _2023):
             return len(c) / 0
+        if params.bug == "prints":  # a user's debugging: Python's print, and what compiled code's printf writes
+            print("deciding on", len(c), "bars")
+            os.write(1, b"a kernel's printf\n")
         if params.bug == "exits":
             sys.exit(3)  # a script's habit: it ended the whole run, every trial before it unrecorded
         if (params.bug == "crashes at period 17" and params.period == 17) or (
