@@ -328,13 +328,17 @@ def test_a_bad_tick_is_named_by_data_check_backtest_and_preflight(tmp_path):
     bad = tmp_path / "bad.csv"
     bad.write_text("\n".join(lines) + "\n")
     described = (f"1 bar(s) whose high or low is at least 2x above or below the previous close (a bad tick?), the largest "
-                 f"{high / previous_close:,.1f}x at 2022-04-12T10:00:00Z (high {high:,.8g} after a close of {previous_close:,.8g})")
+                 f"{high / previous_close:,.4g}x at 2022-04-12T10:00:00Z (high {high:,.8g} after a close of {previous_close:,.8g})")
 
     checked = genesis("data", "check", str(bad), "--json")
     summary = json.loads(checked.stdout)
     assert (summary["spikes"], summary["largest_spike_at"]) == (1, "2022-04-12T10:00:00Z")
     assert described in genesis("data", "check", str(bad)).stderr.replace("\n", "")
     assert json.loads(genesis("data", "check", str(ROOT / "data" / "BTCUSD_1h_bitfinex.csv.gz"), "--json").stdout)["spikes"] == 0
+    huge = tmp_path / "huge.csv"  # a price of 1e300: the factor was printed in its 297 figures
+    huge.write_text("\n".join([*lines[:at], lines[at].replace(repr(high), "1e300"), *lines[at + 1:]]) + "\n")
+    assert f"the largest {1e300 / previous_close:,.4g}x at 2022-04-12T10:00:00Z (high 1e+300 after" in \
+        genesis("data", "check", str(huge)).stderr.replace("\n", "")
 
     shown = genesis("backtest", "-c", str(ROOT / "configs" / "reference.yaml"), "--data", str(bad), "--start", "2022-04-01",
                     "--end", "2022-04-30", "--out", str(tmp_path / "bt.json"))

@@ -236,7 +236,7 @@ class SpikeReport:
 
     def describe(self) -> str:
         return (f"{self.count} bar(s) whose high or low is at least {SPIKE:g}x above or below the previous close (a bad "
-                f"tick?), the largest {self.largest:,.1f}x at {self.largest_at} ({self.price})")
+                f"tick?), the largest {self.largest:,.4g}x at {self.largest_at} ({self.price})")  # 1e300's: 4 figures, not 300
 
 
 @dataclass(frozen=True, eq=False)
