@@ -1102,7 +1102,7 @@ class Recovered:
                 "memory run out) would end every run that tried them (trials.csv fail_reason)"]
 
 
-GONE = "its worker process was gone before it finished (stopped, killed or crashed)"
+_GONE = "its worker process was gone before it finished (stopped, killed or crashed)"
 
 
 def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECONDS,
@@ -1124,11 +1124,12 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
     read_now(study)  # a worker that just ended wrote its last trial's end before it did
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         old = t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_seconds
-        gone = orphaned(t, retry_seconds, now)
-        if gone or (no_heartbeat and old and _alive(t.user_attrs.get("worker")) is None):
-            earlier, gone = t.user_attrs.get("retry_of"), gone and "worker" in t.user_attrs  # its process is gone, not just quiet
+        orphan = orphaned(t, retry_seconds, now)
+        if orphan or (no_heartbeat and old and _alive(t.user_attrs.get("worker")) is None):
+            gone = orphan and "worker" in t.user_attrs  # its process is gone, not just quiet
+            earlier = t.user_attrs.get("retry_of")
             again = earlier if isinstance(earlier, int) and gone else None
-            dead = GONE if gone else f"its worker gave no sign of finishing it for over {grace_seconds:g} s (meta.stale_trial_seconds)"
+            dead = _GONE if gone else f"its worker gave no sign of finishing it for over {grace_seconds:g} s (meta.stale_trial_seconds)"
             why = (f"{dead}: its parameters were queued again" if again is None
                    else f"{dead}, as trial {again}'s was on the same parameters: not queued again")
             if not _fail(study, t, why):
