@@ -959,12 +959,13 @@ def _crash_dump(stderr: str) -> bool:
         re.search(r'File ".*misbehaving_strategy\.py", line \d+ in decide', stderr) is not None
 
 
-def test_a_trial_that_crashes_its_process_ends_that_run_with_where_and_is_not_run_a_third_time(tmp_path):
+def test_a_trial_that_crashes_its_process_ends_that_run_saying_where_and_the_next_run_measures_each_trial_apart(tmp_path):
     """A strategy's compiled code with a bug (numba checks no bounds) that segfaults on some
     parameters: the run died saying `Segmentation fault` alone; each resume queued the crashed
     trial's parameters again and died on them in turn, for ever, its records never written. Now
-    the crash prints Python's stack naming the strategy's line, and a queued copy whose process
-    died too is failed for good, so the third run goes on and completes the budget."""
+    the crash prints Python's stack naming the strategy's line, and the next run, finding a trial
+    whose process died, measures each trial in a process of its own: the queued copy crashes only
+    that process, fails with the signal, and the run completes the budget."""
     import subprocess
     import sys
 
@@ -972,25 +973,57 @@ def test_a_trial_that_crashes_its_process_ends_that_run_with_where_and_is_not_ru
 
     path = _crashing_config(tmp_path, "crashes at period 17")
     runs = []
-    for _ in range(4):
+    for _ in range(3):
         runs.append(subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path), "--skip-preflight"],
                                    cwd=ROOT, capture_output=True, text=True, timeout=300))
         if runs[-1].returncode == 0:
             break
-    assert [r.returncode for r in runs] == [-11, -11, 0], [r.stderr[-500:] for r in runs]
-    assert all(_crash_dump(r.stderr) for r in runs[:2])
+    assert [r.returncode for r in runs] == [-11, 0], [r.stderr[-500:] for r in runs]
+    assert all(_crash_dump(r.stderr) for r in runs)  # the second run's measuring process printed its own
     rows = _trials({"run_dir": tmp_path / "results" / "runs" / "t"})
     first, again = (r for r in rows if r["state"] == "FAIL")
     assert (first["param:period"], again["param:period"]) == ("17", "17")
-    gone = "its worker process was gone before it finished (stopped, killed or crashed)"
-    assert first["fail_reason"] == f"{gone}: its parameters were queued again"
-    assert again["fail_reason"] == f"{gone}, as trial {first['number']}'s was on the same parameters: not queued again"
+    assert first["fail_reason"] == "its worker process was gone before it finished (stopped, killed or crashed): its parameters were queued again"
+    assert again["fail_reason"] == ("its measuring process died of SIGSEGV (Segmentation fault) evaluating it: a crash of "
+                                    "compiled code (a strategy's, a feature's or a library's), not queued again")
     assert sorted(int(r["param:period"]) for r in rows if r["state"] == "COMPLETE") == [10, 20, 30]
-    note = (f"1 trial(s) left running by a worker that died were failed and not queued again, since a worker had died on the "
-            f"same parameters before: {again['number']} (as {first['number']}); a crash that repeats (a segfault in compiled "
-            "code, memory run out) would end every run that tried them (trials.csv fail_reason)")
     session = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]
-    assert note in session["notes"] and f"warning: {note}" in " ".join(runs[-1].stderr.split())
+    isolated = (f"the process of an earlier session died evaluating trial(s) [{first['number']}] (a crash, memory run out or a "
+                "kill: a crash printed its stack): this session measures each trial in a process of its own, so that a crash "
+                "fails its trial and the run goes on")
+    assert isolated in session["notes"] and f"warning: {isolated}" in " ".join(runs[-1].stderr.split())
+    assert any(re.fullmatch(rf"measuring process \d+ died of SIGSEGV \(Segmentation fault\) evaluating trial {again['number']}, "
+                            r"which failed .*", n) for n in session["notes"])
+
+
+def test_a_queued_copy_whose_process_died_too_is_failed_for_good(tmp_path, monkeypatch):
+    """Recovery queues a dead worker's trial again once: if the copy's process dies as well (a
+    crash that repeats, where nothing measured it apart), the copy is failed for good with the
+    reason, and nothing is queued, so no run after it dies on those parameters in turn."""
+    import optuna
+
+    from genesis_core.optimizer import _storage, open_storage, recover_stale_trials
+
+    study = optuna.create_study(study_name="r", storage=open_storage(f"journal:///{tmp_path / 'optuna.journal'}"))
+    dist = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    crashed = study.ask(dist)
+    crashed.set_user_attr("worker", _storage.this_process())
+    monkeypatch.setattr(_storage, "_alive", lambda worker: False)  # the processes that ran them are gone
+    recovered = recover_stale_trials(study)
+    assert (recovered.queued, recovered.dropped, recovered.gone) == ([crashed.number], {}, [crashed.number])
+    copy = study.ask(dist)  # the queued copy, run first
+    assert copy.params == crashed.params and copy.user_attrs["retry_of"] == crashed.number
+    copy.set_user_attr("worker", _storage.this_process())
+    again = recover_stale_trials(study)
+    assert (again.queued, again.dropped, again.gone) == ([], {copy.number: crashed.number}, [copy.number])
+    assert [(t.state.name, t.user_attrs.get("error")) for t in study.trials] == [
+        ("FAIL", "its worker process was gone before it finished (stopped, killed or crashed): its parameters were queued again"),
+        ("FAIL", f"its worker process was gone before it finished (stopped, killed or crashed), as trial {crashed.number}'s was on "
+                 "the same parameters: not queued again")]
+    assert again.dropped_notes() == [
+        f"1 trial(s) left running by a worker that died were failed and not queued again, since a worker had died on the same "
+        f"parameters before: {copy.number} (as {crashed.number}); a crash that repeats (a segfault in compiled code, memory run "
+        "out) would end every run that tried them (trials.csv fail_reason)"]
 
 
 def test_a_worker_process_that_crashes_fails_its_trial_with_the_signal_and_the_others_complete_the_run(tmp_path):

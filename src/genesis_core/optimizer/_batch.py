@@ -53,11 +53,13 @@ def measured_or_refusal(measure_one: Callable[[Any], Measured], job: Any) -> Mea
 
 class Measurers:
     """The measuring processes of a reproducible session (one fewer than its workers: this process
-    measures too), each behind a pipe (no threads here, so a signal held back while they start is
-    not lost). One that dies measuring a job (a crash of compiled code, memory run out) fails that
-    job's trial with the reason and is replaced (``notes`` say so)."""
+    measures too), or of an isolated one (as many as its workers: ``isolated``, this process measures
+    nothing), each behind a pipe (no threads here, so a signal held back while they start is not
+    lost). One that dies measuring a job (a crash of compiled code, memory run out) fails that job's
+    trial with the reason and is replaced (``notes`` say so)."""
 
-    def __init__(self, spec: StudySpec, n: int) -> None:
+    def __init__(self, spec: StudySpec, n: int, isolated: bool = False) -> None:
+        self.isolated = isolated
         self._spec, self._ctx = spec, process_context(spec)
         self._conns: list[Connection] = []
         self.procs: list[multiprocessing.process.BaseProcess] = []
@@ -79,10 +81,10 @@ class Measurers:
         """Measure each job, the last with ``measure_here`` while the processes measure the others
         (this process would otherwise wait idle for them); results in order. Who measures a job
         changes nothing in its result: the backtest is deterministic."""
-        sent = jobs[:-1]
+        sent = jobs if self.isolated else jobs[:-1]
         for i, job in enumerate(sent):
             self._conns[i % len(self._conns)].send(job.plan.config.model_dump(mode="json"))
-        here = [measured_or_refusal(measure_here, job) for job in jobs[-1:]]
+        here = [measured_or_refusal(measure_here, job) for job in jobs[len(sent):]]
         return [self._received(i % len(self._conns), job) for i, job in enumerate(sent)] + here
 
     def _received(self, i: int, job: Job) -> Measured | GenesisError:

@@ -194,6 +194,10 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     if dead.queued:
         notes.append(f"{len(dead.queued)} trial(s) left running by a stopped worker were failed and queued again: {dead.queued}")
     notes += dead.dropped_notes()
+    if dead.gone:
+        notes.append(f"the process of an earlier session died evaluating trial(s) {dead.gone} (a crash, memory run out or a kill: "
+                     "a crash printed its stack): this session measures each trial in a process of its own, so that a crash "
+                     "fails its trial and the run goes on")
     notes += mend_records(spec, optuna_study, cache)
     max_trials = options.max_trials or cfg.meta.stop.max_trials
     done = evaluated(optuna_study)
@@ -207,7 +211,7 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     # a session alone takes slot 0; one joining a running study, from here or elsewhere, another slot,
     # and so other sampler seeds than the sessions already at work
     slot = cache.join(spec.name, max(cfg.meta.stale_trial_seconds, orphan_age(cfg.meta.storage_retry_seconds)))
-    plan = _Plan(started, notes, max_trials, remaining, workers, n_procs, timeout, slot, found)
+    plan = _Plan(started, notes, max_trials, remaining, workers, n_procs, timeout, slot, found, isolated=bool(dead.gone))
     try:
         return _run_session(spec, optuna_study, options, cache, plan, on_progress)
     finally:
@@ -228,6 +232,9 @@ class _Plan:
     timeout: float | None
     slot: int
     found: int  # trials in the study when the session started
+    # each trial measured in a process of its own (``Measurers``), after an earlier session's process died mid-trial:
+    # with one worker the trials ran in the run's process, and a crash that repeats ended every run in turn
+    isolated: bool = False
 
 
 def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOptions, cache: ScoreCache, plan: _Plan,
@@ -241,10 +248,10 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     # another until the duplicate streak stopped the run, 'the space looks exhausted'
     first = SEED_STRIDE * plan.slot + RESUME_STRIDE * plan.found
     ctx = process_context(spec)
-    batched = spec.reproducible and n_procs > 1
+    batched = (spec.reproducible and n_procs > 1) or plan.isolated
     procs = [] if batched else [ctx.Process(target=_worker_process, args=(spec, max_trials, timeout, os.getcwd(), first + i))
                                 for i in range(1, n_procs)]
-    pool = Measurers(spec, n_procs - 1) if batched else None
+    pool = Measurers(spec, n_procs if plan.isolated else n_procs - 1, plan.isolated) if batched else None
     # the session's storage, read once in this process (through a proxy a worker's calls wait longer for it: its own)
     storage = optuna_study._storage if cfg.meta.proxy is None else None
     worker = Worker(spec, max_trials, first, session=(cache, plan.slot), storage=storage)

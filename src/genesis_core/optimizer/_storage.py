@@ -1087,6 +1087,7 @@ class Recovered:
 
     queued: list[int]
     dropped: dict[int, int]  # trial -> the earlier trial whose worker died on the same parameters
+    gone: list[int]  # of both, those whose process provably died on this machine (a crash, or a kill), not just went quiet
 
     @property
     def failed(self) -> list[int]:
@@ -1121,6 +1122,7 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
     now = time.time()
     queued: list[int] = []
     dropped: dict[int, int] = {}
+    died: list[int] = []
     read_now(study)  # a worker that just ended wrote its last trial's end before it did
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         old = t.datetime_start is not None and now - t.datetime_start.timestamp() > grace_seconds
@@ -1134,6 +1136,8 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
                    else f"{dead}, as trial {again}'s was on the same parameters: not queued again")
             if not _fail(study, t, why):
                 continue  # its worker (one judged by age, elsewhere) finished it meanwhile: nothing to recover
+            if gone:
+                died.append(t.number)
             if again is not None:
                 dropped[t.number] = again
             else:
@@ -1143,7 +1147,7 @@ def recover_stale_trials(study: optuna.Study, grace_seconds: float = GRACE_SECON
         failed = {t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))}
         optuna.storages.fail_stale_trials(study)  # the heartbeat callback queues them again
         queued += sorted({t.number for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))} - failed)
-    return Recovered(queued, dropped)
+    return Recovered(queued, dropped, died)
 
 
 CRASHES = frozenset({signal.SIGSEGV, signal.SIGBUS, signal.SIGILL, signal.SIGFPE, signal.SIGABRT})  # faults of the code itself
