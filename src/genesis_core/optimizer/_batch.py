@@ -79,8 +79,8 @@ class Measurers:
 
     def map(self, jobs: list[Job], measure_here: Callable[[Job], Measured]) -> list[Measured | GenesisError]:
         """Measure each job, the last with ``measure_here`` while the processes measure the others
-        (this process would otherwise wait idle for them); results in order. Who measures a job
-        changes nothing in its result: the backtest is deterministic."""
+        (this process would otherwise wait idle for them; isolated, the processes measure all);
+        results in order. Who measures a job changes nothing in its result: the backtest is deterministic."""
         sent = jobs if self.isolated else jobs[:-1]
         for i, job in enumerate(sent):
             self._conns[i % len(self._conns)].send(job.plan.config.model_dump(mode="json"))
