@@ -279,9 +279,32 @@ def _notes(lines: list[str]) -> str:
     return "".join(f"<p class='note'>{html.escape(line)}</p>" for line in lines)
 
 
+def _windowed(config: BacktestConfig, start: str, end: str) -> BacktestConfig:
+    """``config`` on ``start`` .. ``end`` (only the window changes)."""
+    return build_config(config.model_dump(mode="json"), overrides={"data": {"start": start, "end": end}})
+
+
 def _on_window(bt: Backtester, config: BacktestConfig, start: str, end: str) -> BacktestResult:
-    """``config`` re-run on ``start`` .. ``end`` (only the window changes)."""
-    return bt.run(build_config(config.model_dump(mode="json"), overrides={"data": {"start": start, "end": end}}))
+    """``config`` re-run on ``start`` .. ``end``."""
+    return bt.run(_windowed(config, start, end))
+
+
+def _other_bars(bt: Backtester, shown: list[TrialArtifact], report: ValidationReport | None) -> list[str]:
+    """What the curves of the trials drawn, re-runs, should be read with: a window, explore or
+    validation, whose bars are not those the trial ran or was validated on (a file changed since)."""
+    validated = {c.trial: c.windows for c in report.candidates} if report is not None else {}
+    changed: dict[str, tuple[list[int], str]] = {}  # where -> the trials, and why
+    for t in shown:
+        windows = [("", t.fingerprints["data_window"], t.effective_config)]
+        windows += [(f", on validation window {w.start}..{w.end}", w.data_window, _windowed(t.effective_config, w.start, w.end))
+                    for w in validated.get(t.trial_number, [])]
+        for where, ran_on, config in windows:
+            other = other_bars(config.data.path, ran_on, bt.plan(config).window.fingerprint)
+            if other is not None:
+                changed.setdefault(where, ([], other))[0].append(t.trial_number)
+    return [f"trial {numbers[0]}{where}: {why}: its curves there are of the bars now, not of those it scored on" if len(numbers) == 1
+            else f"trials {', '.join(map(str, numbers))}{where}, each: {why}: their curves there are of the bars now, not of those "
+                 "they scored on" for where, (numbers, why) in changed.items()]
 
 
 def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
@@ -309,15 +332,7 @@ def run_report(folder: RunFolder, backtester: Backtester | None = None) -> str:
         shown = [best] if best else []
     else:
         shown = [folder.read_trial(cand.trial) for cand in report.candidates[:CURVES]]
-    cautions = run_cautions(folder, run, [vars(r) for r in rows])  # the rows read above, not trials.csv again
-    changed = {t.trial_number: other for t in shown  # its curves below are re-runs
-               if (other := other_bars(t.effective_config.data.path, t.fingerprints["data_window"],
-                                       bt.plan(t.effective_config).window.fingerprint)) is not None}
-    if changed:
-        numbers, why = ", ".join(map(str, changed)), next(iter(changed.values()))
-        cautions.append(f"trial {numbers}: {why}: its curves below are of the bars there now, not of those it scored on"
-                        if len(changed) == 1 else
-                        f"trials {numbers}, each: {why}: their curves below are of the bars there now, not of those they scored on")
+    cautions = run_cautions(folder, run, [vars(r) for r in rows]) + _other_bars(bt, shown, report)  # the rows read above
     if cautions:
         page.add("Read with care", _notes(cautions))
     page.add("Optimisation history", page.figure(_history(rows)))

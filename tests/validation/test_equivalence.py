@@ -121,8 +121,9 @@ def test_new_bars_after_the_window_change_nothing_and_changed_bars_in_it_are_sai
     A bar changed inside the window also made validation rank candidates by their explore scores of
     the old bars while it measured their plateaus (against those scores), deflated Sharpe ratios and
     PBO on re-runs on the new ones, without a word; it is refused now, naming the trial, and nothing
-    is written. `backtest --trial`, `--champion` and of a result file, and the report's curves, say
-    their numbers are of other bars than the stored ones."""
+    is written. `backtest --trial`, `--champion` and of a result file, and the report's curves (on
+    the explore window, and on a validation window whose bars changed since validation), say their
+    numbers are of other bars than the stored ones."""
     import gzip
 
     from tests.runs import promote, validate
@@ -165,11 +166,20 @@ def test_new_bars_after_the_window_change_nothing_and_changed_bars_in_it_are_sai
         assert rerun.returncode == 0 and f"warning: {who}: {said}: the numbers here are of the bars there now, not its stored " \
             "ones" in " ".join(rerun.stderr.split()), rerun.stderr
     assert genesis("backtest", "--trial", f"{run_dir}:{number}", "--start", "2022-03-01").stderr.count("changed or replaced") == 0
+    shown = ", ".join(map(str, candidates[:5]))  # the curves drawn: report.CURVES
+    explore = f"trials {shown}, each: {said}: their curves there are of the bars now, not of those they scored on"
+    july = f"trials {shown}, on validation window 2022-06-01..2022-08-31, each: {said}: their curves there are of the bars now, " \
+           "not of those they scored on"
     assert genesis("report", str(run_dir)).returncode == 0
     cautions = (run_dir / "report.html").read_text().split("<h2>Read with care</h2>")[1].split("<h2>")[0]
-    shown = ", ".join(map(str, candidates[:5]))  # the curves drawn: report.CURVES
-    assert html.escape(f"trials {shown}, each: {said}: their curves below are of the bars there now, not of those they "
-                       "scored on") in cautions
+    assert html.escape(explore) in cautions and "validation window" not in cautions
+    at = next(i for i, line in enumerate(lines) if line.startswith("2022-07-01T05:00:00Z"))  # and one in the first validation window
+    t, o, h, low, c, v = lines[at].split(",")
+    lines[at] = ",".join([t, o, str(float(h) * 1.05), low, c, v])
+    data.write_bytes(gzip.compress(("\n".join(lines) + "\n").encode()))
+    assert genesis("report", str(run_dir)).returncode == 0
+    cautions = (run_dir / "report.html").read_text().split("<h2>Read with care</h2>")[1].split("<h2>")[0]
+    assert html.escape(explore) in cautions and html.escape(july) in cautions and "2022-09-01" not in cautions
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
