@@ -1084,3 +1084,33 @@ def test_a_measuring_process_that_crashes_fails_its_trial_and_another_takes_its_
         f"measuring process N died of SIGSEGV (Segmentation fault) evaluating trial {n}, which failed with that reason (the "
         "same parameters would end a process again); a new one took its place" for n in (0, 2)]
     assert len({n.split()[2] for n in crashes}) == 2  # two processes, the second the first's replacement
+
+
+def test_measuring_processes_end_when_the_process_they_serve_is_killed_alone(tmp_path):
+    """A seeded two-worker run's measuring process holds a forked copy of the main process's end of
+    its pipe, so when the main process alone died (kill -9 of it, the OOM killer, a crash) the pipe
+    never closed: the measuring process waited for work for ever, holding its memory (found after
+    a crash, still there an hour later). Now it ends within a second or two of its parent."""
+    import os
+    import signal as signals
+
+    proc = _genesis("optimize", str(_space_config(tmp_path, 5000)), "--workers", "2", "--skip-preflight")
+    trials_dir = tmp_path / "results" / "runs" / "t" / "trials"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(trials_dir.glob("*.json"))) < 20:
+        time.sleep(0.05)
+    members = set(_group_members(proc.pid)) - {proc.pid}
+    assert members, "no measuring process"
+    os.kill(proc.pid, signals.SIGKILL)  # the main process alone
+    proc.wait(timeout=30)
+
+    def running(pid: int) -> bool:  # a zombie (ended, not yet reaped by whoever adopted it) has ended
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except OSError:
+            return False
+
+    deadline = time.time() + 15
+    while time.time() < deadline and any(running(p) for p in members):
+        time.sleep(0.1)
+    assert not any(running(p) for p in members), [Path(f"/proc/{p}/stat").read_text() for p in members if running(p)]

@@ -7,7 +7,9 @@ other way: see ``_run``.)"""
 from __future__ import annotations
 
 import contextlib
+import multiprocessing
 import multiprocessing.process
+import os
 import time
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -22,18 +24,27 @@ from genesis_core.optimizer._storage import CacheAnswer, CacheEntry, crash_reaso
 from genesis_core.optimizer._study import StudySpec
 from genesis_core.optimizer._worker import TRIAL_FAILURES, Job, Measured, Worker, evaluated, measure, process_context, quietly
 
+PARENT_CHECK_SECONDS = 1.0  # how often a measuring process waiting for work looks whether the process it serves lives
+
 
 def measuring_process(conn: Connection, spec: StudySpec) -> None:
-    """A measuring process: effective configs in, ``Measured`` out, until the connection closes.
-    Its data and feature caches live as long as it does. It never handles a signal (it starts with
-    them ignored): the process that samples decides when to stop."""
+    """A measuring process: effective configs in, ``Measured`` out, until the connection closes or
+    the process it serves is gone. Its data and feature caches live as long as it does. It never
+    handles a signal (it starts with them ignored): the process that samples decides when to stop.
+    A forked one holds a copy of that process's end of the pipe too, so the connection never closes
+    when that process dies (a crash, the OOM killer, a kill -9 of it alone): it waited for ever,
+    holding its memory; it now ends once its parent is no longer its parent."""
     report_crashes()  # a spawned process starts without it
+    served = multiprocessing.parent_process()
     backtester, pruner = spec.backtester(), spec.pruner()
 
     def measure_config(config: dict[str, Any]) -> Measured:
         return measure(backtester, backtester.plan(BacktestConfig.model_validate(config)), spec, pruner)
 
     while True:
+        while not conn.poll(PARENT_CHECK_SECONDS):
+            if served is None or os.getppid() != served.pid:
+                return
         try:
             config = conn.recv()
         except EOFError:
