@@ -136,7 +136,7 @@ def _crashed(procs: Sequence[multiprocessing.process.BaseProcess], optuna_study:
         if p.pid is None or p.pid in said or p.exitcode is None or -p.exitcode not in CRASHES:
             continue
         said.add(p.pid)
-        numbers = fail_crashed(optuna_study, p.pid, -p.exitcode)
+        numbers = fail_crashed(optuna_study, p.pid, p.exitcode)
         died = f"worker process {p.pid} died of {died_of(p.exitcode)}"
         notes.append(died + (f" evaluating trial(s) {numbers}, failed with that reason and not queued again (the same "
                              "parameters would crash a worker again)" if numbers else "") +

@@ -1165,16 +1165,16 @@ def crash_reason(process: str, exitcode: int) -> str:
     return f"its {process} process died of {died_of(exitcode)} evaluating it: " + (f"{how}, " if how else "") + "not queued again"
 
 
-def fail_crashed(study: optuna.Study, pid: int, signum: int) -> list[int]:
+def fail_crashed(study: optuna.Study, pid: int, exitcode: int) -> list[int]:
     """Fail, with the signal as its reason and without queueing it again, each trial still RUNNING
-    in worker process ``pid`` (of this machine), which a crash signal (``CRASHES``) ended: the same
-    parameters would crash a worker again. Returns their numbers."""
+    in worker process ``pid`` (of this machine), which a crash signal (``CRASHES``) ended with
+    ``exitcode``: the same parameters would crash a worker again. Returns their numbers."""
     read_now(study)
     crashed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker")
         if isinstance(worker, dict) and worker.get("host") == socket.gethostname() and worker.get("pid") == pid:
-            if _fail(study, t, crash_reason("worker", -signum)):
+            if _fail(study, t, crash_reason("worker", exitcode)):
                 crashed.append(t.number)
     return crashed
 
