@@ -731,28 +731,83 @@ def test_a_user_strategy_s_order_the_engine_cannot_take_ends_a_backtest_in_one_l
     assert all(r["param:size"] != "-0.5" for r in rows if r["state"] == "COMPLETE")
 
 
-def test_a_sweep_whose_process_crashes_keeps_the_points_before_says_so_and_the_same_command_goes_on(tmp_path):
-    """A pool process that segfaulted (compiled code with a bug) broke the pool: the sweep ended in
-    concurrent.futures' BrokenProcessPool traceback, its records never written. Now the chunks
-    before the crash are added, the session records why it stopped, the command exits 1 saying so,
-    and the same command, run again (here in one process, where this strategy does not crash),
-    evaluates the rest."""
-    from tests.optimizer.test_accounting import _crash_dump, _crashing_config
+CRASHED = ("its sweep process died of SIGSEGV (Segmentation fault) evaluating it: a crash of compiled code (a strategy's, "
+           "a feature's or a library's), failed in the study, and skipped by later sweeps")
 
-    path = _crashing_config(tmp_path, "crashes in a worker process", (10, 17, 20, 30, 40, 50))
-    run = subprocess.run([sys.executable, "-m", "genesis_core", "sweep", str(path), "--method", "grid", "--workers", "2",
+
+def _sweep_crashes(tmp_path: Path, config: Path, workers: int) -> tuple[subprocess.CompletedProcess[str], list[dict]]:
+    """`genesis sweep CONFIG --method grid` in a process of its own, which Python's faulthandler says
+    crashed at the strategy's line; and the trials.csv rows of its study, if any."""
+    from tests.optimizer.test_accounting import _crash_dump
+
+    run = subprocess.run([sys.executable, "-m", "genesis_core", "sweep", str(config), "--method", "grid", "--workers", str(workers),
                           "--skip-preflight"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert run.returncode == 1 and _crash_dump(run.stderr), run.stderr[-2000:]
-    why = ("a process evaluating the sweep's points died (a crash of compiled code, or memory run out; where, Python's "
-           "faulthandler wrote to stderr): the points of the chunks before its were added, the rest not evaluated")
-    assert run.stderr.rstrip().endswith(f"error: {why}; the same command evaluates the rest") and "Traceback" not in run.stderr
-    session = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]
-    assert session["stopped_reason"] == why
-    added = len(_trials({"run_dir": tmp_path / "results" / "runs" / "t"}))  # none, when the pool took the first chunk
-    assert added < 6 and session["notes"][-1] == (f"sweep: grid, 6 points with 2 process(es): {added} added, 0 already in "
-                                                      f"the study, 0 repeated a configuration, {6 - added} not evaluated")
-    again = subprocess.run([sys.executable, "-m", "genesis_core", "sweep", str(path), "--method", "grid", "--workers", "1",
-                            "--skip-preflight"], cwd=ROOT, capture_output=True, text=True, timeout=300)
-    assert again.returncode == 0, again.stderr
-    assert f"note: sweep: grid, 6 points with 1 process(es): {6 - added} added, {added} already in the study" in again.stderr
-    assert sorted(int(r["param:period"]) for r in _trials({"run_dir": tmp_path / "results" / "runs" / "t"})) == [10, 17, 20, 30, 40, 50]
+    assert _crash_dump(run.stderr) and "Traceback" not in run.stderr, run.stderr[-3000:]
+    run_dir = tmp_path / "results" / "runs" / "t"
+    return run, _trials({"run_dir": run_dir}) if (run_dir / "trials.csv").exists() else []
+
+
+def _evaluated_as_single_backtests(run_dir: Path, n: int) -> None:
+    """Each of the ``n`` evaluated trials, re-run from its artifact alone, gives its numbers (check-equivalence)."""
+    check = genesis("check-equivalence", str(run_dir), "--all", "--json")
+    assert check.returncode == 0, check.stdout + check.stderr
+    results = json.loads(check.stdout)
+    assert len(results) == n and all(r["ok"] for r in results), results
+
+
+def test_a_point_that_crashes_the_pool_s_process_fails_in_the_study_and_the_sweep_evaluates_the_rest(tmp_path):
+    """A pool process that segfaulted (compiled code with a bug) broke the pool: the sweep stopped
+    (exit 1), the points after the crash not evaluated, and the same command, run again, met the
+    same point and stopped again. Now each point the pool's processes were evaluating is evaluated
+    alone, in a process of its own: one that crashes that too fails in the study with the reason, the
+    others are added, and the sweep goes on in a new pool to its last point (exit 0). The strategy
+    here crashes every process but the sweep's own, which leaves points to the pool (it is slow)."""
+    from tests.optimizer.test_accounting import _crashing_config
+
+    periods = [10, 17, 20, 30, 40, 50]
+    path = _crashing_config(tmp_path, "crashes in a worker process", tuple(periods))
+    run, rows = _sweep_crashes(tmp_path, path, 2)
+    assert run.returncode == 0, run.stderr[-2000:]
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    complete = [r for r in rows if r["state"] == "COMPLETE"]
+    assert failed and complete and len(failed) + len(complete) == len(rows) == 6, rows
+    assert sorted(int(r["param:period"]) for r in rows) == periods and all(r["fail_reason"] == CRASHED for r in failed)
+    numbers = ", ".join(r["number"] for r in failed)  # not consecutive: the sweep's own process evaluated points between
+    said = " ".join(run.stderr.split())
+    assert (f"note: sweep: grid, 6 points with 2 process(es): {len(complete)} added, 0 already in the study, 0 repeated a "
+            f"configuration, {len(failed)} crashed their process") in said
+    assert (f"note: sweep: {len(failed)} point(s) ended the process evaluating them, then a process of their own (a crash of "
+            f"compiled code: where, Python's faulthandler wrote to stderr): trial(s) {numbers}, failed in the study, and "
+            "skipped by later sweeps; the others were evaluated") in said, run.stderr[-2000:]
+    run_dir = tmp_path / "results" / "runs" / "t"
+    session = json.loads((run_dir / "run.json").read_text())["sessions"][-1]
+    assert session["stopped_reason"] is None and not list(run_dir.glob("*.inflight"))
+    _evaluated_as_single_backtests(run_dir, len(complete))
+    again = genesis("sweep", str(path), "--method", "grid", "--workers", "2", "--skip-preflight")
+    assert again.returncode == 0 and "Fatal Python error" not in again.stderr, again.stderr
+    assert "note: sweep: grid, 6 points with 2 process(es): 0 added, 6 already in the study" in again.stderr
+    assert _trials({"run_dir": run_dir}) == rows
+
+
+def test_a_point_that_crashes_the_sweep_s_own_process_is_evaluated_alone_first_by_the_next_sweep_which_fails_it(tmp_path):
+    """The sweep's own process segfaulted: the sweep died without a word but the crash's stack, and
+    the same command died on the same point again, for ever. It still dies, but the file saying
+    which point it was evaluating stays: the next sweep evaluates that point alone first, fails it
+    in the study with the reason (it crashed that process too), and evaluates the others."""
+    from tests.optimizer.test_accounting import _crashing_config
+
+    path = _crashing_config(tmp_path, "crashes at period 17", (10, 12, 17, 20, 30))
+    run, rows = _sweep_crashes(tmp_path, path, 1)
+    run_dir = tmp_path / "results" / "runs" / "t"
+    assert run.returncode == -signal.SIGSEGV and rows == [] and len(list(run_dir.glob("*.inflight"))) == 1
+    again, rows = _sweep_crashes(tmp_path, path, 1)
+    assert again.returncode == 0
+    assert [(r["number"], r["state"], r["param:period"], r["fail_reason"]) for r in rows] == [
+        ("0", "FAIL", "17", CRASHED), *((str(n), "COMPLETE", str(p), "") for n, p in enumerate([10, 12, 20, 30], 1))]
+    said = " ".join(again.stderr.split())
+    assert ("note: an earlier sweep's process died evaluating 1 point(s) that, each alone in a process of its own, ended it "
+            "again (a crash of compiled code: where, Python's faulthandler wrote to stderr): trial(s) 0, failed in the "
+            "study, and skipped by later sweeps") in said
+    assert "note: sweep: grid, 5 points with 1 process(es): 4 added, 1 already in the study" in said
+    assert not list(run_dir.glob("*.inflight"))
+    _evaluated_as_single_backtests(run_dir, 4)

@@ -1158,11 +1158,12 @@ def died_of(exitcode: int) -> str:
     return f"{signal.Signals(-exitcode).name} ({signal.strsignal(-exitcode)})" if exitcode < 0 else f"exit code {exitcode}"
 
 
-def crash_reason(process: str, exitcode: int) -> str:
-    """A trial's reason for failing when the ``process`` process evaluating it died with ``exitcode``."""
+def crash_reason(process: str, exitcode: int, then: str = "not queued again") -> str:
+    """A trial's reason for failing when the ``process`` process evaluating it died with ``exitcode``;
+    ``then``, what becomes of its parameters."""
     how = ("a crash of compiled code (a strategy's, a feature's or a library's)" if -exitcode in CRASHES else
            "killed: memory run out (the system's OOM killer) or kill -9" if exitcode == -signal.SIGKILL else "")
-    return f"its {process} process died of {died_of(exitcode)} evaluating it: " + (f"{how}, " if how else "") + "not queued again"
+    return f"its {process} process died of {died_of(exitcode)} evaluating it: " + (f"{how}, " if how else "") + then
 
 
 def fail_crashed(study: optuna.Study, pid: int, exitcode: int) -> list[int]:

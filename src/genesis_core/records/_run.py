@@ -9,6 +9,7 @@ import io
 import itertools
 import os
 import re
+import socket
 import time
 from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass, field
@@ -306,6 +307,20 @@ class RunFolder:
     def remove_stale_temporaries(self) -> int:
         """Remove what writers killed mid-write left behind (see ``genesis_core.files``); returns how many."""
         return len(remove_stale_temporaries(self.path)) + len(remove_stale_temporaries(self.path / "trials"))
+
+    def in_flight_path(self, pid: int) -> Path:
+        """Where sweep process ``pid`` of this machine says which point it is evaluating (see
+        ``genesis_core.optimizer._sweep``)."""
+        return self.path / f"sweep-{socket.gethostname()}-{pid}.inflight"
+
+    def in_flight_pids(self) -> list[int]:
+        """The processes of this machine with a sweep's in-flight file here, dead or alive."""
+        prefix = f"sweep-{socket.gethostname()}-"
+        try:
+            names = [e.name for e in os.scandir(self.path) if e.name.startswith(prefix) and e.name.endswith(".inflight")]
+        except FileNotFoundError:
+            return []
+        return [int(pid) for pid in (n[len(prefix):-len(".inflight")] for n in names) if pid.isdigit()]
 
     # trials.csv
     def write_trials_table(self, cells: list[dict[str, Any]]) -> None:
