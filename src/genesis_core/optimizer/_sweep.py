@@ -18,6 +18,7 @@ import datetime
 import fcntl
 import itertools
 import math
+import mmap
 import os
 import signal
 import time
@@ -192,7 +193,8 @@ class _InFlight:
     (``RunFolder.in_flight_path``), so that when the process dies of it (a crash of compiled code,
     memory run out) the sweep knows which point to try alone: the sweep that started it, for a pool
     process, or the next, for the sweep's own. A chunk's points are written as it starts (one JSON
-    write), then the place of each as it is evaluated (a 20-byte write); -1 between chunks."""
+    write), then the place of each as it is evaluated, into a mapped page (0.4 us a point; a write
+    call took 1.7); -1 between chunks."""
 
     HEAD = 20
 
@@ -200,19 +202,20 @@ class _InFlight:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.path = path
         self._fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o644)
+        os.posix_fallocate(self._fd, 0, self.HEAD)  # its block on disk now: a page of a sparse file, mapped, would take
+        self._head = mmap.mmap(self._fd, self.HEAD)  # it when written to, and on a full disk the process would die of SIGBUS
 
     def chunk(self, chunk: Chunk) -> None:
         body = orjson.dumps(chunk, option=orjson.OPT_SERIALIZE_NUMPY)
-        os.pwrite(self._fd, self._head(-1) + body, 0)
+        self.at(-1)
+        os.pwrite(self._fd, body, self.HEAD)
         os.ftruncate(self._fd, self.HEAD + len(body))
 
     def at(self, place: int) -> None:
-        os.pwrite(self._fd, self._head(place), 0)
-
-    def _head(self, place: int) -> bytes:
-        return b"%-19d\n" % place
+        self._head[:] = b"%-19d\n" % place
 
     def close(self) -> None:
+        self._head.close()
         os.close(self._fd)
         self.path.unlink(missing_ok=True)
 
