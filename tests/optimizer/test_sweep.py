@@ -809,5 +809,6 @@ def test_a_point_that_crashes_the_sweep_s_own_process_is_evaluated_alone_first_b
             "again (a crash of compiled code: where, Python's faulthandler wrote to stderr): trial(s) 0, failed in the "
             "study, and skipped by later sweeps") in said
     assert "note: sweep: grid, 5 points with 1 process(es): 4 added, 1 already in the study" in said
+    assert f"warning: 1 trial(s) failed (trials.csv fail_reason): 1× {CRASHED}" in said
     assert not list(run_dir.glob("*.inflight"))
     _evaluated_as_single_backtests(run_dir, 4)

@@ -329,7 +329,7 @@ def failures(reasons: list[str | None]) -> str | None:
     if not reasons:
         return None
     common = Counter(reason or "no reason recorded" for reason in reasons).most_common()
-    return (f"{len(reasons):,} trial(s) failed (trials.csv fail_reason): " + "; ".join(f"{n:,} {why}" for why, n in common[:2])
+    return (f"{len(reasons):,} trial(s) failed (trials.csv fail_reason): " + "; ".join(f"{n:,}× {why}" for why, n in common[:2])
             + ("; ..." if len(common) > 2 else ""))
 
 
