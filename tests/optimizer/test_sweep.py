@@ -812,3 +812,53 @@ def test_a_point_that_crashes_the_sweep_s_own_process_is_evaluated_alone_first_b
     assert f"warning: 1 trial(s) failed (trials.csv fail_reason): 1× {CRASHED}" in said
     assert not list(run_dir.glob("*.inflight"))
     _evaluated_as_single_backtests(run_dir, 4)
+
+
+def test_a_sweep_started_off_the_main_thread_spawns_processes_that_say_where_they_crashed_too(tmp_path):
+    """Off the main thread (a server's) a sweep spawns its processes, which start without Python's
+    faulthandler: a pool process's crash printed nothing, only the point's own process, alone, said
+    where. Now both print the stack at the strategy's line, and the point fails as on the main thread."""
+    from tests.optimizer.test_accounting import _crashing_config
+
+    periods = list(range(5, 35))  # the sweep's own process, slow, evaluates some while the pool's start (1-2 s each)
+    path = _crashing_config(tmp_path, "crashes in a worker process", tuple(periods))
+    code = ("import threading; from genesis_core.optimizer import SweepOptions, sweep; from genesis_core.study import "
+            f"load_study_config; t = threading.Thread(target=lambda: sweep(load_study_config({str(path)!r}).spec(), "
+            "SweepOptions('grid', workers=2))); t.start(); t.join()")
+    run = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-2000:]
+    rows = _trials({"run_dir": tmp_path / "results" / "runs" / "t"})
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert failed and all(r["fail_reason"] == CRASHED for r in failed) and sorted(int(r["param:period"]) for r in rows) == periods
+    dumps = re.findall(r'Fatal Python error: Segmentation fault\n(?:.*\n)*?\s+File ".*misbehaving_strategy\.py", line \d+ '
+                       r'in decide', run.stderr)
+    assert len(dumps) == 2 * len(failed), run.stderr[-3000:]  # each crashed point's pool process, then its own
+
+
+def test_kill_9_of_the_sweep_s_own_process_ends_its_pool_s_processes_and_the_same_command_finishes(tmp_path):
+    """A pool process waited for its next chunk for ever once the sweep's own process was gone (kill
+    -9, the OOM killer, a crash), holding its data, features and the sweep's stderr. Now it ends with
+    it; the same command adds the rest, every point once."""
+    path = _config(tmp_path)
+    run_dir = tmp_path / "results" / "runs" / "t"
+    sweeping = subprocess.Popen([sys.executable, "-m", "genesis_core", "sweep", str(path), "--points", "3000", "--workers", "2",
+                                 "--skip-preflight"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while len(pids := RunFolder(run_dir).in_flight_pids()) < 2:  # its own and its pool's, each at a point
+        assert sweeping.poll() is None and time.monotonic() < deadline, sweeping.stderr.read() if sweeping.stderr else ""
+        time.sleep(0.05)
+    (pool,) = set(pids) - {sweeping.pid}
+    sweeping.kill()
+    sweeping.communicate(timeout=30)  # returns once every holder of its stderr, the pool's process too, is ending
+    assert sweeping.returncode == -signal.SIGKILL
+    deadline = time.monotonic() + 5
+    while sweep_module._alive(pool):  # its files closed, it is dying: dead, if not yet reaped, moments later
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    done = len(_study(tmp_path).trials)
+    rest = genesis("sweep", str(path), "--points", "3000", "--workers", "2", "--skip-preflight")
+    assert rest.returncode == 0, rest.stderr
+    assert f"3,000 points (seed 0) with 2 process(es): {3000 - done:,} added, {done:,} already in the study" in rest.stderr
+    trials = _study(tmp_path).trials
+    assert len(trials) == 3000 and len({t.user_attrs["genesis"]["cache_key"] for t in trials}) == 3000
+    assert not list(run_dir.glob("*.inflight"))

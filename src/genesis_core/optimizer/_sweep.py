@@ -14,6 +14,7 @@ bug in compiled code) is found and failed in the study, and the sweep goes on (`
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import datetime
 import fcntl
 import itertools
@@ -82,6 +83,7 @@ MAX_POINTS = 1_000_000
 CHUNK = 250  # the most points a process evaluates per task: large enough to hide the round trip, small enough to show progress
 CHUNKS_EACH = 4  # on several processes, chunks per process at least: none waits long for another's last chunk
 RESULT_PIPE_BYTES = 1 << 20  # Linux's most for an unprivileged process; a reference chunk's results pickle to ~380 KB
+PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal for this process when its parent dies
 MAX_CRASHES = 100  # points that crashed their process, each found at the cost of a new pool: a sweep stops at this many
 SKIPPED = "failed in the study, and skipped by later sweeps"  # what becomes of a point that crashed its process
 
@@ -269,9 +271,22 @@ def _start_process(spec: StudySpec, known: frozenset[str], watched: bool = True)
                     in_flight=_InFlight(spec.folder.in_flight_path(os.getpid())) if watched else None)
 
 
-def _start_pool_process(spec: StudySpec, known: frozenset[str]) -> None:
-    """A pool process, which lives for the sweep: its start-up heap frozen, as a worker's is (``settled_heap``)."""
+def _start_pool_process(spec: StudySpec, known: frozenset[str], parent: int) -> None:
+    """A pool process, which lives for the sweep, and no longer than the process it serves
+    (``_ends_with``): its start-up heap frozen, as a worker's is (``settled_heap``)."""
+    _ends_with(parent)
+    report_crashes()  # a spawned process starts without it
     _start_process(spec, known)
+
+
+def _ends_with(parent: int) -> None:
+    """Have Linux kill this process when ``parent``, the process that started it, dies (a crash, a
+    kill -9): a pool process waited for its next chunk for ever, holding its data and features, and
+    the stderr it shares, which kept a caller reading that waiting too. Elsewhere it stays as before."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died before the call
+        os._exit(1)
     freeze_survivors()
 
 
@@ -390,7 +405,7 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
 
 def _new_pool(spec: StudySpec, known: frozenset[str], processes: int) -> ProcessPoolExecutor:
     """A pool of ``processes``, started."""
-    pool = quietly(lambda: ProcessPoolExecutor(processes, process_context(spec), _start_pool_process, (spec, known)))
+    pool = quietly(lambda: ProcessPoolExecutor(processes, process_context(spec), _start_pool_process, (spec, known, os.getpid())))
     _roomy_results(pool)
     quietly(lambda: pool.submit(int))  # the processes start with the first task
     return pool
