@@ -277,6 +277,7 @@ def _start_pool_process(spec: StudySpec, known: frozenset[str], parent: int) -> 
     _ends_with(parent)
     report_crashes()  # a spawned process starts without it
     _start_process(spec, known)
+    freeze_survivors()
 
 
 def _ends_with(parent: int) -> None:
@@ -287,7 +288,6 @@ def _ends_with(parent: int) -> None:
         ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     if os.getppid() != parent:  # it died before the call
         os._exit(1)
-    freeze_survivors()
 
 
 def _evaluate(chunk: Chunk, planned: Callable[[tuple[str, str]], None] | None = None) -> list[Evaluated]:
