@@ -69,7 +69,7 @@ def test_a_user_score_function_that_raises_fails_those_trials_saying_where_and_t
     assert failed and all(re.fullmatch(raised, r["fail_reason"]) for r in failed)
     assert complete and all(int(r["num_trades"]) % 2 == 1 for r in complete)
     assert all(float(r["production_score"]) == pytest.approx(100.0 * float(r["total_return"])) for r in complete if int(r["phase"]) == 2)
-    assert re.search(f"{len(failed)} trial\\(s\\) failed \\(trials.csv fail_reason\\): {len(failed)} {raised}", summary["warnings"][0])
+    assert re.search(f"{len(failed)} trial\\(s\\) failed \\(trials.csv fail_reason\\): {len(failed)}× {raised}", summary["warnings"][0])
 
 
 def test_samplers_by_name_or_class_with_clear_errors(tmp_path):
@@ -353,7 +353,7 @@ def test_a_user_strategy_s_exception_fails_its_trials_saying_where_and_the_run_k
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     assert len(complete) == 6 and {r["param:bug"] for r in complete} == {"none"}
     assert int(complete[0]["num_trades"]) > 10
-    assert re.fullmatch(f"{len(failed)} trial\\(s\\) failed \\(trials.csv fail_reason\\): {len(failed)} {raised}",
+    assert re.fullmatch(f"{len(failed)} trial\\(s\\) failed \\(trials.csv fail_reason\\): {len(failed)}× {raised}",
                         summary["warnings"][0]), summary["warnings"]
     with warnings.catch_warnings(record=True) as caught:  # every completed trial scored the same: Optuna warned of it
         warnings.simplefilter("always")
