@@ -25,7 +25,7 @@ from genesis_core import report as report_module
 from genesis_core.backtest import Backtester
 from genesis_core.optimizer import SweepOptions, open_storage, sweep, sweep_points
 from genesis_core.optimizer import _sweep as sweep_module
-from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine
+from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine, running
 from genesis_core.records import RunFolder, ScoreRecord, ValidationReport, backtest_record
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
@@ -852,7 +852,7 @@ def test_kill_9_of_the_sweep_s_own_process_ends_its_pool_s_processes_and_the_sam
     sweeping.communicate(timeout=30)  # returns once every holder of its stderr, the pool's process too, is ending
     assert sweeping.returncode == -signal.SIGKILL
     deadline = time.monotonic() + 5
-    while sweep_module._alive(pool):  # its files closed, it is dying: dead, if not yet reaped, moments later
+    while running(pool):  # its files closed, it is dying: dead, if not yet reaped, moments later
         assert time.monotonic() < deadline
         time.sleep(0.01)
     done = len(_study(tmp_path).trials)

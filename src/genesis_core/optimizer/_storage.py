@@ -1030,13 +1030,31 @@ def _boot_id() -> str | None:
         return None
 
 
-def _start_ticks(pid: int) -> int | None:
-    """When process ``pid`` started (clock ticks since boot), or None if there is no such process."""
+def _stat(pid: int) -> list[str] | None:
+    """The fields of process ``pid``'s /proc stat after its name (which may hold spaces, in
+    parentheses): its state first; None if there is no such process (or no /proc)."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     except OSError:
         return None
-    return int(stat.rsplit(")", 1)[1].split()[19])  # field 22; the name in parentheses may hold spaces
+
+
+def _start_ticks(pid: int) -> int | None:
+    """When process ``pid`` started (clock ticks since boot), or None if there is no such process."""
+    fields = _stat(pid)
+    return None if fields is None else int(fields[19])  # field 22
+
+
+def running(pid: int) -> bool:
+    """Whether process ``pid`` of this machine runs: a zombie (dead, not yet joined) does not."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass
+    fields = _stat(pid)
+    return fields is None or fields[0] != "Z"
 
 
 def this_process() -> dict[str, Any]:

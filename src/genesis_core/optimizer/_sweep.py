@@ -50,6 +50,7 @@ from genesis_core.optimizer._storage import (
     crash_reason,
     open_storage,
     recover_stale_trials,
+    running,
     trial_count,
 )
 from genesis_core.optimizer._study import StudySpec, check_signature
@@ -234,25 +235,12 @@ class _InFlight:
         return (index, params) if isinstance(index, int) and isinstance(params, dict) else None
 
 
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, dead and not yet joined, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    with contextlib.suppress(OSError, IndexError):
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-    return True
-
-
 def _dead_in_flight(folder: RunFolder) -> list[tuple[int, dict[str, Any]]]:
     """The points that processes of this machine which ended were evaluating, by their in-flight
     files in ``folder`` (their sweep's places and parameters); the files are removed."""
     points = []
     for pid in folder.in_flight_pids():
-        if pid != os.getpid() and not _alive(pid):
+        if pid != os.getpid() and not running(pid):
             path = folder.in_flight_path(pid)
             point = _InFlight.read(path)
             path.unlink(missing_ok=True)
@@ -492,9 +480,9 @@ def _sweep(spec: StudySpec, options: SweepOptions, on_progress: OnProgress | Non
     notes = check_signature(study, spec, candles, options.force_resume, options.backfill_signature)
     spec.folder.remove_stale_temporaries()
     recover_stale_trials(study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
-    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
-    if running:
-        raise GenesisError(f"study {spec.name!r} has {len(running)} running or queued trial(s): a sweep adds trials only to a "
+    unfinished = study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+    if unfinished:
+        raise GenesisError(f"study {spec.name!r} has {len(unfinished)} running or queued trial(s): a sweep adds trials only to a "
                            "study no worker is running (wait for them, or sweep into another study: --study NAME)")
     cache = ScoreCache(cache_url(spec.storage_url), cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
     notes += mend_records(spec, study, cache)
