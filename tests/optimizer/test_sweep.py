@@ -26,6 +26,7 @@ from genesis_core.backtest import Backtester
 from genesis_core.optimizer import SweepOptions, open_storage, sweep, sweep_points
 from genesis_core.optimizer import _sweep as sweep_module
 from genesis_core.optimizer._storage import _CACHE, cache_url, make_engine, running
+from genesis_core.optimizer._worker import spans
 from genesis_core.records import RunFolder, ScoreRecord, ValidationReport, backtest_record
 from genesis_core.scoring import score
 from genesis_core.study import load_study_config
@@ -772,7 +773,7 @@ def test_a_point_that_crashes_the_pool_s_process_fails_in_the_study_and_the_swee
     complete = [r for r in rows if r["state"] == "COMPLETE"]
     assert failed and complete and len(failed) + len(complete) == len(rows) == 6, rows
     assert sorted(int(r["param:period"]) for r in rows) == periods and all(r["fail_reason"] == CRASHED for r in failed)
-    numbers = ", ".join(r["number"] for r in failed)  # not consecutive: the sweep's own process evaluated points between
+    numbers = spans([int(r["number"]) for r in failed])  # as runs: 1-2, 5 (the sweep's own process evaluates points between)
     said = " ".join(run.stderr.split())
     assert (f"note: sweep: grid, 6 points with 2 process(es): {len(complete)} added, 0 already in the study, 0 repeated a "
             f"configuration, {len(failed)} crashed their process") in said
