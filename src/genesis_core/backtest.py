@@ -621,6 +621,8 @@ class Backtester:
         self._windows: dict[tuple[str, str | None, str | None, int], Window] = {}
         self._features: dict[str, FeatureStore] = {}  # the FEATURE_STORES most recently used, oldest first
         self._spans: dict[tuple[str, int], Span] = {}  # windows by candles and end
+        # told of each config before ``run`` runs it, which it may refuse (validation's crash watch: ``validation._crashes``)
+        self.watch: Callable[[BacktestConfig], None] | None = None
 
     def candles(self, config: BacktestConfig) -> Candles:
         """The candles ``config`` names (``data_file``: where found is looked up once, not per trial)."""
@@ -725,4 +727,6 @@ class Backtester:
 
     def run(self, config: BacktestConfig) -> BacktestResult:
         """Backtest an effective config (from ``build_config``)."""
+        if self.watch is not None:
+            self.watch(config)
         return self.execute(self.plan(config))

@@ -57,7 +57,8 @@ class Misbehaving(Strategy):
         if params.bug == "exits":
             sys.exit(3)  # a script's habit: it ended the whole run, every trial before it unrecorded
         if (params.bug == "crashes at period 17" and params.period == 17) or (
-                params.bug == "crashes in a worker process" and multiprocessing.parent_process() is not None):
+                params.bug == "crashes in a worker process" and multiprocessing.parent_process() is not None) or (
+                params.bug == "crashes on 2023" and c.timestamps[-1] >= _2023):
             ctypes.string_at(0)  # as compiled code with a bug does (numba checks no bounds): it reads address 0, SIGSEGV
         if params.bug == "crashes in a worker process":
             time.sleep(0.2)  # the main process, slow, leaves the first trials to the others

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -509,11 +510,9 @@ def test_a_validation_json_of_an_earlier_version_that_passed_a_window_resting_on
     assert validate(run_dir)["passed"] == []  # validated again, it fails there too
 
 
-def test_a_champion_that_cannot_trade_the_new_windows_has_no_score_to_beat(tmp_path):
-    """The champion's strategy raises on 2023's bars (a plugin's bug for some parameters); a later
-    run validated on 2023 asked for its score there to compare, and promotion ended with the
-    exception, recording nothing. Now the improves gate says why there is no comparison and the
-    candidate, validated, is promoted; the history has it."""
+def _champion_with_a_bug_then_a_run_on_2023(tmp_path: Path, bug: str) -> Path:
+    """A champion of the misbehaving strategy with ``bug``, validated and promoted on 2022's bars,
+    then a run validated on 2023's, whose folder this returns."""
     import yaml
 
     from genesis_core.optimizer import SweepOptions, sweep
@@ -524,8 +523,7 @@ def test_a_champion_that_cannot_trade_the_new_windows_has_no_score_to_beat(tmp_p
     base = tmp_path / "bug.yaml"
     base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
     loose = {"min_trades": 1, "min_profit_factor": 0.0, "max_drawdown": 0.9}
-    space = {"bug": {"type": "categorical", "choices": ["none", "raises on 2023"]},
-             "period": {"type": "int", "low": 10, "high": 40, "step": 10}}
+    space = {"bug": {"type": "categorical", "choices": ["none", bug]}, "period": {"type": "int", "low": 10, "high": 40, "step": 10}}
 
     def run(name: str, window: dict, point: dict) -> Path:
         path = write_config(tmp_path, f"{name}.yaml", meta={"base_config": str(base), "study_name": name}, parameters=space,
@@ -536,9 +534,17 @@ def test_a_champion_that_cannot_trade_the_new_windows_has_no_score_to_beat(tmp_p
         assert validate(run_dir)["passed"] == [0]
         return run_dir
 
-    first = run("first", {"start": "2022-06-01", "end": "2022-08-31"}, {"bug": "raises on 2023", "period": 30})
+    first = run("first", {"start": "2022-06-01", "end": "2022-08-31"}, {"bug": bug, "period": 30})
     assert promote(first).promoted
-    second = run("second", {"start": "2023-01-01", "end": "2023-03-31"}, {"bug": "none", "period": 10})
+    return run("second", {"start": "2023-01-01", "end": "2023-03-31"}, {"bug": "none", "period": 10})
+
+
+def test_a_champion_that_cannot_trade_the_new_windows_has_no_score_to_beat(tmp_path):
+    """The champion's strategy raises on 2023's bars (a plugin's bug for some parameters); a later
+    run validated on 2023 asked for its score there to compare, and promotion ended with the
+    exception, recording nothing. Now the improves gate says why there is no comparison and the
+    candidate, validated, is promoted; the history has it."""
+    second = _champion_with_a_bug_then_a_run_on_2023(tmp_path, "raises on 2023")
     decision = promote(second)
     improves = next(g for g in decision.gates if g.name == "improves")
     assert improves.passed and improves.detail.startswith("validation score ") and (
@@ -546,6 +552,30 @@ def test_a_champion_that_cannot_trade_the_new_windows_has_no_score_to_beat(tmp_p
         "'tests.strategy.misbehaving_strategy:Misbehaving' raised ZeroDivisionError: division by zero at ") in improves.detail
     assert decision.promoted and load_champion(tmp_path / "results", "BTCUSD", "1h")["run"]["study"] == "second"
     assert [e["action"] for e in load_history(tmp_path / "results", "BTCUSD", "1h")] == ["promote", "promote"]
+
+
+def test_a_champion_that_crashes_promotion_s_process_on_the_new_windows_is_refused_by_the_next_promotion(tmp_path):
+    """The champion's compiled code crashes on 2023's bars: promoting a run validated on 2023 died of
+    SIGSEGV as the champion was re-run there to compare, and so did every later promotion. The first
+    still dies, recording nothing; the next runs the champion's backtest alone, which crashes too,
+    and goes on as for a champion that refuses the window: no score to beat, the candidate promoted."""
+    from tests.optimizer.test_accounting import _crash_dump
+    from tests.validation.test_validation import CRASHED, _apart
+
+    second = _champion_with_a_bug_then_a_run_on_2023(tmp_path, "crashes on 2023")
+    first = _apart("champion", "promote", str(second), "--json")
+    assert first.returncode == -signal.SIGSEGV and _crash_dump(first.stderr), first.stderr[-3000:]
+    assert [e["action"] for e in load_history(tmp_path / "results", "BTCUSD", "1h")] == ["promote"]
+    assert load_champion(tmp_path / "results", "BTCUSD", "1h")["run"]["study"] == "first"
+    again = _apart("champion", "promote", str(second), "--json")
+    assert again.returncode == 0 and _crash_dump(again.stderr), again.stderr[-3000:]
+    improves = next(g for g in json.loads(again.stdout)["gates"] if g["name"] == "improves")
+    assert improves["passed"] and improves["detail"].startswith("validation score ") and improves["detail"].endswith(
+        "; the champion cannot be re-run on the same windows: refused on the validation window 2023-01-01..2023-03-31: "
+        + CRASHED.format("promotion")), improves
+    assert load_champion(tmp_path / "results", "BTCUSD", "1h")["run"]["study"] == "second"
+    assert [e["action"] for e in load_history(tmp_path / "results", "BTCUSD", "1h")] == ["promote", "promote"]
+    assert not list(second.glob("*.inflight"))
 
 
 def test_the_champion_is_scored_on_the_candidate_s_data_whatever_its_own_workdir_holds(tmp_path, monkeypatch):

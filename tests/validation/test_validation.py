@@ -645,6 +645,60 @@ def test_a_candidate_refused_on_a_window_fails_with_the_reason_and_the_others_ar
     assert uncovered.returncode == 2 and "window start 2030-01-01 is after the data's last bar" in uncovered.stdout + uncovered.stderr
 
 
+CRASHED = ("its {} process died of SIGSEGV (Segmentation fault) evaluating it: a crash of compiled code (a strategy's, "
+           "a feature's or a library's), refused by later validations and promotions of this code on these bars")
+
+
+def _apart(*args: str) -> subprocess.CompletedProcess[str]:
+    """`genesis ARGS` in a process of its own: a crash ends that one, not the tests'."""
+    return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
+
+
+def test_a_candidate_that_crashes_validation_s_process_on_a_window_is_refused_by_the_next_validation(tmp_path):
+    """A user strategy whose compiled code crashes on 2023's bars (it reads address 0): `genesis
+    validate` died of SIGSEGV, and so did every later one, at the same candidate: the run could not be
+    validated. The first still dies, but the backtest it was running stays in flight in the run
+    folder: the next validation runs it alone, in a process of its own, which crashes too; the
+    candidate is refused on that window with the reason, the others are validated, each window's
+    numbers as a validation of it alone gives them. A third validation refuses it without running it."""
+    from tests.optimizer.test_accounting import _crash_dump
+
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
+    windows = [{"start": "2022-06-01", "end": "2022-08-31"}, {"start": "2023-01-01", "end": "2023-03-31"}]
+    path = write_config(tmp_path, meta={"base_config": str(base)},
+                        parameters={"bug": {"type": "categorical", "choices": ["none", "crashes on 2023"]},
+                                    "period": {"type": "int", "low": 10, "high": 40, "step": 10}},
+                        validation={**VALIDATION, "top_n": 3, "windows": windows})
+    points = [{"bug": "none", "period": 10}, {"bug": "crashes on 2023", "period": 30}, {"bug": "none", "period": 40}]
+    sweep(load_study_config(path).spec(), SweepOptions("grid"), points=points)
+    run_dir = tmp_path / "results" / "runs" / "t"
+    first = _apart("validate", str(run_dir))
+    assert first.returncode == -signal.SIGSEGV and _crash_dump(first.stderr), first.stderr[-3000:]
+    assert not (run_dir / "validation.json").exists() and len(list(run_dir.glob("validate-*.inflight"))) == 1
+    second = _apart("validate", str(run_dir))
+    assert second.returncode == 0 and _crash_dump(second.stderr), second.stderr[-3000:]  # the backtest alone, which crashed too
+    assert not list(run_dir.glob("*.inflight"))
+    report = ValidationReport.model_validate_json((run_dir / "validation.json").read_text())
+    crashed = CRASHED.format("validation")
+    assert [(r.params, r.start, r.end, r.reason) for r in report.refused] == [(points[1], "2023-01-01", "2023-03-31", crashed)]
+    assert f"#{report.refused[0].trial} 2023-01-01..2023-03-31: refused: {crashed}" in " ".join(second.stdout.split())
+    assert list(json.loads((run_dir / "crashes.json").read_text()).values()) == [crashed]
+    candidates = sorted(report.candidates, key=lambda c: c.trial)
+    assert [c.params for c in candidates] == [points[0], points[2]]
+    folder = RunFolder(run_dir)
+    run = load_run(folder)[1]
+    for c in candidates:
+        alone = evaluate_candidate(Backtester(), folder.read_trial(c.trial).effective_config, run.scoring, run.validation, "BTCUSD")
+        assert ([w.model_dump() for w in c.windows], c.validation_score) == (
+            [w.model_dump() for w in alone.windows], alone.validation_score)
+        assert all(w.bars > 2000 and w.metrics["num_trades"] > 10 for w in c.windows)
+    third = _apart("validate", str(run_dir))
+    assert third.returncode == 0 and "Fatal Python error" not in third.stderr, third.stderr[-3000:]
+    again = ValidationReport.model_validate_json((run_dir / "validation.json").read_text())
+    assert again.model_dump(exclude={"created"}) == report.model_dump(exclude={"created"})
+
+
 def test_a_window_on_the_bars_a_candidate_was_fitted_on_is_not_out_of_sample_and_no_candidate_passes_on_it(fresh_run):
     """`genesis validate RUN --config OTHER` with a window that shares two months with the explore
     window, or lies in the bundled model's training span (2018-06..2021-12; preflight, which refuses

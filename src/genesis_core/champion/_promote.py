@@ -50,6 +50,7 @@ from genesis_core.validation import (
     RefusedOnWindow,
     ValidationConfig,
     check_trial,
+    crash_watch,
     evaluate_candidate,
     market_runs,
     tried_alike,
@@ -98,7 +99,7 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
     candidate = report.candidate(number)
     entry = HistoryEntry(time=store.now(), action="reject", reason="", run=str(folder.path), study=run.study_name, trial=number)
     stale = folder.stale(report)
-    with store.locked():
+    with store.locked(), crash_watch(bt, folder, "promotion"):
         current = store.reconcile()
         entry.current = None if current is None else current.config_fingerprint
         reason = _unvalidated(folder, report, number, stale)

@@ -14,26 +14,29 @@ from genesis_core.optimizer._run import OnProgress, Progress, RunOptions, optimi
 from genesis_core.optimizer._samplers import FEASIBILITY_SUFFIX, PRUNERS, SAMPLERS, sampler_class
 from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import (
+    CRASHES,
     RunFiles,
     StorageError,
     StorageUnavailable,
     check_clock,
+    crash_reason,
     default_storage_url,
     open_storage,
     probe_storage,
     recover_stale_trials,
     redact,
+    running,
     serve_proxy,
     shares_files,
 )
 from genesis_core.optimizer._study import ResumeBlocked, StudySpec, folder_taken, stored_signature_diff, study_spec
-from genesis_core.optimizer._sweep import SweepOptions, sweep, sweep_points, sweep_processes, sweep_size
-from genesis_core.optimizer._worker import EVALUATED, Worker, measure, settled_heap
+from genesis_core.optimizer._sweep import InFlight, SweepOptions, sweep, sweep_points, sweep_processes, sweep_size
+from genesis_core.optimizer._worker import EVALUATED, Worker, measure, quietly, settled_heap
 
 __all__ = [
-    "EVALUATED", "FEASIBILITY_SUFFIX", "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
+    "CRASHES", "EVALUATED", "FEASIBILITY_SUFFIX", "PRUNERS", "SAMPLERS", "FixedParam", "InFlight", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
     "ResumeBlocked", "RunFiles", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "SweepOptions", "Worker",
-    "best_score", "check_clock", "default_storage_url", "fold_cautions", "folder_cautions", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
-    "recover_stale_trials", "redact", "run_cautions", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
+    "best_score", "check_clock", "crash_reason", "default_storage_url", "fold_cautions", "folder_cautions", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
+    "quietly", "recover_stale_trials", "redact", "running", "run_cautions", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
     "sweep_points", "sweep_processes", "sweep_size",
 ]

@@ -8,7 +8,7 @@ computed once per process; a chunk of points is committed at once (the trials in
 append, then their artifacts made durable together, then the cache in one transaction), so an
 interrupted sweep keeps every finished chunk and a second run writes what the stop left unwritten
 and evaluates only what is not in the study yet. A point that crashes the process evaluating it (a
-bug in compiled code) is found and failed in the study, and the sweep goes on (``_InFlight``).
+bug in compiled code) is found and failed in the study, and the sweep goes on (``InFlight``).
 """
 
 from __future__ import annotations
@@ -191,13 +191,13 @@ class Evaluated:
 Chunk = list[tuple[int, dict[str, Any]]]  # points and their places in the sweep
 
 
-class _InFlight:
+class InFlight:
     """The point a sweep's process is evaluating, in a file of the run folder
     (``RunFolder.in_flight_path``), so that when the process dies of it (a crash of compiled code,
     memory run out) the sweep knows which point to try alone: the sweep that started it, for a pool
-    process, or the next, for the sweep's own. A chunk's points are written as it starts (one JSON
-    write), then the place of each as it is evaluated, into a mapped page (0.4 us a point; a write
-    call took 1.7); -1 between chunks."""
+    process, or the next, for the sweep's own (validation's backtests too: ``validation._crashes``).
+    A chunk's points are written as it starts (one JSON write), then the place of each as it is
+    evaluated, into a mapped page (0.4 us a point; a write call took 1.7); -1 between chunks."""
 
     HEAD = 20
 
@@ -242,21 +242,21 @@ def _dead_in_flight(folder: RunFolder) -> list[tuple[int, dict[str, Any]]]:
     for pid in folder.in_flight_pids():
         if pid != os.getpid() and not running(pid):
             path = folder.in_flight_path(pid)
-            point = _InFlight.read(path)
+            point = InFlight.read(path)
             path.unlink(missing_ok=True)
             if point is not None:
                 points.append(point)
     return points
 
 
-_PROCESS: dict[str, Any] = {}  # a pool process's spec, backtester, the keys the study holds and its _InFlight
+_PROCESS: dict[str, Any] = {}  # a pool process's spec, backtester, the keys the study holds and its InFlight
 
 
 def _start_process(spec: StudySpec, known: frozenset[str], watched: bool = True) -> None:
     """This process ready to evaluate points; ``watched``: saying which in its in-flight file (a
     process of ``_alone`` does not: its parent watches it)."""
     _PROCESS.update(spec=spec, backtester=spec.backtester(), pruner=optuna.pruners.NopPruner(), known=known,
-                    in_flight=_InFlight(spec.folder.in_flight_path(os.getpid())) if watched else None)
+                    in_flight=InFlight(spec.folder.in_flight_path(os.getpid())) if watched else None)
 
 
 def _start_pool_process(spec: StudySpec, known: frozenset[str], parent: int) -> None:
@@ -409,7 +409,7 @@ def _pooled(pool: ProcessPoolExecutor, todo: list[Chunk], stopped: Callable[[], 
     """The evaluations of ``todo``'s chunks, in order, from ``pool`` and this process (see
     ``_evaluations``). Returns the points left for a new pool: none, but after a pool process died (a
     crash of compiled code, memory run out), which breaks the pool. The points its processes were
-    evaluating (``_InFlight``) are then each evaluated alone (``_alone``), and those that end that
+    evaluating (``InFlight``) are then each evaluated alone (``_alone``), and those that end that
     process too are crashed points (``Evaluated.crashed``; ``crashes`` counts them); with what the
     pool had finished, they come as one chunk, and the rest is left. When none ends its process (a
     death no point repeats), or at ``MAX_CRASHES``, ``crashed`` says why the rest is not evaluated."""

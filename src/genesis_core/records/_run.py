@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 
+import orjson
 from pydantic import ValidationError
 
 from genesis_core.backtest import BacktestConfig
@@ -156,6 +157,8 @@ def _trial_name(number: int) -> str:
     return f"trials/{number:06d}.json"
 RUN_FILE = "run.json"
 WALK_FORWARD_FILE = "walk_forward.json"
+CRASHES_FILE = "crashes.json"
+InFlightKind = Literal["sweep", "validate"]
 
 
 class Mirror(Protocol):
@@ -174,7 +177,7 @@ class Mirror(Protocol):
 @dataclass(frozen=True)
 class RunFolder:
     """The one owner of a run's files: run.json, trials.csv, best_trial.json, trials/NNNNNN.json,
-    validation.json and, for walk-forward, walk_forward.json and the fold configs. Every write is
+    validation.json, crashes.json and, for walk-forward, walk_forward.json and the fold configs. Every write is
     atomic, and also goes to ``mirror`` when there is one. ``clock`` gives the times recorded in them."""
 
     path: Path
@@ -308,19 +311,34 @@ class RunFolder:
         """Remove what writers killed mid-write left behind (see ``genesis_core.files``); returns how many."""
         return len(remove_stale_temporaries(self.path)) + len(remove_stale_temporaries(self.path / "trials"))
 
-    def in_flight_path(self, pid: int) -> Path:
-        """Where sweep process ``pid`` of this machine says which point it is evaluating (see
-        ``genesis_core.optimizer._sweep``)."""
-        return self.path / f"sweep-{socket.gethostname()}-{pid}.inflight"
+    def in_flight_path(self, pid: int, kind: InFlightKind = "sweep") -> Path:
+        """Where process ``pid`` of this machine says what it is evaluating: a sweep's point (see
+        ``genesis_core.optimizer._sweep``), or validation's or promotion's backtest (``validation._crashes``)."""
+        return self.path / f"{kind}-{socket.gethostname()}-{pid}.inflight"
 
-    def in_flight_pids(self) -> list[int]:
-        """The processes of this machine with a sweep's in-flight file here, dead or alive."""
-        prefix = f"sweep-{socket.gethostname()}-"
+    def in_flight_pids(self, kind: InFlightKind = "sweep") -> list[int]:
+        """The processes of this machine with an in-flight file of ``kind`` here, dead or alive."""
+        prefix = f"{kind}-{socket.gethostname()}-"
         try:
             names = [e.name for e in os.scandir(self.path) if e.name.startswith(prefix) and e.name.endswith(".inflight")]
         except FileNotFoundError:
             return []
         return [int(pid) for pid in (n[len(prefix):-len(".inflight")] for n in names) if pid.isdigit()]
+
+    # crashes.json
+    def read_crashes(self) -> dict[str, str]:
+        """The backtests that crashed the process running them, twice (``validation._crashes``): their
+        keys and why. A file that cannot be read is none: a crash it held is found again, at the cost
+        of one more."""
+        try:
+            crashes = orjson.loads(self._at(CRASHES_FILE).read_bytes())
+        except (OSError, ValueError):
+            return {}
+        return {k: v for k, v in crashes.items() if isinstance(v, str)} if isinstance(crashes, dict) else {}
+
+    def add_crashes(self, crashes: dict[str, str]) -> None:
+        with self.run_lock():  # two commands that each found one keep both
+            self._write(CRASHES_FILE, orjson.dumps(self.read_crashes() | crashes, option=orjson.OPT_INDENT_2).decode())
 
     # trials.csv
     def write_trials_table(self, cells: list[dict[str, Any]]) -> None:

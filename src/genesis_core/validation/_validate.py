@@ -60,6 +60,7 @@ from genesis_core.records import (
 )
 from genesis_core.scoring import Constraints, Outcome, Scoring, score, violation
 from genesis_core.validation._config import ValidationConfig, WindowSpec
+from genesis_core.validation._crashes import crash_watch
 from genesis_core.validation._stats import deflated_sharpe, effective_trials, pbo
 
 
@@ -395,14 +396,21 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
              backtester: Backtester | None = None, on_read: Callable[[int, int], None] | None = None) -> ValidationReport:
     """Validate a finished run's top candidates (with the scoring, explore constraints and search
     space of ``config``, the run's); write and return the report. ``on_read(done, total)`` after
-    each artifact read (a progress bar: a 163,000-point sweep's take 12 s)."""
+    each artifact read (a progress bar: a 163,000-point sweep's take 12 s). A backtest that crashed
+    an earlier validation's process is run alone first, and refused if it crashes that too (``crash_watch``)."""
+    bt = backtester or Backtester()
+    with crash_watch(bt, folder, "validation"):
+        return _validate(folder, validation, config, bt, on_read)
+
+
+def _validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerConfig, bt: Backtester,
+              on_read: Callable[[int, int], None] | None) -> ValidationReport:
     scoring, space = config.scoring, SearchSpace(config)
     v = validation
     if not v.windows:
         raise ConfigError(f"{folder.path}: its config has no validation windows; add a validation section "
                           "(validation.windows) to the optimizer config and pass it with --config")
     run = folder.read_run()
-    bt = backtester or Backtester()
     data = run.fixed_config.data
     candles = bt.candles(run.fixed_config)
     market = data_symbol(run.fixed_config, candles) or config.meta.symbol
