@@ -621,8 +621,8 @@ class Backtester:
         self._windows: dict[tuple[str, str | None, str | None, int], Window] = {}
         self._features: dict[str, FeatureStore] = {}  # the FEATURE_STORES most recently used, oldest first
         self._spans: dict[tuple[str, int], Span] = {}  # windows by candles and end
-        # told of each config before ``run`` runs it, which it may refuse (validation's crash watch: ``validation._crashes``)
-        self.watch: Callable[[BacktestConfig], None] | None = None
+        # told of each plan before its strategy decides, which it may refuse (a crash watch: ``validation._crashes``)
+        self.watch: Callable[[Plan], None] | None = None
 
     def candles(self, config: BacktestConfig) -> Candles:
         """The candles ``config`` names (``data_file``: where found is looked up once, not per trial)."""
@@ -690,6 +690,8 @@ class Backtester:
         """The strategy's decisions on the plan's window, checked (a StrategyError names the strategy);
         with ``cached`` False its features are computed in memory alone (a window decided once, for a
         check, would leave a folder of features in the cache)."""
+        if self.watch is not None:
+            self.watch(plan)
         features = self.features(plan.window) if cached else FeatureStore(plan.window.candles)
         decide = functools.partial(plan.strategy.decide, features, plan.params, plan.window.start_index)
         seconds = self._decide_seconds
@@ -727,6 +729,4 @@ class Backtester:
 
     def run(self, config: BacktestConfig) -> BacktestResult:
         """Backtest an effective config (from ``build_config``)."""
-        if self.watch is not None:
-            self.watch(config)
         return self.execute(self.plan(config))

@@ -43,6 +43,11 @@ def modules_forbidden(reason: str) -> Iterator[None]:
         _forbidden.reset(token)
 
 
+def forbidden_why() -> str | None:
+    """Why ``modules_forbidden`` holds here, or None: what a child process must be given to hold it too."""
+    return _forbidden.get()
+
+
 def load_object(name: str, kind: str) -> Any:
     """The attribute named by ``package.module:attr``; ConfigError saying why it cannot be had."""
     module_name, _, attr = name.partition(":")

@@ -8,6 +8,7 @@ a file: storage is proven writable without creating one (a database server by a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import random
 import time
@@ -41,6 +42,7 @@ from genesis_core.errors import DataError, GenesisError
 from genesis_core.fingerprint import differences, fingerprint
 from genesis_core.optimizer import (
     FEASIBILITY_SUFFIX,
+    SearchSpace,
     StudySpec,
     SweepOptions,
     check_clock,
@@ -56,10 +58,11 @@ from genesis_core.optimizer import (
 from genesis_core.records import ChampionRecord, CheckRecord, PreflightRecord, finite_metrics, names, not_finite_metrics
 from genesis_core.scoring import score
 from genesis_core.study import StudyConfig, load_study_config
-from genesis_core.validation import WindowSpec, fold_windows, market_runs, tried_alike
+from genesis_core.validation import WindowSpec, fold_windows, market_runs, survived, tried_alike
 
 Status = Literal["pass", "warn", "fail"]
 SWEEP_POINTS = 5
+PREFLIGHT_CRASHES = 5  # backtests that crashed preflight's process, each then refused and the checks run again: it stops at this many
 EXTRA_BASE_POINTS = 2
 
 
@@ -421,7 +424,37 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
               max_trials: int | None = None, force_resume: bool = False, sweep: SweepOptions | None = None) -> list[Check]:
     """Every check of the module docstring; stops early only when later checks cannot run. For a
     ``sweep`` (which has no budget and no sampler) the stop policy and space size are not checked,
-    and the run time is its points' backtests."""
+    and the run time is its points' backtests. Run in a process of its own (``survived``): a point
+    whose backtest crashed it (a segfault in a strategy's compiled code) ended preflight, and so
+    ``genesis optimize`` and ``genesis sweep``, every time, where the optimizer fails such a trial.
+    Now that backtest is refused (as the optimizer fails it), the checks run again, and one says so."""
+    checks, crashed = survived(functools.partial(_checks, cfg, storage, workers, max_trials, force_resume, sweep),
+                               "preflight", PREFLIGHT_CRASHES)
+    if not crashed:
+        assert checks is not None
+        return checks
+    paths = list(SearchSpace(cfg).distributions)
+    said = "; ".join(f"{_described(body, paths)}: {reason}" for body, reason in crashed)
+    if checks is None:
+        return [Check("crashes", "fail", f"{len(crashed)} backtests crashed the process running them, preflight stopped "
+                      f"(where: the stacks Python's faulthandler wrote to stderr): {said}")]
+    return [*checks, Check("crashes", "fail", f"{len(crashed)} backtest(s) crashed the process running them (where: the "
+                           "stack Python's faulthandler wrote to stderr; each was then refused, and the checks run again): "
+                           f"{said}. A trial that does so fails; with one worker the first ends the run")]
+
+
+def _described(config: dict[str, Any], paths: list[str]) -> str:
+    """A backtest as preflight's checks name it: its searched parameters and window."""
+    params = []
+    for path in paths:
+        with contextlib.suppress(KeyError):
+            params.append(f"{path} {get_path(config['params'], path)!r}")
+    return f"{', '.join(params)} on {config['data']['start'] or 'the first bar'}..{config['data']['end'] or 'the last bar'}"
+
+
+def _checks(cfg: StudyConfig, storage: str | None, workers: int | None, max_trials: int | None, force_resume: bool,
+            sweep: SweepOptions | None, bt: Backtester) -> list[Check]:
+    """``preflight``'s checks, its backtests run by ``bt``."""
     try:
         study = cfg.spec(storage)
     except GenesisError as exc:
@@ -429,7 +462,6 @@ def preflight(cfg: StudyConfig, storage: str | None = None, workers: int | None 
     checks = [Check("config", "pass", f"{len(study.space.distributions)} searched, {len(study.space.fixed)} fixed parameters")]
     if sweep is None:
         checks += _check_budget(cfg, study, max_trials)
-    bt = Backtester()  # memory caches only: preflight writes no file
     try:
         candles = bt.candles(study.fixed)
     except GenesisError as exc:
@@ -626,10 +658,8 @@ def _ask_seconds(study: StudySpec, trials: int) -> float:
     probe = optuna.create_study(direction="maximize", sampler=study.sampler())
     probe.add_trials(filler.trials)
     t0 = time.perf_counter()
-    for _ in range(PROBE_ASKS):
-        trial = probe.ask(dict(study.space.distributions))
-        probe.tell(trial, rng.random())
-    return (time.perf_counter() - t0) / PROBE_ASKS
+    probe.optimize(point, n_trials=PROBE_ASKS, catch=())  # a grid sampler stops the study at its grid's end: inside a loop
+    return (time.perf_counter() - t0) / max(1, len(probe.trials) - trials)  # (a tell of its own raised Optuna's RuntimeError)
 
 
 def report(checks: list[Check]) -> PreflightRecord:

@@ -571,3 +571,51 @@ def test_prices_beyond_the_arithmetic_fail_the_smoke_run_and_their_trials_are_no
     assert [(t["outcome"], t["production_score"], t["total_return"], t["same_outcome_as"]) for t in trials] == \
         [("INVALID_NUMERIC", "-5000.0", "", "")] * 6
     assert json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["identical_outcomes"] == 0
+
+
+def test_a_grid_sampler_s_study_is_preflighted_to_the_end(tmp_path):
+    """Preflight times the sampler's asks on a study of its own. A grid sampler stops its study when
+    the grid is done, which Optuna allows only inside an optimize loop: `genesis optimize` of any
+    study with `sampler: grid` ended in preflight, in Optuna's RuntimeError and a traceback."""
+    from tests.optimizer.test_accounting import _crashing_config
+
+    checks = _by_name(preflight(_crashing_config(tmp_path, "none")))
+    assert {c.status for c in checks.values()} == {"pass"}, checks
+    assert checks["expected run time"].detail.startswith("~0.0 s for 3 trials on 1 worker(s): ")
+    assert not (tmp_path / "results").exists()
+
+
+def test_a_point_whose_backtest_crashes_preflight_s_process_is_refused_and_preflight_said_why(tmp_path):
+    """A choice of period that crashes the process running its backtest (compiled code reading address
+    0): preflight, which `genesis optimize` and `genesis sweep` run first, died of SIGSEGV, and so did
+    they, every time, before the optimizer that fails such a trial began. Now preflight runs in a
+    process of its own: the crash is that one's; the checks run again with that backtest refused, and
+    preflight fails saying which, its other checks as for a space without that choice. Off the main
+    thread (a server's) its process is spawned, and says the same."""
+    from tests.optimizer.test_accounting import _crash_dump, _crashing_config
+
+    path = _crashing_config(tmp_path, "crashes at period 17")
+    run = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path)], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 1 and _crash_dump(run.stderr), run.stderr[-3000:]
+    reason = ("its preflight process died of SIGSEGV (Segmentation fault) evaluating it: a crash of compiled code (a strategy's, "
+              "a feature's or a library's), refused")
+    said = " ".join(run.stderr.split())
+    assert ("error: preflight failed (run not started; --skip-preflight to start anyway): refused choices: 1 searched choice(s) "
+            f"refused at every one of the 3 points of the space tried (each trial that draws one fails): period = 17 ({reason}) "
+            "crashes: 1 backtest(s) crashed the process running them (where: the stack Python's faulthandler wrote to stderr; "
+            "each was then refused, and the checks run again): period 17 on 2022-03-01..2022-05-31: " + reason) in said, said
+    assert not (tmp_path / "results").exists()  # preflight writes nothing
+    code = ("import json, sys, threading; from genesis_core.preflight import preflight, report; from genesis_core.study import "
+            f"load_study_config; out = []; t = threading.Thread(target=lambda: out.append(report(preflight(load_study_config("
+            f"{str(path)!r}))))); t.start(); t.join(); print(out[0].model_dump_json())")
+    threaded = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert threaded.returncode == 0 and _crash_dump(threaded.stderr), threaded.stderr[-3000:]
+    checks = {c["name"]: c for c in json.loads(threaded.stdout)["checks"]}
+    assert checks["crashes"]["status"] == "fail" and checks["crashes"]["detail"].endswith(f"2022-03-01..2022-05-31: {reason}. "
+                                                                                          "A trial that does so fails; with one worker the first ends the run")
+    (tmp_path / "without").mkdir()
+    without = _by_name(preflight(_crashing_config(tmp_path / "without", "crashes at period 17", (10, 20, 30))))
+    assert without["smoke run"].status == "pass"
+    for name in ("smoke run", "data", "windows covered"):  # the base point's trades and score; the random points differ
+        assert checks[name]["detail"] == without[name].detail, name

@@ -646,7 +646,7 @@ def test_a_candidate_refused_on_a_window_fails_with_the_reason_and_the_others_ar
 
 
 CRASHED = ("its {} process died of SIGSEGV (Segmentation fault) evaluating it: a crash of compiled code (a strategy's, "
-           "a feature's or a library's), refused by later validations and promotions of this code on these bars")
+           "a feature's or a library's), refused from then on, for this code on these bars")
 
 
 def _apart(*args: str) -> subprocess.CompletedProcess[str]:
@@ -675,7 +675,7 @@ def test_a_candidate_that_crashes_validation_s_process_on_a_window_is_refused_by
     run_dir = tmp_path / "results" / "runs" / "t"
     first = _apart("validate", str(run_dir))
     assert first.returncode == -signal.SIGSEGV and _crash_dump(first.stderr), first.stderr[-3000:]
-    assert not (run_dir / "validation.json").exists() and len(list(run_dir.glob("validate-*.inflight"))) == 1
+    assert not (run_dir / "validation.json").exists() and len(list(run_dir.glob("backtest-*.inflight"))) == 1
     second = _apart("validate", str(run_dir))
     assert second.returncode == 0 and _crash_dump(second.stderr), second.stderr[-3000:]  # the backtest alone, which crashed too
     assert not list(run_dir.glob("*.inflight"))

@@ -203,8 +203,13 @@ def process_context(spec: StudySpec) -> multiprocessing.context.ForkContext | mu
     and, like a spawned one, opens its own storage and cache (``per_process``). Spawned otherwise:
     while another thread runs (a server's: a lock it held at the fork would stay held in the child)
     or through the gRPC proxy (gRPC's threads)."""
+    return child_context(forkable=spec.config.meta.proxy is None)
+
+
+def child_context(forkable: bool = True) -> multiprocessing.context.ForkContext | multiprocessing.context.SpawnContext:
+    """Forked children when ``forkable`` and no other thread runs (see ``process_context``), else spawned."""
     alone = threading.current_thread() is threading.main_thread() and threading.active_count() == 1
-    if alone and spec.config.meta.proxy is None and "fork" in multiprocessing.get_all_start_methods():
+    if forkable and alone and "fork" in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("fork")
     return multiprocessing.get_context("spawn")
 

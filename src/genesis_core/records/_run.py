@@ -158,7 +158,7 @@ def _trial_name(number: int) -> str:
 RUN_FILE = "run.json"
 WALK_FORWARD_FILE = "walk_forward.json"
 CRASHES_FILE = "crashes.json"
-InFlightKind = Literal["sweep", "validate"]
+InFlightKind = Literal["sweep", "backtest"]
 
 
 class Mirror(Protocol):
@@ -313,7 +313,7 @@ class RunFolder:
 
     def in_flight_path(self, pid: int, kind: InFlightKind = "sweep") -> Path:
         """Where process ``pid`` of this machine says what it is evaluating: a sweep's point (see
-        ``genesis_core.optimizer._sweep``), or validation's or promotion's backtest (``validation._crashes``)."""
+        ``genesis_core.optimizer._sweep``), or a backtest of validation or promotion (``validation._crashes``)."""
         return self.path / f"{kind}-{socket.gethostname()}-{pid}.inflight"
 
     def in_flight_pids(self, kind: InFlightKind = "sweep") -> list[int]:

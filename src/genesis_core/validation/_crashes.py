@@ -1,50 +1,88 @@
 """Backtests that crash the process running them (a bug in compiled code: a strategy's numba kernel
-reading past an array on some window's bars), met by validation or promotion, which run every
-backtest in their own process. Such a crash ended ``genesis validate`` with ``Segmentation fault``
-and the next one at the same place, for ever: the run could not be validated. Now each backtest is
-said in flight in the run folder before it runs; the next command runs the one a dead process left
-there alone, in a process of its own, and when that ends too, the config is refused from then on
-(``crashes.json``: a window that refuses a candidate lists it apart with the reason, a neighbour is
-left out of its plateau), for the same code on the same bars.
-"""
+reading past an array on some window's bars). Validation, promotion and preflight ran every
+backtest in their own process: such a crash ended ``genesis validate`` with ``Segmentation fault``,
+and the next one at the same place, for ever; the same in preflight ended every ``genesis
+optimize`` and ``genesis sweep`` of the study before the optimizer, which fails such a trial, began.
+
+Two ways, as each command's files allow. Validation and promotion write the run folder: each
+backtest is said in flight there before its strategy decides (``crash_watch``); the next command
+runs the one a dead process left alone, in a process of its own, and when that ends too, the config
+is refused from then on (``crashes.json``: a window that refuses a candidate lists it apart with
+the reason, a neighbour is left out of its plateau), for the same code on the same bars. Preflight
+writes nothing: it runs in a process of its own, told of each backtest (``survived``), and runs
+again with the one that crashed it refused."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
-import multiprocessing
 import os
+import pickle
 import signal
-import threading
-from collections.abc import Iterator
+import traceback
+from collections.abc import Callable, Iterator
+from multiprocessing.connection import Connection
+from typing import Any, TypeVar
 
+import numpy as np
 import orjson
 from pydantic import ValidationError
 
-from genesis_core.backtest import BacktestConfig, Backtester
-from genesis_core.errors import REFUSALS, StrategyError, report_crashes
-from genesis_core.optimizer import CRASHES, InFlight, crash_reason, quietly, running
-from genesis_core.plugins import code_fingerprint
+from genesis_core.backtest import BacktestConfig, Backtester, Plan
+from genesis_core.errors import REFUSALS, GenesisError, StrategyError, report_crashes
+from genesis_core.metrics import max_drawdown
+from genesis_core.optimizer import CRASHES, InFlight, child_context, crash_reason, died_of, quietly, running
+from genesis_core.plugins import forbidden_why, modules_forbidden
 from genesis_core.records import RunFolder
-from genesis_core.strategy import get_strategy
 
 FOR_GOOD = CRASHES | {signal.SIGKILL}  # a death the config itself brings (memory run out too), not a stop
-THEN = "refused by later validations and promotions of this code on these bars"
+THEN = "refused from then on, for this code on these bars"
+T = TypeVar("T")
+Said = Callable[[str, dict[str, Any]], None]  # told a backtest's key and config before it runs
 
 
-def _run(config: BacktestConfig) -> None:
+def _key(plan: Plan) -> tuple[str, dict[str, Any]]:
+    """What a crash is of, and the config as JSON: the config (its warm-up and window resolved), the
+    code that runs it and the bars of its data file (a fixed strategy, or other data, is another
+    backtest). Hashed as it is: 30 us, where ``fingerprint``'s normalising took 110 of a backtest's 720."""
+    body = plan.config.model_dump(mode="json")
+    return hashlib.sha256(orjson.dumps({"config": body, "code": plan.code, "bars": plan.candles.fingerprint},
+                                       option=orjson.OPT_SORT_KEYS)).hexdigest(), body
+
+
+@contextlib.contextmanager
+def _watching(backtester: Backtester, crashes: dict[str, str], said: Said) -> Iterator[None]:
+    """While it is held, ``backtester`` refuses (a StrategyError with the reason) each backtest of
+    ``crashes`` and tells ``said`` of every other before its strategy decides."""
+    def watch(plan: Plan) -> None:
+        key, body = _key(plan)
+        if key in crashes:
+            raise StrategyError(crashes[key])
+        said(key, body)
+
+    before, backtester.watch = backtester.watch, watch
+    try:
+        yield
+    finally:
+        backtester.watch = before
+
+
+def _run(config: BacktestConfig, forbidden: str | None) -> None:
     """A process of its own's backtest: a refusal is not a crash (validation raises it again itself)."""
     report_crashes()  # a spawned process starts without it
-    with contextlib.suppress(*REFUSALS):
+    with _forbidding(forbidden), contextlib.suppress(*REFUSALS):
         Backtester().run(config)
 
 
+def _forbidding(why: str | None) -> contextlib.AbstractContextManager[None]:
+    """In a child process, ``modules_forbidden`` as its parent held it (``forbidden_why``): a server's
+    refusal of configs naming modules to import, which a spawned process starts without."""
+    return modules_forbidden(why) if why is not None else contextlib.nullcontext()
+
+
 def _alone(config: BacktestConfig) -> int:
-    """The exit code of a process of its own that runs ``config``: forked, unless another thread
-    runs (a server's, whose locks a fork would copy held)."""
-    alone = threading.current_thread() is threading.main_thread() and threading.active_count() == 1
-    ctx = multiprocessing.get_context("fork") if alone else multiprocessing.get_context("spawn")
-    proc = ctx.Process(target=_run, args=(config,))
+    """The exit code of a process of its own that runs ``config``."""
+    proc = child_context().Process(target=_run, args=(config, forbidden_why()))
     quietly(proc.start)
     proc.join()
     assert proc.exitcode is not None
@@ -55,10 +93,10 @@ def _earlier(folder: RunFolder, process: str) -> dict[str, str]:
     """The backtests that dead processes of this machine left in flight in ``folder``, each run alone:
     those that end that process too (a crash, or memory run out), with why; the files are removed."""
     crashed = {}
-    for pid in folder.in_flight_pids("validate"):
+    for pid in folder.in_flight_pids("backtest"):
         if pid == os.getpid() or running(pid):
             continue
-        path = folder.in_flight_path(pid, "validate")
+        path = folder.in_flight_path(pid, "backtest")
         left = InFlight.read(path)
         path.unlink(missing_ok=True)
         if left is None:  # none in flight
@@ -76,29 +114,85 @@ def _earlier(folder: RunFolder, process: str) -> dict[str, str]:
 @contextlib.contextmanager
 def crash_watch(backtester: Backtester, folder: RunFolder, process: str) -> Iterator[None]:
     """While it is held, ``backtester`` says each backtest it runs in ``folder``'s in-flight file
-    first, and refuses (a StrategyError) those known to crash; ``process`` names the command in the
-    reason (``validation``, ``promotion``)."""
+    first, and refuses those known to crash; ``process`` names the command in the reason
+    (``validation``, ``promotion``)."""
     crashed = _earlier(folder, process)
     if crashed:
         folder.add_crashes(crashed)
-    crashes = folder.read_crashes()
-    in_flight = InFlight(folder.in_flight_path(os.getpid(), "validate"))
+    in_flight: list[InFlight] = []  # made by the first backtest
 
-    def watch(config: BacktestConfig) -> None:
-        """What a crash is of: the config, the code that runs it and the bars of its data file (a
-        fixed strategy, or other data, is another backtest). Hashed as it is: 30 us, where
-        ``fingerprint``'s normalising took 110 of a backtest's 720."""
-        body = config.model_dump(mode="json")
-        key = hashlib.sha256(orjson.dumps({"config": body, "code": code_fingerprint(type(get_strategy(config.strategy))),
-                                           "bars": backtester.candles(config).fingerprint}, option=orjson.OPT_SORT_KEYS)).hexdigest()
-        if key in crashes:
-            raise StrategyError(crashes[key])
-        in_flight.chunk([(0, {"key": key, "config": body})])
-        in_flight.at(0)
+    def said(key: str, body: dict[str, Any]) -> None:
+        if not in_flight:
+            in_flight.append(InFlight(folder.in_flight_path(os.getpid(), "backtest")))
+        in_flight[0].chunk([(0, {"key": key, "config": body})])
+        in_flight[0].at(0)
 
-    before, backtester.watch = backtester.watch, watch
     try:
-        yield
+        with _watching(backtester, folder.read_crashes(), said):
+            yield
     finally:
-        backtester.watch = before
-        in_flight.close()
+        for f in in_flight:
+            f.close()
+
+
+def _serve(conn: Connection, call: Callable[[Backtester], T], crashes: dict[str, str], forbidden: str | None) -> None:
+    """``survived``'s process: each backtest's key and config sent before it runs, then what ``call``
+    returned, or the exception it raised."""
+    report_crashes()  # a spawned process starts without it
+    bt = Backtester()
+    try:
+        with _forbidding(forbidden), _watching(bt, crashes, lambda key, body: conn.send((key, body))):
+            out: Any = ("returned", call(bt))
+    except GenesisError as exc:  # raised again in the caller's process, as if it ran there
+        out = ("raised", exc if _pickles(exc) else GenesisError(str(exc)))
+    except Exception as exc:  # noqa: BLE001 - a bug: where, in its text
+        out = ("raised", RuntimeError("".join(traceback.format_exception(exc))))
+    conn.send(out)
+
+
+def _pickles(exc: BaseException) -> bool:
+    """Whether ``exc`` comes back from a pickle as it went (one whose ``__init__`` takes other
+    arguments than its message does not)."""
+    try:
+        return type(pickle.loads(pickle.dumps(exc))) is type(exc)
+    except Exception:  # noqa: BLE001 - any failure is a no
+        return False
+
+
+def survived(call: Callable[[Backtester], T], process: str, at_most: int) -> tuple[T | None, list[tuple[dict[str, Any], str]]]:
+    """``call(backtester)`` run in a process of its own, told of each backtest before it runs. When
+    one crashes that process (or runs it out of memory), ``call`` runs again in a new one, that
+    backtest refused (a StrategyError with the reason, ``process`` named in it), at most ``at_most``
+    times. Returns what ``call`` returned (None after that many crashes) and the crashed backtests'
+    configs (JSON) with their reasons. Another death (a stop signal) is a GenesisError."""
+    crashes: dict[str, str] = {}
+    crashed: list[tuple[dict[str, Any], str]] = []
+    max_drawdown(np.ones(2))  # numba's compiler set up here, by a first kernel load (0.45 s): forked after, each loads its own in ms
+    while len(crashed) < at_most:
+        ctx = child_context()
+        mine, theirs = ctx.Pipe(duplex=False)
+        proc = ctx.Process(target=_serve, args=(theirs, call, crashes, forbidden_why()))
+        quietly(proc.start)
+        theirs.close()
+        last, got = None, None
+        try:
+            while (got := mine.recv())[0] not in ("returned", "raised"):
+                last = got  # a backtest's (key, config), before it runs
+        except EOFError:  # the process died
+            got = None
+        except BaseException:  # a Ctrl-C: the process ignores it (``quietly``)
+            proc.kill()
+            raise
+        finally:
+            proc.join()
+            mine.close()
+        if got is not None:
+            if got[0] == "raised":
+                raise got[1]
+            return got[1], crashed
+        assert proc.exitcode is not None
+        if last is None or -proc.exitcode not in FOR_GOOD:
+            raise GenesisError(f"the {process} process died of {died_of(proc.exitcode)}")
+        crashes[last[0]] = crash_reason(process, proc.exitcode, "refused")
+        crashed.append((last[1], crashes[last[0]]))
+    return None, crashed
