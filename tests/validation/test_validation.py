@@ -598,6 +598,21 @@ def test_a_neighbour_warms_up_as_its_trial_does_and_scores_what_that_trial_score
     assert any(a < b for a, b in warmups) and any(a > b for a, b in warmups)  # neighbours warming up longer and shorter
 
 
+def _swept_with_a_bug_on_2023(tmp_path: Path, bug: str) -> tuple[Path, list[dict]]:
+    """A run of three points of the misbehaving strategy, the second with ``bug``, validated on a
+    window of 2022 and one of 2023 (its three candidates); its folder and the points."""
+    base = tmp_path / "bug.yaml"
+    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
+    windows = [{"start": "2022-06-01", "end": "2022-08-31"}, {"start": "2023-01-01", "end": "2023-03-31"}]
+    path = write_config(tmp_path, meta={"base_config": str(base)},
+                        parameters={"bug": {"type": "categorical", "choices": ["none", bug]},
+                                    "period": {"type": "int", "low": 10, "high": 40, "step": 10}},
+                        validation={**VALIDATION, "top_n": 3, "windows": windows})
+    points = [{"bug": "none", "period": 10}, {"bug": bug, "period": 30}, {"bug": "none", "period": 40}]
+    sweep(load_study_config(path).spec(), SweepOptions("grid"), points=points)
+    return tmp_path / "results" / "runs" / "t", points
+
+
 def test_a_candidate_refused_on_a_window_fails_with_the_reason_and_the_others_are_validated(tmp_path):
     """A user strategy that raises on 2023's bars only: validation stopped at the first such
     candidate with the exception, and validated none. Now that candidate is listed apart, refused on
@@ -605,16 +620,7 @@ def test_a_candidate_refused_on_a_window_fails_with_the_reason_and_the_others_ar
     and the other candidates are validated; data that covers no window is still one error, before any."""
     from tests.runs import genesis
 
-    base = tmp_path / "bug.yaml"
-    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
-    windows = [{"start": "2022-06-01", "end": "2022-08-31"}, {"start": "2023-01-01", "end": "2023-03-31"}]
-    path = write_config(tmp_path, meta={"base_config": str(base)},
-                        parameters={"bug": {"type": "categorical", "choices": ["none", "raises on 2023"]},
-                                    "period": {"type": "int", "low": 10, "high": 40, "step": 10}},
-                        validation={**VALIDATION, "top_n": 3, "windows": windows})
-    points = [{"bug": "none", "period": 10}, {"bug": "raises on 2023", "period": 30}, {"bug": "none", "period": 40}]
-    sweep(load_study_config(path).spec(), SweepOptions("grid"), points=points)
-    run_dir = tmp_path / "results" / "runs" / "t"
+    run_dir, points = _swept_with_a_bug_on_2023(tmp_path, "raises on 2023")
     shown = genesis("validate", str(run_dir))
     assert shown.returncode == 0, shown.stdout
     report = ValidationReport.model_validate_json((run_dir / "validation.json").read_text())
@@ -663,16 +669,7 @@ def test_a_candidate_that_crashes_validation_s_process_on_a_window_is_refused_by
     numbers as a validation of it alone gives them. A third validation refuses it without running it."""
     from tests.optimizer.test_accounting import _crash_dump
 
-    base = tmp_path / "bug.yaml"
-    base.write_text(yaml.safe_dump({"strategy": "tests.strategy.misbehaving_strategy:Misbehaving", "params": {}}))
-    windows = [{"start": "2022-06-01", "end": "2022-08-31"}, {"start": "2023-01-01", "end": "2023-03-31"}]
-    path = write_config(tmp_path, meta={"base_config": str(base)},
-                        parameters={"bug": {"type": "categorical", "choices": ["none", "crashes on 2023"]},
-                                    "period": {"type": "int", "low": 10, "high": 40, "step": 10}},
-                        validation={**VALIDATION, "top_n": 3, "windows": windows})
-    points = [{"bug": "none", "period": 10}, {"bug": "crashes on 2023", "period": 30}, {"bug": "none", "period": 40}]
-    sweep(load_study_config(path).spec(), SweepOptions("grid"), points=points)
-    run_dir = tmp_path / "results" / "runs" / "t"
+    run_dir, points = _swept_with_a_bug_on_2023(tmp_path, "crashes on 2023")
     first = _apart("validate", str(run_dir))
     assert first.returncode == -signal.SIGSEGV and _crash_dump(first.stderr), first.stderr[-3000:]
     assert not (run_dir / "validation.json").exists() and len(list(run_dir.glob("backtest-*.inflight"))) == 1
