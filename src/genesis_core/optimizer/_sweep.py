@@ -195,7 +195,7 @@ class InFlight:
     """The point a sweep's process is evaluating, in a file of the run folder
     (``RunFolder.in_flight_path``), so that when the process dies of it (a crash of compiled code,
     memory run out) the sweep knows which point to try alone: the sweep that started it, for a pool
-    process, or the next, for the sweep's own (validation's backtests too: ``validation._crashes``).
+    process, or the next, for the sweep's own (validation's and promotion's backtests too: ``validation._crashes``).
     A chunk's points are written as it starts (one JSON write), then the place of each as it is
     evaluated, into a mapped page (0.4 us a point; a write call took 1.7); -1 between chunks."""
 
