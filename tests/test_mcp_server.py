@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import csv
 import json
 import os
 import socket
@@ -24,7 +25,7 @@ from mcp.shared.exceptions import MCPError
 
 from genesis_core import mcp_server
 from tests.optimizer.test_optimizer import ROOT
-from tests.runs import artifacts, optimize, promote, validate
+from tests.runs import artifacts, genesis, optimize, promote, validate
 from tests.validation.conftest import validated_config
 
 INITIALIZE = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
@@ -681,3 +682,36 @@ def test_a_cancelled_start_optimization_stops_its_run_as_ctrl_c_does_and_frees_t
             assert again.structured_content["explore"]["states"] == {"COMPLETE": done + 5}
 
     asyncio.run(main())
+
+
+def test_a_trial_that_crashes_its_process_fails_and_the_server_started_it_goes_on(tmp_path):
+    """`start_optimization` ran a one-worker session's trials in the server's own process: a trial
+    whose compiled code crashed (a plugin's kernel reading address 0) ended the server, and the
+    assistant lost it with the run half written. A server's run now measures each trial in a process
+    of its own: the crash fails that trial with the reason, the others complete the budget, and the
+    server answers the next call."""
+    from tests.optimizer.test_accounting import _crashing_config
+
+    served = tmp_path / "served"
+    (served / "configs").mkdir(parents=True)
+    (served / "results").mkdir()
+    config = _crashing_config(served / "configs", "crashes at period 17", results_dir=str(served / "results"),
+                              stop={"max_trials": 4})
+
+    async def main() -> None:
+        async with _stdio(served, "--allow-write", "--allow-strategy-modules") as client:
+            started = await client.call_tool("start_optimization", {"config": config.name, "skip_preflight": True})
+            assert not started.is_error, started.content[0].text
+            assert started.structured_content["explore"]["states"] == {"COMPLETE": 3, "FAIL": 1}
+            trials = (await client.call_tool("query_trials", {"run": "t"})).structured_content  # the server still answers
+            assert trials["total"] == 4, trials
+
+    asyncio.run(main())
+    rows = list(csv.DictReader((served / "results" / "runs" / "t" / "trials.csv").open()))
+    failed = [r for r in rows if r["state"] == "FAIL"]
+    assert [(r["param:period"], r["fail_reason"]) for r in failed] == [("17", (
+        "its measuring process died of SIGSEGV (Segmentation fault) evaluating it: a crash of compiled code (a strategy's, "
+        "a feature's or a library's), not queued again"))]
+    assert sorted(int(r["param:period"]) for r in rows if r["state"] == "COMPLETE") == [10, 20, 30]
+    check = genesis("check-equivalence", str(served / "results" / "runs" / "t"), "--all", "--json")  # each re-run alone
+    assert check.returncode == 0 and len(json.loads(check.stdout)) == 3, check.stdout

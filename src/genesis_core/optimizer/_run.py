@@ -8,6 +8,7 @@ import multiprocessing.process
 import os
 import signal
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Sequence
@@ -211,7 +212,8 @@ def optimize(spec: StudySpec, options: RunOptions = RunOptions(), on_progress: O
     # a session alone takes slot 0; one joining a running study, from here or elsewhere, another slot,
     # and so other sampler seeds than the sessions already at work
     slot = cache.join(spec.name, max(cfg.meta.stale_trial_seconds, orphan_age(cfg.meta.storage_retry_seconds)))
-    plan = _Plan(started, notes, max_trials, remaining, workers, n_procs, timeout, slot, found, isolated=bool(dead.gone))
+    served = threading.current_thread() is not threading.main_thread()  # a server's run (MCP): a crash would end the server
+    plan = _Plan(started, notes, max_trials, remaining, workers, n_procs, timeout, slot, found, isolated=bool(dead.gone) or served)
     try:
         return _run_session(spec, optuna_study, options, cache, plan, on_progress)
     finally:
@@ -232,8 +234,9 @@ class _Plan:
     timeout: float | None
     slot: int
     found: int  # trials in the study when the session started
-    # each trial measured in a process of its own (``Measurers``), after an earlier session's process died mid-trial:
-    # with one worker the trials ran in the run's process, and a crash that repeats ended every run in turn
+    # each trial measured in a process of its own (``Measurers``), after an earlier session's process died mid-trial
+    # (with one worker the trials ran in the run's process, and a crash that repeats ended every run in turn), or off
+    # the main thread: a server's process ran them, and a crash of a trial's compiled code ended the server
     isolated: bool = False
 
 
