@@ -623,7 +623,7 @@ def test_a_server_an_assistant_starts_elsewhere_reads_the_configs_paths_from_the
             assert not started.is_error, started.content[0].text
             best = max(r["production_score"] for r in (await client.call_tool("query_trials", {"run": "here"})).structured_content["items"])
             assert seen[-1] == (3, 3, f"3 trials evaluated, best {best:.4f}")  # it blocks, but says how far it got
-            explore = started.structured_content["explore"]  # its trials ran in the server's thread: they failed, "strategy
+            explore = started.structured_content["explore"]  # run in the server's thread, its trials once failed: "strategy
             assert explore["states"] == {"COMPLETE": 3}       # 'reference' raised ValueError: signal only works in main thread"
             assert [r["run"] for r in (await client.call_tool("list_runs", {})).structured_content["items"]] == ["here"]
 

@@ -666,7 +666,8 @@ def test_a_strategy_that_never_ends_for_some_parameters_fails_those_trials_and_p
         assert float(r["total_return"]) == result.metrics["total_return"] and int(r["num_trades"]) == result.metrics["num_trades"]
 
     # as the MCP server runs a study, in a thread of its own, where no signal can be set: every trial failed
-    # as the strategy's ValueError; then, without a limit, this one never ended
+    # as the strategy's ValueError; then, without a limit, this one never ended (its trials are now measured
+    # in processes of their own: the same rows)
     threaded: dict = {}
     in_thread = threading.Thread(target=lambda: threaded.update(optimize(write_config(tmp_path, "th.yaml", meta={
         "base_config": str(base), "study_name": "th", "stop": {"max_trials": 4}, "trial_timeout_seconds": 1,
