@@ -26,7 +26,6 @@ from genesis_core.optimizer._storage import (
     probe_storage,
     recover_stale_trials,
     redact,
-    running,
     serve_proxy,
     shares_files,
 )
@@ -38,6 +37,6 @@ __all__ = [
     "CRASHES", "EVALUATED", "FEASIBILITY_SUFFIX", "PRUNERS", "SAMPLERS", "FixedParam", "InFlight", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
     "ResumeBlocked", "RunFiles", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "SweepOptions", "Worker",
     "best_score", "check_clock", "child_context", "crash_reason", "default_storage_url", "died_of", "fold_cautions", "folder_cautions", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
-    "quietly", "recover_stale_trials", "redact", "running", "run_cautions", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
+    "quietly", "recover_stale_trials", "redact", "run_cautions", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
     "sweep_points", "sweep_processes", "sweep_size",
 ]

@@ -69,6 +69,7 @@ from genesis_core.optimizer._worker import (
 )
 from genesis_core.records import (
     SWEPT,
+    InFlightKind,
     Metrics,
     PreflightRecord,
     PreflightSkipped,
@@ -234,19 +235,19 @@ class InFlight:
             return None
         return (index, params) if isinstance(index, int) and isinstance(params, dict) else None
 
-
-def _dead_in_flight(folder: RunFolder) -> list[tuple[int, dict[str, Any]]]:
-    """The points that processes of this machine which ended were evaluating, by their in-flight
-    files in ``folder`` (their sweep's places and parameters); the files are removed."""
-    points = []
-    for pid in folder.in_flight_pids():
-        if pid != os.getpid() and not running(pid):
-            path = folder.in_flight_path(pid)
-            point = InFlight.read(path)
-            path.unlink(missing_ok=True)
-            if point is not None:
-                points.append(point)
-    return points
+    @classmethod
+    def of_the_dead(cls, folder: RunFolder, kind: InFlightKind = "sweep") -> list[tuple[int, dict[str, Any]]]:
+        """What processes of this machine which ended were evaluating, by their in-flight files of
+        ``kind`` in ``folder`` (each ``read``'s answer, those with one); the files are removed."""
+        points = []
+        for pid in folder.in_flight_pids(kind):
+            if pid != os.getpid() and not running(pid):
+                path = folder.in_flight_path(pid, kind)
+                point = cls.read(path)
+                path.unlink(missing_ok=True)
+                if point is not None:
+                    points.append(point)
+        return points
 
 
 _PROCESS: dict[str, Any] = {}  # a pool process's spec, backtester, the keys the study holds and its InFlight
@@ -388,7 +389,7 @@ def _evaluations(spec: StudySpec, known: frozenset[str], workers: int, stopped: 
         yield evaluate
     finally:
         _PROCESS.pop("in_flight").close()
-        _dead_in_flight(spec.folder)  # the pool processes' files, none with a point in flight: each death was dealt with
+        InFlight.of_the_dead(spec.folder)  # the pool processes' files, none with a point in flight: each death was dealt with
 
 
 def _new_pool(spec: StudySpec, known: frozenset[str], processes: int) -> ProcessPoolExecutor:
@@ -433,7 +434,7 @@ def _pooled(pool: ProcessPoolExecutor, todo: list[Chunk], stopped: Callable[[], 
         except BrokenProcessPool:
             pool.shutdown(wait=True)  # its processes ended and joined: their in-flight files tell (their futures failed)
             params = {index: p for c in todo[i:] for index, p in c}
-            alone = [_alone(spec, known, index, params[index]) for index, _ in _dead_in_flight(spec.folder) if index in params]
+            alone = [_alone(spec, known, index, params[index]) for index, _ in InFlight.of_the_dead(spec.folder) if index in params]
             got = sorted([e for k in range(i, len(todo)) for e in (here.get(k) or _result(futures[k]) or [])] + alone,
                          key=lambda e: e.index)
             if got:
@@ -604,7 +605,7 @@ def _earlier_crashes(spec: StudySpec, study: optuna.Study, cache: ScoreCache) ->
     earlier sweep without a word but the shell's (``Segmentation fault``); run again, it died on the
     same point, for ever. A note for those failed."""
     known: frozenset[str] = frozenset()  # each evaluated to the end: a point already in the study did not crash
-    alone = [(params, _alone(spec, known, -1, params)) for _, params in _dead_in_flight(spec.folder)]
+    alone = [(params, _alone(spec, known, -1, params)) for _, params in InFlight.of_the_dead(spec.folder)]
     crashed = [_New(params, e.key, e.config_fingerprint, None, e.error) for params, e in alone if e.crashed]
     if not crashed:
         return []

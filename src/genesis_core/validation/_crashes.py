@@ -31,7 +31,7 @@ from pydantic import ValidationError
 from genesis_core.backtest import BacktestConfig, Backtester, Plan
 from genesis_core.errors import REFUSALS, GenesisError, StrategyError, report_crashes
 from genesis_core.metrics import max_drawdown
-from genesis_core.optimizer import CRASHES, InFlight, child_context, crash_reason, died_of, quietly, running
+from genesis_core.optimizer import CRASHES, InFlight, child_context, crash_reason, died_of, quietly
 from genesis_core.plugins import forbidden_why, modules_forbidden
 from genesis_core.records import RunFolder
 
@@ -93,16 +93,9 @@ def _earlier(folder: RunFolder, process: str) -> dict[str, str]:
     """The backtests that dead processes of this machine left in flight in ``folder``, each run alone:
     those that end that process too (a crash, or memory run out), with why; the files are removed."""
     crashed = {}
-    for pid in folder.in_flight_pids("backtest"):
-        if pid == os.getpid() or running(pid):
-            continue
-        path = folder.in_flight_path(pid, "backtest")
-        left = InFlight.read(path)
-        path.unlink(missing_ok=True)
-        if left is None:  # none in flight
-            continue
+    for _, left in InFlight.of_the_dead(folder, "backtest"):
         try:
-            key, config = str(left[1]["key"]), BacktestConfig.model_validate(left[1]["config"])
+            key, config = str(left["key"]), BacktestConfig.model_validate(left["config"])
         except (KeyError, ValidationError):  # a file this module did not write
             continue
         exitcode = _alone(config)
