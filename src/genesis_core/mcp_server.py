@@ -77,7 +77,7 @@ def _guarded(forbid: str | None, error: type[Exception] = ToolError) -> Callable
         def wrapper(*args: Any, **kwargs: Any) -> Any:
             error_id = uuid.uuid4().hex[:12]
             try:
-                with modules_forbidden(forbid) if forbid else contextlib.nullcontext():
+                with modules_forbidden(forbid):
                     result = fn(*args, **kwargs)
                 size = len(result if isinstance(result, str) else strict_json(result, None))  # strict: NaN is a bug
             except (GenesisError, KeyError, ValueError) as exc:  # KeyError: unknown run or trial fields

@@ -34,8 +34,13 @@ _forbidden: ContextVar[str | None] = ContextVar("genesis_modules_forbidden", def
 
 
 @contextmanager
-def modules_forbidden(reason: str) -> Iterator[None]:
-    """Within this block (this thread or task), ``package.module:attr`` names are refused with ``reason``."""
+def modules_forbidden(reason: str | None) -> Iterator[None]:
+    """Within this block (this thread or task), ``package.module:attr`` names are refused with
+    ``reason``; None changes nothing (a server started with them allowed, a child of a process that
+    allowed them: ``forbidden_why``)."""
+    if reason is None:
+        yield
+        return
     token = _forbidden.set(reason)
     try:
         yield

@@ -70,14 +70,8 @@ def _watching(backtester: Backtester, crashes: dict[str, str], said: Said) -> It
 def _run(config: BacktestConfig, forbidden: str | None) -> None:
     """A process of its own's backtest: a refusal is not a crash (validation raises it again itself)."""
     report_crashes()  # a spawned process starts without it
-    with _forbidding(forbidden), contextlib.suppress(*REFUSALS):
+    with modules_forbidden(forbidden), contextlib.suppress(*REFUSALS):
         Backtester().run(config)
-
-
-def _forbidding(why: str | None) -> contextlib.AbstractContextManager[None]:
-    """In a child process, ``modules_forbidden`` as its parent held it (``forbidden_why``): a server's
-    refusal of configs naming modules to import, which a spawned process starts without."""
-    return modules_forbidden(why) if why is not None else contextlib.nullcontext()
 
 
 def _alone(config: BacktestConfig) -> int:
@@ -112,7 +106,7 @@ def crash_watch(backtester: Backtester, folder: RunFolder, process: str) -> Iter
     crashed = _earlier(folder, process)
     if crashed:
         folder.add_crashes(crashed)
-    in_flight: list[InFlight] = []  # made by the first backtest
+    in_flight: list[InFlight] = []  # made by the first backtest: a command refused before any leaves the folder as it was
 
     def said(key: str, body: dict[str, Any]) -> None:
         if not in_flight:
@@ -134,7 +128,7 @@ def _serve(conn: Connection, call: Callable[[Backtester], T], crashes: dict[str,
     report_crashes()  # a spawned process starts without it
     bt = Backtester()
     try:
-        with _forbidding(forbidden), _watching(bt, crashes, lambda key, body: conn.send((key, body))):
+        with modules_forbidden(forbidden), _watching(bt, crashes, lambda key, body: conn.send((key, body))):
             out: Any = ("returned", call(bt))
     except GenesisError as exc:  # raised again in the caller's process, as if it ran there
         out = ("raised", exc if _pickles(exc) else GenesisError(str(exc)))
