@@ -20,6 +20,8 @@ from genesis_core.study import load_study_config
 from genesis_core.validation import ValidationConfig
 from genesis_core.workflow import promote_run, validate_run
 
+ROOT = Path(__file__).resolve().parents[1]  # the project folder
+
 
 def optimize(path: Path, options: optimizer.RunOptions | None = None, storage: str | None = None) -> dict[str, Any]:
     """`genesis optimize PATH --skip-preflight` without validation or promotion: the explore summary."""
@@ -47,6 +49,12 @@ def genesis(*args: str) -> SimpleNamespace:
     result = CliRunner().invoke(app, list(args))
     assert result.exception is None or isinstance(result.exception, SystemExit), result.exception
     return SimpleNamespace(returncode=result.exit_code, stdout=result.stdout, stderr=result.stderr)
+
+
+def genesis_apart(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess[str]:
+    """`genesis ARGS` in a process of its own (in the project folder, or ``cwd``): a crash, an exit or a
+    signal ends that one, not the tests'."""
+    return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 _KILLED_AFTER = """
@@ -78,7 +86,7 @@ def genesis_killed_after(target: str, calls: int, *args: str, sig: signal.Signal
     after its ``calls``-th call of ``target`` (``module:Class.function`` or ``module:function``)
     returns: a kill at a chosen step."""
     return subprocess.run([sys.executable, "-c", _KILLED_AFTER, target, str(calls), sig.name, *args],
-                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True, timeout=300)
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
 def ctrl_c_until_it_ends(proc: subprocess.Popen[str], group: bool = True, limit: int = 6000) -> int:

@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import optuna
@@ -19,11 +18,8 @@ from genesis_core.errors import ConfigError
 from genesis_core.optimizer import RunOptions
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
+from tests.runs import genesis_apart as genesis
 from tests.runs import optimize
-
-
-def genesis(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=cwd, capture_output=True, text=True, timeout=300)
 
 
 def _refused_in_one_line(proc: subprocess.CompletedProcess, *fragments: str) -> None:

@@ -560,14 +560,15 @@ def test_a_champion_that_crashes_promotion_s_process_on_the_new_windows_is_refus
     still dies, recording nothing; the next runs the champion's backtest alone, which crashes too,
     and goes on as for a champion that refuses the window: no score to beat, the candidate promoted."""
     from tests.optimizer.test_accounting import _crash_dump
-    from tests.validation.test_validation import CRASHED, _apart
+    from tests.runs import genesis_apart
+    from tests.validation.test_validation import CRASHED
 
     second = _champion_with_a_bug_then_a_run_on_2023(tmp_path, "crashes on 2023")
-    first = _apart("champion", "promote", str(second), "--json")
+    first = genesis_apart("champion", "promote", str(second), "--json")
     assert first.returncode == -signal.SIGSEGV and _crash_dump(first.stderr), first.stderr[-3000:]
     assert [e["action"] for e in load_history(tmp_path / "results", "BTCUSD", "1h")] == ["promote"]
     assert load_champion(tmp_path / "results", "BTCUSD", "1h")["run"]["study"] == "first"
-    again = _apart("champion", "promote", str(second), "--json")
+    again = genesis_apart("champion", "promote", str(second), "--json")
     assert again.returncode == 0 and _crash_dump(again.stderr), again.stderr[-3000:]
     improves = next(g for g in json.loads(again.stdout)["gates"] if g["name"] == "improves")
     assert improves["passed"] and improves["detail"].startswith("validation score ") and improves["detail"].endswith(

@@ -12,7 +12,7 @@ from genesis_core.data import format_ts, parse_ts
 from genesis_core.preflight import preflight as preflight_config
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
-from tests.runs import genesis, optimize, promote
+from tests.runs import genesis, genesis_apart, optimize, promote
 from tests.validation.conftest import PARAMETERS, VALIDATION, validated_config
 
 
@@ -595,8 +595,7 @@ def test_a_point_whose_backtest_crashes_preflight_s_process_is_refused_and_prefl
     from tests.optimizer.test_accounting import _crash_dump, _crashing_config
 
     path = _crashing_config(tmp_path, "crashes at period 17")
-    run = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=300)
+    run = genesis_apart("optimize", str(path))
     assert run.returncode == 1 and _crash_dump(run.stderr), run.stderr[-3000:]
     reason = ("its preflight process died of SIGSEGV (Segmentation fault) evaluating it: a crash of compiled code (a strategy's, "
               "a feature's or a library's), refused")

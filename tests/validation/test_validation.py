@@ -29,7 +29,7 @@ from genesis_core.validation import ValidationConfig, WindowSpec, evaluate_candi
 from genesis_core.workflow import validate_run
 from tests.conftest import held_in_file
 from tests.optimizer.test_optimizer import ROOT, write_config
-from tests.runs import artifacts, genesis, optimize, validate
+from tests.runs import artifacts, genesis, genesis_apart, optimize, validate
 from tests.validation.conftest import FIRST_HALF_2023, ONE_TRADE, PARAMETERS, VALIDATION, validated_config
 
 
@@ -655,11 +655,6 @@ CRASHED = ("its {} process died of SIGSEGV (Segmentation fault) evaluating it: a
            "a feature's or a library's), refused from then on, for this code on these bars")
 
 
-def _apart(*args: str) -> subprocess.CompletedProcess[str]:
-    """`genesis ARGS` in a process of its own: a crash ends that one, not the tests'."""
-    return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
-
-
 def test_a_candidate_that_crashes_validation_s_process_on_a_window_is_refused_by_the_next_validation(tmp_path):
     """A user strategy whose compiled code crashes on 2023's bars (it reads address 0): `genesis
     validate` died of SIGSEGV, and so did every later one, at the same candidate: the run could not be
@@ -670,10 +665,10 @@ def test_a_candidate_that_crashes_validation_s_process_on_a_window_is_refused_by
     from tests.optimizer.test_accounting import _crash_dump
 
     run_dir, points = _swept_with_a_bug_on_2023(tmp_path, "crashes on 2023")
-    first = _apart("validate", str(run_dir))
+    first = genesis_apart("validate", str(run_dir))
     assert first.returncode == -signal.SIGSEGV and _crash_dump(first.stderr), first.stderr[-3000:]
     assert not (run_dir / "validation.json").exists() and len(list(run_dir.glob("backtest-*.inflight"))) == 1
-    second = _apart("validate", str(run_dir))
+    second = genesis_apart("validate", str(run_dir))
     assert second.returncode == 0 and _crash_dump(second.stderr), second.stderr[-3000:]  # the backtest alone, which crashed too
     assert not list(run_dir.glob("*.inflight"))
     report = ValidationReport.model_validate_json((run_dir / "validation.json").read_text())
@@ -690,7 +685,7 @@ def test_a_candidate_that_crashes_validation_s_process_on_a_window_is_refused_by
         assert ([w.model_dump() for w in c.windows], c.validation_score) == (
             [w.model_dump() for w in alone.windows], alone.validation_score)
         assert all(w.bars > 2000 and w.metrics["num_trades"] > 10 for w in c.windows)
-    third = _apart("validate", str(run_dir))
+    third = genesis_apart("validate", str(run_dir))
     assert third.returncode == 0 and "Fatal Python error" not in third.stderr, third.stderr[-3000:]
     again = ValidationReport.model_validate_json((run_dir / "validation.json").read_text())
     assert again.model_dump(exclude={"created"}) == report.model_dump(exclude={"created"})
