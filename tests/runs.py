@@ -67,13 +67,13 @@ module, _, path = target.partition(":")
 owner = importlib.import_module(module)
 for part in owners:
     owner = getattr(owner, part)
-real, done = getattr(owner, name), []
+real, done, command = getattr(owner, name), [], os.getpid()
 
 def then_killed(*a, **k):
     out = real(*a, **k)
     done.append(1)
     if len(done) == calls:
-        os.kill(os.getpid(), sig)
+        os.kill(command, sig)  # from a child it started (validation's backtests run in one) too
     return out
 
 setattr(owner, name, then_killed)
@@ -82,9 +82,9 @@ app(args, prog_name="genesis")
 
 
 def genesis_killed_after(target: str, calls: int, *args: str, sig: signal.Signals = signal.SIGKILL) -> subprocess.CompletedProcess[str]:
-    """`genesis ARGS` in a process of its own that kill -9s itself (or sends itself ``sig``) right
-    after its ``calls``-th call of ``target`` (``module:Class.function`` or ``module:function``)
-    returns: a kill at a chosen step."""
+    """`genesis ARGS` in a process of its own that is sent SIGKILL (or ``sig``) right after its
+    ``calls``-th call of ``target`` (``module:Class.function`` or ``module:function``) returns, in
+    it or in a child it started: a kill at a chosen step."""
     return subprocess.run([sys.executable, "-c", _KILLED_AFTER, target, str(calls), sig.name, *args],
                           cwd=ROOT, capture_output=True, text=True, timeout=300)
 

@@ -715,3 +715,35 @@ def test_a_trial_that_crashes_its_process_fails_and_the_server_started_it_goes_o
     assert sorted(int(r["param:period"]) for r in rows if r["state"] == "COMPLETE") == [10, 20, 30]
     check = genesis("check-equivalence", str(served / "results" / "runs" / "t"), "--all", "--json")  # each re-run alone
     assert check.returncode == 0 and len(json.loads(check.stdout)) == 3, check.stdout
+
+
+def test_backtests_that_crash_validation_or_promotion_are_refused_and_the_server_goes_on(tmp_path):
+    """`run_validation` and `promote_champion` ran their backtests in the server's process: a
+    candidate, or a champion, whose compiled code crashed on a validation window's bars (a plugin's
+    kernel reading address 0) ended the server. Now they run in a process of their own: the
+    candidate is refused on that window, the champion has no score to beat there, each with the
+    reason, as the command line says them, and the server answers the next call."""
+    from tests.validation.test_champion import _champion_with_a_bug_then_a_run_on_2023
+    from tests.validation.test_validation import CRASHED, _swept_with_a_bug_on_2023
+
+    _swept_with_a_bug_on_2023(tmp_path, "crashes on 2023")  # run t: its second candidate crashes on 2023
+    _champion_with_a_bug_then_a_run_on_2023(tmp_path, "crashes on 2023")  # the champion crashes on run second's window
+    (tmp_path / "configs").mkdir()
+
+    async def main() -> None:
+        async with _stdio(tmp_path, "--allow-write", "--allow-strategy-modules") as client:
+            validated = await client.call_tool("run_validation", {"run": "t"})
+            assert not validated.is_error, validated.content[0].text
+            assert (validated.structured_content["candidates"], validated.structured_content["refused"]) == (2, 1)
+            promoted = await client.call_tool("promote_champion", {"run": "second"})
+            assert not promoted.is_error, promoted.content[0].text
+            assert promoted.structured_content["promoted"], promoted.structured_content
+            improves = next(g for g in promoted.structured_content["gates"] if g["name"] == "improves")
+            assert improves["detail"].endswith("; the champion cannot be re-run on the same windows: refused on the validation "
+                                               "window 2023-01-01..2023-03-31: " + CRASHED.format("promotion"))
+            runs = (await client.call_tool("list_runs", {})).structured_content  # the server still answers
+            assert {r["run"] for r in runs["items"]} == {"t", "first", "second"}, runs
+
+    asyncio.run(main())
+    refused = json.loads((tmp_path / "results" / "runs" / "t" / "validation.json").read_text())["refused"]
+    assert [(r["start"], r["reason"]) for r in refused] == [("2023-01-01", CRASHED.format("validation"))]

@@ -18,12 +18,13 @@ recorded in the history.
 
 from __future__ import annotations
 
+import functools
 import os
 from dataclasses import dataclass, field
 
 from genesis_core.backtest import BacktestConfig, Backtester, build_config, data_file
 from genesis_core.champion._config import PromotionConfig
-from genesis_core.errors import ConfigError
+from genesis_core.errors import ConfigError, GenesisError
 from genesis_core.fingerprint import code_version, differences
 from genesis_core.metrics import compounded
 from genesis_core.optimizer import OptimizerConfig
@@ -50,9 +51,9 @@ from genesis_core.validation import (
     RefusedOnWindow,
     ValidationConfig,
     check_trial,
-    crash_watch,
     evaluate_candidate,
     market_runs,
+    survived,
     tried_alike,
 )
 
@@ -87,19 +88,22 @@ def _unvalidated(folder: RunFolder, report: ValidationReport, number: int | None
     return None if refused is None else f"trial {number} could not be validated on the window {refused.start}..{refused.end}: {refused.reason}"
 
 
-def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConfig, trial: int | None = None,
-            backtester: Backtester | None = None) -> Decision:
+PROMOTION_CRASHES = 5  # backtests that crashed promotion's process, each then refused and recorded: it stops at this many
+
+
+def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConfig, trial: int | None = None) -> Decision:
     """Promote a validated trial of a run (default: the best passed one) if every gate passes;
-    the decision is recorded in the history either way."""
+    the decision is recorded in the history either way. The gates' backtests run in a process of
+    their own (``survived``): one that crashes it is refused (a champion that cannot be re-run on
+    the new windows has no score to beat), and recorded in the run folder."""
     run = folder.read_run()
     report = folder.read_validation()
     store = store_for(folder, config)
-    bt = backtester or Backtester()
     number = report.best if trial is None else trial
     candidate = report.candidate(number)
     entry = HistoryEntry(time=store.now(), action="reject", reason="", run=str(folder.path), study=run.study_name, trial=number)
     stale = folder.stale(report)
-    with store.locked(), crash_watch(bt, folder, "promotion"):
+    with store.locked():
         current = store.reconcile()
         entry.current = None if current is None else current.config_fingerprint
         reason = _unvalidated(folder, report, number, stale)
@@ -109,10 +113,14 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
             return Decision(False, reason)
         artifact = folder.read_trial(candidate.trial)
         validation = ValidationConfig.model_validate(report.validation)
-        gates = _gates(folder, artifact, candidate, current, validation, config, promotion.min_improvement, bt)
+        gates, crashed = survived(functools.partial(_rerun, folder, artifact, candidate, current, validation, config, promotion),
+                                  "promotion", PROMOTION_CRASHES, folder)
+        if gates is None:
+            raise GenesisError(f"{len(crashed)} backtests crashed the promotion process, each recorded in "
+                               f"{folder.path / 'crashes.json'}: run the same command again to go on (those are refused without being run)")
         alike = tried_alike(folder, market_runs(folder, config.meta.symbol, config.meta.timeframe), candidate.explore.first_bar,
                             candidate.explore.last_bar)
-        gates += _floor(candidate, promotion, bt, artifact.effective_config) + _overfit(report, candidate, promotion, alike)
+        gates += _overfit(report, candidate, promotion, alike)
         failed = [g for g in gates if not g.passed]
         entry.config_fingerprint = candidate.config_fingerprint
         entry.gates = gates
@@ -141,6 +149,13 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
         store.record(entry.model_copy(update={"action": "promote", "reason": reason, "previous": entry.current,
                                               "champion": champion}), champion)
         return Decision(True, reason, gates, champion)
+
+
+def _rerun(folder: RunFolder, artifact: TrialArtifact, candidate: Candidate, current: ChampionRecord | None,
+           validation: ValidationConfig, config: OptimizerConfig, promotion: PromotionConfig, bt: Backtester) -> list[GateRecord]:
+    """The gates that re-run backtests."""
+    return (_gates(folder, artifact, candidate, current, validation, config, promotion.min_improvement, bt)
+            + _floor(candidate, promotion, bt, artifact.effective_config))
 
 
 def _gates(

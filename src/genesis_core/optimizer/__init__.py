@@ -30,13 +30,13 @@ from genesis_core.optimizer._storage import (
     shares_files,
 )
 from genesis_core.optimizer._study import ResumeBlocked, StudySpec, folder_taken, stored_signature_diff, study_spec
-from genesis_core.optimizer._sweep import InFlight, SweepOptions, sweep, sweep_points, sweep_processes, sweep_size
-from genesis_core.optimizer._worker import EVALUATED, Worker, child_context, measure, quietly, settled_heap
+from genesis_core.optimizer._sweep import SweepOptions, sweep, sweep_points, sweep_processes, sweep_size
+from genesis_core.optimizer._worker import EVALUATED, Worker, child_context, ends_with, measure, quietly, settled_heap
 
 __all__ = [
-    "CRASHES", "EVALUATED", "FEASIBILITY_SUFFIX", "PRUNERS", "SAMPLERS", "FixedParam", "InFlight", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
+    "CRASHES", "EVALUATED", "FEASIBILITY_SUFFIX", "PRUNERS", "SAMPLERS", "FixedParam", "Meta", "OnProgress", "OptimizerConfig", "Progress", "PrunerConfig",
     "ResumeBlocked", "RunFiles", "RunOptions", "RunSummary", "SamplerConfig", "SearchSpace", "StorageError", "StorageUnavailable", "StudySpec", "SweepOptions", "Worker",
-    "best_score", "check_clock", "child_context", "crash_reason", "default_storage_url", "died_of", "fold_cautions", "folder_cautions", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
+    "best_score", "check_clock", "child_context", "crash_reason", "default_storage_url", "died_of", "ends_with", "fold_cautions", "folder_cautions", "folder_taken", "load_optimizer_config", "measure", "open_storage", "optimize", "probe_storage",
     "quietly", "recover_stale_trials", "redact", "run_cautions", "serve_proxy", "settled_heap", "shares_files", "sampler_class", "stored_signature_diff", "study_spec", "sweep",
     "sweep_points", "sweep_processes", "sweep_size",
 ]

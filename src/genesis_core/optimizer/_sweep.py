@@ -14,7 +14,6 @@ bug in compiled code) is found and failed in the study, and the sweep goes on (`
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import datetime
 import fcntl
 import itertools
@@ -56,6 +55,7 @@ from genesis_core.optimizer._storage import (
 from genesis_core.optimizer._study import StudySpec, check_signature
 from genesis_core.optimizer._worker import (
     Measured,
+    ends_with,
     freeze_survivors,
     make_job,
     measure,
@@ -69,7 +69,6 @@ from genesis_core.optimizer._worker import (
 )
 from genesis_core.records import (
     SWEPT,
-    InFlightKind,
     Metrics,
     PreflightRecord,
     PreflightSkipped,
@@ -85,7 +84,6 @@ MAX_POINTS = 1_000_000
 CHUNK = 250  # the most points a process evaluates per task: large enough to hide the round trip, small enough to show progress
 CHUNKS_EACH = 4  # on several processes, chunks per process at least: none waits long for another's last chunk
 RESULT_PIPE_BYTES = 1 << 20  # Linux's most for an unprivileged process; a reference chunk's results pickle to ~380 KB
-PR_SET_PDEATHSIG = 1  # Linux's prctl option: a signal for this process when its parent dies
 MAX_CRASHES = 100  # points that crashed their process, each found at the cost of a new pool: a sweep stops at this many
 SKIPPED = "failed in the study, and skipped by later sweeps"  # what becomes of a point that crashed its process
 
@@ -196,7 +194,7 @@ class InFlight:
     """The point a sweep's process is evaluating, in a file of the run folder
     (``RunFolder.in_flight_path``), so that when the process dies of it (a crash of compiled code,
     memory run out) the sweep knows which point to try alone: the sweep that started it, for a pool
-    process, or the next, for the sweep's own (validation's and promotion's backtests too: ``validation._crashes``).
+    process, or the next, for the sweep's own.
     A chunk's points are written as it starts (one JSON write), then the place of each as it is
     evaluated, into a mapped page (0.4 us a point; a write call took 1.7); -1 between chunks."""
 
@@ -236,13 +234,13 @@ class InFlight:
         return (index, params) if isinstance(index, int) and isinstance(params, dict) else None
 
     @classmethod
-    def of_the_dead(cls, folder: RunFolder, kind: InFlightKind = "sweep") -> list[tuple[int, dict[str, Any]]]:
-        """What processes of this machine which ended were evaluating, by their in-flight files of
-        ``kind`` in ``folder`` (each ``read``'s answer, those with one); the files are removed."""
+    def of_the_dead(cls, folder: RunFolder) -> list[tuple[int, dict[str, Any]]]:
+        """What processes of this machine which ended were evaluating, by their in-flight files in
+        ``folder`` (each ``read``'s answer, those with one); the files are removed."""
         points = []
-        for pid in folder.in_flight_pids(kind):
+        for pid in folder.in_flight_pids():
             if pid != os.getpid() and not running(pid):
-                path = folder.in_flight_path(pid, kind)
+                path = folder.in_flight_path(pid)
                 point = cls.read(path)
                 path.unlink(missing_ok=True)
                 if point is not None:
@@ -262,21 +260,11 @@ def _start_process(spec: StudySpec, known: frozenset[str], watched: bool = True)
 
 def _start_pool_process(spec: StudySpec, known: frozenset[str], parent: int) -> None:
     """A pool process, which lives for the sweep, and no longer than the process it serves
-    (``_ends_with``): its start-up heap frozen, as a worker's is (``settled_heap``)."""
-    _ends_with(parent)
+    (``ends_with``): its start-up heap frozen, as a worker's is (``settled_heap``)."""
+    ends_with(parent)
     report_crashes()  # a spawned process starts without it
     _start_process(spec, known)
     freeze_survivors()
-
-
-def _ends_with(parent: int) -> None:
-    """Have Linux kill this process when ``parent``, the process that started it, dies (a crash, a
-    kill -9): a pool process waited for its next chunk for ever, holding its data and features, and
-    the stderr it shares, which kept a caller reading that waiting too. Elsewhere it stays as before."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died before the call
-        os._exit(1)
 
 
 def _evaluate(chunk: Chunk, planned: Callable[[tuple[str, str]], None] | None = None) -> list[Evaluated]:

@@ -19,7 +19,6 @@ from genesis_core.records._run import (
     BestRef,
     CacheStats,
     CheckRecord,
-    InFlightKind,
     Mirror,
     PreflightRecord,
     PreflightSkipped,
@@ -76,7 +75,7 @@ from genesis_core.records._validation import (
 __all__ = [
     "SWEPT", "TABLE_COLUMNS", "TRIAL_METRICS", "BacktestLook", "BacktestRecord", "BestRef", "BestTrial", "CacheStats", "CachedFrom", "Candidate", "CandidateResult", "ChampionData",
     "ChampionHistory", "ChampionMetrics", "ChampionRecord", "ChampionScores", "ChampionStore", "ChampionWriteError", "CheckRecord",
-    "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "InFlightKind", "Metrics", "Overfitting",
+    "DeflatedSharpe", "ExploreResult", "Fold", "FoldTop", "GateRecord", "HistoryEntry", "Metrics", "Overfitting",
     "PreflightRecord", "PreflightSkipped", "Neighbour", "ProbabilityOfOverfitting", "LeftOut", "RefusedCandidate", "Robustness", "Record", "Mirror", "RunFolder", "RunListing", "RunRecord", "RunRef", "SchemaError", "ScoreRecord", "Session",
     "TradeRecord", "TrialArtifact", "TrialRow", "ValidationReport", "ValidationWindowRef", "WalkForwardAggregate",
     "WalkForwardReport", "WindowInfo", "WindowRef", "WindowResult", "backtest_looks", "backtest_record", "failures", "finite", "finite_metrics", "finished_runs", "formatted", "iso", "names", "not_finite_metrics", "other_bars", "preflight_warnings", "read_record", "walk_forwards", "write_record",

@@ -158,7 +158,6 @@ def _trial_name(number: int) -> str:
 RUN_FILE = "run.json"
 WALK_FORWARD_FILE = "walk_forward.json"
 CRASHES_FILE = "crashes.json"
-InFlightKind = Literal["sweep", "backtest"]
 
 
 class Mirror(Protocol):
@@ -311,14 +310,14 @@ class RunFolder:
         """Remove what writers killed mid-write left behind (see ``genesis_core.files``); returns how many."""
         return len(remove_stale_temporaries(self.path)) + len(remove_stale_temporaries(self.path / "trials"))
 
-    def in_flight_path(self, pid: int, kind: InFlightKind = "sweep") -> Path:
-        """Where process ``pid`` of this machine says what it is evaluating: a sweep's point (see
-        ``genesis_core.optimizer._sweep``), or a backtest of validation or promotion (``validation._crashes``)."""
-        return self.path / f"{kind}-{socket.gethostname()}-{pid}.inflight"
+    def in_flight_path(self, pid: int) -> Path:
+        """Where sweep process ``pid`` of this machine says which point it is evaluating (see
+        ``genesis_core.optimizer._sweep``)."""
+        return self.path / f"sweep-{socket.gethostname()}-{pid}.inflight"
 
-    def in_flight_pids(self, kind: InFlightKind = "sweep") -> list[int]:
-        """The processes of this machine with an in-flight file of ``kind`` here, dead or alive."""
-        prefix = f"{kind}-{socket.gethostname()}-"
+    def in_flight_pids(self) -> list[int]:
+        """The processes of this machine with a sweep's in-flight file here, dead or alive."""
+        prefix = f"sweep-{socket.gethostname()}-"
         try:
             names = [e.name for e in os.scandir(self.path) if e.name.startswith(prefix) and e.name.endswith(".inflight")]
         except FileNotFoundError:
@@ -327,7 +326,7 @@ class RunFolder:
 
     # crashes.json
     def read_crashes(self) -> dict[str, str]:
-        """The backtests that crashed the process running them, twice (``validation._crashes``): their
+        """The backtests whose compiled code crashed validation's or promotion's process (``validation._crashes``): their
         keys and why. A file that cannot be read is none: a crash it held is found again, at the cost
         of one more."""
         try:

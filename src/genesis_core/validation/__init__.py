@@ -2,7 +2,7 @@
 and proofs that stored results reproduce."""
 
 from genesis_core.validation._config import ValidationConfig, ValidationConstraints, WalkForward, WindowSpec
-from genesis_core.validation._crashes import crash_watch, survived
+from genesis_core.validation._crashes import survived
 from genesis_core.validation._equivalence import Equivalence, check_equivalence, check_trial
 from genesis_core.validation._stats import deflated_sharpe, effective_trials, expected_max_sharpe, pbo
 from genesis_core.validation._validate import (
@@ -27,7 +27,6 @@ __all__ = [
     "WindowSpec",
     "check_equivalence",
     "check_trial",
-    "crash_watch",
     "deflated_sharpe",
     "effective_trials",
     "evaluate_candidate",

@@ -1,16 +1,15 @@
 """Backtests that crash the process running them (a bug in compiled code: a strategy's numba kernel
 reading past an array on some window's bars). Validation, promotion and preflight ran every
 backtest in their own process: such a crash ended ``genesis validate`` with ``Segmentation fault``,
-and the next one at the same place, for ever; the same in preflight ended every ``genesis
-optimize`` and ``genesis sweep`` of the study before the optimizer, which fails such a trial, began.
+and the next one at the same place, for ever; in preflight it ended every ``genesis optimize`` and
+``genesis sweep`` of the study before the optimizer, which fails such a trial, began; in the MCP
+server's tools it ended the server.
 
-Two ways, as each command's files allow. Validation and promotion write the run folder: each
-backtest is said in flight there before its strategy decides (``crash_watch``); the next command
-runs the one a dead process left alone, in a process of its own, and when that ends too, the config
-is refused from then on (``crashes.json``: a window that refuses a candidate lists it apart with
-the reason, a neighbour is left out of its plateau), for the same code on the same bars. Preflight
-writes nothing: it runs in a process of its own, told of each backtest (``survived``), and runs
-again with the one that crashed it refused."""
+Each now runs its backtests in a process of its own, told of each before it runs (``survived``):
+when one crashes that process, the work runs again in a new one with that backtest refused (a
+StrategyError with the reason: a window that refuses a candidate lists it apart with the reason, a
+neighbour is left out of its plateau). Validation and promotion also record it in the run folder
+(``crashes.json``) and refuse it from then on without running it, for the same code on the same bars."""
 
 from __future__ import annotations
 
@@ -26,12 +25,11 @@ from typing import Any, TypeVar
 
 import numpy as np
 import orjson
-from pydantic import ValidationError
 
-from genesis_core.backtest import BacktestConfig, Backtester, Plan
-from genesis_core.errors import REFUSALS, GenesisError, StrategyError, report_crashes
+from genesis_core.backtest import Backtester, Plan
+from genesis_core.errors import GenesisError, StrategyError, report_crashes
 from genesis_core.metrics import max_drawdown
-from genesis_core.optimizer import CRASHES, InFlight, child_context, crash_reason, died_of, quietly
+from genesis_core.optimizer import CRASHES, child_context, crash_reason, died_of, ends_with, quietly
 from genesis_core.plugins import forbidden_why, modules_forbidden
 from genesis_core.records import RunFolder
 
@@ -67,66 +65,13 @@ def _watching(backtester: Backtester, crashes: dict[str, str], said: Said) -> It
         backtester.watch = before
 
 
-def _run(config: BacktestConfig, forbidden: str | None) -> None:
-    """A process of its own's backtest: a refusal is not a crash (validation raises it again itself)."""
-    report_crashes()  # a spawned process starts without it
-    with modules_forbidden(forbidden), contextlib.suppress(*REFUSALS):
-        Backtester().run(config)
-
-
-def _alone(config: BacktestConfig) -> int:
-    """The exit code of a process of its own that runs ``config``."""
-    proc = child_context().Process(target=_run, args=(config, forbidden_why()))
-    quietly(proc.start)
-    proc.join()
-    assert proc.exitcode is not None
-    return proc.exitcode
-
-
-def _earlier(folder: RunFolder, process: str) -> dict[str, str]:
-    """The backtests that dead processes of this machine left in flight in ``folder``, each run alone:
-    those that end that process too (a crash, or memory run out), with why; the files are removed."""
-    crashed = {}
-    for _, left in InFlight.of_the_dead(folder, "backtest"):
-        try:
-            key, config = str(left["key"]), BacktestConfig.model_validate(left["config"])
-        except (KeyError, ValidationError):  # a file this module did not write
-            continue
-        exitcode = _alone(config)
-        if -exitcode in FOR_GOOD:
-            crashed[key] = crash_reason(process, exitcode, THEN)
-    return crashed
-
-
-@contextlib.contextmanager
-def crash_watch(backtester: Backtester, folder: RunFolder, process: str) -> Iterator[None]:
-    """While it is held, ``backtester`` says each backtest it runs in ``folder``'s in-flight file
-    first, and refuses those known to crash; ``process`` names the command in the reason
-    (``validation``, ``promotion``)."""
-    crashed = _earlier(folder, process)
-    if crashed:
-        folder.add_crashes(crashed)
-    in_flight: list[InFlight] = []  # made by the first backtest: a command refused before any leaves the folder as it was
-
-    def said(key: str, body: dict[str, Any]) -> None:
-        if not in_flight:
-            in_flight.append(InFlight(folder.in_flight_path(os.getpid(), "backtest")))
-        in_flight[0].chunk([(0, {"key": key, "config": body})])
-        in_flight[0].at(0)
-
-    try:
-        with _watching(backtester, folder.read_crashes(), said):
-            yield
-    finally:
-        for f in in_flight:
-            f.close()
-
-
-def _serve(conn: Connection, call: Callable[[Backtester], T], crashes: dict[str, str], forbidden: str | None) -> None:
+def _serve(conn: Connection, call: Callable[[Backtester], T], crashes: dict[str, str], forbidden: str | None,
+           parent: int, backtester: Backtester | None) -> None:
     """``survived``'s process: each backtest's key and config sent before it runs, then what ``call``
     returned, or the exception it raised."""
+    ends_with(parent)  # a validation whose caller was killed goes on for no one
     report_crashes()  # a spawned process starts without it
-    bt = Backtester()
+    bt = backtester or Backtester()
     try:
         with modules_forbidden(forbidden), _watching(bt, crashes, lambda key, body: conn.send((key, body))):
             out: Any = ("returned", call(bt))
@@ -146,19 +91,24 @@ def _pickles(exc: BaseException) -> bool:
         return False
 
 
-def survived(call: Callable[[Backtester], T], process: str, at_most: int) -> tuple[T | None, list[tuple[dict[str, Any], str]]]:
-    """``call(backtester)`` run in a process of its own, told of each backtest before it runs. When
-    one crashes that process (or runs it out of memory), ``call`` runs again in a new one, that
+def survived(call: Callable[[Backtester], T], process: str, at_most: int, folder: RunFolder | None = None,
+             backtester: Backtester | None = None) -> tuple[T | None, list[tuple[dict[str, Any], str]]]:
+    """``call(backtester)`` run in a process of its own, told of each backtest before it runs: a fork
+    of this one is given ``backtester`` (its data read already), a spawned one a new Backtester. When
+    a backtest crashes that process (or runs it out of memory), ``call`` runs again in a new one, that
     backtest refused (a StrategyError with the reason, ``process`` named in it), at most ``at_most``
-    times. Returns what ``call`` returned (None after that many crashes) and the crashed backtests'
-    configs (JSON) with their reasons. Another death (a stop signal) is a GenesisError."""
-    crashes: dict[str, str] = {}
+    times. With a run ``folder``, the crashes recorded there are refused from the start, and a crash
+    of compiled code is added to them; a process killed (by the OOM killer, or by hand) refuses its
+    backtest in this call only. Returns what ``call`` returned (None after that many crashes) and the
+    crashed backtests' configs (JSON) with their reasons. Another death (a stop signal) is a GenesisError."""
+    crashes = {} if folder is None else folder.read_crashes()
     crashed: list[tuple[dict[str, Any], str]] = []
     max_drawdown(np.ones(2))  # numba's compiler set up here, by a first kernel load (0.45 s): forked after, each loads its own in ms
     while len(crashed) < at_most:
         ctx = child_context()
         mine, theirs = ctx.Pipe(duplex=False)
-        proc = ctx.Process(target=_serve, args=(theirs, call, crashes, forbidden_why()))
+        given = backtester if ctx.get_start_method() == "fork" else None  # a fork's arguments are not pickled
+        proc = ctx.Process(target=_serve, args=(theirs, call, crashes, forbidden_why(), os.getpid(), given))
         quietly(proc.start)
         theirs.close()
         last, got = None, None
@@ -180,6 +130,9 @@ def survived(call: Callable[[Backtester], T], process: str, at_most: int) -> tup
         assert proc.exitcode is not None
         if last is None or -proc.exitcode not in FOR_GOOD:
             raise GenesisError(f"the {process} process died of {died_of(proc.exitcode)}")
-        crashes[last[0]] = crash_reason(process, proc.exitcode, "refused")
+        lasting = folder is not None and -proc.exitcode in CRASHES
+        crashes[last[0]] = crash_reason(process, proc.exitcode, THEN if lasting else "refused")
+        if folder is not None and lasting:
+            folder.add_crashes({last[0]: crashes[last[0]]})
         crashed.append((last[1], crashes[last[0]]))
     return None, crashed

@@ -10,6 +10,7 @@ artifacts), so ``genesis validate RUN`` works on any finished run without its st
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import Counter
 from collections.abc import Callable
@@ -60,7 +61,7 @@ from genesis_core.records import (
 )
 from genesis_core.scoring import Constraints, Outcome, Scoring, score, violation
 from genesis_core.validation._config import ValidationConfig, WindowSpec
-from genesis_core.validation._crashes import crash_watch
+from genesis_core.validation._crashes import survived
 from genesis_core.validation._stats import deflated_sharpe, effective_trials, pbo
 
 
@@ -392,28 +393,23 @@ def _listed(folder: RunFolder) -> tuple[list[int], list[int], set[str]]:
     return numbers, missing_artifacts(rows, set(numbers)), _configs(rows)
 
 
+VALIDATION_CRASHES = 25  # backtests that crashed validation's process, each then refused and recorded: it stops at this many
+
+
 def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerConfig,
-             backtester: Backtester | None = None, on_read: Callable[[int, int], None] | None = None) -> ValidationReport:
+             on_read: Callable[[int, int], None] | None = None) -> ValidationReport:
     """Validate a finished run's top candidates (with the scoring, explore constraints and search
     space of ``config``, the run's); write and return the report. ``on_read(done, total)`` after
-    each artifact read (a progress bar: a 163,000-point sweep's take 12 s). A backtest that crashed
-    an earlier validation's process is run alone first, and refused if it crashes that too (``crash_watch``)."""
-    bt = backtester or Backtester()
-    with crash_watch(bt, folder, "validation"):
-        return _validate(folder, validation, config, bt, on_read)
-
-
-def _validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerConfig, bt: Backtester,
-              on_read: Callable[[int, int], None] | None) -> ValidationReport:
-    scoring, space = config.scoring, SearchSpace(config)
+    each artifact read (a progress bar: a 163,000-point sweep's take 12 s). The backtests run in a
+    process of its own (``survived``): one that crashes it is refused, and recorded in the run folder
+    so that later validations refuse it without running it."""
     v = validation
     if not v.windows:
         raise ConfigError(f"{folder.path}: its config has no validation windows; add a validation section "
                           "(validation.windows) to the optimizer config and pass it with --config")
     run = folder.read_run()
-    data = run.fixed_config.data
+    bt = Backtester()
     candles = bt.candles(run.fixed_config)
-    market = data_symbol(run.fixed_config, candles) or config.meta.symbol
     for w in v.windows:  # data that does not cover a window would refuse every candidate: said once, before any
         candles.window(w.start, w.end, 0)
     numbers, missing, configs = _listed(folder)
@@ -424,6 +420,22 @@ def _validate(folder: RunFolder, validation: ValidationConfig, config: Optimizer
         trials.append(Explored.of(artifact))
         if on_read is not None:
             on_read(len(trials), len(numbers))
+    report, crashed = survived(functools.partial(_judged, folder, v, config, run, trials, first, missing, configs),
+                               "validation", VALIDATION_CRASHES, folder, bt)
+    if report is None:
+        raise GenesisError(f"{len(crashed)} backtests crashed the validation process, each recorded in {folder.path / 'crashes.json'}: "
+                           "run the same command again to go on (those are refused without being run)")
+    folder.write_validation(report)
+    return report
+
+
+def _judged(folder: RunFolder, v: ValidationConfig, config: OptimizerConfig, run: RunRecord, trials: list[Explored],
+            first: TrialArtifact | None, missing: list[int], configs: set[str], bt: Backtester) -> ValidationReport:
+    """The report: the candidates among ``trials`` re-run on the windows, and the run's overfitting."""
+    scoring, space = config.scoring, SearchSpace(config)
+    data = run.fixed_config.data
+    candles = bt.candles(run.fixed_config)
+    market = data_symbol(run.fixed_config, candles) or config.meta.symbol
     candidates, refused = [], []
     eligible, left_out = _eligible(trials, v.constraints.include_scoring_failures)
     for t in map(folder.read_trial, eligible[:v.top_n]):
@@ -473,5 +485,4 @@ def _validate(folder: RunFolder, validation: ValidationConfig, config: Optimizer
                                  tried_alike(folder, others, first.window.first_bar, first.window.last_bar, configs) if first
                                  else Alike([], [])),
     )
-    folder.write_validation(report)
     return report
