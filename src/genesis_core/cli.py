@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from functools import wraps
 from pathlib import Path
@@ -70,6 +71,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 # what a disk says when a file cannot be written however the command is given: full, over quota, a
 # file too large, failing, read-only
+BAR_REDRAW_SECONDS = 0.1  # a count bar (``_count_bar``) is redrawn at most this often
 _DISK_ERRORS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EIO, errno.EROFS})
 # a path given that cannot be written as asked: a file where a folder is needed, a folder given as a
 # file, no permission, a folder no file can be made in (/proc). They ended in tracebacks (`--out` a
@@ -1325,10 +1327,21 @@ def _count_bar(what: str, show: bool) -> Iterator[Callable[[int, int], None] | N
         return
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    # drawn from this thread: with a thread of its own to redraw it, validate's process spawned, not forked, the process
+    # that runs its backtests (``child_context``), 2.5 s more a validation; off a terminal it drew nothing but a blank line
     with Progress(TextColumn(f"[bold]{what}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), console=err,
-                  transient=True, disable=not err.is_terminal) as bar:  # off a terminal it drew nothing but a blank line
+                  transient=True, disable=not err.is_terminal, auto_refresh=False) as bar:
         task = bar.add_task(what, total=None)
-        yield lambda done, total: bar.update(task, completed=done, total=max(total, done))
+        drawn = 0.0
+
+        def update(done: int, total: int) -> None:
+            nonlocal drawn
+            now = time.monotonic()
+            redraw = now - drawn >= BAR_REDRAW_SECONDS or done >= total
+            bar.update(task, completed=done, total=max(total, done), refresh=redraw)
+            drawn = now if redraw else drawn
+
+        yield update
 
 
 def _print_fetched(fetched: Fetched, as_json: bool, verb: str) -> None:

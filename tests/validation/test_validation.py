@@ -688,6 +688,27 @@ def test_a_candidate_that_crashes_validation_s_process_on_a_window_is_refused_an
     assert again.model_dump(exclude={"created"}) == report.model_dump(exclude={"created"})
 
 
+def test_validate_s_bar_on_a_terminal_leaves_it_forking_the_process_that_runs_its_backtests(monkeypatch):
+    """`genesis validate` on a terminal drew its bar of artifacts read from a thread of its own, so
+    the process that runs its backtests was spawned (everything imported again, 2.5 s more a
+    validation) where a fork takes milliseconds. The bar is now drawn from the command's thread."""
+    import io
+
+    from rich.console import Console
+
+    from genesis_core import cli
+    from genesis_core.optimizer import child_context
+
+    screen = io.StringIO()
+    monkeypatch.setattr(cli, "err", Console(file=screen, force_terminal=True, width=100))
+    with cli._count_bar("artifacts read", True) as bar:
+        assert bar is not None
+        for done in range(1, 4):
+            bar(done, 3)
+        assert child_context().get_start_method() == "fork"
+    assert "artifacts read" in screen.getvalue() and "3/3" in screen.getvalue()
+
+
 def test_a_window_on_the_bars_a_candidate_was_fitted_on_is_not_out_of_sample_and_no_candidate_passes_on_it(fresh_run):
     """`genesis validate RUN --config OTHER` with a window that shares two months with the explore
     window, or lies in the bundled model's training span (2018-06..2021-12; preflight, which refuses
