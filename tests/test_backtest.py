@@ -537,3 +537,22 @@ def test_a_backtest_stopped_by_a_signal_says_what_became_of_each_file_and_leaves
     assert again.returncode == 0, again.stderr
     assert json.loads(out.read_text())["metrics"]["num_trades"] == len(trades.read_text().splitlines()) - 1 > 0
     assert page.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_candles_read_once_a_process_are_named_as_each_config_names_their_file(monkeypatch, tmp_path):
+    """A file's candles are read once a process; they kept the first config's name for it, so a
+    later config that named the same file otherwise (an MCP server's next call, a walk-forward's
+    fold) had its preflight data check, and its errors, name it as the first had. Each spelling now
+    keeps its own name; the bars are the same bars."""
+    from genesis_core.preflight import preflight_file
+    from tests.optimizer.test_accounting import _crashing_config
+    from tests.validation.test_preflight import _by_name
+
+    monkeypatch.chdir(BTC_FILE.parents[1])
+    absolute, relative = str(BTC_FILE), str(BTC_FILE.relative_to(BTC_FILE.parents[1]))
+    for cache in (None, tmp_path / "cache"):
+        named = {p: Backtester(cache).candles(build_config({"data": {"path": p}})) for p in (relative, absolute, relative)}
+        assert {p: c.source for p, c in named.items()} == {absolute: absolute, relative: relative}
+        assert named[absolute].fingerprint == named[relative].fingerprint
+    path = _crashing_config(tmp_path, "none", (10, 20))  # its data: the absolute path
+    assert _by_name(preflight_file(path))["data"].detail.startswith(f"{absolute}: 49,724 bars ")

@@ -576,7 +576,8 @@ def _loaded(path: str, timeframe: str | None, cache: Path | None) -> Candles:
         key = (str(files[0].resolve()), timeframe, *((s.st_mtime_ns, s.st_size, s.st_ino) for s in stats))
     except OSError:
         return load_candles(path, timeframe)  # let the loader say what is wrong
-    if key not in _LOADED:
+    named = (path, *key)  # each spelling of the file keeps its own: candles name it (``source``) in checks and errors
+    if named not in _LOADED:
         if len(_LOADED) >= 8:
             _LOADED.pop(next(iter(_LOADED)))
         file = None if cache is None else cache / "candles" / f"{fingerprint([*map(str, key), code_version()])[:32]}.npz"
@@ -585,8 +586,8 @@ def _loaded(path: str, timeframe: str | None, cache: Path | None) -> Candles:
             candles = load_candles(path, timeframe)
             if file is not None and all(time.time() - s.st_mtime > SETTLED_SECONDS for s in stats):
                 cache_candles(candles, file)
-        _LOADED[key] = candles
-    return _LOADED[key]
+        _LOADED[named] = candles
+    return _LOADED[named]
 
 
 def _trim(cache: Path) -> None:
