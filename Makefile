@@ -18,7 +18,7 @@ $(RUNTIME): pyproject.toml
 	touch $(RUNTIME)
 
 $(DEV): $(RUNTIME)
-	@echo "== adding the test and benchmark tools to $(VENV): pytest, ruff, mypy, backtesting.py, vectorbt (first time only)"
+	@echo "== adding the test and benchmark tools to $(VENV): pytest (and xdist), ruff, mypy, backtesting.py, vectorbt (first time only)"
 	$(BIN)/python -m pip install --progress-bar on -e '.[dev]'
 	touch $(DEV)
 
@@ -33,10 +33,11 @@ lint: $(DEV)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# pytest in a process a core, each given whole files (their module fixtures made once): one process kept one core of two busy
 test: lint
 	$(ENSURE_POSTGRES)
 	$(ENSURE_CHROMIUM)
-	$(BIN)/python -m pytest -q --durations=15
+	$(BIN)/python -m pytest -q -n auto --dist loadfile --durations=15
 
 bench: $(DEV)
 	$(ENSURE_POSTGRES)
