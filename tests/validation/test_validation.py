@@ -688,6 +688,27 @@ def test_a_candidate_that_crashes_validation_s_process_on_a_window_is_refused_an
     assert again.model_dump(exclude={"created"}) == report.model_dump(exclude={"created"})
 
 
+def test_a_validation_that_meets_its_crash_limit_stops_saying_so_and_the_next_goes_on(tmp_path, monkeypatch):
+    """At its crash limit a validation stops, writing no report, and says the crashes are recorded
+    and to run it again: the next refuses them without running them and validates the rest."""
+    from genesis_core.validation import _validate
+
+    run_dir, points = _swept_with_a_bug_on_2023(tmp_path, "crashes on 2023")
+    monkeypatch.setattr(_validate, "VALIDATION_CRASHES", 1)
+    stopped = genesis("validate", str(run_dir))
+    assert stopped.returncode == 1 and " ".join(stopped.stderr.split()) == (
+        f"error: 1 backtests crashed the validation process, each recorded in {run_dir / 'crashes.json'}: run the same "
+        "command again to go on (those are refused without being run)"), stopped.stderr
+    assert not (run_dir / "validation.json").exists()
+    assert list(json.loads((run_dir / "crashes.json").read_text()).values()) == [CRASHED.format("validation")]
+    monkeypatch.undo()
+    done = genesis("validate", str(run_dir))
+    assert done.returncode == 0, done.stdout
+    report = ValidationReport.model_validate_json((run_dir / "validation.json").read_text())
+    assert [(r.params, r.reason) for r in report.refused] == [(points[1], CRASHED.format("validation"))]
+    assert sorted(c.params["period"] for c in report.candidates) == [10, 40]
+
+
 def test_validate_s_bar_on_a_terminal_leaves_it_forking_the_process_that_runs_its_backtests(monkeypatch):
     """`genesis validate` on a terminal drew its bar of artifacts read from a thread of its own, so
     the process that runs its backtests was spawned (everything imported again, 2.5 s more a

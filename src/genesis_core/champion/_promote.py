@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 
 from genesis_core.backtest import BacktestConfig, Backtester, build_config, data_file
 from genesis_core.champion._config import PromotionConfig
-from genesis_core.errors import ConfigError, GenesisError
+from genesis_core.errors import ConfigError
 from genesis_core.fingerprint import code_version, differences
 from genesis_core.metrics import compounded
 from genesis_core.optimizer import OptimizerConfig
@@ -113,11 +113,9 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
             return Decision(False, reason)
         artifact = folder.read_trial(candidate.trial)
         validation = ValidationConfig.model_validate(report.validation)
-        gates, crashed = survived(functools.partial(_rerun, folder, artifact, candidate, current, validation, config, promotion),
-                                  "promotion", PROMOTION_CRASHES, folder)
-        if gates is None:
-            raise GenesisError(f"{len(crashed)} backtests crashed the promotion process, each recorded in "
-                               f"{folder.path / 'crashes.json'}: run the same command again to go on (those are refused without being run)")
+        gates = survived(functools.partial(_rerun, folder, artifact, candidate, current, validation, config, promotion),
+                         "promotion", PROMOTION_CRASHES, folder)[0]
+        assert gates is not None  # given a folder, survived raises at its last crash
         alike = tried_alike(folder, market_runs(folder, config.meta.symbol, config.meta.timeframe), candidate.explore.first_bar,
                             candidate.explore.last_bar)
         gates += _overfit(report, candidate, promotion, alike)

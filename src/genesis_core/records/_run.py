@@ -325,12 +325,16 @@ class RunFolder:
         return [int(pid) for pid in (n[len(prefix):-len(".inflight")] for n in names) if pid.isdigit()]
 
     # crashes.json
+    @property
+    def crashes_path(self) -> Path:
+        return self._at(CRASHES_FILE)
+
     def read_crashes(self) -> dict[str, str]:
         """The backtests whose compiled code crashed validation's or promotion's process (``validation._crashes``): their
         keys and why. A file that cannot be read is none: a crash it held is found again, at the cost
         of one more."""
         try:
-            crashes = orjson.loads(self._at(CRASHES_FILE).read_bytes())
+            crashes = orjson.loads(self.crashes_path.read_bytes())
         except (OSError, ValueError):
             return {}
         return {k: v for k, v in crashes.items() if isinstance(v, str)} if isinstance(crashes, dict) else {}

@@ -99,8 +99,9 @@ def survived(call: Callable[[Backtester], T], process: str, at_most: int, folder
     backtest refused (a StrategyError with the reason, ``process`` named in it), at most ``at_most``
     times. With a run ``folder``, the crashes recorded there are refused from the start, and a crash
     of compiled code is added to them; a process killed (by the OOM killer, or by hand) refuses its
-    backtest in this call only. Returns what ``call`` returned (None after that many crashes) and the
-    crashed backtests' configs (JSON) with their reasons. Another death (a stop signal) is a GenesisError."""
+    backtest in this call only. Returns what ``call`` returned (None after that many crashes, a
+    GenesisError with a ``folder``) and the crashed backtests' configs (JSON) with their reasons.
+    Another death (a stop signal) is a GenesisError."""
     crashes = {} if folder is None else folder.read_crashes()
     crashed: list[tuple[dict[str, Any], str]] = []
     max_drawdown(np.ones(2))  # numba's compiler set up here, by a first kernel load (0.45 s): forked after, each loads its own in ms
@@ -135,4 +136,7 @@ def survived(call: Callable[[Backtester], T], process: str, at_most: int, folder
         if folder is not None and lasting:
             folder.add_crashes({last[0]: crashes[last[0]]})
         crashed.append((last[1], crashes[last[0]]))
+    if folder is not None:
+        raise GenesisError(f"{at_most} backtests crashed the {process} process, each recorded in {folder.crashes_path}: "
+                           "run the same command again to go on (those are refused without being run)")
     return None, crashed
