@@ -91,8 +91,8 @@ def test_data_of_another_market_fails_unless_allowed_and_then_is_recorded(tmp_pa
     base = tmp_path / "declared.yaml"
     base.write_text((ROOT / "configs" / "reference.yaml").read_text().replace("symbol: BTCUSD", "symbol: ETHUSD"))
     contradicted = write_config(tmp_path, "c.yaml", meta={"base_config": str(base), "data": None})
-    assert _checks(contradicted)["market"].detail == (f"data.symbol ETHUSD but {BTC_FILE} says it holds BTC/USD: declare "
-                                                      "data.symbol BTC/USD, or use a file of ETHUSD")
+    assert _checks(contradicted)["market"].detail == (  # the file named as the base config writes it
+        f"data.symbol ETHUSD but data/{BTC_FILE.name} says it holds BTC/USD: declare data.symbol BTC/USD, or use a file of ETHUSD")
     bare = tmp_path / "bare.csv.gz"  # a CSV that declares no market: the base config's data.symbol says it
     shutil.copyfile(BTC_FILE, bare)
     base.write_text(base.read_text().replace("data/BTCUSD_1h_bitfinex.csv.gz", str(bare)))
