@@ -67,4 +67,3 @@ def _features_a_test_registers_are_forgotten():
     if _store._REGISTRY != before:
         _store._REGISTRY.clear()
         _store._REGISTRY.update(before)
-        _store._feature_code.cache_clear()

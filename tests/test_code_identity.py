@@ -136,6 +136,43 @@ def test_an_edit_to_a_module_a_one_file_strategy_imports_blocks_resume_and_is_ne
     assert trial_b["metrics"]["total_fees"] < trial_a["metrics"]["total_fees"] / 2  # traded at a fifth the size
 
 
+def test_a_strategy_edited_under_a_long_lived_process_is_refused_until_reloaded_then_is_other_code(tmp_path, monkeypatch):
+    """A user's source was hashed once a process. After an edit, a notebook that reloaded the module
+    resumed its study and recorded the new code's trials as the old code's; one that did not, or an
+    MCP server, resumed running the old code, while a process it started for a trial imported the
+    new. Now a run refuses an edit its process does not run, naming the file; after a reload the
+    study is the new code's, as after an edit between two commands: resume is blocked, and a new
+    study measures every trial again."""
+    import importlib
+
+    import pytest
+
+    from genesis_core.errors import ConfigError
+    from genesis_core.optimizer import ResumeBlocked
+    from tests.runs import optimize
+
+    monkeypatch.syspath_prepend(str(tmp_path))
+    _package(tmp_path, 0.5)
+    try:
+        assert optimize(_study(tmp_path, "a", 6))["cache"]["total_trials"] == 6
+        trial_a = json.loads((tmp_path / "results" / "runs" / "a" / "trials" / "000000.json").read_text())
+        _package(tmp_path, 0.1)  # the user edits the size of their strategy
+        with pytest.raises(ConfigError, match=f"^{tmp_path / 'userplug' / 'strategy.py'} was edited after this process "
+                                              "imported it: "):
+            optimize(_study(tmp_path, "a", 8))
+        importlib.reload(sys.modules["userplug.strategy"])  # as IPython's %autoreload does
+        with pytest.raises(ResumeBlocked, match="code: the code changed"):
+            optimize(_study(tmp_path, "a", 8))
+        fresh = optimize(_study(tmp_path, "b", 6))
+        assert fresh["cache"]["reused_from_other_studies"] == 0
+        trial_b = json.loads((tmp_path / "results" / "runs" / "b" / "trials" / "000000.json").read_text())
+        assert trial_b["params"] == trial_a["params"] and trial_b["code_version"] != trial_a["code_version"]
+        assert trial_b["metrics"]["total_fees"] < trial_a["metrics"]["total_fees"] / 2  # traded at a fifth the size
+    finally:
+        for name in [n for n in sys.modules if n.partition(".")[0] == "userplug"]:
+            del sys.modules[name]
+
+
 def test_an_edited_user_feature_is_computed_again_not_read_from_the_disk_cache(tmp_path):
     _package(tmp_path, 0.5)
     (tmp_path / "bt.yaml").write_text(yaml.safe_dump({

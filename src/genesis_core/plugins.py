@@ -103,15 +103,58 @@ def describe(obj: Any) -> str:
     return "None" if obj is None else f"a {type(obj).__name__}"
 
 
+# each user source file hashed in this process: the sha256 of its bytes then, and the spec of the module
+# loaded from it (None if none was), which a reload replaces: ``check_user_code`` tells an edit the
+# process runs (reloaded, or not imported) from one it does not
+_HASHED: dict[str, tuple[str, Any]] = {}
+
+
 @functools.cache
 def _source_tree(root: str) -> str:
-    """sha256 of the Python source at ``root``: a file, or every .py file under a folder (once a process)."""
+    """sha256 of the Python source at ``root``: a file, or every .py file under a folder (once a
+    process, until ``check_user_code`` finds it edited)."""
     path = Path(root)
     h = hashlib.sha256()
+    loaded = _loaded_specs(root)
     for file in sorted(path.rglob("*.py")) if path.is_dir() else [path]:
         h.update(file.relative_to(path).as_posix().encode() if path.is_dir() else file.name.encode())
-        h.update(file.read_bytes())
+        body = file.read_bytes()
+        h.update(body)
+        _HASHED[str(file)] = (hashlib.sha256(body).hexdigest(), loaded.get(str(file)))
     return h.hexdigest()
+
+
+def _loaded_specs(root: str) -> dict[str, Any]:
+    """The modules of this process loaded from files at ``root``: their files and specs."""
+    files = ((getattr(m, "__file__", None), m) for m in list(sys.modules.values()))
+    return {file: m.__spec__ for file, m in files if isinstance(file, str) and file.startswith(root)}
+
+
+def check_user_code() -> None:
+    """Said as a run starts. A user's source is hashed once a process, so after an edit a notebook
+    (the module reloaded) or an MCP server (the module as it was, and a process it starts for a
+    trial importing the new one) resumed the study and recorded new results as the old code's.
+    Now an edited file whose module this process still runs as it was imported is a ConfigError;
+    any other edit is hashed again."""
+    edited = []
+    for file, (digest, spec) in _HASHED.items():
+        try:
+            now = hashlib.sha256(Path(file).read_bytes()).hexdigest()
+        except OSError:
+            now = None
+        if now != digest:
+            edited.append((file, spec))
+    if not edited:
+        return
+    stale = [file for file, spec in edited if spec is not None and _loaded_specs(file).get(file) is spec]
+    if stale:
+        raise ConfigError(f"{stale[0]} was edited after this process imported it: this process would run the code as it "
+                          "was, and a process it starts the code on disk, with no telling their results apart. Restart this "
+                          "process (an MCP server, a notebook's kernel) or reload the module (importlib.reload, IPython's "
+                          "%autoreload)")
+    _HASHED.clear()
+    for cached in (_source_tree, _user_source, _imported_tops):
+        cached.cache_clear()
 
 
 def plugin_source(obj: Any) -> tuple[str, str] | None:

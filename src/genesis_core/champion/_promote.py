@@ -28,6 +28,7 @@ from genesis_core.errors import ConfigError
 from genesis_core.fingerprint import code_version, differences
 from genesis_core.metrics import compounded
 from genesis_core.optimizer import OptimizerConfig
+from genesis_core.plugins import check_user_code
 from genesis_core.records import (
     Candidate,
     ChampionData,
@@ -96,6 +97,7 @@ def promote(folder: RunFolder, config: OptimizerConfig, promotion: PromotionConf
     the decision is recorded in the history either way. The gates' backtests run in a process of
     their own (``survived``): one that crashes it is refused (a champion that cannot be re-run on
     the new windows has no score to beat), and recorded in the run folder."""
+    check_user_code()
     run = folder.read_run()
     report = folder.read_validation()
     store = store_for(folder, config)

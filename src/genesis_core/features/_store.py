@@ -91,9 +91,8 @@ def warmup_bars(spec: str, base_seconds: int) -> int:
     return _REGISTRY[name].warmup(base_seconds, *args)
 
 
-@functools.cache
 def _feature_code(name: str) -> str:
-    return code_fingerprint(_REGISTRY[name].compute)
+    return code_fingerprint(_REGISTRY[name].compute)  # not cached: a user's feature edited and reloaded is other code
 
 
 def feature_names() -> dict[str, str]:

@@ -31,7 +31,7 @@ from genesis_core.optimizer._samplers import (
 )
 from genesis_core.optimizer._space import SearchSpace
 from genesis_core.optimizer._storage import RunFiles, default_storage_url, redact, shares_files, trial_count
-from genesis_core.plugins import code_fingerprint, plugin_source
+from genesis_core.plugins import check_user_code, code_fingerprint, plugin_source
 from genesis_core.records import RunFolder
 from genesis_core.scoring import score_function
 from genesis_core.strategy import get_strategy
@@ -155,6 +155,7 @@ class StudySpec:
 def study_spec(config: OptimizerConfig, champion: dict[str, Any] | None, storage: str | None = None) -> StudySpec:
     """The spec of ``config``'s study; ``champion`` is the current champion's params (merged into
     the base config unless ``meta.skip_champion_merge``). Everything is checked before anything is written."""
+    check_user_code()
     m = config.meta
     data: dict[str, Any] = {"start": m.sample_start, "end": m.sample_end}
     if m.data is not None:  # another file: the base config's data.symbol spoke of its own

@@ -36,6 +36,7 @@ from genesis_core.errors import REFUSALS, ConfigError, DataError, GenesisError
 from genesis_core.fingerprint import code_version, fingerprint
 from genesis_core.metrics import bar_returns
 from genesis_core.optimizer import OptimizerConfig, SearchSpace
+from genesis_core.plugins import check_user_code
 from genesis_core.records import (
     BacktestLook,
     Candidate,
@@ -403,6 +404,7 @@ def validate(folder: RunFolder, validation: ValidationConfig, config: OptimizerC
     each artifact read (a progress bar: a 163,000-point sweep's take 12 s). The backtests run in a
     process of its own (``survived``): one that crashes it is refused, and recorded in the run folder
     so that later validations refuse it without running it."""
+    check_user_code()
     v = validation
     if not v.windows:
         raise ConfigError(f"{folder.path}: its config has no validation windows; add a validation section "
