@@ -543,7 +543,7 @@ def test_candles_read_once_a_process_are_named_as_each_config_names_their_file(m
     """A file's candles are read once a process; they kept the first config's name for it, so a
     later config that named the same file otherwise (an MCP server's next call, a walk-forward's
     fold) had its preflight data check, and its errors, name it as the first had. Each spelling now
-    keeps its own name; the bars are the same bars."""
+    keeps its own name, on the same arrays."""
     from genesis_core.preflight import preflight_file
     from tests.optimizer.test_accounting import _crashing_config
     from tests.validation.test_preflight import _by_name
@@ -554,5 +554,6 @@ def test_candles_read_once_a_process_are_named_as_each_config_names_their_file(m
         named = {p: Backtester(cache).candles(build_config({"data": {"path": p}})) for p in (relative, absolute, relative)}
         assert {p: c.source for p, c in named.items()} == {absolute: absolute, relative: relative}
         assert named[absolute].fingerprint == named[relative].fingerprint
+        assert named[absolute].close is named[relative].close  # the file read once a process, not once a name
     path = _crashing_config(tmp_path, "none", (10, 20))  # its data: the absolute path
     assert _by_name(preflight_file(path))["data"].detail.startswith(f"{absolute}: 49,724 bars ")

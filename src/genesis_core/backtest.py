@@ -8,6 +8,7 @@ into the effective configuration.
 from __future__ import annotations
 
 import ctypes
+import dataclasses
 import functools
 import os
 import signal
@@ -580,14 +581,23 @@ def _loaded(path: str, timeframe: str | None, cache: Path | None) -> Candles:
     if named not in _LOADED:
         if len(_LOADED) >= 8:
             _LOADED.pop(next(iter(_LOADED)))
-        file = None if cache is None else cache / "candles" / f"{fingerprint([*map(str, key), code_version()])[:32]}.npz"
-        candles = None if file is None else cached_candles(file, str(files[0]))
-        if candles is None:
-            candles = load_candles(path, timeframe)
-            if file is not None and all(time.time() - s.st_mtime > SETTLED_SECONDS for s in stats):
-                cache_candles(candles, file)
-        _LOADED[named] = candles
+        read = next((c for k, c in _LOADED.items() if k[1:] == key), None)  # the file, under another name
+        if read is not None:
+            _LOADED[named] = dataclasses.replace(read, source=path)  # its arrays: read once a process
+        else:
+            _LOADED[named] = _read(path, timeframe, cache, key, stats)
     return _LOADED[named]
+
+
+def _read(path: str, timeframe: str | None, cache: Path | None, key: tuple[Any, ...], stats: list[os.stat_result]) -> Candles:
+    """The candles of ``path`` from the ``cache`` folder, or parsed (and kept there once settled)."""
+    file = None if cache is None else cache / "candles" / f"{fingerprint([*map(str, key), code_version()])[:32]}.npz"
+    candles = None if file is None else cached_candles(file, str(Path(path)))
+    if candles is None:
+        candles = load_candles(path, timeframe)
+        if file is not None and all(time.time() - s.st_mtime > SETTLED_SECONDS for s in stats):
+            cache_candles(candles, file)
+    return candles
 
 
 def _trim(cache: Path) -> None:
