@@ -1058,6 +1058,36 @@ def test_a_worker_process_that_crashes_fails_its_trial_with_the_signal_and_the_o
     assert f"warning: {note}" in " ".join(run.stderr.split())
 
 
+def test_a_worker_process_that_crashes_after_finishing_trials_is_replaced_and_the_workers_complete_the_run(tmp_path):
+    """With free-running workers, a worker process that crashed on a trial (its parameters, a region
+    of the space its compiled code mishandles) left the run to the others for good: one fewer at
+    each crash, down to the main process alone. Now a new one takes its place, and so on at each
+    crash; one that crashed on its first trial is not replaced (the test above)."""
+    import subprocess
+    import sys
+
+    from tests.optimizer.test_optimizer import ROOT
+
+    path = _crashing_config(tmp_path, "crashes in a worker process's third trial", tuple(range(10, 40)), parallel="free",
+                            n_workers=2, stop={"max_trials": 12})
+    run = subprocess.run([sys.executable, "-m", "genesis_core", "optimize", str(path), "--skip-preflight"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0 and _crash_dump(run.stderr), run.stderr[-2000:]
+    rows = _trials({"run_dir": tmp_path / "results" / "runs" / "t"})
+    crashed = [r for r in rows if "SIGSEGV" in r["fail_reason"]]
+    assert [r["state"] for r in rows].count("COMPLETE") == 12
+    assert all(r["fail_reason"] == "its worker process died of SIGSEGV (Segmentation fault) evaluating it: a crash of compiled "
+               "code (a strategy's, a feature's or a library's), not queued again" for r in crashed)
+    assert all(r in crashed or r["fail_reason"] == "not evaluated: the study's 12 trials were taken by other workers"
+               for r in rows if r["state"] == "FAIL")
+    # each worker process crashes on its third trial, after two: the first one's replacement did so too, and so on
+    assert len(crashed) >= 2, [(r["state"], r["fail_reason"]) for r in rows]
+    session = json.loads((tmp_path / "results" / "runs" / "t" / "run.json").read_text())["sessions"][-1]
+    notes = [n for n in session["notes"] if n.startswith("worker process")]
+    assert len(notes) == len(crashed) == len(session["failed_workers"]) and len({n.split()[2] for n in notes}) == len(notes)
+    assert all(n.endswith("; where, Python's faulthandler wrote to stderr; a new worker process took its place") for n in notes[:-1])
+
+
 def test_a_measuring_process_that_crashes_fails_its_trial_and_another_takes_its_place(tmp_path):
     """A seeded two-worker run measures each batch's first trial in a measuring process: one that
     segfaulted ended the run with click's `Aborted.` (its pipe's EOFError), its records never

@@ -18,6 +18,7 @@ from genesis_core.features import FeatureStore
 from genesis_core.strategy import Decisions, Strategy, StrategyTrace
 
 _2023 = 1672531200  # 2023-01-01T00:00:00Z
+_DECIDED: dict[int, int] = {}  # windows each process decided (by pid: a forked child starts from none)
 
 
 class MisbehavingParams(StrictModel):
@@ -56,11 +57,14 @@ class Misbehaving(Strategy):
             os.write(1, b"a kernel's printf\n")
         if params.bug == "exits":
             sys.exit(3)  # a script's habit: it ended the whole run, every trial before it unrecorded
+        decided = _DECIDED[os.getpid()] = _DECIDED.get(os.getpid(), 0) + 1
+        worker = multiprocessing.parent_process() is not None
         if (params.bug == "crashes at period 17" and params.period == 17) or (
-                params.bug == "crashes in a worker process" and multiprocessing.parent_process() is not None) or (
+                params.bug == "crashes in a worker process" and worker) or (
+                params.bug == "crashes in a worker process's third trial" and worker and decided == 3) or (
                 params.bug == "crashes on 2023" and c.timestamps[-1] >= _2023):
             ctypes.string_at(0)  # as compiled code with a bug does (numba checks no bounds): it reads address 0, SIGSEGV
-        if params.bug == "crashes in a worker process":
+        if params.bug.startswith("crashes in a worker process"):
             time.sleep(0.2)  # the main process, slow, leaves the first trials to the others
         signal = {"peeks at the next bar": np.append(c.close[1:], c.close[-1]) - c.close,  # the bar after each: shift(-1)
                   "the window's mean": c.close - c.close[start:].mean(),  # a statistic of bars to come

@@ -7,6 +7,7 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
+import socket
 import sys
 import threading
 import time
@@ -129,20 +130,39 @@ def _join(procs: Sequence[multiprocessing.process.BaseProcess], worker: Worker) 
                     os.kill(p.pid, worker.interrupted)
 
 
-def _crashed(procs: Sequence[multiprocessing.process.BaseProcess], optuna_study: optuna.Study, said: set[int]) -> list[str]:
+WORKERS_REPLACED = 100  # crashed worker processes a session starts again at most (a strategy that crashes that often needs mending)
+
+
+def _crashed(procs: Sequence[multiprocessing.process.BaseProcess], optuna_study: optuna.Study, said: set[int],
+             replace: Callable[[], None] | None = None) -> list[str]:
     """A note for each worker process a crash signal ended (not said before: ``said``), whose trial
-    in flight is failed for good (``fail_crashed``): queued again, this process would run it next."""
+    in flight is failed for good (``fail_crashed``): queued again, this process would run it next.
+    With ``replace``, one that finished a trial before is started again by it: a free worker that
+    crashed left the run to the others for good, one fewer at each crash of a region of the space,
+    down to this process alone. One that crashed on its first trial is not (a crash of any worker
+    process's, which a new one would repeat), nor one past ``WORKERS_REPLACED`` of the session."""
     notes = []
-    for p in procs:
+    for p in list(procs):
         if p.pid is None or p.pid in said or p.exitcode is None or -p.exitcode not in CRASHES:
             continue
         said.add(p.pid)
         numbers = fail_crashed(optuna_study, p.pid, p.exitcode)
+        again = replace is not None and len(said) <= WORKERS_REPLACED and _finished_in(optuna_study, p.pid) > 0
+        if replace is not None and again:
+            replace()
         died = f"worker process {p.pid} died of {died_of(p.exitcode)}"
         notes.append(died + (f" evaluating trial(s) {numbers}, failed with that reason and not queued again (the same "
                              "parameters would crash a worker again)" if numbers else "") +
-                     "; where, Python's faulthandler wrote to stderr; the other workers went on")
+                     "; where, Python's faulthandler wrote to stderr; " +
+                     ("a new worker process took its place" if again else "the other workers went on"))
     return notes
+
+
+def _finished_in(optuna_study: optuna.Study, pid: int) -> int:
+    """The trials that worker process ``pid`` of this machine finished (complete or pruned)."""
+    host = socket.gethostname()
+    return sum(1 for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+               if isinstance(w := t.user_attrs.get("worker"), dict) and w.get("pid") == pid and w.get("host") == host)
 
 
 def _start_all(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:
@@ -260,15 +280,26 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
     worker = Worker(spec, max_trials, first, session=(cache, plan.slot), storage=storage)
     progress = None if on_progress is None else _reporter(optuna_study, plan.remaining, on_progress)
 
+    lost: StorageUnavailable | None = None
+    crashed: set[int] = set()  # worker processes whose crash was said (``_crashed``)
+    replaced = 0
+
+    def replace() -> None:
+        """A worker process in a crashed one's place, with a sampler seed of its own and the time left."""
+        nonlocal replaced
+        left = None if timeout is None else max(0.0, timeout - (clock() - started))
+        procs.append(ctx.Process(target=_worker_process, args=(spec, max_trials, left, os.getcwd(), first + n_procs + replaced)))
+        replaced += 1
+        quietly(procs[-1].start)
+
     def report(force: bool = False) -> None:
         if progress is not None:
             progress(force)
         why = None if options.stop_asked is None or worker.interrupted is not None else options.stop_asked()
         if why is not None:  # the trials in flight finish; worker processes are passed the signal (_join)
             worker.interrupted, worker.stopped_reason = signal.SIGINT, why
-
-    lost: StorageUnavailable | None = None
-    crashed: set[int] = set()  # worker processes whose crash was said (``_crashed``)
+        if procs and worker.interrupted is None and worker.stopped_reason is None:
+            notes.extend(_crashed(procs, optuna_study, crashed, replace))
     # both through the records below: a second Ctrl-C cannot cut them short, and the heap is frozen
     # before the workers fork (thawed after the records): a forked worker's first full collection
     # then leaves what it inherited alone, instead of touching every object and so copying every page
@@ -287,8 +318,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
                 if _timed_out(started, timeout, clock) or worker.interrupted is not None or worker.stopped_reason:
                     break
                 _join(procs, worker)
-                crashes = _crashed(procs, optuna_study, crashed)
-                notes += crashes
+                notes += _crashed(procs, optuna_study, crashed)
                 if max_trials is not None and evaluated(optuna_study) < max_trials:
                     _await_orphans(optuna_study, cfg.meta.storage_retry_seconds)
                 orphans = recover_stale_trials(optuna_study, cfg.meta.stale_trial_seconds, cfg.meta.storage_retry_seconds)
@@ -296,7 +326,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
                     notes.append(f"{len(orphans.queued)} trial(s) orphaned during the run (a lost connection) were failed and "
                                  f"queued again: {orphans.queued}")
                 notes += orphans.dropped_notes()
-                if max_trials is None or evaluated(optuna_study) >= max_trials or not (orphans.queued or crashes):
+                if max_trials is None or evaluated(optuna_study) >= max_trials or not (orphans.queued or crashed):
                     break  # else this process runs another round: a crashed worker's trial had held a place in the budget
         except StorageUnavailable as exc:
             lost = exc  # the workers meet the same database: wait for them, then say it once
@@ -322,7 +352,7 @@ def _run_session(spec: StudySpec, optuna_study: optuna.Study, options: RunOption
             signal=None if worker.interrupted is None else signal.Signals(worker.interrupted).name,
             stopped_reason=worker.stopped_reason, widened=worker.widened, notes=notes,
             failed_workers=[p.exitcode for p in procs if p.exitcode not in (0, None) and worker.interrupted is None],
-            preflight=options.preflight, slot=plan.slot, sampler_seeds=spec.sampler_seeds(first, n_procs),
+            preflight=options.preflight, slot=plan.slot, sampler_seeds=spec.sampler_seeds(first, n_procs + replaced),
         )
         return record_results(spec, optuna_study, session)
 
