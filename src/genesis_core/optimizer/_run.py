@@ -147,9 +147,10 @@ def _crashed(procs: Sequence[multiprocessing.process.BaseProcess], optuna_study:
             continue
         said.add(p.pid)
         numbers = fail_crashed(optuna_study, p.pid, p.exitcode)
-        again = replace is not None and len(said) <= WORKERS_REPLACED and _finished_in(optuna_study, p.pid) > 0
-        if replace is not None and again:
+        again = False
+        if replace is not None and len(said) <= WORKERS_REPLACED and _finished_in(optuna_study, p.pid) > 0:
             replace()
+            again = True
         died = f"worker process {p.pid} died of {died_of(p.exitcode)}"
         notes.append(died + (f" evaluating trial(s) {numbers}, failed with that reason and not queued again (the same "
                              "parameters would crash a worker again)" if numbers else "") +
