@@ -11,6 +11,7 @@ import os
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Callable, Collection, Iterable, Iterator
 from functools import wraps
@@ -1274,10 +1275,15 @@ def storage_dashboard(
         import optuna_dashboard
     except ImportError:
         raise ConfigError("optuna-dashboard is not installed: pip install 'genesis-core[fleet]'") from None
+    from wsgiref.simple_server import make_server
+
     err.print(f"optuna-dashboard for {redact(storage)} at http://{host}:{port}/ ; Ctrl-C stops it", soft_wrap=True)
-    with _interruptible() as received:
-        with contextlib.suppress(KeyboardInterrupt):  # the dashboard's server may catch it and return
-            optuna_dashboard.run_server(open_storage(storage), host=host, port=port)
+    # served here, as optuna_dashboard.run_server serves it, but stopped by its loop: a KeyboardInterrupt raised while
+    # it answered a request (a browser's page polls every few seconds) was taken for that request's error, and the
+    # dashboard served on, deaf to Ctrl-C and SIGTERM
+    with make_server(host, port, optuna_dashboard.wsgi(open_storage(storage))) as httpd:
+        with _interruptible(then=lambda: threading.Thread(target=httpd.shutdown, daemon=True).start()) as received:
+            httpd.serve_forever()
     if received:
         raise typer.Exit(128 + received[0])
 
@@ -1424,9 +1430,9 @@ def _identity(path: Path) -> tuple[int, int, int] | None:
 
 
 @contextlib.contextmanager
-def _interruptible(deaf_once_stopped: bool = False) -> Iterator[list[int]]:
-    """Ctrl-C and SIGTERM raise KeyboardInterrupt here, whatever the process inherited (a shell's
-    background job starts with SIGINT ignored); yields the signals received. With
+def _interruptible(deaf_once_stopped: bool = False, then: Callable[[], None] | None = None) -> Iterator[list[int]]:
+    """Ctrl-C and SIGTERM raise KeyboardInterrupt here (or call ``then``), whatever the process
+    inherited (a shell's background job starts with SIGINT ignored); yields the signals received. With
     ``deaf_once_stopped`` the first one also makes the process ignore the next ones for good: a
     second Ctrl-C in its last lines would end it with a traceback, and one in the interpreter's
     teardown (signals back to their defaults) would kill it by SIGINT, instead of the stop's own
@@ -1438,7 +1444,9 @@ def _interruptible(deaf_once_stopped: bool = False) -> Iterator[list[int]]:
         if deaf_once_stopped:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(sig, signal.SIG_IGN)
-        raise KeyboardInterrupt
+        if then is None:
+            raise KeyboardInterrupt
+        then()
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:

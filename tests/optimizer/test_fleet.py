@@ -185,10 +185,55 @@ def test_the_dashboard_shows_a_journal_on_postgresql_study_live(tmp_path, postgr
         proc.send_signal(signal.SIGTERM)
         try:
             _, err = proc.communicate(timeout=30)
-        except subprocess.TimeoutExpired:  # once in a parallel suite: where it hung, by faulthandler's stacks on SIGABRT
+        except subprocess.TimeoutExpired:  # where it hangs, by faulthandler's stacks on SIGABRT (a signal lost in a request did so)
             proc.send_signal(signal.SIGABRT)
             raise AssertionError(f"the dashboard outlived SIGTERM by 30 s:\n{proc.communicate(timeout=30)[1][-6000:]}") from None
     assert proc.returncode == 143 and "optuna-dashboard for journal+postgresql://" in err, err
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_the_dashboard_stops_on_a_signal_while_it_answers_requests(tmp_path, sig):
+    """A signal that came while the dashboard answered a request (a browser's page polls every few
+    seconds) raised KeyboardInterrupt inside the request, which the server took for that request's
+    error: the dashboard served on, deaf to Ctrl-C and SIGTERM (5 of 5 tries hung). Now it ends,
+    with exit 128 + the signal, after the request in flight."""
+    import threading
+    import urllib.request
+
+    url = f"journal:///{tmp_path / 'optuna.journal'}"
+    study = optuna.create_study(study_name="watched", storage=open_storage(url), direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=50)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "storage", "dashboard", "--storage", url, "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    answered, stop = [], threading.Event()
+
+    def browser() -> None:  # as many pages polling as it takes to keep a request in flight
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies/0", timeout=5) as response:
+                    answered.append(len(json.loads(response.read())["trials"]))
+
+    pages = [threading.Thread(target=browser) for _ in range(4)]
+    try:
+        for page in pages:
+            page.start()
+        deadline = time.monotonic() + 60
+        while len(answered) < 20:
+            assert time.monotonic() < deadline and proc.poll() is None, proc.communicate()
+            time.sleep(0.05)
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=30)
+    finally:
+        stop.set()
+        for page in pages:
+            page.join()
+        if proc.poll() is None:
+            proc.kill()
+    assert set(answered) == {50}
+    assert proc.returncode == 128 + sig and err.startswith(f"optuna-dashboard for {url} at http://127.0.0.1:{port}/"), err[-2000:]
 
 
 def _writer(url: str, names: list[str], k: int) -> None:
