@@ -154,19 +154,25 @@ def test_a_proxy_that_does_not_answer_is_one_clear_error_before_anything_runs(tm
     assert code == 2 and "a gRPC proxy serves a database server's study" in output, output
 
 
+def _dashboard(url: str, trials: int) -> tuple[optuna.Study, subprocess.Popen[str], int]:
+    """A study of ``trials`` trials at ``url``, and `genesis storage dashboard` over it on a free port."""
+    study = optuna.create_study(study_name="watched", storage=open_storage(url), direction="maximize")
+    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=trials)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "storage", "dashboard", "--storage", url, "--port", str(port)],
+                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    return study, proc, port
+
+
 def test_the_dashboard_shows_a_journal_on_postgresql_study_live(tmp_path, postgres_url):
     """`genesis storage dashboard`: optuna-dashboard over the storage Genesis-Core opens (a
     journal+postgresql study, which `optuna-dashboard URL` cannot open), stopped by SIGTERM."""
     import urllib.request
 
     url = "journal+" + postgres_url
-    study = optuna.create_study(study_name="watched", storage=open_storage(url), direction="maximize")
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=5)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "storage", "dashboard", "--storage", url, "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    study, proc, port = _dashboard(url, 5)
     try:
         deadline = time.monotonic() + 60
         while True:
@@ -201,13 +207,7 @@ def test_the_dashboard_stops_on_a_signal_while_it_answers_requests(tmp_path, sig
     import urllib.request
 
     url = f"journal:///{tmp_path / 'optuna.journal'}"
-    study = optuna.create_study(study_name="watched", storage=open_storage(url), direction="maximize")
-    study.optimize(lambda t: t.suggest_float("x", 0, 1), n_trials=50)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen([sys.executable, "-m", "genesis_core", "storage", "dashboard", "--storage", url, "--port", str(port)],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    _, proc, port = _dashboard(url, 50)
     answered, stop = [], threading.Event()
 
     def browser() -> None:  # as many pages polling as it takes to keep a request in flight
