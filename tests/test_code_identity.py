@@ -173,6 +173,37 @@ def test_a_strategy_edited_under_a_long_lived_process_is_refused_until_reloaded_
             del sys.modules[name]
 
 
+def test_genesis_core_s_own_source_changed_under_a_process_that_lives_on_stops_its_next_run(tmp_path):
+    """Genesis-Core's source is hashed once a process: upgraded or edited under a running MCP server
+    or notebook, the next run signed its study with the old hash while the processes it starts for
+    trials imported the new code. Now the run stops first, saying to restart. (On a copy of the
+    package: the one installed here is shared with the tests running beside this one.)"""
+    import shutil
+
+    copy = tmp_path / "src" / "genesis_core"
+    shutil.copytree(ROOT / "src" / "genesis_core", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    path = _study(tmp_path, "a", 3, strategy="sma_cross")
+    script = f"""
+import genesis_core, pathlib
+from genesis_core.study import load_study_config
+assert genesis_core.__file__ == {str(copy / "__init__.py")!r}, genesis_core.__file__
+cfg = load_study_config({str(path)!r})
+cfg.spec()
+edited = pathlib.Path(genesis_core.__file__).parent / "metrics" / "__init__.py"
+edited.write_text(edited.read_text() + "# an upgrade")
+try:
+    cfg.spec()
+except Exception as exc:
+    print(type(exc).__name__, exc)
+"""
+    run = subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONPATH": str(copy.parent)}, capture_output=True,
+                         text=True, timeout=300)
+    assert run.returncode == 0 and run.stdout == (
+        f"ConfigError Genesis-Core's source in {copy} changed after this process imported it (an upgrade, an edit): this "
+        "process would run the code as it was, and a process it starts the code on disk, with no telling their results "
+        "apart. Restart this process (an MCP server, a notebook's kernel)\n"), run.stdout + run.stderr
+
+
 def test_an_edited_user_feature_is_computed_again_not_read_from_the_disk_cache(tmp_path):
     _package(tmp_path, 0.5)
     (tmp_path / "bt.yaml").write_text(yaml.safe_dump({

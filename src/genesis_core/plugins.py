@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from genesis_core.errors import ConfigError, clip
-from genesis_core.fingerprint import code_version, fingerprint
+from genesis_core.fingerprint import code_version, fingerprint, package_source
 
 _forbidden: ContextVar[str | None] = ContextVar("genesis_modules_forbidden", default=None)  # why, when forbidden
 
@@ -135,7 +135,13 @@ def check_user_code() -> None:
     (the module reloaded) or an MCP server (the module as it was, and a process it starts for a
     trial importing the new one) resumed the study and recorded new results as the old code's.
     Now an edited file whose module this process still runs as it was imported is a ConfigError;
-    any other edit is hashed again."""
+    any other edit is hashed again. So is Genesis-Core's own source changed under the process (an
+    upgrade, an edit), which no reload brings in."""
+    if package_source() != code_version():
+        raise ConfigError(f"Genesis-Core's source in {Path(__file__).parent} changed after this process imported it (an "
+                          f"upgrade, an edit): this process would run the code as it was, and a process it starts the "
+                          "code on disk, with no telling their results apart. Restart this process (an MCP server, a "
+                          "notebook's kernel)")
     edited = []
     for file, (digest, spec) in _HASHED.items():
         try:
