@@ -107,6 +107,8 @@ def describe(obj: Any) -> str:
 # loaded from it (None if none was), which a reload replaces: ``check_user_code`` tells an edit the
 # process runs (reloaded, or not imported) from one it does not
 _HASHED: dict[str, tuple[str, Any]] = {}
+_STALE = ("this process would run the code as it was, and a process it starts the code on disk, with no telling their "
+          "results apart. Restart this process (an MCP server, a notebook's kernel)")  # why ``check_user_code`` stops a run
 
 
 @functools.cache
@@ -137,11 +139,11 @@ def check_user_code() -> None:
     Now an edited file whose module this process still runs as it was imported is a ConfigError;
     any other edit is hashed again. So is Genesis-Core's own source changed under the process (an
     upgrade, an edit), which no reload brings in."""
-    if package_source() != code_version():
+    if not code_version.cache_info().currsize:
+        code_version()  # the first run of this process: its hash taken now, against which the next runs' are checked
+    elif package_source() != code_version():
         raise ConfigError(f"Genesis-Core's source in {Path(__file__).parent} changed after this process imported it (an "
-                          f"upgrade, an edit): this process would run the code as it was, and a process it starts the "
-                          "code on disk, with no telling their results apart. Restart this process (an MCP server, a "
-                          "notebook's kernel)")
+                          f"upgrade, an edit): {_STALE}")
     edited = []
     for file, (digest, spec) in _HASHED.items():
         try:
@@ -154,10 +156,8 @@ def check_user_code() -> None:
         return
     stale = [file for file, spec in edited if spec is not None and _loaded_specs(file).get(file) is spec]
     if stale:
-        raise ConfigError(f"{stale[0]} was edited after this process imported it: this process would run the code as it "
-                          "was, and a process it starts the code on disk, with no telling their results apart. Restart this "
-                          "process (an MCP server, a notebook's kernel) or reload the module (importlib.reload, IPython's "
-                          "%autoreload)")
+        raise ConfigError(f"{stale[0]} was edited after this process imported it: {_STALE} or reload the module "
+                          "(importlib.reload, IPython's %autoreload)")
     _HASHED.clear()
     for cached in (_source_tree, _user_source, _imported_tops):
         cached.cache_clear()
