@@ -7,7 +7,6 @@ import multiprocessing
 import multiprocessing.process
 import os
 import signal
-import socket
 import sys
 import threading
 import time
@@ -33,6 +32,7 @@ from genesis_core.optimizer._storage import (
     check_clock,
     died_of,
     fail_crashed,
+    finished_in,
     open_storage,
     orphan_age,
     read_now,
@@ -148,7 +148,7 @@ def _crashed(procs: Sequence[multiprocessing.process.BaseProcess], optuna_study:
         said.add(p.pid)
         numbers = fail_crashed(optuna_study, p.pid, p.exitcode)
         again = False
-        if replace is not None and len(said) <= WORKERS_REPLACED and _finished_in(optuna_study, p.pid) > 0:
+        if replace is not None and len(said) <= WORKERS_REPLACED and finished_in(optuna_study, p.pid) > 0:
             replace()
             again = True
         died = f"worker process {p.pid} died of {died_of(p.exitcode)}"
@@ -157,13 +157,6 @@ def _crashed(procs: Sequence[multiprocessing.process.BaseProcess], optuna_study:
                      "; where, Python's faulthandler wrote to stderr; " +
                      ("a new worker process took its place" if again else "the other workers went on"))
     return notes
-
-
-def _finished_in(optuna_study: optuna.Study, pid: int) -> int:
-    """The trials that worker process ``pid`` of this machine finished (complete or pruned)."""
-    host = socket.gethostname()
-    return sum(1 for t in optuna_study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
-               if isinstance(w := t.user_attrs.get("worker"), dict) and w.get("pid") == pid and w.get("host") == host)
 
 
 def _start_all(procs: Sequence[multiprocessing.process.BaseProcess]) -> None:

@@ -1191,11 +1191,21 @@ def fail_crashed(study: optuna.Study, pid: int, exitcode: int) -> list[int]:
     read_now(study)
     crashed = []
     for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        worker = t.user_attrs.get("worker")
-        if isinstance(worker, dict) and worker.get("host") == socket.gethostname() and worker.get("pid") == pid:
-            if _fail(study, t, crash_reason("worker", exitcode)):
-                crashed.append(t.number)
+        if _ran_in(t, pid) and _fail(study, t, crash_reason("worker", exitcode)):
+            crashed.append(t.number)
     return crashed
+
+
+def finished_in(study: optuna.Study, pid: int) -> int:
+    """The trials that worker process ``pid`` of this machine finished (complete or pruned)."""
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    return sum(1 for t in study.get_trials(deepcopy=False, states=done) if _ran_in(t, pid))
+
+
+def _ran_in(trial: optuna.trial.FrozenTrial, pid: int) -> bool:
+    """Whether ``trial`` ran in process ``pid`` of this machine (its ``worker`` attribute)."""
+    worker = trial.user_attrs.get("worker")
+    return isinstance(worker, dict) and worker.get("host") == socket.gethostname() and worker.get("pid") == pid
 
 
 def _fail(study: optuna.Study, trial: optuna.trial.FrozenTrial, why: str) -> bool:
