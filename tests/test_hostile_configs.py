@@ -209,6 +209,30 @@ def test_non_finite_numbers_are_refused_naming_the_key(tmp_path, value):
     _refused_in_one_line(genesis("optimize", str(opt)), "constraints.max_drawdown: NaN and infinity")
 
 
+def test_an_integer_past_64_bits_is_refused_naming_the_key_and_the_largest_runs_as_written(tmp_path):
+    """A 31-digit ``max_bars_held`` ended `genesis backtest` in numba's TypingError ("Int value is
+    too large") with a 60-line traceback, and a space reaching past 2**63 ended preflight in
+    orjson's "Integer exceeds 64-bit range" (its crash record's key), as it would a sweep's batch."""
+    reference = yaml.safe_load((ROOT / "configs" / "reference.yaml").read_text())
+    reference["data"]["path"] = str(ROOT / reference["data"]["path"])
+    reference["data"].update(start="2022-01-01", end="2022-06-30")
+    path = tmp_path / "big.yaml"
+    path.write_text(yaml.safe_dump(reference).replace("max_bars_held: 24", f"max_bars_held: {10**30}"))
+    key = f"params.exits.max_bars_held: {10**30} is past the 64-bit integers Genesis-Core computes with"
+    with pytest.raises(ConfigError, match=f"big.yaml: {key}"):
+        read_config_file(path)
+    _refused_in_one_line(genesis("backtest", "-c", str(path)), f"big.yaml: {key}")
+    with pytest.raises(ConfigError, match=f"^invalid configuration: {key}"):  # data from a program or an assistant: no file
+        build_config(reference, overrides={"params": {"exits": {"max_bars_held": 10**30}}})
+    opt = write_config(tmp_path, parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 2**63}})
+    _refused_in_one_line(genesis("optimize", str(opt)), f"parameters.exits.max_bars_held.high: {2**63} is past the 64-bit")
+    path.write_text(yaml.safe_dump(reference).replace("max_bars_held: 24", f"max_bars_held: {2**63 - 1}"))
+    held = build_config(reference, overrides={"params": {"exits": {"max_bars_held": 10**6}}})  # longer than the window
+    from genesis_core.backtest import Backtester
+
+    assert Backtester().run(build_config(read_config_file(path))).metrics == Backtester().run(held).metrics
+
+
 def test_alias_bombs_and_huge_files_are_refused(tmp_path):
     laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))
