@@ -211,6 +211,33 @@ def test_validate_cli_writes_the_report_and_a_table(fresh_run):
     _shows_every_figure_whole(proc.stdout, ValidationReport.model_validate(report), 120, piped=True)
 
 
+def test_another_machine_of_a_fleet_re_runs_every_trial_and_validates_them_to_the_last_digit(fresh_run):
+    """A fleet's machines differ in CPU, and so in how NumPy computes exp, log and powers (the SIMD
+    path it finds), glibc's libm (its FMA variants), OpenBLAS (its kernels) and numba (the CPU it
+    compiles for): here a process told to compute as a plain x86-64 would. Its re-runs of every
+    trial and its validation report must be this machine's to the last digit. They were not: the
+    report's skewness (``z**3``), mean correlation and effective trials (np.corrcoef's BLAS)."""
+    from numpy._core._multiarray_umath import __cpu_dispatch__, __cpu_features__
+
+    plain = {**os.environ, "NPY_DISABLE_CPU_FEATURES": " ".join(f for f in __cpu_dispatch__ if __cpu_features__.get(f)),
+             "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA,-AVX512F", "OPENBLAS_CORETYPE": "Prescott", "NUMBA_CPU_NAME": "generic"}
+    exp = "import hashlib, numpy as np; print(hashlib.sha256(np.exp(np.linspace(-30, 30, 100_001)).tobytes()).hexdigest())"
+    if plain["NPY_DISABLE_CPU_FEATURES"]:  # else NumPy found no SIMD extension here: this machine is a plain one
+        assert (subprocess.run([sys.executable, "-c", exp], capture_output=True, text=True, env=plain).stdout
+                != subprocess.run([sys.executable, "-c", exp], capture_output=True, text=True).stdout)  # another machine indeed
+
+    def there(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "genesis_core", *args], cwd=ROOT, capture_output=True, text=True,
+                              timeout=300, env=plain)
+
+    evaluated = len(evaluated_trials(fresh_run))
+    reruns = there("check-equivalence", str(fresh_run))
+    assert reruns.returncode == 0 and f"{evaluated} of {evaluated} identical" in reruns.stdout, reruns.stdout + reruns.stderr
+    here = json.loads((fresh_run / "validation.json").read_text())
+    assert there("validate", str(fresh_run)).returncode == 0
+    assert {**json.loads((fresh_run / "validation.json").read_text()), "created": None} == {**here, "created": None}
+
+
 def _shows_every_figure_whole(text: str, report: ValidationReport, width: int, piped: bool = False) -> None:
     """Every window's figures and every failed constraint in full in ``text``, no line wider than
     ``width`` and nothing cut short (a column of reasons showed ``min_pro…`` in 120 columns, and
