@@ -233,6 +233,26 @@ def test_an_integer_past_64_bits_is_refused_naming_the_key_and_the_largest_runs_
     assert Backtester().run(build_config(read_config_file(path))).metrics == Backtester().run(held).metrics
 
 
+def test_a_run_whose_time_is_up_before_its_first_trial_says_so_and_its_study_goes_on(tmp_path):
+    """A session that ran no trial wrote trials.csv as an empty line, which its own end then read
+    as 'line 1 names no number column: not a trials table' (exit 2), as did `runs show`, `report`
+    and `validate` of the run until a later session ran a trial."""
+    from genesis_core.records import RunFolder
+
+    proc = genesis("optimize", str(write_config(tmp_path, meta={"stop": {"max_trials": 6, "timeout_seconds": 0.001}})))
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert ("error: the study has no evaluated trial (none ran: the run's time (meta.stop: timeout_seconds or end_at) was up "
+            "before its first); nothing to validate or promote") in said, said
+    run = tmp_path / "results" / "runs" / "t"
+    assert RunFolder(run).read_trials_table() == [] and (run / "trials.csv").read_text().startswith("number,state,")
+    shown = genesis("runs", "show", str(run))
+    assert shown.returncode == 0 and "0 trials" in shown.stdout, shown.stdout + shown.stderr
+    assert genesis("report", str(run)).returncode == 0 and (run / "report.html").exists()
+    later = optimize(write_config(tmp_path, meta={"stop": {"max_trials": 6}}))
+    assert later["cache"]["total_trials"] == 6 and len(RunFolder(run).read_trials_table()) == 6
+
+
 def test_alias_bombs_and_huge_files_are_refused(tmp_path):
     laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
         f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True))

@@ -522,7 +522,9 @@ def optimize(
     if not as_json and summary.promotion is not None:
         p = summary.promotion
         out.print(("[green]promoted[/]: " if p.promoted else "[yellow]not promoted[/]: ") + p.reason)
-    _exit_if_none_evaluated(e.states, "every trial failed: see the warning above")
+    # a study of no trial at all ran out of time before its first (a Ctrl-C exits above)
+    _exit_if_none_evaluated(e.states, "every trial failed: see the warning above" if any(e.states.values()) else
+                            "none ran: the run's time (meta.stop: timeout_seconds or end_at) was up before its first")
 
 
 @app.command()

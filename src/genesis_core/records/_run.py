@@ -346,7 +346,9 @@ class RunFolder:
     # trials.csv
     def write_trials_table(self, cells: list[dict[str, Any]]) -> None:
         """Rows as ``TrialRow.cells`` makes them."""
-        columns = list(dict.fromkeys(k for c in cells for k in c))  # each once, in the order first seen
+        # each once, in the order first seen; a session that ran no trial (its time out before the first) the header
+        # alone, as a table its readers know: an empty line was 'not a trials table' to the session's own end
+        columns = list(dict.fromkeys(k for c in cells for k in c)) or list(TrialRow(number=0, state="").to_csv())
         buf = io.StringIO()
         writer = csv.writer(buf)  # DictWriter's per-row check for unknown keys cannot fail here: 0.1 s of 10,000 rows
         writer.writerow(columns)
