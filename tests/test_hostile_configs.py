@@ -236,7 +236,8 @@ def test_an_integer_past_64_bits_is_refused_naming_the_key_and_the_largest_runs_
 def test_a_run_whose_time_is_up_before_its_first_trial_says_so_and_its_study_goes_on(tmp_path):
     """A session that ran no trial wrote trials.csv as an empty line, which its own end then read
     as 'line 1 names no number column: not a trials table' (exit 2), as did `runs show`, `report`
-    and `validate` of the run until a later session ran a trial."""
+    and `validate` of the run until a later session ran a trial; `backtest --trial` said its
+    trials were '0..-1'."""
     from genesis_core.records import RunFolder
 
     proc = genesis("optimize", str(write_config(tmp_path, meta={"stop": {"max_trials": 6, "timeout_seconds": 0.001}})))
@@ -249,6 +250,7 @@ def test_a_run_whose_time_is_up_before_its_first_trial_says_so_and_its_study_goe
     shown = genesis("runs", "show", str(run))
     assert shown.returncode == 0 and "0 trials" in shown.stdout, shown.stdout + shown.stderr
     assert genesis("report", str(run)).returncode == 0 and (run / "report.html").exists()
+    _refused_in_one_line(genesis("backtest", "--trial", f"{run}:0"), "has no trial 0 (it has none yet)")  # not "0..-1"
     later = optimize(write_config(tmp_path, meta={"stop": {"max_trials": 6}}))
     assert later["cache"]["total_trials"] == 6 and len(RunFolder(run).read_trials_table()) == 6
 

@@ -452,7 +452,7 @@ def _trial_artifact(ref: str, results_dir: Path, storage: str | None = None) -> 
     if not folder.has_trial(n):
         rows = {r.number: r for r in folder.read_trials_table()}
         if n not in rows:
-            raise ConfigError(f"run {run} has no trial {n} (its trials are 0..{max(rows, default=-1)})")
+            raise ConfigError(f"run {run} has no trial {n} " + (f"(its trials are 0..{max(rows)})" if rows else "(it has none yet)"))
         row = rows[n]
         hint = f"; it repeats trial {row.cache_reused_from}: use {run}:{row.cache_reused_from}" if row.cache_reused_from is not None \
             else f" (state {row.state}{', ' + row.fail_reason if row.fail_reason else ''})"
