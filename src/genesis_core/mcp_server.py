@@ -135,7 +135,7 @@ class Genesis:
         folder = RunFolder(inside(self.results / "runs", run), within=self.results)
         if not folder.exists():
             raise RequestError(f"{run!r} is a walk-forward: see show_walk_forward" if folder.is_walk_forward()
-                               else f"no run {run!r} (see list_runs)")
+                               else folder.unended() or f"no run {run!r} (see list_runs)")
         return folder
 
     def walk_forward(self, name: str) -> RunFolder:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from pathlib import Path
 
@@ -15,7 +16,7 @@ from genesis_core.optimizer import RunOptions
 from genesis_core.optimizer._storage import _CACHE, ClaimExpired, ScoreCache, cache_url, make_engine
 from genesis_core.optimizer._worker import process_context
 from tests.optimizer.test_optimizer import _trials, write_config
-from tests.runs import ctrl_c_until_it_ends, genesis_killed_after, optimize, validate
+from tests.runs import ctrl_c_until_it_ends, genesis_apart, genesis_killed_after, optimize, validate
 from tests.validation.conftest import validated_config
 
 
@@ -771,6 +772,30 @@ def test_kill_9_after_a_tell_whose_cache_entry_was_held_then_resume_writes_it_fr
     assert again and all(t.user_attrs["cached"] is True and t.user_attrs["cache_reused"] == 4
                          and t.user_attrs["production_score"] == trials[4].user_attrs["production_score"] for t in again)
 
+
+
+def test_a_first_session_killed_or_still_running_is_said_so_by_the_commands_that_read_its_run(tmp_path):
+    """Its folder holds trial artifacts and no run.json yet (a session writes it as it ends): `runs
+    show`, `validate` and `report` said 'no run at ...', as of a name mistyped, while the user could
+    see its trials there (an hour into a first long run, or after a kill)."""
+    path = write_config(tmp_path, meta={"stop": {"max_trials": 12}, "n_workers": 1, "sampler": {"name": "random", "kwargs": {"seed": 5}}},
+                        parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 30, "step": 6},
+                                    "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "step": 0.5}})
+    killed = genesis_killed_after("optuna.study._optimize:_tell_with_warning", 5, "optimize", str(path), "--skip-preflight")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    run = tmp_path / "results" / "runs" / "t"
+    done = len(list((run / "trials").glob("*.json")))
+    assert done >= 1 and not (run / "run.json").exists()
+    for command in ("runs show", "validate", "report"):
+        proc = genesis_apart(*command.split(), str(run))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert " ".join(proc.stderr.split()) == (
+            f"error: {run} has no run.json yet: its first session writes it as it ends, and is still running (its {done} "
+            "trial artifacts so far are in trials/) or was stopped before its end (the same genesis optimize or sweep goes on "
+            "from its trials and writes it)"), command
+    optimize(path)
+    shown = genesis_apart("runs", "show", str(run))
+    assert shown.returncode == 0 and len(_trials({"run_dir": str(run)})) == 12, shown.stderr
 
 _FULL_DISK = """
 import os, resource, signal, sys

@@ -217,9 +217,13 @@ class RunFolder:
         """A run given as a folder or as a study name under ``<results_dir>/runs``; with
         ``walk_forward``, a walk-forward's folder (``<study>-walk-forward``) too."""
         names = (RUN_FILE, WALK_FORWARD_FILE) if walk_forward else (RUN_FILE,)
-        for candidate in (Path(run), Path(results_dir) / "runs" / str(run)):
-            if any((candidate / name).exists() for name in names):
-                return cls(candidate)
+        candidates = [cls(Path(run)), cls(Path(results_dir) / "runs" / str(run))]
+        for candidate in candidates:
+            if any((candidate.path / name).exists() for name in names):
+                return candidate
+        for candidate in candidates:
+            if (unended := candidate.unended()) is not None:
+                raise ConfigError(unended)
         raise ConfigError(f"no run at {run} (looked for {' or '.join(names)} there and under {results_dir}/runs/)")
 
     def fold(self, run_dir: str) -> RunFolder:
@@ -240,6 +244,17 @@ class RunFolder:
 
     def exists(self) -> bool:
         return self._at(RUN_FILE).exists()
+
+    def unended(self) -> str | None:
+        """What to say of a run folder that holds trial artifacts but no run.json (a first session
+        writes it as it ends), where 'no run' had the user look for a run they could see was there."""
+        trials = self._at("trials")
+        if self.exists() or not trials.is_dir():
+            return None
+        done = sum(1 for p in trials.iterdir() if p.suffix == ".json")
+        return (f"{self.path} has no run.json yet: its first session writes it as it ends, and is still running (its {done:,} "
+                "trial artifacts so far are in trials/) or was stopped before its end (the same genesis optimize or sweep "
+                "goes on from its trials and writes it)")
 
     # run.json
     def read_run(self) -> RunRecord:
