@@ -528,6 +528,18 @@ def test_more_bad_rows_are_counted(tmp_path):
         load_candles(_write(tmp_path, f))
 
 
+def test_a_link_to_no_file_is_said_to_be_one_not_a_file_not_found_beside_a_listing_that_holds_it(tmp_path):
+    """A data folder linked to a disk not mounted, or a loop of links: 'data file not found: x.csv;
+    <folder> holds x.csv, ...'."""
+    (tmp_path / "btc.csv").symlink_to(tmp_path / "gone" / "btc.csv")
+    (tmp_path / "a.csv").symlink_to("b.csv")
+    (tmp_path / "b.csv").symlink_to("a.csv")
+    for name, target in (("btc.csv", tmp_path / "gone" / "btc.csv"), ("a.csv", "b.csv")):
+        with pytest.raises(DataError) as refused:
+            load_candles(tmp_path / name)
+        assert str(refused.value) == f"{tmp_path / name}: a link to {target}, where there is no file (moved, not mounted, or a loop of links)"
+
+
 def test_missing_file_and_unknown_type(tmp_path, monkeypatch):
     with pytest.raises(DataError, match="not found"):
         load_candles(tmp_path / "nope.csv")

@@ -8,6 +8,7 @@ import contextlib
 import gzip
 import io
 import json
+import os
 import re
 import zipfile
 import zlib
@@ -164,6 +165,8 @@ def _read_frame(path: Path, notes: list[str]) -> tuple[pd.DataFrame, int, bool]:
     import pyarrow.ipc as ipc
     import pyarrow.parquet as pq
 
+    if path.is_symlink() and not path.exists():  # "not found" beside a listing that held it
+        raise DataError(f"{path}: a link to {os.readlink(path)}, where there is no file (moved, not mounted, or a loop of links)")
     if not path.exists():  # a relative path is read from where genesis runs, not from the config's folder: say where
         raise DataError(f"data file not found: {path}{not_found_where(str(path))} (candles from an exchange: `genesis data download`)" + _beside(path))
     kind = not_a_file(path.stat().st_mode)  # a pipe waited for a writer for ever; /dev/zero was read until memory ran out
