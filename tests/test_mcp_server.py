@@ -6,6 +6,7 @@ import asyncio
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -173,6 +174,17 @@ def test_stdio_serves_every_read_tool_and_refuses_escapes(served):
             assert [len(p) for p in pages] == [5, 5, 5, 1]
             assert [r["number"] for p in pages for r in p] == list(range(16))
             assert "limit within 1..200" in _error(await client.call_tool("query_trials", {"run": "t", "limit": 5000}))["message"]
+
+            unended = served / "results" / "runs" / "unended"  # a first session's folder before its end: "no run 'unended'" was said
+            (unended / "trials").mkdir(parents=True)
+            (unended / "trials" / "000000.json").write_text("{}")
+            try:
+                said = _error(await client.call_tool("show_run", {"run": "unended"}))["message"]
+            finally:
+                shutil.rmtree(unended)
+            assert said.endswith("unended has no run.json yet: its first session writes it as it ends, and is still running (its 1 "
+                                 "trial artifacts so far are in trials/) or was stopped before its end (the same genesis optimize "
+                                 "or sweep goes on from its trials and writes it)"), said
 
     asyncio.run(main())
 
