@@ -103,7 +103,6 @@ def test_kill_9_of_the_whole_process_group_then_resume_gives_exactly_the_budget(
     journal holds a trial's writes until its tell), and run.json agrees with the study."""
     import os
     import random
-    import signal
     import subprocess
     import sys
     import time
@@ -201,7 +200,6 @@ def _two_workers_past(tmp_path: Path, trials: int):
 def test_sigterm_is_handled_like_ctrl_c_and_every_process_is_reaped(tmp_path):
     """What a scheduler or `docker stop` sends, to the main process only: trials in flight finish, the
     artifacts are written, the resume command is printed, exit 143, and nothing of the run is left."""
-    import signal
 
     proc = _two_workers_past(tmp_path, 30)
     proc.send_signal(signal.SIGTERM)
@@ -221,7 +219,6 @@ def test_ctrl_c_to_the_whole_group_while_workers_start_prints_no_traceback(tmp_p
     Ctrl-C in the milliseconds the workers start can be lost (see optimizer._run._quietly); a user
     presses again, and so does this test, once a second."""
     import os
-    import signal
     import subprocess
     import time
 
@@ -276,7 +273,6 @@ def test_a_process_killed_while_appending_to_the_journal_leaves_nothing_to_wait_
     """Killed while it held the journal's append lock (and, for a plain Optuna process, its lock
     file left behind): the next run neither waits (Optuna would, 30 s in silence) nor says anything."""
     import os
-    import signal
     import subprocess
     import sys
 
@@ -308,7 +304,6 @@ def test_a_process_killed_while_writing_to_the_score_cache_leaves_nothing_to_wai
     holds it, and goes on the moment that process is killed; one killed in the middle of a write
     transaction leaves neither the lock nor its uncommitted rows, and the next run does its trials
     at once, every one cached."""
-    import signal
     import subprocess
     import sys
     import threading
@@ -667,7 +662,6 @@ def test_a_trial_whose_cache_entry_was_written_and_tell_was_not_is_retried_as_it
     The resume fails the trial and queues its parameters again; the retry must hold the result as
     the study's own evaluation (not a duplicate of a failed trial, which no ranking would see), and
     every evaluated parameter set once."""
-    import signal
 
     from genesis_core.optimizer._storage import CacheEntry
     from genesis_core.records import RunFolder
@@ -706,7 +700,6 @@ def test_a_stop_signal_leaves_only_the_clis_process_deaf_to_the_next():
     set in place of its own handler (restored first, a press in between ended the process by SIGINT);
     a library caller gets its handlers back, and so does everyone when no signal came."""
     import os
-    import signal
 
     from genesis_core.optimizer._worker import stopping_on_signals
 
@@ -727,22 +720,23 @@ def test_a_stop_signal_leaves_only_the_clis_process_deaf_to_the_next():
             signal.signal(sig, handler)
 
 
+# a space of 5 x 3 points: a random sampler's first trials are mostly distinct, its later ones duplicates
+FIFTEEN_POINTS = {"exits.max_bars_held": {"type": "int", "low": 6, "high": 30, "step": 6},
+                  "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "step": 0.5}}
+
+
 def test_kill_9_after_a_tell_whose_cache_entry_was_held_then_resume_writes_it_from_the_artifact(tmp_path):
     """A worker holds a trial's cache entry for its next claim's transaction: kill -9 right after
     the tell leaves a told trial whose key is claimed and never stored. The resume writes that entry
     from the trial's artifact, the very one an uninterrupted run stores (same JSON), so duplicates of
     the trial are answered from it at once (a claim left running would make them wait until it is
     stale, then measure it again), and no parameter set is evaluated twice."""
-    import signal
-
-    from tests.optimizer.test_optimizer import write_config
 
     def config(folder: Path) -> Path:
         folder.mkdir()
         return write_config(folder, meta={"stop": {"max_trials": 30}, "n_workers": 1, "duplicate_streak_limit": 1000,
                                           "stale_trial_seconds": 600, "sampler": {"name": "random", "kwargs": {"seed": 5}}},
-                            parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 30, "step": 6},
-                                        "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "step": 0.5}})
+                            parameters=FIFTEEN_POINTS)
 
     def rows(folder: Path) -> dict[str, tuple[str, int, str | None]]:
         with make_engine(cache_url(f"journal:///{folder / 'results' / 'optuna.journal'}")).connect() as conn:
@@ -779,8 +773,7 @@ def test_a_first_session_killed_or_still_running_is_said_so_by_the_commands_that
     show`, `validate` and `report` said 'no run at ...', as of a name mistyped, while the user could
     see its trials there (an hour into a first long run, or after a kill)."""
     path = write_config(tmp_path, meta={"stop": {"max_trials": 12}, "n_workers": 1, "sampler": {"name": "random", "kwargs": {"seed": 5}}},
-                        parameters={"exits.max_bars_held": {"type": "int", "low": 6, "high": 30, "step": 6},
-                                    "exits.stop_loss_atr": {"type": "float", "low": 1.0, "high": 2.0, "step": 0.5}})
+                        parameters=FIFTEEN_POINTS)
     killed = genesis_killed_after("optuna.study._optimize:_tell_with_warning", 5, "optimize", str(path), "--skip-preflight")
     assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
     run = tmp_path / "results" / "runs" / "t"
