@@ -12,10 +12,11 @@ import optuna
 import pytest
 import yaml
 
-from genesis_core.backtest import build_config
+from genesis_core.backtest import Backtester, build_config
 from genesis_core.config import read_config_file
 from genesis_core.errors import ConfigError
 from genesis_core.optimizer import RunOptions
+from genesis_core.records import RunFolder
 from genesis_core.study import load_study_config
 from tests.optimizer.test_optimizer import ROOT, write_config
 from tests.runs import genesis_apart as genesis
@@ -228,8 +229,6 @@ def test_an_integer_past_64_bits_is_refused_naming_the_key_and_the_largest_runs_
     _refused_in_one_line(genesis("optimize", str(opt)), f"parameters.exits.max_bars_held.high: {2**63} is past the 64-bit")
     path.write_text(yaml.safe_dump(reference).replace("max_bars_held: 24", f"max_bars_held: {2**63 - 1}"))
     held = build_config(reference, overrides={"params": {"exits": {"max_bars_held": 10**6}}})  # longer than the window
-    from genesis_core.backtest import Backtester
-
     assert Backtester().run(build_config(read_config_file(path))).metrics == Backtester().run(held).metrics
 
 
@@ -238,8 +237,6 @@ def test_a_run_whose_time_is_up_before_its_first_trial_says_so_and_its_study_goe
     as 'line 1 names no number column: not a trials table' (exit 2), as did `runs show`, `report`
     and `validate` of the run until a later session ran a trial; `backtest --trial` said its
     trials were '0..-1'."""
-    from genesis_core.records import RunFolder
-
     proc = genesis("optimize", str(write_config(tmp_path, meta={"stop": {"max_trials": 6, "timeout_seconds": 0.001}})))
     assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
     said = " ".join(proc.stderr.split())
